@@ -1,0 +1,97 @@
+# smolbot -- one Makefile.
+#
+#   make            build/smolbot (portable: SIMD kernels are chosen at run time)
+#   make test       sanitized build (ASan+UBSan), every test, ends "N passed, N failed"
+#   make run        install what is missing, build, find or pull a model, serve :3000
+#   make bench      3B-shaped model (generated once, cached outside git) + kernel benches
+#   make native     build/smolbot tuned for this CPU (-march=native)
+#   make fuzz       libFuzzer targets (clang) in build/fuzz/
+#
+# Sources are found by wildcard: a module is a folder under src/, a unit test
+# is tests/test_<name>.c, a fuzz target is tests/fuzz/fuzz_<name>.c.
+
+CC      ?= cc
+ifeq ($(CC),cc)
+CC      := gcc
+endif
+CLANG   ?= clang
+# -D_GNU_SOURCE: mremap/strcasestr and friends; the code is C11 otherwise.
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wno-unused-parameter -pthread -Isrc
+OPT     ?= -O2
+LDLIBS  := -lm -lpthread -lsqlite3 -ljansson -lmicrohttpd -lcurl -lmd4c -lmd4c-html
+# Sanitized objects keep -O1 so tests that run the model stay quick.
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SRC     := $(wildcard src/*/*.c)
+LIB_SRC := $(filter-out src/app/%,$(SRC))
+APP_SRC := $(filter src/app/%,$(SRC))
+GEN_SRC := build/gen/assets.c
+TESTS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+FUZZ    := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+WEB     := $(shell find web -type f -not -path 'web/node_modules/*' -not -name 'package*.json' 2>/dev/null | sort) \
+           $(wildcard web/node_modules/htmx.org/dist/htmx.min.js web/node_modules/htmx-ext-sse/dist/sse.min.js)
+
+REL_OBJ := $(patsubst %.c,build/rel/%.o,$(SRC) $(GEN_SRC))
+SAN_LIB := $(patsubst %.c,build/san/%.o,$(LIB_SRC) $(GEN_SRC))
+SAN_APP := $(patsubst %.c,build/san/%.o,$(APP_SRC))
+
+.PHONY: all deps deps-test native test run bench fuzz clean web
+all: deps build/smolbot
+
+deps:
+	@bash scripts/deps.sh build
+
+deps-test:
+	@bash scripts/deps.sh build test
+
+build/smolbot: $(REL_OBJ)
+	$(CC) $(CFLAGS_BASE) $(OPT) -o $@ $^ $(LDLIBS)
+
+native:
+	$(MAKE) OPT="-O3 -march=native" BUILD_TAG=native build/smolbot
+
+build/rel/%.o: %.c $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) $(OPT) -c -o $@ $<
+
+build/san/%.o: %.c $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -c -o $@ $<
+
+# Web assets are embedded into the binary as byte arrays.
+$(GEN_SRC): tools/embed.sh $(WEB)
+	@mkdir -p $(dir $@)
+	bash tools/embed.sh $@ $(WEB)
+
+build/san/smolbot: $(SAN_LIB) $(SAN_APP)
+	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -o $@ $^ $(LDLIBS)
+
+build/san/test_%: tests/test_%.c tests/t.h $(SAN_LIB)
+	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -o $@ $< $(SAN_LIB) $(LDLIBS)
+
+test: deps-test build/smolbot build/san/smolbot $(addprefix build/san/,$(TESTS)) fuzz-smoke
+	@bash tests/run.sh $(addprefix build/san/,$(TESTS))
+
+# ---- fuzzing (clang + libFuzzer) ----
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isrc -pthread -fsanitize=fuzzer,address,undefined
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(GEN_SRC) $(LDLIBS)
+
+fuzz: deps-test $(addprefix build/fuzz/,$(FUZZ))
+	@echo "fuzz targets in build/fuzz/: run e.g. build/fuzz/fuzz_gguf tests/fuzz/corpus/gguf -max_total_time=600"
+
+# A short bounded run of each target belongs to `make test` (tests/run.sh).
+fuzz-smoke: $(addprefix build/fuzz/,$(FUZZ))
+
+# ---- running ----
+run: deps build/smolbot
+	@bash scripts/run.sh
+
+BENCH_MODEL ?= $(HOME)/.cache/smolbot/bench/smollm3-3b-q4_k_m-random.gguf
+bench: deps build/smolbot
+	@bash bench/bench.sh "$(BENCH_MODEL)"
+
+clean:
+	rm -rf build
+

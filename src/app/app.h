@@ -1,0 +1,32 @@
+/* app.h -- the smolbot command line: one binary, one function per subcommand.
+ *
+ * Each subcommand lives in src/app/cmd_<name>.c as
+ *     int cmd_<name>(int argc, char **argv);   argv[0] is the subcommand
+ * returning the process exit status (0 ok, 1 error, 2 usage). Each prints
+ * its usage for --help. Only src/app may exit the process.
+ */
+#ifndef APP_H
+#define APP_H
+
+#include <stdio.h>
+
+int cmd_inspect(int argc, char **argv);
+int cmd_gen_model(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_template(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+
+/* 1 if argv has -h or --help. */
+int app_wants_help(int argc, char **argv);
+/* Parse a number argument for option `opt`; on error prints a message and returns -1. */
+int app_parse_int(const char *opt, const char *s, long *out);
+int app_parse_float(const char *opt, const char *s, double *out);
+/* The value after option argv[*i]; advances *i. Prints an error and returns NULL if missing. */
+const char *app_optarg(int argc, char **argv, int *i);
+
+#endif

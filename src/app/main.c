@@ -1,0 +1,83 @@
+/* main.c -- smolbot: dispatch to a subcommand.
+ *
+ *   smolbot <command> [options]      smolbot <command> --help
+ *
+ * The table below is the whole CLI surface; each entry's code lives in
+ * cmd_<name>.c. Helpers shared by the commands (option parsing) are here.
+ */
+#include "app.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} command;
+
+static const command commands[] = {
+    /* commands: one line each, keep sorted by workflow */
+    {NULL, NULL, NULL},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "smolbot -- a self-hosted chatbot for SmolLM3-3B\n\nusage: smolbot <command> [options]\n\ncommands:\n");
+    for (const command *c = commands; c->name; c++) fprintf(f, "  %-12s %s\n", c->name, c->help);
+    fprintf(f, "\n'smolbot <command> --help' shows the options of a command.\n");
+}
+
+int app_wants_help(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) return 1;
+    return 0;
+}
+
+int app_parse_int(const char *opt, const char *s, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s ? s : "", &end, 10);
+    if (!s || !*s || *end || errno) {
+        fprintf(stderr, "smolbot: %s expects an integer, got '%s'\n", opt, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int app_parse_float(const char *opt, const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s ? s : "", &end);
+    if (!s || !*s || *end || errno || v != v) {
+        fprintf(stderr, "smolbot: %s expects a number, got '%s'\n", opt, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+const char *app_optarg(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "smolbot: option %s needs a value\n", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+int main(int argc, char **argv) {
+    const char *lvl = getenv("LOG_LEVEL");
+    if (lvl && core_log_parse_level(lvl) >= 0) core_log_set_level(core_log_parse_level(lvl));
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (const command *c = commands; c->name; c++)
+        if (!strcmp(argv[1], c->name)) return c->fn(argc - 1, argv + 1);
+    fprintf(stderr, "smolbot: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

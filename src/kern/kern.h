@@ -1,0 +1,166 @@
+/* kern.h -- compute kernels: quant blocks, dequantization, dot products,
+ * matrix products, the small f32 ops of a transformer, and a thread pool.
+ *
+ * Shape of the module (after ggml): each tensor type has a traits entry
+ * {block size, bytes, dequant_row, vec_dot, vec_dot_type, from_float}.
+ * A weight row of type T is multiplied with an activation row that was
+ * quantized ONCE per product to T's vec_dot_type (Q8_K for K-quants, Q8_0
+ * for Q8_0, F32 for float weights): integer dot products, like llama.cpp,
+ * so our numbers track its numbers.
+ *
+ * ISAs. Every kernel has a scalar reference (kern_ref_*), always built,
+ * which is the oracle in tests. AVX2 and AVX-512 twins live in their own
+ * files and are chosen once at start (kern_init) from CPU features; the
+ * table set there is the only mutable global of the module.
+ *
+ * kern never sees a file: it works on pointers given by the caller.
+ */
+#ifndef KERN_H
+#define KERN_H
+
+#include <assert.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/core.h"
+
+/* Type ids: the ggml ids, as stored in GGUF. */
+enum kern_type {
+    KERN_F32 = 0,
+    KERN_F16 = 1,
+    KERN_Q4_0 = 2,
+    KERN_Q8_0 = 8,
+    KERN_Q4_K = 12,
+    KERN_Q5_K = 13,
+    KERN_Q6_K = 14,
+    KERN_Q8_K = 15,
+    KERN_BF16 = 30,
+    KERN_TYPE_MAX = 31
+};
+
+#define QK8_0 32
+#define QK4_0 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+typedef uint16_t kern_f16; /* IEEE binary16 bits */
+
+typedef struct {
+    kern_f16 d;
+    int8_t qs[QK8_0];
+} kern_block_q8_0;
+static_assert(sizeof(kern_block_q8_0) == 34, "q8_0 block");
+
+typedef struct {
+    kern_f16 d;
+    uint8_t qs[QK4_0 / 2];
+} kern_block_q4_0;
+static_assert(sizeof(kern_block_q4_0) == 18, "q4_0 block");
+
+typedef struct {
+    kern_f16 d;
+    kern_f16 dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} kern_block_q4_K;
+static_assert(sizeof(kern_block_q4_K) == 144, "q4_K block");
+
+typedef struct {
+    kern_f16 d;
+    kern_f16 dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} kern_block_q5_K;
+static_assert(sizeof(kern_block_q5_K) == 176, "q5_K block");
+
+typedef struct {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    kern_f16 d;
+} kern_block_q6_K;
+static_assert(sizeof(kern_block_q6_K) == 210, "q6_K block");
+
+typedef struct {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} kern_block_q8_K;
+static_assert(sizeof(kern_block_q8_K) == 292, "q8_K block");
+
+/* Dequantize n values (n a multiple of the block size). */
+typedef void (*kern_dequant_fn)(const void *src, float *dst, int64_t n);
+/* Quantize n floats to this type (activation side). */
+typedef void (*kern_from_float_fn)(const float *src, void *dst, int64_t n);
+/* *s = dot(w[0..n), a[0..n)) where w is a row of this type and a is a row
+ * of vec_dot_type. */
+typedef void (*kern_vec_dot_fn)(int64_t n, float *s, const void *w, const void *a);
+
+typedef struct kern_traits {
+    const char *name;
+    int64_t blck;          /* weights per block */
+    size_t bytes;          /* bytes per block */
+    kern_dequant_fn dequant_row;
+    kern_from_float_fn from_float; /* NULL if this type is never an activation type */
+    kern_vec_dot_fn vec_dot;       /* NULL if not usable as a weight type */
+    int vec_dot_type;              /* activation type for vec_dot */
+} kern_traits;
+
+/* Pick the best ISA for this CPU (or force one: "scalar", "avx2",
+ * "avx512"; NULL = auto, also read from env SMOLBOT_ISA). Call once at
+ * start, before any thread uses the kernels. Returns 0 or CORE_EUNSUP if a
+ * forced ISA is not available here. */
+int kern_init(const char *isa);
+const char *kern_isa(void); /* "scalar" | "avx2" | "avx512" */
+
+/* Current (fastest chosen) traits, and the scalar reference traits. NULL
+ * for a type we do not support. */
+const kern_traits *kern_get_traits(int type);
+const kern_traits *kern_ref_traits(int type);
+/* Bytes of a row of n values of this type (n must be a multiple of blck). */
+size_t kern_row_size(int type, int64_t n);
+
+/* ---- thread pool ------------------------------------------------------ */
+
+/* A fixed set of worker threads created once. kern_pool_run() calls
+ * fn(ctx, ith, nth) on every thread (the caller is thread 0) and returns
+ * when all have finished. Not reentrant: one run at a time per pool. */
+typedef struct kern_pool kern_pool;
+typedef void (*kern_task_fn)(void *ctx, int ith, int nth);
+kern_pool *kern_pool_new(int n_threads);
+void kern_pool_free(kern_pool *p);
+int kern_pool_threads(const kern_pool *p);
+void kern_pool_run(kern_pool *p, kern_task_fn fn, void *ctx);
+
+/* ---- matrix products -------------------------------------------------- */
+
+/* Y = X . W^T: W is n_out rows of n_in values of type wtype (a view into
+ * the mapping); X is n_tok rows of n_in floats; Y is n_tok rows of n_out
+ * floats (Y[t*ldy + o]). X is quantized once to the vec_dot type into
+ * `work`, which must hold kern_matmul_work_size(wtype, n_in, n_tok) bytes.
+ * n_tok == 1 is a matrix-vector product; n_tok > 1 reuses each weight block
+ * for many tokens. Split across the pool's threads by output rows. */
+size_t kern_matmul_work_size(int wtype, int64_t n_in, int64_t n_tok);
+void kern_matmul(kern_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in, const float *x,
+                 int64_t n_tok, float *y, int64_t ldy, void *work);
+/* Same with the scalar reference kernels, single-threaded (tests). */
+void kern_matmul_ref(int wtype, const void *w, int64_t n_out, int64_t n_in, const float *x, int64_t n_tok,
+                     float *y, int64_t ldy, void *work);
+
+/* ---- f32 ops (scalar reference here; SIMD twins chosen by kern_init) --- */
+
+/* out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i] */
+void kern_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
+/* out[i] = silu(g[i]) * u[i] */
+void kern_silu_mul(float *out, const float *g, const float *u, int64_t n);
+/* Rotate adjacent pairs (x[2i], x[2i+1]) of each of n_heads heads of
+ * head_dim by pos * theta^(-2i/head_dim) (llama.cpp's "normal" RoPE). */
+void kern_rope(float *x, int64_t n_heads, int64_t head_dim, int64_t pos, float theta);
+/* In-place softmax of x[0..n). */
+void kern_softmax(float *x, int64_t n);
+/* Bulk half conversions. */
+void kern_f16_to_f32(const kern_f16 *src, float *dst, int64_t n);
+void kern_f32_to_f16(const float *src, kern_f16 *dst, int64_t n);
+
+#endif
