@@ -1,0 +1,102 @@
+/* chat.h -- the SmolLM3 chat format, rendered natively, and the thinking parser.
+ *
+ * Rendering. chat_render() produces, byte for byte, what the official SmolLM3
+ * Jinja template produces for the same conversation (checked against the
+ * Jinja2 renders in ../shared/refdata/template). There is no template engine
+ * here: the template's logic is short and fixed, so it is written out in C.
+ * The module knows no JSON: tool descriptions arrive already rendered (see
+ * chat_opts.xml_tools), messages arrive as plain (role, content) pairs.
+ *
+ * Thinking parser. A model in /think mode writes "<think>\n...\n</think>\n"
+ * and then its answer; chat_think splits a stream of generated text into
+ * reasoning and answer as it arrives, holding back bytes that might be the
+ * start of a tag until the next push decides.
+ *
+ * Neither part keeps global state; every object here is owned by one thread.
+ */
+#ifndef CHAT_H
+#define CHAT_H
+
+#include <stddef.h>
+#include <time.h>
+
+#include "core/core.h"
+
+/* One message. role is "system" (first message only), "user", "assistant" or
+ * "tool"; anything else is rejected by chat_render. content may be NULL
+ * (rendered as empty, like a non-string content in the template) and is
+ * content_len bytes long (it may contain NUL bytes; it is not parsed).
+ * Borrowed: the strings must live for the duration of the call. */
+typedef struct chat_msg {
+    const char *role;
+    const char *content;
+    size_t content_len;
+} chat_msg;
+
+typedef struct chat_opts {
+    int enable_thinking;       /* 1: /think (the template's default), 0: /no_think */
+    int add_generation_prompt; /* 1: end with the assistant header the model continues */
+    const char *date;          /* "26 November 2026"; NULL: today (local time) */
+    /* Tool descriptions, already rendered one per line, each line ending in
+     * "\n": exactly the text the template puts between "<tools>\n" and
+     * "</tools>" (the template writes each tool with Jinja's `| string`, i.e.
+     * Python's repr of the dict: {'name': 'f', ...}). NULL or "" = no tools. */
+    const char *xml_tools;
+    const char *python_tools; /* same shape, for the template's python_tools; usually NULL */
+} chat_opts;
+
+/* Defaults: thinking on, generation prompt on, today's date, no tools. */
+void chat_opts_default(chat_opts *o);
+
+/* Append the rendered prompt for msgs[0..n) to out (out is not cleared).
+ * Returns 0, CORE_EINVAL (unknown role, a system message after the first,
+ * NULL role) or CORE_ENOMEM; on error out may hold a partial render. */
+int chat_render(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *out, core_err *err);
+
+/* Effective reasoning mode: 1 for /think, 0 for /no_think. A first message
+ * with role "system" that contains "/no_think" forces 0, else one that
+ * contains "/think" forces 1, else enable_thinking decides. In mode 0 the
+ * generation prompt ends with the pre-filled "<think>\n\n</think>\n", so the
+ * generated text starts in the answer (chat_think_init(p, 1)). */
+int chat_mode_of(const chat_msg *msgs, size_t n, int enable_thinking);
+
+/* Write `now` as local "%d %B %Y" with English month names ("05 March 2026")
+ * into buf. Returns 0, or CORE_ERANGE if cap is too small (needs <= 20). */
+int chat_date_today(char *buf, size_t cap, time_t now);
+
+/* ---- thinking stream parser ----------------------------------------------
+ *
+ * States: BEFORE (think mode, no "<think>" seen yet: text is answer, and a
+ * "<think>" opens the block), THINK (text is reasoning until "</think>"),
+ * AFTER (everything is answer verbatim; tags are no longer recognized, so a
+ * model that writes about "<think>" in its answer is shown as written).
+ *
+ * Whitespace, the way chat UIs show it: newlines at the start of the
+ * reasoning are dropped, newlines right before "</think>" are dropped, and
+ * newlines at the start of the answer are dropped (the template itself
+ * lstrips "\n" from assistant history, so nothing is lost on the next turn).
+ * Other bytes pass through unchanged. An unclosed block at the end of the
+ * stream is reasoning. No allocation beyond appending to the caller's
+ * buffers; a partial tag is held in the struct (at most 8 bytes). */
+typedef struct chat_think {
+    int state;            /* CHAT_THINK_BEFORE / _THINK / _AFTER */
+    char hold[8];         /* bytes that may be the start of the tag we look for */
+    size_t hold_len;
+    size_t nl_pending;    /* newlines seen in THINK not yet known to be inner */
+    int reasoning_started;/* a non-newline reasoning byte was emitted */
+    int answer_started;   /* a non-newline answer byte was emitted */
+} chat_think;
+
+enum { CHAT_THINK_BEFORE = 0, CHAT_THINK_THINK = 1, CHAT_THINK_AFTER = 2 };
+
+/* starts_in_answer: 1 when the prompt pre-filled "<think>\n\n</think>\n"
+ * (/no_think mode): the whole stream is answer. */
+void chat_think_init(chat_think *p, int starts_in_answer);
+/* Feed len bytes of generated text; appends what is decided to reasoning and
+ * answer (either may be NULL to discard). Returns 0 or CORE_ENOMEM. */
+int chat_think_push(chat_think *p, const char *text, size_t len, core_buf *reasoning, core_buf *answer);
+/* End of stream: releases held bytes (a partial tag is plain text of the
+ * current part). Returns 0 or CORE_ENOMEM. */
+int chat_think_finish(chat_think *p, core_buf *reasoning, core_buf *answer);
+
+#endif
