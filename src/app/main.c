@@ -21,6 +21,7 @@ typedef struct {
 
 static const command commands[] = {
     /* commands: one line each, keep sorted by workflow */
+    {"template", cmd_template, "render a conversation in the SmolLM3 chat format"},
     {NULL, NULL, NULL},
 };
 
