@@ -13,7 +13,8 @@
  * a threshold; everything is O(n_vocab) expected.
  *
  * Stop strings are matched on bytes of the decoded text, independent of how
- * the text was cut into tokens.
+ * the text was cut into pieces: when several could match, the one that
+ * completes first wins (for stops "abcd" and "bc", "xabcd" stops at "xa").
  *
  * A sampler or a sample_stop belongs to one thread (one request) at a time.
  */

@@ -15,6 +15,7 @@
  */
 #include "sample/sample.h"
 
+#include <stdint.h>
 #include <string.h>
 
 int sample_stop_init(sample_stop *s, const char *const *stops, size_t n, core_err *err) {
@@ -34,12 +35,17 @@ int sample_stop_init(sample_stop *s, const char *const *stops, size_t n, core_er
     return 0;
 }
 
-/* Earliest position in w[0..n) where a whole stop string starts, or n. */
+/* Start of the stop string that completes first in w[0..n) (smallest end;
+ * on a tie the longer one), or n. "Completes first" is what makes the result
+ * independent of how the text was cut: fed byte by byte, that is the match
+ * that would be seen first. */
 static size_t find_stop(const sample_stop *s, const char *w, size_t n) {
-    size_t best = n;
+    size_t best = n, best_end = SIZE_MAX;
     for (size_t k = 0; k < s->n; k++) {
         const char *p = memmem(w, n, s->stops[k], s->lens[k]);
-        if (p && (size_t)(p - w) < best) best = (size_t)(p - w);
+        if (!p) continue;
+        size_t at = (size_t)(p - w), end = at + s->lens[k];
+        if (end < best_end || (end == best_end && at < best)) best = at, best_end = end;
     }
     return best;
 }
