@@ -46,6 +46,7 @@
 #define HTTP_DEF_TIMEOUT_S 30u
 #define HTTP_DEF_MAX_CONNS 128u
 #define HTTP_DEF_PING_MS 1000u
+#define HTTP_STOP_DRAIN_MS 2000
 #define HTTP_DEF_CSP "default-src 'self'"
 
 /* ---- small helpers -------------------------------------------------- */
@@ -433,11 +434,10 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)mem, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)(c.conn_timeout_s ? c.conn_timeout_s : HTTP_DEF_TIMEOUT_S), NULL},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(c.max_conns ? c.max_conns : HTTP_DEF_MAX_CONNS), NULL},
-        {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
         {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)(s->pool ? s->pool : 0), NULL},
         {MHD_OPTION_END, 0, NULL},
     };
-    if (!s->pool) opts[5].option = MHD_OPTION_END; /* no pool option in thread-per-connection mode */
+    if (!s->pool) opts[4].option = MHD_OPTION_END; /* no pool option in thread-per-connection mode */
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
@@ -464,7 +464,17 @@ void http_server_stop(http_server *s) {
     s->stopping = 1;
     for (http_stream *st = s->streams; st; st = st->next) http__stream_stop(st);
     pthread_mutex_unlock(&s->mu);
-    /* 3. Close idle keep-alive connections and join every thread. */
+    /* 3. Let the woken streams send what was queued and their chunked
+     *    terminator (MHD_stop_daemon shuts sockets down at once), bounded. */
+    for (int i = 0; i < HTTP_STOP_DRAIN_MS / 10; i++) {
+        int busy = 0;
+        pthread_mutex_lock(&s->mu);
+        for (http_stream *st = s->streams; st && !busy; st = st->next) busy = !http__stream_done(st);
+        pthread_mutex_unlock(&s->mu);
+        if (!busy) break;
+        usleep(10000);
+    }
+    /* 4. Close idle keep-alive connections and join every thread. */
     MHD_stop_daemon(s->d);
     s->d = NULL;
     if (lfd != MHD_INVALID_SOCKET) close(lfd);

@@ -54,6 +54,7 @@ struct http_stream {
     int refs;                  /* caller refs + MHD response + request */
     int prod_refs;             /* caller refs; 0 -> closed */
     int closed, gone, stopped, sse;
+    int done;                  /* MHD reported the request completed */
     unsigned ping_ms;
     int fd;                    /* connection socket, peeked for EOF by the reader */
     uint64_t last_ns;          /* last time bytes went to MHD */
@@ -68,5 +69,7 @@ void http__stream_stop(http_stream *st);
 /* The request of this stream completed (error: not COMPLETED_OK); drops
  * the request's reference. */
 void http__stream_mhd_done(http_stream *st, int error);
+/* 1 once the request completed (server mu held: the stream is alive). */
+int http__stream_done(http_stream *st);
 
 #endif

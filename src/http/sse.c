@@ -145,10 +145,17 @@ void http__stream_stop(http_stream *st) {
 void http__stream_mhd_done(http_stream *st, int error) {
     (void)error; /* done is done: either way no more bytes reach the client */
     pthread_mutex_lock(&st->mu);
-    st->gone = 1;
+    st->gone = st->done = 1;
     pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
     stream_unref(st);
+}
+
+int http__stream_done(http_stream *st) {
+    pthread_mutex_lock(&st->mu);
+    int d = st->done;
+    pthread_mutex_unlock(&st->mu);
+    return d;
 }
 
 http_stream *http_respond_stream(http_req *r, int status, const char *ct, const http_header *hdrs,

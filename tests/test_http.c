@@ -1,0 +1,876 @@
+/* test_http.c -- the HTTP glue over real loopback sockets.
+ *
+ * Every test starts a server on 127.0.0.1 with port 0 (a free port) and
+ * stops it at the end. The client is a small raw-socket one written here
+ * (buffered reader, Content-Length and chunked bodies), so keep-alive and
+ * the exact bytes of SSE framing are visible. No timing assertions except
+ * generous bounds on disconnect detection and stop (both are features).
+ *
+ * HTTP_BENCH=N runs N sequential keep-alive GETs against both thread modes
+ * and prints requests per second (default 300, just to exercise the path).
+ */
+#include "t.h"
+#include "core/core.h"
+#include "http/assets.h"
+#include "http/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+/* ---- raw client ------------------------------------------------------ */
+
+typedef struct cli {
+    int fd;
+    char buf[1 << 16];
+    size_t len;
+} cli;
+
+typedef struct resp {
+    int status;
+    char head[8192];   /* raw header block, lower-cased names not applied */
+    core_buf body;
+    int chunked;
+} resp;
+
+static int cli_open(cli *c, int port) {
+    c->len = 0;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (c->fd < 0) return -1;
+    struct timeval tv = {5, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(c->fd);
+        c->fd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+static void cli_close(cli *c) {
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+}
+
+static int cli_send(cli *c, const void *p, size_t n) {
+    const char *s = p;
+    while (n) {
+        ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL);
+        if (w <= 0) return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int cli_sends(cli *c, const char *s) { return cli_send(c, s, strlen(s)); }
+
+/* Ensure at least n buffered bytes; -1 on EOF/timeout. */
+static int cli_fill(cli *c, size_t n) {
+    while (c->len < n) {
+        if (c->len == sizeof c->buf) return -1;
+        ssize_t r = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, 0);
+        if (r <= 0) return -1;
+        c->len += (size_t)r;
+    }
+    return 0;
+}
+
+static void cli_consume(cli *c, size_t n) {
+    memmove(c->buf, c->buf + n, c->len - n);
+    c->len -= n;
+}
+
+/* Read a line ending in \r\n (without it) into out. */
+static int cli_line(cli *c, char *out, size_t cap) {
+    for (;;) {
+        char *e = memmem(c->buf, c->len, "\r\n", 2);
+        if (e) {
+            size_t n = (size_t)(e - c->buf);
+            if (n >= cap) return -1;
+            memcpy(out, c->buf, n);
+            out[n] = 0;
+            cli_consume(c, n + 2);
+            return 0;
+        }
+        if (cli_fill(c, c->len + 1)) return -1;
+    }
+}
+
+/* Header value from a raw block ("Name: value\r\n"), case-insensitive. */
+static const char *hval(const char *head, const char *name, char *out, size_t cap) {
+    size_t nl = strlen(name);
+    for (const char *p = head; *p;) {
+        const char *e = strstr(p, "\r\n");
+        if (!e) break;
+        if ((size_t)(e - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ') v++;
+            size_t n = (size_t)(e - v) < cap - 1 ? (size_t)(e - v) : cap - 1;
+            memcpy(out, v, n);
+            out[n] = 0;
+            return out;
+        }
+        p = e + 2;
+    }
+    return NULL;
+}
+
+/* Status line and headers. */
+static int read_head(cli *c, resp *r) {
+    char line[4096];
+    r->head[0] = 0;
+    r->status = 0;
+    if (cli_line(c, line, sizeof line)) return -1;
+    if (sscanf(line, "HTTP/1.%*d %d", &r->status) != 1) return -1;
+    size_t hl = 0;
+    for (;;) {
+        if (cli_line(c, line, sizeof line)) return -1;
+        if (!line[0]) break;
+        int n = snprintf(r->head + hl, sizeof r->head - hl, "%s\r\n", line);
+        if (n < 0 || (size_t)n >= sizeof r->head - hl) return -1;
+        hl += (size_t)n;
+    }
+    char v[64];
+    r->chunked = hval(r->head, "Transfer-Encoding", v, sizeof v) && strcasecmp(v, "chunked") == 0;
+    return 0;
+}
+
+/* One chunk appended to r->body; returns its size, 0 at the end, -1 error. */
+static long read_chunk(cli *c, resp *r) {
+    char line[64];
+    if (cli_line(c, line, sizeof line)) return -1;
+    long n = strtol(line, NULL, 16);
+    if (n < 0) return -1;
+    if (n == 0) {
+        if (cli_line(c, line, sizeof line)) return -1; /* blank line after trailers */
+        return 0;
+    }
+    if (cli_fill(c, (size_t)n + 2)) return -1;
+    core_buf_append(&r->body, c->buf, (size_t)n);
+    cli_consume(c, (size_t)n + 2);
+    return n;
+}
+
+/* A whole response (head and body). HEAD/304 bodies are empty. */
+static int read_resp(cli *c, resp *r, int no_body) {
+    core_buf_clear(&r->body);
+    if (read_head(c, r)) return -1;
+    if (no_body || r->status == 304 || r->status == 204) return 0;
+    if (r->chunked) {
+        long n;
+        while ((n = read_chunk(c, r)) > 0) {}
+        return n == 0 ? 0 : -1;
+    }
+    char v[64];
+    if (!hval(r->head, "Content-Length", v, sizeof v)) { /* until close */
+        for (;;) {
+            if (cli_fill(c, c->len + 1)) break;
+        }
+        core_buf_append(&r->body, c->buf, c->len);
+        cli_consume(c, c->len);
+        return 0;
+    }
+    size_t n = (size_t)strtoull(v, NULL, 10);
+    while (n) {
+        if (!c->len && cli_fill(c, 1)) return -1;
+        size_t k = c->len < n ? c->len : n;
+        core_buf_append(&r->body, c->buf, k);
+        cli_consume(c, k);
+        n -= k;
+    }
+    return 0;
+}
+
+/* One request on a fresh connection. */
+static int fetch(int port, const char *req, resp *r) {
+    cli *c = malloc(sizeof *c);
+    if (!c || cli_open(c, port)) {
+        free(c);
+        return -1;
+    }
+    int rc = cli_sends(c, req) ? -1 : read_resp(c, r, 0);
+    cli_close(c);
+    free(c);
+    return rc;
+}
+
+/* ---- the test server's handler ------------------------------------------- */
+
+typedef struct shared {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    http_stream *silent; /* last /silent stream, one reference held for the test */
+    int n_silent;
+} shared;
+
+static shared g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0};
+
+typedef struct producer {
+    http_stream *st;
+    int n, gap_ms;
+} producer;
+
+static void *produce(void *arg) {
+    producer *p = arg;
+    char data[64];
+    for (int i = 0; i < p->n; i++) {
+        snprintf(data, sizeof data, "token %d", i);
+        char id[16];
+        snprintf(id, sizeof id, "%d", i);
+        if (http_stream_event(p->st, "tok", id, data, strlen(data)) != 0) break;
+        usleep((useconds_t)p->gap_ms * 1000);
+    }
+    http_stream_event(p->st, "done", NULL, "[DONE]", 6);
+    http_stream_close(p->st);
+    free(p);
+    return NULL;
+}
+
+static int handler(void *ctx, http_req *r, core_err *err) {
+    (void)ctx;
+    const char *path = http_req_path(r);
+    const char *m = http_req_method(r);
+    if (strcmp(path, "/hello") == 0) return http_respond(r, 200, "text/plain", "hello", 5);
+    if (strcmp(path, "/echo") == 0) {
+        size_t n;
+        const char *b = http_req_body(r, &n);
+        const char *q = http_req_query(r, "q");
+        const char *x = http_req_header(r, "x-TEST");
+        char info[256];
+        snprintf(info, sizeof info, "%s|%s|%s|%s|%d", m, q ? q : "-", x ? x : "-", http_req_remote(r),
+                 http_req_body_complete(r));
+        http_header h[] = {{"X-Info", info}, {NULL, NULL}};
+        return http_respond_ex(r, 200, "application/octet-stream", b, n, h);
+    }
+    if (strcmp(path, "/fail") == 0) return core_errf(err, CORE_EFORMAT, "boom: bad thing");
+    if (strcmp(path, "/none") == 0) return 0;
+    if (strcmp(path, "/headers") == 0) {
+        int bad = http_req_add_header(r, "X-Evil", "a\r\nSet-Cookie: x=1");
+        http_req_add_header(r, "Retry-After", "7");
+        http_req_add_header(r, "Set-Cookie", "a=1; HttpOnly");
+        http_req_add_header(r, "Set-Cookie", "b=2");
+        int again = http_respond(r, 200, "text/plain", "x", 1);
+        int twice = http_respond(r, 200, "text/plain", "y", 1);
+        char body[64];
+        snprintf(body, sizeof body, "%d %d %d", bad, again, twice);
+        (void)body;
+        return (bad == CORE_EINVAL && again == 0 && twice == CORE_EINVAL) ? 0 : core_errf(err, CORE_EINVAL, "header checks");
+    }
+    if (strcmp(path, "/auth") == 0)
+        return http_check_bearer(r, "sekrit-key") ? http_respond_text(r, 200, "ok")
+                                                  : http_respond_text(r, 401, "no");
+    if (strcmp(path, "/json") == 0) {
+        char *b = strdup("{\"a\":1}");
+        return http_respond_take(r, 201, "application/json", b, strlen(b));
+    }
+    if (strncmp(path, "/static/", 8) == 0 || strcmp(path, "/asset") == 0) {
+        const char *p = http_req_query(r, "p");
+        return http_respond_asset(r, p ? p : path);
+    }
+    if (strcmp(path, "/sse") == 0) {
+        const char *ns = http_req_query(r, "n");
+        http_header h[] = {{"X-Stream", "yes"}, {NULL, NULL}};
+        http_stream *st = http_respond_stream(r, 200, NULL, h, err);
+        if (!st) return err->code ? err->code : CORE_EIO;
+        producer *p = malloc(sizeof *p);
+        p->st = st;
+        p->n = ns ? atoi(ns) : 20;
+        p->gap_ms = 5;
+        pthread_t t;
+        if (pthread_create(&t, NULL, produce, p) != 0) {
+            http_stream_close(st);
+            free(p);
+            return 0;
+        }
+        pthread_detach(t);
+        return 0;
+    }
+    if (strcmp(path, "/fmt") == 0) {
+        http_stream *st = http_respond_stream(r, 200, "text/event-stream; charset=utf-8", NULL, err);
+        if (!st) return err->code;
+        http_stream_event(st, NULL, NULL, "a\nb\r\nc\rd", 8);
+        http_stream_event(st, "e1", "7", "x", 1);
+        http_stream_event(st, NULL, NULL, "", 0);
+        http_stream_event(st, NULL, NULL, "end\n", 4);
+        http_stream_comment(st, "note");
+        int bad = http_stream_event(st, "a\nb", NULL, "x", 1);
+        http_stream_write(st, bad == CORE_EINVAL ? "raw\n" : "BAD\n", 4);
+        http_stream_close(st);
+        return 0;
+    }
+    if (strcmp(path, "/ndjson") == 0) {
+        http_stream *st = http_respond_stream(r, 200, "application/x-ndjson", NULL, err);
+        if (!st) return err->code;
+        http_stream_write(st, "{}\n{}\n", 6);
+        http_stream_close(st);
+        return 0;
+    }
+    if (strcmp(path, "/silent") == 0) {
+        http_stream *st = http_respond_stream(r, 200, NULL, NULL, err);
+        if (!st) return err->code;
+        pthread_mutex_lock(&g.mu);
+        if (g.silent) http_stream_close(g.silent);
+        g.silent = st; /* the test is the producer: it closes */
+        g.n_silent++;
+        pthread_cond_broadcast(&g.cv);
+        pthread_mutex_unlock(&g.mu);
+        return 0;
+    }
+    return http_respond_text(r, 404, "not found");
+}
+
+/* Wait for the handler to publish a /silent stream; takes it over. */
+static http_stream *take_silent(int want_n) {
+    http_stream *st = NULL;
+    pthread_mutex_lock(&g.mu);
+    for (int i = 0; i < 50 && g.n_silent < want_n; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) { ts.tv_sec++; ts.tv_nsec -= 1000000000; }
+        pthread_cond_timedwait(&g.cv, &g.mu, &ts);
+    }
+    if (g.n_silent >= want_n) {
+        st = g.silent;
+        g.silent = NULL;
+    }
+    pthread_mutex_unlock(&g.mu);
+    return st;
+}
+
+static http_server *start(const http_config *cfg) {
+    http_server *s = NULL;
+    core_err e = {0};
+    int rc = http_server_new(cfg, handler, NULL, &s, &e);
+    CHECK_MSG(rc == 0, "%s", e.msg);
+    if (rc == 0) CHECK(http_server_port(s) > 0);
+    return rc == 0 ? s : NULL;
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+static void test_get_post(void) {
+    http_server *s = start(NULL);
+    if (!s) return;
+    int port = http_server_port(s);
+    resp r = {0};
+    char v[256];
+    CHECK(fetch(port, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body.data, "hello");
+    CHECK_EQ_STR(hval(r.head, "X-Content-Type-Options", v, sizeof v), "nosniff");
+    CHECK_EQ_STR(hval(r.head, "X-Frame-Options", v, sizeof v), "DENY");
+    CHECK_EQ_STR(hval(r.head, "Referrer-Policy", v, sizeof v), "same-origin");
+    CHECK_EQ_STR(hval(r.head, "Content-Security-Policy", v, sizeof v), "default-src 'self'");
+
+    /* a body big enough to arrive in several upload calls */
+    size_t n = 200000;
+    char *big = malloc(n);
+    for (size_t i = 0; i < n; i++) big[i] = (char)('a' + i % 26);
+    core_buf req = {0};
+    core_buf_printf(&req, "POST /echo?q=a%%20b&z HTTP/1.1\r\nHost: x\r\nX-Test: yes\r\nContent-Length: %zu\r\n\r\n", n);
+    core_buf_append(&req, big, n);
+    cli c;
+    CHECK(cli_open(&c, port) == 0);
+    CHECK(cli_send(&c, req.data, req.len) == 0);
+    CHECK(read_resp(&c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body.len, n);
+    CHECK(r.body.len == n && memcmp(r.body.data, big, n) == 0);
+    CHECK_EQ_STR(hval(r.head, "X-Info", v, sizeof v), "POST|a b|yes|127.0.0.1|1");
+    cli_close(&c);
+
+    /* chunked upload */
+    CHECK(fetch(port, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body.data, "abcde");
+    /* percent-decoded path */
+    CHECK(fetch(port, "GET /hel%6Co HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_STR(r.body.data, "hello");
+    CHECK(fetch(port, "GET /json HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 201);
+    CHECK_EQ_STR(r.body.data, "{\"a\":1}");
+    CHECK_EQ_STR(hval(r.head, "Content-Type", v, sizeof v), "application/json");
+    free(big);
+    core_buf_free(&req);
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+static void test_404_and_errors(void) {
+    http_server *s = start(NULL);
+    if (!s) return;
+    int port = http_server_port(s);
+    resp r = {0};
+    char v[128];
+    CHECK(fetch(port, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    CHECK(fetch(port, "GET /fail HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 500);
+    CHECK(r.body.data && strstr(r.body.data, "boom: bad thing"));
+    CHECK_EQ_STR(hval(r.head, "X-Frame-Options", v, sizeof v), "DENY");
+    CHECK(fetch(port, "GET /none HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 500);
+    CHECK(fetch(port, "GET /headers HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body.data, "x");
+    CHECK_EQ_STR(hval(r.head, "Retry-After", v, sizeof v), "7");
+    CHECK(strstr(r.head, "Set-Cookie: a=1; HttpOnly\r\n") && strstr(r.head, "Set-Cookie: b=2\r\n"));
+    CHECK(!strstr(r.head, "X-Evil") && !strstr(r.head, "x=1"));
+    /* malformed requests: MHD answers 400 (or closes); the server lives on */
+    CHECK(fetch(port, "BLAH\r\n\r\n", &r) != 0 || r.status == 400);
+    /* a header block over max_header: 431 (or closed) */
+    core_buf big = {0};
+    core_buf_puts(&big, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    for (int i = 0; i < 40000; i++) core_buf_puts(&big, "a");
+    core_buf_puts(&big, "\r\n\r\n");
+    int rc = fetch(port, big.data, &r);
+    CHECK(rc != 0 || r.status == 431 || r.status == 413);
+    CHECK(fetch(port, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    core_buf_free(&big);
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+static void test_413(void) {
+    http_config cfg = {0};
+    cfg.max_body = 1000;
+    http_server *s = start(&cfg);
+    if (!s) return;
+    int port = http_server_port(s);
+    resp r = {0};
+    core_buf req = {0};
+    core_buf_printf(&req, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n");
+    for (int i = 0; i < 1001; i++) core_buf_puts(&req, "z");
+    CHECK(fetch(port, req.data, &r) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    /* exactly the limit passes */
+    core_buf_clear(&req);
+    core_buf_printf(&req, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    for (int i = 0; i < 1000; i++) core_buf_puts(&req, "z");
+    CHECK(fetch(port, req.data, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_INT(r.body.len, 1000);
+    /* chunked: no length up front, refused at the end */
+    core_buf_clear(&req);
+    core_buf_puts(&req, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (int i = 0; i < 3; i++) {
+        core_buf_puts(&req, "1f4\r\n");
+        for (int j = 0; j < 500; j++) core_buf_puts(&req, "y");
+        core_buf_puts(&req, "\r\n");
+    }
+    core_buf_puts(&req, "0\r\n\r\n");
+    CHECK(fetch(port, req.data, &r) == 0);
+    CHECK_EQ_INT(r.status, 413);
+    /* absurd Content-Length */
+    CHECK(fetch(port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", &r) != 0 ||
+          r.status == 413 || r.status == 400);
+    core_buf_free(&req);
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+static void test_keepalive(void) {
+    http_server *s = start(NULL);
+    if (!s) return;
+    cli c;
+    resp r = {0};
+    char v[64];
+    CHECK(cli_open(&c, http_server_port(s)) == 0);
+    /* two requests in one write (pipelined), then a third after reading */
+    CHECK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+                        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc") == 0);
+    CHECK(read_resp(&c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body.data, "hello");
+    CHECK(!hval(r.head, "Connection", v, sizeof v) || strcasecmp(v, "close") != 0);
+    CHECK(read_resp(&c, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body.data, "abc");
+    for (int i = 0; i < 5; i++) {
+        CHECK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+        CHECK(read_resp(&c, &r, 0) == 0);
+        CHECK_EQ_STR(r.body.data, "hello");
+    }
+    /* HEAD: headers only */
+    CHECK(cli_sends(&c, "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CHECK(read_resp(&c, &r, 1) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CHECK(read_resp(&c, &r, 0) == 0);
+    CHECK_EQ_STR(r.body.data, "hello");
+    cli_close(&c);
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+/* Read SSE events from an open stream response until the body ends;
+ * counts "event: tok" events in order. */
+typedef struct sse_client {
+    int port, n, got, in_order, done, status;
+    char ctype[128], cache[64], accel[64];
+} sse_client;
+
+static void *sse_run(void *arg) {
+    sse_client *sc = arg;
+    cli *c = malloc(sizeof *c);
+    resp r = {0};
+    if (cli_open(c, sc->port) == 0) {
+        char req[128];
+        snprintf(req, sizeof req, "GET /sse?n=%d HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n", sc->n);
+        if (cli_sends(c, req) == 0 && read_head(c, &r) == 0) {
+            sc->status = r.status;
+            hval(r.head, "Content-Type", sc->ctype, sizeof sc->ctype);
+            hval(r.head, "Cache-Control", sc->cache, sizeof sc->cache);
+            hval(r.head, "X-Accel-Buffering", sc->accel, sizeof sc->accel);
+            sc->in_order = 1;
+            long k;
+            size_t scanned = 0;
+            while ((k = read_chunk(c, &r)) > 0) {
+                /* count complete events as they arrive */
+                char *p;
+                while ((p = memmem(r.body.data + scanned, r.body.len - scanned, "\n\n", 2))) {
+                    *p = 0;
+                    const char *ev = r.body.data + scanned;
+                    int id;
+                    if (strncmp(ev, "event: tok\nid: ", 15) == 0 && sscanf(ev + 15, "%d", &id) == 1) {
+                        char want[64];
+                        snprintf(want, sizeof want, "event: tok\nid: %d\ndata: token %d", id, id);
+                        if (id != sc->got || strcmp(ev, want) != 0) sc->in_order = 0;
+                        sc->got++;
+                    } else if (strcmp(ev, "event: done\ndata: [DONE]") == 0) {
+                        sc->done = 1;
+                    }
+                    *p = '\n';
+                    scanned = (size_t)(p - r.body.data) + 2;
+                }
+            }
+            if (k != 0) sc->done = 0; /* body must end with the chunked terminator */
+        }
+        cli_close(c);
+    }
+    free(c);
+    core_buf_free(&r.body);
+    return NULL;
+}
+
+static void test_sse_thread(void) {
+    http_server *s = start(NULL);
+    if (!s) return;
+    sse_client sc = {.port = http_server_port(s), .n = 20};
+    sse_run(&sc);
+    CHECK_EQ_INT(sc.status, 200);
+    CHECK_EQ_INT(sc.got, 20);
+    CHECK(sc.in_order);
+    CHECK(sc.done);
+    CHECK_EQ_STR(sc.ctype, "text/event-stream");
+    CHECK_EQ_STR(sc.cache, "no-cache");
+    CHECK_EQ_STR(sc.accel, "no");
+    http_server_free(s);
+}
+
+static void test_sse_two_concurrent(void) {
+    http_server *s = start(NULL);
+    if (!s) return;
+    sse_client a = {.port = http_server_port(s), .n = 30}, b = a;
+    pthread_t ta, tb;
+    CHECK(pthread_create(&ta, NULL, sse_run, &a) == 0);
+    CHECK(pthread_create(&tb, NULL, sse_run, &b) == 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK(a.got == 30 && a.done && a.in_order);
+    CHECK(b.got == 30 && b.done && b.in_order);
+    http_server_free(s);
+}
+
+static void test_sse_format(void) {
+    http_server *s = start(NULL);
+    if (!s) return;
+    resp r = {0};
+    char v[128];
+    CHECK(fetch(http_server_port(s), "GET /fmt HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(hval(r.head, "Content-Type", v, sizeof v), "text/event-stream; charset=utf-8");
+    CHECK_EQ_STR(r.body.data, ": ok\n\n"
+                              "data: a\ndata: b\ndata: c\ndata: d\n\n"
+                              "event: e1\nid: 7\ndata: x\n\n"
+                              "data: \n\n"
+                              "data: end\ndata: \n\n"
+                              ": note\n\n"
+                              "raw\n");
+    /* non-SSE stream: no comments injected */
+    CHECK(fetch(http_server_port(s), "GET /ndjson HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(r.body.data, "{}\n{}\n");
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+/* Open /silent, read the head (and the first comment), return the client. */
+static int open_silent(cli *c, int port, resp *r) {
+    if (cli_open(c, port)) return -1;
+    if (cli_sends(c, "GET /silent HTTP/1.1\r\nHost: x\r\n\r\n")) return -1;
+    if (read_head(c, r) || r->status != 200) return -1;
+    return read_chunk(c, r) > 0 ? 0 : -1; /* ": ok" arrives at once */
+}
+
+static void test_sse_disconnect(void) {
+    http_config cfg = {0};
+    http_server *s = start(&cfg);
+    if (!s) return;
+    cli *c = malloc(sizeof *c);
+    resp r = {0};
+    int want = g.n_silent + 1;
+    CHECK(open_silent(c, http_server_port(s), &r) == 0);
+    CHECK_EQ_STR(r.body.data, ": ok\n\n");
+    http_stream *st = take_silent(want);
+    CHECK(st != NULL);
+    if (st) {
+        /* a silent producer still keeps the stream alive with pings */
+        CHECK(!http_stream_gone(st));
+        core_buf_clear(&r.body);
+        CHECK(read_chunk(c, &r) > 0);
+        CHECK_EQ_STR(r.body.data, ": ping\n\n");
+        CHECK(!http_stream_gone(st));
+        double t0 = core_now_s();
+        cli_close(c);
+        int gone = http_stream_wait_gone(st, 3000);
+        double dt = core_now_s() - t0;
+        CHECK(gone);
+        CHECK_MSG(dt < 1.5, "disconnect noticed after %.2f s", dt);
+        CHECK_EQ_INT(http_stream_write(st, "x", 1), CORE_ECANCEL);
+        CHECK_EQ_INT(http_stream_event(st, NULL, NULL, "x", 1), CORE_ECANCEL);
+        http_stream_close(st);
+    }
+    cli_close(c);
+    free(c);
+    /* the server still serves */
+    CHECK(fetch(http_server_port(s), "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+static void test_stop_with_open_stream(void) {
+    http_server *s = start(NULL);
+    if (!s) return;
+    cli *c = malloc(sizeof *c), *idle = malloc(sizeof *idle);
+    resp r = {0};
+    int want = g.n_silent + 1;
+    CHECK(open_silent(c, http_server_port(s), &r) == 0);
+    /* an idle keep-alive connection must not hold stop up either */
+    CHECK(cli_open(idle, http_server_port(s)) == 0);
+    http_stream *st = take_silent(want);
+    CHECK(st != NULL);
+    if (st) CHECK(http_stream_write(st, "data: before\n\n", 14) == 0);
+    double t0 = core_now_s();
+    http_server_stop(s);
+    double dt = core_now_s() - t0;
+    CHECK_MSG(dt < 3.0, "stop took %.2f s", dt);
+    if (st) {
+        CHECK(http_stream_gone(st));
+        CHECK_EQ_INT(http_stream_write(st, "x", 1), CORE_ECANCEL);
+    }
+    /* the client saw the queued event and a clean end of the chunked body */
+    core_buf_clear(&r.body);
+    long k;
+    while ((k = read_chunk(c, &r)) > 0) {}
+    CHECK_EQ_INT(k, 0);
+    CHECK(r.body.data && strstr(r.body.data, "data: before\n\n"));
+    http_server_stop(s); /* idempotent */
+    http_server_free(s);
+    http_stream_close(st); /* the producer lets go after the server is gone */
+    cli_close(c);
+    cli_close(idle);
+    free(c);
+    free(idle);
+    core_buf_free(&r.body);
+}
+
+static void test_stream_refs(void) {
+    /* the producer holds two references and lets go after the client left */
+    http_server *s = start(NULL);
+    if (!s) return;
+    cli *c = malloc(sizeof *c);
+    resp r = {0};
+    int want = g.n_silent + 1;
+    CHECK(open_silent(c, http_server_port(s), &r) == 0);
+    http_stream *st = take_silent(want);
+    CHECK(st != NULL);
+    if (st) {
+        http_stream *st2 = http_stream_ref(st);
+        http_stream_close(st); /* one producer done: the stream stays open */
+        CHECK(http_stream_write(st2, "data: still\n\n", 13) == 0);
+        core_buf_clear(&r.body);
+        CHECK(read_chunk(c, &r) > 0);
+        CHECK_EQ_STR(r.body.data, "data: still\n\n");
+        http_stream_close(st2); /* last one: end of body */
+        long k;
+        while ((k = read_chunk(c, &r)) > 0) {}
+        CHECK_EQ_INT(k, 0);
+    }
+    cli_close(c);
+    free(c);
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+static void test_bearer(void) {
+    http_server *s = start(NULL);
+    if (!s) return;
+    int port = http_server_port(s);
+    resp r = {0};
+    static const struct {
+        const char *hdr;
+        int status;
+    } cases[] = {
+        {"", 401},
+        {"Authorization: Bearer sekrit-key\r\n", 200},
+        {"authorization: bearer   sekrit-key  \r\n", 200},
+        {"Authorization: Bearer sekrit-ke\r\n", 401},
+        {"Authorization: Bearer sekrit-keyy\r\n", 401},
+        {"Authorization: Bearer Sekrit-key\r\n", 401},
+        {"Authorization: Basic sekrit-key\r\n", 401},
+        {"Authorization: Bearersekrit-key\r\n", 401},
+        {"Authorization: Bearer \r\n", 401},
+    };
+    for (size_t i = 0; i < CORE_ARRAY_LEN(cases); i++) {
+        char req[256];
+        snprintf(req, sizeof req, "GET /auth HTTP/1.1\r\nHost: x\r\n%s\r\n", cases[i].hdr);
+        CHECK(fetch(port, req, &r) == 0);
+        CHECK_MSG(r.status == cases[i].status, "case %zu: %d", i, r.status);
+    }
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+static void test_assets(void) {
+    http_server *s = start(NULL);
+    if (!s) return;
+    int port = http_server_port(s);
+    resp r = {0};
+    char v[128], etag[64] = "";
+    CHECK(fetch(port, "GET /asset?p=/no/such/file HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    CHECK(fetch(port, "GET /asset?p=/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 404);
+    const http_asset *a = &http_assets[0];
+    if (!a->path) {
+        core_buf_free(&r.body);
+        http_server_free(s);
+        T_SKIP("no embedded assets in this build (web/ is empty)");
+    }
+    char req[512];
+    snprintf(req, sizeof req, "GET /asset?p=%s HTTP/1.1\r\nHost: x\r\n\r\n", a->path);
+    CHECK(fetch(port, req, &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(r.body.len == a->len && memcmp(r.body.data, a->data, a->len) == 0);
+    CHECK_EQ_STR(hval(r.head, "Content-Type", v, sizeof v), a->mime);
+    CHECK_EQ_STR(hval(r.head, "Cache-Control", v, sizeof v), "no-cache");
+    CHECK(hval(r.head, "ETag", etag, sizeof etag) != NULL);
+    snprintf(req, sizeof req, "GET /asset?p=%s HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n\r\n", a->path, etag);
+    CHECK(fetch(port, req, &r) == 0);
+    CHECK_EQ_INT(r.status, 304);
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+static void test_pool_mode_and_config(void) {
+    http_config cfg = {0};
+    cfg.pool_threads = 2;
+    cfg.csp = "default-src 'none'";
+    http_server *s = start(&cfg);
+    if (!s) return;
+    resp r = {0};
+    char v[128];
+    CHECK(fetch(http_server_port(s), "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK_EQ_STR(hval(r.head, "Content-Security-Policy", v, sizeof v), "default-src 'none'");
+    /* streams are refused in pool mode: the handler's error becomes a 500 */
+    CHECK(fetch(http_server_port(s), "GET /sse HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 500);
+    CHECK(r.body.data && strstr(r.body.data, "thread-per-connection"));
+    core_buf_free(&r.body);
+
+    /* bad configs fail cleanly; a taken port is reported */
+    http_server *s2 = NULL;
+    core_err e = {0};
+    http_config bad = {0};
+    bad.host = "localhost.invalid";
+    CHECK(http_server_new(&bad, handler, NULL, &s2, &e) == CORE_EINVAL && !s2);
+    bad.host = NULL;
+    bad.port = http_server_port(s);
+    int rc = http_server_new(&bad, handler, NULL, &s2, &e);
+    CHECK_MSG(rc == CORE_EIO && !s2, "rc %d", rc);
+    http_server_free(s2);
+    http_server_free(s);
+    http_server_free(NULL);
+}
+
+/* ---- throughput (printed, never asserted) ---------------------------------- */
+
+static double bench_mode(unsigned pool, int n) {
+    http_config cfg = {0};
+    cfg.pool_threads = pool;
+    http_server *s = start(&cfg);
+    if (!s) return 0;
+    cli *c = malloc(sizeof *c);
+    resp r = {0};
+    int ok = 0;
+    double t0 = core_now_s();
+    if (cli_open(c, http_server_port(s)) == 0) {
+        for (int i = 0; i < n; i++) {
+            if (cli_sends(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") || read_resp(c, &r, 0) || r.status != 200)
+                break;
+            ok++;
+        }
+    }
+    double dt = core_now_s() - t0;
+    CHECK_EQ_INT(ok, n);
+    cli_close(c);
+    free(c);
+    core_buf_free(&r.body);
+    http_server_free(s);
+    return ok / dt;
+}
+
+static void test_bench(void) {
+    const char *e = getenv("HTTP_BENCH");
+    int n = e && atoi(e) > 0 ? atoi(e) : 300;
+    double tpc = bench_mode(0, n);
+    double pool = bench_mode(2, n);
+    fprintf(stderr, "  bench: %d sequential keep-alive GETs: thread-per-connection %.0f req/s, epoll pool(2) %.0f req/s\n",
+            n, tpc, pool);
+}
+
+int main(void) {
+    core_log_set_level(CORE_LOG_ERROR); /* the /none route warns by design */
+    T_RUN(test_get_post);
+    T_RUN(test_404_and_errors);
+    T_RUN(test_413);
+    T_RUN(test_keepalive);
+    T_RUN(test_sse_thread);
+    T_RUN(test_sse_two_concurrent);
+    T_RUN(test_sse_format);
+    T_RUN(test_sse_disconnect);
+    T_RUN(test_stop_with_open_stream);
+    T_RUN(test_stream_refs);
+    T_RUN(test_bearer);
+    T_RUN(test_assets);
+    T_RUN(test_pool_mode_and_config);
+    T_RUN(test_bench);
+    return t_done();
+}
