@@ -1,0 +1,1034 @@
+/* test_store.c -- the conversation store on real database files in a temp dir:
+ * migrations from an empty file, CRUD, branches, streaming, search, export /
+ * import round trip, bad input, a SIGKILL in the middle of a stream, and
+ * parallel writers (shared store and one connection per thread).
+ *
+ * sqlite3.h is included here only to look behind the store's back
+ * (user_version, journal mode); the store itself is used through store.h.
+ */
+#include "t.h"
+#include "core/core.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static const char *db_path(const char *name) {
+    static char buf[8][512];
+    static int slot;
+    char *out = buf[slot++ % 8];
+    snprintf(out, sizeof buf[0], "%s/%s", t_tmpdir(), name);
+    return out;
+}
+
+static store *open_fresh(const char *name) {
+    const char *p = db_path(name);
+    unlink(p);
+    store *s = NULL;
+    core_err e = {0};
+    int rc = store_open(&s, p, &e);
+    CHECK_MSG(rc == 0 && s, "open %s: %s", p, e.msg);
+    return s;
+}
+
+static store_msg msg(const char *role, int64_t parent, const char *content) {
+    store_msg m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.role, sizeof m.role, "%s", role);
+    m.parent = parent;
+    m.content = (char *)content;
+    return m;
+}
+
+static int64_t append(store *s, const char *conv, const char *role, int64_t parent, const char *content) {
+    store_msg m = msg(role, parent, content);
+    int64_t id = 0;
+    core_err e = {0};
+    int rc = store_append(s, conv, &m, &id, &e);
+    CHECK_MSG(rc == 0 && id > 0, "append: %s", e.msg);
+    return id;
+}
+
+static int sql_int(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    int v = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK) {
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW)
+            v = sqlite3_column_int(q, 0);
+        sqlite3_finalize(q);
+    }
+    sqlite3_close(db);
+    return v;
+}
+
+/* ---- open, paths, migrations ------------------------------------------- */
+
+static void test_default_path(void) {
+    char buf[512];
+    const char *oldx = getenv("XDG_DATA_HOME"), *oldh = getenv("HOME");
+    char *sx = oldx ? strdup(oldx) : NULL, *sh = oldh ? strdup(oldh) : NULL;
+    setenv("XDG_DATA_HOME", "/x/data", 1);
+    CHECK_EQ_STR(store_default_path(buf, sizeof buf), "/x/data/smolbot/smolbot.db");
+    CHECK(store_default_path(buf, 10) == NULL);
+    unsetenv("XDG_DATA_HOME");
+    setenv("HOME", "/home/u", 1);
+    CHECK_EQ_STR(store_default_path(buf, sizeof buf), "/home/u/.local/share/smolbot/smolbot.db");
+    setenv("XDG_DATA_HOME", "relative/ignored", 1);
+    CHECK_EQ_STR(store_default_path(buf, sizeof buf), "/home/u/.local/share/smolbot/smolbot.db");
+    unsetenv("HOME");
+    unsetenv("XDG_DATA_HOME");
+    CHECK(store_default_path(buf, sizeof buf) == NULL);
+    /* store_open(NULL) creates the directories below XDG_DATA_HOME */
+    char xdg[512];
+    snprintf(xdg, sizeof xdg, "%s/xdg", t_tmpdir());
+    setenv("XDG_DATA_HOME", xdg, 1);
+    store *s = NULL;
+    core_err e = {0};
+    CHECK_MSG(store_open(&s, NULL, &e) == 0, "%s", e.msg);
+    store_close(s);
+    struct stat stt;
+    char expect[600];
+    snprintf(expect, sizeof expect, "%s/smolbot/smolbot.db", xdg);
+    CHECK(stat(expect, &stt) == 0);
+    if (sx) setenv("XDG_DATA_HOME", sx, 1); else unsetenv("XDG_DATA_HOME");
+    if (sh) setenv("HOME", sh, 1);
+    free(sx);
+    free(sh);
+}
+
+static void test_migrate_empty_file(void) {
+    const char *p = db_path("empty.db");
+    FILE *f = fopen(p, "w");
+    CHECK(f != NULL);
+    if (f) fclose(f);
+    store *s = NULL;
+    core_err e = {0};
+    CHECK_MSG(store_open(&s, p, &e) == 0, "%s", e.msg);
+    char id[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, id, &e) == 0);
+    CHECK(store_check(s, &e) == 0);
+    store_close(s);
+    CHECK_EQ_INT(sql_int(p, "PRAGMA user_version"), 1);
+    CHECK_EQ_INT(sql_int(p, "SELECT count(*) FROM conversations"), 1);
+    CHECK_EQ_INT(sql_int(p, "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1);
+    /* reopening an up-to-date file changes nothing */
+    CHECK_MSG(store_open(&s, p, &e) == 0, "%s", e.msg);
+    store_conv c;
+    CHECK(store_get(s, id, &c, &e) == 0);
+    store_conv_clear(&c);
+    store_close(s);
+    CHECK_EQ_INT(sql_int(p, "PRAGMA user_version"), 1);
+    /* in memory works too */
+    CHECK(store_open(&s, ":memory:", &e) == 0);
+    CHECK(store_create(s, NULL, id, &e) == 0);
+    store_close(s);
+}
+
+static void test_open_errors(void) {
+    store *s = (store *)1;
+    core_err e = {0};
+    const char *p = db_path("notadb.db");
+    FILE *f = fopen(p, "w");
+    if (f) {
+        for (int i = 0; i < 200; i++) fputs("this is not a database file. ", f);
+        fclose(f);
+    }
+    CHECK_EQ_INT(store_open(&s, p, &e), CORE_EFORMAT);
+    CHECK(s == NULL);
+    CHECK(strstr(e.msg, "not a SQLite database") != NULL);
+    /* a file from a newer smolbot is refused, not downgraded */
+    const char *pn = db_path("newer.db");
+    unlink(pn);
+    sqlite3 *db;
+    CHECK(sqlite3_open(pn, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    CHECK_EQ_INT(store_open(&s, pn, &e), CORE_EUNSUP);
+    CHECK(strstr(e.msg, "99") != NULL);
+    /* missing directory */
+    CHECK(store_open(&s, "/nonexistent/dir/x.db", &e) == CORE_EIO);
+    CHECK(strstr(e.msg, "/nonexistent/dir/x.db") != NULL);
+}
+
+/* ---- conversations ----------------------------------------------------- */
+
+static void test_crud(void) {
+    store *s = open_fresh("crud.db");
+    if (!s) return;
+    core_err e = {0};
+    char a[STORE_ID_LEN + 1], b[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, a, &e) == 0);
+    CHECK_EQ_INT(strlen(a), STORE_ID_LEN);
+    store_conv init;
+    store_conv_defaults(&init);
+    init.thinking = 0;
+    init.temperature = 0.25;
+    init.system_prompt = "Be brief.";
+    init.pinned_date = "26 November 2026";
+    usleep(2000);
+    CHECK(store_create(s, &init, b, &e) == 0);
+    CHECK(strcmp(a, b) != 0);
+    store_conv c;
+    CHECK(store_get(s, a, &c, &e) == 0);
+    CHECK_EQ_STR(c.title, "");
+    CHECK_EQ_INT(c.thinking, 1);
+    CHECK_NEAR(c.temperature, 0.6, 0);
+    CHECK_EQ_INT(c.top_k, 20);
+    CHECK_EQ_INT(strlen(c.pinned_date) >= 10, 1); /* "DD Month YYYY" of today */
+    CHECK(c.pinned_date[2] == ' ');
+    CHECK_EQ_INT(c.current_leaf, 0);
+    CHECK_EQ_INT(c.n_messages, 0);
+    store_conv_clear(&c);
+    CHECK(store_get(s, b, &c, &e) == 0);
+    CHECK_EQ_INT(c.thinking, 0);
+    CHECK_NEAR(c.temperature, 0.25, 0);
+    CHECK_EQ_STR(c.system_prompt, "Be brief.");
+    CHECK_EQ_STR(c.pinned_date, "26 November 2026");
+    store_conv_clear(&c);
+
+    /* list: most recent first; appending moves a conversation to the top */
+    store_conv *l;
+    int n;
+    CHECK(store_list(s, 10, 0, &l, &n, &e) == 0);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) CHECK_EQ_STR(l[0].id, b);
+    store_conv_free_list(l, n);
+    usleep(2000);
+    append(s, a, "user", 0, "  \n  What is the capital of France?\nAnswer in one word.");
+    CHECK(store_list(s, 1, 0, &l, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) {
+        CHECK_EQ_STR(l[0].id, a);
+        CHECK_EQ_STR(l[0].title, "What is the capital of France?"); /* first user line */
+        CHECK_EQ_INT(l[0].n_messages, 1);
+    }
+    store_conv_free_list(l, n);
+    CHECK(store_list(s, 1, 1, &l, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) CHECK_EQ_STR(l[0].id, b);
+    store_conv_free_list(l, n);
+    CHECK(store_list(s, 10, 2, &l, &n, &e) == 0);
+    CHECK_EQ_INT(n, 0);
+    CHECK(l == NULL);
+
+    /* rename wins over the first-line title, and sticks */
+    CHECK(store_rename(s, a, "Capitals", &e) == 0);
+    append(s, a, "user", 0, "another root question");
+    CHECK(store_get(s, a, &c, &e) == 0);
+    CHECK_EQ_STR(c.title, "Capitals");
+    store_conv_clear(&c);
+    /* long first line: cut at 80 bytes on a character boundary, with an ellipsis */
+    char long_line[300] = "";
+    for (int i = 0; i < 40; i++) strcat(long_line, "\xc3\xa9t\xc3\xa9 "); /* "été " */
+    char cid[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, cid, &e) == 0);
+    append(s, cid, "user", 0, long_line);
+    CHECK(store_get(s, cid, &c, &e) == 0);
+    CHECK(strlen(c.title) <= 83);
+    CHECK(core_utf8_valid(c.title, strlen(c.title)));
+    CHECK(strstr(c.title, "\xe2\x80\xa6") != NULL);
+    store_conv_clear(&c);
+
+    /* settings */
+    store_conv set;
+    store_conv_defaults(&set);
+    set.thinking = 0;
+    set.temperature = 1.5;
+    set.top_p = 0.5;
+    set.top_k = 7;
+    set.min_p = 0.05;
+    set.max_tokens = 321;
+    set.system_prompt = "You are a pirate.";
+    CHECK(store_set_settings(s, a, &set, &e) == 0);
+    CHECK(store_get(s, a, &c, &e) == 0);
+    CHECK_EQ_INT(c.thinking, 0);
+    CHECK_NEAR(c.temperature, 1.5, 0);
+    CHECK_NEAR(c.top_p, 0.5, 0);
+    CHECK_EQ_INT(c.top_k, 7);
+    CHECK_NEAR(c.min_p, 0.05, 0);
+    CHECK_EQ_INT(c.max_tokens, 321);
+    CHECK_EQ_STR(c.system_prompt, "You are a pirate.");
+    CHECK(c.pinned_date[0] != 0); /* NULL pinned_date left it unchanged */
+    store_conv_clear(&c);
+    set.temperature = -1;
+    CHECK_EQ_INT(store_set_settings(s, a, &set, &e), CORE_ERANGE);
+    set.temperature = NAN;
+    CHECK_EQ_INT(store_set_settings(s, a, &set, &e), CORE_ERANGE);
+    set.temperature = 1;
+    set.thinking = 2;
+    CHECK_EQ_INT(store_set_settings(s, a, &set, &e), CORE_EINVAL);
+    set.thinking = 1;
+
+    /* delete takes the messages with it */
+    CHECK(store_delete(s, a, &e) == 0);
+    CHECK_EQ_INT(store_get(s, a, &c, &e), CORE_ENOTFOUND);
+    CHECK_EQ_INT(store_delete(s, a, &e), CORE_ENOTFOUND);
+    CHECK_EQ_INT(store_rename(s, a, "x", &e), CORE_ENOTFOUND);
+    CHECK_EQ_INT(store_set_settings(s, a, &set, &e), CORE_ENOTFOUND);
+    store_msg m = msg("user", 0, "hi");
+    CHECK_EQ_INT(store_append(s, a, &m, NULL, &e), CORE_ENOTFOUND);
+    /* ids that cannot be ours are "not found", whatever they contain */
+    CHECK_EQ_INT(store_get(s, "'; DROP TABLE conversations; --", &c, &e), CORE_ENOTFOUND);
+    CHECK_EQ_INT(store_get(s, "0123456789ABCDEF", &c, &e), CORE_ENOTFOUND);
+    CHECK_EQ_INT(store_get(s, NULL, &c, &e), CORE_EINVAL);
+    CHECK(store_check(s, &e) == 0);
+    store_close(s);
+}
+
+/* ---- branches and streaming ------------------------------------------ */
+
+static void test_branches(void) {
+    store *s = open_fresh("branches.db");
+    if (!s) return;
+    core_err e = {0};
+    char id[STORE_ID_LEN + 1], other[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, id, &e) == 0);
+    CHECK(store_create(s, NULL, other, &e) == 0);
+    store_msg *b;
+    int n;
+    CHECK(store_branch(s, id, 0, &b, &n, &e) == 0);
+    CHECK_EQ_INT(n, 0);
+
+    int64_t u1 = append(s, id, "user", 0, "Hello");
+    int64_t a1 = append(s, id, "assistant", u1, "Hi there");
+    int64_t u2 = append(s, id, "user", a1, "Tell me a joke");
+    int64_t a2 = append(s, id, "assistant", u2, "Why did the chicken...");
+    /* regenerate a2: a sibling under u2 */
+    int64_t a2b = append(s, id, "assistant", u2, "Knock knock");
+    /* edit u2: a sibling under a1, then its answer */
+    int64_t u2b = append(s, id, "user", a1, "Tell me a fact");
+    int64_t a3 = append(s, id, "assistant", u2b, "Octopuses have three hearts");
+
+    CHECK(store_branch(s, id, 0, &b, &n, &e) == 0);
+    CHECK_EQ_INT(n, 4);
+    if (n == 4) {
+        CHECK_EQ_INT(b[0].id, u1);
+        CHECK_EQ_INT(b[0].parent, 0);
+        CHECK_EQ_INT(b[1].id, a1);
+        CHECK_EQ_INT(b[2].id, u2b);
+        CHECK_EQ_INT(b[2].sibling_index, 1);
+        CHECK_EQ_INT(b[2].sibling_count, 2);
+        CHECK_EQ_INT(b[3].id, a3);
+        CHECK_EQ_INT(b[3].sibling_count, 1);
+        CHECK_EQ_STR(b[3].content, "Octopuses have three hearts");
+        CHECK_EQ_STR(b[3].role, "assistant");
+        CHECK_EQ_STR(b[3].conv, id);
+        CHECK(b[3].created > 0);
+    }
+    store_msgs_free(b, n);
+
+    /* switch to the first edit: descends to its newest leaf (a2b, the regenerated one) */
+    int64_t leaf = 0;
+    CHECK(store_set_leaf(s, id, u2, &leaf, &e) == 0);
+    CHECK_EQ_INT(leaf, a2b);
+    CHECK(store_branch(s, id, 0, &b, &n, &e) == 0);
+    CHECK_EQ_INT(n, 4);
+    if (n == 4) {
+        CHECK_EQ_INT(b[2].id, u2);
+        CHECK_EQ_INT(b[2].sibling_index, 0);
+        CHECK_EQ_INT(b[3].id, a2b);
+        CHECK_EQ_INT(b[3].sibling_index, 1);
+        CHECK_EQ_INT(b[3].sibling_count, 2);
+    }
+    store_msgs_free(b, n);
+    /* an explicit leaf, without moving the current one */
+    CHECK(store_branch(s, id, a2, &b, &n, &e) == 0);
+    CHECK_EQ_INT(n, 4);
+    if (n == 4) CHECK_EQ_INT(b[3].id, a2);
+    store_msgs_free(b, n);
+    store_conv c;
+    CHECK(store_get(s, id, &c, &e) == 0);
+    CHECK_EQ_INT(c.current_leaf, a2b);
+    CHECK_EQ_INT(c.n_messages, 7);
+    store_conv_clear(&c);
+    /* a second root (edit of the first message) */
+    int64_t u1b = append(s, id, "user", 0, "Bonjour");
+    CHECK(store_branch(s, id, 0, &b, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) {
+        CHECK_EQ_INT(b[0].id, u1b);
+        CHECK_EQ_INT(b[0].sibling_index, 1);
+        CHECK_EQ_INT(b[0].sibling_count, 2);
+    }
+    store_msgs_free(b, n);
+    /* all messages, parents first */
+    CHECK(store_messages(s, id, &b, &n, &e) == 0);
+    CHECK_EQ_INT(n, 8);
+    for (int i = 1; i < n; i++) CHECK(b[i].id > b[i - 1].id);
+    store_msgs_free(b, n);
+
+    /* cross-conversation parents and leaves are refused */
+    store_msg m = msg("user", a1, "sneaky");
+    CHECK_EQ_INT(store_append(s, other, &m, NULL, &e), CORE_EINVAL);
+    m.parent = 999999;
+    CHECK_EQ_INT(store_append(s, id, &m, NULL, &e), CORE_ENOTFOUND);
+    CHECK_EQ_INT(store_branch(s, other, a1, &b, &n, &e), CORE_ENOTFOUND);
+    CHECK_EQ_INT(store_set_leaf(s, other, a1, NULL, &e), CORE_ENOTFOUND);
+    CHECK(store_get(s, other, &c, &e) == 0);
+    CHECK_EQ_INT(c.n_messages, 0);
+    store_conv_clear(&c);
+    /* deleting the conversation deletes the tree; the other one is untouched */
+    CHECK(store_delete(s, id, &e) == 0);
+    CHECK_EQ_INT(store_get_msg(s, a1, &m, &e), CORE_ENOTFOUND);
+    CHECK(store_check(s, &e) == 0);
+    store_close(s);
+}
+
+static void test_streaming(void) {
+    store *s = open_fresh("stream.db");
+    if (!s) return;
+    core_err e = {0};
+    char id[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, id, &e) == 0);
+    int64_t u = append(s, id, "user", 0, "Write a haiku about zebras");
+    store_msg m = msg("assistant", u, "");
+    m.status = STORE_MSG_STREAMING;
+    int64_t a;
+    CHECK(store_append(s, id, &m, &a, &e) == 0);
+    m.content = "Striped";
+    m.reasoning = "The user wants a haiku.";
+    CHECK(store_update(s, a, &m, &e) == 0);
+    /* streaming text is not indexed yet */
+    store_hit *h;
+    int n;
+    CHECK(store_search(s, "striped", 10, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 0);
+    store_hits_free(h, n);
+    m.content = "Striped horses graze";
+    m.status = STORE_MSG_DONE;
+    snprintf(m.finish, sizeof m.finish, "stop");
+    m.prompt_tokens = 12;
+    m.completion_tokens = 34;
+    m.prefill_ms = 56.5;
+    m.gen_ms = 789.25;
+    CHECK(store_update(s, a, &m, &e) == 0);
+    store_msg g;
+    CHECK(store_get_msg(s, a, &g, &e) == 0);
+    CHECK_EQ_STR(g.content, "Striped horses graze");
+    CHECK_EQ_STR(g.reasoning, "The user wants a haiku.");
+    CHECK_EQ_STR(g.finish, "stop");
+    CHECK_EQ_INT(g.status, STORE_MSG_DONE);
+    CHECK_EQ_INT(g.prompt_tokens, 12);
+    CHECK_EQ_INT(g.completion_tokens, 34);
+    CHECK_NEAR(g.prefill_ms, 56.5, 0);
+    CHECK_NEAR(g.gen_ms, 789.25, 0);
+    CHECK_EQ_INT(g.parent, u);
+    store_msg_clear(&g);
+    CHECK(store_search(s, "striped", 10, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    store_hits_free(h, n);
+    /* a cancelled answer keeps its text, marked partial */
+    m = msg("assistant", u, "Zebra");
+    m.status = STORE_MSG_STREAMING;
+    int64_t a2;
+    CHECK(store_append(s, id, &m, &a2, &e) == 0);
+    m.content = "Zebra in the";
+    m.status = STORE_MSG_PARTIAL;
+    snprintf(m.finish, sizeof m.finish, "cancelled");
+    CHECK(store_update(s, a2, &m, &e) == 0);
+    CHECK(store_get_msg(s, a2, &g, &e) == 0);
+    CHECK_EQ_INT(g.status, STORE_MSG_PARTIAL);
+    CHECK_EQ_STR(g.finish, "cancelled");
+    CHECK_EQ_STR(g.content, "Zebra in the");
+    store_msg_clear(&g);
+    /* bad updates */
+    snprintf(m.finish, sizeof m.finish, "bored");
+    CHECK_EQ_INT(store_update(s, a2, &m, &e), CORE_EINVAL);
+    snprintf(m.finish, sizeof m.finish, "stop");
+    m.status = 7;
+    CHECK_EQ_INT(store_update(s, a2, &m, &e), CORE_EINVAL);
+    m.status = STORE_MSG_DONE;
+    m.gen_ms = -1;
+    CHECK_EQ_INT(store_update(s, a2, &m, &e), CORE_EINVAL);
+    m.gen_ms = 0;
+    CHECK_EQ_INT(store_update(s, 123456, &m, &e), CORE_ENOTFOUND);
+    m = msg("wizard", u, "x");
+    CHECK_EQ_INT(store_append(s, id, &m, NULL, &e), CORE_EINVAL);
+    CHECK(store_check(s, &e) == 0);
+    store_close(s);
+    /* a clean reopen changes nothing that finished */
+    CHECK(store_open(&s, db_path("stream.db"), &e) == 0);
+    CHECK(store_get_msg(s, a2, &g, &e) == 0);
+    CHECK_EQ_STR(g.finish, "cancelled");
+    store_msg_clear(&g);
+    store_close(s);
+}
+
+/* ---- search ------------------------------------------------------------ */
+
+static void test_search(void) {
+    store *s = open_fresh("search.db");
+    if (!s) return;
+    core_err e = {0};
+    char a[STORE_ID_LEN + 1], b[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, a, &e) == 0);
+    CHECK(store_create(s, NULL, b, &e) == 0);
+    CHECK(store_rename(s, a, "Travel", &e) == 0);
+    int64_t u = append(s, a, "user", 0, "Where can I find the best caf\xc3\xa9 in Paris?");
+    append(s, a, "assistant", u, "Paris has many cafes; try one near the Seine. Paris, Paris!");
+    append(s, b, "user", 0, "How do I sort an array in C? Use qsort AND compare \"carefully\" *now*");
+    store_hit *h;
+    int n;
+    CHECK(store_search(s, "paris", 10, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        /* the answer mentions Paris four times: it ranks first */
+        CHECK_EQ_STR(h[0].role, "assistant");
+        CHECK_EQ_STR(h[0].conv, a);
+        CHECK_EQ_STR(h[0].title, "Travel");
+        CHECK(strstr(h[0].snippet, STORE_HL_START "Paris" STORE_HL_END) != NULL);
+        CHECK(h[0].msg > 0);
+    }
+    store_hits_free(h, n);
+    /* paging */
+    CHECK(store_search(s, "paris", 1, 1, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) CHECK_EQ_STR(h[0].role, "user");
+    store_hits_free(h, n);
+    /* diacritics folded: "cafe" finds "café" and "cafes" does not */
+    CHECK(store_search(s, "cafe", 10, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    store_hits_free(h, n);
+    /* every word must match */
+    CHECK(store_search(s, "paris seine", 10, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    store_hits_free(h, n);
+    /* FTS5 syntax from users is plain text: no errors, sensible matches */
+    const char *weird[] = {"AND", "\"", "*", "NEAR(", "qsort AND", "\"carefully\"", "content:qsort",
+                           "-qsort", "qsort OR", "(qsort", "^qsort", "' OR 1=1 --", "a\"b\"\"c", "\xc3\xa9", "{}"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(weird); i++) {
+        int rc = store_search(s, weird[i], 10, 0, &h, &n, &e);
+        CHECK_MSG(rc == 0, "query %s: %s", weird[i], e.msg);
+        if (rc == 0) store_hits_free(h, n);
+    }
+    CHECK(store_search(s, "qsort AND", 10, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1); /* "AND" is a word of that message */
+    store_hits_free(h, n);
+    CHECK(store_search(s, "content:qsort", 10, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 0);
+    store_hits_free(h, n);
+    CHECK(store_search(s, "   ", 10, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 0);
+    CHECK(h == NULL);
+    CHECK_EQ_INT(store_search(s, "\xff", 10, 0, &h, &n, &e), CORE_EINVAL);
+    /* deleting a conversation removes its hits and keeps the index consistent */
+    CHECK(store_delete(s, a, &e) == 0);
+    CHECK(store_search(s, "paris", 10, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 0);
+    store_hits_free(h, n);
+    CHECK(store_check(s, &e) == 0);
+    store_close(s);
+}
+
+/* ---- export / import --------------------------------------------------- */
+
+/* Replace message ids by their index in the array, so two exports compare
+ * equal when they differ only in ids. */
+static json_t *normalize(const char *text) {
+    json_t *r = json_loads(text, 0, NULL);
+    if (!r) return NULL;
+    json_t *c = json_object_get(r, "conversation"), *m = json_object_get(r, "messages");
+    json_object_del(c, "id");
+    json_int_t leaf = json_integer_value(json_object_get(c, "current_leaf"));
+    size_t nm = json_array_size(m);
+    json_int_t *ids = calloc(nm + 1, sizeof *ids);
+    for (size_t i = 0; i < nm; i++) ids[i] = json_integer_value(json_object_get(json_array_get(m, i), "id"));
+    for (size_t i = 0; i < nm; i++) {
+        json_t *o = json_array_get(m, i);
+        json_int_t p = json_integer_value(json_object_get(o, "parent"));
+        json_object_set_new(o, "id", json_integer((json_int_t)i));
+        for (size_t k = 0; k < nm; k++)
+            if (p && ids[k] == p) json_object_set_new(o, "parent", json_integer((json_int_t)k));
+        if (ids[i] == leaf) json_object_set_new(c, "current_leaf", json_integer((json_int_t)i));
+    }
+    free(ids);
+    return r;
+}
+
+static void test_export_import(void) {
+    store *s = open_fresh("export.db");
+    if (!s) return;
+    core_err e = {0};
+    store_conv init;
+    store_conv_defaults(&init);
+    init.temperature = 0.7; /* not exact in binary: checks the 17-digit reals */
+    init.top_p = 0.9;
+    init.min_p = 0.1;
+    init.system_prompt = "Answer like a \"poet\" \xe2\x9c\x8d.";
+    init.pinned_date = "01 January 2027";
+    char id[STORE_ID_LEN + 1];
+    CHECK(store_create(s, &init, id, &e) == 0);
+    CHECK(store_rename(s, id, "Poems & <stuff>", &e) == 0);
+    int64_t u = append(s, id, "user", 0, "Write a poem\nabout \"quotes\" and 'apostrophes'; DROP TABLE x;");
+    store_msg m = msg("assistant", u, "Roses are red,\n\n```c\nint x = 1;\n```");
+    m.reasoning = "Let me think about rhymes.\nOK.";
+    m.prompt_tokens = 20;
+    m.completion_tokens = 30;
+    m.prefill_ms = 1.0 / 3.0;
+    m.gen_ms = 1e-300;
+    snprintf(m.finish, sizeof m.finish, "stop");
+    int64_t a;
+    CHECK(store_append(s, id, &m, &a, &e) == 0);
+    m = msg("assistant", u, "Violets are");
+    m.status = STORE_MSG_PARTIAL;
+    snprintf(m.finish, sizeof m.finish, "cancelled");
+    CHECK(store_append(s, id, &m, NULL, &e) == 0);
+    append(s, id, "user", 0, "\xf0\x9f\x98\x80 emoji root");
+    CHECK(store_set_leaf(s, id, a, NULL, &e) == 0);
+
+    char *j1 = NULL, *j2 = NULL;
+    CHECK_MSG(store_export_json(s, id, &j1, &e) == 0, "%s", e.msg);
+    if (!j1) { store_close(s); return; }
+    CHECK(strstr(j1, "\"format\": \"smolbot-conversation\"") != NULL);
+    char id2[STORE_ID_LEN + 1];
+    CHECK_MSG(store_import_json(s, j1, strlen(j1), id2, &e) == 0, "%s", e.msg);
+    CHECK(strcmp(id, id2) != 0);
+    CHECK(store_export_json(s, id2, &j2, &e) == 0);
+    json_t *n1 = normalize(j1), *n2 = j2 ? normalize(j2) : NULL;
+    CHECK(n1 && n2 && json_equal(n1, n2));
+    /* and the structs agree too */
+    store_msg *b1, *b2;
+    int k1, k2;
+    CHECK(store_branch(s, id, 0, &b1, &k1, &e) == 0);
+    CHECK(store_branch(s, id2, 0, &b2, &k2, &e) == 0);
+    CHECK_EQ_INT(k1, 2);
+    CHECK_EQ_INT(k2, 2);
+    if (k1 == 2 && k2 == 2) {
+        CHECK_EQ_STR(b2[1].reasoning, b1[1].reasoning);
+        CHECK(b2[1].prefill_ms == b1[1].prefill_ms);
+        CHECK(b2[1].gen_ms == b1[1].gen_ms);
+        CHECK_EQ_INT(b2[1].sibling_count, 2);
+        CHECK_EQ_INT(b2[1].created, b1[1].created);
+    }
+    store_msgs_free(b1, k1);
+    store_msgs_free(b2, k2);
+    store_conv c1, c2;
+    CHECK(store_get(s, id, &c1, &e) == 0);
+    CHECK(store_get(s, id2, &c2, &e) == 0);
+    CHECK(c1.temperature == c2.temperature && c1.top_p == c2.top_p && c1.min_p == c2.min_p);
+    CHECK_EQ_STR(c2.title, "Poems & <stuff>");
+    CHECK_EQ_STR(c2.system_prompt, c1.system_prompt);
+    CHECK_EQ_INT(c2.n_messages, 4);
+    store_conv_clear(&c1);
+    store_conv_clear(&c2);
+    json_decref(n1);
+    json_decref(n2);
+    free(j2);
+
+    /* Markdown: the current branch, reasoning folded */
+    char *md = NULL;
+    CHECK(store_export_md(s, id, &md, &e) == 0);
+    if (md) {
+        CHECK(strncmp(md, "# Poems & <stuff>\n", 18) == 0);
+        CHECK(strstr(md, "## System prompt\n\nAnswer like") != NULL);
+        CHECK(strstr(md, "## User\n\nWrite a poem\n") != NULL);
+        CHECK(strstr(md, "<details><summary>Reasoning</summary>\n\nLet me think") != NULL);
+        CHECK(strstr(md, "Roses are red,") != NULL);
+        CHECK(strstr(md, "Violets") == NULL);     /* other branch */
+        CHECK(strstr(md, "emoji root") == NULL);  /* other root */
+    }
+    free(md);
+    CHECK(store_set_leaf(s, id, u, NULL, &e) == 0); /* newest under u: the partial one */
+    CHECK(store_export_md(s, id, &md, &e) == 0);
+    if (md) CHECK(strstr(md, "Violets are\n\n*(incomplete: cancelled)*") != NULL);
+    free(md);
+
+    /* bad imports: nothing is created */
+    store_conv *l;
+    int nl;
+    CHECK(store_list(s, 100, 0, &l, &nl, &e) == 0);
+    store_conv_free_list(l, nl);
+    const char *bad[] = {
+        "",
+        "not json",
+        "[]",
+        "{\"format\":\"other\",\"version\":1,\"conversation\":{},\"messages\":[]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":2,\"conversation\":{},\"messages\":[]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":1,\"messages\":[]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{},\"messages\":"
+        "[{\"id\":2,\"parent\":5,\"role\":\"user\",\"content\":\"x\"},{\"id\":5,\"role\":\"user\"}]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{},\"messages\":"
+        "[{\"id\":2,\"role\":\"user\",\"content\":\"x\"},{\"id\":2,\"role\":\"user\"}]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{},\"messages\":"
+        "[{\"id\":1,\"role\":\"hacker\",\"content\":\"x\"}]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{},\"messages\":"
+        "[{\"id\":1,\"role\":\"user\",\"content\":\"x\\u0000y\"}]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{},\"messages\":"
+        "[{\"id\":1,\"role\":\"user\",\"content\":\"\xff\"}]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{\"temperature\":-3},\"messages\":[]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{\"current_leaf\":9},\"messages\":"
+        "[{\"id\":1,\"role\":\"user\",\"content\":\"x\"}]}",
+        "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{},\"messages\":"
+        "[{\"id\":1,\"role\":\"user\",\"content\":\"x\",\"status\":\"weird\"}]}",
+    };
+    for (size_t i = 0; i < CORE_ARRAY_LEN(bad); i++) {
+        char bid[STORE_ID_LEN + 1];
+        int rc = store_import_json(s, bad[i], strlen(bad[i]), bid, &e);
+        CHECK_MSG(rc < 0, "bad import %zu accepted", i);
+        CHECK(bid[0] == 0);
+    }
+    int nl2;
+    CHECK(store_list(s, 100, 0, &l, &nl2, &e) == 0);
+    store_conv_free_list(l, nl2);
+    CHECK_EQ_INT(nl2, nl);
+    /* a minimal hand-written file imports with defaults */
+    const char *mini = "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{\"title\":\"Mini\"},"
+                       "\"messages\":[{\"id\":1,\"role\":\"user\",\"content\":\"hi\"},"
+                       "{\"id\":3,\"parent\":1,\"role\":\"assistant\",\"content\":\"hello\"}]}";
+    char mid[STORE_ID_LEN + 1];
+    CHECK_MSG(store_import_json(s, mini, strlen(mini), mid, &e) == 0, "%s", e.msg);
+    store_msg *mb;
+    int mn;
+    CHECK(store_messages(s, mid, &mb, &mn, &e) == 0);
+    CHECK_EQ_INT(mn, 2);
+    if (mn == 2) CHECK_EQ_INT(mb[1].parent, mb[0].id);
+    store_msgs_free(mb, mn);
+    free(j1);
+    CHECK(store_check(s, &e) == 0);
+    store_close(s);
+}
+
+/* ---- bad input --------------------------------------------------------- */
+
+static void test_bad_input(void) {
+    store *s = open_fresh("bad.db");
+    if (!s) return;
+    core_err e = {0};
+    char id[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, id, &e) == 0);
+    /* exactly at the limit is fine, one byte more is refused */
+    size_t lim = STORE_DEFAULT_MAX_MESSAGE;
+    char *big = malloc(lim + 2);
+    if (!big) return;
+    for (size_t i = 0; i < lim + 1; i++) big[i] = "abcdefgh \n"[i % 10];
+    big[lim] = 0;
+    int64_t bid = append(s, id, "user", 0, big);
+    store_msg g;
+    CHECK(store_get_msg(s, bid, &g, &e) == 0);
+    CHECK_EQ_INT(g.content ? strlen(g.content) : 0, lim);
+    store_msg_clear(&g);
+    big[lim] = 'x';
+    big[lim + 1] = 0;
+    store_msg m = msg("user", 0, big);
+    CHECK_EQ_INT(store_append(s, id, &m, NULL, &e), CORE_ERANGE);
+    m = msg("assistant", bid, "ok");
+    m.reasoning = big;
+    CHECK_EQ_INT(store_append(s, id, &m, NULL, &e), CORE_ERANGE);
+    free(big);
+    store_set_max_message(s, 10);
+    m = msg("user", 0, "01234567890");
+    CHECK_EQ_INT(store_append(s, id, &m, NULL, &e), CORE_ERANGE);
+    CHECK(strstr(e.msg, "limit is 10") != NULL);
+    store_set_max_message(s, STORE_DEFAULT_MAX_MESSAGE);
+
+    /* invalid UTF-8 anywhere is refused before anything is stored */
+    const char *invalid[] = {"\xff", "ab\xc3", "\xc0\x80", "\xed\xa0\x80 surrogate", "ok \xf4\x90\x80\x80"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(invalid); i++) {
+        m = msg("user", 0, invalid[i]);
+        CHECK_EQ_INT(store_append(s, id, &m, NULL, &e), CORE_EINVAL);
+        m = msg("assistant", bid, "fine");
+        m.reasoning = (char *)invalid[i];
+        CHECK_EQ_INT(store_append(s, id, &m, NULL, &e), CORE_EINVAL);
+        CHECK_EQ_INT(store_update(s, bid, &m, &e), CORE_EINVAL);
+        CHECK_EQ_INT(store_rename(s, id, invalid[i], &e), CORE_EINVAL);
+        store_conv c;
+        store_conv_defaults(&c);
+        c.system_prompt = (char *)invalid[i];
+        char x[STORE_ID_LEN + 1];
+        CHECK_EQ_INT(store_create(s, &c, x, &e), CORE_EINVAL);
+        CHECK_EQ_INT(store_set_settings(s, id, &c, &e), CORE_EINVAL);
+    }
+    CHECK(strstr(e.msg, "UTF-8") != NULL);
+    store_conv c;
+    CHECK(store_get(s, id, &c, &e) == 0);
+    CHECK_EQ_INT(c.n_messages, 1);
+    CHECK_EQ_STR(c.system_prompt, "");
+    store_conv_clear(&c);
+    store_conv *l;
+    int n;
+    CHECK(store_list(s, 10, 0, &l, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    store_conv_free_list(l, n);
+    char *title = malloc(STORE_MAX_TITLE + 2);
+    memset(title, 't', STORE_MAX_TITLE + 1);
+    title[STORE_MAX_TITLE + 1] = 0;
+    CHECK_EQ_INT(store_rename(s, id, title, &e), CORE_ERANGE);
+    free(title);
+
+    /* SQL metacharacters and control characters are stored verbatim */
+    const char *meta[] = {"'; DROP TABLE messages; --", "Robert'); DELETE FROM conversations;--",
+                          "\" OR \"1\"=\"1", "%_\\'\\\"`$(rm -rf /)", "tab\there\r\nnul-free \x01\x02\x03 ctl",
+                          "<script>alert(1)</script>"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(meta); i++) {
+        int64_t mid = append(s, id, "user", 0, meta[i]);
+        CHECK(store_get_msg(s, mid, &g, &e) == 0);
+        CHECK_EQ_STR(g.content, meta[i]);
+        store_msg_clear(&g);
+        CHECK(store_rename(s, id, meta[i], &e) == 0);
+        CHECK(store_get(s, id, &c, &e) == 0);
+        CHECK_EQ_STR(c.title, meta[i]);
+        store_conv_clear(&c);
+    }
+    CHECK(store_get(s, id, &c, &e) == 0);
+    CHECK_EQ_INT(c.n_messages, 1 + (int)CORE_ARRAY_LEN(meta));
+    store_conv_clear(&c);
+    CHECK(store_check(s, &e) == 0);
+    store_close(s);
+}
+
+/* ---- crash: SIGKILL in the middle of a stream ------------------------- */
+
+#define CRASH_FINISHED 6
+
+static void crash_text(core_buf *b, int i) {
+    core_buf_clear(b);
+    for (int k = 0; k <= i; k++) core_buf_printf(b, "tok%d ", k);
+}
+
+/* The child: writes, reports each committed update number on fd, never returns. */
+static void crash_child(const char *path, int fd) {
+    store *s = NULL;
+    core_err e = {0};
+    if (store_open(&s, path, &e)) _exit(3);
+    char id[STORE_ID_LEN + 1];
+    if (store_create(s, NULL, id, &e)) _exit(4);
+    if (write(fd, id, STORE_ID_LEN) != STORE_ID_LEN) _exit(5);
+    int64_t parent = 0;
+    for (int i = 0; i < CRASH_FINISHED; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "finished message %d", i);
+        store_msg m = msg(i % 2 ? "assistant" : "user", parent, text);
+        if (i % 2) snprintf(m.finish, sizeof m.finish, "stop");
+        if (store_append(s, id, &m, &parent, &e)) _exit(6);
+    }
+    store_msg m = msg("assistant", parent, "");
+    m.status = STORE_MSG_STREAMING;
+    int64_t a;
+    if (store_append(s, id, &m, &a, &e)) _exit(7);
+    core_buf b = {0};
+    for (int i = 0; i < 20000; i++) {
+        crash_text(&b, i);
+        m.content = b.data;
+        if (store_update(s, a, &m, &e)) _exit(8);
+        if (write(fd, &i, sizeof i) != sizeof i) _exit(9); /* after the commit */
+    }
+    _exit(0);
+}
+
+static void test_crash_sigkill(void) {
+    const char *path = db_path("crash.db");
+    unlink(path);
+    int p[2];
+    CHECK(pipe(p) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) T_SKIP("fork failed");
+    if (pid == 0) {
+        close(p[0]);
+        crash_child(path, p[1]);
+    }
+    close(p[1]);
+    char id[STORE_ID_LEN + 1] = "";
+    ssize_t r = read(p[0], id, STORE_ID_LEN);
+    CHECK_EQ_INT(r, STORE_ID_LEN);
+    id[STORE_ID_LEN] = 0;
+    int last = -1, v, got = 0;
+    while (got < 200 && read(p[0], &v, sizeof v) == sizeof v) {
+        last = v;
+        got++;
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    /* updates committed between our last read and the kill are in the pipe */
+    while (read(p[0], &v, sizeof v) == sizeof v) last = v;
+    close(p[0]);
+    CHECK(last >= 199);
+    struct stat st;
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    CHECK(stat(wal, &st) == 0 && st.st_size > 0); /* the crash left a WAL to recover */
+
+    store *s = NULL;
+    core_err e = {0};
+    int quiet = core_log_level();
+    core_log_set_level(CORE_LOG_ERROR); /* the recovery warning is expected */
+    int rc = store_open(&s, path, &e);
+    core_log_set_level(quiet);
+    CHECK_MSG(rc == 0, "reopen: %s", e.msg);
+    if (rc) return;
+    CHECK_MSG(store_check(s, &e) == 0, "%s", e.msg);
+    store_msg *b;
+    int n;
+    CHECK(store_branch(s, id, 0, &b, &n, &e) == 0);
+    CHECK_EQ_INT(n, CRASH_FINISHED + 1);
+    for (int i = 0; i < n && i < CRASH_FINISHED; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "finished message %d", i);
+        CHECK_EQ_STR(b[i].content, text);
+        CHECK_EQ_INT(b[i].status, STORE_MSG_DONE);
+    }
+    if (n == CRASH_FINISHED + 1) {
+        store_msg *x = &b[CRASH_FINISHED];
+        CHECK_EQ_INT(x->status, STORE_MSG_PARTIAL);
+        CHECK_EQ_STR(x->finish, "interrupted");
+        /* the last update the child reported, or the one after it (committed, not yet reported) */
+        core_buf want = {0};
+        crash_text(&want, last);
+        int ok = strcmp(x->content, want.data) == 0;
+        crash_text(&want, last + 1);
+        ok |= strcmp(x->content, want.data) == 0;
+        CHECK_MSG(ok, "partial text has %zu bytes, last reported update %d", strlen(x->content), last);
+        core_buf_free(&want);
+        fprintf(stderr, "  crash test: child killed after update %d; reopened: %d finished messages intact, "
+                        "partial kept %zu bytes, integrity ok\n", last, CRASH_FINISHED, strlen(x->content));
+    }
+    store_msgs_free(b, n);
+    /* the interrupted answer is now searchable and the index is consistent */
+    store_hit *h;
+    int nh;
+    CHECK(store_search(s, "tok42", 5, 0, &h, &nh, &e) == 0);
+    CHECK_EQ_INT(nh, 1);
+    store_hits_free(h, nh);
+    CHECK(store_check(s, &e) == 0);
+    store_close(s);
+    CHECK_EQ_INT(sql_int(path, "SELECT count(*) FROM messages WHERE status = 1"), 0);
+}
+
+/* ---- parallel writers -------------------------------------------------- */
+
+#define N_THREADS 4
+#define N_APPENDS 200
+
+typedef struct {
+    store *s;          /* shared store, or NULL: open our own connection */
+    const char *path;
+    const char *shared_conv;
+    int errors;
+    char first_error[512];
+} worker;
+
+static void note(worker *w, int rc, const core_err *e) {
+    if (!rc) return;
+    if (!w->errors++) snprintf(w->first_error, sizeof w->first_error, "%s", e->msg);
+}
+
+static void *work(void *arg) {
+    worker *w = arg;
+    core_err e = {0};
+    store *s = w->s;
+    if (!s) {
+        int rc = store_open(&s, w->path, &e);
+        note(w, rc, &e);
+        if (rc) return NULL;
+    }
+    char own[STORE_ID_LEN + 1];
+    note(w, store_create(s, NULL, own, &e), &e);
+    int64_t parent = 0;
+    for (int i = 0; i < N_APPENDS; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "parallel message %d from %p", i, (void *)w);
+        store_msg m = msg(i % 2 ? "assistant" : "user", parent, text);
+        note(w, store_append(s, own, &m, &parent, &e), &e);
+        m.parent = 0;
+        if (i % 4 == 0) note(w, store_append(s, w->shared_conv, &m, NULL, &e), &e);
+        if (i % 10 == 0) {
+            store_msg *b;
+            int n;
+            int rc = store_branch(s, own, 0, &b, &n, &e);
+            note(w, rc, &e);
+            if (!rc) {
+                if (n != i + 1) note(w, -1, &(core_err){.msg = "branch length wrong"});
+                store_msgs_free(b, n);
+            }
+            store_conv *l;
+            rc = store_list(s, 5, 0, &l, &n, &e);
+            note(w, rc, &e);
+            if (!rc) store_conv_free_list(l, n);
+            store_hit *h;
+            rc = store_search(s, "parallel", 5, 0, &h, &n, &e);
+            note(w, rc, &e);
+            if (!rc) store_hits_free(h, n);
+        }
+    }
+    if (!w->s) store_close(s);
+    return NULL;
+}
+
+static void run_parallel(const char *name, int shared) {
+    const char *path = db_path(name);
+    unlink(path);
+    store *s = NULL;
+    core_err e = {0};
+    CHECK(store_open(&s, path, &e) == 0);
+    if (!s) return;
+    char conv[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, conv, &e) == 0);
+    if (!shared) {
+        store_close(s);
+        s = NULL;
+    }
+    worker w[N_THREADS];
+    pthread_t th[N_THREADS];
+    double t0 = core_now_s();
+    for (int i = 0; i < N_THREADS; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].s = s;
+        w[i].path = path;
+        w[i].shared_conv = conv;
+        pthread_create(&th[i], NULL, work, &w[i]);
+    }
+    int errors = 0;
+    for (int i = 0; i < N_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        errors += w[i].errors;
+        if (w[i].errors) fprintf(stderr, "  thread %d: %d errors, first: %s\n", i, w[i].errors, w[i].first_error);
+    }
+    double dt = core_now_s() - t0;
+    CHECK_EQ_INT(errors, 0);
+    if (!s) CHECK(store_open(&s, path, &e) == 0);
+    if (!s) return;
+    store_conv c;
+    CHECK(store_get(s, conv, &c, &e) == 0);
+    CHECK_EQ_INT(c.n_messages, N_THREADS * (N_APPENDS / 4));
+    store_conv_clear(&c);
+    store_conv *l;
+    int n;
+    CHECK(store_list(s, 100, 0, &l, &n, &e) == 0);
+    CHECK_EQ_INT(n, N_THREADS + 1);
+    for (int i = 0; i < n; i++)
+        if (strcmp(l[i].id, conv) != 0) CHECK_EQ_INT(l[i].n_messages, N_APPENDS);
+    store_conv_free_list(l, n);
+    CHECK(store_check(s, &e) == 0);
+    store_close(s);
+    fprintf(stderr, "  parallel (%s): %d threads x %d appends + reads in %.2f s, %d errors\n",
+            shared ? "one shared store" : "a connection per thread", N_THREADS, N_APPENDS, dt, errors);
+}
+
+static void test_parallel_shared_store(void) { run_parallel("par_shared.db", 1); }
+static void test_parallel_connections(void) { run_parallel("par_conns.db", 0); }
+
+int main(void) {
+    core_log_set_level(CORE_LOG_WARN);
+    T_RUN(test_default_path);
+    T_RUN(test_migrate_empty_file);
+    T_RUN(test_open_errors);
+    T_RUN(test_crud);
+    T_RUN(test_branches);
+    T_RUN(test_streaming);
+    T_RUN(test_search);
+    T_RUN(test_export_import);
+    T_RUN(test_bad_input);
+    T_RUN(test_crash_sigkill);
+    T_RUN(test_parallel_shared_store);
+    T_RUN(test_parallel_connections);
+    return t_done();
+}
