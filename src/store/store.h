@@ -96,8 +96,10 @@ void store_close(store *s); /* NULL is a no-op */
  * (default STORE_DEFAULT_MAX_MESSAGE). */
 void store_set_max_message(store *s, size_t bytes);
 
-/* PRAGMA integrity_check plus the FTS index check; 0 when both say ok,
- * else CORE_EFORMAT with the first complaint. */
+/* PRAGMA integrity_check plus FTS5's 'integrity-check' of the search index
+ * (with SQLite 3.40 that checks the index's own structure, not that it
+ * matches every message); 0 when both say ok, else an error with the first
+ * complaint.  Takes the lock for as long as the check reads the file. */
 int store_check(store *s, core_err *err);
 
 /* ---- conversations ----------------------------------------------------- */
