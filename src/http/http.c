@@ -23,7 +23,7 @@
  *                                  thread/conn     epoll pool(2)
  *   1 client, keep-alive, 20k GET  ~83-100k req/s  ~45-100k req/s
  *   4 clients, keep-alive, 20k GET ~60-160k req/s  ~70-78k req/s
- *   1 client, new connection each  ~7-10k req/s    ~17-20k req/s
+ *   1 client, new connection each  ~3-18k req/s    ~17-30k req/s
  * Keep-alive traffic (browsers, API clients) is as fast either way; only
  * connection setup pays for the thread creation. Streams need the thread,
  * so it is the default. The pool mode is kept for that comparison and for
