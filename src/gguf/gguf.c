@@ -267,6 +267,17 @@ static int parse_value(cur *c, uint32_t vt, int depth, gguf_value *v) {
                          (unsigned long long)rem(c));
     if (efs) {
         c->pos += n * efs;
+    } else if (et == GGUF_TYPE_STRING) {
+        /* the hot case (128k tokens, 280k merges): lengths walked inline */
+        for (uint64_t i = 0; i < n; i++) {
+            if (rem(c) < 8) return need(c, 8, "string");
+            uint64_t l = le64(c->p + c->pos);
+            if (l > rem(c) - 8)
+                return core_errf(c->err, CORE_EFORMAT,
+                                 "%s: offset %llu: string length %llu runs past end of file (size %llu)", c->name,
+                                 (unsigned long long)c->pos, (unsigned long long)l, (unsigned long long)c->size);
+            c->pos += 8 + l;
+        }
     } else {
         for (uint64_t i = 0; i < n; i++) {
             gguf_value e;
