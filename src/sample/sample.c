@@ -129,6 +129,36 @@ void sample_free(sampler *s) {
     free(s);
 }
 
+/* ---- exp over arrays ----------------------------------------------------
+ *
+ * libm's expf is a call per element and is most of the cost of a 128k-entry
+ * softmax. fast_exp is a plain-C, branch-free expf (range reduction by ln 2,
+ * degree-6 polynomial, relative error ~2e-7) that GCC vectorizes at -O2; it
+ * returns exactly 0 below -87.3 (so -inf logits keep no mass). The sums run
+ * in a second loop in double with four accumulators. */
+static inline float fast_exp(float x) {
+    float xc = x < -87.3f ? -87.3f : (x > 88.0f ? 88.0f : x);
+    float k = (xc * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
+    float r = xc - k * 0.693145752f - k * 1.42860677e-06f;   /* ln2 split hi + lo */
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666672f + r * (0.0416666679f + r * (0.00833333377f +
+                                                                                         r * 0.00138888892f)))));
+    union {
+        int32_t i;
+        float f;
+    } sc = {.i = ((int32_t)k + 127) << 23};
+    return x < -87.3f ? 0.0f : p * sc.f;
+}
+
+/* e[i] = exp((lg[i] - mx) * scale) for i < m; returns the sum. */
+static double exp_sum(float *e, const float *lg, size_t m, float mx, float scale) {
+    for (size_t i = 0; i < m; i++) e[i] = fast_exp((lg[i] - mx) * scale);
+    double z0 = 0, z1 = 0, z2 = 0, z3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= m; i += 4) z0 += e[i], z1 += e[i + 1], z2 += e[i + 2], z3 += e[i + 3];
+    for (; i < m; i++) z0 += e[i];
+    return (z0 + z1) + (z2 + z3);
+}
+
 /* ---- penalties ----------------------------------------------------------- */
 
 static void apply_penalties(sampler *s, float *logits, const int32_t *recent, size_t n_recent) {
@@ -227,35 +257,74 @@ static size_t select_top_p(sampler *s, size_t m, double target) {
     return hi ? hi : 1; /* rounding: the whole remaining range */
 }
 
-/* Copy logits into the candidate arrays (NaN -> -inf) and apply top_k, top_p,
- * min_p. Returns the number of survivors (>= 1), in [0, m). */
+/* Fill the candidate arrays from logits and apply top_k, top_p, min_p.
+ * Returns the number of survivors (>= 1), in [0, m).
+ *
+ * Without top_k, candidates that cannot matter are never copied:
+ *   - top_p: with Z the total mass, every token with e < (1 - p) Z / n is
+ *     dropped first. Their mass together is below (1 - p) Z, so the tokens
+ *     kept already hold more than p Z, and since they rank above the dropped
+ *     ones the nucleus boundary lies among them: the result is exact, and on
+ *     real (peaked) logits only a few hundred tokens reach the selection.
+ *   - otherwise: tokens under min_p's threshold, and tokens whose tempered
+ *     probability underflows to 0 (they could never be drawn). */
 static size_t filter(sampler *s, const float *logits) {
     const sample_params *p = &s->p;
-    size_t m = (size_t)s->n_vocab;
-    for (size_t i = 0; i < m; i++) {
-        s->id[i] = (int32_t)i;
-        s->lg[i] = isnan(logits[i]) ? -INFINITY : logits[i];
-    }
-    if (p->top_k > 0 && (size_t)p->top_k < m) {
-        select_top_k(s, m, (size_t)p->top_k);
-        m = (size_t)p->top_k;
-    }
+    size_t n = (size_t)s->n_vocab, m = 0;
     float mx = -INFINITY;
-    for (size_t i = 0; i < m; i++) mx = s->lg[i] > mx ? s->lg[i] : mx;
-    if (mx == -INFINITY) { /* nothing has any probability: keep the first-ranked id */
-        select_top_k(s, m, 1);
+    int nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        float v = logits[i];
+        nan |= v != v;
+        mx = v > mx ? v : mx;
+    }
+    const float *src = logits;
+    if (nan) { /* rare: clean a copy once so every comparison below is ordered */
+        for (size_t i = 0; i < n; i++) s->lg[i] = isnan(logits[i]) ? -INFINITY : logits[i];
+        src = s->lg;
+    }
+    if (mx == -INFINITY) { /* nothing has any probability: the lowest id, like argmax */
+        s->id[0] = 0;
+        s->lg[0] = -INFINITY;
         return 1;
     }
-    if (p->top_p < 1.0f) {
-        double z = 0.0;
-        for (size_t i = 0; i < m; i++) z += (s->e[i] = expf(s->lg[i] - mx));
+    if (p->top_k > 0 && (size_t)p->top_k < n) {
+        for (size_t i = 0; i < n; i++) s->id[i] = (int32_t)i, s->lg[i] = src[i];
+        select_top_k(s, n, (size_t)p->top_k);
+        m = (size_t)p->top_k;
+    } else if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        double z = exp_sum(s->e, src, n, mx, 1.0f); /* e indexed by id for now */
+        float thr = (float)((1.0 - (double)p->top_p) * z / (double)n);
+        for (size_t i = 0; i < n; i++) /* forward compaction: m <= i, so in place is safe */
+            if (s->e[i] >= thr) {
+                s->id[m] = (int32_t)i;
+                s->lg[m] = src[i];
+                s->e[m] = s->e[i];
+                m++;
+            }
+        m = select_top_p(s, m, (double)p->top_p * z);
+        goto min_p;
+    } else {
+        float t = p->temperature > 0.0f ? p->temperature : 1.0f;
+        float cut = mx - 87.0f * CORE_MAX(t, 1.0f);
+        if (p->min_p > 0.0f) cut = CORE_MAX(cut, mx + logf(p->min_p));
+        for (size_t i = 0; i < n; i++)
+            if (src[i] >= cut) {
+                s->id[m] = (int32_t)i;
+                s->lg[m] = src[i];
+                m++;
+            }
+    }
+    if (p->top_p < 1.0f) { /* after top_k */
         if (p->top_p <= 0.0f) {
             select_top_k(s, m, 1);
             m = 1;
         } else {
+            double z = exp_sum(s->e, s->lg, m, mx, 1.0f);
             m = select_top_p(s, m, (double)p->top_p * z);
         }
     }
+min_p:
     if (p->min_p > 0.0f && m > 1) {
         float thr = mx + logf(p->min_p); /* the max survives top_k and top_p */
         size_t k = 0;
@@ -282,8 +351,7 @@ int32_t sample_next(sampler *s, float *logits, const int32_t *recent, size_t n_r
     float mx = -INFINITY;
     for (size_t i = 0; i < m; i++) mx = s->lg[i] > mx ? s->lg[i] : mx;
     float inv_t = 1.0f / s->p.temperature;
-    double z = 0.0;
-    for (size_t i = 0; i < m; i++) z += (s->e[i] = expf((s->lg[i] - mx) * inv_t));
+    double z = exp_sum(s->e, s->lg, m, mx, inv_t);
     double u = rng_uniform(s->rng) * z, acc = 0.0;
     for (size_t i = 0; i < m; i++) {
         acc += s->e[i];
