@@ -10,14 +10,19 @@
  * tokens with odd characters) cannot be the result of a merge, so they get
  * no byte key; their literal text is their piece.
  *
- *   blob:       all key bytes and piece bytes, addressed by uint32 offsets
- *   sym hash:   bytes -> symbol id (open addressing, power-of-two size)
- *   merge hash: (left id, right id) -> (rank, result id)
+ *   blob:       key bytes, piece bytes and merge entries, by uint32 offsets
+ *   sym hash:   bytes -> token id (open addressing, power-of-two size)
+ *   merge hash: (H(left), H(right)) -> merge entry [u16 llen][u16 rlen]
+ *               [left bytes][right bytes] and its rank
  *
- * Symbol ids >= n_vocab are "virtual": byte strings a merge produces but the
- * vocab lacks (none in a sane vocab). They keep the algorithm exact on odd
- * files: such a symbol can merge further, and if it survives it is emitted
- * the way llama.cpp does (ASCII bytes looked up one by one, others dropped).
+ * H is a polynomial hash mod 2^64, chosen because it composes:
+ * H(a||b) = H(a) * B^|b| + H(b). So during BPE a merged symbol's hash is
+ * two multiplications away, and loading the 280k merges needs no lookup of
+ * their parts at all (that was 3 hash-table misses per merge, ~150 ms).
+ * A hash match is always confirmed by comparing bytes, so collisions cost
+ * time, never correctness. Like llama.cpp, BPE works on byte strings; a
+ * final symbol is looked up as a token only at the end (and if the vocab
+ * lacks it, its ASCII bytes are looked up one by one, the rest dropped).
  *
  * Encoding (tok_encode), all per llama.cpp for pre-tokenizer "llama-bpe":
  *   1. special partition: eligible special tokens, longest text first,
@@ -100,27 +105,39 @@ typedef struct sym_slot {
 } sym_slot;
 
 typedef struct merge_slot {
-    uint64_t key; /* (left+1) << 32 | (right+1); 0 empty */
+    uint64_t key; /* pair_key(H(left), H(right)); the slot is empty when rank < 0 */
+    uint32_t off; /* merge entry in the blob */
     int32_t rank;
-    int32_t result;
 } merge_slot;
+
+#define POLY_B 0x100000001b3ull /* odd; bytes enter as b + 1 so NULs count */
+
+static uint64_t poly_hash(const unsigned char *p, size_t n, uint64_t *pw) {
+    uint64_t h = 0, w = 1;
+    for (size_t i = 0; i < n; i++) {
+        h = h * POLY_B + p[i] + 1;
+        w *= POLY_B;
+    }
+    if (pw) *pw = w;
+    return h;
+}
+
+static uint64_t pair_key(uint64_t hl, uint64_t hr) { return hash_u64(hl * 0x9E3779B97F4A7C15ull + hr); }
 
 struct tok {
     int32_t n_vocab;
-    int32_t n_sym; /* n_vocab + virtual symbols */
-    int32_t sym_cap;
     uint8_t *type;       /* [n_vocab] */
     uint32_t *piece_off; /* [n_vocab] */
     uint32_t *piece_len; /* [n_vocab] */
-    uint32_t *key_off;   /* [sym_cap] */
-    int32_t *key_len;    /* [sym_cap]; -1: no byte key */
+    uint32_t *key_off;   /* [n_vocab] */
+    int32_t *key_len;    /* [n_vocab]; -1: no byte key */
     char *blob;
     size_t blob_len, blob_cap;
     sym_slot *syms;
     size_t sym_mask, sym_count;
     merge_slot *merges;
     size_t merge_mask;
-    int32_t byte_sym[256];
+    int32_t byte_sym[256]; /* token of each single byte, -1 if none */
     int32_t *spec; /* special-text candidates: types 2,3,4, by length desc then id */
     size_t n_spec;
     uint8_t spec_first[256]; /* 1 if some candidate starts with this byte */
@@ -196,33 +213,6 @@ static int sym_insert(tok *t, int32_t id) {
     return 0;
 }
 
-/* Symbol for the bytes p[0..n), adding a virtual one if absent. */
-static int sym_get_or_add(tok *t, const void *p, size_t n, int32_t *id) {
-    int32_t f = sym_lookup(t, p, n);
-    if (f >= 0) {
-        *id = f;
-        return 0;
-    }
-    if (t->n_sym == INT32_MAX - 1) return CORE_ERANGE;
-    if (t->n_sym == t->sym_cap) {
-        int32_t cap = t->sym_cap + t->sym_cap / 2 + 256;
-        uint32_t *ko = realloc(t->key_off, (size_t)cap * sizeof *ko);
-        if (!ko) return CORE_ENOMEM;
-        t->key_off = ko;
-        int32_t *kl = realloc(t->key_len, (size_t)cap * sizeof *kl);
-        if (!kl) return CORE_ENOMEM;
-        t->key_len = kl;
-        t->sym_cap = cap;
-    }
-    int32_t nid = t->n_sym;
-    int rc = blob_add(t, p, n, &t->key_off[nid]);
-    if (rc) return rc;
-    t->key_len[nid] = (int32_t)n;
-    t->n_sym++;
-    *id = nid;
-    return sym_insert(t, nid);
-}
-
 /* Decode a vocab text (GPT-2 alphabet) into raw bytes in dst (room for
  * 4*n bytes). Code points outside the alphabet, and invalid UTF-8, are
  * copied through; *mapped is 0 when that happened. Returns the length. */
@@ -252,27 +242,42 @@ static size_t unmap_text(const byte_map *m, const char *s, size_t n, char *dst, 
     return o;
 }
 
-static int merge_insert(tok *t, int32_t l, int32_t r, int32_t rank, int32_t result) {
-    uint64_t key = ((uint64_t)(uint32_t)(l + 1) << 32) | (uint32_t)(r + 1);
-    for (size_t i = hash_u64(key) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
-        merge_slot *s = &t->merges[i];
-        if (s->key == key) return 0; /* first (lowest rank) wins, like std::map::emplace */
-        if (!s->key) {
-            s->key = key;
-            s->rank = rank;
-            s->result = result;
-            return 0;
-        }
+/* Does the merge entry at off have exactly these parts? */
+static int merge_is(const tok *t, uint32_t off, const unsigned char *l, size_t nl, const unsigned char *r, size_t nr) {
+    const unsigned char *e = (const unsigned char *)t->blob + off;
+    size_t el = (size_t)e[0] | (size_t)e[1] << 8, er = (size_t)e[2] | (size_t)e[3] << 8;
+    return el == nl && er == nr && !memcmp(e + 4, l, nl) && !memcmp(e + 4 + nl, r, nr);
+}
+
+/* Rank of the merge (l, r) with hashes hl, hr, or -1. */
+static int32_t merge_rank(const tok *t, uint64_t hl, uint64_t hr, const unsigned char *l, size_t nl,
+                          const unsigned char *r, size_t nr) {
+    uint64_t key = pair_key(hl, hr);
+    for (size_t i = key & t->merge_mask;; i = (i + 1) & t->merge_mask) {
+        const merge_slot *s = &t->merges[i];
+        if (s->rank < 0) return -1;
+        if (s->key == key && merge_is(t, s->off, l, nl, r, nr)) return s->rank;
     }
 }
 
-static const merge_slot *merge_find(const tok *t, int32_t l, int32_t r) {
-    uint64_t key = ((uint64_t)(uint32_t)(l + 1) << 32) | (uint32_t)(r + 1);
-    for (size_t i = hash_u64(key) & t->merge_mask;; i = (i + 1) & t->merge_mask) {
-        const merge_slot *s = &t->merges[i];
-        if (s->key == key) return s;
-        if (!s->key) return NULL;
+/* Add merge `rank` (parts in raw bytes). A repeated pair keeps its first
+ * (lowest) rank, like llama.cpp's std::map::emplace. */
+static int merge_add(tok *t, const unsigned char *l, size_t nl, const unsigned char *r, size_t nr, int32_t rank) {
+    uint64_t hl = poly_hash(l, nl, NULL), hr = poly_hash(r, nr, NULL), key = pair_key(hl, hr);
+    size_t i = key & t->merge_mask;
+    for (;; i = (i + 1) & t->merge_mask) {
+        merge_slot *s = &t->merges[i];
+        if (s->rank < 0) break;
+        if (s->key == key && merge_is(t, s->off, l, nl, r, nr)) return 0;
     }
+    unsigned char hdr[4] = {(unsigned char)nl, (unsigned char)(nl >> 8), (unsigned char)nr, (unsigned char)(nr >> 8)};
+    uint32_t off, o2;
+    int rc;
+    if ((rc = blob_add(t, hdr, 4, &off)) || (rc = blob_add(t, l, nl, &o2)) || (rc = blob_add(t, r, nr, &o2))) return rc;
+    t->merges[i].key = key;
+    t->merges[i].off = off;
+    t->merges[i].rank = rank;
+    return 0;
 }
 
 /* Sort key for special-text candidates: longer text first, then lower id. */
@@ -301,19 +306,17 @@ int tok_new(tok **out, const gguf_str *tokens, const int32_t *types, size_t n_to
     if (n_merges > (1u << 26)) return core_errf(err, CORE_EFORMAT, "tokenizer: %zu merges is too many", n_merges);
     tok *t = calloc(1, sizeof *t);
     char *tmp = NULL;
-    int32_t *res = NULL;
     int rc = CORE_ENOMEM;
     if (!t) goto fail;
     byte_map bm;
     byte_map_init(&bm);
     int32_t nv = (int32_t)n_tokens;
-    t->n_vocab = t->n_sym = nv;
-    t->sym_cap = nv + 512;
+    t->n_vocab = nv;
     t->type = malloc((size_t)nv);
     t->piece_off = malloc((size_t)nv * sizeof *t->piece_off);
     t->piece_len = malloc((size_t)nv * sizeof *t->piece_len);
-    t->key_off = malloc((size_t)t->sym_cap * sizeof *t->key_off);
-    t->key_len = malloc((size_t)t->sym_cap * sizeof *t->key_len);
+    t->key_off = malloc((size_t)nv * sizeof *t->key_off);
+    t->key_len = malloc((size_t)nv * sizeof *t->key_len);
     if (!t->type || !t->piece_off || !t->piece_len || !t->key_off || !t->key_len) goto fail;
     size_t cap = 1024;
     while (cap < (size_t)nv * 2 + 1024) cap *= 2;
@@ -359,23 +362,21 @@ int tok_new(tok **out, const gguf_str *tokens, const int32_t *types, size_t n_to
     }
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
-        if ((rc = sym_get_or_add(t, &c, 1, &t->byte_sym[b]))) goto fail;
+        t->byte_sym[b] = sym_lookup(t, &c, 1);
     }
 
-    /* merges, pass 1: every merge result becomes a symbol (virtual if the
-     * vocab lacks it) so that pass 2 can resolve merges whose parts are
-     * results of later merges. */
+    /* merges: raw bytes of both parts into the blob, keyed by their hashes */
     cap = 1024;
-    while (cap < n_merges * 2 + 1024) cap *= 2;
-    t->merges = calloc(cap, sizeof *t->merges);
-    res = malloc((n_merges ? n_merges : 1) * sizeof *res);
+    while (cap < n_merges + n_merges / 2 + 1024) cap *= 2;
+    t->merges = malloc(cap * sizeof *t->merges);
     rc = CORE_ENOMEM;
-    if (!t->merges || !res) goto fail;
+    if (!t->merges) goto fail;
+    for (size_t i = 0; i < cap; i++) t->merges[i].rank = -1;
     t->merge_mask = cap - 1;
     for (size_t i = 0; i < n_merges; i++) {
         gguf_str l, r;
-        res[i] = -1;
         if (merge_split(merges[i], &l, &r)) continue; /* unusable: llama.cpp can never apply it either */
+        if (merges[i].len > 65535) continue;           /* longer than any piece a merge could join */
         if (merges[i].len * 4 > tmp_cap) {
             tmp_cap = merges[i].len * 4;
             char *nt = realloc(tmp, tmp_cap);
@@ -385,18 +386,8 @@ int tok_new(tok **out, const gguf_str *tokens, const int32_t *types, size_t n_to
         int m1, m2;
         size_t n1 = unmap_text(&bm, l.ptr, l.len, tmp, &m1);
         size_t n2 = unmap_text(&bm, r.ptr, r.len, tmp + n1, &m2);
-        if (!m1 || !m2) continue;
-        if ((rc = sym_get_or_add(t, tmp, n1 + n2, &res[i]))) goto fail;
-    }
-    for (size_t i = 0; i < n_merges; i++) {
-        gguf_str l, r;
-        if (res[i] < 0 || merge_split(merges[i], &l, &r)) continue;
-        int m1, m2;
-        size_t n1 = unmap_text(&bm, l.ptr, l.len, tmp, &m1);
-        size_t n2 = unmap_text(&bm, r.ptr, r.len, tmp + n1, &m2);
-        int32_t li = sym_lookup(t, tmp, n1), ri = sym_lookup(t, tmp + n1, n2);
-        if (li < 0 || ri < 0) continue; /* a part no symbol can ever have */
-        merge_insert(t, li, ri, (int32_t)i, res[i]);
+        if (!m1 || !m2 || n1 > 65535 || n2 > 65535) continue; /* parts no symbol can ever have */
+        if ((rc = merge_add(t, (unsigned char *)tmp, n1, (unsigned char *)tmp + n1, n2, (int32_t)i))) goto fail;
     }
 
     /* special-text candidates */
@@ -432,12 +423,10 @@ int tok_new(tok **out, const gguf_str *tokens, const int32_t *types, size_t n_to
     t->sp.add_bos = 0;
 
     free(tmp);
-    free(res);
     *out = t;
     return 0;
 fail:
     free(tmp);
-    free(res);
     tok_free(t);
     if (rc == CORE_ENOMEM) return core_errf(err, CORE_ENOMEM, "tokenizer: out of memory");
     if (rc == CORE_ERANGE) return core_errf(err, CORE_ERANGE, "tokenizer: vocab too large");
@@ -546,8 +535,7 @@ int32_t tok_find_n(const tok *t, const char *s, size_t len) {
         int32_t id = t->spec[i];
         if (t->piece_len[id] == len && !memcmp(t->blob + t->piece_off[id], s, len)) return id;
     }
-    int32_t id = sym_lookup(t, s, len);
-    return id < t->n_vocab ? id : -1;
+    return sym_lookup(t, s, len);
 }
 
 int32_t tok_find(const tok *t, const char *s) { return tok_find_n(t, s, strlen(s)); }
@@ -561,11 +549,12 @@ int tok_is_stop(const tok *t, int32_t id) {
 /* ---- encoding: scratch and output ------------------------------------- */
 
 typedef struct bpe_sym {
-    int32_t id, prev, next, len, start;
+    int32_t prev, next, start, len; /* len 0: merged into its left neighbour */
+    uint64_t h, pw;                 /* H(bytes), B^len */
 } bpe_sym;
 
 typedef struct bpe_pair {
-    int32_t rank, left, right, size, result;
+    int32_t rank, left, right, size; /* size: len(left) + len(right) when pushed */
 } bpe_pair;
 
 #define STACK_SYMS 256
@@ -596,17 +585,15 @@ static int push_id(enc *e, int32_t id) {
     return 0;
 }
 
-static int push_sym(enc *e, int32_t id, const unsigned char *bytes, size_t n) {
-    if (id < e->t->n_vocab) return push_id(e, id);
-    /* A virtual symbol survived: llama.cpp looks up each byte of its encoded
-     * text as a one-byte token, which can only hit self-mapped ASCII. */
+/* A final BPE symbol: its token, or (vocab lacking it) llama.cpp's
+ * fallback of one-byte tokens, which can only hit self-mapped ASCII. */
+static int push_sym(enc *e, const unsigned char *bytes, size_t n) {
+    int32_t id = sym_lookup(e->t, bytes, n);
+    if (id >= 0) return push_id(e, id);
     for (size_t i = 0; i < n; i++) {
-        if (bytes[i] < 0x21 || bytes[i] > 0x7E) continue;
-        int32_t b = e->t->byte_sym[bytes[i]];
-        if (b < e->t->n_vocab) {
-            int rc = push_id(e, b);
-            if (rc) return rc;
-        }
+        if (bytes[i] < 0x21 || bytes[i] > 0x7E || e->t->byte_sym[bytes[i]] < 0) continue;
+        int rc = push_id(e, e->t->byte_sym[bytes[i]]);
+        if (rc) return rc;
     }
     return 0;
 }
@@ -641,11 +628,12 @@ static bpe_pair heap_pop(bpe_pair *h, size_t *n) {
     return top;
 }
 
-static void try_pair(enc *e, size_t *hn, int32_t l, int32_t r) {
+static void try_pair(enc *e, const unsigned char *w, size_t *hn, int32_t l, int32_t r) {
     if (l < 0 || r < 0) return;
-    const merge_slot *m = merge_find(e->t, e->sym[l].id, e->sym[r].id);
-    if (!m) return;
-    bpe_pair p = {m->rank, l, r, e->sym[l].len + e->sym[r].len, m->result};
+    const bpe_sym *a = &e->sym[l], *b = &e->sym[r];
+    int32_t rank = merge_rank(e->t, a->h, b->h, w + a->start, (size_t)a->len, w + b->start, (size_t)b->len);
+    if (rank < 0) return;
+    bpe_pair p = {rank, l, r, a->len + b->len};
     heap_push(e->heap, hn, p);
 }
 
@@ -672,34 +660,36 @@ static int ensure_scratch(enc *e, size_t n) {
 static int bpe_piece(enc *e, const unsigned char *w, size_t n) {
     const tok *t = e->t;
     int32_t whole = sym_lookup(t, w, n);
-    if (whole >= 0 && whole < t->n_vocab) return push_id(e, whole); /* ignore_merges */
-    if (n == 1) return push_sym(e, t->byte_sym[w[0]], w, 1);
+    if (whole >= 0) return push_id(e, whole); /* llama.cpp's ignore_merges */
+    if (n == 1) return push_sym(e, w, 1);
     int rc = ensure_scratch(e, n);
     if (rc) return rc;
     bpe_sym *s = e->sym;
     for (size_t i = 0; i < n; i++) {
-        s[i].id = t->byte_sym[w[i]];
         s[i].prev = (int32_t)i - 1;
         s[i].next = i + 1 < n ? (int32_t)i + 1 : -1;
-        s[i].len = 1;
         s[i].start = (int32_t)i;
+        s[i].len = 1;
+        s[i].h = (uint64_t)w[i] + 1;
+        s[i].pw = POLY_B;
     }
     size_t hn = 0;
-    for (size_t i = 0; i + 1 < n; i++) try_pair(e, &hn, (int32_t)i, (int32_t)i + 1);
+    for (size_t i = 0; i + 1 < n; i++) try_pair(e, w, &hn, (int32_t)i, (int32_t)i + 1);
     while (hn) {
         bpe_pair p = heap_pop(e->heap, &hn);
         bpe_sym *l = &s[p.left], *r = &s[p.right];
         if (!l->len || !r->len || l->len + r->len != p.size) continue; /* stale */
-        l->id = p.result;
+        l->h = l->h * r->pw + r->h;
+        l->pw *= r->pw;
         l->len += r->len;
         r->len = 0;
         l->next = r->next;
         if (r->next >= 0) s[r->next].prev = p.left;
-        try_pair(e, &hn, l->prev, p.left);
-        try_pair(e, &hn, p.left, l->next);
+        try_pair(e, w, &hn, l->prev, p.left);
+        try_pair(e, w, &hn, p.left, l->next);
     }
     for (int32_t i = 0; i >= 0; i = s[i].next)
-        if ((rc = push_sym(e, s[i].id, w + s[i].start, (size_t)s[i].len))) return rc;
+        if ((rc = push_sym(e, w + s[i].start, (size_t)s[i].len))) return rc;
     return 0;
 }
 
