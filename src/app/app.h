@@ -21,6 +21,10 @@ int cmd_serve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 
+/* `smolbot bench --tokenizer` (bench_tok.c): tokenizer load time and
+ * encode/decode throughput. argv[0] is ignored. */
+int app_bench_tokenizer(int argc, char **argv);
+
 /* 1 if argv has -h or --help. */
 int app_wants_help(int argc, char **argv);
 /* Parse a number argument for option `opt`; on error prints a message and returns -1. */

@@ -21,6 +21,8 @@ typedef struct {
 
 static const command commands[] = {
     /* commands: one line each, keep sorted by workflow */
+    {"tokenize", cmd_tokenize, "text to token ids"},
+    {"detokenize", cmd_detokenize, "token ids to text"},
     {"template", cmd_template, "render a conversation in the SmolLM3 chat format"},
     {NULL, NULL, NULL},
 };
