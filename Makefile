@@ -28,8 +28,11 @@ APP_SRC := $(filter src/app/%,$(SRC))
 GEN_SRC := build/gen/assets.c
 TESTS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
 FUZZ    := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+# htmx and its SSE extension, pinned in web/package-lock.json; named, not
+# wildcarded, so a clean clone fetches them (npm ci) before embedding.
+HTMX    := web/node_modules/htmx.org/dist/htmx.min.js web/node_modules/htmx-ext-sse/dist/sse.min.js
 WEB     := $(shell find web -type f -not -path 'web/node_modules/*' -not -name 'package*.json' 2>/dev/null | sort) \
-           $(wildcard web/node_modules/htmx.org/dist/htmx.min.js web/node_modules/htmx-ext-sse/dist/sse.min.js)
+           $(HTMX)
 
 REL_OBJ := $(patsubst %.c,build/rel/%.o,$(SRC) $(GEN_SRC))
 SAN_LIB := $(patsubst %.c,build/san/%.o,$(LIB_SRC) $(GEN_SRC))
@@ -59,6 +62,10 @@ build/san/%.o: %.c $(wildcard src/*/*.h)
 	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -c -o $@ $<
 
 # Web assets are embedded into the binary as byte arrays.
+$(HTMX) &: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	@touch $(HTMX)
+
 $(GEN_SRC): tools/embed.sh $(WEB)
 	@mkdir -p $(dir $@)
 	bash tools/embed.sh $@ $(WEB)

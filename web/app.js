@@ -1,0 +1,505 @@
+/* app.js -- the little JavaScript the chat page needs; htmx does the rest.
+ *
+ * Here: theme (follow the system, toggle, remember), the slash-command
+ * palette, Enter/Shift+Enter, copy buttons, the status badge (polling), the
+ * context gauge, message editing, the sidebar drawer, settings. No inline
+ * scripts, handlers or style attributes exist (CSP: default-src 'self';
+ * script-src 'self'; style-src 'self'); widths are set through the CSSOM.
+ * Open index.html?demo (even as a file) to see sample content without a server.
+ *
+ * ======================= PAGE CONTRACT (server side) =======================
+ * Every response is same-origin. HTML fragments are UTF-8; user text is
+ * HTML-escaped; assistant text comes from src/md (safe HTML).
+ * "{conv}" in any hx-* URL on the page is replaced by app.js with the current
+ * conversation id (from #messages[data-conv], else localStorage, else "latest").
+ *
+ * GET  /                       index.html (also /index.html, /app.css, /app.js,
+ *                              /favicon.svg, /static/htmx.min.js, /static/sse.min.js)
+ * GET  /ui/status              JSON {"state":"loading|ready|no_model", "model":"SmolLM3-3B Q4_K_M",
+ *                              "ctx_max":8192, "thinking_default":true, "busy":false,
+ *                              "pull_hint":"smolbot pull"}  (polled every 5 s; a failed fetch
+ *                              shows "reconnecting", three in a row "offline")
+ * GET  /ui/conversations?q=    sidebar items, newest first, filtered by q (title/content):
+ *   <li class="conv[ current]" id="conv-{id}" data-conv="{id}">
+ *     <a class="conv-open" href="/ui/c/{id}" hx-get="/ui/c/{id}" hx-target="#messages" hx-swap="outerHTML">{title}</a>
+ *     <button type="button" class="icon sm" data-action="rename" aria-label="Rename conversation">✎</button>
+ *     <button type="button" class="icon sm" hx-delete="/ui/c/{id}" hx-target="closest li" hx-swap="outerHTML"
+ *             hx-confirm="Delete this conversation?" aria-label="Delete conversation">✕</button></li>
+ *   (empty list: <li class="conv-empty">No conversations yet</li>)
+ * POST /ui/conversations       new conversation -> the #messages fragment below (empty);
+ *                              header HX-Trigger: smolbot:convs (the sidebar reloads)
+ * GET  /ui/c/{id}              (id may be "latest": the newest, created if none) ->
+ *   <div id="messages" class="messages" aria-live="polite" data-conv="{id}" data-title="{title}"
+ *        data-ctx-used="{tokens}" data-ctx-max="{n_ctx}"> ARTICLE... </div>
+ *   404 for an unknown id (app.js then loads "latest").
+ * POST /ui/c/{id}/messages     form: text, thinking ("1" or absent), temperature ("" = default)
+ *                              -> USER ARTICLE + STREAMING ASSISTANT ARTICLE (appended to #messages);
+ *                              409 with a plain-text reason if a generation is running.
+ * GET  /ui/c/{id}/stream/{msg} text/event-stream for one answer (GET only: htmx's SSE
+ *                              extension). Events (multi-line data: one "data:" line each):
+ *     think   escaped reasoning text to append            thought  "212 tokens · 4.1 s" (thinking ended)
+ *     block   finished markdown block(s), HTML to append  tail     HTML of the unfinished tail (replaces; "" to clear)
+ *     stats   escaped "TTFT 120 ms · 35.2 tok/s · 212 tokens"; the line may carry
+ *             <span data-ctx-used="N" data-ctx-max="M">…</span> to move the gauge
+ *     error   escaped message                              done     "" (last event; the page closes the stream)
+ *   Send ": ping" comments while waiting. For a message that already finished
+ *   answer 204 (EventSource then stops reconnecting).
+ * POST /ui/c/{id}/stop         204; the stream ends with tail "" + done.
+ * POST /ui/c/{id}/regenerate   -> a new STREAMING ASSISTANT ARTICLE that replaces the last one (outerHTML).
+ * POST /ui/c/{id}/continue     -> the last assistant article again, streaming: the server replays
+ *                              the existing answer as block events, then continues.
+ * POST /ui/c/{id}/messages/{msg}/edit  form: text, thinking, temperature -> drops {msg} and all
+ *                              after it, then answers like POST .../messages (replaces from {msg} on).
+ * POST /ui/c/{id}/clear        delete all messages -> the empty #messages fragment.
+ * POST /ui/c/{id}/reset        forget cached model state (KV) for the conversation -> 204.
+ * POST /ui/c/{id}/rename       form: title -> the updated sidebar <li>.
+ * DELETE /ui/c/{id}            "" (200) + HX-Trigger: smolbot:convs.
+ * GET  /ui/c/{id}/export?fmt=md|json   attachment (Content-Disposition), the whole conversation.
+ * GET  /ui/quote               text/event-stream, no model needed: a short quote as
+ *                              block/tail/stats/done events (tests the stream path).
+ *
+ * USER ARTICLE:
+ *   <article class="msg user" id="m-{msg}" data-msg="{msg}">
+ *     <div class="bubble"><div class="text">{escaped text}</div></div>
+ *     <div class="msg-actions"><button type="button" class="icon sm" data-copy="msg" aria-label="Copy message">Copy</button>
+ *       <button type="button" class="icon sm" data-action="edit" aria-label="Edit message">Edit</button></div></article>
+ * ASSISTANT ARTICLE (finished; streaming adds the attributes marked *):
+ *   <article class="msg assistant[ streaming*]" id="m-{msg}" data-msg="{msg}"
+ *            *sse-connect="/ui/c/{id}/stream/{msg}" *sse-close="done">
+ *     <details class="think[ has-text]"[ open*]><summary>Thinking <span class="think-meta" *sse-swap="thought">{meta}</span></summary>
+ *       <div class="think-body" *sse-swap="think" *hx-swap="beforeend">{escaped reasoning}</div></details>
+ *     <div class="bubble"><div class="md" *sse-swap="block" *hx-swap="beforeend">{html}</div>
+ *       <div class="tail" *sse-swap="tail"></div><div class="err" *sse-swap="error"></div></div>
+ *     <div class="msg-foot"><span class="stats" *sse-swap="stats">{stats}</span><span class="msg-actions">
+ *       <button type="button" class="icon sm" data-copy="msg" aria-label="Copy answer">Copy</button>
+ *       <button type="button" class="icon sm last-only" data-cmd="regenerate" aria-label="Regenerate answer">Regenerate</button>
+ *       <button type="button" class="icon sm last-only" data-cmd="continue" aria-label="Continue answer">Continue</button>
+ *     </span></div></article>
+ *   (class "has-text" on .think when there is reasoning; app.js adds it while streaming.)
+ * Code blocks inside .md are src/md's <div class="code">…<button class="copy" data-copy="code">.
+ * ============================================================================
+ */
+(function () {
+  'use strict';
+  var LS = window.localStorage;
+  function get(k, d) { try { var v = LS.getItem('smolbot.' + k); return v === null ? d : v; } catch (e) { return d; } }
+  function set(k, v) { try { LS.setItem('smolbot.' + k, v); } catch (e) { /* private mode */ } }
+
+  /* ---- theme: runs before first paint ---- */
+  var root = document.documentElement;
+  function applyTheme(t) { if (t === 'light' || t === 'dark') root.dataset.theme = t; else delete root.dataset.theme; }
+  applyTheme(get('theme', 'auto'));
+  function isDark() {
+    return root.dataset.theme ? root.dataset.theme === 'dark' : window.matchMedia('(prefers-color-scheme: dark)').matches;
+  }
+  function setTheme(t) {
+    if (t !== 'light' && t !== 'dark' && t !== 'auto') t = isDark() ? 'light' : 'dark';
+    set('theme', t); applyTheme(t);
+    var sel = document.getElementById('theme-select'); if (sel) sel.value = t;
+    return t;
+  }
+  var qt = /[?&]theme=(light|dark)/.exec(location.search); if (qt) applyTheme(qt[1]); /* for screenshots */
+
+  document.addEventListener('DOMContentLoaded', init);
+
+  var $ = function (s, r) { return (r || document).querySelector(s); };
+  var input, palette, state = { status: 'loading', fails: 0, ctxMax: 0 };
+
+  function convId() {
+    var m = document.getElementById('messages');
+    return (m && m.dataset.conv) || get('conv', 'latest');
+  }
+
+  function toast(text, ms) {
+    var t = $('#toast'); t.textContent = text; t.hidden = false;
+    clearTimeout(toast.timer); toast.timer = setTimeout(function () { t.hidden = true; }, ms || 3500);
+  }
+
+  /* ---- commands ---- */
+  var CMDS = [
+    { name: 'new', cat: 'Chat', desc: 'Start a new conversation' },
+    { name: 'clear', cat: 'Chat', desc: 'Delete the messages of this conversation' },
+    { name: 'regenerate', cat: 'Chat', desc: 'Answer the last message again' },
+    { name: 'continue', cat: 'Chat', desc: 'Continue the last answer' },
+    { name: 'export', cat: 'Chat', arg: '[md|json]', desc: 'Download this conversation' },
+    { name: 'model', cat: 'Model', desc: 'Show the loaded model' },
+    { name: 'status', cat: 'Model', desc: 'Server and model status' },
+    { name: 'thinking', cat: 'Model', desc: 'Turn thinking on or off' },
+    { name: 'temp', cat: 'Model', arg: '[value]', desc: 'Show or set the temperature (0–2)' },
+    { name: 'reset', cat: 'Model', desc: 'Reset settings and forget cached context' },
+    { name: 'theme', cat: 'Utility', arg: '[light|dark|auto]', desc: 'Switch the colour theme' },
+    { name: 'settings', cat: 'Utility', desc: 'Open settings' },
+    { name: 'help', cat: 'Utility', desc: 'List the commands and keys' },
+    { name: 'summarize', cat: 'Quick actions', desc: 'Ask for a summary of this conversation' },
+    { name: 'quote', cat: 'Quick actions', desc: 'A quote, streamed (works without a model)' }
+  ];
+
+  function post(path, target, swap, values) {
+    if (!window.htmx) { toast('Not connected to the server'); return; }
+    return htmx.ajax('POST', path.replace('{conv}', encodeURIComponent(convId())),
+      { target: target, swap: swap || 'none', values: values || {} });
+  }
+  function lastAssistant() { var a = document.querySelectorAll('#messages .msg.assistant'); return a[a.length - 1]; }
+  function formValues() {
+    return { thinking: $('#thinking').checked ? '1' : '', temperature: $('#temperature').value };
+  }
+
+  function run(name, arg) {
+    arg = (arg || '').trim();
+    switch (name) {
+      case 'new': post('/ui/conversations', '#messages', 'outerHTML'); break;
+      case 'clear': post('/ui/c/{conv}/clear', '#messages', 'outerHTML'); break;
+      case 'reset':
+        setTemp(''); setThinking(null); post('/ui/c/{conv}/reset');
+        toast('Settings reset; cached context dropped'); break;
+      case 'regenerate': case 'continue': {
+        var last = lastAssistant();
+        if (!last) { toast('No answer to ' + name + ' yet'); break; }
+        post('/ui/c/{conv}/' + name, last, 'outerHTML', formValues()); break;
+      }
+      case 'export': {
+        var fmt = arg === 'json' ? 'json' : 'md';
+        var a = document.createElement('a');
+        a.href = '/ui/c/' + encodeURIComponent(convId()) + '/export?fmt=' + fmt; a.download = '';
+        document.body.appendChild(a); a.click(); a.remove(); break;
+      }
+      case 'thinking': setThinking(!$('#thinking').checked); toast('Thinking ' + ($('#thinking').checked ? 'on' : 'off')); break;
+      case 'temp':
+        if (!arg) { toast('Temperature: ' + ($('#temperature').value || 'model default')); break; }
+        var v = parseFloat(arg);
+        if (!(v >= 0 && v <= 2)) { toast('Temperature must be a number from 0 to 2'); break; }
+        setTemp(String(v)); toast('Temperature set to ' + v); break;
+      case 'model': case 'status': pollStatus(true); break;
+      case 'theme': toast('Theme: ' + setTheme(arg || 'toggle')); break;
+      case 'help': openHelp(); break;
+      case 'settings': openSettings(); break;
+      case 'summarize':
+        input.value = 'Summarize our conversation so far in a few bullet points.';
+        submit(); break;
+      case 'quote': {
+        var m = document.getElementById('messages');
+        var art = document.createElement('article');
+        art.className = 'msg assistant streaming';
+        art.setAttribute('sse-connect', '/ui/quote'); art.setAttribute('sse-close', 'done');
+        art.innerHTML = '<div class="bubble"><div class="md" sse-swap="block" hx-swap="beforeend"></div>' +
+          '<div class="tail" sse-swap="tail"></div><div class="err" sse-swap="error"></div></div>' +
+          '<div class="msg-foot"><span class="stats" sse-swap="stats"></span></div>';
+        m.appendChild(art); if (window.htmx) htmx.process(art); scrollDown(true); break;
+      }
+    }
+  }
+
+  function setTemp(v) { $('#temperature').value = v; set('temp', v); var r = $('#temp-range'); if (r) { r.value = v || 0.6; $('#temp-out').textContent = v || 'default'; } }
+  function setThinking(on) {
+    if (on === null) on = state.thinkingDefault !== false;
+    $('#thinking').checked = on; $('#thinking-2').checked = on; set('thinking', on ? '1' : '0');
+  }
+
+  /* ---- palette ---- */
+  var pal = { open: false, items: [], active: 0, start: 0 };
+
+  /* The command word being typed: "/" at the start or after a space, up to the caret. */
+  function slashContext() {
+    var pos = input.selectionStart, text = input.value.slice(0, pos);
+    var m = /(^|\s)\/([a-z]*)$/i.exec(text);
+    if (!m) return null;
+    return { start: pos - m[2].length - 1, query: m[2].toLowerCase() };
+  }
+
+  function renderPalette() {
+    var ctx = slashContext();
+    if (!ctx) return closePalette();
+    pal.start = ctx.start;
+    pal.items = CMDS.filter(function (c) { return c.name.indexOf(ctx.query) === 0; })
+      .concat(CMDS.filter(function (c) { return ctx.query && c.name.indexOf(ctx.query) > 0; }));
+    var html = '', cat = null, cats = ['Chat', 'Model', 'Utility', 'Quick actions'];
+    /* keep category order; items within keep their order */
+    pal.items.sort(function (a, b) { return cats.indexOf(a.cat) - cats.indexOf(b.cat); });
+    if (pal.active >= pal.items.length) pal.active = 0;
+    pal.items.forEach(function (c, i) {
+      if (c.cat !== cat) {
+        cat = c.cat;
+        html += '<li class="group" role="presentation" id="grp-' + i + '">' + cat + '</li>';
+      }
+      html += '<li role="option" id="cmd-' + c.name + '" data-i="' + i + '" aria-selected="' + (i === pal.active) + '">' +
+        '<span class="cmd">/' + c.name + (c.arg ? ' <span class="arg">' + c.arg + '</span>' : '') + '</span>' +
+        '<span class="desc">' + c.desc + '</span></li>';
+    });
+    if (!pal.items.length) html = '<li class="empty" role="presentation">No command matches</li>';
+    palette.innerHTML = html;
+    palette.hidden = false; pal.open = true;
+    input.setAttribute('aria-expanded', 'true');
+    markActive();
+  }
+  function markActive() {
+    var opts = palette.querySelectorAll('[role="option"]');
+    opts.forEach(function (o, i) { o.setAttribute('aria-selected', i === pal.active ? 'true' : 'false'); });
+    if (opts[pal.active]) {
+      input.setAttribute('aria-activedescendant', opts[pal.active].id);
+      opts[pal.active].scrollIntoView({ block: 'nearest' });
+    } else input.removeAttribute('aria-activedescendant');
+  }
+  function closePalette() {
+    if (!palette) return;
+    palette.hidden = true; pal.open = false; pal.active = 0;
+    input.setAttribute('aria-expanded', 'false'); input.removeAttribute('aria-activedescendant');
+  }
+  function complete(c) { /* replace "/que" with "/quote " */
+    var before = input.value.slice(0, pal.start), after = input.value.slice(input.selectionStart);
+    input.value = before + '/' + c.name + ' ' + after.replace(/^\S*/, '').replace(/^ /, '');
+    var p = before.length + c.name.length + 2; input.setSelectionRange(p, p);
+  }
+  function choose(c) {
+    /* take the argument typed after the command, drop the command text, run */
+    var before = input.value.slice(0, pal.start), rest = input.value.slice(pal.start);
+    var m = /^\/\S*\s*([^\n]*)/.exec(rest);
+    var arg = c.arg && m ? m[1] : '';
+    input.value = (before + rest.slice(m ? m[0].length : 0)).trim();
+    closePalette(); autosize();
+    run(c.name, arg);
+  }
+
+  /* A whole-line command typed and sent with Enter ("/temp 0.3") runs too. */
+  function typedCommand() {
+    var m = /^\s*\/([a-z]+)(?:\s+(.*))?$/i.exec(input.value);
+    if (!m) return null;
+    var c = CMDS.find(function (x) { return x.name === m[1].toLowerCase(); });
+    return c ? { c: c, arg: m[2] || '' } : null;
+  }
+
+  function onKey(e) {
+    if (pal.open && pal.items.length) {
+      if (e.key === 'ArrowDown') { pal.active = (pal.active + 1) % pal.items.length; markActive(); e.preventDefault(); return; }
+      if (e.key === 'ArrowUp') { pal.active = (pal.active + pal.items.length - 1) % pal.items.length; markActive(); e.preventDefault(); return; }
+      if (e.key === 'Tab') { complete(pal.items[pal.active]); renderPalette(); closePalette(); e.preventDefault(); return; }
+      if (e.key === 'Enter' && !e.shiftKey) {
+        var t = typedCommand();
+        choose(t && t.c.arg ? t.c : pal.items[pal.active]); e.preventDefault(); return;
+      }
+    }
+    if (pal.open && e.key === 'Escape') { closePalette(); e.preventDefault(); return; }
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      var tc = typedCommand();
+      if (tc) { input.value = ''; autosize(); run(tc.c.name, tc.arg); return; }
+      submit();
+    }
+  }
+
+  function submit() {
+    if (!input.value.trim() || document.body.classList.contains('is-streaming')) return;
+    if (state.status === 'no_model') { toast('No model loaded: run "smolbot pull", then restart the server'); return; }
+    var form = $('#composer');
+    if (form.requestSubmit) form.requestSubmit(); else form.dispatchEvent(new Event('submit', { cancelable: true }));
+  }
+
+  function autosize() { input.style.height = 'auto'; input.style.height = Math.min(input.scrollHeight, window.innerHeight * 0.4) + 'px'; }
+
+  /* ---- copy ---- */
+  function copyText(text, btn) {
+    function ok() { btn.classList.add('copied'); var l = btn.textContent; if (l === 'Copy') btn.textContent = 'Copied'; setTimeout(function () { btn.classList.remove('copied'); if (btn.textContent === 'Copied') btn.textContent = 'Copy'; }, 1500); }
+    if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(text).then(ok, function () { fallbackCopy(text) && ok(); });
+    else if (fallbackCopy(text)) ok();
+  }
+  function fallbackCopy(text) { /* http://LAN-address is not a secure context */
+    var ta = document.createElement('textarea'); ta.value = text; ta.setAttribute('readonly', '');
+    ta.className = 'sr-only'; document.body.appendChild(ta); ta.select();
+    var ok = false; try { ok = document.execCommand('copy'); } catch (e) { ok = false; }
+    ta.remove(); input && input.focus(); return ok;
+  }
+
+  /* ---- editing a user message ---- */
+  function startEdit(art) {
+    if (art.classList.contains('editing')) return;
+    var text = $('.text', art).textContent;
+    art.classList.add('editing');
+    var bubble = $('.bubble', art), saved = bubble.innerHTML;
+    bubble.innerHTML = '<label class="sr-only" for="edit-' + art.dataset.msg + '">Edit message</label>' +
+      '<textarea class="edit-box" id="edit-' + art.dataset.msg + '"></textarea>' +
+      '<div class="edit-actions"><button type="button" class="btn" data-edit="cancel">Cancel</button>' +
+      '<button type="button" class="btn send-edit" data-edit="save">Save &amp; send</button></div>';
+    var box = $('.edit-box', bubble); box.value = text; box.focus();
+    bubble.addEventListener('click', function h(e) {
+      var b = e.target.closest('[data-edit]'); if (!b) return;
+      bubble.removeEventListener('click', h);
+      if (b.dataset.edit === 'cancel' || !box.value.trim()) { bubble.innerHTML = saved; art.classList.remove('editing'); return; }
+      while (art.nextElementSibling) art.nextElementSibling.remove();
+      var v = formValues(); v.text = box.value;
+      post('/ui/c/{conv}/messages/' + encodeURIComponent(art.dataset.msg) + '/edit', art, 'outerHTML', v);
+    });
+    box.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); $('[data-edit="save"]', bubble).click(); }
+      if (e.key === 'Escape') { e.preventDefault(); $('[data-edit="cancel"]', bubble).click(); }
+    });
+  }
+
+  function startRename(li) {
+    var a = $('.conv-open', li); if (!a || $('input.rename', li)) return;
+    var inp = document.createElement('input'); inp.className = 'rename inset'; inp.value = a.textContent;
+    inp.setAttribute('aria-label', 'Conversation title');
+    a.hidden = true; li.insertBefore(inp, a); inp.focus(); inp.select();
+    var done = false;
+    function finish(save) {
+      if (done) return; done = true;
+      if (save && inp.value.trim() && inp.value !== a.textContent)
+        htmx.ajax('POST', '/ui/c/' + encodeURIComponent(li.dataset.conv) + '/rename', { target: li, swap: 'outerHTML', values: { title: inp.value.trim() } });
+      inp.remove(); a.hidden = false;
+    }
+    inp.addEventListener('keydown', function (e) { if (e.key === 'Enter') finish(true); if (e.key === 'Escape') finish(false); });
+    inp.addEventListener('blur', function () { finish(true); });
+  }
+
+  /* ---- status badge, gauge ---- */
+  function setBadge(s) {
+    var b = $('#status-badge'), label = { ready: 'ready', loading: 'loading', no_model: 'no model', offline: 'offline', reconnecting: 'reconnecting' }[s] || s;
+    b.dataset.state = s; b.textContent = label; document.body.dataset.state = s;
+  }
+  function pollStatus(report) {
+    return fetch('/ui/status', { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
+      state.fails = 0; state.status = j.state;
+      setBadge(j.state);
+      if (j.model) $('#model-name').textContent = j.model;
+      if (j.ctx_max) state.ctxMax = j.ctx_max;
+      if (state.thinkingDefault === undefined) {
+        state.thinkingDefault = j.thinking_default !== false;
+        if (get('thinking', null) === null) setThinking(null);
+      }
+      if (report) toast('Model: ' + (j.model || 'none') + '\nState: ' + j.state + (j.ctx_max ? '\nContext: ' + j.ctx_max + ' tokens' : '') +
+        (j.state === 'no_model' ? '\nGet it with: ' + (j.pull_hint || 'smolbot pull') : ''), 6000);
+    }).catch(function () {
+      state.fails++;
+      setBadge(state.fails >= 3 ? 'offline' : 'reconnecting');
+      if (report) toast('The server does not answer');
+    });
+  }
+  function gauge(used, max) {
+    used = +used || 0; max = +max || state.ctxMax || 0;
+    var pct = max ? Math.min(100, Math.round(used * 100 / max)) : 0, g = $('#gauge');
+    $('#gauge-bar').style.width = pct + '%';
+    $('#gauge-text').textContent = max ? used.toLocaleString() + ' / ' + max.toLocaleString() + ' tokens' : 'context 0%';
+    g.setAttribute('aria-valuenow', pct);
+    g.classList.toggle('warn', pct >= 75 && pct < 95); g.classList.toggle('full', pct >= 95);
+  }
+  function gaugeFrom(el) { if (el && el.dataset && el.dataset.ctxUsed !== undefined) gauge(el.dataset.ctxUsed, el.dataset.ctxMax); }
+
+  function scrollDown(force) {
+    var c = $('#chat'); if (force || c.scrollHeight - c.scrollTop - c.clientHeight < 160) c.scrollTop = c.scrollHeight;
+  }
+  function streamingNow() { document.body.classList.toggle('is-streaming', !!$('#messages .msg.streaming')); }
+
+  /* ---- settings, help ---- */
+  function openSettings() {
+    $('#theme-select').value = get('theme', 'auto');
+    $('#thinking-2').checked = $('#thinking').checked;
+    var t = $('#temperature').value; $('#temp-range').value = t || 0.6; $('#temp-out').textContent = t || 'default';
+    $('#settings').showModal();
+  }
+  function openHelp() {
+    var dl = $('#help-list'), html = '';
+    CMDS.forEach(function (c) { html += '<dt>/' + c.name + (c.arg ? ' ' + c.arg : '') + '</dt><dd>' + c.desc + '</dd>'; });
+    html += '<dt>Enter</dt><dd>Send</dd><dt>Shift+Enter</dt><dd>New line</dd><dt>Esc</dt><dd>Close the command list</dd>';
+    dl.innerHTML = html; $('#help').showModal();
+  }
+
+  function demo() {
+    var m = document.getElementById('messages');
+    m.replaceWith(document.getElementById('demo').content.cloneNode(true));
+    $('#conv-list').innerHTML = document.getElementById('demo-convs').innerHTML;
+    document.querySelectorAll('#messages .think').forEach(function (t) { t.classList.add('has-text'); });
+    setBadge('ready'); state.status = 'ready'; state.ctxMax = 8192; gaugeFrom(document.getElementById('messages'));
+    if (/palette/.test(location.search)) { input.value = '/'; input.focus(); input.setSelectionRange(1, 1); renderPalette(); }
+    if (/nomodel/.test(location.search)) { document.getElementById('messages').innerHTML = ''; setBadge('no_model'); }
+    if (/drawer/.test(location.search)) document.body.classList.add('drawer-open');
+    streamingNow();
+  }
+
+  function init() {
+    input = $('#input'); palette = $('#palette');
+    setTemp(get('temp', ''));
+    var th = get('thinking', null); if (th !== null) setThinking(th === '1');
+
+    input.addEventListener('keydown', onKey);
+    input.addEventListener('input', function () { autosize(); renderPalette(); });
+    input.addEventListener('click', renderPalette);
+    input.addEventListener('blur', function () { setTimeout(closePalette, 150); });
+    palette.addEventListener('mousedown', function (e) { e.preventDefault(); }); /* keep focus in the text box */
+    palette.addEventListener('click', function (e) {
+      var o = e.target.closest('[role="option"]'); if (o) choose(pal.items[+o.dataset.i]);
+    });
+    palette.addEventListener('mousemove', function (e) {
+      var o = e.target.closest('[role="option"]'); if (o && +o.dataset.i !== pal.active) { pal.active = +o.dataset.i; markActive(); }
+    });
+    $('#thinking').addEventListener('change', function () { setThinking(this.checked); });
+    $('#thinking-2').addEventListener('change', function () { setThinking(this.checked); });
+    $('#temp-range').addEventListener('input', function () { setTemp(this.value); });
+    $('#theme-select').addEventListener('change', function () { setTheme(this.value); });
+
+    document.addEventListener('click', function (e) {
+      var b = e.target.closest('[data-copy]');
+      if (b) {
+        var src = b.dataset.copy === 'code' ? b.closest('.code') && $('pre code', b.closest('.code'))
+          : b.closest('.msg') && ($('.md', b.closest('.msg')) || $('.text', b.closest('.msg')));
+        if (src) copyText(src.innerText.replace(/\n$/, ''), b);
+        return;
+      }
+      var c = e.target.closest('[data-cmd]'); if (c) { run(c.dataset.cmd, ''); return; }
+      var a = e.target.closest('[data-action]'); if (!a) return;
+      switch (a.dataset.action) {
+        case 'theme': setTheme('toggle'); break;
+        case 'settings': openSettings(); break;
+        case 'edit': startEdit(a.closest('.msg')); break;
+        case 'rename': startRename(a.closest('.conv')); break;
+        case 'open-sidebar': document.body.classList.add('drawer-open'); a.setAttribute('aria-expanded', 'true'); $('#conv-search').focus(); break;
+        case 'close-sidebar': document.body.classList.remove('drawer-open'); $('[data-action="open-sidebar"]').setAttribute('aria-expanded', 'false'); break;
+      }
+    });
+    document.addEventListener('keydown', function (e) {
+      if (e.key === 'Escape' && document.body.classList.contains('drawer-open')) document.body.classList.remove('drawer-open');
+    });
+
+    /* htmx glue */
+    document.body.addEventListener('htmx:configRequest', function (e) {
+      if (e.detail.path.indexOf('{conv}') >= 0) e.detail.path = e.detail.path.replace('{conv}', encodeURIComponent(convId()));
+    });
+    document.body.addEventListener('htmx:afterRequest', function (e) {
+      if (e.detail.elt && e.detail.elt.id === 'composer' && e.detail.successful) { input.value = ''; autosize(); }
+      if (e.detail.failed && e.detail.xhr) {
+        var x = e.detail.xhr;
+        if (x.status === 404 && /\/ui\/c\/[^/]+$/.test(e.detail.pathInfo.requestPath)) { set('conv', 'latest'); htmx.ajax('GET', '/ui/c/latest', { target: '#messages', swap: 'outerHTML' }); }
+        else toast(x.status ? (x.responseText || 'Error ' + x.status).slice(0, 300) : 'The server does not answer');
+      }
+    });
+    document.body.addEventListener('htmx:sendError', function () { toast('The server does not answer'); });
+    document.body.addEventListener('htmx:afterSwap', function (e) {
+      var m = document.getElementById('messages');
+      if (m && m.dataset.conv) {
+        set('conv', m.dataset.conv);
+        document.querySelectorAll('.conv').forEach(function (li) { li.classList.toggle('current', li.dataset.conv === m.dataset.conv); });
+      }
+      gaugeFrom(e.detail.target && e.detail.target.id === 'messages' ? e.detail.target : m);
+      document.body.classList.remove('drawer-open');
+      streamingNow(); scrollDown(e.detail.target && (e.detail.target.id === 'messages'));
+    });
+    document.body.addEventListener('htmx:sseMessage', function (e) {
+      var art = e.target.closest && e.target.closest('.msg'), type = e.detail && e.detail.type;
+      if (!art) return;
+      if (type === 'think') { var t = $('.think', art); if (t) t.classList.add('has-text'); }
+      if (type === 'thought') { var d = $('.think', art); if (d) d.open = false; }
+      if (type === 'stats') gaugeFrom($('[data-ctx-used]', art));
+      scrollDown();
+    });
+    document.body.addEventListener('htmx:sseClose', function (e) {
+      var art = e.target.closest && e.target.closest('.msg'); if (!art) return;
+      art.classList.remove('streaming'); art.removeAttribute('sse-connect');
+      var d = $('.think', art); if (d) d.open = false;
+      streamingNow();
+    });
+    document.body.addEventListener('htmx:sseError', function () { if (state.status === 'ready') setBadge('reconnecting'); });
+    document.body.addEventListener('htmx:sseOpen', function () { if (state.status === 'ready') setBadge('ready'); });
+
+    if (/[?&]demo/.test(location.search) || !window.htmx) { demo(); return; }
+    pollStatus(false); setInterval(pollStatus, 5000, false);
+    htmx.trigger(document.body, 'smolbot:boot');
+    input.focus();
+  }
+})();
