@@ -4,9 +4,10 @@
  * Input layout: byte 0 holds flags (thinking, generation prompt, no_think
  * prefill, tools); the rest is split on 0x1e into messages, each message's
  * first byte picking its role (including invalid ones). The same bytes are
- * then fed to the thinking parser and the stop matcher in pieces whose sizes
+ * then fed to the thinking parser, the stop matcher and (as float logits)
+ * the sampler in pieces whose sizes
  * come from the data, and the outputs are checked for the invariants that
- * must hold whatever the input: the stream parts are made of input bytes only
+ * must hold whatever the input: the sampled id is in range, the stream parts are made of input bytes only
  * (never more of them), and no emitted text contains a stop string. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -78,5 +79,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t k = 0; k < 3; k++) /* stopped or not, no stop string is ever shown */
         if (e.len && memmem(e.data, e.len, stops[k], strlen(stops[k]))) abort();
     core_buf_free(&e);
+
+    /* sampler: the bytes as float logits (NaN, inf, huge values included) */
+    size_t nv = len / 4 > 256 ? 256 : len / 4;
+    if (nv) {
+        float lg[256];
+        memcpy(lg, text, nv * 4);
+        sample_params sp;
+        sample_params_default(&sp);
+        sp.temperature = (flags & 16) ? 0.0f : 0.05f + (float)(flags >> 5) * 0.4f;
+        sp.top_k = (flags & 32) ? 3 : 0;
+        sp.top_p = (flags & 64) ? 1.0f : 0.5f;
+        sp.min_p = (flags & 128) ? 0.1f : 0.0f;
+        sp.repeat_penalty = 1.3f;
+        sp.frequency_penalty = 0.5f;
+        sampler *sm = sample_new(&sp, (int32_t)nv);
+        if (sm) {
+            int32_t recent[8];
+            for (int i = 0; i < 8; i++) recent[i] = (int32_t)((unsigned char)text[i % len]) - 8;
+            int32_t id = sample_next(sm, lg, recent, 8);
+            if (id < 0 || (size_t)id >= nv) abort();
+            sample_free(sm);
+        }
+    }
     return 0;
 }
