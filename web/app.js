@@ -476,7 +476,9 @@
         set('conv', m.dataset.conv);
         document.querySelectorAll('.conv').forEach(function (li) { li.classList.toggle('current', li.dataset.conv === m.dataset.conv); });
       }
-      gaugeFrom(e.detail.target && e.detail.target.id === 'messages' ? e.detail.target : m);
+      var tg = e.detail.target;
+      if (tg && tg.id === 'messages') gaugeFrom(tg);
+      else if (tg && tg.querySelector) gaugeFrom(tg.querySelector('[data-ctx-used]'));
       document.body.classList.remove('drawer-open');
       streamingNow(); scrollDown(e.detail.target && (e.detail.target.id === 'messages'));
     });
@@ -499,7 +501,7 @@
 
     if (/[?&]demo/.test(location.search) || !window.htmx) { demo(); return; }
     pollStatus(false); setInterval(pollStatus, 5000, false);
-    htmx.trigger(document.body, 'smolbot:boot');
+    /* #messages loads itself (hx-trigger=load) once htmx initialises, after this */
     input.focus();
   }
 })();
