@@ -112,10 +112,9 @@ fi
 
 if [ "${SMOLBOT_CLI_3B:-0}" = 1 ]; then
   OUT3=${TMPDIR:-/tmp}/smolbot-cli-3b-$$.gguf
-  s=$(date +%s.%N)
-  "$BIN" gen-model --preset 3b --quant q4_k_m --vocab-from "$TINY" -o "$OUT3" 2>/dev/null
+  "$BIN" gen-model --preset 3b --quant q4_k_m --vocab-from "$TINY" -o "$OUT3" 2> "$TMP/3b.err"
   check "gen-model 3b q4_k_m" [ $? = 0 ]
-  e=$(date +%s.%N); echo "  gen-model 3b: $(echo "$e - $s" | bc) s"
+  sed 's/^/  /' "$TMP/3b.err"
   "$BIN" inspect "$OUT3" > "$TMP/3b.txt"
   check "3b: 326 tensors" grep -qE '^  all +326 tensors' "$TMP/3b.txt"
   check "3b: Q4_K 216, Q6_K 37, F32 73" bash -c "grep -qE '^  Q4_K +216 ' $TMP/3b.txt && grep -qE '^  Q6_K +37 ' $TMP/3b.txt && grep -qE '^  F32 +73 ' $TMP/3b.txt"

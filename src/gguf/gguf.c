@@ -513,10 +513,14 @@ int gguf_open(gguf **out, const char *path, core_err *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return core_errf(err, CORE_EIO, "%s: offset 0: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (fstat(fd, &st) < 0) {
         int e = errno;
         close(fd);
-        return core_errf(err, CORE_EIO, "%s: offset 0: %s", path, S_ISREG(st.st_mode) ? strerror(e) : "not a regular file");
+        return core_errf(err, CORE_EIO, "%s: offset 0: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return core_errf(err, CORE_EIO, "%s: offset 0: not a regular file", path);
     }
     gguf *g = calloc(1, sizeof *g);
     if (!g || !(g->name = strdup(path))) {
