@@ -1,0 +1,76 @@
+/* kern.c -- the per-type traits tables and ISA selection.
+ *
+ * Two tables: the scalar reference (kern_ref, filled once, never changed)
+ * and the one in use (kern_cur), which kern_init builds from the scalar
+ * table by letting every ISA this CPU supports overwrite what it
+ * implements. kern_cur is the module's only mutable global (style rule 8):
+ * written by kern_init before any thread runs kernels, read-only after.
+ * Using the kernels before kern_init is allowed and gets the scalar table
+ * (kern_get_traits initialises lazily, single-threaded callers only).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern_impl.h"
+
+kern_impl kern_cur;
+static kern_impl kern_ref;
+static int kern_ready;
+
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0 &&
+           __builtin_cpu_supports("f16c") != 0;
+}
+
+static int cpu_has_avx512(void) {
+    __builtin_cpu_init();
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
+           __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512vnni") != 0;
+}
+
+int kern_init(const char *isa) {
+    if (!isa || !*isa) isa = getenv("SMOLBOT_ISA");
+    if (isa && !*isa) isa = NULL;
+    kern_ref_install(&kern_ref);
+    kern_impl t;
+    kern_ref_install(&t);
+    if (isa && strcmp(isa, "scalar") && strcmp(isa, "avx2") && strcmp(isa, "avx512")) return CORE_EUNSUP;
+    if (isa && !strcmp(isa, "avx2") && !cpu_has_avx2()) return CORE_EUNSUP;
+    if (isa && !strcmp(isa, "avx512") && !cpu_has_avx512()) return CORE_EUNSUP;
+    const int want2 = isa ? strcmp(isa, "scalar") != 0 : cpu_has_avx2();
+    const int want512 = isa ? strcmp(isa, "avx512") == 0 : cpu_has_avx512();
+    if (want2) kern_avx2_install(&t);
+    if (want512) kern_avx512_install(&t);
+    kern_cur = t;
+    kern_ready = 1;
+    return 0;
+}
+
+static void ensure_ready(void) {
+    if (!kern_ready) kern_init("scalar");
+}
+
+const char *kern_isa(void) {
+    ensure_ready();
+    return kern_cur.isa;
+}
+
+const kern_traits *kern_get_traits(int type) {
+    ensure_ready();
+    if (type < 0 || type >= KERN_TYPE_MAX || !kern_cur.traits[type].name) return NULL;
+    return &kern_cur.traits[type];
+}
+
+const kern_traits *kern_ref_traits(int type) {
+    ensure_ready();
+    if (type < 0 || type >= KERN_TYPE_MAX || !kern_ref.traits[type].name) return NULL;
+    return &kern_ref.traits[type];
+}
+
+size_t kern_row_size(int type, int64_t n) {
+    const kern_traits *t = kern_ref_traits(type);
+    if (!t || n < 0) return 0;
+    assert(n % t->blck == 0);
+    return (size_t)(n / t->blck) * t->bytes;
+}

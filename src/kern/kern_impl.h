@@ -1,0 +1,92 @@
+/* kern_impl.h -- private to src/kern (and tests/test_kern.c): the
+ * dispatch table that kern_init fills, the scalar reference kernels, and
+ * the install hooks of the ISA files.
+ *
+ * Dispatch. One table (kern_impl) holds, per type, the traits seen by
+ * callers plus a "tile" kernel used by kern_matmul, and the f32 ops.
+ * kern_init starts from the scalar table and lets each ISA file that this
+ * CPU supports overwrite the entries it has (avx2 first, then avx512), so
+ * an ISA file never needs to implement everything.
+ *
+ * Tile kernel. tile(n, w, bw, nr, a, ba, nc, y, ldy) computes
+ *     y[c*ldy + r] = dot(row r of w, row c of a)  for r < nr, c < nc
+ * where rows of w are bw bytes apart and rows of a (already quantized to
+ * the vec_dot type) ba bytes apart. nr <= KERN_TILE_R, nc <= KERN_TILE_C.
+ * A SIMD tile unpacks each weight block once and uses it for nc tokens:
+ * that is what makes prefill arithmetic-bound instead of memory-bound.
+ */
+#ifndef KERN_IMPL_H
+#define KERN_IMPL_H
+
+#include "kern.h"
+
+#define KERN_TILE_R 4
+#define KERN_TILE_C 8
+
+typedef void (*kern_tile_fn)(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,
+                             float *y, int64_t ldy);
+
+typedef struct kern_impl {
+    const char *isa;
+    kern_traits traits[KERN_TYPE_MAX];
+    kern_tile_fn tile[KERN_TYPE_MAX];
+    void (*rmsnorm)(float *out, const float *x, const float *w, int64_t n, float eps);
+    void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
+    void (*softmax)(float *x, int64_t n);
+    void (*f16_to_f32)(const kern_f16 *src, float *dst, int64_t n);
+    void (*f32_to_f16)(const float *src, kern_f16 *dst, int64_t n);
+} kern_impl;
+
+/* The table in use (set by kern_init; read-only afterwards). */
+extern kern_impl kern_cur;
+
+/* ---- scalar reference (ref.c) ---- */
+void kern_ref_install(kern_impl *t);
+
+void kern_ref_dequant_f32(const void *src, float *dst, int64_t n);
+void kern_ref_dequant_f16(const void *src, float *dst, int64_t n);
+void kern_ref_dequant_bf16(const void *src, float *dst, int64_t n);
+void kern_ref_dequant_q4_0(const void *src, float *dst, int64_t n);
+void kern_ref_dequant_q8_0(const void *src, float *dst, int64_t n);
+void kern_ref_dequant_q4_K(const void *src, float *dst, int64_t n);
+void kern_ref_dequant_q5_K(const void *src, float *dst, int64_t n);
+void kern_ref_dequant_q6_K(const void *src, float *dst, int64_t n);
+void kern_ref_dequant_q8_K(const void *src, float *dst, int64_t n);
+
+void kern_ref_from_f32(const float *src, void *dst, int64_t n);
+void kern_ref_from_f16(const float *src, void *dst, int64_t n);
+void kern_ref_from_bf16(const float *src, void *dst, int64_t n);
+void kern_ref_quantize_q8_0(const float *src, void *dst, int64_t n);
+void kern_ref_quantize_q8_K(const float *src, void *dst, int64_t n);
+
+void kern_ref_dot_f32(int64_t n, float *s, const void *w, const void *a);
+void kern_ref_dot_f16(int64_t n, float *s, const void *w, const void *a);
+void kern_ref_dot_bf16(int64_t n, float *s, const void *w, const void *a);
+void kern_ref_dot_q4_0(int64_t n, float *s, const void *w, const void *a);
+void kern_ref_dot_q8_0(int64_t n, float *s, const void *w, const void *a);
+void kern_ref_dot_q4_K(int64_t n, float *s, const void *w, const void *a);
+void kern_ref_dot_q5_K(int64_t n, float *s, const void *w, const void *a);
+void kern_ref_dot_q6_K(int64_t n, float *s, const void *w, const void *a);
+
+/* Unpack the 6-bit scales and mins of a Q4_K/Q5_K block. */
+void kern_ref_k_scales(const uint8_t *scales, uint8_t sc[8], uint8_t m[8]);
+
+void kern_ref_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
+void kern_ref_silu_mul(float *out, const float *g, const float *u, int64_t n);
+void kern_ref_softmax(float *x, int64_t n);
+void kern_ref_f16_to_f32(const kern_f16 *src, float *dst, int64_t n);
+void kern_ref_f32_to_f16(const float *src, kern_f16 *dst, int64_t n);
+
+/* ggml's round-to-nearest (ties to even) through the float mantissa. */
+static inline int kern_nearest_int(float f) {
+    float v = f + 12582912.f;
+    int32_t i;
+    __builtin_memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* ---- ISA files: overwrite the entries they implement ---- */
+void kern_avx2_install(kern_impl *t);
+void kern_avx512_install(kern_impl *t);
+
+#endif

@@ -1,0 +1,405 @@
+/* ref.c -- the scalar reference kernels: the oracle every SIMD twin is
+ * tested against, and the fallback on CPUs without AVX2.
+ *
+ * Numerics follow ggml (the CPU backend of llama.cpp) so that our numbers
+ * track llama.cpp's:
+ *   - Q8_K activations: ggml's quantize_row_q8_K_ref. `max` is the value of
+ *     largest magnitude (first one wins), iscale = -127/max, q =
+ *     nearest_int(iscale*x) clamped to 127, d = 1/iscale, bsums = sums of
+ *     16 quants. (The x86 build of ggml uses this scalar code too.)
+ *   - Q8_0 activations: d = amax/127 stored as f16, q = round(x * 127/amax)
+ *     with ties to even -- what ggml's AVX2 quantize_row_q8_0 does (the
+ *     portable ggml reference multiplies by 1/d and uses roundf; the two
+ *     differ only on exact ties and in the last bit of the multiplier, and
+ *     llama.cpp on an x86 server runs the AVX2 code).
+ *   - K-quant dot products accumulate exact integers per block (scale x
+ *     sub-block dot, mins through bsums), then add d*y.d*isum and subtract
+ *     dmin*y.d*msum in float.
+ *   - F16 weights multiply F16 activations, BF16 weights BF16 activations
+ *     (ggml's vec_dot_type for those types); float sums in double like
+ *     ggml's scalar ggml_vec_dot_*.
+ *   - rmsnorm, softmax: sums in double, as ggml.
+ * Blocks are read through the packed structs of kern.h; nothing here
+ * assumes alignment beyond that of the structs (2 bytes for the f16 ones).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "kern_impl.h"
+
+static inline float h2f(kern_f16 h) { return core_f16_to_f32(h); }
+
+/* ---- dequantization ---- */
+
+void kern_ref_dequant_f32(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
+
+void kern_ref_dequant_f16(const void *src, float *dst, int64_t n) {
+    const kern_f16 *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = h2f(s[i]);
+}
+
+void kern_ref_dequant_bf16(const void *src, float *dst, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = core_bf16_to_f32(s[i]);
+}
+
+void kern_ref_dequant_q4_0(const void *src, float *dst, int64_t n) {
+    const kern_block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / QK4_0; i++, dst += QK4_0) {
+        const float d = h2f(b[i].d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            dst[j] = ((b[i].qs[j] & 0xF) - 8) * d;
+            dst[j + QK4_0 / 2] = ((b[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+void kern_ref_dequant_q8_0(const void *src, float *dst, int64_t n) {
+    const kern_block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / QK8_0; i++, dst += QK8_0) {
+        const float d = h2f(b[i].d);
+        for (int j = 0; j < QK8_0; j++) dst[j] = b[i].qs[j] * d;
+    }
+}
+
+void kern_ref_k_scales(const uint8_t *q, uint8_t sc[8], uint8_t m[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = q[j] & 63;
+        m[j] = q[j + 4] & 63;
+    }
+    for (int j = 4; j < 8; j++) {
+        sc[j] = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        m[j] = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+void kern_ref_dequant_q4_K(const void *src, float *dst, int64_t n) {
+    const kern_block_q4_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        uint8_t sc[8], m[8];
+        kern_ref_k_scales(b[i].scales, sc, m);
+        const uint8_t *q = b[i].qs;
+        for (int c = 0; c < 4; c++, q += 32) {
+            const float d1 = d * sc[2 * c], m1 = dmin * m[2 * c];
+            const float d2 = d * sc[2 * c + 1], m2 = dmin * m[2 * c + 1];
+            for (int l = 0; l < 32; l++) *dst++ = d1 * (q[l] & 0xF) - m1;
+            for (int l = 0; l < 32; l++) *dst++ = d2 * (q[l] >> 4) - m2;
+        }
+    }
+}
+
+void kern_ref_dequant_q5_K(const void *src, float *dst, int64_t n) {
+    const kern_block_q5_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+        uint8_t sc[8], m[8];
+        kern_ref_k_scales(b[i].scales, sc, m);
+        const uint8_t *q = b[i].qs, *qh = b[i].qh;
+        for (int c = 0; c < 4; c++, q += 32) {
+            const float d1 = d * sc[2 * c], m1 = dmin * m[2 * c];
+            const float d2 = d * sc[2 * c + 1], m2 = dmin * m[2 * c + 1];
+            const uint8_t u1 = (uint8_t)(1u << (2 * c)), u2 = (uint8_t)(2u << (2 * c));
+            for (int l = 0; l < 32; l++) *dst++ = d1 * ((q[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
+            for (int l = 0; l < 32; l++) *dst++ = d2 * ((q[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+        }
+    }
+}
+
+void kern_ref_dequant_q6_K(const void *src, float *dst, int64_t n) {
+    const kern_block_q6_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const float d = h2f(b[i].d);
+        const uint8_t *ql = b[i].ql, *qh = b[i].qh;
+        const int8_t *sc = b[i].scales;
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8, dst += 128) {
+            for (int l = 0; l < 32; l++) {
+                const int is = l / 16;
+                const int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                dst[l] = d * sc[is] * q1;
+                dst[l + 32] = d * sc[is + 2] * q2;
+                dst[l + 64] = d * sc[is + 4] * q3;
+                dst[l + 96] = d * sc[is + 6] * q4;
+            }
+        }
+    }
+}
+
+void kern_ref_dequant_q8_K(const void *src, float *dst, int64_t n) {
+    const kern_block_q8_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++)
+        for (int j = 0; j < QK_K; j++) *dst++ = b[i].d * b[i].qs[j];
+}
+
+/* ---- activation quantization (from_float) ---- */
+
+void kern_ref_from_f32(const float *src, void *dst, int64_t n) { memcpy(dst, src, (size_t)n * sizeof(float)); }
+
+void kern_ref_from_f16(const float *src, void *dst, int64_t n) {
+    kern_f16 *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = core_f32_to_f16(src[i]);
+}
+
+void kern_ref_from_bf16(const float *src, void *dst, int64_t n) {
+    uint16_t *d = dst;
+    for (int64_t i = 0; i < n; i++) d[i] = core_f32_to_bf16(src[i]);
+}
+
+void kern_ref_quantize_q8_0(const float *x, void *dst, int64_t n) {
+    kern_block_q8_0 *y = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float d = amax / 127.f;
+        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        y[i].d = core_f32_to_f16(d);
+        for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)kern_nearest_int(x[j] * id);
+    }
+}
+
+void kern_ref_quantize_q8_K(const float *x, void *dst, int64_t n) {
+    kern_block_q8_K *y = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        float max = 0.0f, amax = 0.0f;
+        for (int j = 0; j < QK_K; j++) {
+            const float ax = fabsf(x[j]);
+            if (ax > amax) {
+                amax = ax;
+                max = x[j];
+            }
+        }
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        const float iscale = -127.f / max;
+        for (int j = 0; j < QK_K; j++) {
+            const int v = kern_nearest_int(iscale * x[j]);
+            y[i].qs[j] = (int8_t)(v < 127 ? v : 127);
+        }
+        for (int j = 0; j < QK_K / 16; j++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++) sum += y[i].qs[j * 16 + l];
+            y[i].bsums[j] = (int16_t)sum;
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+/* ---- dot products: *s = dot(weight row, activation row) ---- */
+
+void kern_ref_dot_f32(int64_t n, float *s, const void *w, const void *a) {
+    const float *x = w, *y = a;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * y[i]);
+    *s = (float)sum;
+}
+
+void kern_ref_dot_f16(int64_t n, float *s, const void *w, const void *a) {
+    const kern_f16 *x = w, *y = a;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(h2f(x[i]) * h2f(y[i]));
+    *s = (float)sum;
+}
+
+void kern_ref_dot_bf16(int64_t n, float *s, const void *w, const void *a) {
+    const uint16_t *x = w, *y = a;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(core_bf16_to_f32(x[i]) * core_bf16_to_f32(y[i]));
+    *s = (float)sum;
+}
+
+void kern_ref_dot_q4_0(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q4_0 *x = w;
+    const kern_block_q8_0 *y = a;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            isum += ((x[i].qs[j] & 0xF) - 8) * y[i].qs[j];
+            isum += ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + QK4_0 / 2];
+        }
+        sum += isum * (h2f(x[i].d) * h2f(y[i].d));
+    }
+    *s = sum;
+}
+
+void kern_ref_dot_q8_0(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q8_0 *x = w, *y = a;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int isum = 0;
+        for (int j = 0; j < QK8_0; j++) isum += x[i].qs[j] * y[i].qs[j];
+        sum += isum * (h2f(x[i].d) * h2f(y[i].d));
+    }
+    *s = sum;
+}
+
+void kern_ref_dot_q4_K(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q4_K *x = w;
+    const kern_block_q8_K *y = a;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint8_t sc[8], m[8];
+        kern_ref_k_scales(x[i].scales, sc, m);
+        int msum = 0;
+        for (int j = 0; j < QK_K / 16; j++) msum += y[i].bsums[j] * m[j / 2];
+        const uint8_t *q = x[i].qs;
+        const int8_t *q8 = y[i].qs;
+        int isum = 0;
+        for (int c = 0; c < 4; c++, q += 32, q8 += 64) {
+            int d1 = 0, d2 = 0;
+            for (int l = 0; l < 32; l++) {
+                d1 += (q[l] & 0xF) * q8[l];
+                d2 += (q[l] >> 4) * q8[l + 32];
+            }
+            isum += sc[2 * c] * d1 + sc[2 * c + 1] * d2;
+        }
+        sum += h2f(x[i].d) * y[i].d * (float)isum - h2f(x[i].dmin) * y[i].d * (float)msum;
+    }
+    *s = sum;
+}
+
+void kern_ref_dot_q5_K(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q5_K *x = w;
+    const kern_block_q8_K *y = a;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        uint8_t sc[8], m[8];
+        kern_ref_k_scales(x[i].scales, sc, m);
+        int msum = 0;
+        for (int j = 0; j < QK_K / 16; j++) msum += y[i].bsums[j] * m[j / 2];
+        const uint8_t *q = x[i].qs, *qh = x[i].qh;
+        const int8_t *q8 = y[i].qs;
+        int isum = 0;
+        for (int c = 0; c < 4; c++, q += 32, q8 += 64) {
+            const uint8_t u1 = (uint8_t)(1u << (2 * c)), u2 = (uint8_t)(2u << (2 * c));
+            int d1 = 0, d2 = 0;
+            for (int l = 0; l < 32; l++) {
+                d1 += ((q[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) * q8[l];
+                d2 += ((q[l] >> 4) + (qh[l] & u2 ? 16 : 0)) * q8[l + 32];
+            }
+            isum += sc[2 * c] * d1 + sc[2 * c + 1] * d2;
+        }
+        sum += h2f(x[i].d) * y[i].d * (float)isum - h2f(x[i].dmin) * y[i].d * (float)msum;
+    }
+    *s = sum;
+}
+
+void kern_ref_dot_q6_K(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q6_K *x = w;
+    const kern_block_q8_K *y = a;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int8_t v[QK_K];
+        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32) {
+            int8_t *o = v + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                o[l] = (int8_t)((int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32);
+                o[l + 32] = (int8_t)((int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
+                o[l + 64] = (int8_t)((int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+                o[l + 96] = (int8_t)((int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            }
+        }
+        int isum = 0;
+        for (int j = 0; j < QK_K / 16; j++) {
+            int d = 0;
+            for (int l = 0; l < 16; l++) d += v[16 * j + l] * y[i].qs[16 * j + l];
+            isum += x[i].scales[j] * d;
+        }
+        sum += h2f(x[i].d) * y[i].d * (float)isum;
+    }
+    *s = sum;
+}
+
+/* ---- tiles: the generic nr x nc loop over vec_dot ---- */
+
+#define REF_TILE(name, dot)                                                                                  \
+    static void name(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *y, \
+                     int64_t ldy) {                                                                          \
+        for (int c = 0; c < nc; c++)                                                                         \
+            for (int r = 0; r < nr; r++)                                                                     \
+                dot(n, &y[c * ldy + r], (const char *)w + r * bw, (const char *)a + c * ba);                 \
+    }
+REF_TILE(tile_f32, kern_ref_dot_f32)
+REF_TILE(tile_f16, kern_ref_dot_f16)
+REF_TILE(tile_bf16, kern_ref_dot_bf16)
+REF_TILE(tile_q4_0, kern_ref_dot_q4_0)
+REF_TILE(tile_q8_0, kern_ref_dot_q8_0)
+REF_TILE(tile_q4_K, kern_ref_dot_q4_K)
+REF_TILE(tile_q5_K, kern_ref_dot_q5_K)
+REF_TILE(tile_q6_K, kern_ref_dot_q6_K)
+
+/* ---- f32 ops ---- */
+
+void kern_ref_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+void kern_ref_silu_mul(float *out, const float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void kern_ref_softmax(float *x, int64_t n) {
+    if (n <= 0) return;
+    float max = -INFINITY;
+    for (int64_t i = 0; i < n; i++) max = fmaxf(max, x[i]);
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void kern_ref_f16_to_f32(const kern_f16 *src, float *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = h2f(src[i]);
+}
+
+void kern_ref_f32_to_f16(const float *src, kern_f16 *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = core_f32_to_f16(src[i]);
+}
+
+/* ---- the scalar table ---- */
+
+void kern_ref_install(kern_impl *t) {
+    memset(t, 0, sizeof *t);
+    t->isa = "scalar";
+    t->traits[KERN_F32] = (kern_traits){"F32", 1, 4, kern_ref_dequant_f32, kern_ref_from_f32, kern_ref_dot_f32, KERN_F32};
+    t->traits[KERN_F16] = (kern_traits){"F16", 1, 2, kern_ref_dequant_f16, kern_ref_from_f16, kern_ref_dot_f16, KERN_F16};
+    t->traits[KERN_BF16] =
+        (kern_traits){"BF16", 1, 2, kern_ref_dequant_bf16, kern_ref_from_bf16, kern_ref_dot_bf16, KERN_BF16};
+    t->traits[KERN_Q4_0] = (kern_traits){"Q4_0", QK4_0, sizeof(kern_block_q4_0), kern_ref_dequant_q4_0, NULL,
+                                         kern_ref_dot_q4_0, KERN_Q8_0};
+    t->traits[KERN_Q8_0] = (kern_traits){"Q8_0", QK8_0, sizeof(kern_block_q8_0), kern_ref_dequant_q8_0,
+                                         kern_ref_quantize_q8_0, kern_ref_dot_q8_0, KERN_Q8_0};
+    t->traits[KERN_Q4_K] = (kern_traits){"Q4_K", QK_K, sizeof(kern_block_q4_K), kern_ref_dequant_q4_K, NULL,
+                                         kern_ref_dot_q4_K, KERN_Q8_K};
+    t->traits[KERN_Q5_K] = (kern_traits){"Q5_K", QK_K, sizeof(kern_block_q5_K), kern_ref_dequant_q5_K, NULL,
+                                         kern_ref_dot_q5_K, KERN_Q8_K};
+    t->traits[KERN_Q6_K] = (kern_traits){"Q6_K", QK_K, sizeof(kern_block_q6_K), kern_ref_dequant_q6_K, NULL,
+                                         kern_ref_dot_q6_K, KERN_Q8_K};
+    t->traits[KERN_Q8_K] = (kern_traits){"Q8_K", QK_K, sizeof(kern_block_q8_K), kern_ref_dequant_q8_K,
+                                         kern_ref_quantize_q8_K, NULL, KERN_Q8_K};
+    t->tile[KERN_F32] = tile_f32;
+    t->tile[KERN_F16] = tile_f16;
+    t->tile[KERN_BF16] = tile_bf16;
+    t->tile[KERN_Q4_0] = tile_q4_0;
+    t->tile[KERN_Q8_0] = tile_q8_0;
+    t->tile[KERN_Q4_K] = tile_q4_K;
+    t->tile[KERN_Q5_K] = tile_q5_K;
+    t->tile[KERN_Q6_K] = tile_q6_K;
+    t->rmsnorm = kern_ref_rmsnorm;
+    t->silu_mul = kern_ref_silu_mul;
+    t->softmax = kern_ref_softmax;
+    t->f16_to_f32 = kern_ref_f16_to_f32;
+    t->f32_to_f16 = kern_ref_f32_to_f16;
+}

@@ -1,0 +1,429 @@
+/* test_kern.c -- the kernels against references.
+ *
+ * (a) dequantization of every tensor of models/quant-types.gguf equals
+ *     llama.cpp's values (refdata/dequant) bit for bit;
+ * (b) every SIMD kernel against the scalar reference on random valid
+ *     blocks, for each ISA this CPU has: dots within a tight relative
+ *     tolerance (integer parts exact, float order differs), activation
+ *     quantization bit-exact, f32 ops within 1e-5;
+ * (c) kern_matmul against kern_matmul_ref for every weight type, several
+ *     token counts and odd row counts, with 1 and 2 threads;
+ * (d) the pool runs a task on all threads 1000 times;
+ * (e) traits and row sizes, NULL for unsupported types.
+ * The tolerance of a dot is relative to sum |w_i * a_i| (from dequantized
+ * values), the natural scale of its rounding error.
+ */
+#include <stdatomic.h>
+
+#include "t.h"
+#include "gguf/gguf.h"
+#include "kern/kern.h"
+#include "kern/kern_impl.h"
+
+static const char *isas[] = {"scalar", "avx2", "avx512"};
+static const int wtypes[] = {KERN_F32, KERN_F16, KERN_BF16, KERN_Q4_0, KERN_Q8_0, KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 11);
+}
+static float frand(void) { return (float)rnd() / 2147483648.0f * 2.0f - 1.0f; } /* [-1, 1) approx */
+
+/* n values of random valid data of type `type` into dst (row_size bytes). */
+static void random_row(int type, void *dst, int64_t n) {
+    const kern_traits *t = kern_ref_traits(type);
+    const int64_t nb = n / t->blck;
+    unsigned char *p = dst;
+    for (size_t i = 0; i < kern_row_size(type, n); i++) p[i] = (unsigned char)rnd();
+    for (int64_t i = 0; i < nb; i++) {
+        switch (type) {
+        case KERN_F32: ((float *)dst)[i] = frand() * 3; break;
+        case KERN_F16: ((kern_f16 *)dst)[i] = core_f32_to_f16(frand() * 3); break;
+        case KERN_BF16: ((uint16_t *)dst)[i] = core_f32_to_bf16(frand() * 3); break;
+        case KERN_Q4_0: ((kern_block_q4_0 *)dst)[i].d = core_f32_to_f16(frand() * 0.1f); break;
+        case KERN_Q8_0: ((kern_block_q8_0 *)dst)[i].d = core_f32_to_f16(frand() * 0.01f); break;
+        case KERN_Q4_K:
+            ((kern_block_q4_K *)dst)[i].d = core_f32_to_f16(frand() * 0.01f);
+            ((kern_block_q4_K *)dst)[i].dmin = core_f32_to_f16(frand() * 0.01f);
+            break;
+        case KERN_Q5_K:
+            ((kern_block_q5_K *)dst)[i].d = core_f32_to_f16(frand() * 0.01f);
+            ((kern_block_q5_K *)dst)[i].dmin = core_f32_to_f16(frand() * 0.01f);
+            break;
+        case KERN_Q6_K: ((kern_block_q6_K *)dst)[i].d = core_f32_to_f16(frand() * 0.001f); break;
+        }
+    }
+}
+
+/* sum |w_i| |a_i| with both sides dequantized by the reference */
+static double abs_dot(int wtype, const void *w, const void *a, int64_t n) {
+    const kern_traits *t = kern_ref_traits(wtype);
+    float *wf = malloc((size_t)n * 4), *af = malloc((size_t)n * 4);
+    t->dequant_row(w, wf, n);
+    kern_ref_traits(t->vec_dot_type)->dequant_row(a, af, n);
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += fabs((double)wf[i] * af[i]);
+    free(wf);
+    free(af);
+    return s;
+}
+
+/* ---- (e) traits ---- */
+
+static void test_traits(void) {
+    CHECK(kern_init("scalar") == 0);
+    CHECK(kern_get_traits(3) == NULL);
+    CHECK(kern_get_traits(-1) == NULL);
+    CHECK(kern_get_traits(KERN_TYPE_MAX) == NULL);
+    CHECK(kern_get_traits(100) == NULL);
+    CHECK(kern_ref_traits(11) == NULL);
+    CHECK_EQ_INT(kern_row_size(3, 64), 0);
+    CHECK_EQ_INT(kern_row_size(KERN_Q4_K, 2048), 8 * 144);
+    CHECK_EQ_INT(kern_row_size(KERN_Q6_K, 512), 2 * 210);
+    CHECK_EQ_INT(kern_row_size(KERN_Q5_K, 256), 176);
+    CHECK_EQ_INT(kern_row_size(KERN_Q8_0, 64), 68);
+    CHECK_EQ_INT(kern_row_size(KERN_Q4_0, 64), 36);
+    CHECK_EQ_INT(kern_row_size(KERN_Q8_K, 512), 584);
+    CHECK_EQ_INT(kern_row_size(KERN_F16, 7), 14);
+    CHECK_EQ_INT(kern_row_size(KERN_BF16, 7), 14);
+    CHECK_EQ_INT(kern_row_size(KERN_F32, 7), 28);
+    CHECK(kern_get_traits(KERN_Q8_K)->vec_dot == NULL);
+    CHECK(kern_get_traits(KERN_Q4_K)->vec_dot_type == KERN_Q8_K);
+    CHECK(kern_get_traits(KERN_Q6_K)->vec_dot_type == KERN_Q8_K);
+    CHECK(kern_get_traits(KERN_Q8_0)->vec_dot_type == KERN_Q8_0);
+    CHECK(kern_get_traits(KERN_Q4_0)->vec_dot_type == KERN_Q8_0);
+    CHECK(kern_get_traits(KERN_F16)->vec_dot_type == KERN_F16);
+    CHECK(kern_get_traits(KERN_BF16)->vec_dot_type == KERN_BF16);
+    CHECK(kern_get_traits(KERN_F32)->vec_dot_type == KERN_F32);
+    CHECK_EQ_STR(kern_get_traits(KERN_Q4_K)->name, "Q4_K");
+    CHECK(kern_init("sse9") == CORE_EUNSUP);
+    CHECK_EQ_STR(kern_isa(), "scalar");
+    CHECK(kern_init(NULL) == 0);
+    fprintf(stderr, "  auto ISA: %s\n", kern_isa());
+}
+
+/* ---- (a) dequantization against llama.cpp ---- */
+
+static void test_dequant_refdata(void) {
+    const char *gpath = t_shared("models/quant-types.gguf");
+    if (!gpath) T_SKIP("shared/models/quant-types.gguf absent");
+    static const struct { const char *tensor, *file; int type; } cases[] = {
+        {"t.f32", "refdata/dequant/f32.f32", KERN_F32},    {"t.f16", "refdata/dequant/f16.f32", KERN_F16},
+        {"t.bf16", "refdata/dequant/bf16.f32", KERN_BF16}, {"t.q8_0", "refdata/dequant/q8_0.f32", KERN_Q8_0},
+        {"t.q4_0", "refdata/dequant/q4_0.f32", KERN_Q4_0}, {"t.q4_k", "refdata/dequant/q4_k.f32", KERN_Q4_K},
+        {"t.q5_k", "refdata/dequant/q5_k.f32", KERN_Q5_K}, {"t.q6_k", "refdata/dequant/q6_k.f32", KERN_Q6_K},
+    };
+    gguf *g = NULL;
+    core_err err = {0};
+    if (gguf_open(&g, gpath, &err) != 0) T_SKIP("gguf reader failed (%s): not ready yet?", err.msg);
+    for (size_t ii = 0; ii < CORE_ARRAY_LEN(isas); ii++) {
+        if (kern_init(isas[ii]) != 0) continue;
+        for (size_t k = 0; k < CORE_ARRAY_LEN(cases); k++) {
+            const gguf_tensor *t = gguf_find_tensor(g, cases[k].tensor);
+            CHECK_MSG(t != NULL, "tensor %s", cases[k].tensor);
+            const char *fpath = t_shared(cases[k].file);
+            CHECK(fpath != NULL);
+            if (!t || !fpath) continue;
+            CHECK_EQ_INT(t->type, cases[k].type);
+            char *ref;
+            size_t len;
+            CHECK(core_read_file(fpath, &ref, &len, &err) == 0);
+            CHECK_EQ_INT(len, t->n_elems * 4);
+            CHECK_EQ_INT(t->nbytes, kern_row_size(cases[k].type, (int64_t)t->ne[0]) * (t->n_elems / t->ne[0]));
+            const int64_t n = (int64_t)t->ne[0], rows = (int64_t)(t->n_elems / t->ne[0]);
+            float *out = malloc(t->n_elems * 4);
+            const kern_traits *tr = kern_get_traits(cases[k].type);
+            for (int64_t r = 0; r < rows; r++)
+                tr->dequant_row((const char *)t->data + r * kern_row_size(cases[k].type, n), out + r * n, n);
+            int bad = 0;
+            for (uint64_t i = 0; i < t->n_elems; i++) {
+                float rv;
+                memcpy(&rv, ref + 4 * i, 4);
+                if (memcmp(&rv, &out[i], 4) != 0 && !(rv == out[i])) bad++;
+            }
+            CHECK_MSG(bad == 0, "%s (%s): %d values differ", cases[k].tensor, isas[ii], bad);
+            free(out);
+            free(ref);
+        }
+    }
+    gguf_close(g);
+    kern_init(NULL);
+}
+
+/* ---- (b) SIMD against scalar ---- */
+
+static void check_quantize(const char *isa) {
+    static const int lens[] = {1, 2, 3, 8};
+    for (int ty = 0; ty < 2; ty++) {
+        const int type = ty ? KERN_Q8_K : KERN_Q8_0;
+        for (size_t li = 0; li < CORE_ARRAY_LEN(lens); li++) {
+            const int64_t n = lens[li] * (type == KERN_Q8_K ? QK_K : QK8_0) * (ty ? 1 : 3);
+            float *x = malloc((size_t)n * 4);
+            for (int64_t i = 0; i < n; i++) x[i] = frand() * (1 + (float)(rnd() % 100));
+            if (li == 1) for (int64_t i = 0; i < n / 2; i++) x[i] = 0; /* zero blocks */
+            if (li == 2) for (int64_t i = 0; i < n; i++) x[i] = (float)((int)(rnd() % 9) - 4) * 0.5f; /* ties */
+            if (li == 3) x[5] = -1000, x[9] = 1000; /* equal magnitudes: the first wins */
+            const size_t rs = kern_row_size(type, n);
+            void *a = malloc(rs), *b = malloc(rs);
+            memset(a, 0, rs);
+            memset(b, 0, rs);
+            kern_ref_traits(type)->from_float(x, a, n);
+            kern_get_traits(type)->from_float(x, b, n);
+            CHECK_MSG(memcmp(a, b, rs) == 0, "%s quantize %s n=%lld differs", isa, kern_get_traits(type)->name,
+                      (long long)n);
+            free(a);
+            free(b);
+            free(x);
+        }
+    }
+}
+
+static void check_dots(const char *isa) {
+    static const int kblocks[] = {1, 2, 3, 8, 11, 43};
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(wtypes); ti++) {
+        const int type = wtypes[ti];
+        const kern_traits *rt = kern_ref_traits(type), *st = kern_get_traits(type);
+        for (size_t li = 0; li < CORE_ARRAY_LEN(kblocks); li++) {
+            for (int extra = 0; extra < (rt->blck == 1 ? 2 : 1); extra++) {
+                int64_t n = kblocks[li] * (rt->blck == 1 ? 32 : rt->blck) + (extra ? kblocks[li] % 31 + 1 : 0);
+                void *w = malloc(kern_row_size(type, n));
+                random_row(type, w, n);
+                float *x = malloc((size_t)n * 4);
+                for (int64_t i = 0; i < n; i++) x[i] = frand() * 2;
+                void *a = malloc(kern_row_size(rt->vec_dot_type, n));
+                kern_ref_traits(rt->vec_dot_type)->from_float(x, a, n);
+                float sr = 0, ss = 0;
+                rt->vec_dot(n, &sr, w, a);
+                st->vec_dot(n, &ss, w, a);
+                const double tol = 2e-6 * abs_dot(type, w, a, n) + 1e-30;
+                CHECK_MSG(fabs((double)sr - ss) <= tol, "%s %s n=%lld: ref %.9g simd %.9g tol %g", isa, rt->name,
+                          (long long)n, sr, ss, tol);
+                /* tile kernel, 3 rows x 5 tokens of the same data shifted */
+                free(w);
+                free(x);
+                free(a);
+            }
+        }
+    }
+}
+
+static void check_tiles(const char *isa) {
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(wtypes); ti++) {
+        const int type = wtypes[ti];
+        const kern_traits *rt = kern_ref_traits(type);
+        const int64_t n = 3 * (rt->blck == 1 ? 40 : rt->blck);
+        const size_t wr = kern_row_size(type, n), ar = kern_row_size(rt->vec_dot_type, n);
+        for (int nr = 1; nr <= KERN_TILE_R; nr++) {
+            for (int nc = 1; nc <= KERN_TILE_C; nc += (nc < 3 ? 1 : 3)) {
+                char *w = malloc(wr * (size_t)nr), *a = malloc(ar * (size_t)nc);
+                for (int r = 0; r < nr; r++) random_row(type, w + r * wr, n);
+                float *x = malloc((size_t)n * 4);
+                for (int c = 0; c < nc; c++) {
+                    for (int64_t i = 0; i < n; i++) x[i] = frand();
+                    kern_ref_traits(rt->vec_dot_type)->from_float(x, a + c * ar, n);
+                }
+                float y[KERN_TILE_C * 7];
+                for (size_t i = 0; i < CORE_ARRAY_LEN(y); i++) y[i] = -12345.f;
+                kern_cur.tile[type](n, w, wr, nr, a, ar, nc, y, 7);
+                for (int c = 0; c < KERN_TILE_C; c++)
+                    for (int r = 0; r < 7; r++) {
+                        const float got = y[c * 7 + r];
+                        if (c >= nc || r >= nr) {
+                            CHECK_MSG(got == -12345.f, "%s %s tile wrote outside %dx%d", isa, rt->name, nr, nc);
+                            continue;
+                        }
+                        float want;
+                        rt->vec_dot(n, &want, w + r * wr, a + c * ar);
+                        const double tol = 2e-6 * abs_dot(type, w + r * wr, a + c * ar, n);
+                        CHECK_MSG(fabs((double)want - got) <= tol, "%s %s tile %dx%d [%d,%d]: %.9g vs %.9g", isa,
+                                  rt->name, nr, nc, r, c, want, got);
+                    }
+                free(w);
+                free(a);
+                free(x);
+            }
+        }
+    }
+}
+
+static int rel_ok(float a, float b, float tol) { return fabsf(a - b) <= tol * fmaxf(1e-6f, fmaxf(fabsf(a), fabsf(b))); }
+
+static void check_ops(const char *isa) {
+    static const int lens[] = {1, 7, 16, 33, 64, 100, 2048};
+    for (size_t li = 0; li < CORE_ARRAY_LEN(lens); li++) {
+        const int n = lens[li];
+        float *x = malloc(n * 4), *w = malloc(n * 4), *u = malloc(n * 4), *o1 = malloc(n * 4), *o2 = malloc(n * 4);
+        kern_f16 *h1 = malloc(n * 2), *h2 = malloc(n * 2);
+        for (int i = 0; i < n; i++) x[i] = frand() * 8, w[i] = frand(), u[i] = frand() * 3;
+        int bad = 0;
+        kern_ref_rmsnorm(o1, x, w, n, 1e-6f);
+        kern_rmsnorm(o2, x, w, n, 1e-6f);
+        for (int i = 0; i < n; i++) bad += !rel_ok(o1[i], o2[i], 1e-5f);
+        CHECK_MSG(bad == 0, "%s rmsnorm n=%d", isa, n);
+        bad = 0;
+        kern_ref_silu_mul(o1, x, u, n);
+        kern_silu_mul(o2, x, u, n);
+        for (int i = 0; i < n; i++) bad += !(fabsf(o1[i] - o2[i]) <= 1e-5f * (fabsf(o1[i]) + fabsf(u[i]) * 1e-2f));
+        CHECK_MSG(bad == 0, "%s silu_mul n=%d", isa, n);
+        bad = 0;
+        for (int i = 0; i < n; i++) o1[i] = o2[i] = x[i] * 4;
+        kern_ref_softmax(o1, n);
+        kern_softmax(o2, n);
+        for (int i = 0; i < n; i++) bad += !(fabsf(o1[i] - o2[i]) <= 1e-5f * fabsf(o1[i]) + 1e-12f);
+        CHECK_MSG(bad == 0, "%s softmax n=%d", isa, n);
+        bad = 0;
+        kern_ref_f32_to_f16(x, h1, n);
+        kern_f32_to_f16(x, h2, n);
+        CHECK_MSG(memcmp(h1, h2, n * 2) == 0, "%s f32_to_f16 n=%d", isa, n);
+        kern_ref_f16_to_f32(h1, o1, n);
+        kern_f16_to_f32(h1, o2, n);
+        CHECK_MSG(memcmp(o1, o2, n * 4) == 0, "%s f16_to_f32 n=%d", isa, n);
+        free(x), free(w), free(u), free(o1), free(o2), free(h1), free(h2);
+    }
+}
+
+static void test_simd_vs_ref(void) {
+    int ran = 0;
+    for (size_t ii = 0; ii < CORE_ARRAY_LEN(isas); ii++) {
+        if (kern_init(isas[ii]) != 0) {
+            fprintf(stderr, "  (%s not supported here)\n", isas[ii]);
+            continue;
+        }
+        CHECK_EQ_STR(kern_isa(), isas[ii]);
+        check_quantize(isas[ii]);
+        check_dots(isas[ii]);
+        check_tiles(isas[ii]);
+        check_ops(isas[ii]);
+        ran++;
+    }
+    CHECK(ran >= 1);
+    kern_init(NULL);
+}
+
+static void test_ops_values(void) {
+    /* a few values by hand */
+    float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 2}, o[4];
+    kern_rmsnorm(o, x, w, 4, 0);
+    const float s = 1.0f / sqrtf(7.5f);
+    CHECK_NEAR(o[0], s, 1e-6);
+    CHECK_NEAR(o[3], 8 * s, 1e-6);
+    float sm[3] = {0, 0, 0};
+    kern_softmax(sm, 3);
+    CHECK_NEAR(sm[1], 1.0 / 3, 1e-7);
+    float r[4] = {1, 0, 1, 0};
+    kern_rope(r, 1, 4, 1, 10000.f);
+    CHECK_NEAR(r[0], cos(1.0), 1e-6);
+    CHECK_NEAR(r[1], sin(1.0), 1e-6);
+    CHECK_NEAR(r[2], cos(0.01), 1e-6);
+    CHECK_NEAR(r[3], sin(0.01), 1e-6);
+    float g[2] = {0, 1}, u[2] = {5, 2};
+    kern_silu_mul(o, g, u, 2);
+    CHECK_NEAR(o[0], 0, 1e-7);
+    CHECK_NEAR(o[1], 2 / (1 + exp(-1.0)), 1e-6);
+}
+
+/* ---- (c) matmul against matmul_ref ---- */
+
+static void test_matmul(void) {
+    static const int ntoks[] = {1, 3, 8, 17};
+    static const int nouts[] = {37, 259};
+    kern_pool *pools[2] = {kern_pool_new(1), kern_pool_new(2)};
+    CHECK(pools[0] && pools[1]);
+    for (size_t ii = 0; ii < CORE_ARRAY_LEN(isas); ii++) {
+        if (kern_init(isas[ii]) != 0) continue;
+        for (size_t ti = 0; ti < CORE_ARRAY_LEN(wtypes); ti++) {
+            const int type = wtypes[ti];
+            const kern_traits *rt = kern_ref_traits(type);
+            const int64_t n_in = rt->blck == 1 ? 200 : 2 * rt->blck;
+            const size_t wr = kern_row_size(type, n_in);
+            for (size_t oi = 0; oi < CORE_ARRAY_LEN(nouts); oi++) {
+                const int64_t n_out = nouts[oi];
+                char *w = malloc(wr * n_out);
+                for (int64_t r = 0; r < n_out; r++) random_row(type, w + r * wr, n_in);
+                float *wf = malloc(n_in * n_out * 4);
+                for (int64_t r = 0; r < n_out; r++) rt->dequant_row(w + r * wr, wf + r * n_in, n_in);
+                for (size_t ki = 0; ki < CORE_ARRAY_LEN(ntoks); ki++) {
+                    const int64_t nt = ntoks[ki], ldy = n_out + 5;
+                    float *x = malloc(n_in * nt * 4), *y0 = malloc(ldy * nt * 4), *y1 = malloc(ldy * nt * 4);
+                    for (int64_t i = 0; i < n_in * nt; i++) x[i] = frand();
+                    size_t ws = kern_matmul_work_size(type, n_in, nt);
+                    void *work = malloc(ws ? ws : 1);
+                    kern_matmul_ref(type, w, n_out, n_in, x, nt, y0, ldy, work);
+                    for (int pi = 0; pi < 2; pi++) {
+                        for (int64_t i = 0; i < ldy * nt; i++) y1[i] = -777.f;
+                        kern_matmul(pools[pi], type, w, n_out, n_in, x, nt, y1, ldy, work);
+                        int bad = 0, pad = 0;
+                        for (int64_t t = 0; t < nt; t++) {
+                            for (int64_t o = 0; o < n_out; o++) {
+                                double sc = 0;
+                                for (int64_t i = 0; i < n_in; i++) sc += fabs(wf[o * n_in + i] * x[t * n_in + i]);
+                                if (!(fabs(y0[t * ldy + o] - y1[t * ldy + o]) <= 1e-5 * sc + 1e-30)) bad++;
+                            }
+                            for (int64_t o = n_out; o < ldy; o++) pad += y1[t * ldy + o] != -777.f;
+                        }
+                        CHECK_MSG(bad == 0 && pad == 0, "%s %s n_out=%lld n_tok=%lld threads=%d: %d bad, %d pad",
+                                  isas[ii], rt->name, (long long)n_out, (long long)nt, pi + 1, bad, pad);
+                    }
+                    free(x), free(y0), free(y1), free(work);
+                }
+                free(w);
+                free(wf);
+            }
+        }
+    }
+    kern_pool_free(pools[0]);
+    kern_pool_free(pools[1]);
+    kern_init(NULL);
+}
+
+/* ---- (d) pool ---- */
+
+typedef struct {
+    _Atomic int hits[8];
+    _Atomic int total;
+    int run;
+    int seen[8];
+} pool_ctx;
+
+static void pool_task(void *arg, int ith, int nth) {
+    pool_ctx *c = arg;
+    atomic_fetch_add(&c->hits[ith], 1);
+    atomic_fetch_add(&c->total, nth);
+    c->seen[ith] = c->run; /* each thread writes only its slot */
+}
+
+static void test_pool(void) {
+    for (int n = 1; n <= 3; n++) {
+        kern_pool *p = kern_pool_new(n);
+        CHECK(p != NULL);
+        if (!p) continue;
+        CHECK_EQ_INT(kern_pool_threads(p), n);
+        pool_ctx c;
+        memset(&c, 0, sizeof c);
+        int bad = 0;
+        for (int r = 1; r <= 1000; r++) {
+            c.run = r;
+            kern_pool_run(p, pool_task, &c);
+            for (int i = 0; i < n; i++) bad += c.seen[i] != r; /* all done when run returns */
+            if (r == 500) usleep(2000);                     /* let workers fall asleep once */
+        }
+        CHECK_EQ_INT(bad, 0);
+        for (int i = 0; i < n; i++) CHECK_EQ_INT(atomic_load(&c.hits[i]), 1000);
+        CHECK_EQ_INT(atomic_load(&c.total), 1000 * n * n);
+        kern_pool_free(p);
+    }
+    kern_pool_free(NULL);
+}
+
+int main(void) {
+    T_RUN(test_traits);
+    T_RUN(test_dequant_refdata);
+    T_RUN(test_simd_vs_ref);
+    T_RUN(test_ops_values);
+    T_RUN(test_matmul);
+    T_RUN(test_pool);
+    return t_done();
+}
