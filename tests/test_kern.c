@@ -293,6 +293,11 @@ static void test_simd_vs_ref(void) {
             continue;
         }
         CHECK_EQ_STR(kern_isa(), isas[ii]);
+        if (ii > 0) { /* the SIMD entries really are installed */
+            CHECK(kern_get_traits(KERN_Q4_K)->vec_dot != kern_ref_dot_q4_K);
+            CHECK(kern_get_traits(KERN_Q8_K)->from_float != kern_ref_quantize_q8_K);
+            CHECK(kern_cur.rmsnorm != kern_ref_rmsnorm);
+        }
         check_quantize(isas[ii]);
         check_dots(isas[ii]);
         check_tiles(isas[ii]);

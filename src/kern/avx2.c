@@ -1,3 +1,447 @@
-/* avx2.c -- AVX2/FMA/F16C twins of the kernels (placeholder until filled). */
+/* avx2.c -- AVX2 + FMA + F16C twins of the kernels.
+ *
+ * Every function carries __attribute__((target(...))) so the file builds
+ * in the default portable build; kern_init installs these entries only
+ * when __builtin_cpu_supports says the CPU has the features. The scalar
+ * twin of each function is in ref.c (same name with _ref_ in place of
+ * _avx2_) and tests/test_kern.c checks one against the other.
+ *
+ * K-quants (Q4_K, Q5_K, Q6_K) share one scheme: a weight block is first
+ * unpacked to 256 unsigned bytes (0..63) plus one 16-bit scale per 16
+ * weights and one 16-bit "min" factor per 16 weights, then the dot with a
+ * Q8_K block is
+ *     isum = sum_g scale[g] * dot_u8_i8(w[16g..], y[16g..])   (maddubs + madd)
+ *     msum = sum_g min[g] * y.bsums[g]                         (madd)
+ *     s   += x.d*y.d*isum + dmin_f*y.d*msum
+ * where for Q4_K/Q5_K min[g] = m[g/2], dmin_f = -dmin, and for Q6_K (its
+ * values are stored +32) min[g] = 32*scale[g], folded into isum as an
+ * integer. The integers are exact (|isum| < 2^31), as in ggml; only the
+ * float accumulation order differs from the scalar reference.
+ * The unpacked block goes to a small stack buffer that the tile kernel
+ * reuses for up to KERN_TILE_C tokens: that is the reuse that makes
+ * prefill arithmetic-bound. maddubs saturates at +-32767: the largest
+ * pair here is 2*63*127 = 16002.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
 #include "kern_impl.h"
-void kern_avx2_install(kern_impl *t) { t->isa = "avx2"; }
+
+#define T2 __attribute__((target("avx2,fma,f16c")))
+
+T2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+T2 static inline int hsum8i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* ---- activation quantization ---- */
+
+T2 static void quantize_q8_K(const float *x, void *dst, int64_t n) {
+    kern_block_q8_K *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        __m256 am = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) am = _mm256_max_ps(am, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(am), _mm256_extractf128_ps(am, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        /* the first element of largest magnitude gives the sign, as in ggml */
+        const __m256 amv = _mm256_set1_ps(amax);
+        float max = 0.0f;
+        for (int j = 0; j < QK_K; j += 8) {
+            const int mk = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)), amv, _CMP_EQ_OQ));
+            if (mk) {
+                max = x[j + __builtin_ctz((unsigned)mk)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        const __m256 is = _mm256_set1_ps(iscale);
+        const __m256i c127 = _mm256_set1_epi32(127);
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256i q[4];
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(is, _mm256_loadu_ps(x + j + 8 * k))), c127);
+            /* bsums: 16 values = two vectors of 8 */
+            y[i].bsums[j / 16] = (int16_t)hsum8i(_mm256_add_epi32(q[0], q[1]));
+            y[i].bsums[j / 16 + 1] = (int16_t)hsum8i(_mm256_add_epi32(q[2], q[3]));
+            __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+            __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+            p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(y[i].qs + j), p8);
+        }
+        y[i].d = 1.0f / iscale;
+    }
+}
+
+T2 static void quantize_q8_0(const float *x, void *dst, int64_t n) {
+    kern_block_q8_0 *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        __m256 v[4], am = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            am = _mm256_max_ps(am, _mm256_andnot_ps(sign, v[k]));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(am), _mm256_extractf128_ps(am, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        y[i].d = core_f32_to_f16(amax / 127.f);
+        const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], id));
+        __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)y[i].qs, p8);
+    }
+}
+
+T2 static void from_f16(const float *src, void *dst, int64_t n) {
+    kern_f16 *d = dst;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) d[i] = core_f32_to_f16(src[i]);
+}
+
+/* ---- K-quant unpacking ---- */
+
+typedef struct {
+    uint8_t q[QK_K];       /* weights as unsigned bytes */
+    int16_t sc[128];       /* per 32 weights k: sc[2k] x 8, sc[2k+1] x 8 (the maddubs lanes) */
+    int16_t mn[QK_K / 16]; /* min factor of each 16 weights (multiplies bsums) */
+    float d, dm;           /* isum factor, msum factor (0 when folded into isum) */
+    int fold;              /* Q6_K: isum -= msum */
+} kunp;
+
+T2 static void set_scales16(kunp *u, const int16_t s16[16]) {
+    for (int g = 0; g < 16; g++)
+        for (int l = 0; l < 8; l++) u->sc[(g / 2) * 16 + (g % 2) * 8 + l] = s16[g];
+}
+
+T2 static void unpack_q4_K(const kern_block_q4_K *b, kunp *u) {
+    uint8_t sc[8], m[8];
+    kern_ref_k_scales(b->scales, sc, m);
+    int16_t s16[16];
+    for (int g = 0; g < 16; g++) s16[g] = sc[g / 2], u->mn[g] = m[g / 2];
+    set_scales16(u, s16);
+    const __m256i lo = _mm256_set1_epi8(0xF);
+    for (int c = 0; c < 4; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+        _mm256_store_si256((__m256i *)(u->q + 64 * c), _mm256_and_si256(q, lo));
+        _mm256_store_si256((__m256i *)(u->q + 64 * c + 32), _mm256_and_si256(_mm256_srli_epi16(q, 4), lo));
+    }
+    u->d = core_f16_to_f32(b->d);
+    u->dm = -core_f16_to_f32(b->dmin);
+    u->fold = 0;
+}
+
+T2 static void unpack_q5_K(const kern_block_q5_K *b, kunp *u) {
+    uint8_t sc[8], m[8];
+    kern_ref_k_scales(b->scales, sc, m);
+    int16_t s16[16];
+    for (int g = 0; g < 16; g++) s16[g] = sc[g / 2], u->mn[g] = m[g / 2];
+    set_scales16(u, s16);
+    const __m256i lo = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
+    for (int c = 0; c < 4; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+        /* bit 2c / 2c+1 of each qh byte, moved to bit 4 */
+        const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4);
+        const __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4);
+        _mm256_store_si256((__m256i *)(u->q + 64 * c), _mm256_or_si256(_mm256_and_si256(q, lo), h1));
+        _mm256_store_si256((__m256i *)(u->q + 64 * c + 32),
+                           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), lo), h2));
+    }
+    u->d = core_f16_to_f32(b->d);
+    u->dm = -core_f16_to_f32(b->dmin);
+    u->fold = 0;
+}
+
+T2 static void unpack_q6_K(const kern_block_q6_K *b, kunp *u) {
+    int16_t s16[16];
+    for (int g = 0; g < 16; g++) s16[g] = b->scales[g], u->mn[g] = (int16_t)(32 * b->scales[g]);
+    set_scales16(u, s16);
+    const __m256i lo = _mm256_set1_epi8(0xF), three = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        uint8_t *o = u->q + 128 * h;
+#define Q6H(s) _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, s), three), 4)
+        _mm256_store_si256((__m256i *)(o + 0), _mm256_or_si256(_mm256_and_si256(l0, lo), Q6H(0)));
+        _mm256_store_si256((__m256i *)(o + 32), _mm256_or_si256(_mm256_and_si256(l1, lo), Q6H(2)));
+        _mm256_store_si256((__m256i *)(o + 64), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo), Q6H(4)));
+        _mm256_store_si256((__m256i *)(o + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo), Q6H(6)));
+#undef Q6H
+    }
+    u->d = core_f16_to_f32(b->d);
+    u->dm = 0;
+    u->fold = 1;
+}
+
+/* acc += (u . y) for one unpacked block and one Q8_K block (vector partials) */
+T2 static inline void kdot(const kunp *u, const kern_block_q8_K *y, __m256 *acc, __m256 *accm) {
+    __m256i isum = _mm256_setzero_si256();
+    for (int k = 0; k < 8; k++) {
+        const __m256i w = _mm256_load_si256((const __m256i *)(u->q + 32 * k));
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(y->qs + 32 * k));
+        const __m256i s = _mm256_load_si256((const __m256i *)(u->sc + 16 * k));
+        isum = _mm256_add_epi32(isum, _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), s));
+    }
+    const __m256i msum =
+        _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_loadu_si256((const __m256i *)u->mn));
+    if (u->fold) {
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(u->d * y->d), _mm256_cvtepi32_ps(_mm256_sub_epi32(isum, msum)), *acc);
+    } else {
+        *acc = _mm256_fmadd_ps(_mm256_set1_ps(u->d * y->d), _mm256_cvtepi32_ps(isum), *acc);
+        *accm = _mm256_fmadd_ps(_mm256_set1_ps(u->dm * y->d), _mm256_cvtepi32_ps(msum), *accm);
+    }
+}
+
+#define KQ_KERNELS(T, BT)                                                                                     \
+    T2 static void tile_##T(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,    \
+                            float *yout, int64_t ldy) {                                                      \
+        _Alignas(32) kunp u;                                                                                  \
+        const int64_t nb = n / QK_K;                                                                         \
+        for (int r = 0; r < nr; r++) {                                                                       \
+            const BT *x = (const BT *)((const char *)w + r * bw);                                            \
+            __m256 acc[KERN_TILE_C], accm[KERN_TILE_C];                                                      \
+            for (int c = 0; c < nc; c++) acc[c] = accm[c] = _mm256_setzero_ps();                             \
+            for (int64_t i = 0; i < nb; i++) {                                                               \
+                unpack_##T(&x[i], &u);                                                                       \
+                for (int c = 0; c < nc; c++)                                                                 \
+                    kdot(&u, (const kern_block_q8_K *)((const char *)a + c * ba) + i, &acc[c], &accm[c]);    \
+            }                                                                                                \
+            for (int c = 0; c < nc; c++) yout[c * ldy + r] = hsum8(acc[c]) + hsum8(accm[c]);                 \
+        }                                                                                                    \
+    }                                                                                                        \
+    T2 static void dot_##T(int64_t n, float *s, const void *w, const void *a) { tile_##T(n, w, 0, 1, a, 0, 1, s, 1); }
+
+KQ_KERNELS(q4_K, kern_block_q4_K)
+KQ_KERNELS(q5_K, kern_block_q5_K)
+KQ_KERNELS(q6_K, kern_block_q6_K)
+
+/* ---- Q8_0 and Q4_0 x Q8_0: sign trick, |x| (u8) * sign(y, x) (i8) ---- */
+
+T2 static inline __m256i dot32_i8(__m256i x, __m256i y) {
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+T2 static void dot_q8_0(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q8_0 *x = w, *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const __m256i p = dot32_i8(_mm256_loadu_si256((const __m256i *)x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(core_f16_to_f32(x[i].d) * core_f16_to_f32(y[i].d)), _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = hsum8(acc);
+}
+
+T2 static void dot_q4_0(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q4_0 *x = w;
+    const kern_block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    const __m256i lo = _mm256_set1_epi8(0xF), eight = _mm256_set1_epi8(8);
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const __m128i q = _mm_loadu_si128((const __m128i *)x[i].qs);
+        __m256i qx = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+        qx = _mm256_sub_epi8(_mm256_and_si256(qx, lo), eight);
+        const __m256i p = dot32_i8(qx, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(core_f16_to_f32(x[i].d) * core_f16_to_f32(y[i].d)), _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = hsum8(acc);
+}
+
+/* ---- float dots ---- */
+
+T2 static void dot_f32(int64_t n, float *s, const void *w, const void *a) {
+    const float *x = w, *y = a;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++)
+            acc[k] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * k), _mm256_loadu_ps(y + i + 8 * k), acc[k]);
+    for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), acc[0]);
+    float sum = hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += x[i] * y[i];
+    *s = sum;
+}
+
+T2 static void dot_f16(int64_t n, float *s, const void *w, const void *a) {
+    const kern_f16 *x = w, *y = a;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+#define LH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) acc[k] = _mm256_fmadd_ps(LH(x + i + 8 * k), LH(y + i + 8 * k), acc[k]);
+    for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(LH(x + i), LH(y + i), acc[0]);
+#undef LH
+    float sum = hsum8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += core_f16_to_f32(x[i]) * core_f16_to_f32(y[i]);
+    *s = sum;
+}
+
+T2 static void dot_bf16(int64_t n, float *s, const void *w, const void *a) {
+    const uint16_t *x = w, *y = a;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+#define LB(p) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 2; k++) acc[k] = _mm256_fmadd_ps(LB(x + i + 8 * k), LB(y + i + 8 * k), acc[k]);
+    for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(LB(x + i), LB(y + i), acc[0]);
+#undef LB
+    float sum = hsum8(_mm256_add_ps(acc[0], acc[1]));
+    for (; i < n; i++) sum += core_bf16_to_f32(x[i]) * core_bf16_to_f32(y[i]);
+    *s = sum;
+}
+
+/* Tiles for types without a block-reuse kernel: plain loops over the dot. */
+#define LOOP_TILE(name, dot)                                                                                   \
+    T2 static void name(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *y, \
+                        int64_t ldy) {                                                                         \
+        for (int c = 0; c < nc; c++)                                                                           \
+            for (int r = 0; r < nr; r++) dot(n, &y[c * ldy + r], (const char *)w + r * bw, (const char *)a + c * ba); \
+    }
+LOOP_TILE(tile_q8_0, dot_q8_0)
+LOOP_TILE(tile_q4_0, dot_q4_0)
+LOOP_TILE(tile_f32, dot_f32)
+LOOP_TILE(tile_f16, dot_f16)
+LOOP_TILE(tile_bf16, dot_bf16)
+
+/* ---- f32 ops ---- */
+
+/* exp(x) for x in float range: n = round(x/ln2), r = x - n ln2 (two-part
+ * ln2), degree-6 Taylor/minimax-ish polynomial, scale by 2^n. About 2 ulp.
+ * Below -87.3 the result is 0 (the scalar expf gives denormals there). */
+T2 static inline __m256 exp8(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3f);
+    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(x, hi);
+    x = _mm256_max_ps(x, lo);
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    /* 2^n in two steps so that n = 128 (x near 88.7) does not overflow the exponent */
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i e1 = _mm256_srai_epi32(ni, 1), e2 = _mm256_sub_epi32(ni, e1);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e1, _mm256_set1_epi32(127)), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e2, _mm256_set1_epi32(127)), 23));
+    return _mm256_andnot_ps(under, _mm256_mul_ps(_mm256_mul_ps(p, s1), s2));
+}
+
+T2 static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        acc = _mm256_fmadd_ps(v, v, acc);
+    }
+    double sum = hsum8(acc);
+    for (; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float scale = 1.0f / sqrtf((float)(sum / (double)n) + eps);
+    const __m256 sv = _mm256_set1_ps(scale);
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
+T2 static void silu_mul(float *out, const float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(g + i);
+        const __m256 e = exp8(_mm256_xor_ps(v, sign));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(v, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+T2 static void softmax(float *x, int64_t n) {
+    if (n <= 0) return;
+    float max = -INFINITY;
+    int64_t i = 0;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    max = _mm_cvtss_f32(m4);
+    for (; i < n; i++) max = fmaxf(max, x[i]);
+    const __m256 mb = _mm256_set1_ps(max);
+    __m256 acc = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mb));
+        _mm256_storeu_ps(x + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    double sum = hsum8(acc);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += (double)x[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    const __m256 iv = _mm256_set1_ps(inv);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), iv));
+    for (; i < n; i++) x[i] *= inv;
+}
+
+T2 static void f16_to_f32(const kern_f16 *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) dst[i] = core_f16_to_f32(src[i]);
+}
+
+T2 static void f32_to_f16(const float *src, kern_f16 *dst, int64_t n) { from_f16(src, dst, n); }
+
+void kern_avx2_install(kern_impl *t) {
+    t->isa = "avx2";
+    t->traits[KERN_Q8_K].from_float = quantize_q8_K;
+    t->traits[KERN_Q8_0].from_float = quantize_q8_0;
+    t->traits[KERN_F16].from_float = from_f16;
+    t->traits[KERN_Q4_K].vec_dot = dot_q4_K;
+    t->traits[KERN_Q5_K].vec_dot = dot_q5_K;
+    t->traits[KERN_Q6_K].vec_dot = dot_q6_K;
+    t->traits[KERN_Q8_0].vec_dot = dot_q8_0;
+    t->traits[KERN_Q4_0].vec_dot = dot_q4_0;
+    t->traits[KERN_F32].vec_dot = dot_f32;
+    t->traits[KERN_F16].vec_dot = dot_f16;
+    t->traits[KERN_BF16].vec_dot = dot_bf16;
+    t->tile[KERN_Q4_K] = tile_q4_K;
+    t->tile[KERN_Q5_K] = tile_q5_K;
+    t->tile[KERN_Q6_K] = tile_q6_K;
+    t->tile[KERN_Q8_0] = tile_q8_0;
+    t->tile[KERN_Q4_0] = tile_q4_0;
+    t->tile[KERN_F32] = tile_f32;
+    t->tile[KERN_F16] = tile_f16;
+    t->tile[KERN_BF16] = tile_bf16;
+    t->rmsnorm = rmsnorm;
+    t->silu_mul = silu_mul;
+    t->softmax = softmax;
+    t->f16_to_f32 = f16_to_f32;
+    t->f32_to_f16 = f32_to_f16;
+}
