@@ -8,6 +8,7 @@
 #ifndef APP_H
 #define APP_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 int cmd_inspect(int argc, char **argv);
@@ -32,5 +33,12 @@ int app_parse_int(const char *opt, const char *s, long *out);
 int app_parse_float(const char *opt, const char *s, double *out);
 /* The value after option argv[*i]; advances *i. Prints an error and returns NULL if missing. */
 const char *app_optarg(int argc, char **argv, int *i);
+
+/* Model lookup (modelpath.c): -m, then $MODEL_PATH, then the models
+ * directory ($SMOLBOT_MODELS or ~/.cache/smolbot/models), then ./models.
+ * Returns 0 with the path in out, -1 if nothing was found. */
+#define APP_DEFAULT_MODEL_FILE "SmolLM3-3B-Q4_K_M.gguf"
+int app_find_model(const char *opt, char *out, size_t cap);
+int app_models_dir(char *out, size_t cap);
 
 #endif

@@ -23,6 +23,7 @@ static const command commands[] = {
     /* commands: one line each, keep sorted by workflow */
     {"inspect", cmd_inspect, "show metadata, tensors and model summary of a GGUF file"},
     {"gen-model", cmd_gen_model, "write a SmolLM3 GGUF with random weights (tests, benchmarks)"},
+    {"generate", cmd_generate, "complete a prompt (text or token ids) with the model"},
     {"tokenize", cmd_tokenize, "text to token ids"},
     {"detokenize", cmd_detokenize, "token ids to text"},
     {"template", cmd_template, "render a conversation in the SmolLM3 chat format"},

@@ -1,0 +1,587 @@
+/* model.c -- SmolLM3 forward pass on the CPU.
+ *
+ * The story: model_load() reads the hyperparameters from the GGUF, checks
+ * them (head counts divide, head_dim, RoPE covers the head, the NoPE rule),
+ * then finds every tensor by name and checks its type and shape, keeping a
+ * pointer into the mapping. Nothing is copied. Run state for a chunk of
+ * n_batch tokens and the matmul activation buffer are allocated once here;
+ * model_forward() never allocates.
+ *
+ * The forward pass follows docs/smollm3.md line by line:
+ *
+ *   h = embed(token)
+ *   for each layer: x = rmsnorm(h) * attn_norm
+ *                   q, k, v = Wq x, Wk x, Wv x
+ *                   rope(q, k) unless the layer is NoPE   (adjacent pairs)
+ *                   a = softmax(q K^T / sqrt(hd)) V       (GQA, causal)
+ *                   h += Wo a
+ *                   x = rmsnorm(h) * ffn_norm
+ *                   h += Wdown (silu(Wgate x) * Wup x)
+ *   logits = token_embd . (rmsnorm(h) * output_norm)       (tied head)
+ *
+ * Prefill runs the same code on B tokens at once: every matrix product is a
+ * matrix-matrix product (kern_matmul reuses each weight block for all B
+ * tokens). Attention for B tokens is split over (token, KV head) pairs on
+ * the thread pool; each pair serves its query heads together so each K/V
+ * row is read once, and uses an online softmax over blocks of positions so
+ * no score buffer grows with the context.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct mat {
+    const void *data; /* view into the mapping */
+    int type;
+    int64_t n_in;  /* row length (ne0) */
+    int64_t n_out; /* rows (ne1) */
+} mat;
+
+typedef struct layer {
+    const float *attn_norm; /* [n_embd] */
+    mat wq;                 /* [n_embd] -> [n_head * hd] */
+    mat wk;                 /* [n_embd] -> [n_kv * hd] */
+    mat wv;                 /* [n_embd] -> [n_kv * hd] */
+    mat wo;                 /* [n_head * hd] -> [n_embd] */
+    const float *ffn_norm;  /* [n_embd] */
+    mat gate;               /* [n_embd] -> [n_ff] */
+    mat up;                 /* [n_embd] -> [n_ff] */
+    mat down;               /* [n_ff] -> [n_embd] */
+} layer;
+
+#define ATT_BLOCK 64 /* positions per online-softmax block */
+
+struct model {
+    model_config cfg;
+    const gguf *g;
+    mat tok_embd;            /* [n_embd] x n_vocab rows */
+    mat output;              /* the head: tok_embd when tied */
+    const float *out_norm;   /* [n_embd] */
+    layer *layers;           /* [n_layer] */
+    kern_pool *pool;
+    int n_batch;
+    /* run state for B <= n_batch tokens (row-major, token-major) */
+    float *x;        /* [B, n_embd] residual stream */
+    float *xb;       /* [B, n_embd] normed input / product output */
+    float *q;        /* [B, n_head * hd] */
+    float *k;        /* [B, n_kv * hd] */
+    float *v;        /* [B, n_kv * hd] */
+    float *att;      /* [B, n_head * hd] attention output */
+    float *hb;       /* [B, n_ff] */
+    float *hb2;      /* [B, n_ff] */
+    float *att_tmp;  /* per thread: scratch for attention */
+    size_t att_tmp_floats;
+    void *work;      /* activation quantization for kern_matmul */
+    size_t work_size;
+    model_kv **row_kv; /* [B] the cache each row belongs to */
+    int *row_pos;      /* [B] the position of each row */
+};
+
+struct model_kv {
+    const model *m;
+    int n_ctx;
+    int len;
+    int type;          /* MODEL_KV_F16 | MODEL_KV_F32 */
+    size_t elt;        /* bytes per value */
+    int64_t kv_dim;    /* n_kv * hd */
+    void *k;           /* [n_layer][n_ctx][kv_dim] */
+    void *v;           /* [n_layer][n_ctx][kv_dim] */
+};
+
+/* ---- loading ---------------------------------------------------------- */
+
+static int get_u32_key(const gguf *g, const char *arch, const char *suffix, uint32_t *out, int required,
+                       core_err *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int rc = gguf_get_u32(g, key, out, err);
+    if (rc == CORE_ENOTFOUND && !required) return CORE_ENOTFOUND;
+    if (rc) return core_errf(err, rc, "%s: %s", gguf_name(g), err ? err->msg : "missing key");
+    return 0;
+}
+
+static int get_f32_key(const gguf *g, const char *arch, const char *suffix, float *out, float dflt,
+                       core_err *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int rc = gguf_get_f32(g, key, out, err);
+    if (rc == CORE_ENOTFOUND) { *out = dflt; return 0; }
+    if (rc) return core_errf(err, rc, "%s: %s", gguf_name(g), err ? err->msg : "bad key");
+    return 0;
+}
+
+static int read_config(const gguf *g, model_config *c, core_err *err) {
+    gguf_str arch;
+    memset(c, 0, sizeof *c);
+    if (gguf_get_str(g, "general.architecture", &arch, err))
+        return core_errf(err, CORE_EFORMAT, "%s: no general.architecture key", gguf_name(g));
+    if (arch.len >= sizeof c->arch) return core_errf(err, CORE_EUNSUP, "%s: architecture name too long", gguf_name(g));
+    memcpy(c->arch, arch.ptr, arch.len);
+    c->arch[arch.len] = 0;
+    int smollm3 = !strcmp(c->arch, "smollm3");
+    if (!smollm3 && strcmp(c->arch, "llama"))
+        return core_errf(err, CORE_EUNSUP, "%s: architecture '%s' is not supported (want smollm3)", gguf_name(g), c->arch);
+
+    uint32_t v;
+    int rc;
+#define REQ(suffix, field)                                                  \
+    if ((rc = get_u32_key(g, c->arch, suffix, &v, 1, err))) return rc;    \
+    c->field = (int)v;
+    REQ("block_count", n_layer);
+    REQ("embedding_length", n_embd);
+    REQ("feed_forward_length", n_ff);
+    REQ("attention.head_count", n_head);
+    REQ("context_length", n_ctx_train);
+#undef REQ
+    c->n_head_kv = c->n_head;
+    if (get_u32_key(g, c->arch, "attention.head_count_kv", &v, 0, err) == 0) c->n_head_kv = (int)v;
+    if (c->n_layer < 1 || c->n_layer > MODEL_MAX_LAYERS)
+        return core_errf(err, CORE_ERANGE, "%s: block_count %d out of range 1..%d", gguf_name(g), c->n_layer, MODEL_MAX_LAYERS);
+    if (c->n_embd < 1 || c->n_embd > 65536 || c->n_ff < 1 || c->n_ff > 1 << 20)
+        return core_errf(err, CORE_ERANGE, "%s: embedding_length %d / feed_forward_length %d out of range",
+                         gguf_name(g), c->n_embd, c->n_ff);
+    if (c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv)
+        return core_errf(err, CORE_EFORMAT, "%s: head_count %d is not a multiple of head_count_kv %d",
+                         gguf_name(g), c->n_head, c->n_head_kv);
+    if (c->n_embd % c->n_head)
+        return core_errf(err, CORE_EFORMAT, "%s: embedding_length %d not divisible by head_count %d",
+                         gguf_name(g), c->n_embd, c->n_head);
+    c->head_dim = c->n_embd / c->n_head;
+    if (get_u32_key(g, c->arch, "attention.key_length", &v, 0, err) == 0 && (int)v != c->head_dim)
+        return core_errf(err, CORE_EUNSUP, "%s: key_length %u differs from embedding/heads %d", gguf_name(g), v, c->head_dim);
+    if (c->head_dim % 2) return core_errf(err, CORE_EFORMAT, "%s: head_dim %d is odd", gguf_name(g), c->head_dim);
+    if (get_u32_key(g, c->arch, "rope.dimension_count", &v, 0, err) == 0 && (int)v != c->head_dim)
+        return core_errf(err, CORE_EUNSUP, "%s: rope.dimension_count %u must equal head_dim %d (partial RoPE unsupported)",
+                         gguf_name(g), v, c->head_dim);
+    if (c->n_ctx_train < 1) return core_errf(err, CORE_ERANGE, "%s: context_length %d", gguf_name(g), c->n_ctx_train);
+    if ((rc = get_f32_key(g, c->arch, "rope.freq_base", &c->rope_theta, 10000.0f, err))) return rc;
+    if ((rc = get_f32_key(g, c->arch, "attention.layer_norm_rms_epsilon", &c->eps, 1e-5f, err))) return rc;
+    if (!(c->rope_theta > 0) || !(c->eps > 0) || c->eps > 1)
+        return core_errf(err, CORE_ERANGE, "%s: rope.freq_base %g / rms epsilon %g out of range", gguf_name(g),
+                         c->rope_theta, c->eps);
+    /* The NoPE rule is not stored in the file: SmolLM3 skips RoPE on every
+     * 4th layer (3, 7, 11, ...). Plain llama files rotate every layer. */
+    for (int il = 0; il < c->n_layer; il++) c->nope[il] = smollm3 && (il + 1) % 4 == 0;
+    return 0;
+}
+
+/* Find a tensor, check its type is one we can multiply and its shape. */
+static int bind(const gguf *g, const char *name, int64_t ne0, int64_t ne1, int need_f32, mat *out, core_err *err) {
+    const gguf_tensor *t = gguf_find_tensor(g, name);
+    if (!t) return core_errf(err, CORE_ENOTFOUND, "%s: missing tensor %s", gguf_name(g), name);
+    if ((int64_t)t->ne[0] != ne0 || (int64_t)t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return core_errf(err, CORE_EFORMAT, "%s: tensor %s has shape [%llu, %llu, %llu, %llu], want [%lld, %lld]",
+                         gguf_name(g), name, (unsigned long long)t->ne[0], (unsigned long long)t->ne[1],
+                         (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], (long long)ne0, (long long)ne1);
+    if (need_f32 && t->type != KERN_F32)
+        return core_errf(err, CORE_EUNSUP, "%s: tensor %s has type %s, want F32", gguf_name(g), name,
+                         gguf_type_name(t->type) ? gguf_type_name(t->type) : "unknown");
+    const kern_traits *tr = kern_get_traits((int)t->type);
+    if (!t->data || !tr || !tr->vec_dot || !tr->dequant_row)
+        return core_errf(err, CORE_EUNSUP, "%s: tensor %s has unsupported type %s (%u)", gguf_name(g), name,
+                         gguf_type_name(t->type) ? gguf_type_name(t->type) : "unknown", t->type);
+    if (ne0 % tr->blck)
+        return core_errf(err, CORE_EFORMAT, "%s: tensor %s row of %lld is not a multiple of the %s block",
+                         gguf_name(g), name, (long long)ne0, tr->name);
+    out->data = t->data;
+    out->type = (int)t->type;
+    out->n_in = ne0;
+    out->n_out = ne1;
+    return 0;
+}
+
+static int bind_norm(const gguf *g, const char *name, int64_t n, const float **out, core_err *err) {
+    mat m;
+    int rc = bind(g, name, n, 1, 1, &m, err);
+    if (rc) return rc;
+    *out = m.data;
+    return 0;
+}
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err) {
+    *out = NULL;
+    model *m = calloc(1, sizeof *m);
+    if (!m) return core_errf(err, CORE_ENOMEM, "out of memory");
+    int rc = read_config(g, &m->cfg, err);
+    if (rc) goto fail;
+    model_config *c = &m->cfg;
+    m->g = g;
+
+    /* The vocabulary size is the embedding's row count. */
+    const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
+    if (!te) { rc = core_errf(err, CORE_ENOTFOUND, "%s: missing tensor token_embd.weight", gguf_name(g)); goto fail; }
+    if (te->ne[1] < 1 || te->ne[1] > (1u << 24)) {
+        rc = core_errf(err, CORE_EFORMAT, "%s: token_embd.weight has %llu rows", gguf_name(g), (unsigned long long)te->ne[1]);
+        goto fail;
+    }
+    c->n_vocab = (int)te->ne[1];
+    if ((rc = bind(g, "token_embd.weight", c->n_embd, c->n_vocab, 0, &m->tok_embd, err))) goto fail;
+    if ((rc = bind_norm(g, "output_norm.weight", c->n_embd, &m->out_norm, err))) goto fail;
+    if (gguf_find_tensor(g, "output.weight")) {
+        if ((rc = bind(g, "output.weight", c->n_embd, c->n_vocab, 0, &m->output, err))) goto fail;
+    } else {
+        m->output = m->tok_embd; /* tied head */
+    }
+
+    int64_t hd = c->head_dim, q_dim = (int64_t)c->n_head * hd, kv_dim = (int64_t)c->n_head_kv * hd;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) { rc = core_errf(err, CORE_ENOMEM, "out of memory"); goto fail; }
+    for (int il = 0; il < c->n_layer; il++) {
+        layer *L = &m->layers[il];
+        char name[96];
+#define T(field, suffix, ne0, ne1)                                            \
+    snprintf(name, sizeof name, "blk.%d." suffix ".weight", il);              \
+    if ((rc = bind(g, name, ne0, ne1, 0, &L->field, err))) goto fail;
+#define N(field, suffix)                                                      \
+    snprintf(name, sizeof name, "blk.%d." suffix ".weight", il);              \
+    if ((rc = bind_norm(g, name, c->n_embd, &L->field, err))) goto fail;
+        N(attn_norm, "attn_norm");
+        T(wq, "attn_q", c->n_embd, q_dim);
+        T(wk, "attn_k", c->n_embd, kv_dim);
+        T(wv, "attn_v", c->n_embd, kv_dim);
+        T(wo, "attn_output", q_dim, c->n_embd);
+        N(ffn_norm, "ffn_norm");
+        T(gate, "ffn_gate", c->n_embd, c->n_ff);
+        T(up, "ffn_up", c->n_embd, c->n_ff);
+        T(down, "ffn_down", c->n_ff, c->n_embd);
+#undef T
+#undef N
+    }
+
+    int nt = opts && opts->n_threads > 0 ? opts->n_threads : core_ncpu();
+    m->n_batch = opts && opts->n_batch > 0 ? opts->n_batch : 256;
+    m->pool = kern_pool_new(nt);
+    if (!m->pool) { rc = core_errf(err, CORE_ENOMEM, "cannot start %d threads", nt); goto fail; }
+
+    size_t B = (size_t)m->n_batch;
+    m->x = malloc(B * c->n_embd * sizeof(float));
+    m->xb = malloc(B * c->n_embd * sizeof(float));
+    m->q = malloc(B * q_dim * sizeof(float));
+    m->k = malloc(B * kv_dim * sizeof(float));
+    m->v = malloc(B * kv_dim * sizeof(float));
+    m->att = malloc(B * q_dim * sizeof(float));
+    m->hb = malloc(B * c->n_ff * sizeof(float));
+    m->hb2 = malloc(B * c->n_ff * sizeof(float));
+    int group = c->n_head / c->n_head_kv;
+    /* per thread: k row, v row, group x ATT_BLOCK scores, group accumulators, group max/sum */
+    m->att_tmp_floats = (size_t)(2 * hd + group * ATT_BLOCK + group * hd + 2 * group + 16);
+    m->att_tmp = malloc((size_t)nt * m->att_tmp_floats * sizeof(float));
+    m->row_kv = calloc(B, sizeof *m->row_kv);
+    m->row_pos = calloc(B, sizeof *m->row_pos);
+    size_t ws = 0;
+    for (int il = 0; il < c->n_layer; il++) {
+        layer *L = &m->layers[il];
+        const mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down};
+        for (size_t i = 0; i < CORE_ARRAY_LEN(ms); i++)
+            ws = max_sz(ws, kern_matmul_work_size(ms[i]->type, ms[i]->n_in, (int64_t)B));
+    }
+    ws = max_sz(ws, kern_matmul_work_size(m->output.type, m->output.n_in, (int64_t)B));
+    m->work_size = ws;
+    m->work = core_alloc_aligned(ws ? ws : 64, 64);
+    if (!m->x || !m->xb || !m->q || !m->k || !m->v || !m->att || !m->hb || !m->hb2 || !m->att_tmp || !m->work || !m->row_kv || !m->row_pos) {
+        rc = core_errf(err, CORE_ENOMEM, "out of memory for run state (batch %d)", m->n_batch);
+        goto fail;
+    }
+    *out = m;
+    return 0;
+fail:
+    model_free(m);
+    return rc;
+}
+
+void model_free(model *m) {
+    if (!m) return;
+    kern_pool_free(m->pool);
+    free(m->layers);
+    free(m->x); free(m->xb); free(m->q); free(m->k); free(m->v);
+    free(m->att); free(m->hb); free(m->hb2); free(m->att_tmp);
+    free(m->row_kv); free(m->row_pos);
+    core_free_aligned(m->work);
+    free(m);
+}
+
+const model_config *model_get_config(const model *m) { return &m->cfg; }
+
+int model_set_rope_layer(model *m, int il, int use_rope) {
+    if (il < 0 || il >= m->cfg.n_layer) return CORE_ERANGE;
+    m->cfg.nope[il] = !use_rope;
+    return 0;
+}
+int model_threads(const model *m) { return kern_pool_threads(m->pool); }
+kern_pool *model_pool(model *m) { return m->pool; }
+
+static uint64_t mat_bytes(const mat *w) { return (uint64_t)kern_row_size(w->type, w->n_in) * (uint64_t)w->n_out; }
+
+uint64_t model_weight_bytes(const model *m) {
+    uint64_t b = mat_bytes(&m->output) + kern_row_size(m->tok_embd.type, m->tok_embd.n_in);
+    for (int il = 0; il < m->cfg.n_layer; il++) {
+        const layer *L = &m->layers[il];
+        b += mat_bytes(&L->wq) + mat_bytes(&L->wk) + mat_bytes(&L->wv) + mat_bytes(&L->wo) + mat_bytes(&L->gate) +
+             mat_bytes(&L->up) + mat_bytes(&L->down) + 2 * (uint64_t)m->cfg.n_embd * 4;
+    }
+    return b;
+}
+
+/* ---- KV cache --------------------------------------------------------- */
+
+int model_kv_new(model_kv **out, const model *m, int n_ctx, int kv_type, core_err *err) {
+    *out = NULL;
+    const model_config *c = &m->cfg;
+    if (n_ctx <= 0) n_ctx = 4096;
+    if (n_ctx > c->n_ctx_train) n_ctx = c->n_ctx_train;
+    if (kv_type != MODEL_KV_F16 && kv_type != MODEL_KV_F32)
+        return core_errf(err, CORE_EINVAL, "unknown KV cache type %d", kv_type);
+    model_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) return core_errf(err, CORE_ENOMEM, "out of memory");
+    kv->m = m;
+    kv->n_ctx = n_ctx;
+    kv->type = kv_type;
+    kv->elt = kv_type == MODEL_KV_F16 ? 2 : 4;
+    kv->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
+    size_t bytes = (size_t)c->n_layer * (size_t)n_ctx * (size_t)kv->kv_dim * kv->elt;
+    kv->k = core_alloc_aligned(bytes, 64);
+    kv->v = core_alloc_aligned(bytes, 64);
+    if (!kv->k || !kv->v) {
+        model_kv_free(kv);
+        return core_errf(err, CORE_ENOMEM, "cannot allocate a KV cache of %d positions (%.0f MiB)", n_ctx,
+                         2.0 * (double)bytes / (1 << 20));
+    }
+    *out = kv;
+    return 0;
+}
+
+void model_kv_free(model_kv *kv) {
+    if (!kv) return;
+    core_free_aligned(kv->k);
+    core_free_aligned(kv->v);
+    free(kv);
+}
+
+int model_kv_ctx(const model_kv *kv) { return kv->n_ctx; }
+int model_kv_len(const model_kv *kv) { return kv->len; }
+void model_kv_truncate(model_kv *kv, int n) {
+    if (n >= 0 && n < kv->len) kv->len = n;
+}
+
+uint64_t model_kv_bytes(const model_kv *kv) {
+    return 2ull * (uint64_t)kv->m->cfg.n_layer * (uint64_t)kv->n_ctx * (uint64_t)kv->kv_dim * kv->elt;
+}
+
+/* Address of the K (or V) row of layer il at position p. */
+static inline char *kv_row(const model_kv *kv, void *base, int il, int p) {
+    return (char *)base + (((size_t)il * (size_t)kv->n_ctx + (size_t)p) * (size_t)kv->kv_dim) * kv->elt;
+}
+
+int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *err) {
+    if (dst->m != src->m || dst->type != src->type)
+        return core_errf(err, CORE_EINVAL, "KV caches of different models or types");
+    if (n < 0 || n > src->len || n > dst->n_ctx)
+        return core_errf(err, CORE_ERANGE, "cannot copy %d positions (source has %d, room for %d)", n, src->len, dst->n_ctx);
+    size_t row = (size_t)n * (size_t)src->kv_dim * src->elt;
+    for (int il = 0; il < src->m->cfg.n_layer; il++) {
+        memcpy(kv_row(dst, dst->k, il, 0), kv_row(src, src->k, il, 0), row);
+        memcpy(kv_row(dst, dst->v, il, 0), kv_row(src, src->v, il, 0), row);
+    }
+    dst->len = n;
+    return 0;
+}
+
+/* ---- attention -------------------------------------------------------- */
+
+typedef struct att_task {
+    model *m;
+    int il;
+    int B;
+} att_task;
+
+static void load_row(const model_kv *kv, const void *src, float *dst, int64_t n) {
+    if (kv->type == MODEL_KV_F16) kern_f16_to_f32(src, dst, n);
+    else memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+/* One (token, KV head) pair: its `group` query heads attend over positions
+ * 0..pos with an online softmax, one block of positions at a time. */
+static void attend_one(const att_task *t, int tok, int kvh, float *tmp) {
+    const model *m = t->m;
+    const model_config *c = &m->cfg;
+    const int hd = c->head_dim, group = c->n_head / c->n_head_kv;
+    const int64_t q_dim = (int64_t)c->n_head * hd;
+    const model_kv *kv = m->row_kv[tok];
+    const int pos = m->row_pos[tok];
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *krow = tmp, *vrow = krow + hd, *s = vrow + hd, *acc = s + group * ATT_BLOCK;
+    float *mx = acc + group * hd, *sum = mx + group;
+    const float *q = m->q + (int64_t)tok * q_dim + (int64_t)kvh * group * hd;
+
+    for (int g = 0; g < group; g++) { mx[g] = -INFINITY; sum[g] = 0; }
+    memset(acc, 0, sizeof(float) * (size_t)(group * hd));
+    for (int p0 = 0; p0 <= pos; p0 += ATT_BLOCK) {
+        int np = CORE_MIN(ATT_BLOCK, pos + 1 - p0);
+        /* scores of this block */
+        for (int j = 0; j < np; j++) {
+            load_row(kv, kv_row(kv, kv->k, t->il, p0 + j) + (size_t)kvh * hd * kv->elt, krow, hd);
+            for (int g = 0; g < group; g++) {
+                const float *qg = q + g * hd;
+                float d = 0;
+                for (int i = 0; i < hd; i++) d += qg[i] * krow[i];
+                s[g * ATT_BLOCK + j] = d * scale;
+            }
+        }
+        /* online softmax: rescale what we have when the max grows */
+        for (int g = 0; g < group; g++) {
+            float bm = mx[g];
+            for (int j = 0; j < np; j++) bm = fmaxf(bm, s[g * ATT_BLOCK + j]);
+            float r = expf(mx[g] - bm);
+            sum[g] *= r;
+            for (int i = 0; i < hd; i++) acc[g * hd + i] *= r;
+            for (int j = 0; j < np; j++) {
+                float e = expf(s[g * ATT_BLOCK + j] - bm);
+                s[g * ATT_BLOCK + j] = e;
+                sum[g] += e;
+            }
+            mx[g] = bm;
+        }
+        for (int j = 0; j < np; j++) {
+            load_row(kv, kv_row(kv, kv->v, t->il, p0 + j) + (size_t)kvh * hd * kv->elt, vrow, hd);
+            for (int g = 0; g < group; g++) {
+                float w = s[g * ATT_BLOCK + j];
+                float *a = acc + g * hd;
+                for (int i = 0; i < hd; i++) a[i] += w * vrow[i];
+            }
+        }
+    }
+    float *out = m->att + (int64_t)tok * q_dim + (int64_t)kvh * group * hd;
+    for (int g = 0; g < group; g++)
+        for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
+}
+
+static void attend_task(void *ctx, int ith, int nth) {
+    const att_task *t = ctx;
+    int nkv = t->m->cfg.n_head_kv, items = t->B * nkv;
+    float *tmp = t->m->att_tmp + (size_t)ith * t->m->att_tmp_floats;
+    for (int it = ith; it < items; it += nth) attend_one(t, it / nkv, it % nkv, tmp);
+}
+
+/* ---- forward ---------------------------------------------------------- */
+
+static void matmul(model *m, const mat *w, const float *x, int B, float *y) {
+    kern_matmul(m->pool, w->type, w->data, w->n_out, w->n_in, x, B, y, w->n_out, m->work);
+}
+
+static void embed(const model *m, int32_t tok, float *out) {
+    const kern_traits *tr = kern_get_traits(m->tok_embd.type);
+    size_t row = kern_row_size(m->tok_embd.type, m->tok_embd.n_in);
+    tr->dequant_row((const char *)m->tok_embd.data + (size_t)tok * row, out, m->tok_embd.n_in);
+}
+
+/* B rows through all layers; row r is token tokens[r] at position
+ * m->row_pos[r] of cache m->row_kv[r] (prefill: one cache, consecutive
+ * positions; batched decode: one row per conversation). Leaves the final
+ * hidden states (before output_norm) in m->x. */
+static void forward_rows(model *m, const int32_t *tokens, int B) {
+    const model_config *c = &m->cfg;
+    const int64_t E = c->n_embd, hd = c->head_dim;
+    const int64_t q_dim = (int64_t)c->n_head * hd, kv_dim = (int64_t)c->n_head_kv * hd, F = c->n_ff;
+
+    for (int t = 0; t < B; t++) embed(m, tokens[t], m->x + t * E);
+
+    for (int il = 0; il < c->n_layer; il++) {
+        const layer *L = &m->layers[il];
+
+        /* attention block */
+        for (int t = 0; t < B; t++) kern_rmsnorm(m->xb + t * E, m->x + t * E, L->attn_norm, E, c->eps);
+        matmul(m, &L->wq, m->xb, B, m->q);
+        matmul(m, &L->wk, m->xb, B, m->k);
+        matmul(m, &L->wv, m->xb, B, m->v);
+        for (int t = 0; t < B; t++) {
+            model_kv *kv = m->row_kv[t];
+            if (!c->nope[il]) {
+                kern_rope(m->q + t * q_dim, c->n_head, hd, m->row_pos[t], c->rope_theta);
+                kern_rope(m->k + t * kv_dim, c->n_head_kv, hd, m->row_pos[t], c->rope_theta);
+            }
+            char *kd = kv_row(kv, kv->k, il, m->row_pos[t]), *vd = kv_row(kv, kv->v, il, m->row_pos[t]);
+            if (kv->type == MODEL_KV_F16) {
+                kern_f32_to_f16(m->k + t * kv_dim, (kern_f16 *)kd, kv_dim);
+                kern_f32_to_f16(m->v + t * kv_dim, (kern_f16 *)vd, kv_dim);
+            } else {
+                memcpy(kd, m->k + t * kv_dim, (size_t)kv_dim * sizeof(float));
+                memcpy(vd, m->v + t * kv_dim, (size_t)kv_dim * sizeof(float));
+            }
+        }
+        att_task at = {m, il, B};
+        kern_pool_run(m->pool, attend_task, &at);
+        matmul(m, &L->wo, m->att, B, m->xb);
+        for (int64_t i = 0; i < B * E; i++) m->x[i] += m->xb[i];
+
+        /* feed-forward block */
+        for (int t = 0; t < B; t++) kern_rmsnorm(m->xb + t * E, m->x + t * E, L->ffn_norm, E, c->eps);
+        matmul(m, &L->gate, m->xb, B, m->hb);
+        matmul(m, &L->up, m->xb, B, m->hb2);
+        kern_silu_mul(m->hb, m->hb, m->hb2, (int64_t)B * F);
+        matmul(m, &L->down, m->hb, B, m->xb);
+        for (int64_t i = 0; i < B * E; i++) m->x[i] += m->xb[i];
+    }
+}
+
+static int check_tokens(const model *m, const int32_t *tokens, int n, core_err *err) {
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->cfg.n_vocab)
+            return core_errf(err, CORE_ERANGE, "token id %d out of range 0..%d", tokens[i], m->cfg.n_vocab - 1);
+    return 0;
+}
+
+/* logits for rows [r0, r0+n) of the last forward_rows into out */
+static void head(model *m, int r0, int n, float *out) {
+    const int64_t E = m->cfg.n_embd;
+    for (int t = 0; t < n; t++) kern_rmsnorm(m->xb + t * E, m->x + (int64_t)(r0 + t) * E, m->out_norm, E, m->cfg.eps);
+    matmul(m, &m->output, m->xb, n, out);
+}
+
+int model_forward(model *m, model_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits,
+                  const volatile int *cancel, core_err *err) {
+    const model_config *c = &m->cfg;
+    if (n <= 0) return core_errf(err, CORE_EINVAL, "no tokens to run");
+    if (kv->m != m) return core_errf(err, CORE_EINVAL, "KV cache belongs to another model");
+    if (n > kv->n_ctx - kv->len)
+        return core_errf(err, CORE_EFULL, "%d tokens do not fit: context %d, %d used", n, kv->n_ctx, kv->len);
+    int rc = check_tokens(m, tokens, n, err);
+    if (rc) return rc;
+
+    for (int done = 0; done < n;) {
+        if (cancel && *cancel) return core_errf(err, CORE_ECANCEL, "cancelled");
+        int B = CORE_MIN(m->n_batch, n - done);
+        for (int t = 0; t < B; t++) { m->row_kv[t] = kv; m->row_pos[t] = kv->len + t; }
+        forward_rows(m, tokens + done, B);
+        kv->len += B;
+        if (logits && all_logits) head(m, 0, B, logits + (size_t)done * c->n_vocab);
+        else if (logits && done + B == n) head(m, B - 1, 1, logits);
+        done += B;
+    }
+    return 0;
+}
+
+int model_decode_batch(model *m, model_kv *const *kvs, const int32_t *tokens, int n_seq, float *logits,
+                       core_err *err) {
+    if (n_seq <= 0 || n_seq > m->n_batch)
+        return core_errf(err, CORE_EINVAL, "batch of %d sequences (1..%d)", n_seq, m->n_batch);
+    int rc = check_tokens(m, tokens, n_seq, err);
+    if (rc) return rc;
+    for (int r = 0; r < n_seq; r++) {
+        if (kvs[r]->m != m) return core_errf(err, CORE_EINVAL, "KV cache belongs to another model");
+        if (kvs[r]->len >= kvs[r]->n_ctx)
+            return core_errf(err, CORE_EFULL, "sequence %d: context of %d is full", r, kvs[r]->n_ctx);
+        for (int q = 0; q < r; q++)
+            if (kvs[q] == kvs[r]) return core_errf(err, CORE_EINVAL, "one KV cache twice in a batch");
+        m->row_kv[r] = kvs[r];
+        m->row_pos[r] = kvs[r]->len;
+    }
+    forward_rows(m, tokens, n_seq);
+    for (int r = 0; r < n_seq; r++) kvs[r]->len++;
+    if (logits) head(m, 0, n_seq, logits);
+    return 0;
+}
