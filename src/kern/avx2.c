@@ -130,17 +130,32 @@ typedef struct {
     int fold;              /* Q6_K: isum -= msum */
 } kunp;
 
-T2 static void set_scales16(kunp *u, const int16_t s16[16]) {
-    for (int g = 0; g < 16; g++)
-        for (int l = 0; l < 8; l++) u->sc[(g / 2) * 16 + (g % 2) * 8 + l] = s16[g];
+/* ggml's unpacking of the 12 scale bytes of Q4_K/Q5_K: out[0..7] = 6-bit
+ * scales, out[8..15] = 6-bit mins (same as kern_ref_k_scales). */
+static inline void k_scales(const uint8_t *q, uint8_t out[16]) {
+    uint32_t u[4];
+    memcpy(u, q, 12);
+    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
+    const uint32_t aux = u[1] & m1;
+    u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
+    u[2] = aux;
+    u[0] &= m1;
+    memcpy(out, u, 16);
+}
+
+/* Q4_K/Q5_K: one scale per 32 weights (both 16-groups of a chunk), mins per 32 */
+T2 static inline void k_scales_store(const uint8_t *scales, kunp *u) {
+    _Alignas(16) uint8_t sm[16];
+    k_scales(scales, sm);
+    for (int k = 0; k < 8; k++) _mm256_store_si256((__m256i *)(u->sc + 16 * k), _mm256_set1_epi16(sm[k]));
+    const __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm + 8)));
+    _mm_storeu_si128((__m128i *)u->mn, _mm_unpacklo_epi16(m, m));
+    _mm_storeu_si128((__m128i *)(u->mn + 8), _mm_unpackhi_epi16(m, m));
 }
 
 T2 static void unpack_q4_K(const kern_block_q4_K *b, kunp *u) {
-    uint8_t sc[8], m[8];
-    kern_ref_k_scales(b->scales, sc, m);
-    int16_t s16[16];
-    for (int g = 0; g < 16; g++) s16[g] = sc[g / 2], u->mn[g] = m[g / 2];
-    set_scales16(u, s16);
+    k_scales_store(b->scales, u);
     const __m256i lo = _mm256_set1_epi8(0xF);
     for (int c = 0; c < 4; c++) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
@@ -153,11 +168,7 @@ T2 static void unpack_q4_K(const kern_block_q4_K *b, kunp *u) {
 }
 
 T2 static void unpack_q5_K(const kern_block_q5_K *b, kunp *u) {
-    uint8_t sc[8], m[8];
-    kern_ref_k_scales(b->scales, sc, m);
-    int16_t s16[16];
-    for (int g = 0; g < 16; g++) s16[g] = sc[g / 2], u->mn[g] = m[g / 2];
-    set_scales16(u, s16);
+    k_scales_store(b->scales, u);
     const __m256i lo = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
     const __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
     for (int c = 0; c < 4; c++) {
@@ -175,9 +186,14 @@ T2 static void unpack_q5_K(const kern_block_q5_K *b, kunp *u) {
 }
 
 T2 static void unpack_q6_K(const kern_block_q6_K *b, kunp *u) {
-    int16_t s16[16];
-    for (int g = 0; g < 16; g++) s16[g] = b->scales[g], u->mn[g] = (int16_t)(32 * b->scales[g]);
-    set_scales16(u, s16);
+    /* one scale per 16 weights: chunk k gets (s[2k] x 8, s[2k+1] x 8) */
+    const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+    const __m256i pat = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+                                         2, 3, 2, 3, 2, 3);
+    for (int k = 0; k < 8; k++)
+        _mm256_store_si256((__m256i *)(u->sc + 16 * k),
+                           _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(k)), pat));
+    _mm256_storeu_si256((__m256i *)u->mn, _mm256_slli_epi16(s16, 5));
     const __m256i lo = _mm256_set1_epi8(0xF), three = _mm256_set1_epi8(3);
     for (int h = 0; h < 2; h++) {
         const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
