@@ -29,6 +29,7 @@
 #include "chat/chat.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define IM_START "<|im_start|>"
@@ -157,7 +158,26 @@ static int custom_instructions(const chat_msg *sys, core_buf *tmp) {
     return 0;
 }
 
+/* Record out[start..len) as user-provided bytes. */
+static int note_span(chat_spans *sp, const core_buf *out, size_t start) {
+    if (!sp || out->len == start) return 0;
+    if (sp->n == sp->cap) {
+        size_t cap = sp->cap ? 2 * sp->cap : 16;
+        chat_span *a = realloc(sp->v, cap * sizeof *a);
+        if (!a) return CORE_ENOMEM;
+        sp->v = a;
+        sp->cap = cap;
+    }
+    sp->v[sp->n++] = (chat_span){start, out->len - start};
+    return 0;
+}
+
 int chat_render(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *out, core_err *err) {
+    return chat_render_spans(msgs, n, o, out, NULL, err);
+}
+
+int chat_render_spans(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *out, chat_spans *spans,
+                      core_err *err) {
     chat_opts def;
     if (!o) {
         chat_opts_default(&def);
@@ -183,7 +203,9 @@ int chat_render(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *ou
     if (has_sys && contains(msgs[0].content, msgs[0].content_len, "/system_override")) {
         core_buf tmp = {0};
         int bad = append_without(&tmp, ci.data, ci.len, "/system_override");
+        size_t at = out->len;
         if (!bad) bad = core_buf_append(out, tmp.data ? tmp.data : "", tmp.data ? rstrip_len(tmp.data, tmp.len) : 0);
+        if (!bad) bad = note_span(spans, out, at);
         core_buf_free(&tmp);
         if (bad || core_buf_puts(out, IM_END)) goto done;
     } else {
@@ -199,7 +221,8 @@ int chat_render(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *ou
                             date, think ? "/think" : "/no_think"))
             goto done;
         if (ci.len) {
-            if (core_buf_append(out, ci.data, ci.len)) goto done;
+            size_t at = out->len;
+            if (core_buf_append(out, ci.data, ci.len) || note_span(spans, out, at)) goto done;
         } else if (core_buf_puts(out, think ? DEFAULT_THINK : DEFAULT_NO_THINK)) {
             goto done;
         }
@@ -230,7 +253,8 @@ int chat_render(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *ou
         } else if (core_buf_puts(out, IM_START "user\n")) { /* user, and tool rendered as user */
             goto done;
         }
-        if (core_buf_append(out, c, cl) || core_buf_puts(out, IM_END)) goto done;
+        size_t at = out->len;
+        if (core_buf_append(out, c, cl) || note_span(spans, out, at) || core_buf_puts(out, IM_END)) goto done;
     }
     if (o->add_generation_prompt) {
         if (core_buf_puts(out, IM_START "assistant\n")) goto done;

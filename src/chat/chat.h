@@ -53,6 +53,20 @@ void chat_opts_default(chat_opts *o);
  * NULL role) or CORE_ENOMEM; on error out may hold a partial render. */
 int chat_render(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *out, core_err *err);
 
+/* Byte ranges of a rendered prompt that came from message contents (and
+ * the system prompt): text users typed, to be tokenized without special
+ * tokens (tok_encode_masked). Sorted by offset. Free v with free(). */
+typedef struct chat_span {
+    size_t off, len; /* same layout as tok_span */
+} chat_span;
+typedef struct chat_spans {
+    chat_span *v;
+    size_t n, cap;
+} chat_spans;
+/* chat_render that also records the content spans (spans may be NULL). */
+int chat_render_spans(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *out, chat_spans *spans,
+                      core_err *err);
+
 /* Effective reasoning mode: 1 for /think, 0 for /no_think. A first message
  * with role "system" that contains "/no_think" forces 0, else one that
  * contains "/think" forces 1, else enable_thinking decides. In mode 0 the

@@ -958,7 +958,17 @@ static int eligible(const tok *t, int32_t id, int parse_special) {
 /* Split fragments by the special tokens present in text, in llama.cpp's
  * order (longest text first; each claims its leftmost non-overlapping
  * occurrences inside raw fragments). *out is malloc'd; *nout fragments. */
-static int partition(const tok *t, const char *text, size_t len, int parse_special, frag **out, size_t *nout) {
+/* 1 if [off, off+n) overlaps one of the plain spans (sorted by offset). */
+static int in_plain(const tok_span *plain, size_t n_plain, size_t off, size_t n) {
+    for (size_t i = 0; i < n_plain; i++) {
+        if (plain[i].off >= off + n) break;
+        if (plain[i].off + plain[i].len > off) return 1;
+    }
+    return 0;
+}
+
+static int partition(const tok *t, const char *text, size_t len, int parse_special, const tok_span *plain,
+                     size_t n_plain, frag **out, size_t *nout) {
     *out = NULL;
     *nout = 0;
     uint8_t *present = NULL;
@@ -1003,9 +1013,13 @@ static int partition(const tok *t, const char *text, size_t len, int parse_speci
                     b[nb++] = f;
                     continue;
                 }
-                size_t cur = f.off, end = f.off + f.len;
+                size_t cur = f.off, end = f.off + f.len, from = cur;
                 for (;;) {
-                    const char *m = cur < end ? memmem(text + cur, end - cur, p, pl) : NULL;
+                    const char *m = from < end ? memmem(text + from, end - from, p, pl) : NULL;
+                    if (m && in_plain(plain, n_plain, (size_t)(m - text), pl)) {
+                        from = (size_t)(m - text) + 1; /* text a user typed: not a token here */
+                        continue;
+                    }
                     if (nb + 2 >= capb) {
                         frag *nbuf = realloc(b, (capb *= 2) * sizeof *b);
                         if (!nbuf) goto done;
@@ -1018,7 +1032,7 @@ static int partition(const tok *t, const char *text, size_t len, int parse_speci
                     size_t mo = (size_t)(m - text);
                     if (mo > cur) b[nb++] = (frag){cur, mo - cur, -1};
                     b[nb++] = (frag){mo, pl, id};
-                    cur = mo + pl;
+                    cur = from = mo + pl;
                 }
             }
             frag *tmp = a;
@@ -1043,6 +1057,14 @@ done:
 
 int tok_encode(const tok *t, const char *text, size_t len, int parse_special, int32_t **ids, size_t *n, size_t *cap,
                core_err *err) {
+    return tok_encode_masked(t, text, len, parse_special, NULL, 0, ids, n, cap, err);
+}
+
+int tok_encode_masked(const tok *t, const char *text, size_t len, int parse_special, const tok_span *plain,
+                      size_t n_plain, int32_t **ids, size_t *n, size_t *cap, core_err *err) {
+    for (size_t i = 0; i < n_plain; i++)
+        if (plain[i].off > len || plain[i].len > len - plain[i].off || (i && plain[i].off < plain[i - 1].off))
+            return core_errf(err, CORE_EINVAL, "tok_encode: plain span %zu out of order or out of range", i);
     if (!text && len) return core_errf(err, CORE_EINVAL, "tok_encode: NULL text");
     if (len > ((size_t)1 << 30)) return core_errf(err, CORE_EINVAL, "tok_encode: text of %zu bytes is too long", len);
     size_t n0 = *n;
@@ -1060,7 +1082,7 @@ int tok_encode(const tok *t, const char *text, size_t len, int parse_special, in
     e->big_cap = 0;
     frag *fr = NULL;
     size_t nf = 0;
-    int rc = partition(t, text, len, parse_special, &fr, &nf);
+    int rc = partition(t, text, len, parse_special, plain, n_plain, &fr, &nf);
     for (size_t i = 0; !rc && i < nf; i++) {
         if (fr[i].id >= 0) rc = push_id(e, fr[i].id);
         else rc = encode_raw(e, (const unsigned char *)text + fr[i].off, fr[i].len);

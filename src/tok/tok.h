@@ -75,6 +75,17 @@ void tok_free(tok *t); /* NULL is a no-op */
 int tok_encode(const tok *t, const char *text, size_t len, int parse_special, int32_t **ids, size_t *n, size_t *cap,
                core_err *err);
 
+/* The same over a whole chat prompt: special-token text is recognized
+ * (parse_special) everywhere EXCEPT inside the plain spans, the bytes that
+ * came from users (message contents). Spans are sorted by offset. The ids
+ * equal a whole-text encode except that text typed by a user can never
+ * become a control token, so nobody can forge a turn or a stop. */
+typedef struct tok_span {
+    size_t off, len;
+} tok_span;
+int tok_encode_masked(const tok *t, const char *text, size_t len, int parse_special, const tok_span *plain,
+                      size_t n_plain, int32_t **ids, size_t *n, size_t *cap, core_err *err);
+
 int32_t tok_n_vocab(const tok *t);
 /* Decoded bytes of id (byte-level mapping undone; for control and
  * user-defined tokens the literal text). Points into t, valid until

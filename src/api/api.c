@@ -1,0 +1,117 @@
+/* api.c -- the api object, the dispatcher and what the route files share:
+ * prompt building (render + masked tokenization), OpenAI-shaped errors,
+ * latency histograms.
+ */
+#include "api_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "tok/tok.h"
+
+const double api_ttft_bounds[API_HIST_BUCKETS] = {50, 100, 250, 500, 1000, 2000, 4000, 8000, 15000, 30000, 60000, 120000};
+const double api_toks_bounds[API_HIST_BUCKETS] = {1, 2, 4, 6, 8, 10, 15, 20, 30, 50, 100, 200};
+
+void api_hist_add(api *a, api_hist *h, const double *bounds, double v) {
+    pthread_mutex_lock(&a->mu);
+    int b = 0;
+    while (b < API_HIST_BUCKETS && v > bounds[b]) b++;
+    h->counts[b]++;
+    h->sum += v;
+    h->n++;
+    pthread_mutex_unlock(&a->mu);
+}
+
+int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *err) {
+    *out = NULL;
+    api *a = calloc(1, sizeof *a);
+    if (!a) return core_errf(err, CORE_ENOMEM, "out of memory");
+    if (cfg) a->cfg = *cfg;
+    if (a->cfg.max_messages <= 0) a->cfg.max_messages = 1000;
+    if (a->cfg.max_streams <= 0) a->cfg.max_streams = 32;
+    a->eng = eng;
+    a->st = st;
+    a->t_start = core_now_s();
+    pthread_mutex_init(&a->mu, NULL);
+    if (cfg && cfg->model_name && *cfg->model_name) {
+        snprintf(a->model_name, sizeof a->model_name, "%s", cfg->model_name);
+    } else {
+        const char *p = engine_model_path(eng), *slash = strrchr(p, '/');
+        snprintf(a->model_name, sizeof a->model_name, "%s", slash ? slash + 1 : (*p ? p : "none"));
+        char *dot = strstr(a->model_name, ".gguf");
+        if (dot) *dot = 0;
+    }
+    int rc = api_ui_init(a, err);
+    if (rc) {
+        api_free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+void api_free(api *a) {
+    if (!a) return;
+    api_ui_free(a);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
+
+int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:{s:s, s:s, s:o, s:o}}", "error", "message", msg, "type", type, "param",
+                          param ? json_string(param) : json_null(), "code", code ? json_string(code) : json_null());
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!body) return http_respond_text(r, status, msg);
+    return http_respond_take(r, status, "application/json", body, strlen(body));
+}
+
+int api_build_prompt(api *a, const chat_msg *msgs, size_t n, int thinking, const char *date, int add_gen,
+                     int32_t **ids, size_t *n_ids, int *mode_out, core_buf *text_out, core_err *err) {
+    const tok *tk = engine_tok(a->eng);
+    if (!tk) return core_errf(err, CORE_EUNSUP, "the model is not loaded");
+    chat_opts o;
+    chat_opts_default(&o);
+    o.enable_thinking = thinking;
+    o.add_generation_prompt = add_gen;
+    o.date = date;
+    core_buf text = {0};
+    chat_spans spans = {0};
+    int rc = chat_render_spans(msgs, n, &o, &text, &spans, err);
+    if (!rc) {
+        size_t cap = 0;
+        *ids = NULL;
+        *n_ids = 0;
+        /* chat_span and tok_span are both {off, len}: one array serves both. */
+        rc = tok_encode_masked(tk, text.data, text.len, 1, (const tok_span *)spans.v, spans.n, ids, n_ids, &cap, err);
+    }
+    if (mode_out) *mode_out = chat_mode_of(msgs, n, thinking);
+    if (!rc && text_out) {
+        core_buf_free(text_out);
+        *text_out = text;
+        text = (core_buf){0};
+    }
+    core_buf_free(&text);
+    free(spans.v);
+    return rc;
+}
+
+int api_handle(void *ctx, http_req *req, core_err *err) {
+    api *a = ctx;
+    pthread_mutex_lock(&a->mu);
+    a->http_requests++;
+    pthread_mutex_unlock(&a->mu);
+    if (api_openai_route(a, req, err)) return 0;
+    if (api_ui_route(a, req, err)) return 0;
+    return api_error(req, 404, "not_found_error", "not_found", NULL, "no route for %s %s", http_req_method(req),
+                     http_req_path(req));
+}

@@ -1,0 +1,38 @@
+/* api.h -- the routes: the OpenAI-compatible API, the web page and its
+ * HTMX fragments, health and metrics. Glue between http (requests,
+ * streams), engine (generation), chat (the prompt format), store (history)
+ * and md (answers rendered as safe HTML).
+ *
+ * api_handle() is the http handler; it dispatches by path:
+ *   /health, /metrics, /props, /v1/..., /tokenize, /detokenize,
+ *   /apply-template                         -> openai.c
+ *   /, /index.html, static assets, /ui/...  -> ui.c
+ */
+#ifndef API_H
+#define API_H
+
+#include <stddef.h>
+
+#include "core/core.h"
+#include "engine/engine.h"
+#include "http/http.h"
+#include "store/store.h"
+
+typedef struct api_config {
+    const char *api_key;    /* NULL/"": no key required */
+    const char *model_name; /* shown in /v1/models and the page; NULL: from the file name */
+    int max_messages;       /* per request (0: 1000) */
+    int max_tokens;         /* cap on max_tokens (0: the context size) */
+    int max_streams;        /* concurrent streaming responses (0: 32) */
+} api_config;
+
+typedef struct api api;
+
+/* eng and st are borrowed and must outlive the api; st may be NULL (no
+ * history: the UI says so). */
+int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *err);
+void api_free(api *a);
+/* The http handler (ctx = the api). */
+int api_handle(void *ctx, http_req *req, core_err *err);
+
+#endif

@@ -1,0 +1,56 @@
+/* api_int.h -- what the route files of src/api share (not a public header). */
+#ifndef API_INT_H
+#define API_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "api.h"
+#include "chat/chat.h"
+
+#define API_HIST_BUCKETS 12
+
+typedef struct api_hist {
+    uint64_t counts[API_HIST_BUCKETS + 1]; /* cumulative at export; last = +Inf */
+    double sum;
+    uint64_t n;
+} api_hist;
+
+struct api {
+    api_config cfg;
+    engine *eng;
+    store *st;
+    char model_name[256];
+    double t_start;
+    pthread_mutex_t mu; /* guards the counters below */
+    int streams;        /* open streaming responses */
+    uint64_t http_requests;
+    uint64_t http_errors;
+    api_hist ttft_ms;   /* time to first token */
+    api_hist tok_s;     /* decode tokens/s per request */
+    void *ui;           /* ui.c's private state (api_ui_init) */
+};
+
+/* Bucket bounds shared by the histograms (api.c). */
+extern const double api_ttft_bounds[API_HIST_BUCKETS];
+extern const double api_toks_bounds[API_HIST_BUCKETS];
+void api_hist_add(api *a, api_hist *h, const double *bounds, double v);
+
+/* Render msgs in the chat format and tokenize them so that message text can
+ * never become a control token. thinking: the toggle (a system prompt with
+ * /think or /no_think overrides it; *mode_out gets the effective mode).
+ * date NULL: today. ids: malloc'd (free it). */
+int api_build_prompt(api *a, const chat_msg *msgs, size_t n, int thinking, const char *date, int add_gen,
+                     int32_t **ids, size_t *n_ids, int *mode_out, core_buf *text_out, core_err *err);
+
+/* Send an OpenAI-shaped error: {"error":{"message","type","param","code"}}. */
+int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* Routes: return 1 if the path was theirs (a response was made), 0 if not. */
+int api_openai_route(api *a, http_req *r, core_err *err);
+int api_ui_route(api *a, http_req *r, core_err *err);
+int api_ui_init(api *a, core_err *err);
+void api_ui_free(api *a);
+
+#endif
