@@ -227,7 +227,7 @@ static void check_tiles(const char *isa) {
                 }
                 float y[KERN_TILE_C * 7];
                 for (size_t i = 0; i < CORE_ARRAY_LEN(y); i++) y[i] = -12345.f;
-                kern_cur.tile[type](n, w, wr, nr, a, ar, nc, y, 7);
+                (nc == 1 && (nr & 1) ? kern_cur.tile1 : kern_cur.tile)[type](n, w, wr, nr, a, ar, nc, y, 7);
                 for (int c = 0; c < KERN_TILE_C; c++)
                     for (int r = 0; r < 7; r++) {
                         const float got = y[c * 7 + r];

@@ -21,6 +21,8 @@ int cmd_chat(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
+/* Kernel micro-benchmarks (src/app/bench_kern.c), for `smolbot bench --kernels`. */
+int app_bench_kernels(int argc, char **argv);
 
 /* `smolbot bench --tokenizer` (bench_tok.c): tokenizer load time and
  * encode/decode throughput. argv[0] is ignored. */

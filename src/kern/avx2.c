@@ -122,13 +122,6 @@ T2 static void from_f16(const float *src, void *dst, int64_t n) {
 
 /* ---- K-quant unpacking ---- */
 
-typedef struct {
-    uint8_t q[QK_K];       /* weights as unsigned bytes */
-    int16_t sc[128];       /* per 32 weights k: sc[2k] x 8, sc[2k+1] x 8 (the maddubs lanes) */
-    int16_t mn[QK_K / 16]; /* min factor of each 16 weights (multiplies bsums) */
-    float d, dm;           /* isum factor, msum factor (0 when folded into isum) */
-    int fold;              /* Q6_K: isum -= msum */
-} kunp;
 
 /* ggml's unpacking of the 12 scale bytes of Q4_K/Q5_K: out[0..7] = 6-bit
  * scales, out[8..15] = 6-bit mins (same as kern_ref_k_scales). */
@@ -154,7 +147,7 @@ T2 static inline void k_scales_store(const uint8_t *scales, kunp *u) {
     _mm_storeu_si128((__m128i *)(u->mn + 8), _mm_unpackhi_epi16(m, m));
 }
 
-T2 static void unpack_q4_K(const kern_block_q4_K *b, kunp *u) {
+T2 void kern_avx2_unpack_q4_K(const kern_block_q4_K *b, kunp *u) {
     k_scales_store(b->scales, u);
     const __m256i lo = _mm256_set1_epi8(0xF);
     for (int c = 0; c < 4; c++) {
@@ -167,7 +160,7 @@ T2 static void unpack_q4_K(const kern_block_q4_K *b, kunp *u) {
     u->fold = 0;
 }
 
-T2 static void unpack_q5_K(const kern_block_q5_K *b, kunp *u) {
+T2 void kern_avx2_unpack_q5_K(const kern_block_q5_K *b, kunp *u) {
     k_scales_store(b->scales, u);
     const __m256i lo = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
     const __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
@@ -185,7 +178,7 @@ T2 static void unpack_q5_K(const kern_block_q5_K *b, kunp *u) {
     u->fold = 0;
 }
 
-T2 static void unpack_q6_K(const kern_block_q6_K *b, kunp *u) {
+T2 void kern_avx2_unpack_q6_K(const kern_block_q6_K *b, kunp *u) {
     /* one scale per 16 weights: chunk k gets (s[2k] x 8, s[2k+1] x 8) */
     const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
     const __m256i pat = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
@@ -241,7 +234,7 @@ T2 static inline void kdot(const kunp *u, const kern_block_q8_K *y, __m256 *acc,
             __m256 acc[KERN_TILE_C], accm[KERN_TILE_C];                                                      \
             for (int c = 0; c < nc; c++) acc[c] = accm[c] = _mm256_setzero_ps();                             \
             for (int64_t i = 0; i < nb; i++) {                                                               \
-                unpack_##T(&x[i], &u);                                                                       \
+                kern_avx2_unpack_##T(&x[i], &u);                                                                       \
                 for (int c = 0; c < nc; c++)                                                                 \
                     kdot(&u, (const kern_block_q8_K *)((const char *)a + c * ba) + i, &acc[c], &accm[c]);    \
             }                                                                                                \
@@ -455,6 +448,7 @@ void kern_avx2_install(kern_impl *t) {
     t->tile[KERN_F32] = tile_f32;
     t->tile[KERN_F16] = tile_f16;
     t->tile[KERN_BF16] = tile_bf16;
+    for (int i = 0; i < KERN_TYPE_MAX; i++) t->tile1[i] = t->tile[i];
     t->rmsnorm = rmsnorm;
     t->silu_mul = silu_mul;
     t->softmax = softmax;

@@ -29,7 +29,8 @@ typedef void (*kern_tile_fn)(int64_t n, const void *w, size_t bw, int nr, const 
 typedef struct kern_impl {
     const char *isa;
     kern_traits traits[KERN_TYPE_MAX];
-    kern_tile_fn tile[KERN_TYPE_MAX];
+    kern_tile_fn tile[KERN_TYPE_MAX];  /* n_tok > 1 */
+    kern_tile_fn tile1[KERN_TYPE_MAX]; /* n_tok == 1 (matrix-vector), may differ: see avx512.c */
     void (*rmsnorm)(float *out, const float *x, const float *w, int64_t n, float eps);
     void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
     void (*softmax)(float *x, int64_t n);
@@ -86,6 +87,20 @@ static inline int kern_nearest_int(float f) {
 }
 
 /* ---- ISA files: overwrite the entries they implement ---- */
+
+/* A K-quant block unpacked for integer dots (see avx2.c): 256 unsigned
+ * weights, the 16-bit scale of each pair of maddubs lanes, the factor of
+ * each Q8_K bsum, and the float factors. Shared by avx2.c and avx512.c. */
+typedef struct kunp {
+    uint8_t q[QK_K];       /* weights as unsigned bytes, natural order */
+    int16_t sc[128];       /* per 32 weights k: scale of group 2k x 8, of group 2k+1 x 8 */
+    int16_t mn[QK_K / 16]; /* factor of bsums[g] */
+    float d, dm;           /* x.d for isum; -x.dmin for msum (Q4_K/Q5_K) */
+    int fold;              /* Q6_K: isum -= msum (mins are 32*scale) */
+} kunp;
+void kern_avx2_unpack_q4_K(const kern_block_q4_K *b, kunp *u); /* need AVX2 */
+void kern_avx2_unpack_q5_K(const kern_block_q5_K *b, kunp *u);
+void kern_avx2_unpack_q6_K(const kern_block_q6_K *b, kunp *u);
 void kern_avx2_install(kern_impl *t);
 void kern_avx512_install(kern_impl *t);
 

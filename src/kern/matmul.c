@@ -45,7 +45,7 @@ static void compute_task(void *arg, int ith, int nth) {
     mm_ctx *c = arg;
     (void)ith;
     (void)nth;
-    const kern_tile_fn tile = c->impl->tile[c->wtype];
+    const kern_tile_fn tile = c->n_tok == 1 ? c->impl->tile1[c->wtype] : c->impl->tile[c->wtype];
     for (;;) {
         const int64_t k = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
         if (k >= c->n_chunks) break;

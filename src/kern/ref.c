@@ -397,6 +397,7 @@ void kern_ref_install(kern_impl *t) {
     t->tile[KERN_Q4_K] = tile_q4_K;
     t->tile[KERN_Q5_K] = tile_q5_K;
     t->tile[KERN_Q6_K] = tile_q6_K;
+    for (int i = 0; i < KERN_TYPE_MAX; i++) t->tile1[i] = t->tile[i];
     t->rmsnorm = kern_ref_rmsnorm;
     t->silu_mul = kern_ref_silu_mul;
     t->softmax = kern_ref_softmax;

@@ -1,0 +1,182 @@
+/* bench_kern.c -- kernel micro-benchmarks (`smolbot bench --kernels`).
+ *
+ * Prints, for the ISA in use (SMOLBOT_ISA or --isa overrides):
+ *   - plain read bandwidth (summing a 256 MB buffer), 1 and N threads: the
+ *     ceiling for a memory-bound matrix-vector product;
+ *   - matrix-vector products (decode) for Q4_K, Q6_K, Q8_0, F16 weights of
+ *     2048x2048 and 11008x2048, as GB/s of weight bytes read, 1 and N threads;
+ *   - matrix-matrix products (prefill) with n_tok = 64 and 512 on 2048x2048
+ *     (and 11008x2048), as GFLOP/s (2 flops per weight per token) and tok/s.
+ * Weights are random valid blocks (small scales, no NaN); time per case is
+ * about a quarter second.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "core/core.h"
+#include "kern/kern.h"
+
+static uint64_t bk_rng = 88172645463325252ull;
+static uint32_t bk_rnd(void) {
+    bk_rng ^= bk_rng << 13;
+    bk_rng ^= bk_rng >> 7;
+    bk_rng ^= bk_rng << 17;
+    return (uint32_t)(bk_rng >> 16);
+}
+
+static void fill_weights(int type, void *dst, int64_t rows, int64_t n) {
+    const size_t rs = kern_row_size(type, n);
+    unsigned char *p = dst;
+    for (size_t i = 0; i < rs * (size_t)rows; i++) p[i] = (unsigned char)bk_rnd();
+    const uint16_t small = core_f32_to_f16(0.001f);
+    const int64_t nb = rows * (n / kern_get_traits(type)->blck);
+    for (int64_t i = 0; i < nb; i++) {
+        switch (type) {
+        case KERN_F16: ((kern_f16 *)dst)[i] = core_f32_to_f16(((float)(bk_rnd() % 2000) - 1000) / 1000); break;
+        case KERN_Q8_0: ((kern_block_q8_0 *)dst)[i].d = small; break;
+        case KERN_Q4_K: ((kern_block_q4_K *)dst)[i].d = small, ((kern_block_q4_K *)dst)[i].dmin = small; break;
+        case KERN_Q6_K: ((kern_block_q6_K *)dst)[i].d = small; break;
+        }
+    }
+}
+
+typedef struct {
+    const uint64_t *buf;
+    size_t n;
+    uint64_t out[64];
+} bw_ctx;
+
+static void bw_task(void *arg, int ith, int nth) {
+    bw_ctx *c = arg;
+    const size_t per = c->n / (size_t)nth, i0 = per * (size_t)ith, i1 = ith == nth - 1 ? c->n : i0 + per;
+    uint64_t s[8] = {0};
+    for (size_t i = i0; i + 8 <= i1; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += c->buf[i + k];
+    c->out[ith] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+static double read_bw(kern_pool *pool) {
+    const size_t bytes = (size_t)256 << 20;
+    uint64_t *buf = malloc(bytes);
+    if (!buf) return 0;
+    memset(buf, 1, bytes);
+    bw_ctx c = {.buf = buf, .n = bytes / 8};
+    kern_pool_run(pool, bw_task, &c); /* warm */
+    double best = 1e9;
+    for (int r = 0; r < 5; r++) {
+        const double t0 = core_now_s();
+        kern_pool_run(pool, bw_task, &c);
+        const double t = core_now_s() - t0;
+        if (t < best) best = t;
+    }
+    free(buf);
+    return (double)bytes / best / 1e9;
+}
+
+/* seconds per call of kern_matmul, best of several batches */
+static double time_matmul(kern_pool *pool, int type, const void *w, int64_t n_out, int64_t n_in, const float *x,
+                          int64_t n_tok, float *y, void *work) {
+    kern_matmul(pool, type, w, n_out, n_in, x, n_tok, y, n_out, work);
+    const double t0 = core_now_s();
+    int reps = 0;
+    do {
+        kern_matmul(pool, type, w, n_out, n_in, x, n_tok, y, n_out, work);
+        reps++;
+    } while (core_now_s() - t0 < 0.05);
+    const int per_batch = reps;
+    double best = 1e9;
+    for (int b = 0; b < 4; b++) {
+        const double t1 = core_now_s();
+        for (int r = 0; r < per_batch; r++) kern_matmul(pool, type, w, n_out, n_in, x, n_tok, y, n_out, work);
+        const double t = (core_now_s() - t1) / per_batch;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+int app_bench_kernels(int argc, char **argv) {
+    int nthreads = core_ncpu();
+    const char *isa = NULL;
+    int quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") || !strcmp(argv[i], "-t")) {
+            const char *v = app_optarg(argc, argv, &i);
+            long n;
+            if (!v || app_parse_int("--threads", v, &n) != 0 || n < 1 || n > 64) return 2;
+            nthreads = (int)n;
+        } else if (!strcmp(argv[i], "--isa")) {
+            if (!(isa = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(argv[i], "--quick")) {
+            quick = 1;
+        }
+    }
+    if (kern_init(isa) != 0) {
+        fprintf(stderr, "smolbot: ISA '%s' is not available on this CPU\n", isa ? isa : "");
+        return 1;
+    }
+    kern_pool *p1 = kern_pool_new(1), *pn = kern_pool_new(nthreads);
+    if (!p1 || !pn) {
+        fprintf(stderr, "smolbot: cannot start threads\n");
+        kern_pool_free(p1);
+        kern_pool_free(pn);
+        return 1;
+    }
+    printf("kernels: isa %s, threads 1 and %d\n", kern_isa(), nthreads);
+    printf("read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n", read_bw(p1), read_bw(pn), nthreads);
+
+    static const int types[] = {KERN_Q4_K, KERN_Q6_K, KERN_Q8_0, KERN_F16};
+    static const int64_t shapes[][2] = {{2048, 2048}, {11008, 2048}};
+    const int64_t max_tok = quick ? 64 : 512, n_in = 2048, max_out = 11008;
+    float *x = malloc(sizeof(float) * (size_t)(n_in * max_tok));
+    float *y = malloc(sizeof(float) * (size_t)(max_out * max_tok));
+    void *w = malloc(kern_row_size(KERN_F16, n_in) * (size_t)max_out);
+    void *work = malloc(kern_matmul_work_size(KERN_Q8_0, n_in, max_tok) + kern_matmul_work_size(KERN_F16, n_in, max_tok));
+    int rc = 0;
+    if (!x || !y || !w || !work) {
+        fprintf(stderr, "smolbot: out of memory\n");
+        rc = 1;
+        goto done;
+    }
+    for (int64_t i = 0; i < n_in * max_tok; i++) x[i] = ((float)(bk_rnd() % 2000) - 1000) / 1000;
+
+    printf("\nmatrix-vector (decode), GB/s of weights   [us per call]\n");
+    printf("%-6s %-12s %16s %16s\n", "type", "shape", "1 thread", "N threads");
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
+        for (size_t si = 0; si < CORE_ARRAY_LEN(shapes); si++) {
+            const int64_t n_out = shapes[si][0];
+            fill_weights(types[ti], w, n_out, n_in);
+            const double bytes = (double)kern_row_size(types[ti], n_in) * (double)n_out;
+            const double t1 = time_matmul(p1, types[ti], w, n_out, n_in, x, 1, y, work);
+            const double tn = time_matmul(pn, types[ti], w, n_out, n_in, x, 1, y, work);
+            printf("%-6s %5lldx%-6lld %7.1f [%6.0f] %7.1f [%6.0f]\n", kern_get_traits(types[ti])->name,
+                   (long long)n_out, (long long)n_in, bytes / t1 / 1e9, t1 * 1e6, bytes / tn / 1e9, tn * 1e6);
+        }
+    }
+
+    printf("\nmatrix-matrix (prefill), %d threads: GFLOP/s (tok/s)\n", nthreads);
+    static const int64_t toks[] = {64, 512};
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
+        for (size_t si = 0; si < CORE_ARRAY_LEN(shapes); si++) {
+            const int64_t n_out = shapes[si][0];
+            fill_weights(types[ti], w, n_out, n_in);
+            printf("%-6s %5lldx%-6lld", kern_get_traits(types[ti])->name, (long long)n_out, (long long)n_in);
+            for (size_t k = 0; k < CORE_ARRAY_LEN(toks); k++) {
+                const int64_t nt = toks[k];
+                if (nt > max_tok) continue;
+                const double t = time_matmul(pn, types[ti], w, n_out, n_in, x, nt, y, work);
+                printf("  n_tok=%-3lld %7.1f GFLOP/s (%8.0f tok/s)", (long long)nt,
+                       2.0 * (double)n_out * (double)n_in * (double)nt / t / 1e9, (double)nt / t);
+            }
+            printf("\n");
+        }
+    }
+done:
+    free(x);
+    free(y);
+    free(w);
+    free(work);
+    kern_pool_free(p1);
+    kern_pool_free(pn);
+    return rc;
+}
