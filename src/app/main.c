@@ -21,6 +21,7 @@ typedef struct {
 
 static const command commands[] = {
     /* commands: one line each, keep sorted by workflow */
+    {"pull", cmd_pull, "download the model (SmolLM3-3B Q4_K_M by default)"},
     {"inspect", cmd_inspect, "show metadata, tensors and model summary of a GGUF file"},
     {"gen-model", cmd_gen_model, "write a SmolLM3 GGUF with random weights (tests, benchmarks)"},
     {"generate", cmd_generate, "complete a prompt (text or token ids) with the model"},
