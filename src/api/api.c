@@ -45,7 +45,8 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
         char *dot = strstr(a->model_name, ".gguf");
         if (dot) *dot = 0;
     }
-    int rc = api_ui_init(a, err);
+    int rc = api_openai_init(a, err);
+    if (!rc) rc = api_ui_init(a, err);
     if (rc) {
         api_free(a);
         return rc;
@@ -57,6 +58,7 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
 void api_free(api *a) {
     if (!a) return;
     api_ui_free(a);
+    api_openai_free(a);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }

@@ -24,6 +24,7 @@ typedef struct api_config {
     int max_messages;       /* per request (0: 1000) */
     int max_tokens;         /* cap on max_tokens (0: the context size) */
     int max_streams;        /* concurrent streaming responses (0: 32) */
+    int slots;              /* the engine's max_active, reported by /props */
 } api_config;
 
 typedef struct api api;
@@ -34,5 +35,10 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
 void api_free(api *a);
 /* The http handler (ctx = the api). */
 int api_handle(void *ctx, http_req *req, core_err *err);
+/* Before stopping the server: new requests get 503, every request in
+ * flight is cancelled (streams end with an error event and [DONE],
+ * waiting handlers answer 503), so http_server_stop does not wait for
+ * long generations. Any thread; idempotent. */
+void api_shutdown(api *a);
 
 #endif

@@ -29,6 +29,7 @@ struct api {
     api_hist ttft_ms;   /* time to first token */
     api_hist tok_s;     /* decode tokens/s per request */
     void *ui;           /* ui.c's private state (api_ui_init) */
+    void *oai;          /* openai.c's private state (api_openai_init) */
 };
 
 /* Bucket bounds shared by the histograms (api.c). */
@@ -51,6 +52,9 @@ int api_error(http_req *r, int status, const char *type, const char *code, const
 int api_openai_route(api *a, http_req *r, core_err *err);
 int api_ui_route(api *a, http_req *r, core_err *err);
 int api_ui_init(api *a, core_err *err);
+/* openai.c: job registry and the watcher thread that cancels gone streams. */
+int api_openai_init(api *a, core_err *err);
+void api_openai_free(api *a);
 void api_ui_free(api *a);
 
 #endif

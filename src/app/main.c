@@ -28,6 +28,7 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "text to token ids"},
     {"detokenize", cmd_detokenize, "token ids to text"},
     {"template", cmd_template, "render a conversation in the SmolLM3 chat format"},
+    {"serve", cmd_serve, "serve the chat page and the OpenAI-compatible API"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,275 @@
+/* cmd_serve.c -- `smolbot serve`: the chat page and the OpenAI-compatible API.
+ *
+ * Start-up order: block SIGINT/SIGTERM (every thread created after this
+ * inherits the mask, so only the main thread ever sees them, through
+ * sigtimedwait), start the engine (the model loads in the background),
+ * open the history database, bind the HTTP server and print
+ *     listening on http://HOST:PORT
+ * at once: /health answers 503 "loading" until the engine is ready, then
+ * 200. Tests start us with --port 0 and read the port from that line. When
+ * the model is ready a banner with model, quantization, context, threads,
+ * KV budget, URL and database follows.
+ *
+ * No model found (no -m, no $MODEL_PATH, nothing in the models directory):
+ * we still serve, in no-model mode; /health says 200 {"status":"no_model"}
+ * and the page tells the user to run `smolbot pull`. A model path that was
+ * given but cannot be loaded is an error (exit 1): a server that can never
+ * answer is worse than one that says why it stopped.
+ *
+ * Shutdown (SIGINT/SIGTERM): api_shutdown cancels every request (streams
+ * end with an error event and [DONE]), we give the engine up to 2 s to
+ * report those ends, then stop the HTTP server (it drains what is queued
+ * for clients), free the engine, the api and the store, and exit 0. The
+ * signals are unblocked first, so a second Ctrl-C kills a stuck shutdown.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/api.h"
+#include "app.h"
+#include "core/core.h"
+#include "engine/engine.h"
+#include "gguf/gguf.h"
+#include "http/http.h"
+#include "store/store.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: smolbot serve [-m MODEL] [options]\n"
+            "  -m, --model PATH     GGUF model (else $MODEL_PATH, then the models directory;\n"
+            "                       none found: serve the page in no-model mode)\n"
+            "  --host ADDR          address to bind (default 127.0.0.1, or $HOST)\n"
+            "  --port N             port (default 3000, or $PORT; 0 = any free port)\n"
+            "  --api-key KEY        require 'Authorization: Bearer KEY' (or $SMOLBOT_API_KEY)\n"
+            "  --db PATH            history database (default %s; ':memory:' = none kept)\n"
+            "  --no-db              no history database\n"
+            "  --ctx N              context positions per conversation (default 4096)\n"
+            "  -t, --threads N      threads (default: all cores)\n"
+            "  --kv-budget MB       memory for all KV caches (default 2048)\n"
+            "  --kv f16|f32         KV cache type (default f16)\n"
+            "  --parallel N         sequences generating at once (default 4)\n"
+            "  --queue N            waiting requests before 429 (default 64)\n"
+            "  --batch N            prefill chunk in tokens (default 256)\n"
+            "  --max-streams N      concurrent streaming responses (default 32)\n"
+            "  --max-messages N     messages per request (default 1000)\n"
+            "  --max-tokens N       largest max_tokens a request may ask (default: the context)\n"
+            "  --max-body BYTES     largest request body (default 8 MiB)\n"
+            "  --model-name NAME    model id shown by /v1/models (default: the file name)\n"
+            "environment: HOST, PORT, MODEL_PATH, SMOLBOT_API_KEY, LOG_LEVEL (debug|info|warn|error)\n",
+            "$XDG_DATA_HOME/smolbot/smolbot.db");
+}
+
+static int is_loopback(const char *h) {
+    return !strncmp(h, "127.", 4) || !strcmp(h, "::1") || !strcmp(h, "localhost");
+}
+
+/* Quantization of a model file for the banner: general.file_type, else the
+ * type of the first FFN weight. */
+static void quant_name(const char *path, char *out, size_t cap) {
+    static const struct { uint32_t ft; const char *name; } names[] = {
+        {0, "F32"}, {1, "F16"}, {2, "Q4_0"}, {3, "Q4_1"}, {7, "Q8_0"}, {8, "Q5_0"}, {9, "Q5_1"}, {10, "Q2_K"},
+        {11, "Q3_K_S"}, {12, "Q3_K_M"}, {13, "Q3_K_L"}, {14, "Q4_K_S"}, {15, "Q4_K_M"}, {16, "Q5_K_S"},
+        {17, "Q5_K_M"}, {18, "Q6_K"}, {32, "BF16"},
+    };
+    gguf *g = NULL;
+    snprintf(out, cap, "?");
+    if (gguf_open(&g, path, NULL)) return;
+    uint32_t ft;
+    if (gguf_get_u32(g, "general.file_type", &ft, NULL) == 0) {
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (names[i].ft == ft) snprintf(out, cap, "%s", names[i].name);
+    } else {
+        const gguf_tensor *t = gguf_find_tensor(g, "blk.0.ffn_down.weight");
+        if (t) snprintf(out, cap, "%s (ffn_down)", gguf_type_name(t->type));
+    }
+    gguf_close(g);
+}
+
+#define OPT_INT(flag, var)                                                                         \
+    else if (!strcmp(a, flag)) {                                                                    \
+        if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &var)) return 2;              \
+    }
+
+int cmd_serve(int argc, char **argv) {
+    if (app_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    const char *model_opt = NULL, *host = getenv("HOST"), *api_key = getenv("SMOLBOT_API_KEY"), *db = NULL,
+               *kvs = "f16", *model_name = NULL;
+    long port = 3000, n_ctx = 4096, threads = 0, kv_mb = 2048, parallel = 0, queue = 0, batch = 0, max_streams = 0,
+         max_messages = 0, max_tokens = 0, max_body = 0;
+    int no_db = 0;
+    if (!host || !*host) host = "127.0.0.1";
+    const char *penv = getenv("PORT");
+    if (penv && *penv && app_parse_int("$PORT", penv, &port)) return 2;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (!(model_opt = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--host")) {
+            if (!(host = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--api-key")) {
+            if (!(api_key = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--db")) {
+            if (!(db = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--kv")) {
+            if (!(kvs = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--model-name")) {
+            if (!(model_name = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--no-db")) {
+            no_db = 1;
+        }
+        OPT_INT("--port", port)
+        OPT_INT("--ctx", n_ctx)
+        OPT_INT("-t", threads)
+        OPT_INT("--threads", threads)
+        OPT_INT("--kv-budget", kv_mb)
+        OPT_INT("--parallel", parallel)
+        OPT_INT("--queue", queue)
+        OPT_INT("--batch", batch)
+        OPT_INT("--max-streams", max_streams)
+        OPT_INT("--max-messages", max_messages)
+        OPT_INT("--max-tokens", max_tokens)
+        OPT_INT("--max-body", max_body)
+        else {
+            fprintf(stderr, "serve: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (port < 0 || port > 65535 || n_ctx < 1 || threads < 0 || kv_mb < 1 || parallel < 0 || parallel > 64 ||
+        queue < 0 || batch < 0 || max_streams < 0 || max_messages < 0 || max_tokens < 0 || max_body < 0 ||
+        (strcmp(kvs, "f16") && strcmp(kvs, "f32"))) {
+        fprintf(stderr, "serve: an option is out of range (see --help)\n");
+        return 2;
+    }
+    if (!strcmp(host, "localhost")) host = "127.0.0.1";
+    if (api_key && !*api_key) api_key = NULL;
+    if (!is_loopback(host) && !api_key)
+        fprintf(stderr, "serve: WARNING: listening on %s without an API key: anyone who can reach this address can "
+                        "use the model (set --api-key or $SMOLBOT_API_KEY)\n", host);
+
+    char model_path[4096];
+    int have_model = app_find_model(model_opt, model_path, sizeof model_path) == 0;
+    if (!have_model)
+        fprintf(stderr, "serve: no model found (give -m PATH, set MODEL_PATH or run 'smolbot pull'): serving in "
+                        "no-model mode\n");
+
+    /* Only the main thread takes these signals: block them before any thread exists. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    core_err err = {0};
+    engine *eng = NULL;
+    store *st = NULL;
+    api *ap = NULL;
+    http_server *srv = NULL;
+    char dbbuf[4096] = "";
+
+    engine_config ec = {0};
+    ec.model_path = have_model ? model_path : NULL;
+    ec.n_threads = (int)threads;
+    ec.n_ctx = (int)n_ctx;
+    ec.kv_type = strcmp(kvs, "f32") ? MODEL_KV_F16 : MODEL_KV_F32;
+    ec.kv_budget = (uint64_t)kv_mb << 20;
+    ec.max_queue = (int)queue;
+    ec.max_active = parallel ? (int)parallel : 4;
+    ec.n_batch = (int)batch;
+    if (engine_new(&eng, &ec, &err)) goto done;
+
+    if (!no_db) {
+        const char *path = db;
+        if (!path) path = store_default_path(dbbuf, sizeof dbbuf);
+        if (path) snprintf(dbbuf, sizeof dbbuf, "%s", path);
+        if (!path || store_open(&st, path, &err)) {
+            fprintf(stderr, "serve: no history database (%s): chats are not kept\n", path ? err.msg : "no $HOME");
+            st = NULL;
+            dbbuf[0] = 0;
+        }
+    }
+
+    api_config acfg = {0};
+    acfg.api_key = api_key;
+    acfg.model_name = model_name;
+    acfg.max_messages = (int)max_messages;
+    acfg.max_tokens = (int)max_tokens;
+    acfg.max_streams = (int)max_streams;
+    acfg.slots = ec.max_active;
+    if (api_new(&ap, eng, st, &acfg, &err)) goto done;
+
+    http_config hc = {0};
+    hc.host = host;
+    hc.port = (int)port;
+    hc.max_body = (size_t)max_body;
+    if (http_server_new(&hc, api_handle, ap, &srv, &err)) goto done;
+    char url[300];
+    snprintf(url, sizeof url, strchr(host, ':') ? "http://[%s]:%d" : "http://%s:%d", host, http_server_port(srv));
+    printf("listening on %s\n", url);
+    fflush(stdout);
+
+    int announced = 0;
+    for (;;) {
+        struct timespec ts = {0, 100 * 1000000L};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGINT || sig == SIGTERM) {
+            fprintf(stderr, "serve: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            break;
+        }
+        if (announced) continue;
+        int es = engine_state(eng);
+        if (es == ENGINE_LOADING) continue;
+        announced = 1;
+        if (es == ENGINE_FAILED) {
+            fprintf(stderr, "serve: cannot load %s: %s\n", model_path, engine_state_message(eng));
+            core_errf(&err, CORE_EIO, "model failed to load");
+            goto stop;
+        }
+        if (es == ENGINE_READY) {
+            char quant[64];
+            quant_name(model_path, quant, sizeof quant);
+            printf("smolbot ready\n"
+                   "  model     %s\n"
+                   "  quant     %s\n"
+                   "  context   %d tokens\n"
+                   "  threads   %d\n"
+                   "  kv budget %ld MiB (%s), %d parallel, queue %ld\n"
+                   "  url       %s%s\n"
+                   "  database  %s\n",
+                   model_path, quant, engine_ctx_size(eng), engine_threads(eng), kv_mb, kvs, ec.max_active,
+                   queue ? queue : 64, url, api_key ? " (API key required)" : "", dbbuf[0] ? dbbuf : "(none)");
+        } else {
+            printf("smolbot ready (no model)\n  url       %s\n  database  %s\n", url, dbbuf[0] ? dbbuf : "(none)");
+        }
+        fflush(stdout);
+    }
+    rc = 0;
+
+stop:
+    /* A second signal now takes the default action: a stuck shutdown can be killed. */
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+    api_shutdown(ap);
+    for (int i = 0; i < 200; i++) { /* let the engine report the cancelled ends (<= 2 s) */
+        engine_metrics m;
+        engine_get_metrics(eng, &m);
+        if (m.active == 0 && m.queued == 0) break;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    http_server_stop(srv);
+done:
+    if (rc && err.msg[0]) fprintf(stderr, "serve: %s\n", err.msg);
+    engine_free(eng);
+    http_server_free(srv);
+    api_free(ap);
+    store_close(st);
+    return rc;
+}
