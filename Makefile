@@ -76,7 +76,12 @@ build/san/smolbot: $(SAN_LIB) $(SAN_APP)
 build/san/test_%: tests/test_%.c tests/t.h $(SAN_LIB)
 	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -o $@ $< $(SAN_LIB) $(LDLIBS)
 
-test: deps-test build/smolbot build/san/smolbot $(addprefix build/san/,$(TESTS)) fuzz-smoke
+# npm packages of the node e2e suites (the openai client, ...), pinned in tests/e2e/package-lock.json.
+E2E_DEPS := tests/e2e/node_modules/.package-lock.json
+$(E2E_DEPS): tests/e2e/package-lock.json
+	npm ci --prefix tests/e2e --no-audit --no-fund
+
+test: deps-test build/smolbot build/san/smolbot $(addprefix build/san/,$(TESTS)) fuzz-smoke $(E2E_DEPS)
 	@bash tests/run.sh $(addprefix build/san/,$(TESTS))
 
 # ---- fuzzing (clang + libFuzzer) ----
