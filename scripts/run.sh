@@ -49,7 +49,7 @@ if [ -n "$why" ]; then
 
 run: starting WITHOUT a model: $why.
 run: the page and /health work; chat answers with an error until a model is there.
-run: to get the model:   $BIN pull          (saves to $dir)
+run: to get the model:   ${BIN#"$ROOT"/} pull          (saves to $dir)
 run:   or use your own:  MODEL_PATH=/path/to/SmolLM3-3B-Q4_K_M.gguf make run
 run: then restart:       make run
 
