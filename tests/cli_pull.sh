@@ -9,7 +9,7 @@
 # success with HF_TOKEN, owner/repo:QUANT names, a corrupt file and a GGUF of
 # another architecture (validation fails, no final file), checksum mismatches
 # (--sha256 and the server's X-Linked-Etag), offline, a file size limit
-# (write fails like a full disk). The lookup order is tested through
+# (write fails like a full disk), Ctrl-C (the .part is kept). The lookup order is tested through
 # `smolbot pull --which`. The no-model `make run` check runs scripts/run.sh
 # with an empty models dir and downloads off, then asks /health and /; it is
 # skipped while `smolbot serve` does not exist.
@@ -106,6 +106,13 @@ check "... with a Range request from where it stopped" grep -q "drop-a.gguf rang
 check "... and the sha256 covers the whole file" [ "$(cut -d' ' -f1 "$TMP/out")" = "$SUM" ]
 pull test/tiny/drop-b.gguf -o "$TMP/d2.gguf"; rc=$?
 check "with retries one run resumes by itself" [ $rc = 0 ] && cmp -s "$TINY" "$TMP/d2.gguf" && grep -q "resuming in" "$TMP/err"
+
+"$BIN" pull test/tiny/slow-a.gguf -o "$TMP/slow.gguf" > /dev/null 2> "$TMP/err" &
+spid=$!
+for _ in $(seq 100); do [ -s "$TMP/slow.gguf.part" ] && break; sleep 0.1; done
+sleep 0.5; kill -INT $spid; wait $spid; rc=$?
+check "Ctrl-C stops the download: exit 1, .part kept" [ $rc = 1 ] && [ -s "$TMP/slow.gguf.part" ] && [ ! -e "$TMP/slow.gguf" ]
+check "... and says how to resume" grep -q "interrupted; .* kept in .*slow.gguf.part" "$TMP/err"
 
 head -c 1000 "$TINY" > "$TMP/long.gguf.part"; cat "$TINY" >> "$TMP/long.gguf.part"
 pull test/tiny/long.gguf -o "$TMP/long.gguf"; rc=$?

@@ -9,6 +9,7 @@
 //     drop-*    a request without Range gets half the bytes, then the socket
 //               is destroyed; a ranged request is served normally
 //     corrupt-* MODEL with the GGUF tensor count overwritten (same size)
+//     slow-*    half the bytes, then the response stalls (for Ctrl-C tests)
 //     etag-*    sends X-Linked-Etag with the right sha256; badetag-* a wrong one
 //     other-*   OTHER (a valid GGUF of another architecture) when given
 //     missing-* 404
@@ -53,6 +54,10 @@ function serve(req, res, name) {
     return;
   }
   res.writeHead(200, { ...headers, 'Content-Length': data.length });
+  if (name.startsWith('slow-')) { // half, then nothing: the client must be stopped
+    res.write(data.subarray(0, data.length >> 1));
+    return;
+  }
   if (name.startsWith('drop-')) {
     res.write(data.subarray(0, data.length >> 1), () => setTimeout(() => res.socket.destroy(), 50));
     return;

@@ -745,6 +745,9 @@ int cmd_pull(int argc, char **argv) {
         fprintf(stderr, "pull: %s; resuming in %u s (try %ld of %ld)\n", err.msg, wait, tries, retries);
         for (unsigned s = 0; s < wait * 10 && !stop_flag; s++) nanosleep(&(struct timespec){0, 100000000}, NULL);
     }
+    /* from here on Ctrl-C may kill us: a complete .part is re-checked by the next run */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     if (verdict != XFER_OK) {
         if (err.code == CORE_ECANCEL || stop_flag)
             fprintf(stderr, "\npull: interrupted; %.1f MB kept in %s: run the same command again to resume\n", mb(p.have), part);
