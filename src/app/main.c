@@ -24,6 +24,7 @@ static const command commands[] = {
     {"pull", cmd_pull, "download the model (SmolLM3-3B Q4_K_M by default)"},
     {"inspect", cmd_inspect, "show metadata, tensors and model summary of a GGUF file"},
     {"gen-model", cmd_gen_model, "write a SmolLM3 GGUF with random weights (tests, benchmarks)"},
+    {"chat", cmd_chat, "chat in the terminal (streams answers, slash commands)"},
     {"generate", cmd_generate, "complete a prompt (text or token ids) with the model"},
     {"tokenize", cmd_tokenize, "text to token ids"},
     {"detokenize", cmd_detokenize, "token ids to text"},

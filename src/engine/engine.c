@@ -62,6 +62,7 @@ typedef struct job {
     int32_t next_tok;
     int n_gen, n_reason_tok;
     int in_reasoning;
+    int admitted;
     double t_submit, t_start, t_first, t_prefill_end;
     sampler *smp;
     sample_stop stop;
@@ -90,6 +91,7 @@ struct engine {
     int n_queued;
     job *active[64];
     int n_active;
+    int n_running; /* admitted and not finished (what metrics call active) */
     conv *convs;
     int n_anon;
     uint64_t next_id;
@@ -259,7 +261,7 @@ static void finish(engine *e, job *j, const char *reason, int code, const char *
     }
     if (j->emit.len || j->reas.len) {
         engine_event ev = {.type = ENGINE_EV_TEXT, .text = j->emit.data, .text_len = j->emit.len,
-                           .reasoning = j->reas.data, .reasoning_len = j->reas.len};
+                           .reasoning = j->reas.data, .reasoning_len = j->reas.len, .token = -1};
         emit(j, &ev);
     }
     double now = core_now_s();
@@ -278,13 +280,6 @@ static void finish(engine *e, job *j, const char *reason, int code, const char *
     st.finish_reason = reason;
     st.ctx_used = j->cv ? j->cv->n_toks : 0;
     st.ctx_size = e->n_ctx;
-    if (code) {
-        engine_event ev = {.type = ENGINE_EV_ERROR, .stats = &st, .code = code, .error = msg};
-        emit(j, &ev);
-    } else {
-        engine_event ev = {.type = ENGINE_EV_DONE, .stats = &st};
-        emit(j, &ev);
-    }
     j->state = JOB_DONE;
     pthread_mutex_lock(&e->mu);
     e->met.requests++;
@@ -293,6 +288,7 @@ static void finish(engine *e, job *j, const char *reason, int code, const char *
     e->met.gen_tokens += (uint64_t)j->n_gen;
     if (!strcmp(reason, "cancelled")) e->met.cancelled++;
     if (code) e->met.errors++;
+    if (j->admitted) e->n_running--;
     if (st.decode_tok_s > 0) e->met.last_decode_tok_s = st.decode_tok_s;
     if (st.ttft_ms > 0) e->met.last_ttft_ms = st.ttft_ms;
     if (j->cv) {
@@ -302,6 +298,14 @@ static void finish(engine *e, job *j, const char *reason, int code, const char *
         j->cv = NULL;
     }
     pthread_mutex_unlock(&e->mu);
+    /* counters first, then the event: whoever waits on DONE sees them */
+    if (code) {
+        engine_event ev = {.type = ENGINE_EV_ERROR, .stats = &st, .code = code, .error = msg};
+        emit(j, &ev);
+    } else {
+        engine_event ev = {.type = ENGINE_EV_DONE, .stats = &st};
+        emit(j, &ev);
+    }
 }
 
 /* Start a job: find its cache, keep the longest common prefix, copy the
@@ -357,11 +361,11 @@ static void on_token(engine *e, job *j, int32_t id) {
     }
     if (j->txt.len) chat_think_push(&j->think, j->txt.data, j->txt.len, &j->reas, &j->ans);
     int stopped = j->ans.len ? sample_stop_push(&j->stop, j->ans.data, j->ans.len, &j->emit) : 0;
-    if (j->emit.len || j->reas.len) {
-        engine_event ev = {.type = ENGINE_EV_TEXT, .text = j->emit.data, .text_len = j->emit.len,
-                           .reasoning = j->reas.data, .reasoning_len = j->reas.len};
-        if (emit(j, &ev)) { finish(e, j, "cancelled", 0, NULL); return; }
-    }
+    /* one TEXT event per token, even when its bytes are still held back,
+     * so callers can count and record ids */
+    engine_event ev = {.type = ENGINE_EV_TEXT, .text = j->emit.data, .text_len = j->emit.len,
+                       .reasoning = j->reas.data, .reasoning_len = j->reas.len, .token = id};
+    if (emit(j, &ev)) { finish(e, j, "cancelled", 0, NULL); return; }
     if (stopped) { finish(e, j, "stop", 0, NULL); return; }
     if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); return; }
     if ((j->r.max_tokens > 0 && j->n_gen >= j->r.max_tokens) || j->cv->n_toks >= model_kv_ctx(j->cv->kv)) {
@@ -494,6 +498,8 @@ static int admit(engine *e, job **dead, note *notes, int max_notes) {
         j->n_fed = 0;
         if (take == 2) { j->next = *dead; *dead = j; continue; }
         j->next = NULL;
+        j->admitted = 1;
+        e->n_running++;
         e->active[e->n_active++] = j;
     }
     return n_notes;
@@ -706,7 +712,7 @@ void engine_get_metrics(engine *e, engine_metrics *m) {
     *m = e->met;
     m->state = atomic_load(&e->state);
     m->queued = e->n_queued;
-    m->active = e->n_active;
+    m->active = e->n_running;
     m->conversations = 0;
     for (conv *c = e->convs; c; c = c->next) m->conversations += c->kv != NULL;
     m->kv_bytes = kv_held(e);

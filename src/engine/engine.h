@@ -78,6 +78,7 @@ typedef struct engine_event {
     size_t text_len;
     const char *reasoning;  /* TEXT: reasoning bytes (valid UTF-8) */
     size_t reasoning_len;
+    int32_t token;          /* TEXT: the id just generated (-1 for a final flush) */
     const engine_stats *stats; /* DONE, ERROR */
     int code;               /* ERROR: CORE_E* */
     const char *error;      /* ERROR: message */
