@@ -49,6 +49,7 @@
 #include "api_int.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,7 +94,7 @@ typedef struct oai_state {
     pthread_mutex_t mu; /* registry */
     pthread_cond_t cv;
     oai_job *jobs;
-    int stopping;       /* api_shutdown called */
+    atomic_int stopping; /* api_shutdown called; read without the mutex (see is_stopping) */
     int quit;           /* watcher: exit */
     int watcher_on;
     pthread_t watcher;
@@ -109,7 +110,7 @@ static oai_job *job_new(api *a, int stream) {
     pthread_mutexattr_destroy(&at);
     pthread_cond_init(&j->cv, NULL);
     j->a = a;
-    j->refs = 2; /* handler + engine */
+    j->refs = 1; /* the handler's; the engine's is added at submit */
     j->stream = stream;
     return j;
 }
@@ -131,7 +132,7 @@ static void job_unref(oai_job *j) {
 static int reg_add(api *a, oai_job *j) {
     oai_state *o = a->oai;
     pthread_mutex_lock(&o->mu);
-    int stopping = o->stopping;
+    int stopping = atomic_load(&o->stopping);
     if (!stopping) {
         j->next = o->jobs;
         o->jobs = j;
@@ -151,12 +152,11 @@ static void reg_del(api *a, oai_job *j) {
     pthread_mutex_unlock(&o->mu);
 }
 
+/* Lock-free: on_event asks while holding a job's mutex, and the registry
+ * mutex comes before job mutexes in the lock order. */
 static int is_stopping(api *a) {
     oai_state *o = a->oai;
-    pthread_mutex_lock(&o->mu);
-    int s = o->stopping;
-    pthread_mutex_unlock(&o->mu);
-    return s;
+    return atomic_load(&o->stopping);
 }
 
 /* Cancel the requests of every registered job matching `pred` (gone
@@ -229,7 +229,7 @@ void api_shutdown(api *a) {
     oai_state *o = a->oai;
     if (!o) return;
     pthread_mutex_lock(&o->mu);
-    o->stopping = 1;
+    atomic_store(&o->stopping, 1);
     pthread_mutex_unlock(&o->mu);
     cancel_where(a, 1);
 }
@@ -300,6 +300,7 @@ static int bad(http_req *r, const char *param, const char *fmt, const char *deta
 static int not_ready(api *a, http_req *r) {
     int st = engine_state(a->eng);
     if (st == ENGINE_READY && !is_stopping(a)) return 0;
+    if (st == ENGINE_LOADING) http_req_add_header(r, "Retry-After", "1");
     if (is_stopping(a) || st == ENGINE_STOPPING)
         api_error(r, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
     else if (st == ENGINE_LOADING)
@@ -309,7 +310,6 @@ static int not_ready(api *a, http_req *r) {
     else
         api_error(r, 503, "unavailable_error", "model_failed", NULL, "the model failed to load: %s",
                   engine_state_message(a->eng));
-    if (st == ENGINE_LOADING) http_req_add_header(r, "Retry-After", "1");
     return 1;
 }
 
@@ -805,11 +805,12 @@ static int chat_completions(api *a, http_req *r) {
     er.ctx = j;
     pthread_mutex_lock(&j->mu);
     uint64_t rid = 0;
+    j->refs++; /* the engine's, given back by on_event at DONE/ERROR */
     rc = engine_submit(a->eng, &er, &rid, &err);
     if (rc) {
+        j->refs--; /* the engine never took it */
         pthread_mutex_unlock(&j->mu);
         reg_del(a, j);
-        j->refs--; /* the engine never took its reference */
         submit_error(a, r, rc, err.msg);
         goto unstream_job;
     }
