@@ -30,10 +30,13 @@ if (SKIP) console.log(`# SKIP server tests: ${SKIP}`);
 const servers = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function startServer(args, { env = {}, cwd = ROOT, ready = true } = {}) {
-  const proc = spawn(BIN, ['serve', '--port', '0', '--host', '127.0.0.1', ...args], {
+// args: serve's options (--port 0 --host 127.0.0.1 come first unless fromEnv,
+// which passes them as $PORT and $HOST instead).
+async function startServer(args, { env = {}, cwd = ROOT, ready = true, fromEnv = false } = {}) {
+  const where = fromEnv ? [] : ['--port', '0', '--host', '127.0.0.1'];
+  const proc = spawn(BIN, ['serve', ...where, ...args], {
     cwd,
-    env: { ...process.env, HOST: '', PORT: '', MODEL_PATH: '', SMOLBOT_API_KEY: '', ...env },
+    env: { ...process.env, HOST: fromEnv ? '127.0.0.1' : '', PORT: fromEnv ? '0' : '', MODEL_PATH: '', SMOLBOT_API_KEY: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const s = { proc, out: '', err: '' };
@@ -440,25 +443,43 @@ describe('limits and the API key', { skip: SKIP }, () => {
     const d = await stream(s, body(4, 3), { headers: auth });
     assert.equal(d.status, 429);
     assert.equal(d.json.error.code, 'too_many_streams');
+    // B, queued, hears ": ping" comments (after 1 s of silence) while it waits
+    await sleep(1300);
     // A's client leaves (cancelled at its next event); B then runs to the end
     releaseA = true;
     assert.ok((await a).aborted);
     const rb = await b;
     assert.equal(joined(rb.events).finish, 'length');
     assert.equal(datas(rb.events).at(-1), '[DONE]');
+    assert.ok(rb.events.includes(': ping'), 'no ping while queued');
     assert.ok((await waitIdle(s, 2000, auth)) >= 0);
   });
 });
 
+describe('command line', { skip: !BIN && 'no smolbot binary: run make' }, () => {
+  test('serve --help is 0, an unknown option is 2', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const h = spawnSync(BIN, ['serve', '--help'], { encoding: 'utf8' });
+    assert.equal(h.status, 0);
+    assert.match(h.stdout, /--api-key/);
+    assert.equal(spawnSync(BIN, ['serve', '--bogus'], { encoding: 'utf8' }).status, 2);
+    assert.equal(spawnSync(BIN, ['serve', '--port', '70000'], { encoding: 'utf8' }).status, 2);
+  });
+});
+
 describe('no model', { skip: SKIP }, () => {
-  test('no model found: /health 200 no_model, completions 503', async () => {
+  test('no model found: /health 200 no_model, completions 503; HOST, PORT, SMOLBOT_API_KEY from the environment', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'smolbot-nomodel-'));
     try {
-      const s = await startServer(['--no-db'], { cwd: dir, env: { HOME: dir, SMOLBOT_MODELS: dir, XDG_DATA_HOME: dir } });
+      const s = await startServer(['--no-db'], {
+        cwd: dir, fromEnv: true, env: { HOME: dir, SMOLBOT_MODELS: dir, XDG_DATA_HOME: dir, SMOLBOT_API_KEY: 'k1' },
+      });
+      assert.match(s.url, /^http:\/\/127\.0\.0\.1:\d+$/);
       const h = await get(s, '/health');
       assert.equal(h.status, 200);
       assert.equal(h.json.status, 'no_model');
-      const c = await post(s, '/v1/chat/completions', { messages: hello('x') });
+      assert.equal((await post(s, '/v1/chat/completions', { messages: hello('x') })).status, 401);
+      const c = await post(s, '/v1/chat/completions', { messages: hello('x') }, { authorization: 'Bearer k1' });
       assert.equal(c.status, 503);
       assert.equal(c.json.error.code, 'no_model');
       assert.deepEqual(await s.stop(), { code: 0, signal: null });
