@@ -141,7 +141,8 @@
   }
   function lastAssistant() { var a = document.querySelectorAll('#messages .msg.assistant'); return a[a.length - 1]; }
   function formValues() {
-    return { thinking: $('#thinking').checked ? '1' : '', temperature: $('#temperature').value };
+    return { thinking: $('#thinking').checked ? '1' : '', temperature: $('#temperature').value,
+      top_p: $('#top-p').value, max_tokens: $('#max-tokens').value, system: $('#system-prompt').value };
   }
 
   function run(name, arg) {
@@ -169,7 +170,8 @@
         var v = parseFloat(arg);
         if (!(v >= 0 && v <= 2)) { toast('Temperature must be a number from 0 to 2'); break; }
         setTemp(String(v)); toast('Temperature set to ' + v); break;
-      case 'model': case 'status': pollStatus(true); break;
+      case 'model': pollStatus('model'); break;
+      case 'status': pollStatus('status'); break;
       case 'theme': toast('Theme: ' + setTheme(arg || 'toggle')); break;
       case 'help': openHelp(); break;
       case 'settings': openSettings(); break;
@@ -364,14 +366,21 @@
         state.thinkingDefault = j.thinking_default !== false;
         if (get('thinking', null) === null) setThinking(null);
       }
-      if (report) toast('Model: ' + (j.model || 'none') + '\nState: ' + j.state + (j.ctx_max ? '\nContext: ' + j.ctx_max + ' tokens' : '') +
-        (j.state === 'no_model' ? '\nGet it with: ' + (j.pull_hint || 'smolbot pull') : ''), 6000);
+      if (report === 'model') toast(j.state === 'no_model' ? 'No model loaded.\nGet it with: ' + (j.pull_hint || 'smolbot pull') :
+        'Model: ' + (j.model || 'none') + '\nFile: ' + (j.model_file || '?') + '\nQuant: ' + (j.quant || '?') +
+        '\nContext: ' + (j.ctx_max || '?') + ' tokens' + (j.params ? '\nParameters: ' + (j.params / 1e9 >= 0.1 ? (j.params / 1e9).toFixed(2) + ' B' : (j.params / 1e6).toFixed(1) + ' M') : '') +
+        (j.n_layer ? '\nLayers: ' + j.n_layer + ', width ' + j.n_embd : ''), 8000);
+      else if (report) toast('State: ' + j.state + (j.state === 'no_model' ? ' (get it with: ' + (j.pull_hint || 'smolbot pull') + ')' : '') +
+        '\nUptime: ' + fmtDur(j.uptime_s || 0) + '\nMemory: ' + Math.round(j.rss_mb || 0) + ' MiB' +
+        '\nActive streams: ' + (j.streams || 0) + ', queue: ' + (j.queued || 0) +
+        '\nLast speed: ' + (j.tok_s ? j.tok_s.toFixed(1) + ' tok/s' : '–') + (j.ttft_ms ? ', TTFT ' + Math.round(j.ttft_ms) + ' ms' : ''), 8000);
     }).catch(function () {
       state.fails++;
       setBadge(state.fails >= 3 ? 'offline' : 'reconnecting');
       if (report) toast('The server does not answer');
     });
   }
+  function fmtDur(s) { s = Math.round(s); return s < 60 ? s + ' s' : s < 3600 ? Math.floor(s / 60) + ' min ' + (s % 60) + ' s' : Math.floor(s / 3600) + ' h ' + Math.floor(s % 3600 / 60) + ' min'; }
   function gauge(used, max) {
     used = +used || 0; max = +max || state.ctxMax || 0;
     var pct = max ? Math.min(100, Math.round(used * 100 / max)) : 0, g = $('#gauge');
@@ -432,6 +441,11 @@
     $('#thinking').addEventListener('change', function () { setThinking(this.checked); });
     $('#thinking-2').addEventListener('change', function () { setThinking(this.checked); });
     $('#temp-range').addEventListener('input', function () { setTemp(this.value); });
+    [['#top-p', 'top_p'], ['#max-tokens', 'max_tokens'], ['#system-prompt', 'system']].forEach(function (f) {
+      var el = $(f[0]), v = get(f[1], null); if (v !== null) el.value = v;
+      el.addEventListener('input', function () { set(f[1], el.value); if (f[0] === '#top-p') $('#top-p-out').textContent = el.value; });
+    });
+    $('#top-p-out').textContent = $('#top-p').value;
     $('#theme-select').addEventListener('change', function () { setTheme(this.value); });
 
     document.addEventListener('click', function (e) {

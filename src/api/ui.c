@@ -51,6 +51,7 @@
  */
 #include "api_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -819,6 +820,13 @@ static int route_status(api *a, http_req *r) {
         json_object_set_new(o, "n_embd", json_integer(mc->n_embd));
         json_object_set_new(o, "n_ctx_train", json_integer(mc->n_ctx_train));
         json_object_set_new(o, "params", json_real(params));
+    }
+    if (o && mc) { /* the quantization, as the file name says it ("...-Q4_K_M.gguf") */
+        const char *dash = strrchr(a->model_name, '-');
+        char q[32] = "";
+        if (dash && (dash[1] == 'q' || dash[1] == 'Q' || dash[1] == 'f' || dash[1] == 'F' || dash[1] == 'b'))
+            for (size_t i = 0; dash[1 + i] && i + 1 < sizeof q; i++) q[i] = (char)toupper((unsigned char)dash[1 + i]);
+        json_object_set_new(o, "quant", json_string(q[0] ? q : "unknown"));
     }
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
