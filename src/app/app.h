@@ -23,6 +23,9 @@ int cmd_bench(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 /* Kernel micro-benchmarks (src/app/bench_kern.c), for `smolbot bench --kernels`. */
 int app_bench_kernels(int argc, char **argv);
+/* Plain read bandwidth in GB/s (summing a 256 MB buffer on the pool's threads). */
+struct kern_pool;
+double app_read_bw(struct kern_pool *pool);
 
 /* `smolbot bench --tokenizer` (bench_tok.c): tokenizer load time and
  * encode/decode throughput. argv[0] is ignored. */

@@ -56,7 +56,7 @@ static void bw_task(void *arg, int ith, int nth) {
     c->out[ith] = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
 }
 
-static double read_bw(kern_pool *pool) {
+double app_read_bw(kern_pool *pool) {
     const size_t bytes = (size_t)256 << 20;
     uint64_t *buf = malloc(bytes);
     if (!buf) return 0;
@@ -123,7 +123,7 @@ int app_bench_kernels(int argc, char **argv) {
         return 1;
     }
     printf("kernels: isa %s, threads 1 and %d\n", kern_isa(), nthreads);
-    printf("read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n", read_bw(p1), read_bw(pn), nthreads);
+    printf("read bandwidth: %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n", app_read_bw(p1), app_read_bw(pn), nthreads);
 
     static const int types[] = {KERN_Q4_K, KERN_Q6_K, KERN_Q8_0, KERN_F16};
     static const int64_t shapes[][2] = {{2048, 2048}, {11008, 2048}};

@@ -30,6 +30,7 @@ static const command commands[] = {
     {"detokenize", cmd_detokenize, "token ids to text"},
     {"template", cmd_template, "render a conversation in the SmolLM3 chat format"},
     {"serve", cmd_serve, "serve the chat page and the OpenAI-compatible API"},
+    {"bench", cmd_bench, "measure prefill and decode speed (llama-bench style), or the kernels"},
     {NULL, NULL, NULL},
 };
 

@@ -391,6 +391,31 @@ int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *er
     return 0;
 }
 
+int model_kv_fill_synthetic(model_kv *kv, int n, core_err *err) {
+    if (n < kv->len || n > kv->n_ctx) return core_errf(err, CORE_ERANGE, "cannot fill to %d (len %d, ctx %d)", n, kv->len, kv->n_ctx);
+    uint32_t x = 2463534242u;
+    for (int il = 0; il < kv->m->cfg.n_layer; il++)
+        for (int p = kv->len; p < n; p++) {
+            char *kr = kv_row(kv, kv->k, il, p), *vr = kv_row(kv, kv->v, il, p);
+            for (int64_t i = 0; i < kv->kv_dim; i++) {
+                float a[2];
+                for (int j = 0; j < 2; j++) {
+                    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+                    a[j] = ((float)(x & 0xffff) / 65536.0f - 0.5f) * 0.2f;
+                }
+                if (kv->type == MODEL_KV_F16) {
+                    ((kern_f16 *)kr)[i] = core_f32_to_f16(a[0]);
+                    ((kern_f16 *)vr)[i] = core_f32_to_f16(a[1]);
+                } else {
+                    ((float *)kr)[i] = a[0];
+                    ((float *)vr)[i] = a[1];
+                }
+            }
+        }
+    kv->len = n;
+    return 0;
+}
+
 /* ---- attention -------------------------------------------------------- */
 
 typedef struct att_task {

@@ -74,6 +74,10 @@ void model_kv_truncate(model_kv *kv, int n);
 /* Copy the first n positions of src into dst (same model, dst ctx >= n). */
 int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *err);
 uint64_t model_kv_bytes(const model_kv *kv);
+/* Benchmarks: extend the cache to n positions with deterministic synthetic
+ * keys and values (attention costs the same whatever the values), so a
+ * decode speed at depth n can be measured without prefilling n tokens. */
+int model_kv_fill_synthetic(model_kv *kv, int n, core_err *err);
 
 /* Run tokens[0..n) at positions kv_len(kv).. and append them to the cache.
  * logits: n_vocab floats for the last token, or n * n_vocab when

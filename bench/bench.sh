@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# bench.sh MODEL -- `make bench`: the 3B-shaped model benchmark and the
+# micro-benchmarks.
+#
+# The model is the file `smolbot gen-model --preset 3b --quant q4_k_m`
+# writes (same shapes and quant types as SmolLM3-3B Q4_K_M, random weights),
+# generated once into the cache path given (outside git). The tokenizer is
+# copied from a donor: ../shared's tiny model, or any SmolLM3 GGUF in the
+# models directory. Threads: THREADS (default: all cores), also 1 thread.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=$1
+BIN=build/smolbot
+SHARED=${SMOLBOT_SHARED:-../shared}
+THREADS=${THREADS:-$(nproc)}
+if [ ! -s "$MODEL" ]; then
+  donor=$SHARED/models/smollm3-tiny-q4_k_m.gguf
+  [ -r "$donor" ] || donor=$("$BIN" pull --which 2>/dev/null || true)
+  if [ -z "$donor" ] || [ ! -r "$donor" ]; then
+    echo "bench: need a SmolLM3 GGUF to copy the tokenizer from (../shared or 'smolbot pull')" >&2
+    exit 1
+  fi
+  mkdir -p "$(dirname "$MODEL")"
+  echo "generating the 3B-shaped model (once): $MODEL"
+  "$BIN" gen-model --preset 3b --quant q4_k_m --seed 1 --vocab-from "$donor" -o "$MODEL"
+fi
+echo "== model: prefill 512, decode 64 at depths 0, 2048, 4096; $THREADS threads"
+"$BIN" bench -m "$MODEL" -p 512 -n 64 -d 0,2048,4096 -t "$THREADS" -r 2
+if [ "$THREADS" != 1 ]; then
+  echo "== model: 1 thread"
+  "$BIN" bench -m "$MODEL" -p 128 -n 32 -d 0 -t 1 -r 1
+fi
+echo "== kernels"
+"$BIN" bench --kernels -t "$THREADS" --quick
+echo "== tokenizer"
+"$BIN" bench --tokenizer
