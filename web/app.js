@@ -491,7 +491,7 @@
         document.querySelectorAll('.conv').forEach(function (li) { li.classList.toggle('current', li.dataset.conv === m.dataset.conv); });
       }
       var tg = e.detail.target;
-      if (tg && tg.id === 'messages') gaugeFrom(tg);
+      if (tg && tg.id === 'messages') gaugeFrom(document.getElementById('messages')); /* outerHTML: tg is the old node */
       else if (tg && tg.querySelector) gaugeFrom(tg.querySelector('[data-ctx-used]'));
       document.body.classList.remove('drawer-open');
       streamingNow(); scrollDown(e.detail.target && (e.detail.target.id === 'messages'));

@@ -365,7 +365,7 @@ static void think_meta(core_buf *b, int tokens, double secs) {
 
 /* Save the answer so far (or the final one) to the store. Ticker thread,
  * without ui mu (store calls may take a while). */
-static void ans_save(api *a, ans *x, int status, const char *finish) {
+static void ans_save(api *a, ans *x, const engine_stats *st, int status, const char *finish) {
     if (x->kind != ANS_MODEL || !a->st) return;
     store_msg m = {0};
     snprintf(m.role, sizeof m.role, "assistant");
@@ -373,10 +373,10 @@ static void ans_save(api *a, ans *x, int status, const char *finish) {
     m.reasoning = x->reasoning.data ? x->reasoning.data : "";
     m.status = status;
     snprintf(m.finish, sizeof m.finish, "%s", finish ? finish : "");
-    m.prompt_tokens = x->st.prompt_tokens;
-    m.completion_tokens = x->st.gen_tokens;
-    m.prefill_ms = x->st.prefill_ms;
-    m.gen_ms = x->st.decode_ms;
+    m.prompt_tokens = st->prompt_tokens;
+    m.completion_tokens = st->gen_tokens;
+    m.prefill_ms = st->prefill_ms;
+    m.gen_ms = st->decode_ms;
     core_err err = {0};
     if (store_update(a->st, x->msg, &m, &err)) core_log(1, "ui: saving message %lld: %s", (long long)x->msg, err.msg);
 }
@@ -463,8 +463,9 @@ static int ans_tick(api *a, ui *u, ans *x, double now) {
         int status = (!strcmp(x->finish, "stop") || !strcmp(x->finish, "length")) ? STORE_MSG_DONE : STORE_MSG_PARTIAL;
         char fin[16];
         snprintf(fin, sizeof fin, "%s", x->finish);
+        engine_stats snap = x->st; /* final: the engine writes it no more */
         pthread_mutex_unlock(&u->mu);
-        ans_save(a, x, status, fin);
+        ans_save(a, x, &snap, status, fin);
         if (x->kind == ANS_MODEL) {
             if (x->st.ttft_ms > 0) api_hist_add(a, &a->ttft_ms, api_ttft_bounds, x->st.ttft_ms);
             if (x->st.decode_tok_s > 0) api_hist_add(a, &a->tok_s, api_toks_bounds, x->st.decode_tok_s);
@@ -490,8 +491,9 @@ static int ans_tick(api *a, ui *u, ans *x, double now) {
     }
     if (x->kind == ANS_MODEL && now - x->t_saved > ANS_SAVE_S && x->answer.len + x->reasoning.len) {
         x->t_saved = now;
+        engine_stats none = {0}; /* x->st belongs to the engine thread until DONE */
         pthread_mutex_unlock(&u->mu);
-        ans_save(a, x, STORE_MSG_STREAMING, "");
+        ans_save(a, x, &none, STORE_MSG_STREAMING, "");
         pthread_mutex_lock(&u->mu);
     }
     return 0;
@@ -506,8 +508,10 @@ static void *ticker(void *arg) {
         /* Walk the list; ans_tick may drop the lock, but only this thread
          * removes entries, so pointers stay valid; new ones go to the head. */
         ans **pp = &u->list;
+        int live = 0;
         while (*pp) {
             ans *x = *pp;
+            live |= !x->finished;
             if (ans_tick(a, u, x, now)) {
                 /* re-find the link: entries may have been added at the head */
                 pp = &u->list;
@@ -518,12 +522,14 @@ static void *ticker(void *arg) {
             }
             pp = &x->next;
         }
+        for (ans *x = u->list; x; x = x->next) live |= !x->finished; /* some may have come meanwhile */
         if (!u->list) {
             pthread_cond_wait(&u->cv, &u->mu);
         } else {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += ANS_TICK_MS * 1000000L;
+            /* finished answers only wait to expire: no need to tick fast */
+            ts.tv_nsec += (live ? ANS_TICK_MS : 500) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;
@@ -659,7 +665,15 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
     int has_r = !streaming && m->reasoning && *m->reasoning;
     core_buf_printf(b, "<details class=\"think%s\"%s><summary>Thinking <span class=\"think-meta\"%s>", has_r ? " has-text" : "",
                     streaming ? " open" : "", streaming ? " sse-swap=\"thought\"" : "");
-    if (has_r) core_buf_printf(b, "%zu chars", strlen(m->reasoning));
+    if (has_r) { /* the store keeps no reasoning token count: words say the size */
+        int words = 0, in = 0;
+        for (const char *p = m->reasoning; *p; p++) {
+            int sp = *p == ' ' || *p == '\n' || *p == '\t';
+            words += !sp && !in;
+            in = !sp;
+        }
+        core_buf_printf(b, "%d words", words);
+    }
     core_buf_printf(b, "</span></summary>\n<div class=\"think-body\"%s>", streaming ? " sse-swap=\"think\" hx-swap=\"beforeend\"" : "");
     if (has_r) esc(b, m->reasoning);
     core_buf_printf(b, "</div></details>\n<div class=\"bubble\"><div class=\"md\"%s>",
@@ -804,7 +818,7 @@ static int route_status(api *a, http_req *r) {
         }
     pthread_mutex_unlock(&u->mu);
     json_t *o = json_pack("{s:s, s:s, s:i, s:b, s:b, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:i}", "state", s,
-                          "model", a->model_name, "ctx_max", ctx_max(a), "thinking_default", 1, "busy", busy, "pull_hint",
+                          "model", st == ENGINE_READY || st == ENGINE_LOADING ? a->model_name : "SmolLM3-3B", "ctx_max", ctx_max(a), "thinking_default", 1, "busy", busy, "pull_hint",
                           "smolbot pull", "state_message", engine_state_message(a->eng), "model_file", engine_model_path(a->eng),
                           "uptime_s", core_now_s() - a->t_start, "rss_mb", (double)core_rss() / (1024.0 * 1024.0), "streams", live,
                           "queued", m.queued, "active", m.active, "tok_s", m.last_decode_tok_s, "ttft_ms", m.last_ttft_ms,
