@@ -31,6 +31,7 @@ const why = !chromium ? 'playwright-core not installed (cd tests/e2e && npm ci)'
   : !existsSync(MODEL) ? 'tiny model not in ../shared/models' : null;
 
 const procs = [];
+const logs = []; /* stderr of each server, checked for sanitizer reports at the end */
 const dirs = [];
 let browser, base, baseNoModel;
 
@@ -45,7 +46,9 @@ function serve(args, noModel = false) {
   });
   procs.push(p);
   let out = '', err = '';
-  p.stderr.on('data', (d) => { err += d; });
+  const log = { text: '' };
+  logs.push(log);
+  p.stderr.on('data', (d) => { err += d; log.text += d; });
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('serve did not start:\n' + out + err)), 60000);
     p.stdout.on('data', (d) => {
@@ -362,4 +365,8 @@ test('no model: the page says so, /quote still works', { skip: why || false }, a
   await page.waitForSelector('#messages .msg.assistant:not(.streaming)', { timeout: 30000 });
   assert.match(await lastAnswer(page).locator('.md').textContent(), /full of grace and truth/);
   await ctx.close();
+});
+
+test('the servers reported no sanitizer errors', { skip: why || false }, () => {
+  for (const l of logs) assert.doesNotMatch(l.text, /AddressSanitizer|LeakSanitizer|runtime error:/, l.text.slice(-3000));
 });
