@@ -73,6 +73,10 @@ int api_error(http_req *r, int status, const char *type, const char *code, const
                           param ? json_string(param) : json_null(), "code", code ? json_string(code) : json_null());
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
+    if (!r) { /* api_parse_request: formatted, not sent */
+        free(body);
+        return 0;
+    }
     if (!body) return http_respond_text(r, status, msg);
     return http_respond_take(r, status, "application/json", body, strlen(body));
 }

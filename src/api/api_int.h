@@ -48,6 +48,14 @@ int api_build_prompt(api *a, const chat_msg *msgs, size_t n, int thinking, const
 int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
+/* Parse a request body as the route would, without a server (fuzzing):
+ * which = API_PARSE_CHAT (/v1/chat/completions) or API_PARSE_TEMPLATE
+ * (/apply-template). Needs a->cfg.max_messages and, when a->cfg.max_tokens
+ * is 0, a->eng. Returns 0 accepted, 1 refused (the 4xx is formatted and
+ * dropped). */
+enum { API_PARSE_CHAT = 0, API_PARSE_TEMPLATE = 1 };
+int api_parse_request(api *a, int which, const char *body, size_t len);
+
 /* Routes: return 1 if the path was theirs (a response was made), 0 if not. */
 int api_openai_route(api *a, http_req *r, core_err *err);
 int api_ui_route(api *a, http_req *r, core_err *err);

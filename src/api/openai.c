@@ -313,9 +313,8 @@ static int not_ready(api *a, http_req *r) {
     return 1;
 }
 
-static json_t *parse_body(http_req *r) {
-    size_t len;
-    const char *body = http_req_body(r, &len);
+/* body[0..len) as a JSON object, or NULL after answering 400. */
+static json_t *parse_json(http_req *r, const char *body, size_t len) {
     json_error_t je;
     json_t *root = json_loadb(body, len, 0, &je);
     if (!root) {
@@ -331,6 +330,12 @@ static json_t *parse_body(http_req *r) {
         return NULL;
     }
     return root;
+}
+
+static json_t *parse_body(http_req *r) {
+    size_t len;
+    const char *body = http_req_body(r, &len);
+    return parse_json(r, body, len);
 }
 
 static const char *state_name(int st) {
@@ -574,6 +579,24 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
     core_err err = {0};
     if (sample_params_check(&q->sp, &err)) return bad(r, NULL, "%s", err.msg), -1;
     return 0;
+}
+
+/* The request parsers without a server (fuzz_api): with r == NULL,
+ * api_error formats its answer and drops it. Same code as the routes. */
+int api_parse_request(api *a, int which, const char *body, size_t len) {
+    json_t *root = parse_json(NULL, body, len);
+    if (!root) return 1;
+    msgs m = {0};
+    chat_req q = {0};
+    int thinking = 1, add_gen = 1, refused;
+    if (which == API_PARSE_CHAT)
+        refused = parse_fields(a, NULL, root, &q) || parse_messages(a, NULL, root, &m);
+    else
+        refused = parse_messages(a, NULL, root, &m) || parse_thinking(NULL, root, &thinking) ||
+                  get_bool(NULL, root, "add_generation_prompt", &add_gen) < 0;
+    msgs_free(&m);
+    json_decref(root);
+    return refused ? 1 : 0;
 }
 
 /* ---- engine events ------------------------------------------------------------- */
