@@ -11,16 +11,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cpuid.h>
+
 #include "kern_impl.h"
 
 kern_impl kern_cur;
 static kern_impl kern_ref;
 static int kern_ready;
 
+/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports
+ * does not know the "f16c" name, gcc's does; cpuid works for both. */
+static int cpu_has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
 static int cpu_has_avx2(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0 &&
-           __builtin_cpu_supports("f16c") != 0;
+    return __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0 && cpu_has_f16c();
 }
 
 static int cpu_has_avx512(void) {
