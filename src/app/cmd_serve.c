@@ -57,6 +57,7 @@ static void usage(FILE *f) {
             "  --max-messages N     messages per request (default 1000)\n"
             "  --max-tokens N       largest max_tokens a request may ask (default: the context)\n"
             "  --max-body BYTES     largest request body (default 8 MiB)\n"
+            "  --timeout SECONDS    drop a connection idle this long, e.g. a stalled request (default 30)\n"
             "  --model-name NAME    model id shown by /v1/models (default: the file name)\n"
             "environment: HOST, PORT, MODEL_PATH, SMOLBOT_API_KEY, LOG_LEVEL (debug|info|warn|error)\n",
             "$XDG_DATA_HOME/smolbot/smolbot.db");
@@ -101,7 +102,7 @@ int cmd_serve(int argc, char **argv) {
     const char *model_opt = NULL, *host = getenv("HOST"), *api_key = getenv("SMOLBOT_API_KEY"), *db = NULL,
                *kvs = "f16", *model_name = NULL;
     long port = 3000, n_ctx = 4096, threads = 0, kv_mb = 2048, parallel = 0, queue = 0, batch = 0, max_streams = 0,
-         max_messages = 0, max_tokens = 0, max_body = 0;
+         max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30;
     int no_db = 0;
     if (!host || !*host) host = "127.0.0.1";
     const char *penv = getenv("PORT");
@@ -135,6 +136,7 @@ int cmd_serve(int argc, char **argv) {
         OPT_INT("--max-messages", max_messages)
         OPT_INT("--max-tokens", max_tokens)
         OPT_INT("--max-body", max_body)
+        OPT_INT("--timeout", conn_timeout)
         else {
             fprintf(stderr, "serve: unknown option %s\n", a);
             usage(stderr);
@@ -142,7 +144,7 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (port < 0 || port > 65535 || n_ctx < 1 || threads < 0 || kv_mb < 1 || parallel < 0 || parallel > 64 ||
-        queue < 0 || batch < 0 || max_streams < 0 || max_messages < 0 || max_tokens < 0 || max_body < 0 ||
+        queue < 0 || batch < 0 || max_streams < 0 || max_messages < 0 || max_tokens < 0 || max_body < 0 || conn_timeout < 1 || conn_timeout > 86400 ||
         (strcmp(kvs, "f16") && strcmp(kvs, "f32"))) {
         fprintf(stderr, "serve: an option is out of range (see --help)\n");
         return 2;
@@ -210,6 +212,7 @@ int cmd_serve(int argc, char **argv) {
     hc.host = host;
     hc.port = (int)port;
     hc.max_body = (size_t)max_body;
+    hc.conn_timeout_s = (unsigned)conn_timeout;
     if (http_server_new(&hc, api_handle, ap, &srv, &err)) goto done;
     char url[300];
     snprintf(url, sizeof url, strchr(host, ':') ? "http://[%s]:%d" : "http://%s:%d", host, http_server_port(srv));
