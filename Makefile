@@ -38,7 +38,7 @@ REL_OBJ := $(patsubst %.c,build/rel/%.o,$(SRC) $(GEN_SRC))
 SAN_LIB := $(patsubst %.c,build/san/%.o,$(LIB_SRC) $(GEN_SRC))
 SAN_APP := $(patsubst %.c,build/san/%.o,$(APP_SRC))
 
-.PHONY: all deps deps-test native test run bench fuzz clean web
+.PHONY: all deps deps-test native test run bench bench-server fuzz clean web
 all: deps build/smolbot
 
 deps:
@@ -103,6 +103,11 @@ run: deps build/smolbot
 BENCH_MODEL ?= $(HOME)/.cache/smolbot/bench/smollm3-3b-q4_k_m-random.gguf
 bench: deps build/smolbot
 	@bash bench/bench.sh "$(BENCH_MODEL)"
+
+# Speed through the server: 1 stream and 4 concurrent streams on the 3B-shaped model.
+bench-server: deps build/smolbot
+	@bash bench/model.sh "$(BENCH_MODEL)"
+	node bench/server.mjs "$(BENCH_MODEL)"
 
 clean:
 	rm -rf build

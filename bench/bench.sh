@@ -11,19 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=$1
 BIN=build/smolbot
-SHARED=${SMOLBOT_SHARED:-../shared}
 THREADS=${THREADS:-$(nproc)}
-if [ ! -s "$MODEL" ]; then
-  donor=$SHARED/models/smollm3-tiny-q4_k_m.gguf
-  [ -r "$donor" ] || donor=$("$BIN" pull --which 2>/dev/null || true)
-  if [ -z "$donor" ] || [ ! -r "$donor" ]; then
-    echo "bench: need a SmolLM3 GGUF to copy the tokenizer from (../shared or 'smolbot pull')" >&2
-    exit 1
-  fi
-  mkdir -p "$(dirname "$MODEL")"
-  echo "generating the 3B-shaped model (once): $MODEL"
-  "$BIN" gen-model --preset 3b --quant q4_k_m --seed 1 --vocab-from "$donor" -o "$MODEL"
-fi
+bash bench/model.sh "$MODEL"
 echo "== model: prefill 512, decode 64 at depths 0, 2048, 4096; $THREADS threads"
 "$BIN" bench -m "$MODEL" -p 512 -n 64 -d 0,2048,4096 -t "$THREADS" -r 2
 if [ "$THREADS" != 1 ]; then
