@@ -85,10 +85,16 @@ test: deps-test build/smolbot build/san/smolbot $(addprefix build/san/,$(TESTS))
 	@bash tests/run.sh $(addprefix build/san/,$(TESTS))
 
 # ---- fuzzing (clang + libFuzzer) ----
-FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isrc -pthread -fsanitize=fuzzer,address,undefined
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(GEN_SRC)
+# Library objects are built once with coverage (fuzzer-no-link) and shared
+# by every target; only the target file links the libFuzzer main.
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isrc -pthread -fsanitize=address,undefined
+FUZZ_LIB   := $(patsubst %.c,build/fz/%.o,$(LIB_SRC) $(GEN_SRC))
+build/fz/%.o: %.c $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRC) $(GEN_SRC) $(LDLIBS)
+	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LDLIBS)
 
 fuzz: deps-test $(addprefix build/fuzz/,$(FUZZ))
 	@echo "fuzz targets in build/fuzz/: run e.g. build/fuzz/fuzz_gguf tests/fuzz/corpus/gguf -max_total_time=600"
