@@ -1102,7 +1102,7 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     apply_form_settings(a, c, body);
     int64_t uid = append_msg(a, c->id, parent, "user", text, STORE_MSG_DONE, &err);
     free(text);
-    if (!uid) return store_fail(r, &err, CORE_EINVAL);
+    if (!uid) return store_fail(r, &err, err.code ? err.code : CORE_EIO); /* disk full is a 500, not the client's fault */
     int64_t aid = append_msg(a, c->id, uid, "assistant", "", STORE_MSG_STREAMING, &err);
     if (!aid) return store_fail(r, &err, CORE_EIO);
     int rc = start_answer(a, c, uid, aid, 0, &err);

@@ -168,6 +168,9 @@ int cmd_serve(int argc, char **argv) {
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Past a file size limit (RLIMIT_FSIZE, a full quota) writes must fail
+     * with EFBIG, which SQLite reports, instead of killing the server. */
+    signal(SIGXFSZ, SIG_IGN);
 
     int rc = 1;
     core_err err = {0};
