@@ -9,7 +9,7 @@
 set -euo pipefail
 
 build_pkgs="gcc make pkg-config libsqlite3-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libmd4c-dev libmd4c-html0-dev"
-test_pkgs="clang libclang-rt-14-dev curl chromium"
+test_pkgs="clang libclang-rt-14-dev curl chromium sqlite3 valgrind"
 
 want=""
 for g in "$@"; do

@@ -1,7 +1,7 @@
 // load.mjs -- load, soak and fault runs against `smolbot serve` (issue 11).
 // Loopback only; every run is bounded in count and in time.
 //
-//   node tests/load/load.mjs [load] [soak] [faults] [--streams N] [--soak N] [--bin PATH] [--json FILE]
+//   node tests/load/load.mjs [load] [soak] [faults] [valgrind] [--streams N] [--soak N] [--bin PATH] [--json FILE]
 //
 //   load    N (50) concurrent streaming chats (max_tokens 8): each one must
 //           complete ([DONE]) or be refused with 429; none may hang (60 s
@@ -14,6 +14,7 @@
 //           disk full (RLIMIT_FSIZE on the server, via `prlimit`): the chat
 //           still answers, the failure is reported (logged), nothing stored
 //           before is lost.
+//   valgrind  a short chat session under memcheck: no errors, no leaks.
 // The release binary (build/smolbot) is the default. Prints a table and,
 // with --json, writes the figures for tests/reliability.sh. Exit 1 when a
 // check fails. tests/e2e/load.test.mjs imports runLoad for the short version.
@@ -169,6 +170,40 @@ export async function faultDiskFull(bin, dir) {
   return { name: 'fault: disk full', checks, refused };
 }
 
+// A short chat session under valgrind memcheck (release binary, built with
+// -g): API non-stream and stream, tokenize, a UI answer stored in a db, then
+// SIGTERM. Passes when memcheck reports no errors (invalid reads/writes,
+// uninitialised jumps) and nothing definitely or indirectly lost.
+export async function runValgrind(bin, dir) {
+  const log = path.join(dir, 'vg.log');
+  const s = await startServer(bin, ['-m', MODEL, '--db', path.join(dir, 'vg.db'), '--ctx', '256', '--kv-budget', '32', '-t', '2', '--parallel', '2'],
+    { wrap: ['valgrind', '--tool=memcheck', '--leak-check=full', '--show-leak-kinds=definite,indirect', '--track-origins=no', `--log-file=${log}`] });
+  const res = [];
+  res.push(await chat(s.url, { stream: false, max_tokens: 3, timeoutMs: 300000 }));
+  res.push(await chat(s.url, { stream: true, max_tokens: 3, timeoutMs: 300000 }));
+  await Promise.all([chat(s.url, { max_tokens: 2, timeoutMs: 300000 }), chat(s.url, { stream: false, max_tokens: 2, timeoutMs: 300000 })]).then((x) => res.push(...x));
+  const tk = await fetch(s.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: 'hello <|im_end|>', with_pieces: true }) });
+  const id = /data-conv="([0-9a-f]+)"/.exec(await (await fetch(s.url + '/ui/conversations', { method: 'POST', headers: HX })).text())[1];
+  const ui = await fetch(`${s.url}/ui/c/${id}/messages`, form({ text: 'hi', max_tokens: '3' }));
+  await sleep(8000);
+  const end = await s.stop();
+  const text = (await import('node:fs')).readFileSync(log, 'utf8');
+  const num = (re) => Number((re.exec(text)?.[1] || '0').replace(/,/g, ''));
+  const errors = num(/ERROR SUMMARY: ([\d,]+) errors/);
+  const definite = num(/definitely lost: ([\d,]+) bytes/), indirect = num(/indirectly lost: ([\d,]+) bytes/);
+  const invalid = (text.match(/Invalid (read|write)/g) || []).length;
+  const checks = {
+    'requests answered': res.every((r) => r.done) && tk.status === 200 && ui.status === 200,
+    'clean exit': end.code === 0,
+    'definitely lost 0': definite === 0,
+    'indirectly lost 0': indirect === 0,
+    'no invalid reads/writes': invalid === 0,
+    'ERROR SUMMARY 0': errors === 0,
+  };
+  return { name: 'valgrind memcheck', checks, summary: { errors, definite, indirect, invalid, possibly: num(/possibly lost: ([\d,]+) bytes/) },
+    tail: checks['ERROR SUMMARY 0'] ? '' : text.slice(0, 4000) };
+}
+
 const fmtKiB = (k) => `${(k / 1024).toFixed(1)} MiB`;
 export function printTable(rows, fuzz = []) {
   const L = [];
@@ -197,7 +232,7 @@ async function main() {
   const opt = (k, d) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : d; };
   const bin = path.resolve(opt('--bin', REL_BIN || ''));
   const what = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1].startsWith('--')));
-  const runs = what.length ? what : ['load', 'soak', 'faults'];
+  const runs = what.length ? what : ['load', 'soak', 'faults', 'valgrind'];
   if (!existsSync(MODEL) || !existsSync(bin)) { console.log(`SKIP: model or binary absent (${MODEL}, ${bin})`); return; }
   const dir = mkdtempSync(path.join(os.tmpdir(), 'smolbot-load-'));
   const rows = [];
@@ -208,6 +243,7 @@ async function main() {
       if (runs.includes('load')) { rows.push(await runLoad(srv, Number(opt('--streams', 50)))); console.log(JSON.stringify(rows.at(-1))); }
       if (runs.includes('soak')) { rows.push(await runSoak(srv, Number(opt('--soak', 2000)), { log: console.log })); console.log(JSON.stringify(rows.at(-1))); }
     }
+    if (runs.includes('valgrind')) { rows.push(await runValgrind(bin, dir)); console.log(JSON.stringify(rows.at(-1))); }
     if (runs.includes('faults')) {
       rows.push(await faultKill(bin, dir)); console.log(JSON.stringify(rows.at(-1)));
       rows.push(await faultDiskFull(bin, dir)); console.log(JSON.stringify(rows.at(-1)));

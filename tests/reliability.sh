@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# reliability.sh -- `make reliability`: the long runs of issue 11.
+#
+#   1. each fuzz target in build/fuzz/ for $FUZZ_SECONDS (default 60) over a
+#      copy of its seed corpus: executions, coverage, findings;
+#   2. tests/load/load.mjs on the release binary: 50 concurrent streams
+#      ($STREAMS), 2,000 sequential chats ($SOAK), SIGKILL mid-stream and
+#      disk full, a short session under valgrind memcheck;
+# then one table (requests, failures, p50/p99, RSS and fds before/after,
+# fuzz executions). Exit status 1 when anything failed. Loopback only.
+set -u
+cd "$(dirname "$0")/.."
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+out=$(mktemp -d /tmp/smolbot-rel-XXXXXX)
+fuzzjson="["
+fail=0
+for fz in build/fuzz/fuzz_*; do
+  [ -x "$fz" ] || continue
+  name=$(basename "$fz" | sed 's/^fuzz_//')
+  work=$out/corpus_$name; mkdir -p "$work"
+  [ -d "tests/fuzz/corpus/$name" ] && cp -r "tests/fuzz/corpus/$name/." "$work/"
+  echo "fuzz $name: ${FUZZ_SECONDS} s"
+  "$fz" "$work" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    -artifact_prefix="$out/crash-$name-" > "$out/fuzz_$name.log" 2>&1; rc=$?
+  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$out/fuzz_$name.log" | grep -oE '[0-9]+$')
+  cov=$(grep -oE 'cov: [0-9]+' "$out/fuzz_$name.log" | tail -n 1 | grep -oE '[0-9]+')
+  [ "$rc" = 0 ] || { fail=1; grep -E 'ERROR|SUMMARY' "$out/fuzz_$name.log" | head -5; }
+  fuzzjson="$fuzzjson{\"name\":\"$name\",\"secs\":$FUZZ_SECONDS,\"execs\":${execs:-0},\"cov\":${cov:-0},\"rc\":$rc},"
+done
+fuzzjson="${fuzzjson%,}]"
+[ "$fuzzjson" = "]" ] && fuzzjson="[]"
+[ "$fuzzjson" = "[]" ] && echo "no fuzz targets in build/fuzz/ (make fuzz): fuzz rows skipped"
+
+node tests/load/load.mjs --streams "${STREAMS:-50}" --soak "${SOAK:-2000}" --json "$out/rows.json" || fail=1
+node --input-type=module -e "
+import { readFileSync } from 'node:fs';
+import { printTable } from './tests/load/load.mjs';
+const rows = JSON.parse(readFileSync('$out/rows.json', 'utf8'));
+console.log(printTable(rows, $fuzzjson));
+" || fail=1
+rm -rf "$out"
+if [ $fail = 0 ]; then echo "reliability: all passed"; else echo "reliability: FAILED"; fi
+exit $fail
