@@ -27,6 +27,7 @@
  * no score buffer grows with the context.
  */
 #include "model.h"
+#include "gpu_model.h" /* GPU (issue 12): the CUDA hooks below are marked GPU */
 
 #include <math.h>
 #include <stdio.h>
@@ -78,6 +79,7 @@ struct model {
     size_t work_size;
     model_kv **row_kv; /* [B] the cache each row belongs to */
     int *row_pos;      /* [B] the position of each row */
+    model_gpu *gpu;    /* GPU: non-NULL when the forward runs on CUDA */
 };
 
 struct model_kv {
@@ -89,6 +91,7 @@ struct model_kv {
     int64_t kv_dim;    /* n_kv * hd */
     void *k;           /* [n_layer][n_ctx][kv_dim] */
     void *v;           /* [n_layer][n_ctx][kv_dim] */
+    void *gpu;         /* GPU: the device cache (k and v are NULL then) */
 };
 
 /* ---- loading ---------------------------------------------------------- */
@@ -287,6 +290,8 @@ int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err
         rc = core_errf(err, CORE_ENOMEM, "out of memory for run state (batch %d)", m->n_batch);
         goto fail;
     }
+    /* GPU */
+    if ((rc = model_gpu_new(&m->gpu, g, &m->cfg, opts ? opts->gpu : MODEL_GPU_OFF, m->n_batch, err))) goto fail;
     *out = m;
     return 0;
 fail:
@@ -296,6 +301,7 @@ fail:
 
 void model_free(model *m) {
     if (!m) return;
+    model_gpu_free(m->gpu); /* GPU */
     kern_pool_free(m->pool);
     free(m->layers);
     free(m->x); free(m->xb); free(m->q); free(m->k); free(m->v);
@@ -313,6 +319,7 @@ int model_set_rope_layer(model *m, int il, int use_rope) {
     return 0;
 }
 int model_threads(const model *m) { return kern_pool_threads(m->pool); }
+const char *model_device(const model *m) { return model_gpu_device(m->gpu); } /* GPU */
 kern_pool *model_pool(model *m) { return m->pool; }
 
 static uint64_t mat_bytes(const mat *w) { return (uint64_t)kern_row_size(w->type, w->n_in) * (uint64_t)w->n_out; }
@@ -343,6 +350,12 @@ int model_kv_new(model_kv **out, const model *m, int n_ctx, int kv_type, core_er
     kv->type = kv_type;
     kv->elt = kv_type == MODEL_KV_F16 ? 2 : 4;
     kv->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
+    if (m->gpu) { /* GPU */
+        int rc = model_gpu_kv_new(m->gpu, n_ctx, &kv->gpu, err);
+        if (rc) { free(kv); return rc; }
+        *out = kv;
+        return 0;
+    }
     size_t bytes = (size_t)c->n_layer * (size_t)n_ctx * (size_t)kv->kv_dim * kv->elt;
     kv->k = core_alloc_aligned(bytes, 64);
     kv->v = core_alloc_aligned(bytes, 64);
@@ -357,6 +370,7 @@ int model_kv_new(model_kv **out, const model *m, int n_ctx, int kv_type, core_er
 
 void model_kv_free(model_kv *kv) {
     if (!kv) return;
+    model_gpu_kv_free(kv->gpu); /* GPU */
     core_free_aligned(kv->k);
     core_free_aligned(kv->v);
     free(kv);
@@ -382,6 +396,11 @@ int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *er
         return core_errf(err, CORE_EINVAL, "KV caches of different models or types");
     if (n < 0 || n > src->len || n > dst->n_ctx)
         return core_errf(err, CORE_ERANGE, "cannot copy %d positions (source has %d, room for %d)", n, src->len, dst->n_ctx);
+    if (src->gpu) { /* GPU */
+        int rc = model_gpu_kv_copy(dst->gpu, src->gpu, n, err);
+        if (!rc) dst->len = n;
+        return rc;
+    }
     size_t row = (size_t)n * (size_t)src->kv_dim * src->elt;
     for (int il = 0; il < src->m->cfg.n_layer; il++) {
         memcpy(kv_row(dst, dst->k, il, 0), kv_row(src, src->k, il, 0), row);
@@ -393,6 +412,11 @@ int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *er
 
 int model_kv_fill_synthetic(model_kv *kv, int n, core_err *err) {
     if (n < kv->len || n > kv->n_ctx) return core_errf(err, CORE_ERANGE, "cannot fill to %d (len %d, ctx %d)", n, kv->len, kv->n_ctx);
+    if (kv->gpu) { /* GPU */
+        int rc = model_gpu_kv_fill(kv->gpu, kv->len, n, err);
+        if (!rc) kv->len = n;
+        return rc;
+    }
     uint32_t x = 2463534242u;
     for (int il = 0; il < kv->m->cfg.n_layer; il++)
         for (int p = kv->len; p < n; p++) {
@@ -576,6 +600,7 @@ int model_forward(model *m, model_kv *kv, const int32_t *tokens, int n, float *l
         return core_errf(err, CORE_EFULL, "%d tokens do not fit: context %d, %d used", n, kv->n_ctx, kv->len);
     int rc = check_tokens(m, tokens, n, err);
     if (rc) return rc;
+    if (kv->gpu) return model_gpu_forward(m->gpu, kv->gpu, &kv->len, tokens, n, logits, all_logits, cancel, err); /* GPU */
 
     for (int done = 0; done < n;) {
         if (cancel && *cancel) return core_errf(err, CORE_ECANCEL, "cancelled");
@@ -604,6 +629,12 @@ int model_decode_batch(model *m, model_kv *const *kvs, const int32_t *tokens, in
             if (kvs[q] == kvs[r]) return core_errf(err, CORE_EINVAL, "one KV cache twice in a batch");
         m->row_kv[r] = kvs[r];
         m->row_pos[r] = kvs[r]->len;
+    }
+    if (m->gpu) { /* GPU: one decode per sequence (no batched kernel yet) */
+        for (int r = 0; r < n_seq; r++)
+            if ((rc = model_forward(m, kvs[r], tokens + r, 1, logits ? logits + (size_t)r * m->cfg.n_vocab : NULL, 0, NULL, err)))
+                return rc;
+        return 0;
     }
     forward_rows(m, tokens, n_seq);
     for (int r = 0; r < n_seq; r++) kvs[r]->len++;

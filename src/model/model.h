@@ -42,7 +42,12 @@ typedef struct model_config {
 typedef struct model_opts {
     int n_threads; /* 0 = all cores */
     int n_batch;   /* tokens per forward chunk; 0 = 256 */
+    int gpu;       /* MODEL_GPU_*: run on a CUDA device (issue 12); 0 = CPU */
 } model_opts;
+
+/* off: CPU; auto: the GPU when built with CUDA (make CUDA=1) and a device is
+ * present, else the CPU; on: the GPU or fail (CORE_EUNSUP). */
+enum { MODEL_GPU_OFF = 0, MODEL_GPU_AUTO = 1, MODEL_GPU_ON = 2 };
 
 enum { MODEL_KV_F16 = 0, MODEL_KV_F32 = 1 };
 
@@ -58,6 +63,8 @@ const model_config *model_get_config(const model *m);
 /* Bytes of weight data one decode step reads (all matrices + one embd row). */
 uint64_t model_weight_bytes(const model *m);
 int model_threads(const model *m);
+/* "cpu", or the CUDA device the forward runs on. */
+const char *model_device(const model *m);
 kern_pool *model_pool(model *m);
 
 /* For experiments and tests: make layer il apply RoPE (1) or skip it (0),

@@ -1,0 +1,995 @@
+/* gpu.cu -- the SmolLM3 forward pass on an NVIDIA GPU (issue 12).
+ *
+ * The story. gpu_model_new() copies every weight to the device as it is in
+ * the file (quantized; tied head uploaded once) and allocates run state for
+ * n_batch tokens. A forward is the CPU path's forward_rows() kernel by
+ * kernel (src/model/model.c, docs/smollm3.md):
+ *
+ *   embed -> per layer: rmsnorm, Wq/Wk/Wv, rope+store K/V (f16 cache),
+ *   attention, Wo (+= residual), rmsnorm, gate, up, silu*mul, down (+=)
+ *   -> rmsnorm, tied head.
+ *
+ * Products. Decode (1 token) is memory bound: k_mv gives each weight row to
+ * one warp, dequantizes 8 values per lane in registers (quant.cuh) and
+ * accumulates in fp32 against fp32 activations -- no activation
+ * quantization, so it is at least as exact as the CPU's Q8_K path. The same
+ * kernel takes up to 8 tokens at once (batched rows, F32/F16 weights in
+ * prefill). Prefill with quantized weights uses k_mma: 64x64 output tiles,
+ * weight and activation tiles dequantized/converted to f16 in shared
+ * memory, tensor cores (wmma 16x16x16, fp32 accumulate). Trade-off: f16
+ * activations overflow beyond 65504 (SmolLM3's hidden states stay far below;
+ * set SMOLBOT_GPU_MMA=0 to use the fp32 k_mv path for everything).
+ *
+ * Attention. k_attn serves both phases: a block owns one KV head and a set
+ * of (token, query head) pairs that share it (GQA), streams K/V tiles of 32
+ * positions through shared memory (f16 -> f32) and keeps an online softmax
+ * per pair in registers (lane j scores position j; lanes own head_dim/32
+ * output dims). Prefill: a block per (KV head, 64/group tokens), causal
+ * mask. Decode: split-K flash-decoding -- a block per (KV head, 128
+ * positions) writes (max, sum, unnormalized acc); k_attn_combine merges the
+ * splits. Blocks whose split lies past the current position exit at once,
+ * so the grid can be fixed by the cache size and baked into a graph.
+ *
+ * Graphs. A decode step reads its token and position from device memory
+ * (d_io, filled by one 4-byte+4-byte copy), so the whole step -- about 15
+ * kernels per layer -- is captured once per KV cache as a CUDA graph and
+ * replayed: one launch per token, no host round trip per layer. A change
+ * of the NoPE flags (model_set_rope_layer) bumps a generation counter and
+ * recaptures. SMOLBOT_GPU_GRAPH=0 launches the kernels directly.
+ *
+ * Numerics mirrored from the reference: RoPE angles as ggml's cache (pos
+ * times theta_scale^i by repeated float multiplication, theta_scale from the
+ * host's powf), rotation without FMA contraction; K/V rounded to f16 on
+ * store; softmax with expf; rmsnorm 1/sqrtf(mean + eps) (sum in fp32 tree
+ * order rather than double -- within the golden tolerances).
+ *
+ * Invariants: every row length is a multiple of 8 (checked at load);
+ * activation buffers are cudaMalloc'd (256-byte aligned) with row strides
+ * that are multiples of 8 floats, so float4 loads are aligned.
+ */
+#include <cuda_runtime.h>
+#include <mma.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu.h"
+#include "quant.cuh"
+
+using namespace nvcuda;
+
+#define MV_ROWS 8      /* rows (warps) per k_mv block */
+#define MV_NT 8        /* tokens per k_mv pass */
+#define MMA_MIN_TOK 9  /* k_mma from this many tokens on */
+#define ATT_TILE 32    /* positions per K/V tile (one per lane) */
+#define ATT_PPW 8      /* (token, head) pairs per warp, at most */
+#define ATT_DPL 8      /* head dims per lane, at most (head_dim <= 256) */
+#define ATT_PAIRS 64   /* pairs per block, at most */
+#define ATT_SPLIT 128  /* positions per decode split */
+#define TOPK_MAX 64
+#define TOPK_BLOCKS 64
+
+static void set_msg(char *msg, size_t len, const char *fmt, ...) {
+    if (!msg || !len) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, len, fmt, ap);
+    va_end(ap);
+}
+
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t ck_e = (call);                                                                 \
+        if (ck_e != cudaSuccess) {                                                                 \
+            set_msg(msg, msg_len, "CUDA: %s: %s (%s:%d)", #call, cudaGetErrorString(ck_e), __FILE__, \
+                    __LINE__);                                                                     \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* ---- kernels ---------------------------------------------------------- */
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* y[t*ldy + row] (+)= dot(W row, x[t*ldx ..]) for t < nt <= MV_NT. */
+template <int T>
+__global__ void __launch_bounds__(MV_ROWS * 32)
+    k_mv(const uint8_t *W, size_t rb, int n_in, int n_out, const float *x, int ldx, int nt, float *y, int ldy,
+         int acc) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row = blockIdx.x * MV_ROWS + warp;
+    if (row >= n_out) return;
+    const uint8_t *wr = W + (size_t)row * rb;
+    float s[MV_NT];
+#pragma unroll
+    for (int t = 0; t < MV_NT; t++) s[t] = 0.0f;
+    for (int k = lane * 8; k < n_in; k += 256) {
+        float w[8];
+        deq8<T>(wr, k, w);
+#pragma unroll
+        for (int t = 0; t < MV_NT; t++) {
+            if (t < nt) {
+                const float4 *xp = (const float4 *)(x + (size_t)t * ldx + k);
+                const float4 a = __ldg(xp), b = __ldg(xp + 1);
+                s[t] += w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z +
+                        w[7] * b.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < MV_NT; t++) {
+        if (t < nt) {
+            const float v = warp_sum(s[t]);
+            if (lane == 0) {
+                float *yp = y + (size_t)t * ldy + row;
+                *yp = acc ? *yp + v : v;
+            }
+        }
+    }
+}
+
+/* Prefill product on tensor cores: a 64 (weight rows) x 64 (tokens) tile
+ * per block of 4 warps, each warp 32x32 (2x2 wmma fragments); K in steps of
+ * 64, both operands converted to f16 in shared memory. */
+#define MM_T 64
+#define MM_K 64
+#define MM_LD (MM_K + 8)
+#define MM_CLD (MM_T + 4)
+template <int T>
+__global__ void __launch_bounds__(128)
+    k_mma(const uint8_t *W, size_t rb, int n_in, int n_out, const float *x, int ldx, int n_tok, float *y, int ldy,
+          int acc) {
+    __shared__ __align__(32) __half Ws[MM_T * MM_LD];
+    __shared__ __align__(32) __half Xs[MM_T * MM_LD];
+    __shared__ __align__(32) float Cs[MM_T * MM_CLD];
+    const int tid = threadIdx.x, warp = tid >> 5;
+    const int row0 = blockIdx.x * MM_T, tok0 = blockIdx.y * MM_T;
+    const int wt = (warp & 1) * 32, wr = (warp >> 1) * 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> c[2][2];
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) wmma::fill_fragment(c[i][j], 0.0f);
+
+    for (int k0 = 0; k0 < n_in; k0 += MM_K) {
+        for (int g = tid; g < MM_T * (MM_K / 8); g += 128) {
+            const int r = g >> 3, kk = (g & 7) * 8;
+            float v[8];
+            if (row0 + r < n_out && k0 + kk < n_in) deq8<T>(W + (size_t)(row0 + r) * rb, k0 + kk, v);
+            else for (int i = 0; i < 8; i++) v[i] = 0.0f;
+            for (int i = 0; i < 8; i++) Ws[r * MM_LD + kk + i] = __float2half_rn(v[i]);
+            if (tok0 + r < n_tok && k0 + kk < n_in) {
+                const float4 *xp = (const float4 *)(x + (size_t)(tok0 + r) * ldx + k0 + kk);
+                const float4 a = xp[0], b = xp[1];
+                v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+            } else for (int i = 0; i < 8; i++) v[i] = 0.0f;
+            for (int i = 0; i < 8; i++) Xs[r * MM_LD + kk + i] = __float2half_rn(v[i]);
+        }
+        __syncthreads();
+        for (int kk = 0; kk < MM_K; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[2];
+            for (int i = 0; i < 2; i++) wmma::load_matrix_sync(a[i], Xs + (wt + 16 * i) * MM_LD + kk, MM_LD);
+            for (int j = 0; j < 2; j++) wmma::load_matrix_sync(b[j], Ws + (wr + 16 * j) * MM_LD + kk, MM_LD);
+            for (int i = 0; i < 2; i++)
+                for (int j = 0; j < 2; j++) wmma::mma_sync(c[i][j], a[i], b[j], c[i][j]);
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++)
+            wmma::store_matrix_sync(Cs + (wt + 16 * i) * MM_CLD + wr + 16 * j, c[i][j], MM_CLD, wmma::mem_row_major);
+    __syncthreads();
+    for (int e = tid; e < MM_T * MM_T; e += 128) {
+        const int t = e / MM_T, r = e % MM_T;
+        if (tok0 + t < n_tok && row0 + r < n_out) {
+            float *yp = y + (size_t)(tok0 + t) * ldy + row0 + r;
+            *yp = acc ? *yp + Cs[t * MM_CLD + r] : Cs[t * MM_CLD + r];
+        }
+    }
+}
+
+template <int T> __global__ void k_dequant(const uint8_t *W, int n, float *out) {
+    const int k = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
+    if (k < n) deq8<T>(W, k, out + k);
+}
+
+/* x[t] = dequantized row tok[t] of the embedding; one block per token. */
+template <int T> __global__ void k_embed(const uint8_t *W, size_t rb, int n, const int *tok, float *x) {
+    const uint8_t *row = W + (size_t)tok[blockIdx.x] * rb;
+    for (int k = threadIdx.x * 8; k < n; k += blockDim.x * 8) deq8<T>(row, k, x + (size_t)blockIdx.x * n + k);
+}
+
+/* out[row] = x[row] / sqrt(mean(x[row]^2) + eps) * w; one block per row. */
+__global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, float eps) {
+    __shared__ float part[32];
+    const float *xr = x + (size_t)blockIdx.x * n;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        s = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+        s = warp_sum(s);
+        if (threadIdx.x == 0) part[0] = s;
+    }
+    __syncthreads();
+    const float scale = 1.0f / sqrtf(part[0] / (float)n + eps);
+    float *o = out + (size_t)blockIdx.x * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+}
+
+__global__ void k_silu_mul(float *g, const float *u, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+__device__ __forceinline__ void rope_pair(float *v, int i, int pos, float theta_scale) {
+    float t = (float)pos;
+    for (int j = 0; j < i; j++) t *= theta_scale;
+    const float c = cosf(t), s = sinf(t);
+    const float x0 = v[2 * i], x1 = v[2 * i + 1];
+    v[2 * i] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    v[2 * i + 1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+}
+
+/* Token blockIdx.x at position *d_pos + blockIdx.x: rotate q and k (unless
+ * rope == 0) and store k, v into the layer's cache rows as f16. */
+__global__ void k_rope_store(float *q, float *k, const float *v, __half *kc, __half *vc, const int *d_pos, int n_head,
+                             int n_kv, int hd, float theta_scale, int rope) {
+    const int t = blockIdx.x, pos = *d_pos + t, half = hd / 2;
+    const int qdim = n_head * hd, kvdim = n_kv * hd;
+    if (rope) {
+        for (int p = threadIdx.x; p < (n_head + n_kv) * half; p += blockDim.x) {
+            const int h = p / half, i = p % half;
+            float *base = h < n_head ? q + (size_t)t * qdim + h * hd : k + (size_t)t * kvdim + (h - n_head) * hd;
+            rope_pair(base, i, pos, theta_scale);
+        }
+        __syncthreads();
+    }
+    for (int e = threadIdx.x; e < kvdim; e += blockDim.x) {
+        kc[(size_t)pos * kvdim + e] = __float2half_rn(k[(size_t)t * kvdim + e]);
+        vc[(size_t)pos * kvdim + e] = __float2half_rn(v[(size_t)t * kvdim + e]);
+    }
+}
+
+static size_t attn_smem(int hd, int pairs) { return ((size_t)ATT_TILE * (hd + 1) + (size_t)ATT_TILE * hd + (size_t)pairs * hd) * 4; }
+
+/* See the file comment. split == 0: prefill, block (kvh, token tile of qt),
+ * out = normalized attention. split > 0: decode of one token at *d_pos,
+ * block (kvh, split index), part[(head * nsplit + s) * (hd + 2)] = acc[hd],
+ * max, sum. */
+__global__ void k_attn(const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok, int n_head,
+                       int n_kv, int hd, int qt, int split, int nsplit, float scale, float *out, float *part) {
+    extern __shared__ float sm[];
+    const int group = n_head / n_kv, kvdim = n_kv * hd, qdim = n_head * hd;
+    const int kvh = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    const int pos0 = *d_pos, dpl = hd / 32;
+    int t0, ntq, begin, end;
+    if (split) {
+        t0 = 0, ntq = 1;
+        begin = blockIdx.y * split;
+        end = min(begin + split, pos0 + 1);
+    } else {
+        t0 = blockIdx.y * qt;
+        ntq = min(qt, n_tok - t0);
+        begin = 0;
+        end = pos0 + t0 + ntq;
+    }
+    const int pairs = ntq * group;
+    float *Ks = sm, *Vs = Ks + ATT_TILE * (hd + 1), *Qs = Vs + ATT_TILE * hd;
+    for (int e = threadIdx.x; e < pairs * hd; e += blockDim.x) {
+        const int pi = e / hd, d = e % hd, tl = pi / group, g = pi % group;
+        Qs[e] = q[(size_t)(t0 + tl) * qdim + (kvh * group + g) * hd + d];
+    }
+    float m[ATT_PPW], l[ATT_PPW], acc[ATT_PPW][ATT_DPL];
+#pragma unroll
+    for (int s = 0; s < ATT_PPW; s++) {
+        m[s] = -INFINITY, l[s] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_DPL; i++) acc[s][i] = 0.0f;
+    }
+    for (int p0 = begin; p0 < end; p0 += ATT_TILE) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < ATT_TILE * hd; e += blockDim.x) {
+            const int j = e / hd, d = e % hd, p = p0 + j;
+            float kv = 0.0f, vv = 0.0f;
+            if (p < end) {
+                kv = __half2float(kc[(size_t)p * kvdim + kvh * hd + d]);
+                vv = __half2float(vc[(size_t)p * kvdim + kvh * hd + d]);
+            }
+            Ks[j * (hd + 1) + d] = kv;
+            Vs[j * hd + d] = vv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int s = 0; s < ATT_PPW; s++) {
+            const int pi = warp + s * nw;
+            if (pi < pairs) {
+                const int qpos = split ? pos0 : pos0 + t0 + pi / group;
+                const int p = p0 + lane;
+                float sc = -INFINITY;
+                if (p < end && p <= qpos) {
+                    const float *qv = Qs + pi * hd, *kr = Ks + lane * (hd + 1);
+                    float d = 0.0f;
+                    for (int i = 0; i < hd; i++) d += qv[i] * kr[i];
+                    sc = d * scale;
+                }
+                const float mt = warp_max(sc);
+                if (mt != -INFINITY) {
+                    const float mn = fmaxf(m[s], mt);
+                    const float r = expf(m[s] - mn);
+                    const float pe = sc == -INFINITY ? 0.0f : expf(sc - mn);
+                    l[s] = l[s] * r + warp_sum(pe);
+#pragma unroll
+                    for (int i = 0; i < ATT_DPL; i++) acc[s][i] *= r;
+                    for (int j = 0; j < ATT_TILE; j++) {
+                        const float pj = __shfl_sync(0xffffffffu, pe, j);
+#pragma unroll
+                        for (int i = 0; i < ATT_DPL; i++)
+                            if (i < dpl) acc[s][i] += pj * Vs[j * hd + lane + 32 * i];
+                    }
+                    m[s] = mn;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int s = 0; s < ATT_PPW; s++) {
+        const int pi = warp + s * nw;
+        if (pi < pairs) {
+            const int tl = pi / group, head = kvh * group + pi % group;
+            if (split) {
+                float *pp = part + ((size_t)head * nsplit + blockIdx.y) * (hd + 2);
+#pragma unroll
+                for (int i = 0; i < ATT_DPL; i++)
+                    if (i < dpl) pp[lane + 32 * i] = acc[s][i];
+                if (lane == 0) pp[hd] = m[s], pp[hd + 1] = l[s];
+            } else {
+                float *o = out + (size_t)(t0 + tl) * qdim + head * hd;
+#pragma unroll
+                for (int i = 0; i < ATT_DPL; i++)
+                    if (i < dpl) o[lane + 32 * i] = acc[s][i] / l[s];
+            }
+        }
+    }
+}
+
+/* Merge the decode splits: one block per query head, one thread per dim. */
+__global__ void k_attn_combine(const float *part, const int *d_pos, int hd, int split, int nsplit, float *out) {
+    const int head = blockIdx.x, d = threadIdx.x;
+    const int ns = min(nsplit, *d_pos / split + 1);
+    const float *pp = part + (size_t)head * nsplit * (hd + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < ns; s++)
+        if (pp[s * (hd + 2) + hd + 1] > 0.0f) M = fmaxf(M, pp[s * (hd + 2) + hd]);
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < ns; s++) {
+        const float *ps = pp + s * (hd + 2);
+        if (ps[hd + 1] > 0.0f) {
+            const float e = expf(ps[hd] - M);
+            num += e * ps[d];
+            den += e * ps[hd + 1];
+        }
+    }
+    if (d < hd) out[(size_t)head * hd + d] = num / den;
+}
+
+/* Stage of top-k: block b keeps the k best of vals[b*chunk .. +chunk)
+ * (ids[] or the index itself), writing out_v/out_i[b*k + r] in descending
+ * order; ties go to the lower id; used entries are marked id -1. */
+__global__ void k_topk(const float *vals, const int *ids, int n, int chunk, int k, float *out_v, int *out_i) {
+    extern __shared__ float tsm[];
+    float *sv = tsm;
+    int *si = (int *)(tsm + chunk);
+    __shared__ float rv[32];
+    __shared__ int ri[32], rl[32];
+    const int base = blockIdx.x * chunk, cnt = max(0, min(chunk, n - base));
+    for (int i = threadIdx.x; i < cnt; i += blockDim.x) {
+        sv[i] = vals[base + i];
+        si[i] = ids ? ids[base + i] : base + i;
+    }
+    __syncthreads();
+    for (int r = 0; r < k; r++) {
+        float bv = -INFINITY;
+        int bi = -1, bl = -1;
+        for (int i = threadIdx.x; i < cnt; i += blockDim.x) {
+            const int id = si[i];
+            if (id < 0) continue;
+            const float v = sv[i];
+            if (bi < 0 || v > bv || (v == bv && id < bi)) bv = v, bi = id, bl = i;
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+            const int oi = __shfl_xor_sync(0xffffffffu, bi, o), ol = __shfl_xor_sync(0xffffffffu, bl, o);
+            if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) bv = ov, bi = oi, bl = ol;
+        }
+        if ((threadIdx.x & 31) == 0) rv[threadIdx.x >> 5] = bv, ri[threadIdx.x >> 5] = bi, rl[threadIdx.x >> 5] = bl;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            for (int w = 1; w < (int)blockDim.x / 32; w++)
+                if (ri[w] >= 0 && (ri[0] < 0 || rv[w] > rv[0] || (rv[w] == rv[0] && ri[w] < ri[0])))
+                    rv[0] = rv[w], ri[0] = ri[w], rl[0] = rl[w];
+            out_v[blockIdx.x * k + r] = rv[0];
+            out_i[blockIdx.x * k + r] = ri[0];
+            if (rl[0] >= 0) si[rl[0]] = -1;
+        }
+        __syncthreads();
+    }
+}
+
+__global__ void k_fill(__half *k, __half *v, int n_layer, int n_ctx, int kvdim, int from, int to) {
+    const size_t per = (size_t)(to - from) * kvdim, total = per * n_layer;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
+        const size_t il = e / per, r = e % per;
+        const size_t idx = (il * n_ctx + from) * kvdim + r;
+        uint32_t h = (uint32_t)(e * 2654435761u) ^ 0x9e3779b9u;
+        h ^= h >> 15, h *= 0x2c1b3c6du, h ^= h >> 12;
+        k[idx] = __float2half_rn(((float)(h & 0xffff) / 65536.0f - 0.5f) * 0.2f);
+        v[idx] = __float2half_rn(((float)(h >> 16) / 65536.0f - 0.5f) * 0.2f);
+    }
+}
+
+/* ---- host side -------------------------------------------------------- */
+
+typedef struct dmat {
+    const uint8_t *d; /* device */
+    int type;
+    int n_in, n_out;
+    size_t rb; /* bytes per row */
+} dmat;
+
+typedef struct dlayer {
+    float *attn_norm, *ffn_norm;
+    dmat wq, wk, wv, wo, gate, up, down;
+} dlayer;
+
+struct gpu_model {
+    gpu_model_desc c; /* copy; c.layers not kept, c.nope is the model's (read at every forward) */
+    dlayer *L;
+    dmat tok_embd, output;
+    float *out_norm;
+    void **allocs;
+    int n_allocs, cap_allocs;
+    uint64_t bytes;
+    cudaStream_t st;
+    int *d_io, *h_io; /* [0] = position of the chunk's first token, [1..] tokens */
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
+    float *tk_v, *tk_fv;
+    int *tk_i, *tk_fi;
+    int use_mma, use_graph, qt;
+    uint8_t nope[256];
+    unsigned gen;
+    float theta_scale, att_scale;
+};
+
+struct gpu_kv {
+    gpu_model *g;
+    int n_ctx, nsplit;
+    __half *k, *v; /* [n_layer][n_ctx][kvdim] */
+    float *part;   /* [n_head][nsplit][hd + 2] */
+    cudaGraphExec_t exec;
+    unsigned gen;
+    int graph_failed;
+};
+
+static int env_off(const char *name) {
+    const char *e = getenv(name);
+    return e && (!strcmp(e, "0") || !strcmp(e, "off") || !strcmp(e, "no"));
+}
+
+extern "C" int gpu_available(char *msg, size_t msg_len) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        set_msg(msg, msg_len, "no CUDA device (%s)", cudaGetErrorString(e));
+        return 0;
+    }
+    if (n < 1) {
+        set_msg(msg, msg_len, "no CUDA device");
+        return 0;
+    }
+    return 1;
+}
+
+extern "C" void gpu_describe(char *buf, size_t len) {
+    cudaDeviceProp p;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
+        set_msg(buf, len, "unknown CUDA device");
+        return;
+    }
+    set_msg(buf, len, "%s, sm_%d%d, %.0f GiB", p.name, p.major, p.minor, (double)p.totalGlobalMem / (1 << 30));
+}
+
+static int g_alloc(gpu_model *g, void **p, size_t bytes, char *msg, size_t msg_len) {
+    if (g->n_allocs == g->cap_allocs) {
+        int nc = g->cap_allocs ? 2 * g->cap_allocs : 64;
+        void **na = (void **)realloc(g->allocs, (size_t)nc * sizeof *na);
+        if (!na) { set_msg(msg, msg_len, "out of memory"); return -1; }
+        g->allocs = na, g->cap_allocs = nc;
+    }
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        set_msg(msg, msg_len, "CUDA: cannot allocate %.1f MiB: %s", (double)bytes / (1 << 20), cudaGetErrorString(e));
+        return -1;
+    }
+    g->allocs[g->n_allocs++] = *p;
+    return 0;
+}
+
+static int upload(gpu_model *g, const void *host, size_t bytes, void **dev, char *msg, size_t msg_len) {
+    if (g_alloc(g, dev, bytes, msg, msg_len)) return -1;
+    cudaError_t e = cudaMemcpy(*dev, host, bytes, cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) { set_msg(msg, msg_len, "CUDA: upload: %s", cudaGetErrorString(e)); return -1; }
+    g->bytes += bytes;
+    return 0;
+}
+
+static int up_mat(gpu_model *g, const gpu_mat *m, dmat *out, const char *what, char *msg, size_t msg_len) {
+    const size_t rb = gq_row_bytes(m->type, m->n_in);
+    const int blk = gq_block(m->type);
+    if (!rb || !blk) { set_msg(msg, msg_len, "%s: tensor type %d has no CUDA kernel", what, m->type); return -1; }
+    if (m->n_in % blk || m->n_in % 8 || m->n_in > (1 << 30) || m->n_out > (1 << 30)) {
+        set_msg(msg, msg_len, "%s: row of %lld values does not fit the CUDA kernels", what, (long long)m->n_in);
+        return -1;
+    }
+    out->type = m->type, out->n_in = (int)m->n_in, out->n_out = (int)m->n_out, out->rb = rb;
+    void *d = NULL;
+    if (upload(g, m->data, rb * (size_t)m->n_out, &d, msg, msg_len)) return -1;
+    out->d = (const uint8_t *)d;
+    return 0;
+}
+
+static int up_vec(gpu_model *g, const float *h, int n, float **out, char *msg, size_t msg_len) {
+    void *d = NULL;
+    if (upload(g, h, (size_t)n * 4, &d, msg, msg_len)) return -1;
+    *out = (float *)d;
+    return 0;
+}
+
+extern "C" void gpu_model_free(gpu_model *g) {
+    if (!g) return;
+    if (g->st) cudaStreamSynchronize(g->st);
+    for (int i = 0; i < g->n_allocs; i++) cudaFree(g->allocs[i]);
+    if (g->h_io) cudaFreeHost(g->h_io);
+    if (g->st) cudaStreamDestroy(g->st);
+    free(g->allocs);
+    free(g->L);
+    free(g);
+}
+
+extern "C" uint64_t gpu_model_bytes(const gpu_model *g) { return g ? g->bytes : 0; }
+
+extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg, size_t msg_len) {
+    *out = NULL;
+    if (!gpu_available(msg, msg_len)) return -1;
+    const int hd = d->head_dim, group = d->n_head_kv > 0 ? d->n_head / d->n_head_kv : 0;
+    if (hd % 32 || hd > 32 * ATT_DPL || group < 1 || group > ATT_PAIRS || d->n_embd % 8 || d->n_ff % 8 ||
+        d->n_layer > 256) {
+        set_msg(msg, msg_len, "model shape not supported by the CUDA kernels (head_dim %d, group %d)", hd, group);
+        return -1;
+    }
+    gpu_model *g = (gpu_model *)calloc(1, sizeof *g);
+    if (!g) { set_msg(msg, msg_len, "out of memory"); return -1; }
+    g->c = *d;
+    g->c.layers = NULL;
+    const int B = d->n_batch > 0 ? d->n_batch : 256, E = d->n_embd, F = d->n_ff;
+    const int qdim = d->n_head * hd, kvdim = d->n_head_kv * hd;
+    g->c.n_batch = B;
+    g->L = (dlayer *)calloc((size_t)d->n_layer, sizeof *g->L);
+    if (!g->L) { set_msg(msg, msg_len, "out of memory"); goto fail_nock; }
+    CK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
+    CK(cudaHostAlloc((void **)&g->h_io, (size_t)(B + 1) * sizeof(int), cudaHostAllocDefault));
+    for (int il = 0; il < d->n_layer; il++) {
+        const gpu_layer_desc *s = &d->layers[il];
+        dlayer *t = &g->L[il];
+        char what[64];
+        snprintf(what, sizeof what, "blk.%d", il);
+        if (up_vec(g, s->attn_norm, E, &t->attn_norm, msg, msg_len) || up_vec(g, s->ffn_norm, E, &t->ffn_norm, msg, msg_len) ||
+            up_mat(g, &s->wq, &t->wq, what, msg, msg_len) || up_mat(g, &s->wk, &t->wk, what, msg, msg_len) ||
+            up_mat(g, &s->wv, &t->wv, what, msg, msg_len) || up_mat(g, &s->wo, &t->wo, what, msg, msg_len) ||
+            up_mat(g, &s->gate, &t->gate, what, msg, msg_len) || up_mat(g, &s->up, &t->up, what, msg, msg_len) ||
+            up_mat(g, &s->down, &t->down, what, msg, msg_len))
+            goto fail_nock;
+    }
+    if (up_mat(g, &d->tok_embd, &g->tok_embd, "token_embd", msg, msg_len) ||
+        up_vec(g, d->out_norm, E, &g->out_norm, msg, msg_len))
+        goto fail_nock;
+    if (d->output.data == d->tok_embd.data && d->output.type == d->tok_embd.type) g->output = g->tok_embd;
+    else if (up_mat(g, &d->output, &g->output, "output", msg, msg_len)) goto fail_nock;
+    {
+        void *p;
+#define A(field, n) if (g_alloc(g, &p, (size_t)(n) * 4, msg, msg_len)) goto fail_nock; g->field = (float *)p;
+        A(x, (size_t)B * E) A(xb, (size_t)B * E) A(q, (size_t)B * qdim) A(k, (size_t)B * kvdim) A(v, (size_t)B * kvdim)
+        A(att, (size_t)B * qdim) A(hb, (size_t)B * F) A(hb2, (size_t)B * F) A(logits, (size_t)B * d->n_vocab)
+        A(tk_v, TOPK_BLOCKS * TOPK_MAX) A(tk_fv, TOPK_MAX)
+#undef A
+        if (g_alloc(g, &p, (size_t)(B + 1) * sizeof(int), msg, msg_len)) goto fail_nock;
+        g->d_io = (int *)p;
+        if (g_alloc(g, &p, TOPK_BLOCKS * TOPK_MAX * sizeof(int), msg, msg_len)) goto fail_nock;
+        g->tk_i = (int *)p;
+        if (g_alloc(g, &p, TOPK_MAX * sizeof(int), msg, msg_len)) goto fail_nock;
+        g->tk_fi = (int *)p;
+    }
+    g->qt = ATT_PAIRS / group;
+    CK(cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)));
+    g->use_mma = !env_off("SMOLBOT_GPU_MMA");
+    g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
+    g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
+    g->att_scale = 1.0f / sqrtf((float)hd);
+    memcpy(g->nope, d->nope, (size_t)d->n_layer);
+    *out = g;
+    return 0;
+fail:
+fail_nock:
+    gpu_model_free(g);
+    return -1;
+}
+
+extern "C" int gpu_kv_new(gpu_model *g, int n_ctx, gpu_kv **out, char *msg, size_t msg_len) {
+    *out = NULL;
+    gpu_kv *kv = (gpu_kv *)calloc(1, sizeof *kv);
+    if (!kv) { set_msg(msg, msg_len, "out of memory"); return -1; }
+    const size_t kvdim = (size_t)g->c.n_head_kv * g->c.head_dim;
+    const size_t bytes = (size_t)g->c.n_layer * n_ctx * kvdim * sizeof(__half);
+    kv->g = g, kv->n_ctx = n_ctx, kv->nsplit = (n_ctx + ATT_SPLIT - 1) / ATT_SPLIT;
+    CK(cudaMalloc((void **)&kv->k, bytes));
+    CK(cudaMalloc((void **)&kv->v, bytes));
+    CK(cudaMalloc((void **)&kv->part, (size_t)g->c.n_head * kv->nsplit * (g->c.head_dim + 2) * sizeof(float)));
+    CK(cudaMemset(kv->k, 0, bytes));
+    CK(cudaMemset(kv->v, 0, bytes));
+    *out = kv;
+    return 0;
+fail:
+    gpu_kv_free(kv);
+    return -1;
+}
+
+extern "C" void gpu_kv_free(gpu_kv *kv) {
+    if (!kv) return;
+    if (kv->g && kv->g->st) cudaStreamSynchronize(kv->g->st);
+    if (kv->exec) cudaGraphExecDestroy(kv->exec);
+    cudaFree(kv->k);
+    cudaFree(kv->v);
+    cudaFree(kv->part);
+    free(kv);
+}
+
+extern "C" int gpu_kv_copy_prefix(gpu_kv *dst, const gpu_kv *src, int n, char *msg, size_t msg_len) {
+    const gpu_model *g = src->g;
+    const size_t kvdim = (size_t)g->c.n_head_kv * g->c.head_dim, row = kvdim * sizeof(__half);
+    if (n > dst->n_ctx || n > src->n_ctx) { set_msg(msg, msg_len, "copy of %d positions does not fit", n); return -1; }
+    if (n == 0) return 0;
+    CK(cudaMemcpy2DAsync(dst->k, row * dst->n_ctx, src->k, row * src->n_ctx, row * n, g->c.n_layer,
+                         cudaMemcpyDeviceToDevice, g->st));
+    CK(cudaMemcpy2DAsync(dst->v, row * dst->n_ctx, src->v, row * src->n_ctx, row * n, g->c.n_layer,
+                         cudaMemcpyDeviceToDevice, g->st));
+    CK(cudaStreamSynchronize(g->st));
+    return 0;
+fail:
+    return -1;
+}
+
+extern "C" int gpu_kv_fill_synthetic(gpu_kv *kv, int from, int to, char *msg, size_t msg_len) {
+    const gpu_model *g = kv->g;
+    if (from < 0 || to > kv->n_ctx || from > to) { set_msg(msg, msg_len, "bad fill range %d..%d", from, to); return -1; }
+    if (from == to) return 0;
+    k_fill<<<1024, 256, 0, g->st>>>(kv->k, kv->v, g->c.n_layer, kv->n_ctx, g->c.n_head_kv * g->c.head_dim, from, to);
+    CK(cudaGetLastError());
+    CK(cudaStreamSynchronize(g->st));
+    return 0;
+fail:
+    return -1;
+}
+
+/* y = x W^T for n_tok rows (see the file comment for the kernel choice). */
+static void matmul(const gpu_model *g, cudaStream_t st, const dmat *w, const float *x, int ldx, int n_tok, float *y,
+                   int ldy, int acc, int use_mma) {
+    if (use_mma && n_tok >= MMA_MIN_TOK && gq_is_quant(w->type)) {
+        dim3 grid((w->n_out + MM_T - 1) / MM_T, (n_tok + MM_T - 1) / MM_T);
+        GQ_DISPATCH(w->type, (k_mma<T><<<grid, 128, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x, ldx, n_tok, y, ldy, acc)));
+        return;
+    }
+    for (int t0 = 0; t0 < n_tok; t0 += MV_NT) {
+        const int nt = n_tok - t0 < MV_NT ? n_tok - t0 : MV_NT;
+        const int blocks = (w->n_out + MV_ROWS - 1) / MV_ROWS;
+        GQ_DISPATCH(w->type, (k_mv<T><<<blocks, MV_ROWS * 32, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x + (size_t)t0 * ldx,
+                                                                    ldx, nt, y + (size_t)t0 * ldy, ldy, acc)));
+    }
+    (void)g;
+}
+
+static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok,
+                        int n_head, int n_kv, int hd, int qt, int nsplit, float scale, float *out, float *part) {
+    const int group = n_head / n_kv;
+    if (n_tok == 1) {
+        const int pairs = group, nw = pairs < 8 ? pairs : 8;
+        dim3 grid(n_kv, nsplit);
+        k_attn<<<grid, nw * 32, attn_smem(hd, pairs), st>>>(q, kc, vc, d_pos, 1, n_head, n_kv, hd, 1, ATT_SPLIT, nsplit,
+                                                           scale, out, part);
+        k_attn_combine<<<n_head, hd, 0, st>>>(part, d_pos, hd, ATT_SPLIT, nsplit, out);
+    } else {
+        const int pairs = qt * group, nw = pairs < 8 ? pairs : 8;
+        dim3 grid(n_kv, (n_tok + qt - 1) / qt);
+        k_attn<<<grid, nw * 32, attn_smem(hd, pairs), st>>>(q, kc, vc, d_pos, n_tok, n_head, n_kv, hd, qt, 0, 0, scale,
+                                                           out, part);
+    }
+}
+
+/* Enqueue one chunk of B tokens (tokens/position already in d_io).
+ * head: 0 none, 1 last row into logits[0..n_vocab), 2 every row. */
+static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
+    const gpu_model_desc *c = &g->c;
+    const int E = c->n_embd, F = c->n_ff, hd = c->head_dim;
+    const int qdim = c->n_head * hd, kvdim = c->n_head_kv * hd;
+    cudaStream_t st = g->st;
+    const int *d_pos = g->d_io, *d_tok = g->d_io + 1;
+    GQ_DISPATCH(g->tok_embd.type, (k_embed<T><<<B, 256, 0, st>>>(g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
+    for (int il = 0; il < c->n_layer; il++) {
+        const dlayer *L = &g->L[il];
+        __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
+        k_rmsnorm<<<B, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps);
+        matmul(g, st, &L->wq, g->xb, E, B, g->q, qdim, 0, g->use_mma);
+        matmul(g, st, &L->wk, g->xb, E, B, g->k, kvdim, 0, g->use_mma);
+        matmul(g, st, &L->wv, g->xb, E, B, g->v, kvdim, 0, g->use_mma);
+        k_rope_store<<<B, 256, 0, st>>>(g->q, g->k, g->v, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->theta_scale,
+                                        !g->nope[il]);
+        launch_attn(st, g->q, kc, vc, d_pos, B, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
+                    kv->part);
+        matmul(g, st, &L->wo, g->att, qdim, B, g->x, E, 1, g->use_mma);
+        k_rmsnorm<<<B, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps);
+        matmul(g, st, &L->gate, g->xb, E, B, g->hb, F, 0, g->use_mma);
+        matmul(g, st, &L->up, g->xb, E, B, g->hb2, F, 0, g->use_mma);
+        k_silu_mul<<<(B * F + 255) / 256, 256, 0, st>>>(g->hb, g->hb2, B * F);
+        matmul(g, st, &L->down, g->hb, F, B, g->x, E, 1, g->use_mma);
+    }
+    if (head == 1) {
+        k_rmsnorm<<<1, 256, 0, st>>>(g->x + (size_t)(B - 1) * E, g->out_norm, g->xb, E, c->eps);
+        matmul(g, st, &g->output, g->xb, E, 1, g->logits, c->n_vocab, 0, g->use_mma);
+    } else if (head == 2) {
+        k_rmsnorm<<<B, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps);
+        matmul(g, st, &g->output, g->xb, E, B, g->logits, c->n_vocab, 0, g->use_mma);
+    }
+}
+
+/* The decode step as a graph, captured on first use (and after a change of
+ * the NoPE flags). Returns 0 when launched, 1 when the caller should launch
+ * the kernels directly (graphs off or capture failed), -1 on error. */
+static int decode_graph(gpu_model *g, gpu_kv *kv, char *msg, size_t msg_len) {
+    if (!g->use_graph || kv->graph_failed) return 1;
+    if (kv->exec && kv->gen != g->gen) {
+        cudaGraphExecDestroy(kv->exec);
+        kv->exec = NULL;
+    }
+    if (!kv->exec) {
+        cudaGraph_t graph = NULL;
+        CK(cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal));
+        enqueue_step(g, kv, 1, 1);
+        if (cudaStreamEndCapture(g->st, &graph) != cudaSuccess || !graph ||
+            cudaGraphInstantiate(&kv->exec, graph, 0) != cudaSuccess) {
+            if (graph) cudaGraphDestroy(graph);
+            (void)cudaGetLastError();
+            kv->exec = NULL;
+            kv->graph_failed = 1;
+            return 1;
+        }
+        cudaGraphDestroy(graph);
+        kv->gen = g->gen;
+    }
+    CK(cudaGraphLaunch(kv->exec, g->st));
+    return 0;
+fail:
+    return -1;
+}
+
+extern "C" int gpu_forward(gpu_model *g, gpu_kv *kv, int pos, const int32_t *tokens, int n, int logits_mode, float *logits,
+                           const volatile int *cancel, int *done_out, char *msg, size_t msg_len) {
+    const gpu_model_desc *c = &g->c;
+    int done = 0;
+    if (done_out) *done_out = 0;
+    if (n <= 0 || pos < 0 || pos + n > kv->n_ctx) {
+        set_msg(msg, msg_len, "%d tokens at %d do not fit a cache of %d", n, pos, kv->n_ctx);
+        return -1;
+    }
+    if (memcmp(g->nope, c->nope, (size_t)c->n_layer)) {
+        memcpy(g->nope, c->nope, (size_t)c->n_layer);
+        g->gen++;
+    }
+    while (done < n) {
+        if (cancel && *cancel) { set_msg(msg, msg_len, "cancelled"); return -2; }
+        const int B = n - done < c->n_batch ? n - done : c->n_batch;
+        const int last = done + B == n;
+        const int head = logits_mode == 2 ? 2 : (logits_mode == 1 && last ? 1 : 0);
+        g->h_io[0] = pos + done;
+        memcpy(g->h_io + 1, tokens + done, (size_t)B * sizeof(int32_t));
+        CK(cudaMemcpyAsync(g->d_io, g->h_io, (size_t)(B + 1) * sizeof(int), cudaMemcpyHostToDevice, g->st));
+        int direct = 1;
+        if (B == 1) {
+            direct = decode_graph(g, kv, msg, msg_len);
+            if (direct < 0) return -1;
+        }
+        if (direct) enqueue_step(g, kv, B, head);
+        CK(cudaGetLastError());
+        if (logits && head == 2)
+            CK(cudaMemcpyAsync(logits + (size_t)done * c->n_vocab, g->logits, (size_t)B * c->n_vocab * sizeof(float),
+                               cudaMemcpyDeviceToHost, g->st));
+        else if (logits && head == 1)
+            CK(cudaMemcpyAsync(logits, g->logits, (size_t)c->n_vocab * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+        CK(cudaStreamSynchronize(g->st));
+        done += B;
+        if (done_out) *done_out = done;
+    }
+    return 0;
+fail:
+    return -1;
+}
+
+static int topk_run(cudaStream_t st, const float *d_vals, int n, int k, float *tk_v, int *tk_i, float *tk_fv, int *tk_fi,
+                    char *msg, size_t msg_len) {
+    if (k < 1 || k > TOPK_MAX || k > n) { set_msg(msg, msg_len, "top-k of %d out of 1..%d", k, TOPK_MAX); return -1; }
+    const int chunk = (n + TOPK_BLOCKS - 1) / TOPK_BLOCKS;
+    const size_t sm1 = (size_t)chunk * 8, sm2 = (size_t)TOPK_BLOCKS * k * 8;
+    if (sm1 > 200 * 1024) { set_msg(msg, msg_len, "top-k over %d values: too many", n); return -1; }
+    CK(cudaFuncSetAttribute(k_topk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(sm1 > sm2 ? sm1 : sm2)));
+    k_topk<<<TOPK_BLOCKS, 256, sm1, st>>>(d_vals, NULL, n, chunk, k, tk_v, tk_i);
+    k_topk<<<1, 256, sm2, st>>>(tk_v, tk_i, TOPK_BLOCKS * k, TOPK_BLOCKS * k, k, tk_fv, tk_fi);
+    CK(cudaGetLastError());
+    return 0;
+fail:
+    return -1;
+}
+
+extern "C" int gpu_sample_topk(gpu_model *g, int k, int32_t *ids, float *vals, char *msg, size_t msg_len) {
+    if (topk_run(g->st, g->logits, g->c.n_vocab, k, g->tk_v, g->tk_i, g->tk_fv, g->tk_fi, msg, msg_len)) return -1;
+    CK(cudaMemcpyAsync(ids, g->tk_fi, (size_t)k * sizeof(int), cudaMemcpyDeviceToHost, g->st));
+    CK(cudaMemcpyAsync(vals, g->tk_fv, (size_t)k * sizeof(float), cudaMemcpyDeviceToHost, g->st));
+    CK(cudaStreamSynchronize(g->st));
+    return 0;
+fail:
+    return -1;
+}
+
+/* ---- test entry points ------------------------------------------------ */
+
+/* Device scratch for one test call: every pointer is freed by t_free. */
+typedef struct tbufs {
+    void *p[8];
+    int n;
+} tbufs;
+
+static void *t_up(tbufs *b, const void *h, size_t bytes) {
+    void *d = NULL;
+    if (cudaMalloc(&d, bytes ? bytes : 16) != cudaSuccess) return NULL;
+    b->p[b->n++] = d;
+    if (h && cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess) return NULL;
+    if (!h) cudaMemset(d, 0, bytes ? bytes : 16);
+    return d;
+}
+static void t_free(tbufs *b) {
+    for (int i = 0; i < b->n; i++) cudaFree(b->p[i]);
+    b->n = 0;
+}
+static int t_finish(tbufs *b, void *host, const void *dev, size_t bytes, char *msg, size_t msg_len) {
+    cudaError_t e = cudaGetLastError();
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
+    if (e == cudaSuccess && host) e = cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost);
+    t_free(b);
+    if (e != cudaSuccess) { set_msg(msg, msg_len, "CUDA: %s", cudaGetErrorString(e)); return -1; }
+    return 0;
+}
+#define T_NEED(ptr)                                                           \
+    if (!(ptr)) {                                                             \
+        t_free(&b);                                                           \
+        set_msg(msg, msg_len, "CUDA: allocation or copy failed");             \
+        return -1;                                                            \
+    }
+
+extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n_in, const float *x, int n_tok, float *y,
+                               int path, char *msg, size_t msg_len) {
+    tbufs b = {{0}, 0};
+    const size_t rb = gq_row_bytes(type, n_in);
+    if (!rb || n_in % 8 || n_in % gq_block(type)) { set_msg(msg, msg_len, "type %d / n_in %lld unsupported", type, (long long)n_in); return -1; }
+    const uint8_t *dw = (const uint8_t *)t_up(&b, w, rb * n_out);
+    T_NEED(dw);
+    float *dx = (float *)t_up(&b, x, (size_t)n_tok * n_in * 4);
+    T_NEED(dx);
+    float *dy = (float *)t_up(&b, NULL, (size_t)n_tok * n_out * 4);
+    T_NEED(dy);
+    dmat m = {dw, type, (int)n_in, (int)n_out, rb};
+    if (path == 1 && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) {
+        t_free(&b);
+        set_msg(msg, msg_len, "the tensor-core path needs a quantized type and >= %d tokens", MMA_MIN_TOK);
+        return -1;
+    }
+    matmul(NULL, 0, &m, dx, (int)n_in, n_tok, dy, (int)n_out, 0, path == 1);
+    return t_finish(&b, y, dy, (size_t)n_tok * n_out * 4, msg, msg_len);
+}
+
+extern "C" int gpu_test_dequant(int type, const void *w, int64_t n, float *out, char *msg, size_t msg_len) {
+    tbufs b = {{0}, 0};
+    const size_t rb = gq_row_bytes(type, n);
+    if (!rb || n % 8 || n % gq_block(type)) { set_msg(msg, msg_len, "type %d unsupported", type); return -1; }
+    const uint8_t *dw = (const uint8_t *)t_up(&b, w, rb);
+    T_NEED(dw);
+    float *d = (float *)t_up(&b, NULL, (size_t)n * 4);
+    T_NEED(d);
+    const int threads = (int)(n / 8);
+    GQ_DISPATCH(type, (k_dequant<T><<<(threads + 255) / 256, 256>>>(dw, (int)n, d)));
+    return t_finish(&b, out, d, (size_t)n * 4, msg, msg_len);
+}
+
+extern "C" int gpu_test_rmsnorm(const float *x, const float *w, int n, int rows, float eps, float *out, char *msg,
+                                size_t msg_len) {
+    tbufs b = {{0}, 0};
+    float *dx = (float *)t_up(&b, x, (size_t)n * rows * 4), *dw = (float *)t_up(&b, w, (size_t)n * 4);
+    T_NEED(dx && dw);
+    float *dout = (float *)t_up(&b, NULL, (size_t)n * rows * 4);
+    T_NEED(dout);
+    k_rmsnorm<<<rows, 256>>>(dx, dw, dout, n, eps);
+    return t_finish(&b, out, dout, (size_t)n * rows * 4, msg, msg_len);
+}
+
+extern "C" int gpu_test_silu_mul(const float *g, const float *u, int n, float *out, char *msg, size_t msg_len) {
+    tbufs b = {{0}, 0};
+    float *dg = (float *)t_up(&b, g, (size_t)n * 4), *du = (float *)t_up(&b, u, (size_t)n * 4);
+    T_NEED(dg && du);
+    k_silu_mul<<<(n + 255) / 256, 256>>>(dg, du, n);
+    return t_finish(&b, out, dg, (size_t)n * 4, msg, msg_len);
+}
+
+extern "C" int gpu_test_rope(float *x, int n_heads, int head_dim, int pos, float theta, char *msg, size_t msg_len) {
+    /* k_rope_store on a cache of pos + 1 rows: x plays q, one dummy KV head. */
+    tbufs b = {{0}, 0};
+    float *dq = (float *)t_up(&b, x, (size_t)n_heads * head_dim * 4);
+    float *dk = (float *)t_up(&b, NULL, (size_t)head_dim * 4);
+    __half *kc = (__half *)t_up(&b, NULL, (size_t)(pos + 1) * head_dim * 2);
+    __half *vc = (__half *)t_up(&b, NULL, (size_t)(pos + 1) * head_dim * 2);
+    int *dp = (int *)t_up(&b, &pos, sizeof pos);
+    T_NEED(dq && dk && kc && vc && dp);
+    k_rope_store<<<1, 256>>>(dq, dk, dk, kc, vc, dp, n_heads, 1, head_dim, powf(theta, -2.0f / (float)head_dim), 1);
+    return t_finish(&b, x, dq, (size_t)n_heads * head_dim * 4, msg, msg_len);
+}
+
+extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint16_t *v, int n_head, int n_kv, int hd,
+                                  int n_tok, int pos0, int decode, float *out, char *msg, size_t msg_len) {
+    tbufs b = {{0}, 0};
+    const int group = n_head / n_kv, qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok;
+    if (hd % 32 || hd > 32 * ATT_DPL || group < 1 || group > ATT_PAIRS || (decode && n_tok != 1)) {
+        set_msg(msg, msg_len, "attention shape unsupported");
+        return -1;
+    }
+    const int nsplit = (n_pos + ATT_SPLIT - 1) / ATT_SPLIT, qt = ATT_PAIRS / group;
+    float *dq = (float *)t_up(&b, q, (size_t)n_tok * qdim * 4);
+    __half *kc = (__half *)t_up(&b, k, (size_t)n_pos * kvdim * 2), *vc = (__half *)t_up(&b, v, (size_t)n_pos * kvdim * 2);
+    float *dout = (float *)t_up(&b, NULL, (size_t)n_tok * qdim * 4);
+    float *part = (float *)t_up(&b, NULL, (size_t)n_head * nsplit * (hd + 2) * 4);
+    int *dp = (int *)t_up(&b, &pos0, sizeof pos0);
+    T_NEED(dq && kc && vc && dout && part && dp);
+    if (cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)) != cudaSuccess) {
+        t_free(&b);
+        set_msg(msg, msg_len, "CUDA: shared memory for attention");
+        return -1;
+    }
+    launch_attn(0, dq, kc, vc, dp, n_tok, n_head, n_kv, hd, qt, nsplit, 1.0f / sqrtf((float)hd), dout, part);
+    return t_finish(&b, out, dout, (size_t)n_tok * qdim * 4, msg, msg_len);
+}
+
+extern "C" int gpu_test_topk(const float *x, int n, int k, int32_t *ids, float *vals, char *msg, size_t msg_len) {
+    tbufs b = {{0}, 0};
+    float *dx = (float *)t_up(&b, x, (size_t)n * 4);
+    float *tv = (float *)t_up(&b, NULL, TOPK_BLOCKS * TOPK_MAX * 4), *fv = (float *)t_up(&b, NULL, TOPK_MAX * 4);
+    int *ti = (int *)t_up(&b, NULL, TOPK_BLOCKS * TOPK_MAX * 4), *fi = (int *)t_up(&b, NULL, TOPK_MAX * 4);
+    T_NEED(dx && tv && fv && ti && fi);
+    if (topk_run(0, dx, n, k, tv, ti, fv, fi, msg, msg_len)) { t_free(&b); return -1; }
+    if (cudaMemcpy(vals, fv, (size_t)k * 4, cudaMemcpyDeviceToHost) != cudaSuccess) { t_free(&b); set_msg(msg, msg_len, "CUDA: copy"); return -1; }
+    return t_finish(&b, ids, fi, (size_t)k * 4, msg, msg_len);
+}
