@@ -38,6 +38,25 @@ REL_OBJ := $(patsubst %.c,build/rel/%.o,$(SRC) $(GEN_SRC))
 SAN_LIB := $(patsubst %.c,build/san/%.o,$(LIB_SRC) $(GEN_SRC))
 SAN_APP := $(patsubst %.c,build/san/%.o,$(APP_SRC))
 
+# ---- CUDA backend (issue 12): make CUDA=1 [CUDA_ARCH=sm_90] [CUDA_HOME=/usr/local/cuda]
+# nvcc compiles the .cu files of src/kern/cuda (the C wildcard above never
+# sees them) and the binaries link libcudart; -lstdc++ for nvcc's host code.
+# The C objects are identical in both builds (src/model/gpu_model.c declares
+# the gpu_* functions weak), and build/gen/mode.c names the build, so
+# switching CUDA on or off relinks every binary without a `make clean`.
+CUDA      ?= 0
+CUDA_HOME ?= /usr/local/cuda
+CUDA_ARCH ?= sm_90
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+MODE_SRC  := build/gen/mode.c
+ifeq ($(CUDA),1)
+CU_OBJ    := $(patsubst %.cu,build/cuda/%.o,$(wildcard src/kern/cuda/*.cu))
+LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+endif
+REL_OBJ   += build/rel/build/gen/mode.o $(CU_OBJ)
+SAN_LIB   += build/san/build/gen/mode.o $(CU_OBJ)
+REL_LIB   := $(filter-out build/rel/src/app/%,$(REL_OBJ))
+
 .PHONY: all deps deps-test native test run bench bench-server fuzz clean web
 all: deps build/smolbot
 
@@ -125,3 +144,23 @@ bench-server: deps build/smolbot
 clean:
 	rm -rf build
 
+# ---- CUDA (issue 12) ----
+.PHONY: cuda-check FORCE
+FORCE:
+$(MODE_SRC): FORCE
+	@mkdir -p $(dir $@)
+	@echo 'const char *const smolbot_build_mode = "$(if $(filter 1,$(CUDA)),cuda $(CUDA_ARCH),cpu)";' > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+# -fPIC: the host objects go into a PIE binary; -O3 for the device code.
+build/cuda/%.o: %.cu $(wildcard src/kern/cuda/*.h src/kern/cuda/*.cuh)
+	@mkdir -p $(dir $@)
+	$(NVCC) -O3 -std=c++17 -arch=$(CUDA_ARCH) -Isrc -Xcompiler -fPIC,-Wall -c -o $@ $<
+
+# Unsanitized test binaries (CUDA and ASan do not mix well): build/rel/test_gpu.
+build/rel/test_%: tests/test_%.c tests/t.h $(REL_LIB)
+	$(CC) $(CFLAGS_BASE) $(OPT) -o $@ $< $(REL_LIB) $(LDLIBS)
+
+# Build with CUDA, GPU tests, 3B-shaped model, bench table (needs a GPU).
+cuda-check:
+	@bash scripts/cuda-check.sh

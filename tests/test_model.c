@@ -27,7 +27,7 @@ static int load(const char *rel, loaded *L, int n_batch) {
     memset(L, 0, sizeof *L);
     if (!path) return -1;
     if (gguf_open(&L->g, path, &err)) { fprintf(stderr, "  %s\n", err.msg); return -2; }
-    model_opts o = {0, n_batch};
+    model_opts o = {0, n_batch, MODEL_GPU_OFF};
     if (model_load(&L->m, L->g, &o, &err)) { fprintf(stderr, "  %s\n", err.msg); gguf_close(L->g); return -2; }
     return 0;
 }

@@ -38,6 +38,8 @@ int app_parse_int(const char *opt, const char *s, long *out);
 int app_parse_float(const char *opt, const char *s, double *out);
 /* The value after option argv[*i]; advances *i. Prints an error and returns NULL if missing. */
 const char *app_optarg(int argc, char **argv, int *i);
+/* --gpu auto|on|off -> MODEL_GPU_* (gpu_opt.c); prints an error and returns -1 otherwise. */
+int app_parse_gpu(const char *v, int *out);
 
 /* Model lookup (modelpath.c): -m, then $MODEL_PATH, then the models
  * directory ($SMOLBOT_MODELS or ~/.cache/smolbot/models), then ./models.

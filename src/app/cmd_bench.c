@@ -27,6 +27,7 @@ static void usage(FILE *f) {
             "  -n N         tokens to decode at each depth (default 128)\n"
             "  -d LIST      context depths for decode, e.g. 0,2048,4096 (default 0)\n"
             "  -t N         threads (default: all cores)\n"
+            "  --gpu auto|on|off  CUDA GPU (default auto: used when built with CUDA and present)\n"
             "  -r N         repetitions, best is kept (default 3)\n"
             "  --real-fill  reach each depth by prefilling real tokens (slow)\n"
             "  --json       one JSON object on stdout\n"
@@ -57,13 +58,14 @@ int cmd_bench(int argc, char **argv) {
     if (app_wants_help(argc, argv)) { usage(stdout); return 0; }
     const char *model_opt = NULL;
     long p = 512, n = 128, threads = 0, reps = 3, depths[MAX_DEPTHS] = {0};
-    int n_depths = 1, json = 0, real_fill = 0;
+    int n_depths = 1, json = 0, real_fill = 0, gpu = MODEL_GPU_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) { if (!(model_opt = app_optarg(argc, argv, &i))) return 2; }
         else if (!strcmp(a, "-p")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &p)) return 2; }
         else if (!strcmp(a, "-n")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &n)) return 2; }
         else if (!strcmp(a, "-t")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &threads)) return 2; }
+        else if (!strcmp(a, "--gpu")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_gpu(v, &gpu)) return 2; }
         else if (!strcmp(a, "-r")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &reps)) return 2; }
         else if (!strcmp(a, "-d")) {
             if (!(v = app_optarg(argc, argv, &i)) || parse_depths(v, depths, &n_depths)) {
@@ -87,7 +89,7 @@ int cmd_bench(int argc, char **argv) {
     int rc = 1;
     kern_init(NULL);
     if (gguf_open(&g, path, &err)) goto done;
-    model_opts mo = {(int)threads, 0};
+    model_opts mo = {(int)threads, 0, gpu};
     if (model_load(&m, g, &mo, &err)) goto done;
     const model_config *c = model_get_config(m);
     long max_depth = 0;
@@ -142,9 +144,9 @@ int cmd_bench(int argc, char **argv) {
     for (int di = 0; di < n_depths; di++) if (depths[di] == 0) d0 = decode[di];
     double peak_mb = (double)core_peak_rss() / (1 << 20);
     if (json) {
-        printf("{\"model\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"prompt_tokens\": %ld, \"decode_tokens\": %ld, "
+        printf("{\"model\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"prompt_tokens\": %ld, \"decode_tokens\": %ld, "
                "\"prefill_tok_s\": %.2f, \"decode_tok_s\": {",
-               path, model_threads(m), kern_isa(), p, n, prefill_tok_s);
+               path, model_device(m), model_threads(m), kern_isa(), p, n, prefill_tok_s);
         for (int di = 0; di < n_depths; di++) printf("%s\"%ld\": %.2f", di ? ", " : "", depths[di], decode[di]);
         printf("}, \"ttft_ms\": %.1f, \"peak_rss_mb\": %.0f, \"read_bw_gbs\": %.2f, \"weight_bw_gbs\": %.2f, "
                "\"weight_gb\": %.3f, \"kv_mb\": %.0f}\n",
@@ -152,10 +154,12 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("model        %s (%d layers, %.2f GB of weights read per token)\n", path, c->n_layer, weight_gb);
         printf("threads      %d, %s kernels\n", model_threads(m), kern_isa());
+        printf("device       %s\n", model_device(m));
         printf("prefill      %8.2f tok/s  (%ld tokens, TTFT %.0f ms)\n", prefill_tok_s, p, ttft_ms);
         for (int di = 0; di < n_depths; di++)
-            printf("decode @%-5ld %8.2f tok/s  (%ld tokens%s)\n", depths[di], decode[di], n,
-                   depths[di] && !real_fill ? ", synthetic context" : "");
+            printf("decode @%-5ld %8.2f tok/s  (%ld tokens%s; %.0f GB/s of weights + f16 KV)\n", depths[di], decode[di], n,
+                   depths[di] && !real_fill ? ", synthetic context" : "",
+                   decode[di] * (weight_gb + 4e-9 * c->n_layer * (double)depths[di] * c->n_head_kv * c->head_dim));
         printf("bandwidth    %.1f GB/s of weights at depth 0 = %.0f%% of %.1f GB/s plain read\n", weight_gb * d0,
                100 * weight_gb * d0 / read_bw, read_bw);
         printf("peak RSS     %.0f MB (KV cache %.0f MB)\n", peak_mb, (double)model_kv_bytes(kv) / (1 << 20));

@@ -106,6 +106,7 @@ static void usage(FILE *f) {
             "  -n N               max tokens per answer (default: until the context is full)\n"
             "  --ctx N            context positions (default 4096)\n"
             "  -t N               threads (default: all cores)\n"
+            "  --gpu auto|on|off  CUDA GPU (default auto: used when built with CUDA and present)\n"
             "In the chat: /help lists the commands; Ctrl-C stops an answer; /quit or Ctrl-D exits.\n");
 }
 
@@ -137,6 +138,7 @@ int cmd_chat(int argc, char **argv) {
     sample_params sp;
     sample_params_default(&sp);
     if (app_wants_help(argc, argv)) { usage(stdout); return 0; }
+    int gpu = MODEL_GPU_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         double d;
@@ -154,6 +156,7 @@ int cmd_chat(int argc, char **argv) {
         else if (!strcmp(a, "-n")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &max_tokens)) return 2; }
         else if (!strcmp(a, "--ctx")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &n_ctx)) return 2; }
         else if (!strcmp(a, "-t")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &threads)) return 2; }
+        else if (!strcmp(a, "--gpu")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_gpu(v, &gpu)) return 2; }
         else { fprintf(stderr, "chat: unknown option %s\n", a); usage(stderr); return 2; }
     }
     core_err err = {0};
@@ -171,6 +174,7 @@ int cmd_chat(int argc, char **argv) {
     engine_config ec = {0};
     ec.model_path = path;
     ec.n_threads = (int)threads;
+    ec.gpu = gpu;
     ec.n_ctx = (int)n_ctx;
     engine *e = NULL;
     if (engine_new(&e, &ec, &err)) { fprintf(stderr, "chat: %s\n", err.msg); return 1; }

@@ -31,6 +31,7 @@ static void usage(FILE *f) {
             "  --ctx N            KV cache positions (default 4096)\n"
             "  --kv f16|f32       KV cache type (default f16)\n"
             "  -t N               threads (default: all cores)\n"
+            "  --gpu auto|on|off  CUDA GPU (default auto: used when built with CUDA and present)\n"
             "  --batch N          prefill chunk size (default 256)\n"
             "  --dump-logits FILE write the logits at the last prompt position (float32 LE)\n");
 }
@@ -70,6 +71,7 @@ int cmd_generate(int argc, char **argv) {
     sample_params sp;
     sample_params_default(&sp);
     if (app_wants_help(argc, argv)) { usage(stdout); return 0; }
+    int gpu = MODEL_GPU_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         double d;
@@ -81,6 +83,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "-n")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &n_gen)) return 2; }
         else if (!strcmp(a, "--ctx")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &n_ctx)) return 2; }
         else if (!strcmp(a, "-t")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &threads)) return 2; }
+        else if (!strcmp(a, "--gpu")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_gpu(v, &gpu)) return 2; }
         else if (!strcmp(a, "--batch")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &batch)) return 2; }
         else if (!strcmp(a, "--greedy")) sp.temperature = 0;
         else if (!strcmp(a, "--temp")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_float(a, v, &d)) return 2; sp.temperature = (float)d; }
@@ -119,7 +122,7 @@ int cmd_generate(int argc, char **argv) {
 
     kern_init(NULL);
     if (gguf_open(&g, path, &err)) goto done;
-    model_opts mo = {(int)threads, (int)batch};
+    model_opts mo = {(int)threads, (int)batch, gpu};
     if (model_load(&m, g, &mo, &err)) goto done;
     const model_config *c = model_get_config(m);
     if (tok_load(&tk, g, &err)) goto done;

@@ -422,7 +422,7 @@ static int validate(const char *path, core_err *err) {
         goto done;
     }
     kern_init(NULL);
-    model_opts mo = {1, 0};
+    model_opts mo = {1, 0, MODEL_GPU_OFF};
     rc = model_load(&m, g, &mo, err);
 done:
     model_free(m);

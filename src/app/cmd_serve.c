@@ -48,6 +48,7 @@ static void usage(FILE *f) {
             "  --no-db              no history database\n"
             "  --ctx N              context positions per conversation (default 4096)\n"
             "  -t, --threads N      threads (default: all cores)\n"
+            "  --gpu auto|on|off    CUDA GPU (default auto: used when built with CUDA and present)\n"
             "  --kv-budget MB       memory for all KV caches (default 2048)\n"
             "  --kv f16|f32         KV cache type (default f16)\n"
             "  --parallel N         sequences generating at once (default 4)\n"
@@ -103,7 +104,7 @@ int cmd_serve(int argc, char **argv) {
                *kvs = "f16", *model_name = NULL;
     long port = 3000, n_ctx = 4096, threads = 0, kv_mb = 2048, parallel = 0, queue = 0, batch = 0, max_streams = 0,
          max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30;
-    int no_db = 0;
+    int no_db = 0, gpu = MODEL_GPU_AUTO;
     if (!host || !*host) host = "127.0.0.1";
     const char *penv = getenv("PORT");
     if (penv && *penv && app_parse_int("$PORT", penv, &port)) return 2;
@@ -121,6 +122,8 @@ int cmd_serve(int argc, char **argv) {
             if (!(kvs = app_optarg(argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--model-name")) {
             if (!(model_name = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--gpu")) {
+            if (!(v = app_optarg(argc, argv, &i)) || app_parse_gpu(v, &gpu)) return 2;
         } else if (!strcmp(a, "--no-db")) {
             no_db = 1;
         }
@@ -189,6 +192,7 @@ int cmd_serve(int argc, char **argv) {
     ec.max_queue = (int)queue;
     ec.max_active = parallel ? (int)parallel : 4;
     ec.n_batch = (int)batch;
+    ec.gpu = gpu;
     if (engine_new(&eng, &ec, &err)) goto done;
 
     if (!no_db) {

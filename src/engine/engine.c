@@ -438,7 +438,7 @@ static int load(engine *e) {
         return -1;
     }
     double t0 = core_now_s();
-    model_opts mo = {e->cfg.n_threads, e->cfg.n_batch};
+    model_opts mo = {e->cfg.n_threads, e->cfg.n_batch, e->cfg.gpu};
     if (gguf_open(&e->g, e->model_path, &err) || model_load(&e->m, e->g, &mo, &err) || tok_load(&e->tk, e->g, &err)) {
         set_state(e, ENGINE_FAILED, err.msg);
         LOG_ERROR("engine: %s", err.msg);

@@ -46,6 +46,7 @@ typedef struct engine_config {
     int max_queue;          /* waiting requests before submit refuses (0: 64) */
     int max_active;         /* sequences generating at once (0: 4) */
     int n_batch;            /* prefill chunk (0: 256) */
+    int gpu;                /* MODEL_GPU_* (0: CPU), see model_opts */
 } engine_config;
 
 enum engine_state { ENGINE_LOADING = 0, ENGINE_READY, ENGINE_NO_MODEL, ENGINE_FAILED, ENGINE_STOPPING };
