@@ -1,0 +1,491 @@
+/* test_gpu.c -- the CUDA backend (issue 12) against the CPU.
+ *
+ * Built in every build; every test skips with the reason when the binary
+ * was built without CUDA (`make CUDA=1`) or no CUDA device is present, so
+ * `make test` stays green on machines without a GPU.
+ *
+ *   - each kernel on random inputs against the scalar reference: dequant
+ *     (bit-exact), matrix-vector and tensor-core products (against the
+ *     reference dequantization in double), rmsnorm, silu*mul, RoPE,
+ *     attention (prefill and split-K decode, against a double-precision
+ *     causal softmax), top-k;
+ *   - the golden logits of the inference issue (refdata/model, llama.cpp) on
+ *     the GPU path with the same tolerances as tests/test_model.c;
+ *   - decode (CUDA graph) equals prefill, KV copy/truncate/fill on the device.
+ *
+ * The gpu_test_* entry points are declared weak like in gpu_model.c: NULL
+ * means "built without CUDA".
+ */
+#include <jansson.h>
+
+#include "t.h"
+#include "gguf/gguf.h"
+#include "kern/cuda/gpu.h"
+#include "kern/kern.h"
+#include "model/model.h"
+
+#pragma weak gpu_available
+#pragma weak gpu_describe
+#pragma weak gpu_test_matmul
+#pragma weak gpu_test_dequant
+#pragma weak gpu_test_rmsnorm
+#pragma weak gpu_test_silu_mul
+#pragma weak gpu_test_rope
+#pragma weak gpu_test_attention
+#pragma weak gpu_test_topk
+
+static char skip_why[600];
+
+/* 1 when the kernels can run; else skip_why says why. */
+static int gpu_ready(void) {
+    if (!gpu_available) {
+        snprintf(skip_why, sizeof skip_why, "built without CUDA (make CUDA=1)");
+        return 0;
+    }
+    return gpu_available(skip_why, sizeof skip_why);
+}
+#define NEED_GPU() \
+    if (!gpu_ready()) T_SKIP("%s", skip_why)
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f; }
+
+static const int types[] = {KERN_F32, KERN_F16, KERN_BF16, KERN_Q8_0, KERN_Q4_0, KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
+
+/* n_out random rows of n_in values of `type`: random quants, sane scales. */
+static void *random_rows(int type, int64_t n_in, int64_t n_out) {
+    const kern_traits *tr = kern_ref_traits(type);
+    size_t rb = kern_row_size(type, n_in), bytes = rb * (size_t)n_out;
+    uint8_t *p = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)rnd();
+    int64_t nb = n_in / tr->blck * n_out;
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *blk = p + (size_t)b * tr->bytes;
+        kern_f16 h;
+        switch (type) {
+        case KERN_F32: ((float *)p)[b] = frand(-1, 1); break;
+        case KERN_F16: ((kern_f16 *)p)[b] = core_f32_to_f16(frand(-1, 1)); break;
+        case KERN_BF16: ((uint16_t *)p)[b] = core_f32_to_bf16(frand(-1, 1)); break;
+        case KERN_Q8_0: case KERN_Q4_0:
+            h = core_f32_to_f16(frand(0.005f, 0.03f)); memcpy(blk, &h, 2); break;
+        case KERN_Q4_K: case KERN_Q5_K:
+            h = core_f32_to_f16(frand(0.001f, 0.01f)); memcpy(blk, &h, 2);
+            h = core_f32_to_f16(frand(0.0f, 0.01f)); memcpy(blk + 2, &h, 2); break;
+        case KERN_Q6_K:
+            h = core_f32_to_f16(frand(0.0005f, 0.003f)); memcpy(blk + 208, &h, 2); break;
+        }
+    }
+    return p;
+}
+
+static void test_device(void) {
+    NEED_GPU();
+    char d[256];
+    gpu_describe(d, sizeof d);
+    fprintf(stderr, "  device: %s\n", d);
+}
+
+static void test_dequant(void) {
+    NEED_GPU();
+    const int64_t n = 1024;
+    float *ref = malloc(n * sizeof *ref), *got = malloc(n * sizeof *got);
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
+        int type = types[ti];
+        void *w = random_rows(type, n, 1);
+        kern_ref_traits(type)->dequant_row(w, ref, n);
+        char msg[256] = "";
+        int rc = gpu_test_dequant(type, w, n, got, msg, sizeof msg);
+        CHECK_MSG(rc == 0, "%s: %s", kern_ref_traits(type)->name, msg);
+        int bad = 0;
+        for (int64_t i = 0; i < n && !rc; i++) bad += memcmp(&ref[i], &got[i], 4) != 0;
+        CHECK_MSG(bad == 0, "%s: %d of %lld values differ from kern_ref_dequant", kern_ref_traits(type)->name, bad,
+                  (long long)n);
+        free(w);
+    }
+    free(ref);
+    free(got);
+}
+
+/* GPU product (path 0: k_mv, 1: k_mma) against the reference dequantization
+ * and a double dot product; tolerance relative to sum |w x|. */
+static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int path, double rel) {
+    void *w = random_rows(type, n_in, n_out);
+    float *x = malloc((size_t)n_tok * n_in * sizeof *x), *y = malloc((size_t)n_tok * n_out * sizeof *y);
+    float *wf = malloc((size_t)n_in * sizeof *wf);
+    for (int64_t i = 0; i < n_tok * n_in; i++) x[i] = frand(-1, 1);
+    char msg[256] = "";
+    int rc = gpu_test_matmul(type, w, n_out, n_in, x, n_tok, y, path, msg, sizeof msg);
+    CHECK_MSG(rc == 0, "%s path %d: %s", kern_ref_traits(type)->name, path, msg);
+    double worst = 0;
+    size_t rb = kern_row_size(type, n_in);
+    for (int64_t o = 0; o < n_out && !rc; o++) {
+        kern_ref_traits(type)->dequant_row((const char *)w + o * rb, wf, n_in);
+        for (int t = 0; t < n_tok; t++) {
+            double s = 0, a = 0;
+            for (int64_t i = 0; i < n_in; i++) {
+                s += (double)wf[i] * x[t * n_in + i];
+                a += fabs((double)wf[i] * x[t * n_in + i]);
+            }
+            double e = fabs(s - y[t * n_out + o]) / (a + 1e-6);
+            if (e > worst) worst = e;
+        }
+    }
+    CHECK_MSG(worst <= rel, "%s path %d (%lld x %lld, %d tokens): relative error %.3g > %.3g",
+              kern_ref_traits(type)->name, path, (long long)n_out, (long long)n_in, n_tok, worst, rel);
+    free(w);
+    free(x);
+    free(y);
+    free(wf);
+}
+
+static void test_matvec(void) {
+    NEED_GPU();
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
+        check_matmul(types[ti], 67, 768, 1, 0, 1e-5);
+        check_matmul(types[ti], 19, 512, 5, 0, 1e-5);  /* batched rows */
+        check_matmul(types[ti], 9, 2816, 11, 0, 1e-5); /* two passes of 8 */
+    }
+}
+
+static void test_matmul_tensor_cores(void) {
+    NEED_GPU();
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
+        if (types[ti] == KERN_F32 || types[ti] == KERN_F16 || types[ti] == KERN_BF16) continue;
+        /* f16 operands: about 2^-11 relative per term */
+        check_matmul(types[ti], 67, 512, 37, 1, 3e-3);
+        check_matmul(types[ti], 130, 768, 129, 1, 3e-3);
+    }
+}
+
+static void test_rmsnorm_silu(void) {
+    NEED_GPU();
+    const int n = 2048, rows = 3;
+    float *x = malloc(n * rows * 4), *w = malloc(n * 4), *ref = malloc(n * rows * 4), *got = malloc(n * rows * 4);
+    for (int i = 0; i < n * rows; i++) x[i] = frand(-3, 3);
+    for (int i = 0; i < n; i++) w[i] = frand(0.5f, 1.5f);
+    for (int r = 0; r < rows; r++) kern_rmsnorm(ref + r * n, x + r * n, w, n, 1e-6f);
+    char msg[256] = "";
+    CHECK_MSG(gpu_test_rmsnorm(x, w, n, rows, 1e-6f, got, msg, sizeof msg) == 0, "%s", msg);
+    double md = 0;
+    for (int i = 0; i < n * rows; i++) md = fmax(md, fabs(ref[i] - got[i]) / (fabs(ref[i]) + 1e-3));
+    CHECK_MSG(md < 1e-5, "rmsnorm relative error %.3g", md);
+    kern_silu_mul(ref, x, x + n, n);
+    CHECK_MSG(gpu_test_silu_mul(x, x + n, n, got, msg, sizeof msg) == 0, "%s", msg);
+    md = 0;
+    for (int i = 0; i < n; i++) md = fmax(md, fabs(ref[i] - got[i]) / (fabs(ref[i]) + 1e-3));
+    CHECK_MSG(md < 1e-5, "silu_mul relative error %.3g", md);
+    free(x), free(w), free(ref), free(got);
+}
+
+static void test_rope(void) {
+    NEED_GPU();
+    const int hds[] = {64, 128}, poss[] = {0, 1, 7, 4999, 65000};
+    for (size_t a = 0; a < 2; a++)
+        for (size_t b = 0; b < CORE_ARRAY_LEN(poss); b++) {
+            int hd = hds[a], nh = 5, n = hd * nh;
+            float *x = malloc(n * 4), *g = malloc(n * 4);
+            for (int i = 0; i < n; i++) x[i] = g[i] = frand(-2, 2);
+            kern_rope(x, nh, hd, poss[b], 5e6f);
+            char msg[256] = "";
+            CHECK_MSG(gpu_test_rope(g, nh, hd, poss[b], 5e6f, msg, sizeof msg) == 0, "%s", msg);
+            double md = 0;
+            for (int i = 0; i < n; i++) md = fmax(md, fabs(x[i] - g[i]));
+            /* device cosf/sinf vs glibc: a few ulp of angles up to 65000 rad */
+            CHECK_MSG(md < 2e-5, "rope hd %d pos %d: max diff %.3g", hd, poss[b], md);
+            free(x), free(g);
+        }
+}
+
+static void check_attention(int n_head, int n_kv, int hd, int n_tok, int pos0, int decode) {
+    const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok, group = n_head / n_kv;
+    float *q = malloc((size_t)n_tok * qdim * 4), *out = malloc((size_t)n_tok * qdim * 4);
+    kern_f16 *k = malloc((size_t)n_pos * kvdim * 2), *v = malloc((size_t)n_pos * kvdim * 2);
+    for (int i = 0; i < n_tok * qdim; i++) q[i] = frand(-1, 1);
+    for (int i = 0; i < n_pos * kvdim; i++) k[i] = core_f32_to_f16(frand(-1, 1)), v[i] = core_f32_to_f16(frand(-1, 1));
+    char msg[256] = "";
+    int rc = gpu_test_attention(q, k, v, n_head, n_kv, hd, n_tok, pos0, decode, out, msg, sizeof msg);
+    CHECK_MSG(rc == 0, "%s", msg);
+    double md = 0, *s = malloc((size_t)n_pos * sizeof *s);
+    for (int t = 0; t < n_tok && !rc; t++)
+        for (int h = 0; h < n_head; h++) {
+            const int kvh = h / group, pos = pos0 + t;
+            double mx = -1e300, sum = 0;
+            for (int p = 0; p <= pos; p++) {
+                double d = 0;
+                for (int i = 0; i < hd; i++) d += (double)q[t * qdim + h * hd + i] * core_f16_to_f32(k[p * kvdim + kvh * hd + i]);
+                s[p] = d / sqrt((double)hd);
+                if (s[p] > mx) mx = s[p];
+            }
+            for (int p = 0; p <= pos; p++) sum += (s[p] = exp(s[p] - mx));
+            for (int i = 0; i < hd; i++) {
+                double o = 0;
+                for (int p = 0; p <= pos; p++) o += s[p] * core_f16_to_f32(v[p * kvdim + kvh * hd + i]);
+                md = fmax(md, fabs(o / sum - out[t * qdim + h * hd + i]));
+            }
+        }
+    CHECK_MSG(md < 1e-4, "attention heads %d/%d hd %d, %d tokens at %d (%s): max diff %.3g", n_head, n_kv, hd, n_tok,
+              pos0, decode ? "decode" : "prefill", md);
+    free(q), free(out), free(k), free(v), free(s);
+}
+
+static void test_attention(void) {
+    NEED_GPU();
+    check_attention(8, 2, 64, 20, 0, 0);    /* prefill from 0 */
+    check_attention(16, 4, 128, 40, 300, 0); /* prefill after a prefix, tiles cross */
+    check_attention(4, 4, 64, 70, 5, 0);    /* no grouping, several token tiles */
+    check_attention(4, 1, 64, 33, 0, 0);    /* the tiny model's shape */
+    const int dpos[] = {0, 1, 31, 127, 128, 129, 1000};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], 1);
+    check_attention(4, 1, 64, 1, 700, 1);
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    const float *x = a, *y = b;
+    return (x[0] < y[0]) - (x[0] > y[0]);
+}
+
+static void test_topk(void) {
+    NEED_GPU();
+    const int n = 128256;
+    float *x = malloc(n * 4), *sorted = malloc(n * 4);
+    for (int i = 0; i < n; i++) x[i] = frand(-10, 10);
+    x[77] = x[99] = 50.0f; /* a tie: the lower id first */
+    memcpy(sorted, x, n * 4);
+    qsort(sorted, n, 4, cmp_desc);
+    int32_t ids[64];
+    float vals[64];
+    const int ks[] = {1, 5, 40, 64};
+    for (size_t j = 0; j < CORE_ARRAY_LEN(ks); j++) {
+        char msg[256] = "";
+        int rc = gpu_test_topk(x, n, ks[j], ids, vals, msg, sizeof msg);
+        CHECK_MSG(rc == 0, "%s", msg);
+        for (int i = 0; i < ks[j] && !rc; i++) {
+            CHECK_MSG(vals[i] == sorted[i] && x[ids[i]] == vals[i], "k %d rank %d: %g (id %d) want %g", ks[j], i, vals[i],
+                      ids[i], sorted[i]);
+        }
+        if (!rc) CHECK_EQ_INT(ids[0], 77);
+        if (!rc && ks[j] > 1) CHECK_EQ_INT(ids[1], 99);
+    }
+    free(x), free(sorted);
+}
+
+/* ---- the model on the GPU --------------------------------------------- */
+
+typedef struct loaded {
+    gguf *g;
+    model *m;
+} loaded;
+
+/* 0 ok, -1 shared/ absent, -2 load error, -3 no GPU (skip_why) */
+static int load(const char *rel, loaded *L, int gpu) {
+    const char *path = t_shared(rel);
+    core_err err = {0};
+    memset(L, 0, sizeof *L);
+    if (!path) return -1;
+    if (gguf_open(&L->g, path, &err)) { fprintf(stderr, "  %s\n", err.msg); return -2; }
+    model_opts o = {0, 0, gpu};
+    int rc = model_load(&L->m, L->g, &o, &err);
+    if (rc) {
+        gguf_close(L->g);
+        snprintf(skip_why, sizeof skip_why, "%s", err.msg);
+        return rc == CORE_EUNSUP ? -3 : -2;
+    }
+    return 0;
+}
+
+static void unload(loaded *L) {
+    model_free(L->m);
+    gguf_close(L->g);
+}
+
+static float *read_f32(const char *path, size_t n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    float *v = malloc(n * sizeof *v);
+    size_t r = v ? fread(v, sizeof *v, n, f) : 0;
+    fclose(f);
+    if (r != n) { free(v); return NULL; }
+    return v;
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static void diff_stats(const float *a, const float *b, int n, double *maxd, double *rms) {
+    double mx = 0, ss = 0;
+    for (int i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > mx || d != d) mx = d;
+        ss += d * d;
+    }
+    *maxd = mx;
+    *rms = sqrt(ss / n);
+}
+
+static int32_t *ids_of(json_t *a, size_t *n) {
+    *n = json_array_size(a);
+    int32_t *t = malloc(*n * sizeof *t + 4);
+    for (size_t i = 0; i < *n; i++) t[i] = (int32_t)json_integer_value(json_array_get(a, i));
+    return t;
+}
+
+/* Golden logits on the GPU; also: prefill of n-1 tokens + one decode step
+ * (the graph) gives the same logits as the one-shot prefill. */
+static void check_golden(const char *model_file, int is_f32) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "models/%s", model_file);
+    const char *gj = t_shared("refdata/model/greedy.jsonl");
+    if (!gpu_ready()) T_SKIP("%s", skip_why);
+    loaded L;
+    int lr = load(rel, &L, MODEL_GPU_ON);
+    if (lr == -1 || !gj) T_SKIP("../shared/%s or refdata absent", rel);
+    if (lr == -3) T_SKIP("%s", skip_why);
+    CHECK(lr == 0);
+    if (lr) return;
+    CHECK(strcmp(model_device(L.m), "cpu") != 0);
+    const model_config *c = model_get_config(L.m);
+    float *logits = malloc((size_t)c->n_vocab * sizeof(float)), *l2 = malloc((size_t)c->n_vocab * sizeof(float));
+    FILE *f = fopen(gj, "r");
+    char line[1 << 16];
+    int n_logit_cases = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        if (!o) continue;
+        const char *mf = json_string_value(json_object_get(o, "model_file"));
+        const char *cfg = json_string_value(json_object_get(o, "llama_cpp_config"));
+        const char *lf = json_string_value(json_object_get(o, "logits_file"));
+        if (!mf || strcmp(mf, model_file) || !cfg || strcmp(cfg, "default") || !lf) { json_decref(o); continue; }
+        const char *name = json_string_value(json_object_get(o, "prompt_name"));
+        char lrel[256];
+        snprintf(lrel, sizeof lrel, "refdata/model/%s", lf);
+        float *ref = t_shared(lrel) ? read_f32(t_shared(lrel), (size_t)c->n_vocab) : NULL;
+        size_t n;
+        int32_t *toks = ids_of(json_object_get(o, "prompt_ids"), &n);
+        model_kv *kv = NULL;
+        core_err err = {0};
+        int rc = model_kv_new(&kv, L.m, 512, MODEL_KV_F16, &err);
+        if (!rc) rc = model_forward(L.m, kv, toks, (int)n, logits, 0, NULL, &err);
+        CHECK_MSG(rc == 0, "%s: %s", name, err.msg);
+        if (ref && rc == 0) {
+            n_logit_cases++;
+            double maxd, rms;
+            diff_stats(logits, ref, c->n_vocab, &maxd, &rms);
+            fprintf(stderr, "  gpu %-22s %-16s max|diff| %.5f  rms %.5f\n", model_file, name, maxd, rms);
+            if (is_f32) CHECK_MSG(maxd <= 0.02 && rms <= 0.005, "%s: max %.4f rms %.4f", name, maxd, rms);
+            else CHECK_MSG(maxd <= 0.5 && rms <= 0.1, "%s: max %.4f rms %.4f", name, maxd, rms);
+            double m0 = json_number_value(json_array_get(json_object_get(o, "top1_minus_top2"), 0));
+            if (m0 >= 0.1 || is_f32) CHECK_EQ_INT(argmax(logits, c->n_vocab), argmax(ref, c->n_vocab));
+        }
+        /* decode (graph) of the last token after a prefill of the others */
+        if (rc == 0 && n >= 2) {
+            model_kv_truncate(kv, 0);
+            rc = model_forward(L.m, kv, toks, (int)n - 1, NULL, 0, NULL, &err);
+            if (!rc) rc = model_forward(L.m, kv, toks + n - 1, 1, l2, 0, NULL, &err);
+            CHECK_MSG(rc == 0, "%s", err.msg);
+            double maxd, rms;
+            diff_stats(logits, l2, c->n_vocab, &maxd, &rms);
+            CHECK_MSG(maxd <= (is_f32 ? 0.01 : 0.2), "%s: decode vs prefill max %.4f rms %.4f", name, maxd, rms);
+        }
+        model_kv_free(kv);
+        free(toks);
+        free(ref);
+        json_decref(o);
+    }
+    if (f) fclose(f);
+    CHECK(n_logit_cases >= 2);
+    free(logits);
+    free(l2);
+    unload(&L);
+}
+
+static void test_golden_f32(void) { check_golden("smollm3-tiny-f32.gguf", 1); }
+static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); }
+
+/* Greedy ids on the GPU equal the CPU's for 16 steps of the f32 model, and
+ * the device cache survives copy and truncate. */
+static void test_decode_and_cache(void) {
+    if (!gpu_ready()) T_SKIP("%s", skip_why);
+    loaded G, C;
+    int lg = load("models/smollm3-tiny-f32.gguf", &G, MODEL_GPU_ON);
+    if (lg == -1) T_SKIP("../shared/models absent");
+    if (lg == -3) T_SKIP("%s", skip_why);
+    CHECK(lg == 0);
+    if (lg) return;
+    CHECK(load("models/smollm3-tiny-f32.gguf", &C, MODEL_GPU_OFF) == 0);
+    const model_config *c = model_get_config(G.m);
+    float *lg_ = malloc((size_t)c->n_vocab * 4), *lc = malloc((size_t)c->n_vocab * 4), *l3 = malloc((size_t)c->n_vocab * 4);
+    int32_t prompt[12] = {504, 3090, 315, 279, 1917, 374, 264, 11, 323, 279, 10, 128011};
+    model_kv *kg = NULL, *kc = NULL, *k2 = NULL;
+    core_err err = {0};
+    CHECK(model_kv_new(&kg, G.m, 300, MODEL_KV_F16, &err) == 0);
+    CHECK(model_kv_new(&kc, C.m, 300, MODEL_KV_F16, &err) == 0);
+    CHECK(model_kv_new(&k2, G.m, 300, MODEL_KV_F16, &err) == 0);
+    CHECK(model_forward(G.m, kg, prompt, 12, lg_, 0, NULL, &err) == 0);
+    CHECK(model_forward(C.m, kc, prompt, 12, lc, 0, NULL, &err) == 0);
+    int agree = 0;
+    for (int s = 0; s < 16; s++) {
+        int32_t a = argmax(lg_, c->n_vocab), b = argmax(lc, c->n_vocab);
+        if (a != b) break;
+        agree++;
+        if (model_forward(G.m, kg, &a, 1, lg_, 0, NULL, &err) || model_forward(C.m, kc, &b, 1, lc, 0, NULL, &err)) break;
+    }
+    fprintf(stderr, "  greedy ids GPU = CPU for %d of 16 steps\n", agree);
+    CHECK(agree >= 8);
+    /* copy the first 12 positions, decode the same token on both caches */
+    CHECK(model_kv_copy_prefix(k2, kg, 12, &err) == 0);
+    model_kv_truncate(kg, 12);
+    int32_t t = 42;
+    CHECK(model_forward(G.m, kg, &t, 1, lg_, 0, NULL, &err) == 0);
+    CHECK(model_forward(G.m, k2, &t, 1, l3, 0, NULL, &err) == 0);
+    double maxd, rms;
+    diff_stats(lg_, l3, c->n_vocab, &maxd, &rms);
+    CHECK_MSG(maxd == 0, "copied cache: max diff %.3g", maxd);
+    CHECK(model_kv_fill_synthetic(k2, 200, &err) == 0);
+    CHECK_EQ_INT(model_kv_len(k2), 200);
+    CHECK(model_forward(G.m, k2, &t, 1, l3, 0, NULL, &err) == 0);
+    CHECK(l3[0] == l3[0]); /* finite after synthetic context */
+    model_kv_free(kg), model_kv_free(kc), model_kv_free(k2);
+    free(lg_), free(lc), free(l3);
+    unload(&G);
+    unload(&C);
+}
+
+static void test_off_and_auto(void) {
+    /* Runs everywhere: --gpu off never touches CUDA; on fails cleanly
+     * without a GPU; auto always loads. */
+    loaded L;
+    int lr = load("models/smollm3-tiny-q4_k_m.gguf", &L, MODEL_GPU_OFF);
+    if (lr == -1) T_SKIP("../shared/models absent");
+    CHECK(lr == 0);
+    if (!lr) { CHECK_EQ_STR(model_device(L.m), "cpu"); unload(&L); }
+    lr = load("models/smollm3-tiny-q4_k_m.gguf", &L, MODEL_GPU_AUTO);
+    CHECK(lr == 0);
+    if (!lr) unload(&L);
+    lr = load("models/smollm3-tiny-q4_k_m.gguf", &L, MODEL_GPU_ON);
+    if (gpu_ready()) { CHECK(lr == 0); if (!lr) unload(&L); }
+    else CHECK_MSG(lr == -3, "want CORE_EUNSUP without a GPU, got %d (%s)", lr, skip_why);
+}
+
+int main(void) {
+    kern_init("scalar"); /* kern_rmsnorm & co. are then the reference */
+    T_RUN(test_off_and_auto);
+    T_RUN(test_device);
+    T_RUN(test_dequant);
+    T_RUN(test_matvec);
+    T_RUN(test_matmul_tensor_cores);
+    T_RUN(test_rmsnorm_silu);
+    T_RUN(test_rope);
+    T_RUN(test_attention);
+    T_RUN(test_topk);
+    T_RUN(test_golden_f32);
+    T_RUN(test_golden_q4);
+    T_RUN(test_decode_and_cache);
+    return t_done();
+}
