@@ -20,7 +20,7 @@ after(async () => {
 
 test('20 concurrent streams: done or 429, none hangs, RSS and fds bounded', { skip: SKIP, timeout: 240000 }, async () => {
   const srv = await startServer(SAN_BIN, ['-m', MODEL, '--no-db', '--ctx', '512', '--kv-budget', '64', '-t', '2', '--max-streams', '12']);
-  const r = await runLoad(srv, 20, { max_tokens: 4 });
+  const r = await runLoad(srv, 20, { max_tokens: 4, warm: 1 });
   console.log(`# ${JSON.stringify(r)}`);
   assert.equal(r.hung, 0);
   assert.equal(r.failures, 0, JSON.stringify(r.bad));
