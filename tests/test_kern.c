@@ -227,7 +227,16 @@ static void check_tiles(const char *isa) {
                 }
                 float y[KERN_TILE_C * 7];
                 for (size_t i = 0; i < CORE_ARRAY_LEN(y); i++) y[i] = -12345.f;
-                (nc == 1 && (nr & 1) ? kern_cur.tile1 : kern_cur.tile)[type](n, w, wr, nr, a, ar, nc, y, 7);
+                (nc == 1 ? kern_cur.tile1 : kern_cur.tile)[type](n, w, wr, nr, a, ar, nc, y, 7);
+                if (nc == 1 && (nr & 1)) { /* and the n_tok > 1 tile on one token */
+                    float y2[KERN_TILE_R];
+                    kern_cur.tile[type](n, w, wr, nr, a, ar, 1, y2, 1);
+                    for (int r = 0; r < nr; r++) {
+                        float want;
+                        rt->vec_dot(n, &want, w + r * wr, a);
+                        CHECK_MSG(fabs((double)want - y2[r]) <= 2e-6 * abs_dot(type, w + r * wr, a, n), "%s %s tile 1 token", isa, rt->name);
+                    }
+                }
                 for (int c = 0; c < KERN_TILE_C; c++)
                     for (int r = 0; r < 7; r++) {
                         const float got = y[c * 7 + r];

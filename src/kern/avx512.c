@@ -72,9 +72,225 @@ T5 static inline void ktile(int64_t n, const void *w, size_t bw, size_t bsz, unp
                             float *y, int64_t ldy) {                                                          \
         ktile(n, w, bw, sizeof(kern_block_##T), unpack_##T, nr, a, ba, nc, y, ldy);                          \
     }
-KQ5(q4_K)
-KQ5(q5_K)
-KQ5(q6_K)
+KQ5(q5_K) /* Q4_K and Q6_K: in-register kernels below */
+
+/* ---- K-quants unpacked in registers (matrix-vector and tiles) ----
+ *
+ * The kunp path above stores the unpacked block and reloads it; these
+ * kernels never leave registers. Per 64 weights and token: one vpmaddubsw
+ * (u8 weights x s8 activations -> i16 pairs, exact: 2*63*127 < 32767) and
+ * one vpdpwssd against a vector whose int32 lanes hold the sub-block scale
+ * in both 16-bit halves, so the pair sum is scaled and accumulated exactly
+ * into int32. One float fmadd per block and token applies d * y.d.
+ *
+ * Q4_K, 32 bytes of qs = 64 weights: low nibbles are sub-block 2c, high
+ * nibbles 2c+1; [q & 15 | q >> 4 & 15] is a zmm in natural order that
+ * meets 64 contiguous activation bytes. Mins: sum_j m[j] * (bsums[2j] +
+ * bsums[2j+1]) by one vpmaddwd with each min duplicated.
+ * Q6_K, half h (128 weights): L = ql[64h..+64), H = [qh[32h..+32) |
+ * qh >> 2]; weights 0..63 = L & 15 | (H & 3) << 4, weights 64..127 =
+ * L >> 4 & 15 | (H >> 4 & 3) << 4 (byte-wise, via 16-bit shifts whose
+ * spill-over bits are masked off). Values are stored +32: the 32 * sum
+ * scale[g] * bsums[g] correction is folded into the integer sum.
+ * The integer parts equal the reference's exactly; only float order differs.
+ */
+
+#define SEL_AC_B 0xE4 /* vpternlog: C ? A : B, bit-wise */
+
+/* 8 scales then 8 mins (6 bits each) of a Q4_K/Q5_K block, in an xmm */
+T5 static inline __m128i k_sm(const uint8_t *q) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, q, 4), memcpy(&u1, q + 4, 4), memcpy(&u2, q + 8, 4);
+    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
+    const uint32_t r3 = ((u2 >> 4) & m2) | (((u1 >> 6) & m3) << 4);
+    const uint32_t r1 = (u2 & m2) | (((u0 >> 6) & m3) << 4);
+    return _mm_setr_epi32((int)(u0 & m1), (int)r1, (int)(u1 & m1), (int)r3);
+}
+
+/* One Q4_K row block unpacked: weights, scales, mins, d and dmin. */
+typedef struct {
+    __m512i w[4], s[4];
+    __m256i mn;
+    float d, dmin;
+} q4reg;
+
+T5 static inline void q4_unpack(const kern_block_q4_K *b, q4reg *u) {
+    const __m128i sm = k_sm(b->scales);
+    __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(sm));
+    sc = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int c = 0; c < 4; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+        u->w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
+        const __m512i idx = _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
+                                             2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c);
+        u->s[c] = _mm512_permutexvar_epi32(idx, sc);
+    }
+    const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+    u->mn = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)b->d | (uint32_t)b->dmin << 16)));
+    u->d = _mm_cvtss_f32(dd);
+    u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
+}
+
+T5 static inline void q4_dot(const q4reg *u, const kern_block_q8_K *y, __m512 *acc, __m256 *accm) {
+    __m512i isum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++)
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
+    const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
+    *accm = _mm256_fmadd_ps(_mm256_set1_ps(u->dmin * y->d), _mm256_cvtepi32_ps(msum), *accm);
+}
+
+typedef struct {
+    __m512i w[4], s[4];
+    __m256i mn; /* 32 * scale, i16 */
+    float d;
+} q6reg;
+
+T5 static inline void q6_unpack(const kern_block_q6_K *b, q6reg *u) {
+    const __m128i s8 = _mm_loadu_si128((const __m128i *)b->scales);
+    __m512i sc = _mm512_cvtepi8_epi32(s8);
+    sc = _mm512_or_si512(_mm512_slli_epi32(sc, 16), _mm512_and_si512(sc, _mm512_set1_epi32(0xFFFF)));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F), m30 = _mm512_set1_epi8(0x30);
+    for (int h = 0; h < 2; h++) {
+        const __m512i L = _mm512_loadu_si512(b->ql + 64 * h);
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        const __m512i H = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+        u->w[2 * h] = _mm512_and_si512(_mm512_ternarylogic_epi32(L, _mm512_slli_epi16(H, 4), m4, SEL_AC_B), m6);
+        u->w[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(L, 4), _mm512_and_si512(H, m30), m4, SEL_AC_B);
+    }
+    for (int c = 0; c < 4; c++) {
+        const int g = 4 * c;
+        const __m512i idx = _mm512_set_epi32(g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2, g + 2, g + 1, g + 1, g + 1,
+                                             g + 1, g, g, g, g);
+        u->s[c] = _mm512_permutexvar_epi32(idx, sc);
+    }
+    u->mn = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 5);
+    u->d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(b->d)));
+}
+
+T5 static inline void q6_dot(const q6reg *u, const kern_block_q8_K *y, __m512 *acc) {
+    __m512i isum = _mm512_setzero_si512();
+    for (int c = 0; c < 4; c++)
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
+    const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
+    isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(msum));
+    *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
+}
+
+#define PF_AHEAD 1024 /* bytes of the weight stream to prefetch ahead (matrix-vector) */
+
+/* Matrix-vector: rows two at a time (two independent chains, shared
+ * activation loads from L1), with a software prefetch ahead of each row. */
+T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
+                       int64_t ldy) {
+    (void)ba, (void)nc, (void)ldy;
+    const int64_t nb = n / QK_K;
+    const kern_block_q8_K *y = a;
+    int r = 0;
+    for (; r + 2 <= nr; r += 2) {
+        const kern_block_q4_K *x0 = (const void *)((const char *)w + r * bw), *x1 = (const void *)((const char *)x0 + bw);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        __m256 am0 = _mm256_setzero_ps(), am1 = _mm256_setzero_ps();
+        for (int64_t i = 0; i < nb; i++) {
+            _mm_prefetch((const char *)&x0[i] + PF_AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)&x1[i] + PF_AHEAD, _MM_HINT_T0);
+            q4reg u0, u1;
+            q4_unpack(&x0[i], &u0);
+            q4_unpack(&x1[i], &u1);
+            q4_dot(&u0, &y[i], &acc0, &am0);
+            q4_dot(&u1, &y[i], &acc1, &am1);
+        }
+        yout[r] = _mm512_reduce_add_ps(acc0) - hsum8(am0);
+        yout[r + 1] = _mm512_reduce_add_ps(acc1) - hsum8(am1);
+    }
+    for (; r < nr; r++) {
+        const kern_block_q4_K *x0 = (const void *)((const char *)w + r * bw);
+        __m512 acc0 = _mm512_setzero_ps();
+        __m256 am0 = _mm256_setzero_ps();
+        for (int64_t i = 0; i < nb; i++) {
+            _mm_prefetch((const char *)&x0[i] + PF_AHEAD, _MM_HINT_T0);
+            q4reg u0;
+            q4_unpack(&x0[i], &u0);
+            q4_dot(&u0, &y[i], &acc0, &am0);
+        }
+        yout[r] = _mm512_reduce_add_ps(acc0) - hsum8(am0);
+    }
+}
+
+T5 static void mv_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
+                       int64_t ldy) {
+    (void)ba, (void)nc, (void)ldy;
+    const int64_t nb = n / QK_K;
+    const kern_block_q8_K *y = a;
+    int r = 0;
+    for (; r + 2 <= nr; r += 2) {
+        const kern_block_q6_K *x0 = (const void *)((const char *)w + r * bw), *x1 = (const void *)((const char *)x0 + bw);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        for (int64_t i = 0; i < nb; i++) {
+            _mm_prefetch((const char *)&x0[i] + PF_AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)&x1[i] + PF_AHEAD, _MM_HINT_T0);
+            q6reg u0, u1;
+            q6_unpack(&x0[i], &u0);
+            q6_unpack(&x1[i], &u1);
+            q6_dot(&u0, &y[i], &acc0);
+            q6_dot(&u1, &y[i], &acc1);
+        }
+        yout[r] = _mm512_reduce_add_ps(acc0);
+        yout[r + 1] = _mm512_reduce_add_ps(acc1);
+    }
+    for (; r < nr; r++) {
+        const kern_block_q6_K *x0 = (const void *)((const char *)w + r * bw);
+        __m512 acc0 = _mm512_setzero_ps();
+        for (int64_t i = 0; i < nb; i++) {
+            _mm_prefetch((const char *)&x0[i] + PF_AHEAD, _MM_HINT_T0);
+            q6reg u0;
+            q6_unpack(&x0[i], &u0);
+            q6_dot(&u0, &y[i], &acc0);
+        }
+        yout[r] = _mm512_reduce_add_ps(acc0);
+    }
+}
+
+/* Tiles (n_tok > 1): each row block is unpacked once into registers and
+ * used for up to KERN_TILE_C tokens. */
+T5 static void rt_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
+                       int64_t ldy) {
+    const int64_t nb = n / QK_K;
+    for (int r = 0; r < nr; r++) {
+        const kern_block_q4_K *x = (const void *)((const char *)w + r * bw);
+        __m512 acc[KERN_TILE_C];
+        __m256 am[KERN_TILE_C];
+        for (int c = 0; c < KERN_TILE_C; c++) acc[c] = _mm512_setzero_ps(), am[c] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < nb; i++) {
+            q4reg u;
+            q4_unpack(&x[i], &u);
+            for (int c = 0; c < nc; c++)
+                q4_dot(&u, (const kern_block_q8_K *)((const char *)a + c * ba) + i, &acc[c], &am[c]);
+        }
+        for (int c = 0; c < nc; c++) yout[c * ldy + r] = _mm512_reduce_add_ps(acc[c]) - hsum8(am[c]);
+    }
+}
+
+T5 static void rt_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
+                       int64_t ldy) {
+    const int64_t nb = n / QK_K;
+    for (int r = 0; r < nr; r++) {
+        const kern_block_q6_K *x = (const void *)((const char *)w + r * bw);
+        __m512 acc[KERN_TILE_C];
+        for (int c = 0; c < KERN_TILE_C; c++) acc[c] = _mm512_setzero_ps();
+        for (int64_t i = 0; i < nb; i++) {
+            q6reg u;
+            q6_unpack(&x[i], &u);
+            for (int c = 0; c < nc; c++) q6_dot(&u, (const kern_block_q8_K *)((const char *)a + c * ba) + i, &acc[c]);
+        }
+        for (int c = 0; c < nc; c++) yout[c * ldy + r] = _mm512_reduce_add_ps(acc[c]);
+    }
+}
+
+T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) { mv_q4_K(n, w, 0, 1, a, 0, 1, s, 1); }
+T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_q6_K(n, w, 0, 1, a, 0, 1, s, 1); }
 
 /* ---- Q8_0 ---- */
 
@@ -144,11 +360,15 @@ void kern_avx512_install(kern_impl *t) {
      * load), which only many tokens amortise: matrix-vector products and
      * single dots keep the AVX2 kernels (measured 6.1 vs 4.7 GB/s). */
     t->traits[KERN_Q8_0].vec_dot = dot_q8_0;
+    t->traits[KERN_Q4_K].vec_dot = dot_q4_K;
+    t->traits[KERN_Q6_K].vec_dot = dot_q6_K;
+    t->tile1[KERN_Q4_K] = mv_q4_K;
+    t->tile1[KERN_Q6_K] = mv_q6_K;
     t->traits[KERN_F32].vec_dot = dot_f32;
     t->traits[KERN_F16].vec_dot = dot_f16;
-    t->tile[KERN_Q4_K] = tile_q4_K;
+    t->tile[KERN_Q4_K] = rt_q4_K;
     t->tile[KERN_Q5_K] = tile_q5_K;
-    t->tile[KERN_Q6_K] = tile_q6_K;
+    t->tile[KERN_Q6_K] = rt_q6_K;
     t->tile[KERN_Q8_0] = tile_q8_0;
     t->tile[KERN_F32] = tile_f32;
     t->tile[KERN_F16] = tile_f16;
