@@ -78,7 +78,9 @@ after(async () => {
 });
 
 async function open(opts = {}) {
-  const ctx = await browser.newContext({ viewport: opts.viewport || { width: 1280, height: 800 }, colorScheme: opts.scheme || 'light' });
+  const ctx = await browser.newContext({ viewport: opts.viewport || { width: 1280, height: 800 }, colorScheme: opts.scheme || 'light',
+    // no entrance animations: screenshots show the settled page
+    reducedMotion: 'reduce' });
   const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
