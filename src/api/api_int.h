@@ -29,6 +29,7 @@ struct api {
     api_hist ttft_ms;   /* time to first token */
     api_hist tok_s;     /* decode tokens/s per request */
     void *ui;           /* ui.c's private state (api_ui_init) */
+    char session[33];   /* with an API key: the page's sign-in cookie value (random per run) */
     void *oai;          /* openai.c's private state (api_openai_init) */
 };
 

@@ -232,7 +232,8 @@ test('the palette works by keyboard only', { skip: why || false }, async () => {
   // /status shows a toast with uptime and streams
   await page.keyboard.type('/status');
   await page.keyboard.press('Enter');
-  await page.waitForSelector('#toast:not([hidden])');
+  // (the /theme toast may still be up: wait for the status text itself)
+  await page.waitForFunction(() => /Uptime/.test(document.querySelector('#toast').textContent), null, { timeout: 10000 });
   assert.match(await page.textContent('#toast'), /Uptime/);
   await ctx.close();
 });
