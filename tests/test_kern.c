@@ -217,7 +217,7 @@ static void check_tiles(const char *isa) {
         const int64_t n = 3 * (rt->blck == 1 ? 40 : rt->blck);
         const size_t wr = kern_row_size(type, n), ar = kern_row_size(rt->vec_dot_type, n);
         for (int nr = 1; nr <= KERN_TILE_R; nr++) {
-            for (int nc = 1; nc <= KERN_TILE_C; nc += (nc < 3 ? 1 : 3)) {
+            for (int nc = 1; nc <= kern_cur.tile_c[type]; nc += (nc < 3 ? 1 : 3)) {
                 char *w = malloc(wr * (size_t)nr), *a = malloc(ar * (size_t)nc);
                 for (int r = 0; r < nr; r++) random_row(type, w + r * wr, n);
                 float *x = malloc((size_t)n * 4);
@@ -225,7 +225,7 @@ static void check_tiles(const char *isa) {
                     for (int64_t i = 0; i < n; i++) x[i] = frand();
                     kern_ref_traits(rt->vec_dot_type)->from_float(x, a + c * ar, n);
                 }
-                float y[KERN_TILE_C * 7];
+                float y[KERN_TILE_CMAX * 7];
                 for (size_t i = 0; i < CORE_ARRAY_LEN(y); i++) y[i] = -12345.f;
                 (nc == 1 ? kern_cur.tile1 : kern_cur.tile)[type](n, w, wr, nr, a, ar, nc, y, 7);
                 if (nc == 1 && (nr & 1)) { /* and the n_tok > 1 tile on one token */
@@ -237,7 +237,7 @@ static void check_tiles(const char *isa) {
                         CHECK_MSG(fabs((double)want - y2[r]) <= 2e-6 * abs_dot(type, w + r * wr, a, n), "%s %s tile 1 token", isa, rt->name);
                     }
                 }
-                for (int c = 0; c < KERN_TILE_C; c++)
+                for (int c = 0; c < KERN_TILE_CMAX; c++)
                     for (int r = 0; r < 7; r++) {
                         const float got = y[c * 7 + r];
                         if (c >= nc || r >= nr) {
@@ -294,6 +294,61 @@ static void check_ops(const char *isa) {
     }
 }
 
+/* kern_attn against kern_attn_ref: random q, K, V (f16 and f32 rows with
+ * a stride wider than a head), several head counts, head sizes (one not a
+ * multiple of 8: the fallback), lengths around the block size; and a
+ * split into two ranges merged with kern_attn_merge equals one pass. */
+static void check_attn(const char *isa) {
+    static const int ngs[] = {1, 3, 4, 5, 8}, hds[] = {6, 40, 64, 128}, ns[] = {1, 7, 32, 33, 100, 300};
+    for (int kt = 0; kt < 2; kt++) {
+        const int type = kt ? KERN_F32 : KERN_F16;
+        const size_t elt = kt ? 4 : 2;
+        for (size_t gi = 0; gi < CORE_ARRAY_LEN(ngs); gi++)
+            for (size_t hi = 0; hi < CORE_ARRAY_LEN(hds); hi++)
+                for (size_t ni = 0; ni < CORE_ARRAY_LEN(ns); ni++) {
+                    const int ng = ngs[gi], hd = hds[hi], n = ns[ni];
+                    const size_t stride = (size_t)(hd * 3) * elt; /* three heads per row; use the middle one */
+                    char *k = malloc(stride * n), *v = malloc(stride * n);
+                    for (size_t i = 0; i < stride * n / elt; i++) {
+                        const float a = frand() * 2, b = frand() * 2;
+                        if (kt) ((float *)k)[i] = a, ((float *)v)[i] = b;
+                        else ((kern_f16 *)k)[i] = core_f32_to_f16(a), ((kern_f16 *)v)[i] = core_f32_to_f16(b);
+                    }
+                    float *q = malloc(sizeof(float) * ng * hd);
+                    for (int i = 0; i < ng * hd; i++) q[i] = frand();
+                    float m[3][KERN_ATTN_MAX_G], l[3][KERN_ATTN_MAX_G];
+                    float *acc[3];
+                    for (int s = 0; s < 3; s++) {
+                        acc[s] = calloc((size_t)ng * hd, sizeof(float));
+                        for (int g = 0; g < ng; g++) m[s][g] = -INFINITY, l[s][g] = 0;
+                    }
+                    const float scale = 1.0f / sqrtf((float)hd);
+                    kern_attn_ref(type, q, ng, hd, k + hd * elt, v + hd * elt, stride, n, scale, m[0], l[0], acc[0]);
+                    kern_attn(type, q, ng, hd, k + hd * elt, v + hd * elt, stride, n, scale, m[1], l[1], acc[1]);
+                    const int h = n / 3; /* split-K: [0, h) and [h, n) */
+                    kern_attn(type, q, ng, hd, k + hd * elt + h * stride, v + hd * elt + h * stride, stride, n - h, scale,
+                              m[2], l[2], acc[2]);
+                    float m1[KERN_ATTN_MAX_G], l1[KERN_ATTN_MAX_G];
+                    float *a1 = calloc((size_t)ng * hd, sizeof(float));
+                    for (int g = 0; g < ng; g++) m1[g] = -INFINITY, l1[g] = 0;
+                    kern_attn(type, q, ng, hd, k + hd * elt, v + hd * elt, stride, h, scale, m1, l1, a1);
+                    kern_attn_merge(ng, hd, m1, l1, a1, m[2], l[2], acc[2]);
+                    int bad = 0, badm = 0;
+                    for (int g = 0; g < ng; g++)
+                        for (int i = 0; i < hd; i++) {
+                            const float want = acc[0][g * hd + i] / l[0][g];
+                            const float got = acc[1][g * hd + i] / l[1][g], got2 = a1[g * hd + i] / l1[g];
+                            bad += !(fabsf(want - got) <= 2e-5f * (1 + fabsf(want)));
+                            badm += !(fabsf(want - got2) <= 2e-5f * (1 + fabsf(want)));
+                        }
+                    CHECK_MSG(bad == 0 && badm == 0, "%s attn %s ng=%d hd=%d n=%d: %d bad, %d bad after merge", isa,
+                              kt ? "f32" : "f16", ng, hd, n, bad, badm);
+                    for (int s = 0; s < 3; s++) free(acc[s]);
+                    free(a1), free(q), free(k), free(v);
+                }
+    }
+}
+
 static void test_simd_vs_ref(void) {
     int ran = 0;
     for (size_t ii = 0; ii < CORE_ARRAY_LEN(isas); ii++) {
@@ -311,6 +366,7 @@ static void test_simd_vs_ref(void) {
         check_dots(isas[ii]);
         check_tiles(isas[ii]);
         check_ops(isas[ii]);
+        check_attn(isas[ii]);
         ran++;
     }
     CHECK(ran >= 1);

@@ -419,6 +419,99 @@ T2 static void softmax(float *x, int64_t n) {
     for (; i < n; i++) x[i] *= inv;
 }
 
+/* Attention over n positions of one KV head; the scalar twin is
+ * kern_ref_attn, same blocking. Scores: each K row is converted to f32 once
+ * (F16C) and dotted with the ng query rows. Softmax: 8 scores at a time,
+ * the tail of a block padded with -inf (exp8 gives 0 there). V: dims
+ * outer, positions inner, so 4 heads' accumulators stay in registers
+ * while each 8-value piece of a V row is converted once for all of them. */
+T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                    float scale, float *m, float *l, float *acc) {
+    if ((hd & 7) || (kv_type != KERN_F16 && kv_type != KERN_F32)) {
+        kern_ref_attn(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
+        return;
+    }
+    assert(ng >= 1 && ng <= KERN_ATTN_MAX_G && hd <= KERN_ATTN_MAX_HD);
+    _Alignas(32) float s[KERN_ATTN_MAX_G + 1][KERN_ATTN_BLOCK];
+    _Alignas(32) float row[KERN_ATTN_MAX_HD];
+    _Alignas(32) float dummy[KERN_ATTN_MAX_HD];
+    const int f16 = kv_type == KERN_F16;
+    for (int j = 0; j < KERN_ATTN_BLOCK; j++) s[KERN_ATTN_MAX_G][j] = 0; /* weights of absent heads */
+    if (ng % 4) memset(dummy, 0, sizeof(float) * (size_t)hd);
+    for (int p0 = 0; p0 < n; p0 += KERN_ATTN_BLOCK) {
+        const int np = n - p0 < KERN_ATTN_BLOCK ? n - p0 : KERN_ATTN_BLOCK;
+        const int npad = (np + 7) & ~7;
+        for (int j = 0; j < np; j++) {
+            const char *kr = (const char *)k + (size_t)(p0 + j) * stride;
+            const float *kf = (const float *)kr;
+            if (f16) {
+                for (int i = 0; i < hd; i += 8)
+                    _mm256_store_ps(row + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + 2 * i))));
+                kf = row;
+            }
+            for (int g = 0; g < ng; g++) {
+                const float *qg = q + (size_t)g * hd;
+                __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+                int i = 0;
+                for (; i + 16 <= hd; i += 16) {
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(kf + i), a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i + 8), _mm256_loadu_ps(kf + i + 8), a1);
+                }
+                if (i < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qg + i), _mm256_loadu_ps(kf + i), a0);
+                s[g][j] = hsum8(_mm256_add_ps(a0, a1)) * scale;
+            }
+        }
+        for (int g = 0; g < ng; g++) {
+            for (int j = np; j < npad; j++) s[g][j] = -INFINITY;
+            __m256 mv = _mm256_set1_ps(m[g]);
+            for (int j = 0; j < npad; j += 8) mv = _mm256_max_ps(mv, _mm256_load_ps(&s[g][j]));
+            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+            const float bm = _mm_cvtss_f32(m4);
+            if (bm != m[g]) { /* the max grew: rescale what we have */
+                const float r = expf(m[g] - bm);
+                l[g] *= r;
+                const __m256 rv = _mm256_set1_ps(r);
+                float *ag = acc + (size_t)g * hd;
+                for (int i = 0; i < hd; i += 8) _mm256_storeu_ps(ag + i, _mm256_mul_ps(_mm256_loadu_ps(ag + i), rv));
+                m[g] = bm;
+            }
+            const __m256 bv = _mm256_set1_ps(bm);
+            __m256 sum = _mm256_setzero_ps();
+            for (int j = 0; j < npad; j += 8) {
+                const __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(&s[g][j]), bv));
+                _mm256_store_ps(&s[g][j], e);
+                sum = _mm256_add_ps(sum, e);
+            }
+            l[g] += hsum8(sum);
+        }
+        for (int g0 = 0; g0 < ng; g0 += 4) {
+            const float *w[4];
+            float *ap[4];
+            for (int g = 0; g < 4; g++) {
+                w[g] = g0 + g < ng ? s[g0 + g] : s[KERN_ATTN_MAX_G];
+                ap[g] = g0 + g < ng ? acc + (size_t)(g0 + g) * hd : dummy;
+            }
+            for (int i = 0; i < hd; i += 8) {
+                __m256 a0 = _mm256_loadu_ps(ap[0] + i), a1 = _mm256_loadu_ps(ap[1] + i);
+                __m256 a2 = _mm256_loadu_ps(ap[2] + i), a3 = _mm256_loadu_ps(ap[3] + i);
+                const char *vr = (const char *)v + (size_t)p0 * stride + (f16 ? 2 : 4) * (size_t)i;
+                for (int j = 0; j < np; j++, vr += stride) {
+                    const __m256 x = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)vr))
+                                         : _mm256_loadu_ps((const float *)vr);
+                    a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&w[0][j]), x, a0);
+                    a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&w[1][j]), x, a1);
+                    a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&w[2][j]), x, a2);
+                    a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(&w[3][j]), x, a3);
+                }
+                _mm256_storeu_ps(ap[0] + i, a0), _mm256_storeu_ps(ap[1] + i, a1);
+                _mm256_storeu_ps(ap[2] + i, a2), _mm256_storeu_ps(ap[3] + i, a3);
+            }
+        }
+    }
+}
+
 T2 static void f16_to_f32(const kern_f16 *src, float *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
@@ -454,4 +547,5 @@ void kern_avx2_install(kern_impl *t) {
     t->softmax = softmax;
     t->f16_to_f32 = f16_to_f32;
     t->f32_to_f16 = f32_to_f16;
+    t->attn = attn;
 }

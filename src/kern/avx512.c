@@ -2,13 +2,13 @@
  *
  * Installed over the AVX2 table (kern_init installs avx2 first), so only
  * what gains from 512-bit registers or VNNI is here:
- *   - K-quant x Q8_K dots and tiles. The weight block is unpacked by the
- *     AVX2 code into the shared `kunp` form (unsigned bytes + 16-bit
- *     scales), then held in registers -- 4 zmm of weights, 4 zmm of
- *     scales -- while up to KERN_TILE_C tokens go by. Per 64 weights and
- *     token: vpmaddubsw (u8 x i8 -> pairs of i16, no saturation possible:
- *     2*63*127 < 32767) and vpdpwssd (i16 x scale, accumulate to i32).
- *     Integers stay exact; one fmadd per block and token scales them.
+ *   - Q4_K and Q6_K x Q8_K, matrix-vector and tiles: the weight block is
+ *     unpacked straight into registers (4 zmm of weights, 4 zmm of scales)
+ *     and kept there while up to KERN_TILE_CMAX tokens go by (details at
+ *     "K-quants unpacked in registers" below);
+ *   - Q5_K tiles: unpacked by the AVX2 code into the shared `kunp` form,
+ *     then held in registers the same way (its store-forwarding stall is
+ *     why matrix-vector products of Q5_K keep the AVX2 kernel);
  *   - Q8_0 x Q8_0: |x| (u8) x sign(y, x) (i8) with vpdpbusd on 256 bits.
  *   - F32 and F16 dots with masked tails.
  * The scalar twins are in ref.c; tests compare each against them.
@@ -95,6 +95,7 @@ KQ5(q5_K) /* Q4_K and Q6_K: in-register kernels below */
  * The integer parts equal the reference's exactly; only float order differs.
  */
 
+#define UNROLL_4 _Pragma("GCC unroll 4")
 #define SEL_AC_B 0xE4 /* vpternlog: C ? A : B, bit-wise */
 
 /* 8 scales then 8 mins (6 bits each) of a Q4_K/Q5_K block, in an xmm */
@@ -119,7 +120,7 @@ T5 static inline void q4_unpack(const kern_block_q4_K *b, q4reg *u) {
     __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(sm));
     sc = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    for (int c = 0; c < 4; c++) {
+    UNROLL_4 for (int c = 0; c < 4; c++) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
         u->w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
         const __m512i idx = _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
@@ -135,11 +136,23 @@ T5 static inline void q4_unpack(const kern_block_q4_K *b, q4reg *u) {
 
 T5 static inline void q4_dot(const q4reg *u, const kern_block_q8_K *y, __m512 *acc, __m256 *accm) {
     __m512i isum = _mm512_setzero_si512();
-    for (int c = 0; c < 4; c++)
+    UNROLL_4 for (int c = 0; c < 4; c++)
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
     const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
     *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
     *accm = _mm256_fmadd_ps(_mm256_set1_ps(u->dmin * y->d), _mm256_cvtepi32_ps(msum), *accm);
+}
+
+/* The same with the mins folded into the one accumulator (the low 8
+ * lanes), which frees the registers for 16 tokens in a tile. */
+T5 static inline void q4_dot1(const q4reg *u, const kern_block_q8_K *y, __m512 *acc) {
+    __m512i isum = _mm512_setzero_si512();
+    UNROLL_4 for (int c = 0; c < 4; c++)
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
+    const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
+    const __m512 yd = _mm512_set1_ps(y->d);
+    *acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(u->d), yd), _mm512_cvtepi32_ps(isum), *acc);
+    *acc = _mm512_fnmadd_ps(_mm512_mul_ps(_mm512_set1_ps(u->dmin), yd), _mm512_cvtepi32_ps(_mm512_zextsi256_si512(msum)), *acc);
 }
 
 typedef struct {
@@ -153,14 +166,14 @@ T5 static inline void q6_unpack(const kern_block_q6_K *b, q6reg *u) {
     __m512i sc = _mm512_cvtepi8_epi32(s8);
     sc = _mm512_or_si512(_mm512_slli_epi32(sc, 16), _mm512_and_si512(sc, _mm512_set1_epi32(0xFFFF)));
     const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F), m30 = _mm512_set1_epi8(0x30);
-    for (int h = 0; h < 2; h++) {
+    UNROLL_4 for (int h = 0; h < 2; h++) {
         const __m512i L = _mm512_loadu_si512(b->ql + 64 * h);
         const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
         const __m512i H = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
         u->w[2 * h] = _mm512_and_si512(_mm512_ternarylogic_epi32(L, _mm512_slli_epi16(H, 4), m4, SEL_AC_B), m6);
         u->w[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(L, 4), _mm512_and_si512(H, m30), m4, SEL_AC_B);
     }
-    for (int c = 0; c < 4; c++) {
+    UNROLL_4 for (int c = 0; c < 4; c++) {
         const int g = 4 * c;
         const __m512i idx = _mm512_set_epi32(g + 3, g + 3, g + 3, g + 3, g + 2, g + 2, g + 2, g + 2, g + 1, g + 1, g + 1,
                                              g + 1, g, g, g, g);
@@ -172,7 +185,7 @@ T5 static inline void q6_unpack(const kern_block_q6_K *b, q6reg *u) {
 
 T5 static inline void q6_dot(const q6reg *u, const kern_block_q8_K *y, __m512 *acc) {
     __m512i isum = _mm512_setzero_si512();
-    for (int c = 0; c < 4; c++)
+    UNROLL_4 for (int c = 0; c < 4; c++)
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
     const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
     isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(msum));
@@ -254,40 +267,48 @@ T5 static void mv_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *
 }
 
 /* Tiles (n_tok > 1): each row block is unpacked once into registers and
- * used for up to KERN_TILE_C tokens. */
-T5 static void rt_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
-                       int64_t ldy) {
-    const int64_t nb = n / QK_K;
-    for (int r = 0; r < nr; r++) {
-        const kern_block_q4_K *x = (const void *)((const char *)w + r * bw);
-        __m512 acc[KERN_TILE_C];
-        __m256 am[KERN_TILE_C];
-        for (int c = 0; c < KERN_TILE_C; c++) acc[c] = _mm512_setzero_ps(), am[c] = _mm256_setzero_ps();
-        for (int64_t i = 0; i < nb; i++) {
-            q4reg u;
-            q4_unpack(&x[i], &u);
-            for (int c = 0; c < nc; c++)
-                q4_dot(&u, (const kern_block_q8_K *)((const char *)a + c * ba) + i, &acc[c], &am[c]);
-        }
-        for (int c = 0; c < nc; c++) yout[c * ldy + r] = _mm512_reduce_add_ps(acc[c]) - hsum8(am[c]);
-    }
-}
+ * used for up to KERN_TILE_CMAX tokens (8 zmm of weights and scales, one
+ * accumulator per token). The token count must be a compile-time constant
+ * for the accumulators to live in registers (a runtime count puts them on
+ * the stack and the unpacked block with them), so a tile of nc tokens runs
+ * as groups of 16, 8, 4, 2 and 1. */
+#define UNROLL _Pragma("GCC unroll 16")
+#define AI __attribute__((always_inline))
 
-T5 static void rt_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
-                       int64_t ldy) {
-    const int64_t nb = n / QK_K;
-    for (int r = 0; r < nr; r++) {
-        const kern_block_q6_K *x = (const void *)((const char *)w + r * bw);
-        __m512 acc[KERN_TILE_C];
-        for (int c = 0; c < KERN_TILE_C; c++) acc[c] = _mm512_setzero_ps();
-        for (int64_t i = 0; i < nb; i++) {
-            q6reg u;
-            q6_unpack(&x[i], &u);
-            for (int c = 0; c < nc; c++) q6_dot(&u, (const kern_block_q8_K *)((const char *)a + c * ba) + i, &acc[c]);
-        }
-        for (int c = 0; c < nc; c++) yout[c * ldy + r] = _mm512_reduce_add_ps(acc[c]);
+#define RT_KERNEL(T, REG, UNPACK, DOT, BT)                                                                       \
+    T5 static inline AI void rt_##T##_nc(int64_t nb, const char *w, size_t bw, int nr, const char *a, size_t ba, \
+                                         const int NC, float *yout, int64_t ldy) {                              \
+        for (int r = 0; r < nr; r++) {                                                                          \
+            const BT *x = (const void *)(w + r * bw);                                                           \
+            __m512 acc[NC];                                                                                     \
+            UNROLL for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();                                  \
+            for (int64_t i = 0; i < nb; i++) {                                                                  \
+                REG u;                                                                                          \
+                UNPACK(&x[i], &u);                                                                              \
+                UNROLL for (int c = 0; c < NC; c++) DOT(&u, (const kern_block_q8_K *)(a + c * ba) + i, &acc[c]); \
+            }                                                                                                   \
+            UNROLL for (int c = 0; c < NC; c++) yout[c * ldy + r] = _mm512_reduce_add_ps(acc[c]);              \
+        }                                                                                                       \
+    }                                                                                                           \
+    T5 static void rt_##T(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,          \
+                          float *yout, int64_t ldy) {                                                           \
+        const int64_t nb = n / QK_K;                                                                           \
+        const char *ac = a;                                                                                     \
+        while (nc > 0) {                                                                                        \
+            const int g = nc >= 16 ? 16 : nc >= 8 ? 8 : nc >= 4 ? 4 : nc >= 2 ? 2 : 1;                       \
+            switch (g) {                                                                                        \
+            case 16: rt_##T##_nc(nb, w, bw, nr, ac, ba, 16, yout, ldy); break;                                  \
+            case 8: rt_##T##_nc(nb, w, bw, nr, ac, ba, 8, yout, ldy); break;                                    \
+            case 4: rt_##T##_nc(nb, w, bw, nr, ac, ba, 4, yout, ldy); break;                                    \
+            case 2: rt_##T##_nc(nb, w, bw, nr, ac, ba, 2, yout, ldy); break;                                    \
+            default: rt_##T##_nc(nb, w, bw, nr, ac, ba, 1, yout, ldy); break;                                   \
+            }                                                                                                   \
+            nc -= g, ac += g * ba, yout += g * ldy;                                                             \
+        }                                                                                                       \
     }
-}
+
+RT_KERNEL(q4_K, q4reg, q4_unpack, q4_dot1, kern_block_q4_K)
+RT_KERNEL(q6_K, q6reg, q6_unpack, q6_dot, kern_block_q6_K)
 
 T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) { mv_q4_K(n, w, 0, 1, a, 0, 1, s, 1); }
 T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_q6_K(n, w, 0, 1, a, 0, 1, s, 1); }
@@ -369,6 +390,7 @@ void kern_avx512_install(kern_impl *t) {
     t->tile[KERN_Q4_K] = rt_q4_K;
     t->tile[KERN_Q5_K] = tile_q5_K;
     t->tile[KERN_Q6_K] = rt_q6_K;
+    t->tile_c[KERN_Q4_K] = t->tile_c[KERN_Q6_K] = KERN_TILE_CMAX;
     t->tile[KERN_Q8_0] = tile_q8_0;
     t->tile[KERN_F32] = tile_f32;
     t->tile[KERN_F16] = tile_f16;

@@ -163,4 +163,29 @@ void kern_softmax(float *x, int64_t n);
 void kern_f16_to_f32(const kern_f16 *src, float *dst, int64_t n);
 void kern_f32_to_f16(const float *src, kern_f16 *dst, int64_t n);
 
+/* ---- attention ---------------------------------------------------------- */
+
+/* Online-softmax state of ng query heads of head_dim hd attending over some
+ * positions: running max m[g] of the scaled scores, running sum l[g] of
+ * exp(score - m[g]), and the unnormalised output acc[g*hd + i] =
+ * sum_p exp(score_p - m[g]) v_p[i]. Start with m = -INFINITY, l = 0,
+ * acc = 0; the attention output is acc / l. */
+#define KERN_ATTN_MAX_G 16  /* query heads per KV head */
+#define KERN_ATTN_MAX_HD 512
+
+/* Advance the state over n positions of one KV head: q is ng rows of hd
+ * floats (the query heads sharing this KV head, GQA), k and v point at the
+ * first position's row of this head, rows `stride` bytes apart, of type
+ * kv_type (KERN_F16 or KERN_F32). score = scale * q.k. Each K and V row is
+ * read once for all ng heads. Thread-safe (no shared state); ng <=
+ * KERN_ATTN_MAX_G, hd <= KERN_ATTN_MAX_HD. */
+void kern_attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+               float scale, float *m, float *l, float *acc);
+/* Same, scalar reference (tests). */
+void kern_attn_ref(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                   float scale, float *m, float *l, float *acc);
+/* Fold state 2 (over other positions) into state 1: the split-K merge. */
+void kern_attn_merge(int ng, int hd, float *m, float *l, float *acc, const float *m2, const float *l2,
+                     const float *acc2);
+
 #endif

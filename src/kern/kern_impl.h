@@ -11,7 +11,9 @@
  * Tile kernel. tile(n, w, bw, nr, a, ba, nc, y, ldy) computes
  *     y[c*ldy + r] = dot(row r of w, row c of a)  for r < nr, c < nc
  * where rows of w are bw bytes apart and rows of a (already quantized to
- * the vec_dot type) ba bytes apart. nr <= KERN_TILE_R, nc <= KERN_TILE_C.
+ * the vec_dot type) ba bytes apart. nr <= KERN_TILE_R, nc <= tile_c[type]
+ * (KERN_TILE_C, or up to KERN_TILE_CMAX where an ISA's tile holds more
+ * tokens in registers).
  * A SIMD tile unpacks each weight block once and uses it for nc tokens:
  * that is what makes prefill arithmetic-bound instead of memory-bound.
  */
@@ -21,7 +23,8 @@
 #include "kern.h"
 
 #define KERN_TILE_R 4
-#define KERN_TILE_C 8
+#define KERN_TILE_C 8     /* tokens per tile call, by default */
+#define KERN_TILE_CMAX 16 /* ... and at most (kern_impl.tile_c) */
 
 typedef void (*kern_tile_fn)(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,
                              float *y, int64_t ldy);
@@ -31,11 +34,14 @@ typedef struct kern_impl {
     kern_traits traits[KERN_TYPE_MAX];
     kern_tile_fn tile[KERN_TYPE_MAX];  /* n_tok > 1 */
     kern_tile_fn tile1[KERN_TYPE_MAX]; /* n_tok == 1 (matrix-vector), may differ: see avx512.c */
+    int tile_c[KERN_TYPE_MAX];         /* nc limit of tile[] (KERN_TILE_C unless an ISA says more) */
     void (*rmsnorm)(float *out, const float *x, const float *w, int64_t n, float eps);
     void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
     void (*softmax)(float *x, int64_t n);
     void (*f16_to_f32)(const kern_f16 *src, float *dst, int64_t n);
     void (*f32_to_f16)(const float *src, kern_f16 *dst, int64_t n);
+    void (*attn)(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                 float scale, float *m, float *l, float *acc);
 } kern_impl;
 
 /* The table in use (set by kern_init; read-only afterwards). */
@@ -77,6 +83,10 @@ void kern_ref_silu_mul(float *out, const float *g, const float *u, int64_t n);
 void kern_ref_softmax(float *x, int64_t n);
 void kern_ref_f16_to_f32(const kern_f16 *src, float *dst, int64_t n);
 void kern_ref_f32_to_f16(const float *src, kern_f16 *dst, int64_t n);
+void kern_ref_attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                   float scale, float *m, float *l, float *acc);
+
+#define KERN_ATTN_BLOCK 32 /* positions per online-softmax step (scores kept on the stack) */
 
 /* ggml's round-to-nearest (ties to even) through the float mantissa. */
 static inline int kern_nearest_int(float f) {

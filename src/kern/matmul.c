@@ -7,9 +7,9 @@
  * 2. Output rows are cut into chunks (a multiple of KERN_TILE_R rows),
  *    handed out through an atomic counter so a thread slowed down by
  *    someone else's work on a shared machine does not hold the others up.
- *    Inside a chunk, tokens go by tiles of KERN_TILE_C and rows by tiles of
+ *    Inside a chunk, tokens go by tiles of tile_c (8-16) and rows by tiles of
  *    KERN_TILE_R: the ISA's tile kernel unpacks each weight block once for
- *    up to KERN_TILE_C tokens, and the chunk's weights (a few KB to tens
+ *    up to tile_c tokens, and the chunk's weights (a few KB to tens
  *    of KB) stay in L1/L2 while the token tiles sweep over them.
  * Nothing is allocated; the context lives on the caller's stack.
  */
@@ -46,13 +46,14 @@ static void compute_task(void *arg, int ith, int nth) {
     (void)ith;
     (void)nth;
     const kern_tile_fn tile = c->n_tok == 1 ? c->impl->tile1[c->wtype] : c->impl->tile[c->wtype];
+    const int tc = c->impl->tile_c[c->wtype];
     for (;;) {
         const int64_t k = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
         if (k >= c->n_chunks) break;
         const int64_t r0 = k * c->chunk;
         const int64_t r1 = CORE_MIN(c->n_out, r0 + c->chunk);
-        for (int64_t t0 = 0; t0 < c->n_tok; t0 += KERN_TILE_C) {
-            const int nc = (int)CORE_MIN(KERN_TILE_C, c->n_tok - t0);
+        for (int64_t t0 = 0; t0 < c->n_tok; t0 += tc) {
+            const int nc = (int)CORE_MIN(tc, c->n_tok - t0);
             for (int64_t r = r0; r < r1; r += KERN_TILE_R) {
                 const int nr = (int)CORE_MIN(KERN_TILE_R, r1 - r);
                 tile(c->n_in, c->w + r * c->wrow, c->wrow, nr, c->a + t0 * c->arow, c->arow, nc,

@@ -2,6 +2,8 @@
  * SIMD twin chosen by kern_init (scalar reference in ref.c, twins in
  * avx2.c / avx512.c). RoPE stays scalar: it touches head_dim values per
  * head once per token and its cost is the sin/cos, computed once per call.
+ * Attention: kern_attn dispatches; kern_attn_merge (the split-K merge, a
+ * few hundred floats per call) is plain C.
  */
 #include <math.h>
 
@@ -23,6 +25,32 @@ void kern_softmax(float *x, int64_t n) { ops()->softmax(x, n); }
 void kern_f16_to_f32(const kern_f16 *src, float *dst, int64_t n) { ops()->f16_to_f32(src, dst, n); }
 
 void kern_f32_to_f16(const float *src, kern_f16 *dst, int64_t n) { ops()->f32_to_f16(src, dst, n); }
+
+void kern_attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+               float scale, float *m, float *l, float *acc) {
+    ops()->attn(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
+}
+
+void kern_attn_ref(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                   float scale, float *m, float *l, float *acc) {
+    kern_ref_attn(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
+}
+
+/* Both states are rescaled to the larger max; a state that saw no
+ * positions (m = -inf, l = 0) contributes nothing. */
+void kern_attn_merge(int ng, int hd, float *m, float *l, float *acc, const float *m2, const float *l2,
+                     const float *acc2) {
+    for (int g = 0; g < ng; g++) {
+        if (l2[g] == 0) continue;
+        const float mm = fmaxf(m[g], m2[g]);
+        const float r1 = l[g] == 0 ? 0 : expf(m[g] - mm), r2 = expf(m2[g] - mm);
+        float *a = acc + (size_t)g * hd;
+        const float *b = acc2 + (size_t)g * hd;
+        for (int i = 0; i < hd; i++) a[i] = a[i] * r1 + b[i] * r2;
+        l[g] = l[g] * r1 + l2[g] * r2;
+        m[g] = mm;
+    }
+}
 
 /* As ggml's rope cache: theta starts at pos and is multiplied by
  * theta_scale = base^(-2/head_dim) for each successive pair, in float. */

@@ -368,6 +368,47 @@ void kern_ref_f32_to_f16(const float *src, kern_f16 *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = core_f32_to_f16(src[i]);
 }
 
+/* Attention over n positions of one KV head (see kern_attn in kern.h):
+ * blocks of KERN_ATTN_BLOCK positions; per block the scores of all ng
+ * heads, then one online-softmax rescale per head, then the V rows. */
+void kern_ref_attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                   float scale, float *m, float *l, float *acc) {
+    float s[KERN_ATTN_MAX_G][KERN_ATTN_BLOCK], row[KERN_ATTN_MAX_HD];
+    assert(ng >= 1 && ng <= KERN_ATTN_MAX_G && hd >= 1 && hd <= KERN_ATTN_MAX_HD);
+    for (int p0 = 0; p0 < n; p0 += KERN_ATTN_BLOCK) {
+        const int np = n - p0 < KERN_ATTN_BLOCK ? n - p0 : KERN_ATTN_BLOCK;
+        for (int j = 0; j < np; j++) {
+            const char *kr = (const char *)k + (size_t)(p0 + j) * stride;
+            if (kv_type == KERN_F16) kern_ref_f16_to_f32((const kern_f16 *)kr, row, hd);
+            else memcpy(row, kr, (size_t)hd * sizeof(float));
+            for (int g = 0; g < ng; g++) {
+                float d = 0;
+                for (int i = 0; i < hd; i++) d += q[g * hd + i] * row[i];
+                s[g][j] = d * scale;
+            }
+        }
+        for (int g = 0; g < ng; g++) {
+            float bm = m[g];
+            for (int j = 0; j < np; j++) bm = fmaxf(bm, s[g][j]);
+            const float r = expf(m[g] - bm);
+            l[g] *= r;
+            for (int i = 0; i < hd; i++) acc[g * hd + i] *= r;
+            for (int j = 0; j < np; j++) {
+                s[g][j] = expf(s[g][j] - bm);
+                l[g] += s[g][j];
+            }
+            m[g] = bm;
+        }
+        for (int j = 0; j < np; j++) {
+            const char *vr = (const char *)v + (size_t)(p0 + j) * stride;
+            if (kv_type == KERN_F16) kern_ref_f16_to_f32((const kern_f16 *)vr, row, hd);
+            else memcpy(row, vr, (size_t)hd * sizeof(float));
+            for (int g = 0; g < ng; g++)
+                for (int i = 0; i < hd; i++) acc[g * hd + i] += s[g][j] * row[i];
+        }
+    }
+}
+
 /* ---- the scalar table ---- */
 
 void kern_ref_install(kern_impl *t) {
@@ -397,10 +438,11 @@ void kern_ref_install(kern_impl *t) {
     t->tile[KERN_Q4_K] = tile_q4_K;
     t->tile[KERN_Q5_K] = tile_q5_K;
     t->tile[KERN_Q6_K] = tile_q6_K;
-    for (int i = 0; i < KERN_TYPE_MAX; i++) t->tile1[i] = t->tile[i];
+    for (int i = 0; i < KERN_TYPE_MAX; i++) t->tile1[i] = t->tile[i], t->tile_c[i] = KERN_TILE_C;
     t->rmsnorm = kern_ref_rmsnorm;
     t->silu_mul = kern_ref_silu_mul;
     t->softmax = kern_ref_softmax;
     t->f16_to_f32 = kern_ref_f16_to_f32;
     t->f32_to_f16 = kern_ref_f32_to_f16;
+    t->attn = kern_ref_attn;
 }

@@ -22,14 +22,17 @@
  * Prefill runs the same code on B tokens at once: every matrix product is a
  * matrix-matrix product (kern_matmul reuses each weight block for all B
  * tokens). Attention for B tokens is split over (token, KV head) pairs on
- * the thread pool; each pair serves its query heads together so each K/V
- * row is read once, and uses an online softmax over blocks of positions so
- * no score buffer grows with the context.
+ * the thread pool -- and, for a few rows with long contexts, over ranges
+ * of positions too (split-K, partial softmax states merged after); each
+ * pair serves its query heads together so each K/V row is read once
+ * (kern_attn, SIMD over f16 KV), with an online softmax over blocks of
+ * positions so no score buffer grows with the context.
  */
 #include "model.h"
 #include "gpu_model.h" /* GPU (issue 12): the CUDA hooks below are marked GPU */
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +56,6 @@ typedef struct layer {
     mat down;               /* [n_ff] -> [n_embd] */
 } layer;
 
-#define ATT_BLOCK 64 /* positions per online-softmax block */
 
 struct model {
     model_config cfg;
@@ -73,7 +75,8 @@ struct model {
     float *att;      /* [B, n_head * hd] attention output */
     float *hb;       /* [B, n_ff] */
     float *hb2;      /* [B, n_ff] */
-    float *att_tmp;  /* per thread: scratch for attention */
+    float *att_tmp;  /* [n_threads][att_tmp_floats] attention state per thread */
+    float *att_part; /* [16 * n_threads][att_tmp_floats] split-K partial states */
     size_t att_tmp_floats;
     void *work;      /* activation quantization for kern_matmul */
     size_t work_size;
@@ -271,9 +274,12 @@ int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err
     m->hb = malloc(B * c->n_ff * sizeof(float));
     m->hb2 = malloc(B * c->n_ff * sizeof(float));
     int group = c->n_head / c->n_head_kv;
-    /* per thread: k row, v row, group x ATT_BLOCK scores, group accumulators, group max/sum */
-    m->att_tmp_floats = (size_t)(2 * hd + group * ATT_BLOCK + group * hd + 2 * group + 16);
+    /* one online-softmax state (max, sum, acc of each query head of a
+     * group): per thread, and per split-K item (fewer than 16 per thread,
+     * see attend()) */
+    m->att_tmp_floats = (size_t)(group * hd + 2 * group + 16);
     m->att_tmp = malloc((size_t)nt * m->att_tmp_floats * sizeof(float));
+    m->att_part = malloc((size_t)16 * nt * m->att_tmp_floats * sizeof(float));
     m->row_kv = calloc(B, sizeof *m->row_kv);
     m->row_pos = calloc(B, sizeof *m->row_pos);
     size_t ws = 0;
@@ -286,7 +292,7 @@ int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err
     ws = max_sz(ws, kern_matmul_work_size(m->output.type, m->output.n_in, (int64_t)B));
     m->work_size = ws;
     m->work = core_alloc_aligned(ws ? ws : 64, 64);
-    if (!m->x || !m->xb || !m->q || !m->k || !m->v || !m->att || !m->hb || !m->hb2 || !m->att_tmp || !m->work || !m->row_kv || !m->row_pos) {
+    if (!m->x || !m->xb || !m->q || !m->k || !m->v || !m->att || !m->hb || !m->hb2 || !m->att_tmp || !m->att_part || !m->work || !m->row_kv || !m->row_pos) {
         rc = core_errf(err, CORE_ENOMEM, "out of memory for run state (batch %d)", m->n_batch);
         goto fail;
     }
@@ -305,7 +311,7 @@ void model_free(model *m) {
     kern_pool_free(m->pool);
     free(m->layers);
     free(m->x); free(m->xb); free(m->q); free(m->k); free(m->v);
-    free(m->att); free(m->hb); free(m->hb2); free(m->att_tmp);
+    free(m->att); free(m->hb); free(m->hb2); free(m->att_tmp); free(m->att_part);
     free(m->row_kv); free(m->row_pos);
     core_free_aligned(m->work);
     free(m);
@@ -442,78 +448,80 @@ int model_kv_fill_synthetic(model_kv *kv, int n, core_err *err) {
 
 /* ---- attention -------------------------------------------------------- */
 
+/* Work items are (row, KV head, position range) triples handed out through
+ * an atomic counter. With few rows (decode) each pair's positions are cut
+ * into nsplit ranges (split-K) so both cores share even one long context;
+ * each range leaves its online-softmax state in m->att_part and the caller
+ * merges them after the run. With many rows (prefill) nsplit is 1 and a
+ * thread finishes its pair in its own scratch. */
 typedef struct att_task {
     model *m;
     int il;
     int B;
+    int nsplit;
+    _Atomic int next;
 } att_task;
 
-static void load_row(const model_kv *kv, const void *src, float *dst, int64_t n) {
-    if (kv->type == MODEL_KV_F16) kern_f16_to_f32(src, dst, n);
-    else memcpy(dst, src, (size_t)n * sizeof(float));
-}
-
-/* One (token, KV head) pair: its `group` query heads attend over positions
- * 0..pos with an online softmax, one block of positions at a time. */
-static void attend_one(const att_task *t, int tok, int kvh, float *tmp) {
-    const model *m = t->m;
-    const model_config *c = &m->cfg;
-    const int hd = c->head_dim, group = c->n_head / c->n_head_kv;
-    const int64_t q_dim = (int64_t)c->n_head * hd;
-    const model_kv *kv = m->row_kv[tok];
-    const int pos = m->row_pos[tok];
-    const float scale = 1.0f / sqrtf((float)hd);
-    float *krow = tmp, *vrow = krow + hd, *s = vrow + hd, *acc = s + group * ATT_BLOCK;
-    float *mx = acc + group * hd, *sum = mx + group;
-    const float *q = m->q + (int64_t)tok * q_dim + (int64_t)kvh * group * hd;
-
-    for (int g = 0; g < group; g++) { mx[g] = -INFINITY; sum[g] = 0; }
-    memset(acc, 0, sizeof(float) * (size_t)(group * hd));
-    for (int p0 = 0; p0 <= pos; p0 += ATT_BLOCK) {
-        int np = CORE_MIN(ATT_BLOCK, pos + 1 - p0);
-        /* scores of this block */
-        for (int j = 0; j < np; j++) {
-            load_row(kv, kv_row(kv, kv->k, t->il, p0 + j) + (size_t)kvh * hd * kv->elt, krow, hd);
-            for (int g = 0; g < group; g++) {
-                const float *qg = q + g * hd;
-                float d = 0;
-                for (int i = 0; i < hd; i++) d += qg[i] * krow[i];
-                s[g * ATT_BLOCK + j] = d * scale;
-            }
-        }
-        /* online softmax: rescale what we have when the max grows */
-        for (int g = 0; g < group; g++) {
-            float bm = mx[g];
-            for (int j = 0; j < np; j++) bm = fmaxf(bm, s[g * ATT_BLOCK + j]);
-            float r = expf(mx[g] - bm);
-            sum[g] *= r;
-            for (int i = 0; i < hd; i++) acc[g * hd + i] *= r;
-            for (int j = 0; j < np; j++) {
-                float e = expf(s[g * ATT_BLOCK + j] - bm);
-                s[g * ATT_BLOCK + j] = e;
-                sum[g] += e;
-            }
-            mx[g] = bm;
-        }
-        for (int j = 0; j < np; j++) {
-            load_row(kv, kv_row(kv, kv->v, t->il, p0 + j) + (size_t)kvh * hd * kv->elt, vrow, hd);
-            for (int g = 0; g < group; g++) {
-                float w = s[g * ATT_BLOCK + j];
-                float *a = acc + g * hd;
-                for (int i = 0; i < hd; i++) a[i] += w * vrow[i];
-            }
-        }
-    }
-    float *out = m->att + (int64_t)tok * q_dim + (int64_t)kvh * group * hd;
-    for (int g = 0; g < group; g++)
-        for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
-}
+#define ATT_SPLIT_MIN 256 /* positions per split-K range, at least */
 
 static void attend_task(void *ctx, int ith, int nth) {
-    const att_task *t = ctx;
-    int nkv = t->m->cfg.n_head_kv, items = t->B * nkv;
-    float *tmp = t->m->att_tmp + (size_t)ith * t->m->att_tmp_floats;
-    for (int it = ith; it < items; it += nth) attend_one(t, it / nkv, it % nkv, tmp);
+    (void)nth;
+    att_task *t = ctx;
+    const model *m = t->m;
+    const model_config *c = &m->cfg;
+    const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv, ns = t->nsplit;
+    const int64_t q_dim = (int64_t)c->n_head * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int items = t->B * nkv * ns;
+    for (;;) {
+        const int it = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (it >= items) break;
+        const int tok = it / (nkv * ns), kvh = it / ns % nkv, sp = it % ns;
+        const model_kv *kv = m->row_kv[tok];
+        const int n = m->row_pos[tok] + 1;
+        const int lo = (int)((int64_t)n * sp / ns), hi = (int)((int64_t)n * (sp + 1) / ns);
+        float *st = ns == 1 ? m->att_tmp + (size_t)ith * m->att_tmp_floats : m->att_part + (size_t)it * m->att_tmp_floats;
+        float *mx = st, *sum = mx + group, *acc = sum + group; /* state: max, sum, acc */
+        for (int g = 0; g < group; g++) mx[g] = -INFINITY, sum[g] = 0;
+        memset(acc, 0, sizeof(float) * (size_t)(group * hd));
+        const size_t off = (size_t)kvh * hd * kv->elt;
+        kern_attn(kv->type == MODEL_KV_F16 ? KERN_F16 : KERN_F32, m->q + tok * q_dim + (int64_t)kvh * group * hd,
+                  group, hd, kv_row(kv, kv->k, t->il, lo) + off, kv_row(kv, kv->v, t->il, lo) + off,
+                  (size_t)kv->kv_dim * kv->elt, hi - lo, scale, mx, sum, acc);
+        if (ns > 1) continue;
+        float *out = m->att + tok * q_dim + (int64_t)kvh * group * hd;
+        for (int g = 0; g < group; g++)
+            for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
+    }
+}
+
+/* Attention of the B rows for layer il: outputs in m->att. */
+static void attend(model *m, int il, int B) {
+    const model_config *c = &m->cfg;
+    const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv;
+    const int nth = kern_pool_threads(m->pool), pairs = B * nkv;
+    int maxn = 0;
+    for (int t = 0; t < B; t++) maxn = CORE_MAX(maxn, m->row_pos[t] + 1);
+    /* enough items for the counter to balance the threads (8 per thread),
+     * but ranges of at least ATT_SPLIT_MIN positions */
+    int ns = 1;
+    if (pairs < 8 * nth) ns = CORE_MAX(1, CORE_MIN((8 * nth + pairs - 1) / pairs, maxn / ATT_SPLIT_MIN));
+    att_task at = {.m = m, .il = il, .B = B, .nsplit = ns};
+    atomic_init(&at.next, 0);
+    kern_pool_run(m->pool, attend_task, &at);
+    if (ns == 1) return;
+    const int64_t q_dim = (int64_t)c->n_head * hd;
+    for (int p = 0; p < pairs; p++) {
+        float *s0 = m->att_part + (size_t)p * ns * m->att_tmp_floats;
+        for (int sp = 1; sp < ns; sp++) {
+            const float *s1 = s0 + (size_t)sp * m->att_tmp_floats;
+            kern_attn_merge(group, hd, s0, s0 + group, s0 + 2 * group, s1, s1 + group, s1 + 2 * group);
+        }
+        const float *sum = s0 + group, *acc = s0 + 2 * group;
+        float *out = m->att + (int64_t)(p / nkv) * q_dim + (int64_t)(p % nkv) * group * hd;
+        for (int g = 0; g < group; g++)
+            for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
+    }
 }
 
 /* ---- forward ---------------------------------------------------------- */
@@ -562,8 +570,7 @@ static void forward_rows(model *m, const int32_t *tokens, int B) {
                 memcpy(vd, m->v + t * kv_dim, (size_t)kv_dim * sizeof(float));
             }
         }
-        att_task at = {m, il, B};
-        kern_pool_run(m->pool, attend_task, &at);
+        attend(m, il, B);
         matmul(m, &L->wo, m->att, B, m->xb);
         for (int64_t i = 0; i < B * E; i++) m->x[i] += m->xb[i];
 
