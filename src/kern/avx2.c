@@ -425,6 +425,8 @@ T2 static void softmax(float *x, int64_t n) {
  * the tail of a block padded with -inf (exp8 gives 0 there). V: dims
  * outer, positions inner, so 4 heads' accumulators stay in registers
  * while each 8-value piece of a V row is converted once for all of them. */
+#define ATT_PF 8 /* positions of K prefetched ahead */
+
 T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
                     float scale, float *m, float *l, float *acc) {
     if ((hd & 7) || (kv_type != KERN_F16 && kv_type != KERN_F32)) {
@@ -436,6 +438,7 @@ T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, 
     _Alignas(32) float row[KERN_ATTN_MAX_HD];
     _Alignas(32) float dummy[KERN_ATTN_MAX_HD];
     const int f16 = kv_type == KERN_F16;
+    const size_t rowb = (size_t)hd * (f16 ? 2 : 4);
     for (int j = 0; j < KERN_ATTN_BLOCK; j++) s[KERN_ATTN_MAX_G][j] = 0; /* weights of absent heads */
     if (ng % 4) memset(dummy, 0, sizeof(float) * (size_t)hd);
     for (int p0 = 0; p0 < n; p0 += KERN_ATTN_BLOCK) {
@@ -444,6 +447,13 @@ T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, 
         for (int j = 0; j < np; j++) {
             const char *kr = (const char *)k + (size_t)(p0 + j) * stride;
             const float *kf = (const float *)kr;
+            /* The rows of one head are short (256 bytes at hd 128) and a KV
+             * row apart: prefetch K a few positions ahead and this block's V
+             * rows now, or the loop waits on memory at every position. */
+            const char *vr = (const char *)v + (size_t)(p0 + j) * stride;
+            for (size_t b = 0; b < rowb; b += 64) _mm_prefetch(vr + b, _MM_HINT_T0);
+            if (p0 + j + ATT_PF < n)
+                for (size_t b = 0; b < rowb; b += 64) _mm_prefetch(kr + ATT_PF * stride + b, _MM_HINT_T0);
             if (f16) {
                 for (int i = 0; i < hd; i += 8)
                     _mm256_store_ps(row + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + 2 * i))));
