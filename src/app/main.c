@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "kern/kern.h"
 
 typedef struct {
     const char *name;
@@ -81,6 +82,12 @@ const char *app_optarg(int argc, char **argv, int *i) {
 int main(int argc, char **argv) {
     const char *lvl = getenv("LOG_LEVEL");
     if (lvl && core_log_parse_level(lvl) >= 0) core_log_set_level(core_log_parse_level(lvl));
+    /* The kernel table is chosen once, before any thread runs a kernel
+     * (SMOLBOT_ISA=scalar|avx2|avx512 forces one). */
+    if (kern_init(NULL)) {
+        fprintf(stderr, "smolbot: SMOLBOT_ISA=%s is not available on this CPU\n", getenv("SMOLBOT_ISA"));
+        return 1;
+    }
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return argc < 2 ? 2 : 0;
