@@ -357,7 +357,10 @@
     b.dataset.state = s; b.textContent = label; document.body.dataset.state = s;
   }
   function pollStatus(report) {
-    return fetch('/ui/status', { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
+    return fetch('/ui/status', { cache: 'no-store' }).then(function (r) {
+      if (r.status === 401) { location.href = '/'; throw new Error('signed out'); } /* key-protected server: sign in again */
+      return r.json();
+    }).then(function (j) {
       state.fails = 0; state.status = j.state;
       setBadge(j.state);
       if (j.model) $('#model-name').textContent = j.model;
@@ -479,6 +482,7 @@
       if (e.detail.elt && e.detail.elt.id === 'composer' && e.detail.successful) { input.value = ''; autosize(); }
       if (e.detail.failed && e.detail.xhr) {
         var x = e.detail.xhr;
+        if (x.status === 401) { location.href = '/'; return; }
         if (x.status === 404 && /\/ui\/c\/[^/]+$/.test(e.detail.pathInfo.requestPath)) { set('conv', 'latest'); htmx.ajax('GET', '/ui/c/latest', { target: '#messages', swap: 'outerHTML' }); }
         else toast(x.status ? (x.responseText || 'Error ' + x.status).slice(0, 300) : 'The server does not answer');
       }
