@@ -38,6 +38,11 @@ int app_parse_int(const char *opt, const char *s, long *out);
 int app_parse_float(const char *opt, const char *s, double *out);
 /* The value after option argv[*i]; advances *i. Prints an error and returns NULL if missing. */
 const char *app_optarg(int argc, char **argv, int *i);
+/* Sampling options shared by generate and chat: --greedy, --temp, --top-p,
+ * --min-p, --top-k, --seed. Returns 1 if argv[*i] was one (advancing *i
+ * past its value), 0 if not, -1 on a bad value (message printed). */
+struct sample_params;
+int app_parse_sampling(int argc, char **argv, int *i, struct sample_params *sp, int *seed_given);
 /* --gpu auto|on|off -> MODEL_GPU_* (gpu_opt.c); prints an error and returns -1 otherwise. */
 int app_parse_gpu(const char *v, int *out);
 

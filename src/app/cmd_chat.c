@@ -141,18 +141,14 @@ int cmd_chat(int argc, char **argv) {
     int gpu = MODEL_GPU_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        double d;
-        long l;
+        int sr = app_parse_sampling(argc, argv, &i, &sp, &seed_given);
+        if (sr < 0) return 2;
+        if (sr > 0) continue;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) { if (!(model_opt = app_optarg(argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--system")) { if (!(system = app_optarg(argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--think")) thinking = 1;
         else if (!strcmp(a, "--no-think")) thinking = 0;
         else if (!strcmp(a, "--hide-thinking")) hide = 1;
-        else if (!strcmp(a, "--temp")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_float(a, v, &d)) return 2; sp.temperature = (float)d; }
-        else if (!strcmp(a, "--top-p")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_float(a, v, &d)) return 2; sp.top_p = (float)d; }
-        else if (!strcmp(a, "--min-p")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_float(a, v, &d)) return 2; sp.min_p = (float)d; }
-        else if (!strcmp(a, "--top-k")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &l)) return 2; sp.top_k = (int)l; }
-        else if (!strcmp(a, "--seed")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &l)) return 2; sp.seed = (uint64_t)l; seed_given = 1; }
         else if (!strcmp(a, "-n")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &max_tokens)) return 2; }
         else if (!strcmp(a, "--ctx")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &n_ctx)) return 2; }
         else if (!strcmp(a, "-t")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &threads)) return 2; }

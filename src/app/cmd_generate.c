@@ -74,7 +74,9 @@ int cmd_generate(int argc, char **argv) {
     int gpu = MODEL_GPU_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        double d;
+        int sr = app_parse_sampling(argc, argv, &i, &sp, NULL);
+        if (sr < 0) return 2;
+        if (sr > 0) continue;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) { if (!(model_opt = app_optarg(argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--prompt") || !strcmp(a, "-p")) { if (!(prompt = app_optarg(argc, argv, &i))) return 2; }
         else if (!strcmp(a, "--prompt-ids")) { if (!(prompt_ids = app_optarg(argc, argv, &i))) return 2; }
@@ -85,12 +87,6 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "-t")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &threads)) return 2; }
         else if (!strcmp(a, "--gpu")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_gpu(v, &gpu)) return 2; }
         else if (!strcmp(a, "--batch")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &batch)) return 2; }
-        else if (!strcmp(a, "--greedy")) sp.temperature = 0;
-        else if (!strcmp(a, "--temp")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_float(a, v, &d)) return 2; sp.temperature = (float)d; }
-        else if (!strcmp(a, "--top-p")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_float(a, v, &d)) return 2; sp.top_p = (float)d; }
-        else if (!strcmp(a, "--min-p")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_float(a, v, &d)) return 2; sp.min_p = (float)d; }
-        else if (!strcmp(a, "--top-k")) { long k; if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &k)) return 2; sp.top_k = (int)k; }
-        else if (!strcmp(a, "--seed")) { long s; if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &s)) return 2; sp.seed = (uint64_t)s; }
         else if (!strcmp(a, "--ids")) print_ids = 1;
         else if (!strcmp(a, "--special")) special = 1;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;

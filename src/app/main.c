@@ -13,6 +13,7 @@
 
 #include "core/core.h"
 #include "kern/kern.h"
+#include "sample/sample.h"
 
 typedef struct {
     const char *name;
@@ -68,6 +69,27 @@ int app_parse_float(const char *opt, const char *s, double *out) {
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+int app_parse_sampling(int argc, char **argv, int *i, sample_params *sp, int *seed_given) {
+    const char *a = argv[*i], *v;
+    double d;
+    long l;
+    float *f = !strcmp(a, "--temp") ? &sp->temperature : !strcmp(a, "--top-p") ? &sp->top_p
+             : !strcmp(a, "--min-p") ? &sp->min_p : NULL;
+    if (!strcmp(a, "--greedy")) { sp->temperature = 0; return 1; }
+    if (f) {
+        if (!(v = app_optarg(argc, argv, i)) || app_parse_float(a, v, &d)) return -1;
+        *f = (float)d;
+        return 1;
+    }
+    if (!strcmp(a, "--top-k") || !strcmp(a, "--seed")) {
+        if (!(v = app_optarg(argc, argv, i)) || app_parse_int(a, v, &l)) return -1;
+        if (a[2] == 't') sp->top_k = (int)l;
+        else { sp->seed = (uint64_t)l; if (seed_given) *seed_given = 1; }
+        return 1;
+    }
     return 0;
 }
 
