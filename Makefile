@@ -92,7 +92,7 @@ $(GEN_SRC): tools/embed.sh $(WEB)
 build/san/smolbot: $(SAN_LIB) $(SAN_APP)
 	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -o $@ $^ $(LDLIBS)
 
-build/san/test_%: tests/test_%.c tests/t.h $(SAN_LIB)
+build/san/test_%: tests/test_%.c tests/t.h tests/t_model.h $(SAN_LIB)
 	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -o $@ $< $(SAN_LIB) $(LDLIBS)
 
 # npm packages of the node e2e suites (the openai client, ...), pinned in tests/e2e/package-lock.json.
@@ -158,7 +158,7 @@ build/cuda/%.o: %.cu $(wildcard src/kern/cuda/*.h src/kern/cuda/*.cuh)
 	$(NVCC) -O3 -std=c++17 -arch=$(CUDA_ARCH) -Isrc -Xcompiler -fPIC,-Wall -c -o $@ $<
 
 # Unsanitized test binaries (CUDA and ASan do not mix well): build/rel/test_gpu.
-build/rel/test_%: tests/test_%.c tests/t.h $(REL_LIB)
+build/rel/test_%: tests/test_%.c tests/t.h tests/t_model.h $(REL_LIB)
 	$(CC) $(CFLAGS_BASE) $(OPT) -o $@ $< $(REL_LIB) $(LDLIBS)
 
 # Build with CUDA, GPU tests, 3B-shaped model, bench table (needs a GPU).

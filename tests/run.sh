@@ -24,20 +24,23 @@ add() { # name, output file, exit status
   if [ "$3" != 0 ] && [ "$f" = 0 ]; then f=1; fi
   P=$((P+p)) F=$((F+f)) S=$((S+s))
   printf '%-28s %s\n' "$1" "$line"
-  if [ "$f" != 0 ]; then grep -E 'FAIL|not ok|ERROR|Sanitizer|runtime error' "$2" | head -n 40 | sed 's/^/    /'; fi
+  if [ "$f" != 0 ]; then grep -E 'FAIL|not ok|ERROR|Sanitizer|runtime error|TIMEOUT' "$2" | head -n 40 | sed 's/^/    /'; fi
   grep -E '^  SKIP' "$2" | head -n 5 | sed 's/^/   /'
 }
 
+# A hung test must fail, not eat CI's time: every suite runs under a timeout.
+LIMIT=${TEST_TIMEOUT:-900}
 for t in "$@"; do
   name=$(basename "$t")
-  "$t" > "$log/$name.out" 2>&1; rc=$?
+  timeout -k 10 "$LIMIT" "$t" > "$log/$name.out" 2>&1; rc=$?
+  [ $rc = 124 ] && echo "TIMEOUT after ${LIMIT}s" >> "$log/$name.out"
   add "$name" "$log/$name.out" $rc
 done
 
 for t in tests/cli_*.sh; do
   [ -e "$t" ] || continue
   name=$(basename "$t" .sh)
-  bash "$t" > "$log/$name.out" 2>&1; rc=$?
+  timeout -k 10 "$LIMIT" bash "$t" > "$log/$name.out" 2>&1; rc=$?
   add "$name" "$log/$name.out" $rc
 done
 
@@ -57,7 +60,7 @@ done
 for suite in tests/e2e/*.test.mjs; do
   [ -e "$suite" ] || continue
   name=$(basename "$suite" .test.mjs)
-  node --test --test-reporter=tap "$suite" > "$log/$name.out" 2>&1; rc=$?
+  timeout -k 10 "$LIMIT" node --test --test-reporter=tap "$suite" > "$log/$name.out" 2>&1; rc=$?
   p=$(grep -E '^# pass ' "$log/$name.out" | awk '{print $3}'); f=$(grep -E '^# fail ' "$log/$name.out" | awk '{print $3}')
   s=$(grep -E '^# skipped ' "$log/$name.out" | awk '{print $3}')
   echo "${p:-0} passed, ${f:-1} failed, ${s:-0} skipped" >> "$log/$name.out"

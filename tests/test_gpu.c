@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "t.h"
+#include "t_model.h"
 #include "gguf/gguf.h"
 #include "kern/cuda/gpu.h"
 #include "kern/kern.h"
@@ -302,32 +303,8 @@ static void unload(loaded *L) {
     gguf_close(L->g);
 }
 
-static float *read_f32(const char *path, size_t n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    float *v = malloc(n * sizeof *v);
-    size_t r = v ? fread(v, sizeof *v, n, f) : 0;
-    fclose(f);
-    if (r != n) { free(v); return NULL; }
-    return v;
-}
 
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
-}
 
-static void diff_stats(const float *a, const float *b, int n, double *maxd, double *rms) {
-    double mx = 0, ss = 0;
-    for (int i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > mx || d != d) mx = d;
-        ss += d * d;
-    }
-    *maxd = mx;
-    *rms = sqrt(ss / n);
-}
 
 static int32_t *ids_of(json_t *a, size_t *n) {
     *n = json_array_size(a);
@@ -365,7 +342,7 @@ static void check_golden(const char *model_file, int is_f32) {
         const char *name = json_string_value(json_object_get(o, "prompt_name"));
         char lrel[256];
         snprintf(lrel, sizeof lrel, "refdata/model/%s", lf);
-        float *ref = t_shared(lrel) ? read_f32(t_shared(lrel), (size_t)c->n_vocab) : NULL;
+        float *ref = t_shared(lrel) ? t_read_f32(t_shared(lrel), (size_t)c->n_vocab) : NULL;
         size_t n;
         int32_t *toks = ids_of(json_object_get(o, "prompt_ids"), &n);
         model_kv *kv = NULL;
@@ -376,12 +353,12 @@ static void check_golden(const char *model_file, int is_f32) {
         if (ref && rc == 0) {
             n_logit_cases++;
             double maxd, rms;
-            diff_stats(logits, ref, c->n_vocab, &maxd, &rms);
+            t_diff_stats(logits, ref, c->n_vocab, &maxd, &rms);
             fprintf(stderr, "  gpu %-22s %-16s max|diff| %.5f  rms %.5f\n", model_file, name, maxd, rms);
             if (is_f32) CHECK_MSG(maxd <= 0.02 && rms <= 0.005, "%s: max %.4f rms %.4f", name, maxd, rms);
             else CHECK_MSG(maxd <= 0.5 && rms <= 0.1, "%s: max %.4f rms %.4f", name, maxd, rms);
             double m0 = json_number_value(json_array_get(json_object_get(o, "top1_minus_top2"), 0));
-            if (m0 >= 0.1 || is_f32) CHECK_EQ_INT(argmax(logits, c->n_vocab), argmax(ref, c->n_vocab));
+            if (m0 >= 0.1 || is_f32) CHECK_EQ_INT(t_argmax(logits, c->n_vocab), t_argmax(ref, c->n_vocab));
         }
         /* decode (graph) of the last token after a prefill of the others */
         if (rc == 0 && n >= 2) {
@@ -390,7 +367,7 @@ static void check_golden(const char *model_file, int is_f32) {
             if (!rc) rc = model_forward(L.m, kv, toks + n - 1, 1, l2, 0, NULL, &err);
             CHECK_MSG(rc == 0, "%s", err.msg);
             double maxd, rms;
-            diff_stats(logits, l2, c->n_vocab, &maxd, &rms);
+            t_diff_stats(logits, l2, c->n_vocab, &maxd, &rms);
             CHECK_MSG(maxd <= (is_f32 ? 0.01 : 0.2), "%s: decode vs prefill max %.4f rms %.4f", name, maxd, rms);
         }
         model_kv_free(kv);
@@ -431,7 +408,7 @@ static void test_decode_and_cache(void) {
     CHECK(model_forward(C.m, kc, prompt, 12, lc, 0, NULL, &err) == 0);
     int agree = 0;
     for (int s = 0; s < 16; s++) {
-        int32_t a = argmax(lg_, c->n_vocab), b = argmax(lc, c->n_vocab);
+        int32_t a = t_argmax(lg_, c->n_vocab), b = t_argmax(lc, c->n_vocab);
         if (a != b) break;
         agree++;
         if (model_forward(G.m, kg, &a, 1, lg_, 0, NULL, &err) || model_forward(C.m, kc, &b, 1, lc, 0, NULL, &err)) break;
@@ -445,7 +422,7 @@ static void test_decode_and_cache(void) {
     CHECK(model_forward(G.m, kg, &t, 1, lg_, 0, NULL, &err) == 0);
     CHECK(model_forward(G.m, k2, &t, 1, l3, 0, NULL, &err) == 0);
     double maxd, rms;
-    diff_stats(lg_, l3, c->n_vocab, &maxd, &rms);
+    t_diff_stats(lg_, l3, c->n_vocab, &maxd, &rms);
     CHECK_MSG(maxd == 0, "copied cache: max diff %.3g", maxd);
     CHECK(model_kv_fill_synthetic(k2, 200, &err) == 0);
     CHECK_EQ_INT(model_kv_len(k2), 200);

@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "t.h"
+#include "t_model.h"
 #include "gguf/gguf.h"
 #include "kern/kern.h"
 #include "model/model.h"
@@ -37,32 +38,8 @@ static void unload(loaded *L) {
     gguf_close(L->g);
 }
 
-static float *read_f32(const char *path, size_t n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    float *v = malloc(n * sizeof *v);
-    size_t r = v ? fread(v, sizeof *v, n, f) : 0;
-    fclose(f);
-    if (r != n) { free(v); return NULL; }
-    return v;
-}
 
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
-}
 
-static void diff_stats(const float *a, const float *b, int n, double *maxd, double *rms) {
-    double mx = 0, ss = 0;
-    for (int i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (d > mx || d != d) mx = d;
-        ss += d * d;
-    }
-    *maxd = mx;
-    *rms = sqrt(ss / n);
-}
 
 static int run_prompt(model *m, json_t *ids, float *logits, int kv_type) {
     size_t n = json_array_size(ids);
@@ -103,12 +80,12 @@ static void check_golden(const char *model_file, int is_f32) {
         const char *lf = json_string_value(json_object_get(o, "logits_file"));
         char lrel[256];
         snprintf(lrel, sizeof lrel, "refdata/model/%s", lf ? lf : "");
-        float *ref = lf && t_shared(lrel) ? read_f32(t_shared(lrel), (size_t)c->n_vocab) : NULL;
+        float *ref = lf && t_shared(lrel) ? t_read_f32(t_shared(lrel), (size_t)c->n_vocab) : NULL;
         CHECK_MSG(!lf || ref != NULL, "%s", lrel);
         n_logit_cases += ref != NULL;
         if (ref && run_prompt(L.m, json_object_get(o, "prompt_ids"), logits, MODEL_KV_F16) == 0) {
             double maxd, rms;
-            diff_stats(logits, ref, c->n_vocab, &maxd, &rms);
+            t_diff_stats(logits, ref, c->n_vocab, &maxd, &rms);
             fprintf(stderr, "  %-26s %-16s max|diff| %.5f  rms %.5f\n", model_file, name, maxd, rms);
             if (is_f32) {
                 CHECK_MSG(maxd <= 0.02 && rms <= 0.005, "%s: max %.4f rms %.4f", name, maxd, rms);
@@ -117,7 +94,7 @@ static void check_golden(const char *model_file, int is_f32) {
             }
             json_t *margins = json_object_get(o, "top1_minus_top2");
             double m0 = json_number_value(json_array_get(margins, 0));
-            if (m0 >= 0.1 || is_f32) CHECK_EQ_INT(argmax(logits, c->n_vocab), argmax(ref, c->n_vocab));
+            if (m0 >= 0.1 || is_f32) CHECK_EQ_INT(t_argmax(logits, c->n_vocab), t_argmax(ref, c->n_vocab));
         }
         free(ref);
 
@@ -134,7 +111,7 @@ static void check_golden(const char *model_file, int is_f32) {
             CHECK(model_forward(L.m, kv, toks, (int)n, logits, 0, NULL, &err) == 0);
             size_t agree = 0, steps = json_array_size(want);
             for (size_t s = 0; s < steps; s++) {
-                int32_t id = argmax(logits, c->n_vocab);
+                int32_t id = t_argmax(logits, c->n_vocab);
                 if (json_number_value(json_array_get(margins, s)) < 0.01) break;
                 if (id != json_integer_value(json_array_get(want, s))) {
                     CHECK_MSG(0, "%s: greedy step %zu: got %d want %lld", name, s, id,
@@ -236,20 +213,20 @@ static void test_chunking_and_cache(void) {
     CHECK(model_forward(B.m, kb, toks, 30, NULL, 0, NULL, &err) == 0);
     for (int i = 30; i < 40; i++) CHECK(model_forward(B.m, kb, toks + i, 1, lb, 0, NULL, &err) == 0);
     double maxd, rms;
-    diff_stats(la, lb, c->n_vocab, &maxd, &rms);
+    t_diff_stats(la, lb, c->n_vocab, &maxd, &rms);
     CHECK_MSG(maxd < 1e-3, "chunked vs one-shot max %.6f", maxd);
     CHECK_EQ_INT(model_kv_len(ka), 40);
 
     /* rewind to 25 and run the rest again: same logits */
     model_kv_truncate(ka, 25);
     CHECK(model_forward(A.m, ka, toks + 25, 15, lb, 0, NULL, &err) == 0);
-    diff_stats(la, lb, c->n_vocab, &maxd, &rms);
+    t_diff_stats(la, lb, c->n_vocab, &maxd, &rms);
     CHECK_MSG(maxd < 1e-4, "rewind max %.6f", maxd);
     /* copy a 20-token prefix into a new cache and continue */
     CHECK(model_kv_new(&kc, A.m, 64, MODEL_KV_F32, &err) == 0);
     CHECK(model_kv_copy_prefix(kc, ka, 20, &err) == 0);
     CHECK(model_forward(A.m, kc, toks + 20, 20, lb, 0, NULL, &err) == 0);
-    diff_stats(la, lb, c->n_vocab, &maxd, &rms);
+    t_diff_stats(la, lb, c->n_vocab, &maxd, &rms);
     CHECK_MSG(maxd < 1e-4, "prefix copy max %.6f", maxd);
 
     /* overrun is an error, never a write past the cache */
@@ -273,20 +250,20 @@ static void test_nope_rule(void) {
     CHECK(c->nope[3] && !c->nope[0] && !c->nope[1] && !c->nope[2]);
     const char *lf = t_shared("refdata/model/logits/smollm3-tiny-f32_chatml_hello.bin");
     if (!lf) { unload(&L); T_SKIP("reference logits absent"); }
-    float *ref = read_f32(lf, (size_t)c->n_vocab), *lg = malloc((size_t)c->n_vocab * 4);
+    float *ref = t_read_f32(lf, (size_t)c->n_vocab), *lg = malloc((size_t)c->n_vocab * 4);
     json_t *ids = json_pack("[iiiiiiiiii]", 128011, 882, 198, 9906, 1917, 128012, 198, 128011, 78191, 198);
     double maxd, rms;
     CHECK(run_prompt(L.m, ids, lg, MODEL_KV_F32) == 0);
-    diff_stats(lg, ref, c->n_vocab, &maxd, &rms);
+    t_diff_stats(lg, ref, c->n_vocab, &maxd, &rms);
     CHECK_MSG(maxd < 0.02, "as loaded: %.4f", maxd);
     CHECK(model_set_rope_layer(L.m, 3, 1) == 0); /* rotate the NoPE layer: wrong */
     CHECK(run_prompt(L.m, ids, lg, MODEL_KV_F32) == 0);
-    diff_stats(lg, ref, c->n_vocab, &maxd, &rms);
+    t_diff_stats(lg, ref, c->n_vocab, &maxd, &rms);
     CHECK_MSG(maxd > 0.05, "RoPE on layer 3 should differ: %.4f", maxd);
     CHECK(model_set_rope_layer(L.m, 3, 0) == 0);
     CHECK(model_set_rope_layer(L.m, 1, 0) == 0); /* skip RoPE on a rotating layer: wrong */
     CHECK(run_prompt(L.m, ids, lg, MODEL_KV_F32) == 0);
-    diff_stats(lg, ref, c->n_vocab, &maxd, &rms);
+    t_diff_stats(lg, ref, c->n_vocab, &maxd, &rms);
     CHECK_MSG(maxd > 0.05, "NoPE on layer 1 should differ: %.4f", maxd);
     CHECK(model_set_rope_layer(L.m, 99, 0) != 0);
     json_decref(ids);
