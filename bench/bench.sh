@@ -22,4 +22,4 @@ fi
 echo "== kernels"
 "$BIN" bench --kernels -t "$THREADS" --quick
 echo "== tokenizer"
-"$BIN" bench --tokenizer
+"$BIN" bench --tokenizer -m "$MODEL"
