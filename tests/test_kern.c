@@ -217,7 +217,7 @@ static void check_tiles(const char *isa) {
         const int64_t n = 3 * (rt->blck == 1 ? 40 : rt->blck);
         const size_t wr = kern_row_size(type, n), ar = kern_row_size(rt->vec_dot_type, n);
         for (int nr = 1; nr <= KERN_TILE_R; nr++) {
-            for (int nc = 1; nc <= kern_cur.tile_c[type]; nc += (nc < 3 ? 1 : 3)) {
+            for (int nc = 1; nc <= kern_cur.tile_c[type]; nc++) {
                 char *w = malloc(wr * (size_t)nr), *a = malloc(ar * (size_t)nc);
                 for (int r = 0; r < nr; r++) random_row(type, w + r * wr, n);
                 float *x = malloc((size_t)n * 4);
@@ -297,7 +297,9 @@ static void check_ops(const char *isa) {
 /* kern_attn against kern_attn_ref: random q, K, V (f16 and f32 rows with
  * a stride wider than a head), several head counts, head sizes (one not a
  * multiple of 8: the fallback), lengths around the block size; and a
- * split into two ranges merged with kern_attn_merge equals one pass. */
+ * split into two ranges merged with kern_attn_merge equals one pass.
+ * Tolerance 5e-5 relative: the SIMD exp and the summation order differ
+ * (2.5e-5 seen on f32 rows whose scores spread wide). */
 static void check_attn(const char *isa) {
     static const int ngs[] = {1, 3, 4, 5, 8}, hds[] = {6, 40, 64, 128}, ns[] = {1, 7, 32, 33, 100, 300};
     for (int kt = 0; kt < 2; kt++) {
@@ -334,15 +336,17 @@ static void check_attn(const char *isa) {
                     kern_attn(type, q, ng, hd, k + hd * elt, v + hd * elt, stride, h, scale, m1, l1, a1);
                     kern_attn_merge(ng, hd, m1, l1, a1, m[2], l[2], acc[2]);
                     int bad = 0, badm = 0;
+                    float worst = 0;
                     for (int g = 0; g < ng; g++)
                         for (int i = 0; i < hd; i++) {
                             const float want = acc[0][g * hd + i] / l[0][g];
                             const float got = acc[1][g * hd + i] / l[1][g], got2 = a1[g * hd + i] / l1[g];
-                            bad += !(fabsf(want - got) <= 2e-5f * (1 + fabsf(want)));
-                            badm += !(fabsf(want - got2) <= 2e-5f * (1 + fabsf(want)));
+                            bad += !(fabsf(want - got) <= 5e-5f * (1 + fabsf(want)));
+                            badm += !(fabsf(want - got2) <= 5e-5f * (1 + fabsf(want)));
+                            worst = fmaxf(worst, fmaxf(fabsf(want - got), fabsf(want - got2)) / (1 + fabsf(want)));
                         }
-                    CHECK_MSG(bad == 0 && badm == 0, "%s attn %s ng=%d hd=%d n=%d: %d bad, %d bad after merge", isa,
-                              kt ? "f32" : "f16", ng, hd, n, bad, badm);
+                    CHECK_MSG(bad == 0 && badm == 0, "%s attn %s ng=%d hd=%d n=%d: %d bad, %d bad after merge (worst %.3g)",
+                              isa, kt ? "f32" : "f16", ng, hd, n, bad, badm, worst);
                     for (int s = 0; s < 3; s++) free(acc[s]);
                     free(a1), free(q), free(k), free(v);
                 }

@@ -5,6 +5,8 @@
  *     ceiling for a memory-bound matrix-vector product;
  *   - matrix-vector products (decode) for Q4_K, Q6_K, Q8_0, F16 weights of
  *     2048x2048 and 11008x2048, as GB/s of weight bytes read, 1 and N threads;
+ *   - batched decode: n_tok = 1..8 rows on 11008x2048 Q4_K/Q6_K, as GB/s
+ *     (memory-bound while each weight block is unpacked once for all rows);
  *   - matrix-matrix products (prefill) with n_tok = 64 and 512 on 2048x2048
  *     (and 11008x2048), as GFLOP/s (2 flops per weight per token) and tok/s.
  * Weights are random valid blocks (small scales, no NaN); time per case is
@@ -152,6 +154,22 @@ int app_bench_kernels(int argc, char **argv) {
             printf("%-6s %5lldx%-6lld %7.1f [%6.0f] %7.1f [%6.0f]\n", kern_get_traits(types[ti])->name,
                    (long long)n_out, (long long)n_in, bytes / t1 / 1e9, t1 * 1e6, bytes / tn / 1e9, tn * 1e6);
         }
+    }
+
+    /* batched decode: a few rows (one per conversation) through the same
+     * weights should cost about one row while memory-bound */
+    printf("\nbatched decode (n_tok rows), %d threads: GB/s of weights, us per call\n", nthreads);
+    static const int64_t btoks[] = {1, 2, 3, 4, 6, 8};
+    for (size_t ti = 0; ti < 2; ti++) {
+        const int64_t n_out = 11008;
+        fill_weights(types[ti], w, n_out, n_in);
+        const double bytes = (double)kern_row_size(types[ti], n_in) * (double)n_out;
+        printf("%-6s %5lldx%-6lld", kern_get_traits(types[ti])->name, (long long)n_out, (long long)n_in);
+        for (size_t k = 0; k < CORE_ARRAY_LEN(btoks); k++) {
+            const double t = time_matmul(pn, types[ti], w, n_out, n_in, x, btoks[k], y, work);
+            printf("  %lld: %5.1f [%5.0f]", (long long)btoks[k], bytes / t / 1e9, t * 1e6);
+        }
+        printf("\n");
     }
 
     printf("\nmatrix-matrix (prefill), %d threads: GFLOP/s (tok/s)\n", nthreads);

@@ -10,10 +10,12 @@
  *     then held in registers the same way (its store-forwarding stall is
  *     why matrix-vector products of Q5_K keep the AVX2 kernel);
  *   - Q8_0 x Q8_0: |x| (u8) x sign(y, x) (i8) with vpdpbusd on 256 bits.
- *   - F32 and F16 dots with masked tails.
+ *   - F32 and F16 dots with masked tails;
+ *   - attention over f16 KV rows (kern_attn), 16 lanes throughout.
  * The scalar twins are in ref.c; tests compare each against them.
  */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "kern_impl.h"
@@ -270,20 +272,51 @@ T5 static void mv_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *
  * used for up to KERN_TILE_CMAX tokens (8 zmm of weights and scales, one
  * accumulator per token). The token count must be a compile-time constant
  * for the accumulators to live in registers (a runtime count puts them on
- * the stack and the unpacked block with them), so a tile of nc tokens runs
- * as groups of 16, 8, 4, 2 and 1. */
+ * the stack and the unpacked block with them), so there is one body per
+ * count 1..8 and 16: a tile of 3 or 5-7 tokens must not be cut into
+ * smaller groups, since each group re-reads the weights and a batch of a
+ * few decoding conversations (n_tok 2..8) is memory-bound like a single
+ * one -- it only stays that cheap if every weight block is read once.
+ * Up to 4 tokens, rows go two at a time (16 zmm of unpacked weights, 8
+ * accumulators): the two rows share each activation load and broadcast,
+ * which is what keeps 4 rows under the memory time of the block. The
+ * weight stream is prefetched like the matrix-vector kernels'. */
 #define UNROLL _Pragma("GCC unroll 16")
 #define AI __attribute__((always_inline))
 
 #define RT_KERNEL(T, REG, UNPACK, DOT, BT)                                                                       \
     T5 static inline AI void rt_##T##_nc(int64_t nb, const char *w, size_t bw, int nr, const char *a, size_t ba, \
                                          const int NC, float *yout, int64_t ldy) {                              \
-        for (int r = 0; r < nr; r++) {                                                                          \
+        int r = 0;                                                                                              \
+        if (NC <= 4)                                                                                            \
+            for (; r + 2 <= nr; r += 2) {                                                                       \
+                const BT *x0 = (const void *)(w + r * bw), *x1 = (const void *)(w + (r + 1) * bw);              \
+                __m512 acc0[NC], acc1[NC];                                                                      \
+                UNROLL for (int c = 0; c < NC; c++) acc0[c] = acc1[c] = _mm512_setzero_ps();                   \
+                for (int64_t i = 0; i < nb; i++) {                                                              \
+                    _mm_prefetch((const char *)&x0[i] + PF_AHEAD, _MM_HINT_T0);                                 \
+                    _mm_prefetch((const char *)&x1[i] + PF_AHEAD, _MM_HINT_T0);                                 \
+                    REG u0, u1;                                                                                 \
+                    UNPACK(&x0[i], &u0);                                                                        \
+                    UNPACK(&x1[i], &u1);                                                                        \
+                    UNROLL for (int c = 0; c < NC; c++) {                                                       \
+                        const kern_block_q8_K *y = (const kern_block_q8_K *)(a + c * ba) + i;                  \
+                        DOT(&u0, y, &acc0[c]);                                                                  \
+                        DOT(&u1, y, &acc1[c]);                                                                  \
+                    }                                                                                           \
+                }                                                                                               \
+                UNROLL for (int c = 0; c < NC; c++) {                                                           \
+                    yout[c * ldy + r] = _mm512_reduce_add_ps(acc0[c]);                                          \
+                    yout[c * ldy + r + 1] = _mm512_reduce_add_ps(acc1[c]);                                      \
+                }                                                                                               \
+            }                                                                                                   \
+        for (; r < nr; r++) {                                                                                   \
             const BT *x = (const void *)(w + r * bw);                                                           \
             __m512 acc[NC];                                                                                     \
             UNROLL for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();                                  \
             for (int64_t i = 0; i < nb; i++) {                                                                  \
                 REG u;                                                                                          \
+                _mm_prefetch((const char *)&x[i] + PF_AHEAD, _MM_HINT_T0);                                      \
                 UNPACK(&x[i], &u);                                                                              \
                 UNROLL for (int c = 0; c < NC; c++) DOT(&u, (const kern_block_q8_K *)(a + c * ba) + i, &acc[c]); \
             }                                                                                                   \
@@ -295,11 +328,15 @@ T5 static void mv_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *
         const int64_t nb = n / QK_K;                                                                           \
         const char *ac = a;                                                                                     \
         while (nc > 0) {                                                                                        \
-            const int g = nc >= 16 ? 16 : nc >= 8 ? 8 : nc >= 4 ? 4 : nc >= 2 ? 2 : 1;                       \
+            const int g = nc >= 16 ? 16 : nc > 8 ? 8 : nc;                                                      \
             switch (g) {                                                                                        \
             case 16: rt_##T##_nc(nb, w, bw, nr, ac, ba, 16, yout, ldy); break;                                  \
             case 8: rt_##T##_nc(nb, w, bw, nr, ac, ba, 8, yout, ldy); break;                                    \
+            case 7: rt_##T##_nc(nb, w, bw, nr, ac, ba, 7, yout, ldy); break;                                    \
+            case 6: rt_##T##_nc(nb, w, bw, nr, ac, ba, 6, yout, ldy); break;                                    \
+            case 5: rt_##T##_nc(nb, w, bw, nr, ac, ba, 5, yout, ldy); break;                                    \
             case 4: rt_##T##_nc(nb, w, bw, nr, ac, ba, 4, yout, ldy); break;                                    \
+            case 3: rt_##T##_nc(nb, w, bw, nr, ac, ba, 3, yout, ldy); break;                                    \
             case 2: rt_##T##_nc(nb, w, bw, nr, ac, ba, 2, yout, ldy); break;                                    \
             default: rt_##T##_nc(nb, w, bw, nr, ac, ba, 1, yout, ldy); break;                                   \
             }                                                                                                   \
@@ -374,6 +411,137 @@ T5 static void dot_f16(int64_t n, float *s, const void *w, const void *a) {
 LOOP_TILE(tile_f32, dot_f32)
 LOOP_TILE(tile_f16, dot_f16)
 
+/* ---- attention over f16 KV (decode at depth) ----
+ *
+ * The AVX2 kernel (avx2.c) spends most of its time on 8-wide work: a
+ * horizontal sum per (head, position) score, and per V row 16 conversions
+ * and 64 fmadds at hd 128. Here, for f16 rows with hd a multiple of 16 (up
+ * to 256), per block of KERN_ATTN_BLOCK positions:
+ *   - scores: the K row is converted once into hd/16 zmm and kept there;
+ *     4 query heads' products (q read from L1) are reduced together by a
+ *     transpose-and-add tree, 4 scores from about 9 shuffles and adds;
+ *   - softmax: 16 scores per step (exp16, the exp8 of avx2.c widened);
+ *   - V: 16 dims outer, positions inner, 4 heads' accumulators in
+ *     registers, each weight broadcast straight from memory into the fmadd.
+ * Same blocking and same online-softmax order as kern_ref_attn; only float
+ * order differs. Other shapes (f32 rows, odd hd) keep the AVX2 kernel. */
+typedef void (*attn_fn)(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride,
+                        int n, float scale, float *m, float *l, float *acc);
+static attn_fn attn_prev; /* the AVX2 kernel, set by kern_avx512_install */
+
+#define ATT_PF 8 /* positions of K prefetched ahead */
+
+T5 static inline __m512 exp16(__m512 x) {
+    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f));
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    /* 2^n in two steps so that n = 128 (x near 88.7) does not overflow the exponent */
+    const __m512i ni = _mm512_cvtps_epi32(n);
+    const __m512i e1 = _mm512_srai_epi32(ni, 1), e2 = _mm512_sub_epi32(ni, e1);
+    const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e1, _mm512_set1_epi32(127)), 23));
+    const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e2, _mm512_set1_epi32(127)), 23));
+    return _mm512_maskz_mul_ps((__mmask16)~under, _mm512_mul_ps(p, s1), s2);
+}
+
+/* [sum a0, sum a1, sum a2, sum a3] */
+T5 static inline __m128 hsum4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    const __m512 t0 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1)); /* a0 a0 a1 a1 per lane */
+    const __m512 t1 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+    const __m512 t = _mm512_add_ps(_mm512_shuffle_ps(t0, t1, 0x44), _mm512_shuffle_ps(t0, t1, 0xEE)); /* a0 a1 a2 a3 */
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(t), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(t), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+T5 static void attn_f16(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                        float scale, float *m, float *l, float *acc) {
+    if (kv_type != KERN_F16 || (hd & 15) || hd > 256) {
+        attn_prev(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
+        return;
+    }
+    assert(ng >= 1 && ng <= KERN_ATTN_MAX_G);
+    _Alignas(64) float s[KERN_ATTN_MAX_G + 4][KERN_ATTN_BLOCK]; /* rows ng.. are scratch for absent heads */
+    _Alignas(64) float zq[256], dummy[256];
+    const int nc = hd / 16, ng4 = (ng + 3) & ~3;
+    const size_t rowb = (size_t)hd * 2;
+    const float *qh[KERN_ATTN_MAX_G + 4];
+    for (int g = 0; g < ng4; g++) qh[g] = g < ng ? q + (size_t)g * hd : zq;
+    if (ng4 != ng) memset(zq, 0, sizeof(float) * (size_t)hd), memset(dummy, 0, sizeof(float) * (size_t)hd);
+    for (int p0 = 0; p0 < n; p0 += KERN_ATTN_BLOCK) {
+        const int np = n - p0 < KERN_ATTN_BLOCK ? n - p0 : KERN_ATTN_BLOCK;
+        for (int j = 0; j < np; j++) {
+            const char *kr = (const char *)k + (size_t)(p0 + j) * stride;
+            const char *vr = (const char *)v + (size_t)(p0 + j) * stride;
+            for (size_t b = 0; b < rowb; b += 64) _mm_prefetch(vr + b, _MM_HINT_T0);
+            if (p0 + j + ATT_PF < n)
+                for (size_t b = 0; b < rowb; b += 64) _mm_prefetch(kr + ATT_PF * stride + b, _MM_HINT_T0);
+            __m512 kz[16];
+            for (int c = 0; c < nc; c++) kz[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kr + 32 * c)));
+            for (int g = 0; g < ng4; g += 4) {
+                __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh[g]), kz[0]), a1 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 1]), kz[0]);
+                __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 2]), kz[0]), a3 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 3]), kz[0]);
+                for (int c = 1; c < nc; c++) {
+                    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(qh[g] + 16 * c), kz[c], a0);
+                    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(qh[g + 1] + 16 * c), kz[c], a1);
+                    a2 = _mm512_fmadd_ps(_mm512_loadu_ps(qh[g + 2] + 16 * c), kz[c], a2);
+                    a3 = _mm512_fmadd_ps(_mm512_loadu_ps(qh[g + 3] + 16 * c), kz[c], a3);
+                }
+                _Alignas(16) float sc[4];
+                _mm_store_ps(sc, _mm_mul_ps(hsum4x16(a0, a1, a2, a3), _mm_set1_ps(scale)));
+                for (int e = 0; e < 4; e++) s[g + e][j] = sc[e];
+            }
+        }
+        const __mmask16 tail = np >= 16 ? (__mmask16)((np >= 32 ? 0xffffu : (1u << (np - 16)) - 1)) : 0;
+        const __mmask16 head = np >= 16 ? 0xffff : (__mmask16)((1u << np) - 1);
+        for (int g = 0; g < ng; g++) {
+            const __m512 ninf = _mm512_set1_ps(-INFINITY);
+            const __m512 x0 = _mm512_mask_loadu_ps(ninf, head, s[g]), x1 = _mm512_mask_loadu_ps(ninf, tail, s[g] + 16);
+            const float bm = fmaxf(m[g], _mm512_reduce_max_ps(_mm512_max_ps(x0, x1)));
+            if (bm != m[g]) { /* the max grew: rescale what we have */
+                const float r = expf(m[g] - bm);
+                l[g] *= r;
+                const __m512 rv = _mm512_set1_ps(r);
+                float *ag = acc + (size_t)g * hd;
+                for (int i = 0; i < hd; i += 16) _mm512_storeu_ps(ag + i, _mm512_mul_ps(_mm512_loadu_ps(ag + i), rv));
+                m[g] = bm;
+            }
+            const __m512 bv = _mm512_set1_ps(bm);
+            const __m512 e0 = exp16(_mm512_sub_ps(x0, bv)), e1 = exp16(_mm512_sub_ps(x1, bv));
+            _mm512_store_ps(s[g], e0), _mm512_store_ps(s[g] + 16, e1);
+            l[g] += _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
+        }
+        for (int g0 = 0; g0 < ng; g0 += 4) {
+            float *ap[4];
+            for (int g = 0; g < 4; g++) ap[g] = g0 + g < ng ? acc + (size_t)(g0 + g) * hd : dummy;
+            const float *w0 = s[g0], *w1 = s[g0 + 1], *w2 = s[g0 + 2], *w3 = s[g0 + 3];
+            for (int i = 0; i < hd; i += 16) {
+                __m512 a0 = _mm512_loadu_ps(ap[0] + i), a1 = _mm512_loadu_ps(ap[1] + i);
+                __m512 a2 = _mm512_loadu_ps(ap[2] + i), a3 = _mm512_loadu_ps(ap[3] + i);
+                const char *vr = (const char *)v + (size_t)p0 * stride + 2 * (size_t)i;
+                for (int j = 0; j < np; j++, vr += stride) {
+                    const __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)vr));
+                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(w0[j]), x, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_set1_ps(w1[j]), x, a1);
+                    a2 = _mm512_fmadd_ps(_mm512_set1_ps(w2[j]), x, a2);
+                    a3 = _mm512_fmadd_ps(_mm512_set1_ps(w3[j]), x, a3);
+                }
+                _mm512_storeu_ps(ap[0] + i, a0), _mm512_storeu_ps(ap[1] + i, a1);
+                _mm512_storeu_ps(ap[2] + i, a2), _mm512_storeu_ps(ap[3] + i, a3);
+            }
+        }
+    }
+}
+
 void kern_avx512_install(kern_impl *t) {
     t->isa = "avx512";
     /* K-quants: the 512-bit tile pays a store-forwarding stall reloading the
@@ -397,4 +565,6 @@ void kern_avx512_install(kern_impl *t) {
     t->tile1[KERN_Q8_0] = tile_q8_0;
     t->tile1[KERN_F32] = tile_f32;
     t->tile1[KERN_F16] = tile_f16;
+    attn_prev = t->attn;
+    t->attn = attn_f16;
 }

@@ -1,9 +1,10 @@
 /* matmul.c -- Y = X . W^T over the thread pool.
  *
  * 1. X (n_tok rows of n_in floats) is quantized once to W's vec_dot type
- *    into `work` (F32 weights use X as is). One token: the caller does it
- *    (a 2048-float row takes about a microsecond, less than a wake-up);
- *    several: a pool run splits the rows across threads.
+ *    into `work` (F32 weights use X as is). A few rows (decode, batched
+ *    decode): the caller does it (a 2048-float row takes about a
+ *    microsecond, less than a wake-up); more: a pool run splits the rows
+ *    across threads.
  * 2. Output rows are cut into chunks (a multiple of KERN_TILE_R rows),
  *    handed out through an atomic counter so a thread slowed down by
  *    someone else's work on a shared machine does not hold the others up.
@@ -16,6 +17,10 @@
 #include <stdatomic.h>
 
 #include "kern_impl.h"
+
+/* Activations up to this many values are quantized by the caller: a few
+ * decode rows take microseconds, less than waking the pool for it. */
+#define QUANT_INLINE 16384
 
 typedef struct {
     const kern_impl *impl;
@@ -90,7 +95,7 @@ static void matmul(const kern_impl *impl, kern_pool *pool, int wtype, const void
     } else {
         c.a = work;
         c.arow = kern_row_size(t->vec_dot_type, n_in);
-        if (n_tok == 1 || !pool || kern_pool_threads(pool) == 1)
+        if (n_tok * n_in <= QUANT_INLINE || !pool || kern_pool_threads(pool) == 1)
             quantize_task(&c, 0, 1);
         else
             kern_pool_run(pool, quantize_task, &c);

@@ -276,10 +276,11 @@ int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err
     int group = c->n_head / c->n_head_kv;
     /* one online-softmax state (max, sum, acc of each query head of a
      * group): per thread, and per split-K item (fewer than 16 per thread,
-     * see attend()) */
-    m->att_tmp_floats = (size_t)(group * hd + 2 * group + 16);
-    m->att_tmp = malloc((size_t)nt * m->att_tmp_floats * sizeof(float));
-    m->att_part = malloc((size_t)16 * nt * m->att_tmp_floats * sizeof(float));
+     * see attend()). Whole cache lines each: threads update neighbouring
+     * states at every block of positions. */
+    m->att_tmp_floats = ((size_t)(group * hd + 2 * group) + 15) / 16 * 16;
+    m->att_tmp = core_alloc_aligned((size_t)nt * m->att_tmp_floats * sizeof(float), 64);
+    m->att_part = core_alloc_aligned((size_t)16 * nt * m->att_tmp_floats * sizeof(float), 64);
     m->row_kv = calloc(B, sizeof *m->row_kv);
     m->row_pos = calloc(B, sizeof *m->row_pos);
     size_t ws = 0;
@@ -311,7 +312,7 @@ void model_free(model *m) {
     kern_pool_free(m->pool);
     free(m->layers);
     free(m->x); free(m->xb); free(m->q); free(m->k); free(m->v);
-    free(m->att); free(m->hb); free(m->hb2); free(m->att_tmp); free(m->att_part);
+    free(m->att); free(m->hb); free(m->hb2); core_free_aligned(m->att_tmp); core_free_aligned(m->att_part);
     free(m->row_kv); free(m->row_pos);
     core_free_aligned(m->work);
     free(m);
