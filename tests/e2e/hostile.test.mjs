@@ -19,7 +19,11 @@ const SKIP = !existsSync(MODEL) ? `model absent: ${MODEL}` : !SAN_BIN ? 'no smol
 if (SKIP) console.log(`# SKIP hostile tests: ${SKIP}`);
 const KEY = 'sk-test-0123456789abcdef';
 const AUTH = { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' };
-const HX = { 'HX-Request': 'true' };
+// The server has an API key, so the page's routes want it too (a browser
+// holds the sign-in cookie; here the Bearer form): what these tests probe
+// is the escaping and the CSRF checks behind that.
+const BEARER = { Authorization: `Bearer ${KEY}` };
+const HX = { 'HX-Request': 'true', ...BEARER };
 let srv, dir, db;
 
 const api = (p, body, headers = AUTH) =>
@@ -68,10 +72,11 @@ describe('hostile inputs', { skip: SKIP }, () => {
   });
 
   test('huge body: 413', async () => {
+    // Only the headers: the 413 comes as soon as they are read. (Streaming the
+    // 3 MB body too races the server's close: a reset can discard the answer.)
     const n = 3 << 20;
     const res = await rawRequest(srv.port, [
       `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\nContent-Type: application/json\r\nContent-Length: ${n}\r\n\r\n`,
-      Buffer.alloc(n, 0x61),
     ]);
     assert.match(res.data, /^HTTP\/1\.1 413/, res.data.slice(0, 200));
     await alive();
@@ -163,7 +168,7 @@ describe('hostile inputs', { skip: SKIP }, () => {
     const li = await r.text();
     assert.doesNotMatch(li, /<script>|<img/);
     assert.match(li, /&lt;script&gt;/);
-    const side = await (await fetch(srv.url + '/ui/conversations')).text();
+    const side = await (await fetch(srv.url + '/ui/conversations', { headers: BEARER })).text();
     assert.doesNotMatch(side, /<script>alert|<img src=x/);
     assert.match(side, /&lt;script&gt;alert\(1\)/);
     const exp = { format: 'smolbot-conversation', version: 1, conversation: { title: xss },
@@ -173,7 +178,7 @@ describe('hostile inputs', { skip: SKIP }, () => {
     assert.equal(r.status, 200);
     const page = await r.text();
     assert.doesNotMatch(page, /<script>|<img src=x|href="javascript:/i, page);
-    const side2 = await (await fetch(srv.url + '/ui/conversations')).text();
+    const side2 = await (await fetch(srv.url + '/ui/conversations', { headers: BEARER })).text();
     assert.doesNotMatch(side2, /<script>alert|<img src=x/);
   });
 
@@ -187,10 +192,10 @@ describe('hostile inputs', { skip: SKIP }, () => {
       ['POST', `/ui/c/${id}/rename`, form], ['DELETE', `/ui/c/${id}`, evil], ['DELETE', `/ui/c/${id}`, {}],
       ['POST', `/ui/c/${id}/messages`, { ...evil, ...form }], ['POST', `/ui/c/${id}/clear`, { ...HX, Origin: 'null' }]];
     for (const [method, p, headers] of cases) {
-      const r = await fetch(srv.url + p, { method, headers, body: method === 'POST' ? 'title=pwned&text=pwned' : undefined });
+      const r = await fetch(srv.url + p, { method, headers: { ...BEARER, ...headers }, body: method === 'POST' ? 'title=pwned&text=pwned' : undefined });
       assert.equal(r.status, 403, `${method} ${p} ${JSON.stringify(headers)}`);
     }
-    const still = await fetch(`${srv.url}/ui/c/${id}`);
+    const still = await fetch(`${srv.url}/ui/c/${id}`, { headers: BEARER });
     assert.equal(still.status, 200, 'the conversation was not deleted');
     assert.doesNotMatch(await still.text(), /pwned/);
   });
