@@ -111,6 +111,7 @@ FUZZ_LIB   := $(patsubst %.c,build/fz/%.o,$(LIB_SRC) $(GEN_SRC))
 build/fz/%.o: %.c $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+.SECONDARY: $(FUZZ_LIB) # keep the objects: they are shared by every target
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(LDLIBS)

@@ -51,7 +51,8 @@ for fz in build/fuzz/fuzz_*; do
   work=$(mktemp -d /tmp/smolbot-fuzz-XXXXXX)
   [ -d "$corp" ] && cp -r "$corp/." "$work/" 2>/dev/null
   "$fz" "$work" -max_total_time=10 -rss_limit_mb=2048 -timeout=10 > "$log/$name.out" 2>&1; rc=$?
-  execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+|#[0-9]+' "$log/$name.out" | tail -n 1)
+  execs=$(grep -oE '^Done [0-9]+ runs' "$log/$name.out" | grep -oE '[0-9]+')
+  execs="${execs:-?} runs"
   if [ $rc = 0 ]; then echo "1 passed, 0 failed" >> "$log/$name.out"; else echo "0 passed, 1 failed" >> "$log/$name.out"; fi
   add "$name ($execs)" "$log/$name.out" $rc
   rm -rf "$work"
