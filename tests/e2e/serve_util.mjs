@@ -4,7 +4,7 @@
 // startServer(bin, args) spawns `BIN serve --port 0 --host 127.0.0.1 ARGS`,
 // reads the port from the "listening on" line and (ready) waits for
 // /health 200. Every server started here is remembered; stopAll() sends
-// SIGTERM, then SIGKILL after 15 s, and returns the exits and stderr so the
+// SIGTERM, then SIGKILL after 40 s (a loaded CI machine can be slow to drain), and returns the exits and stderr so the
 // caller can assert a clean end with nothing from the sanitizers.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
@@ -44,7 +44,7 @@ export async function startServer(bin, args, { env = {}, ready = true, wrap = []
   s.stop = async (sig = 'SIGTERM') => {
     if (proc.exitCode !== null || proc.signalCode !== null) return s.exited;
     proc.kill(sig);
-    const t = setTimeout(() => proc.kill('SIGKILL'), 15000);
+    const t = setTimeout(() => proc.kill('SIGKILL'), 40000);
     const e = await s.exited;
     clearTimeout(t);
     return e;

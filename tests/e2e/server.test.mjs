@@ -55,7 +55,7 @@ async function startServer(args, { env = {}, cwd = ROOT, ready = true, fromEnv =
   s.stop = async () => {
     if (proc.exitCode !== null || proc.signalCode !== null) return s.exited;
     proc.kill('SIGTERM');
-    const t = setTimeout(() => proc.kill('SIGKILL'), 15000);
+    const t = setTimeout(() => proc.kill('SIGKILL'), 40000);
     const e = await s.exited;
     clearTimeout(t);
     return e;
