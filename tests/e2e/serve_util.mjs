@@ -20,11 +20,14 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const servers = [];
 
-export async function startServer(bin, args, { env = {}, ready = true, wrap = [] } = {}) {
-  const argv = [...wrap, bin, 'serve', '--port', '0', '--host', '127.0.0.1', ...args];
+// fromEnv: pass the address as $HOST/$PORT instead of options; cwd: where
+// the server runs (the model lookup reads ./models).
+export async function startServer(bin, args, { env = {}, ready = true, wrap = [], cwd = ROOT, fromEnv = false } = {}) {
+  const where = fromEnv ? [] : ['--port', '0', '--host', '127.0.0.1'];
+  const argv = [...wrap, bin, 'serve', ...where, ...args];
   const proc = spawn(argv[0], argv.slice(1), {
-    cwd: ROOT,
-    env: { ...process.env, HOST: '', PORT: '', MODEL_PATH: '', SMOLBOT_API_KEY: '', ...env },
+    cwd,
+    env: { ...process.env, HOST: fromEnv ? '127.0.0.1' : '', PORT: fromEnv ? '0' : '', MODEL_PATH: '', SMOLBOT_API_KEY: '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const s = { proc, out: '', err: '', pid: proc.pid };

@@ -15,11 +15,11 @@
 // no-model one. Everything skips with a message when the model is absent.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as util from './serve_util.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const MODEL = path.resolve(ROOT, '../shared/models/smollm3-tiny-q4_k_m.gguf');
@@ -27,58 +27,16 @@ const BIN = process.env.SMOLBOT_BIN || ['build/san/smolbot', 'build/smolbot'].ma
 const SKIP = !existsSync(MODEL) ? `model absent: ${MODEL}` : !BIN ? 'no smolbot binary: run make' : false;
 if (SKIP) console.log(`# SKIP server tests: ${SKIP}`);
 
-const servers = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// args: serve's options (--port 0 --host 127.0.0.1 come first unless fromEnv,
-// which passes them as $PORT and $HOST instead).
-async function startServer(args, { env = {}, cwd = ROOT, ready = true, fromEnv = false } = {}) {
-  const where = fromEnv ? [] : ['--port', '0', '--host', '127.0.0.1'];
-  const proc = spawn(BIN, ['serve', ...where, ...args], {
-    cwd,
-    env: { ...process.env, HOST: fromEnv ? '127.0.0.1' : '', PORT: fromEnv ? '0' : '', MODEL_PATH: '', SMOLBOT_API_KEY: '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const s = { proc, out: '', err: '' };
-  proc.stderr.on('data', (d) => { s.err += d; });
-  s.exited = new Promise((res) => proc.on('exit', (code, signal) => res({ code, signal })));
-  servers.push(s);
-  s.url = await new Promise((res, rej) => {
-    const t = setTimeout(() => rej(new Error(`no "listening on" line in 30 s; stderr: ${s.err}`)), 30000);
-    proc.stdout.on('data', (d) => {
-      s.out += d;
-      const m = s.out.match(/listening on (http:\/\/\S+)/);
-      if (m) { clearTimeout(t); res(m[1]); }
-    });
-    s.exited.then((e) => { clearTimeout(t); rej(new Error(`server exited ${JSON.stringify(e)}; stderr: ${s.err}`)); });
-  });
-  s.stop = async () => {
-    if (proc.exitCode !== null || proc.signalCode !== null) return s.exited;
-    proc.kill('SIGTERM');
-    const t = setTimeout(() => proc.kill('SIGKILL'), 40000);
-    const e = await s.exited;
-    clearTimeout(t);
-    return e;
-  };
-  if (ready) {
-    const t0 = Date.now();
-    for (;;) {
-      const r = await fetch(s.url + '/health').catch(() => null);
-      if (r && r.status === 200) break;
-      if (Date.now() - t0 > 60000) throw new Error('not healthy in 60 s');
-      await sleep(100);
-    }
-  }
-  return s;
-}
+// Start/stop as the other suites do (serve_util.mjs), with this suite's binary.
+const startServer = (args, opts) => util.startServer(BIN, args, opts);
 
 // Every server is stopped; each must exit 0 on SIGTERM with nothing from the sanitizers.
 after(async () => {
-  const ends = await Promise.all(servers.map((s) => s.stop()));
-  servers.forEach((s, i) => {
-    assert.doesNotMatch(s.err, /Sanitizer|runtime error/, s.err);
-    assert.deepEqual(ends[i], { code: 0, signal: null }, s.err);
-  });
+  for (const { end, err } of await util.stopAll()) {
+    assert.doesNotMatch(err, /Sanitizer|runtime error/, err);
+    assert.deepEqual(end, { code: 0, signal: null }, err);
+  }
 });
 
 async function post(s, p, body, headers = {}) {
