@@ -175,10 +175,7 @@ static conv *conv_find(engine *e, const char *id) {
 
 static int conv_ensure_kv(engine *e, conv *c, core_err *err) {
     if (c->kv) return 0;
-    uint64_t need = 2ull * (uint64_t)engine_model_config(e)->n_layer * (uint64_t)e->n_ctx *
-                    (uint64_t)(engine_model_config(e)->n_head_kv * engine_model_config(e)->head_dim) *
-                    (e->cfg.kv_type == MODEL_KV_F32 ? 4 : 2);
-    make_room(e, need);
+    make_room(e, model_kv_size(e->m, e->n_ctx, e->cfg.kv_type));
     int rc = model_kv_new(&c->kv, e->m, e->n_ctx, e->cfg.kv_type, err);
     if (rc) return rc;
     free(c->toks);

@@ -389,9 +389,13 @@ void model_kv_truncate(model_kv *kv, int n) {
     if (n >= 0 && n < kv->len) kv->len = n;
 }
 
-uint64_t model_kv_bytes(const model_kv *kv) {
-    return 2ull * (uint64_t)kv->m->cfg.n_layer * (uint64_t)kv->n_ctx * (uint64_t)kv->kv_dim * kv->elt;
+uint64_t model_kv_size(const model *m, int n_ctx, int kv_type) {
+    const model_config *c = &m->cfg;
+    return 2ull * (uint64_t)c->n_layer * (uint64_t)n_ctx * (uint64_t)(c->n_head_kv * c->head_dim) *
+           (kv_type == MODEL_KV_F32 ? 4u : 2u);
 }
+
+uint64_t model_kv_bytes(const model_kv *kv) { return model_kv_size(kv->m, kv->n_ctx, kv->type); }
 
 /* Address of the K (or V) row of layer il at position p. */
 static inline char *kv_row(const model_kv *kv, void *base, int il, int p) {

@@ -81,6 +81,8 @@ void model_kv_truncate(model_kv *kv, int n);
 /* Copy the first n positions of src into dst (same model, dst ctx >= n). */
 int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *err);
 uint64_t model_kv_bytes(const model_kv *kv);
+/* Bytes a cache of n_ctx positions of kv_type would take (before making it). */
+uint64_t model_kv_size(const model *m, int n_ctx, int kv_type);
 /* Benchmarks: extend the cache to n positions with deterministic synthetic
  * keys and values (attention costs the same whatever the values), so a
  * decode speed at depth n can be measured without prefilling n tokens. */
