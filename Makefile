@@ -40,7 +40,8 @@ SAN_APP := $(patsubst %.c,build/san/%.o,$(APP_SRC))
 
 # ---- CUDA backend (issue 12): make CUDA=1 [CUDA_ARCH=sm_90] [CUDA_HOME=/usr/local/cuda]
 # nvcc compiles the .cu files of src/kern/cuda (the C wildcard above never
-# sees them) and the binaries link libcudart; -lstdc++ for nvcc's host code.
+# sees them) and the binaries link libcudart statically (no runtime library
+# to find on the GPU machine); -lstdc++ for nvcc's host code.
 # The C objects are identical in both builds (src/model/gpu_model.c declares
 # the gpu_* functions weak), and build/gen/mode.c names the build, so
 # switching CUDA on or off relinks every binary without a `make clean`.
@@ -51,7 +52,7 @@ NVCC      ?= $(CUDA_HOME)/bin/nvcc
 MODE_SRC  := build/gen/mode.c
 ifeq ($(CUDA),1)
 CU_OBJ    := $(patsubst %.cu,build/cuda/%.o,$(wildcard src/kern/cuda/*.cu))
-LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 endif
 REL_OBJ   += build/rel/build/gen/mode.o $(CU_OBJ)
 SAN_LIB   += build/san/build/gen/mode.o $(CU_OBJ)

@@ -229,6 +229,22 @@ static void test_chunking_and_cache(void) {
     t_diff_stats(la, lb, c->n_vocab, &maxd, &rms);
     CHECK_MSG(maxd < 1e-4, "prefix copy max %.6f", maxd);
 
+    /* model_decode_topk: the same step as model_forward, the k best sorted */
+    model_kv_truncate(kc, 39);
+    int32_t ids[64];
+    float vals[64];
+    CHECK(model_decode_topk(A.m, kc, toks[39], 64, ids, vals, &err) == 0);
+    CHECK_EQ_INT(model_kv_len(kc), 40);
+    CHECK_EQ_INT(ids[0], t_argmax(lb, c->n_vocab));
+    int above = 0; /* logits strictly above the 64th value: all among the 64 */
+    for (int i = 0; i < c->n_vocab; i++) above += lb[i] > vals[63];
+    CHECK(above <= 63);
+    for (int i = 0; i < 64; i++) {
+        CHECK(vals[i] == lb[ids[i]]);
+        if (i) CHECK(vals[i] < vals[i - 1] || (vals[i] == vals[i - 1] && ids[i] > ids[i - 1]));
+    }
+    CHECK_EQ_INT(model_decode_topk(A.m, kc, toks[0], 65, ids, vals, &err), CORE_EINVAL);
+
     /* overrun is an error, never a write past the cache */
     CHECK_EQ_INT(model_forward(A.m, kc, toks, 30, lb, 0, NULL, &err), CORE_EFULL);
     int32_t bad = c->n_vocab;

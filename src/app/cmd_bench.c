@@ -127,10 +127,14 @@ int cmd_bench(int argc, char **argv) {
                                     : model_kv_fill_synthetic(kv, (int)depths[di], &err);
                 if (rc2) goto done;
             }
-            int32_t t = toks[0];
+            /* each step ends with the greedy choice, as in generation (on a
+             * GPU the logits stay on the device); the next token is fixed
+             * so that every run decodes the same sequence */
+            int32_t t = toks[0], best_id;
+            float best_logit;
             double t0 = core_now_s();
             for (long i = 0; i < n; i++) {
-                if (model_forward(m, kv, &t, 1, logits, 0, NULL, &err)) goto done;
+                if (model_decode_topk(m, kv, t, 1, &best_id, &best_logit, &err)) goto done;
                 t = (int32_t)((t * 7 + 11) % c->n_vocab);
             }
             best = CORE_MIN(best, core_now_s() - t0);

@@ -30,6 +30,7 @@
 #pragma weak gpu_kv_copy_prefix
 #pragma weak gpu_kv_fill_synthetic
 #pragma weak gpu_forward
+#pragma weak gpu_sample_topk
 
 struct model_gpu {
     gpu_model *gm;
@@ -166,6 +167,17 @@ int model_gpu_forward(model_gpu *mg, void *kv, int *len, const int32_t *tokens, 
     int rc = gpu_forward(mg->gm, ((kv_box *)kv)->kv, *len, tokens, n, mode, logits, cancel, &done, msg, sizeof msg);
     *len += done;
     if (rc == -2) return core_errf(err, CORE_ECANCEL, "cancelled");
+    if (rc) return core_errf(err, CORE_EIO, "gpu: %s", msg);
+    return 0;
+}
+
+int model_gpu_decode_topk(model_gpu *mg, void *kv, int *len, int32_t tok, int k, int32_t *ids, float *vals,
+                          core_err *err) {
+    char msg[256] = "";
+    int done = 0;
+    int rc = gpu_forward(mg->gm, ((kv_box *)kv)->kv, *len, &tok, 1, 1, NULL, NULL, &done, msg, sizeof msg);
+    *len += done;
+    if (!rc) rc = gpu_sample_topk(mg->gm, k, ids, vals, msg, sizeof msg);
     if (rc) return core_errf(err, CORE_EIO, "gpu: %s", msg);
     return 0;
 }

@@ -30,4 +30,9 @@ int model_gpu_kv_fill(void *kv, int from, int to, core_err *err);
 int model_gpu_forward(model_gpu *mg, void *kv, int *len, const int32_t *tokens, int n, float *logits, int all_logits,
                       const volatile int *cancel, core_err *err);
 
+/* One decode step that keeps the logits on the device and returns their
+ * top k (model_decode_topk). */
+int model_gpu_decode_topk(model_gpu *mg, void *kv, int *len, int32_t tok, int k, int32_t *ids, float *vals,
+                          core_err *err);
+
 #endif

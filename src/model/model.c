@@ -82,6 +82,7 @@ struct model {
     size_t work_size;
     model_kv **row_kv; /* [B] the cache each row belongs to */
     int *row_pos;      /* [B] the position of each row */
+    float *logits1;    /* [n_vocab] model_decode_topk's logits on the CPU */
     model_gpu *gpu;    /* GPU: non-NULL when the forward runs on CUDA */
 };
 
@@ -283,6 +284,7 @@ int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err
     m->att_part = core_alloc_aligned((size_t)16 * nt * m->att_tmp_floats * sizeof(float), 64);
     m->row_kv = calloc(B, sizeof *m->row_kv);
     m->row_pos = calloc(B, sizeof *m->row_pos);
+    m->logits1 = malloc((size_t)c->n_vocab * sizeof(float));
     size_t ws = 0;
     for (int il = 0; il < c->n_layer; il++) {
         layer *L = &m->layers[il];
@@ -293,7 +295,7 @@ int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err
     ws = max_sz(ws, kern_matmul_work_size(m->output.type, m->output.n_in, (int64_t)B));
     m->work_size = ws;
     m->work = core_alloc_aligned(ws ? ws : 64, 64);
-    if (!m->x || !m->xb || !m->q || !m->k || !m->v || !m->att || !m->hb || !m->hb2 || !m->att_tmp || !m->att_part || !m->work || !m->row_kv || !m->row_pos) {
+    if (!m->x || !m->xb || !m->q || !m->k || !m->v || !m->att || !m->hb || !m->hb2 || !m->att_tmp || !m->att_part || !m->work || !m->row_kv || !m->row_pos || !m->logits1) {
         rc = core_errf(err, CORE_ENOMEM, "out of memory for run state (batch %d)", m->n_batch);
         goto fail;
     }
@@ -313,7 +315,7 @@ void model_free(model *m) {
     free(m->layers);
     free(m->x); free(m->xb); free(m->q); free(m->k); free(m->v);
     free(m->att); free(m->hb); free(m->hb2); core_free_aligned(m->att_tmp); core_free_aligned(m->att_part);
-    free(m->row_kv); free(m->row_pos);
+    free(m->row_kv); free(m->row_pos); free(m->logits1);
     core_free_aligned(m->work);
     free(m);
 }
@@ -623,6 +625,29 @@ int model_forward(model *m, model_kv *kv, const int32_t *tokens, int n, float *l
         if (logits && all_logits) head(m, 0, B, logits + (size_t)done * c->n_vocab);
         else if (logits && done + B == n) head(m, B - 1, 1, logits);
         done += B;
+    }
+    return 0;
+}
+
+int model_decode_topk(model *m, model_kv *kv, int32_t tok, int k, int32_t *ids, float *vals, core_err *err) {
+    if (k < 1 || k > 64 || k > m->cfg.n_vocab) return core_errf(err, CORE_EINVAL, "top-k of %d (1..64)", k);
+    if (kv->gpu) { /* GPU */
+        if (kv->m != m) return core_errf(err, CORE_EINVAL, "KV cache belongs to another model");
+        if (kv->len >= kv->n_ctx) return core_errf(err, CORE_EFULL, "context of %d is full", kv->n_ctx);
+        int rc = check_tokens(m, &tok, 1, err);
+        return rc ? rc : model_gpu_decode_topk(m->gpu, kv->gpu, &kv->len, tok, k, ids, vals, err);
+    }
+    int rc = model_forward(m, kv, &tok, 1, m->logits1, 0, NULL, err);
+    if (rc) return rc;
+    /* insertion into a sorted list of k: one pass, O(n) for small k */
+    int have = 0;
+    for (int i = 0; i < m->cfg.n_vocab; i++) {
+        const float v = m->logits1[i];
+        if (have == k && !(v > vals[k - 1])) continue;
+        int at = have < k ? have++ : k - 1;
+        while (at > 0 && v > vals[at - 1]) { vals[at] = vals[at - 1]; ids[at] = ids[at - 1]; at--; }
+        vals[at] = v;
+        ids[at] = i;
     }
     return 0;
 }

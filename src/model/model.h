@@ -97,6 +97,12 @@ int model_kv_fill_synthetic(model_kv *kv, int n, core_err *err);
 int model_forward(model *m, model_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits,
                   const volatile int *cancel, core_err *err);
 
+/* One decode step of token tok that returns only the k (1..64) largest
+ * logits, in descending order (ties: the lower id first): greedy and top-k
+ * sampling without n_vocab floats per token (on the GPU the logits never
+ * leave the device). */
+int model_decode_topk(model *m, model_kv *kv, int32_t tok, int k, int32_t *ids, float *vals, core_err *err);
+
 /* Batched decode: one new token for each of n_seq different caches, in one
  * pass (each weight is read once for all of them). logits: n_seq * n_vocab
  * (row r for kvs[r]), may be NULL. n_seq <= the model's n_batch. */

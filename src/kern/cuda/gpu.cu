@@ -196,6 +196,157 @@ __global__ void __launch_bounds__(128)
     }
 }
 
+/* ---- decode: fused matrix-vector jobs ---------------------------------- *
+ * One token: every product is a pass over the weights, so the step is
+ * bound by memory bandwidth and by the number of kernel boundaries (each a
+ * few microseconds even inside a graph). k_dec therefore does a "job":
+ * up to three matrices that read the same input (Wq, Wk, Wv), and what
+ * follows them in the forward pass:
+ *   MV_STORE / MV_ACC  y = W x, or y += W x (the residual add of Wo, down)
+ *   MV_QKV   q = Wq x rotated (RoPE, unless a NoPE layer); k = Wk x rotated
+ *            and v = Wv x rounded to f16 straight into the cache row at *d_pos
+ *   MV_GLU   out = silu(Wgate x) * (Wup x)
+ * A block is 8 warps; a row is split over wpr warps (1..8, chosen from the
+ * row length and count so that short matrices still fill the GPU) and the
+ * block owns 8 / wpr rows ("virtual rows": GLU pairs gate row r with up
+ * row r in one block, QKV keeps the two rows of a RoPE pair together).
+ * Lane i of a warp takes values 8i..8i+7 of each 256-value super-block, as
+ * in k_mv; K-quants use dl * sum(q x) - ml * sum(x) (same value, fewer
+ * operations than dequantizing each weight). */
+enum { MV_STORE = 0, MV_ACC = 1, MV_QKV = 2, MV_GLU = 3 };
+#define MV_SEGS 3
+
+typedef struct mv_seg {
+    const uint8_t *W;
+    size_t rb;
+    int type, n_out, blk0; /* blk0: first block of this segment */
+    float *y;              /* MV_STORE/ACC/GLU: output rows; MV_QKV: q (seg 0), unused for k, v */
+} mv_seg;
+
+typedef struct mv_job {
+    mv_seg s[MV_SEGS];
+    int nseg, n_in, wpr, mode;
+    const float *x;
+    /* MV_QKV */
+    __half *kc, *vc;
+    const int *d_pos;
+    float theta_scale;
+    int rope, hd;
+} mv_job;
+
+/* Partial dot of one weight row with x over super-blocks part, part + wpr, ... */
+template <int T> __device__ __forceinline__ float mv_part(const uint8_t *wr, int n_in, const float *x, int lane, int part,
+                                                          int wpr) {
+    float s = 0.0f;
+    for (int k = part * 256 + lane * 8; k < n_in; k += wpr * 256) {
+        const float4 a = __ldg((const float4 *)(x + k)), b = __ldg((const float4 *)(x + k) + 1);
+        const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        if (T == GT_Q4_K) {
+            const uint8_t *blk = wr + (size_t)(k >> 8) * 144;
+            const int j = k & 255, c = j >> 6, hi = (j >> 5) & 1, l0 = j & 31;
+            float dl, ml;
+            gq_k_scale(blk + 4, 2 * c + hi, gq_h2f(blk), gq_h2f(blk + 2), &dl, &ml);
+            const uint2 u = *(const uint2 *)(blk + 16 + 32 * c + l0);
+            const unsigned sh = hi ? 4u : 0u;
+            float qx = 0.0f, sx = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const unsigned w = i < 4 ? u.x : u.y;
+                qx += (float)((w >> (8 * (i & 3) + sh)) & 0xFu) * xv[i];
+                sx += xv[i];
+            }
+            s += dl * qx - ml * sx;
+        } else if (T == GT_Q6_K) {
+            const uint8_t *blk = wr + (size_t)(k >> 8) * 210;
+            const int j = k & 255, h = j >> 7, r = j & 127, qu = r >> 5, l0 = r & 31;
+            const uint8_t *ql = blk + h * 64 + (qu & 1) * 32 + l0, *qh = blk + 128 + h * 32 + l0;
+            const float ds = gq_h2f(blk + 208) * (float)(int8_t)blk[192 + h * 8 + (l0 >> 4) + 2 * qu];
+            const int nsh = (qu >> 1) * 4, hsh = 2 * qu;
+            float qx = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                qx += (float)((int)(((ql[i] >> nsh) & 0xF) | (((qh[i] >> hsh) & 3) << 4)) - 32) * xv[i];
+            s += ds * qx;
+        } else {
+            float w[8];
+            deq8<T>(wr, k, w);
+#pragma unroll
+            for (int i = 0; i < 8; i++) s += w[i] * xv[i];
+        }
+    }
+    return s;
+}
+
+__device__ __forceinline__ float mv_part_any(int type, const uint8_t *wr, int n_in, const float *x, int lane, int part,
+                                             int wpr) {
+    switch (type) {
+    case GT_Q4_K: return mv_part<GT_Q4_K>(wr, n_in, x, lane, part, wpr);
+    case GT_Q6_K: return mv_part<GT_Q6_K>(wr, n_in, x, lane, part, wpr);
+    case GT_Q5_K: return mv_part<GT_Q5_K>(wr, n_in, x, lane, part, wpr);
+    case GT_Q8_0: return mv_part<GT_Q8_0>(wr, n_in, x, lane, part, wpr);
+    case GT_Q4_0: return mv_part<GT_Q4_0>(wr, n_in, x, lane, part, wpr);
+    case GT_F16: return mv_part<GT_F16>(wr, n_in, x, lane, part, wpr);
+    case GT_BF16: return mv_part<GT_BF16>(wr, n_in, x, lane, part, wpr);
+    default: return mv_part<GT_F32>(wr, n_in, x, lane, part, wpr);
+    }
+}
+
+__global__ void __launch_bounds__(256) k_dec(const mv_job j) {
+    __shared__ float red[8], val[8];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int vrows = 8 / j.wpr, vr = warp / j.wpr, part = warp % j.wpr;
+    int si = 0;
+    while (si + 1 < j.nseg && (int)blockIdx.x >= j.s[si + 1].blk0) si++;
+    /* GLU: virtual rows [0, R) are gate rows, [R, 2R) the same up rows */
+    const int R = j.mode == MV_GLU ? vrows / 2 : vrows;
+    const int r0 = ((int)blockIdx.x - j.s[si].blk0) * R;
+    const mv_seg *sg = &j.s[j.mode == MV_GLU && vr >= R ? 1 : si];
+    const int row = r0 + (vr < R ? vr : vr - R);
+    float v = 0.0f;
+    if (row < sg->n_out) v = mv_part_any(sg->type, sg->W + (size_t)row * sg->rb, j.n_in, j.x, lane, part, j.wpr);
+    v = warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    if (threadIdx.x < vrows) {
+        float t = 0.0f;
+        for (int p = 0; p < j.wpr; p++) t += red[threadIdx.x * j.wpr + p];
+        val[threadIdx.x] = t;
+    }
+    __syncthreads();
+    const int t = threadIdx.x, r = r0 + t;
+    if (t >= R || r >= j.s[si].n_out) return;
+    const mv_seg *s = &j.s[si];
+    if (j.mode == MV_STORE) s->y[r] = val[t];
+    else if (j.mode == MV_ACC) s->y[r] += val[t];
+    else if (j.mode == MV_GLU) {
+        const float g = val[t];
+        s->y[r] = g / (1.0f + expf(-g)) * val[R + t];
+    } else { /* MV_QKV: rows r, r + 1 of a RoPE pair are done by the even thread */
+        const int pos = *j.d_pos;
+        if (si < 2 && j.rope) {
+            if (t & 1) return;
+            float pv[2];
+            const int i = (r % j.hd) >> 1;
+            float th = (float)pos;
+            for (int q = 0; q < i; q++) th *= j.theta_scale;
+            const float c = cosf(th), sn = sinf(th); /* as rope_pair() */
+            const float x0 = val[t], x1 = val[t + 1];
+            pv[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
+            pv[1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+            if (si == 0) s->y[r] = pv[0], s->y[r + 1] = pv[1];
+            else {
+                const size_t kvdim = (size_t)j.s[1].n_out;
+                j.kc[(size_t)pos * kvdim + r] = __float2half_rn(pv[0]);
+                j.kc[(size_t)pos * kvdim + r + 1] = __float2half_rn(pv[1]);
+            }
+        } else if (si == 0) s->y[r] = val[t];
+        else {
+            const size_t kvdim = (size_t)j.s[1].n_out;
+            (si == 1 ? j.kc : j.vc)[(size_t)pos * kvdim + r] = __float2half_rn(val[t]);
+        }
+    }
+}
+
 template <int T> __global__ void k_dequant(const uint8_t *W, int n, float *out) {
     const int k = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
     if (k < n) deq8<T>(W, k, out + k);
@@ -299,15 +450,20 @@ __global__ void k_attn(const float *q, const __half *kc, const __half *vc, const
     }
     for (int p0 = begin; p0 < end; p0 += ATT_TILE) {
         __syncthreads();
-        for (int e = threadIdx.x; e < ATT_TILE * hd; e += blockDim.x) {
-            const int j = e / hd, d = e % hd, p = p0 + j;
-            float kv = 0.0f, vv = 0.0f;
+        /* 8 halves (16 bytes) per load: rows are kvdim * 2 bytes apart, a multiple of 16 */
+        for (int e = threadIdx.x; e < ATT_TILE * hd / 8; e += blockDim.x) {
+            const int j = e / (hd / 8), d = (e % (hd / 8)) * 8, p = p0 + j;
+            uint4 ku = make_uint4(0, 0, 0, 0), vu = ku;
             if (p < end) {
-                kv = __half2float(kc[(size_t)p * kvdim + kvh * hd + d]);
-                vv = __half2float(vc[(size_t)p * kvdim + kvh * hd + d]);
+                ku = *(const uint4 *)(kc + (size_t)p * kvdim + kvh * hd + d);
+                vu = *(const uint4 *)(vc + (size_t)p * kvdim + kvh * hd + d);
             }
-            Ks[j * (hd + 1) + d] = kv;
-            Vs[j * hd + d] = vv;
+            const __half *kh = (const __half *)&ku, *vh = (const __half *)&vu;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                Ks[j * (hd + 1) + d + i] = __half2float(kh[i]);
+                Vs[j * hd + d + i] = __half2float(vh[i]);
+            }
         }
         __syncthreads();
 #pragma unroll
@@ -465,7 +621,7 @@ struct gpu_model {
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
     float *tk_v, *tk_fv;
     int *tk_i, *tk_fi;
-    int use_mma, use_graph, qt;
+    int use_mma, use_graph, use_fuse, qt;
     uint8_t nope[256];
     unsigned gen;
     float theta_scale, att_scale;
@@ -624,6 +780,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     CK(cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)));
     g->use_mma = !env_off("SMOLBOT_GPU_MMA");
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
+    g->use_fuse = !env_off("SMOLBOT_GPU_FUSE");
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
     g->att_scale = 1.0f / sqrtf((float)hd);
     memcpy(g->nope, d->nope, (size_t)d->n_layer);
@@ -708,6 +865,57 @@ static void matmul(const gpu_model *g, cudaStream_t st, const dmat *w, const flo
     (void)g;
 }
 
+/* Warps per row for a decode product: split rows until about 16k warps are
+ * in flight (enough to cover the memory latency of every SM), keeping at
+ * least two super-blocks per warp. */
+static int pick_wpr(int rows, int n_in, int max) {
+    const int nsb = (n_in + 255) / 256;
+    int w = 1;
+    while (w < max && rows * w < 16384 && nsb >= 2 * w) w *= 2;
+    return w;
+}
+
+static mv_seg seg_of(const dmat *w, float *y, int blk0) {
+    mv_seg s = {w->d, w->rb, w->type, w->n_out, blk0, y};
+    return s;
+}
+
+/* y = W x (MV_STORE) or y += W x (MV_ACC); wpr 0: pick_wpr. */
+static void dec_single(cudaStream_t st, const dmat *w, const float *x, float *y, int mode, int wpr) {
+    mv_job j;
+    memset(&j, 0, sizeof j);
+    j.nseg = 1, j.n_in = w->n_in, j.mode = mode, j.x = x;
+    j.wpr = wpr ? wpr : pick_wpr(w->n_out, w->n_in, 8);
+    j.s[0] = seg_of(w, y, 0);
+    const int R = 8 / j.wpr;
+    k_dec<<<(w->n_out + R - 1) / R, 256, 0, st>>>(j);
+}
+
+/* q = rope(Wq x); cache[pos] = rope(Wk x), Wv x (see k_dec). */
+static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, float *q, __half *kc, __half *vc, const int *d_pos,
+                    float theta_scale, int rope, int hd) {
+    mv_job j;
+    memset(&j, 0, sizeof j);
+    j.nseg = 3, j.n_in = L->wq.n_in, j.mode = MV_QKV, j.x = x;
+    j.wpr = pick_wpr(L->wq.n_out + L->wk.n_out + L->wv.n_out, j.n_in, 4);
+    const int R = 8 / j.wpr; /* even, and divides head_dim: pairs stay in a block */
+    const int b1 = L->wq.n_out / R, b2 = b1 + L->wk.n_out / R, nb = b2 + L->wv.n_out / R;
+    j.s[0] = seg_of(&L->wq, q, 0), j.s[1] = seg_of(&L->wk, NULL, b1), j.s[2] = seg_of(&L->wv, NULL, b2);
+    j.kc = kc, j.vc = vc, j.d_pos = d_pos, j.theta_scale = theta_scale, j.rope = rope, j.hd = hd;
+    k_dec<<<nb, 256, 0, st>>>(j);
+}
+
+/* out = silu(Wgate x) * (Wup x) */
+static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, float *out) {
+    mv_job j;
+    memset(&j, 0, sizeof j);
+    j.nseg = 1, j.n_in = L->gate.n_in, j.mode = MV_GLU, j.x = x;
+    j.wpr = pick_wpr(2 * L->gate.n_out, j.n_in, 4);
+    const int R = 4 / j.wpr;
+    j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
+    k_dec<<<(L->gate.n_out + R - 1) / R, 256, 0, st>>>(j);
+}
+
 static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok,
                         int n_head, int n_kv, int hd, int qt, int nsplit, float scale, float *out, float *part) {
     const int group = n_head / n_kv;
@@ -761,6 +969,29 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
     }
 }
 
+/* One decode step with the fused kernels (k_dec): 8 kernels per layer. */
+static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
+    const gpu_model_desc *c = &g->c;
+    const int E = c->n_embd, hd = c->head_dim, kvdim = c->n_head_kv * hd;
+    cudaStream_t st = g->st;
+    const int *d_pos = g->d_io, *d_tok = g->d_io + 1;
+    GQ_DISPATCH(g->tok_embd.type, (k_embed<T><<<1, 256, 0, st>>>(g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
+    for (int il = 0; il < c->n_layer; il++) {
+        const dlayer *L = &g->L[il];
+        __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
+        k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps);
+        dec_qkv(st, L, g->xb, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd);
+        launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
+                    kv->part);
+        dec_single(st, &L->wo, g->att, g->x, MV_ACC, 0);
+        k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps);
+        dec_glu(st, L, g->xb, g->hb);
+        dec_single(st, &L->down, g->hb, g->x, MV_ACC, 0);
+    }
+    k_rmsnorm<<<1, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps);
+    dec_single(st, &g->output, g->xb, g->logits, MV_STORE, 0);
+}
+
 /* The decode step as a graph, captured on first use (and after a change of
  * the NoPE flags). Returns 0 when launched, 1 when the caller should launch
  * the kernels directly (graphs off or capture failed), -1 on error. */
@@ -773,7 +1004,8 @@ static int decode_graph(gpu_model *g, gpu_kv *kv, char *msg, size_t msg_len) {
     if (!kv->exec) {
         cudaGraph_t graph = NULL;
         CK(cudaStreamBeginCapture(g->st, cudaStreamCaptureModeThreadLocal));
-        enqueue_step(g, kv, 1, 1);
+        if (g->use_fuse) enqueue_decode(g, kv);
+        else enqueue_step(g, kv, 1, 1);
         if (cudaStreamEndCapture(g->st, &graph) != cudaSuccess || !graph ||
             cudaGraphInstantiate(&kv->exec, graph, 0) != cudaSuccess) {
             if (graph) cudaGraphDestroy(graph);
@@ -817,7 +1049,8 @@ extern "C" int gpu_forward(gpu_model *g, gpu_kv *kv, int pos, const int32_t *tok
             direct = decode_graph(g, kv, msg, msg_len);
             if (direct < 0) return -1;
         }
-        if (direct) enqueue_step(g, kv, B, head);
+        if (direct && B == 1 && g->use_fuse) enqueue_decode(g, kv);
+        else if (direct) enqueue_step(g, kv, B, head);
         CK(cudaGetLastError());
         if (logits && head == 2)
             CK(cudaMemcpyAsync(logits + (size_t)done * c->n_vocab, g->logits, (size_t)B * c->n_vocab * sizeof(float),
@@ -905,12 +1138,16 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
     float *dy = (float *)t_up(&b, NULL, (size_t)n_tok * n_out * 4);
     T_NEED(dy);
     dmat m = {dw, type, (int)n_in, (int)n_out, rb};
-    if (path == 1 && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) {
+    if ((path == 1 && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) || path < 0 || path > 5) {
         t_free(&b);
         set_msg(msg, msg_len, "the tensor-core path needs a quantized type and >= %d tokens", MMA_MIN_TOK);
         return -1;
     }
-    matmul(NULL, 0, &m, dx, (int)n_in, n_tok, dy, (int)n_out, 0, path == 1);
+    if (path >= 2) { /* k_dec, one token per launch, wpr = 1 << (path - 2) */
+        for (int t = 0; t < n_tok; t++)
+            dec_single(0, &m, dx + (size_t)t * n_in, dy + (size_t)t * n_out, MV_STORE, 1 << (path - 2));
+    } else
+        matmul(NULL, 0, &m, dx, (int)n_in, n_tok, dy, (int)n_out, 0, path == 1);
     return t_finish(&b, y, dy, (size_t)n_tok * n_out * 4, msg, msg_len);
 }
 
