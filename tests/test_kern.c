@@ -8,6 +8,7 @@
  *     quantization bit-exact, f32 ops within 1e-5;
  * (c) kern_matmul against kern_matmul_ref for every weight type, several
  *     token counts and odd row counts, with 1 and 2 threads;
+ *     (b) and (c) include the wide prefill tiles (check_wide);
  * (d) the pool runs a task on all threads 1000 times;
  * (e) traits and row sizes, NULL for unsupported types.
  * The tolerance of a dot is relative to sum |w_i * a_i| (from dequantized
@@ -353,6 +354,77 @@ static void check_attn(const char *isa) {
     }
 }
 
+/* Wide tiles (prefill, kern_impl.tile_wide): 16-row x up to KERN_WIDE_C
+ * token tiles over K of 1-9 blocks (the AVX-512 kernels repack by slabs of
+ * 4 blocks and go 8/4/2/1 tokens at a time, so these counts cross every
+ * boundary), on random data and on extremes: every quant at its maximum
+ * against activations all at -128 or near +127, the bounds of the int16
+ * partial sums. Checks every output against ref.c's dot and that nothing
+ * outside nr x nc is written. */
+static void check_wide(const char *isa) {
+    static const int kblocks[] = {1, 4, 5, 9};
+    static const int nrs[] = {1, 7, 16};
+    static const int ncs[] = {1, 2, 5, 8, 13, 31, KERN_WIDE_C};
+    const int ldy = KERN_WIDE_R + 3;
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(wtypes); ti++) {
+        const int type = wtypes[ti];
+        if (!kern_cur.tile_wide[type]) continue;
+        const kern_traits *rt = kern_ref_traits(type);
+        for (size_t ki = 0; ki < CORE_ARRAY_LEN(kblocks); ki++)
+            for (int mode = 0; mode < 3; mode++) {
+                const int64_t n = (int64_t)kblocks[ki] * rt->blck;
+                const size_t wr = kern_row_size(type, n), ar = kern_row_size(rt->vec_dot_type, n);
+                char *w = malloc(wr * KERN_WIDE_R), *a = malloc(ar * KERN_WIDE_C);
+                float *x = malloc((size_t)n * 4), *y = malloc(sizeof(float) * (size_t)ldy * KERN_WIDE_C);
+                for (int r = 0; r < KERN_WIDE_R; r++) {
+                    random_row(type, w + r * wr, n);
+                    if (mode == 0) continue;
+                    for (int64_t i = 0; i < n / rt->blck; i++) { /* quants at their maximum */
+                        if (type == KERN_Q4_K) {
+                            kern_block_q4_K *b = (kern_block_q4_K *)(w + r * wr) + i;
+                            memset(b->qs, 0xFF, sizeof b->qs);
+                        } else if (type == KERN_Q6_K) {
+                            kern_block_q6_K *b = (kern_block_q6_K *)(w + r * wr) + i;
+                            memset(b->ql, 0xFF, sizeof b->ql), memset(b->qh, 0xFF, sizeof b->qh);
+                        }
+                    }
+                }
+                for (int c = 0; c < KERN_WIDE_C; c++) {
+                    for (int64_t i = 0; i < n; i++) x[i] = mode == 0 ? frand() : mode == 1 ? -1.f : 0.999f;
+                    if (mode == 2) x[c % n] = -1.f; /* -> -128 there, 127 elsewhere */
+                    kern_ref_traits(rt->vec_dot_type)->from_float(x, a + c * ar, n);
+                }
+                for (size_t ri = 0; ri < CORE_ARRAY_LEN(nrs); ri++)
+                    for (size_t ci = 0; ci < CORE_ARRAY_LEN(ncs); ci++) {
+                        const int nr = nrs[ri], nc = ncs[ci];
+                        for (int i = 0; i < ldy * KERN_WIDE_C; i++) y[i] = -12345.f;
+                        kern_cur.tile_wide[type](n, w, wr, nr, a, ar, nc, y, ldy);
+                        int bad = 0, outside = 0;
+                        for (int c = 0; c < KERN_WIDE_C; c++)
+                            for (int r = 0; r < ldy; r++) {
+                                const float got = y[c * ldy + r];
+                                if (c >= nc || r >= nr) {
+                                    outside += got != -12345.f;
+                                    continue;
+                                }
+                                float want;
+                                rt->vec_dot(n, &want, w + r * wr, a + c * ar);
+                                const double tol = 2e-6 * abs_dot(type, w + r * wr, a + c * ar, n) + 1e-30;
+                                if (!(fabs((double)want - got) <= tol)) {
+                                    if (!bad)
+                                        fprintf(stderr, "  %s %s wide n=%lld mode %d %dx%d [%d,%d]: %.9g vs %.9g\n", isa,
+                                                rt->name, (long long)n, mode, nr, nc, r, c, want, got);
+                                    bad++;
+                                }
+                            }
+                        CHECK_MSG(bad == 0 && outside == 0, "%s %s wide n=%lld mode %d %dx%d: %d bad, %d outside", isa,
+                                  rt->name, (long long)n, mode, nr, nc, bad, outside);
+                    }
+                free(w), free(a), free(x), free(y);
+            }
+    }
+}
+
 static void test_simd_vs_ref(void) {
     int ran = 0;
     for (size_t ii = 0; ii < CORE_ARRAY_LEN(isas); ii++) {
@@ -369,6 +441,7 @@ static void test_simd_vs_ref(void) {
         check_quantize(isas[ii]);
         check_dots(isas[ii]);
         check_tiles(isas[ii]);
+        check_wide(isas[ii]);
         check_ops(isas[ii]);
         check_attn(isas[ii]);
         ran++;
@@ -402,7 +475,7 @@ static void test_ops_values(void) {
 /* ---- (c) matmul against matmul_ref ---- */
 
 static void test_matmul(void) {
-    static const int ntoks[] = {1, 3, 8, 17};
+    static const int ntoks[] = {1, 3, 8, 17, 150}; /* 17, 150: wide tiles where an ISA has them */
     static const int nouts[] = {37, 259};
     kern_pool *pools[2] = {kern_pool_new(1), kern_pool_new(2)};
     CHECK(pools[0] && pools[1]);

@@ -350,6 +350,230 @@ RT_KERNEL(q6_K, q6reg, q6_unpack, q6_dot, kern_block_q6_K)
 T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) { mv_q4_K(n, w, 0, 1, a, 0, 1, s, 1); }
 T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_q6_K(n, w, 0, 1, a, 0, 1, s, 1); }
 
+/* ---- Wide tiles (prefill): 16 rows in the lanes, vpdpbusd ----
+ *
+ * The tiles above pay, per 64 weights and token, a vpmaddubsw and a
+ * vpdpwssd plus a float epilogue per block and token. Here one zmm holds
+ * 4 consecutive weights of 16 rows (lane r = row r), so one vpdpbusd
+ * (u8 weights x s8 activations, 4 products summed per int32 lane) does 64
+ * multiply-adds with the 4 activation bytes of one token broadcast from
+ * memory ({1to16}): no unpacking per token, no horizontal sum at the end
+ * (the 16 lanes are 16 outputs, stored with one masked store).
+ *
+ * Per call (16 rows x up to KERN_WIDE_C tokens), K goes by slabs of
+ * WIDE_SLAB blocks: the 16 rows' blocks of a slab are repacked into a
+ * stack buffer (gathers of one dword per row), then every token runs over
+ * the slab, 8 tokens at a time so that each weight vector loaded from L1
+ * serves 8 vpdpbusd. Partial sums go to y (stored by the first slab,
+ * added by the next ones). The repack costs about as much as a few
+ * tokens, hence KERN_WIDE_MIN.
+ *
+ * Q4_K: per 16 weights (half a sub-block) P = sum q * a, |P| <= 16*15*128
+ * fits int16, so one vpdpwssd against (scale, 0) per lane adds scale * P
+ * into an exact int32 sum (the 32-bit lane's high half is P's sign, times
+ * 0). Mins: sum_j m_j * (bsums[2j] + bsums[2j+1]) by one vpdpwssd per j
+ * with (m_j, m_j) per lane and the two bsums broadcast as one dword. Per
+ * block and token: y += y.d * (d * isum - dmin * msum).
+ * Q6_K: weights stay unsigned (q, 0..63); per sub-block of 16 P = sum q*a
+ * goes to float times d*scale_j; the -32 offset is -32 d sum_j scale_j *
+ * bsums[j] (vpdpwssd with scale pairs, the bsums pair broadcast).
+ * Integer parts are exact; only the float order differs from ref.c.
+ * Rows past nr repeat row nr-1 (valid memory); their lanes are not stored.
+ */
+#define WIDE_SLAB 4 /* blocks per repack: 4 x ~5.5 KB, in L1 */
+#define WIDE_T 8    /* tokens per pass over a slab */
+
+T5 static inline __m512i bcast32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* vindex of the gathers: byte offset of row min(r, nr-1) */
+T5 static inline __m512i wide_rows(size_t bw, int nr) {
+    const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    return _mm512_mullo_epi32(_mm512_min_epi32(iota, _mm512_set1_epi32(nr - 1)), _mm512_set1_epi32((int)bw));
+}
+#define GATHER(vi, p) _mm512_i32gather_epi32((vi), (const void *)(p), 1)
+
+/* One Q4_K block of 16 rows: w[g] = weights 4g..4g+3 of each row */
+typedef struct {
+    __m512i w[64], sc[8], mn[8];
+    __m512 d, dm;
+} wq4;
+
+T5 static void wide_pack_q4(const char *x, __m512i vi, wq4 *p) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    /* qs dword 8c+m: low nibbles are weights 64c+4m.., high ones 64c+32+4m.. */
+    for (int c = 0; c < 4; c++)
+        UNROLL for (int m = 0; m < 8; m++) {
+            const __m512i g = GATHER(vi, x + 16 + 32 * c + 4 * m);
+            p->w[16 * c + m] = _mm512_and_si512(g, m4);
+            p->w[16 * c + 8 + m] = _mm512_and_si512(_mm512_srli_epi32(g, 4), m4);
+        }
+    const __m512i dd = GATHER(vi, x);
+    p->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
+    p->dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
+    /* the 6-bit scales and mins of k_sm, 16 rows at once */
+    const __m512i u0 = GATHER(vi, x + 4), u1 = GATHER(vi, x + 8), u2 = GATHER(vi, x + 12);
+    const __m512i m1 = _mm512_set1_epi32(0x3f3f3f3f), m2 = _mm512_set1_epi32(0x0f0f0f0f), m3 = _mm512_set1_epi32(0x03030303);
+    const __m512i s03 = _mm512_and_si512(u0, m1), n03 = _mm512_and_si512(u1, m1);
+    const __m512i s47 = _mm512_or_si512(_mm512_and_si512(u2, m2), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m3), 4));
+    const __m512i n47 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m2),
+                                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m3), 4));
+    const __m512i ff = _mm512_set1_epi32(0xFF);
+    UNROLL for (int j = 0; j < 4; j++) {
+        p->sc[j] = _mm512_and_si512(_mm512_srli_epi32(s03, 8 * j), ff);
+        p->sc[4 + j] = _mm512_and_si512(_mm512_srli_epi32(s47, 8 * j), ff);
+        const __m512i a = _mm512_and_si512(_mm512_srli_epi32(n03, 8 * j), ff);
+        const __m512i b = _mm512_and_si512(_mm512_srli_epi32(n47, 8 * j), ff);
+        p->mn[j] = _mm512_or_si512(a, _mm512_slli_epi32(a, 16));
+        p->mn[4 + j] = _mm512_or_si512(b, _mm512_slli_epi32(b, 16));
+    }
+}
+
+/* tokens t0..t0+T over blocks i0..i0+S of the slab p */
+T5 static inline AI void wide_run_q4(const wq4 *p, int S, const char *a, size_t ba, int64_t i0, const int T, float *y,
+                                     int64_t ldy, __mmask16 mk, int first) {
+    __m512 acc[WIDE_T];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < S; b++) {
+        const kern_block_q8_K *yb[WIDE_T];
+        UNROLL for (int t = 0; t < T; t++) yb[t] = (const kern_block_q8_K *)(a + t * ba) + i0 + b;
+        __m512i is[WIDE_T], P[WIDE_T];
+        UNROLL for (int t = 0; t < T; t++) is[t] = _mm512_setzero_si512();
+        for (int j = 0; j < 8; j++) {
+            const __m512i sc = p[b].sc[j];
+            UNROLL for (int h = 0; h < 2; h++) {
+                UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_setzero_si512();
+                UNROLL for (int q = 0; q < 4; q++) {
+                    const int g = 8 * j + 4 * h + q;
+                    const __m512i wv = p[b].w[g];
+                    UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_dpbusd_epi32(P[t], wv, bcast32(yb[t]->qs + 4 * g));
+                }
+                UNROLL for (int t = 0; t < T; t++) is[t] = _mm512_dpwssd_epi32(is[t], P[t], sc);
+            }
+        }
+        UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_setzero_si512();
+        UNROLL for (int j = 0; j < 8; j++) {
+            const __m512i mn = p[b].mn[j];
+            UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_dpwssd_epi32(P[t], mn, bcast32(yb[t]->bsums + 2 * j));
+        }
+        UNROLL for (int t = 0; t < T; t++) {
+            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(is[t]), p[b].d);
+            f = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(P[t]), p[b].dm, f);
+            acc[t] = _mm512_fmadd_ps(f, _mm512_set1_ps(yb[t]->d), acc[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) {
+        float *yo = y + t * ldy;
+        if (!first) acc[t] = _mm512_add_ps(acc[t], _mm512_maskz_loadu_ps(mk, yo));
+        _mm512_mask_storeu_ps(yo, mk, acc[t]);
+    }
+}
+
+/* One Q6_K block of 16 rows: w[g] = weights 4g..4g+3 (q, unsigned), ds[j]
+ * = d * scale_j, sp[k] = (scale_2k, scale_2k+1) as int16 pairs, d32 = -32 d */
+typedef struct {
+    __m512i w[64], sp[8];
+    __m512 ds[16], d32;
+} wq6;
+
+T5 static void wide_pack_q6(const char *x, __m512i vi, wq6 *p) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    /* weight k = 128h + 64l + 4m + e (m < 16): ql[64h + 4m + e] nibble l,
+     * qh[32h + 4(m & 7) + e] bits 2(2l + m/8) */
+    for (int h = 0; h < 2; h++) {
+        __m512i qh[8];
+        UNROLL for (int m = 0; m < 8; m++) qh[m] = GATHER(vi, x + 128 + 32 * h + 4 * m);
+        UNROLL for (int m = 0; m < 16; m++) {
+            const __m512i ql = GATHER(vi, x + 64 * h + 4 * m);
+            const __m512i hv = qh[m & 7];
+            /* the 2 high bits sit at bit 2(m/8) (l = 0) and 2(m/8) + 4 (l = 1)
+             * of each byte; move them to bits 4-5 (spill-over is masked off) */
+            const __m512i h0 = m < 8 ? _mm512_slli_epi32(hv, 4) : _mm512_slli_epi32(hv, 2);
+            const __m512i h1 = m < 8 ? hv : _mm512_srli_epi32(hv, 2);
+            p->w[32 * h + m] = _mm512_ternarylogic_epi32(ql, _mm512_and_si512(h0, m30), m4, SEL_AC_B);
+            p->w[32 * h + 16 + m] = _mm512_ternarylogic_epi32(_mm512_srli_epi32(ql, 4), _mm512_and_si512(h1, m30), m4, SEL_AC_B);
+        }
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(GATHER(vi, x + 206), 16)));
+    p->d32 = _mm512_mul_ps(d, _mm512_set1_ps(-32.f));
+    __m512i sc[16];
+    UNROLL for (int k = 0; k < 4; k++) {
+        const __m512i s = GATHER(vi, x + 192 + 4 * k);
+        UNROLL for (int e = 0; e < 4; e++) sc[4 * k + e] = _mm512_srai_epi32(_mm512_slli_epi32(s, 24 - 8 * e), 24);
+    }
+    UNROLL for (int j = 0; j < 16; j++) p->ds[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(sc[j]), d);
+    UNROLL for (int k = 0; k < 8; k++)
+        p->sp[k] = _mm512_or_si512(_mm512_and_si512(sc[2 * k], _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(sc[2 * k + 1], 16));
+}
+
+T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t ba, int64_t i0, const int T, float *y,
+                                     int64_t ldy, __mmask16 mk, int first) {
+    __m512 acc[WIDE_T];
+    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < S; b++) {
+        const kern_block_q8_K *yb[WIDE_T];
+        UNROLL for (int t = 0; t < T; t++) yb[t] = (const kern_block_q8_K *)(a + t * ba) + i0 + b;
+        __m512 bs[WIDE_T];
+        __m512i P[WIDE_T];
+        UNROLL for (int t = 0; t < T; t++) bs[t] = _mm512_setzero_ps();
+        for (int j = 0; j < 16; j++) {
+            UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_setzero_si512();
+            UNROLL for (int q = 0; q < 4; q++) {
+                const int g = 4 * j + q;
+                const __m512i wv = p[b].w[g];
+                UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_dpbusd_epi32(P[t], wv, bcast32(yb[t]->qs + 4 * g));
+            }
+            const __m512 ds = p[b].ds[j];
+            UNROLL for (int t = 0; t < T; t++) bs[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(P[t]), ds, bs[t]);
+        }
+        UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_setzero_si512();
+        UNROLL for (int k = 0; k < 8; k++) {
+            const __m512i sp = p[b].sp[k];
+            UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_dpwssd_epi32(P[t], sp, bcast32(yb[t]->bsums + 2 * k));
+        }
+        UNROLL for (int t = 0; t < T; t++) {
+            bs[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(P[t]), p[b].d32, bs[t]);
+            acc[t] = _mm512_fmadd_ps(bs[t], _mm512_set1_ps(yb[t]->d), acc[t]);
+        }
+    }
+    UNROLL for (int t = 0; t < T; t++) {
+        float *yo = y + t * ldy;
+        if (!first) acc[t] = _mm512_add_ps(acc[t], _mm512_maskz_loadu_ps(mk, yo));
+        _mm512_mask_storeu_ps(yo, mk, acc[t]);
+    }
+}
+
+#define WIDE_KERNEL(T, PT, BT)                                                                                  \
+    T5 static void wide_##T(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,       \
+                            float *y, int64_t ldy) {                                                          \
+        const int64_t nb = n / QK_K;                                                                           \
+        const __mmask16 mk = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);                      \
+        const __m512i vi = wide_rows(bw, nr);                                                                  \
+        _Alignas(64) PT buf[WIDE_SLAB];                                                                        \
+        for (int64_t i0 = 0; i0 < nb; i0 += WIDE_SLAB) {                                                       \
+            const int S = (int)CORE_MIN(WIDE_SLAB, nb - i0);                                                   \
+            for (int b = 0; b < S; b++) wide_pack_##T((const char *)w + (i0 + b) * sizeof(BT), vi, &buf[b]);  \
+            for (int t0 = 0; t0 < nc;) {                                                                       \
+                const int left = nc - t0;                                                                      \
+                const char *at = (const char *)a + t0 * ba;                                                    \
+                float *yt = y + t0 * ldy;                                                                      \
+                if (left >= 8)                                                                                 \
+                    wide_run_##T(buf, S, at, ba, i0, 8, yt, ldy, mk, i0 == 0), t0 += 8;                        \
+                else if (left >= 4)                                                                            \
+                    wide_run_##T(buf, S, at, ba, i0, 4, yt, ldy, mk, i0 == 0), t0 += 4;                        \
+                else if (left >= 2)                                                                            \
+                    wide_run_##T(buf, S, at, ba, i0, 2, yt, ldy, mk, i0 == 0), t0 += 2;                        \
+                else                                                                                           \
+                    wide_run_##T(buf, S, at, ba, i0, 1, yt, ldy, mk, i0 == 0), t0 += 1;                        \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+WIDE_KERNEL(q4, wq4, kern_block_q4_K)
+WIDE_KERNEL(q6, wq6, kern_block_q6_K)
+
 /* ---- Q8_0 ---- */
 
 T5 static void dot_q8_0(int64_t n, float *s, const void *w, const void *a) {
@@ -559,6 +783,8 @@ void kern_avx512_install(kern_impl *t) {
     t->tile[KERN_Q5_K] = tile_q5_K;
     t->tile[KERN_Q6_K] = rt_q6_K;
     t->tile_c[KERN_Q4_K] = t->tile_c[KERN_Q6_K] = KERN_TILE_CMAX;
+    t->tile_wide[KERN_Q4_K] = wide_q4;
+    t->tile_wide[KERN_Q6_K] = wide_q6;
     t->tile[KERN_Q8_0] = tile_q8_0;
     t->tile[KERN_F32] = tile_f32;
     t->tile[KERN_F16] = tile_f16;

@@ -16,6 +16,12 @@
  * tokens in registers).
  * A SIMD tile unpacks each weight block once and uses it for nc tokens:
  * that is what makes prefill arithmetic-bound instead of memory-bound.
+ *
+ * Wide tile. tile_wide[type] (NULL where an ISA has none) has the same
+ * contract with nr <= KERN_WIDE_R and nc <= KERN_WIDE_C; kern_matmul uses
+ * it from KERN_WIDE_MIN tokens on (prefill). It may repack the weight rows
+ * into a layout of its own per call, which only pays off over many tokens
+ * (see avx512.c, "Wide tiles").
  */
 #ifndef KERN_IMPL_H
 #define KERN_IMPL_H
@@ -25,6 +31,9 @@
 #define KERN_TILE_R 4
 #define KERN_TILE_C 8     /* tokens per tile call, by default */
 #define KERN_TILE_CMAX 16 /* ... and at most (kern_impl.tile_c) */
+#define KERN_WIDE_R 16    /* rows per wide tile call */
+#define KERN_WIDE_C 128   /* tokens per wide tile call, at most */
+#define KERN_WIDE_MIN 16  /* n_tok from which kern_matmul uses tile_wide */
 
 typedef void (*kern_tile_fn)(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,
                              float *y, int64_t ldy);
@@ -35,6 +44,7 @@ typedef struct kern_impl {
     kern_tile_fn tile[KERN_TYPE_MAX];  /* n_tok > 1 */
     kern_tile_fn tile1[KERN_TYPE_MAX]; /* n_tok == 1 (matrix-vector), may differ: see avx512.c */
     int tile_c[KERN_TYPE_MAX];         /* nc limit of tile[] (KERN_TILE_C unless an ISA says more) */
+    kern_tile_fn tile_wide[KERN_TYPE_MAX]; /* n_tok >= KERN_WIDE_MIN, if not NULL: see "Wide tile" */
     void (*rmsnorm)(float *out, const float *x, const float *w, int64_t n, float eps);
     void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
     void (*softmax)(float *x, int64_t n);

@@ -12,6 +12,9 @@
  *    KERN_TILE_R: the ISA's tile kernel unpacks each weight block once for
  *    up to tile_c tokens, and the chunk's weights (a few KB to tens
  *    of KB) stay in L1/L2 while the token tiles sweep over them.
+ *    Prefill (n_tok >= KERN_WIDE_MIN) of a type that has a wide tile uses
+ *    it instead: tiles of KERN_WIDE_R rows and up to KERN_WIDE_C tokens,
+ *    chunks a multiple of KERN_WIDE_R rows.
  * Nothing is allocated; the context lives on the caller's stack.
  */
 #include <stdatomic.h>
@@ -46,12 +49,20 @@ static void quantize_task(void *arg, int ith, int nth) {
     for (int64_t t = ith; t < c->n_tok; t += nth) ff(c->x + t * c->n_in, c->work + t * c->arow, c->n_in);
 }
 
+/* Prefill of a type with a wide tile: 16-row tiles over up to 128 tokens. */
+static int mm_wide(const kern_impl *impl, int wtype, int64_t n_tok) {
+    return n_tok >= KERN_WIDE_MIN && impl->tile_wide[wtype] != NULL;
+}
+
 static void compute_task(void *arg, int ith, int nth) {
     mm_ctx *c = arg;
     (void)ith;
     (void)nth;
-    const kern_tile_fn tile = c->n_tok == 1 ? c->impl->tile1[c->wtype] : c->impl->tile[c->wtype];
-    const int tc = c->impl->tile_c[c->wtype];
+    const int wide = mm_wide(c->impl, c->wtype, c->n_tok);
+    const kern_tile_fn tile = wide ? c->impl->tile_wide[c->wtype]
+                              : c->n_tok == 1 ? c->impl->tile1[c->wtype] : c->impl->tile[c->wtype];
+    const int tc = wide ? KERN_WIDE_C : c->impl->tile_c[c->wtype];
+    const int tr = wide ? KERN_WIDE_R : KERN_TILE_R;
     for (;;) {
         const int64_t k = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
         if (k >= c->n_chunks) break;
@@ -59,8 +70,8 @@ static void compute_task(void *arg, int ith, int nth) {
         const int64_t r1 = CORE_MIN(c->n_out, r0 + c->chunk);
         for (int64_t t0 = 0; t0 < c->n_tok; t0 += tc) {
             const int nc = (int)CORE_MIN(tc, c->n_tok - t0);
-            for (int64_t r = r0; r < r1; r += KERN_TILE_R) {
-                const int nr = (int)CORE_MIN(KERN_TILE_R, r1 - r);
+            for (int64_t r = r0; r < r1; r += tr) {
+                const int nr = (int)CORE_MIN(tr, r1 - r);
                 tile(c->n_in, c->w + r * c->wrow, c->wrow, nr, c->a + t0 * c->arow, c->arow, nc,
                      c->y + t0 * c->ldy + r, c->ldy);
             }
@@ -104,7 +115,8 @@ static void matmul(const kern_impl *impl, kern_pool *pool, int wtype, const void
     /* about 8 chunks per thread, at least a tile, rounded to whole tiles */
     int64_t chunk = (n_out + 8 * nth - 1) / (8 * nth);
     if (n_tok == 1) chunk = CORE_MAX(chunk, 16); /* matvec: amortise the counter */
-    chunk = (chunk + KERN_TILE_R - 1) / KERN_TILE_R * KERN_TILE_R;
+    const int64_t tr = mm_wide(impl, wtype, n_tok) ? KERN_WIDE_R : KERN_TILE_R;
+    chunk = (chunk + tr - 1) / tr * tr;
     c.chunk = chunk;
     c.n_chunks = (n_out + chunk - 1) / chunk;
     atomic_init(&c.next, 0);
