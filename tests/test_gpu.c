@@ -29,6 +29,7 @@
 #pragma weak gpu_describe
 #pragma weak gpu_test_matmul
 #pragma weak gpu_test_dequant
+#pragma weak gpu_test_quant
 #pragma weak gpu_test_rmsnorm
 #pragma weak gpu_test_silu_mul
 #pragma weak gpu_test_rope
@@ -111,6 +112,34 @@ static void test_dequant(void) {
     free(got);
 }
 
+/* Q8_K quantization on the device equals kern_ref_quantize_q8_K value for
+ * value (ties of |max| between signs, an all-zero block, large values). */
+static void test_quant(void) {
+    NEED_GPU();
+    const int n = 2816, rows = 3, nb = n / 256;
+    float *x = malloc(n * rows * 4), *d = malloc(nb * rows * 4);
+    int8_t *q = malloc(n * rows);
+    kern_block_q8_K *ref = malloc(nb * sizeof *ref);
+    for (int i = 0; i < n * rows; i++) x[i] = frand(-3, 3);
+    x[5] = 7.0f, x[9] = -7.0f;               /* the first of equal magnitudes wins */
+    x[300] = -9.5f, x[301] = 9.5f;
+    for (int i = 512; i < 768; i++) x[i] = 0;  /* an all-zero block */
+    for (int i = 0; i < 256; i++) x[n + i] *= 1e4f;
+    char msg[256] = "";
+    int rc = gpu_test_quant(x, n, rows, q, d, msg, sizeof msg);
+    CHECK_MSG(rc == 0, "%s", msg);
+    int bad = 0;
+    for (int r = 0; r < rows && !rc; r++) {
+        kern_ref_traits(KERN_Q8_K)->from_float(x + r * n, ref, n);
+        for (int b = 0; b < nb; b++) {
+            bad += memcmp(&ref[b].d, &d[r * nb + b], 4) != 0;
+            bad += memcmp(ref[b].qs, q + r * n + b * 256, 256) != 0;
+        }
+    }
+    CHECK_MSG(bad == 0, "%d blocks differ from kern_ref_quantize_q8_K", bad);
+    free(x), free(d), free(q), free(ref);
+}
+
 /* GPU product (path 0: k_mv, 1: k_mma) against the reference dequantization
  * and a double dot product; tolerance relative to sum |w x|. */
 static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int path, double rel) {
@@ -120,6 +149,15 @@ static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int p
     for (int64_t i = 0; i < n_tok * n_in; i++) x[i] = frand(-1, 1);
     char msg[256] = "";
     int rc = gpu_test_matmul(type, w, n_out, n_in, x, n_tok, y, path, msg, sizeof msg);
+    /* K-quants on paths 1..5 multiply Q8_K activations: the reference does too */
+    if (path >= 1 && (type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K)) {
+        void *q8 = malloc((size_t)(n_in / 256) * sizeof(kern_block_q8_K));
+        for (int t = 0; t < n_tok; t++) {
+            kern_ref_traits(KERN_Q8_K)->from_float(x + t * n_in, q8, n_in);
+            kern_ref_traits(KERN_Q8_K)->dequant_row(q8, x + t * n_in, n_in);
+        }
+        free(q8);
+    }
     CHECK_MSG(rc == 0, "%s path %d: %s", kern_ref_traits(type)->name, path, msg);
     double worst = 0;
     size_t rb = kern_row_size(type, n_in);
@@ -165,6 +203,9 @@ static void test_matmul_tensor_cores(void) {
         check_matmul(types[ti], 67, 512, 37, 1, 3e-3);
         check_matmul(types[ti], 130, 768, 129, 1, 3e-3);
     }
+    /* enough tiles for the 128-token tiles (and a partial last one) */
+    check_matmul(KERN_Q4_K, 2112, 256, 1000, 1, 3e-3);
+    check_matmul(KERN_Q6_K, 2112, 256, 1000, 1, 3e-3);
 }
 
 static void test_rmsnorm_silu(void) {
@@ -494,6 +535,7 @@ int main(void) {
     T_RUN(test_off_and_auto);
     T_RUN(test_device);
     T_RUN(test_dequant);
+    T_RUN(test_quant);
     T_RUN(test_matvec);
     T_RUN(test_matmul_tensor_cores);
     T_RUN(test_rmsnorm_silu);

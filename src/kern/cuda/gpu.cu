@@ -137,65 +137,6 @@ __global__ void __launch_bounds__(MV_ROWS * 32)
     }
 }
 
-/* Prefill product on tensor cores: a 64 (weight rows) x 64 (tokens) tile
- * per block of 4 warps, each warp 32x32 (2x2 wmma fragments); K in steps of
- * 64, both operands converted to f16 in shared memory. */
-#define MM_T 64
-#define MM_K 64
-#define MM_LD (MM_K + 8)
-#define MM_CLD (MM_T + 4)
-template <int T>
-__global__ void __launch_bounds__(128)
-    k_mma(const uint8_t *W, size_t rb, int n_in, int n_out, const float *x, int ldx, int n_tok, float *y, int ldy,
-          int acc) {
-    __shared__ __align__(32) __half Ws[MM_T * MM_LD];
-    __shared__ __align__(32) __half Xs[MM_T * MM_LD];
-    __shared__ __align__(32) float Cs[MM_T * MM_CLD];
-    const int tid = threadIdx.x, warp = tid >> 5;
-    const int row0 = blockIdx.x * MM_T, tok0 = blockIdx.y * MM_T;
-    const int wt = (warp & 1) * 32, wr = (warp >> 1) * 32;
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> c[2][2];
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++) wmma::fill_fragment(c[i][j], 0.0f);
-
-    for (int k0 = 0; k0 < n_in; k0 += MM_K) {
-        for (int g = tid; g < MM_T * (MM_K / 8); g += 128) {
-            const int r = g >> 3, kk = (g & 7) * 8;
-            float v[8];
-            if (row0 + r < n_out && k0 + kk < n_in) deq8<T>(W + (size_t)(row0 + r) * rb, k0 + kk, v);
-            else for (int i = 0; i < 8; i++) v[i] = 0.0f;
-            for (int i = 0; i < 8; i++) Ws[r * MM_LD + kk + i] = __float2half_rn(v[i]);
-            if (tok0 + r < n_tok && k0 + kk < n_in) {
-                const float4 *xp = (const float4 *)(x + (size_t)(tok0 + r) * ldx + k0 + kk);
-                const float4 a = xp[0], b = xp[1];
-                v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
-            } else for (int i = 0; i < 8; i++) v[i] = 0.0f;
-            for (int i = 0; i < 8; i++) Xs[r * MM_LD + kk + i] = __float2half_rn(v[i]);
-        }
-        __syncthreads();
-        for (int kk = 0; kk < MM_K; kk += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[2];
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[2];
-            for (int i = 0; i < 2; i++) wmma::load_matrix_sync(a[i], Xs + (wt + 16 * i) * MM_LD + kk, MM_LD);
-            for (int j = 0; j < 2; j++) wmma::load_matrix_sync(b[j], Ws + (wr + 16 * j) * MM_LD + kk, MM_LD);
-            for (int i = 0; i < 2; i++)
-                for (int j = 0; j < 2; j++) wmma::mma_sync(c[i][j], a[i], b[j], c[i][j]);
-        }
-        __syncthreads();
-    }
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++)
-            wmma::store_matrix_sync(Cs + (wt + 16 * i) * MM_CLD + wr + 16 * j, c[i][j], MM_CLD, wmma::mem_row_major);
-    __syncthreads();
-    for (int e = tid; e < MM_T * MM_T; e += 128) {
-        const int t = e / MM_T, r = e % MM_T;
-        if (tok0 + t < n_tok && row0 + r < n_out) {
-            float *yp = y + (size_t)(tok0 + t) * ldy + row0 + r;
-            *yp = acc ? *yp + Cs[t * MM_CLD + r] : Cs[t * MM_CLD + r];
-        }
-    }
-}
-
 /* ---- decode: fused matrix-vector jobs ---------------------------------- *
  * One token: every product is a pass over the weights, so the step is
  * bound by memory bandwidth and by the number of kernel boundaries (each a
@@ -226,13 +167,346 @@ typedef struct mv_seg {
 typedef struct mv_job {
     mv_seg s[MV_SEGS];
     int nseg, n_in, wpr, mode;
-    const float *x;
+    const float *x;   /* the input in f32 (weights that are not K-quants) */
+    const int8_t *xq; /* ... and as Q8_K (K-quant weights): values, */
+    const float *xd;  /* one scale per 256 (k_quant) */
     /* MV_QKV */
     __half *kc, *vc;
     const int *d_pos;
     float theta_scale;
     int rope, hd;
 } mv_job;
+
+/* ---- K-quant weights x Q8_K activations (decode) ----------------------
+ * The activations are quantized once per product input, exactly as the CPU
+ * does (k_quant mirrors kern_ref_quantize_q8_K: int8 values, one f32 scale
+ * per 256), so the products see the same rounding as the reference and as
+ * llama.cpp. A super-block's 256 values are read by 16 lanes, 16 values
+ * each, as integer dot products of 4 (dp4a): for Q4_K/Q5_K
+ *   sum = xd * (d * sum_j sc_j (q . a)_j - dmin * sum_j m_j (1 . a)_j)
+ * and for Q6_K  sum = xd * d * sum_j sc_j ((q . a)_j - 32 (1 . a)_j). */
+__device__ __forceinline__ uint32_t ld_u32_2(const uint8_t *p) { /* 2-byte aligned */
+    const uint16_t *h = (const uint16_t *)p;
+    return (uint32_t)h[0] | ((uint32_t)h[1] << 16);
+}
+__device__ __forceinline__ int sc6(const uint32_t *s, int j) { /* byte j of the 12 scale bytes */
+    return (int)((s[j >> 2] >> (8 * (j & 3))) & 0xFFu);
+}
+
+/* lane li (0..15) of a super-block at blk, activations a[256], scale ad */
+template <int T> __device__ __forceinline__ float kq_sb(const uint8_t *blk, const int8_t *a, float ad, int li) {
+    if (T == GT_Q4_K || T == GT_Q5_K) {
+        const int c = li >> 2, l0 = (li & 3) * 8;
+        const uint32_t dd = *(const uint32_t *)blk;
+        const float d = __half2float(__ushort_as_half((unsigned short)(dd & 0xFFFF)));
+        const float dmin = __half2float(__ushort_as_half((unsigned short)(dd >> 16)));
+        uint32_t s[3];
+        s[0] = *(const uint32_t *)(blk + 4), s[1] = *(const uint32_t *)(blk + 8), s[2] = *(const uint32_t *)(blk + 12);
+        /* get_scale_min_k4 for sub-blocks 2c (low nibbles) and 2c+1 (high) */
+        int sc[2], m[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int j = 2 * c + h;
+            if (j < 4) sc[h] = sc6(s, j) & 63, m[h] = sc6(s, j + 4) & 63;
+            else {
+                sc[h] = (sc6(s, j + 4) & 0xF) | ((sc6(s, j - 4) >> 6) << 4);
+                m[h] = (sc6(s, j + 4) >> 4) | ((sc6(s, j) >> 6) << 4);
+            }
+        }
+        const uint2 u = *(const uint2 *)(blk + (T == GT_Q4_K ? 16 : 48) + 32 * c + l0);
+        uint32_t lo0 = u.x & 0x0F0F0F0Fu, lo1 = u.y & 0x0F0F0F0Fu;
+        uint32_t hi0 = (u.x >> 4) & 0x0F0F0F0Fu, hi1 = (u.y >> 4) & 0x0F0F0F0Fu;
+        if (T == GT_Q5_K) {
+            const uint2 qh = *(const uint2 *)(blk + 16 + l0);
+            lo0 |= ((qh.x >> (2 * c)) & 0x01010101u) << 4, lo1 |= ((qh.y >> (2 * c)) & 0x01010101u) << 4;
+            hi0 |= ((qh.x >> (2 * c + 1)) & 0x01010101u) << 4, hi1 |= ((qh.y >> (2 * c + 1)) & 0x01010101u) << 4;
+        }
+        const int2 al = *(const int2 *)(a + 64 * c + l0), ah = *(const int2 *)(a + 64 * c + 32 + l0);
+        const int sl = __dp4a((int)lo0, al.x, __dp4a((int)lo1, al.y, 0));
+        const int sh = __dp4a((int)hi0, ah.x, __dp4a((int)hi1, ah.y, 0));
+        const int ones = 0x01010101;
+        const int ml = __dp4a(ones, al.x, __dp4a(ones, al.y, 0)), mh = __dp4a(ones, ah.x, __dp4a(ones, ah.y, 0));
+        return ad * (d * (float)(sc[0] * sl + sc[1] * sh) - dmin * (float)(m[0] * ml + m[1] * mh));
+    } else { /* GT_Q6_K */
+        const int h = li >> 3, l0 = (li & 7) * 4;
+        const uint32_t ql0 = ld_u32_2(blk + h * 64 + l0), ql1 = ld_u32_2(blk + h * 64 + 32 + l0);
+        const uint32_t qh = ld_u32_2(blk + 128 + h * 32 + l0);
+        const int8_t *sc = (const int8_t *)(blk + 192 + h * 8 + (l0 >> 4));
+        const float d = __half2float(__ushort_as_half(*(const unsigned short *)(blk + 208)));
+        int sum = 0;
+#pragma unroll
+        for (int qu = 0; qu < 4; qu++) {
+            const uint32_t qlw = (qu & 1) ? ql1 : ql0;
+            const int q = (int)(((qlw >> (4 * (qu >> 1))) & 0x0F0F0F0Fu) | (((qh >> (2 * qu)) & 0x03030303u) << 4));
+            const int av = *(const int *)(a + h * 128 + qu * 32 + l0);
+            sum += (int)sc[2 * qu] * (__dp4a(q, av, 0) - 32 * __dp4a(0x01010101, av, 0));
+        }
+        return ad * d * (float)sum;
+    }
+}
+
+/* Partial dot over the super-blocks of this (warp part, half-warp): two
+ * super-blocks per warp step, two steps per iteration so that each warp
+ * keeps four blocks of loads in flight. */
+template <int T> __device__ __forceinline__ float mv_part_q(const uint8_t *wr, int n_in, const int8_t *xq,
+                                                            const float *xd, int lane, int part, int wpr) {
+    const int BS = T == GT_Q4_K ? 144 : T == GT_Q5_K ? 176 : 210;
+    const int nsb = n_in >> 8, li = lane & 15, step = 2 * wpr;
+    float s = 0.0f;
+    int sb = part * 2 + (lane >> 4);
+    for (; sb + step < nsb; sb += 2 * step) {
+        const float a = kq_sb<T>(wr + (size_t)sb * BS, xq + (size_t)sb * 256, xd[sb], li);
+        const float b = kq_sb<T>(wr + (size_t)(sb + step) * BS, xq + (size_t)(sb + step) * 256, xd[sb + step], li);
+        s += a + b;
+    }
+    if (sb < nsb) s += kq_sb<T>(wr + (size_t)sb * BS, xq + (size_t)sb * 256, xd[sb], li);
+    return s;
+}
+
+/* Q8_K quantization of rows of n values (n % 256 == 0), one warp per
+ * super-block; mirrors kern_ref_quantize_q8_K: max is the first value of
+ * largest magnitude, iscale = -127 / max, q = min(127, rint(iscale * x)),
+ * d = 1 / iscale (all zero when the block is). */
+__device__ __forceinline__ void quant_sb(const float *x, int8_t *q, float *d, int lane) {
+    const float4 a = *(const float4 *)(x + lane * 8), b = *(const float4 *)(x + lane * 8 + 4);
+    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    float amax = 0.0f, mx = 0.0f;
+    int idx = 1 << 30;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        if (fabsf(v[i]) > amax) amax = fabsf(v[i]), mx = v[i], idx = lane * 8 + i;
+    for (int o = 16; o > 0; o >>= 1) {
+        const float oa = __shfl_xor_sync(0xffffffffu, amax, o), om = __shfl_xor_sync(0xffffffffu, mx, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        if (oa > amax || (oa == amax && oi < idx)) amax = oa, mx = om, idx = oi;
+    }
+    uint32_t w[2] = {0, 0};
+    if (amax != 0.0f) {
+        const float iscale = -127.f / mx;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const int qi = min(127, __float2int_rn(__fmul_rn(iscale, v[i])));
+            w[i >> 2] |= (uint32_t)(qi & 0xFF) << (8 * (i & 3));
+        }
+        if (lane == 0) *d = 1.0f / iscale;
+    } else if (lane == 0) *d = 0.0f;
+    *(uint2 *)(q + lane * 8) = make_uint2(w[0], w[1]);
+}
+
+/* rows x n (row stride ldx) -> xq [rows][n], xd [rows][n / 256]; grid
+ * (ceil(n / 2048), rows), 8 warps. */
+__global__ void k_quant(const float *x, int n, int ldx, int8_t *xq, float *xd) {
+    const int sb = blockIdx.x * 8 + (threadIdx.x >> 5), nsb = n >> 8, r = blockIdx.y;
+    if (sb >= nsb) return;
+    quant_sb(x + (size_t)r * ldx + sb * 256, xq + (size_t)r * n + sb * 256, xd + (size_t)r * nsb + sb, threadIdx.x & 31);
+}
+
+/* Prefill product on tensor cores (k_mm): C[t][r] = sum_k X[t][k] W[r][k]
+ * for a tile of 64 weight rows x BN tokens (BN = 64 or 128) per block of 8
+ * warps, each warp 32 rows x BN/4 tokens of 16x16x16 wmma fragments (f16
+ * operands, f32 accumulation), K in steps of 64. Weights are dequantized
+ * (bit-exact values, rounded to f16) and activations converted while the
+ * tensor cores work on the previous step: the next step's raw bytes are
+ * loaded into registers before the products and only unpacked into shared
+ * memory after them. K-quant weights take the Q8_K-quantized activations
+ * (as the CPU and llama.cpp do: the same rounding of x), other types f32. */
+#define MM_R 64  /* weight rows per block */
+#define MM_K 64  /* K per step */
+#define MM_LD (MM_K + 8)
+
+/* 16 weights k..k+15 (k % 16 == 0) of a row: raw bytes, then values. */
+struct wraw {
+    uint4 q;        /* quants (Q4_K/Q5_K: 16 bytes of qs; Q6_K: 16 bytes of ql) */
+    uint4 h;        /* Q5_K: qh bytes; Q6_K: 16 bytes of qh */
+    uint32_t s[3];  /* K-quant scale bytes (Q6_K: s[0] = the int8 scale) */
+    uint32_t dd;    /* d | dmin << 16 (f16 bits) */
+    float f[16];    /* other types: the values themselves */
+};
+
+template <int T> __device__ __forceinline__ void w_load(const uint8_t *row, int k, int n_in, wraw &r) {
+    if (T == GT_Q4_K || T == GT_Q5_K) {
+        const uint8_t *b = row + (size_t)(k >> 8) * (T == GT_Q4_K ? 144 : 176);
+        const int j = k & 255, c = j >> 6, l0 = j & 31;
+        r.dd = *(const uint32_t *)b;
+        r.s[0] = *(const uint32_t *)(b + 4), r.s[1] = *(const uint32_t *)(b + 8), r.s[2] = *(const uint32_t *)(b + 12);
+        r.q = *(const uint4 *)(b + (T == GT_Q4_K ? 16 : 48) + 32 * c + l0);
+        if (T == GT_Q5_K) r.h = *(const uint4 *)(b + 16 + l0);
+    } else if (T == GT_Q6_K) {
+        const uint8_t *b = row + (size_t)(k >> 8) * 210;
+        const int j = k & 255, h = j >> 7, rr = j & 127, qu = rr >> 5, l0 = rr & 31;
+        const uint16_t *ql = (const uint16_t *)(b + h * 64 + (qu & 1) * 32 + l0), *qh = (const uint16_t *)(b + 128 + h * 32 + l0);
+        r.q = make_uint4(ql[0] | (ql[1] << 16), ql[2] | (ql[3] << 16), ql[4] | (ql[5] << 16), ql[6] | (ql[7] << 16));
+        r.h = make_uint4(qh[0] | (qh[1] << 16), qh[2] | (qh[3] << 16), qh[4] | (qh[5] << 16), qh[6] | (qh[7] << 16));
+        r.s[0] = (uint32_t)b[192 + h * 8 + (l0 >> 4) + 2 * qu];
+        r.dd = *(const uint16_t *)(b + 208);
+    } else { /* rows of 32-blocks may end inside a step: zeros past n_in */
+        if (k < n_in) deq8<T>(row, k, r.f);
+        else for (int i = 0; i < 8; i++) r.f[i] = 0.0f;
+        if (k + 8 < n_in) deq8<T>(row, k + 8, r.f + 8);
+        else for (int i = 8; i < 16; i++) r.f[i] = 0.0f;
+    }
+}
+
+template <int T> __device__ __forceinline__ void w_unpack(const wraw &r, int k, __half *out) {
+    float v[16];
+    if (T == GT_Q4_K || T == GT_Q5_K) {
+        const int j = k & 255, c = j >> 6, hi = (j >> 5) & 1, sj = 2 * c + hi;
+        int sc, m;
+        if (sj < 4) sc = sc6(r.s, sj) & 63, m = sc6(r.s, sj + 4) & 63;
+        else sc = (sc6(r.s, sj + 4) & 0xF) | ((sc6(r.s, sj - 4) >> 6) << 4), m = (sc6(r.s, sj + 4) >> 4) | ((sc6(r.s, sj) >> 6) << 4);
+        const float d = __half2float(__ushort_as_half((unsigned short)(r.dd & 0xFFFF)));
+        const float dmin = __half2float(__ushort_as_half((unsigned short)(r.dd >> 16)));
+        const float dl = __fmul_rn(d, (float)sc), ml = __fmul_rn(dmin, (float)m);
+        const uint32_t qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w}, hw[4] = {r.h.x, r.h.y, r.h.z, r.h.w};
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int q = (qw[i >> 2] >> (8 * (i & 3) + 4 * hi)) & 0xF;
+            if (T == GT_Q5_K) q += ((hw[i >> 2] >> (8 * (i & 3))) >> sj & 1) << 4;
+            v[i] = __fsub_rn(__fmul_rn(dl, (float)q), ml);
+        }
+    } else if (T == GT_Q6_K) {
+        const int j = k & 255, qu = (j & 127) >> 5;
+        const float ds = __fmul_rn(__half2float(__ushort_as_half((unsigned short)r.dd)), (float)(int8_t)r.s[0]);
+        const uint32_t qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w}, hw[4] = {r.h.x, r.h.y, r.h.z, r.h.w};
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            const int lo = (qw[i >> 2] >> (8 * (i & 3) + 4 * (qu >> 1))) & 0xF;
+            const int hh = (hw[i >> 2] >> (8 * (i & 3) + 2 * qu)) & 3;
+            v[i] = __fmul_rn(ds, (float)((lo | (hh << 4)) - 32));
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = r.f[i];
+    }
+#pragma unroll
+    for (int i = 0; i < 16; i += 2) *(__half2 *)(out + i) = __floats2half2_rn(v[i], v[i + 1]);
+}
+
+static __device__ __forceinline__ bool gq_is_k(int t) { return t == GT_Q4_K || t == GT_Q5_K || t == GT_Q6_K; }
+
+template <int T, int BN>
+__global__ void __launch_bounds__(256)
+    k_mm(const uint8_t *W, size_t rb, int n_in, int n_out, const float *x, int ldx, const int8_t *xq, const float *xd,
+         int n_tok, float *y, int ldy, int acc) {
+    constexpr int FN = BN / 64;                      /* token fragments per warp */
+    constexpr int SM_AB = (MM_R + BN) * MM_LD * 2;   /* bytes of the operand tiles */
+    constexpr int SM_C = BN * (MM_R + 4) * 4;        /* bytes of the staged result */
+    __shared__ __align__(32) unsigned char sm[SM_AB > SM_C ? SM_AB : SM_C];
+    __half *Ws = (__half *)sm, *Xs = Ws + MM_R * MM_LD;
+    const int tid = threadIdx.x, warp = tid >> 5;
+    const int row0 = blockIdx.x * MM_R, tok0 = blockIdx.y * BN;
+    const int wr = (warp & 1) * 32, wt = (warp >> 1) * (BN / 4);
+    const bool q8 = gq_is_k(T) && xq;
+    /* loader roles: weights: row tid/4, 16 values at (tid%4)*16; activations:
+     * BN tokens x 64 values = BN*4 chunks of 16, (BN*4)/256 per thread */
+    const int lr = tid >> 2, lk = (tid & 3) * 16;
+    const bool wrow_ok = row0 + lr < n_out;
+    const uint8_t *wrow = W + (size_t)(wrow_ok ? row0 + lr : 0) * rb;
+    constexpr int XC = BN * 4 / 256;
+    wraw wr_;
+    float xr[XC][16];
+
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> c[2][FN];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < FN; j++) wmma::fill_fragment(c[i][j], 0.0f);
+
+    auto load = [&](int k0) {
+        if (wrow_ok) w_load<T>(wrow, k0 + lk, n_in, wr_);
+#pragma unroll
+        for (int u = 0; u < XC; u++) {
+            const int ch = tid + u * 256, t = ch >> 2, kk = k0 + (ch & 3) * 16;
+            if (tok0 + t < n_tok && kk < n_in) {
+                if (q8) {
+                    const int4 qv = *(const int4 *)(xq + (size_t)(tok0 + t) * n_in + kk);
+                    const float d = xd[(size_t)(tok0 + t) * (n_in >> 8) + (kk >> 8)];
+                    const int w4[4] = {qv.x, qv.y, qv.z, qv.w};
+#pragma unroll
+                    for (int i = 0; i < 16; i++) xr[u][i] = __fmul_rn((float)(int8_t)(w4[i >> 2] >> (8 * (i & 3))), d);
+                } else {
+                    const float4 *p = (const float4 *)(x + (size_t)(tok0 + t) * ldx + kk);
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const float4 f = p[i];
+                        xr[u][4 * i] = f.x, xr[u][4 * i + 1] = f.y, xr[u][4 * i + 2] = f.z, xr[u][4 * i + 3] = f.w;
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < 16; i++) xr[u][i] = 0.0f;
+            }
+        }
+    };
+    auto store = [&](int k0) {
+        if (wrow_ok) w_unpack<T>(wr_, k0 + lk, Ws + lr * MM_LD + lk);
+        else
+#pragma unroll
+            for (int i = 0; i < 16; i++) Ws[lr * MM_LD + lk + i] = __float2half_rn(0.0f);
+#pragma unroll
+        for (int u = 0; u < XC; u++) {
+            const int ch = tid + u * 256, t = ch >> 2, kk = (ch & 3) * 16;
+#pragma unroll
+            for (int i = 0; i < 16; i += 2) *(__half2 *)(Xs + t * MM_LD + kk + i) = __floats2half2_rn(xr[u][i], xr[u][i + 1]);
+        }
+    };
+
+    load(0);
+    store(0);
+    __syncthreads();
+    for (int k0 = 0; k0 < n_in; k0 += MM_K) {
+        const bool more = k0 + MM_K < n_in;
+        if (more) load(k0 + MM_K);
+#pragma unroll
+        for (int kk = 0; kk < MM_K; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a[FN];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b[2];
+#pragma unroll
+            for (int j = 0; j < FN; j++) wmma::load_matrix_sync(a[j], Xs + (wt + 16 * j) * MM_LD + kk, MM_LD);
+#pragma unroll
+            for (int i = 0; i < 2; i++) wmma::load_matrix_sync(b[i], Ws + (wr + 16 * i) * MM_LD + kk, MM_LD);
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < FN; j++) wmma::mma_sync(c[i][j], a[j], b[i], c[i][j]);
+        }
+        __syncthreads();
+        if (more) {
+            store(k0 + MM_K);
+            __syncthreads();
+        }
+    }
+    /* c[i][j]: tokens wt + 16j.., rows wr + 16i.. */
+    if (tok0 + BN <= n_tok && row0 + MM_R <= n_out) {
+#pragma unroll
+        for (int i = 0; i < 2; i++)
+#pragma unroll
+            for (int j = 0; j < FN; j++) {
+                float *yp = y + (size_t)(tok0 + wt + 16 * j) * ldy + row0 + wr + 16 * i;
+                if (acc) {
+                    wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+                    wmma::load_matrix_sync(o, yp, ldy, wmma::mem_row_major);
+                    for (int e = 0; e < o.num_elements; e++) c[i][j].x[e] += o.x[e];
+                }
+                wmma::store_matrix_sync(yp, c[i][j], ldy, wmma::mem_row_major);
+            }
+        return;
+    }
+    float *Cs = (float *)sm; /* [BN][MM_R + 4]; the operand tiles are done */
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < FN; j++)
+            wmma::store_matrix_sync(Cs + (wt + 16 * j) * (MM_R + 4) + wr + 16 * i, c[i][j], MM_R + 4, wmma::mem_row_major);
+    __syncthreads();
+    for (int e = tid; e < BN * MM_R; e += 256) {
+        const int t = e / MM_R, r = e % MM_R;
+        if (tok0 + t < n_tok && row0 + r < n_out) {
+            float *yp = y + (size_t)(tok0 + t) * ldy + row0 + r;
+            *yp = acc ? *yp + Cs[t * (MM_R + 4) + r] : Cs[t * (MM_R + 4) + r];
+        }
+    }
+}
 
 /* Partial dot of one weight row with x over super-blocks part, part + wpr, ... */
 template <int T> __device__ __forceinline__ float mv_part(const uint8_t *wr, int n_in, const float *x, int lane, int part,
@@ -277,12 +551,12 @@ template <int T> __device__ __forceinline__ float mv_part(const uint8_t *wr, int
     return s;
 }
 
-__device__ __forceinline__ float mv_part_any(int type, const uint8_t *wr, int n_in, const float *x, int lane, int part,
-                                             int wpr) {
+__device__ __forceinline__ float mv_part_any(int type, const uint8_t *wr, int n_in, const float *x, const int8_t *xq,
+                                             const float *xd, int lane, int part, int wpr) {
     switch (type) {
-    case GT_Q4_K: return mv_part<GT_Q4_K>(wr, n_in, x, lane, part, wpr);
-    case GT_Q6_K: return mv_part<GT_Q6_K>(wr, n_in, x, lane, part, wpr);
-    case GT_Q5_K: return mv_part<GT_Q5_K>(wr, n_in, x, lane, part, wpr);
+    case GT_Q4_K: return mv_part_q<GT_Q4_K>(wr, n_in, xq, xd, lane, part, wpr);
+    case GT_Q6_K: return mv_part_q<GT_Q6_K>(wr, n_in, xq, xd, lane, part, wpr);
+    case GT_Q5_K: return mv_part_q<GT_Q5_K>(wr, n_in, xq, xd, lane, part, wpr);
     case GT_Q8_0: return mv_part<GT_Q8_0>(wr, n_in, x, lane, part, wpr);
     case GT_Q4_0: return mv_part<GT_Q4_0>(wr, n_in, x, lane, part, wpr);
     case GT_F16: return mv_part<GT_F16>(wr, n_in, x, lane, part, wpr);
@@ -303,7 +577,7 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     const mv_seg *sg = &j.s[j.mode == MV_GLU && vr >= R ? 1 : si];
     const int row = r0 + (vr < R ? vr : vr - R);
     float v = 0.0f;
-    if (row < sg->n_out) v = mv_part_any(sg->type, sg->W + (size_t)row * sg->rb, j.n_in, j.x, lane, part, j.wpr);
+    if (row < sg->n_out) v = mv_part_any(sg->type, sg->W + (size_t)row * sg->rb, j.n_in, j.x, j.xq, j.xd, lane, part, j.wpr);
     v = warp_sum(v);
     if (lane == 0) red[warp] = v;
     __syncthreads();
@@ -359,7 +633,7 @@ template <int T> __global__ void k_embed(const uint8_t *W, size_t rb, int n, con
 }
 
 /* out[row] = x[row] / sqrt(mean(x[row]^2) + eps) * w; one block per row. */
-__global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, float eps) {
+__global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, float eps, int8_t *xq, float *xd) {
     __shared__ float part[32];
     const float *xr = x + (size_t)blockIdx.x * n;
     float s = 0.0f;
@@ -376,6 +650,11 @@ __global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, flo
     const float scale = 1.0f / sqrtf(part[0] / (float)n + eps);
     float *o = out + (size_t)blockIdx.x * n;
     for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
+    if (!xq) return;
+    __syncthreads(); /* the row is in global memory, visible to this block */
+    const int nsb = n >> 8;
+    for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5)
+        quant_sb(o + sb * 256, xq + (size_t)blockIdx.x * n + sb * 256, xd + (size_t)blockIdx.x * nsb + sb, threadIdx.x & 31);
 }
 
 __global__ void k_silu_mul(float *g, const float *u, int n) {
@@ -619,9 +898,11 @@ struct gpu_model {
     cudaStream_t st;
     int *d_io, *h_io; /* [0] = position of the chunk's first token, [1..] tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
+    int8_t *xq; /* Q8_K activations of the next product input: [B][max dim] */
+    float *xd;  /* ... their scales: [B][max dim / 256] */
     float *tk_v, *tk_fv;
     int *tk_i, *tk_fi;
-    int use_mma, use_graph, use_fuse, qt;
+    int use_mma, use_graph, use_fuse, use_q8, qt;
     uint8_t nope[256];
     unsigned gen;
     float theta_scale, att_scale;
@@ -769,6 +1050,11 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
         A(att, (size_t)B * qdim) A(hb, (size_t)B * F) A(hb2, (size_t)B * F) A(logits, (size_t)B * d->n_vocab)
         A(tk_v, TOPK_BLOCKS * TOPK_MAX) A(tk_fv, TOPK_MAX)
 #undef A
+        const size_t dmax = (size_t)(E > F ? E : F) > (size_t)qdim ? (size_t)(E > F ? E : F) : (size_t)qdim;
+        if (g_alloc(g, &p, (size_t)B * dmax, msg, msg_len)) goto fail_nock;
+        g->xq = (int8_t *)p;
+        if (g_alloc(g, &p, ((size_t)B * dmax / 256 + 1) * sizeof(float), msg, msg_len)) goto fail_nock;
+        g->xd = (float *)p;
         if (g_alloc(g, &p, (size_t)(B + 1) * sizeof(int), msg, msg_len)) goto fail_nock;
         g->d_io = (int *)p;
         if (g_alloc(g, &p, TOPK_BLOCKS * TOPK_MAX * sizeof(int), msg, msg_len)) goto fail_nock;
@@ -781,6 +1067,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_mma = !env_off("SMOLBOT_GPU_MMA");
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
     g->use_fuse = !env_off("SMOLBOT_GPU_FUSE");
+    g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
     g->att_scale = 1.0f / sqrtf((float)hd);
     memcpy(g->nope, d->nope, (size_t)d->n_layer);
@@ -848,30 +1135,13 @@ fail:
     return -1;
 }
 
-/* y = x W^T for n_tok rows (see the file comment for the kernel choice). */
-static void matmul(const gpu_model *g, cudaStream_t st, const dmat *w, const float *x, int ldx, int n_tok, float *y,
-                   int ldy, int acc, int use_mma) {
-    if (use_mma && n_tok >= MMA_MIN_TOK && gq_is_quant(w->type)) {
-        dim3 grid((w->n_out + MM_T - 1) / MM_T, (n_tok + MM_T - 1) / MM_T);
-        GQ_DISPATCH(w->type, (k_mma<T><<<grid, 128, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x, ldx, n_tok, y, ldy, acc)));
-        return;
-    }
-    for (int t0 = 0; t0 < n_tok; t0 += MV_NT) {
-        const int nt = n_tok - t0 < MV_NT ? n_tok - t0 : MV_NT;
-        const int blocks = (w->n_out + MV_ROWS - 1) / MV_ROWS;
-        GQ_DISPATCH(w->type, (k_mv<T><<<blocks, MV_ROWS * 32, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x + (size_t)t0 * ldx,
-                                                                    ldx, nt, y + (size_t)t0 * ldy, ldy, acc)));
-    }
-    (void)g;
-}
-
 /* Warps per row for a decode product: split rows until about 16k warps are
  * in flight (enough to cover the memory latency of every SM), keeping at
- * least two super-blocks per warp. */
+ * least two super-blocks per warp (one step of mv_part_q). */
 static int pick_wpr(int rows, int n_in, int max) {
     const int nsb = (n_in + 255) / 256;
     int w = 1;
-    while (w < max && rows * w < 16384 && nsb >= 2 * w) w *= 2;
+    while (w < max && rows * w < 16384 && nsb >= 4 * w) w *= 2;
     return w;
 }
 
@@ -881,10 +1151,11 @@ static mv_seg seg_of(const dmat *w, float *y, int blk0) {
 }
 
 /* y = W x (MV_STORE) or y += W x (MV_ACC); wpr 0: pick_wpr. */
-static void dec_single(cudaStream_t st, const dmat *w, const float *x, float *y, int mode, int wpr) {
+static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
+                       int mode, int wpr) {
     mv_job j;
     memset(&j, 0, sizeof j);
-    j.nseg = 1, j.n_in = w->n_in, j.mode = mode, j.x = x;
+    j.nseg = 1, j.n_in = w->n_in, j.mode = mode, j.x = x, j.xq = xq, j.xd = xd;
     j.wpr = wpr ? wpr : pick_wpr(w->n_out, w->n_in, 8);
     j.s[0] = seg_of(w, y, 0);
     const int R = 8 / j.wpr;
@@ -892,11 +1163,11 @@ static void dec_single(cudaStream_t st, const dmat *w, const float *x, float *y,
 }
 
 /* q = rope(Wq x); cache[pos] = rope(Wk x), Wv x (see k_dec). */
-static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, float *q, __half *kc, __half *vc, const int *d_pos,
-                    float theta_scale, int rope, int hd) {
+static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *q,
+                    __half *kc, __half *vc, const int *d_pos, float theta_scale, int rope, int hd) {
     mv_job j;
     memset(&j, 0, sizeof j);
-    j.nseg = 3, j.n_in = L->wq.n_in, j.mode = MV_QKV, j.x = x;
+    j.nseg = 3, j.n_in = L->wq.n_in, j.mode = MV_QKV, j.x = x, j.xq = xq, j.xd = xd;
     j.wpr = pick_wpr(L->wq.n_out + L->wk.n_out + L->wv.n_out, j.n_in, 4);
     const int R = 8 / j.wpr; /* even, and divides head_dim: pairs stay in a block */
     const int b1 = L->wq.n_out / R, b2 = b1 + L->wk.n_out / R, nb = b2 + L->wv.n_out / R;
@@ -906,14 +1177,56 @@ static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, float *q, 
 }
 
 /* out = silu(Wgate x) * (Wup x) */
-static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, float *out) {
+static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *out) {
     mv_job j;
     memset(&j, 0, sizeof j);
-    j.nseg = 1, j.n_in = L->gate.n_in, j.mode = MV_GLU, j.x = x;
+    j.nseg = 1, j.n_in = L->gate.n_in, j.mode = MV_GLU, j.x = x, j.xq = xq, j.xd = xd;
     j.wpr = pick_wpr(2 * L->gate.n_out, j.n_in, 4);
     const int R = 4 / j.wpr;
     j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
     k_dec<<<(L->gate.n_out + R - 1) / R, 256, 0, st>>>(j);
+}
+
+/* y = x W^T for n_tok rows. x: f32 rows (ldx); xq/xd: the same rows as
+ * Q8_K (k_quant / k_rmsnorm), used with K-quant weights, may be NULL.
+ *   - quantized weights, >= MMA_MIN_TOK tokens: k_mm on tensor cores
+ *   - K-quant weights, fewer tokens: k_dec per token (Q8_K dots)
+ *   - otherwise k_mv on f32 activations */
+static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, const int8_t *xq, const float *xd,
+                   int n_tok, float *y, int ldy, int acc, int use_mma) {
+    const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
+    if (use_mma && n_tok >= MMA_MIN_TOK && gq_is_quant(w->type)) {
+        const int rb = (w->n_out + MM_R - 1) / MM_R;
+        const int big = rb * ((n_tok + 127) / 128) >= 264; /* two blocks per SM of 132 with 128-token tiles */
+        const int8_t *q = kq ? xq : NULL;
+        if (big) {
+            dim3 grid(rb, (n_tok + 127) / 128);
+            GQ_DISPATCH(w->type, (k_mm<T, 128><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
+        } else {
+            dim3 grid(rb, (n_tok + 63) / 64);
+            GQ_DISPATCH(w->type, (k_mm<T, 64><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
+        }
+        return;
+    }
+    if (kq && xq) {
+        for (int t = 0; t < n_tok; t++)
+            dec_single(st, w, x + (size_t)t * ldx, xq + (size_t)t * w->n_in, xd + (size_t)t * (w->n_in / 256),
+                       y + (size_t)t * ldy, acc ? MV_ACC : MV_STORE, 0);
+        return;
+    }
+    for (int t0 = 0; t0 < n_tok; t0 += MV_NT) {
+        const int nt = n_tok - t0 < MV_NT ? n_tok - t0 : MV_NT;
+        const int blocks = (w->n_out + MV_ROWS - 1) / MV_ROWS;
+        GQ_DISPATCH(w->type, (k_mv<T><<<blocks, MV_ROWS * 32, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x + (size_t)t0 * ldx,
+                                                                    ldx, nt, y + (size_t)t0 * ldy, ldy, acc)));
+    }
+}
+
+/* rows x n of x (stride ldx) -> g->xq/xd layout (row stride n) */
+static void quant(cudaStream_t st, const float *x, int n, int ldx, int rows, int8_t *xq, float *xd) {
+    if (n % 256) return; /* only K-quant products read it, and their rows are whole super-blocks */
+    dim3 grid((n / 256 + 7) / 8, rows);
+    k_quant<<<grid, 256, 0, st>>>(x, n, ldx, xq, xd);
 }
 
 static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok,
@@ -941,55 +1254,64 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
     const int qdim = c->n_head * hd, kvdim = c->n_head_kv * hd;
     cudaStream_t st = g->st;
     const int *d_pos = g->d_io, *d_tok = g->d_io + 1;
+    int8_t *xq = g->use_q8 ? g->xq : NULL; /* NULL: f32 activations everywhere */
+    float *xd = g->xd;
+    const int mma = g->use_mma;
     GQ_DISPATCH(g->tok_embd.type, (k_embed<T><<<B, 256, 0, st>>>(g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
     for (int il = 0; il < c->n_layer; il++) {
         const dlayer *L = &g->L[il];
         __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
-        k_rmsnorm<<<B, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps);
-        matmul(g, st, &L->wq, g->xb, E, B, g->q, qdim, 0, g->use_mma);
-        matmul(g, st, &L->wk, g->xb, E, B, g->k, kvdim, 0, g->use_mma);
-        matmul(g, st, &L->wv, g->xb, E, B, g->v, kvdim, 0, g->use_mma);
+        k_rmsnorm<<<B, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps, xq, xd);
+        matmul(st, &L->wq, g->xb, E, xq, xd, B, g->q, qdim, 0, mma);
+        matmul(st, &L->wk, g->xb, E, xq, xd, B, g->k, kvdim, 0, mma);
+        matmul(st, &L->wv, g->xb, E, xq, xd, B, g->v, kvdim, 0, mma);
         k_rope_store<<<B, 256, 0, st>>>(g->q, g->k, g->v, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->theta_scale,
                                         !g->nope[il]);
         launch_attn(st, g->q, kc, vc, d_pos, B, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
                     kv->part);
-        matmul(g, st, &L->wo, g->att, qdim, B, g->x, E, 1, g->use_mma);
-        k_rmsnorm<<<B, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps);
-        matmul(g, st, &L->gate, g->xb, E, B, g->hb, F, 0, g->use_mma);
-        matmul(g, st, &L->up, g->xb, E, B, g->hb2, F, 0, g->use_mma);
+        if (xq) quant(st, g->att, qdim, qdim, B, xq, xd);
+        matmul(st, &L->wo, g->att, qdim, xq, xd, B, g->x, E, 1, mma);
+        k_rmsnorm<<<B, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
+        matmul(st, &L->gate, g->xb, E, xq, xd, B, g->hb, F, 0, mma);
+        matmul(st, &L->up, g->xb, E, xq, xd, B, g->hb2, F, 0, mma);
         k_silu_mul<<<(B * F + 255) / 256, 256, 0, st>>>(g->hb, g->hb2, B * F);
-        matmul(g, st, &L->down, g->hb, F, B, g->x, E, 1, g->use_mma);
+        if (xq) quant(st, g->hb, F, F, B, xq, xd);
+        matmul(st, &L->down, g->hb, F, xq, xd, B, g->x, E, 1, mma);
     }
     if (head == 1) {
-        k_rmsnorm<<<1, 256, 0, st>>>(g->x + (size_t)(B - 1) * E, g->out_norm, g->xb, E, c->eps);
-        matmul(g, st, &g->output, g->xb, E, 1, g->logits, c->n_vocab, 0, g->use_mma);
+        k_rmsnorm<<<1, 256, 0, st>>>(g->x + (size_t)(B - 1) * E, g->out_norm, g->xb, E, c->eps, xq, xd);
+        matmul(st, &g->output, g->xb, E, xq, xd, 1, g->logits, c->n_vocab, 0, mma);
     } else if (head == 2) {
-        k_rmsnorm<<<B, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps);
-        matmul(g, st, &g->output, g->xb, E, B, g->logits, c->n_vocab, 0, g->use_mma);
+        k_rmsnorm<<<B, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps, xq, xd);
+        matmul(st, &g->output, g->xb, E, xq, xd, B, g->logits, c->n_vocab, 0, mma);
     }
 }
 
-/* One decode step with the fused kernels (k_dec): 8 kernels per layer. */
+/* One decode step with the fused kernels (k_dec): 10 kernels per layer. */
 static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
     const gpu_model_desc *c = &g->c;
-    const int E = c->n_embd, hd = c->head_dim, kvdim = c->n_head_kv * hd;
+    const int E = c->n_embd, F = c->n_ff, hd = c->head_dim, qdim = c->n_head * hd, kvdim = c->n_head_kv * hd;
     cudaStream_t st = g->st;
     const int *d_pos = g->d_io, *d_tok = g->d_io + 1;
+    int8_t *xq = g->use_q8 ? g->xq : NULL;
+    float *xd = g->xd;
     GQ_DISPATCH(g->tok_embd.type, (k_embed<T><<<1, 256, 0, st>>>(g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
     for (int il = 0; il < c->n_layer; il++) {
         const dlayer *L = &g->L[il];
         __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
-        k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps);
-        dec_qkv(st, L, g->xb, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd);
+        k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps, xq, xd);
+        dec_qkv(st, L, g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd);
         launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
                     kv->part);
-        dec_single(st, &L->wo, g->att, g->x, MV_ACC, 0);
-        k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps);
-        dec_glu(st, L, g->xb, g->hb);
-        dec_single(st, &L->down, g->hb, g->x, MV_ACC, 0);
+        if (xq) quant(st, g->att, qdim, qdim, 1, xq, xd);
+        dec_single(st, &L->wo, g->att, xq, xd, g->x, MV_ACC, 0);
+        k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
+        dec_glu(st, L, g->xb, xq, xd, g->hb);
+        if (xq) quant(st, g->hb, F, F, 1, xq, xd);
+        dec_single(st, &L->down, g->hb, xq, xd, g->x, MV_ACC, 0);
     }
-    k_rmsnorm<<<1, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps);
-    dec_single(st, &g->output, g->xb, g->logits, MV_STORE, 0);
+    k_rmsnorm<<<1, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps, xq, xd);
+    dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
 }
 
 /* The decode step as a graph, captured on first use (and after a change of
@@ -1140,15 +1462,43 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
     dmat m = {dw, type, (int)n_in, (int)n_out, rb};
     if ((path == 1 && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) || path < 0 || path > 5) {
         t_free(&b);
-        set_msg(msg, msg_len, "the tensor-core path needs a quantized type and >= %d tokens", MMA_MIN_TOK);
+        set_msg(msg, msg_len, "path %d: the tensor-core path needs a quantized type and >= %d tokens", path, MMA_MIN_TOK);
         return -1;
+    }
+    /* K-quant weights on paths 1..5 read Q8_K activations, as in the model */
+    const int kq = type == GT_Q4_K || type == GT_Q5_K || type == GT_Q6_K;
+    int8_t *xq = NULL;
+    float *xd = NULL;
+    if (kq && path >= 1) {
+        xq = (int8_t *)t_up(&b, NULL, (size_t)n_tok * n_in);
+        T_NEED(xq);
+        xd = (float *)t_up(&b, NULL, (size_t)n_tok * (n_in / 256) * 4 + 4);
+        T_NEED(xd);
+        quant(0, dx, (int)n_in, (int)n_in, n_tok, xq, xd);
     }
     if (path >= 2) { /* k_dec, one token per launch, wpr = 1 << (path - 2) */
         for (int t = 0; t < n_tok; t++)
-            dec_single(0, &m, dx + (size_t)t * n_in, dy + (size_t)t * n_out, MV_STORE, 1 << (path - 2));
+            dec_single(0, &m, dx + (size_t)t * n_in, xq ? xq + (size_t)t * n_in : NULL, xd ? xd + (size_t)t * (n_in / 256) : NULL,
+                       dy + (size_t)t * n_out, MV_STORE, 1 << (path - 2));
     } else
-        matmul(NULL, 0, &m, dx, (int)n_in, n_tok, dy, (int)n_out, 0, path == 1);
+        matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, path == 1);
     return t_finish(&b, y, dy, (size_t)n_tok * n_out * 4, msg, msg_len);
+}
+
+extern "C" int gpu_test_quant(const float *x, int n, int rows, int8_t *q, float *d, char *msg, size_t msg_len) {
+    tbufs b = {{0}, 0};
+    if (n % 256) { set_msg(msg, msg_len, "n %% 256 != 0"); return -1; }
+    float *dx = (float *)t_up(&b, x, (size_t)n * rows * 4);
+    int8_t *dq = (int8_t *)t_up(&b, NULL, (size_t)n * rows);
+    float *dd = (float *)t_up(&b, NULL, (size_t)(n / 256) * rows * 4);
+    T_NEED(dx && dq && dd);
+    quant(0, dx, n, n, rows, dq, dd);
+    if (cudaDeviceSynchronize() != cudaSuccess || cudaMemcpy(d, dd, (size_t)(n / 256) * rows * 4, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        t_free(&b);
+        set_msg(msg, msg_len, "CUDA: quant");
+        return -1;
+    }
+    return t_finish(&b, q, dq, (size_t)n * rows, msg, msg_len);
 }
 
 extern "C" int gpu_test_dequant(int type, const void *w, int64_t n, float *out, char *msg, size_t msg_len) {
@@ -1171,7 +1521,7 @@ extern "C" int gpu_test_rmsnorm(const float *x, const float *w, int n, int rows,
     T_NEED(dx && dw);
     float *dout = (float *)t_up(&b, NULL, (size_t)n * rows * 4);
     T_NEED(dout);
-    k_rmsnorm<<<rows, 256>>>(dx, dw, dout, n, eps);
+    k_rmsnorm<<<rows, 256>>>(dx, dw, dout, n, eps, NULL, NULL);
     return t_finish(&b, out, dout, (size_t)n * rows * 4, msg, msg_len);
 }
 

@@ -90,10 +90,15 @@ int gpu_sample_topk(gpu_model *g, int k, int32_t *ids, float *vals, char *msg, s
 
 /* ---- single kernels on host data, for tests (allocate, run, free) ---- */
 
-/* Y[t*n_out + o] = dot(W row o, X row t) with the decode kernel (path 0) or
- * the prefill kernel (path 1: tensor cores for quantized types). */
+/* Y[t*n_out + o] = dot(W row o, X row t) with the f32 matrix-vector kernel
+ * (path 0), the prefill kernel (path 1: tensor cores for quantized types)
+ * or the fused decode kernel with 1, 2, 4, 8 warps per row (paths 2..5).
+ * On paths 1..5 K-quant weights see X quantized to Q8_K (as in the model). */
 int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n_in, const float *x, int n_tok, float *y,
                     int path, char *msg, size_t msg_len);
+/* rows x n (n % 256 == 0) quantized to Q8_K as the model does: q [rows][n],
+ * d [rows][n / 256] (kern_ref_quantize_q8_K's values and scales). */
+int gpu_test_quant(const float *x, int n, int rows, int8_t *q, float *d, char *msg, size_t msg_len);
 int gpu_test_dequant(int type, const void *w, int64_t n, float *out, char *msg, size_t msg_len);
 int gpu_test_rmsnorm(const float *x, const float *w, int n, int rows, float eps, float *out, char *msg,
                      size_t msg_len);
