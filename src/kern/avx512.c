@@ -383,6 +383,14 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_
 #define WIDE_SLAB 4 /* blocks per repack: 4 x ~5.5 KB, in L1 */
 #define WIDE_T 8    /* tokens per pass over a slab */
 
+/* A zero accumulator by the xor idiom, which the renamer handles without
+ * an execution port (the compiler would copy one zero register instead). */
+T5 static inline __m512i zero_acc(void) {
+    __m512i z;
+    __asm__("vpxord %0, %0, %0" : "=v"(z));
+    return z;
+}
+
 T5 static inline __m512i bcast32(const void *p) {
     int32_t v;
     memcpy(&v, p, 4);
@@ -445,7 +453,7 @@ T5 static inline AI void wide_run_q4(const wq4 *p, int S, const char *a, size_t 
         for (int j = 0; j < 8; j++) {
             const __m512i sc = p[b].sc[j];
             UNROLL for (int h = 0; h < 2; h++) {
-                UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_setzero_si512();
+                UNROLL for (int t = 0; t < T; t++) P[t] = zero_acc();
                 UNROLL for (int q = 0; q < 4; q++) {
                     const int g = 8 * j + 4 * h + q;
                     const __m512i wv = p[b].w[g];
@@ -520,7 +528,7 @@ T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t 
         __m512i P[WIDE_T];
         UNROLL for (int t = 0; t < T; t++) bs[t] = _mm512_setzero_ps();
         for (int j = 0; j < 16; j++) {
-            UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_setzero_si512();
+            UNROLL for (int t = 0; t < T; t++) P[t] = zero_acc();
             UNROLL for (int q = 0; q < 4; q++) {
                 const int g = 4 * j + q;
                 const __m512i wv = p[b].w[g];
