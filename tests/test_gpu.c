@@ -195,17 +195,27 @@ static void test_matvec(void) {
     }
 }
 
+static int is_kq(int type) { return type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K; }
+
+/* Prefill products. K-quants: int8 tensor cores (k_mmq) on Q8_K
+ * activations -- exact integer sums, so the error is float rounding only;
+ * f16 tensor cores (path 6, and path 1 for Q8_0/Q4_0): about 2^-11
+ * relative per term. Shapes: partial row and token tiles, then enough
+ * tiles for the 128-token variant. */
 static void test_matmul_tensor_cores(void) {
     NEED_GPU();
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
-        if (types[ti] == KERN_F32 || types[ti] == KERN_F16 || types[ti] == KERN_BF16) continue;
-        /* f16 operands: about 2^-11 relative per term */
-        check_matmul(types[ti], 67, 512, 37, 1, 3e-3);
-        check_matmul(types[ti], 130, 768, 129, 1, 3e-3);
+        const int t = types[ti];
+        if (t == KERN_F32 || t == KERN_F16 || t == KERN_BF16) continue;
+        check_matmul(t, 67, 512, 37, 1, is_kq(t) ? 1e-5 : 3e-3);
+        check_matmul(t, 130, 768, 129, 1, is_kq(t) ? 1e-5 : 3e-3);
+        if (is_kq(t)) check_matmul(t, 67, 512, 37, 6, 3e-3);
     }
-    /* enough tiles for the 128-token tiles (and a partial last one) */
-    check_matmul(KERN_Q4_K, 2112, 256, 1000, 1, 3e-3);
-    check_matmul(KERN_Q6_K, 2112, 256, 1000, 1, 3e-3);
+    const int big[] = {KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(big); i++) {
+        check_matmul(big[i], 2112, 256, 1000, 1, 1e-5);
+        check_matmul(big[i], 2112, 256, 1000, 6, 3e-3);
+    }
 }
 
 static void test_rmsnorm_silu(void) {
@@ -414,7 +424,9 @@ static void check_golden(const char *model_file, int is_f32) {
             CHECK_MSG(rc == 0, "%s", err.msg);
             double maxd, rms;
             t_diff_stats(logits, l2, c->n_vocab, &maxd, &rms);
-            CHECK_MSG(maxd <= (is_f32 ? 0.01 : 0.2), "%s: decode vs prefill max %.4f rms %.4f", name, maxd, rms);
+            fprintf(stderr, "  gpu %-22s %-16s decode vs prefill max|diff| %.5f  rms %.5f\n", model_file, name, maxd, rms);
+            if (is_f32) CHECK_MSG(maxd <= 0.01, "%s: decode vs prefill max %.4f rms %.4f", name, maxd, rms);
+            else CHECK_MSG(maxd <= 0.5 && rms <= 0.1, "%s: decode vs prefill max %.4f rms %.4f", name, maxd, rms);
         }
         model_kv_free(kv);
         free(toks);

@@ -190,7 +190,9 @@ __device__ __forceinline__ uint32_t ld_u32_2(const uint8_t *p) { /* 2-byte align
     return (uint32_t)h[0] | ((uint32_t)h[1] << 16);
 }
 __device__ __forceinline__ int sc6(const uint32_t *s, int j) { /* byte j of the 12 scale bytes */
-    return (int)((s[j >> 2] >> (8 * (j & 3))) & 0xFFu);
+    /* selects, not s[j >> 2]: a runtime index would put s in local memory */
+    const uint32_t w = (j >> 2) == 0 ? s[0] : (j >> 2) == 1 ? s[1] : s[2];
+    return (int)((w >> (8 * (j & 3))) & 0xFFu);
 }
 
 /* lane li (0..15) of a super-block at blk, activations a[256], scale ad */
@@ -508,6 +510,243 @@ __global__ void __launch_bounds__(256)
     }
 }
 
+/* ---- prefill: K-quant weights x Q8_K activations on int8 tensor cores ----
+ * k_mmq is llama.cpp's MMQ idea written for our layouts: the products are
+ * exact integer dot products, like the CPU's (the results match its
+ * rounding, not just its tolerance), and unpacking a Q4_K nibble pair to
+ * int8 is one AND: no f16 conversion of either operand.
+ *
+ * Tile: 64 weight rows x BN tokens per block of 8 warps; a warp owns 32
+ * rows (two m16 tiles) x BN/4 tokens (n8 tiles). K moves in steps of 64
+ * (inside one 256-value super-block). Per step the weights are unpacked to
+ * int8 in shared memory with their per-sub-block factors (Q4_K/Q5_K:
+ * d*sc and dmin*m per 32 values; Q6_K: d*sc per 16, quants already minus
+ * 32), the activations copied as they are with their sums per 32 and
+ * their Q8_K scale. mma.sync m16n8k32 (m16n8k16 for Q6_K's 16-value
+ * scales) gives int32 sums per sub-block, folded into f32 accumulators:
+ *   acc += xd * (d*sc * (q . a) - dmin*m * sum(a))
+ * The next step's bytes are loaded into registers before the products and
+ * unpacked into the other shared-memory stage after them.
+ *
+ * Fragment layouts (PTX ISA, s8; g = lane / 4, t = lane % 4):
+ *   A 16x32 row: a0 = A[g][4t..], a1 = A[g+8][4t..], a2 = A[g][16+4t..], a3 = A[g+8][16+4t..]
+ *   B 32x8 col:  b0 = B[4t..][g], b1 = B[16+4t..][g]      (m16n8k16: a0, a1, b0 only)
+ *   C 16x8:      c0 = C[g][2t], c1 = C[g][2t+1], c2 = C[g+8][2t], c3 = C[g+8][2t+1] */
+#define MQ_LD 80 /* bytes per shared row of 64 int8: 20 words, conflict-free fragment loads */
+
+__device__ __forceinline__ void mma_k32(int *c, const int *a, int b0, int b1) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_k16(int *c, const int *a, int b0) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(b0));
+}
+
+/* the raw bytes one thread loads for one step: its row's 8 + 8 values */
+struct mq_raw {
+    uint2 q0, q1, h; /* Q4_K/Q5_K: q0 = 8 qs bytes, h = 8 qh bytes; Q6_K: q0/q1 = ql, h = qh */
+    uint32_t dd, s[3];
+};
+
+template <int T> __device__ __forceinline__ void mq_load(const uint8_t *row, int k0, int q, mq_raw &r) {
+    if (T == GT_Q4_K || T == GT_Q5_K) {
+        const uint8_t *b = row + (size_t)(k0 >> 8) * (T == GT_Q4_K ? 144 : 176);
+        const int c = (k0 & 255) >> 6;
+        r.dd = *(const uint32_t *)b;
+        r.s[0] = *(const uint32_t *)(b + 4), r.s[1] = *(const uint32_t *)(b + 8), r.s[2] = *(const uint32_t *)(b + 12);
+        r.q0 = *(const uint2 *)(b + (T == GT_Q4_K ? 16 : 48) + 32 * c + 8 * q);
+        if (T == GT_Q5_K) r.h = *(const uint2 *)(b + 16 + 8 * q);
+    } else { /* Q6_K: 2-byte aligned blocks */
+        const uint8_t *b = row + (size_t)(k0 >> 8) * 210;
+        const int h = (k0 & 255) >> 7;
+        const uint16_t *a0 = (const uint16_t *)(b + h * 64 + 8 * q), *a1 = (const uint16_t *)(b + h * 64 + 32 + 8 * q);
+        const uint16_t *hh = (const uint16_t *)(b + 128 + h * 32 + 8 * q);
+        r.q0 = make_uint2(a0[0] | (a0[1] << 16), a0[2] | (a0[3] << 16));
+        r.q1 = make_uint2(a1[0] | (a1[1] << 16), a1[2] | (a1[3] << 16));
+        r.h = make_uint2(hh[0] | (hh[1] << 16), hh[2] | (hh[3] << 16));
+        r.dd = *(const uint16_t *)(b + 208);
+        /* the four 16-value scales of this step: bytes 192 + h*8 + (k%128)/16 .. +4 */
+        const uint8_t *sc = b + 192 + h * 8 + ((k0 & 127) >> 4);
+        r.s[0] = sc[0] | (sc[1] << 8) | (sc[2] << 16) | ((uint32_t)sc[3] << 24);
+    }
+}
+
+/* unpack into shared row w (64 int8) and its factors fs/fm (per sub-block) */
+template <int T> __device__ __forceinline__ void mq_store(const mq_raw &r, int k0, int q, int8_t *w, float *fs, float *fm) {
+    if (T == GT_Q4_K || T == GT_Q5_K) {
+        const int c = (k0 & 255) >> 6;
+        uint2 lo = make_uint2(r.q0.x & 0x0F0F0F0Fu, r.q0.y & 0x0F0F0F0Fu);
+        uint2 hi = make_uint2((r.q0.x >> 4) & 0x0F0F0F0Fu, (r.q0.y >> 4) & 0x0F0F0F0Fu);
+        if (T == GT_Q5_K) {
+            lo.x |= ((r.h.x >> (2 * c)) & 0x01010101u) << 4, lo.y |= ((r.h.y >> (2 * c)) & 0x01010101u) << 4;
+            hi.x |= ((r.h.x >> (2 * c + 1)) & 0x01010101u) << 4, hi.y |= ((r.h.y >> (2 * c + 1)) & 0x01010101u) << 4;
+        }
+        *(uint2 *)(w + 8 * q) = lo;
+        *(uint2 *)(w + 32 + 8 * q) = hi;
+        if (q < 2) { /* thread q computes sub-block 2c + q's factors */
+            const int j = 2 * c + q;
+            int sc, m;
+            if (j < 4) sc = sc6(r.s, j) & 63, m = sc6(r.s, j + 4) & 63;
+            else sc = (sc6(r.s, j + 4) & 0xF) | ((sc6(r.s, j - 4) >> 6) << 4), m = (sc6(r.s, j + 4) >> 4) | ((sc6(r.s, j) >> 6) << 4);
+            fs[q] = __half2float(__ushort_as_half((unsigned short)(r.dd & 0xFFFF))) * (float)sc;
+            fm[q] = __half2float(__ushort_as_half((unsigned short)(r.dd >> 16))) * (float)m;
+        }
+    } else {
+        const int qu0 = (k0 & 127) >> 5, ns = 4 * (qu0 >> 1); /* values 0..31: qu0 (ql low 32), 32..63: qu0 + 1 (ql high 32) */
+        uint2 a, b;
+        a.x = ((r.q0.x >> ns) & 0x0F0F0F0Fu) | (((r.h.x >> (2 * qu0)) & 0x03030303u) << 4);
+        a.y = ((r.q0.y >> ns) & 0x0F0F0F0Fu) | (((r.h.y >> (2 * qu0)) & 0x03030303u) << 4);
+        b.x = ((r.q1.x >> ns) & 0x0F0F0F0Fu) | (((r.h.x >> (2 * qu0 + 2)) & 0x03030303u) << 4);
+        b.y = ((r.q1.y >> ns) & 0x0F0F0F0Fu) | (((r.h.y >> (2 * qu0 + 2)) & 0x03030303u) << 4);
+        *(uint2 *)(w + 8 * q) = make_uint2(__vsub4(a.x, 0x20202020u), __vsub4(a.y, 0x20202020u));
+        *(uint2 *)(w + 32 + 8 * q) = make_uint2(__vsub4(b.x, 0x20202020u), __vsub4(b.y, 0x20202020u));
+        /* sub-blocks of 16: 0, 1 -> scales 2*qu0 + {0, 1}; 2, 3 -> 2*(qu0+1) + {0, 1}:
+         * bytes (k%128)/16 + {0, 1, 2, 3} of this half's 8 scales */
+        const float d = __half2float(__ushort_as_half((unsigned short)r.dd));
+        fs[q] = d * (float)(int8_t)(r.s[0] >> (8 * q));
+        (void)fm;
+    }
+}
+
+template <int T, int BN>
+__global__ void __launch_bounds__(256)
+    k_mmq(const uint8_t *W, size_t rb, int n_in, int n_out, const int8_t *xq, const float *xd, int n_tok, float *y,
+          int ldy, int acc) {
+    constexpr int NT = BN / 32;                 /* n8 tiles per warp (BN / 4 tokens) */
+    constexpr int NS = T == GT_Q6_K ? 4 : 2;    /* sub-blocks per step of 64 */
+    __shared__ __align__(16) int8_t Wt[2][64 * MQ_LD];
+    __shared__ __align__(16) int8_t Xt[2][BN * MQ_LD];
+    __shared__ float Fs[2][64][4], Fm[2][64][2], Xs[2][BN][2], Xd[2][BN];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+    const int row0 = blockIdx.x * 64, tok0 = blockIdx.y * BN;
+    const int wm = (warp & 1) * 32, wn = (warp >> 1) * (BN / 4);
+    /* loader roles: weights: row lr, quarter lq; activations: 16-byte chunks tid + 256u */
+    const int lr = tid >> 2, lq = tid & 3;
+    const bool wok = row0 + lr < n_out;
+    const uint8_t *wrow = W + (size_t)(wok ? row0 + lr : 0) * rb;
+    constexpr int XC = BN * 4 / 256;
+    mq_raw raw;
+    int4 xr[XC];
+    float xdr[XC];
+    auto load = [&](int k0) {
+        if (wok) mq_load<T>(wrow, k0, lq, raw);
+#pragma unroll
+        for (int u = 0; u < XC; u++) {
+            const int ch = tid + u * 256, tt = tok0 + (ch >> 2);
+            if (tt < n_tok) {
+                xr[u] = *(const int4 *)(xq + (size_t)tt * n_in + k0 + (ch & 3) * 16);
+                xdr[u] = xd[(size_t)tt * (n_in >> 8) + (k0 >> 8)];
+            } else xr[u] = make_int4(0, 0, 0, 0), xdr[u] = 0.0f;
+        }
+    };
+    auto store = [&](int k0, int s) {
+        int8_t *w = Wt[s] + lr * MQ_LD;
+        if (wok) mq_store<T>(raw, k0, lq, w, Fs[s][lr], Fm[s][lr]);
+        else {
+            *(uint2 *)(w + 8 * lq) = make_uint2(0, 0), *(uint2 *)(w + 32 + 8 * lq) = make_uint2(0, 0);
+            Fs[s][lr][lq] = 0.0f;
+            if (lq < 2) Fm[s][lr][lq] = 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < XC; u++) {
+            const int ch = tid + u * 256, tt = ch >> 2, part = ch & 3;
+            *(int4 *)(Xt[s] + tt * MQ_LD + part * 16) = xr[u];
+            /* sum per 32: this chunk's 16 plus the neighbour's (lanes tid ^ 1) */
+            int sum = __dp4a(xr[u].x, 0x01010101, __dp4a(xr[u].y, 0x01010101, __dp4a(xr[u].z, 0x01010101, __dp4a(xr[u].w, 0x01010101, 0))));
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            if (!(part & 1)) Xs[s][tt][part >> 1] = (float)sum;
+            if (part == 0) Xd[s][tt] = xdr[u];
+        }
+    };
+
+    float ac[2][NT][4];
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) ac[i][j][e] = 0.0f;
+
+    load(0);
+    store(0, 0);
+    __syncthreads();
+    int s = 0;
+    for (int k0 = 0; k0 < n_in; k0 += 64) {
+        const bool more = k0 + 64 < n_in;
+        if (more) load(k0 + 64);
+        const int8_t *Ws = Wt[s], *Xs_ = Xt[s];
+#pragma unroll
+        for (int sb = 0; sb < NS; sb++) {
+            constexpr int KS = 64 / NS; /* 32 or 16 */
+            int c[2][NT][4];
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < NT; j++) c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0;
+            const int kk = sb * KS;
+            int a[2][4];
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int8_t *r0 = Ws + (wm + 16 * i + g) * MQ_LD + kk + 4 * t4, *r1 = r0 + 8 * MQ_LD;
+                a[i][0] = *(const int *)r0, a[i][1] = *(const int *)r1;
+                if (KS == 32) a[i][2] = *(const int *)(r0 + 16), a[i][3] = *(const int *)(r1 + 16);
+            }
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                const int8_t *bp = Xs_ + (wn + 8 * j + g) * MQ_LD + kk + 4 * t4;
+                const int b0 = *(const int *)bp;
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    if (KS == 32) mma_k32(c[i][j], a[i], b0, *(const int *)(bp + 16));
+                    else mma_k16(c[i][j], a[i], b0);
+                }
+            }
+            /* fold: rows wm + 16i + g (+8), tokens wn + 8j + 2*t4 (+1) */
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int ra = wm + 16 * i + g, rb2 = ra + 8;
+                const float sa = Fs[s][ra][sb], sb2 = Fs[s][rb2][sb];
+                const float ma = NS == 2 ? Fm[s][ra][sb] : 0.0f, mb = NS == 2 ? Fm[s][rb2][sb] : 0.0f;
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    const int ta = wn + 8 * j + 2 * t4;
+                    const float d0 = Xd[s][ta], d1 = Xd[s][ta + 1];
+                    if (NS == 2) {
+                        const float x0 = Xs[s][ta][sb], x1 = Xs[s][ta + 1][sb];
+                        ac[i][j][0] += d0 * (sa * (float)c[i][j][0] - ma * x0);
+                        ac[i][j][1] += d1 * (sa * (float)c[i][j][1] - ma * x1);
+                        ac[i][j][2] += d0 * (sb2 * (float)c[i][j][2] - mb * x0);
+                        ac[i][j][3] += d1 * (sb2 * (float)c[i][j][3] - mb * x1);
+                    } else {
+                        ac[i][j][0] += d0 * sa * (float)c[i][j][0];
+                        ac[i][j][1] += d1 * sa * (float)c[i][j][1];
+                        ac[i][j][2] += d0 * sb2 * (float)c[i][j][2];
+                        ac[i][j][3] += d1 * sb2 * (float)c[i][j][3];
+                    }
+                }
+            }
+        }
+        if (more) store(k0 + 64, s ^ 1);
+        __syncthreads();
+        s ^= 1;
+    }
+#pragma unroll
+    for (int i = 0; i < 2; i++)
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = row0 + wm + 16 * i + g + (e >= 2 ? 8 : 0), tt = tok0 + wn + 8 * j + 2 * t4 + (e & 1);
+                if (r < n_out && tt < n_tok) {
+                    float *yp = y + (size_t)tt * ldy + r;
+                    *yp = acc ? *yp + ac[i][j][e] : ac[i][j][e];
+                }
+            }
+}
+
 /* Partial dot of one weight row with x over super-blocks part, part + wpr, ... */
 template <int T> __device__ __forceinline__ float mv_part(const uint8_t *wr, int n_in, const float *x, int lane, int part,
                                                           int wpr) {
@@ -569,15 +808,17 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     __shared__ float red[8], val[8];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int vrows = 8 / j.wpr, vr = warp / j.wpr, part = warp % j.wpr;
-    int si = 0;
-    while (si + 1 < j.nseg && (int)blockIdx.x >= j.s[si + 1].blk0) si++;
+    /* segments are copied field by field with constant indices: indexing the
+     * kernel parameter with a runtime value would copy it to local memory */
+    const int si = j.nseg > 2 && (int)blockIdx.x >= j.s[2].blk0 ? 2 : j.nseg > 1 && (int)blockIdx.x >= j.s[1].blk0 ? 1 : 0;
+    const mv_seg s = si == 0 ? j.s[0] : si == 1 ? j.s[1] : j.s[2];
     /* GLU: virtual rows [0, R) are gate rows, [R, 2R) the same up rows */
     const int R = j.mode == MV_GLU ? vrows / 2 : vrows;
-    const int r0 = ((int)blockIdx.x - j.s[si].blk0) * R;
-    const mv_seg *sg = &j.s[j.mode == MV_GLU && vr >= R ? 1 : si];
+    const int r0 = ((int)blockIdx.x - s.blk0) * R;
+    const mv_seg sg = j.mode == MV_GLU && vr >= R ? j.s[1] : s;
     const int row = r0 + (vr < R ? vr : vr - R);
     float v = 0.0f;
-    if (row < sg->n_out) v = mv_part_any(sg->type, sg->W + (size_t)row * sg->rb, j.n_in, j.x, j.xq, j.xd, lane, part, j.wpr);
+    if (row < sg.n_out) v = mv_part_any(sg.type, sg.W + (size_t)row * sg.rb, j.n_in, j.x, j.xq, j.xd, lane, part, j.wpr);
     v = warp_sum(v);
     if (lane == 0) red[warp] = v;
     __syncthreads();
@@ -588,13 +829,12 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     }
     __syncthreads();
     const int t = threadIdx.x, r = r0 + t;
-    if (t >= R || r >= j.s[si].n_out) return;
-    const mv_seg *s = &j.s[si];
-    if (j.mode == MV_STORE) s->y[r] = val[t];
-    else if (j.mode == MV_ACC) s->y[r] += val[t];
+    if (t >= R || r >= s.n_out) return;
+    if (j.mode == MV_STORE) s.y[r] = val[t];
+    else if (j.mode == MV_ACC) s.y[r] += val[t];
     else if (j.mode == MV_GLU) {
         const float g = val[t];
-        s->y[r] = g / (1.0f + expf(-g)) * val[R + t];
+        s.y[r] = g / (1.0f + expf(-g)) * val[R + t];
     } else { /* MV_QKV: rows r, r + 1 of a RoPE pair are done by the even thread */
         const int pos = *j.d_pos;
         if (si < 2 && j.rope) {
@@ -607,13 +847,13 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
             const float x0 = val[t], x1 = val[t + 1];
             pv[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
             pv[1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
-            if (si == 0) s->y[r] = pv[0], s->y[r + 1] = pv[1];
+            if (si == 0) s.y[r] = pv[0], s.y[r + 1] = pv[1];
             else {
                 const size_t kvdim = (size_t)j.s[1].n_out;
                 j.kc[(size_t)pos * kvdim + r] = __float2half_rn(pv[0]);
                 j.kc[(size_t)pos * kvdim + r + 1] = __float2half_rn(pv[1]);
             }
-        } else if (si == 0) s->y[r] = val[t];
+        } else if (si == 0) s.y[r] = val[t];
         else {
             const size_t kvdim = (size_t)j.s[1].n_out;
             (si == 1 ? j.kc : j.vc)[(size_t)pos * kvdim + r] = __float2half_rn(val[t]);
@@ -903,6 +1143,7 @@ struct gpu_model {
     float *tk_v, *tk_fv;
     int *tk_i, *tk_fi;
     int use_mma, use_graph, use_fuse, use_q8, qt;
+    unsigned skip; /* SMOLBOT_GPU_SKIP: profiling only */
     uint8_t nope[256];
     unsigned gen;
     float theta_scale, att_scale;
@@ -1064,10 +1305,11 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     }
     g->qt = ATT_PAIRS / group;
     CK(cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)));
-    g->use_mma = !env_off("SMOLBOT_GPU_MMA");
+    g->use_mma = (env_off("SMOLBOT_GPU_MMA") ? 0 : 1) | (env_off("SMOLBOT_GPU_MMQ") ? 0 : 2);
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
     g->use_fuse = !env_off("SMOLBOT_GPU_FUSE");
     g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
+    g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
     g->att_scale = 1.0f / sqrtf((float)hd);
     memcpy(g->nope, d->nope, (size_t)d->n_layer);
@@ -1195,9 +1437,20 @@ static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8
 static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, const int8_t *xq, const float *xd,
                    int n_tok, float *y, int ldy, int acc, int use_mma) {
     const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
-    if (use_mma && n_tok >= MMA_MIN_TOK && gq_is_quant(w->type)) {
-        const int rb = (w->n_out + MM_R - 1) / MM_R;
-        const int big = rb * ((n_tok + 127) / 128) >= 264; /* two blocks per SM of 132 with 128-token tiles */
+    const int rb = (w->n_out + MM_R - 1) / MM_R;
+    const int big = rb * ((n_tok + 127) / 128) >= 264; /* two blocks per SM of 132 with 128-token tiles */
+    if ((use_mma & 2) && n_tok >= MMA_MIN_TOK && kq && xq) {
+        const dim3 grid(rb, big ? (n_tok + 127) / 128 : (n_tok + 63) / 64);
+#define MQ(TT) \
+    (big ? k_mmq<TT, 128><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+         : k_mmq<TT, 64><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
+        if (w->type == GT_Q4_K) MQ(GT_Q4_K);
+        else if (w->type == GT_Q5_K) MQ(GT_Q5_K);
+        else MQ(GT_Q6_K);
+#undef MQ
+        return;
+    }
+    if ((use_mma & 1) && n_tok >= MMA_MIN_TOK && gq_is_quant(w->type)) {
         const int8_t *q = kq ? xq : NULL;
         if (big) {
             dim3 grid(rb, (n_tok + 127) / 128);
@@ -1287,7 +1540,12 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
     }
 }
 
-/* One decode step with the fused kernels (k_dec): 10 kernels per layer. */
+/* One decode step with the fused kernels (k_dec): 10 kernels per layer.
+ * SMOLBOT_GPU_SKIP (profiling only: the results are garbage) leaves out
+ * kernel groups, so that the time each one costs inside the graph can be
+ * read off decode speeds: 1 attn norm, 2 QKV, 4 attention, 8 quant of the
+ * attention output, 16 Wo, 32 ffn norm, 64 gate/up, 128 quant of the
+ * SwiGLU output, 256 down, 512 head. */
 static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
     const gpu_model_desc *c = &g->c;
     const int E = c->n_embd, F = c->n_ff, hd = c->head_dim, qdim = c->n_head * hd, kvdim = c->n_head_kv * hd;
@@ -1295,23 +1553,27 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
     const int *d_pos = g->d_io, *d_tok = g->d_io + 1;
     int8_t *xq = g->use_q8 ? g->xq : NULL;
     float *xd = g->xd;
+    const unsigned sk = g->skip;
     GQ_DISPATCH(g->tok_embd.type, (k_embed<T><<<1, 256, 0, st>>>(g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
     for (int il = 0; il < c->n_layer; il++) {
         const dlayer *L = &g->L[il];
         __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
-        k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps, xq, xd);
-        dec_qkv(st, L, g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd);
-        launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
-                    kv->part);
-        if (xq) quant(st, g->att, qdim, qdim, 1, xq, xd);
-        dec_single(st, &L->wo, g->att, xq, xd, g->x, MV_ACC, 0);
-        k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
-        dec_glu(st, L, g->xb, xq, xd, g->hb);
-        if (xq) quant(st, g->hb, F, F, 1, xq, xd);
-        dec_single(st, &L->down, g->hb, xq, xd, g->x, MV_ACC, 0);
+        if (!(sk & 1)) k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps, xq, xd);
+        if (!(sk & 2)) dec_qkv(st, L, g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd);
+        if (!(sk & 4))
+            launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
+                        kv->part);
+        if (xq && !(sk & 8)) quant(st, g->att, qdim, qdim, 1, xq, xd);
+        if (!(sk & 16)) dec_single(st, &L->wo, g->att, xq, xd, g->x, MV_ACC, 0);
+        if (!(sk & 32)) k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
+        if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb);
+        if (xq && !(sk & 128)) quant(st, g->hb, F, F, 1, xq, xd);
+        if (!(sk & 256)) dec_single(st, &L->down, g->hb, xq, xd, g->x, MV_ACC, 0);
     }
-    k_rmsnorm<<<1, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps, xq, xd);
-    dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
+    if (!(sk & 512)) {
+        k_rmsnorm<<<1, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps, xq, xd);
+        dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
+    }
 }
 
 /* The decode step as a graph, captured on first use (and after a change of
@@ -1460,7 +1722,7 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
     float *dy = (float *)t_up(&b, NULL, (size_t)n_tok * n_out * 4);
     T_NEED(dy);
     dmat m = {dw, type, (int)n_in, (int)n_out, rb};
-    if ((path == 1 && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) || path < 0 || path > 5) {
+    if (((path == 1 || path == 6) && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) || path < 0 || path > 6) {
         t_free(&b);
         set_msg(msg, msg_len, "path %d: the tensor-core path needs a quantized type and >= %d tokens", path, MMA_MIN_TOK);
         return -1;
@@ -1469,19 +1731,19 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
     const int kq = type == GT_Q4_K || type == GT_Q5_K || type == GT_Q6_K;
     int8_t *xq = NULL;
     float *xd = NULL;
-    if (kq && path >= 1) {
+    if (kq && path >= 1) { /* path 6 too: k_mm converts them to f16 */
         xq = (int8_t *)t_up(&b, NULL, (size_t)n_tok * n_in);
         T_NEED(xq);
         xd = (float *)t_up(&b, NULL, (size_t)n_tok * (n_in / 256) * 4 + 4);
         T_NEED(xd);
         quant(0, dx, (int)n_in, (int)n_in, n_tok, xq, xd);
     }
-    if (path >= 2) { /* k_dec, one token per launch, wpr = 1 << (path - 2) */
+    if (path >= 2 && path <= 5) { /* k_dec, one token per launch, wpr = 1 << (path - 2) */
         for (int t = 0; t < n_tok; t++)
             dec_single(0, &m, dx + (size_t)t * n_in, xq ? xq + (size_t)t * n_in : NULL, xd ? xd + (size_t)t * (n_in / 256) : NULL,
                        dy + (size_t)t * n_out, MV_STORE, 1 << (path - 2));
     } else
-        matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, path == 1);
+        matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, path == 1 ? 3 : path == 6 ? 1 : 0);
     return t_finish(&b, y, dy, (size_t)n_tok * n_out * 4, msg, msg_len);
 }
 

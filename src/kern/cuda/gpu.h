@@ -91,9 +91,11 @@ int gpu_sample_topk(gpu_model *g, int k, int32_t *ids, float *vals, char *msg, s
 /* ---- single kernels on host data, for tests (allocate, run, free) ---- */
 
 /* Y[t*n_out + o] = dot(W row o, X row t) with the f32 matrix-vector kernel
- * (path 0), the prefill kernel (path 1: tensor cores for quantized types)
- * or the fused decode kernel with 1, 2, 4, 8 warps per row (paths 2..5).
- * On paths 1..5 K-quant weights see X quantized to Q8_K (as in the model). */
+ * (path 0), the prefill kernel (path 1: int8 tensor cores for K-quants, f16
+ * tensor cores for other quantized types; path 6: f16 tensor cores for
+ * all) or the fused decode kernel with 1, 2, 4, 8 warps per row (paths
+ * 2..5). On paths 1..6 K-quant weights see X quantized to Q8_K (as in the
+ * model). */
 int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n_in, const float *x, int n_tok, float *y,
                     int path, char *msg, size_t msg_len);
 /* rows x n (n % 256 == 0) quantized to Q8_K as the model does: q [rows][n],
