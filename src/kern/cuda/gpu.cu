@@ -67,7 +67,7 @@ using namespace nvcuda;
 #define ATT_PPW 8      /* (token, head) pairs per warp, at most */
 #define ATT_DPL 8      /* head dims per lane, at most (head_dim <= 256) */
 #define ATT_PAIRS 64   /* pairs per block, at most */
-#define ATT_SPLIT 128  /* positions per decode split */
+#define ATT_SPLIT 32   /* positions per decode split: one tile per block */
 #define TOPK_MAX 64
 #define TOPK_BLOCKS 64
 
@@ -175,6 +175,15 @@ typedef struct mv_job {
     const int *d_pos;
     float theta_scale;
     int rope, hd;
+    /* MV_ACC: when nw is set, the last block to finish also normalizes the
+     * whole updated y (the residual) into ny and nxq/nxd for the next
+     * product -- one kernel boundary less per norm */
+    const float *nw;
+    float eps;
+    float *ny;
+    int8_t *nxq;
+    float *nxd;
+    unsigned *counter;
 } mv_job;
 
 /* ---- K-quant weights x Q8_K activations (decode) ----------------------
@@ -248,20 +257,21 @@ template <int T> __device__ __forceinline__ float kq_sb(const uint8_t *blk, cons
 }
 
 /* Partial dot over the super-blocks of this (warp part, half-warp): two
- * super-blocks per warp step, two steps per iteration so that each warp
- * keeps four blocks of loads in flight. */
+ * super-blocks per warp step, four steps per iteration so that each warp
+ * keeps eight blocks of loads in flight. */
 template <int T> __device__ __forceinline__ float mv_part_q(const uint8_t *wr, int n_in, const int8_t *xq,
                                                             const float *xd, int lane, int part, int wpr) {
     const int BS = T == GT_Q4_K ? 144 : T == GT_Q5_K ? 176 : 210;
     const int nsb = n_in >> 8, li = lane & 15, step = 2 * wpr;
     float s = 0.0f;
     int sb = part * 2 + (lane >> 4);
-    for (; sb + step < nsb; sb += 2 * step) {
-        const float a = kq_sb<T>(wr + (size_t)sb * BS, xq + (size_t)sb * 256, xd[sb], li);
-        const float b = kq_sb<T>(wr + (size_t)(sb + step) * BS, xq + (size_t)(sb + step) * 256, xd[sb + step], li);
-        s += a + b;
+#define KQ(o) kq_sb<T>(wr + (size_t)(sb + (o)) * BS, xq + (size_t)(sb + (o)) * 256, xd[sb + (o)], li)
+    for (; sb + 3 * step < nsb; sb += 4 * step) {
+        const float a = KQ(0), b = KQ(step), c = KQ(2 * step), d = KQ(3 * step);
+        s += (a + b) + (c + d);
     }
-    if (sb < nsb) s += kq_sb<T>(wr + (size_t)sb * BS, xq + (size_t)sb * 256, xd[sb], li);
+    for (; sb < nsb; sb += step) s += KQ(0);
+#undef KQ
     return s;
 }
 
@@ -747,6 +757,33 @@ __global__ void __launch_bounds__(256)
             }
 }
 
+/* One row of RMSNorm by one block: o = x / sqrt(mean(x^2) + eps) * w, then
+ * (xq != NULL) its Q8_K quantization. x is read around L1 (__ldcg): the
+ * fused callers read values other blocks have just written. */
+__device__ void rms_row(const float *x, const float *w, float *o, int n, float eps, int8_t *xq, float *xd) {
+    __shared__ float part[32];
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = __ldcg(x + i);
+        s += v * v;
+    }
+    s = warp_sum(s);
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        s = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
+        s = warp_sum(s);
+        if (threadIdx.x == 0) part[0] = s;
+    }
+    __syncthreads();
+    const float scale = 1.0f / sqrtf(part[0] / (float)n + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(__ldcg(x + i), scale), w[i]);
+    if (!xq) return;
+    __syncthreads(); /* the row is in global memory, visible to this block */
+    const int nsb = n >> 8;
+    for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5) quant_sb(o + sb * 256, xq + sb * 256, xd + sb, threadIdx.x & 31);
+}
+
 /* Partial dot of one weight row with x over super-blocks part, part + wpr, ... */
 template <int T> __device__ __forceinline__ float mv_part(const uint8_t *wr, int n_in, const float *x, int lane, int part,
                                                           int wpr) {
@@ -829,13 +866,29 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     }
     __syncthreads();
     const int t = threadIdx.x, r = r0 + t;
+    if (j.mode != MV_QKV) {
+        if (t < R && r < s.n_out) {
+            if (j.mode == MV_STORE) s.y[r] = val[t];
+            else if (j.mode == MV_ACC) s.y[r] += val[t];
+            else {
+                const float g = val[t];
+                s.y[r] = g / (1.0f + expf(-g)) * val[R + t];
+            }
+        }
+        if (!j.nw) return;
+        __shared__ int last;
+        __threadfence(); /* our rows of y are visible to whichever block is last */
+        __syncthreads();
+        if (threadIdx.x == 0) last = atomicAdd(j.counter, 1u) == gridDim.x - 1;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+        rms_row(s.y, j.nw, j.ny, s.n_out, j.eps, j.nxq, j.nxd);
+        if (threadIdx.x == 0) *j.counter = 0; /* ready for the next kernel */
+        return;
+    }
     if (t >= R || r >= s.n_out) return;
-    if (j.mode == MV_STORE) s.y[r] = val[t];
-    else if (j.mode == MV_ACC) s.y[r] += val[t];
-    else if (j.mode == MV_GLU) {
-        const float g = val[t];
-        s.y[r] = g / (1.0f + expf(-g)) * val[R + t];
-    } else { /* MV_QKV: rows r, r + 1 of a RoPE pair are done by the even thread */
+    { /* MV_QKV: rows r, r + 1 of a RoPE pair are done by the even thread */
         const int pos = *j.d_pos;
         if (si < 2 && j.rope) {
             if (t & 1) return;
@@ -873,28 +926,12 @@ template <int T> __global__ void k_embed(const uint8_t *W, size_t rb, int n, con
 }
 
 /* out[row] = x[row] / sqrt(mean(x[row]^2) + eps) * w; one block per row. */
+/* out[row] = x[row] / sqrt(mean(x[row]^2) + eps) * w (and its Q8_K); one
+ * block per row (rms_row). */
 __global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, float eps, int8_t *xq, float *xd) {
-    __shared__ float part[32];
-    const float *xr = x + (size_t)blockIdx.x * n;
-    float s = 0.0f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += xr[i] * xr[i];
-    s = warp_sum(s);
-    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        s = threadIdx.x < blockDim.x / 32 ? part[threadIdx.x] : 0.0f;
-        s = warp_sum(s);
-        if (threadIdx.x == 0) part[0] = s;
-    }
-    __syncthreads();
-    const float scale = 1.0f / sqrtf(part[0] / (float)n + eps);
-    float *o = out + (size_t)blockIdx.x * n;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(xr[i], scale), w[i]);
-    if (!xq) return;
-    __syncthreads(); /* the row is in global memory, visible to this block */
     const int nsb = n >> 8;
-    for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5)
-        quant_sb(o + sb * 256, xq + (size_t)blockIdx.x * n + sb * 256, xd + (size_t)blockIdx.x * nsb + sb, threadIdx.x & 31);
+    rms_row(x + (size_t)blockIdx.x * n, w, out + (size_t)blockIdx.x * n, n, eps, xq ? xq + (size_t)blockIdx.x * n : NULL,
+            xd + (size_t)blockIdx.x * nsb);
 }
 
 __global__ void k_silu_mul(float *g, const float *u, int n) {
@@ -931,7 +968,7 @@ __global__ void k_rope_store(float *q, float *k, const float *v, __half *kc, __h
     }
 }
 
-static size_t attn_smem(int hd, int pairs) { return ((size_t)ATT_TILE * (hd + 1) + (size_t)ATT_TILE * hd + (size_t)pairs * hd) * 4; }
+static size_t attn_smem(int hd, int pairs) { return ((size_t)ATT_TILE * (hd + 4) + (size_t)ATT_TILE * hd + (size_t)pairs * hd) * 4; }
 
 /* See the file comment. split == 0: prefill, block (kvh, token tile of qt),
  * out = normalized attention. split > 0: decode of one token at *d_pos,
@@ -955,7 +992,8 @@ __global__ void k_attn(const float *q, const __half *kc, const __half *vc, const
         end = pos0 + t0 + ntq;
     }
     const int pairs = ntq * group;
-    float *Ks = sm, *Vs = Ks + ATT_TILE * (hd + 1), *Qs = Vs + ATT_TILE * hd;
+    /* K rows padded by 4 floats: lane j's float4 reads of row j hit distinct banks */
+    float *Ks = sm, *Vs = Ks + ATT_TILE * (hd + 4), *Qs = Vs + ATT_TILE * hd;
     for (int e = threadIdx.x; e < pairs * hd; e += blockDim.x) {
         const int pi = e / hd, d = e % hd, tl = pi / group, g = pi % group;
         Qs[e] = q[(size_t)(t0 + tl) * qdim + (kvh * group + g) * hd + d];
@@ -980,7 +1018,7 @@ __global__ void k_attn(const float *q, const __half *kc, const __half *vc, const
             const __half *kh = (const __half *)&ku, *vh = (const __half *)&vu;
 #pragma unroll
             for (int i = 0; i < 8; i++) {
-                Ks[j * (hd + 1) + d + i] = __half2float(kh[i]);
+                Ks[j * (hd + 4) + d + i] = __half2float(kh[i]);
                 Vs[j * hd + d + i] = __half2float(vh[i]);
             }
         }
@@ -993,10 +1031,14 @@ __global__ void k_attn(const float *q, const __half *kc, const __half *vc, const
                 const int p = p0 + lane;
                 float sc = -INFINITY;
                 if (p < end && p <= qpos) {
-                    const float *qv = Qs + pi * hd, *kr = Ks + lane * (hd + 1);
-                    float d = 0.0f;
-                    for (int i = 0; i < hd; i++) d += qv[i] * kr[i];
-                    sc = d * scale;
+                    /* four partial sums: a 4-deep chain instead of hd-deep */
+                    const float4 *qv = (const float4 *)(Qs + pi * hd), *kr = (const float4 *)(Ks + lane * (hd + 4));
+                    float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+                    for (int i = 0; i < hd / 4; i++) {
+                        const float4 a = qv[i], b = kr[i];
+                        d0 += a.x * b.x, d1 += a.y * b.y, d2 += a.z * b.z, d3 += a.w * b.w;
+                    }
+                    sc = ((d0 + d1) + (d2 + d3)) * scale;
                 }
                 const float mt = warp_max(sc);
                 if (mt != -INFINITY) {
@@ -1038,23 +1080,39 @@ __global__ void k_attn(const float *q, const __half *kc, const __half *vc, const
     }
 }
 
-/* Merge the decode splits: one block per query head, one thread per dim. */
+/* Merge the decode splits: one block per query head, hd threads (a
+ * multiple of 32). The splits' maxima and weights are reduced by the whole
+ * block (there are up to n_ctx / 32 of them), then thread d sums its
+ * dimension. w: dynamic shared memory of nsplit floats. */
 __global__ void k_attn_combine(const float *part, const int *d_pos, int hd, int split, int nsplit, float *out) {
-    const int head = blockIdx.x, d = threadIdx.x;
+    extern __shared__ float w[];
+    __shared__ float red[32];
+    const int head = blockIdx.x, d = threadIdx.x, nt = blockDim.x;
     const int ns = min(nsplit, *d_pos / split + 1);
     const float *pp = part + (size_t)head * nsplit * (hd + 2);
     float M = -INFINITY;
-    for (int s = 0; s < ns; s++)
+    for (int s = d; s < ns; s += nt)
         if (pp[s * (hd + 2) + hd + 1] > 0.0f) M = fmaxf(M, pp[s * (hd + 2) + hd]);
-    float num = 0.0f, den = 0.0f;
-    for (int s = 0; s < ns; s++) {
-        const float *ps = pp + s * (hd + 2);
-        if (ps[hd + 1] > 0.0f) {
-            const float e = expf(ps[hd] - M);
-            num += e * ps[d];
-            den += e * ps[hd + 1];
-        }
+    M = warp_max(M);
+    if ((d & 31) == 0) red[d >> 5] = M;
+    __syncthreads();
+    M = red[0];
+    for (int i = 1; i < nt / 32; i++) M = fmaxf(M, red[i]);
+    __syncthreads();
+    float den = 0.0f;
+    for (int s = d; s < ns; s += nt) {
+        const float l = pp[s * (hd + 2) + hd + 1];
+        const float e = l > 0.0f ? expf(pp[s * (hd + 2) + hd] - M) : 0.0f;
+        w[s] = e;
+        den += e * l;
     }
+    den = warp_sum(den);
+    if ((d & 31) == 0) red[d >> 5] = den;
+    __syncthreads();
+    den = 0.0f;
+    for (int i = 0; i < nt / 32; i++) den += red[i];
+    float num = 0.0f;
+    for (int s = 0; s < ns; s++) num += w[s] * pp[s * (hd + 2) + d];
     if (d < hd) out[(size_t)head * hd + d] = num / den;
 }
 
@@ -1127,6 +1185,8 @@ typedef struct dlayer {
     dmat wq, wk, wv, wo, gate, up, down;
 } dlayer;
 
+static int g_wpr[5]; /* SMOLBOT_GPU_WPR=q,o,g,d,h: tuning override per job (0: auto) */
+
 struct gpu_model {
     gpu_model_desc c; /* copy; c.layers not kept, c.nope is the model's (read at every forward) */
     dlayer *L;
@@ -1139,6 +1199,7 @@ struct gpu_model {
     int *d_io, *h_io; /* [0] = position of the chunk's first token, [1..] tokens */
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
     int8_t *xq; /* Q8_K activations of the next product input: [B][max dim] */
+    unsigned *counter; /* blocks done, for the fused norms (zero between kernels) */
     float *xd;  /* ... their scales: [B][max dim / 256] */
     float *tk_v, *tk_fv;
     int *tk_i, *tk_fi;
@@ -1296,6 +1357,9 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
         g->xq = (int8_t *)p;
         if (g_alloc(g, &p, ((size_t)B * dmax / 256 + 1) * sizeof(float), msg, msg_len)) goto fail_nock;
         g->xd = (float *)p;
+        if (g_alloc(g, &p, 64, msg, msg_len)) goto fail_nock;
+        g->counter = (unsigned *)p;
+        CK(cudaMemset(g->counter, 0, 64));
         if (g_alloc(g, &p, (size_t)(B + 1) * sizeof(int), msg, msg_len)) goto fail_nock;
         g->d_io = (int *)p;
         if (g_alloc(g, &p, TOPK_BLOCKS * TOPK_MAX * sizeof(int), msg, msg_len)) goto fail_nock;
@@ -1309,6 +1373,8 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
     g->use_fuse = !env_off("SMOLBOT_GPU_FUSE");
     g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
+    if (getenv("SMOLBOT_GPU_WPR"))
+        sscanf(getenv("SMOLBOT_GPU_WPR"), "%d,%d,%d,%d,%d", &g_wpr[0], &g_wpr[1], &g_wpr[2], &g_wpr[3], &g_wpr[4]);
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
     g->att_scale = 1.0f / sqrtf((float)hd);
@@ -1398,8 +1464,22 @@ static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int
     mv_job j;
     memset(&j, 0, sizeof j);
     j.nseg = 1, j.n_in = w->n_in, j.mode = mode, j.x = x, j.xq = xq, j.xd = xd;
-    j.wpr = wpr ? wpr : pick_wpr(w->n_out, w->n_in, 8);
+    j.wpr = wpr ? wpr : g_wpr[4] && w->n_out > 65536 ? g_wpr[4] : pick_wpr(w->n_out, w->n_in, 8);
     j.s[0] = seg_of(w, y, 0);
+    const int R = 8 / j.wpr;
+    k_dec<<<(w->n_out + R - 1) / R, 256, 0, st>>>(j);
+}
+
+/* y += W x, then the last block writes ny = rmsnorm(y) * nw and its Q8_K
+ * (nxq, nxd) for the next product (see mv_job). */
+static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
+                         const float *nw, float eps, float *ny, int8_t *nxq, float *nxd, unsigned *counter) {
+    mv_job j;
+    memset(&j, 0, sizeof j);
+    j.nseg = 1, j.n_in = w->n_in, j.mode = MV_ACC, j.x = x, j.xq = xq, j.xd = xd;
+    j.wpr = g_wpr[nw && w->n_in > 4096 ? 3 : 1] ? g_wpr[nw && w->n_in > 4096 ? 3 : 1] : pick_wpr(w->n_out, w->n_in, 8);
+    j.s[0] = seg_of(w, y, 0);
+    j.nw = nw, j.eps = eps, j.ny = ny, j.nxq = nxq, j.nxd = nxd, j.counter = counter;
     const int R = 8 / j.wpr;
     k_dec<<<(w->n_out + R - 1) / R, 256, 0, st>>>(j);
 }
@@ -1410,7 +1490,7 @@ static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8
     mv_job j;
     memset(&j, 0, sizeof j);
     j.nseg = 3, j.n_in = L->wq.n_in, j.mode = MV_QKV, j.x = x, j.xq = xq, j.xd = xd;
-    j.wpr = pick_wpr(L->wq.n_out + L->wk.n_out + L->wv.n_out, j.n_in, 4);
+    j.wpr = g_wpr[0] ? g_wpr[0] : pick_wpr(L->wq.n_out + L->wk.n_out + L->wv.n_out, j.n_in, 4);
     const int R = 8 / j.wpr; /* even, and divides head_dim: pairs stay in a block */
     const int b1 = L->wq.n_out / R, b2 = b1 + L->wk.n_out / R, nb = b2 + L->wv.n_out / R;
     j.s[0] = seg_of(&L->wq, q, 0), j.s[1] = seg_of(&L->wk, NULL, b1), j.s[2] = seg_of(&L->wv, NULL, b2);
@@ -1423,7 +1503,7 @@ static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8
     mv_job j;
     memset(&j, 0, sizeof j);
     j.nseg = 1, j.n_in = L->gate.n_in, j.mode = MV_GLU, j.x = x, j.xq = xq, j.xd = xd;
-    j.wpr = pick_wpr(2 * L->gate.n_out, j.n_in, 4);
+    j.wpr = g_wpr[2] ? g_wpr[2] : pick_wpr(2 * L->gate.n_out, j.n_in, 4);
     const int R = 4 / j.wpr;
     j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
     k_dec<<<(L->gate.n_out + R - 1) / R, 256, 0, st>>>(j);
@@ -1490,7 +1570,7 @@ static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const
         dim3 grid(n_kv, nsplit);
         k_attn<<<grid, nw * 32, attn_smem(hd, pairs), st>>>(q, kc, vc, d_pos, 1, n_head, n_kv, hd, 1, ATT_SPLIT, nsplit,
                                                            scale, out, part);
-        k_attn_combine<<<n_head, hd, 0, st>>>(part, d_pos, hd, ATT_SPLIT, nsplit, out);
+        k_attn_combine<<<n_head, hd, nsplit * sizeof(float), st>>>(part, d_pos, hd, ATT_SPLIT, nsplit, out);
     } else {
         const int pairs = qt * group, nw = pairs < 8 ? pairs : 8;
         dim3 grid(n_kv, (n_tok + qt - 1) / qt);
@@ -1540,12 +1620,15 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
     }
 }
 
-/* One decode step with the fused kernels (k_dec): 10 kernels per layer.
+/* One decode step with the fused kernels (k_dec): 8 kernels per layer.
+ * The norms ride on the products that update the residual (dec_acc_norm):
+ * Wo's last block computes the ffn norm, down's the next layer's attention
+ * norm (the output norm after the last layer).
  * SMOLBOT_GPU_SKIP (profiling only: the results are garbage) leaves out
  * kernel groups, so that the time each one costs inside the graph can be
- * read off decode speeds: 1 attn norm, 2 QKV, 4 attention, 8 quant of the
- * attention output, 16 Wo, 32 ffn norm, 64 gate/up, 128 quant of the
- * SwiGLU output, 256 down, 512 head. */
+ * read off decode speeds: 2 QKV, 4 attention, 8 quant of the attention
+ * output, 16 Wo, 64 gate/up, 128 quant of the SwiGLU output, 256 down,
+ * 512 head. */
 static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
     const gpu_model_desc *c = &g->c;
     const int E = c->n_embd, F = c->n_ff, hd = c->head_dim, qdim = c->n_head * hd, kvdim = c->n_head_kv * hd;
@@ -1555,25 +1638,22 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
     float *xd = g->xd;
     const unsigned sk = g->skip;
     GQ_DISPATCH(g->tok_embd.type, (k_embed<T><<<1, 256, 0, st>>>(g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
+    k_rmsnorm<<<1, 256, 0, st>>>(g->x, g->L[0].attn_norm, g->xb, E, c->eps, xq, xd);
     for (int il = 0; il < c->n_layer; il++) {
         const dlayer *L = &g->L[il];
+        const float *next_norm = il + 1 < c->n_layer ? g->L[il + 1].attn_norm : g->out_norm;
         __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
-        if (!(sk & 1)) k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps, xq, xd);
         if (!(sk & 2)) dec_qkv(st, L, g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd);
         if (!(sk & 4))
             launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
                         kv->part);
         if (xq && !(sk & 8)) quant(st, g->att, qdim, qdim, 1, xq, xd);
-        if (!(sk & 16)) dec_single(st, &L->wo, g->att, xq, xd, g->x, MV_ACC, 0);
-        if (!(sk & 32)) k_rmsnorm<<<1, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
+        if (!(sk & 16)) dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter);
         if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb);
         if (xq && !(sk & 128)) quant(st, g->hb, F, F, 1, xq, xd);
-        if (!(sk & 256)) dec_single(st, &L->down, g->hb, xq, xd, g->x, MV_ACC, 0);
+        if (!(sk & 256)) dec_acc_norm(st, &L->down, g->hb, xq, xd, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter);
     }
-    if (!(sk & 512)) {
-        k_rmsnorm<<<1, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps, xq, xd);
-        dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
-    }
+    if (!(sk & 512)) dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
 }
 
 /* The decode step as a graph, captured on first use (and after a change of
