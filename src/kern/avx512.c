@@ -366,7 +366,7 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_
  * the slab, 8 tokens at a time so that each weight vector loaded from L1
  * serves 8 vpdpbusd. Partial sums go to y (stored by the first slab,
  * added by the next ones). The repack costs about as much as a few
- * tokens, hence KERN_WIDE_MIN.
+ * tokens, hence wide_min.
  *
  * Q4_K: per 16 weights (half a sub-block) P = sum q * a, |P| <= 16*15*128
  * fits int16, so one vpdpwssd against (scale, 0) per lane adds scale * P
@@ -791,8 +791,12 @@ void kern_avx512_install(kern_impl *t) {
     t->tile[KERN_Q5_K] = tile_q5_K;
     t->tile[KERN_Q6_K] = rt_q6_K;
     t->tile_c[KERN_Q4_K] = t->tile_c[KERN_Q6_K] = KERN_TILE_CMAX;
+    /* wide tiles from the token count where they beat the ones above
+     * (bench --kernels, batched decode): the Q6_K repack costs more */
     t->tile_wide[KERN_Q4_K] = wide_q4;
     t->tile_wide[KERN_Q6_K] = wide_q6;
+    t->wide_min[KERN_Q4_K] = 2;
+    t->wide_min[KERN_Q6_K] = 5;
     t->tile[KERN_Q8_0] = tile_q8_0;
     t->tile[KERN_F32] = tile_f32;
     t->tile[KERN_F16] = tile_f16;

@@ -19,9 +19,9 @@
  *
  * Wide tile. tile_wide[type] (NULL where an ISA has none) has the same
  * contract with nr <= KERN_WIDE_R and nc <= KERN_WIDE_C; kern_matmul uses
- * it from KERN_WIDE_MIN tokens on (prefill). It may repack the weight rows
- * into a layout of its own per call, which only pays off over many tokens
- * (see avx512.c, "Wide tiles").
+ * it from wide_min[type] (>= 2) tokens on. It may repack the weight rows
+ * into a layout of its own per call, which only pays off over several
+ * tokens (see avx512.c, "Wide tiles").
  */
 #ifndef KERN_IMPL_H
 #define KERN_IMPL_H
@@ -32,8 +32,7 @@
 #define KERN_TILE_C 8     /* tokens per tile call, by default */
 #define KERN_TILE_CMAX 16 /* ... and at most (kern_impl.tile_c) */
 #define KERN_WIDE_R 16    /* rows per wide tile call */
-#define KERN_WIDE_C 128   /* tokens per wide tile call, at most */
-#define KERN_WIDE_MIN 16  /* n_tok from which kern_matmul uses tile_wide */
+#define KERN_WIDE_C 256   /* tokens per wide tile call, at most */
 
 typedef void (*kern_tile_fn)(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,
                              float *y, int64_t ldy);
@@ -44,7 +43,8 @@ typedef struct kern_impl {
     kern_tile_fn tile[KERN_TYPE_MAX];  /* n_tok > 1 */
     kern_tile_fn tile1[KERN_TYPE_MAX]; /* n_tok == 1 (matrix-vector), may differ: see avx512.c */
     int tile_c[KERN_TYPE_MAX];         /* nc limit of tile[] (KERN_TILE_C unless an ISA says more) */
-    kern_tile_fn tile_wide[KERN_TYPE_MAX]; /* n_tok >= KERN_WIDE_MIN, if not NULL: see "Wide tile" */
+    kern_tile_fn tile_wide[KERN_TYPE_MAX]; /* if not NULL, n_tok >= wide_min[type]: see "Wide tile" */
+    int wide_min[KERN_TYPE_MAX];
     void (*rmsnorm)(float *out, const float *x, const float *w, int64_t n, float eps);
     void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
     void (*softmax)(float *x, int64_t n);

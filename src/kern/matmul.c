@@ -12,8 +12,7 @@
  *    KERN_TILE_R: the ISA's tile kernel unpacks each weight block once for
  *    up to tile_c tokens, and the chunk's weights (a few KB to tens
  *    of KB) stay in L1/L2 while the token tiles sweep over them.
- *    Prefill (n_tok >= KERN_WIDE_MIN) of a type that has a wide tile uses
- *    it instead: tiles of KERN_WIDE_R rows and up to KERN_WIDE_C tokens,
+ *    Enough tokens (wide_min) of a type that has a wide tile use it instead: tiles of KERN_WIDE_R rows and up to KERN_WIDE_C tokens,
  *    chunks a multiple of KERN_WIDE_R rows.
  * Nothing is allocated; the context lives on the caller's stack.
  */
@@ -49,9 +48,9 @@ static void quantize_task(void *arg, int ith, int nth) {
     for (int64_t t = ith; t < c->n_tok; t += nth) ff(c->x + t * c->n_in, c->work + t * c->arow, c->n_in);
 }
 
-/* Prefill of a type with a wide tile: 16-row tiles over up to 128 tokens. */
+/* Several tokens of a type with a wide tile (kern_impl.h). */
 static int mm_wide(const kern_impl *impl, int wtype, int64_t n_tok) {
-    return n_tok >= KERN_WIDE_MIN && impl->tile_wide[wtype] != NULL;
+    return impl->tile_wide[wtype] != NULL && n_tok >= CORE_MAX(2, impl->wide_min[wtype]);
 }
 
 static void compute_task(void *arg, int ith, int nth) {
