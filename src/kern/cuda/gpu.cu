@@ -279,9 +279,7 @@ template <int T> __device__ __forceinline__ float mv_part_q(const uint8_t *wr, i
  * super-block; mirrors kern_ref_quantize_q8_K: max is the first value of
  * largest magnitude, iscale = -127 / max, q = min(127, rint(iscale * x)),
  * d = 1 / iscale (all zero when the block is). */
-__device__ __forceinline__ void quant_sb(const float *x, int8_t *q, float *d, int lane) {
-    const float4 a = *(const float4 *)(x + lane * 8), b = *(const float4 *)(x + lane * 8 + 4);
-    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+__device__ __forceinline__ void quant_vals(const float *v, int8_t *q, float *d, int lane) {
     float amax = 0.0f, mx = 0.0f;
     int idx = 1 << 30;
 #pragma unroll
@@ -304,10 +302,27 @@ __device__ __forceinline__ void quant_sb(const float *x, int8_t *q, float *d, in
     } else if (lane == 0) *d = 0.0f;
     *(uint2 *)(q + lane * 8) = make_uint2(w[0], w[1]);
 }
+/* lane's 8 values of the super-block at x */
+__device__ __forceinline__ void quant_sb(const float *x, int8_t *q, float *d, int lane) {
+    const float4 a = *(const float4 *)(x + lane * 8), b = *(const float4 *)(x + lane * 8 + 4);
+    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    quant_vals(v, q, d, lane);
+}
+
+/* Programmatic dependent launch (sm_90): kernels of the decode graph are
+ * launched with programmatic stream serialization, so a kernel's blocks are
+ * scheduled while its predecessor drains; each waits here before reading
+ * what the predecessor wrote. A no-op for ordinary launches. */
+__device__ __forceinline__ void gdc_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 
 /* rows x n (row stride ldx) -> xq [rows][n], xd [rows][n / 256]; grid
  * (ceil(n / 2048), rows), 8 warps. */
 __global__ void k_quant(const float *x, int n, int ldx, int8_t *xq, float *xd) {
+    gdc_wait();
     const int sb = blockIdx.x * 8 + (threadIdx.x >> 5), nsb = n >> 8, r = blockIdx.y;
     if (sb >= nsb) return;
     quant_sb(x + (size_t)r * ldx + sb * 256, xq + (size_t)r * n + sb * 256, xd + (size_t)r * nsb + sb, threadIdx.x & 31);
@@ -762,6 +777,29 @@ __global__ void __launch_bounds__(256)
  * fused callers read values other blocks have just written. */
 __device__ void rms_row(const float *x, const float *w, float *o, int n, float eps, int8_t *xq, float *xd) {
     __shared__ float part[32];
+    if (n == 8 * (int)blockDim.x) { /* one value octet per thread, kept in registers: one trip to memory */
+        const int i0 = threadIdx.x * 8, lane = threadIdx.x & 31;
+        const float4 a = __ldcg((const float4 *)(x + i0)), b = __ldcg((const float4 *)(x + i0 + 4));
+        const float4 wa = *(const float4 *)(w + i0), wb = *(const float4 *)(w + i0 + 4);
+        float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        const float wv[8] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) s += v[i] * v[i];
+        s = warp_sum(s);
+        if (lane == 0) part[threadIdx.x >> 5] = s;
+        __syncthreads();
+        s = lane < (int)(blockDim.x >> 5) ? part[lane] : 0.0f;
+        s = warp_sum(s);
+        const float scale = 1.0f / sqrtf(s / (float)n + eps);
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = __fmul_rn(__fmul_rn(v[i], scale), wv[i]);
+        *(float4 *)(o + i0) = make_float4(v[0], v[1], v[2], v[3]);
+        *(float4 *)(o + i0 + 4) = make_float4(v[4], v[5], v[6], v[7]);
+        /* warp w's 256 values are super-block w */
+        if (xq) quant_vals(v, xq + (threadIdx.x >> 5) * 256, xd + (threadIdx.x >> 5), lane);
+        return;
+    }
     float s = 0.0f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = __ldcg(x + i);
@@ -842,6 +880,7 @@ __device__ __forceinline__ float mv_part_any(int type, const uint8_t *wr, int n_
 }
 
 __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
+    gdc_wait();
     __shared__ float red[8], val[8];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int vrows = 8 / j.wpr, vr = warp / j.wpr, part = warp % j.wpr;
@@ -921,6 +960,7 @@ template <int T> __global__ void k_dequant(const uint8_t *W, int n, float *out) 
 
 /* x[t] = dequantized row tok[t] of the embedding; one block per token. */
 template <int T> __global__ void k_embed(const uint8_t *W, size_t rb, int n, const int *tok, float *x) {
+    gdc_wait();
     const uint8_t *row = W + (size_t)tok[blockIdx.x] * rb;
     for (int k = threadIdx.x * 8; k < n; k += blockDim.x * 8) deq8<T>(row, k, x + (size_t)blockIdx.x * n + k);
 }
@@ -929,6 +969,7 @@ template <int T> __global__ void k_embed(const uint8_t *W, size_t rb, int n, con
 /* out[row] = x[row] / sqrt(mean(x[row]^2) + eps) * w (and its Q8_K); one
  * block per row (rms_row). */
 __global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, float eps, int8_t *xq, float *xd) {
+    gdc_wait();
     const int nsb = n >> 8;
     rms_row(x + (size_t)blockIdx.x * n, w, out + (size_t)blockIdx.x * n, n, eps, xq ? xq + (size_t)blockIdx.x * n : NULL,
             xd + (size_t)blockIdx.x * nsb);
@@ -976,6 +1017,7 @@ static size_t attn_smem(int hd, int pairs) { return ((size_t)ATT_TILE * (hd + 4)
  * max, sum. */
 __global__ void k_attn(const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok, int n_head,
                        int n_kv, int hd, int qt, int split, int nsplit, float scale, float *out, float *part) {
+    gdc_wait();
     extern __shared__ float sm[];
     const int group = n_head / n_kv, kvdim = n_kv * hd, qdim = n_head * hd;
     const int kvh = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
@@ -1085,6 +1127,7 @@ __global__ void k_attn(const float *q, const __half *kc, const __half *vc, const
  * block (there are up to n_ctx / 32 of them), then thread d sums its
  * dimension. w: dynamic shared memory of nsplit floats. */
 __global__ void k_attn_combine(const float *part, const int *d_pos, int hd, int split, int nsplit, float *out) {
+    gdc_wait();
     extern __shared__ float w[];
     __shared__ float red[32];
     const int head = blockIdx.x, d = threadIdx.x, nt = blockDim.x;
@@ -1186,6 +1229,19 @@ typedef struct dlayer {
 } dlayer;
 
 static int g_wpr[5]; /* SMOLBOT_GPU_WPR=q,o,g,d,h: tuning override per job (0: auto) */
+static int g_pdl = 1; /* SMOLBOT_GPU_PDL=0: ordinary launches */
+
+/* Launch with programmatic stream serialization (see gdc_wait). */
+template <typename... KArgs, typename... Args>
+static void launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[1];
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = g_pdl;
+    cfg.attrs = at, cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, k, (KArgs)args...);
+}
 
 struct gpu_model {
     gpu_model_desc c; /* copy; c.layers not kept, c.nope is the model's (read at every forward) */
@@ -1375,6 +1431,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
     if (getenv("SMOLBOT_GPU_WPR"))
         sscanf(getenv("SMOLBOT_GPU_WPR"), "%d,%d,%d,%d,%d", &g_wpr[0], &g_wpr[1], &g_wpr[2], &g_wpr[3], &g_wpr[4]);
+    g_pdl = !env_off("SMOLBOT_GPU_PDL");
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
     g->att_scale = 1.0f / sqrtf((float)hd);
@@ -1443,13 +1500,14 @@ fail:
     return -1;
 }
 
-/* Warps per row for a decode product: split rows until about 16k warps are
- * in flight (enough to cover the memory latency of every SM), keeping at
- * least two super-blocks per warp (one step of mv_part_q). */
+/* Warps per row for a decode product: split rows until about 4k warps
+ * share the matrix (measured on an H200: splitting further costs more in
+ * block reductions than it gains in parallelism), keeping at least two
+ * super-blocks per warp (one step of mv_part_q). */
 static int pick_wpr(int rows, int n_in, int max) {
     const int nsb = (n_in + 255) / 256;
     int w = 1;
-    while (w < max && rows * w < 16384 && nsb >= 4 * w) w *= 2;
+    while (w < max && rows * w < 4096 && nsb >= 4 * w) w *= 2;
     return w;
 }
 
@@ -1467,7 +1525,7 @@ static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int
     j.wpr = wpr ? wpr : g_wpr[4] && w->n_out > 65536 ? g_wpr[4] : pick_wpr(w->n_out, w->n_in, 8);
     j.s[0] = seg_of(w, y, 0);
     const int R = 8 / j.wpr;
-    k_dec<<<(w->n_out + R - 1) / R, 256, 0, st>>>(j);
+    launch(k_dec, (w->n_out + R - 1) / R, 256, 0, st, j);
 }
 
 /* y += W x, then the last block writes ny = rmsnorm(y) * nw and its Q8_K
@@ -1481,7 +1539,7 @@ static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const i
     j.s[0] = seg_of(w, y, 0);
     j.nw = nw, j.eps = eps, j.ny = ny, j.nxq = nxq, j.nxd = nxd, j.counter = counter;
     const int R = 8 / j.wpr;
-    k_dec<<<(w->n_out + R - 1) / R, 256, 0, st>>>(j);
+    launch(k_dec, (w->n_out + R - 1) / R, 256, 0, st, j);
 }
 
 /* q = rope(Wq x); cache[pos] = rope(Wk x), Wv x (see k_dec). */
@@ -1495,7 +1553,7 @@ static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8
     const int b1 = L->wq.n_out / R, b2 = b1 + L->wk.n_out / R, nb = b2 + L->wv.n_out / R;
     j.s[0] = seg_of(&L->wq, q, 0), j.s[1] = seg_of(&L->wk, NULL, b1), j.s[2] = seg_of(&L->wv, NULL, b2);
     j.kc = kc, j.vc = vc, j.d_pos = d_pos, j.theta_scale = theta_scale, j.rope = rope, j.hd = hd;
-    k_dec<<<nb, 256, 0, st>>>(j);
+    launch(k_dec, nb, 256, 0, st, j);
 }
 
 /* out = silu(Wgate x) * (Wup x) */
@@ -1506,7 +1564,7 @@ static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8
     j.wpr = g_wpr[2] ? g_wpr[2] : pick_wpr(2 * L->gate.n_out, j.n_in, 4);
     const int R = 4 / j.wpr;
     j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
-    k_dec<<<(L->gate.n_out + R - 1) / R, 256, 0, st>>>(j);
+    launch(k_dec, (L->gate.n_out + R - 1) / R, 256, 0, st, j);
 }
 
 /* y = x W^T for n_tok rows. x: f32 rows (ldx); xq/xd: the same rows as
@@ -1559,7 +1617,7 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
 static void quant(cudaStream_t st, const float *x, int n, int ldx, int rows, int8_t *xq, float *xd) {
     if (n % 256) return; /* only K-quant products read it, and their rows are whole super-blocks */
     dim3 grid((n / 256 + 7) / 8, rows);
-    k_quant<<<grid, 256, 0, st>>>(x, n, ldx, xq, xd);
+    launch(k_quant, grid, 256, 0, st, x, n, ldx, xq, xd);
 }
 
 static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok,
@@ -1568,9 +1626,9 @@ static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const
     if (n_tok == 1) {
         const int pairs = group, nw = pairs < 8 ? pairs : 8;
         dim3 grid(n_kv, nsplit);
-        k_attn<<<grid, nw * 32, attn_smem(hd, pairs), st>>>(q, kc, vc, d_pos, 1, n_head, n_kv, hd, 1, ATT_SPLIT, nsplit,
-                                                           scale, out, part);
-        k_attn_combine<<<n_head, hd, nsplit * sizeof(float), st>>>(part, d_pos, hd, ATT_SPLIT, nsplit, out);
+        launch(k_attn, grid, nw * 32, attn_smem(hd, pairs), st, q, kc, vc, d_pos, 1, n_head, n_kv, hd, 1, ATT_SPLIT, nsplit,
+               scale, out, part);
+        launch(k_attn_combine, n_head, hd, nsplit * sizeof(float), st, part, d_pos, hd, ATT_SPLIT, nsplit, out);
     } else {
         const int pairs = qt * group, nw = pairs < 8 ? pairs : 8;
         dim3 grid(n_kv, (n_tok + qt - 1) / qt);
@@ -1637,8 +1695,8 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
     int8_t *xq = g->use_q8 ? g->xq : NULL;
     float *xd = g->xd;
     const unsigned sk = g->skip;
-    GQ_DISPATCH(g->tok_embd.type, (k_embed<T><<<1, 256, 0, st>>>(g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
-    k_rmsnorm<<<1, 256, 0, st>>>(g->x, g->L[0].attn_norm, g->xb, E, c->eps, xq, xd);
+    GQ_DISPATCH(g->tok_embd.type, (launch(k_embed<T>, 1, 256, 0, st, g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
+    launch(k_rmsnorm, 1, 256, 0, st, g->x, g->L[0].attn_norm, g->xb, E, c->eps, xq, xd);
     for (int il = 0; il < c->n_layer; il++) {
         const dlayer *L = &g->L[il];
         const float *next_norm = il + 1 < c->n_layer ? g->L[il + 1].attn_norm : g->out_norm;
