@@ -167,7 +167,6 @@ typedef struct mv_seg {
 typedef struct mv_job {
     mv_seg s[MV_SEGS];
     int nseg, n_in, wpr, mode;
-    int ngroups, stride; /* groups of 8 / wpr rows (GLU: pairs); bytes per staged row */
     const float *x;   /* the input in f32 (weights that are not K-quants) */
     const int8_t *xq; /* ... and as Q8_K (K-quant weights): values, */
     const float *xd;  /* one scale per 256 (k_quant) */
@@ -880,123 +879,78 @@ __device__ __forceinline__ float mv_part_any(int type, const uint8_t *wr, int n_
     }
 }
 
-__device__ __forceinline__ void cp16(void *smem, const void *gmem) {
-    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(sa), "l"(gmem));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ __forceinline__ void cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-
-/* Which segment and first row a group (a block's worth of rows) is. */
-__device__ __forceinline__ mv_seg dec_group(const mv_job &j, int grp, int R, int *si_out, int *r0) {
-    const int si = j.nseg > 2 && grp >= j.s[2].blk0 ? 2 : j.nseg > 1 && grp >= j.s[1].blk0 ? 1 : 0;
-    const mv_seg s = si == 0 ? j.s[0] : si == 1 ? j.s[1] : j.s[2];
-    *si_out = si;
-    *r0 = (grp - s.blk0) * R;
-    return s;
-}
-
-/* The weight rows of a group, 16-byte aligned around each row, into one
- * shared-memory stage (cp.async: no registers held while they travel).
- * Virtual row v lands at buf + v * stride; its row starts off bytes in. */
-__device__ __forceinline__ void dec_stage(const mv_job &j, int grp, uint8_t *buf) {
-    const int vrows = 8 / j.wpr, R = j.mode == MV_GLU ? vrows / 2 : vrows;
-    int si, r0;
-    const mv_seg s = dec_group(j, grp, R, &si, &r0);
-    for (int v = 0; v < vrows; v++) {
-        const mv_seg sg = j.mode == MV_GLU && v >= R ? j.s[1] : s;
-        const int row = r0 + (v < R ? v : v - R);
-        if (row >= sg.n_out) continue;
-        const uint8_t *src = sg.W + (size_t)row * sg.rb;
-        const uint8_t *a0 = (const uint8_t *)((uintptr_t)src & ~(uintptr_t)15);
-        const int nbytes = (int)(((uintptr_t)(src + sg.rb) - (uintptr_t)a0 + 15) & ~(uintptr_t)15);
-        for (int i = threadIdx.x * 16; i < nbytes; i += blockDim.x * 16) cp16(buf + v * j.stride + i, a0 + i);
-    }
-}
-
-/* See mv_job. Persistent blocks walk the groups with a stride of the grid:
- * while a group is multiplied out of shared memory, the next one's weights
- * are already on their way (double-buffered cp.async), so every block has
- * memory requests in flight all the time. */
 __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
-    extern __shared__ __align__(16) uint8_t dsm[];
+    gdc_wait();
     __shared__ float red[8], val[8];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int vrows = 8 / j.wpr, vr = warp / j.wpr, part = warp % j.wpr;
+    /* segments are copied field by field with constant indices: indexing the
+     * kernel parameter with a runtime value would copy it to local memory */
+    const int si = j.nseg > 2 && (int)blockIdx.x >= j.s[2].blk0 ? 2 : j.nseg > 1 && (int)blockIdx.x >= j.s[1].blk0 ? 1 : 0;
+    const mv_seg s = si == 0 ? j.s[0] : si == 1 ? j.s[1] : j.s[2];
     /* GLU: virtual rows [0, R) are gate rows, [R, 2R) the same up rows */
     const int R = j.mode == MV_GLU ? vrows / 2 : vrows;
-    const int ng = j.ngroups, stage_bytes = vrows * j.stride;
-    int b = 0;
-    if ((int)blockIdx.x < ng) dec_stage(j, blockIdx.x, dsm); /* weights never depend on the previous kernel */
-    cp_commit();
-    gdc_wait();
-    for (int grp = blockIdx.x; grp < ng; grp += gridDim.x) {
-        const int gn = grp + gridDim.x;
-        if (gn < ng) dec_stage(j, gn, dsm + (b ^ 1) * stage_bytes);
-        cp_commit();
-        cp_wait1();
-        __syncthreads();
-        int si, r0;
-        const mv_seg s = dec_group(j, grp, R, &si, &r0);
-        const mv_seg sg = j.mode == MV_GLU && vr >= R ? j.s[1] : s;
-        const int row = r0 + (vr < R ? vr : vr - R);
-        float v = 0.0f;
-        if (row < sg.n_out) {
-            const uintptr_t src = (uintptr_t)(sg.W + (size_t)row * sg.rb);
-            const uint8_t *wr = dsm + b * stage_bytes + vr * j.stride + (src & 15);
-            v = mv_part_any(sg.type, wr, j.n_in, j.x, j.xq, j.xd, lane, part, j.wpr);
-        }
-        v = warp_sum(v);
-        if (lane == 0) red[warp] = v;
-        __syncthreads();
-        if (threadIdx.x < vrows) {
-            float t = 0.0f;
-            for (int p = 0; p < j.wpr; p++) t += red[threadIdx.x * j.wpr + p];
-            val[threadIdx.x] = t;
-        }
-        __syncthreads();
-        const int t = threadIdx.x, r = r0 + t;
+    const int r0 = ((int)blockIdx.x - s.blk0) * R;
+    const mv_seg sg = j.mode == MV_GLU && vr >= R ? j.s[1] : s;
+    const int row = r0 + (vr < R ? vr : vr - R);
+    float v = 0.0f;
+    if (row < sg.n_out) v = mv_part_any(sg.type, sg.W + (size_t)row * sg.rb, j.n_in, j.x, j.xq, j.xd, lane, part, j.wpr);
+    v = warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    if (threadIdx.x < vrows) {
+        float t = 0.0f;
+        for (int p = 0; p < j.wpr; p++) t += red[threadIdx.x * j.wpr + p];
+        val[threadIdx.x] = t;
+    }
+    __syncthreads();
+    const int t = threadIdx.x, r = r0 + t;
+    if (j.mode != MV_QKV) {
         if (t < R && r < s.n_out) {
             if (j.mode == MV_STORE) s.y[r] = val[t];
             else if (j.mode == MV_ACC) s.y[r] += val[t];
-            else if (j.mode == MV_GLU) {
+            else {
                 const float g = val[t];
                 s.y[r] = g / (1.0f + expf(-g)) * val[R + t];
-            } else { /* MV_QKV: rows r, r + 1 of a RoPE pair are done by the even thread */
-                const int pos = *j.d_pos;
-                const size_t kvdim = (size_t)j.s[1].n_out;
-                if (si < 2 && j.rope) {
-                    if (!(t & 1)) {
-                        const int i = (r % j.hd) >> 1;
-                        float th = (float)pos;
-                        for (int q = 0; q < i; q++) th *= j.theta_scale;
-                        const float c = cosf(th), sn = sinf(th); /* as rope_pair() */
-                        const float x0 = val[t], x1 = val[t + 1];
-                        const float p0 = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
-                        const float p1 = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
-                        if (si == 0) s.y[r] = p0, s.y[r + 1] = p1;
-                        else {
-                            j.kc[(size_t)pos * kvdim + r] = __float2half_rn(p0);
-                            j.kc[(size_t)pos * kvdim + r + 1] = __float2half_rn(p1);
-                        }
-                    }
-                } else if (si == 0) s.y[r] = val[t];
-                else (si == 1 ? j.kc : j.vc)[(size_t)pos * kvdim + r] = __float2half_rn(val[t]);
             }
         }
-        __syncthreads(); /* stage b and red/val are reused by the next group */
-        b ^= 1;
+        if (!j.nw) return;
+        __shared__ int last;
+        __threadfence(); /* our rows of y are visible to whichever block is last */
+        __syncthreads();
+        if (threadIdx.x == 0) last = atomicAdd(j.counter, 1u) == gridDim.x - 1;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+        rms_row(s.y, j.nw, j.ny, s.n_out, j.eps, j.nxq, j.nxd);
+        if (threadIdx.x == 0) *j.counter = 0; /* ready for the next kernel */
+        return;
     }
-    if (!j.nw) return;
-    __shared__ int last;
-    __threadfence(); /* our rows of y are visible to whichever block is last */
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(j.counter, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
-    rms_row(j.s[0].y, j.nw, j.ny, j.s[0].n_out, j.eps, j.nxq, j.nxd);
-    if (threadIdx.x == 0) *j.counter = 0; /* ready for the next kernel */
+    if (t >= R || r >= s.n_out) return;
+    { /* MV_QKV: rows r, r + 1 of a RoPE pair are done by the even thread */
+        const int pos = *j.d_pos;
+        if (si < 2 && j.rope) {
+            if (t & 1) return;
+            float pv[2];
+            const int i = (r % j.hd) >> 1;
+            float th = (float)pos;
+            for (int q = 0; q < i; q++) th *= j.theta_scale;
+            const float c = cosf(th), sn = sinf(th); /* as rope_pair() */
+            const float x0 = val[t], x1 = val[t + 1];
+            pv[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
+            pv[1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+            if (si == 0) s.y[r] = pv[0], s.y[r + 1] = pv[1];
+            else {
+                const size_t kvdim = (size_t)j.s[1].n_out;
+                j.kc[(size_t)pos * kvdim + r] = __float2half_rn(pv[0]);
+                j.kc[(size_t)pos * kvdim + r + 1] = __float2half_rn(pv[1]);
+            }
+        } else if (si == 0) s.y[r] = val[t];
+        else {
+            const size_t kvdim = (size_t)j.s[1].n_out;
+            (si == 1 ? j.kc : j.vc)[(size_t)pos * kvdim + r] = __float2half_rn(val[t]);
+        }
+    }
 }
 
 template <int T> __global__ void k_dequant(const uint8_t *W, int n, float *out) {
@@ -1276,7 +1230,6 @@ typedef struct dlayer {
 
 static int g_wpr[5]; /* SMOLBOT_GPU_WPR=q,o,g,d,h: tuning override per job (0: auto) */
 static int g_pdl = 1; /* SMOLBOT_GPU_PDL=0: ordinary launches */
-static int g_sms = 132; /* multiprocessors of the device */
 
 /* Launch with programmatic stream serialization (see gdc_wait). */
 template <typename... KArgs, typename... Args>
@@ -1369,8 +1322,7 @@ static int g_alloc(gpu_model *g, void **p, size_t bytes, char *msg, size_t msg_l
 }
 
 static int upload(gpu_model *g, const void *host, size_t bytes, void **dev, char *msg, size_t msg_len) {
-    /* 64 bytes of slack: k_dec stages rows in 16-byte pieces around them */
-    if (g_alloc(g, dev, bytes + 64, msg, msg_len)) return -1;
+    if (g_alloc(g, dev, bytes, msg, msg_len)) return -1;
     cudaError_t e = cudaMemcpy(*dev, host, bytes, cudaMemcpyHostToDevice);
     if (e != cudaSuccess) { set_msg(msg, msg_len, "CUDA: upload: %s", cudaGetErrorString(e)); return -1; }
     g->bytes += bytes;
@@ -1387,7 +1339,7 @@ static int up_mat(gpu_model *g, const gpu_mat *m, dmat *out, const char *what, c
     }
     out->type = m->type, out->n_in = (int)m->n_in, out->n_out = (int)m->n_out, out->rb = rb;
     void *d = NULL;
-    if (upload(g, m->data, rb * (size_t)m->n_out, &d, msg, msg_len)) return -1; /* (allocated with slack: upload) */
+    if (upload(g, m->data, rb * (size_t)m->n_out, &d, msg, msg_len)) return -1;
     out->d = (const uint8_t *)d;
     return 0;
 }
@@ -1472,11 +1424,6 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
         g->tk_fi = (int *)p;
     }
     g->qt = ATT_PAIRS / group;
-    {
-        int dev = 0;
-        if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&g_sms, cudaDevAttrMultiProcessorCount, dev);
-    }
-    CK(cudaFuncSetAttribute(k_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024));
     CK(cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)));
     g->use_mma = (env_off("SMOLBOT_GPU_MMA") ? 0 : 1) | (env_off("SMOLBOT_GPU_MMQ") ? 0 : 2);
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
@@ -1569,19 +1516,6 @@ static mv_seg seg_of(const dmat *w, float *y, int blk0) {
     return s;
 }
 
-/* Launch a job over ngroups groups: persistent blocks, as many as fit. */
-static void dec_launch(cudaStream_t st, mv_job *j, int ngroups) {
-    size_t maxrb = 0;
-    for (int i = 0; i < (j->mode == MV_GLU ? 2 : j->nseg); i++) maxrb = j->s[i].rb > maxrb ? j->s[i].rb : maxrb;
-    j->ngroups = ngroups;
-    j->stride = (int)((maxrb + 31) & ~(size_t)15); /* row + up to 15 bytes of alignment slack */
-    const size_t smem = 2 * (size_t)(8 / j->wpr) * j->stride;
-    int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, k_dec, 256, smem) != cudaSuccess || per_sm < 1) per_sm = 1;
-    const int grid = ngroups < per_sm * g_sms ? ngroups : per_sm * g_sms;
-    launch(k_dec, grid, 256, smem, st, *j);
-}
-
 /* y = W x (MV_STORE) or y += W x (MV_ACC); wpr 0: pick_wpr. */
 static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
                        int mode, int wpr) {
@@ -1591,7 +1525,7 @@ static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int
     j.wpr = wpr ? wpr : g_wpr[4] && w->n_out > 65536 ? g_wpr[4] : pick_wpr(w->n_out, w->n_in, 8);
     j.s[0] = seg_of(w, y, 0);
     const int R = 8 / j.wpr;
-    dec_launch(st, &j, (w->n_out + R - 1) / R);
+    launch(k_dec, (w->n_out + R - 1) / R, 256, 0, st, j);
 }
 
 /* y += W x, then the last block writes ny = rmsnorm(y) * nw and its Q8_K
@@ -1605,7 +1539,7 @@ static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const i
     j.s[0] = seg_of(w, y, 0);
     j.nw = nw, j.eps = eps, j.ny = ny, j.nxq = nxq, j.nxd = nxd, j.counter = counter;
     const int R = 8 / j.wpr;
-    dec_launch(st, &j, (w->n_out + R - 1) / R);
+    launch(k_dec, (w->n_out + R - 1) / R, 256, 0, st, j);
 }
 
 /* q = rope(Wq x); cache[pos] = rope(Wk x), Wv x (see k_dec). */
@@ -1619,7 +1553,7 @@ static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8
     const int b1 = L->wq.n_out / R, b2 = b1 + L->wk.n_out / R, nb = b2 + L->wv.n_out / R;
     j.s[0] = seg_of(&L->wq, q, 0), j.s[1] = seg_of(&L->wk, NULL, b1), j.s[2] = seg_of(&L->wv, NULL, b2);
     j.kc = kc, j.vc = vc, j.d_pos = d_pos, j.theta_scale = theta_scale, j.rope = rope, j.hd = hd;
-    dec_launch(st, &j, nb);
+    launch(k_dec, nb, 256, 0, st, j);
 }
 
 /* out = silu(Wgate x) * (Wup x) */
@@ -1630,7 +1564,7 @@ static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8
     j.wpr = g_wpr[2] ? g_wpr[2] : pick_wpr(2 * L->gate.n_out, j.n_in, 4);
     const int R = 4 / j.wpr;
     j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
-    dec_launch(st, &j, (L->gate.n_out + R - 1) / R);
+    launch(k_dec, (L->gate.n_out + R - 1) / R, 256, 0, st, j);
 }
 
 /* y = x W^T for n_tok rows. x: f32 rows (ldx); xq/xd: the same rows as
@@ -1889,7 +1823,7 @@ typedef struct tbufs {
 
 static void *t_up(tbufs *b, const void *h, size_t bytes) {
     void *d = NULL;
-    if (cudaMalloc(&d, bytes + 64) != cudaSuccess) return NULL; /* slack as in upload() */
+    if (cudaMalloc(&d, bytes ? bytes : 16) != cudaSuccess) return NULL;
     b->p[b->n++] = d;
     if (h && cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess) return NULL;
     if (!h) cudaMemset(d, 0, bytes ? bytes : 16);
