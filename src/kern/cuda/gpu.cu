@@ -211,19 +211,18 @@ template <int T> __device__ __forceinline__ float kq_sb(const uint8_t *blk, cons
         const uint32_t dd = *(const uint32_t *)blk;
         const float d = __half2float(__ushort_as_half((unsigned short)(dd & 0xFFFF)));
         const float dmin = __half2float(__ushort_as_half((unsigned short)(dd >> 16)));
-        uint32_t s[3];
-        s[0] = *(const uint32_t *)(blk + 4), s[1] = *(const uint32_t *)(blk + 8), s[2] = *(const uint32_t *)(blk + 12);
-        /* get_scale_min_k4 for sub-blocks 2c (low nibbles) and 2c+1 (high) */
+        /* the 8 6-bit scales and mins as bytes, without branches (the
+         * arrangement of get_scale_min_k4): sc[j] = byte j of (u0, u1),
+         * m[j] = byte j of (u2, u3); this lane needs j = 2c, 2c + 1 */
+        const uint32_t s0 = *(const uint32_t *)(blk + 4), s1 = *(const uint32_t *)(blk + 8), s2 = *(const uint32_t *)(blk + 12);
+        const uint32_t u0 = s0 & 0x3f3f3f3fu, u2 = s1 & 0x3f3f3f3fu;
+        const uint32_t u1 = (s2 & 0x0f0f0f0fu) | (((s0 >> 6) & 0x03030303u) << 4);
+        const uint32_t u3 = ((s2 >> 4) & 0x0f0f0f0fu) | (((s1 >> 6) & 0x03030303u) << 4);
+        const uint32_t sw = c < 2 ? u0 : u1, mw = c < 2 ? u2 : u3;
+        const int sh8 = 16 * (c & 1);
         int sc[2], m[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            const int j = 2 * c + h;
-            if (j < 4) sc[h] = sc6(s, j) & 63, m[h] = sc6(s, j + 4) & 63;
-            else {
-                sc[h] = (sc6(s, j + 4) & 0xF) | ((sc6(s, j - 4) >> 6) << 4);
-                m[h] = (sc6(s, j + 4) >> 4) | ((sc6(s, j) >> 6) << 4);
-            }
-        }
+        sc[0] = (sw >> sh8) & 0xFF, sc[1] = (sw >> (sh8 + 8)) & 0xFF;
+        m[0] = (mw >> sh8) & 0xFF, m[1] = (mw >> (sh8 + 8)) & 0xFF;
         const uint2 u = *(const uint2 *)(blk + (T == GT_Q4_K ? 16 : 48) + 32 * c + l0);
         uint32_t lo0 = u.x & 0x0F0F0F0Fu, lo1 = u.y & 0x0F0F0F0Fu;
         uint32_t hi0 = (u.x >> 4) & 0x0F0F0F0Fu, hi1 = (u.y >> 4) & 0x0F0F0F0Fu;
