@@ -6,6 +6,10 @@
  *     unpacked straight into registers (4 zmm of weights, 4 zmm of scales)
  *     and kept there while up to KERN_TILE_CMAX tokens go by (details at
  *     "K-quants unpacked in registers" below);
+ *   - Q4_K and Q6_K wide tiles (prefill and batched decode, kern_impl.h
+ *     "Wide tile"): 16 rows repacked into the lanes of zmm, vpdpbusd
+ *     against each token's activations broadcast 4 bytes at a time, scales
+ *     and offsets applied per 16 weights (details at "Wide tiles");
  *   - Q5_K tiles: unpacked by the AVX2 code into the shared `kunp` form,
  *     then held in registers the same way (its store-forwarding stall is
  *     why matrix-vector products of Q5_K keep the AVX2 kernel);
@@ -387,7 +391,7 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_
  * an execution port (the compiler would copy one zero register instead). */
 T5 static inline __m512i zero_acc(void) {
     __m512i z;
-    __asm__("vpxord %0, %0, %0" : "=v"(z));
+    __asm__ volatile("vpxord %0, %0, %0" : "=v"(z)); /* volatile: not merged into one zero and copied */
     return z;
 }
 
