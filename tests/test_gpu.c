@@ -213,7 +213,8 @@ static void test_matmul_tensor_cores(void) {
     }
     const int big[] = {KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
     for (size_t i = 0; i < CORE_ARRAY_LEN(big); i++) {
-        check_matmul(big[i], 2112, 256, 1000, 1, 1e-5);
+        check_matmul(big[i], 2112, 256, 1000, 1, 1e-5); /* 128-token tiles */
+        check_matmul(big[i], 2112, 256, 500, 1, 1e-5);  /* 64-token tiles (smaller ones: above) */
         check_matmul(big[i], 2112, 256, 1000, 6, 3e-3);
     }
 }

@@ -66,7 +66,7 @@ using namespace nvcuda;
 #define ATT_TILE 32    /* positions per K/V tile (one per lane) */
 #define ATT_PPW 8      /* (token, head) pairs per warp, at most */
 #define ATT_DPL 8      /* head dims per lane, at most (head_dim <= 256) */
-#define ATT_PAIRS 64   /* pairs per block, at most */
+#define ATT_PAIRS 32   /* pairs per block, at most: more blocks for prefill */
 #define ATT_SPLIT 32   /* positions per decode split: one tile per block */
 #define TOPK_MAX 64
 #define TOPK_BLOCKS 64
@@ -204,10 +204,14 @@ __device__ __forceinline__ int sc6(const uint32_t *s, int j) { /* byte j of the 
     return (int)((w >> (8 * (j & 3))) & 0xFFu);
 }
 
-/* lane li (0..15) of a super-block at blk, activations a[256], scale ad */
+/* lane li (0..7) of a super-block at blk, activations a[256], scale ad:
+ * 32 values per lane, so the block's header (d, dmin, scales) is read and
+ * decoded once per 32 values -- the decode kernel is bound by issued
+ * instructions as much as by memory. */
 template <int T> __device__ __forceinline__ float kq_sb(const uint8_t *blk, const int8_t *a, float ad, int li) {
+    const int ones = 0x01010101;
     if (T == GT_Q4_K || T == GT_Q5_K) {
-        const int c = li >> 2, l0 = (li & 3) * 8;
+        const int c = li >> 1, l0 = (li & 1) * 16;
         const uint32_t dd = *(const uint32_t *)blk;
         const float d = __half2float(__ushort_as_half((unsigned short)(dd & 0xFFFF)));
         const float dmin = __half2float(__ushort_as_half((unsigned short)(dd >> 16)));
@@ -220,56 +224,67 @@ template <int T> __device__ __forceinline__ float kq_sb(const uint8_t *blk, cons
         const uint32_t u3 = ((s2 >> 4) & 0x0f0f0f0fu) | (((s1 >> 6) & 0x03030303u) << 4);
         const uint32_t sw = c < 2 ? u0 : u1, mw = c < 2 ? u2 : u3;
         const int sh8 = 16 * (c & 1);
-        int sc[2], m[2];
-        sc[0] = (sw >> sh8) & 0xFF, sc[1] = (sw >> (sh8 + 8)) & 0xFF;
-        m[0] = (mw >> sh8) & 0xFF, m[1] = (mw >> (sh8 + 8)) & 0xFF;
-        const uint2 u = *(const uint2 *)(blk + (T == GT_Q4_K ? 16 : 48) + 32 * c + l0);
-        uint32_t lo0 = u.x & 0x0F0F0F0Fu, lo1 = u.y & 0x0F0F0F0Fu;
-        uint32_t hi0 = (u.x >> 4) & 0x0F0F0F0Fu, hi1 = (u.y >> 4) & 0x0F0F0F0Fu;
+        const int sc0 = (sw >> sh8) & 0xFF, sc1 = (sw >> (sh8 + 8)) & 0xFF;
+        const int m0 = (mw >> sh8) & 0xFF, m1 = (mw >> (sh8 + 8)) & 0xFF;
+        const uint4 u = *(const uint4 *)(blk + (T == GT_Q4_K ? 16 : 48) + 32 * c + l0);
+        const uint32_t uw[4] = {u.x, u.y, u.z, u.w};
+        uint32_t hw[4] = {0, 0, 0, 0};
         if (T == GT_Q5_K) {
-            const uint2 qh = *(const uint2 *)(blk + 16 + l0);
-            lo0 |= ((qh.x >> (2 * c)) & 0x01010101u) << 4, lo1 |= ((qh.y >> (2 * c)) & 0x01010101u) << 4;
-            hi0 |= ((qh.x >> (2 * c + 1)) & 0x01010101u) << 4, hi1 |= ((qh.y >> (2 * c + 1)) & 0x01010101u) << 4;
+            const uint4 h = *(const uint4 *)(blk + 16 + l0);
+            hw[0] = h.x, hw[1] = h.y, hw[2] = h.z, hw[3] = h.w;
         }
-        const int2 al = *(const int2 *)(a + 64 * c + l0), ah = *(const int2 *)(a + 64 * c + 32 + l0);
-        const int sl = __dp4a((int)lo0, al.x, __dp4a((int)lo1, al.y, 0));
-        const int sh = __dp4a((int)hi0, ah.x, __dp4a((int)hi1, ah.y, 0));
-        const int ones = 0x01010101;
-        const int ml = __dp4a(ones, al.x, __dp4a(ones, al.y, 0)), mh = __dp4a(ones, ah.x, __dp4a(ones, ah.y, 0));
-        return ad * (d * (float)(sc[0] * sl + sc[1] * sh) - dmin * (float)(m[0] * ml + m[1] * mh));
-    } else { /* GT_Q6_K */
-        const int h = li >> 3, l0 = (li & 7) * 4;
-        const uint32_t ql0 = ld_u32_2(blk + h * 64 + l0), ql1 = ld_u32_2(blk + h * 64 + 32 + l0);
-        const uint32_t qh = ld_u32_2(blk + 128 + h * 32 + l0);
+        const int4 al = *(const int4 *)(a + 64 * c + l0), ah = *(const int4 *)(a + 64 * c + 32 + l0);
+        const int alw[4] = {al.x, al.y, al.z, al.w}, ahw[4] = {ah.x, ah.y, ah.z, ah.w};
+        int sl = 0, sh = 0, ml = 0, mh = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t lo = uw[i] & 0x0F0F0F0Fu, hi = (uw[i] >> 4) & 0x0F0F0F0Fu;
+            if (T == GT_Q5_K) {
+                lo |= ((hw[i] >> (2 * c)) & 0x01010101u) << 4;
+                hi |= ((hw[i] >> (2 * c + 1)) & 0x01010101u) << 4;
+            }
+            sl = __dp4a((int)lo, alw[i], sl), sh = __dp4a((int)hi, ahw[i], sh);
+            ml = __dp4a(ones, alw[i], ml), mh = __dp4a(ones, ahw[i], mh);
+        }
+        return ad * (d * (float)(sc0 * sl + sc1 * sh) - dmin * (float)(m0 * ml + m1 * mh));
+    } else { /* GT_Q6_K: values l0..l0+7 of each of the four 32-value quarters of half h */
+        const int h = li >> 2, l0 = (li & 3) * 8;
+        const uint16_t *pa = (const uint16_t *)(blk + h * 64 + l0), *pb = (const uint16_t *)(blk + h * 64 + 32 + l0);
+        const uint16_t *ph = (const uint16_t *)(blk + 128 + h * 32 + l0);
+        const uint32_t qa0 = pa[0] | ((uint32_t)pa[1] << 16), qa1 = pa[2] | ((uint32_t)pa[3] << 16);
+        const uint32_t qb0 = pb[0] | ((uint32_t)pb[1] << 16), qb1 = pb[2] | ((uint32_t)pb[3] << 16);
+        const uint32_t qh0 = ph[0] | ((uint32_t)ph[1] << 16), qh1 = ph[2] | ((uint32_t)ph[3] << 16);
         const int8_t *sc = (const int8_t *)(blk + 192 + h * 8 + (l0 >> 4));
         const float d = __half2float(__ushort_as_half(*(const unsigned short *)(blk + 208)));
         int sum = 0;
 #pragma unroll
         for (int qu = 0; qu < 4; qu++) {
-            const uint32_t qlw = (qu & 1) ? ql1 : ql0;
-            const int q = (int)(((qlw >> (4 * (qu >> 1))) & 0x0F0F0F0Fu) | (((qh >> (2 * qu)) & 0x03030303u) << 4));
-            const int av = *(const int *)(a + h * 128 + qu * 32 + l0);
-            sum += (int)sc[2 * qu] * (__dp4a(q, av, 0) - 32 * __dp4a(0x01010101, av, 0));
+            const uint32_t w0 = (qu & 1) ? qb0 : qa0, w1 = (qu & 1) ? qb1 : qa1;
+            const int ns = 4 * (qu >> 1);
+            const uint32_t q0 = __vsub4(((w0 >> ns) & 0x0F0F0F0Fu) | (((qh0 >> (2 * qu)) & 0x03030303u) << 4), 0x20202020u);
+            const uint32_t q1 = __vsub4(((w1 >> ns) & 0x0F0F0F0Fu) | (((qh1 >> (2 * qu)) & 0x03030303u) << 4), 0x20202020u);
+            const int2 av = *(const int2 *)(a + h * 128 + qu * 32 + l0);
+            sum += (int)sc[2 * qu] * __dp4a((int)q0, av.x, __dp4a((int)q1, av.y, 0));
         }
         return ad * d * (float)sum;
     }
 }
 
-/* Partial dot over the super-blocks of this (warp part, half-warp): two
- * super-blocks per warp step, four steps per iteration so that each warp
- * keeps eight blocks of loads in flight. */
+/* Partial dot over the super-blocks of this (warp part, lane group): four
+ * super-blocks per warp step (8 lanes each), two steps per iteration so
+ * that each warp keeps eight blocks of loads in flight. */
 template <int T> __device__ __forceinline__ float mv_part_q(const uint8_t *wr, int n_in, const int8_t *xq,
                                                             const float *xd, int lane, int part, int wpr) {
     const int BS = T == GT_Q4_K ? 144 : T == GT_Q5_K ? 176 : 210;
-    const int nsb = n_in >> 8, li = lane & 15, step = 2 * wpr;
+    const int nsb = n_in >> 8, li = lane & 7, step = 4 * wpr;
     float s = 0.0f;
-    int sb = part * 2 + (lane >> 4);
+    int sb = part * 4 + (lane >> 3);
 #define KQ(o) kq_sb<T>(wr + (size_t)(sb + (o)) * BS, xq + (size_t)(sb + (o)) * 256, xd[sb + (o)], li)
-    for (; sb + 3 * step < nsb; sb += 4 * step) {
-        const float a = KQ(0), b = KQ(step), c = KQ(2 * step), d = KQ(3 * step);
-        s += (a + b) + (c + d);
+    for (; sb + step < nsb; sb += 2 * step) {
+        const float a = KQ(0), b = KQ(step);
+        s += a + b;
     }
-    for (; sb < nsb; sb += step) s += KQ(0);
+    if (sb < nsb) s += KQ(0);
 #undef KQ
     return s;
 }
@@ -651,7 +666,7 @@ __global__ void __launch_bounds__(256)
     const int lr = tid >> 2, lq = tid & 3;
     const bool wok = row0 + lr < n_out;
     const uint8_t *wrow = W + (size_t)(wok ? row0 + lr : 0) * rb;
-    constexpr int XC = BN * 4 / 256;
+    constexpr int XC = BN * 4 >= 256 ? BN * 4 / 256 : 1; /* BN = 32: half the threads load */
     mq_raw raw;
     int4 xr[XC];
     float xdr[XC];
@@ -660,7 +675,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
         for (int u = 0; u < XC; u++) {
             const int ch = tid + u * 256, tt = tok0 + (ch >> 2);
-            if (tt < n_tok) {
+            if (ch < BN * 4 && tt < n_tok) {
                 xr[u] = *(const int4 *)(xq + (size_t)tt * n_in + k0 + (ch & 3) * 16);
                 xdr[u] = xd[(size_t)tt * (n_in >> 8) + (k0 >> 8)];
             } else xr[u] = make_int4(0, 0, 0, 0), xdr[u] = 0.0f;
@@ -677,6 +692,7 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
         for (int u = 0; u < XC; u++) {
             const int ch = tid + u * 256, tt = ch >> 2, part = ch & 3;
+            if (BN * 4 < 256 && ch >= BN * 4) continue; /* warp-uniform: whole warps idle */
             *(int4 *)(Xt[s] + tt * MQ_LD + part * 16) = xr[u];
             /* sum per 32: this chunk's 16 plus the neighbour's (lanes tid ^ 1) */
             int sum = __dp4a(xr[u].x, 0x01010101, __dp4a(xr[u].y, 0x01010101, __dp4a(xr[u].z, 0x01010101, __dp4a(xr[u].w, 0x01010101, 0))));
@@ -1501,12 +1517,12 @@ fail:
 
 /* Warps per row for a decode product: split rows until about 4k warps
  * share the matrix (measured on an H200: splitting further costs more in
- * block reductions than it gains in parallelism), keeping at least two
+ * block reductions than it gains in parallelism), keeping at least four
  * super-blocks per warp (one step of mv_part_q). */
 static int pick_wpr(int rows, int n_in, int max) {
     const int nsb = (n_in + 255) / 256;
     int w = 1;
-    while (w < max && rows * w < 4096 && nsb >= 4 * w) w *= 2;
+    while (w < max && rows * w < 4096 && nsb >= 8 * w) w *= 2;
     return w;
 }
 
@@ -1577,10 +1593,13 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
     const int rb = (w->n_out + MM_R - 1) / MM_R;
     const int big = rb * ((n_tok + 127) / 128) >= 264; /* two blocks per SM of 132 with 128-token tiles */
     if ((use_mma & 2) && n_tok >= MMA_MIN_TOK && kq && xq) {
-        const dim3 grid(rb, big ? (n_tok + 127) / 128 : (n_tok + 63) / 64);
+        /* the widest token tile that still gives two blocks per SM */
+        const int bn = big ? 128 : rb * ((n_tok + 63) / 64) >= 264 ? 64 : 32;
+        const dim3 grid(rb, (n_tok + bn - 1) / bn);
 #define MQ(TT) \
-    (big ? k_mmq<TT, 128><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
-         : k_mmq<TT, 64><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
+    (bn == 128 ? k_mmq<TT, 128><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+     : bn == 64 ? k_mmq<TT, 64><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+                : k_mmq<TT, 32><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
         if (w->type == GT_Q4_K) MQ(GT_Q4_K);
         else if (w->type == GT_Q5_K) MQ(GT_Q5_K);
         else MQ(GT_Q6_K);
