@@ -9,39 +9,49 @@
  *   attention, Wo (+= residual), rmsnorm, gate, up, silu*mul, down (+=)
  *   -> rmsnorm, tied head.
  *
- * Products. Decode (1 token) is memory bound: k_mv gives each weight row to
- * one warp, dequantizes 8 values per lane in registers (quant.cuh) and
- * accumulates in fp32 against fp32 activations -- no activation
- * quantization, so it is at least as exact as the CPU's Q8_K path. The same
- * kernel takes up to 8 tokens at once (batched rows, F32/F16 weights in
- * prefill). Prefill with quantized weights uses k_mma: 64x64 output tiles,
- * weight and activation tiles dequantized/converted to f16 in shared
- * memory, tensor cores (wmma 16x16x16, fp32 accumulate). Trade-off: f16
- * activations overflow beyond 65504 (SmolLM3's hidden states stay far below;
- * set SMOLBOT_GPU_MMA=0 to use the fp32 k_mv path for everything).
+ * Numerics. Inputs of products with K-quant weights are quantized to Q8_K
+ * first (k_quant, or inside the norm), exactly as the CPU and llama.cpp do,
+ * and the products are integer dot products: the GPU sees the same rounding
+ * as the references (golden logits within the inference issue's
+ * tolerances; decode and prefill agree to the last bit on the tests).
+ * Other weight types multiply f32 activations.
  *
- * Attention. k_attn serves both phases: a block owns one KV head and a set
- * of (token, query head) pairs that share it (GQA), streams K/V tiles of 32
- * positions through shared memory (f16 -> f32) and keeps an online softmax
- * per pair in registers (lane j scores position j; lanes own head_dim/32
- * output dims). Prefill: a block per (KV head, 64/group tokens), causal
- * mask. Decode: split-K flash-decoding -- a block per (KV head, 128
- * positions) writes (max, sum, unnormalized acc); k_attn_combine merges the
- * splits. Blocks whose split lies past the current position exit at once,
- * so the grid can be fixed by the cache size and baked into a graph.
+ * Decode (one token) is bound by memory bandwidth and by the number of
+ * kernel boundaries, so it runs its own fused kernels (enqueue_decode):
+ *   k_dec     one "job" per product: QKV with RoPE and the f16 cache store
+ *             fused in, Wo and down with the residual add and the next
+ *             norm (the last block to finish normalizes), gate/up with
+ *             SwiGLU; rows split over 1..8 warps; 8 lanes per 256-value
+ *             super-block, 32 values per lane, dp4a dots (kq_sb)
+ *   k_attn    split-K flash-decoding: a block per (KV head, 32 positions)
+ *             for the query heads of its group; k_attn_combine merges
+ *   k_quant   Q8_K of the attention and SwiGLU outputs
+ * 8 kernels per layer, captured once per KV cache as a CUDA graph that
+ * reads its token and position from device memory (d_io): one launch per
+ * token, no host round trip per layer. Kernels are launched with
+ * programmatic stream serialization (gdc_wait). A change of the NoPE flags
+ * (model_set_rope_layer) bumps a generation counter and recaptures. The
+ * logits stay on the device; gpu_sample_topk returns the best k.
  *
- * Graphs. A decode step reads its token and position from device memory
- * (d_io, filled by one 4-byte+4-byte copy), so the whole step -- about 15
- * kernels per layer -- is captured once per KV cache as a CUDA graph and
- * replayed: one launch per token, no host round trip per layer. A change
- * of the NoPE flags (model_set_rope_layer) bumps a generation counter and
- * recaptures. SMOLBOT_GPU_GRAPH=0 launches the kernels directly.
+ * Prefill runs chunks of n_batch tokens (enqueue_step):
+ *   k_mmq     K-quant x Q8_K on int8 tensor cores (mma.sync m16n8k32, k16
+ *             for Q6_K's 16-value scales): 64 rows x 32/64/128 tokens per
+ *             block, weights unpacked to int8 with their sub-block factors,
+ *             integer sums folded into f32 per sub-block
+ *   k_mm      other quantized types on f16 tensor cores (wmma)
+ *   k_mv      f32/f16/bf16 weights and small batches
+ *   k_attn    a block per (KV head, 32 / group tokens), causal mask
  *
- * Numerics mirrored from the reference: RoPE angles as ggml's cache (pos
- * times theta_scale^i by repeated float multiplication, theta_scale from the
- * host's powf), rotation without FMA contraction; K/V rounded to f16 on
- * store; softmax with expf; rmsnorm 1/sqrtf(mean + eps) (sum in fp32 tree
- * order rather than double -- within the golden tolerances).
+ * Measured on an H200 (3B-shaped Q4_K_M file, smolbot bench): decode 499
+ * tok/s at an empty context (0.95 TB/s of weights), 451 at 2048, 315 at
+ * 8192 (where attention takes half the step); prefill 8,500 tok/s for 512
+ * tokens, 6,100 for 2048. SMOLBOT_GPU_SKIP leaves kernel groups out to
+ * read their cost off decode speeds (profiling only).
+ *
+ * Switches (for comparisons, all on by default): SMOLBOT_GPU_GRAPH,
+ * SMOLBOT_GPU_FUSE (decode kernels), SMOLBOT_GPU_Q8 (Q8_K activations),
+ * SMOLBOT_GPU_MMQ, SMOLBOT_GPU_MMA (tensor-core prefill), SMOLBOT_GPU_PDL;
+ * SMOLBOT_GPU_WPR=q,o,g,d,h overrides warps per row.
  *
  * Invariants: every row length is a multiple of 8 (checked at load);
  * activation buffers are cudaMalloc'd (256-byte aligned) with row strides
@@ -62,7 +72,7 @@ using namespace nvcuda;
 
 #define MV_ROWS 8      /* rows (warps) per k_mv block */
 #define MV_NT 8        /* tokens per k_mv pass */
-#define MMA_MIN_TOK 9  /* k_mma from this many tokens on */
+#define MMA_MIN_TOK 9  /* tensor-core prefill (k_mmq, k_mm) from this many tokens on */
 #define ATT_TILE 32    /* positions per K/V tile (one per lane) */
 #define ATT_PPW 8      /* (token, head) pairs per warp, at most */
 #define ATT_DPL 8      /* head dims per lane, at most (head_dim <= 256) */
