@@ -55,6 +55,10 @@ check "the error names the id" grep -q '999999' "$TMP/e"
 "$BIN" generate -m /nonexistent.gguf --prompt-ids 1 2>"$TMP/e" >/dev/null
 check "a missing model is an error naming it" grep -q '/nonexistent.gguf' "$TMP/e"
 "$BIN" generate -m "$Q4" 2>/dev/null >/dev/null; check "no prompt is a usage error" [ $? = 2 ]
+# the 8-bit KV cache: generate runs with it; an unknown type is refused
+"$BIN" generate -m "$F32" --kv q8 --prompt-ids 504,3090,315 --greedy -n 4 --ids --ignore-eos >"$TMP/q8.txt" 2>/dev/null
+check "generate --kv q8 prints 4 ids" [ "$(tr -d '[] ' <"$TMP/q8.txt" | tr ',' '\n' | grep -c .)" = 4 ]
+"$BIN" generate -m "$Q4" --kv q4 --prompt-ids 1 2>/dev/null >/dev/null; check "--kv q4 is a usage error" [ $? = 2 ]
 
 # ---- chat: a scripted session ----
 printf 'Hello there\n/status\n/thinking off\nSecond question?\n/temp 0.3\n/export %s\n/reset\n/model\n/quit\n' "$TMP/c.md" |

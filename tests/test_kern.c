@@ -295,28 +295,41 @@ static void check_ops(const char *isa) {
     }
 }
 
-/* kern_attn against kern_attn_ref: random q, K, V (f16 and f32 rows with
- * a stride wider than a head), several head counts, head sizes (one not a
- * multiple of 8: the fallback), lengths around the block size; and a
- * split into two ranges merged with kern_attn_merge equals one pass.
+/* kern_attn against kern_attn_ref: random q, K, V (f16, f32 and Q8_0 rows
+ * with a stride wider than a head), several head counts, head sizes (one
+ * not a multiple of 8: the fallback; Q8_0 takes multiples of 32), lengths
+ * around the block size; and a split into two ranges merged with
+ * kern_attn_merge equals one pass.
  * Tolerance 5e-5 relative: the SIMD exp and the summation order differ
  * (2.5e-5 seen on f32 rows whose scores spread wide). */
 static void check_attn(const char *isa) {
     static const int ngs[] = {1, 3, 4, 5, 8}, hds[] = {6, 40, 64, 128}, ns[] = {1, 7, 32, 33, 100, 300};
-    for (int kt = 0; kt < 2; kt++) {
-        const int type = kt ? KERN_F32 : KERN_F16;
-        const size_t elt = kt ? 4 : 2;
+    static const char *const names[] = {"f16", "f32", "q8_0"};
+    for (int kt = 0; kt < 3; kt++) {
+        const int type = kt == 0 ? KERN_F16 : kt == 1 ? KERN_F32 : KERN_Q8_0;
         for (size_t gi = 0; gi < CORE_ARRAY_LEN(ngs); gi++)
             for (size_t hi = 0; hi < CORE_ARRAY_LEN(hds); hi++)
                 for (size_t ni = 0; ni < CORE_ARRAY_LEN(ns); ni++) {
                     const int ng = ngs[gi], hd = hds[hi], n = ns[ni];
-                    const size_t stride = (size_t)(hd * 3) * elt; /* three heads per row; use the middle one */
+                    if (kt == 2 && hd % 32) continue;
+                    /* bytes of one head's row; three heads per row, the middle one is used */
+                    const size_t elt = kt == 2 ? (size_t)(hd / 32) * sizeof(kern_block_q8_0) : (size_t)hd * (kt ? 4 : 2);
+                    const size_t stride = 3 * elt;
                     char *k = malloc(stride * n), *v = malloc(stride * n);
-                    for (size_t i = 0; i < stride * n / elt; i++) {
-                        const float a = frand() * 2, b = frand() * 2;
-                        if (kt) ((float *)k)[i] = a, ((float *)v)[i] = b;
-                        else ((kern_f16 *)k)[i] = core_f32_to_f16(a), ((kern_f16 *)v)[i] = core_f32_to_f16(b);
+                    float *fk = malloc(sizeof(float) * hd), *fv = malloc(sizeof(float) * hd);
+                    for (size_t r = 0; r < 3 * (size_t)n; r++) {
+                        for (int i = 0; i < hd; i++) fk[i] = frand() * 2, fv[i] = frand() * 2;
+                        char *kr = k + r * elt, *vr = v + r * elt;
+                        for (int i = 0; i < hd && kt < 2; i++) {
+                            if (kt) ((float *)kr)[i] = fk[i], ((float *)vr)[i] = fv[i];
+                            else ((kern_f16 *)kr)[i] = core_f32_to_f16(fk[i]), ((kern_f16 *)vr)[i] = core_f32_to_f16(fv[i]);
+                        }
+                        if (kt == 2) {
+                            kern_ref_traits(KERN_Q8_0)->from_float(fk, kr, hd);
+                            kern_ref_traits(KERN_Q8_0)->from_float(fv, vr, hd);
+                        }
                     }
+                    free(fk), free(fv);
                     float *q = malloc(sizeof(float) * ng * hd);
                     for (int i = 0; i < ng * hd; i++) q[i] = frand();
                     float m[3][KERN_ATTN_MAX_G], l[3][KERN_ATTN_MAX_G];
@@ -326,15 +339,15 @@ static void check_attn(const char *isa) {
                         for (int g = 0; g < ng; g++) m[s][g] = -INFINITY, l[s][g] = 0;
                     }
                     const float scale = 1.0f / sqrtf((float)hd);
-                    kern_attn_ref(type, q, ng, hd, k + hd * elt, v + hd * elt, stride, n, scale, m[0], l[0], acc[0]);
-                    kern_attn(type, q, ng, hd, k + hd * elt, v + hd * elt, stride, n, scale, m[1], l[1], acc[1]);
+                    kern_attn_ref(type, q, ng, hd, k + elt, v + elt, stride, n, scale, m[0], l[0], acc[0]);
+                    kern_attn(type, q, ng, hd, k + elt, v + elt, stride, n, scale, m[1], l[1], acc[1]);
                     const int h = n / 3; /* split-K: [0, h) and [h, n) */
-                    kern_attn(type, q, ng, hd, k + hd * elt + h * stride, v + hd * elt + h * stride, stride, n - h, scale,
+                    kern_attn(type, q, ng, hd, k + elt + h * stride, v + elt + h * stride, stride, n - h, scale,
                               m[2], l[2], acc[2]);
                     float m1[KERN_ATTN_MAX_G], l1[KERN_ATTN_MAX_G];
                     float *a1 = calloc((size_t)ng * hd, sizeof(float));
                     for (int g = 0; g < ng; g++) m1[g] = -INFINITY, l1[g] = 0;
-                    kern_attn(type, q, ng, hd, k + hd * elt, v + hd * elt, stride, h, scale, m1, l1, a1);
+                    kern_attn(type, q, ng, hd, k + elt, v + elt, stride, h, scale, m1, l1, a1);
                     kern_attn_merge(ng, hd, m1, l1, a1, m[2], l[2], acc[2]);
                     int bad = 0, badm = 0;
                     float worst = 0;
@@ -347,7 +360,7 @@ static void check_attn(const char *isa) {
                             worst = fmaxf(worst, fmaxf(fabsf(want - got), fabsf(want - got2)) / (1 + fabsf(want)));
                         }
                     CHECK_MSG(bad == 0 && badm == 0, "%s attn %s ng=%d hd=%d n=%d: %d bad, %d bad after merge (worst %.3g)",
-                              isa, kt ? "f32" : "f16", ng, hd, n, bad, badm, worst);
+                              isa, names[kt], ng, hd, n, bad, badm, worst);
                     for (int s = 0; s < 3; s++) free(acc[s]);
                     free(a1), free(q), free(k), free(v);
                 }

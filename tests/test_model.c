@@ -257,6 +257,53 @@ static void test_chunking_and_cache(void) {
     unload(&B);
 }
 
+/* The 8-bit KV cache (--kv q8): on every reference prompt of the f32
+ * model the logits stay close to llama.cpp's f16-cache ones (the Q8_0
+ * rounding of K and V is the only new error) with the same argmax where
+ * the reference margin is clear; and the cache holds 8.5 bits a value. */
+static void test_kv_q8(void) {
+    const char *gj = t_shared("refdata/model/greedy.jsonl");
+    loaded L;
+    if (!gj || load("models/smollm3-tiny-f32.gguf", &L, 0) == -1) T_SKIP("../shared/models or refdata absent");
+    const model_config *c = model_get_config(L.m);
+    float *logits = malloc((size_t)c->n_vocab * sizeof(float));
+    FILE *f = fopen(gj, "r");
+    char line[1 << 16];
+    int cases = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        const char *mf = o ? json_string_value(json_object_get(o, "model_file")) : NULL;
+        const char *cfg = o ? json_string_value(json_object_get(o, "llama_cpp_config")) : NULL;
+        const char *lf = o ? json_string_value(json_object_get(o, "logits_file")) : NULL;
+        char lrel[256];
+        snprintf(lrel, sizeof lrel, "refdata/model/%s", lf ? lf : "");
+        if (!mf || strcmp(mf, "smollm3-tiny-f32.gguf") || !cfg || strcmp(cfg, "default") || !lf || !t_shared(lrel)) {
+            json_decref(o);
+            continue;
+        }
+        float *ref = t_read_f32(t_shared(lrel), (size_t)c->n_vocab);
+        CHECK(run_prompt(L.m, json_object_get(o, "prompt_ids"), logits, MODEL_KV_Q8) == 0);
+        double maxd, rms;
+        t_diff_stats(logits, ref, c->n_vocab, &maxd, &rms);
+        const char *name = json_string_value(json_object_get(o, "prompt_name"));
+        fprintf(stderr, "  kv q8 %-16s max|diff| %.5f  rms %.5f\n", name, maxd, rms);
+        /* measured max 0.13, rms 0.03 (logits spread std 1.6): twice that */
+        CHECK_MSG(maxd <= 0.25 && rms <= 0.06, "%s: q8 KV max %.4f rms %.4f", name, maxd, rms);
+        double m0 = json_number_value(json_array_get(json_object_get(o, "top1_minus_top2"), 0));
+        if (m0 >= 0.1) CHECK_EQ_INT(t_argmax(logits, c->n_vocab), t_argmax(ref, c->n_vocab));
+        cases++;
+        free(ref);
+        json_decref(o);
+    }
+    if (f) fclose(f);
+    CHECK(cases >= 2);
+    /* 34 bytes per 32 values, K and V, every layer and position */
+    CHECK(model_kv_size(L.m, 100, MODEL_KV_Q8) ==
+          2ull * c->n_layer * 100 * (uint64_t)(c->n_head_kv * c->head_dim / 32) * 34);
+    free(logits);
+    unload(&L);
+}
+
 /* The NoPE rule: layer 3 of the tiny model skips RoPE, others apply it.
  * Flipping either choice moves the logits away from llama.cpp's. */
 static void test_nope_rule(void) {
@@ -376,6 +423,7 @@ int main(void) {
     T_RUN(test_golden_q4);
     T_RUN(test_chunking_and_cache);
     T_RUN(test_nope_rule);
+    T_RUN(test_kv_q8);
     T_RUN(test_refuse_broken);
     T_RUN(test_ppl_f32);
     T_RUN(test_ppl_q4);

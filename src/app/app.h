@@ -45,6 +45,7 @@ struct sample_params;
 int app_parse_sampling(int argc, char **argv, int *i, struct sample_params *sp, int *seed_given);
 /* --gpu auto|on|off -> MODEL_GPU_* (gpu_opt.c); prints an error and returns -1 otherwise. */
 int app_parse_gpu(const char *v, int *out);
+int app_parse_kv(const char *v, int *out); /* --kv f16|f32|q8 -> MODEL_KV_* */
 
 /* Model lookup (modelpath.c): -m, then $MODEL_PATH, then the models
  * directory ($SMOLBOT_MODELS or ~/.cache/smolbot/models), then ./models.

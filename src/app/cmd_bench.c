@@ -28,6 +28,7 @@ static void usage(FILE *f) {
             "  -d LIST      context depths for decode, e.g. 0,2048,4096 (default 0)\n"
             "  -t N         threads (default: all cores)\n"
             "  --gpu auto|on|off  CUDA GPU (default auto: used when built with CUDA and present)\n"
+            "  --kv f16|f32|q8    KV cache type (default f16)\n"
             "  -r N         repetitions, best is kept (default 3)\n"
             "  --real-fill  reach each depth by prefilling real tokens (slow)\n"
             "  --json       one JSON object on stdout\n"
@@ -58,7 +59,7 @@ int cmd_bench(int argc, char **argv) {
     if (app_wants_help(argc, argv)) { usage(stdout); return 0; }
     const char *model_opt = NULL;
     long p = 512, n = 128, threads = 0, reps = 3, depths[MAX_DEPTHS] = {0};
-    int n_depths = 1, json = 0, real_fill = 0, gpu = MODEL_GPU_AUTO;
+    int n_depths = 1, json = 0, real_fill = 0, gpu = MODEL_GPU_AUTO, kv_type = MODEL_KV_F16;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) { if (!(model_opt = app_optarg(argc, argv, &i))) return 2; }
@@ -66,6 +67,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "-n")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &n)) return 2; }
         else if (!strcmp(a, "-t")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &threads)) return 2; }
         else if (!strcmp(a, "--gpu")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_gpu(v, &gpu)) return 2; }
+        else if (!strcmp(a, "--kv")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_kv(v, &kv_type)) return 2; }
         else if (!strcmp(a, "-r")) { if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &reps)) return 2; }
         else if (!strcmp(a, "-d")) {
             if (!(v = app_optarg(argc, argv, &i)) || parse_depths(v, depths, &n_depths)) {
@@ -96,7 +98,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < n_depths; i++) max_depth = CORE_MAX(max_depth, depths[i]);
     long ctx = CORE_MAX(p, max_depth + n) + 1;
     if (ctx > c->n_ctx_train) { core_errf(&err, CORE_ERANGE, "depth %ld + %ld tokens exceeds the context %d", max_depth, n, c->n_ctx_train); goto done; }
-    if (model_kv_new(&kv, m, (int)ctx, MODEL_KV_F16, &err)) goto done;
+    if (model_kv_new(&kv, m, (int)ctx, kv_type, &err)) goto done;
     logits = malloc((size_t)c->n_vocab * sizeof(float));
     toks = malloc((size_t)CORE_MAX(p, max_depth) * sizeof(int32_t));
     if (!logits || !toks) { core_errf(&err, CORE_ENOMEM, "out of memory"); goto done; }
@@ -147,23 +149,26 @@ int cmd_bench(int argc, char **argv) {
     double d0 = decode[0];
     for (int di = 0; di < n_depths; di++) if (depths[di] == 0) d0 = decode[di];
     double peak_mb = (double)core_peak_rss() / (1 << 20);
+    /* KV bytes read per token per position of context (K and V, all layers) */
+    const double kv_pos_gb = (double)model_kv_size(m, 1, kv_type) / 1e9;
+    const char *kv_name = kv_type == MODEL_KV_Q8 ? "q8" : kv_type == MODEL_KV_F32 ? "f32" : "f16";
     if (json) {
         printf("{\"model\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"prompt_tokens\": %ld, \"decode_tokens\": %ld, "
                "\"prefill_tok_s\": %.2f, \"decode_tok_s\": {",
                path, model_device(m), model_threads(m), kern_isa(), p, n, prefill_tok_s);
         for (int di = 0; di < n_depths; di++) printf("%s\"%ld\": %.2f", di ? ", " : "", depths[di], decode[di]);
         printf("}, \"ttft_ms\": %.1f, \"peak_rss_mb\": %.0f, \"read_bw_gbs\": %.2f, \"weight_bw_gbs\": %.2f, "
-               "\"weight_gb\": %.3f, \"kv_mb\": %.0f}\n",
-               ttft_ms, peak_mb, read_bw, weight_gb * d0, weight_gb, (double)model_kv_bytes(kv) / (1 << 20));
+               "\"weight_gb\": %.3f, \"kv_mb\": %.0f, \"kv_type\": \"%s\"}\n",
+               ttft_ms, peak_mb, read_bw, weight_gb * d0, weight_gb, (double)model_kv_bytes(kv) / (1 << 20), kv_name);
     } else {
         printf("model        %s (%d layers, %.2f GB of weights read per token)\n", path, c->n_layer, weight_gb);
         printf("threads      %d, %s kernels\n", model_threads(m), kern_isa());
         printf("device       %s\n", model_device(m));
         printf("prefill      %8.2f tok/s  (%ld tokens, TTFT %.0f ms)\n", prefill_tok_s, p, ttft_ms);
         for (int di = 0; di < n_depths; di++)
-            printf("decode @%-5ld %8.2f tok/s  (%ld tokens%s; %.0f GB/s of weights + f16 KV)\n", depths[di], decode[di], n,
-                   depths[di] && !real_fill ? ", synthetic context" : "",
-                   decode[di] * (weight_gb + 4e-9 * c->n_layer * (double)depths[di] * c->n_head_kv * c->head_dim));
+            printf("decode @%-5ld %8.2f tok/s  (%ld tokens%s; %.0f GB/s of weights + %s KV)\n", depths[di], decode[di], n,
+                   depths[di] && !real_fill ? ", synthetic context" : "", decode[di] * (weight_gb + kv_pos_gb * (double)depths[di]),
+                   kv_name);
         printf("bandwidth    %.1f GB/s of weights at depth 0 = %.0f%% of %.1f GB/s plain read\n", weight_gb * d0,
                100 * weight_gb * d0 / read_bw, read_bw);
         printf("peak RSS     %.0f MB (KV cache %.0f MB)\n", peak_mb, (double)model_kv_bytes(kv) / (1 << 20));

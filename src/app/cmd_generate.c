@@ -29,7 +29,7 @@ static void usage(FILE *f) {
             "  --special          parse special-token text in --prompt (e.g. <|im_start|>)\n"
             "  --ignore-eos       do not stop at end-of-turn tokens\n"
             "  --ctx N            KV cache positions (default 4096)\n"
-            "  --kv f16|f32       KV cache type (default f16)\n"
+            "  --kv f16|f32|q8    KV cache type (default f16)\n"
             "  -t N               threads (default: all cores)\n"
             "  --gpu auto|on|off  CUDA GPU (default auto: used when built with CUDA and present)\n"
             "  --batch N          prefill chunk size (default 256)\n"
@@ -93,7 +93,8 @@ int cmd_generate(int argc, char **argv) {
         else { fprintf(stderr, "generate: unknown option %s\n", a); usage(stderr); return 2; }
     }
     if (!!prompt == !!prompt_ids) { fprintf(stderr, "generate: give exactly one of --prompt or --prompt-ids\n"); return 2; }
-    if (n_gen < 0 || n_ctx < 1 || threads < 0 || batch < 0 || (strcmp(kvs, "f16") && strcmp(kvs, "f32"))) {
+    int kv_type = MODEL_KV_F16;
+    if (n_gen < 0 || n_ctx < 1 || threads < 0 || batch < 0 || app_parse_kv(kvs, &kv_type)) {
         fprintf(stderr, "generate: bad -n / --ctx / -t / --batch / --kv value\n");
         return 2;
     }
@@ -128,7 +129,7 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (n_ids == 0) { fprintf(stderr, "generate: the prompt is empty\n"); goto done; }
-    if (model_kv_new(&kv, m, (int)n_ctx, strcmp(kvs, "f32") ? MODEL_KV_F16 : MODEL_KV_F32, &err)) goto done;
+    if (model_kv_new(&kv, m, (int)n_ctx, kv_type, &err)) goto done;
     if ((long)n_ids + n_gen > model_kv_ctx(kv)) {
         long room = model_kv_ctx(kv) - (long)n_ids;
         if (room <= 0) { core_errf(&err, CORE_EFULL, "prompt of %zu tokens does not fit the context of %d", n_ids, model_kv_ctx(kv)); goto done; }

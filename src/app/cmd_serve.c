@@ -50,7 +50,7 @@ static void usage(FILE *f) {
             "  -t, --threads N      threads (default: all cores)\n"
             "  --gpu auto|on|off    CUDA GPU (default auto: used when built with CUDA and present)\n"
             "  --kv-budget MB       memory for all KV caches (default 2048)\n"
-            "  --kv f16|f32         KV cache type (default f16)\n"
+            "  --kv f16|f32|q8      KV cache type (default f16; q8 halves it)\n"
             "  --parallel N         sequences generating at once (default 4)\n"
             "  --queue N            waiting requests before 429 (default 64)\n"
             "  --batch N            prefill chunk in tokens (default 256)\n"
@@ -104,7 +104,7 @@ int cmd_serve(int argc, char **argv) {
                *kvs = "f16", *model_name = NULL;
     long port = 3000, n_ctx = 4096, threads = 0, kv_mb = 2048, parallel = 0, queue = 0, batch = 0, max_streams = 0,
          max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30;
-    int no_db = 0, gpu = MODEL_GPU_AUTO;
+    int no_db = 0, gpu = MODEL_GPU_AUTO, kv_type = MODEL_KV_F16;
     if (!host || !*host) host = "127.0.0.1";
     const char *penv = getenv("PORT");
     if (penv && *penv && app_parse_int("$PORT", penv, &port)) return 2;
@@ -148,7 +148,7 @@ int cmd_serve(int argc, char **argv) {
     }
     if (port < 0 || port > 65535 || n_ctx < 1 || threads < 0 || kv_mb < 1 || parallel < 0 || parallel > 64 ||
         queue < 0 || batch < 0 || max_streams < 0 || max_messages < 0 || max_tokens < 0 || max_body < 0 || conn_timeout < 1 || conn_timeout > 86400 ||
-        (strcmp(kvs, "f16") && strcmp(kvs, "f32"))) {
+        app_parse_kv(kvs, &kv_type)) {
         fprintf(stderr, "serve: an option is out of range (see --help)\n");
         return 2;
     }
@@ -187,7 +187,7 @@ int cmd_serve(int argc, char **argv) {
     ec.model_path = have_model ? model_path : NULL;
     ec.n_threads = (int)threads;
     ec.n_ctx = (int)n_ctx;
-    ec.kv_type = strcmp(kvs, "f32") ? MODEL_KV_F16 : MODEL_KV_F32;
+    ec.kv_type = kv_type;
     ec.kv_budget = (uint64_t)kv_mb << 20;
     ec.max_queue = (int)queue;
     ec.max_active = parallel ? (int)parallel : 4;

@@ -15,7 +15,7 @@
  *     why matrix-vector products of Q5_K keep the AVX2 kernel);
  *   - Q8_0 x Q8_0: |x| (u8) x sign(y, x) (i8) with vpdpbusd on 256 bits.
  *   - F32 and F16 dots with masked tails;
- *   - attention over f16 KV rows (kern_attn), 16 lanes throughout.
+ *   - attention over f16 or Q8_0 KV rows (kern_attn), 16 lanes throughout.
  * The scalar twins are in ref.c; tests compare each against them.
  */
 #include <immintrin.h>
@@ -699,17 +699,22 @@ T5 static inline __m128 hsum4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-T5 static void attn_f16(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
-                        float scale, float *m, float *l, float *acc) {
-    if (kv_type != KERN_F16 || (hd & 15) || hd > 256) {
-        attn_prev(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
-        return;
-    }
+/* 16 values of a KV row from value i on (i % 16 == 0): f16, or Q8_0
+ * blocks (int8 x the block's f16 scale) */
+T5 static inline AI __m512 kv16(const char *row, int i, const int q8) {
+    if (!q8) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 2 * (size_t)i)));
+    const char *b = row + (size_t)(i >> 5) * sizeof(kern_block_q8_0);
+    const __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2 + (i & 31)))));
+    return _mm512_mul_ps(x, _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)b)));
+}
+
+T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                                   float scale, float *m, float *l, float *acc, const int q8) {
     assert(ng >= 1 && ng <= KERN_ATTN_MAX_G);
     _Alignas(64) float s[KERN_ATTN_MAX_G + 4][KERN_ATTN_BLOCK]; /* rows ng.. are scratch for absent heads */
     _Alignas(64) float zq[256], dummy[256];
     const int nc = hd / 16, ng4 = (ng + 3) & ~3;
-    const size_t rowb = (size_t)hd * 2;
+    const size_t rowb = q8 ? (size_t)(hd / 32) * sizeof(kern_block_q8_0) : (size_t)hd * 2;
     const float *qh[KERN_ATTN_MAX_G + 4];
     for (int g = 0; g < ng4; g++) qh[g] = g < ng ? q + (size_t)g * hd : zq;
     if (ng4 != ng) memset(zq, 0, sizeof(float) * (size_t)hd), memset(dummy, 0, sizeof(float) * (size_t)hd);
@@ -722,7 +727,7 @@ T5 static void attn_f16(int kv_type, const float *q, int ng, int hd, const void 
             if (p0 + j + ATT_PF < n)
                 for (size_t b = 0; b < rowb; b += 64) _mm_prefetch(kr + ATT_PF * stride + b, _MM_HINT_T0);
             __m512 kz[16];
-            for (int c = 0; c < nc; c++) kz[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kr + 32 * c)));
+            for (int c = 0; c < nc; c++) kz[c] = kv16(kr, 16 * c, q8);
             for (int g = 0; g < ng4; g += 4) {
                 __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh[g]), kz[0]), a1 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 1]), kz[0]);
                 __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 2]), kz[0]), a3 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 3]), kz[0]);
@@ -763,9 +768,9 @@ T5 static void attn_f16(int kv_type, const float *q, int ng, int hd, const void 
             for (int i = 0; i < hd; i += 16) {
                 __m512 a0 = _mm512_loadu_ps(ap[0] + i), a1 = _mm512_loadu_ps(ap[1] + i);
                 __m512 a2 = _mm512_loadu_ps(ap[2] + i), a3 = _mm512_loadu_ps(ap[3] + i);
-                const char *vr = (const char *)v + (size_t)p0 * stride + 2 * (size_t)i;
+                const char *vr = (const char *)v + (size_t)p0 * stride;
                 for (int j = 0; j < np; j++, vr += stride) {
-                    const __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)vr));
+                    const __m512 x = kv16(vr, i, q8);
                     a0 = _mm512_fmadd_ps(_mm512_set1_ps(w0[j]), x, a0);
                     a1 = _mm512_fmadd_ps(_mm512_set1_ps(w1[j]), x, a1);
                     a2 = _mm512_fmadd_ps(_mm512_set1_ps(w2[j]), x, a2);
@@ -776,6 +781,14 @@ T5 static void attn_f16(int kv_type, const float *q, int ng, int hd, const void 
             }
         }
     }
+}
+
+T5 static void attn16(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                      float scale, float *m, float *l, float *acc) {
+    if ((kv_type != KERN_F16 && kv_type != KERN_Q8_0) || (hd & 15) || hd > 256 || (kv_type == KERN_Q8_0 && (hd & 31)))
+        attn_prev(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
+    else if (kv_type == KERN_Q8_0) attn_body(q, ng, hd, k, v, stride, n, scale, m, l, acc, 1);
+    else attn_body(q, ng, hd, k, v, stride, n, scale, m, l, acc, 0);
 }
 
 void kern_avx512_install(kern_impl *t) {
@@ -808,5 +821,5 @@ void kern_avx512_install(kern_impl *t) {
     t->tile1[KERN_F32] = tile_f32;
     t->tile1[KERN_F16] = tile_f16;
     attn_prev = t->attn;
-    t->attn = attn_f16;
+    t->attn = attn16;
 }

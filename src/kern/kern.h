@@ -176,7 +176,7 @@ void kern_f32_to_f16(const float *src, kern_f16 *dst, int64_t n);
 /* Advance the state over n positions of one KV head: q is ng rows of hd
  * floats (the query heads sharing this KV head, GQA), k and v point at the
  * first position's row of this head, rows `stride` bytes apart, of type
- * kv_type (KERN_F16 or KERN_F32). score = scale * q.k. Each K and V row is
+ * kv_type (KERN_F16, KERN_F32, or KERN_Q8_0 blocks with hd % 32 == 0). score = scale * q.k. Each K and V row is
  * read once for all ng heads. Thread-safe (no shared state); ng <=
  * KERN_ATTN_MAX_G, hd <= KERN_ATTN_MAX_HD. */
 void kern_attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,

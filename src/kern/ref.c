@@ -380,6 +380,7 @@ void kern_ref_attn(int kv_type, const float *q, int ng, int hd, const void *k, c
         for (int j = 0; j < np; j++) {
             const char *kr = (const char *)k + (size_t)(p0 + j) * stride;
             if (kv_type == KERN_F16) kern_ref_f16_to_f32((const kern_f16 *)kr, row, hd);
+            else if (kv_type == KERN_Q8_0) kern_ref_dequant_q8_0(kr, row, hd);
             else memcpy(row, kr, (size_t)hd * sizeof(float));
             for (int g = 0; g < ng; g++) {
                 float d = 0;
@@ -402,6 +403,7 @@ void kern_ref_attn(int kv_type, const float *q, int ng, int hd, const void *k, c
         for (int j = 0; j < np; j++) {
             const char *vr = (const char *)v + (size_t)(p0 + j) * stride;
             if (kv_type == KERN_F16) kern_ref_f16_to_f32((const kern_f16 *)vr, row, hd);
+            else if (kv_type == KERN_Q8_0) kern_ref_dequant_q8_0(vr, row, hd);
             else memcpy(row, vr, (size_t)hd * sizeof(float));
             for (int g = 0; g < ng; g++)
                 for (int i = 0; i < hd; i++) acc[g * hd + i] += s[g][j] * row[i];

@@ -90,8 +90,8 @@ struct model_kv {
     const model *m;
     int n_ctx;
     int len;
-    int type;          /* MODEL_KV_F16 | MODEL_KV_F32 */
-    size_t elt;        /* bytes per value */
+    int type;          /* MODEL_KV_F16 | MODEL_KV_F32 | MODEL_KV_Q8 */
+    size_t row;        /* bytes of one position's K (or V) row of a layer */
     int64_t kv_dim;    /* n_kv * hd */
     void *k;           /* [n_layer][n_ctx][kv_dim] */
     void *v;           /* [n_layer][n_ctx][kv_dim] */
@@ -345,27 +345,53 @@ uint64_t model_weight_bytes(const model *m) {
 
 /* ---- KV cache --------------------------------------------------------- */
 
+/* Bytes of one position's K (or V) row: f16, f32, or Q8_0 blocks of 32
+ * values with an f16 scale each (8.5 bits a value: the cache reads at long
+ * contexts are a sixth of the weights' instead of a third). */
+static size_t kv_row_bytes(int kv_type, int64_t kv_dim) {
+    if (kv_type == MODEL_KV_Q8) return (size_t)(kv_dim / 32) * sizeof(kern_block_q8_0);
+    return (size_t)kv_dim * (kv_type == MODEL_KV_F32 ? 4u : 2u);
+}
+
+/* Offset of KV head kvh in a row, and the kernel type of the rows. */
+static size_t kv_head_off(const model_kv *kv, int kvh, int64_t hd) {
+    if (kv->type == MODEL_KV_Q8) return (size_t)kvh * (size_t)(hd / 32) * sizeof(kern_block_q8_0);
+    return (size_t)kvh * (size_t)hd * (kv->type == MODEL_KV_F32 ? 4u : 2u);
+}
+static int kv_kern_type(const model_kv *kv) {
+    return kv->type == MODEL_KV_F16 ? KERN_F16 : kv->type == MODEL_KV_Q8 ? KERN_Q8_0 : KERN_F32;
+}
+
+/* Store one position's K or V row (kv_dim floats) in the cache's type. */
+static void kv_store(const model_kv *kv, char *dst, const float *src) {
+    if (kv->type == MODEL_KV_F16) kern_f32_to_f16(src, (kern_f16 *)dst, kv->kv_dim);
+    else if (kv->type == MODEL_KV_Q8) kern_get_traits(KERN_Q8_0)->from_float(src, dst, kv->kv_dim);
+    else memcpy(dst, src, (size_t)kv->kv_dim * sizeof(float));
+}
+
 int model_kv_new(model_kv **out, const model *m, int n_ctx, int kv_type, core_err *err) {
     *out = NULL;
     const model_config *c = &m->cfg;
     if (n_ctx <= 0) n_ctx = 4096;
     if (n_ctx > c->n_ctx_train) n_ctx = c->n_ctx_train;
-    if (kv_type != MODEL_KV_F16 && kv_type != MODEL_KV_F32)
+    if (kv_type != MODEL_KV_F16 && kv_type != MODEL_KV_F32 && kv_type != MODEL_KV_Q8)
         return core_errf(err, CORE_EINVAL, "unknown KV cache type %d", kv_type);
+    if (kv_type == MODEL_KV_Q8 && c->head_dim % 32)
+        return core_errf(err, CORE_EUNSUP, "an 8-bit KV cache needs head_dim %% 32 == 0 (it is %d)", c->head_dim);
     model_kv *kv = calloc(1, sizeof *kv);
     if (!kv) return core_errf(err, CORE_ENOMEM, "out of memory");
     kv->m = m;
     kv->n_ctx = n_ctx;
     kv->type = kv_type;
-    kv->elt = kv_type == MODEL_KV_F16 ? 2 : 4;
     kv->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
+    kv->row = kv_row_bytes(kv_type, kv->kv_dim);
     if (m->gpu) { /* GPU */
         int rc = model_gpu_kv_new(m->gpu, n_ctx, &kv->gpu, err);
         if (rc) { free(kv); return rc; }
         *out = kv;
         return 0;
     }
-    size_t bytes = (size_t)c->n_layer * (size_t)n_ctx * (size_t)kv->kv_dim * kv->elt;
+    size_t bytes = (size_t)c->n_layer * (size_t)n_ctx * kv->row;
     kv->k = core_alloc_aligned(bytes, 64);
     kv->v = core_alloc_aligned(bytes, 64);
     if (!kv->k || !kv->v) {
@@ -393,15 +419,15 @@ void model_kv_truncate(model_kv *kv, int n) {
 
 uint64_t model_kv_size(const model *m, int n_ctx, int kv_type) {
     const model_config *c = &m->cfg;
-    return 2ull * (uint64_t)c->n_layer * (uint64_t)n_ctx * (uint64_t)(c->n_head_kv * c->head_dim) *
-           (kv_type == MODEL_KV_F32 ? 4u : 2u);
+    if (m->gpu) kv_type = MODEL_KV_F16; /* GPU: the device cache is f16 */
+    return 2ull * (uint64_t)c->n_layer * (uint64_t)n_ctx * kv_row_bytes(kv_type, (int64_t)c->n_head_kv * c->head_dim);
 }
 
 uint64_t model_kv_bytes(const model_kv *kv) { return model_kv_size(kv->m, kv->n_ctx, kv->type); }
 
 /* Address of the K (or V) row of layer il at position p. */
 static inline char *kv_row(const model_kv *kv, void *base, int il, int p) {
-    return (char *)base + (((size_t)il * (size_t)kv->n_ctx + (size_t)p) * (size_t)kv->kv_dim) * kv->elt;
+    return (char *)base + ((size_t)il * (size_t)kv->n_ctx + (size_t)p) * kv->row;
 }
 
 int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *err) {
@@ -414,7 +440,7 @@ int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *er
         if (!rc) dst->len = n;
         return rc;
     }
-    size_t row = (size_t)n * (size_t)src->kv_dim * src->elt;
+    size_t row = (size_t)n * src->row;
     for (int il = 0; il < src->m->cfg.n_layer; il++) {
         memcpy(kv_row(dst, dst->k, il, 0), kv_row(src, src->k, il, 0), row);
         memcpy(kv_row(dst, dst->v, il, 0), kv_row(src, src->v, il, 0), row);
@@ -430,25 +456,23 @@ int model_kv_fill_synthetic(model_kv *kv, int n, core_err *err) {
         if (!rc) kv->len = n;
         return rc;
     }
+    float *rk = malloc(2 * (size_t)kv->kv_dim * sizeof(float)), *rv = rk + kv->kv_dim;
+    if (!rk) return core_errf(err, CORE_ENOMEM, "out of memory");
     uint32_t x = 2463534242u;
     for (int il = 0; il < kv->m->cfg.n_layer; il++)
         for (int p = kv->len; p < n; p++) {
-            char *kr = kv_row(kv, kv->k, il, p), *vr = kv_row(kv, kv->v, il, p);
             for (int64_t i = 0; i < kv->kv_dim; i++) {
                 float a[2];
                 for (int j = 0; j < 2; j++) {
                     x ^= x << 13, x ^= x >> 17, x ^= x << 5;
                     a[j] = ((float)(x & 0xffff) / 65536.0f - 0.5f) * 0.2f;
                 }
-                if (kv->type == MODEL_KV_F16) {
-                    ((kern_f16 *)kr)[i] = core_f32_to_f16(a[0]);
-                    ((kern_f16 *)vr)[i] = core_f32_to_f16(a[1]);
-                } else {
-                    ((float *)kr)[i] = a[0];
-                    ((float *)vr)[i] = a[1];
-                }
+                rk[i] = a[0], rv[i] = a[1];
             }
+            kv_store(kv, kv_row(kv, kv->k, il, p), rk);
+            kv_store(kv, kv_row(kv, kv->v, il, p), rv);
         }
+    free(rk);
     kv->len = n;
     return 0;
 }
@@ -491,10 +515,10 @@ static void attend_task(void *ctx, int ith, int nth) {
         float *mx = st, *sum = mx + group, *acc = sum + group; /* state: max, sum, acc */
         for (int g = 0; g < group; g++) mx[g] = -INFINITY, sum[g] = 0;
         memset(acc, 0, sizeof(float) * (size_t)(group * hd));
-        const size_t off = (size_t)kvh * hd * kv->elt;
-        kern_attn(kv->type == MODEL_KV_F16 ? KERN_F16 : KERN_F32, m->q + tok * q_dim + (int64_t)kvh * group * hd,
-                  group, hd, kv_row(kv, kv->k, t->il, lo) + off, kv_row(kv, kv->v, t->il, lo) + off,
-                  (size_t)kv->kv_dim * kv->elt, hi - lo, scale, mx, sum, acc);
+        const size_t off = kv_head_off(kv, kvh, hd);
+        kern_attn(kv_kern_type(kv), m->q + tok * q_dim + (int64_t)kvh * group * hd, group, hd,
+                  kv_row(kv, kv->k, t->il, lo) + off, kv_row(kv, kv->v, t->il, lo) + off, kv->row, hi - lo, scale, mx,
+                  sum, acc);
         if (ns > 1) continue;
         float *out = m->att + tok * q_dim + (int64_t)kvh * group * hd;
         for (int g = 0; g < group; g++)
@@ -568,14 +592,8 @@ static void forward_rows(model *m, const int32_t *tokens, int B) {
                 kern_rope(m->q + t * q_dim, c->n_head, hd, m->row_pos[t], c->rope_theta);
                 kern_rope(m->k + t * kv_dim, c->n_head_kv, hd, m->row_pos[t], c->rope_theta);
             }
-            char *kd = kv_row(kv, kv->k, il, m->row_pos[t]), *vd = kv_row(kv, kv->v, il, m->row_pos[t]);
-            if (kv->type == MODEL_KV_F16) {
-                kern_f32_to_f16(m->k + t * kv_dim, (kern_f16 *)kd, kv_dim);
-                kern_f32_to_f16(m->v + t * kv_dim, (kern_f16 *)vd, kv_dim);
-            } else {
-                memcpy(kd, m->k + t * kv_dim, (size_t)kv_dim * sizeof(float));
-                memcpy(vd, m->v + t * kv_dim, (size_t)kv_dim * sizeof(float));
-            }
+            kv_store(kv, kv_row(kv, kv->k, il, m->row_pos[t]), m->k + t * kv_dim);
+            kv_store(kv, kv_row(kv, kv->v, il, m->row_pos[t]), m->v + t * kv_dim);
         }
         attend(m, il, B);
         matmul(m, &L->wo, m->att, B, m->xb);
