@@ -91,10 +91,11 @@ struct model_kv {
     int n_ctx;
     int len;
     int type;          /* MODEL_KV_F16 | MODEL_KV_F32 | MODEL_KV_Q8 */
-    size_t row;        /* bytes of one position's K (or V) row of a layer */
+    size_t row;        /* bytes of one head's K (or V) row at one position */
     int64_t kv_dim;    /* n_kv * hd */
-    void *k;           /* [n_layer][n_ctx][kv_dim] */
-    void *v;           /* [n_layer][n_ctx][kv_dim] */
+    int n_kv, hd;
+    void *k;           /* [n_layer][n_kv][n_ctx] rows: each head's positions in a run */
+    void *v;           /* same */
     void *gpu;         /* GPU: the device cache (k and v are NULL then) */
 };
 
@@ -345,28 +346,36 @@ uint64_t model_weight_bytes(const model *m) {
 
 /* ---- KV cache --------------------------------------------------------- */
 
-/* Bytes of one position's K (or V) row: f16, f32, or Q8_0 blocks of 32
- * values with an f16 scale each (8.5 bits a value: the cache reads at long
- * contexts are a sixth of the weights' instead of a third). */
-static size_t kv_row_bytes(int kv_type, int64_t kv_dim) {
-    if (kv_type == MODEL_KV_Q8) return (size_t)(kv_dim / 32) * sizeof(kern_block_q8_0);
-    return (size_t)kv_dim * (kv_type == MODEL_KV_F32 ? 4u : 2u);
+/* Bytes of one head's K (or V) row at one position: f16, f32, or Q8_0
+ * blocks of 32 values with an f16 scale each (8.5 bits a value: at long
+ * contexts the cache reads are a sixth of the weights' instead of a third).
+ *
+ * Layout: head-major, [layer][KV head][position]. Attention streams one
+ * head's positions (kern_attn walks rows `row` bytes apart), so each head
+ * is one contiguous run: no cache line is shared between heads (a Q8_0
+ * head row is 136 bytes) and the prefetchers see a plain sequence. */
+static size_t kv_row_bytes(int kv_type, int64_t hd) {
+    if (kv_type == MODEL_KV_Q8) return (size_t)(hd / 32) * sizeof(kern_block_q8_0);
+    return (size_t)hd * (kv_type == MODEL_KV_F32 ? 4u : 2u);
 }
 
-/* Offset of KV head kvh in a row, and the kernel type of the rows. */
-static size_t kv_head_off(const model_kv *kv, int kvh, int64_t hd) {
-    if (kv->type == MODEL_KV_Q8) return (size_t)kvh * (size_t)(hd / 32) * sizeof(kern_block_q8_0);
-    return (size_t)kvh * (size_t)hd * (kv->type == MODEL_KV_F32 ? 4u : 2u);
+/* The row of KV head h at position p of layer il. */
+static inline char *kv_at(const model_kv *kv, void *base, int il, int h, int p) {
+    return (char *)base + (((size_t)il * (size_t)kv->n_kv + (size_t)h) * (size_t)kv->n_ctx + (size_t)p) * kv->row;
 }
 static int kv_kern_type(const model_kv *kv) {
     return kv->type == MODEL_KV_F16 ? KERN_F16 : kv->type == MODEL_KV_Q8 ? KERN_Q8_0 : KERN_F32;
 }
 
-/* Store one position's K or V row (kv_dim floats) in the cache's type. */
-static void kv_store(const model_kv *kv, char *dst, const float *src) {
-    if (kv->type == MODEL_KV_F16) kern_f32_to_f16(src, (kern_f16 *)dst, kv->kv_dim);
-    else if (kv->type == MODEL_KV_Q8) kern_get_traits(KERN_Q8_0)->from_float(src, dst, kv->kv_dim);
-    else memcpy(dst, src, (size_t)kv->kv_dim * sizeof(float));
+/* Store one position's K or V (kv_dim floats, head after head) at p. */
+static void kv_store(const model_kv *kv, void *base, int il, int p, const float *src) {
+    for (int h = 0; h < kv->n_kv; h++) {
+        char *dst = kv_at(kv, base, il, h, p);
+        const float *x = src + (size_t)h * kv->hd;
+        if (kv->type == MODEL_KV_F16) kern_f32_to_f16(x, (kern_f16 *)dst, kv->hd);
+        else if (kv->type == MODEL_KV_Q8) kern_get_traits(KERN_Q8_0)->from_float(x, dst, kv->hd);
+        else memcpy(dst, x, (size_t)kv->hd * sizeof(float));
+    }
 }
 
 int model_kv_new(model_kv **out, const model *m, int n_ctx, int kv_type, core_err *err) {
@@ -384,14 +393,15 @@ int model_kv_new(model_kv **out, const model *m, int n_ctx, int kv_type, core_er
     kv->n_ctx = n_ctx;
     kv->type = kv_type;
     kv->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
-    kv->row = kv_row_bytes(kv_type, kv->kv_dim);
+    kv->n_kv = c->n_head_kv, kv->hd = c->head_dim;
+    kv->row = kv_row_bytes(kv_type, c->head_dim);
     if (m->gpu) { /* GPU */
         int rc = model_gpu_kv_new(m->gpu, n_ctx, &kv->gpu, err);
         if (rc) { free(kv); return rc; }
         *out = kv;
         return 0;
     }
-    size_t bytes = (size_t)c->n_layer * (size_t)n_ctx * kv->row;
+    size_t bytes = (size_t)c->n_layer * (size_t)c->n_head_kv * (size_t)n_ctx * kv->row;
     kv->k = core_alloc_aligned(bytes, 64);
     kv->v = core_alloc_aligned(bytes, 64);
     if (!kv->k || !kv->v) {
@@ -420,15 +430,11 @@ void model_kv_truncate(model_kv *kv, int n) {
 uint64_t model_kv_size(const model *m, int n_ctx, int kv_type) {
     const model_config *c = &m->cfg;
     if (m->gpu) kv_type = MODEL_KV_F16; /* GPU: the device cache is f16 */
-    return 2ull * (uint64_t)c->n_layer * (uint64_t)n_ctx * kv_row_bytes(kv_type, (int64_t)c->n_head_kv * c->head_dim);
+    return 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_head_kv * (uint64_t)n_ctx * kv_row_bytes(kv_type, c->head_dim);
 }
 
 uint64_t model_kv_bytes(const model_kv *kv) { return model_kv_size(kv->m, kv->n_ctx, kv->type); }
 
-/* Address of the K (or V) row of layer il at position p. */
-static inline char *kv_row(const model_kv *kv, void *base, int il, int p) {
-    return (char *)base + ((size_t)il * (size_t)kv->n_ctx + (size_t)p) * kv->row;
-}
 
 int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *err) {
     if (dst->m != src->m || dst->type != src->type)
@@ -440,11 +446,12 @@ int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *er
         if (!rc) dst->len = n;
         return rc;
     }
-    size_t row = (size_t)n * src->row;
-    for (int il = 0; il < src->m->cfg.n_layer; il++) {
-        memcpy(kv_row(dst, dst->k, il, 0), kv_row(src, src->k, il, 0), row);
-        memcpy(kv_row(dst, dst->v, il, 0), kv_row(src, src->v, il, 0), row);
-    }
+    const size_t run = (size_t)n * src->row;
+    for (int il = 0; il < src->m->cfg.n_layer; il++)
+        for (int h = 0; h < src->n_kv; h++) {
+            memcpy(kv_at(dst, dst->k, il, h, 0), kv_at(src, src->k, il, h, 0), run);
+            memcpy(kv_at(dst, dst->v, il, h, 0), kv_at(src, src->v, il, h, 0), run);
+        }
     dst->len = n;
     return 0;
 }
@@ -469,8 +476,8 @@ int model_kv_fill_synthetic(model_kv *kv, int n, core_err *err) {
                 }
                 rk[i] = a[0], rv[i] = a[1];
             }
-            kv_store(kv, kv_row(kv, kv->k, il, p), rk);
-            kv_store(kv, kv_row(kv, kv->v, il, p), rv);
+            kv_store(kv, kv->k, il, p, rk);
+            kv_store(kv, kv->v, il, p, rv);
         }
     free(rk);
     kv->len = n;
@@ -515,10 +522,9 @@ static void attend_task(void *ctx, int ith, int nth) {
         float *mx = st, *sum = mx + group, *acc = sum + group; /* state: max, sum, acc */
         for (int g = 0; g < group; g++) mx[g] = -INFINITY, sum[g] = 0;
         memset(acc, 0, sizeof(float) * (size_t)(group * hd));
-        const size_t off = kv_head_off(kv, kvh, hd);
         kern_attn(kv_kern_type(kv), m->q + tok * q_dim + (int64_t)kvh * group * hd, group, hd,
-                  kv_row(kv, kv->k, t->il, lo) + off, kv_row(kv, kv->v, t->il, lo) + off, kv->row, hi - lo, scale, mx,
-                  sum, acc);
+                  kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo), kv->row, hi - lo, scale, mx, sum,
+                  acc);
         if (ns > 1) continue;
         float *out = m->att + tok * q_dim + (int64_t)kvh * group * hd;
         for (int g = 0; g < group; g++)
@@ -592,8 +598,8 @@ static void forward_rows(model *m, const int32_t *tokens, int B) {
                 kern_rope(m->q + t * q_dim, c->n_head, hd, m->row_pos[t], c->rope_theta);
                 kern_rope(m->k + t * kv_dim, c->n_head_kv, hd, m->row_pos[t], c->rope_theta);
             }
-            kv_store(kv, kv_row(kv, kv->k, il, m->row_pos[t]), m->k + t * kv_dim);
-            kv_store(kv, kv_row(kv, kv->v, il, m->row_pos[t]), m->v + t * kv_dim);
+            kv_store(kv, kv->k, il, m->row_pos[t], m->k + t * kv_dim);
+            kv_store(kv, kv->v, il, m->row_pos[t], m->v + t * kv_dim);
         }
         attend(m, il, B);
         matmul(m, &L->wo, m->att, B, m->xb);
