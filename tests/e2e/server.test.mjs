@@ -343,7 +343,7 @@ describe('limits and the API key', { skip: SKIP }, () => {
   const auth = { authorization: `Bearer ${key}` };
   before(async () => {
     s = await startServer(['-m', MODEL, '--no-db', '--api-key', key, '--parallel', '1', '--queue', '1', '--max-streams', '2',
-      '--max-messages', '4', '--max-tokens', '64', '--max-body', '8192', '--ctx', '512']);
+      '--max-messages', '4', '--max-tokens', '400', '--max-body', '8192', '--ctx', '512']);
   });
 
   test('API key: required everywhere but /health', async () => {
@@ -367,7 +367,7 @@ describe('limits and the API key', { skip: SKIP }, () => {
     const long = await post(s, '/v1/chat/completions', { messages: hello(words) }, auth);
     assert.equal(long.status, 400);
     assert.equal(long.json.error.code, 'context_length_exceeded');
-    const mt = await post(s, '/v1/chat/completions', { messages: hello('x'), max_tokens: 65 }, auth);
+    const mt = await post(s, '/v1/chat/completions', { messages: hello('x'), max_tokens: 401 }, auth);
     assert.equal(mt.status, 400);
     assert.equal(mt.json.error.param, 'max_tokens');
     // a prompt of ~480 tokens (counted with /apply-template + /tokenize) fits; with 64 more it does not
@@ -386,9 +386,10 @@ describe('limits and the API key', { skip: SKIP }, () => {
 
   test('queue full and too many streams: 429 with Retry-After, nothing lost', async () => {
     // A holds the only slot until we let it go (its client leaves); B waits in the only queue place.
+    // A may run 256 tokens (seconds even for the tiny model) so that it is still running when C and D ask.
     const body = (seed, n) => ({ messages: hello(`Talk ${seed}.`), max_tokens: n, ignore_eos: true, seed });
     let releaseA = false;
-    const a = stream(s, body(1, 64), { headers: auth, onEvent: () => !releaseA });
+    const a = stream(s, body(1, 256), { headers: auth, onEvent: () => !releaseA });
     for (let t0 = Date.now(); (await get(s, '/props', auth)).json.active < 1; await sleep(20))
       assert.ok(Date.now() - t0 < 60000, 'A never started');
     const b = stream(s, body(2, 3), { headers: auth });
