@@ -28,8 +28,10 @@ stamp "== device"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv,noheader 2>/dev/null || echo "(no nvidia-smi)"
 
 stamp "== build: make CUDA=1 CUDA_ARCH=$ARCH"
-# `deps` first, as `make` does: the Debian libraries of the binary (installed as root, else the apt-get line)
-make -j"$JOBS" CUDA=1 CUDA_ARCH="$ARCH" deps build/smolbot build/rel/test_gpu build/san/test_gpu >"$OUT/build.log" 2>&1 ||
+# `make deps` first, as `make` does: the Debian libraries of the binary
+# (installed as root, else the apt-get line is printed and we stop)
+make deps
+make -j"$JOBS" CUDA=1 CUDA_ARCH="$ARCH" build/smolbot build/rel/test_gpu build/san/test_gpu >"$OUT/build.log" 2>&1 ||
   { tail -40 "$OUT/build.log"; echo "cuda-check: build failed"; exit 1; }
 
 fail=0
