@@ -8,10 +8,14 @@
  *   - batched decode: n_tok = 1..8 rows on 11008x2048 Q4_K/Q6_K, as GB/s
  *     (memory-bound while each weight block is unpacked once for all rows);
  *   - matrix-matrix products (prefill) with n_tok = 64 and 512 on 2048x2048
- *     (and 11008x2048), as GFLOP/s (2 flops per weight per token) and tok/s.
+ *     (and 11008x2048), as GFLOP/s (2 flops per weight per token) and tok/s;
+ *   - decode attention over f16, Q8_0 and f32 KV rows, 1 thread: 48 KV heads
+ *     of 4096 positions (more than the caches hold), head_dim 128, 4 query
+ *     heads each, as GB/s of K and V bytes and ns per position.
  * Weights are random valid blocks (small scales, no NaN); time per case is
  * about a quarter second.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,6 +99,46 @@ static double time_matmul(kern_pool *pool, int type, const void *w, int64_t n_ou
         if (t < best) best = t;
     }
     return best;
+}
+
+/* Decode attention: is it held by memory (f16) or by converting rows
+ * (Q8_0)? One thread walks 48 heads' runs of 4096 positions. */
+static int bench_attn(void) {
+    enum { HD = 128, NG = 4, NPOS = 4096, NHEAD = 48 };
+    static const int kts[] = {KERN_F16, KERN_Q8_0, KERN_F32};
+    printf("\nattention (decode), 1 thread: %d heads x %d positions, head_dim %d, %d query heads\n", NHEAD, NPOS, HD, NG);
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(kts); ti++) {
+        const int t = kts[ti];
+        const size_t row = kern_row_size(t, HD), bytes = row * NPOS * NHEAD;
+        char *k = malloc(bytes), *v = malloc(bytes);
+        if (!k || !v) {
+            free(k), free(v);
+            fprintf(stderr, "smolbot: out of memory\n");
+            return 1;
+        }
+        float tmp[HD], q[NG * HD], m[NG], l[NG], acc[NG * HD];
+        for (size_t r = 0; r < (size_t)NPOS * NHEAD; r++) {
+            for (int i = 0; i < HD; i++) tmp[i] = ((float)(bk_rnd() % 2000) - 1000) / 1000;
+            kern_get_traits(t)->from_float(tmp, k + r * row, HD);
+            kern_get_traits(t)->from_float(tmp, v + r * row, HD);
+        }
+        for (int i = 0; i < NG * HD; i++) q[i] = ((float)(bk_rnd() % 2000) - 1000) / 10000;
+        double best = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            const double t0 = core_now_s();
+            for (int h = 0; h < NHEAD; h++) {
+                for (int g = 0; g < NG; g++) m[g] = -INFINITY, l[g] = 0;
+                memset(acc, 0, sizeof acc);
+                kern_attn(t, q, NG, HD, k + (size_t)h * NPOS * row, v + (size_t)h * NPOS * row, row, NPOS, 0.088f, m, l, acc);
+            }
+            const double dt = core_now_s() - t0;
+            if (dt < best) best = dt;
+        }
+        printf("%-6s %7.1f GB/s of K and V  %6.1f ns per position\n", kern_get_traits(t)->name, 2.0 * (double)bytes / best / 1e9,
+               best * 1e9 / ((double)NPOS * NHEAD));
+        free(k), free(v);
+    }
+    return 0;
 }
 
 int app_bench_kernels(int argc, char **argv) {
@@ -189,6 +233,7 @@ int app_bench_kernels(int argc, char **argv) {
             printf("\n");
         }
     }
+    rc = bench_attn();
 done:
     free(x);
     free(y);
