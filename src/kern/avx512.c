@@ -727,7 +727,16 @@ T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k
             if (p0 + j + ATT_PF < n)
                 for (size_t b = 0; b < rowb; b += 64) _mm_prefetch(kr + ATT_PF * stride + b, _MM_HINT_T0);
             __m512 kz[16];
-            for (int c = 0; c < nc; c++) kz[c] = kv16(kr, 16 * c, q8);
+            if (q8) /* a block's scale once for its two 16-value halves */
+                for (int b = 0; b < nc / 2; b++) {
+                    const char *blk = kr + (size_t)b * sizeof(kern_block_q8_0);
+                    const __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)blk));
+                    const __m256i qs = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                    kz[2 * b] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(qs))), d);
+                    kz[2 * b + 1] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(qs, 1))), d);
+                }
+            else
+                for (int c = 0; c < nc; c++) kz[c] = kv16(kr, 16 * c, 0);
             for (int g = 0; g < ng4; g += 4) {
                 __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh[g]), kz[0]), a1 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 1]), kz[0]);
                 __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 2]), kz[0]), a3 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 3]), kz[0]);
@@ -765,6 +774,27 @@ T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k
             float *ap[4];
             for (int g = 0; g < 4; g++) ap[g] = g0 + g < ng ? acc + (size_t)(g0 + g) * hd : dummy;
             const float *w0 = s[g0], *w1 = s[g0 + 1], *w2 = s[g0 + 2], *w3 = s[g0 + 3];
+            if (q8) { /* a Q8_0 block (32 values) at a time: its scale is read once per position */
+                for (int b = 0; b < hd / 32; b++) {
+                    __m512 a[4][2];
+                    for (int g = 0; g < 4; g++) a[g][0] = _mm512_loadu_ps(ap[g] + 32 * b), a[g][1] = _mm512_loadu_ps(ap[g] + 32 * b + 16);
+                    const char *vr = (const char *)v + (size_t)p0 * stride + (size_t)b * sizeof(kern_block_q8_0);
+                    for (int j = 0; j < np; j++, vr += stride) {
+                        const __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)vr));
+                        const __m256i qs = _mm256_loadu_si256((const __m256i *)(vr + 2));
+                        const __m512 x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(qs))), d);
+                        const __m512 x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(qs, 1))), d);
+                        const __m512 b0 = _mm512_set1_ps(w0[j]), b1 = _mm512_set1_ps(w1[j]);
+                        const __m512 b2 = _mm512_set1_ps(w2[j]), b3 = _mm512_set1_ps(w3[j]);
+                        a[0][0] = _mm512_fmadd_ps(b0, x0, a[0][0]), a[0][1] = _mm512_fmadd_ps(b0, x1, a[0][1]);
+                        a[1][0] = _mm512_fmadd_ps(b1, x0, a[1][0]), a[1][1] = _mm512_fmadd_ps(b1, x1, a[1][1]);
+                        a[2][0] = _mm512_fmadd_ps(b2, x0, a[2][0]), a[2][1] = _mm512_fmadd_ps(b2, x1, a[2][1]);
+                        a[3][0] = _mm512_fmadd_ps(b3, x0, a[3][0]), a[3][1] = _mm512_fmadd_ps(b3, x1, a[3][1]);
+                    }
+                    for (int g = 0; g < 4; g++) _mm512_storeu_ps(ap[g] + 32 * b, a[g][0]), _mm512_storeu_ps(ap[g] + 32 * b + 16, a[g][1]);
+                }
+                continue;
+            }
             for (int i = 0; i < hd; i += 16) {
                 __m512 a0 = _mm512_loadu_ps(ap[0] + i), a1 = _mm512_loadu_ps(ap[1] + i);
                 __m512 a2 = _mm512_loadu_ps(ap[2] + i), a3 = _mm512_loadu_ps(ap[3] + i);
