@@ -699,13 +699,17 @@ T5 static inline __m128 hsum4x16(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
     return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
-/* 16 values of a KV row from value i on (i % 16 == 0): f16, or Q8_0
- * blocks (int8 x the block's f16 scale) */
-T5 static inline AI __m512 kv16(const char *row, int i, const int q8) {
-    if (!q8) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 2 * (size_t)i)));
-    const char *b = row + (size_t)(i >> 5) * sizeof(kern_block_q8_0);
-    const __m512 x = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2 + (i & 31)))));
-    return _mm512_mul_ps(x, _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)b)));
+/* 16 values of an f16 KV row from value i on (i % 16 == 0) */
+T5 static inline AI __m512 f16x16(const char *row, int i) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 2 * (size_t)i)));
+}
+
+/* The 32 values of a Q8_0 block, int8 x its f16 scale, as two halves */
+T5 static inline AI void q8x32(const char *blk, __m512 *x0, __m512 *x1) {
+    const __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)blk));
+    const __m256i qs = _mm256_loadu_si256((const __m256i *)(blk + 2));
+    *x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(qs))), d);
+    *x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(qs, 1))), d);
 }
 
 T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
@@ -728,15 +732,9 @@ T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k
                 for (size_t b = 0; b < rowb; b += 64) _mm_prefetch(kr + ATT_PF * stride + b, _MM_HINT_T0);
             __m512 kz[16];
             if (q8) /* a block's scale once for its two 16-value halves */
-                for (int b = 0; b < nc / 2; b++) {
-                    const char *blk = kr + (size_t)b * sizeof(kern_block_q8_0);
-                    const __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)blk));
-                    const __m256i qs = _mm256_loadu_si256((const __m256i *)(blk + 2));
-                    kz[2 * b] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(qs))), d);
-                    kz[2 * b + 1] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(qs, 1))), d);
-                }
+                for (int b = 0; b < nc / 2; b++) q8x32(kr + (size_t)b * sizeof(kern_block_q8_0), &kz[2 * b], &kz[2 * b + 1]);
             else
-                for (int c = 0; c < nc; c++) kz[c] = kv16(kr, 16 * c, 0);
+                for (int c = 0; c < nc; c++) kz[c] = f16x16(kr, 16 * c);
             for (int g = 0; g < ng4; g += 4) {
                 __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh[g]), kz[0]), a1 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 1]), kz[0]);
                 __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 2]), kz[0]), a3 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 3]), kz[0]);
@@ -780,10 +778,8 @@ T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k
                     for (int g = 0; g < 4; g++) a[g][0] = _mm512_loadu_ps(ap[g] + 32 * b), a[g][1] = _mm512_loadu_ps(ap[g] + 32 * b + 16);
                     const char *vr = (const char *)v + (size_t)p0 * stride + (size_t)b * sizeof(kern_block_q8_0);
                     for (int j = 0; j < np; j++, vr += stride) {
-                        const __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)vr));
-                        const __m256i qs = _mm256_loadu_si256((const __m256i *)(vr + 2));
-                        const __m512 x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(qs))), d);
-                        const __m512 x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(qs, 1))), d);
+                        __m512 x0, x1;
+                        q8x32(vr, &x0, &x1);
                         const __m512 b0 = _mm512_set1_ps(w0[j]), b1 = _mm512_set1_ps(w1[j]);
                         const __m512 b2 = _mm512_set1_ps(w2[j]), b3 = _mm512_set1_ps(w3[j]);
                         a[0][0] = _mm512_fmadd_ps(b0, x0, a[0][0]), a[0][1] = _mm512_fmadd_ps(b0, x1, a[0][1]);
@@ -800,7 +796,7 @@ T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k
                 __m512 a2 = _mm512_loadu_ps(ap[2] + i), a3 = _mm512_loadu_ps(ap[3] + i);
                 const char *vr = (const char *)v + (size_t)p0 * stride;
                 for (int j = 0; j < np; j++, vr += stride) {
-                    const __m512 x = kv16(vr, i, q8);
+                    const __m512 x = f16x16(vr, i);
                     a0 = _mm512_fmadd_ps(_mm512_set1_ps(w0[j]), x, a0);
                     a1 = _mm512_fmadd_ps(_mm512_set1_ps(w1[j]), x, a1);
                     a2 = _mm512_fmadd_ps(_mm512_set1_ps(w2[j]), x, a2);
