@@ -333,35 +333,11 @@ static void test_topk(void) {
 
 /* ---- the model on the GPU --------------------------------------------- */
 
-typedef struct loaded {
-    gguf *g;
-    model *m;
-} loaded;
+typedef t_loaded loaded;
 
-/* 0 ok, -1 shared/ absent, -2 load error, -3 no GPU (skip_why) */
-static int load(const char *rel, loaded *L, int gpu) {
-    const char *path = t_shared(rel);
-    core_err err = {0};
-    memset(L, 0, sizeof *L);
-    if (!path) return -1;
-    if (gguf_open(&L->g, path, &err)) { fprintf(stderr, "  %s\n", err.msg); return -2; }
-    model_opts o = {0, 0, gpu};
-    int rc = model_load(&L->m, L->g, &o, &err);
-    if (rc) {
-        gguf_close(L->g);
-        snprintf(skip_why, sizeof skip_why, "%s", err.msg);
-        return rc == CORE_EUNSUP ? -3 : -2;
-    }
-    return 0;
-}
-
-static void unload(loaded *L) {
-    model_free(L->m);
-    gguf_close(L->g);
-}
-
-
-
+/* 0 ok, -1 shared/ absent, -2 load error, -3 no GPU (skip_why says why) */
+static int load(const char *rel, loaded *L, int gpu) { return t_load(rel, L, 0, gpu, skip_why, sizeof skip_why); }
+static void unload(loaded *L) { t_unload(L); }
 
 static int32_t *ids_of(json_t *a, size_t *n) {
     *n = json_array_size(a);

@@ -17,29 +17,10 @@
 #include "model/model.h"
 #include "tok/tok.h"
 
-typedef struct loaded {
-    gguf *g;
-    model *m;
-} loaded;
+typedef t_loaded loaded;
 
-static int load(const char *rel, loaded *L, int n_batch) {
-    const char *path = t_shared(rel);
-    core_err err = {0};
-    memset(L, 0, sizeof *L);
-    if (!path) return -1;
-    if (gguf_open(&L->g, path, &err)) { fprintf(stderr, "  %s\n", err.msg); return -2; }
-    model_opts o = {0, n_batch, MODEL_GPU_OFF};
-    if (model_load(&L->m, L->g, &o, &err)) { fprintf(stderr, "  %s\n", err.msg); gguf_close(L->g); return -2; }
-    return 0;
-}
-
-static void unload(loaded *L) {
-    model_free(L->m);
-    gguf_close(L->g);
-}
-
-
-
+static int load(const char *rel, loaded *L, int n_batch) { return t_load(rel, L, n_batch, MODEL_GPU_OFF, NULL, 0); }
+static void unload(loaded *L) { t_unload(L); }
 
 static int run_prompt(model *m, json_t *ids, float *logits, int kv_type) {
     size_t n = json_array_size(ids);
