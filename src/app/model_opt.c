@@ -17,24 +17,27 @@
 #include "app.h"
 #include "model/model.h"
 
+/* v must be one of names[0..n); *out gets the matching value */
+static int parse_choice(const char *opt, const char *v, const char *const *names, const int *vals, int n, int *out) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, names[i])) {
+            *out = vals[i];
+            return 0;
+        }
+    fprintf(stderr, "%s expects %s", opt, names[0]);
+    for (int i = 1; i < n; i++) fprintf(stderr, "%s%s", i + 1 < n ? ", " : " or ", names[i]);
+    fprintf(stderr, " (got '%s')\n", v);
+    return -1;
+}
+
 int app_parse_gpu(const char *v, int *out) {
-    if (!strcmp(v, "auto")) *out = MODEL_GPU_AUTO;
-    else if (!strcmp(v, "on")) *out = MODEL_GPU_ON;
-    else if (!strcmp(v, "off")) *out = MODEL_GPU_OFF;
-    else {
-        fprintf(stderr, "--gpu expects auto, on or off (got '%s')\n", v);
-        return -1;
-    }
-    return 0;
+    static const char *const names[] = {"auto", "on", "off"};
+    static const int vals[] = {MODEL_GPU_AUTO, MODEL_GPU_ON, MODEL_GPU_OFF};
+    return parse_choice("--gpu", v, names, vals, 3, out);
 }
 
 int app_parse_kv(const char *v, int *out) {
-    if (!strcmp(v, "f16")) *out = MODEL_KV_F16;
-    else if (!strcmp(v, "f32")) *out = MODEL_KV_F32;
-    else if (!strcmp(v, "q8")) *out = MODEL_KV_Q8;
-    else {
-        fprintf(stderr, "--kv expects f16, f32 or q8 (got '%s')\n", v);
-        return -1;
-    }
-    return 0;
+    static const char *const names[] = {"f16", "f32", "q8"};
+    static const int vals[] = {MODEL_KV_F16, MODEL_KV_F32, MODEL_KV_Q8};
+    return parse_choice("--kv", v, names, vals, 3, out);
 }
