@@ -50,8 +50,7 @@
  *
  * Switches (for comparisons, all on by default): SMOLBOT_GPU_GRAPH,
  * SMOLBOT_GPU_FUSE (decode kernels), SMOLBOT_GPU_Q8 (Q8_K activations),
- * SMOLBOT_GPU_MMQ, SMOLBOT_GPU_MMA (tensor-core prefill), SMOLBOT_GPU_PDL;
- * SMOLBOT_GPU_WPR=q,o,g,d,h overrides warps per row.
+ * SMOLBOT_GPU_MMQ, SMOLBOT_GPU_MMA (tensor-core prefill), SMOLBOT_GPU_PDL.
  *
  * Invariants: every row length is a multiple of 8 (checked at load);
  * activation buffers are cudaMalloc'd (256-byte aligned) with row strides
@@ -208,11 +207,6 @@ __device__ __forceinline__ uint32_t ld_u32_2(const uint8_t *p) { /* 2-byte align
     const uint16_t *h = (const uint16_t *)p;
     return (uint32_t)h[0] | ((uint32_t)h[1] << 16);
 }
-__device__ __forceinline__ int sc6(const uint32_t *s, int j) { /* byte j of the 12 scale bytes */
-    /* selects, not s[j >> 2]: a runtime index would put s in local memory */
-    const uint32_t w = (j >> 2) == 0 ? s[0] : (j >> 2) == 1 ? s[1] : s[2];
-    return (int)((w >> (8 * (j & 3))) & 0xFFu);
-}
 
 /* lane li (0..7) of a super-block at blk, activations a[256], scale ad:
  * 32 values per lane, so the block's header (d, dmin, scales) is read and
@@ -225,17 +219,10 @@ template <int T> __device__ __forceinline__ float kq_sb(const uint8_t *blk, cons
         const uint32_t dd = *(const uint32_t *)blk;
         const float d = __half2float(__ushort_as_half((unsigned short)(dd & 0xFFFF)));
         const float dmin = __half2float(__ushort_as_half((unsigned short)(dd >> 16)));
-        /* the 8 6-bit scales and mins as bytes, without branches (the
-         * arrangement of get_scale_min_k4): sc[j] = byte j of (u0, u1),
-         * m[j] = byte j of (u2, u3); this lane needs j = 2c, 2c + 1 */
+        /* this lane's sub-blocks: 2c (low nibbles) and 2c + 1 (high) */
         const uint32_t s0 = *(const uint32_t *)(blk + 4), s1 = *(const uint32_t *)(blk + 8), s2 = *(const uint32_t *)(blk + 12);
-        const uint32_t u0 = s0 & 0x3f3f3f3fu, u2 = s1 & 0x3f3f3f3fu;
-        const uint32_t u1 = (s2 & 0x0f0f0f0fu) | (((s0 >> 6) & 0x03030303u) << 4);
-        const uint32_t u3 = ((s2 >> 4) & 0x0f0f0f0fu) | (((s1 >> 6) & 0x03030303u) << 4);
-        const uint32_t sw = c < 2 ? u0 : u1, mw = c < 2 ? u2 : u3;
-        const int sh8 = 16 * (c & 1);
-        const int sc0 = (sw >> sh8) & 0xFF, sc1 = (sw >> (sh8 + 8)) & 0xFF;
-        const int m0 = (mw >> sh8) & 0xFF, m1 = (mw >> (sh8 + 8)) & 0xFF;
+        int sc[2], m[2];
+        gq_sm2(s0, s1, s2, c, sc, m);
         const uint4 u = *(const uint4 *)(blk + (T == GT_Q4_K ? 16 : 48) + 32 * c + l0);
         const uint32_t uw[4] = {u.x, u.y, u.z, u.w};
         uint32_t hw[4] = {0, 0, 0, 0};
@@ -256,7 +243,7 @@ template <int T> __device__ __forceinline__ float kq_sb(const uint8_t *blk, cons
             sl = __dp4a((int)lo, alw[i], sl), sh = __dp4a((int)hi, ahw[i], sh);
             ml = __dp4a(ones, alw[i], ml), mh = __dp4a(ones, ahw[i], mh);
         }
-        return ad * (d * (float)(sc0 * sl + sc1 * sh) - dmin * (float)(m0 * ml + m1 * mh));
+        return ad * (d * (float)(sc[0] * sl + sc[1] * sh) - dmin * (float)(m[0] * ml + m[1] * mh));
     } else { /* GT_Q6_K: values l0..l0+7 of each of the four 32-value quarters of half h */
         const int h = li >> 2, l0 = (li & 3) * 8;
         const uint16_t *pa = (const uint16_t *)(blk + h * 64 + l0), *pb = (const uint16_t *)(blk + h * 64 + 32 + l0);
@@ -403,8 +390,7 @@ template <int T> __device__ __forceinline__ void w_unpack(const wraw &r, int k, 
     if (T == GT_Q4_K || T == GT_Q5_K) {
         const int j = k & 255, c = j >> 6, hi = (j >> 5) & 1, sj = 2 * c + hi;
         int sc, m;
-        if (sj < 4) sc = sc6(r.s, sj) & 63, m = sc6(r.s, sj + 4) & 63;
-        else sc = (sc6(r.s, sj + 4) & 0xF) | ((sc6(r.s, sj - 4) >> 6) << 4), m = (sc6(r.s, sj + 4) >> 4) | ((sc6(r.s, sj) >> 6) << 4);
+        gq_sm(r.s[0], r.s[1], r.s[2], sj, &sc, &m);
         const float d = __half2float(__ushort_as_half((unsigned short)(r.dd & 0xFFFF)));
         const float dmin = __half2float(__ushort_as_half((unsigned short)(r.dd >> 16)));
         const float dl = __fmul_rn(d, (float)sc), ml = __fmul_rn(dmin, (float)m);
@@ -638,8 +624,7 @@ template <int T> __device__ __forceinline__ void mq_store(const mq_raw &r, int k
         if (q < 2) { /* thread q computes sub-block 2c + q's factors */
             const int j = 2 * c + q;
             int sc, m;
-            if (j < 4) sc = sc6(r.s, j) & 63, m = sc6(r.s, j + 4) & 63;
-            else sc = (sc6(r.s, j + 4) & 0xF) | ((sc6(r.s, j - 4) >> 6) << 4), m = (sc6(r.s, j + 4) >> 4) | ((sc6(r.s, j) >> 6) << 4);
+            gq_sm(r.s[0], r.s[1], r.s[2], j, &sc, &m);
             fs[q] = __half2float(__ushort_as_half((unsigned short)(r.dd & 0xFFFF))) * (float)sc;
             fm[q] = __half2float(__ushort_as_half((unsigned short)(r.dd >> 16))) * (float)m;
         }
@@ -847,45 +832,19 @@ __device__ void rms_row(const float *x, const float *w, float *o, int n, float e
     for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5) quant_sb(o + sb * 256, xq + sb * 256, xd + sb, threadIdx.x & 31);
 }
 
-/* Partial dot of one weight row with x over super-blocks part, part + wpr, ... */
+/* Partial dot of one weight row with f32 x over super-blocks part, part +
+ * wpr, ...: the weights that are not K-quants (K-quants always take Q8_K
+ * activations in k_dec; with SMOLBOT_GPU_Q8=0 decode runs enqueue_step). */
 template <int T> __device__ __forceinline__ float mv_part(const uint8_t *wr, int n_in, const float *x, int lane, int part,
                                                           int wpr) {
     float s = 0.0f;
     for (int k = part * 256 + lane * 8; k < n_in; k += wpr * 256) {
         const float4 a = __ldg((const float4 *)(x + k)), b = __ldg((const float4 *)(x + k) + 1);
         const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-        if (T == GT_Q4_K) {
-            const uint8_t *blk = wr + (size_t)(k >> 8) * 144;
-            const int j = k & 255, c = j >> 6, hi = (j >> 5) & 1, l0 = j & 31;
-            float dl, ml;
-            gq_k_scale(blk + 4, 2 * c + hi, gq_h2f(blk), gq_h2f(blk + 2), &dl, &ml);
-            const uint2 u = *(const uint2 *)(blk + 16 + 32 * c + l0);
-            const unsigned sh = hi ? 4u : 0u;
-            float qx = 0.0f, sx = 0.0f;
+        float w[8];
+        deq8<T>(wr, k, w);
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const unsigned w = i < 4 ? u.x : u.y;
-                qx += (float)((w >> (8 * (i & 3) + sh)) & 0xFu) * xv[i];
-                sx += xv[i];
-            }
-            s += dl * qx - ml * sx;
-        } else if (T == GT_Q6_K) {
-            const uint8_t *blk = wr + (size_t)(k >> 8) * 210;
-            const int j = k & 255, h = j >> 7, r = j & 127, qu = r >> 5, l0 = r & 31;
-            const uint8_t *ql = blk + h * 64 + (qu & 1) * 32 + l0, *qh = blk + 128 + h * 32 + l0;
-            const float ds = gq_h2f(blk + 208) * (float)(int8_t)blk[192 + h * 8 + (l0 >> 4) + 2 * qu];
-            const int nsh = (qu >> 1) * 4, hsh = 2 * qu;
-            float qx = 0.0f;
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                qx += (float)((int)(((ql[i] >> nsh) & 0xF) | (((qh[i] >> hsh) & 3) << 4)) - 32) * xv[i];
-            s += ds * qx;
-        } else {
-            float w[8];
-            deq8<T>(wr, k, w);
-#pragma unroll
-            for (int i = 0; i < 8; i++) s += w[i] * xv[i];
-        }
+        for (int i = 0; i < 8; i++) s += w[i] * xv[i];
     }
     return s;
 }
@@ -902,6 +861,18 @@ __device__ __forceinline__ float mv_part_any(int type, const uint8_t *wr, int n_
     case GT_BF16: return mv_part<GT_BF16>(wr, n_in, x, lane, part, wpr);
     default: return mv_part<GT_F32>(wr, n_in, x, lane, part, wpr);
     }
+}
+
+/* Rotate the pair v[0], v[1] -- pair i of a head -- to position pos: the
+ * angle as ggml's cache computes it (pos times theta_scale^i by repeated
+ * multiplication), the rotation without FMA contraction. */
+__device__ __forceinline__ void rope_pair(float *v, int i, int pos, float theta_scale) {
+    float t = (float)pos;
+    for (int j = 0; j < i; j++) t *= theta_scale;
+    const float c = cosf(t), s = sinf(t);
+    const float x0 = v[0], x1 = v[1];
+    v[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+    v[1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
 }
 
 __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
@@ -956,14 +927,8 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
         const int pos = *j.d_pos;
         if (si < 2 && j.rope) {
             if (t & 1) return;
-            float pv[2];
-            const int i = (r % j.hd) >> 1;
-            float th = (float)pos;
-            for (int q = 0; q < i; q++) th *= j.theta_scale;
-            const float c = cosf(th), sn = sinf(th); /* as rope_pair() */
-            const float x0 = val[t], x1 = val[t + 1];
-            pv[0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, sn));
-            pv[1] = __fadd_rn(__fmul_rn(x0, sn), __fmul_rn(x1, c));
+            float pv[2] = {val[t], val[t + 1]};
+            rope_pair(pv, (r % j.hd) >> 1, pos, j.theta_scale);
             if (si == 0) s.y[r] = pv[0], s.y[r + 1] = pv[1];
             else {
                 const size_t kvdim = (size_t)j.s[1].n_out;
@@ -1005,15 +970,6 @@ __global__ void k_silu_mul(float *g, const float *u, int n) {
     if (i < n) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-__device__ __forceinline__ void rope_pair(float *v, int i, int pos, float theta_scale) {
-    float t = (float)pos;
-    for (int j = 0; j < i; j++) t *= theta_scale;
-    const float c = cosf(t), s = sinf(t);
-    const float x0 = v[2 * i], x1 = v[2 * i + 1];
-    v[2 * i] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
-    v[2 * i + 1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
-}
-
 /* Token blockIdx.x at position *d_pos + blockIdx.x: rotate q and k (unless
  * rope == 0) and store k, v into the layer's cache rows as f16. */
 __global__ void k_rope_store(float *q, float *k, const float *v, __half *kc, __half *vc, const int *d_pos, int n_head,
@@ -1024,7 +980,7 @@ __global__ void k_rope_store(float *q, float *k, const float *v, __half *kc, __h
         for (int p = threadIdx.x; p < (n_head + n_kv) * half; p += blockDim.x) {
             const int h = p / half, i = p % half;
             float *base = h < n_head ? q + (size_t)t * qdim + h * hd : k + (size_t)t * kvdim + (h - n_head) * hd;
-            rope_pair(base, i, pos, theta_scale);
+            rope_pair(base + 2 * i, i, pos, theta_scale);
         }
         __syncthreads();
     }
@@ -1253,7 +1209,6 @@ typedef struct dlayer {
     dmat wq, wk, wv, wo, gate, up, down;
 } dlayer;
 
-static int g_wpr[5]; /* SMOLBOT_GPU_WPR=q,o,g,d,h: tuning override per job (0: auto) */
 static int g_pdl = 1; /* SMOLBOT_GPU_PDL=0: ordinary launches */
 
 /* Launch with programmatic stream serialization (see gdc_wait). */
@@ -1452,10 +1407,9 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     CK(cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)));
     g->use_mma = (env_off("SMOLBOT_GPU_MMA") ? 0 : 1) | (env_off("SMOLBOT_GPU_MMQ") ? 0 : 2);
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
-    g->use_fuse = !env_off("SMOLBOT_GPU_FUSE");
     g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
-    if (getenv("SMOLBOT_GPU_WPR"))
-        sscanf(getenv("SMOLBOT_GPU_WPR"), "%d,%d,%d,%d,%d", &g_wpr[0], &g_wpr[1], &g_wpr[2], &g_wpr[3], &g_wpr[4]);
+    /* the fused decode kernels multiply K-quants by Q8_K activations only */
+    g->use_fuse = !env_off("SMOLBOT_GPU_FUSE") && g->use_q8;
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
@@ -1541,30 +1495,33 @@ static mv_seg seg_of(const dmat *w, float *y, int blk0) {
     return s;
 }
 
-/* y = W x (MV_STORE) or y += W x (MV_ACC); wpr 0: pick_wpr. */
-static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
-                       int mode, int wpr) {
+/* The job y = W x (MV_STORE) or y += W x (MV_ACC); wpr 0: pick_wpr. */
+static mv_job job_single(const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y, int mode, int wpr) {
     mv_job j;
     memset(&j, 0, sizeof j);
     j.nseg = 1, j.n_in = w->n_in, j.mode = mode, j.x = x, j.xq = xq, j.xd = xd;
-    j.wpr = wpr ? wpr : g_wpr[4] && w->n_out > 65536 ? g_wpr[4] : pick_wpr(w->n_out, w->n_in, 8);
+    j.wpr = wpr ? wpr : pick_wpr(w->n_out, w->n_in, 8);
     j.s[0] = seg_of(w, y, 0);
+    return j;
+}
+
+static void launch_single(cudaStream_t st, const mv_job &j) {
     const int R = 8 / j.wpr;
-    launch(k_dec, (w->n_out + R - 1) / R, 256, 0, st, j);
+    launch(k_dec, (j.s[0].n_out + R - 1) / R, 256, 0, st, j);
+}
+
+static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
+                       int mode, int wpr) {
+    launch_single(st, job_single(w, x, xq, xd, y, mode, wpr));
 }
 
 /* y += W x, then the last block writes ny = rmsnorm(y) * nw and its Q8_K
  * (nxq, nxd) for the next product (see mv_job). */
 static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
                          const float *nw, float eps, float *ny, int8_t *nxq, float *nxd, unsigned *counter) {
-    mv_job j;
-    memset(&j, 0, sizeof j);
-    j.nseg = 1, j.n_in = w->n_in, j.mode = MV_ACC, j.x = x, j.xq = xq, j.xd = xd;
-    j.wpr = g_wpr[nw && w->n_in > 4096 ? 3 : 1] ? g_wpr[nw && w->n_in > 4096 ? 3 : 1] : pick_wpr(w->n_out, w->n_in, 8);
-    j.s[0] = seg_of(w, y, 0);
+    mv_job j = job_single(w, x, xq, xd, y, MV_ACC, 0);
     j.nw = nw, j.eps = eps, j.ny = ny, j.nxq = nxq, j.nxd = nxd, j.counter = counter;
-    const int R = 8 / j.wpr;
-    launch(k_dec, (w->n_out + R - 1) / R, 256, 0, st, j);
+    launch_single(st, j);
 }
 
 /* q = rope(Wq x); cache[pos] = rope(Wk x), Wv x (see k_dec). */
@@ -1573,7 +1530,7 @@ static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8
     mv_job j;
     memset(&j, 0, sizeof j);
     j.nseg = 3, j.n_in = L->wq.n_in, j.mode = MV_QKV, j.x = x, j.xq = xq, j.xd = xd;
-    j.wpr = g_wpr[0] ? g_wpr[0] : pick_wpr(L->wq.n_out + L->wk.n_out + L->wv.n_out, j.n_in, 4);
+    j.wpr = pick_wpr(L->wq.n_out + L->wk.n_out + L->wv.n_out, j.n_in, 4);
     const int R = 8 / j.wpr; /* even, and divides head_dim: pairs stay in a block */
     const int b1 = L->wq.n_out / R, b2 = b1 + L->wk.n_out / R, nb = b2 + L->wv.n_out / R;
     j.s[0] = seg_of(&L->wq, q, 0), j.s[1] = seg_of(&L->wk, NULL, b1), j.s[2] = seg_of(&L->wv, NULL, b2);
@@ -1586,7 +1543,7 @@ static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8
     mv_job j;
     memset(&j, 0, sizeof j);
     j.nseg = 1, j.n_in = L->gate.n_in, j.mode = MV_GLU, j.x = x, j.xq = xq, j.xd = xd;
-    j.wpr = g_wpr[2] ? g_wpr[2] : pick_wpr(2 * L->gate.n_out, j.n_in, 4);
+    j.wpr = pick_wpr(2 * L->gate.n_out, j.n_in, 4);
     const int R = 4 / j.wpr;
     j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
     launch(k_dec, (L->gate.n_out + R - 1) / R, 256, 0, st, j);
@@ -1720,7 +1677,7 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
     const int E = c->n_embd, F = c->n_ff, hd = c->head_dim, qdim = c->n_head * hd, kvdim = c->n_head_kv * hd;
     cudaStream_t st = g->st;
     const int *d_pos = g->d_io, *d_tok = g->d_io + 1;
-    int8_t *xq = g->use_q8 ? g->xq : NULL;
+    int8_t *xq = g->xq; /* use_fuse implies use_q8 */
     float *xd = g->xd;
     const unsigned sk = g->skip;
     GQ_DISPATCH(g->tok_embd.type, (launch(k_embed<T>, 1, 256, 0, st, g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
@@ -1733,10 +1690,10 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
         if (!(sk & 4))
             launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
                         kv->part);
-        if (xq && !(sk & 8)) quant(st, g->att, qdim, qdim, 1, xq, xd);
+        if (!(sk & 8)) quant(st, g->att, qdim, qdim, 1, xq, xd);
         if (!(sk & 16)) dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter);
         if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb);
-        if (xq && !(sk & 128)) quant(st, g->hb, F, F, 1, xq, xd);
+        if (!(sk & 128)) quant(st, g->hb, F, F, 1, xq, xd);
         if (!(sk & 256)) dec_acc_norm(st, &L->down, g->hb, xq, xd, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter);
     }
     if (!(sk & 512)) dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);

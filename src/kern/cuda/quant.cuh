@@ -32,16 +32,41 @@ __device__ __forceinline__ float gq_h2f(const uint8_t *p) {
     return __half2float(__ushort_as_half((unsigned short)(p[0] | (p[1] << 8))));
 }
 
-/* scale and min of sub-block j of a Q4_K/Q5_K block (ggml's get_scale_min_k4) */
+/* The 6-bit scales and mins of a Q4_K/Q5_K block, from its 12 scale bytes
+ * as three little-endian words: ggml's get_scale_min_k4 without branches.
+ * Scale j is byte j of (u[0], u[1]), min j byte j of (u[2], u[3]). Every
+ * kernel that reads K-quant scales goes through here. */
+__host__ __device__ __forceinline__ void gq_sm_words(uint32_t s0, uint32_t s1, uint32_t s2, uint32_t *u) {
+    u[0] = s0 & 0x3f3f3f3fu;
+    u[1] = (s2 & 0x0f0f0f0fu) | (((s0 >> 6) & 0x03030303u) << 4);
+    u[2] = s1 & 0x3f3f3f3fu;
+    u[3] = ((s2 >> 4) & 0x0f0f0f0fu) | (((s1 >> 6) & 0x03030303u) << 4);
+}
+
+/* scale and min of sub-block j (0..7) */
+__host__ __device__ __forceinline__ void gq_sm(uint32_t s0, uint32_t s1, uint32_t s2, int j, int *sc, int *m) {
+    uint32_t u[4];
+    gq_sm_words(s0, s1, s2, u);
+    const int sh = 8 * (j & 3);
+    *sc = (int)(((j < 4 ? u[0] : u[1]) >> sh) & 0xFFu);
+    *m = (int)(((j < 4 ? u[2] : u[3]) >> sh) & 0xFFu);
+}
+
+/* ... of the pair 2c, 2c + 1 (c = 0..3): one word select for both */
+__host__ __device__ __forceinline__ void gq_sm2(uint32_t s0, uint32_t s1, uint32_t s2, int c, int *sc, int *m) {
+    uint32_t u[4];
+    gq_sm_words(s0, s1, s2, u);
+    const uint32_t sw = c < 2 ? u[0] : u[1], mw = c < 2 ? u[2] : u[3];
+    const int sh = 16 * (c & 1);
+    sc[0] = (int)((sw >> sh) & 0xFFu), sc[1] = (int)((sw >> (sh + 8)) & 0xFFu);
+    m[0] = (int)((mw >> sh) & 0xFFu), m[1] = (int)((mw >> (sh + 8)) & 0xFFu);
+}
+
+/* d * scale and dmin * min of sub-block j; q: the 12 scale bytes (4-byte aligned) */
 __device__ __forceinline__ void gq_k_scale(const uint8_t *q, int j, float d, float dmin, float *dl, float *ml) {
+    const uint32_t *w = (const uint32_t *)q;
     int sc, m;
-    if (j < 4) {
-        sc = q[j] & 63;
-        m = q[j + 4] & 63;
-    } else {
-        sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
+    gq_sm(w[0], w[1], w[2], j, &sc, &m);
     *dl = __fmul_rn(d, (float)sc);
     *ml = __fmul_rn(dmin, (float)m);
 }
