@@ -56,7 +56,6 @@ typedef struct layer {
     mat down;               /* [n_ff] -> [n_embd] */
 } layer;
 
-
 struct model {
     model_config cfg;
     const gguf *g;
@@ -435,7 +434,6 @@ uint64_t model_kv_size(const model *m, int n_ctx, int kv_type) {
 
 uint64_t model_kv_bytes(const model_kv *kv) { return model_kv_size(kv->m, kv->n_ctx, kv->type); }
 
-
 int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *err) {
     if (dst->m != src->m || dst->type != src->type)
         return core_errf(err, CORE_EINVAL, "KV caches of different models or types");
@@ -502,6 +500,12 @@ typedef struct att_task {
 
 #define ATT_SPLIT_MIN 256 /* positions per split-K range, at least */
 
+/* The attention output of a group of query heads: acc / sum. */
+static void att_out(float *out, const float *acc, const float *sum, int group, int hd) {
+    for (int g = 0; g < group; g++)
+        for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
+}
+
 static void attend_task(void *ctx, int ith, int nth) {
     (void)nth;
     att_task *t = ctx;
@@ -525,10 +529,7 @@ static void attend_task(void *ctx, int ith, int nth) {
         kern_attn(kv_kern_type(kv), m->q + tok * q_dim + (int64_t)kvh * group * hd, group, hd,
                   kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo), kv->row, hi - lo, scale, mx, sum,
                   acc);
-        if (ns > 1) continue;
-        float *out = m->att + tok * q_dim + (int64_t)kvh * group * hd;
-        for (int g = 0; g < group; g++)
-            for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
+        if (ns == 1) att_out(m->att + tok * q_dim + (int64_t)kvh * group * hd, acc, sum, group, hd);
     }
 }
 
@@ -554,10 +555,7 @@ static void attend(model *m, int il, int B) {
             const float *s1 = s0 + (size_t)sp * m->att_tmp_floats;
             kern_attn_merge(group, hd, s0, s0 + group, s0 + 2 * group, s1, s1 + group, s1 + 2 * group);
         }
-        const float *sum = s0 + group, *acc = s0 + 2 * group;
-        float *out = m->att + (int64_t)(p / nkv) * q_dim + (int64_t)(p % nkv) * group * hd;
-        for (int g = 0; g < group; g++)
-            for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
+        att_out(m->att + (int64_t)(p / nkv) * q_dim + (int64_t)(p % nkv) * group * hd, s0 + 2 * group, s0 + group, group, hd);
     }
 }
 
@@ -629,14 +627,19 @@ static void head(model *m, int r0, int n, float *out) {
     matmul(m, &m->output, m->xb, n, out);
 }
 
-int model_forward(model *m, model_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits,
-                  const volatile int *cancel, core_err *err) {
-    const model_config *c = &m->cfg;
+/* What every forward checks before it runs n tokens on kv. */
+static int check_forward(const model *m, const model_kv *kv, const int32_t *tokens, int n, core_err *err) {
     if (n <= 0) return core_errf(err, CORE_EINVAL, "no tokens to run");
     if (kv->m != m) return core_errf(err, CORE_EINVAL, "KV cache belongs to another model");
     if (n > kv->n_ctx - kv->len)
         return core_errf(err, CORE_EFULL, "%d tokens do not fit: context %d, %d used", n, kv->n_ctx, kv->len);
-    int rc = check_tokens(m, tokens, n, err);
+    return check_tokens(m, tokens, n, err);
+}
+
+int model_forward(model *m, model_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits,
+                  const volatile int *cancel, core_err *err) {
+    const model_config *c = &m->cfg;
+    int rc = check_forward(m, kv, tokens, n, err);
     if (rc) return rc;
     if (kv->gpu) return model_gpu_forward(m->gpu, kv->gpu, &kv->len, tokens, n, logits, all_logits, cancel, err); /* GPU */
 
@@ -656,9 +659,7 @@ int model_forward(model *m, model_kv *kv, const int32_t *tokens, int n, float *l
 int model_decode_topk(model *m, model_kv *kv, int32_t tok, int k, int32_t *ids, float *vals, core_err *err) {
     if (k < 1 || k > 64 || k > m->cfg.n_vocab) return core_errf(err, CORE_EINVAL, "top-k of %d (1..64)", k);
     if (kv->gpu) { /* GPU */
-        if (kv->m != m) return core_errf(err, CORE_EINVAL, "KV cache belongs to another model");
-        if (kv->len >= kv->n_ctx) return core_errf(err, CORE_EFULL, "context of %d is full", kv->n_ctx);
-        int rc = check_tokens(m, &tok, 1, err);
+        int rc = check_forward(m, kv, &tok, 1, err);
         return rc ? rc : model_gpu_decode_topk(m->gpu, kv->gpu, &kv->len, tok, k, ids, vals, err);
     }
     int rc = model_forward(m, kv, &tok, 1, m->logits1, 0, NULL, err);
