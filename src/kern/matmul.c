@@ -12,7 +12,8 @@
  *    KERN_TILE_R: the ISA's tile kernel unpacks each weight block once for
  *    up to tile_c tokens, and the chunk's weights (a few KB to tens
  *    of KB) stay in L1/L2 while the token tiles sweep over them.
- *    Enough tokens (wide_min) of a type that has a wide tile use it instead: tiles of KERN_WIDE_R rows and up to KERN_WIDE_C tokens,
+ *    Enough tokens (wide_min) of a type that has a wide tile use it
+ *    instead: tiles of KERN_WIDE_R rows and up to KERN_WIDE_C tokens,
  *    chunks a multiple of KERN_WIDE_R rows.
  * Nothing is allocated; the context lives on the caller's stack.
  */

@@ -159,11 +159,12 @@ int model_gpu_kv_fill(void *kv, int from, int to, core_err *err) {
     return 0;
 }
 
-int model_gpu_forward(model_gpu *mg, void *kv, int *len, const int32_t *tokens, int n, float *logits, int all_logits,
-                      const volatile int *cancel, core_err *err) {
+/* gpu_forward with logits_mode (0 none, 1 last row, 2 every row); the
+ * logits of mode 1 stay on the device when logits is NULL. */
+static int forward(model_gpu *mg, void *kv, int *len, const int32_t *tokens, int n, int mode, float *logits,
+                   const volatile int *cancel, core_err *err) {
     char msg[256] = "";
     int done = 0;
-    int mode = !logits ? 0 : all_logits ? 2 : 1;
     int rc = gpu_forward(mg->gm, ((kv_box *)kv)->kv, *len, tokens, n, mode, logits, cancel, &done, msg, sizeof msg);
     *len += done;
     if (rc == -2) return core_errf(err, CORE_ECANCEL, "cancelled");
@@ -171,13 +172,16 @@ int model_gpu_forward(model_gpu *mg, void *kv, int *len, const int32_t *tokens, 
     return 0;
 }
 
+int model_gpu_forward(model_gpu *mg, void *kv, int *len, const int32_t *tokens, int n, float *logits, int all_logits,
+                      const volatile int *cancel, core_err *err) {
+    return forward(mg, kv, len, tokens, n, !logits ? 0 : all_logits ? 2 : 1, logits, cancel, err);
+}
+
 int model_gpu_decode_topk(model_gpu *mg, void *kv, int *len, int32_t tok, int k, int32_t *ids, float *vals,
                           core_err *err) {
     char msg[256] = "";
-    int done = 0;
-    int rc = gpu_forward(mg->gm, ((kv_box *)kv)->kv, *len, &tok, 1, 1, NULL, NULL, &done, msg, sizeof msg);
-    *len += done;
-    if (!rc) rc = gpu_sample_topk(mg->gm, k, ids, vals, msg, sizeof msg);
-    if (rc) return core_errf(err, CORE_EIO, "gpu: %s", msg);
+    int rc = forward(mg, kv, len, &tok, 1, 1, NULL, NULL, err);
+    if (rc) return rc;
+    if (gpu_sample_topk(mg->gm, k, ids, vals, msg, sizeof msg)) return core_errf(err, CORE_EIO, "gpu: %s", msg);
     return 0;
 }
