@@ -295,38 +295,41 @@ static void check_ops(const char *isa) {
     }
 }
 
-/* kern_attn against kern_attn_ref: random q, K, V (f16, f32 and Q8_0 rows
- * with a stride wider than a head), several head counts, head sizes (one
- * not a multiple of 8: the fallback; Q8_0 takes multiples of 32), lengths
- * around the block size; and a split into two ranges merged with
- * kern_attn_merge equals one pass.
+/* kern_attn against kern_attn_ref: random q, K, V (f16 and f32 rows with
+ * a stride wider than a head, 8-bit tiles three heads apart), several head
+ * counts, head sizes (one not a multiple of 8: the fallback; the 8-bit
+ * cache takes multiples of 32), lengths around the block size; and a split
+ * into two ranges (on a tile boundary) merged with kern_attn_merge equals
+ * one pass.
  * Tolerance 5e-5 relative: the SIMD exp and the summation order differ
  * (2.5e-5 seen on f32 rows whose scores spread wide). */
 static void check_attn(const char *isa) {
     static const int ngs[] = {1, 3, 4, 5, 8}, hds[] = {6, 40, 64, 128}, ns[] = {1, 7, 32, 33, 100, 300};
-    static const char *const names[] = {"f16", "f32", "q8_0"};
+    static const char *const names[] = {"f16", "f32", "q8"};
     for (int kt = 0; kt < 3; kt++) {
-        const int type = kt == 0 ? KERN_F16 : kt == 1 ? KERN_F32 : KERN_Q8_0;
+        const int type = kt == 0 ? KERN_F16 : kt == 1 ? KERN_F32 : KERN_KV_Q8;
         for (size_t gi = 0; gi < CORE_ARRAY_LEN(ngs); gi++)
             for (size_t hi = 0; hi < CORE_ARRAY_LEN(hds); hi++)
                 for (size_t ni = 0; ni < CORE_ARRAY_LEN(ns); ni++) {
                     const int ng = ngs[gi], hd = hds[hi], n = ns[ni];
                     if (kt == 2 && hd % 32) continue;
-                    /* bytes of one head's row; three heads per row, the middle one is used */
-                    const size_t elt = kt == 2 ? (size_t)(hd / 32) * sizeof(kern_block_q8_0) : (size_t)hd * (kt ? 4 : 2);
-                    const size_t stride = 3 * elt;
-                    char *k = malloc(stride * n), *v = malloc(stride * n);
+                    /* elt: bytes of one head's row (or tile); stride: three heads' worth, the middle one used */
+                    const size_t elt = kt == 2 ? kern_kv_q8_tile_bytes(hd) : (size_t)hd * (kt ? 4 : 2);
+                    const size_t stride = 3 * elt, rows = kt == 2 ? (size_t)(n + KERN_KV_TILE - 1) / KERN_KV_TILE : (size_t)n;
+                    char *k = malloc(stride * rows), *v = malloc(stride * rows);
                     float *fk = malloc(sizeof(float) * hd), *fv = malloc(sizeof(float) * hd);
                     for (size_t r = 0; r < 3 * (size_t)n; r++) {
                         for (int i = 0; i < hd; i++) fk[i] = frand() * 2, fv[i] = frand() * 2;
+                        if (kt == 2) { /* position r % n of head r / n */
+                            const size_t at = (r / (size_t)n) * elt + (r % (size_t)n) / KERN_KV_TILE * stride;
+                            kern_kv_q8_store(k + at, (int)(r % (size_t)n % KERN_KV_TILE), fk, hd, 0);
+                            kern_kv_q8_store(v + at, (int)(r % (size_t)n % KERN_KV_TILE), fv, hd, 1);
+                            continue;
+                        }
                         char *kr = k + r * elt, *vr = v + r * elt;
-                        for (int i = 0; i < hd && kt < 2; i++) {
+                        for (int i = 0; i < hd; i++) {
                             if (kt) ((float *)kr)[i] = fk[i], ((float *)vr)[i] = fv[i];
                             else ((kern_f16 *)kr)[i] = core_f32_to_f16(fk[i]), ((kern_f16 *)vr)[i] = core_f32_to_f16(fv[i]);
-                        }
-                        if (kt == 2) {
-                            kern_ref_traits(KERN_Q8_0)->from_float(fk, kr, hd);
-                            kern_ref_traits(KERN_Q8_0)->from_float(fv, vr, hd);
                         }
                     }
                     free(fk), free(fv);
@@ -341,8 +344,10 @@ static void check_attn(const char *isa) {
                     const float scale = 1.0f / sqrtf((float)hd);
                     kern_attn_ref(type, q, ng, hd, k + elt, v + elt, stride, n, scale, m[0], l[0], acc[0]);
                     kern_attn(type, q, ng, hd, k + elt, v + elt, stride, n, scale, m[1], l[1], acc[1]);
-                    const int h = n / 3; /* split-K: [0, h) and [h, n) */
-                    kern_attn(type, q, ng, hd, k + elt + h * stride, v + elt + h * stride, stride, n - h, scale,
+                    /* split-K: [0, h) and [h, n); hs rows (tiles) in */
+                    const int h = kt == 2 ? n / 3 / KERN_KV_TILE * KERN_KV_TILE : n / 3;
+                    const size_t hs = kt == 2 ? (size_t)h / KERN_KV_TILE : (size_t)h;
+                    kern_attn(type, q, ng, hd, k + elt + hs * stride, v + elt + hs * stride, stride, n - h, scale,
                               m[2], l[2], acc[2]);
                     float m1[KERN_ATTN_MAX_G], l1[KERN_ATTN_MAX_G];
                     float *a1 = calloc((size_t)ng * hd, sizeof(float));
@@ -365,6 +370,56 @@ static void check_attn(const char *isa) {
                     free(a1), free(q), free(k), free(v);
                 }
     }
+}
+
+/* The 8-bit KV tiles: a stored position reads back as its Q8_0 blocks
+ * (K and V layouts), the other positions of the tile untouched; and the
+ * reference attention over them stays close to float attention over the
+ * unquantized values (the integer arithmetic of kern.h adds no error
+ * beyond the Q8_0 rounding of q, K and V). */
+static void test_kv_q8(void) {
+    enum { HD = 128, N = 77 };
+    const size_t tb = kern_kv_q8_tile_bytes(HD);
+    CHECK_EQ_INT((int)tb, 32 * 136);
+    char *t = calloc(1, tb);
+    float x[HD], y[HD], z[HD];
+    for (int is_v = 0; is_v < 2; is_v++) {
+        memset(t, 0, tb);
+        for (int i = 0; i < HD; i++) x[i] = frand() * 3;
+        kern_kv_q8_store(t, 5, x, HD, is_v);
+        kern_block_q8_0 blk[HD / 32];
+        kern_ref_traits(KERN_Q8_0)->from_float(x, blk, HD);
+        kern_ref_traits(KERN_Q8_0)->dequant_row(blk, y, HD);
+        kern_kv_q8_load(t, 5, z, HD, is_v);
+        CHECK_MSG(memcmp(y, z, sizeof y) == 0, "kv q8 round trip (%s)", is_v ? "V" : "K");
+        kern_kv_q8_load(t, 4, z, HD, is_v);
+        int zero = 1;
+        for (int i = 0; i < HD; i++) zero &= z[i] == 0;
+        CHECK_MSG(zero, "kv q8 store touched another position (%s)", is_v ? "V" : "K");
+    }
+    free(t);
+    /* attention: 8-bit tiles against f32 rows of the same values */
+    const size_t tiles = (N + KERN_KV_TILE - 1) / KERN_KV_TILE;
+    char *k8 = calloc(tiles, tb), *v8 = calloc(tiles, tb);
+    float *kf = malloc(sizeof(float) * HD * N), *vf = malloc(sizeof(float) * HD * N), q[4 * HD];
+    for (int p = 0; p < N; p++) {
+        for (int i = 0; i < HD; i++) kf[p * HD + i] = frand() * 2, vf[p * HD + i] = frand() * 2;
+        kern_kv_q8_store(k8 + p / KERN_KV_TILE * tb, p % KERN_KV_TILE, kf + p * HD, HD, 0);
+        kern_kv_q8_store(v8 + p / KERN_KV_TILE * tb, p % KERN_KV_TILE, vf + p * HD, HD, 1);
+    }
+    for (int i = 0; i < 4 * HD; i++) q[i] = frand() * 2;
+    float m[2][4], l[2][4], acc[2][4 * HD] = {{0}};
+    for (int g = 0; g < 4; g++) m[0][g] = m[1][g] = -INFINITY, l[0][g] = l[1][g] = 0;
+    kern_attn_ref(KERN_F32, q, 4, HD, kf, vf, HD * sizeof(float), N, 0.3f, m[0], l[0], acc[0]);
+    kern_attn_ref(KERN_KV_Q8, q, 4, HD, k8, v8, tb, N, 0.3f, m[1], l[1], acc[1]);
+    float worst = 0, big = 0;
+    for (int i = 0; i < 4 * HD; i++) {
+        const float a = acc[0][i] / l[0][i / HD], b = acc[1][i] / l[1][i / HD];
+        worst = fmaxf(worst, fabsf(a - b)), big = fmaxf(big, fabsf(a));
+    }
+    fprintf(stderr, "  kv q8 attention against f32: max |diff| %.4f of outputs up to %.3f\n", worst, big);
+    CHECK_MSG(worst <= 0.03f * big && worst > 0, "kv q8 attention off by %.4f (outputs up to %.3f)", worst, big);
+    free(k8), free(v8), free(kf), free(vf);
 }
 
 /* Wide tiles (prefill, kern_impl.tile_wide): 16-row x up to KERN_WIDE_C
@@ -583,6 +638,7 @@ int main(void) {
     T_RUN(test_dequant_refdata);
     T_RUN(test_simd_vs_ref);
     T_RUN(test_ops_values);
+    T_RUN(test_kv_q8);
     T_RUN(test_matmul);
     T_RUN(test_pool);
     return t_done();

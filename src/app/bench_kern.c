@@ -101,15 +101,17 @@ static double time_matmul(kern_pool *pool, int type, const void *w, int64_t n_ou
     return best;
 }
 
-/* Decode attention: is it held by memory (f16) or by converting rows
- * (Q8_0)? One thread walks 48 heads' runs of 4096 positions. */
+/* Decode attention: is it held by memory (f16) or by arithmetic (the
+ * 8-bit cache)? One thread walks 48 heads' runs of 4096 positions. */
 static int bench_attn(void) {
     enum { HD = 128, NG = 4, NPOS = 4096, NHEAD = 48 };
-    static const int kts[] = {KERN_F16, KERN_Q8_0, KERN_F32};
+    static const int kts[] = {KERN_F16, KERN_KV_Q8, KERN_F32};
     printf("\nattention (decode), 1 thread: %d heads x %d positions, head_dim %d, %d query heads\n", NHEAD, NPOS, HD, NG);
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(kts); ti++) {
-        const int t = kts[ti];
-        const size_t row = kern_row_size(t, HD), bytes = row * NPOS * NHEAD;
+        const int t = kts[ti], q8 = t == KERN_KV_Q8;
+        /* step: bytes between rows, or between 8-bit tiles; run: one head's positions */
+        const size_t step = q8 ? kern_kv_q8_tile_bytes(HD) : kern_row_size(t, HD);
+        const size_t run = step * (q8 ? NPOS / KERN_KV_TILE : NPOS), bytes = run * NHEAD;
         char *k = malloc(bytes), *v = malloc(bytes);
         if (!k || !v) {
             free(k), free(v);
@@ -119,8 +121,14 @@ static int bench_attn(void) {
         float tmp[HD], q[NG * HD], m[NG], l[NG], acc[NG * HD];
         for (size_t r = 0; r < (size_t)NPOS * NHEAD; r++) {
             for (int i = 0; i < HD; i++) tmp[i] = ((float)(bk_rnd() % 2000) - 1000) / 1000;
-            kern_get_traits(t)->from_float(tmp, k + r * row, HD);
-            kern_get_traits(t)->from_float(tmp, v + r * row, HD);
+            if (q8) {
+                char *tile = k + r / NPOS * run + r % NPOS / KERN_KV_TILE * step;
+                kern_kv_q8_store(tile, (int)(r % KERN_KV_TILE), tmp, HD, 0);
+                kern_kv_q8_store(tile - k + v, (int)(r % KERN_KV_TILE), tmp, HD, 1);
+            } else {
+                kern_get_traits(t)->from_float(tmp, k + r * step, HD);
+                kern_get_traits(t)->from_float(tmp, v + r * step, HD);
+            }
         }
         for (int i = 0; i < NG * HD; i++) q[i] = ((float)(bk_rnd() % 2000) - 1000) / 10000;
         double best = 1e30;
@@ -129,13 +137,13 @@ static int bench_attn(void) {
             for (int h = 0; h < NHEAD; h++) {
                 for (int g = 0; g < NG; g++) m[g] = -INFINITY, l[g] = 0;
                 memset(acc, 0, sizeof acc);
-                kern_attn(t, q, NG, HD, k + (size_t)h * NPOS * row, v + (size_t)h * NPOS * row, row, NPOS, 0.088f, m, l, acc);
+                kern_attn(t, q, NG, HD, k + (size_t)h * run, v + (size_t)h * run, step, NPOS, 0.088f, m, l, acc);
             }
             const double dt = core_now_s() - t0;
             if (dt < best) best = dt;
         }
-        printf("%-6s %7.1f GB/s of K and V  %6.1f ns per position\n", kern_get_traits(t)->name, 2.0 * (double)bytes / best / 1e9,
-               best * 1e9 / ((double)NPOS * NHEAD));
+        printf("%-6s %7.1f GB/s of K and V  %6.1f ns per position\n", q8 ? "Q8" : kern_get_traits(t)->name,
+               2.0 * (double)bytes / best / 1e9, best * 1e9 / ((double)NPOS * NHEAD));
         free(k), free(v);
     }
     return 0;

@@ -150,7 +150,8 @@ int cmd_bench(int argc, char **argv) {
     for (int di = 0; di < n_depths; di++) if (depths[di] == 0) d0 = decode[di];
     double peak_mb = (double)core_peak_rss() / (1 << 20);
     /* KV bytes read per token per position of context (K and V, all layers) */
-    const double kv_pos_gb = (double)model_kv_size(m, 1, kv_type) / 1e9;
+    /* per position, over a whole number of the 8-bit cache's 32-position tiles */
+    const double kv_pos_gb = (double)model_kv_size(m, 1024, kv_type) / 1024 / 1e9;
     const char *kv_name = kv_type == MODEL_KV_Q8 ? "q8" : kv_type == MODEL_KV_F32 ? "f32" : "f16";
     if (json) {
         printf("{\"model\": \"%s\", \"device\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"prompt_tokens\": %ld, \"decode_tokens\": %ld, "

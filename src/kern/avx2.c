@@ -421,23 +421,15 @@ T2 static void softmax(float *x, int64_t n) {
 
 /* Attention over n positions of one KV head; the scalar twin is
  * kern_ref_attn, same blocking. Scores: each K row is converted to f32 once
- * (F16C, or int8 x scale for Q8_0 rows) and dotted with the ng query rows. Softmax: 8 scores at a time,
+ * (F16C) and dotted with the ng query rows. Softmax: 8 scores at a time,
  * the tail of a block padded with -inf (exp8 gives 0 there). V: dims
  * outer, positions inner, so 4 heads' accumulators stay in registers
  * while each 8-value piece of a V row is converted once for all of them. */
 #define ATT_PF 8 /* positions of K prefetched ahead */
 
-/* 8 values of a Q8_0 KV row from value i on (i % 8 == 0) */
-T2 static inline __m256 kv8_q8(const char *row, int i) {
-    const char *b = row + (size_t)(i >> 5) * sizeof(kern_block_q8_0);
-    const __m256 x = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + (i & 31)))));
-    return _mm256_mul_ps(x, _mm256_set1_ps(_cvtsh_ss(*(const uint16_t *)b)));
-}
-
 T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
                     float scale, float *m, float *l, float *acc) {
-    if ((hd & 7) || (kv_type != KERN_F16 && kv_type != KERN_F32 && kv_type != KERN_Q8_0) ||
-        (kv_type == KERN_Q8_0 && (hd & 31))) {
+    if ((hd & 7) || (kv_type != KERN_F16 && kv_type != KERN_F32)) {
         kern_ref_attn(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
         return;
     }
@@ -445,8 +437,8 @@ T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, 
     _Alignas(32) float s[KERN_ATTN_MAX_G + 1][KERN_ATTN_BLOCK];
     _Alignas(32) float row[KERN_ATTN_MAX_HD];
     _Alignas(32) float dummy[KERN_ATTN_MAX_HD];
-    const int f16 = kv_type == KERN_F16, q8 = kv_type == KERN_Q8_0;
-    const size_t rowb = q8 ? (size_t)(hd / 32) * sizeof(kern_block_q8_0) : (size_t)hd * (f16 ? 2 : 4);
+    const int f16 = kv_type == KERN_F16;
+    const size_t rowb = (size_t)hd * (f16 ? 2 : 4);
     for (int j = 0; j < KERN_ATTN_BLOCK; j++) s[KERN_ATTN_MAX_G][j] = 0; /* weights of absent heads */
     if (ng % 4) memset(dummy, 0, sizeof(float) * (size_t)hd);
     for (int p0 = 0; p0 < n; p0 += KERN_ATTN_BLOCK) {
@@ -465,9 +457,6 @@ T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, 
             if (f16) {
                 for (int i = 0; i < hd; i += 8)
                     _mm256_store_ps(row + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + 2 * i))));
-                kf = row;
-            } else if (q8) {
-                for (int i = 0; i < hd; i += 8) _mm256_store_ps(row + i, kv8_q8(kr, i));
                 kf = row;
             }
             for (int g = 0; g < ng; g++) {
@@ -517,11 +506,10 @@ T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, 
             for (int i = 0; i < hd; i += 8) {
                 __m256 a0 = _mm256_loadu_ps(ap[0] + i), a1 = _mm256_loadu_ps(ap[1] + i);
                 __m256 a2 = _mm256_loadu_ps(ap[2] + i), a3 = _mm256_loadu_ps(ap[3] + i);
-                const char *vr = (const char *)v + (size_t)p0 * stride + (q8 ? 0 : (f16 ? 2 : 4) * (size_t)i);
+                const char *vr = (const char *)v + (size_t)p0 * stride + (f16 ? 2 : 4) * (size_t)i;
                 for (int j = 0; j < np; j++, vr += stride) {
-                    const __m256 x = q8    ? kv8_q8(vr, i)
-                                     : f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)vr))
-                                           : _mm256_loadu_ps((const float *)vr);
+                    const __m256 x = f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)vr))
+                                         : _mm256_loadu_ps((const float *)vr);
                     a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(&w[0][j]), x, a0);
                     a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(&w[1][j]), x, a1);
                     a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(&w[2][j]), x, a2);

@@ -704,21 +704,38 @@ T5 static inline AI __m512 f16x16(const char *row, int i) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 2 * (size_t)i)));
 }
 
-/* The 32 values of a Q8_0 block, int8 x its f16 scale, as two halves */
-T5 static inline AI void q8x32(const char *blk, __m512 *x0, __m512 *x1) {
-    const __m512 d = _mm512_set1_ps(_cvtsh_ss(*(const uint16_t *)blk));
-    const __m256i qs = _mm256_loadu_si256((const __m256i *)(blk + 2));
-    *x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(qs))), d);
-    *x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(qs, 1))), d);
+/* One online-softmax step over the scores s[g][0..np) (kern_ref_attn's
+ * ref_softmax_step): s becomes the weights, exactly 0 past np. */
+T5 static inline AI void softmax_step(float s[][KERN_ATTN_BLOCK], int ng, int hd, int np, float *m, float *l,
+                                      float *acc) {
+    const __mmask16 tail = np >= 16 ? (__mmask16)((np >= 32 ? 0xffffu : (1u << (np - 16)) - 1)) : 0;
+    const __mmask16 head = np >= 16 ? 0xffff : (__mmask16)((1u << np) - 1);
+    for (int g = 0; g < ng; g++) {
+        const __m512 ninf = _mm512_set1_ps(-INFINITY);
+        const __m512 x0 = _mm512_mask_loadu_ps(ninf, head, s[g]), x1 = _mm512_mask_loadu_ps(ninf, tail, s[g] + 16);
+        const float bm = fmaxf(m[g], _mm512_reduce_max_ps(_mm512_max_ps(x0, x1)));
+        if (bm != m[g]) { /* the max grew: rescale what we have */
+            const float r = expf(m[g] - bm);
+            l[g] *= r;
+            const __m512 rv = _mm512_set1_ps(r);
+            float *ag = acc + (size_t)g * hd;
+            for (int i = 0; i < hd; i += 16) _mm512_storeu_ps(ag + i, _mm512_mul_ps(_mm512_loadu_ps(ag + i), rv));
+            m[g] = bm;
+        }
+        const __m512 bv = _mm512_set1_ps(bm);
+        const __m512 e0 = exp16(_mm512_sub_ps(x0, bv)), e1 = exp16(_mm512_sub_ps(x1, bv));
+        _mm512_store_ps(s[g], e0), _mm512_store_ps(s[g] + 16, e1);
+        l[g] += _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
+    }
 }
 
-T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
-                                   float scale, float *m, float *l, float *acc, const int q8) {
+T5 static void attn_f16(const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                        float scale, float *m, float *l, float *acc) {
     assert(ng >= 1 && ng <= KERN_ATTN_MAX_G);
     _Alignas(64) float s[KERN_ATTN_MAX_G + 4][KERN_ATTN_BLOCK]; /* rows ng.. are scratch for absent heads */
     _Alignas(64) float zq[256], dummy[256];
     const int nc = hd / 16, ng4 = (ng + 3) & ~3;
-    const size_t rowb = q8 ? (size_t)(hd / 32) * sizeof(kern_block_q8_0) : (size_t)hd * 2;
+    const size_t rowb = (size_t)hd * 2;
     const float *qh[KERN_ATTN_MAX_G + 4];
     for (int g = 0; g < ng4; g++) qh[g] = g < ng ? q + (size_t)g * hd : zq;
     if (ng4 != ng) memset(zq, 0, sizeof(float) * (size_t)hd), memset(dummy, 0, sizeof(float) * (size_t)hd);
@@ -731,10 +748,7 @@ T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k
             if (p0 + j + ATT_PF < n)
                 for (size_t b = 0; b < rowb; b += 64) _mm_prefetch(kr + ATT_PF * stride + b, _MM_HINT_T0);
             __m512 kz[16];
-            if (q8) /* a block's scale once for its two 16-value halves */
-                for (int b = 0; b < nc / 2; b++) q8x32(kr + (size_t)b * sizeof(kern_block_q8_0), &kz[2 * b], &kz[2 * b + 1]);
-            else
-                for (int c = 0; c < nc; c++) kz[c] = f16x16(kr, 16 * c);
+            for (int c = 0; c < nc; c++) kz[c] = f16x16(kr, 16 * c);
             for (int g = 0; g < ng4; g += 4) {
                 __m512 a0 = _mm512_mul_ps(_mm512_loadu_ps(qh[g]), kz[0]), a1 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 1]), kz[0]);
                 __m512 a2 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 2]), kz[0]), a3 = _mm512_mul_ps(_mm512_loadu_ps(qh[g + 3]), kz[0]);
@@ -749,48 +763,11 @@ T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k
                 for (int e = 0; e < 4; e++) s[g + e][j] = sc[e];
             }
         }
-        const __mmask16 tail = np >= 16 ? (__mmask16)((np >= 32 ? 0xffffu : (1u << (np - 16)) - 1)) : 0;
-        const __mmask16 head = np >= 16 ? 0xffff : (__mmask16)((1u << np) - 1);
-        for (int g = 0; g < ng; g++) {
-            const __m512 ninf = _mm512_set1_ps(-INFINITY);
-            const __m512 x0 = _mm512_mask_loadu_ps(ninf, head, s[g]), x1 = _mm512_mask_loadu_ps(ninf, tail, s[g] + 16);
-            const float bm = fmaxf(m[g], _mm512_reduce_max_ps(_mm512_max_ps(x0, x1)));
-            if (bm != m[g]) { /* the max grew: rescale what we have */
-                const float r = expf(m[g] - bm);
-                l[g] *= r;
-                const __m512 rv = _mm512_set1_ps(r);
-                float *ag = acc + (size_t)g * hd;
-                for (int i = 0; i < hd; i += 16) _mm512_storeu_ps(ag + i, _mm512_mul_ps(_mm512_loadu_ps(ag + i), rv));
-                m[g] = bm;
-            }
-            const __m512 bv = _mm512_set1_ps(bm);
-            const __m512 e0 = exp16(_mm512_sub_ps(x0, bv)), e1 = exp16(_mm512_sub_ps(x1, bv));
-            _mm512_store_ps(s[g], e0), _mm512_store_ps(s[g] + 16, e1);
-            l[g] += _mm512_reduce_add_ps(_mm512_add_ps(e0, e1));
-        }
+        softmax_step(s, ng, hd, np, m, l, acc);
         for (int g0 = 0; g0 < ng; g0 += 4) {
             float *ap[4];
             for (int g = 0; g < 4; g++) ap[g] = g0 + g < ng ? acc + (size_t)(g0 + g) * hd : dummy;
             const float *w0 = s[g0], *w1 = s[g0 + 1], *w2 = s[g0 + 2], *w3 = s[g0 + 3];
-            if (q8) { /* a Q8_0 block (32 values) at a time: its scale is read once per position */
-                for (int b = 0; b < hd / 32; b++) {
-                    __m512 a[4][2];
-                    for (int g = 0; g < 4; g++) a[g][0] = _mm512_loadu_ps(ap[g] + 32 * b), a[g][1] = _mm512_loadu_ps(ap[g] + 32 * b + 16);
-                    const char *vr = (const char *)v + (size_t)p0 * stride + (size_t)b * sizeof(kern_block_q8_0);
-                    for (int j = 0; j < np; j++, vr += stride) {
-                        __m512 x0, x1;
-                        q8x32(vr, &x0, &x1);
-                        const __m512 b0 = _mm512_set1_ps(w0[j]), b1 = _mm512_set1_ps(w1[j]);
-                        const __m512 b2 = _mm512_set1_ps(w2[j]), b3 = _mm512_set1_ps(w3[j]);
-                        a[0][0] = _mm512_fmadd_ps(b0, x0, a[0][0]), a[0][1] = _mm512_fmadd_ps(b0, x1, a[0][1]);
-                        a[1][0] = _mm512_fmadd_ps(b1, x0, a[1][0]), a[1][1] = _mm512_fmadd_ps(b1, x1, a[1][1]);
-                        a[2][0] = _mm512_fmadd_ps(b2, x0, a[2][0]), a[2][1] = _mm512_fmadd_ps(b2, x1, a[2][1]);
-                        a[3][0] = _mm512_fmadd_ps(b3, x0, a[3][0]), a[3][1] = _mm512_fmadd_ps(b3, x1, a[3][1]);
-                    }
-                    for (int g = 0; g < 4; g++) _mm512_storeu_ps(ap[g] + 32 * b, a[g][0]), _mm512_storeu_ps(ap[g] + 32 * b + 16, a[g][1]);
-                }
-                continue;
-            }
             for (int i = 0; i < hd; i += 16) {
                 __m512 a0 = _mm512_loadu_ps(ap[0] + i), a1 = _mm512_loadu_ps(ap[1] + i);
                 __m512 a2 = _mm512_loadu_ps(ap[2] + i), a3 = _mm512_loadu_ps(ap[3] + i);
@@ -809,12 +786,127 @@ T5 static inline AI void attn_body(const float *q, int ng, int hd, const void *k
     }
 }
 
+/* ---- attention over the 8-bit KV cache (layout and arithmetic: kern.h) ----
+ *
+ * Per tile of 32 positions and group of 4 query heads:
+ *   - scores: per 16 positions and 32-value block, 8 vpdpbusd per head,
+ *     each 64-byte K load shared by the 4 heads; int32 lanes are
+ *     positions, so a block ends in one convert and one fmadd by
+ *     qd_b * kd_b (16 positions' K scales in one zmm);
+ *   - softmax: as for f16;
+ *   - V: the weights folded with the V scales to int16 (16 at a time),
+ *     then per 16 values of V, 2 positions per vpdpwssd for each head.
+ * About 40 instructions a position for 4 heads where the float path
+ * spends about 150 widening and multiplying int8. */
+T5 static void attn_q8(const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                       float scale, float *m, float *l, float *acc) {
+    enum { MG = KERN_ATTN_MAX_G + 3, MB = KERN_ATTN_MAX_HD / 32 };
+    /* int32 views, so that each broadcast folds into its vpdp* as {1to16}: the
+     * query's Q8_0 bytes 4 at a time, and the int16 V weights 2 at a time */
+    _Alignas(64) int32_t qq[MG * KERN_ATTN_MAX_HD / 4];
+    _Alignas(64) int32_t w[KERN_ATTN_MAX_G + 4][MB][KERN_KV_TILE / 2];
+    _Alignas(64) float s[KERN_ATTN_MAX_G + 4][KERN_ATTN_BLOCK], dummy[KERN_ATTN_MAX_HD];
+    float qd[MG * MB], sig[KERN_ATTN_MAX_G + 4][MB] = {{0}}; /* sig: tmax / 32767 of kern.h */
+    int32_t qsum[MG * MB];
+    const int nb = hd / 32, ng4 = (ng + 3) & ~3, hd4 = hd / 4;
+    const size_t qoff = kern_kv_q8_qoff(hd);
+    kern_kv_q8_quant_q(q, ng, hd, (int8_t *)qq, qd, qsum);
+    if (ng4 != ng) { /* absent heads of the last group of 4: zero queries, zero weights */
+        memset(qq + (size_t)ng * hd4, 0, (size_t)(ng4 - ng) * hd);
+        for (int i = ng * nb; i < ng4 * nb; i++) qd[i] = 0, qsum[i] = 0;
+        memset(w[ng], 0, sizeof w[0] * (size_t)(ng4 - ng));
+        memset(dummy, 0, sizeof(float) * (size_t)hd);
+    }
+    for (int p0 = 0; p0 < n; p0 += KERN_KV_TILE) {
+        const int np = n - p0 < KERN_KV_TILE ? n - p0 : KERN_KV_TILE;
+        const char *kt = (const char *)k + (size_t)(p0 / KERN_KV_TILE) * stride;
+        const char *vt = (const char *)v + (size_t)(p0 / KERN_KV_TILE) * stride;
+        const kern_f16 *kd = (const kern_f16 *)kt, *vd = (const kern_f16 *)vt;
+        const uint8_t *kq = (const uint8_t *)kt + qoff;
+        const int8_t *vq = (const int8_t *)vt + qoff;
+        /* A tile is a little over a 4 KiB page, and the hardware prefetchers
+         * stop at page boundaries: ask for the next tile's K and V now. */
+        if (p0 + KERN_KV_TILE < n)
+            for (size_t o = 0; o < qoff + KERN_KV_TILE * (size_t)hd; o += 64) _mm_prefetch(kt + stride + o, _MM_HINT_T0), _mm_prefetch(vt + stride + o, _MM_HINT_T0);
+        for (int h = 0; 16 * h < np; h++)
+            for (int g = 0; g < ng4; g += 4) {
+                __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+                for (int b = 0; b < nb; b++) {
+                    const int32_t *q0 = qq + (size_t)g * hd4 + 8 * b;
+                    const int o = g * nb + b;
+                    __m512i a0 = _mm512_set1_epi32(-128 * qsum[o]), a1 = _mm512_set1_epi32(-128 * qsum[o + nb]);
+                    __m512i a2 = _mm512_set1_epi32(-128 * qsum[o + 2 * nb]), a3 = _mm512_set1_epi32(-128 * qsum[o + 3 * nb]);
+                    const uint8_t *kb = kq + kern_kv_q8_kidx(16 * h, 32 * b);
+#pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++) {
+                        const __m512i kz = _mm512_loadu_si512(kb + (size_t)i * 4 * KERN_KV_TILE);
+                        a0 = _mm512_dpbusd_epi32(a0, kz, _mm512_set1_epi32(q0[i]));
+                        a1 = _mm512_dpbusd_epi32(a1, kz, _mm512_set1_epi32(q0[hd4 + i]));
+                        a2 = _mm512_dpbusd_epi32(a2, kz, _mm512_set1_epi32(q0[2 * hd4 + i]));
+                        a3 = _mm512_dpbusd_epi32(a3, kz, _mm512_set1_epi32(q0[3 * hd4 + i]));
+                    }
+                    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kd + b * KERN_KV_TILE + 16 * h)));
+                    f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_mul_ps(_mm512_set1_ps(qd[o]), d), f0);
+                    f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), _mm512_mul_ps(_mm512_set1_ps(qd[o + nb]), d), f1);
+                    f2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a2), _mm512_mul_ps(_mm512_set1_ps(qd[o + 2 * nb]), d), f2);
+                    f3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a3), _mm512_mul_ps(_mm512_set1_ps(qd[o + 3 * nb]), d), f3);
+                }
+                const __m512 sc = _mm512_set1_ps(scale);
+                _mm512_store_ps(s[g] + 16 * h, _mm512_mul_ps(f0, sc)), _mm512_store_ps(s[g + 1] + 16 * h, _mm512_mul_ps(f1, sc));
+                _mm512_store_ps(s[g + 2] + 16 * h, _mm512_mul_ps(f2, sc)), _mm512_store_ps(s[g + 3] + 16 * h, _mm512_mul_ps(f3, sc));
+            }
+        softmax_step(s, ng, hd, np, m, l, acc);
+        const __mmask16 head = np >= 16 ? 0xffff : (__mmask16)((1u << np) - 1);
+        const __mmask16 tail = np >= 16 ? (__mmask16)((np >= 32 ? 0xffffu : (1u << (np - 16)) - 1)) : 0;
+        for (int b = 0; b < nb; b++) {
+            const __m512 d0 = _mm512_maskz_cvtph_ps(head, _mm256_loadu_si256((const __m256i *)(vd + b * KERN_KV_TILE)));
+            const __m512 d1 = _mm512_maskz_cvtph_ps(tail, _mm256_loadu_si256((const __m256i *)(vd + b * KERN_KV_TILE + 16)));
+            const __m512 lim = _mm512_set1_ps(32767.0f);
+            for (int g = 0; g < ng; g++) {
+                const __m512 t0 = _mm512_mul_ps(_mm512_load_ps(s[g]), d0), t1 = _mm512_mul_ps(_mm512_load_ps(s[g] + 16), d1);
+                const float tmax = _mm512_reduce_max_ps(_mm512_max_ps(t0, t1));
+                const __m512 r = _mm512_set1_ps(tmax > 0 ? 32767.0f / tmax : 0);
+                sig[g][b] = tmax / 32767.0f;
+                const __m512i i0 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(t0, r), lim));
+                const __m512i i1 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_mul_ps(t1, r), lim));
+                _mm256_store_si256((__m256i *)w[g][b], _mm512_cvtepi32_epi16(i0));
+                _mm256_store_si256((__m256i *)(w[g][b] + 8), _mm512_cvtepi32_epi16(i1));
+            }
+        }
+        /* per 32-value block: 4 heads x 2 halves of int32 sums in registers,
+         * each V pair widened once for the 4 heads */
+        for (int g0 = 0; g0 < ng; g0 += 4) {
+            float *ap[4];
+            for (int g = 0; g < 4; g++) ap[g] = g0 + g < ng ? acc + (size_t)(g0 + g) * hd : dummy;
+            for (int b = 0; b < nb; b++) {
+                const int32_t *w0 = w[g0][b], *w1 = w[g0 + 1][b], *w2 = w[g0 + 2][b], *w3 = w[g0 + 3][b];
+                __m512i a00 = _mm512_setzero_si512(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+                const int8_t *vp = vq + (size_t)b * 64;
+                for (int j = 0; j < (np + 1) / 2; j++, vp += 2 * (size_t)hd) {
+                    const __m512i x0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)vp));
+                    const __m512i x1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(vp + 32)));
+                    a00 = _mm512_dpwssd_epi32(a00, x0, _mm512_set1_epi32(w0[j])), a01 = _mm512_dpwssd_epi32(a01, x1, _mm512_set1_epi32(w0[j]));
+                    a10 = _mm512_dpwssd_epi32(a10, x0, _mm512_set1_epi32(w1[j])), a11 = _mm512_dpwssd_epi32(a11, x1, _mm512_set1_epi32(w1[j]));
+                    a20 = _mm512_dpwssd_epi32(a20, x0, _mm512_set1_epi32(w2[j])), a21 = _mm512_dpwssd_epi32(a21, x1, _mm512_set1_epi32(w2[j]));
+                    a30 = _mm512_dpwssd_epi32(a30, x0, _mm512_set1_epi32(w3[j])), a31 = _mm512_dpwssd_epi32(a31, x1, _mm512_set1_epi32(w3[j]));
+                }
+                const __m512i ia[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+                for (int e = 0; e < 4; e++) {
+                    const __m512 sg = _mm512_set1_ps(sig[g0 + e][b]);
+                    float *o = ap[e] + 32 * b;
+                    _mm512_storeu_ps(o, _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[e][0]), sg, _mm512_loadu_ps(o)));
+                    _mm512_storeu_ps(o + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[e][1]), sg, _mm512_loadu_ps(o + 16)));
+                }
+            }
+        }
+    }
+}
+
 T5 static void attn16(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
                       float scale, float *m, float *l, float *acc) {
-    if ((kv_type != KERN_F16 && kv_type != KERN_Q8_0) || (hd & 15) || hd > 256 || (kv_type == KERN_Q8_0 && (hd & 31)))
-        attn_prev(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
-    else if (kv_type == KERN_Q8_0) attn_body(q, ng, hd, k, v, stride, n, scale, m, l, acc, 1);
-    else attn_body(q, ng, hd, k, v, stride, n, scale, m, l, acc, 0);
+    if (kv_type == KERN_KV_Q8 && hd % 32 == 0) attn_q8(q, ng, hd, k, v, stride, n, scale, m, l, acc);
+    else if (kv_type == KERN_F16 && hd % 16 == 0 && hd <= 256) attn_f16(q, ng, hd, k, v, stride, n, scale, m, l, acc);
+    else attn_prev(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
 }
 
 void kern_avx512_install(kern_impl *t) {

@@ -174,16 +174,58 @@ void kern_f32_to_f16(const float *src, kern_f16 *dst, int64_t n);
 #define KERN_ATTN_MAX_HD 512
 
 /* Advance the state over n positions of one KV head: q is ng rows of hd
- * floats (the query heads sharing this KV head, GQA), k and v point at the
- * first position's row of this head, rows `stride` bytes apart, of type
- * kv_type (KERN_F16, KERN_F32, or KERN_Q8_0 blocks with hd % 32 == 0). score = scale * q.k. Each K and V row is
- * read once for all ng heads. Thread-safe (no shared state); ng <=
- * KERN_ATTN_MAX_G, hd <= KERN_ATTN_MAX_HD. */
+ * floats (the query heads sharing this KV head, GQA); score = scale * q.k.
+ * kv_type KERN_F16 or KERN_F32: k and v point at the first position's row
+ * of this head, rows `stride` bytes apart. kv_type KERN_KV_Q8: k and v
+ * point at the first of this head's 8-bit tiles (below), tiles `stride`
+ * bytes apart, and the n positions start at that tile's first. Each K and
+ * V row is read once for all ng heads. Thread-safe (no shared state);
+ * ng <= KERN_ATTN_MAX_G, hd <= KERN_ATTN_MAX_HD. */
 void kern_attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
                float scale, float *m, float *l, float *acc);
 /* Same, scalar reference (tests). */
 void kern_attn_ref(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
                    float scale, float *m, float *l, float *acc);
+/* ---- the 8-bit KV cache ------------------------------------------------
+ *
+ * KERN_KV_Q8 holds K and V as Q8_0 values (int8, one f16 scale per 32
+ * values of a position: 8.5 bits a value against f16's 16), so at long
+ * contexts decode reads half the cache bytes. It is stored in tiles of
+ * KERN_KV_TILE positions of one head, laid out for integer dot products:
+ *
+ *   K tile:  f16 d[hd/32][32]    scale of block b at position j
+ *            u8  q[hd/4][32][4]  value i of position j, plus 128, at
+ *                                ((i/4)*32 + j)*4 + i%4
+ *   V tile:  f16 d[hd/32][32]
+ *            i8  q[16][hd][2]    value i of position j at
+ *                                ((j/2)*hd + i)*2 + j%2
+ *
+ * Why: 64 bytes of K are 16 positions x 4 consecutive values, so one
+ * vpdpbusd against 4 broadcast query bytes advances 16 positions' scores
+ * with no horizontal sums (the +128 makes K the unsigned operand; the
+ * query's block sums take the offset back out). 32 bytes of V are 2
+ * positions x 16 values: widened to int16, one vpdpwssd against the two
+ * positions' int16 weights advances 16 outputs.
+ *
+ * The arithmetic, which every ISA follows (kern_ref_attn spells it out):
+ *   - each query head is quantized to Q8_0 (as llama.cpp does for a Q8_0
+ *     K cache), so score = scale * sum_b qd_b kd_b (sum_i qq_i kq_i);
+ *   - per tile, head and 32-value block b, the softmax weights p (online
+ *     softmax, as above) are folded with the V scales, t_j = p_j vd_bj,
+ *     and rounded to int16 against the largest: with tmax = max_j t_j,
+ *     w_j = rint(min(t_j * (32767 / tmax), 32767)), and
+ *     acc += (tmax / 32767) * sum_j w_j vq_j. The rounding error is below
+ *     2^-16 of the tile's largest term. */
+#define KERN_KV_Q8 64   /* kv_type of kern_attn (not a tensor type) */
+#define KERN_KV_TILE 32 /* positions per tile */
+/* Bytes of one K (or V) tile of a head of hd values (hd % 32 == 0). */
+size_t kern_kv_q8_tile_bytes(int hd);
+/* Quantize x[0..hd) into position j (0 <= j < KERN_KV_TILE) of a K tile
+ * (is_v 0) or a V tile (is_v 1); the other positions are left as they are. */
+void kern_kv_q8_store(void *tile, int j, const float *x, int hd, int is_v);
+/* Dequantize position j of a tile into x[0..hd). */
+void kern_kv_q8_load(const void *tile, int j, float *x, int hd, int is_v);
+
 /* Fold state 2 (over other positions) into state 1: the split-K merge. */
 void kern_attn_merge(int ng, int hd, float *m, float *l, float *acc, const float *m2, const float *l2,
                      const float *acc2);

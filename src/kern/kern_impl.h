@@ -26,6 +26,8 @@
 #ifndef KERN_IMPL_H
 #define KERN_IMPL_H
 
+#include <math.h>
+
 #include "kern.h"
 
 #define KERN_TILE_R 4
@@ -97,6 +99,17 @@ void kern_ref_attn(int kv_type, const float *q, int ng, int hd, const void *k, c
                    float scale, float *m, float *l, float *acc);
 
 #define KERN_ATTN_BLOCK 32 /* positions per online-softmax step (scores kept on the stack) */
+static_assert(KERN_ATTN_BLOCK == KERN_KV_TILE, "an 8-bit KV tile is one online-softmax block");
+
+/* The 8-bit KV tile layout of kern.h: the values follow the scales. */
+static inline size_t kern_kv_q8_qoff(int hd) { return (size_t)(hd / 32) * KERN_KV_TILE * sizeof(kern_f16); }
+static inline size_t kern_kv_q8_kidx(int j, int i) { return ((size_t)(i / 4) * KERN_KV_TILE + (size_t)j) * 4 + (size_t)(i % 4); }
+static inline size_t kern_kv_q8_vidx(int hd, int j, int i) { return ((size_t)(j / 2) * (size_t)hd + (size_t)i) * 2 + (size_t)(j % 2); }
+/* A softmax weight times its V scale, t, in units of r (32767 over the
+ * largest t of the tile): an int16 */
+static inline int32_t kern_kv_q8_weight(float t, float r) { return (int32_t)rintf(fminf(t * r, 32767.0f)); }
+/* Each query head as Q8_0: values qq[g*hd + i], scales qd[g*hd/32 + b], block sums qsum[g*hd/32 + b]. */
+void kern_kv_q8_quant_q(const float *q, int ng, int hd, int8_t *qq, float *qd, int32_t *qsum);
 
 /* ggml's round-to-nearest (ties to even) through the float mantissa. */
 static inline int kern_nearest_int(float f) {

@@ -368,6 +368,109 @@ void kern_ref_f32_to_f16(const float *src, kern_f16 *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = core_f32_to_f16(src[i]);
 }
 
+/* One online-softmax step over the scores s[g][0..np) of a block: the
+ * running max and sum grow, the accumulators are rescaled if the max did,
+ * and s becomes the weights exp(score - max), all <= 1. */
+static void ref_softmax_step(float s[][KERN_ATTN_BLOCK], int ng, int hd, int np, float *m, float *l, float *acc) {
+    for (int g = 0; g < ng; g++) {
+        float bm = m[g];
+        for (int j = 0; j < np; j++) bm = fmaxf(bm, s[g][j]);
+        const float r = expf(m[g] - bm);
+        l[g] *= r;
+        for (int i = 0; i < hd; i++) acc[g * hd + i] *= r;
+        for (int j = 0; j < np; j++) {
+            s[g][j] = expf(s[g][j] - bm);
+            l[g] += s[g][j];
+        }
+        m[g] = bm;
+    }
+}
+
+/* ---- the 8-bit KV cache: tile layout (kern.h) ---- */
+
+size_t kern_kv_q8_tile_bytes(int hd) { return kern_kv_q8_qoff(hd) + (size_t)KERN_KV_TILE * (size_t)hd; }
+
+void kern_kv_q8_store(void *tile, int j, const float *x, int hd, int is_v) {
+    kern_f16 *d = tile;
+    uint8_t *q = (uint8_t *)tile + kern_kv_q8_qoff(hd);
+    assert(j >= 0 && j < KERN_KV_TILE && hd % 32 == 0);
+    for (int b = 0; b < hd / 32; b++) {
+        kern_block_q8_0 blk;
+        kern_ref_quantize_q8_0(x + 32 * b, &blk, 32);
+        d[b * KERN_KV_TILE + j] = blk.d;
+        for (int i = 32 * b; i < 32 * b + 32; i++) {
+            const int8_t v = blk.qs[i - 32 * b];
+            if (is_v) q[kern_kv_q8_vidx(hd, j, i)] = (uint8_t)v;
+            else q[kern_kv_q8_kidx(j, i)] = (uint8_t)(v + 128);
+        }
+    }
+}
+
+void kern_kv_q8_load(const void *tile, int j, float *x, int hd, int is_v) {
+    const kern_f16 *d = tile;
+    const uint8_t *q = (const uint8_t *)tile + kern_kv_q8_qoff(hd);
+    for (int i = 0; i < hd; i++) {
+        const int v = is_v ? (int8_t)q[kern_kv_q8_vidx(hd, j, i)] : q[kern_kv_q8_kidx(j, i)] - 128;
+        x[i] = h2f(d[i / 32 * KERN_KV_TILE + j]) * (float)v;
+    }
+}
+
+void kern_kv_q8_quant_q(const float *q, int ng, int hd, int8_t *qq, float *qd, int32_t *qsum) {
+    for (int g = 0; g < ng; g++)
+        for (int b = 0; b < hd / 32; b++) {
+            kern_block_q8_0 blk;
+            kern_ref_quantize_q8_0(q + (size_t)g * hd + 32 * b, &blk, 32);
+            int32_t sum = 0;
+            for (int i = 0; i < 32; i++) sum += blk.qs[i];
+            memcpy(qq + (size_t)g * hd + 32 * b, blk.qs, 32);
+            qd[g * (hd / 32) + b] = h2f(blk.d);
+            qsum[g * (hd / 32) + b] = sum;
+        }
+}
+
+/* The 8-bit cache: integer dots, in the order of kern.h's description. */
+static void ref_attn_kv_q8(const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                           float scale, float *m, float *l, float *acc) {
+    int8_t qq[KERN_ATTN_MAX_G * KERN_ATTN_MAX_HD];
+    float qd[KERN_ATTN_MAX_G * KERN_ATTN_MAX_HD / 32], s[KERN_ATTN_MAX_G][KERN_ATTN_BLOCK];
+    int32_t qsum[KERN_ATTN_MAX_G * KERN_ATTN_MAX_HD / 32];
+    const int nb = hd / 32;
+    const size_t qoff = kern_kv_q8_qoff(hd);
+    kern_kv_q8_quant_q(q, ng, hd, qq, qd, qsum);
+    for (int p0 = 0; p0 < n; p0 += KERN_KV_TILE) {
+        const int np = n - p0 < KERN_KV_TILE ? n - p0 : KERN_KV_TILE;
+        const char *kt = (const char *)k + (size_t)(p0 / KERN_KV_TILE) * stride;
+        const char *vt = (const char *)v + (size_t)(p0 / KERN_KV_TILE) * stride;
+        const kern_f16 *kd = (const kern_f16 *)kt, *vd = (const kern_f16 *)vt;
+        const uint8_t *kq = (const uint8_t *)kt + qoff;
+        const int8_t *vq = (const int8_t *)vt + qoff;
+        for (int j = 0; j < np; j++)
+            for (int g = 0; g < ng; g++) {
+                float d = 0;
+                for (int b = 0; b < nb; b++) {
+                    int32_t is = 0;
+                    for (int i = 32 * b; i < 32 * b + 32; i++) is += qq[g * hd + i] * (kq[kern_kv_q8_kidx(j, i)] - 128);
+                    d = fmaf((float)is, qd[g * nb + b] * h2f(kd[b * KERN_KV_TILE + j]), d);
+                }
+                s[g][j] = d * scale;
+            }
+        ref_softmax_step(s, ng, hd, np, m, l, acc);
+        for (int b = 0; b < nb; b++)
+            for (int g = 0; g < ng; g++) {
+                float t[KERN_KV_TILE], tmax = 0;
+                int32_t w[KERN_KV_TILE];
+                for (int j = 0; j < np; j++) t[j] = s[g][j] * h2f(vd[b * KERN_KV_TILE + j]), tmax = fmaxf(tmax, t[j]);
+                const float r = tmax > 0 ? 32767.0f / tmax : 0, sig = tmax / 32767.0f;
+                for (int j = 0; j < np; j++) w[j] = kern_kv_q8_weight(t[j], r);
+                for (int i = 32 * b; i < 32 * b + 32; i++) {
+                    int32_t is = 0;
+                    for (int j = 0; j < np; j++) is += w[j] * vq[kern_kv_q8_vidx(hd, j, i)];
+                    acc[g * hd + i] = fmaf((float)is, sig, acc[g * hd + i]);
+                }
+            }
+    }
+}
+
 /* Attention over n positions of one KV head (see kern_attn in kern.h):
  * blocks of KERN_ATTN_BLOCK positions; per block the scores of all ng
  * heads, then one online-softmax rescale per head, then the V rows. */
@@ -375,12 +478,16 @@ void kern_ref_attn(int kv_type, const float *q, int ng, int hd, const void *k, c
                    float scale, float *m, float *l, float *acc) {
     float s[KERN_ATTN_MAX_G][KERN_ATTN_BLOCK], row[KERN_ATTN_MAX_HD];
     assert(ng >= 1 && ng <= KERN_ATTN_MAX_G && hd >= 1 && hd <= KERN_ATTN_MAX_HD);
+    assert(kv_type == KERN_F16 || kv_type == KERN_F32 || (kv_type == KERN_KV_Q8 && hd % 32 == 0));
+    if (kv_type == KERN_KV_Q8) {
+        ref_attn_kv_q8(q, ng, hd, k, v, stride, n, scale, m, l, acc);
+        return;
+    }
     for (int p0 = 0; p0 < n; p0 += KERN_ATTN_BLOCK) {
         const int np = n - p0 < KERN_ATTN_BLOCK ? n - p0 : KERN_ATTN_BLOCK;
         for (int j = 0; j < np; j++) {
             const char *kr = (const char *)k + (size_t)(p0 + j) * stride;
             if (kv_type == KERN_F16) kern_ref_f16_to_f32((const kern_f16 *)kr, row, hd);
-            else if (kv_type == KERN_Q8_0) kern_ref_dequant_q8_0(kr, row, hd);
             else memcpy(row, kr, (size_t)hd * sizeof(float));
             for (int g = 0; g < ng; g++) {
                 float d = 0;
@@ -388,22 +495,10 @@ void kern_ref_attn(int kv_type, const float *q, int ng, int hd, const void *k, c
                 s[g][j] = d * scale;
             }
         }
-        for (int g = 0; g < ng; g++) {
-            float bm = m[g];
-            for (int j = 0; j < np; j++) bm = fmaxf(bm, s[g][j]);
-            const float r = expf(m[g] - bm);
-            l[g] *= r;
-            for (int i = 0; i < hd; i++) acc[g * hd + i] *= r;
-            for (int j = 0; j < np; j++) {
-                s[g][j] = expf(s[g][j] - bm);
-                l[g] += s[g][j];
-            }
-            m[g] = bm;
-        }
+        ref_softmax_step(s, ng, hd, np, m, l, acc);
         for (int j = 0; j < np; j++) {
             const char *vr = (const char *)v + (size_t)(p0 + j) * stride;
             if (kv_type == KERN_F16) kern_ref_f16_to_f32((const kern_f16 *)vr, row, hd);
-            else if (kv_type == KERN_Q8_0) kern_ref_dequant_q8_0(vr, row, hd);
             else memcpy(row, vr, (size_t)hd * sizeof(float));
             for (int g = 0; g < ng; g++)
                 for (int i = 0; i < hd; i++) acc[g * hd + i] += s[g][j] * row[i];

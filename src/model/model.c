@@ -90,10 +90,11 @@ struct model_kv {
     int n_ctx;
     int len;
     int type;          /* MODEL_KV_F16 | MODEL_KV_F32 | MODEL_KV_Q8 */
-    size_t row;        /* bytes of one head's K (or V) row at one position */
+    size_t step;       /* bytes of one head's K (or V) row at one position; 8-bit: of one tile */
+    size_t head_bytes; /* bytes of one head's run of n_ctx positions */
     int64_t kv_dim;    /* n_kv * hd */
     int n_kv, hd;
-    void *k;           /* [n_layer][n_kv][n_ctx] rows: each head's positions in a run */
+    void *k;           /* [n_layer][n_kv][n_ctx] rows (or tiles): each head's positions in a run */
     void *v;           /* same */
     void *gpu;         /* GPU: the device cache (k and v are NULL then) */
 };
@@ -345,25 +346,33 @@ uint64_t model_weight_bytes(const model *m) {
 
 /* ---- KV cache --------------------------------------------------------- */
 
-/* Bytes of one head's K (or V) row at one position: f16, f32, or Q8_0
- * blocks of 32 values with an f16 scale each (8.5 bits a value: at long
- * contexts the cache reads are a sixth of the weights' instead of a third).
+/* Each head's K (or V) at one position is a row of f16 or f32 values, or
+ * for the 8-bit cache a slot of a tile of KERN_KV_TILE positions (kern.h:
+ * Q8_0 values laid out for integer dot products, 8.5 bits a value, so at
+ * long contexts the cache reads are a sixth of the weights' instead of a
+ * third).
  *
  * Layout: head-major, [layer][KV head][position]. Attention streams one
- * head's positions (kern_attn walks rows `row` bytes apart), so each head
- * is one contiguous run: no cache line is shared between heads (a Q8_0
- * head row is 136 bytes) and the prefetchers see a plain sequence. */
-static size_t kv_row_bytes(int kv_type, int64_t hd) {
-    if (kv_type == MODEL_KV_Q8) return (size_t)(hd / 32) * sizeof(kern_block_q8_0);
+ * head's positions (kern_attn walks rows or tiles `step` bytes apart), so
+ * each head is one contiguous run and the prefetchers see a plain
+ * sequence. step: bytes of a row, or of a tile. */
+static size_t kv_step(int kv_type, int hd) {
+    if (kv_type == MODEL_KV_Q8) return kern_kv_q8_tile_bytes(hd);
     return (size_t)hd * (kv_type == MODEL_KV_F32 ? 4u : 2u);
 }
+/* Rows or tiles holding n positions */
+static size_t kv_steps(int kv_type, int n) {
+    return kv_type == MODEL_KV_Q8 ? (size_t)(n + KERN_KV_TILE - 1) / KERN_KV_TILE : (size_t)n;
+}
 
-/* The row of KV head h at position p of layer il. */
+/* The row of KV head h at position p of layer il; 8-bit: the tile holding p. */
 static inline char *kv_at(const model_kv *kv, void *base, int il, int h, int p) {
-    return (char *)base + (((size_t)il * (size_t)kv->n_kv + (size_t)h) * (size_t)kv->n_ctx + (size_t)p) * kv->row;
+    const size_t head = ((size_t)il * (size_t)kv->n_kv + (size_t)h) * kv->head_bytes;
+    const size_t at = kv->type == MODEL_KV_Q8 ? (size_t)(p / KERN_KV_TILE) : (size_t)p;
+    return (char *)base + head + at * kv->step;
 }
 static int kv_kern_type(const model_kv *kv) {
-    return kv->type == MODEL_KV_F16 ? KERN_F16 : kv->type == MODEL_KV_Q8 ? KERN_Q8_0 : KERN_F32;
+    return kv->type == MODEL_KV_F16 ? KERN_F16 : kv->type == MODEL_KV_Q8 ? KERN_KV_Q8 : KERN_F32;
 }
 
 /* Store one position's K or V (kv_dim floats, head after head) at p. */
@@ -372,7 +381,7 @@ static void kv_store(const model_kv *kv, void *base, int il, int p, const float 
         char *dst = kv_at(kv, base, il, h, p);
         const float *x = src + (size_t)h * kv->hd;
         if (kv->type == MODEL_KV_F16) kern_f32_to_f16(x, (kern_f16 *)dst, kv->hd);
-        else if (kv->type == MODEL_KV_Q8) kern_get_traits(KERN_Q8_0)->from_float(x, dst, kv->hd);
+        else if (kv->type == MODEL_KV_Q8) kern_kv_q8_store(dst, p % KERN_KV_TILE, x, kv->hd, base == kv->v);
         else memcpy(dst, x, (size_t)kv->hd * sizeof(float));
     }
 }
@@ -393,14 +402,15 @@ int model_kv_new(model_kv **out, const model *m, int n_ctx, int kv_type, core_er
     kv->type = kv_type;
     kv->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
     kv->n_kv = c->n_head_kv, kv->hd = c->head_dim;
-    kv->row = kv_row_bytes(kv_type, c->head_dim);
+    kv->step = kv_step(kv_type, c->head_dim);
+    kv->head_bytes = kv_steps(kv_type, n_ctx) * kv->step;
     if (m->gpu) { /* GPU */
         int rc = model_gpu_kv_new(m->gpu, n_ctx, &kv->gpu, err);
         if (rc) { free(kv); return rc; }
         *out = kv;
         return 0;
     }
-    size_t bytes = (size_t)c->n_layer * (size_t)c->n_head_kv * (size_t)n_ctx * kv->row;
+    size_t bytes = (size_t)c->n_layer * (size_t)c->n_head_kv * kv->head_bytes;
     kv->k = core_alloc_aligned(bytes, 64);
     kv->v = core_alloc_aligned(bytes, 64);
     if (!kv->k || !kv->v) {
@@ -429,7 +439,7 @@ void model_kv_truncate(model_kv *kv, int n) {
 uint64_t model_kv_size(const model *m, int n_ctx, int kv_type) {
     const model_config *c = &m->cfg;
     if (m->gpu) kv_type = MODEL_KV_F16; /* GPU: the device cache is f16 */
-    return 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_head_kv * (uint64_t)n_ctx * kv_row_bytes(kv_type, c->head_dim);
+    return 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_head_kv * kv_steps(kv_type, n_ctx) * kv_step(kv_type, c->head_dim);
 }
 
 uint64_t model_kv_bytes(const model_kv *kv) { return model_kv_size(kv->m, kv->n_ctx, kv->type); }
@@ -444,7 +454,7 @@ int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *er
         if (!rc) dst->len = n;
         return rc;
     }
-    const size_t run = (size_t)n * src->row;
+    const size_t run = kv_steps(src->type, n) * src->step;
     for (int il = 0; il < src->m->cfg.n_layer; il++)
         for (int h = 0; h < src->n_kv; h++) {
             memcpy(kv_at(dst, dst->k, il, h, 0), kv_at(src, src->k, il, h, 0), run);
@@ -521,13 +531,15 @@ static void attend_task(void *ctx, int ith, int nth) {
         const int tok = it / (nkv * ns), kvh = it / ns % nkv, sp = it % ns;
         const model_kv *kv = m->row_kv[tok];
         const int n = m->row_pos[tok] + 1;
-        const int lo = (int)((int64_t)n * sp / ns), hi = (int)((int64_t)n * (sp + 1) / ns);
+        /* ranges start on a tile (the 8-bit cache is read a tile at a time) */
+        const int lo = (int)((int64_t)n * sp / ns) & ~(KERN_KV_TILE - 1);
+        const int hi = sp == ns - 1 ? n : (int)((int64_t)n * (sp + 1) / ns) & ~(KERN_KV_TILE - 1);
         float *st = ns == 1 ? m->att_tmp + (size_t)ith * m->att_tmp_floats : m->att_part + (size_t)it * m->att_tmp_floats;
         float *mx = st, *sum = mx + group, *acc = sum + group; /* state: max, sum, acc */
         for (int g = 0; g < group; g++) mx[g] = -INFINITY, sum[g] = 0;
         memset(acc, 0, sizeof(float) * (size_t)(group * hd));
         kern_attn(kv_kern_type(kv), m->q + tok * q_dim + (int64_t)kvh * group * hd, group, hd,
-                  kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo), kv->row, hi - lo, scale, mx, sum,
+                  kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo), kv->step, hi - lo, scale, mx, sum,
                   acc);
         if (ns == 1) att_out(m->att + tok * q_dim + (int64_t)kvh * group * hd, acc, sum, group, hd);
     }
