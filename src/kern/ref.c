@@ -390,16 +390,18 @@ static void ref_softmax_step(float s[][KERN_ATTN_BLOCK], int ng, int hd, int np,
 
 size_t kern_kv_q8_tile_bytes(int hd) { return kern_kv_q8_qoff(hd) + (size_t)KERN_KV_TILE * (size_t)hd; }
 
+/* Quantizes with the current ISA's Q8_0 (bit-identical to the reference,
+ * test_kern checks): prefill stores every position of every layer. */
 void kern_kv_q8_store(void *tile, int j, const float *x, int hd, int is_v) {
     kern_f16 *d = tile;
     uint8_t *q = (uint8_t *)tile + kern_kv_q8_qoff(hd);
-    assert(j >= 0 && j < KERN_KV_TILE && hd % 32 == 0);
+    kern_block_q8_0 blk[KERN_ATTN_MAX_HD / 32];
+    assert(j >= 0 && j < KERN_KV_TILE && hd % 32 == 0 && hd <= KERN_ATTN_MAX_HD);
+    kern_get_traits(KERN_Q8_0)->from_float(x, blk, hd);
     for (int b = 0; b < hd / 32; b++) {
-        kern_block_q8_0 blk;
-        kern_ref_quantize_q8_0(x + 32 * b, &blk, 32);
-        d[b * KERN_KV_TILE + j] = blk.d;
+        d[b * KERN_KV_TILE + j] = blk[b].d;
         for (int i = 32 * b; i < 32 * b + 32; i++) {
-            const int8_t v = blk.qs[i - 32 * b];
+            const int8_t v = blk[b].qs[i - 32 * b];
             if (is_v) q[kern_kv_q8_vidx(hd, j, i)] = (uint8_t)v;
             else q[kern_kv_q8_kidx(j, i)] = (uint8_t)(v + 128);
         }
@@ -415,17 +417,20 @@ void kern_kv_q8_load(const void *tile, int j, float *x, int hd, int is_v) {
     }
 }
 
+/* The current ISA's Q8_0, bit-identical to the reference: this runs once
+ * per attention call, hundreds of times per token. */
 void kern_kv_q8_quant_q(const float *q, int ng, int hd, int8_t *qq, float *qd, int32_t *qsum) {
-    for (int g = 0; g < ng; g++)
+    kern_block_q8_0 blk[KERN_ATTN_MAX_HD / 32];
+    for (int g = 0; g < ng; g++) {
+        kern_get_traits(KERN_Q8_0)->from_float(q + (size_t)g * hd, blk, hd);
         for (int b = 0; b < hd / 32; b++) {
-            kern_block_q8_0 blk;
-            kern_ref_quantize_q8_0(q + (size_t)g * hd + 32 * b, &blk, 32);
             int32_t sum = 0;
-            for (int i = 0; i < 32; i++) sum += blk.qs[i];
-            memcpy(qq + (size_t)g * hd + 32 * b, blk.qs, 32);
-            qd[g * (hd / 32) + b] = h2f(blk.d);
+            for (int i = 0; i < 32; i++) sum += blk[b].qs[i];
+            memcpy(qq + (size_t)g * hd + 32 * b, blk[b].qs, 32);
+            qd[g * (hd / 32) + b] = h2f(blk[b].d);
             qsum[g * (hd / 32) + b] = sum;
         }
+    }
 }
 
 /* The 8-bit cache: integer dots, in the order of kern.h's description. */
