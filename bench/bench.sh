@@ -15,6 +15,8 @@ THREADS=${THREADS:-$(nproc)}
 bash bench/model.sh "$MODEL"
 echo "== model: prefill 512, decode 64 at depths 0, 2048, 4096; $THREADS threads"
 "$BIN" bench -m "$MODEL" -p 512 -n 64 -d 0,2048,4096 -t "$THREADS" -r 2
+echo "== model: the same depths with the 8-bit KV cache (--kv q8: half the cache bytes per token)"
+"$BIN" bench -m "$MODEL" -p 64 -n 64 -d 0,2048,4096 -t "$THREADS" -r 2 --kv q8
 if [ "$THREADS" != 1 ]; then
   echo "== model: 1 thread"
   "$BIN" bench -m "$MODEL" -p 128 -n 32 -d 0 -t 1 -r 1
