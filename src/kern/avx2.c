@@ -419,6 +419,194 @@ T2 static void softmax(float *x, int64_t n) {
     for (; i < n; i++) x[i] *= inv;
 }
 
+/* ---- attention over the 8-bit KV cache (layout and arithmetic: kern.h) ----
+ *
+ * The AVX-512 kernel (avx512.c) uses vpdpbusd and vpdpwssd; generic AVX2
+ * machines (Haswell, Zen 2) have neither, so each becomes two or three
+ * plain AVX2 instructions with the same exact integer result. Per tile of
+ * 32 positions and group of 4 query heads:
+ *   - scores: per 8 positions and 32-value block, 8 loads of 32 bytes of K
+ *     (8 positions x 4 values), each made signed once (xor 0x80 = minus
+ *     128) and shared by the 4 heads. Per head, the sign trick of dot32_i8
+ *     with the query's 4 bytes broadcast:
+ *         vpmaddubsw(|q|, sign(k, q)) -> int16 pairs, vpmaddwd(., 1) -> int32
+ *     so int32 lanes are positions, with no horizontal sums; a block ends
+ *     in one convert and one fmadd by qd_b * kd_b (8 positions' K scales
+ *     in one ymm), as in kern_ref_attn. maddubs saturates at +-32767: a
+ *     pair here is at most 2 * 127 * 128 = 32512 (|q| <= 127 as Q8_0
+ *     rounds; k >= -128 even in an unwritten position), so it never does.
+ *     (Keeping K unsigned, +128, would pair 255 * 127 twice: 64770.)
+ *   - softmax: 8 scores at a time with exp8, positions >= np masked to
+ *     -inf (an unwritten position may hold any bytes, NaN scales too);
+ *   - V: the weights folded with the V scales to int16 (8 at a time, the
+ *     V scales of absent positions masked to 0 so their weights are 0),
+ *     then per 16 values of V, the 2 positions' int8 pairs widened once
+ *     (vpmovsxbw) for the 4 heads and one vpmaddwd per head and 8 values
+ *     against the broadcast (w_j, w_j+1) int16 pair.
+ * Integer sums and the float steps after them are those of the reference,
+ * so scores match it bit for bit; only exp8 (about 2 ulp, which may move
+ * an int16 weight by one) and the order of the l sums differ. */
+T2 static inline float hmax8(__m256 v) {
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    return _mm_cvtss_f32(m4);
+}
+
+/* One online-softmax step over the scores s[g][0..np) of a tile
+ * (kern_ref_attn's ref_softmax_step): s becomes the weights, exactly 0
+ * from np on whatever was there. valid[c]: lanes of positions 8c.. < np. */
+T2 static inline void softmax_step8(float s[][KERN_ATTN_BLOCK], int ng, int hd, const __m256 valid[4], float *m,
+                                    float *l, float *acc) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    for (int g = 0; g < ng; g++) {
+        __m256 x[4], mv = _mm256_set1_ps(m[g]);
+        for (int c = 0; c < 4; c++) {
+            x[c] = _mm256_blendv_ps(ninf, _mm256_load_ps(s[g] + 8 * c), valid[c]);
+            mv = _mm256_max_ps(mv, x[c]);
+        }
+        const float bm = hmax8(mv);
+        if (bm != m[g]) { /* the max grew: rescale what we have */
+            const float r = expf(m[g] - bm);
+            l[g] *= r;
+            const __m256 rv = _mm256_set1_ps(r);
+            float *ag = acc + (size_t)g * hd;
+            for (int i = 0; i < hd; i += 8) _mm256_storeu_ps(ag + i, _mm256_mul_ps(_mm256_loadu_ps(ag + i), rv));
+            m[g] = bm;
+        }
+        const __m256 bv = _mm256_set1_ps(bm);
+        __m256 sum = _mm256_setzero_ps();
+        for (int c = 0; c < 4; c++) {
+            const __m256 e = exp8(_mm256_sub_ps(x[c], bv)); /* exp8(-inf) = 0 */
+            _mm256_store_ps(s[g] + 8 * c, e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        l[g] += hsum8(sum);
+    }
+}
+
+T2 static void attn_q8(const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
+                       float scale, float *m, float *l, float *acc) {
+    enum { MG = KERN_ATTN_MAX_G + 3, MB = KERN_ATTN_MAX_HD / 32 };
+    /* int32 views: the query's Q8_0 bytes (and their magnitudes) 4 at a
+     * time, and the int16 V weights 2 at a time, each one broadcast */
+    _Alignas(32) int32_t qq[MG * KERN_ATTN_MAX_HD / 4], qa[MG * KERN_ATTN_MAX_HD / 4];
+    _Alignas(32) int32_t w[MG][MB][KERN_KV_TILE / 2];
+    _Alignas(32) float s[MG][KERN_ATTN_BLOCK], dummy[KERN_ATTN_MAX_HD];
+    float qd[MG * MB], sig[MG][MB] = {{0}}; /* sig: tmax / 32767 of kern.h */
+    int32_t qsum[MG * MB];                  /* not needed here: K is made signed */
+    assert(ng >= 1 && ng <= KERN_ATTN_MAX_G && hd % 32 == 0 && hd <= KERN_ATTN_MAX_HD);
+    const int nb = hd / 32, ng4 = (ng + 3) & ~3, hd4 = hd / 4;
+    const size_t qoff = kern_kv_q8_qoff(hd), tbytes = qoff + KERN_KV_TILE * (size_t)hd;
+    kern_kv_q8_quant_q(q, ng, hd, (int8_t *)qq, qd, qsum);
+    if (ng4 != ng) { /* absent heads of the last group of 4: zero queries, zero weights */
+        memset(qq + (size_t)ng * hd4, 0, (size_t)(ng4 - ng) * hd);
+        for (int i = ng * nb; i < ng4 * nb; i++) qd[i] = 0;
+        memset(w[ng], 0, sizeof w[0] * (size_t)(ng4 - ng));
+        memset(dummy, 0, sizeof(float) * (size_t)hd);
+    }
+    for (int i = 0; i < ng4 * hd4; i += 8)
+        _mm256_store_si256((__m256i *)(qa + i), _mm256_abs_epi8(_mm256_load_si256((const __m256i *)(qq + i))));
+    const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8((char)0x80);
+    for (int p0 = 0; p0 < n; p0 += KERN_KV_TILE) {
+        const int np = n - p0 < KERN_KV_TILE ? n - p0 : KERN_KV_TILE;
+        const char *kt = (const char *)k + (size_t)(p0 / KERN_KV_TILE) * stride;
+        const char *vt = (const char *)v + (size_t)(p0 / KERN_KV_TILE) * stride;
+        const kern_f16 *kd = (const kern_f16 *)kt, *vd = (const kern_f16 *)vt;
+        const uint8_t *kq = (const uint8_t *)kt + qoff;
+        const int8_t *vq = (const int8_t *)vt + qoff;
+        /* A tile is a little over a 4 KiB page, and the hardware prefetchers
+         * stop at page boundaries: ask for the next tile's K and V now. */
+        if (p0 + KERN_KV_TILE < n)
+            for (size_t o = 0; o < tbytes; o += 64) _mm_prefetch(kt + stride + o, _MM_HINT_T0), _mm_prefetch(vt + stride + o, _MM_HINT_T0);
+        __m256 valid[4];
+        for (int c = 0; c < 4; c++)
+            valid[c] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+                _mm256_set1_epi32(np), _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(8 * c))));
+        for (int h = 0; 8 * h < np; h++)
+            for (int g = 0; g < ng4; g += 4) {
+                __m256 f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+                for (int b = 0; b < nb; b++) {
+                    const int32_t *q0 = qq + (size_t)g * hd4 + 8 * b, *a0p = qa + (size_t)g * hd4 + 8 * b;
+                    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+                    const uint8_t *kb = kq + kern_kv_q8_kidx(8 * h, 32 * b);
+#define QDOT(a, e)                                                                                                 \
+    a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi32(a0p[(e) * hd4 + i]),          \
+                                                                   _mm256_sign_epi8(kx, _mm256_set1_epi32(q0[(e) * hd4 + i]))), \
+                                              ones))
+#pragma GCC unroll 8
+                    for (int i = 0; i < 8; i++) {
+                        const __m256i kx = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(kb + (size_t)i * 4 * KERN_KV_TILE)), bias);
+                        QDOT(a0, 0);
+                        QDOT(a1, 1);
+                        QDOT(a2, 2);
+                        QDOT(a3, 3);
+                    }
+#undef QDOT
+                    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kd + b * KERN_KV_TILE + 8 * h)));
+                    const int o = g * nb + b;
+                    f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), _mm256_mul_ps(_mm256_set1_ps(qd[o]), d), f0);
+                    f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), _mm256_mul_ps(_mm256_set1_ps(qd[o + nb]), d), f1);
+                    f2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a2), _mm256_mul_ps(_mm256_set1_ps(qd[o + 2 * nb]), d), f2);
+                    f3 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a3), _mm256_mul_ps(_mm256_set1_ps(qd[o + 3 * nb]), d), f3);
+                }
+                const __m256 sc = _mm256_set1_ps(scale);
+                _mm256_store_ps(s[g] + 8 * h, _mm256_mul_ps(f0, sc)), _mm256_store_ps(s[g + 1] + 8 * h, _mm256_mul_ps(f1, sc));
+                _mm256_store_ps(s[g + 2] + 8 * h, _mm256_mul_ps(f2, sc)), _mm256_store_ps(s[g + 3] + 8 * h, _mm256_mul_ps(f3, sc));
+            }
+        softmax_step8(s, ng, hd, valid, m, l, acc);
+        const __m256 lim = _mm256_set1_ps(32767.0f);
+        for (int b = 0; b < nb; b++) {
+            __m256 d[4];
+            for (int c = 0; c < 4; c++)
+                d[c] = _mm256_and_ps(valid[c], _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vd + b * KERN_KV_TILE + 8 * c))));
+            for (int g = 0; g < ng; g++) {
+                __m256 t[4];
+                for (int c = 0; c < 4; c++) t[c] = _mm256_mul_ps(_mm256_load_ps(s[g] + 8 * c), d[c]);
+                const float tmax = hmax8(_mm256_max_ps(_mm256_max_ps(t[0], t[1]), _mm256_max_ps(t[2], t[3])));
+                const __m256 r = _mm256_set1_ps(tmax > 0 ? 32767.0f / tmax : 0);
+                sig[g][b] = tmax / 32767.0f;
+                __m256i wi[4];
+                for (int c = 0; c < 4; c++) wi[c] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(t[c], r), lim));
+                /* packs works per 128-bit lane: the permute puts the 16 int16 back in position order */
+                _mm256_store_si256((__m256i *)w[g][b], _mm256_permute4x64_epi64(_mm256_packs_epi32(wi[0], wi[1]), 0xd8));
+                _mm256_store_si256((__m256i *)(w[g][b] + 8), _mm256_permute4x64_epi64(_mm256_packs_epi32(wi[2], wi[3]), 0xd8));
+            }
+        }
+        /* per 16 values of V: 4 heads x 2 halves of int32 sums in registers,
+         * each V pair widened once for the 4 heads */
+        for (int g0 = 0; g0 < ng; g0 += 4) {
+            float *ap[4];
+            for (int g = 0; g < 4; g++) ap[g] = g0 + g < ng ? acc + (size_t)(g0 + g) * hd : dummy;
+            for (int b = 0; b < nb; b++)
+                for (int c = 0; c < 2; c++) {
+                    const int32_t *w0 = w[g0][b], *w1 = w[g0 + 1][b], *w2 = w[g0 + 2][b], *w3 = w[g0 + 3][b];
+                    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+                    const int8_t *vp = vq + kern_kv_q8_vidx(hd, 0, 32 * b + 16 * c);
+                    for (int j = 0; j < (np + 1) / 2; j++, vp += 2 * (size_t)hd) {
+                        const __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)vp));
+                        const __m256i x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(vp + 16)));
+                        __m256i wv = _mm256_set1_epi32(w0[j]);
+                        a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x0, wv)), a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x1, wv));
+                        wv = _mm256_set1_epi32(w1[j]);
+                        a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x0, wv)), a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x1, wv));
+                        wv = _mm256_set1_epi32(w2[j]);
+                        a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(x0, wv)), a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(x1, wv));
+                        wv = _mm256_set1_epi32(w3[j]);
+                        a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(x0, wv)), a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(x1, wv));
+                    }
+                    const __m256i ia[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+                    for (int e = 0; e < 4; e++) {
+                        const __m256 sg = _mm256_set1_ps(sig[g0 + e][b]);
+                        float *o = ap[e] + 32 * b + 16 * c;
+                        _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[e][0]), sg, _mm256_loadu_ps(o)));
+                        _mm256_storeu_ps(o + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[e][1]), sg, _mm256_loadu_ps(o + 8)));
+                    }
+                }
+        }
+    }
+}
+
 /* Attention over n positions of one KV head; the scalar twin is
  * kern_ref_attn, same blocking. Scores: each K row is converted to f32 once
  * (F16C) and dotted with the ng query rows. Softmax: 8 scores at a time,
@@ -429,6 +617,10 @@ T2 static void softmax(float *x, int64_t n) {
 
 T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
                     float scale, float *m, float *l, float *acc) {
+    if (kv_type == KERN_KV_Q8 && hd % 32 == 0) {
+        attn_q8(q, ng, hd, k, v, stride, n, scale, m, l, acc);
+        return;
+    }
     if ((hd & 7) || (kv_type != KERN_F16 && kv_type != KERN_F32)) {
         kern_ref_attn(kv_type, q, ng, hd, k, v, stride, n, scale, m, l, acc);
         return;
