@@ -15,7 +15,8 @@
  *     why matrix-vector products of Q5_K keep the AVX2 kernel);
  *   - Q8_0 x Q8_0: |x| (u8) x sign(y, x) (i8) with vpdpbusd on 256 bits.
  *   - F32 and F16 dots with masked tails;
- *   - attention over f16 or Q8_0 KV rows (kern_attn), 16 lanes throughout.
+ *   - attention over f16 KV rows, 16 lanes throughout, and over the 8-bit
+ *     KV tiles with vpdpbusd (scores) and vpdpwssd (V) (kern_attn).
  * The scalar twins are in ref.c; tests compare each against them.
  */
 #include <immintrin.h>

@@ -25,8 +25,9 @@
  * the thread pool -- and, for a few rows with long contexts, over ranges
  * of positions too (split-K, partial softmax states merged after); each
  * pair serves its query heads together so each K/V row is read once
- * (kern_attn, SIMD over f16 KV), with an online softmax over blocks of
- * positions so no score buffer grows with the context.
+ * (kern_attn: SIMD over f16 rows, or integer dots over the 8-bit cache's
+ * tiles), with an online softmax over blocks of positions so no score
+ * buffer grows with the context.
  */
 #include "model.h"
 #include "gpu_model.h" /* GPU (issue 12): the CUDA hooks below are marked GPU */

@@ -49,7 +49,8 @@ typedef struct model_opts {
  * present, else the CPU; on: the GPU or fail (CORE_EUNSUP). */
 enum { MODEL_GPU_OFF = 0, MODEL_GPU_AUTO = 1, MODEL_GPU_ON = 2 };
 
-/* KV cache element types; MODEL_KV_Q8: Q8_0 blocks (8.5 bits a value, CPU
+/* KV cache element types; MODEL_KV_Q8: Q8_0 values in tiles of 32 positions
+ * (kern.h: 8.5 bits a value, half the bytes per token at long contexts; CPU
  * only: on a GPU the cache is f16 whatever is asked) */
 enum { MODEL_KV_F16 = 0, MODEL_KV_F32 = 1, MODEL_KV_Q8 = 2 };
 
