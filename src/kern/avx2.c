@@ -485,6 +485,13 @@ T2 static inline void softmax_step8(float s[][KERN_ATTN_BLOCK], int ng, int hd, 
     }
 }
 
+/* valid[c]: all-ones lanes for positions 8c.. of a tile that are < np */
+T2 static inline void tile_valid(int np, __m256 valid[4]) {
+    for (int c = 0; c < 4; c++)
+        valid[c] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+            _mm256_set1_epi32(np), _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(8 * c))));
+}
+
 T2 static void attn_q8(const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
                        float scale, float *m, float *l, float *acc) {
     enum { MG = KERN_ATTN_MAX_G + 3, MB = KERN_ATTN_MAX_HD / 32 };
@@ -497,7 +504,6 @@ T2 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
     int32_t qsum[MG * MB];                  /* not needed here: K is made signed */
     assert(ng >= 1 && ng <= KERN_ATTN_MAX_G && hd % 32 == 0 && hd <= KERN_ATTN_MAX_HD);
     const int nb = hd / 32, ng4 = (ng + 3) & ~3, hd4 = hd / 4;
-    const size_t qoff = kern_kv_q8_qoff(hd), tbytes = qoff + KERN_KV_TILE * (size_t)hd;
     kern_kv_q8_quant_q(q, ng, hd, (int8_t *)qq, qd, qsum);
     if (ng4 != ng) { /* absent heads of the last group of 4: zero queries, zero weights */
         memset(qq + (size_t)ng * hd4, 0, (size_t)(ng4 - ng) * hd);
@@ -510,26 +516,17 @@ T2 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
     const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8((char)0x80);
     for (int p0 = 0; p0 < n; p0 += KERN_KV_TILE) {
         const int np = n - p0 < KERN_KV_TILE ? n - p0 : KERN_KV_TILE;
-        const char *kt = (const char *)k + (size_t)(p0 / KERN_KV_TILE) * stride;
-        const char *vt = (const char *)v + (size_t)(p0 / KERN_KV_TILE) * stride;
-        const kern_f16 *kd = (const kern_f16 *)kt, *vd = (const kern_f16 *)vt;
-        const uint8_t *kq = (const uint8_t *)kt + qoff;
-        const int8_t *vq = (const int8_t *)vt + qoff;
-        /* A tile is a little over a 4 KiB page, and the hardware prefetchers
-         * stop at page boundaries: ask for the next tile's K and V now. */
-        if (p0 + KERN_KV_TILE < n)
-            for (size_t o = 0; o < tbytes; o += 64) _mm_prefetch(kt + stride + o, _MM_HINT_T0), _mm_prefetch(vt + stride + o, _MM_HINT_T0);
+        const kern_kv_q8_tiles tl = kern_kv_q8_tiles_at(k, v, stride, p0, hd);
+        if (p0 + KERN_KV_TILE < n) kern_kv_q8_prefetch_next(&tl, stride, hd);
         __m256 valid[4];
-        for (int c = 0; c < 4; c++)
-            valid[c] = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
-                _mm256_set1_epi32(np), _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(8 * c))));
+        tile_valid(np, valid);
         for (int h = 0; 8 * h < np; h++)
             for (int g = 0; g < ng4; g += 4) {
                 __m256 f0 = _mm256_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
                 for (int b = 0; b < nb; b++) {
                     const int32_t *q0 = qq + (size_t)g * hd4 + 8 * b, *a0p = qa + (size_t)g * hd4 + 8 * b;
                     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-                    const uint8_t *kb = kq + kern_kv_q8_kidx(8 * h, 32 * b);
+                    const uint8_t *kb = tl.kq + kern_kv_q8_kidx(8 * h, 32 * b);
 #define QDOT(a, e)                                                                                                 \
     a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi32(a0p[(e) * hd4 + i]),          \
                                                                    _mm256_sign_epi8(kx, _mm256_set1_epi32(q0[(e) * hd4 + i]))), \
@@ -543,7 +540,7 @@ T2 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
                         QDOT(a3, 3);
                     }
 #undef QDOT
-                    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kd + b * KERN_KV_TILE + 8 * h)));
+                    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(tl.kd + b * KERN_KV_TILE + 8 * h)));
                     const int o = g * nb + b;
                     f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), _mm256_mul_ps(_mm256_set1_ps(qd[o]), d), f0);
                     f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), _mm256_mul_ps(_mm256_set1_ps(qd[o + nb]), d), f1);
@@ -559,7 +556,7 @@ T2 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
         for (int b = 0; b < nb; b++) {
             __m256 d[4];
             for (int c = 0; c < 4; c++)
-                d[c] = _mm256_and_ps(valid[c], _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vd + b * KERN_KV_TILE + 8 * c))));
+                d[c] = _mm256_and_ps(valid[c], _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(tl.vd + b * KERN_KV_TILE + 8 * c))));
             for (int g = 0; g < ng; g++) {
                 __m256 t[4];
                 for (int c = 0; c < 4; c++) t[c] = _mm256_mul_ps(_mm256_load_ps(s[g] + 8 * c), d[c]);
@@ -582,7 +579,7 @@ T2 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
                 for (int c = 0; c < 2; c++) {
                     const int32_t *w0 = w[g0][b], *w1 = w[g0 + 1][b], *w2 = w[g0 + 2][b], *w3 = w[g0 + 3][b];
                     __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-                    const int8_t *vp = vq + kern_kv_q8_vidx(hd, 0, 32 * b + 16 * c);
+                    const int8_t *vp = tl.vq + kern_kv_q8_vidx(hd, 0, 32 * b + 16 * c);
                     for (int j = 0; j < (np + 1) / 2; j++, vp += 2 * (size_t)hd) {
                         const __m256i x0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)vp));
                         const __m256i x1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(vp + 16)));
@@ -609,10 +606,10 @@ T2 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
 
 /* Attention over n positions of one KV head; the scalar twin is
  * kern_ref_attn, same blocking. Scores: each K row is converted to f32 once
- * (F16C) and dotted with the ng query rows. Softmax: 8 scores at a time,
- * the tail of a block padded with -inf (exp8 gives 0 there). V: dims
- * outer, positions inner, so 4 heads' accumulators stay in registers
- * while each 8-value piece of a V row is converted once for all of them. */
+ * (F16C) and dotted with the ng query rows. Softmax: softmax_step8, as
+ * for the 8-bit cache. V: dims outer, positions inner, so 4 heads'
+ * accumulators stay in registers while each 8-value piece of a V row is
+ * converted once for all of them. */
 #define ATT_PF 8 /* positions of K prefetched ahead */
 
 T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
@@ -635,7 +632,6 @@ T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, 
     if (ng % 4) memset(dummy, 0, sizeof(float) * (size_t)hd);
     for (int p0 = 0; p0 < n; p0 += KERN_ATTN_BLOCK) {
         const int np = n - p0 < KERN_ATTN_BLOCK ? n - p0 : KERN_ATTN_BLOCK;
-        const int npad = (np + 7) & ~7;
         for (int j = 0; j < np; j++) {
             const char *kr = (const char *)k + (size_t)(p0 + j) * stride;
             const float *kf = (const float *)kr;
@@ -663,31 +659,9 @@ T2 static void attn(int kv_type, const float *q, int ng, int hd, const void *k, 
                 s[g][j] = hsum8(_mm256_add_ps(a0, a1)) * scale;
             }
         }
-        for (int g = 0; g < ng; g++) {
-            for (int j = np; j < npad; j++) s[g][j] = -INFINITY;
-            __m256 mv = _mm256_set1_ps(m[g]);
-            for (int j = 0; j < npad; j += 8) mv = _mm256_max_ps(mv, _mm256_load_ps(&s[g][j]));
-            __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
-            m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-            m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-            const float bm = _mm_cvtss_f32(m4);
-            if (bm != m[g]) { /* the max grew: rescale what we have */
-                const float r = expf(m[g] - bm);
-                l[g] *= r;
-                const __m256 rv = _mm256_set1_ps(r);
-                float *ag = acc + (size_t)g * hd;
-                for (int i = 0; i < hd; i += 8) _mm256_storeu_ps(ag + i, _mm256_mul_ps(_mm256_loadu_ps(ag + i), rv));
-                m[g] = bm;
-            }
-            const __m256 bv = _mm256_set1_ps(bm);
-            __m256 sum = _mm256_setzero_ps();
-            for (int j = 0; j < npad; j += 8) {
-                const __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(&s[g][j]), bv));
-                _mm256_store_ps(&s[g][j], e);
-                sum = _mm256_add_ps(sum, e);
-            }
-            l[g] += hsum8(sum);
-        }
+        __m256 valid[4];
+        tile_valid(np, valid);
+        softmax_step8(s, ng, hd, valid, m, l, acc);
         for (int g0 = 0; g0 < ng; g0 += 4) {
             const float *w[4];
             float *ap[4];

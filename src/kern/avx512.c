@@ -823,7 +823,6 @@ T5 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
     float qd[MG * MB], sig[KERN_ATTN_MAX_G + 4][MB] = {{0}}; /* sig: tmax / 32767 of kern.h */
     int32_t qsum[MG * MB];
     const int nb = hd / 32, ng4 = (ng + 3) & ~3, hd4 = hd / 4;
-    const size_t qoff = kern_kv_q8_qoff(hd);
     kern_kv_q8_quant_q(q, ng, hd, (int8_t *)qq, qd, qsum);
     if (ng4 != ng) { /* absent heads of the last group of 4: zero queries, zero weights */
         memset(qq + (size_t)ng * hd4, 0, (size_t)(ng4 - ng) * hd);
@@ -833,15 +832,8 @@ T5 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
     }
     for (int p0 = 0; p0 < n; p0 += KERN_KV_TILE) {
         const int np = n - p0 < KERN_KV_TILE ? n - p0 : KERN_KV_TILE;
-        const char *kt = (const char *)k + (size_t)(p0 / KERN_KV_TILE) * stride;
-        const char *vt = (const char *)v + (size_t)(p0 / KERN_KV_TILE) * stride;
-        const kern_f16 *kd = (const kern_f16 *)kt, *vd = (const kern_f16 *)vt;
-        const uint8_t *kq = (const uint8_t *)kt + qoff;
-        const int8_t *vq = (const int8_t *)vt + qoff;
-        /* A tile is a little over a 4 KiB page, and the hardware prefetchers
-         * stop at page boundaries: ask for the next tile's K and V now. */
-        if (p0 + KERN_KV_TILE < n)
-            for (size_t o = 0; o < qoff + KERN_KV_TILE * (size_t)hd; o += 64) _mm_prefetch(kt + stride + o, _MM_HINT_T0), _mm_prefetch(vt + stride + o, _MM_HINT_T0);
+        const kern_kv_q8_tiles tl = kern_kv_q8_tiles_at(k, v, stride, p0, hd);
+        if (p0 + KERN_KV_TILE < n) kern_kv_q8_prefetch_next(&tl, stride, hd);
         for (int h = 0; 16 * h < np; h++)
             for (int g = 0; g < ng4; g += 4) {
                 __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
@@ -850,14 +842,14 @@ T5 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
                     const int o = g * nb + b;
                     __m512i a0 = _mm512_set1_epi32(-128 * qsum[o]), a1 = _mm512_set1_epi32(-128 * qsum[o + nb]);
                     __m512i a2 = _mm512_set1_epi32(-128 * qsum[o + 2 * nb]), a3 = _mm512_set1_epi32(-128 * qsum[o + 3 * nb]);
-                    const uint8_t *kb = kq + kern_kv_q8_kidx(16 * h, 32 * b);
+                    const uint8_t *kb = tl.kq + kern_kv_q8_kidx(16 * h, 32 * b);
 #pragma GCC unroll 8
                     for (int i = 0; i < 8; i++) {
                         const __m512i kz = _mm512_loadu_si512(kb + (size_t)i * 4 * KERN_KV_TILE);
                         a0 = dpbusd_bc(a0, kz, q0 + i), a1 = dpbusd_bc(a1, kz, q0 + hd4 + i);
                         a2 = dpbusd_bc(a2, kz, q0 + 2 * hd4 + i), a3 = dpbusd_bc(a3, kz, q0 + 3 * hd4 + i);
                     }
-                    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(kd + b * KERN_KV_TILE + 16 * h)));
+                    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(tl.kd + b * KERN_KV_TILE + 16 * h)));
                     f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_mul_ps(_mm512_set1_ps(qd[o]), d), f0);
                     f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a1), _mm512_mul_ps(_mm512_set1_ps(qd[o + nb]), d), f1);
                     f2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a2), _mm512_mul_ps(_mm512_set1_ps(qd[o + 2 * nb]), d), f2);
@@ -871,8 +863,8 @@ T5 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
         const __mmask16 head = np >= 16 ? 0xffff : (__mmask16)((1u << np) - 1);
         const __mmask16 tail = np >= 16 ? (__mmask16)((np >= 32 ? 0xffffu : (1u << (np - 16)) - 1)) : 0;
         for (int b = 0; b < nb; b++) {
-            const __m512 d0 = _mm512_maskz_cvtph_ps(head, _mm256_loadu_si256((const __m256i *)(vd + b * KERN_KV_TILE)));
-            const __m512 d1 = _mm512_maskz_cvtph_ps(tail, _mm256_loadu_si256((const __m256i *)(vd + b * KERN_KV_TILE + 16)));
+            const __m512 d0 = _mm512_maskz_cvtph_ps(head, _mm256_loadu_si256((const __m256i *)(tl.vd + b * KERN_KV_TILE)));
+            const __m512 d1 = _mm512_maskz_cvtph_ps(tail, _mm256_loadu_si256((const __m256i *)(tl.vd + b * KERN_KV_TILE + 16)));
             const __m512 lim = _mm512_set1_ps(32767.0f);
             for (int g = 0; g < ng; g++) {
                 const __m512 t0 = _mm512_mul_ps(_mm512_load_ps(s[g]), d0), t1 = _mm512_mul_ps(_mm512_load_ps(s[g] + 16), d1);
@@ -893,7 +885,7 @@ T5 static void attn_q8(const float *q, int ng, int hd, const void *k, const void
             for (int b = 0; b < nb; b++) {
                 const int32_t *w0 = w[g0][b], *w1 = w[g0 + 1][b], *w2 = w[g0 + 2][b], *w3 = w[g0 + 3][b];
                 __m512i a00 = _mm512_setzero_si512(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-                const int8_t *vp = vq + (size_t)b * 64;
+                const int8_t *vp = tl.vq + (size_t)b * 64;
                 for (int j = 0; j < (np + 1) / 2; j++, vp += 2 * (size_t)hd) {
                     const __m512i x0 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)vp));
                     const __m512i x1 = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(vp + 32)));

@@ -105,6 +105,30 @@ static_assert(KERN_ATTN_BLOCK == KERN_KV_TILE, "an 8-bit KV tile is one online-s
 static inline size_t kern_kv_q8_qoff(int hd) { return (size_t)(hd / 32) * KERN_KV_TILE * sizeof(kern_f16); }
 static inline size_t kern_kv_q8_kidx(int j, int i) { return ((size_t)(i / 4) * KERN_KV_TILE + (size_t)j) * 4 + (size_t)(i % 4); }
 static inline size_t kern_kv_q8_vidx(int hd, int j, int i) { return ((size_t)(j / 2) * (size_t)hd + (size_t)i) * 2 + (size_t)(j % 2); }
+/* The K and V tiles holding positions p0.. (p0 % KERN_KV_TILE == 0) of
+ * kern_attn's k and v, tiles `stride` bytes apart: scales and values. */
+typedef struct kern_kv_q8_tiles {
+    const char *kt, *vt;
+    const kern_f16 *kd, *vd;
+    const uint8_t *kq;
+    const int8_t *vq;
+} kern_kv_q8_tiles;
+static inline kern_kv_q8_tiles kern_kv_q8_tiles_at(const void *k, const void *v, size_t stride, int p0, int hd) {
+    kern_kv_q8_tiles t;
+    t.kt = (const char *)k + (size_t)(p0 / KERN_KV_TILE) * stride;
+    t.vt = (const char *)v + (size_t)(p0 / KERN_KV_TILE) * stride;
+    t.kd = (const kern_f16 *)t.kt, t.vd = (const kern_f16 *)t.vt;
+    t.kq = (const uint8_t *)t.kt + kern_kv_q8_qoff(hd);
+    t.vq = (const int8_t *)t.vt + kern_kv_q8_qoff(hd);
+    return t;
+}
+/* A tile is a little over a 4 KiB page, and the hardware prefetchers stop
+ * at page boundaries: the SIMD kernels ask for the next tile's K and V
+ * while they work on this one. */
+static inline void kern_kv_q8_prefetch_next(const kern_kv_q8_tiles *t, size_t stride, int hd) {
+    for (size_t o = 0, tb = kern_kv_q8_tile_bytes(hd); o < tb; o += 64)
+        __builtin_prefetch(t->kt + stride + o, 0, 3), __builtin_prefetch(t->vt + stride + o, 0, 3);
+}
 /* A softmax weight times its V scale, t, in units of r (32767 over the
  * largest t of the tile): an int16 */
 static inline int32_t kern_kv_q8_weight(float t, float r) { return (int32_t)rintf(fminf(t * r, 32767.0f)); }

@@ -440,22 +440,17 @@ static void ref_attn_kv_q8(const float *q, int ng, int hd, const void *k, const 
     float qd[KERN_ATTN_MAX_G * KERN_ATTN_MAX_HD / 32], s[KERN_ATTN_MAX_G][KERN_ATTN_BLOCK];
     int32_t qsum[KERN_ATTN_MAX_G * KERN_ATTN_MAX_HD / 32];
     const int nb = hd / 32;
-    const size_t qoff = kern_kv_q8_qoff(hd);
     kern_kv_q8_quant_q(q, ng, hd, qq, qd, qsum);
     for (int p0 = 0; p0 < n; p0 += KERN_KV_TILE) {
         const int np = n - p0 < KERN_KV_TILE ? n - p0 : KERN_KV_TILE;
-        const char *kt = (const char *)k + (size_t)(p0 / KERN_KV_TILE) * stride;
-        const char *vt = (const char *)v + (size_t)(p0 / KERN_KV_TILE) * stride;
-        const kern_f16 *kd = (const kern_f16 *)kt, *vd = (const kern_f16 *)vt;
-        const uint8_t *kq = (const uint8_t *)kt + qoff;
-        const int8_t *vq = (const int8_t *)vt + qoff;
+        const kern_kv_q8_tiles tl = kern_kv_q8_tiles_at(k, v, stride, p0, hd);
         for (int j = 0; j < np; j++)
             for (int g = 0; g < ng; g++) {
                 float d = 0;
                 for (int b = 0; b < nb; b++) {
                     int32_t is = 0;
-                    for (int i = 32 * b; i < 32 * b + 32; i++) is += qq[g * hd + i] * (kq[kern_kv_q8_kidx(j, i)] - 128);
-                    d = fmaf((float)is, qd[g * nb + b] * h2f(kd[b * KERN_KV_TILE + j]), d);
+                    for (int i = 32 * b; i < 32 * b + 32; i++) is += qq[g * hd + i] * (tl.kq[kern_kv_q8_kidx(j, i)] - 128);
+                    d = fmaf((float)is, qd[g * nb + b] * h2f(tl.kd[b * KERN_KV_TILE + j]), d);
                 }
                 s[g][j] = d * scale;
             }
@@ -464,12 +459,12 @@ static void ref_attn_kv_q8(const float *q, int ng, int hd, const void *k, const 
             for (int g = 0; g < ng; g++) {
                 float t[KERN_KV_TILE], tmax = 0;
                 int32_t w[KERN_KV_TILE];
-                for (int j = 0; j < np; j++) t[j] = s[g][j] * h2f(vd[b * KERN_KV_TILE + j]), tmax = fmaxf(tmax, t[j]);
+                for (int j = 0; j < np; j++) t[j] = s[g][j] * h2f(tl.vd[b * KERN_KV_TILE + j]), tmax = fmaxf(tmax, t[j]);
                 const float r = tmax > 0 ? 32767.0f / tmax : 0, sig = tmax / 32767.0f;
                 for (int j = 0; j < np; j++) w[j] = kern_kv_q8_weight(t[j], r);
                 for (int i = 32 * b; i < 32 * b + 32; i++) {
                     int32_t is = 0;
-                    for (int j = 0; j < np; j++) is += w[j] * vq[kern_kv_q8_vidx(hd, j, i)];
+                    for (int j = 0; j < np; j++) is += w[j] * tl.vq[kern_kv_q8_vidx(hd, j, i)];
                     acc[g * hd + i] = fmaf((float)is, sig, acc[g * hd + i]);
                 }
             }
