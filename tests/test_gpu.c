@@ -258,14 +258,22 @@ static void test_rope(void) {
         }
 }
 
-static void check_attention(int n_head, int n_kv, int hd, int n_tok, int pos0, int decode) {
+static const char *att_name(int kernel) {
+    return kernel == GPU_ATT_PREFILL ? "prefill" : kernel == GPU_ATT_SPLIT ? "split-K decode" : "k_attn_dec";
+}
+
+static void check_attention(int n_head, int n_kv, int hd, int n_tok, int pos0, int kernel) {
     const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok, group = n_head / n_kv;
     float *q = malloc((size_t)n_tok * qdim * 4), *out = malloc((size_t)n_tok * qdim * 4);
     kern_f16 *k = malloc((size_t)n_pos * kvdim * 2), *v = malloc((size_t)n_pos * kvdim * 2);
+    const int want_q8 = kernel == GPU_ATT_DEC && qdim % 256 == 0;
+    int8_t *oq = malloc((size_t)qdim);
+    float *od = malloc((size_t)(qdim / 256 + 1) * 4);
     for (int i = 0; i < n_tok * qdim; i++) q[i] = frand(-1, 1);
     for (int i = 0; i < n_pos * kvdim; i++) k[i] = core_f32_to_f16(frand(-1, 1)), v[i] = core_f32_to_f16(frand(-1, 1));
     char msg[256] = "";
-    int rc = gpu_test_attention(q, k, v, n_head, n_kv, hd, n_tok, pos0, decode, out, msg, sizeof msg);
+    int rc = gpu_test_attention(q, k, v, n_head, n_kv, hd, n_tok, pos0, kernel, out, want_q8 ? oq : NULL, od, msg,
+                                sizeof msg);
     CHECK_MSG(rc == 0, "%s", msg);
     double md = 0, *s = malloc((size_t)n_pos * sizeof *s);
     for (int t = 0; t < n_tok && !rc; t++)
@@ -286,19 +294,41 @@ static void check_attention(int n_head, int n_kv, int hd, int n_tok, int pos0, i
             }
         }
     CHECK_MSG(md < 1e-4, "attention heads %d/%d hd %d, %d tokens at %d (%s): max diff %.3g", n_head, n_kv, hd, n_tok,
-              pos0, decode ? "decode" : "prefill", md);
-    free(q), free(out), free(k), free(v), free(s);
+              pos0, att_name(kernel), md);
+    if (want_q8 && !rc) { /* the fused Q8_K of the output: kern_ref_quantize_q8_K's, bit for bit */
+        const int nb = qdim / 256;
+        kern_block_q8_K *ref = malloc((size_t)nb * sizeof *ref);
+        kern_ref_traits(KERN_Q8_K)->from_float(out, ref, qdim);
+        int bad = 0;
+        for (int b = 0; b < nb; b++) bad += memcmp(&ref[b].d, &od[b], 4) != 0 || memcmp(ref[b].qs, oq + b * 256, 256) != 0;
+        CHECK_MSG(bad == 0, "k_attn_dec at %d: %d of %d Q8_K blocks differ from kern_ref_quantize_q8_K", pos0, bad, nb);
+        free(ref);
+    }
+    free(q), free(out), free(k), free(v), free(s), free(oq), free(od);
 }
 
 static void test_attention(void) {
     NEED_GPU();
-    check_attention(8, 2, 64, 20, 0, 0);    /* prefill from 0 */
-    check_attention(16, 4, 128, 40, 300, 0); /* prefill after a prefix, tiles cross */
-    check_attention(4, 4, 64, 70, 5, 0);    /* no grouping, several token tiles */
-    check_attention(4, 1, 64, 33, 0, 0);    /* the tiny model's shape */
+    check_attention(8, 2, 64, 20, 0, GPU_ATT_PREFILL);    /* prefill from 0 */
+    check_attention(16, 4, 128, 40, 300, GPU_ATT_PREFILL); /* prefill after a prefix, tiles cross */
+    check_attention(4, 4, 64, 70, 5, GPU_ATT_PREFILL);    /* no grouping, several token tiles */
+    check_attention(4, 1, 64, 33, 0, GPU_ATT_PREFILL);    /* the tiny model's shape */
     const int dpos[] = {0, 1, 31, 127, 128, 129, 1000};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], 1);
-    check_attention(4, 1, 64, 1, 700, 1);
+    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_SPLIT);
+    check_attention(4, 1, 64, 1, 700, GPU_ATT_SPLIT);
+}
+
+/* k_attn_dec: chunks of one tile, of several, cut mid-tile, a lone last
+ * split, every split in use (ATT_DEC_SPLITS 64, at least 64 positions
+ * each: 4096 and up), the 3B and tiny shapes, a group of one (output
+ * quantized by the caller), a group of 8 with head_dim 256. */
+static void test_attention_dec(void) {
+    NEED_GPU();
+    const int dpos[] = {0, 1, 31, 32, 63, 64, 65, 100, 1000, 4095, 4096, 4100, 8191, 9000};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DEC);
+    check_attention(4, 1, 64, 1, 700, GPU_ATT_DEC);
+    check_attention(16, 16, 64, 1, 333, GPU_ATT_DEC);
+    check_attention(16, 2, 256, 1, 2500, GPU_ATT_DEC);
 }
 
 static int cmp_desc(const void *a, const void *b) {
@@ -426,8 +456,10 @@ static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); 
  * where the CPU's margin is clear); model_decode_topk on the GPU returns
  * the same step's best ids. Uses the f32 tiny model, or the q4_k_m one when only
  * that is present. Then the device cache survives copy and truncate. */
-static void test_decode_and_cache(void) {
+/* datt: SMOLBOT_GPU_DATT for the GPU model (the decode attention kernel) */
+static void decode_and_cache(const char *datt) {
     if (!gpu_ready()) T_SKIP("%s", skip_why);
+    setenv("SMOLBOT_GPU_DATT", datt, 1);
     const char *file = t_shared("models/smollm3-tiny-f32.gguf") ? "models/smollm3-tiny-f32.gguf"
                                                                   : "models/smollm3-tiny-q4_k_m.gguf";
     const int is_f32 = strstr(file, "f32") != NULL;
@@ -502,6 +534,8 @@ static void test_decode_and_cache(void) {
     unload(&G);
     unload(&C);
 }
+static void test_decode_and_cache(void) { decode_and_cache("0"); unsetenv("SMOLBOT_GPU_DATT"); }
+static void test_decode_and_cache_datt(void) { decode_and_cache("1"); unsetenv("SMOLBOT_GPU_DATT"); }
 
 static void test_off_and_auto(void) {
     /* Runs everywhere: --gpu off never touches CUDA; on fails cleanly
@@ -530,9 +564,11 @@ int main(void) {
     T_RUN(test_rmsnorm_silu);
     T_RUN(test_rope);
     T_RUN(test_attention);
+    T_RUN(test_attention_dec);
     T_RUN(test_topk);
     T_RUN(test_golden_f32);
     T_RUN(test_golden_q4);
     T_RUN(test_decode_and_cache);
+    T_RUN(test_decode_and_cache_datt);
     return t_done();
 }

@@ -1140,6 +1140,174 @@ __global__ void k_attn_combine(const float *part, const int *d_pos, int hd, int 
     if (d < hd) out[(size_t)head * hd + d] = num / den;
 }
 
+
+/* ---- decode attention in one kernel (SMOLBOT_GPU_DATT=1) ----------------
+ * One token at depth n = *d_pos + 1 reads the layer's whole K/V cache (16.8
+ * MB at 8192 positions for the 3B shape), so the kernel must keep the
+ * memory busy and end in one step. k_attn's decode split (32 positions per
+ * block) sizes its grid by n_ctx, and k_attn_combine then walks every split
+ * serially in one block per head; at 8192 positions that took half of the
+ * decode step on an H200. k_attn_dec instead:
+ *   - grid (n_kv, ATT_DEC_SPLITS), fixed, so one CUDA graph serves every
+ *     depth: split s of KV head h takes the positions [s c, s c + c) with
+ *     c = att_dec_chunk(n) (at least ATT_DEC_MIN, a multiple of 32); splits
+ *     past n only count themselves done;
+ *   - one warp per query head of the group, so each K/V tile of 32
+ *     positions is read once for the group: f16 into shared memory by
+ *     cp.async, the next tile in flight while this one is used;
+ *   - lane j scores position j of the tile (q pre-scaled in shared memory,
+ *     f32 sums), online softmax per warp, lane l accumulates the dimension
+ *     pairs 2l + 64i of V;
+ *   - the last block of a KV head to finish (a counter, as in k_dec's
+ *     norm) merges the partials of its group's heads, writes the f32 output
+ *     and, when oq is set (the group's heads are whole 256-value
+ *     super-blocks), its Q8_K for Wo: no combine or quant kernel follows.
+ * Shapes: group <= 8 (one warp each), head_dim % 64 == 0, <= 256. */
+#define ATT_DEC_SPLITS 64 /* blocks per KV head */
+#define ATT_DEC_MIN 64    /* positions per split, at least */
+
+static size_t attn_dec_smem(int hd, int group) {
+    return (size_t)2 * 32 * (hd + 8) * 2 + (size_t)2 * 32 * hd * 2 + (size_t)group * hd * 4;
+}
+static bool attn_dec_ok(int hd, int group) { return group >= 1 && group <= 8 && hd % 64 == 0 && hd <= 256; }
+
+__device__ __forceinline__ int att_dec_chunk(int n, int splits) {
+    const int c = ((n + splits - 1) / splits + 31) & ~31;
+    return c > ATT_DEC_MIN ? c : ATT_DEC_MIN;
+}
+
+/* 16 bytes global -> shared, asynchronously; bytes 0 writes zeros */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+/* Tile of positions p0..p0+31 of one KV head (column off of the cache
+ * rows): K rows padded by 8 halves (lane j's 16-byte reads of row j fall in
+ * distinct banks), V rows packed; rows at or past end are zeros. */
+__device__ __forceinline__ void att_tile_load(__half *Kb, __half *Vb, const __half *kc, const __half *vc, int p0, int end,
+                                              int kvdim, int off, int hd) {
+    const int cpr = hd / 8;
+    for (int c = threadIdx.x; c < 32 * cpr; c += blockDim.x) {
+        const int j = c / cpr, d = (c % cpr) * 8, p = p0 + j, ok = p < end ? 16 : 0;
+        const size_t gofs = (size_t)(ok ? p : p0) * kvdim + off + d;
+        cp_async16(Kb + j * (hd + 8) + d, kc + gofs, ok);
+        cp_async16(Vb + j * hd + d, vc + gofs, ok);
+    }
+    cp_async_commit();
+}
+
+__global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *kc, const __half *vc, const int *d_pos,
+                                                   int n_head, int n_kv, int hd, float scale, float *part,
+                                                   unsigned *counter, float *out, int8_t *oq, float *od) {
+    gdc_wait();
+    extern __shared__ __align__(16) unsigned char att_sm[];
+    __shared__ int last;
+    const int group = n_head / n_kv, kvdim = n_kv * hd, kvh = blockIdx.x, S = gridDim.y;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, np = hd / 64, head = kvh * group + warp;
+    const int n = *d_pos + 1, chunk = att_dec_chunk(n, S);
+    const int begin = blockIdx.y * chunk, end = min(begin + chunk, n);
+    __half *Kt = (__half *)att_sm, *Vt = Kt + 2 * 32 * (hd + 8);
+    float *Qs = (float *)(Vt + 2 * 32 * hd);
+    if (begin < end) {
+        att_tile_load(Kt, Vt, kc, vc, begin, end, kvdim, kvh * hd, hd);
+        for (int e = threadIdx.x; e < group * hd; e += blockDim.x) Qs[e] = q[(size_t)kvh * group * hd + e] * scale;
+        float m = -INFINITY, l = 0.0f;
+        float2 acc[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[i] = make_float2(0.0f, 0.0f);
+        int buf = 0;
+        for (int p0 = begin; p0 < end; p0 += 32, buf ^= 1) {
+            if (p0 + 32 < end) {
+                att_tile_load(Kt + (buf ^ 1) * 32 * (hd + 8), Vt + (buf ^ 1) * 32 * hd, kc, vc, p0 + 32, end, kvdim,
+                              kvh * hd, hd);
+                cp_async_wait<1>();
+            } else cp_async_wait<0>();
+            __syncthreads();
+            const __half *Kb = Kt + buf * 32 * (hd + 8), *Vb = Vt + buf * 32 * hd;
+            const uint4 *kr = (const uint4 *)(Kb + lane * (hd + 8));
+            const float4 *qv = (const float4 *)(Qs + warp * hd);
+            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+            for (int i = 0; i < hd / 8; i++) {
+                const uint4 u = kr[i];
+                const float2 k0 = __half22float2(*(const __half2 *)&u.x), k1 = __half22float2(*(const __half2 *)&u.y);
+                const float2 k2 = __half22float2(*(const __half2 *)&u.z), k3 = __half22float2(*(const __half2 *)&u.w);
+                const float4 a = qv[2 * i], b = qv[2 * i + 1];
+                d0 += a.x * k0.x + a.y * k0.y, d1 += a.z * k1.x + a.w * k1.y;
+                d2 += b.x * k2.x + b.y * k2.y, d3 += b.z * k3.x + b.w * k3.y;
+            }
+            /* lane 0's position is below end, so the tile maximum is finite */
+            const float sc = p0 + lane < end ? (d0 + d1) + (d2 + d3) : -INFINITY;
+            const float mn = fmaxf(m, warp_max(sc)), r = expf(m - mn), pe = expf(sc - mn);
+            l = l * r + pe; /* this lane's share; summed over the warp at the end */
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                if (i < np) acc[i].x *= r, acc[i].y *= r;
+            const __half2 *vr = (const __half2 *)Vb + lane;
+#pragma unroll 8
+            for (int j = 0; j < 32; j++) {
+                const float pj = __shfl_sync(0xffffffffu, pe, j);
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    if (i < np) {
+                        const float2 v = __half22float2(vr[j * (hd / 2) + 32 * i]);
+                        acc[i].x += pj * v.x, acc[i].y += pj * v.y;
+                    }
+            }
+            m = mn;
+            __syncthreads(); /* everyone is done with buf before it is loaded again */
+        }
+        l = warp_sum(l);
+        float *pp = part + ((size_t)head * S + blockIdx.y) * (hd + 2);
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            if (i < np) *(float2 *)(pp + 2 * lane + 64 * i) = acc[i];
+        if (lane == 0) pp[hd] = m, pp[hd + 1] = l;
+    }
+    __threadfence(); /* our partials are visible to whichever block is last */
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter + kvh, 1u) == (unsigned)S - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    if (threadIdx.x == 0) counter[kvh] = 0; /* ready for the next layer */
+    /* merge the splits that had positions; every one has l >= 1 */
+    const int ns = (n + chunk - 1) / chunk;
+    const float *pp = part + (size_t)head * S * (hd + 2);
+    float M = -INFINITY;
+    for (int s = lane; s < ns; s += 32) M = fmaxf(M, __ldcg(pp + (size_t)s * (hd + 2) + hd));
+    M = warp_max(M);
+    float den = 0.0f;
+    float2 o[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) o[i] = make_float2(0.0f, 0.0f);
+    for (int s = 0; s < ns; s++) {
+        const float *ps = pp + (size_t)s * (hd + 2);
+        const float w = expf(__ldcg(ps + hd) - M);
+        den += w * __ldcg(ps + hd + 1);
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            if (i < np) {
+                const float2 a = __ldcg((const float2 *)(ps + 2 * lane + 64 * i));
+                o[i].x += w * a.x, o[i].y += w * a.y;
+            }
+    }
+    float *ob = Qs + warp * hd; /* q is no longer needed: the output's Q8_K is made from here */
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        if (i < np) {
+            const float2 r = make_float2(o[i].x / den, o[i].y / den);
+            *(float2 *)(out + (size_t)head * hd + 2 * lane + 64 * i) = r;
+            *(float2 *)(ob + 2 * lane + 64 * i) = r;
+        }
+    if (!oq) return;
+    __syncthreads();
+    const int base = kvh * group * hd;
+    for (int sb = warp; sb < group * hd / 256; sb += group) quant_sb(Qs + sb * 256, oq + base + sb * 256, od + base / 256 + sb, lane);
+}
 /* Stage of top-k: block b keeps the k best of vals[b*chunk .. +chunk)
  * (ids[] or the index itself), writing out_v/out_i[b*k + r] in descending
  * order; ties go to the lower id; used entries are marked id -1. */
@@ -1236,10 +1404,11 @@ struct gpu_model {
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
     int8_t *xq; /* Q8_K activations of the next product input: [B][max dim] */
     unsigned *counter; /* blocks done, for the fused norms (zero between kernels) */
+    unsigned *att_counter; /* [n_kv]: k_attn_dec's blocks done per KV head (likewise) */
     float *xd;  /* ... their scales: [B][max dim / 256] */
     float *tk_v, *tk_fv;
     int *tk_i, *tk_fi;
-    int use_mma, use_graph, use_fuse, use_q8, qt;
+    int use_mma, use_graph, use_fuse, use_q8, use_datt, qt;
     unsigned skip; /* SMOLBOT_GPU_SKIP: profiling only */
     uint8_t nope[256];
     unsigned gen;
@@ -1250,7 +1419,7 @@ struct gpu_kv {
     gpu_model *g;
     int n_ctx, nsplit;
     __half *k, *v; /* [n_layer][n_ctx][kvdim] */
-    float *part;   /* [n_head][nsplit][hd + 2] */
+    float *part;   /* [n_head][max(nsplit, ATT_DEC_SPLITS)][hd + 2] */
     cudaGraphExec_t exec;
     unsigned gen;
     int graph_failed;
@@ -1259,6 +1428,10 @@ struct gpu_kv {
 static int env_off(const char *name) {
     const char *e = getenv(name);
     return e && (!strcmp(e, "0") || !strcmp(e, "off") || !strcmp(e, "no"));
+}
+static int env_on(const char *name) {
+    const char *e = getenv(name);
+    return e && (!strcmp(e, "1") || !strcmp(e, "on") || !strcmp(e, "yes"));
 }
 
 extern "C" int gpu_available(char *msg, size_t msg_len) {
@@ -1396,6 +1569,9 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
         if (g_alloc(g, &p, 64, msg, msg_len)) goto fail_nock;
         g->counter = (unsigned *)p;
         CK(cudaMemset(g->counter, 0, 64));
+        if (g_alloc(g, &p, (size_t)d->n_head_kv * sizeof(unsigned), msg, msg_len)) goto fail_nock;
+        g->att_counter = (unsigned *)p;
+        CK(cudaMemset(g->att_counter, 0, (size_t)d->n_head_kv * sizeof(unsigned)));
         if (g_alloc(g, &p, (size_t)(B + 1) * sizeof(int), msg, msg_len)) goto fail_nock;
         g->d_io = (int *)p;
         if (g_alloc(g, &p, TOPK_BLOCKS * TOPK_MAX * sizeof(int), msg, msg_len)) goto fail_nock;
@@ -1410,6 +1586,10 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
     /* the fused decode kernels multiply K-quants by Q8_K activations only */
     g->use_fuse = !env_off("SMOLBOT_GPU_FUSE") && g->use_q8;
+    /* not yet measured on a GPU: opt-in until it is (see k_attn_dec) */
+    g->use_datt = env_on("SMOLBOT_GPU_DATT") && attn_dec_ok(hd, group);
+    if (g->use_datt)
+        CK(cudaFuncSetAttribute(k_attn_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_dec_smem(hd, group)));
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
@@ -1430,9 +1610,10 @@ extern "C" int gpu_kv_new(gpu_model *g, int n_ctx, gpu_kv **out, char *msg, size
     const size_t kvdim = (size_t)g->c.n_head_kv * g->c.head_dim;
     const size_t bytes = (size_t)g->c.n_layer * n_ctx * kvdim * sizeof(__half);
     kv->g = g, kv->n_ctx = n_ctx, kv->nsplit = (n_ctx + ATT_SPLIT - 1) / ATT_SPLIT;
+    const int nparts = kv->nsplit > ATT_DEC_SPLITS ? kv->nsplit : ATT_DEC_SPLITS;
     CK(cudaMalloc((void **)&kv->k, bytes));
     CK(cudaMalloc((void **)&kv->v, bytes));
-    CK(cudaMalloc((void **)&kv->part, (size_t)g->c.n_head * kv->nsplit * (g->c.head_dim + 2) * sizeof(float)));
+    CK(cudaMalloc((void **)&kv->part, (size_t)g->c.n_head * nparts * (g->c.head_dim + 2) * sizeof(float)));
     CK(cudaMemset(kv->k, 0, bytes));
     CK(cudaMemset(kv->v, 0, bytes));
     *out = kv;
@@ -1622,6 +1803,18 @@ static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const
     }
 }
 
+/* One token's attention by k_attn_dec; the Q8_K of its output too when the
+ * group's heads are whole super-blocks (xq set), else the caller quantizes.
+ * Returns whether it quantized. */
+static int launch_attn_dec(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos,
+                           int n_head, int n_kv, int hd, float scale, float *part, unsigned *counter, float *out,
+                           int8_t *xq, float *xd) {
+    const int group = n_head / n_kv, fq = xq && (group * hd) % 256 == 0;
+    launch(k_attn_dec, dim3(n_kv, ATT_DEC_SPLITS), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head,
+           n_kv, hd, scale, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
+    return fq;
+}
+
 /* Enqueue one chunk of B tokens (tokens/position already in d_io).
  * head: 0 none, 1 last row into logits[0..n_vocab), 2 every row. */
 static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
@@ -1687,10 +1880,14 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
         const float *next_norm = il + 1 < c->n_layer ? g->L[il + 1].attn_norm : g->out_norm;
         __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
         if (!(sk & 2)) dec_qkv(st, L, g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd);
-        if (!(sk & 4))
+        int quantized = 0;
+        if (!(sk & 4) && g->use_datt)
+            quantized = launch_attn_dec(st, g->q, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->att_scale, kv->part,
+                                        g->att_counter, g->att, xq, xd);
+        else if (!(sk & 4))
             launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
                         kv->part);
-        if (!(sk & 8)) quant(st, g->att, qdim, qdim, 1, xq, xd);
+        if (!(sk & 8) && !quantized) quant(st, g->att, qdim, qdim, 1, xq, xd);
         if (!(sk & 16)) dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter);
         if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb);
         if (!(sk & 128)) quant(st, g->hb, F, F, 1, xq, xd);
@@ -1932,26 +2129,55 @@ extern "C" int gpu_test_rope(float *x, int n_heads, int head_dim, int pos, float
 }
 
 extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint16_t *v, int n_head, int n_kv, int hd,
-                                  int n_tok, int pos0, int decode, float *out, char *msg, size_t msg_len) {
+                                  int n_tok, int pos0, int kernel, float *out, int8_t *oq, float *od, char *msg,
+                                  size_t msg_len) {
     tbufs b = {{0}, 0};
     const int group = n_head / n_kv, qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok;
-    if (hd % 32 || hd > 32 * ATT_DPL || group < 1 || group > ATT_PAIRS || (decode && n_tok != 1)) {
+    if (hd % 32 || hd > 32 * ATT_DPL || group < 1 || group > ATT_PAIRS || (kernel && n_tok != 1) ||
+        (kernel == GPU_ATT_DEC && !attn_dec_ok(hd, group)) || kernel < 0 || kernel > GPU_ATT_DEC) {
         set_msg(msg, msg_len, "attention shape unsupported");
         return -1;
     }
     const int nsplit = (n_pos + ATT_SPLIT - 1) / ATT_SPLIT, qt = ATT_PAIRS / group;
+    const int nparts = nsplit > ATT_DEC_SPLITS ? nsplit : ATT_DEC_SPLITS;
     float *dq = (float *)t_up(&b, q, (size_t)n_tok * qdim * 4);
     __half *kc = (__half *)t_up(&b, k, (size_t)n_pos * kvdim * 2), *vc = (__half *)t_up(&b, v, (size_t)n_pos * kvdim * 2);
     float *dout = (float *)t_up(&b, NULL, (size_t)n_tok * qdim * 4);
-    float *part = (float *)t_up(&b, NULL, (size_t)n_head * nsplit * (hd + 2) * 4);
+    float *part = (float *)t_up(&b, NULL, (size_t)n_head * nparts * (hd + 2) * 4);
     int *dp = (int *)t_up(&b, &pos0, sizeof pos0);
-    T_NEED(dq && kc && vc && dout && part && dp);
-    if (cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)) != cudaSuccess) {
-        t_free(&b);
-        set_msg(msg, msg_len, "CUDA: shared memory for attention");
-        return -1;
+    unsigned *cnt = (unsigned *)t_up(&b, NULL, (size_t)n_kv * sizeof(unsigned));
+    int8_t *dxq = (int8_t *)t_up(&b, NULL, (size_t)qdim);
+    float *dxd = (float *)t_up(&b, NULL, (size_t)(qdim / 256 + 1) * 4);
+    T_NEED(dq && kc && vc && dout && part && dp && cnt && dxq && dxd);
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (kernel == GPU_ATT_DEC) {
+        if (cudaMemset(cnt, 0, (size_t)n_kv * sizeof(unsigned)) != cudaSuccess ||
+            cudaFuncSetAttribute(k_attn_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_dec_smem(hd, group)) !=
+                cudaSuccess) {
+            t_free(&b);
+            set_msg(msg, msg_len, "CUDA: setup of k_attn_dec");
+            return -1;
+        }
+        /* twice: the second run finds the counters the first one left (zero) */
+        int fq = 0;
+        for (int rep = 0; rep < 2; rep++)
+            fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, part, cnt, dout, oq ? dxq : NULL, dxd);
+        if (oq && !fq) quant(0, dout, qdim, qdim, 1, dxq, dxd);
+        if (oq && (cudaMemcpy(oq, dxq, (size_t)qdim, cudaMemcpyDeviceToHost) != cudaSuccess ||
+                   cudaMemcpy(od, dxd, (size_t)(qdim / 256) * 4, cudaMemcpyDeviceToHost) != cudaSuccess)) {
+            t_free(&b);
+            set_msg(msg, msg_len, "CUDA: copy");
+            return -1;
+        }
+    } else {
+        if (cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)) !=
+            cudaSuccess) {
+            t_free(&b);
+            set_msg(msg, msg_len, "CUDA: shared memory for attention");
+            return -1;
+        }
+        launch_attn(0, dq, kc, vc, dp, n_tok, n_head, n_kv, hd, qt, nsplit, scale, dout, part);
     }
-    launch_attn(0, dq, kc, vc, dp, n_tok, n_head, n_kv, hd, qt, nsplit, 1.0f / sqrtf((float)hd), dout, part);
     return t_finish(&b, out, dout, (size_t)n_tok * qdim * 4, msg, msg_len);
 }
 
