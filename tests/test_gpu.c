@@ -140,7 +140,7 @@ static void test_quant(void) {
     free(x), free(d), free(q), free(ref);
 }
 
-/* GPU product (path 0: k_mv, 1: k_mma) against the reference dequantization
+/* GPU product (gpu_test_matmul's paths) against the reference dequantization
  * and a double dot product; tolerance relative to sum |w x|. */
 static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int path, double rel) {
     void *w = random_rows(type, n_in, n_out);
@@ -149,7 +149,7 @@ static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int p
     for (int64_t i = 0; i < n_tok * n_in; i++) x[i] = frand(-1, 1);
     char msg[256] = "";
     int rc = gpu_test_matmul(type, w, n_out, n_in, x, n_tok, y, path, msg, sizeof msg);
-    /* K-quants on paths 1..5 multiply Q8_K activations: the reference does too */
+    /* K-quants on paths 1..7 multiply Q8_K activations: the reference does too */
     if (path >= 1 && (type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K)) {
         void *q8 = malloc((size_t)(n_in / 256) * sizeof(kern_block_q8_K));
         for (int t = 0; t < n_tok; t++) {
@@ -210,12 +210,16 @@ static void test_matmul_tensor_cores(void) {
         check_matmul(t, 67, 512, 37, 1, is_kq(t) ? 1e-5 : 3e-3);
         check_matmul(t, 130, 768, 129, 1, is_kq(t) ? 1e-5 : 3e-3);
         if (is_kq(t)) check_matmul(t, 67, 512, 37, 6, 3e-3);
+        if (is_kq(t)) check_matmul(t, 67, 512, 37, 7, 1e-5);   /* integer fold: 32-token tiles */
+        if (is_kq(t)) check_matmul(t, 130, 768, 129, 7, 1e-5);
     }
     const int big[] = {KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
     for (size_t i = 0; i < CORE_ARRAY_LEN(big); i++) {
         check_matmul(big[i], 2112, 256, 1000, 1, 1e-5); /* 128-token tiles */
         check_matmul(big[i], 2112, 256, 500, 1, 1e-5);  /* 64-token tiles (smaller ones: above) */
         check_matmul(big[i], 2112, 256, 1000, 6, 3e-3);
+        check_matmul(big[i], 2112, 1024, 1000, 7, 1e-5); /* integer fold over 4 super-blocks, 128-token tiles */
+        check_matmul(big[i], 2112, 512, 500, 7, 1e-5);   /* ... 64-token tiles */
     }
 }
 
@@ -456,10 +460,13 @@ static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); 
  * where the CPU's margin is clear); model_decode_topk on the GPU returns
  * the same step's best ids. Uses the f32 tiny model, or the q4_k_m one when only
  * that is present. Then the device cache survives copy and truncate. */
-/* datt: SMOLBOT_GPU_DATT for the GPU model (the decode attention kernel) */
-static void decode_and_cache(const char *datt) {
+/* optin "1": the GPU model with the opt-in kernels (SMOLBOT_GPU_DATT:
+ * k_attn_dec; SMOLBOT_GPU_MMQI: k_mmq's integer fold in the 12-token
+ * prefill) */
+static void decode_and_cache(const char *optin) {
     if (!gpu_ready()) T_SKIP("%s", skip_why);
-    setenv("SMOLBOT_GPU_DATT", datt, 1);
+    setenv("SMOLBOT_GPU_DATT", optin, 1);
+    setenv("SMOLBOT_GPU_MMQI", optin, 1);
     const char *file = t_shared("models/smollm3-tiny-f32.gguf") ? "models/smollm3-tiny-f32.gguf"
                                                                   : "models/smollm3-tiny-q4_k_m.gguf";
     const int is_f32 = strstr(file, "f32") != NULL;
@@ -534,8 +541,13 @@ static void decode_and_cache(const char *datt) {
     unload(&G);
     unload(&C);
 }
-static void test_decode_and_cache(void) { decode_and_cache("0"); unsetenv("SMOLBOT_GPU_DATT"); }
-static void test_decode_and_cache_datt(void) { decode_and_cache("1"); unsetenv("SMOLBOT_GPU_DATT"); }
+static void decode_and_cache_env(const char *optin) {
+    decode_and_cache(optin);
+    unsetenv("SMOLBOT_GPU_DATT");
+    unsetenv("SMOLBOT_GPU_MMQI");
+}
+static void test_decode_and_cache(void) { decode_and_cache_env("0"); }
+static void test_decode_and_cache_optin(void) { decode_and_cache_env("1"); }
 
 static void test_off_and_auto(void) {
     /* Runs everywhere: --gpu off never touches CUDA; on fails cleanly
@@ -569,6 +581,6 @@ int main(void) {
     T_RUN(test_golden_f32);
     T_RUN(test_golden_q4);
     T_RUN(test_decode_and_cache);
-    T_RUN(test_decode_and_cache_datt);
+    T_RUN(test_decode_and_cache_optin);
     return t_done();
 }

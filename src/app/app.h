@@ -9,6 +9,7 @@
 #define APP_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 int cmd_inspect(int argc, char **argv);
@@ -23,6 +24,11 @@ int cmd_bench(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 /* Kernel micro-benchmarks (src/app/bench_kern.c), for `smolbot bench --kernels`. */
 int app_bench_kernels(int argc, char **argv);
+/* Random weight rows of a type with small scales (no NaN), for benchmarks. */
+void app_fill_weights(int type, void *dst, int64_t rows, int64_t n);
+/* `smolbot bench --kernels --gpu on` (bench_gpu.c): the CUDA kernels'
+ * variants on the 3B shapes; quick: fewer repetitions. */
+int app_bench_gpu_kernels(int quick);
 /* Plain read bandwidth in GB/s (summing a 256 MB buffer on the pool's threads). */
 struct kern_pool;
 double app_read_bw(struct kern_pool *pool);

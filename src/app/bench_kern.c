@@ -31,7 +31,7 @@ static uint32_t bk_rnd(void) {
     return (uint32_t)(bk_rng >> 16);
 }
 
-static void fill_weights(int type, void *dst, int64_t rows, int64_t n) {
+void app_fill_weights(int type, void *dst, int64_t rows, int64_t n) {
     const size_t rs = kern_row_size(type, n);
     unsigned char *p = dst;
     for (size_t i = 0; i < rs * (size_t)rows; i++) p[i] = (unsigned char)bk_rnd();
@@ -152,7 +152,7 @@ static int bench_attn(void) {
 int app_bench_kernels(int argc, char **argv) {
     int nthreads = core_ncpu();
     const char *isa = NULL;
-    int quick = 0;
+    int quick = 0, gpu_k = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") || !strcmp(argv[i], "-t")) {
             const char *v = app_optarg(argc, argv, &i);
@@ -163,8 +163,13 @@ int app_bench_kernels(int argc, char **argv) {
             if (!(isa = app_optarg(argc, argv, &i))) return 2;
         } else if (!strcmp(argv[i], "--quick")) {
             quick = 1;
+        } else if (!strcmp(argv[i], "--gpu")) { /* the CUDA kernels instead (bench_gpu.c) */
+            const char *v = app_optarg(argc, argv, &i);
+            if (!v) return 2;
+            gpu_k = strcmp(v, "off") != 0;
         }
     }
+    if (gpu_k) return app_bench_gpu_kernels(quick);
     if (kern_init(isa) != 0) {
         fprintf(stderr, "smolbot: ISA '%s' is not available on this CPU\n", isa ? isa : "");
         return 1;
@@ -199,7 +204,7 @@ int app_bench_kernels(int argc, char **argv) {
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
         for (size_t si = 0; si < CORE_ARRAY_LEN(shapes); si++) {
             const int64_t n_out = shapes[si][0];
-            fill_weights(types[ti], w, n_out, n_in);
+            app_fill_weights(types[ti], w, n_out, n_in);
             const double bytes = (double)kern_row_size(types[ti], n_in) * (double)n_out;
             const double t1 = time_matmul(p1, types[ti], w, n_out, n_in, x, 1, y, work);
             const double tn = time_matmul(pn, types[ti], w, n_out, n_in, x, 1, y, work);
@@ -214,7 +219,7 @@ int app_bench_kernels(int argc, char **argv) {
     static const int64_t btoks[] = {1, 2, 3, 4, 6, 8};
     for (size_t ti = 0; ti < 2; ti++) {
         const int64_t n_out = 11008;
-        fill_weights(types[ti], w, n_out, n_in);
+        app_fill_weights(types[ti], w, n_out, n_in);
         const double bytes = (double)kern_row_size(types[ti], n_in) * (double)n_out;
         printf("%-6s %5lldx%-6lld", kern_get_traits(types[ti])->name, (long long)n_out, (long long)n_in);
         for (size_t k = 0; k < CORE_ARRAY_LEN(btoks); k++) {
@@ -229,7 +234,7 @@ int app_bench_kernels(int argc, char **argv) {
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
         for (size_t si = 0; si < CORE_ARRAY_LEN(shapes); si++) {
             const int64_t n_out = shapes[si][0];
-            fill_weights(types[ti], w, n_out, n_in);
+            app_fill_weights(types[ti], w, n_out, n_in);
             printf("%-6s %5lldx%-6lld", kern_get_traits(types[ti])->name, (long long)n_out, (long long)n_in);
             for (size_t k = 0; k < CORE_ARRAY_LEN(toks); k++) {
                 const int64_t nt = toks[k];

@@ -609,8 +609,11 @@ template <int T> __device__ __forceinline__ void mq_load(const uint8_t *row, int
     }
 }
 
-/* unpack into shared row w (64 int8) and its factors fs/fm (per sub-block) */
-template <int T> __device__ __forceinline__ void mq_store(const mq_raw &r, int k0, int q, int8_t *w, float *fs, float *fm) {
+/* unpack into shared row w (64 int8) and its factors fs/fm (per sub-block);
+ * IF (integer fold): fs holds the integer scales (int bits) and dr[0] the
+ * super-block's d */
+template <int T, int IF = 0>
+__device__ __forceinline__ void mq_store(const mq_raw &r, int k0, int q, int8_t *w, float *fs, float *fm, float *dr) {
     if (T == GT_Q4_K || T == GT_Q5_K) {
         const int c = (k0 & 255) >> 6;
         uint2 lo = make_uint2(r.q0.x & 0x0F0F0F0Fu, r.q0.y & 0x0F0F0F0Fu);
@@ -625,8 +628,11 @@ template <int T> __device__ __forceinline__ void mq_store(const mq_raw &r, int k
             const int j = 2 * c + q;
             int sc, m;
             gq_sm(r.s[0], r.s[1], r.s[2], j, &sc, &m);
-            fs[q] = __half2float(__ushort_as_half((unsigned short)(r.dd & 0xFFFF))) * (float)sc;
-            fm[q] = __half2float(__ushort_as_half((unsigned short)(r.dd >> 16))) * (float)m;
+            const float d = __half2float(__ushort_as_half((unsigned short)(r.dd & 0xFFFF)));
+            const float dmin = __half2float(__ushort_as_half((unsigned short)(r.dd >> 16)));
+            fs[q] = IF ? __int_as_float(sc) : d * (float)sc;
+            fm[q] = dmin * (float)m;
+            if (IF && q == 0) dr[0] = d;
         }
     } else {
         const int qu0 = (k0 & 127) >> 5, ns = 4 * (qu0 >> 1); /* values 0..31: qu0 (ql low 32), 32..63: qu0 + 1 (ql high 32) */
@@ -640,12 +646,16 @@ template <int T> __device__ __forceinline__ void mq_store(const mq_raw &r, int k
         /* sub-blocks of 16: 0, 1 -> scales 2*qu0 + {0, 1}; 2, 3 -> 2*(qu0+1) + {0, 1}:
          * bytes (k%128)/16 + {0, 1, 2, 3} of this half's 8 scales */
         const float d = __half2float(__ushort_as_half((unsigned short)r.dd));
-        fs[q] = d * (float)(int8_t)(r.s[0] >> (8 * q));
+        const int sc = (int8_t)(r.s[0] >> (8 * q));
+        if (IF) {
+            fs[q] = __int_as_float(sc);
+            if (q == 0) dr[0] = d;
+        } else fs[q] = d * (float)sc;
         (void)fm;
     }
 }
 
-template <int T, int BN>
+template <int T, int BN, int IF>
 __global__ void __launch_bounds__(256)
     k_mmq(const uint8_t *W, size_t rb, int n_in, int n_out, const int8_t *xq, const float *xd, int n_tok, float *y,
           int ldy, int acc) {
@@ -653,7 +663,7 @@ __global__ void __launch_bounds__(256)
     constexpr int NS = T == GT_Q6_K ? 4 : 2;    /* sub-blocks per step of 64 */
     __shared__ __align__(16) int8_t Wt[2][64 * MQ_LD];
     __shared__ __align__(16) int8_t Xt[2][BN * MQ_LD];
-    __shared__ float Fs[2][64][4], Fm[2][64][2], Xs[2][BN][2], Xd[2][BN];
+    __shared__ float Fs[2][64][4], Fm[2][64][2], Xs[2][BN][2], Xd[2][BN], Dr[2][64];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     const int row0 = blockIdx.x * 64, tok0 = blockIdx.y * BN;
     const int wm = (warp & 1) * 32, wn = (warp >> 1) * (BN / 4);
@@ -678,11 +688,12 @@ __global__ void __launch_bounds__(256)
     };
     auto store = [&](int k0, int s) {
         int8_t *w = Wt[s] + lr * MQ_LD;
-        if (wok) mq_store<T>(raw, k0, lq, w, Fs[s][lr], Fm[s][lr]);
-        else {
+        if (wok) mq_store<T, IF>(raw, k0, lq, w, Fs[s][lr], Fm[s][lr], &Dr[s][lr]);
+        else { /* zeros: float 0 and int 0 have the same bits */
             *(uint2 *)(w + 8 * lq) = make_uint2(0, 0), *(uint2 *)(w + 32 + 8 * lq) = make_uint2(0, 0);
             Fs[s][lr][lq] = 0.0f;
             if (lq < 2) Fm[s][lr][lq] = 0.0f;
+            if (lq == 0) Dr[s][lr] = 0.0f;
         }
 #pragma unroll
         for (int u = 0; u < XC; u++) {
@@ -692,18 +703,23 @@ __global__ void __launch_bounds__(256)
             /* sum per 32: this chunk's 16 plus the neighbour's (lanes tid ^ 1) */
             int sum = __dp4a(xr[u].x, 0x01010101, __dp4a(xr[u].y, 0x01010101, __dp4a(xr[u].z, 0x01010101, __dp4a(xr[u].w, 0x01010101, 0))));
             sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            if (!(part & 1)) Xs[s][tt][part >> 1] = (float)sum;
+            /* IF: the mins' term needs sum * xd only */
+            if (!(part & 1)) Xs[s][tt][part >> 1] = IF ? (float)sum * xdr[u] : (float)sum;
             if (part == 0) Xd[s][tt] = xdr[u];
         }
     };
 
     float ac[2][NT][4];
+    /* IF: the super-block's integer sum_j sc_j (q . a)_j, folded into ac
+     * once per 256 values as the CPU does; the mins' term goes straight
+     * into ac, dmin m_j * xd sum(a)_j, one FFMA per sub-block */
+    int ai[2][NT][4];
 #pragma unroll
     for (int i = 0; i < 2; i++)
 #pragma unroll
         for (int j = 0; j < NT; j++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) ac[i][j][e] = 0.0f;
+            for (int e = 0; e < 4; e++) ac[i][j][e] = 0.0f, ai[i][j][e] = 0;
 
     load(0);
     store(0, 0);
@@ -740,6 +756,25 @@ __global__ void __launch_bounds__(256)
                 }
             }
             /* fold: rows wm + 16i + g (+8), tokens wn + 8j + 2*t4 (+1) */
+            if (IF) {
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    const int ra = wm + 16 * i + g, rb2 = ra + 8;
+                    const int sa = __float_as_int(Fs[s][ra][sb]), sb2 = __float_as_int(Fs[s][rb2][sb]);
+                    const float ma = NS == 2 ? Fm[s][ra][sb] : 0.0f, mb = NS == 2 ? Fm[s][rb2][sb] : 0.0f;
+#pragma unroll
+                    for (int j = 0; j < NT; j++) {
+                        const int ta = wn + 8 * j + 2 * t4;
+                        ai[i][j][0] += sa * c[i][j][0], ai[i][j][1] += sa * c[i][j][1];
+                        ai[i][j][2] += sb2 * c[i][j][2], ai[i][j][3] += sb2 * c[i][j][3];
+                        if (NS == 2) {
+                            const float x0 = Xs[s][ta][sb], x1 = Xs[s][ta + 1][sb];
+                            ac[i][j][0] -= ma * x0, ac[i][j][1] -= ma * x1;
+                            ac[i][j][2] -= mb * x0, ac[i][j][3] -= mb * x1;
+                        }
+                    }
+                }
+            } else
 #pragma unroll
             for (int i = 0; i < 2; i++) {
                 const int ra = wm + 16 * i + g, rb2 = ra + 8;
@@ -761,6 +796,22 @@ __global__ void __launch_bounds__(256)
                         ac[i][j][2] += d0 * sb2 * (float)c[i][j][2];
                         ac[i][j][3] += d1 * sb2 * (float)c[i][j][3];
                     }
+                }
+            }
+        }
+        if (IF && ((k0 + 64) & 255) == 0) { /* the super-block ends: fold its integer sums */
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const int ra = wm + 16 * i + g, rb2 = ra + 8;
+                const float da = Dr[s][ra], db = Dr[s][rb2];
+#pragma unroll
+                for (int j = 0; j < NT; j++) {
+                    const int ta = wn + 8 * j + 2 * t4;
+                    const float d0 = Xd[s][ta], d1 = Xd[s][ta + 1];
+                    ac[i][j][0] += d0 * da * (float)ai[i][j][0], ac[i][j][1] += d1 * da * (float)ai[i][j][1];
+                    ac[i][j][2] += d0 * db * (float)ai[i][j][2], ac[i][j][3] += d1 * db * (float)ai[i][j][3];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) ai[i][j][e] = 0;
                 }
             }
         }
@@ -1581,7 +1632,8 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     }
     g->qt = ATT_PAIRS / group;
     CK(cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)));
-    g->use_mma = (env_off("SMOLBOT_GPU_MMA") ? 0 : 1) | (env_off("SMOLBOT_GPU_MMQ") ? 0 : 2);
+    g->use_mma = (env_off("SMOLBOT_GPU_MMA") ? 0 : 1) | (env_off("SMOLBOT_GPU_MMQ") ? 0 : 2) |
+                 (env_on("SMOLBOT_GPU_MMQI") ? 4 : 0); /* not yet measured on a GPU: opt-in */
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
     g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
     /* the fused decode kernels multiply K-quants by Q8_K activations only */
@@ -1744,13 +1796,14 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
         /* the widest token tile that still gives two blocks per SM */
         const int bn = big ? 128 : rb * ((n_tok + 63) / 64) >= 264 ? 64 : 32;
         const dim3 grid(rb, (n_tok + bn - 1) / bn);
-#define MQ(TT) \
-    (bn == 128 ? k_mmq<TT, 128><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
-     : bn == 64 ? k_mmq<TT, 64><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
-                : k_mmq<TT, 32><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
-        if (w->type == GT_Q4_K) MQ(GT_Q4_K);
-        else if (w->type == GT_Q5_K) MQ(GT_Q5_K);
-        else MQ(GT_Q6_K);
+#define MQ(TT, IF) \
+    (bn == 128 ? k_mmq<TT, 128, IF><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+     : bn == 64 ? k_mmq<TT, 64, IF><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+                : k_mmq<TT, 32, IF><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
+        const int fi = (use_mma & 4) != 0; /* integer fold (SMOLBOT_GPU_MMQI) */
+        if (w->type == GT_Q4_K) fi ? MQ(GT_Q4_K, 1) : MQ(GT_Q4_K, 0);
+        else if (w->type == GT_Q5_K) fi ? MQ(GT_Q5_K, 1) : MQ(GT_Q5_K, 0);
+        else fi ? MQ(GT_Q6_K, 1) : MQ(GT_Q6_K, 0);
 #undef MQ
         return;
     }
@@ -2023,6 +2076,30 @@ static int t_finish(tbufs *b, void *host, const void *dev, size_t bytes, char *m
     if (e != cudaSuccess) { set_msg(msg, msg_len, "CUDA: %s", cudaGetErrorString(e)); return -1; }
     return 0;
 }
+/* gpu_test_timing: after its one checked launch, a test entry launches
+ * its kernels g_reps more times between two events (bench --kernels) */
+static int g_reps;
+static double g_ms;
+extern "C" void gpu_test_timing(int reps) { g_reps = reps > 0 ? reps : 0, g_ms = 0.0; }
+extern "C" double gpu_test_last_ms(void) { return g_ms; }
+#define T_LAUNCH(stmt)                                                        \
+    do {                                                                      \
+        stmt;                                                                 \
+        cudaEvent_t e0_, e1_;                                                 \
+        float ms_ = 0.0f;                                                     \
+        if (g_reps && cudaEventCreate(&e0_) == cudaSuccess) {                 \
+            if (cudaEventCreate(&e1_) == cudaSuccess) {                       \
+                cudaEventRecord(e0_, 0);                                      \
+                for (int r_ = 0; r_ < g_reps; r_++) { stmt; }                 \
+                cudaEventRecord(e1_, 0);                                      \
+                cudaEventSynchronize(e1_);                                    \
+                cudaEventElapsedTime(&ms_, e0_, e1_);                         \
+                g_ms = ms_ / g_reps;                                          \
+                cudaEventDestroy(e1_);                                        \
+            }                                                                 \
+            cudaEventDestroy(e0_);                                            \
+        }                                                                     \
+    } while (0)
 #define T_NEED(ptr)                                                           \
     if (!(ptr)) {                                                             \
         t_free(&b);                                                           \
@@ -2042,7 +2119,7 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
     float *dy = (float *)t_up(&b, NULL, (size_t)n_tok * n_out * 4);
     T_NEED(dy);
     dmat m = {dw, type, (int)n_in, (int)n_out, rb};
-    if (((path == 1 || path == 6) && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) || path < 0 || path > 6) {
+    if (((path == 1 || path == 6 || path == 7) && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) || path < 0 || path > 7) {
         t_free(&b);
         set_msg(msg, msg_len, "path %d: the tensor-core path needs a quantized type and >= %d tokens", path, MMA_MIN_TOK);
         return -1;
@@ -2063,7 +2140,7 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
             dec_single(0, &m, dx + (size_t)t * n_in, xq ? xq + (size_t)t * n_in : NULL, xd ? xd + (size_t)t * (n_in / 256) : NULL,
                        dy + (size_t)t * n_out, MV_STORE, 1 << (path - 2));
     } else
-        matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, path == 1 ? 3 : path == 6 ? 1 : 0);
+        T_LAUNCH(matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, path == 1 ? 3 : path == 6 ? 1 : path == 7 ? 7 : 0));
     return t_finish(&b, y, dy, (size_t)n_tok * n_out * 4, msg, msg_len);
 }
 
@@ -2159,9 +2236,8 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
             return -1;
         }
         /* twice: the second run finds the counters the first one left (zero) */
-        int fq = 0;
-        for (int rep = 0; rep < 2; rep++)
-            fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, part, cnt, dout, oq ? dxq : NULL, dxd);
+        int fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, part, cnt, dout, oq ? dxq : NULL, dxd);
+        T_LAUNCH(fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, part, cnt, dout, oq ? dxq : NULL, dxd));
         if (oq && !fq) quant(0, dout, qdim, qdim, 1, dxq, dxd);
         if (oq && (cudaMemcpy(oq, dxq, (size_t)qdim, cudaMemcpyDeviceToHost) != cudaSuccess ||
                    cudaMemcpy(od, dxd, (size_t)(qdim / 256) * 4, cudaMemcpyDeviceToHost) != cudaSuccess)) {
@@ -2176,7 +2252,7 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
             set_msg(msg, msg_len, "CUDA: shared memory for attention");
             return -1;
         }
-        launch_attn(0, dq, kc, vc, dp, n_tok, n_head, n_kv, hd, qt, nsplit, scale, dout, part);
+        T_LAUNCH(launch_attn(0, dq, kc, vc, dp, n_tok, n_head, n_kv, hd, qt, nsplit, scale, dout, part));
     }
     return t_finish(&b, out, dout, (size_t)n_tok * qdim * 4, msg, msg_len);
 }

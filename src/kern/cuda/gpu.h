@@ -94,8 +94,8 @@ int gpu_sample_topk(gpu_model *g, int k, int32_t *ids, float *vals, char *msg, s
  * (path 0), the prefill kernel (path 1: int8 tensor cores for K-quants, f16
  * tensor cores for other quantized types; path 6: f16 tensor cores for
  * all) or the fused decode kernel with 1, 2, 4, 8 warps per row (paths
- * 2..5). On paths 1..6 K-quant weights see X quantized to Q8_K (as in the
- * model). */
+ * 2..5); path 7: path 1 with k_mmq's integer fold (SMOLBOT_GPU_MMQI). On
+ * paths 1..7 K-quant weights see X quantized to Q8_K (as in the model). */
 int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n_in, const float *x, int n_tok, float *y,
                     int path, char *msg, size_t msg_len);
 /* rows x n (n % 256 == 0) quantized to Q8_K as the model does: q [rows][n],
@@ -110,11 +110,17 @@ int gpu_test_rope(float *x, int n_heads, int head_dim, int pos, float theta, cha
 /* q: [n_tok][n_head*hd] (token t at position pos0 + t); k, v: f16 bits,
  * [pos0 + n_tok][n_kv*hd]; out: [n_tok][n_head*hd]. kernel: GPU_ATT_PREFILL
  * (any n_tok), or for one token GPU_ATT_SPLIT (split-K kernel + combine)
- * or GPU_ATT_DEC (k_attn_dec, run twice in a row; oq/od, when not NULL,
+ * or GPU_ATT_DEC (k_attn_dec, run at least twice in a row; oq/od, when not NULL,
  * get the Q8_K of the output, n_head*hd % 256 == 0). */
 enum { GPU_ATT_PREFILL = 0, GPU_ATT_SPLIT = 1, GPU_ATT_DEC = 2 };
 int gpu_test_attention(const float *q, const uint16_t *k, const uint16_t *v, int n_head, int n_kv, int hd, int n_tok,
                        int pos0, int kernel, float *out, int8_t *oq, float *od, char *msg, size_t msg_len);
+/* Timing for `smolbot bench --kernels --gpu on`: with reps > 0, each
+ * gpu_test_matmul / gpu_test_attention call then also runs its kernels reps
+ * more times and gpu_test_last_ms() is the mean per run (the product only,
+ * not the activations' quantization); 0 turns timing off. */
+void gpu_test_timing(int reps);
+double gpu_test_last_ms(void);
 int gpu_test_topk(const float *x, int n, int k, int32_t *ids, float *vals, char *msg, size_t msg_len);
 
 #ifdef __cplusplus
