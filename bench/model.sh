@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=$1
-BIN=build/smolbot
+BIN=${SMOLBOT_BIN:-build/smolbot}
 [ -s "$MODEL" ] && exit 0
 donor=${SMOLBOT_SHARED:-../shared}/models/smollm3-tiny-q4_k_m.gguf
 [ -r "$donor" ] || donor=$("$BIN" pull --which 2>/dev/null || true)
