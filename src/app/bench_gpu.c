@@ -12,8 +12,9 @@
  *   - decode attention at depths 0, 2048, 8192 (16 query heads, 4 KV heads,
  *     head_dim 128): split-K + combine (the default) against k_attn_dec
  *     (SMOLBOT_GPU_DATT=1), as us per layer and GB/s of K and V read;
- *   - prefill attention (k_attn) over 512 and 2048 tokens from position 0,
- *     as us per layer and TFLOP/s of the causal half.
+ *   - prefill attention over 512 and 2048 tokens from position 0: k_attn
+ *     (CUDA cores, the default) against k_fa (tensor cores,
+ *     SMOLBOT_GPU_FA=1), as us per layer and TFLOP/s of the causal half.
  * Each figure is the mean over repetitions after one checked launch
  * (gpu_test_timing); inputs are random, weights have small scales.
  */
@@ -135,11 +136,12 @@ static int bench_attention(void) {
     }
     static const int toks[] = {512, 2048};
     printf("\nprefill attention from position 0, one layer: us   [TFLOP/s of the causal half]\n");
+    printf("%-8s %22s %22s\n", "tokens", "k_attn (CUDA cores)", "k_fa (tensor cores)");
     for (size_t i = 0; i < CORE_ARRAY_LEN(toks); i++) {
         const double flops = 4.0 * 128 * 16 * (double)toks[i] * (toks[i] + 1) / 2;
-        const double a = bg_attention(toks[i], 0, GPU_ATT_PREFILL);
-        if (a < 0) return 1;
-        printf("%-8d %12.1f [%7.1f]\n", toks[i], a, flops / (a * 1e-6) / 1e12);
+        const double a = bg_attention(toks[i], 0, GPU_ATT_PREFILL), b = bg_attention(toks[i], 0, GPU_ATT_FA);
+        if (a < 0 || b < 0) return 1;
+        printf("%-8d %12.1f [%7.1f] %12.1f [%7.1f]\n", toks[i], a, flops / (a * 1e-6) / 1e12, b, flops / (b * 1e-6) / 1e12);
     }
     return 0;
 }

@@ -1236,17 +1236,18 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-/* Tile of positions p0..p0+31 of one KV head (column off of the cache
- * rows): K rows padded by 8 halves (lane j's 16-byte reads of row j fall in
- * distinct banks), V rows packed; rows at or past end are zeros. */
+/* Tile of positions p0..p0+rows-1 of one KV head (column off of the cache
+ * rows) into shared memory, one cp.async group: K rows padded by 8 halves
+ * (row j's 16-byte pieces fall in distinct banks for 8 consecutive rows),
+ * V rows vld halves apart; rows at or past end are zeros. */
 __device__ __forceinline__ void att_tile_load(__half *Kb, __half *Vb, const __half *kc, const __half *vc, int p0, int end,
-                                              int kvdim, int off, int hd) {
+                                              int kvdim, int off, int hd, int rows, int vld) {
     const int cpr = hd / 8;
-    for (int c = threadIdx.x; c < 32 * cpr; c += blockDim.x) {
+    for (int c = threadIdx.x; c < rows * cpr; c += blockDim.x) {
         const int j = c / cpr, d = (c % cpr) * 8, p = p0 + j, ok = p < end ? 16 : 0;
         const size_t gofs = (size_t)(ok ? p : p0) * kvdim + off + d;
         cp_async16(Kb + j * (hd + 8) + d, kc + gofs, ok);
-        cp_async16(Vb + j * hd + d, vc + gofs, ok);
+        cp_async16(Vb + j * vld + d, vc + gofs, ok);
     }
     cp_async_commit();
 }
@@ -1264,7 +1265,7 @@ __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *
     __half *Kt = (__half *)att_sm, *Vt = Kt + 2 * 32 * (hd + 8);
     float *Qs = (float *)(Vt + 2 * 32 * hd);
     if (begin < end) {
-        att_tile_load(Kt, Vt, kc, vc, begin, end, kvdim, kvh * hd, hd);
+        att_tile_load(Kt, Vt, kc, vc, begin, end, kvdim, kvh * hd, hd, 32, hd);
         for (int e = threadIdx.x; e < group * hd; e += blockDim.x) Qs[e] = q[(size_t)kvh * group * hd + e] * scale;
         float m = -INFINITY, l = 0.0f;
         float2 acc[4];
@@ -1274,7 +1275,7 @@ __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *
         for (int p0 = begin; p0 < end; p0 += 32, buf ^= 1) {
             if (p0 + 32 < end) {
                 att_tile_load(Kt + (buf ^ 1) * 32 * (hd + 8), Vt + (buf ^ 1) * 32 * hd, kc, vc, p0 + 32, end, kvdim,
-                              kvh * hd, hd);
+                              kvh * hd, hd, 32, hd);
                 cp_async_wait<1>();
             } else cp_async_wait<0>();
             __syncthreads();
@@ -1359,6 +1360,158 @@ __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *
     const int base = kvh * group * hd;
     for (int sb = warp; sb < group * hd / 256; sb += group) quant_sb(Qs + sb * 256, oq + base + sb * 256, od + base / 256 + sb, lane);
 }
+/* ---- prefill attention on tensor cores (SMOLBOT_GPU_FA=1) ---------------
+ * k_attn scores and sums on CUDA cores, one (token, head) pair per warp;
+ * at 2048 tokens a layer's causal attention is 4.4 GFLOP. k_fa is flash
+ * attention on f16 tensor cores (mma.sync m16n8k16, f32 accumulation), as
+ * llama.cpp's CUDA build does it:
+ *   - block (KV head, tile of 16 * 4 / group tokens), 4 warps; warp w takes
+ *     query head w % group of its KV head and 16 tokens (w / group), so the
+ *     group's heads share every K/V tile;
+ *   - K/V tiles of FA_KEYS positions, double-buffered in shared memory by
+ *     cp.async (rows padded by 8 halves: the 8 row addresses of an ldmatrix
+ *     fall in distinct banks); keys past the block's last query are zeros
+ *     and masked;
+ *   - per tile: S = Q K^T (Q pre-scaled, held as f16 A fragments for the
+ *     whole loop; K by ldmatrix), causal mask, online softmax per row (a
+ *     row lives in a quad of lanes), P rounded to f16 and used as the A
+ *     fragment of O += P V directly (V by ldmatrix.trans); the row sums
+ *     add the rounded P, so O / l normalizes what was multiplied;
+ *   - a warp skips the products of tiles wholly after its last query.
+ * Fragment layouts (PTX ISA, f16 m16n8k16; g = lane / 4, t = lane % 4):
+ *   A: a0 = A[g][2t..], a1 = A[g+8][2t..], a2 = A[g][8+2t..], a3 = A[g+8][8+2t..]
+ *   B: b0 = B[2t..][g], b1 = B[8+2t..][g];  C: c0,c1 = C[g][2t..], c2,c3 = C[g+8][2t..]
+ * Shapes: head_dim 64 or 128, group 1, 2 or 4. */
+#define FA_KEYS 64
+#define FA_WARPS 4
+
+static size_t fa_smem(int hd) { return (size_t)2 * 2 * FA_KEYS * (hd + 8) * sizeof(__half); }
+static bool fa_ok(int hd, int group) { return (hd == 64 || hd == 128) && (group == 1 || group == 2 || group == 4); }
+static int fa_tokens(int group) { return 16 * (FA_WARPS / group); }
+
+__device__ __forceinline__ void ldsm_x4(unsigned *r, const __half *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned *r, const __half *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+__device__ __forceinline__ void mma_f16(float *c, const unsigned *a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+/* lo in the low half: the element of the lower column index */
+__device__ __forceinline__ unsigned pack_h2(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *(const unsigned *)&h;
+}
+__device__ __forceinline__ float h2_sum(unsigned u) {
+    const float2 f = __half22float2(*(const __half2 *)&u);
+    return f.x + f.y;
+}
+
+template <int HD>
+__global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __half *kc, const __half *vc, const int *d_pos,
+                                                       int n_tok, int n_head, int n_kv, float scale, float *out) {
+    extern __shared__ __align__(16) unsigned char fa_sm[];
+    constexpr int LD = HD + 8, KS = HD / 16, DT = HD / 8; /* row stride; k-steps over dims; n8 tiles of dims */
+    const int group = n_head / n_kv, kvdim = n_kv * HD, qdim = n_head * HD, tq = FA_WARPS / group * 16;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, mi = lane >> 3;
+    const int kvh = blockIdx.x, head = kvh * group + warp % group;
+    const int t0 = blockIdx.y * tq + (warp / group) * 16, pos0 = *d_pos;
+    const int kend = pos0 + min((int)blockIdx.y * tq + tq, n_tok);       /* keys the block needs */
+    const int wmax = pos0 + min(t0 + 15, n_tok - 1);                      /* the warp's last query position */
+    const int qpa = pos0 + min(t0 + g, n_tok - 1), qpb = pos0 + min(t0 + g + 8, n_tok - 1); /* rows g, g + 8 */
+    __half *Ks = (__half *)fa_sm, *Vs = Ks + 2 * FA_KEYS * LD;
+    att_tile_load(Ks, Vs, kc, vc, 0, kend, kvdim, kvh * HD, HD, FA_KEYS, LD);
+    unsigned qa[KS][4]; /* rows past n_tok repeat the last token: computed, never written */
+    {
+        const float *r0 = q + (size_t)(qpa - pos0) * qdim + head * HD, *r1 = q + (size_t)(qpb - pos0) * qdim + head * HD;
+#pragma unroll
+        for (int k = 0; k < KS; k++) {
+            const float2 x0 = *(const float2 *)(r0 + 16 * k + 2 * t), x1 = *(const float2 *)(r1 + 16 * k + 2 * t);
+            const float2 x2 = *(const float2 *)(r0 + 16 * k + 8 + 2 * t), x3 = *(const float2 *)(r1 + 16 * k + 8 + 2 * t);
+            qa[k][0] = pack_h2(x0.x * scale, x0.y * scale), qa[k][1] = pack_h2(x1.x * scale, x1.y * scale);
+            qa[k][2] = pack_h2(x2.x * scale, x2.y * scale), qa[k][3] = pack_h2(x3.x * scale, x3.y * scale);
+        }
+    }
+    float o[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+    const int ntiles = (kend + FA_KEYS - 1) / FA_KEYS;
+    for (int it = 0; it < ntiles; it++) {
+        const int kb = it * FA_KEYS, buf = it & 1;
+        if (it + 1 < ntiles) {
+            att_tile_load(Ks + (buf ^ 1) * FA_KEYS * LD, Vs + (buf ^ 1) * FA_KEYS * LD, kc, vc, kb + FA_KEYS, kend, kvdim,
+                          kvh * HD, HD, FA_KEYS, LD);
+            cp_async_wait<1>();
+        } else cp_async_wait<0>();
+        __syncthreads();
+        if (kb <= wmax) { /* warp-uniform; tile 0 always runs, so m0, m1 are finite after it */
+            const __half *Kb = Ks + buf * FA_KEYS * LD, *Vb = Vs + buf * FA_KEYS * LD;
+            float sc[FA_KEYS / 8][4];
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+#pragma unroll
+            for (int k = 0; k < KS; k++)
+#pragma unroll
+                for (int j = 0; j < FA_KEYS / 8; j += 2) {
+                    unsigned b[4]; /* keys 8j.. (+8 for matrices 2, 3), dims 16k.. (+8 for 1, 3) */
+                    ldsm_x4(b, Kb + (8 * j + (mi >> 1) * 8 + (lane & 7)) * LD + 16 * k + (mi & 1) * 8);
+                    mma_f16(sc[j], qa[k], b[0], b[1]);
+                    mma_f16(sc[j + 1], qa[k], b[2], b[3]);
+                }
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int key = kb + 8 * j + 2 * t + (e & 1);
+                    if (key > (e < 2 ? qpa : qpb)) sc[j][e] = -INFINITY;
+                    if (e < 2) mx0 = fmaxf(mx0, sc[j][e]);
+                    else mx1 = fmaxf(mx1, sc[j][e]);
+                }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1)), mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1)), mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1), r0 = expf(m0 - n0), r1 = expf(m1 - n1);
+            m0 = n0, m1 = n1, l0 *= r0, l1 *= r1;
+#pragma unroll
+            for (int d = 0; d < DT; d++) o[d][0] *= r0, o[d][1] *= r0, o[d][2] *= r1, o[d][3] *= r1;
+            unsigned pa[FA_KEYS / 16][4]; /* P as A fragments: keys 16s.. are n8 tiles 2s, 2s + 1 */
+#pragma unroll
+            for (int j = 0; j < FA_KEYS / 8; j++) {
+                const unsigned u0 = pack_h2(expf(sc[j][0] - n0), expf(sc[j][1] - n0));
+                const unsigned u1 = pack_h2(expf(sc[j][2] - n1), expf(sc[j][3] - n1));
+                pa[j >> 1][(j & 1) * 2] = u0, pa[j >> 1][(j & 1) * 2 + 1] = u1;
+                l0 += h2_sum(u0), l1 += h2_sum(u1);
+            }
+#pragma unroll
+            for (int s = 0; s < FA_KEYS / 16; s++)
+#pragma unroll
+                for (int d = 0; d < DT; d += 2) {
+                    unsigned b[4]; /* transposed: keys 16s.. (+8 for matrices 1, 3), dims 8d.. (+8 for 2, 3) */
+                    ldsm_x4_t(b, Vb + (16 * s + (mi & 1) * 8 + (lane & 7)) * LD + 8 * d + (mi >> 1) * 8);
+                    mma_f16(o[d], pa[s], b[0], b[1]);
+                    mma_f16(o[d + 1], pa[s], b[2], b[3]);
+                }
+        }
+        __syncthreads(); /* the buffer is loaded again next iteration */
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1), l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1), l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int ta = t0 + g, tb = ta + 8;
+#pragma unroll
+    for (int d = 0; d < DT; d++) {
+        if (ta < n_tok) *(float2 *)(out + (size_t)ta * qdim + head * HD + 8 * d + 2 * t) = make_float2(o[d][0] / l0, o[d][1] / l0);
+        if (tb < n_tok) *(float2 *)(out + (size_t)tb * qdim + head * HD + 8 * d + 2 * t) = make_float2(o[d][2] / l1, o[d][3] / l1);
+    }
+}
+
 /* Stage of top-k: block b keeps the k best of vals[b*chunk .. +chunk)
  * (ids[] or the index itself), writing out_v/out_i[b*k + r] in descending
  * order; ties go to the lower id; used entries are marked id -1. */
@@ -1459,7 +1612,7 @@ struct gpu_model {
     float *xd;  /* ... their scales: [B][max dim / 256] */
     float *tk_v, *tk_fv;
     int *tk_i, *tk_fi;
-    int use_mma, use_graph, use_fuse, use_q8, use_datt, qt;
+    int use_mma, use_graph, use_fuse, use_q8, use_datt, use_fa, qt;
     unsigned skip; /* SMOLBOT_GPU_SKIP: profiling only */
     uint8_t nope[256];
     unsigned gen;
@@ -1642,6 +1795,10 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_datt = env_on("SMOLBOT_GPU_DATT") && attn_dec_ok(hd, group);
     if (g->use_datt)
         CK(cudaFuncSetAttribute(k_attn_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_dec_smem(hd, group)));
+    g->use_fa = env_on("SMOLBOT_GPU_FA") && fa_ok(hd, group); /* likewise opt-in (see k_fa) */
+    if (g->use_fa)
+        CK(cudaFuncSetAttribute(hd == 128 ? k_fa<128> : k_fa<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)fa_smem(hd)));
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
@@ -1839,9 +1996,17 @@ static void quant(cudaStream_t st, const float *x, int n, int ldx, int rows, int
     launch(k_quant, grid, 256, 0, st, x, n, ldx, xq, xd);
 }
 
+/* fa: k_fa for more than one token (the caller checked fa_ok and set its
+ * shared memory limit) */
 static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok,
-                        int n_head, int n_kv, int hd, int qt, int nsplit, float scale, float *out, float *part) {
+                        int n_head, int n_kv, int hd, int qt, int nsplit, float scale, float *out, float *part, int fa) {
     const int group = n_head / n_kv;
+    if (n_tok > 1 && fa) {
+        const dim3 grid(n_kv, (n_tok + fa_tokens(group) - 1) / fa_tokens(group));
+        if (hd == 128) k_fa<128><<<grid, FA_WARPS * 32, fa_smem(hd), st>>>(q, kc, vc, d_pos, n_tok, n_head, n_kv, scale, out);
+        else k_fa<64><<<grid, FA_WARPS * 32, fa_smem(hd), st>>>(q, kc, vc, d_pos, n_tok, n_head, n_kv, scale, out);
+        return;
+    }
     if (n_tok == 1) {
         const int pairs = group, nw = pairs < 8 ? pairs : 8;
         dim3 grid(n_kv, nsplit);
@@ -1890,7 +2055,7 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
         k_rope_store<<<B, 256, 0, st>>>(g->q, g->k, g->v, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->theta_scale,
                                         !g->nope[il]);
         launch_attn(st, g->q, kc, vc, d_pos, B, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
-                    kv->part);
+                    kv->part, g->use_fa);
         if (xq) quant(st, g->att, qdim, qdim, B, xq, xd);
         matmul(st, &L->wo, g->att, qdim, xq, xd, B, g->x, E, 1, mma);
         k_rmsnorm<<<B, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
@@ -1939,7 +2104,7 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
                                         g->att_counter, g->att, xq, xd);
         else if (!(sk & 4))
             launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
-                        kv->part);
+                        kv->part, 0);
         if (!(sk & 8) && !quantized) quant(st, g->att, qdim, qdim, 1, xq, xd);
         if (!(sk & 16)) dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter);
         if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb);
@@ -2210,8 +2375,9 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
                                   size_t msg_len) {
     tbufs b = {{0}, 0};
     const int group = n_head / n_kv, qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok;
-    if (hd % 32 || hd > 32 * ATT_DPL || group < 1 || group > ATT_PAIRS || (kernel && n_tok != 1) ||
-        (kernel == GPU_ATT_DEC && !attn_dec_ok(hd, group)) || kernel < 0 || kernel > GPU_ATT_DEC) {
+    if (hd % 32 || hd > 32 * ATT_DPL || group < 1 || group > ATT_PAIRS || ((kernel == GPU_ATT_SPLIT || kernel == GPU_ATT_DEC) && n_tok != 1) ||
+        (kernel == GPU_ATT_DEC && !attn_dec_ok(hd, group)) || (kernel == GPU_ATT_FA && !fa_ok(hd, group)) ||
+        kernel < 0 || kernel > GPU_ATT_FA) {
         set_msg(msg, msg_len, "attention shape unsupported");
         return -1;
     }
@@ -2252,7 +2418,14 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
             set_msg(msg, msg_len, "CUDA: shared memory for attention");
             return -1;
         }
-        T_LAUNCH(launch_attn(0, dq, kc, vc, dp, n_tok, n_head, n_kv, hd, qt, nsplit, scale, dout, part));
+        const int fa = kernel == GPU_ATT_FA;
+        if (fa && cudaFuncSetAttribute(hd == 128 ? k_fa<128> : k_fa<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)fa_smem(hd)) != cudaSuccess) {
+            t_free(&b);
+            set_msg(msg, msg_len, "CUDA: shared memory for k_fa");
+            return -1;
+        }
+        T_LAUNCH(launch_attn(0, dq, kc, vc, dp, n_tok, n_head, n_kv, hd, qt, nsplit, scale, dout, part, fa));
     }
     return t_finish(&b, out, dout, (size_t)n_tok * qdim * 4, msg, msg_len);
 }
