@@ -479,13 +479,14 @@ static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); 
  * the same step's best ids. Uses the f32 tiny model, or the q4_k_m one when only
  * that is present. Then the device cache survives copy and truncate. */
 /* optin "1": the GPU model with the opt-in kernels (SMOLBOT_GPU_DATT:
- * k_attn_dec; SMOLBOT_GPU_MMQI: k_mmq's integer fold and SMOLBOT_GPU_FA:
- * k_fa in the 12-token prefill) */
+ * k_attn_dec; SMOLBOT_GPU_GLUQ: SwiGLU's Q8_K made by k_dec; SMOLBOT_GPU_MMQI:
+ * k_mmq's integer fold and SMOLBOT_GPU_FA: k_fa in the 12-token prefill) */
 static void decode_and_cache(const char *optin) {
     if (!gpu_ready()) T_SKIP("%s", skip_why);
     setenv("SMOLBOT_GPU_DATT", optin, 1);
     setenv("SMOLBOT_GPU_MMQI", optin, 1);
     setenv("SMOLBOT_GPU_FA", optin, 1);
+    setenv("SMOLBOT_GPU_GLUQ", optin, 1);
     const char *file = t_shared("models/smollm3-tiny-f32.gguf") ? "models/smollm3-tiny-f32.gguf"
                                                                   : "models/smollm3-tiny-q4_k_m.gguf";
     const int is_f32 = strstr(file, "f32") != NULL;
@@ -567,6 +568,7 @@ static void decode_and_cache_env(const char *optin) {
     unsetenv("SMOLBOT_GPU_DATT");
     unsetenv("SMOLBOT_GPU_MMQI");
     unsetenv("SMOLBOT_GPU_FA");
+    unsetenv("SMOLBOT_GPU_GLUQ");
 }
 static void test_decode_and_cache(void) { decode_and_cache_env("0"); }
 static void test_decode_and_cache_optin(void) { decode_and_cache_env("1"); }

@@ -52,6 +52,18 @@
  * SMOLBOT_GPU_FUSE (decode kernels), SMOLBOT_GPU_Q8 (Q8_K activations),
  * SMOLBOT_GPU_MMQ, SMOLBOT_GPU_MMA (tensor-core prefill), SMOLBOT_GPU_PDL.
  *
+ * Opt-in (=1), written in a session without a GPU: test_gpu checks each
+ * against the references, but none has run on a GPU yet, so none is the
+ * default until `make cuda-check` (which benches them beside the defaults,
+ * and `smolbot bench --kernels --gpu on` one by one) shows it faster:
+ *   SMOLBOT_GPU_DATT  k_attn_dec: decode attention, its merge and the Q8_K
+ *                     of its output in one kernel (5 kernels a layer with
+ *                     GLUQ instead of 8)
+ *   SMOLBOT_GPU_GLUQ  the SwiGLU output's Q8_K made by k_dec's last block
+ *                     of each super-block instead of k_quant
+ *   SMOLBOT_GPU_FA    k_fa: prefill attention on f16 tensor cores
+ *   SMOLBOT_GPU_MMQI  k_mmq with integer sums per super-block
+ *
  * Invariants: every row length is a multiple of 8 (checked at load);
  * activation buffers are cudaMalloc'd (256-byte aligned) with row strides
  * that are multiples of 8 floats, so float4 loads are aligned.
@@ -313,9 +325,11 @@ __device__ __forceinline__ void quant_vals(const float *v, int8_t *q, float *d, 
     } else if (lane == 0) *d = 0.0f;
     *(uint2 *)(q + lane * 8) = make_uint2(w[0], w[1]);
 }
-/* lane's 8 values of the super-block at x */
-__device__ __forceinline__ void quant_sb(const float *x, int8_t *q, float *d, int lane) {
-    const float4 a = *(const float4 *)(x + lane * 8), b = *(const float4 *)(x + lane * 8 + 4);
+/* lane's 8 values of the super-block at x; CG: x is global memory other
+ * blocks have just written, read around L1 */
+template <bool CG = false> __device__ __forceinline__ void quant_sb(const float *x, int8_t *q, float *d, int lane) {
+    const float4 *p = (const float4 *)(x + lane * 8);
+    const float4 a = CG ? __ldcg(p) : p[0], b = CG ? __ldcg(p + 1) : p[1];
     const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
     quant_vals(v, q, d, lane);
 }
@@ -960,6 +974,19 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
                 const float g = val[t];
                 s.y[r] = g / (1.0f + expf(-g)) * val[R + t];
             }
+        }
+        if (j.mode == MV_GLU && j.nxq) { /* the Q8_K of the output, a super-block by its last block */
+            __shared__ int lastq;
+            const int sb = r0 / 256; /* R divides 256: a block's rows are in one super-block */
+            __threadfence();
+            __syncthreads();
+            if (threadIdx.x == 0) lastq = atomicAdd(j.counter + sb, 1u) == 256u / R - 1;
+            __syncthreads();
+            if (!lastq) return;
+            __threadfence();
+            if (threadIdx.x == 0) j.counter[sb] = 0; /* ready for the next layer */
+            if (threadIdx.x < 32) quant_sb<true>(s.y + sb * 256, j.nxq + sb * 256, j.nxd + sb, threadIdx.x);
+            return;
         }
         if (!j.nw) return;
         __shared__ int last;
@@ -1609,10 +1636,13 @@ struct gpu_model {
     int8_t *xq; /* Q8_K activations of the next product input: [B][max dim] */
     unsigned *counter; /* blocks done, for the fused norms (zero between kernels) */
     unsigned *att_counter; /* [n_kv]: k_attn_dec's blocks done per KV head (likewise) */
+    unsigned *glu_counter; /* [n_ff / 256]: SwiGLU blocks done per output super-block (likewise) */
+    int8_t *xq2;           /* [n_ff]: the SwiGLU output's Q8_K when fused (use_gluq) ... */
+    float *xd2;            /* ... and its scales [n_ff / 256] */
     float *xd;  /* ... their scales: [B][max dim / 256] */
     float *tk_v, *tk_fv;
     int *tk_i, *tk_fi;
-    int use_mma, use_graph, use_fuse, use_q8, use_datt, use_fa, qt;
+    int use_mma, use_graph, use_fuse, use_q8, use_datt, use_fa, use_gluq, qt;
     unsigned skip; /* SMOLBOT_GPU_SKIP: profiling only */
     uint8_t nope[256];
     unsigned gen;
@@ -1776,6 +1806,13 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
         if (g_alloc(g, &p, (size_t)d->n_head_kv * sizeof(unsigned), msg, msg_len)) goto fail_nock;
         g->att_counter = (unsigned *)p;
         CK(cudaMemset(g->att_counter, 0, (size_t)d->n_head_kv * sizeof(unsigned)));
+        if (g_alloc(g, &p, (size_t)(F / 256 + 1) * sizeof(unsigned), msg, msg_len)) goto fail_nock;
+        g->glu_counter = (unsigned *)p;
+        CK(cudaMemset(g->glu_counter, 0, (size_t)(F / 256 + 1) * sizeof(unsigned)));
+        if (g_alloc(g, &p, (size_t)F, msg, msg_len)) goto fail_nock;
+        g->xq2 = (int8_t *)p;
+        if (g_alloc(g, &p, (size_t)(F / 256 + 1) * sizeof(float), msg, msg_len)) goto fail_nock;
+        g->xd2 = (float *)p;
         if (g_alloc(g, &p, (size_t)(B + 1) * sizeof(int), msg, msg_len)) goto fail_nock;
         g->d_io = (int *)p;
         if (g_alloc(g, &p, TOPK_BLOCKS * TOPK_MAX * sizeof(int), msg, msg_len)) goto fail_nock;
@@ -1796,6 +1833,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     if (g->use_datt)
         CK(cudaFuncSetAttribute(k_attn_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_dec_smem(hd, group)));
     g->use_fa = env_on("SMOLBOT_GPU_FA") && fa_ok(hd, group); /* likewise opt-in (see k_fa) */
+    g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0; /* likewise (see k_dec's MV_GLU) */
     if (g->use_fa)
         CK(cudaFuncSetAttribute(hd == 128 ? k_fa<128> : k_fa<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)fa_smem(hd)));
@@ -1928,11 +1966,15 @@ static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8
     launch(k_dec, nb, 256, 0, st, j);
 }
 
-/* out = silu(Wgate x) * (Wup x) */
-static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *out) {
+/* out = silu(Wgate x) * (Wup x); with oq set (n_ff % 256 == 0), also its
+ * Q8_K (oq, od), each super-block made by the last of its blocks to finish
+ * (counter: n_ff / 256 zeros, left zero) */
+static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *out,
+                    int8_t *oq, float *od, unsigned *counter) {
     mv_job j;
     memset(&j, 0, sizeof j);
     j.nseg = 1, j.n_in = L->gate.n_in, j.mode = MV_GLU, j.x = x, j.xq = xq, j.xd = xd;
+    j.nxq = oq, j.nxd = od, j.counter = counter;
     j.wpr = pick_wpr(2 * L->gate.n_out, j.n_in, 4);
     const int R = 4 / j.wpr;
     j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
@@ -2107,9 +2149,13 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
                         kv->part, 0);
         if (!(sk & 8) && !quantized) quant(st, g->att, qdim, qdim, 1, xq, xd);
         if (!(sk & 16)) dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter);
-        if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb);
-        if (!(sk & 128)) quant(st, g->hb, F, F, 1, xq, xd);
-        if (!(sk & 256)) dec_acc_norm(st, &L->down, g->hb, xq, xd, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter);
+        /* fused, the SwiGLU output's Q8_K goes to its own buffer: blocks
+         * still reading xq would see it overwritten */
+        int8_t *hq = g->use_gluq ? g->xq2 : xq;
+        float *hd_ = g->use_gluq ? g->xd2 : xd;
+        if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb, g->use_gluq ? hq : NULL, hd_, g->glu_counter);
+        if (!(sk & 128) && !g->use_gluq) quant(st, g->hb, F, F, 1, xq, xd);
+        if (!(sk & 256)) dec_acc_norm(st, &L->down, g->hb, hq, hd_, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter);
     }
     if (!(sk & 512)) dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
 }
