@@ -26,7 +26,7 @@ SRC     := $(wildcard src/*/*.c)
 LIB_SRC := $(filter-out src/app/%,$(SRC))
 APP_SRC := $(filter src/app/%,$(SRC))
 GEN_SRC := build/gen/assets.c
-TESTS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+TESTS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c)) test_gpu_emu
 FUZZ    := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # htmx and its SSE extension, pinned in web/package-lock.json; named, not
 # wildcarded, so a clean clone fetches them (npm ci) before embedding.
@@ -166,3 +166,14 @@ build/rel/test_%: tests/test_%.c tests/t.h tests/t_model.h $(REL_LIB)
 # Build with CUDA, GPU tests, 3B-shaped model, bench table (needs a GPU).
 cuda-check:
 	@bash scripts/cuda-check.sh
+
+# The CUDA kernels' code on the CPU (src/kern/cuda/emu.h): a C++ test,
+# sanitized like the others, linked without the nvcc objects (their kernel
+# stubs carry the same names).
+CXX ?= g++
+EMU_LIB := $(filter-out $(CU_OBJ),$(SAN_LIB))
+# the kernels pun types the way nvcc allows (halves in 32-bit words)
+EMU_FLAGS := -std=c++17 -D_GNU_SOURCE -DSMOLBOT_GPU_EMU -fno-strict-aliasing -pthread -Isrc -Wall -Wextra \
+             -Wno-unused-parameter -Wno-unknown-pragmas -Wno-unused-function
+build/san/test_gpu_emu: tests/test_gpu_emu.cpp tests/t.h tests/t_gpu.h $(wildcard src/kern/cuda/*.h src/kern/cuda/*.cuh) $(EMU_LIB)
+	$(CXX) $(EMU_FLAGS) -g -O1 $(SAN) -o $@ $< $(EMU_LIB) $(LDLIBS)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deps.sh GROUP... -- make sure the Debian packages a make target needs are here.
 #
-# Groups: build (compiler and libraries of the binary), test (sanitizer and
+# Groups: build (compiler and libraries of the binary), test (g++ for the
+# CPU emulation test of the CUDA kernels, sanitizer and
 # fuzzer runtimes, browser for the UI tests, node for the e2e tests).
 # As root the missing packages are installed with apt-get; otherwise the
 # exact apt-get line is printed and we stop, so nothing happens behind a
@@ -9,7 +10,7 @@
 set -euo pipefail
 
 build_pkgs="gcc make pkg-config libsqlite3-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libmd4c-dev libmd4c-html0-dev"
-test_pkgs="clang libclang-rt-14-dev curl chromium sqlite3 valgrind"
+test_pkgs="g++ clang libclang-rt-14-dev curl chromium sqlite3 valgrind"
 
 want=""
 for g in "$@"; do

@@ -20,6 +20,7 @@
 
 #include "t.h"
 #include "t_model.h"
+#include "t_gpu.h"
 #include "gguf/gguf.h"
 #include "kern/cuda/gpu.h"
 #include "kern/kern.h"
@@ -49,40 +50,7 @@ static int gpu_ready(void) {
 #define NEED_GPU() \
     if (!gpu_ready()) T_SKIP("%s", skip_why)
 
-static uint64_t rng = 88172645463325252ull;
-static uint32_t rnd(void) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
-static float frand(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f; }
-
 static const int types[] = {KERN_F32, KERN_F16, KERN_BF16, KERN_Q8_0, KERN_Q4_0, KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
-
-/* n_out random rows of n_in values of `type`: random quants, sane scales. */
-static void *random_rows(int type, int64_t n_in, int64_t n_out) {
-    const kern_traits *tr = kern_ref_traits(type);
-    size_t rb = kern_row_size(type, n_in), bytes = rb * (size_t)n_out;
-    uint8_t *p = malloc(bytes);
-    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)rnd();
-    int64_t nb = n_in / tr->blck * n_out;
-    for (int64_t b = 0; b < nb; b++) {
-        uint8_t *blk = p + (size_t)b * tr->bytes;
-        kern_f16 h;
-        switch (type) {
-        case KERN_F32: ((float *)p)[b] = frand(-1, 1); break;
-        case KERN_F16: ((kern_f16 *)p)[b] = core_f32_to_f16(frand(-1, 1)); break;
-        case KERN_BF16: ((uint16_t *)p)[b] = core_f32_to_bf16(frand(-1, 1)); break;
-        case KERN_Q8_0: case KERN_Q4_0:
-            h = core_f32_to_f16(frand(0.005f, 0.03f)); memcpy(blk, &h, 2); break;
-        case KERN_Q4_K: case KERN_Q5_K:
-            h = core_f32_to_f16(frand(0.001f, 0.01f)); memcpy(blk, &h, 2);
-            h = core_f32_to_f16(frand(0.0f, 0.01f)); memcpy(blk + 2, &h, 2); break;
-        case KERN_Q6_K:
-            h = core_f32_to_f16(frand(0.0005f, 0.003f)); memcpy(blk + 208, &h, 2); break;
-        }
-    }
-    return p;
-}
 
 static void test_device(void) {
     NEED_GPU();
@@ -145,40 +113,18 @@ static void test_quant(void) {
 static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int path, double rel) {
     void *w = random_rows(type, n_in, n_out);
     float *x = malloc((size_t)n_tok * n_in * sizeof *x), *y = malloc((size_t)n_tok * n_out * sizeof *y);
-    float *wf = malloc((size_t)n_in * sizeof *wf);
     for (int64_t i = 0; i < n_tok * n_in; i++) x[i] = frand(-1, 1);
     char msg[256] = "";
     int rc = gpu_test_matmul(type, w, n_out, n_in, x, n_tok, y, path, msg, sizeof msg);
     /* K-quants on paths 1..7 multiply Q8_K activations: the reference does too */
-    if (path >= 1 && (type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K)) {
-        void *q8 = malloc((size_t)(n_in / 256) * sizeof(kern_block_q8_K));
-        for (int t = 0; t < n_tok; t++) {
-            kern_ref_traits(KERN_Q8_K)->from_float(x + t * n_in, q8, n_in);
-            kern_ref_traits(KERN_Q8_K)->dequant_row(q8, x + t * n_in, n_in);
-        }
-        free(q8);
-    }
+    if (path >= 1 && (type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K)) tg_q8k_round_trip(x, n_tok, n_in);
     CHECK_MSG(rc == 0, "%s path %d: %s", kern_ref_traits(type)->name, path, msg);
-    double worst = 0;
-    size_t rb = kern_row_size(type, n_in);
-    for (int64_t o = 0; o < n_out && !rc; o++) {
-        kern_ref_traits(type)->dequant_row((const char *)w + o * rb, wf, n_in);
-        for (int t = 0; t < n_tok; t++) {
-            double s = 0, a = 0;
-            for (int64_t i = 0; i < n_in; i++) {
-                s += (double)wf[i] * x[t * n_in + i];
-                a += fabs((double)wf[i] * x[t * n_in + i]);
-            }
-            double e = fabs(s - y[t * n_out + o]) / (a + 1e-6);
-            if (e > worst) worst = e;
-        }
-    }
+    const double worst = rc ? 0 : tg_matmul_err(type, w, n_out, n_in, x, n_tok, y);
     CHECK_MSG(worst <= rel, "%s path %d (%lld x %lld, %d tokens): relative error %.3g > %.3g",
               kern_ref_traits(type)->name, path, (long long)n_out, (long long)n_in, n_tok, worst, rel);
     free(w);
     free(x);
     free(y);
-    free(wf);
 }
 
 static void test_matvec(void) {
@@ -268,7 +214,7 @@ static const char *att_name(int kernel) {
 }
 
 static void check_attention(int n_head, int n_kv, int hd, int n_tok, int pos0, int kernel) {
-    const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok, group = n_head / n_kv;
+    const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok;
     float *q = malloc((size_t)n_tok * qdim * 4), *out = malloc((size_t)n_tok * qdim * 4);
     kern_f16 *k = malloc((size_t)n_pos * kvdim * 2), *v = malloc((size_t)n_pos * kvdim * 2);
     const int want_q8 = kernel == GPU_ATT_DEC && qdim % 256 == 0;
@@ -280,39 +226,17 @@ static void check_attention(int n_head, int n_kv, int hd, int n_tok, int pos0, i
     int rc = gpu_test_attention(q, k, v, n_head, n_kv, hd, n_tok, pos0, kernel, out, want_q8 ? oq : NULL, od, msg,
                                 sizeof msg);
     CHECK_MSG(rc == 0, "%s", msg);
-    double md = 0, *s = malloc((size_t)n_pos * sizeof *s);
-    for (int t = 0; t < n_tok && !rc; t++)
-        for (int h = 0; h < n_head; h++) {
-            const int kvh = h / group, pos = pos0 + t;
-            double mx = -1e300, sum = 0;
-            for (int p = 0; p <= pos; p++) {
-                double d = 0;
-                for (int i = 0; i < hd; i++) d += (double)q[t * qdim + h * hd + i] * core_f16_to_f32(k[p * kvdim + kvh * hd + i]);
-                s[p] = d / sqrt((double)hd);
-                if (s[p] > mx) mx = s[p];
-            }
-            for (int p = 0; p <= pos; p++) sum += (s[p] = exp(s[p] - mx));
-            for (int i = 0; i < hd; i++) {
-                double o = 0;
-                for (int p = 0; p <= pos; p++) o += s[p] * core_f16_to_f32(v[p * kvdim + kvh * hd + i]);
-                md = fmax(md, fabs(o / sum - out[t * qdim + h * hd + i]));
-            }
-        }
+    const double md = rc ? 0 : tg_attention_err(q, k, v, n_head, n_kv, hd, n_tok, pos0, out);
     /* k_fa multiplies f16 q and softmax weights, as llama.cpp's tensor-core
      * attention does: each rounded to 2^-11 relative */
     const double tol = kernel == GPU_ATT_FA ? 3e-3 : 1e-4;
     CHECK_MSG(md < tol, "attention heads %d/%d hd %d, %d tokens at %d (%s): max diff %.3g", n_head, n_kv, hd, n_tok,
               pos0, att_name(kernel), md);
     if (want_q8 && !rc) { /* the fused Q8_K of the output: kern_ref_quantize_q8_K's, bit for bit */
-        const int nb = qdim / 256;
-        kern_block_q8_K *ref = malloc((size_t)nb * sizeof *ref);
-        kern_ref_traits(KERN_Q8_K)->from_float(out, ref, qdim);
-        int bad = 0;
-        for (int b = 0; b < nb; b++) bad += memcmp(&ref[b].d, &od[b], 4) != 0 || memcmp(ref[b].qs, oq + b * 256, 256) != 0;
-        CHECK_MSG(bad == 0, "k_attn_dec at %d: %d of %d Q8_K blocks differ from kern_ref_quantize_q8_K", pos0, bad, nb);
-        free(ref);
+        const int bad = tg_q8k_mismatches(out, qdim, oq, od);
+        CHECK_MSG(bad == 0, "k_attn_dec at %d: %d of %d Q8_K blocks differ from kern_ref_quantize_q8_K", pos0, bad, qdim / 256);
     }
-    free(q), free(out), free(k), free(v), free(s), free(oq), free(od);
+    free(q), free(out), free(k), free(v), free(oq), free(od);
 }
 
 static void test_attention(void) {

@@ -22,8 +22,12 @@
 #ifndef QUANT_CUH
 #define QUANT_CUH
 
+#ifdef SMOLBOT_GPU_EMU
+#include "emu.h" /* the CPU emulation (see kernels.cuh) */
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#endif
 #include <stdint.h>
 
 enum { GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q8_0 = 8, GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_BF16 = 30 };

@@ -1,0 +1,472 @@
+/* emu.h -- enough of CUDA's device side on the CPU to run kernels.cuh
+ * (compiled as C++ with SMOLBOT_GPU_EMU defined), so that the kernels' own
+ * code is tested against the scalar references where no GPU is -- in CI.
+ *
+ * A launch (emu_launch) runs the grid block by block. Each thread of a
+ * block is an OS thread; __syncthreads is a barrier of the block's live
+ * threads, and a warp's collective operations (shuffles, mma.sync,
+ * ldmatrix) are a barrier of its 32 lanes around a slot per lane: every
+ * lane deposits its operands, then computes its own result from all of
+ * them, exactly as the PTX ISA lays out the fragments:
+ *   mma m16n8k16 f16 -> f32:  a0 = A[g][2t..], a1 = A[g+8][2t..],
+ *       a2 = A[g][8+2t..], a3 = A[g+8][8+2t..]; b0 = B[2t..][g],
+ *       b1 = B[8+2t..][g]; c0,c1 = C[g][2t..], c2,c3 = C[g+8][2t..]
+ *   mma m16n8k32 s8 -> s32:   a0 = A[g][4t..4t+3], a1 = A[g+8][4t..],
+ *       a2 = A[g][16+4t..], a3 = A[g+8][16+4t..]; b0 = B[4t..][g],
+ *       b1 = B[16+4t..][g] (m16n8k16: a0, a1, b0)
+ *   ldmatrix x4: lane 8i+r gives row r of matrix i; register i of lane l
+ *       is M_i[l/4][2(l%4)..+1], or M_i[2(l%4)..+1][l/4] transposed
+ * (g = lane / 4, t = lane % 4; "x..": consecutive elements packed low
+ * first). cp.async copies at once; __threadfence and griddepcontrol do
+ * nothing beyond a fence: the emulation checks arithmetic and indexing,
+ * not timing, memory ordering or races.
+ *
+ * Static __shared__ variables become function statics (one block runs at
+ * a time); dynamic shared memory is emu_dyn_smem(). Half floats round to
+ * nearest even through the project's own conversions (core.h).
+ */
+#ifndef EMU_H
+#define EMU_H
+
+#include <math.h>
+#include <ucontext.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <atomic>
+#include <vector>
+
+extern "C" {
+uint16_t core_f32_to_f16(float f);
+float core_f16_to_f32(uint16_t h);
+}
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static
+
+/* ---- vector types ---- */
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct alignas(8) float2 { float x, y; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(8) int2 { int x, y; };
+struct alignas(16) int4 { int x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+static inline float2 make_float2(float x, float y) { return {x, y}; }
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+static inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+typedef int cudaStream_t;
+
+/* ---- half and bfloat16 ---- */
+struct __half { uint16_t x; };
+struct alignas(4) __half2 { __half x, y; };
+struct __nv_bfloat16 { uint16_t x; };
+/* f16 -> f32 through a table: the emulated tensor cores convert a lot */
+static inline float emu_f16(uint16_t h) {
+    static float *tab;
+    if (!tab) {
+        float *t = (float *)malloc(65536 * sizeof *t);
+        for (int i = 0; i < 65536; i++) t[i] = core_f16_to_f32((uint16_t)i);
+        tab = t;
+    }
+    return tab[h];
+}
+static inline float __half2float(__half h) { return emu_f16(h.x); }
+static inline __half __float2half_rn(float f) { return {core_f32_to_f16(f)}; }
+static inline __half __ushort_as_half(unsigned short u) { return {u}; }
+static inline float2 __half22float2(__half2 h) { return {__half2float(h.x), __half2float(h.y)}; }
+static inline __half2 __floats2half2_rn(float lo, float hi) { return {__float2half_rn(lo), __float2half_rn(hi)}; }
+static inline float __bfloat162float(__nv_bfloat16 b) {
+    const uint32_t u = (uint32_t)b.x << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---- scalar intrinsics ---- */
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
+static inline float __uint_as_float(unsigned i) { float f; memcpy(&f, &i, 4); return f; }
+static inline int __float_as_int(float f) { int i; memcpy(&i, &f, 4); return i; }
+static inline int __float2int_rn(float f) { return (int)nearbyintf(f); }
+/* volatile: no contraction into an FMA, as nvcc promises for these */
+static inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+static inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+static inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
+static inline int __dp4a(int a, int b, int c) {
+    for (int i = 0; i < 4; i++) c += (int)(int8_t)(a >> (8 * i)) * (int)(int8_t)(b >> (8 * i));
+    return c;
+}
+static inline unsigned __vsub4(unsigned a, unsigned b) {
+    unsigned r = 0;
+    for (int i = 0; i < 4; i++) r |= ((((a >> (8 * i)) & 0xFF) - ((b >> (8 * i)) & 0xFF)) & 0xFF) << (8 * i);
+    return r;
+}
+template <class T> static inline T __ldcg(const T *p) { return *p; }
+template <class T> static inline T __ldg(const T *p) { return *p; }
+static inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+static inline unsigned atomicAdd(unsigned *p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static inline int atomicAdd(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+
+/* ---- threads, barriers ----
+ * The threads of a block are fibers run by one OS thread: a fiber runs
+ * until it waits at a barrier or returns, then the scheduler resumes the
+ * next one whose barrier has opened. Deterministic. A fiber starts on its
+ * own stack through makecontext/setcontext; after that the switches are
+ * the compiler's __builtin_setjmp/__builtin_longjmp: no system call (as
+ * swapcontext makes) and no sanitizer interceptor (as longjmp has, which
+ * clears the whole thread stack's shadow each time); ASan is told of each
+ * switch instead. */
+
+/* A barrier of the live members of a group: a thread that returns counts
+ * as arrived from then on (whole warps leave kernels early, before any
+ * __syncthreads; blocks leave together). */
+struct emu_bar {
+    int live, arrived;
+    unsigned gen;
+};
+static inline void emu_bar_init(emu_bar *b, int n) { b->live = n, b->arrived = 0, b->gen = 0; }
+static inline void emu_bar_open(emu_bar *b) { b->arrived = 0, b->gen++; }
+
+/* A collective's operands go to slot[c & 1] for the lane's c-th
+ * collective: alternating slots need one barrier each, since no lane can
+ * start collective c + 2 before every lane has arrived at c + 1. The
+ * first lane to read a collective's result computes it for the whole warp
+ * (res, done[c & 1] = c + 1). */
+struct emu_warp {
+    emu_bar bar;
+    uint32_t slot[2][32][8];
+    uint32_t res[2][32][4];
+    unsigned done[2];
+};
+struct emu_fiber {
+    ucontext_t ctx; /* the start, once */
+    void *jb[5];    /* where it waits (__builtin_setjmp) */
+    int started;
+    dim3 tid;
+    int lane, done;
+    emu_warp *warp;
+    emu_bar *wait; /* the barrier it waits at, NULL when runnable */
+    unsigned wait_gen;
+    unsigned ncoll; /* this lane's collectives so far */
+    void *stack;
+    const void *ptr; /* ldmatrix row address */
+};
+struct emu_block {
+    dim3 grid, block, bid;
+    emu_bar bar;
+    unsigned char *dyn;
+    void *sched[5];
+    emu_fiber *self;
+    const void *sched_bottom; /* the scheduler's stack, for ASan's fiber switches */
+    size_t sched_size;
+};
+static emu_block emu_blk; /* the block running now */
+
+#define threadIdx (emu_blk.self->tid)
+#define blockIdx (emu_blk.bid)
+#define blockDim (emu_blk.block)
+#define gridDim (emu_blk.grid)
+
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#else
+#define EMU_ASAN 0
+#endif
+#define EMU_STACK (64 * 1024)
+
+/* The switches are not instrumented: ASan would call its no-return hook
+ * before each longjmp, clearing the shadow of the whole thread stack. */
+#define EMU_NO_ASAN __attribute__((no_sanitize_address))
+
+/* fiber -> scheduler */
+static EMU_NO_ASAN void emu_yield() {
+    emu_fiber *f = emu_blk.self;
+#if EMU_ASAN
+    void *fake = NULL; /* a finished fiber's fake stack is released (NULL) */
+    __sanitizer_start_switch_fiber(f->done ? NULL : &fake, emu_blk.sched_bottom, emu_blk.sched_size);
+#endif
+    if (!__builtin_setjmp(f->jb)) __builtin_longjmp(emu_blk.sched, 1);
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+static inline void emu_bar_wait(emu_bar *b) {
+    emu_fiber *f = emu_blk.self;
+    if (++b->arrived == b->live) {
+        emu_bar_open(b);
+        return;
+    }
+    f->wait = b, f->wait_gen = b->gen;
+    emu_yield();
+}
+static inline void emu_bar_leave(emu_bar *b) {
+    b->live--;
+    if (b->arrived && b->arrived == b->live) emu_bar_open(b);
+}
+
+static inline void *emu_dyn_smem(void) { return emu_blk.dyn; }
+static inline void __syncthreads() { emu_bar_wait(&emu_blk.bar); }
+
+/* deposit n words in this collective's slot and wait for the warp; returns
+ * the slots to read (valid until this lane's next collective) */
+static inline uint32_t (*emu_put(const void *v, int n))[8] {
+    emu_fiber *f = emu_blk.self;
+    uint32_t(*slots)[8] = f->warp->slot[f->ncoll++ & 1];
+    memcpy(slots[f->lane], v, 4 * (size_t)n);
+    emu_bar_wait(&f->warp->bar);
+    return slots;
+}
+static inline int emu_lane() { return emu_blk.self->lane; }
+
+/* A collective whose results all(slots, res) computes for the 32 lanes at
+ * once: returns this lane's 4 words. */
+typedef void (*emu_all_fn)(uint32_t (*sl)[8], uint32_t (*res)[4]);
+static inline const uint32_t *emu_collective(const void *v, int n, emu_all_fn all) {
+    emu_fiber *f = emu_blk.self;
+    const unsigned c = f->ncoll;
+    uint32_t(*sl)[8] = emu_put(v, n);
+    emu_warp *w = f->warp;
+    if (w->done[c & 1] != c + 1) {
+        all(sl, w->res[c & 1]);
+        w->done[c & 1] = c + 1;
+    }
+    return w->res[c & 1][f->lane];
+}
+
+template <class T> static inline T emu_shfl(T v, int src) {
+    static_assert(sizeof(T) == 4, "32-bit shuffles");
+    uint32_t(*s)[8] = emu_put(&v, 1);
+    T r;
+    memcpy(&r, s[src & 31], 4);
+    return r;
+}
+template <class T> static inline T __shfl_sync(unsigned, T v, int src) { return emu_shfl(v, src); }
+template <class T> static inline T __shfl_xor_sync(unsigned, T v, int m) { return emu_shfl(v, emu_lane() ^ m); }
+
+/* ---- tensor-core and async-copy instructions ---- */
+
+static inline float emu_h(uint32_t w, int hi) { return emu_f16((uint16_t)(hi ? w >> 16 : w)); }
+static inline int emu_b(uint32_t w, int i) { return (int)(int8_t)(w >> (8 * i)); }
+
+/* D = A (16x16 f16) B (16x8 f16) in f32 for every lane (the caller adds C) */
+static void emu_all_mma_f16(uint32_t (*sl)[8], uint32_t (*res)[4]) {
+    float A[16][16], B[16][8];
+    for (int l = 0; l < 32; l++) {
+        const uint32_t *s = sl[l];
+        const int g = l >> 2, t = l & 3;
+        for (int e = 0; e < 2; e++) {
+            A[g][2 * t + e] = emu_h(s[0], e), A[g + 8][2 * t + e] = emu_h(s[1], e);
+            A[g][8 + 2 * t + e] = emu_h(s[2], e), A[g + 8][8 + 2 * t + e] = emu_h(s[3], e);
+            B[2 * t + e][g] = emu_h(s[4], e), B[8 + 2 * t + e][g] = emu_h(s[5], e);
+        }
+    }
+    for (int l = 0; l < 32; l++)
+        for (int e = 0; e < 4; e++) {
+            const int row = (l >> 2) + (e >= 2 ? 8 : 0), col = 2 * (l & 3) + (e & 1);
+            float sum = 0.0f;
+            for (int k = 0; k < 16; k++) sum += A[row][k] * B[k][col];
+            memcpy(&res[l][e], &sum, 4);
+        }
+}
+static inline void emu_mma_f16(float *c, const unsigned *a, unsigned b0, unsigned b1) {
+    const uint32_t in[6] = {a[0], a[1], a[2], a[3], b0, b1};
+    const uint32_t *r = emu_collective(in, 6, emu_all_mma_f16);
+    for (int e = 0; e < 4; e++) c[e] += __uint_as_float(r[e]);
+}
+
+/* D = A (16 x K s8) B (K x 8 s8) in s32 for every lane; K = 32, or 16
+ * (then a2, a3 and b1 are unused; slot word 7 says which) */
+static void emu_all_mma_s8(uint32_t (*sl)[8], uint32_t (*res)[4]) {
+    const int K = (int)sl[0][7];
+    int A[16][32], B[32][8];
+    for (int l = 0; l < 32; l++) {
+        const uint32_t *s = sl[l];
+        const int g = l >> 2, t = l & 3;
+        for (int e = 0; e < 4; e++) {
+            A[g][4 * t + e] = emu_b(s[0], e), A[g + 8][4 * t + e] = emu_b(s[1], e);
+            B[4 * t + e][g] = emu_b(s[4], e);
+            if (K == 32) {
+                A[g][16 + 4 * t + e] = emu_b(s[2], e), A[g + 8][16 + 4 * t + e] = emu_b(s[3], e);
+                B[16 + 4 * t + e][g] = emu_b(s[5], e);
+            }
+        }
+    }
+    for (int l = 0; l < 32; l++)
+        for (int e = 0; e < 4; e++) {
+            const int row = (l >> 2) + (e >= 2 ? 8 : 0), col = 2 * (l & 3) + (e & 1);
+            int sum = 0;
+            for (int k = 0; k < K; k++) sum += A[row][k] * B[k][col];
+            res[l][e] = (uint32_t)sum;
+        }
+}
+static inline void emu_mma_s8(int *c, const int *a, int b0, int b1, int K) {
+    const uint32_t in[8] = {(uint32_t)a[0], (uint32_t)a[1], K == 32 ? (uint32_t)a[2] : 0u, K == 32 ? (uint32_t)a[3] : 0u,
+                            (uint32_t)b0, (uint32_t)b1, 0u, (uint32_t)K};
+    const uint32_t *r = emu_collective(in, 8, emu_all_mma_s8);
+    for (int e = 0; e < 4; e++) c[e] += (int)r[e];
+}
+
+/* ldmatrix .x4 (.trans): four 8x8 b16 matrices, rows given by the lanes
+ * (slot words 0-1: the row address, word 7: trans) */
+static void emu_all_ldsm(uint32_t (*sl)[8], uint32_t (*res)[4]) {
+    const void *rows[32];
+    for (int l = 0; l < 32; l++) memcpy(&rows[l], sl[l], sizeof rows[l]);
+    const int trans = (int)sl[0][7];
+    for (int l = 0; l < 32; l++) {
+        const int g = l >> 2, t = l & 3;
+        for (int i = 0; i < 4; i++) {
+            uint16_t lo, hi;
+            if (!trans) {
+                const uint16_t *row = (const uint16_t *)rows[8 * i + g];
+                lo = row[2 * t], hi = row[2 * t + 1];
+            } else {
+                lo = ((const uint16_t *)rows[8 * i + 2 * t])[g];
+                hi = ((const uint16_t *)rows[8 * i + 2 * t + 1])[g];
+            }
+            res[l][i] = (uint32_t)lo | ((uint32_t)hi << 16);
+        }
+    }
+}
+static inline void emu_ldsm_x4(unsigned *r, const void *p, int trans) {
+    uint32_t in[8] = {0};
+    memcpy(in, &p, sizeof p);
+    in[7] = (uint32_t)trans;
+    const uint32_t *o = emu_collective(in, 8, emu_all_ldsm);
+    for (int i = 0; i < 4; i++) r[i] = o[i];
+}
+
+static inline void emu_cp_async16(void *dst, const void *src, int bytes) {
+    if (bytes) memcpy(dst, src, 16);
+    else memset(dst, 0, 16);
+}
+
+/* ---- launch ---- */
+
+#include <tuple>
+#include <utility>
+
+template <typename... KA, size_t... I>
+static void emu_call(void (*k)(KA...), std::tuple<KA...> &a, std::index_sequence<I...>) {
+    k(std::get<I>(a)...);
+}
+/* what the fibers of one launch run: makecontext passes ints only */
+struct emu_run {
+    void (*fn)(void *);
+    void *arg;
+};
+static emu_run emu_cur_run;
+static void emu_fiber_main() {
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(NULL, &emu_blk.sched_bottom, &emu_blk.sched_size);
+#endif
+    emu_cur_run.fn(emu_cur_run.arg);
+    emu_fiber *f = emu_blk.self;
+    f->done = 1;
+    emu_bar_leave(&f->warp->bar);
+    emu_bar_leave(&emu_blk.bar);
+    emu_yield(); /* never resumed */
+}
+template <typename... KA> struct emu_kernel {
+    void (*k)(KA...);
+    std::tuple<KA...> args;
+    static void run(void *p) {
+        emu_kernel *e = (emu_kernel *)p;
+        emu_call(e->k, e->args, std::index_sequence_for<KA...>{});
+    }
+};
+
+/* a fresh context at emu_fiber_main on the fiber's stack (getcontext
+ * returns twice, so it has a frame of its own too) */
+static __attribute__((noinline)) void emu_fiber_start(emu_fiber *f) {
+#if EMU_ASAN
+    __asan_unpoison_memory_region(f->stack, EMU_STACK); /* whatever the last kernel's frames left */
+#endif
+    getcontext(&f->ctx);
+    f->ctx.uc_stack.ss_sp = f->stack, f->ctx.uc_stack.ss_size = EMU_STACK, f->ctx.uc_link = NULL;
+    makecontext(&f->ctx, emu_fiber_main, 0);
+}
+
+/* scheduler -> fiber, until it waits or returns; a function of its own so
+ * that no local of the scheduler's loop lives across swapcontext */
+static __attribute__((noinline)) EMU_NO_ASAN void emu_resume(emu_fiber *f) {
+    emu_blk.self = f;
+#if EMU_ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(&fake, f->stack, EMU_STACK);
+#endif
+    if (!__builtin_setjmp(emu_blk.sched)) {
+        if (!f->started) {
+            f->started = 1;
+            setcontext(&f->ctx);
+        }
+        __builtin_longjmp(f->jb, 1);
+    }
+#if EMU_ASAN
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+
+/* Run k over the grid on the CPU, block after block; returns when done. */
+template <typename... KA> static void emu_launch(void (*k)(KA...), dim3 grid, dim3 block, size_t smem, KA... args) {
+    emu_kernel<KA...> ek = {k, std::tuple<KA...>(args...)};
+    emu_cur_run.fn = emu_kernel<KA...>::run, emu_cur_run.arg = &ek;
+    const int nt = (int)(block.x * block.y * block.z), nw = (nt + 31) / 32;
+    std::vector<unsigned char> dyn(smem + 16);
+    std::vector<emu_warp> warps((size_t)nw);
+    std::vector<emu_fiber> fib((size_t)nt);
+    for (emu_fiber &f : fib) f.stack = malloc(EMU_STACK);
+    emu_blk.grid = grid, emu_blk.block = block, emu_blk.dyn = dyn.data();
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) {
+                emu_blk.bid = dim3(bx, by, bz);
+                memset(dyn.data(), 0xA5, dyn.size()); /* shared memory starts as garbage */
+                emu_bar_init(&emu_blk.bar, nt);
+                for (int w = 0; w < nw; w++) {
+                    emu_bar_init(&warps[(size_t)w].bar, w == nw - 1 ? nt - 32 * w : 32);
+                    warps[(size_t)w].done[0] = warps[(size_t)w].done[1] = 0;
+                }
+                for (int i = 0; i < nt; i++) {
+                    emu_fiber &f = fib[(size_t)i];
+                    f.tid = dim3((unsigned)i % block.x, ((unsigned)i / block.x) % block.y, (unsigned)i / (block.x * block.y));
+                    f.lane = i & 31, f.done = 0, f.started = 0, f.warp = &warps[(size_t)(i >> 5)], f.wait = NULL, f.ncoll = 0;
+                    emu_fiber_start(&f);
+                }
+                for (int live = nt; live > 0;) {
+                    int progressed = 0;
+                    live = 0;
+                    for (int i = 0; i < nt; i++) {
+                        emu_fiber &f = fib[(size_t)i];
+                        if (f.done) continue;
+                        live++;
+                        if (f.wait && f.wait->gen == f.wait_gen) continue; /* its barrier is still closed */
+                        f.wait = NULL, progressed = 1;
+                        emu_resume(&f);
+                    }
+                    if (live && !progressed) {
+                        fprintf(stderr, "emu: block (%u,%u,%u): every live thread waits at a barrier\n", bx, by, bz);
+                        abort(); /* a kernel bug in a test harness: nothing to return to */
+                    }
+                }
+            }
+    for (emu_fiber &f : fib) free(f.stack);
+}
+
+#endif

@@ -1,0 +1,178 @@
+/* launch.cuh -- how each kernel of kernels.cuh is launched: grid, block
+ * and shared memory for a shape, and the jobs of the fused decode kernel.
+ * Host code, shared by gpu.cu (the model) and, compiled against the CPU
+ * emulation (SMOLBOT_GPU_EMU), by tests/test_gpu_emu.cpp, so both run the
+ * kernels exactly as configured here.
+ */
+#ifndef LAUNCH_CUH
+#define LAUNCH_CUH
+
+#include <string.h>
+
+#include "kernels.cuh"
+
+typedef struct dmat {
+    const uint8_t *d; /* device */
+    int type;
+    int n_in, n_out;
+    size_t rb; /* bytes per row */
+} dmat;
+
+typedef struct dlayer {
+    float *attn_norm, *ffn_norm;
+    dmat wq, wk, wv, wo, gate, up, down;
+} dlayer;
+
+#ifdef SMOLBOT_GPU_EMU
+/* on the CPU: run the grid now, block by block (emu.h) */
+template <typename... KArgs, typename... Args>
+static void launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args... args) {
+    (void)st;
+    emu_launch(k, grid, block, smem, (KArgs)args...);
+}
+#define launch_plain launch
+#else
+static int g_pdl = 1; /* SMOLBOT_GPU_PDL=0: ordinary launches */
+
+/* pdl: programmatic stream serialization (the kernel calls gdc_wait) */
+template <typename... KArgs, typename... Args>
+static void launch_with(int pdl, void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cudaLaunchAttribute at[1];
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = pdl;
+    cfg.attrs = at, cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, k, (KArgs)args...);
+}
+/* Launch with programmatic stream serialization (see gdc_wait). */
+template <typename... KArgs, typename... Args>
+static void launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args... args) {
+    launch_with(g_pdl, k, grid, block, smem, st, args...);
+}
+/* An ordinary launch: for kernels that read their inputs without gdc_wait. */
+template <typename... KArgs, typename... Args>
+static void launch_plain(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args... args) {
+    launch_with(0, k, grid, block, smem, st, args...);
+}
+#endif
+
+/* Warps per row for a decode product: split rows until about 4k warps
+ * share the matrix (measured on an H200: splitting further costs more in
+ * block reductions than it gains in parallelism), keeping at least four
+ * super-blocks per warp (one step of mv_part_q). */
+static int pick_wpr(int rows, int n_in, int max) {
+    const int nsb = (n_in + 255) / 256;
+    int w = 1;
+    while (w < max && rows * w < 4096 && nsb >= 8 * w) w *= 2;
+    return w;
+}
+
+static mv_seg seg_of(const dmat *w, float *y, int blk0) {
+    mv_seg s = {w->d, w->rb, w->type, w->n_out, blk0, y};
+    return s;
+}
+
+/* The job y = W x (MV_STORE) or y += W x (MV_ACC); wpr 0: pick_wpr. */
+static mv_job job_single(const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y, int mode, int wpr) {
+    mv_job j;
+    memset(&j, 0, sizeof j);
+    j.nseg = 1, j.n_in = w->n_in, j.mode = mode, j.x = x, j.xq = xq, j.xd = xd;
+    j.wpr = wpr ? wpr : pick_wpr(w->n_out, w->n_in, 8);
+    j.s[0] = seg_of(w, y, 0);
+    return j;
+}
+
+static void launch_single(cudaStream_t st, const mv_job &j) {
+    const int R = 8 / j.wpr;
+    launch(k_dec, (j.s[0].n_out + R - 1) / R, 256, 0, st, j);
+}
+
+static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
+                       int mode, int wpr) {
+    launch_single(st, job_single(w, x, xq, xd, y, mode, wpr));
+}
+
+/* y += W x, then the last block writes ny = rmsnorm(y) * nw and its Q8_K
+ * (nxq, nxd) for the next product (see mv_job). */
+static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
+                         const float *nw, float eps, float *ny, int8_t *nxq, float *nxd, unsigned *counter) {
+    mv_job j = job_single(w, x, xq, xd, y, MV_ACC, 0);
+    j.nw = nw, j.eps = eps, j.ny = ny, j.nxq = nxq, j.nxd = nxd, j.counter = counter;
+    launch_single(st, j);
+}
+
+/* q = rope(Wq x); cache[pos] = rope(Wk x), Wv x (see k_dec). */
+static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *q,
+                    __half *kc, __half *vc, const int *d_pos, float theta_scale, int rope, int hd) {
+    mv_job j;
+    memset(&j, 0, sizeof j);
+    j.nseg = 3, j.n_in = L->wq.n_in, j.mode = MV_QKV, j.x = x, j.xq = xq, j.xd = xd;
+    j.wpr = pick_wpr(L->wq.n_out + L->wk.n_out + L->wv.n_out, j.n_in, 4);
+    const int R = 8 / j.wpr; /* even, and divides head_dim: pairs stay in a block */
+    const int b1 = L->wq.n_out / R, b2 = b1 + L->wk.n_out / R, nb = b2 + L->wv.n_out / R;
+    j.s[0] = seg_of(&L->wq, q, 0), j.s[1] = seg_of(&L->wk, NULL, b1), j.s[2] = seg_of(&L->wv, NULL, b2);
+    j.kc = kc, j.vc = vc, j.d_pos = d_pos, j.theta_scale = theta_scale, j.rope = rope, j.hd = hd;
+    launch(k_dec, nb, 256, 0, st, j);
+}
+
+/* out = silu(Wgate x) * (Wup x); with oq set (n_ff % 256 == 0), also its
+ * Q8_K (oq, od), each super-block made by the last of its blocks to finish
+ * (counter: n_ff / 256 zeros, left zero) */
+static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *out,
+                    int8_t *oq, float *od, unsigned *counter) {
+    mv_job j;
+    memset(&j, 0, sizeof j);
+    j.nseg = 1, j.n_in = L->gate.n_in, j.mode = MV_GLU, j.x = x, j.xq = xq, j.xd = xd;
+    j.nxq = oq, j.nxd = od, j.counter = counter;
+    j.wpr = pick_wpr(2 * L->gate.n_out, j.n_in, 4);
+    const int R = 4 / j.wpr;
+    j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
+    launch(k_dec, (L->gate.n_out + R - 1) / R, 256, 0, st, j);
+}
+
+/* rows x n of x (stride ldx) -> g->xq/xd layout (row stride n) */
+static void quant(cudaStream_t st, const float *x, int n, int ldx, int rows, int8_t *xq, float *xd) {
+    if (n % 256) return; /* only K-quant products read it, and their rows are whole super-blocks */
+    dim3 grid((n / 256 + 7) / 8, rows);
+    launch(k_quant, grid, 256, 0, st, x, n, ldx, xq, xd);
+}
+
+/* fa: k_fa for more than one token (the caller checked fa_ok and set its
+ * shared memory limit) */
+static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok,
+                        int n_head, int n_kv, int hd, int qt, int nsplit, float scale, float *out, float *part, int fa) {
+    const int group = n_head / n_kv;
+    if (n_tok > 1 && fa) {
+        const dim3 grid(n_kv, (n_tok + fa_tokens(group) - 1) / fa_tokens(group));
+        if (hd == 128) launch_plain(k_fa<128>, grid, FA_WARPS * 32, fa_smem(hd), st, q, kc, vc, d_pos, n_tok, n_head, n_kv, scale, out);
+        else launch_plain(k_fa<64>, grid, FA_WARPS * 32, fa_smem(hd), st, q, kc, vc, d_pos, n_tok, n_head, n_kv, scale, out);
+        return;
+    }
+    if (n_tok == 1) {
+        const int pairs = group, nw = pairs < 8 ? pairs : 8;
+        dim3 grid(n_kv, nsplit);
+        launch(k_attn, grid, nw * 32, attn_smem(hd, pairs), st, q, kc, vc, d_pos, 1, n_head, n_kv, hd, 1, ATT_SPLIT, nsplit,
+               scale, out, part);
+        launch(k_attn_combine, n_head, hd, nsplit * sizeof(float), st, part, d_pos, hd, ATT_SPLIT, nsplit, out);
+    } else {
+        const int pairs = qt * group, nw = pairs < 8 ? pairs : 8;
+        dim3 grid(n_kv, (n_tok + qt - 1) / qt);
+        launch_plain(k_attn, grid, nw * 32, attn_smem(hd, pairs), st, q, kc, vc, d_pos, n_tok, n_head, n_kv, hd, qt, 0, 0,
+                     scale, out, part);
+    }
+}
+
+/* One token's attention by k_attn_dec; the Q8_K of its output too when the
+ * group's heads are whole super-blocks (xq set), else the caller quantizes.
+ * Returns whether it quantized. */
+static int launch_attn_dec(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos,
+                           int n_head, int n_kv, int hd, float scale, float *part, unsigned *counter, float *out,
+                           int8_t *xq, float *xd) {
+    const int group = n_head / n_kv, fq = xq && (group * hd) % 256 == 0;
+    launch(k_attn_dec, dim3(n_kv, ATT_DEC_SPLITS), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head,
+           n_kv, hd, scale, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
+    return fq;
+}
+
+#endif

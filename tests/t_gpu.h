@@ -1,0 +1,130 @@
+/* t_gpu.h -- what the GPU kernel tests share: random inputs and the
+ * double-precision references the kernels are held to. Used by
+ * test_gpu.c (the kernels on a GPU) and test_gpu_emu.cpp (the same
+ * kernels' code on the CPU emulation), so it compiles as C and as C++.
+ */
+#ifndef T_GPU_H
+#define T_GPU_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include "core/core.h"
+#include "kern/kern.h"
+#ifdef __cplusplus
+}
+#endif
+
+static uint64_t tg_rng = 88172645463325252ull;
+static uint32_t rnd(void) {
+    tg_rng ^= tg_rng << 13, tg_rng ^= tg_rng >> 7, tg_rng ^= tg_rng << 17;
+    return (uint32_t)(tg_rng >> 16);
+}
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() & 0xffffff) / 16777216.0f; }
+
+/* n_out random rows of n_in values of `type`: random quants, sane scales. */
+static void *random_rows(int type, int64_t n_in, int64_t n_out) {
+    const kern_traits *tr = kern_ref_traits(type);
+    size_t rb = kern_row_size(type, n_in), bytes = rb * (size_t)n_out;
+    uint8_t *p = (uint8_t *)malloc(bytes);
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)rnd();
+    int64_t nb = n_in / tr->blck * n_out;
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *blk = p + (size_t)b * tr->bytes;
+        kern_f16 h;
+        switch (type) {
+        case KERN_F32: ((float *)p)[b] = frand(-1, 1); break;
+        case KERN_F16: ((kern_f16 *)p)[b] = core_f32_to_f16(frand(-1, 1)); break;
+        case KERN_BF16: ((uint16_t *)p)[b] = core_f32_to_bf16(frand(-1, 1)); break;
+        case KERN_Q8_0: case KERN_Q4_0:
+            h = core_f32_to_f16(frand(0.005f, 0.03f)); memcpy(blk, &h, 2); break;
+        case KERN_Q4_K: case KERN_Q5_K:
+            h = core_f32_to_f16(frand(0.001f, 0.01f)); memcpy(blk, &h, 2);
+            h = core_f32_to_f16(frand(0.0f, 0.01f)); memcpy(blk + 2, &h, 2); break;
+        case KERN_Q6_K:
+            h = core_f32_to_f16(frand(0.0005f, 0.003f)); memcpy(blk + 208, &h, 2); break;
+        }
+    }
+    return p;
+}
+
+/* Rows of x replaced by their Q8_K round trip: what K-quant products on
+ * the GPU multiply (the activations are quantized first, as on the CPU). */
+static void tg_q8k_round_trip(float *x, int n_tok, int64_t n_in) {
+    void *q8 = malloc((size_t)(n_in / 256) * sizeof(kern_block_q8_K));
+    for (int t = 0; t < n_tok; t++) {
+        kern_ref_traits(KERN_Q8_K)->from_float(x + t * n_in, q8, n_in);
+        kern_ref_traits(KERN_Q8_K)->dequant_row(q8, x + t * n_in, n_in);
+    }
+    free(q8);
+}
+
+/* Largest error of y = W x (rows of n_in values of `type`), relative to
+ * sum |w x| of its dot product, against the reference dequantization in
+ * double. */
+static double tg_matmul_err(int type, const void *w, int64_t n_out, int64_t n_in, const float *x, int n_tok,
+                            const float *y) {
+    double worst = 0;
+    size_t rb = kern_row_size(type, n_in);
+    float *wf = (float *)malloc((size_t)n_in * sizeof *wf);
+    for (int64_t o = 0; o < n_out; o++) {
+        kern_ref_traits(type)->dequant_row((const char *)w + o * rb, wf, n_in);
+        for (int t = 0; t < n_tok; t++) {
+            double s = 0, a = 0;
+            for (int64_t i = 0; i < n_in; i++) {
+                s += (double)wf[i] * x[t * n_in + i];
+                a += fabs((double)wf[i] * x[t * n_in + i]);
+            }
+            double e = fabs(s - y[t * n_out + o]) / (a + 1e-6);
+            if (e > worst) worst = e;
+        }
+    }
+    free(wf);
+    return worst;
+}
+
+/* Largest |difference| of out from causal softmax attention in double:
+ * q [n_tok][n_head*hd] at positions pos0.., k and v f16 [pos0+n_tok][n_kv*hd]. */
+static double tg_attention_err(const float *q, const kern_f16 *k, const kern_f16 *v, int n_head, int n_kv, int hd,
+                               int n_tok, int pos0, const float *out) {
+    const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok, group = n_head / n_kv;
+    double md = 0, *s = (double *)malloc((size_t)n_pos * sizeof *s);
+    for (int t = 0; t < n_tok; t++)
+        for (int h = 0; h < n_head; h++) {
+            const int kvh = h / group, pos = pos0 + t;
+            double mx = -1e300, sum = 0;
+            for (int p = 0; p <= pos; p++) {
+                double d = 0;
+                for (int i = 0; i < hd; i++) d += (double)q[t * qdim + h * hd + i] * core_f16_to_f32(k[p * kvdim + kvh * hd + i]);
+                s[p] = d / sqrt((double)hd);
+                if (s[p] > mx) mx = s[p];
+            }
+            for (int p = 0; p <= pos; p++) sum += (s[p] = exp(s[p] - mx));
+            for (int i = 0; i < hd; i++) {
+                double o = 0;
+                for (int p = 0; p <= pos; p++) o += s[p] * core_f16_to_f32(v[p * kvdim + kvh * hd + i]);
+                md = fmax(md, fabs(o / sum - out[t * qdim + h * hd + i]));
+            }
+        }
+    free(s);
+    return md;
+}
+
+/* Q8_K blocks of x (n values) that differ from kern_ref_quantize_q8_K's:
+ * values q [n], scales d [n / 256]. */
+static int tg_q8k_mismatches(const float *x, int n, const int8_t *q, const float *d) {
+    const int nb = n / 256;
+    kern_block_q8_K *ref = (kern_block_q8_K *)malloc((size_t)nb * sizeof *ref);
+    kern_ref_traits(KERN_Q8_K)->from_float(x, ref, n);
+    int bad = 0;
+    for (int b = 0; b < nb; b++) bad += memcmp(&ref[b].d, &d[b], 4) != 0 || memcmp(ref[b].qs, q + b * 256, 256) != 0;
+    free(ref);
+    return bad;
+}
+
+#endif

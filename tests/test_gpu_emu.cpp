@@ -1,0 +1,207 @@
+/* test_gpu_emu.cpp -- the CUDA kernels' own code on the CPU (issue 12).
+ *
+ * kernels.cuh and launch.cuh compiled against src/kern/cuda/emu.h: each
+ * kernel runs with the grid, block and shared memory the model uses
+ * (launch.cuh), its warps' mma.sync / ldmatrix / shuffles emulated with
+ * the PTX ISA's fragment layouts, and its results are held to the same
+ * double-precision references and tolerances as tests/test_gpu.c holds the
+ * GPU to. So every machine -- CI included -- checks the kernels'
+ * arithmetic and indexing; test_gpu checks them again, and their speed,
+ * where a GPU is.
+ *
+ * Covered: decode attention (split-K + combine, and k_attn_dec with its
+ * merge and Q8_K output), prefill attention (k_attn and k_fa on tensor
+ * cores), the int8 tensor-core prefill product k_mmq (float and integer
+ * fold, every token tile) and the fused decode product k_dec for SwiGLU
+ * (with its Q8_K output). Not covered: k_mm (wmma has no emulation).
+ * Sizes are small: every CUDA thread is an OS thread here.
+ */
+#include "t.h"
+#include "t_gpu.h"
+
+#include "kern/cuda/launch.cuh"
+
+/* ---- attention ---- */
+
+enum { ATT_SPLIT_K, ATT_DEC, ATT_PREFILL, ATT_FA };
+static const char *const att_names[] = {"split-K decode", "k_attn_dec", "k_attn prefill", "k_fa"};
+
+static void check_attention(int n_head, int n_kv, int hd, int n_tok, int pos0, int kernel) {
+    const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok, group = n_head / n_kv;
+    std::vector<float> q((size_t)n_tok * qdim), out((size_t)n_tok * qdim, NAN);
+    std::vector<kern_f16> k((size_t)n_pos * kvdim), v((size_t)n_pos * kvdim);
+    for (float &x : q) x = frand(-1, 1);
+    for (size_t i = 0; i < k.size(); i++) k[i] = core_f32_to_f16(frand(-1, 1)), v[i] = core_f32_to_f16(frand(-1, 1));
+    const int nsplit = (n_pos + ATT_SPLIT - 1) / ATT_SPLIT;
+    std::vector<float> part((size_t)n_head * (nsplit > ATT_DEC_SPLITS ? nsplit : ATT_DEC_SPLITS) * (hd + 2));
+    std::vector<unsigned> counter((size_t)n_kv, 0);
+    std::vector<int8_t> oq((size_t)qdim, 0);
+    std::vector<float> od((size_t)qdim / 256 + 1, 0.0f);
+    const __half *kc = (const __half *)k.data(), *vc = (const __half *)v.data();
+    const float scale = 1.0f / sqrtf((float)hd);
+    int quantized = 0;
+    if (kernel == ATT_DEC) {
+        /* twice: the second run starts from the counters the first left */
+        for (int rep = 0; rep < 2; rep++)
+            quantized = launch_attn_dec(0, q.data(), kc, vc, &pos0, n_head, n_kv, hd, scale, part.data(), counter.data(),
+                                        out.data(), oq.data(), od.data());
+        for (int h = 0; h < n_kv; h++) CHECK_EQ_INT(counter[(size_t)h], 0);
+    } else
+        launch_attn(0, q.data(), kc, vc, &pos0, n_tok, n_head, n_kv, hd, ATT_PAIRS / group, nsplit, scale, out.data(),
+                    part.data(), kernel == ATT_FA);
+    const double md = tg_attention_err(q.data(), k.data(), v.data(), n_head, n_kv, hd, n_tok, pos0, out.data());
+    /* k_fa: f16 q and softmax weights (see test_gpu.c) */
+    const double tol = kernel == ATT_FA ? 3e-3 : 1e-4;
+    CHECK_MSG(md < tol, "%s, heads %d/%d hd %d, %d tokens at %d: max diff %.3g", att_names[kernel], n_head, n_kv, hd,
+              n_tok, pos0, md);
+    if (kernel == ATT_DEC && (group * hd) % 256 == 0) {
+        CHECK(quantized);
+        const int bad = tg_q8k_mismatches(out.data(), qdim, oq.data(), od.data());
+        CHECK_MSG(bad == 0, "k_attn_dec at %d: %d Q8_K blocks differ from kern_ref_quantize_q8_K", pos0, bad);
+    } else if (kernel == ATT_DEC)
+        CHECK(!quantized);
+}
+
+static void test_attention_split(void) {
+    check_attention(16, 4, 128, 1, 0, ATT_SPLIT_K);
+    check_attention(16, 4, 128, 1, 129, ATT_SPLIT_K);
+    check_attention(4, 1, 64, 1, 70, ATT_SPLIT_K);
+}
+
+/* one split and several; cut mid-tile; every split in use (4096 and up:
+ * ATT_DEC_SPLITS of at least ATT_DEC_MIN positions); the tiny model's
+ * shape; a group of one (no fused Q8_K); a group of 8 with head_dim 256 */
+static void test_attention_dec(void) {
+    const int dpos[] = {0, 1, 31, 64, 65, 100, 1000, 4100};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], ATT_DEC);
+    check_attention(4, 1, 64, 1, 700, ATT_DEC);
+    check_attention(16, 16, 64, 1, 333, ATT_DEC);
+    check_attention(16, 2, 256, 1, 300, ATT_DEC);
+}
+
+static void test_attention_prefill(void) {
+    check_attention(8, 2, 64, 20, 0, ATT_PREFILL);
+    check_attention(16, 4, 128, 40, 100, ATT_PREFILL);
+}
+
+/* token tiles of 16 (group 4), 32 (group 2), 64 (group 1) cut by n_tok;
+ * key tiles crossing the diagonal; two tokens; five key tiles */
+static void test_attention_fa(void) {
+    check_attention(8, 2, 64, 20, 0, ATT_FA);
+    check_attention(16, 4, 128, 40, 100, ATT_FA);
+    check_attention(4, 4, 64, 70, 5, ATT_FA);
+    check_attention(4, 1, 64, 33, 0, ATT_FA);
+    check_attention(16, 8, 128, 40, 200, ATT_FA);
+    check_attention(16, 4, 128, 2, 70, ATT_FA);
+    check_attention(4, 1, 128, 300, 0, ATT_FA);
+}
+
+/* ---- products ---- */
+
+static const int kq_types[] = {KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
+
+template <int T, int BN, int IF>
+static void run_mmq(const void *w, int n_out, int n_in, const int8_t *xq, const float *xd, int n_tok, float *y) {
+    const dim3 grid((unsigned)((n_out + MM_R - 1) / MM_R), (unsigned)((n_tok + BN - 1) / BN));
+    launch_plain(k_mmq<T, BN, IF>, grid, 256, 0, 0, (const uint8_t *)w, kern_row_size(T, n_in), n_in, n_out, xq, xd,
+                 n_tok, y, n_out, 0);
+}
+
+template <int T, int BN, int IF> static void check_mmq_one(int n_out, int n_in, int n_tok) {
+    void *w = random_rows(T, n_in, n_out);
+    std::vector<float> x((size_t)n_tok * n_in), y((size_t)n_tok * n_out, NAN), xd((size_t)n_tok * (n_in / 256));
+    std::vector<int8_t> xq((size_t)n_tok * n_in);
+    for (float &v : x) v = frand(-1, 1);
+    /* Q8_K activations, as k_quant makes them */
+    std::vector<kern_block_q8_K> b((size_t)n_in / 256);
+    for (int t = 0; t < n_tok; t++) {
+        kern_ref_traits(KERN_Q8_K)->from_float(x.data() + (size_t)t * n_in, b.data(), n_in);
+        for (int i = 0; i < n_in / 256; i++) {
+            memcpy(xq.data() + (size_t)t * n_in + 256 * i, b[(size_t)i].qs, 256);
+            xd[(size_t)t * (n_in / 256) + i] = b[(size_t)i].d;
+        }
+    }
+    run_mmq<T, BN, IF>(w, n_out, n_in, xq.data(), xd.data(), n_tok, y.data());
+    tg_q8k_round_trip(x.data(), n_tok, n_in);
+    const double e = tg_matmul_err(T, w, n_out, n_in, x.data(), n_tok, y.data());
+    CHECK_MSG(e <= 1e-5, "k_mmq<%s, %d, fold %s> %d x %d, %d tokens: relative error %.3g", kern_ref_traits(T)->name, BN,
+              IF ? "int" : "float", n_out, n_in, n_tok, e);
+    free(w);
+}
+
+template <int T> static void check_mmq_type(void) {
+    /* partial row and token tiles; several super-blocks */
+    check_mmq_one<T, 32, 0>(67, 512, 37);
+    check_mmq_one<T, 32, 1>(67, 512, 37);
+    check_mmq_one<T, 64, 0>(70, 768, 65);
+    check_mmq_one<T, 64, 1>(70, 768, 65);
+    check_mmq_one<T, 128, 0>(64, 512, 130);
+    check_mmq_one<T, 128, 1>(64, 512, 130);
+}
+
+static void test_mmq(void) {
+    check_mmq_type<KERN_Q4_K>();
+    check_mmq_type<KERN_Q5_K>();
+    check_mmq_type<KERN_Q6_K>();
+}
+
+/* k_dec's SwiGLU job: out = silu(gate x) * (up x) on Q8_K activations,
+ * and with oq its Q8_K, each super-block made by its last block */
+static void check_glu(int type, int n_ff, int n_in, int fused) {
+    void *wg = random_rows(type, n_in, n_ff), *wu = random_rows(type, n_in, n_ff);
+    const size_t rb = kern_row_size(type, n_in);
+    dlayer L;
+    memset(&L, 0, sizeof L);
+    L.gate = {(const uint8_t *)wg, type, n_in, n_ff, rb};
+    L.up = {(const uint8_t *)wu, type, n_in, n_ff, rb};
+    std::vector<float> x((size_t)n_in), xd((size_t)n_in / 256), out((size_t)n_ff, NAN), od((size_t)n_ff / 256, NAN);
+    std::vector<int8_t> xq((size_t)n_in), oq((size_t)n_ff);
+    std::vector<unsigned> counter((size_t)n_ff / 256, 0);
+    for (float &v : x) v = frand(-1, 1);
+    std::vector<kern_block_q8_K> b((size_t)n_in / 256);
+    kern_ref_traits(KERN_Q8_K)->from_float(x.data(), b.data(), n_in);
+    for (int i = 0; i < n_in / 256; i++) memcpy(xq.data() + 256 * i, b[(size_t)i].qs, 256), xd[(size_t)i] = b[(size_t)i].d;
+    dec_glu(0, &L, x.data(), xq.data(), xd.data(), out.data(), fused ? oq.data() : NULL, od.data(), counter.data());
+    /* the reference: the two products in double, then silu(g) * u */
+    tg_q8k_round_trip(x.data(), 1, n_in);
+    std::vector<float> wf((size_t)n_in);
+    double worst = 0;
+    for (int r = 0; r < n_ff; r++) {
+        double gu[2], mag[2]; /* the products and their sums of |w x| */
+        for (int m = 0; m < 2; m++) {
+            kern_ref_traits(type)->dequant_row((const char *)(m ? wu : wg) + (size_t)r * rb, wf.data(), n_in);
+            double sum = 0, a = 0;
+            for (int i = 0; i < n_in; i++) sum += (double)wf[(size_t)i] * x[(size_t)i], a += fabs((double)wf[(size_t)i] * x[(size_t)i]);
+            gu[m] = sum, mag[m] = a;
+        }
+        const double sg = 1.0 / (1.0 + exp(-gu[0])), ref = gu[0] * sg * gu[1];
+        /* relative to what rounding in either product can move: silu' <= 1.1 */
+        const double scale = 1.1 * mag[0] * fabs(gu[1]) + fabs(gu[0] * sg) * mag[1] + 1e-9;
+        worst = fmax(worst, fabs(ref - out[(size_t)r]) / scale);
+    }
+    CHECK_MSG(worst < 1e-5, "SwiGLU %s %d x %d: relative error %.3g", kern_ref_traits(type)->name, n_ff, n_in, worst);
+    if (fused) {
+        const int bad = tg_q8k_mismatches(out.data(), n_ff, oq.data(), od.data());
+        CHECK_MSG(bad == 0, "SwiGLU Q8_K: %d of %d blocks differ from kern_ref_quantize_q8_K", bad, n_ff / 256);
+        for (size_t i = 0; i < counter.size(); i++) CHECK_EQ_INT(counter[i], 0);
+    }
+    free(wg), free(wu);
+}
+
+static void test_dec_glu(void) {
+    for (size_t i = 0; i < CORE_ARRAY_LEN(kq_types); i++) {
+        check_glu(kq_types[i], 768, 512, 0);
+        check_glu(kq_types[i], 768, 512, 1);
+    }
+}
+
+int main(void) {
+    kern_init("scalar");
+    T_RUN(test_attention_split);
+    T_RUN(test_attention_dec);
+    T_RUN(test_attention_prefill);
+    T_RUN(test_attention_fa);
+    T_RUN(test_mmq);
+    T_RUN(test_dec_glu);
+    return t_done();
+}
