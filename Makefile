@@ -26,7 +26,7 @@ SRC     := $(wildcard src/*/*.c)
 LIB_SRC := $(filter-out src/app/%,$(SRC))
 APP_SRC := $(filter src/app/%,$(SRC))
 GEN_SRC := build/gen/assets.c
-TESTS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c)) test_gpu_emu
+TESTS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c)) test_gpu_emu test_gpu_on_emu
 FUZZ    := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # htmx and its SSE extension, pinned in web/package-lock.json; named, not
 # wildcarded, so a clean clone fetches them (npm ci) before embedding.
@@ -177,3 +177,15 @@ EMU_FLAGS := -std=c++17 -D_GNU_SOURCE -DSMOLBOT_GPU_EMU -fno-strict-aliasing -pt
              -Wno-unused-parameter -Wno-unknown-pragmas -Wno-unused-function
 build/san/test_gpu_emu: tests/test_gpu_emu.cpp tests/t.h tests/t_gpu.h $(wildcard src/kern/cuda/*.h src/kern/cuda/*.cuh) $(EMU_LIB)
 	$(CXX) $(EMU_FLAGS) -g -O1 $(SAN) -o $@ $< $(EMU_LIB) $(LDLIBS)
+
+# test_gpu.c again, against gpu.cu compiled for the CPU emulation: the whole
+# CUDA backend (upload, graphs, fused decode, prefill chunks, top-k) on
+# every machine; the real GPU runs build/rel/test_gpu.
+# UBSan only, -O2: a model's forward is millions of emulated blocks, and
+# test_gpu_emu already runs the kernels under ASan.
+build/emu/gpu.o: src/kern/cuda/gpu.cu $(wildcard src/kern/cuda/*.h src/kern/cuda/*.cuh)
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_FLAGS) -g -O2 -fsanitize=undefined -fno-sanitize-recover=undefined -x c++ -c -o $@ $<
+build/san/test_gpu_on_emu: tests/test_gpu.c tests/t.h tests/t_model.h tests/t_gpu.h build/emu/gpu.o $(EMU_LIB)
+	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -c -o $@.o $<
+	$(CXX) -O1 $(SAN) -pthread -o $@ $@.o build/emu/gpu.o $(EMU_LIB) $(LDLIBS)

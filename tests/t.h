@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static int t_passed, t_failed, t_skipped, t_cur_failed, t_cur_skipped;
@@ -68,12 +69,21 @@ static const char *t_cur_name;
         return;                                                                          \
     } while (0)
 
+/* T_TIME=1 in the environment: each test's wall time on stderr */
+static inline double t_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 #define T_RUN(fn)                                                                        \
     do {                                                                                 \
         t_cur_name = #fn;                                                                \
         t_cur_failed = 0;                                                                \
         t_cur_skipped = 0;                                                               \
+        const double t_t0 = t_now();                                                     \
         fn();                                                                            \
+        if (getenv("T_TIME")) fprintf(stderr, "  time %s: %.2f s\n", #fn, t_now() - t_t0); \
         if (t_cur_failed) { t_failed++; fprintf(stderr, "not ok %s\n", #fn); }           \
         else if (t_cur_skipped) t_skipped++;                                             \
         else t_passed++;                                                                 \

@@ -38,6 +38,9 @@
 #pragma weak gpu_test_topk
 
 static char skip_why[600];
+/* 1 when the "GPU" is the CPU emulation (test_gpu_on_emu): each CUDA thread
+ * is a fiber there, so the cases sized to fill a real GPU are left out */
+static int on_emu;
 
 /* 1 when the kernels can run; else skip_why says why. */
 static int gpu_ready(void) {
@@ -159,6 +162,7 @@ static void test_matmul_tensor_cores(void) {
         if (is_kq(t)) check_matmul(t, 67, 512, 37, 7, 1e-5);   /* integer fold: 32-token tiles */
         if (is_kq(t)) check_matmul(t, 130, 768, 129, 7, 1e-5);
     }
+    if (on_emu) return; /* test_gpu_emu covers every token tile directly */
     const int big[] = {KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
     for (size_t i = 0; i < CORE_ARRAY_LEN(big); i++) {
         check_matmul(big[i], 2112, 256, 1000, 1, 1e-5); /* 128-token tiles */
@@ -393,7 +397,12 @@ static void check_golden(const char *model_file, int is_f32) {
     unload(&L);
 }
 
-static void test_golden_f32(void) { check_golden("smollm3-tiny-f32.gguf", 1); }
+static void test_golden_f32(void) {
+    /* on the emulation the q4_k_m golden test runs the same code in a third
+     * of the time (the 128K-row f32 head is most of it) */
+    if (on_emu) T_SKIP("on the CPU emulation the q4_k_m golden test stands for it");
+    check_golden("smollm3-tiny-f32.gguf", 1);
+}
 static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); }
 
 /* The decode step (fused kernels, CUDA graph) against the CPU on the same
@@ -413,6 +422,7 @@ static void decode_and_cache(const char *optin) {
     setenv("SMOLBOT_GPU_GLUQ", optin, 1);
     const char *file = t_shared("models/smollm3-tiny-f32.gguf") ? "models/smollm3-tiny-f32.gguf"
                                                                   : "models/smollm3-tiny-q4_k_m.gguf";
+    const int steps = on_emu ? 8 : 16; /* each step is millions of emulated blocks there */
     const int is_f32 = strstr(file, "f32") != NULL;
     loaded G, C;
     int lg = load(file, &G, MODEL_GPU_ON);
@@ -433,7 +443,7 @@ static void decode_and_cache(const char *optin) {
     CHECK(model_forward(C.m, kc, prompt, 12, lc, 0, NULL, &err) == 0);
     int argmax_same = 0, clear = 0;
     double worst = 0, worst_rms = 0;
-    for (int s = 0; s < 16; s++) {
+    for (int s = 0; s < steps; s++) {
         double maxd, rms;
         t_diff_stats(lg_, lc, c->n_vocab, &maxd, &rms);
         worst = fmax(worst, maxd), worst_rms = fmax(worst_rms, rms);
@@ -450,8 +460,8 @@ static void decode_and_cache(const char *optin) {
             break;
         }
     }
-    fprintf(stderr, "  %s: GPU vs CPU over 16 teacher-forced steps: max|diff| %.4f, rms %.4f, argmax equal %d of %d clear\n",
-            file, worst, worst_rms, argmax_same, clear);
+    fprintf(stderr, "  %s: GPU vs CPU over %d teacher-forced steps: max|diff| %.4f, rms %.4f, argmax equal %d of %d clear\n",
+            file, steps, worst, worst_rms, argmax_same, clear);
     /* the opt-in k_fa rounds q and the softmax weights to f16 in the prefill */
     const double f32_max = optin[0] == '1' ? 0.05 : 0.02, f32_rms = optin[0] == '1' ? 0.01 : 0.005;
     if (is_f32) CHECK_MSG(worst <= f32_max && worst_rms <= f32_rms, "max %.4f rms %.4f", worst, worst_rms);
@@ -515,6 +525,11 @@ static void test_off_and_auto(void) {
 
 int main(void) {
     kern_init("scalar"); /* kern_rmsnorm & co. are then the reference */
+    if (gpu_ready()) {
+        char d[256];
+        gpu_describe(d, sizeof d);
+        on_emu = strstr(d, "emulation") != NULL;
+    }
     T_RUN(test_off_and_auto);
     T_RUN(test_device);
     T_RUN(test_dequant);

@@ -68,7 +68,9 @@
  * activation buffers are cudaMalloc'd (256-byte aligned) with row strides
  * that are multiples of 8 floats, so float4 loads are aligned.
  */
+#ifndef SMOLBOT_GPU_EMU /* else the CPU emulation (emu.h, via kernels.cuh) */
 #include <cuda_runtime.h>
+#endif
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -377,7 +379,7 @@ extern "C" int gpu_kv_fill_synthetic(gpu_kv *kv, int from, int to, char *msg, si
     const gpu_model *g = kv->g;
     if (from < 0 || to > kv->n_ctx || from > to) { set_msg(msg, msg_len, "bad fill range %d..%d", from, to); return -1; }
     if (from == to) return 0;
-    k_fill<<<1024, 256, 0, g->st>>>(kv->k, kv->v, g->c.n_layer, kv->n_ctx, g->c.n_head_kv * g->c.head_dim, from, to);
+    launch_plain(k_fill, 1024, 256, 0, g->st, kv->k, kv->v, g->c.n_layer, kv->n_ctx, g->c.n_head_kv * g->c.head_dim, from, to);
     CK(cudaGetLastError());
     CK(cudaStreamSynchronize(g->st));
     return 0;
@@ -400,9 +402,9 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
         const int bn = big ? 128 : rb * ((n_tok + 63) / 64) >= 264 ? 64 : 32;
         const dim3 grid(rb, (n_tok + bn - 1) / bn);
 #define MQ(TT, IF) \
-    (bn == 128 ? k_mmq<TT, 128, IF><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
-     : bn == 64 ? k_mmq<TT, 64, IF><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
-                : k_mmq<TT, 32, IF><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
+    (bn == 128 ? launch_plain(k_mmq<TT, 128, IF>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+     : bn == 64 ? launch_plain(k_mmq<TT, 64, IF>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+                : launch_plain(k_mmq<TT, 32, IF>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
         const int fi = (use_mma & 4) != 0; /* integer fold (SMOLBOT_GPU_MMQI) */
         if (w->type == GT_Q4_K) fi ? MQ(GT_Q4_K, 1) : MQ(GT_Q4_K, 0);
         else if (w->type == GT_Q5_K) fi ? MQ(GT_Q5_K, 1) : MQ(GT_Q5_K, 0);
@@ -410,17 +412,19 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
 #undef MQ
         return;
     }
+#ifndef SMOLBOT_GPU_EMU /* k_mm (wmma) is not emulated: other types take k_mv there */
     if ((use_mma & 1) && n_tok >= MMA_MIN_TOK && gq_is_quant(w->type)) {
         const int8_t *q = kq ? xq : NULL;
         if (big) {
             dim3 grid(rb, (n_tok + 127) / 128);
-            GQ_DISPATCH(w->type, (k_mm<T, 128><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
+            GQ_DISPATCH(w->type, (launch_plain(k_mm<T, 128>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
         } else {
             dim3 grid(rb, (n_tok + 63) / 64);
-            GQ_DISPATCH(w->type, (k_mm<T, 64><<<grid, 256, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
+            GQ_DISPATCH(w->type, (launch_plain(k_mm<T, 64>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
         }
         return;
     }
+#endif
     if (kq && xq) {
         for (int t = 0; t < n_tok; t++)
             dec_single(st, w, x + (size_t)t * ldx, xq + (size_t)t * w->n_in, xd + (size_t)t * (w->n_in / 256),
@@ -430,7 +434,7 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
     for (int t0 = 0; t0 < n_tok; t0 += MV_NT) {
         const int nt = n_tok - t0 < MV_NT ? n_tok - t0 : MV_NT;
         const int blocks = (w->n_out + MV_ROWS - 1) / MV_ROWS;
-        GQ_DISPATCH(w->type, (k_mv<T><<<blocks, MV_ROWS * 32, 0, st>>>(w->d, w->rb, w->n_in, w->n_out, x + (size_t)t0 * ldx,
+        GQ_DISPATCH(w->type, (launch_plain(k_mv<T>, blocks, MV_ROWS * 32, 0, st, w->d, w->rb, w->n_in, w->n_out, x + (size_t)t0 * ldx,
                                                                     ldx, nt, y + (size_t)t0 * ldy, ldy, acc)));
     }
 }
@@ -446,32 +450,32 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
     int8_t *xq = g->use_q8 ? g->xq : NULL; /* NULL: f32 activations everywhere */
     float *xd = g->xd;
     const int mma = g->use_mma;
-    GQ_DISPATCH(g->tok_embd.type, (k_embed<T><<<B, 256, 0, st>>>(g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
+    GQ_DISPATCH(g->tok_embd.type, (launch_plain(k_embed<T>, B, 256, 0, st, g->tok_embd.d, g->tok_embd.rb, E, d_tok, g->x)));
     for (int il = 0; il < c->n_layer; il++) {
         const dlayer *L = &g->L[il];
         __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
-        k_rmsnorm<<<B, 256, 0, st>>>(g->x, L->attn_norm, g->xb, E, c->eps, xq, xd);
+        launch_plain(k_rmsnorm, B, 256, 0, st, g->x, L->attn_norm, g->xb, E, c->eps, xq, xd);
         matmul(st, &L->wq, g->xb, E, xq, xd, B, g->q, qdim, 0, mma);
         matmul(st, &L->wk, g->xb, E, xq, xd, B, g->k, kvdim, 0, mma);
         matmul(st, &L->wv, g->xb, E, xq, xd, B, g->v, kvdim, 0, mma);
-        k_rope_store<<<B, 256, 0, st>>>(g->q, g->k, g->v, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->theta_scale,
+        launch_plain(k_rope_store, B, 256, 0, st, g->q, g->k, g->v, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->theta_scale,
                                         !g->nope[il]);
         launch_attn(st, g->q, kc, vc, d_pos, B, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
                     kv->part, g->use_fa);
         if (xq) quant(st, g->att, qdim, qdim, B, xq, xd);
         matmul(st, &L->wo, g->att, qdim, xq, xd, B, g->x, E, 1, mma);
-        k_rmsnorm<<<B, 256, 0, st>>>(g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
+        launch_plain(k_rmsnorm, B, 256, 0, st, g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
         matmul(st, &L->gate, g->xb, E, xq, xd, B, g->hb, F, 0, mma);
         matmul(st, &L->up, g->xb, E, xq, xd, B, g->hb2, F, 0, mma);
-        k_silu_mul<<<(B * F + 255) / 256, 256, 0, st>>>(g->hb, g->hb2, B * F);
+        launch_plain(k_silu_mul, (B * F + 255) / 256, 256, 0, st, g->hb, g->hb2, B * F);
         if (xq) quant(st, g->hb, F, F, B, xq, xd);
         matmul(st, &L->down, g->hb, F, xq, xd, B, g->x, E, 1, mma);
     }
     if (head == 1) {
-        k_rmsnorm<<<1, 256, 0, st>>>(g->x + (size_t)(B - 1) * E, g->out_norm, g->xb, E, c->eps, xq, xd);
+        launch_plain(k_rmsnorm, 1, 256, 0, st, g->x + (size_t)(B - 1) * E, g->out_norm, g->xb, E, c->eps, xq, xd);
         matmul(st, &g->output, g->xb, E, xq, xd, 1, g->logits, c->n_vocab, 0, mma);
     } else if (head == 2) {
-        k_rmsnorm<<<B, 256, 0, st>>>(g->x, g->out_norm, g->xb, E, c->eps, xq, xd);
+        launch_plain(k_rmsnorm, B, 256, 0, st, g->x, g->out_norm, g->xb, E, c->eps, xq, xd);
         matmul(st, &g->output, g->xb, E, xq, xd, B, g->logits, c->n_vocab, 0, mma);
     }
 }
@@ -601,8 +605,8 @@ static int topk_run(cudaStream_t st, const float *d_vals, int n, int k, float *t
     const size_t sm1 = (size_t)chunk * 8, sm2 = (size_t)TOPK_BLOCKS * k * 8;
     if (sm1 > 200 * 1024) { set_msg(msg, msg_len, "top-k over %d values: too many", n); return -1; }
     CK(cudaFuncSetAttribute(k_topk, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)(sm1 > sm2 ? sm1 : sm2)));
-    k_topk<<<TOPK_BLOCKS, 256, sm1, st>>>(d_vals, NULL, n, chunk, k, tk_v, tk_i);
-    k_topk<<<1, 256, sm2, st>>>(tk_v, tk_i, TOPK_BLOCKS * k, TOPK_BLOCKS * k, k, tk_fv, tk_fi);
+    launch_plain(k_topk, TOPK_BLOCKS, 256, sm1, st, d_vals, NULL, n, chunk, k, tk_v, tk_i);
+    launch_plain(k_topk, 1, 256, sm2, st, tk_v, tk_i, TOPK_BLOCKS * k, TOPK_BLOCKS * k, k, tk_fv, tk_fi);
     CK(cudaGetLastError());
     return 0;
 fail:
@@ -623,12 +627,13 @@ fail:
 
 /* Device scratch for one test call: every pointer is freed by t_free. */
 typedef struct tbufs {
-    void *p[8];
+    void *p[16];
     int n;
 } tbufs;
 
 static void *t_up(tbufs *b, const void *h, size_t bytes) {
     void *d = NULL;
+    if (b->n == (int)(sizeof b->p / sizeof b->p[0])) return NULL; /* T_NEED reports it */
     if (cudaMalloc(&d, bytes ? bytes : 16) != cudaSuccess) return NULL;
     b->p[b->n++] = d;
     if (h && cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess) return NULL;
@@ -740,7 +745,7 @@ extern "C" int gpu_test_dequant(int type, const void *w, int64_t n, float *out, 
     float *d = (float *)t_up(&b, NULL, (size_t)n * 4);
     T_NEED(d);
     const int threads = (int)(n / 8);
-    GQ_DISPATCH(type, (k_dequant<T><<<(threads + 255) / 256, 256>>>(dw, (int)n, d)));
+    GQ_DISPATCH(type, (launch_plain(k_dequant<T>, (threads + 255) / 256, 256, 0, 0, dw, (int)n, d)));
     return t_finish(&b, out, d, (size_t)n * 4, msg, msg_len);
 }
 
@@ -751,7 +756,7 @@ extern "C" int gpu_test_rmsnorm(const float *x, const float *w, int n, int rows,
     T_NEED(dx && dw);
     float *dout = (float *)t_up(&b, NULL, (size_t)n * rows * 4);
     T_NEED(dout);
-    k_rmsnorm<<<rows, 256>>>(dx, dw, dout, n, eps, NULL, NULL);
+    launch_plain(k_rmsnorm, rows, 256, 0, 0, dx, dw, dout, n, eps, NULL, NULL);
     return t_finish(&b, out, dout, (size_t)n * rows * 4, msg, msg_len);
 }
 
@@ -759,7 +764,7 @@ extern "C" int gpu_test_silu_mul(const float *g, const float *u, int n, float *o
     tbufs b = {{0}, 0};
     float *dg = (float *)t_up(&b, g, (size_t)n * 4), *du = (float *)t_up(&b, u, (size_t)n * 4);
     T_NEED(dg && du);
-    k_silu_mul<<<(n + 255) / 256, 256>>>(dg, du, n);
+    launch_plain(k_silu_mul, (n + 255) / 256, 256, 0, 0, dg, du, n);
     return t_finish(&b, out, dg, (size_t)n * 4, msg, msg_len);
 }
 
@@ -772,7 +777,7 @@ extern "C" int gpu_test_rope(float *x, int n_heads, int head_dim, int pos, float
     __half *vc = (__half *)t_up(&b, NULL, (size_t)(pos + 1) * head_dim * 2);
     int *dp = (int *)t_up(&b, &pos, sizeof pos);
     T_NEED(dq && dk && kc && vc && dp);
-    k_rope_store<<<1, 256>>>(dq, dk, dk, kc, vc, dp, n_heads, 1, head_dim, powf(theta, -2.0f / (float)head_dim), 1);
+    launch_plain(k_rope_store, 1, 256, 0, 0, dq, dk, dk, kc, vc, dp, n_heads, 1, head_dim, powf(theta, -2.0f / (float)head_dim), 1);
     return t_finish(&b, x, dq, (size_t)n_heads * head_dim * 4, msg, msg_len);
 }
 

@@ -23,6 +23,9 @@ typedef struct dlayer {
     dmat wq, wk, wv, wo, gate, up, down;
 } dlayer;
 
+/* SMOLBOT_GPU_PDL=0: ordinary launches (the emulation runs in order anyway) */
+static int g_pdl __attribute__((unused)) = 1;
+
 #ifdef SMOLBOT_GPU_EMU
 /* on the CPU: run the grid now, block by block (emu.h) */
 template <typename... KArgs, typename... Args>
@@ -32,8 +35,6 @@ static void launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cuda
 }
 #define launch_plain launch
 #else
-static int g_pdl = 1; /* SMOLBOT_GPU_PDL=0: ordinary launches */
-
 /* pdl: programmatic stream serialization (the kernel calls gdc_wait) */
 template <typename... KArgs, typename... Args>
 static void launch_with(int pdl, void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, Args... args) {
