@@ -53,9 +53,10 @@
  * SMOLBOT_GPU_MMQ, SMOLBOT_GPU_MMA (tensor-core prefill), SMOLBOT_GPU_PDL.
  *
  * Opt-in (=1), written in a session without a GPU: test_gpu checks each
- * against the references, but none has run on a GPU yet, so none is the
- * default until `make cuda-check` (which benches them beside the defaults,
- * and `smolbot bench --kernels --gpu on` one by one) shows it faster:
+ * against the references and passes on the CPU emulation (below), but
+ * none has run on a GPU yet, so none is the default until `make
+ * cuda-check` (which benches them beside the defaults, and `smolbot bench
+ * --kernels --gpu on` one by one) shows it faster:
  *   SMOLBOT_GPU_DATT  k_attn_dec: decode attention, its merge and the Q8_K
  *                     of its output in one kernel (5 kernels a layer with
  *                     GLUQ instead of 8)
@@ -63,6 +64,15 @@
  *                     of each super-block instead of k_quant
  *   SMOLBOT_GPU_FA    k_fa: prefill attention on f16 tensor cores
  *   SMOLBOT_GPU_MMQI  k_mmq with integer sums per super-block
+ *
+ * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
+ * launched (grids, decode jobs), this file the rest of the host side. All
+ * three also compile as plain C++ against emu.h (SMOLBOT_GPU_EMU), which
+ * runs CUDA threads as fibers with the PTX fragment layouts of mma.sync
+ * and ldmatrix: test_gpu_emu (the kernels) and test_gpu_on_emu (test_gpu.c
+ * against this whole file) check the backend's arithmetic on any machine.
+ * The emulation does not model timing, memory ordering or races, and has
+ * no wmma: k_mm's types take k_mv there.
  *
  * Invariants: every row length is a multiple of 8 (checked at load);
  * activation buffers are cudaMalloc'd (256-byte aligned) with row strides
