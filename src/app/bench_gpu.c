@@ -57,7 +57,7 @@ static double bg_matmul(const bg_mat *m, const void *w, const float *x, int n_to
     return gpu_test_last_ms();
 }
 
-static int bench_products(int reps) {
+static int bench_products(void) {
     /* the 3B Q4_K_M file: Q6_K for attn_v and half the ffn_down tensors */
     static const bg_mat mats[] = {
         {"q, o", KERN_Q4_K, 2048, 2048, 2}, {"k", KERN_Q4_K, 512, 2048, 1},         {"v", KERN_Q6_K, 512, 2048, 1},
@@ -101,7 +101,6 @@ static int bench_products(int reps) {
             printf("   (36 layers of products only)\n");
         }
     }
-    (void)reps;
     free(x), free(y), free(w);
     return rc;
 }
@@ -161,7 +160,7 @@ int app_bench_gpu_kernels(int quick) {
     const int reps = quick ? 3 : 20;
     printf("GPU kernels: %s, mean of %d runs after a checked one\n", dev, reps);
     gpu_test_timing(reps);
-    int rc = bench_products(reps);
+    int rc = bench_products();
     if (!rc) rc = bench_attention();
     gpu_test_timing(0);
     return rc;
