@@ -2,6 +2,7 @@
  * double-precision references the kernels are held to. Used by
  * test_gpu.c (the kernels on a GPU) and test_gpu_emu.cpp (the same
  * kernels' code on the CPU emulation), so it compiles as C and as C++.
+ * Include t.h first: tg_check_attention records with its CHECK macros.
  */
 #ifndef T_GPU_H
 #define T_GPU_H
@@ -19,6 +20,7 @@ extern "C" {
 #ifdef __cplusplus
 }
 #endif
+#include "kern/cuda/gpu.h" /* GPU_ATT_*: which attention kernel */
 
 static uint64_t tg_rng = 88172645463325252ull;
 static uint32_t rnd(void) {
@@ -125,6 +127,45 @@ static int tg_q8k_mismatches(const float *x, int n, const int8_t *q, const float
     for (int b = 0; b < nb; b++) bad += memcmp(&ref[b].d, &d[b], 4) != 0 || memcmp(ref[b].qs, q + b * 256, 256) != 0;
     free(ref);
     return bad;
+}
+
+/* How a test runs one attention kernel (gpu_test_attention's contract):
+ * out for every token; for GPU_ATT_DEC with oq set, also the Q8_K of out.
+ * Returns 0, or -1 with msg. */
+typedef int (*tg_attention_fn)(const float *q, const kern_f16 *k, const kern_f16 *v, int n_head, int n_kv, int hd,
+                               int n_tok, int pos0, int kernel, float *out, int8_t *oq, float *od, char *msg,
+                               size_t msg_len);
+
+static const char *tg_att_name(int kernel) {
+    return kernel == GPU_ATT_PREFILL ? "prefill" : kernel == GPU_ATT_SPLIT ? "split-K decode"
+         : kernel == GPU_ATT_DEC     ? "k_attn_dec" : "k_fa";
+}
+
+/* Random q, K, V; run; out against tg_attention_err, and the fused Q8_K
+ * of k_attn_dec bit for bit against kern_ref_quantize_q8_K. */
+static void tg_check_attention(tg_attention_fn run, int n_head, int n_kv, int hd, int n_tok, int pos0, int kernel) {
+    const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok;
+    float *q = (float *)malloc((size_t)n_tok * qdim * 4), *out = (float *)malloc((size_t)n_tok * qdim * 4);
+    kern_f16 *k = (kern_f16 *)malloc((size_t)n_pos * kvdim * 2), *v = (kern_f16 *)malloc((size_t)n_pos * kvdim * 2);
+    const int want_q8 = kernel == GPU_ATT_DEC && qdim % 256 == 0;
+    int8_t *oq = (int8_t *)malloc((size_t)qdim);
+    float *od = (float *)malloc((size_t)(qdim / 256 + 1) * 4);
+    for (int i = 0; i < n_tok * qdim; i++) q[i] = frand(-1, 1);
+    for (int i = 0; i < n_pos * kvdim; i++) k[i] = core_f32_to_f16(frand(-1, 1)), v[i] = core_f32_to_f16(frand(-1, 1));
+    char msg[256] = "";
+    int rc = run(q, k, v, n_head, n_kv, hd, n_tok, pos0, kernel, out, want_q8 ? oq : NULL, od, msg, sizeof msg);
+    CHECK_MSG(rc == 0, "%s", msg);
+    const double md = rc ? 0 : tg_attention_err(q, k, v, n_head, n_kv, hd, n_tok, pos0, out);
+    /* k_fa multiplies f16 q and softmax weights, as llama.cpp's tensor-core
+     * attention does: each rounded to 2^-11 relative */
+    const double tol = kernel == GPU_ATT_FA ? 3e-3 : 1e-4;
+    CHECK_MSG(md < tol, "attention heads %d/%d hd %d, %d tokens at %d (%s): max diff %.3g", n_head, n_kv, hd, n_tok,
+              pos0, tg_att_name(kernel), md);
+    if (want_q8 && !rc) { /* the fused Q8_K of the output: kern_ref_quantize_q8_K's, bit for bit */
+        const int bad = tg_q8k_mismatches(out, qdim, oq, od);
+        CHECK_MSG(bad == 0, "k_attn_dec at %d: %d of %d Q8_K blocks differ from kern_ref_quantize_q8_K", pos0, bad, qdim / 256);
+    }
+    free(q), free(out), free(k), free(v), free(oq), free(od);
 }
 
 #endif

@@ -212,35 +212,8 @@ static void test_rope(void) {
         }
 }
 
-static const char *att_name(int kernel) {
-    return kernel == GPU_ATT_PREFILL ? "prefill" : kernel == GPU_ATT_SPLIT ? "split-K decode"
-         : kernel == GPU_ATT_DEC     ? "k_attn_dec" : "k_fa";
-}
-
 static void check_attention(int n_head, int n_kv, int hd, int n_tok, int pos0, int kernel) {
-    const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok;
-    float *q = malloc((size_t)n_tok * qdim * 4), *out = malloc((size_t)n_tok * qdim * 4);
-    kern_f16 *k = malloc((size_t)n_pos * kvdim * 2), *v = malloc((size_t)n_pos * kvdim * 2);
-    const int want_q8 = kernel == GPU_ATT_DEC && qdim % 256 == 0;
-    int8_t *oq = malloc((size_t)qdim);
-    float *od = malloc((size_t)(qdim / 256 + 1) * 4);
-    for (int i = 0; i < n_tok * qdim; i++) q[i] = frand(-1, 1);
-    for (int i = 0; i < n_pos * kvdim; i++) k[i] = core_f32_to_f16(frand(-1, 1)), v[i] = core_f32_to_f16(frand(-1, 1));
-    char msg[256] = "";
-    int rc = gpu_test_attention(q, k, v, n_head, n_kv, hd, n_tok, pos0, kernel, out, want_q8 ? oq : NULL, od, msg,
-                                sizeof msg);
-    CHECK_MSG(rc == 0, "%s", msg);
-    const double md = rc ? 0 : tg_attention_err(q, k, v, n_head, n_kv, hd, n_tok, pos0, out);
-    /* k_fa multiplies f16 q and softmax weights, as llama.cpp's tensor-core
-     * attention does: each rounded to 2^-11 relative */
-    const double tol = kernel == GPU_ATT_FA ? 3e-3 : 1e-4;
-    CHECK_MSG(md < tol, "attention heads %d/%d hd %d, %d tokens at %d (%s): max diff %.3g", n_head, n_kv, hd, n_tok,
-              pos0, att_name(kernel), md);
-    if (want_q8 && !rc) { /* the fused Q8_K of the output: kern_ref_quantize_q8_K's, bit for bit */
-        const int bad = tg_q8k_mismatches(out, qdim, oq, od);
-        CHECK_MSG(bad == 0, "k_attn_dec at %d: %d of %d Q8_K blocks differ from kern_ref_quantize_q8_K", pos0, bad, qdim / 256);
-    }
-    free(q), free(out), free(k), free(v), free(oq), free(od);
+    tg_check_attention(gpu_test_attention, n_head, n_kv, hd, n_tok, pos0, kernel);
 }
 
 static void test_attention(void) {

@@ -277,61 +277,44 @@ template <class T> static inline T __shfl_xor_sync(unsigned, T v, int m) { retur
 static inline float emu_h(uint32_t w, int hi) { return emu_f16((uint16_t)(hi ? w >> 16 : w)); }
 static inline int emu_b(uint32_t w, int i) { return (int)(int8_t)(w >> (8 * i)); }
 
-/* D = A (16x16 f16) B (16x8 f16) in f32 for every lane (the caller adds C) */
-static void emu_all_mma_f16(uint32_t (*sl)[8], uint32_t (*res)[4]) {
-    float A[16][16], B[16][8];
+/* D = A (16 x K) B (K x 8) for every lane (the caller adds C), from the
+ * lanes' fragments: each 32-bit register packs E elements (f16: 2, s8: 4),
+ * so with g = lane / 4, t = lane % 4 and h = K / 2
+ *   a0 = A[g][Et..], a1 = A[g+8][Et..], a2 = A[g][h+Et..], a3 = A[g+8][h+Et..]
+ *   b0 = B[Et..][g], b1 = B[h+Et..][g]
+ * (s8 with K = 16 has a0, a1, b0 only: Et.. then spans all of K). Slot
+ * words 0-3: a, 4-5: b, 7: K. */
+template <class T, int E, T (*elem)(uint32_t, int)>
+static void emu_all_mma(uint32_t (*sl)[8], uint32_t (*res)[4]) {
+    const int K = (int)sl[0][7], regs = K / (4 * E); /* A registers per row: 1 or 2 */
+    T A[16][32], B[32][8];
     for (int l = 0; l < 32; l++) {
         const uint32_t *s = sl[l];
         const int g = l >> 2, t = l & 3;
-        for (int e = 0; e < 2; e++) {
-            A[g][2 * t + e] = emu_h(s[0], e), A[g + 8][2 * t + e] = emu_h(s[1], e);
-            A[g][8 + 2 * t + e] = emu_h(s[2], e), A[g + 8][8 + 2 * t + e] = emu_h(s[3], e);
-            B[2 * t + e][g] = emu_h(s[4], e), B[8 + 2 * t + e][g] = emu_h(s[5], e);
-        }
+        for (int r = 0; r < regs; r++)
+            for (int e = 0; e < E; e++) {
+                const int k = r * K / 2 + E * t + e;
+                A[g][k] = elem(s[2 * r], e), A[g + 8][k] = elem(s[2 * r + 1], e), B[k][g] = elem(s[4 + r], e);
+            }
     }
     for (int l = 0; l < 32; l++)
         for (int e = 0; e < 4; e++) {
             const int row = (l >> 2) + (e >= 2 ? 8 : 0), col = 2 * (l & 3) + (e & 1);
-            float sum = 0.0f;
-            for (int k = 0; k < 16; k++) sum += A[row][k] * B[k][col];
+            T sum = 0;
+            for (int k = 0; k < K; k++) sum += A[row][k] * B[k][col];
             memcpy(&res[l][e], &sum, 4);
         }
 }
 static inline void emu_mma_f16(float *c, const unsigned *a, unsigned b0, unsigned b1) {
-    const uint32_t in[6] = {a[0], a[1], a[2], a[3], b0, b1};
-    const uint32_t *r = emu_collective(in, 6, emu_all_mma_f16);
+    const uint32_t in[8] = {a[0], a[1], a[2], a[3], b0, b1, 0u, 16u};
+    const uint32_t *r = emu_collective(in, 8, emu_all_mma<float, 2, emu_h>);
     for (int e = 0; e < 4; e++) c[e] += __uint_as_float(r[e]);
 }
-
-/* D = A (16 x K s8) B (K x 8 s8) in s32 for every lane; K = 32, or 16
- * (then a2, a3 and b1 are unused; slot word 7 says which) */
-static void emu_all_mma_s8(uint32_t (*sl)[8], uint32_t (*res)[4]) {
-    const int K = (int)sl[0][7];
-    int A[16][32], B[32][8];
-    for (int l = 0; l < 32; l++) {
-        const uint32_t *s = sl[l];
-        const int g = l >> 2, t = l & 3;
-        for (int e = 0; e < 4; e++) {
-            A[g][4 * t + e] = emu_b(s[0], e), A[g + 8][4 * t + e] = emu_b(s[1], e);
-            B[4 * t + e][g] = emu_b(s[4], e);
-            if (K == 32) {
-                A[g][16 + 4 * t + e] = emu_b(s[2], e), A[g + 8][16 + 4 * t + e] = emu_b(s[3], e);
-                B[16 + 4 * t + e][g] = emu_b(s[5], e);
-            }
-        }
-    }
-    for (int l = 0; l < 32; l++)
-        for (int e = 0; e < 4; e++) {
-            const int row = (l >> 2) + (e >= 2 ? 8 : 0), col = 2 * (l & 3) + (e & 1);
-            int sum = 0;
-            for (int k = 0; k < K; k++) sum += A[row][k] * B[k][col];
-            res[l][e] = (uint32_t)sum;
-        }
-}
+/* K = 32, or 16 (then a[2], a[3] and b1 are not read) */
 static inline void emu_mma_s8(int *c, const int *a, int b0, int b1, int K) {
     const uint32_t in[8] = {(uint32_t)a[0], (uint32_t)a[1], K == 32 ? (uint32_t)a[2] : 0u, K == 32 ? (uint32_t)a[3] : 0u,
                             (uint32_t)b0, (uint32_t)b1, 0u, (uint32_t)K};
-    const uint32_t *r = emu_collective(in, 8, emu_all_mma_s8);
+    const uint32_t *r = emu_collective(in, 8, emu_all_mma<int, 4, emu_b>);
     for (int e = 0; e < 4; e++) c[e] += (int)r[e];
 }
 

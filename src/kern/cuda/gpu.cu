@@ -311,7 +311,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
         g->tk_fi = (int *)p;
     }
     g->qt = ATT_PAIRS / group;
-    CK(cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)));
+    CK(attn_smem_limits(hd, group));
     g->use_mma = (env_off("SMOLBOT_GPU_MMA") ? 0 : 1) | (env_off("SMOLBOT_GPU_MMQ") ? 0 : 2) |
                  (env_on("SMOLBOT_GPU_MMQI") ? 4 : 0); /* not yet measured on a GPU: opt-in */
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
@@ -320,13 +320,8 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_fuse = !env_off("SMOLBOT_GPU_FUSE") && g->use_q8;
     /* not yet measured on a GPU: opt-in until it is (see k_attn_dec) */
     g->use_datt = env_on("SMOLBOT_GPU_DATT") && attn_dec_ok(hd, group);
-    if (g->use_datt)
-        CK(cudaFuncSetAttribute(k_attn_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_dec_smem(hd, group)));
     g->use_fa = env_on("SMOLBOT_GPU_FA") && fa_ok(hd, group); /* likewise opt-in (see k_fa) */
     g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0; /* likewise (see k_dec's MV_GLU) */
-    if (g->use_fa)
-        CK(cudaFuncSetAttribute(hd == 128 ? k_fa<128> : k_fa<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)fa_smem(hd)));
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
@@ -814,14 +809,12 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
     float *dxd = (float *)t_up(&b, NULL, (size_t)(qdim / 256 + 1) * 4);
     T_NEED(dq && kc && vc && dout && part && dp && cnt && dxq && dxd);
     const float scale = 1.0f / sqrtf((float)hd);
+    if (attn_smem_limits(hd, group) != cudaSuccess) {
+        t_free(&b);
+        set_msg(msg, msg_len, "CUDA: shared memory for attention");
+        return -1;
+    }
     if (kernel == GPU_ATT_DEC) {
-        if (cudaMemset(cnt, 0, (size_t)n_kv * sizeof(unsigned)) != cudaSuccess ||
-            cudaFuncSetAttribute(k_attn_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_dec_smem(hd, group)) !=
-                cudaSuccess) {
-            t_free(&b);
-            set_msg(msg, msg_len, "CUDA: setup of k_attn_dec");
-            return -1;
-        }
         /* twice: the second run finds the counters the first one left (zero) */
         int fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, part, cnt, dout, oq ? dxq : NULL, dxd);
         T_LAUNCH(fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, part, cnt, dout, oq ? dxq : NULL, dxd));
@@ -832,22 +825,9 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
             set_msg(msg, msg_len, "CUDA: copy");
             return -1;
         }
-    } else {
-        if (cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS)) !=
-            cudaSuccess) {
-            t_free(&b);
-            set_msg(msg, msg_len, "CUDA: shared memory for attention");
-            return -1;
-        }
-        const int fa = kernel == GPU_ATT_FA;
-        if (fa && cudaFuncSetAttribute(hd == 128 ? k_fa<128> : k_fa<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)fa_smem(hd)) != cudaSuccess) {
-            t_free(&b);
-            set_msg(msg, msg_len, "CUDA: shared memory for k_fa");
-            return -1;
-        }
-        T_LAUNCH(launch_attn(0, dq, kc, vc, dp, n_tok, n_head, n_kv, hd, qt, nsplit, scale, dout, part, fa));
-    }
+    } else
+        T_LAUNCH(launch_attn(0, dq, kc, vc, dp, n_tok, n_head, n_kv, hd, qt, nsplit, scale, dout, part,
+                             kernel == GPU_ATT_FA));
     return t_finish(&b, out, dout, (size_t)n_tok * qdim * 4, msg, msg_len);
 }
 

@@ -139,6 +139,19 @@ static void quant(cudaStream_t st, const float *x, int n, int ldx, int rows, int
     launch(k_quant, grid, 256, 0, st, x, n, ldx, xq, xd);
 }
 
+/* The dynamic shared memory the attention kernels take for this shape
+ * (above the 48 KiB default): k_attn always, k_attn_dec and k_fa where
+ * their shapes allow them. Once per model (and per test call). */
+static cudaError_t attn_smem_limits(int hd, int group) {
+    cudaError_t e = cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS));
+    if (e == cudaSuccess && attn_dec_ok(hd, group))
+        e = cudaFuncSetAttribute(k_attn_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_dec_smem(hd, group));
+    if (e == cudaSuccess && fa_ok(hd, group))
+        e = cudaFuncSetAttribute(hd == 128 ? k_fa<128> : k_fa<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)fa_smem(hd));
+    return e;
+}
+
 /* fa: k_fa for more than one token (the caller checked fa_ok and set its
  * shared memory limit) */
 static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok,
