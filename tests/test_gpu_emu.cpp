@@ -23,6 +23,8 @@
 
 /* ---- attention ---- */
 
+static att_dec_split g_split = ATT_DEC_DEFAULT; /* k_attn_dec's split in emu_attention */
+
 /* tg_attention_fn on the emulation, launched as gpu.cu launches them:
  * k_attn_dec twice (the second run starts from the counters the first
  * left, which must be zero again), its Q8_K fused exactly when the group's
@@ -31,15 +33,15 @@ static int emu_attention(const float *q, const kern_f16 *k, const kern_f16 *v, i
                          int pos0, int kernel, float *out, int8_t *oq, float *od, char *msg, size_t msg_len) {
     const int qdim = n_head * hd, n_pos = pos0 + n_tok, group = n_head / n_kv;
     const int nsplit = (n_pos + ATT_SPLIT - 1) / ATT_SPLIT;
-    std::vector<float> part((size_t)n_head * (nsplit > ATT_DEC_SPLITS ? nsplit : ATT_DEC_SPLITS) * (hd + 2));
+    std::vector<float> part((size_t)n_head * (nsplit > ATT_DEC_MAX_SPLITS ? nsplit : ATT_DEC_MAX_SPLITS) * (hd + 2));
     std::vector<unsigned> counter((size_t)n_kv, 0);
     const __half *kc = (const __half *)k, *vc = (const __half *)v;
     const float scale = 1.0f / sqrtf((float)hd);
     if (kernel == GPU_ATT_DEC) {
         int quantized = 0;
         for (int rep = 0; rep < 2; rep++)
-            quantized = launch_attn_dec(0, q, kc, vc, &pos0, n_head, n_kv, hd, scale, part.data(), counter.data(), out,
-                                        oq, od);
+            quantized = launch_attn_dec(0, q, kc, vc, &pos0, n_head, n_kv, hd, scale, g_split, part.data(),
+                                        counter.data(), out, oq, od);
         for (int h = 0; h < n_kv; h++) CHECK_EQ_INT(counter[(size_t)h], 0);
         CHECK_EQ_INT(quantized, oq && (group * hd) % 256 == 0);
         if (oq && !quantized) quant(0, out, qdim, qdim, 1, oq, od);
@@ -60,7 +62,7 @@ static void test_attention_split(void) {
     check_attention(4, 1, 64, 1, 70, GPU_ATT_SPLIT);
 }
 
-/* one split and several; cut mid-tile; every split in use (4096 and up:
+/* one split and several; cut mid-tile; every split in use (2048 and up:
  * ATT_DEC_SPLITS of at least ATT_DEC_MIN positions); the tiny model's
  * shape; a group of one (no fused Q8_K); a group of 8 with head_dim 256 */
 static void test_attention_dec(void) {
@@ -69,6 +71,19 @@ static void test_attention_dec(void) {
     check_attention(4, 1, 64, 1, 700, GPU_ATT_DEC);
     check_attention(16, 16, 64, 1, 333, GPU_ATT_DEC);
     check_attention(16, 2, 256, 1, 300, GPU_ATT_DEC);
+}
+
+/* the other splits SMOLBOT_GPU_DSPLITS/DMIN allow: 256 splits of 32 (the
+ * merge's eight-split batches whole and cut), 8 splits of 64 (long chunks) */
+static void test_attention_dec_splits(void) {
+    const att_dec_split sps[] = {{256, 32, 0}, {128, 32, 0}, {8, 64, 0}};
+    const int dpos[] = {0, 40, 1000, 8191};
+    for (size_t s = 0; s < CORE_ARRAY_LEN(sps); s++) {
+        g_split = sps[s];
+        for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DEC);
+        check_attention(16, 2, 256, 1, 777, GPU_ATT_DEC);
+    }
+    g_split = ATT_DEC_DEFAULT;
 }
 
 static void test_attention_prefill(void) {
@@ -144,7 +159,7 @@ static void test_mmq(void) {
 
 /* k_dec's SwiGLU job: out = silu(gate x) * (up x) on Q8_K activations,
  * and with oq its Q8_K, each super-block made by its last block */
-static void check_glu(int type, int n_ff, int n_in, int fused) {
+static void check_glu(int type, int n_ff, int n_in, int fused, int glu2) {
     void *wg = random_rows(type, n_in, n_ff), *wu = random_rows(type, n_in, n_ff);
     const size_t rb = kern_row_size(type, n_in);
     dlayer L;
@@ -156,7 +171,9 @@ static void check_glu(int type, int n_ff, int n_in, int fused) {
     std::vector<unsigned> counter((size_t)n_ff / 256, 0);
     for (float &v : x) v = frand(-1, 1);
     q8k_rows(x.data(), 1, n_in, xq.data(), xd.data());
-    dec_glu(0, &L, x.data(), xq.data(), xd.data(), out.data(), fused ? oq.data() : NULL, od.data(), counter.data());
+    /* early as in the decode graph: nothing to see on the emulation, but the
+     * blocks must still find their rows */
+    dec_glu(0, &L, x.data(), xq.data(), xd.data(), out.data(), fused ? oq.data() : NULL, od.data(), counter.data(), 1, glu2);
     /* the reference: the two products in double, then silu(g) * u */
     tg_q8k_round_trip(x.data(), 1, n_in);
     std::vector<float> wf((size_t)n_in);
@@ -185,8 +202,12 @@ static void check_glu(int type, int n_ff, int n_in, int fused) {
 
 static void test_dec_glu(void) {
     for (size_t i = 0; i < CORE_ARRAY_LEN(kq_types); i++) {
-        check_glu(kq_types[i], 768, 512, 0);
-        check_glu(kq_types[i], 768, 512, 1);
+        check_glu(kq_types[i], 768, 512, 0, 0);
+        check_glu(kq_types[i], 768, 512, 1, 0);
+        /* a warp per row pair: 4096 rows of gate and up take one warp each;
+         * its tail block half full; the loop's single-step tail (7 super-blocks) */
+        check_glu(kq_types[i], 2056, 512, 0, 1);
+        check_glu(kq_types[i], 2048, 1792, 0, 1);
     }
 }
 
@@ -194,6 +215,7 @@ int main(void) {
     kern_init("scalar");
     T_RUN(test_attention_split);
     T_RUN(test_attention_dec);
+    T_RUN(test_attention_dec_splits);
     T_RUN(test_attention_prefill);
     T_RUN(test_attention_fa);
     T_RUN(test_mmq);

@@ -173,8 +173,11 @@ int cmd_bench(int argc, char **argv) {
             printf("decode @%-5ld %8.2f tok/s  (%ld tokens%s; %.0f GB/s of weights + %s KV)\n", depths[di], decode[di], n,
                    depths[di] && !real_fill ? ", synthetic context" : "", decode[di] * (weight_gb + kv_pos_gb * (double)depths[di]),
                    kv_name);
-        printf("bandwidth    %.1f GB/s of weights at depth 0 = %.0f%% of %.1f GB/s plain read\n", weight_gb * d0,
-               100 * weight_gb * d0 / read_bw, read_bw);
+        if (strcmp(model_device(m), "cpu")) /* the plain read measures the CPU's memory, not the device's */
+            printf("bandwidth    %.1f GB/s of weights at depth 0 (device memory)\n", weight_gb * d0);
+        else
+            printf("bandwidth    %.1f GB/s of weights at depth 0 = %.0f%% of %.1f GB/s plain read\n", weight_gb * d0,
+                   100 * weight_gb * d0 / read_bw, read_bw);
         printf("peak RSS     %.0f MB (KV cache %.0f MB)\n", peak_mb, (double)model_kv_bytes(kv) / (1 << 20));
     }
     rc = 0;

@@ -382,7 +382,7 @@ static void prefill_step(engine *e, job *j) {
     core_err err = {0};
     if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); return; }
     int n = (int)j->r.n_prompt;
-    int chunk = CORE_MIN(e->cfg.n_batch, n - j->n_fed);
+    int chunk = CORE_MIN(model_prefill_chunk(e->m), n - j->n_fed);
     int last = j->n_fed + chunk == n;
     int rc = model_forward(e->m, j->cv->kv, j->prompt + j->n_fed, chunk, last ? j->logits : NULL, 0, NULL, &err);
     if (rc) { finish(e, j, "error", rc, err.msg); return; }

@@ -31,6 +31,7 @@
 #pragma weak gpu_kv_fill_synthetic
 #pragma weak gpu_forward
 #pragma weak gpu_sample_topk
+#pragma weak gpu_model_batch
 
 struct model_gpu {
     gpu_model *gm;
@@ -119,6 +120,7 @@ void model_gpu_free(model_gpu *mg) {
 }
 
 const char *model_gpu_device(const model_gpu *mg) { return mg ? mg->device : "cpu"; }
+int model_gpu_batch(const model_gpu *mg) { return mg ? gpu_model_batch(mg->gm) : 0; }
 
 typedef struct kv_box {
     model_gpu *mg;

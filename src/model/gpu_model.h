@@ -18,6 +18,7 @@ typedef struct model_gpu model_gpu;
 int model_gpu_new(model_gpu **out, const gguf *g, const model_config *c, int mode, int n_batch, core_err *err);
 void model_gpu_free(model_gpu *mg);
 const char *model_gpu_device(const model_gpu *mg); /* "NVIDIA H100 ..., sm_90, 79 GiB" */
+int model_gpu_batch(const model_gpu *mg);          /* tokens per device prefill chunk; 0 for NULL */
 
 /* A device KV cache (opaque) of n_ctx positions. */
 int model_gpu_kv_new(model_gpu *mg, int n_ctx, void **out, core_err *err);

@@ -331,6 +331,7 @@ int model_set_rope_layer(model *m, int il, int use_rope) {
 }
 int model_threads(const model *m) { return kern_pool_threads(m->pool); }
 const char *model_device(const model *m) { return model_gpu_device(m->gpu); } /* GPU */
+int model_prefill_chunk(const model *m) { return m->gpu ? model_gpu_batch(m->gpu) : m->n_batch; } /* GPU */
 kern_pool *model_pool(model *m) { return m->pool; }
 
 static uint64_t mat_bytes(const mat *w) { return (uint64_t)kern_row_size(w->type, w->n_in) * (uint64_t)w->n_out; }

@@ -68,6 +68,9 @@ uint64_t model_weight_bytes(const model *m);
 int model_threads(const model *m);
 /* "cpu", or the CUDA device the forward runs on. */
 const char *model_device(const model *m);
+/* Tokens per model_forward call that prefill runs best at: n_batch on the
+ * CPU, the device's own chunk on a GPU (larger: its tensor-core tiles). */
+int model_prefill_chunk(const model *m);
 kern_pool *model_pool(model *m);
 
 /* For experiments and tests: make layer il apply RoPE (1) or skip it (0),

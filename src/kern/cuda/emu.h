@@ -235,6 +235,7 @@ static inline void emu_bar_leave(emu_bar *b) {
 
 static inline void *emu_dyn_smem(void) { return emu_blk.dyn; }
 static inline void __syncthreads() { emu_bar_wait(&emu_blk.bar); }
+static inline void __syncwarp(unsigned = 0xffffffffu) { emu_bar_wait(&emu_blk.self->warp->bar); }
 
 /* deposit n words in this collective's slot and wait for the warp; returns
  * the slots to read (valid until this lane's next collective) */

@@ -13,57 +13,66 @@
  * first (k_quant, or inside the norm), exactly as the CPU and llama.cpp do,
  * and the products are integer dot products: the GPU sees the same rounding
  * as the references (golden logits within the inference issue's
- * tolerances; decode and prefill agree to the last bit on the tests).
- * Other weight types multiply f32 activations.
+ * tolerances; on the tiny test model decode and prefill agree to the last
+ * bit, and so do GPU and CPU over 16 decode steps). The exception is
+ * prefill from 512 tokens on, where the wide matrices run on f16 tensor
+ * cores over dequantized weights (k_mm, as llama.cpp's cuBLAS path does):
+ * about 2^-11 of relative rounding per weight, far below the quantization
+ * itself. Other weight types multiply f32 activations.
  *
  * Decode (one token) is bound by memory bandwidth and by the number of
  * kernel boundaries, so it runs its own fused kernels (enqueue_decode):
- *   k_dec     one "job" per product: QKV with RoPE and the f16 cache store
- *             fused in, Wo and down with the residual add and the next
- *             norm (the last block to finish normalizes), gate/up with
- *             SwiGLU; rows split over 1..8 warps; 8 lanes per 256-value
- *             super-block, 32 values per lane, dp4a dots (kq_sb)
- *   k_attn    split-K flash-decoding: a block per (KV head, 32 positions)
- *             for the query heads of its group; k_attn_combine merges
- *   k_quant   Q8_K of the attention and SwiGLU outputs
- * 8 kernels per layer, captured once per KV cache as a CUDA graph that
+ *   k_dec      one "job" per product: QKV with RoPE and the f16 cache store
+ *              fused in, Wo and down with the residual add and the next
+ *              norm (the last block to finish normalizes), gate/up with
+ *              SwiGLU; rows split over 1..8 warps; 8 lanes per 256-value
+ *              super-block, 32 values per lane, dp4a dots (kq_sb)
+ *   k_attn_dec split-K flash-decoding in one kernel: 64 splits per KV head
+ *              sized from the depth on the device, the last block of a head
+ *              merges them and writes the Q8_K of the output for Wo
+ *   k_dec_glu2 gate/up with SwiGLU, a warp per row pair (twice k_dec's
+ *              loads in flight; 80 registers, so not inside k_dec)
+ *   k_quant    Q8_K of the SwiGLU output
+ * 6 kernels per layer, captured once per KV cache as a CUDA graph that
  * reads its token and position from device memory (d_io): one launch per
  * token, no host round trip per layer. Kernels are launched with
- * programmatic stream serialization (gdc_wait). A change of the NoPE flags
+ * programmatic stream serialization (gdc_wait), and each decode kernel
+ * lets its successor start at once (gdc_launch), whose blocks ask L2 for
+ * their weights before they wait. A change of the NoPE flags
  * (model_set_rope_layer) bumps a generation counter and recaptures. The
  * logits stay on the device; gpu_sample_topk returns the best k.
  *
- * Prefill runs chunks of n_batch tokens (enqueue_step):
+ * Prefill runs chunks of 2048 tokens (GPU_BATCH; enqueue_step):
  *   k_mmq     K-quant x Q8_K on int8 tensor cores (mma.sync m16n8k32, k16
  *             for Q6_K's 16-value scales): 64 rows x 32/64/128 tokens per
  *             block, weights unpacked to int8 with their sub-block factors,
- *             integer sums folded into f32 per sub-block
- *   k_mm      other quantized types on f16 tensor cores (wmma)
+ *             integer sums per super-block as the CPU does
+ *   k_mm      f16 tensor cores (wmma) on dequantized tiles: other quantized
+ *             types, and the matrices of 2048 rows and more where it is the
+ *             faster (see matmul)
  *   k_mv      f32/f16/bf16 weights and small batches
- *   k_attn    a block per (KV head, 32 / group tokens), causal mask
+ *   k_fa      flash attention on f16 tensor cores, q and P in two f16 parts
  *
- * Measured on an H200 (3B-shaped Q4_K_M file, smolbot bench): decode 499
- * tok/s at an empty context (0.95 TB/s of weights), 451 at 2048, 315 at
- * 8192 (where attention takes half the step); prefill 8,500 tok/s for 512
- * tokens, 6,100 for 2048. SMOLBOT_GPU_SKIP leaves kernel groups out to
- * read their cost off decode speeds (profiling only).
+ * Measured on an H200 (3B-shaped Q4_K_M file, smolbot bench; the history
+ * is in the commit log): decode 566 tok/s at an empty context (1.08 TB/s
+ * of weights), 502 at 2048, 415 at 8192; prefill 14,100 tok/s for 512
+ * tokens, 17,700 for 2048 (llama.cpp: 408, 390, 359; 15,300, 16,700).
+ * Where a decode step goes at depth 0 (SMOLBOT_GPU_SKIP leaves kernel
+ * groups out, profiling only): gate/up 0.51 ms, down 0.48, attention
+ * 0.28 (a floor of ~7 us a kernel), Wo 0.22, QKV 0.18, head 0.13.
  *
- * Switches (for comparisons, all on by default): SMOLBOT_GPU_GRAPH,
+ * Switches (=0 turns each off, for comparisons): SMOLBOT_GPU_GRAPH,
  * SMOLBOT_GPU_FUSE (decode kernels), SMOLBOT_GPU_Q8 (Q8_K activations),
- * SMOLBOT_GPU_MMQ, SMOLBOT_GPU_MMA (tensor-core prefill), SMOLBOT_GPU_PDL.
- *
- * Opt-in (=1), written in a session without a GPU: test_gpu checks each
- * against the references and passes on the CPU emulation (below), but
- * none has run on a GPU yet, so none is the default until `make
- * cuda-check` (which benches them beside the defaults, and `smolbot bench
- * --kernels --gpu on` one by one) shows it faster:
- *   SMOLBOT_GPU_DATT  k_attn_dec: decode attention, its merge and the Q8_K
- *                     of its output in one kernel (5 kernels a layer with
- *                     GLUQ instead of 8)
- *   SMOLBOT_GPU_GLUQ  the SwiGLU output's Q8_K made by k_dec's last block
- *                     of each super-block instead of k_quant
- *   SMOLBOT_GPU_FA    k_fa: prefill attention on f16 tensor cores
- *   SMOLBOT_GPU_MMQI  k_mmq with integer sums per super-block
+ * SMOLBOT_GPU_MMQ, SMOLBOT_GPU_MMA (tensor-core prefill), SMOLBOT_GPU_PDL,
+ * SMOLBOT_GPU_DATT (k_attn_dec; off: k_attn + k_attn_combine + k_quant),
+ * SMOLBOT_GPU_FA (k_fa; off: k_attn), SMOLBOT_GPU_MMQI (off: k_mmq folds
+ * per sub-block), SMOLBOT_GPU_PF16 (off: k_mmq for every K-quant),
+ * SMOLBOT_GPU_EARLY (gdc_launch), SMOLBOT_GPU_GLU2 (k_dec_glu2; off: a
+ * warp per row). Settings: SMOLBOT_GPU_BATCH (prefill chunk),
+ * SMOLBOT_GPU_DSPLITS and SMOLBOT_GPU_DMIN (k_attn_dec's split).
+ * Opt-in (=1), measured slower: SMOLBOT_GPU_GLUQ, the SwiGLU output's
+ * Q8_K made by k_dec's last block of each super-block instead of k_quant
+ * (478 against 498 tok/s before k_dec_glu2).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs), this file the rest of the host side. All
@@ -133,6 +142,10 @@ struct gpu_model {
     float *tk_v, *tk_fv;
     int *tk_i, *tk_fi;
     int use_mma, use_graph, use_fuse, use_q8, use_datt, use_fa, use_gluq, qt;
+    att_dec_split dsplit; /* k_attn_dec's split (SMOLBOT_GPU_DSPLITS, SMOLBOT_GPU_DMIN) */
+    int use_early; /* decode kernels start their successor early (SMOLBOT_GPU_EARLY) */
+    int use_glu2;  /* a warp per gate/up row pair: k_dec_glu2 (SMOLBOT_GPU_GLU2) */
+    int logit_rows;       /* rows of logits: forwards that want every row's run chunks of this many */
     unsigned skip; /* SMOLBOT_GPU_SKIP: profiling only */
     uint8_t nope[256];
     unsigned gen;
@@ -143,7 +156,7 @@ struct gpu_kv {
     gpu_model *g;
     int n_ctx, nsplit;
     __half *k, *v; /* [n_layer][n_ctx][kvdim] */
-    float *part;   /* [n_head][max(nsplit, ATT_DEC_SPLITS)][hd + 2] */
+    float *part;   /* [n_head][max(nsplit, ATT_DEC_MAX_SPLITS)][hd + 2] */
     cudaGraphExec_t exec;
     unsigned gen;
     int graph_failed;
@@ -156,6 +169,33 @@ static int env_off(const char *name) {
 static int env_on(const char *name) {
     const char *e = getenv(name);
     return e && (!strcmp(e, "1") || !strcmp(e, "on") || !strcmp(e, "yes"));
+}
+
+/* k_attn_dec's split: SMOLBOT_GPU_DSPLITS blocks per KV head (a power of
+ * two, 8..ATT_DEC_MAX_SPLITS), SMOLBOT_GPU_DMIN positions per split at
+ * least (32 or 64); anything else keeps the default */
+static att_dec_split att_dec_env(void) {
+    att_dec_split sp = ATT_DEC_DEFAULT;
+    const char *e = getenv("SMOLBOT_GPU_DSPLITS"), *m = getenv("SMOLBOT_GPU_DMIN");
+    const int n = e ? atoi(e) : 0, mc = m ? atoi(m) : 0;
+    if (n >= 8 && n <= ATT_DEC_MAX_SPLITS && !(n & (n - 1))) sp.splits = n;
+    if (mc == 32 || mc == 64) sp.minc = mc;
+    return sp;
+}
+
+/* Prefill chunk: the tensor-core products fill the GPU with 128-token
+ * tiles only from about 512 tokens on (a 2048-row matrix is 32 tiles of
+ * rows), so the device takes at least GPU_BATCH tokens per chunk whatever
+ * the CPU's n_batch; SMOLBOT_GPU_BATCH (64..8192) sets it. On an H200,
+ * 2048 tokens ran at 10,900 tok/s in chunks of 256, 12,500 of 512, 16,100
+ * of 1024 and 17,300 of 2048. */
+#define GPU_BATCH 2048
+#define LOGIT_ROWS 256 /* all-logits forwards: 128K floats a row */
+static int prefill_batch(int n_batch) {
+    const char *e = getenv("SMOLBOT_GPU_BATCH");
+    const int set = e ? atoi(e) : 0;
+    if (set >= 64 && set <= 8192) return set;
+    return n_batch > GPU_BATCH ? n_batch : GPU_BATCH;
 }
 
 extern "C" int gpu_available(char *msg, size_t msg_len) {
@@ -240,6 +280,7 @@ extern "C" void gpu_model_free(gpu_model *g) {
 }
 
 extern "C" uint64_t gpu_model_bytes(const gpu_model *g) { return g ? g->bytes : 0; }
+extern "C" int gpu_model_batch(const gpu_model *g) { return g ? g->c.n_batch : 0; }
 
 extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg, size_t msg_len) {
     *out = NULL;
@@ -254,9 +295,10 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     if (!g) { set_msg(msg, msg_len, "out of memory"); return -1; }
     g->c = *d;
     g->c.layers = NULL;
-    const int B = d->n_batch > 0 ? d->n_batch : 256, E = d->n_embd, F = d->n_ff;
+    const int B = prefill_batch(d->n_batch), E = d->n_embd, F = d->n_ff;
     const int qdim = d->n_head * hd, kvdim = d->n_head_kv * hd;
     g->c.n_batch = B;
+    g->logit_rows = B < LOGIT_ROWS ? B : LOGIT_ROWS;
     g->L = (dlayer *)calloc((size_t)d->n_layer, sizeof *g->L);
     if (!g->L) { set_msg(msg, msg_len, "out of memory"); goto fail_nock; }
     CK(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking));
@@ -282,7 +324,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
         void *p;
 #define A(field, n) if (g_alloc(g, &p, (size_t)(n) * 4, msg, msg_len)) goto fail_nock; g->field = (float *)p;
         A(x, (size_t)B * E) A(xb, (size_t)B * E) A(q, (size_t)B * qdim) A(k, (size_t)B * kvdim) A(v, (size_t)B * kvdim)
-        A(att, (size_t)B * qdim) A(hb, (size_t)B * F) A(hb2, (size_t)B * F) A(logits, (size_t)B * d->n_vocab)
+        A(att, (size_t)B * qdim) A(hb, (size_t)B * F) A(hb2, (size_t)B * F) A(logits, (size_t)g->logit_rows * d->n_vocab)
         A(tk_v, TOPK_BLOCKS * TOPK_MAX) A(tk_fv, TOPK_MAX)
 #undef A
         const size_t dmax = (size_t)(E > F ? E : F) > (size_t)qdim ? (size_t)(E > F ? E : F) : (size_t)qdim;
@@ -313,15 +355,19 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->qt = ATT_PAIRS / group;
     CK(attn_smem_limits(hd, group));
     g->use_mma = (env_off("SMOLBOT_GPU_MMA") ? 0 : 1) | (env_off("SMOLBOT_GPU_MMQ") ? 0 : 2) |
-                 (env_on("SMOLBOT_GPU_MMQI") ? 4 : 0); /* not yet measured on a GPU: opt-in */
+                 (env_off("SMOLBOT_GPU_MMQI") ? 0 : 4) | (env_off("SMOLBOT_GPU_PF16") ? 0 : 8);
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
     g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
     /* the fused decode kernels multiply K-quants by Q8_K activations only */
     g->use_fuse = !env_off("SMOLBOT_GPU_FUSE") && g->use_q8;
-    /* not yet measured on a GPU: opt-in until it is (see k_attn_dec) */
-    g->use_datt = env_on("SMOLBOT_GPU_DATT") && attn_dec_ok(hd, group);
-    g->use_fa = env_on("SMOLBOT_GPU_FA") && fa_ok(hd, group); /* likewise opt-in (see k_fa) */
-    g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0; /* likewise (see k_dec's MV_GLU) */
+    g->use_datt = !env_off("SMOLBOT_GPU_DATT") && attn_dec_ok(hd, group);
+    g->dsplit = att_dec_env();
+    g->use_early = !env_off("SMOLBOT_GPU_EARLY");
+    g->use_glu2 = !env_off("SMOLBOT_GPU_GLU2");
+    g->dsplit.early = g->use_early;
+    g->use_fa = !env_off("SMOLBOT_GPU_FA") && fa_ok(hd, group);
+    /* measured slower on an H200 (478 against 498 tok/s): opt-in */
+    g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0;
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
@@ -342,7 +388,7 @@ extern "C" int gpu_kv_new(gpu_model *g, int n_ctx, gpu_kv **out, char *msg, size
     const size_t kvdim = (size_t)g->c.n_head_kv * g->c.head_dim;
     const size_t bytes = (size_t)g->c.n_layer * n_ctx * kvdim * sizeof(__half);
     kv->g = g, kv->n_ctx = n_ctx, kv->nsplit = (n_ctx + ATT_SPLIT - 1) / ATT_SPLIT;
-    const int nparts = kv->nsplit > ATT_DEC_SPLITS ? kv->nsplit : ATT_DEC_SPLITS;
+    const int nparts = kv->nsplit > ATT_DEC_MAX_SPLITS ? kv->nsplit : ATT_DEC_MAX_SPLITS;
     CK(cudaMalloc((void **)&kv->k, bytes));
     CK(cudaMalloc((void **)&kv->v, bytes));
     CK(cudaMalloc((void **)&kv->part, (size_t)g->c.n_head * nparts * (g->c.head_dim + 2) * sizeof(float)));
@@ -402,7 +448,13 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
     const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
     const int rb = (w->n_out + MM_R - 1) / MM_R;
     const int big = rb * ((n_tok + 127) / 128) >= 264; /* two blocks per SM of 132 with 128-token tiles */
-    if ((use_mma & 2) && n_tok >= MMA_MIN_TOK && kq && xq) {
+    /* use_mma & 8 (SMOLBOT_GPU_PF16=0 turns it off): the matrices of 2048
+     * rows and more on f16 tensor cores (k_mm), which `bench --kernels`
+     * times faster on an H200 than k_mmq for them at 512 and 1024 tokens,
+     * and beyond for all but the down projection (n_in > n_out); fewer
+     * tokens stay on k_mmq's narrower tiles */
+    const int f16 = (use_mma & 9) == 9 && w->n_out >= 2048 && n_tok >= 512 && (n_tok <= 1024 || w->n_in <= w->n_out);
+    if ((use_mma & 2) && n_tok >= MMA_MIN_TOK && kq && xq && !f16) {
         /* the widest token tile that still gives two blocks per SM */
         const int bn = big ? 128 : rb * ((n_tok + 63) / 64) >= 264 ? 64 : 32;
         const dim3 grid(rb, (n_tok + bn - 1) / bn);
@@ -508,23 +560,25 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
         const dlayer *L = &g->L[il];
         const float *next_norm = il + 1 < c->n_layer ? g->L[il + 1].attn_norm : g->out_norm;
         __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
-        if (!(sk & 2)) dec_qkv(st, L, g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd);
+        if (!(sk & 2)) dec_qkv(st, L, g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd, g->use_early);
         int quantized = 0;
         if (!(sk & 4) && g->use_datt)
-            quantized = launch_attn_dec(st, g->q, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->att_scale, kv->part,
+            quantized = launch_attn_dec(st, g->q, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->att_scale, g->dsplit, kv->part,
                                         g->att_counter, g->att, xq, xd);
         else if (!(sk & 4))
             launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
                         kv->part, 0);
         if (!(sk & 8) && !quantized) quant(st, g->att, qdim, qdim, 1, xq, xd);
-        if (!(sk & 16)) dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter);
+        if (!(sk & 16)) dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early);
         /* fused, the SwiGLU output's Q8_K goes to its own buffer: blocks
          * still reading xq would see it overwritten */
         int8_t *hq = g->use_gluq ? g->xq2 : xq;
         float *hd_ = g->use_gluq ? g->xd2 : xd;
-        if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb, g->use_gluq ? hq : NULL, hd_, g->glu_counter);
+        if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb, g->use_gluq ? hq : NULL, hd_, g->glu_counter, g->use_early,
+                                g->use_glu2);
         if (!(sk & 128) && !g->use_gluq) quant(st, g->hb, F, F, 1, xq, xd);
-        if (!(sk & 256)) dec_acc_norm(st, &L->down, g->hb, hq, hd_, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter);
+        if (!(sk & 256))
+            dec_acc_norm(st, &L->down, g->hb, hq, hd_, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early);
     }
     if (!(sk & 512)) dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
 }
@@ -575,7 +629,8 @@ extern "C" int gpu_forward(gpu_model *g, gpu_kv *kv, int pos, const int32_t *tok
     }
     while (done < n) {
         if (cancel && *cancel) { set_msg(msg, msg_len, "cancelled"); return -2; }
-        const int B = n - done < c->n_batch ? n - done : c->n_batch;
+        const int cap = logits_mode == 2 ? g->logit_rows : c->n_batch;
+        const int B = n - done < cap ? n - done : cap;
         const int last = done + B == n;
         const int head = logits_mode == 2 ? 2 : (logits_mode == 1 && last ? 1 : 0);
         g->h_io[0] = pos + done;
@@ -798,7 +853,8 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
         return -1;
     }
     const int nsplit = (n_pos + ATT_SPLIT - 1) / ATT_SPLIT, qt = ATT_PAIRS / group;
-    const int nparts = nsplit > ATT_DEC_SPLITS ? nsplit : ATT_DEC_SPLITS;
+    const int nparts = nsplit > ATT_DEC_MAX_SPLITS ? nsplit : ATT_DEC_MAX_SPLITS;
+    const att_dec_split sp = att_dec_env();
     float *dq = (float *)t_up(&b, q, (size_t)n_tok * qdim * 4);
     __half *kc = (__half *)t_up(&b, k, (size_t)n_pos * kvdim * 2), *vc = (__half *)t_up(&b, v, (size_t)n_pos * kvdim * 2);
     float *dout = (float *)t_up(&b, NULL, (size_t)n_tok * qdim * 4);
@@ -816,8 +872,8 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
     }
     if (kernel == GPU_ATT_DEC) {
         /* twice: the second run finds the counters the first one left (zero) */
-        int fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, part, cnt, dout, oq ? dxq : NULL, dxd);
-        T_LAUNCH(fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, part, cnt, dout, oq ? dxq : NULL, dxd));
+        int fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, sp, part, cnt, dout, oq ? dxq : NULL, dxd);
+        T_LAUNCH(fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, sp, part, cnt, dout, oq ? dxq : NULL, dxd));
         if (oq && !fq) quant(0, dout, qdim, qdim, 1, dxq, dxd);
         if (oq && (cudaMemcpy(oq, dxq, (size_t)qdim, cudaMemcpyDeviceToHost) != cudaSuccess ||
                    cudaMemcpy(od, dxd, (size_t)(qdim / 256) * 4, cudaMemcpyDeviceToHost) != cudaSuccess)) {

@@ -69,6 +69,9 @@ void gpu_describe(char *buf, size_t len);
 int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg, size_t msg_len);
 void gpu_model_free(gpu_model *g); /* NULL: no-op */
 uint64_t gpu_model_bytes(const gpu_model *g); /* device bytes of the weights */
+/* Tokens per prefill chunk: d->n_batch, or more where the tensor-core
+ * products want it (SMOLBOT_GPU_BATCH). */
+int gpu_model_batch(const gpu_model *g);
 
 int gpu_kv_new(gpu_model *g, int n_ctx, gpu_kv **out, char *msg, size_t msg_len);
 void gpu_kv_free(gpu_kv *kv);

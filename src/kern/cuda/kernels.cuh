@@ -141,6 +141,12 @@ typedef struct mv_job {
     int8_t *nxq;
     float *nxd;
     unsigned *counter;
+    /* in the decode graph: let the next kernel start now (gdc_launch) and
+     * ask L2 for this block's rows before waiting for the previous one */
+    int early;
+    /* MV_GLU with one warp per row (wpr 1), no fused Q8_K: k_dec_glu2, each
+     * warp does gate row r and up row r at once (SMOLBOT_GPU_GLU2) */
+    int glu2;
 } mv_job;
 
 /* ---- K-quant weights x Q8_K activations (decode) ----------------------
@@ -277,6 +283,29 @@ template <bool CG = false> __device__ __forceinline__ void quant_sb(const float 
 __device__ __forceinline__ void gdc_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Let the next kernel's blocks be scheduled now rather than as this grid's
+ * blocks exit (SMOLBOT_GPU_EARLY): they wait in gdc_wait until this grid
+ * has finished and its writes are visible, but can fetch their weights
+ * into L2 first. They only launch once every block of this grid has run
+ * this, so they never take the place of one of ours. */
+__device__ __forceinline__ void gdc_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* Ask L2 for the read-only bytes [p, p + n), a 128-byte line per thread
+ * (a hint: nothing waits for it; a no-op on the emulation). */
+__device__ __forceinline__ void l2_prefetch(const void *p, size_t n) {
+#if defined(__CUDA_ARCH__)
+    const char *e = (const char *)p + n;
+    for (const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)127) + threadIdx.x * 128; c < e; c += blockDim.x * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(c));
+#else
+    (void)p, (void)n;
 #endif
 }
 
@@ -841,6 +870,24 @@ __device__ void rms_row(const float *x, const float *w, float *o, int n, float e
     for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5) quant_sb(o + sb * 256, xq + sb * 256, xd + sb, threadIdx.x & 31);
 }
 
+/* mv_part_q for two rows of the same type at once (gate and up): twice
+ * the loads in flight per warp, each row's sum in mv_part_q's order */
+template <int T> __device__ __forceinline__ float2 mv_part_q2(const uint8_t *w0, const uint8_t *w1, int n_in,
+                                                              const int8_t *xq, const float *xd, int lane) {
+    const int BS = T == GT_Q4_K ? 144 : T == GT_Q5_K ? 176 : 210;
+    const int nsb = n_in >> 8, li = lane & 7, step = 4;
+    float s0 = 0.0f, s1 = 0.0f;
+    int sb = lane >> 3;
+#define KQ(w, o) kq_sb<T>(w + (size_t)(sb + (o)) * BS, xq + (size_t)(sb + (o)) * 256, xd[sb + (o)], li)
+    for (; sb + step < nsb; sb += 2 * step) {
+        const float a0 = KQ(w0, 0), b0 = KQ(w0, step), a1 = KQ(w1, 0), b1 = KQ(w1, step);
+        s0 += a0 + b0, s1 += a1 + b1;
+    }
+    if (sb < nsb) s0 += KQ(w0, 0), s1 += KQ(w1, 0);
+#undef KQ
+    return make_float2(s0, s1);
+}
+
 /* Partial dot of one weight row with f32 x over super-blocks part, part +
  * wpr, ...: the weights that are not K-quants (K-quants always take Q8_K
  * activations in k_dec; with SMOLBOT_GPU_Q8=0 decode runs enqueue_step). */
@@ -884,8 +931,41 @@ __device__ __forceinline__ void rope_pair(float *v, int i, int pos, float theta_
     v[1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
 }
 
-__global__ void __launch_bounds__(256) k_dec(const mv_job j) {
+/* j.early: start the next kernel, and ask L2 for this block's rows while
+ * the previous kernel finishes (measured on an H200: decode 512 -> 539
+ * tok/s at depth 0, 475 -> 491 at 2048) */
+__device__ __forceinline__ void dec_early(const mv_job &j, const mv_seg &s, int r0, int R) {
+    if (!j.early) return;
+    gdc_launch();
+    const int rows = min(R, s.n_out - r0);
+    if (rows <= 0) return;
+    l2_prefetch(s.W + (size_t)r0 * s.rb, (size_t)rows * s.rb);
+    if (j.mode == MV_GLU) l2_prefetch(j.s[1].W + (size_t)r0 * j.s[1].rb, (size_t)rows * j.s[1].rb);
+}
+
+/* MV_GLU with j.glu2 (dec_glu): warp w of block b does gate and up row
+ * 8 b + w, reduced in the warp. Its own kernel: the two rows' loads in
+ * flight take 80 registers, which inside k_dec cost every product
+ * occupancy (decode 512 -> 466 tok/s on an H200). */
+__global__ void __launch_bounds__(256) k_dec_glu2(const mv_job j) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, row = blockIdx.x * 8 + warp;
+    const mv_seg &s = j.s[0], &u = j.s[1];
+    dec_early(j, s, blockIdx.x * 8, 8);
     gdc_wait();
+    if (row >= s.n_out) return;
+    const uint8_t *wg = s.W + (size_t)row * s.rb, *wu = u.W + (size_t)row * u.rb;
+    float2 v;
+    if (s.type == u.type && s.type == GT_Q4_K) v = mv_part_q2<GT_Q4_K>(wg, wu, j.n_in, j.xq, j.xd, lane);
+    else if (s.type == u.type && s.type == GT_Q6_K) v = mv_part_q2<GT_Q6_K>(wg, wu, j.n_in, j.xq, j.xd, lane);
+    else if (s.type == u.type && s.type == GT_Q5_K) v = mv_part_q2<GT_Q5_K>(wg, wu, j.n_in, j.xq, j.xd, lane);
+    else
+        v = make_float2(mv_part_any(s.type, wg, j.n_in, j.x, j.xq, j.xd, lane, 0, 1),
+                        mv_part_any(u.type, wu, j.n_in, j.x, j.xq, j.xd, lane, 0, 1));
+    const float g = warp_sum(v.x), up = warp_sum(v.y);
+    if (lane == 0) s.y[row] = g / (1.0f + expf(-g)) * up;
+}
+
+__global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     __shared__ float red[8], val[8];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int vrows = 8 / j.wpr, vr = warp / j.wpr, part = warp % j.wpr;
@@ -896,6 +976,8 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     /* GLU: virtual rows [0, R) are gate rows, [R, 2R) the same up rows */
     const int R = j.mode == MV_GLU ? vrows / 2 : vrows;
     const int r0 = ((int)blockIdx.x - s.blk0) * R;
+    dec_early(j, s, r0, R);
+    gdc_wait();
     const mv_seg sg = j.mode == MV_GLU && vr >= R ? j.s[1] : s;
     const int row = r0 + (vr < R ? vr : vr - R);
     float v = 0.0f;
@@ -1172,8 +1254,8 @@ __global__ void k_attn_combine(const float *part, const int *d_pos, int hd, int 
  * decode step on an H200. k_attn_dec instead:
  *   - grid (n_kv, ATT_DEC_SPLITS), fixed, so one CUDA graph serves every
  *     depth: split s of KV head h takes the positions [s c, s c + c) with
- *     c = att_dec_chunk(n) (at least ATT_DEC_MIN, a multiple of 32); splits
- *     past n only count themselves done;
+ *     c = att_dec_chunk(n) (at least minc, a multiple of 32); splits past n
+ *     only count themselves done;
  *   - one warp per query head of the group, so each K/V tile of 32
  *     positions is read once for the group: f16 into shared memory by
  *     cp.async, the next tile in flight while this one is used;
@@ -1185,17 +1267,18 @@ __global__ void k_attn_combine(const float *part, const int *d_pos, int hd, int 
  *     and, when oq is set (the group's heads are whole 256-value
  *     super-blocks), its Q8_K for Wo: no combine or quant kernel follows.
  * Shapes: group <= 8 (one warp each), head_dim % 64 == 0, <= 256. */
-#define ATT_DEC_SPLITS 64 /* blocks per KV head */
-#define ATT_DEC_MIN 64    /* positions per split, at least */
+#define ATT_DEC_SPLITS 64      /* blocks per KV head (SMOLBOT_GPU_DSPLITS: 8..ATT_DEC_MAX_SPLITS) */
+#define ATT_DEC_MAX_SPLITS 256
+#define ATT_DEC_MIN 32         /* positions per split, at least (SMOLBOT_GPU_DMIN: 32 or 64) */
 
 static size_t attn_dec_smem(int hd, int group) {
     return (size_t)2 * 32 * (hd + 8) * 2 + (size_t)2 * 32 * hd * 2 + (size_t)group * hd * 4;
 }
 static bool attn_dec_ok(int hd, int group) { return group >= 1 && group <= 8 && hd % 64 == 0 && hd <= 256; }
 
-__device__ __forceinline__ int att_dec_chunk(int n, int splits) {
+__device__ __forceinline__ int att_dec_chunk(int n, int splits, int minc) {
     const int c = ((n + splits - 1) / splits + 31) & ~31;
-    return c > ATT_DEC_MIN ? c : ATT_DEC_MIN;
+    return c > minc ? c : minc;
 }
 
 /* 16 bytes global -> shared, asynchronously; bytes 0 writes zeros */
@@ -1230,14 +1313,15 @@ __device__ __forceinline__ void att_tile_load(__half *Kb, __half *Vb, const __ha
 }
 
 __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *kc, const __half *vc, const int *d_pos,
-                                                   int n_head, int n_kv, int hd, float scale, float *part,
-                                                   unsigned *counter, float *out, int8_t *oq, float *od) {
+                                                   int n_head, int n_kv, int hd, float scale, int minc, int early,
+                                                   float *part, unsigned *counter, float *out, int8_t *oq, float *od) {
+    if (early) gdc_launch();
     gdc_wait();
     DYN_SMEM(unsigned char, att_sm);
     __shared__ int last;
     const int group = n_head / n_kv, kvdim = n_kv * hd, kvh = blockIdx.x, S = gridDim.y;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, np = hd / 64, head = kvh * group + warp;
-    const int n = *d_pos + 1, chunk = att_dec_chunk(n, S);
+    const int n = *d_pos + 1, chunk = att_dec_chunk(n, S, minc);
     const int begin = blockIdx.y * chunk, end = min(begin + chunk, n);
     __half *Kt = (__half *)att_sm, *Vt = Kt + 2 * 32 * (hd + 8);
     float *Qs = (float *)(Vt + 2 * 32 * hd);
@@ -1303,26 +1387,42 @@ __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *
     if (!last) return;
     __threadfence();
     if (threadIdx.x == 0) counter[kvh] = 0; /* ready for the next layer */
-    /* merge the splits that had positions; every one has l >= 1 */
+    /* merge the splits that had positions (every one has l >= 1): each
+     * lane weighs its own splits, then the partial outputs are summed with
+     * eight splits' loads in flight -- one split at a time, the merge was a
+     * chain of L2 round trips that cost more than the scores at 8192 */
     const int ns = (n + chunk - 1) / chunk;
     const float *pp = part + (size_t)head * S * (hd + 2);
+    float *ws = (float *)att_sm + warp * S; /* the K tiles are no longer needed: S <= ATT_DEC_MAX_SPLITS */
     float M = -INFINITY;
     for (int s = lane; s < ns; s += 32) M = fmaxf(M, __ldcg(pp + (size_t)s * (hd + 2) + hd));
     M = warp_max(M);
     float den = 0.0f;
+    for (int s = lane; s < ns; s += 32) {
+        const float *ps = pp + (size_t)s * (hd + 2);
+        const float w = expf(__ldcg(ps + hd) - M);
+        ws[s] = w;
+        den += w * __ldcg(ps + hd + 1);
+    }
+    den = warp_sum(den);
+    __syncwarp();
     float2 o[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) o[i] = make_float2(0.0f, 0.0f);
-    for (int s = 0; s < ns; s++) {
-        const float *ps = pp + (size_t)s * (hd + 2);
-        const float w = expf(__ldcg(ps + hd) - M);
-        den += w * __ldcg(ps + hd + 1);
+    for (int s0 = 0; s0 < ns; s0 += 8) {
+        float2 a[8][4];
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-            if (i < np) {
-                const float2 a = __ldcg((const float2 *)(ps + 2 * lane + 64 * i));
-                o[i].x += w * a.x, o[i].y += w * a.y;
-            }
+        for (int u = 0; u < 8; u++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                a[u][i] = s0 + u < ns && i < np ? __ldcg((const float2 *)(pp + (size_t)(s0 + u) * (hd + 2) + 2 * lane + 64 * i))
+                                                : make_float2(0.0f, 0.0f);
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const float w = s0 + u < ns ? ws[s0 + u] : 0.0f;
+#pragma unroll
+            for (int i = 0; i < 4; i++) o[i].x += w * a[u][i].x, o[i].y += w * a[u][i].y;
+        }
     }
     float *ob = Qs + warp * hd; /* q is no longer needed: the output's Q8_K is made from here */
 #pragma unroll
@@ -1337,11 +1437,14 @@ __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *
     const int base = kvh * group * hd;
     for (int sb = warp; sb < group * hd / 256; sb += group) quant_sb(Qs + sb * 256, oq + base + sb * 256, od + base / 256 + sb, lane);
 }
-/* ---- prefill attention on tensor cores (SMOLBOT_GPU_FA=1) ---------------
+/* ---- prefill attention on tensor cores (default; SMOLBOT_GPU_FA=0: k_attn)
  * k_attn scores and sums on CUDA cores, one (token, head) pair per warp;
- * at 2048 tokens a layer's causal attention is 4.4 GFLOP. k_fa is flash
- * attention on f16 tensor cores (mma.sync m16n8k16, f32 accumulation), as
- * llama.cpp's CUDA build does it:
+ * at 2048 tokens a layer's causal attention is 4.4 GFLOP (k_attn: 4 ms a
+ * layer on an H200, k_fa 0.12 ms). k_fa is flash attention on f16 tensor
+ * cores (mma.sync m16n8k16, f32 accumulation), as llama.cpp's CUDA build
+ * does it, but with q and P each in two f16 parts (x = hi + lo, two
+ * products): f16 alone doubled the golden tests' logit error on the tiny
+ * Q4_K_M model; K and V are f16 in the cache anyway. So:
  *   - block (KV head, tile of 16 * 4 / group tokens), 4 warps; warp w takes
  *     query head w % group of its KV head and 16 tokens (w / group), so the
  *     group's heads share every K/V tile;
@@ -1351,9 +1454,8 @@ __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *
  *     and masked;
  *   - per tile: S = Q K^T (Q pre-scaled, held as f16 A fragments for the
  *     whole loop; K by ldmatrix), causal mask, online softmax per row (a
- *     row lives in a quad of lanes), P rounded to f16 and used as the A
- *     fragment of O += P V directly (V by ldmatrix.trans); the row sums
- *     add the rounded P, so O / l normalizes what was multiplied;
+ *     row lives in a quad of lanes), P's two parts used as the A fragments
+ *     of O += P V directly (V by ldmatrix.trans);
  *   - a warp skips the products of tiles wholly after its last query.
  * Fragment layouts (PTX ISA, f16 m16n8k16; g = lane / 4, t = lane % 4):
  *   A: a0 = A[g][2t..], a1 = A[g+8][2t..], a2 = A[g][8+2t..], a3 = A[g+8][8+2t..]
@@ -1392,10 +1494,6 @@ __device__ __forceinline__ unsigned pack_h2(float lo, float hi) {
     const __half2 h = __floats2half2_rn(lo, hi);
     return *(const unsigned *)&h;
 }
-__device__ __forceinline__ float h2_sum(unsigned u) {
-    const float2 f = __half22float2(*(const __half2 *)&u);
-    return f.x + f.y;
-}
 
 template <int HD>
 __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __half *kc, const __half *vc, const int *d_pos,
@@ -1411,15 +1509,24 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
     const int qpa = pos0 + min(t0 + g, n_tok - 1), qpb = pos0 + min(t0 + g + 8, n_tok - 1); /* rows g, g + 8 */
     __half *Ks = (__half *)fa_sm, *Vs = Ks + 2 * FA_KEYS * LD;
     att_tile_load(Ks, Vs, kc, vc, 0, kend, kvdim, kvh * HD, HD, FA_KEYS, LD);
-    unsigned qa[KS][4]; /* rows past n_tok repeat the last token: computed, never written */
+    /* q as two f16 parts, q = hi + lo (rows past n_tok repeat the last
+     * token: computed, never written): f16 q alone costs scores an error of
+     * 2^-11 of their size, which doubled the golden tests' logit error */
+    unsigned qa[KS][4], ql[KS][4];
     {
         const float *r0 = q + (size_t)(qpa - pos0) * qdim + head * HD, *r1 = q + (size_t)(qpb - pos0) * qdim + head * HD;
 #pragma unroll
         for (int k = 0; k < KS; k++) {
             const float2 x0 = *(const float2 *)(r0 + 16 * k + 2 * t), x1 = *(const float2 *)(r1 + 16 * k + 2 * t);
             const float2 x2 = *(const float2 *)(r0 + 16 * k + 8 + 2 * t), x3 = *(const float2 *)(r1 + 16 * k + 8 + 2 * t);
-            qa[k][0] = pack_h2(x0.x * scale, x0.y * scale), qa[k][1] = pack_h2(x1.x * scale, x1.y * scale);
-            qa[k][2] = pack_h2(x2.x * scale, x2.y * scale), qa[k][3] = pack_h2(x3.x * scale, x3.y * scale);
+            const float2 xs[4] = {x0, x1, x2, x3};
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                const float a = xs[r].x * scale, b = xs[r].y * scale;
+                qa[k][r] = pack_h2(a, b);
+                const float2 h = __half22float2(*(const __half2 *)&qa[k][r]);
+                ql[k][r] = pack_h2(a - h.x, b - h.y);
+            }
         }
     }
     float o[DT][4];
@@ -1448,6 +1555,8 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
                     ldsm_x4(b, Kb + (8 * j + (mi >> 1) * 8 + (lane & 7)) * LD + 16 * k + (mi & 1) * 8);
                     mma_f16(sc[j], qa[k], b[0], b[1]);
                     mma_f16(sc[j + 1], qa[k], b[2], b[3]);
+                    mma_f16(sc[j], ql[k], b[0], b[1]);
+                    mma_f16(sc[j + 1], ql[k], b[2], b[3]);
                 }
             float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -1465,13 +1574,18 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
             m0 = n0, m1 = n1, l0 *= r0, l1 *= r1;
 #pragma unroll
             for (int d = 0; d < DT; d++) o[d][0] *= r0, o[d][1] *= r0, o[d][2] *= r1, o[d][3] *= r1;
-            unsigned pa[FA_KEYS / 16][4]; /* P as A fragments: keys 16s.. are n8 tiles 2s, 2s + 1 */
+            /* P as A fragments (keys 16s.. are n8 tiles 2s, 2s + 1), in two f16
+             * parts like q: P = hi + lo to about 2^-22 */
+            unsigned pa[FA_KEYS / 16][4], pl[FA_KEYS / 16][4];
 #pragma unroll
             for (int j = 0; j < FA_KEYS / 8; j++) {
-                const unsigned u0 = pack_h2(expf(sc[j][0] - n0), expf(sc[j][1] - n0));
-                const unsigned u1 = pack_h2(expf(sc[j][2] - n1), expf(sc[j][3] - n1));
+                const float p0 = expf(sc[j][0] - n0), p1 = expf(sc[j][1] - n0);
+                const float p2 = expf(sc[j][2] - n1), p3 = expf(sc[j][3] - n1);
+                const unsigned u0 = pack_h2(p0, p1), u1 = pack_h2(p2, p3);
+                const float2 h0 = __half22float2(*(const __half2 *)&u0), h1 = __half22float2(*(const __half2 *)&u1);
                 pa[j >> 1][(j & 1) * 2] = u0, pa[j >> 1][(j & 1) * 2 + 1] = u1;
-                l0 += h2_sum(u0), l1 += h2_sum(u1);
+                pl[j >> 1][(j & 1) * 2] = pack_h2(p0 - h0.x, p1 - h0.y), pl[j >> 1][(j & 1) * 2 + 1] = pack_h2(p2 - h1.x, p3 - h1.y);
+                l0 += p0 + p1, l1 += p2 + p3;
             }
 #pragma unroll
             for (int s = 0; s < FA_KEYS / 16; s++)
@@ -1481,6 +1595,8 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
                     ldsm_x4_t(b, Vb + (16 * s + (mi & 1) * 8 + (lane & 7)) * LD + 8 * d + (mi >> 1) * 8);
                     mma_f16(o[d], pa[s], b[0], b[1]);
                     mma_f16(o[d + 1], pa[s], b[2], b[3]);
+                    mma_f16(o[d], pl[s], b[0], b[1]);
+                    mma_f16(o[d + 1], pl[s], b[2], b[3]);
                 }
         }
         __syncthreads(); /* the buffer is loaded again next iteration */

@@ -97,17 +97,20 @@ static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int
 /* y += W x, then the last block writes ny = rmsnorm(y) * nw and its Q8_K
  * (nxq, nxd) for the next product (see mv_job). */
 static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
-                         const float *nw, float eps, float *ny, int8_t *nxq, float *nxd, unsigned *counter) {
+                         const float *nw, float eps, float *ny, int8_t *nxq, float *nxd, unsigned *counter,
+                         int early) {
     mv_job j = job_single(w, x, xq, xd, y, MV_ACC, 0);
+    j.early = early;
     j.nw = nw, j.eps = eps, j.ny = ny, j.nxq = nxq, j.nxd = nxd, j.counter = counter;
     launch_single(st, j);
 }
 
 /* q = rope(Wq x); cache[pos] = rope(Wk x), Wv x (see k_dec). */
 static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *q,
-                    __half *kc, __half *vc, const int *d_pos, float theta_scale, int rope, int hd) {
+                    __half *kc, __half *vc, const int *d_pos, float theta_scale, int rope, int hd, int early) {
     mv_job j;
     memset(&j, 0, sizeof j);
+    j.early = early;
     j.nseg = 3, j.n_in = L->wq.n_in, j.mode = MV_QKV, j.x = x, j.xq = xq, j.xd = xd;
     j.wpr = pick_wpr(L->wq.n_out + L->wk.n_out + L->wv.n_out, j.n_in, 4);
     const int R = 8 / j.wpr; /* even, and divides head_dim: pairs stay in a block */
@@ -119,17 +122,20 @@ static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8
 
 /* out = silu(Wgate x) * (Wup x); with oq set (n_ff % 256 == 0), also its
  * Q8_K (oq, od), each super-block made by the last of its blocks to finish
- * (counter: n_ff / 256 zeros, left zero) */
+ * (counter: n_ff / 256 zeros, left zero). glu2: a warp per gate/up row
+ * pair where one warp per row is the split anyway and oq is NULL. */
 static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *out,
-                    int8_t *oq, float *od, unsigned *counter) {
+                    int8_t *oq, float *od, unsigned *counter, int early, int glu2) {
     mv_job j;
     memset(&j, 0, sizeof j);
+    j.early = early;
     j.nseg = 1, j.n_in = L->gate.n_in, j.mode = MV_GLU, j.x = x, j.xq = xq, j.xd = xd;
     j.nxq = oq, j.nxd = od, j.counter = counter;
     j.wpr = pick_wpr(2 * L->gate.n_out, j.n_in, 4);
-    const int R = 4 / j.wpr;
+    j.glu2 = glu2 && j.wpr == 1 && !oq;
+    const int R = j.glu2 ? 8 : 4 / j.wpr;
     j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
-    launch(k_dec, (L->gate.n_out + R - 1) / R, 256, 0, st, j);
+    launch(j.glu2 ? k_dec_glu2 : k_dec, (L->gate.n_out + R - 1) / R, 256, 0, st, j);
 }
 
 /* rows x n of x (stride ldx) -> g->xq/xd layout (row stride n) */
@@ -177,15 +183,22 @@ static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const
     }
 }
 
+/* k_attn_dec's split: `splits` blocks per KV head (part holds that many
+ * per head), each at least minc positions (a multiple of 32) */
+typedef struct att_dec_split {
+    int splits, minc, early; /* early: gdc_launch at the start (SMOLBOT_GPU_EARLY) */
+} att_dec_split;
+static const att_dec_split ATT_DEC_DEFAULT = {ATT_DEC_SPLITS, ATT_DEC_MIN, 0};
+
 /* One token's attention by k_attn_dec; the Q8_K of its output too when the
  * group's heads are whole super-blocks (xq set), else the caller quantizes.
  * Returns whether it quantized. */
 static int launch_attn_dec(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos,
-                           int n_head, int n_kv, int hd, float scale, float *part, unsigned *counter, float *out,
-                           int8_t *xq, float *xd) {
+                           int n_head, int n_kv, int hd, float scale, att_dec_split sp, float *part, unsigned *counter,
+                           float *out, int8_t *xq, float *xd) {
     const int group = n_head / n_kv, fq = xq && (group * hd) % 256 == 0;
-    launch(k_attn_dec, dim3(n_kv, ATT_DEC_SPLITS), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head,
-           n_kv, hd, scale, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
+    launch(k_attn_dec, dim3(n_kv, sp.splits), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head, n_kv,
+           hd, scale, sp.minc, sp.early, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
     return fq;
 }
 
