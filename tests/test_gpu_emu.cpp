@@ -23,7 +23,7 @@
 
 /* ---- attention ---- */
 
-static att_dec_split g_split = ATT_DEC_DEFAULT; /* k_attn_dec's split in emu_attention */
+static att_dec_cfg g_datt = ATT_DEC_DEFAULT; /* how emu_attention runs k_attn_dec */
 
 /* tg_attention_fn on the emulation, launched as gpu.cu launches them:
  * k_attn_dec twice (the second run starts from the counters the first
@@ -40,7 +40,7 @@ static int emu_attention(const float *q, const kern_f16 *k, const kern_f16 *v, i
     if (kernel == GPU_ATT_DEC) {
         int quantized = 0;
         for (int rep = 0; rep < 2; rep++)
-            quantized = launch_attn_dec(0, q, kc, vc, &pos0, n_head, n_kv, hd, scale, g_split, part.data(),
+            quantized = launch_attn_dec(0, q, kc, vc, &pos0, n_head, n_kv, hd, scale, g_datt, part.data(),
                                         counter.data(), out, oq, od);
         for (int h = 0; h < n_kv; h++) CHECK_EQ_INT(counter[(size_t)h], 0);
         CHECK_EQ_INT(quantized, oq && (group * hd) % 256 == 0);
@@ -74,16 +74,17 @@ static void test_attention_dec(void) {
 }
 
 /* the other splits SMOLBOT_GPU_DSPLITS/DMIN allow: 256 splits of 32 (the
- * merge's eight-split batches whole and cut), 8 splits of 64 (long chunks) */
+ * merge's eight-split batches whole and cut), 128 (with the early launch,
+ * a no-op here), 8 splits of 64 (long chunks) */
 static void test_attention_dec_splits(void) {
-    const att_dec_split sps[] = {{256, 32, 0}, {128, 32, 0}, {8, 64, 0}};
+    const att_dec_cfg sps[] = {{256, 32, 0}, {128, 32, 1}, {8, 64, 0}};
     const int dpos[] = {0, 40, 1000, 8191};
     for (size_t s = 0; s < CORE_ARRAY_LEN(sps); s++) {
-        g_split = sps[s];
+        g_datt = sps[s];
         for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DEC);
         check_attention(16, 2, 256, 1, 777, GPU_ATT_DEC);
     }
-    g_split = ATT_DEC_DEFAULT;
+    g_datt = ATT_DEC_DEFAULT;
 }
 
 static void test_attention_prefill(void) {

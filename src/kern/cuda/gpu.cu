@@ -142,7 +142,7 @@ struct gpu_model {
     float *tk_v, *tk_fv;
     int *tk_i, *tk_fi;
     int use_mma, use_graph, use_fuse, use_q8, use_datt, use_fa, use_gluq, qt;
-    att_dec_split dsplit; /* k_attn_dec's split (SMOLBOT_GPU_DSPLITS, SMOLBOT_GPU_DMIN) */
+    att_dec_cfg datt; /* how k_attn_dec runs (SMOLBOT_GPU_DSPLITS, SMOLBOT_GPU_DMIN, use_early) */
     int use_early; /* decode kernels start their successor early (SMOLBOT_GPU_EARLY) */
     int use_glu2;  /* a warp per gate/up row pair: k_dec_glu2 (SMOLBOT_GPU_GLU2) */
     int logit_rows;       /* rows of logits: forwards that want every row's run chunks of this many */
@@ -174,8 +174,8 @@ static int env_on(const char *name) {
 /* k_attn_dec's split: SMOLBOT_GPU_DSPLITS blocks per KV head (a power of
  * two, 8..ATT_DEC_MAX_SPLITS), SMOLBOT_GPU_DMIN positions per split at
  * least (32 or 64); anything else keeps the default */
-static att_dec_split att_dec_env(void) {
-    att_dec_split sp = ATT_DEC_DEFAULT;
+static att_dec_cfg att_dec_env(void) {
+    att_dec_cfg sp = ATT_DEC_DEFAULT;
     const char *e = getenv("SMOLBOT_GPU_DSPLITS"), *m = getenv("SMOLBOT_GPU_DMIN");
     const int n = e ? atoi(e) : 0, mc = m ? atoi(m) : 0;
     if (n >= 8 && n <= ATT_DEC_MAX_SPLITS && !(n & (n - 1))) sp.splits = n;
@@ -361,10 +361,10 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     /* the fused decode kernels multiply K-quants by Q8_K activations only */
     g->use_fuse = !env_off("SMOLBOT_GPU_FUSE") && g->use_q8;
     g->use_datt = !env_off("SMOLBOT_GPU_DATT") && attn_dec_ok(hd, group);
-    g->dsplit = att_dec_env();
+    g->datt = att_dec_env();
     g->use_early = !env_off("SMOLBOT_GPU_EARLY");
     g->use_glu2 = !env_off("SMOLBOT_GPU_GLU2");
-    g->dsplit.early = g->use_early;
+    g->datt.early = g->use_early;
     g->use_fa = !env_off("SMOLBOT_GPU_FA") && fa_ok(hd, group);
     /* measured slower on an H200 (478 against 498 tok/s): opt-in */
     g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0;
@@ -563,7 +563,7 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
         if (!(sk & 2)) dec_qkv(st, L, g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd, g->use_early);
         int quantized = 0;
         if (!(sk & 4) && g->use_datt)
-            quantized = launch_attn_dec(st, g->q, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->att_scale, g->dsplit, kv->part,
+            quantized = launch_attn_dec(st, g->q, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->att_scale, g->datt, kv->part,
                                         g->att_counter, g->att, xq, xd);
         else if (!(sk & 4))
             launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
@@ -854,7 +854,7 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
     }
     const int nsplit = (n_pos + ATT_SPLIT - 1) / ATT_SPLIT, qt = ATT_PAIRS / group;
     const int nparts = nsplit > ATT_DEC_MAX_SPLITS ? nsplit : ATT_DEC_MAX_SPLITS;
-    const att_dec_split sp = att_dec_env();
+    const att_dec_cfg sp = att_dec_env();
     float *dq = (float *)t_up(&b, q, (size_t)n_tok * qdim * 4);
     __half *kc = (__half *)t_up(&b, k, (size_t)n_pos * kvdim * 2), *vc = (__half *)t_up(&b, v, (size_t)n_pos * kvdim * 2);
     float *dout = (float *)t_up(&b, NULL, (size_t)n_tok * qdim * 4);

@@ -183,18 +183,19 @@ static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const
     }
 }
 
-/* k_attn_dec's split: `splits` blocks per KV head (part holds that many
- * per head), each at least minc positions (a multiple of 32) */
-typedef struct att_dec_split {
-    int splits, minc, early; /* early: gdc_launch at the start (SMOLBOT_GPU_EARLY) */
-} att_dec_split;
-static const att_dec_split ATT_DEC_DEFAULT = {ATT_DEC_SPLITS, ATT_DEC_MIN, 0};
+/* How k_attn_dec runs: `splits` blocks per KV head (part holds that many
+ * per head), each at least minc positions (a multiple of 32); early: it
+ * lets its successor start at once (gdc_launch, SMOLBOT_GPU_EARLY) */
+typedef struct att_dec_cfg {
+    int splits, minc, early;
+} att_dec_cfg;
+static const att_dec_cfg ATT_DEC_DEFAULT = {ATT_DEC_SPLITS, ATT_DEC_MIN, 0};
 
 /* One token's attention by k_attn_dec; the Q8_K of its output too when the
  * group's heads are whole super-blocks (xq set), else the caller quantizes.
  * Returns whether it quantized. */
 static int launch_attn_dec(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos,
-                           int n_head, int n_kv, int hd, float scale, att_dec_split sp, float *part, unsigned *counter,
+                           int n_head, int n_kv, int hd, float scale, att_dec_cfg sp, float *part, unsigned *counter,
                            float *out, int8_t *xq, float *xd) {
     const int group = n_head / n_kv, fq = xq && (group * hd) % 256 == 0;
     launch(k_attn_dec, dim3(n_kv, sp.splits), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head, n_kv,
