@@ -313,6 +313,7 @@ static void check_golden(const char *model_file, int is_f32) {
     CHECK(lr == 0);
     if (lr) return;
     CHECK(strcmp(model_device(L.m), "cpu") != 0);
+    CHECK_EQ_INT(model_prefill_chunk(L.m), 2048); /* the device's own chunk, not the CPU's 256 */
     const model_config *c = model_get_config(L.m);
     float *logits = malloc((size_t)c->n_vocab * sizeof(float)), *l2 = malloc((size_t)c->n_vocab * sizeof(float));
     FILE *f = fopen(gj, "r");

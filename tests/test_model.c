@@ -184,6 +184,9 @@ static void check_chunking_and_cache(int kv_type) {
     loaded A, B;
     if (load("models/smollm3-tiny-f32.gguf", &A, 0) == -1) T_SKIP("../shared/models absent");
     CHECK(load("models/smollm3-tiny-f32.gguf", &B, 7) == 0);
+    /* the engine's prefill chunk: n_batch on the CPU (256 by default) */
+    CHECK_EQ_INT(model_prefill_chunk(A.m), 256);
+    CHECK_EQ_INT(model_prefill_chunk(B.m), 7);
     const model_config *c = model_get_config(A.m);
     int32_t toks[40];
     for (int i = 0; i < 40; i++) toks[i] = (int32_t)((i * 7919 + 13) % c->n_vocab);
