@@ -10,9 +10,9 @@
 #      2048, 8192; a table with the bandwidth each decode figure implies and
 #      the issue's goals / llama.cpp's H200 figures beside it.
 #   5. smolbot bench --kernels --gpu on (the kernels' variants, one table),
-#      and the step-4 bench again with the opt-in switches ($OPTIN below,
-#      the ones not yet measured faster) so that one run says whether to
-#      make them default.
+#      and the step-4 bench again for each opt-in configuration ($OPTIN
+#      below, the switches not yet measured faster), a column each, so that
+#      one run says whether to make them default.
 # Designed to finish in under 8 minutes on a 16-core H100/H200 machine (the
 # model generation is the long step, once). Exit status: nonzero on any
 # build or test failure.
@@ -26,8 +26,10 @@ cd "$(dirname "$0")/.."
 ARCH=${CUDA_ARCH:-sm_90}
 MODEL=${BENCH_MODEL:-$HOME/.cache/smolbot/bench/smollm3-3b-q4_k_m-random.gguf}
 JOBS=$(nproc)
-# the opt-in switches (src/kern/cuda/gpu.cu) benched beside the defaults
-OPTIN="SMOLBOT_GPU_GLUQ=1"
+# the opt-in switches (src/kern/cuda/gpu.cu) benched beside the defaults,
+# one configuration per entry (SMOLBOT_CUDA_OPTIN, ';'-separated, replaces it)
+OPTIN=("SMOLBOT_GPU_GLUQ=1" "SMOLBOT_GPU_DMMA=1")
+if [ -n "${SMOLBOT_CUDA_OPTIN:-}" ]; then IFS=';' read -r -a OPTIN <<<"$SMOLBOT_CUDA_OPTIN"; fi
 # reference files: ../shared next to the repo, or shared/ inside it
 if [ -z "${SMOLBOT_SHARED:-}" ] && [ ! -d ../shared ] && [ -d shared ]; then export SMOLBOT_SHARED=$PWD/shared; fi
 OUT=$(mktemp -d)
@@ -95,8 +97,10 @@ bench() {
 bench default
 stamp "== kernels: smolbot bench --kernels --gpu on"
 "$SB" bench --kernels --gpu on || { echo "cuda-check: the kernel bench failed"; fail=1; }
-# shellcheck disable=SC2086 # one word per switch
-bench optin $OPTIN
+for i in "${!OPTIN[@]}"; do
+  # shellcheck disable=SC2086 # one word per switch
+  bench "optin$i" ${OPTIN[$i]}
+done
 
 # A few numbers out of the JSON without jq/python (one object per file).
 num() { grep -o "\"$2\": *[0-9.]*" "$1" | head -1 | sed 's/.*: *//'; }
@@ -107,18 +111,29 @@ DEV=$(grep -o '"device": *"[^"]*"' "$OUT/default.json" | sed 's/.*: *"//; s/"$//
 kvgb() { echo "$1" | awk '{printf "%.3f", 2*2*36*512*$1/1e9}'; }
 echo
 echo "device: $DEV   weights read per token: $W GB"
-printf '%-14s %12s %14s %12s %14s %14s %16s\n' "" "tok/s" "implied GB/s" "opt-in tok/s" "implied GB/s" "goal (H200)" "llama.cpp H200"
-row() { printf '%-14s %12.1f %14s %12.1f %14s %14s %16s\n' "$@"; }
+# one column per opt-in configuration: its tok/s
+hdr=$(printf '%-14s %10s %13s' "" "tok/s" "implied GB/s")
+for i in "${!OPTIN[@]}"; do hdr+=$(printf ' %10s' "opt-in $((i + 1))"); done
+printf '%s %12s %15s\n' "$hdr" "goal (H200)" "llama.cpp H200"
 implied() { awk -v v="$1" -v w="$W" -v k="$(kvgb "$2")" 'BEGIN{printf "%.0f", v*(w+k)}'; }
+row() { # label, default value, implied, goal, llama.cpp, then the opt-in values
+  local line; line=$(printf '%-14s %10.1f %13s' "$1" "$2" "$3")
+  local goal=$4 ref=$5; shift 5
+  for v in "$@"; do line+=$(printf ' %10.1f' "${v:-0}"); done
+  printf '%s %12s %15s\n' "$line" "$goal" "$ref"
+}
 for d in 0 2048 8192; do
-  v=$(dep "$OUT/default.json" "$d"); o=$(dep "$OUT/optin.json" "$d")
+  v=$(dep "$OUT/default.json" "$d"); os=()
+  for i in "${!OPTIN[@]}"; do os+=("$(dep "$OUT/optin$i.json" "$d")"); done
   goal=-; [ "$d" = 0 ] && goal=600; [ "$d" = 8192 ] && goal=550
   ref=408; [ "$d" = 2048 ] && ref=390; [ "$d" = 8192 ] && ref=359
-  row "decode @$d" "$v" "$(implied "$v" "$d")" "$o" "$(implied "$o" "$d")" "$goal" "$ref"
+  row "decode @$d" "$v" "$(implied "$v" "$d")" "$goal" "$ref" "${os[@]}"
 done
-row "prefill 512" "$(num "$OUT/default.json" prefill_tok_s)" "-" "$(num "$OUT/optin.json" prefill_tok_s)" "-" 15300 15300
-row "prefill 2048" "$(num "$OUT/default.2048.json" prefill_tok_s)" "-" "$(num "$OUT/optin.2048.json" prefill_tok_s)" "-" - 16700
-echo "(opt-in: $OPTIN, not yet made default)"
+os=(); for i in "${!OPTIN[@]}"; do os+=("$(num "$OUT/optin$i.json" prefill_tok_s)"); done
+row "prefill 512" "$(num "$OUT/default.json" prefill_tok_s)" "-" 15300 15300 "${os[@]}"
+os=(); for i in "${!OPTIN[@]}"; do os+=("$(num "$OUT/optin$i.2048.json" prefill_tok_s)"); done
+row "prefill 2048" "$(num "$OUT/default.2048.json" prefill_tok_s)" "-" - 16700 "${os[@]}"
+for i in "${!OPTIN[@]}"; do echo "opt-in $((i + 1)): ${OPTIN[$i]} (not yet made default)"; done
 stamp "== done"
 if [ "$fail" != 0 ]; then echo "cuda-check: FAILED (see above)"; exit 1; fi
 echo "cuda-check: ok"

@@ -130,7 +130,8 @@ static int tg_q8k_mismatches(const float *x, int n, const int8_t *q, const float
 }
 
 /* How a test runs one attention kernel (gpu_test_attention's contract):
- * out for every token; for GPU_ATT_DEC with oq set, also the Q8_K of out.
+ * out for every token; for GPU_ATT_DEC and GPU_ATT_DMMA with oq set, also
+ * the Q8_K of out.
  * Returns 0, or -1 with msg. */
 typedef int (*tg_attention_fn)(const float *q, const kern_f16 *k, const kern_f16 *v, int n_head, int n_kv, int hd,
                                int n_tok, int pos0, int kernel, float *out, int8_t *oq, float *od, char *msg,
@@ -138,16 +139,16 @@ typedef int (*tg_attention_fn)(const float *q, const kern_f16 *k, const kern_f16
 
 static const char *tg_att_name(int kernel) {
     return kernel == GPU_ATT_PREFILL ? "prefill" : kernel == GPU_ATT_SPLIT ? "split-K decode"
-         : kernel == GPU_ATT_DEC     ? "k_attn_dec" : "k_fa";
+         : kernel == GPU_ATT_DEC     ? "k_attn_dec" : kernel == GPU_ATT_DMMA ? "k_attn_dmma" : "k_fa";
 }
 
 /* Random q, K, V; run; out against tg_attention_err, and the fused Q8_K
- * of k_attn_dec bit for bit against kern_ref_quantize_q8_K. */
+ * of k_attn_dec / k_attn_dmma bit for bit against kern_ref_quantize_q8_K. */
 static void tg_check_attention(tg_attention_fn run, int n_head, int n_kv, int hd, int n_tok, int pos0, int kernel) {
     const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok;
     float *q = (float *)malloc((size_t)n_tok * qdim * 4), *out = (float *)malloc((size_t)n_tok * qdim * 4);
     kern_f16 *k = (kern_f16 *)malloc((size_t)n_pos * kvdim * 2), *v = (kern_f16 *)malloc((size_t)n_pos * kvdim * 2);
-    const int want_q8 = kernel == GPU_ATT_DEC && qdim % 256 == 0;
+    const int want_q8 = (kernel == GPU_ATT_DEC || kernel == GPU_ATT_DMMA) && qdim % 256 == 0;
     int8_t *oq = (int8_t *)malloc((size_t)qdim);
     float *od = (float *)malloc((size_t)(qdim / 256 + 1) * 4);
     for (int i = 0; i < n_tok * qdim; i++) q[i] = frand(-1, 1);
@@ -162,7 +163,8 @@ static void tg_check_attention(tg_attention_fn run, int n_head, int n_kv, int hd
               pos0, tg_att_name(kernel), md);
     if (want_q8 && !rc) { /* the fused Q8_K of the output: kern_ref_quantize_q8_K's, bit for bit */
         const int bad = tg_q8k_mismatches(out, qdim, oq, od);
-        CHECK_MSG(bad == 0, "k_attn_dec at %d: %d of %d Q8_K blocks differ from kern_ref_quantize_q8_K", pos0, bad, qdim / 256);
+        CHECK_MSG(bad == 0, "%s at %d: %d of %d Q8_K blocks differ from kern_ref_quantize_q8_K", tg_att_name(kernel), pos0, bad,
+                  qdim / 256);
     }
     free(q), free(out), free(k), free(v), free(oq), free(od);
 }

@@ -254,6 +254,19 @@ static void test_attention_dec(void) {
     check_attention(16, 2, 256, 1, 2500, GPU_ATT_DEC);
 }
 
+/* k_attn_dmma (tensor cores): the whole context in one split (up to 128
+ * positions), tiles cut by the end, many splits and their merge; groups
+ * of 1 (output quantized by the caller), 2, 4 and 8; head_dim 64 */
+static void test_attention_dmma(void) {
+    NEED_GPU();
+    const int dpos[] = {0, 1, 31, 32, 127, 128, 129, 1000, 4095, 4100, 8191, 9000, 20000};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DMMA);
+    check_attention(4, 1, 64, 1, 700, GPU_ATT_DMMA);
+    check_attention(16, 16, 64, 1, 333, GPU_ATT_DMMA);
+    check_attention(16, 8, 128, 1, 3000, GPU_ATT_DMMA);
+    check_attention(16, 2, 128, 1, 77, GPU_ATT_DMMA);
+}
+
 static int cmp_desc(const void *a, const void *b) {
     const float *x = a, *y = b;
     return (x[0] < y[0]) - (x[0] > y[0]);
@@ -388,7 +401,8 @@ static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); 
 /* The switches of gpu.cu that choose kernels, set for one run (cfg: one
  * value per name, NULL leaves it unset: the default). */
 static const char *const gpu_switches[] = {"SMOLBOT_GPU_DATT", "SMOLBOT_GPU_MMQI", "SMOLBOT_GPU_FA",  "SMOLBOT_GPU_EARLY",
-                                           "SMOLBOT_GPU_PF16", "SMOLBOT_GPU_GLUQ", "SMOLBOT_GPU_GLU2", "SMOLBOT_GPU_BATCH"};
+                                           "SMOLBOT_GPU_PF16", "SMOLBOT_GPU_GLUQ", "SMOLBOT_GPU_GLU2", "SMOLBOT_GPU_BATCH",
+                                           "SMOLBOT_GPU_DMMA"};
 static void set_switches(const char *const *cfg) {
     for (size_t i = 0; i < CORE_ARRAY_LEN(gpu_switches); i++) {
         if (cfg && cfg[i]) setenv(gpu_switches[i], cfg[i], 1);
@@ -479,15 +493,16 @@ static void decode_and_cache_env(const char *const *cfg) {
 }
 /* the defaults; every switch off (the first kernels: split-K decode
  * attention, k_attn, k_mmq's fold per sub-block, 256-token chunks); the
- * opt-in (the SwiGLU's Q8_K fused), with the smallest chunk */
+ * opt-ins (the SwiGLU's Q8_K fused, decode attention on tensor cores),
+ * with the smallest chunk */
 static void test_decode_and_cache(void) { decode_and_cache_env(NULL); }
 static void test_decode_and_cache_off(void) {
-    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256"};
+    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0"};
     decode_and_cache_env(off);
 }
 static void test_decode_and_cache_optin(void) {
-    const char *const gluq[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64"};
-    decode_and_cache_env(gluq);
+    const char *const optin[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64", "1"};
+    decode_and_cache_env(optin);
 }
 
 static void test_off_and_auto(void) {
@@ -523,6 +538,7 @@ int main(void) {
     T_RUN(test_rope);
     T_RUN(test_attention);
     T_RUN(test_attention_dec);
+    T_RUN(test_attention_dmma);
     T_RUN(test_attention_fa);
     T_RUN(test_topk);
     T_RUN(test_golden_f32);

@@ -9,8 +9,8 @@
  * arithmetic and indexing; test_gpu checks them again, and their speed,
  * where a GPU is.
  *
- * Covered: decode attention (split-K + combine, and k_attn_dec with its
- * merge and Q8_K output), prefill attention (k_attn and k_fa on tensor
+ * Covered: decode attention (split-K + combine, k_attn_dec and
+ * k_attn_dmma with their merge and Q8_K output), prefill attention (k_attn and k_fa on tensor
  * cores), the int8 tensor-core prefill product k_mmq (float and integer
  * fold, every token tile) and the fused decode product k_dec for SwiGLU
  * (with its Q8_K output). Not covered: k_mm (wmma has no emulation).
@@ -37,10 +37,12 @@ static int emu_attention(const float *q, const kern_f16 *k, const kern_f16 *v, i
     std::vector<unsigned> counter((size_t)n_kv, 0);
     const __half *kc = (const __half *)k, *vc = (const __half *)v;
     const float scale = 1.0f / sqrtf((float)hd);
-    if (kernel == GPU_ATT_DEC) {
+    if (kernel == GPU_ATT_DEC || kernel == GPU_ATT_DMMA) {
+        att_dec_cfg sp = g_datt;
+        if (kernel == GPU_ATT_DMMA && !sp.mma) sp.mma = 1, sp.minc = ATT_DMMA_MIN;
         int quantized = 0;
         for (int rep = 0; rep < 2; rep++)
-            quantized = launch_attn_dec(0, q, kc, vc, &pos0, n_head, n_kv, hd, scale, g_datt, part.data(),
+            quantized = launch_attn_dec(0, q, kc, vc, &pos0, n_head, n_kv, hd, scale, sp, part.data(),
                                         counter.data(), out, oq, od);
         for (int h = 0; h < n_kv; h++) CHECK_EQ_INT(counter[(size_t)h], 0);
         CHECK_EQ_INT(quantized, oq && (group * hd) % 256 == 0);
@@ -77,12 +79,39 @@ static void test_attention_dec(void) {
  * merge's eight-split batches whole and cut), 128 (with the early launch,
  * a no-op here), 8 splits of 64 (long chunks) */
 static void test_attention_dec_splits(void) {
-    const att_dec_cfg sps[] = {{256, 32, 0}, {128, 32, 1}, {8, 64, 0}};
+    const att_dec_cfg sps[] = {{256, 32, 0, 0}, {128, 32, 1, 0}, {8, 64, 0, 0}};
     const int dpos[] = {0, 40, 1000, 8191};
     for (size_t s = 0; s < CORE_ARRAY_LEN(sps); s++) {
         g_datt = sps[s];
         for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DEC);
         check_attention(16, 2, 256, 1, 777, GPU_ATT_DEC);
+    }
+    g_datt = ATT_DEC_DEFAULT;
+}
+
+/* k_attn_dmma: the whole context in one split (up to ATT_DMMA_MIN: one
+ * tile per warp, some warps idle), tiles cut by the end, many splits and
+ * the merge; the tiny model's shape; a group of one (no fused Q8_K), of
+ * two, of 8; head_dim 64 */
+static void test_attention_dmma(void) {
+    const int dpos[] = {0, 1, 31, 32, 95, 127, 128, 129, 300, 1000, 4100, 8191};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DMMA);
+    check_attention(4, 1, 64, 1, 700, GPU_ATT_DMMA);
+    check_attention(16, 16, 64, 1, 333, GPU_ATT_DMMA);
+    check_attention(16, 8, 128, 1, 2000, GPU_ATT_DMMA);
+    check_attention(16, 2, 128, 1, 77, GPU_ATT_DMMA);
+    check_attention(8, 1, 64, 1, 5000, GPU_ATT_DMMA);
+}
+
+/* k_attn_dmma's other splits: 256 of 32 (a tile per split, three warps
+ * idle), 8 of 256 (several tiles per warp), 32 of 64 with the early launch */
+static void test_attention_dmma_splits(void) {
+    const att_dec_cfg sps[] = {{256, 32, 0, 1}, {8, 256, 0, 1}, {32, 64, 1, 1}};
+    const int dpos[] = {0, 40, 1000, 8191};
+    for (size_t s = 0; s < CORE_ARRAY_LEN(sps); s++) {
+        g_datt = sps[s];
+        for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DMMA);
+        check_attention(8, 1, 64, 1, 777, GPU_ATT_DMMA);
     }
     g_datt = ATT_DEC_DEFAULT;
 }
@@ -217,6 +246,8 @@ int main(void) {
     T_RUN(test_attention_split);
     T_RUN(test_attention_dec);
     T_RUN(test_attention_dec_splits);
+    T_RUN(test_attention_dmma);
+    T_RUN(test_attention_dmma_splits);
     T_RUN(test_attention_prefill);
     T_RUN(test_attention_fa);
     T_RUN(test_mmq);

@@ -124,14 +124,16 @@ static double bg_attention(int n_tok, int pos0, int kernel) {
 }
 
 static int bench_attention(void) {
-    static const int depths[] = {0, 2048, 8192};
+    static const int depths[] = {0, 2048, 8192, 32768}; /* the last one past the L2 */
     printf("\ndecode attention, one layer (16/4 heads, head_dim 128): us   [GB/s of K and V]\n");
-    printf("%-8s %22s %22s\n", "depth", "split-K + combine", "k_attn_dec");
+    printf("%-8s %22s %22s %22s\n", "depth", "split-K + combine", "k_attn_dec", "k_attn_dmma");
     for (size_t i = 0; i < CORE_ARRAY_LEN(depths); i++) {
         const double bytes = 2.0 * 2 * 4 * 128 * (depths[i] + 1.0);
         const double a = bg_attention(1, depths[i], GPU_ATT_SPLIT), b = bg_attention(1, depths[i], GPU_ATT_DEC);
-        if (a < 0 || b < 0) return 1;
-        printf("%-8d %12.1f [%7.0f] %12.1f [%7.0f]\n", depths[i], a, bytes / (a * 1e-6) / 1e9, b, bytes / (b * 1e-6) / 1e9);
+        const double c = bg_attention(1, depths[i], GPU_ATT_DMMA);
+        if (a < 0 || b < 0 || c < 0) return 1;
+        printf("%-8d %12.1f [%7.0f] %12.1f [%7.0f] %12.1f [%7.0f]\n", depths[i], a, bytes / (a * 1e-6) / 1e9, b,
+               bytes / (b * 1e-6) / 1e9, c, bytes / (c * 1e-6) / 1e9);
     }
     static const int toks[] = {512, 2048};
     printf("\nprefill attention from position 0, one layer: us   [TFLOP/s of the causal half]\n");

@@ -30,6 +30,7 @@
  *   k_attn_dec split-K flash-decoding in one kernel: 64 splits per KV head
  *              sized from the depth on the device, the last block of a head
  *              merges them and writes the Q8_K of the output for Wo
+ *              (k_attn_dmma: the same on tensor cores, opt-in)
  *   k_dec_glu2 gate/up with SwiGLU, a warp per row pair (twice k_dec's
  *              loads in flight; 80 registers, so not inside k_dec)
  *   k_quant    Q8_K of the SwiGLU output
@@ -72,7 +73,10 @@
  * SMOLBOT_GPU_DSPLITS and SMOLBOT_GPU_DMIN (k_attn_dec's split).
  * Opt-in (=1), measured slower: SMOLBOT_GPU_GLUQ, the SwiGLU output's
  * Q8_K made by k_dec's last block of each super-block instead of k_quant
- * (478 against 498 tok/s before k_dec_glu2).
+ * (478 against 498 tok/s before k_dec_glu2). Opt-in, not yet measured on a
+ * GPU: SMOLBOT_GPU_DMMA, decode attention on tensor cores (k_attn_dmma;
+ * its splits at least ATT_DMMA_MIN positions, so up to that depth one
+ * block per KV head and no merge).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs), this file the rest of the host side. All
@@ -173,13 +177,17 @@ static int env_on(const char *name) {
 
 /* k_attn_dec's split: SMOLBOT_GPU_DSPLITS blocks per KV head (a power of
  * two, 8..ATT_DEC_MAX_SPLITS), SMOLBOT_GPU_DMIN positions per split at
- * least (32 or 64); anything else keeps the default */
-static att_dec_cfg att_dec_env(void) {
+ * least (32, 64, 128 or 256); anything else keeps the default. mma:
+ * k_attn_dmma instead (the model: opt-in SMOLBOT_GPU_DMMA), whose default
+ * minimum is ATT_DMMA_MIN (a tile per warp) */
+static att_dec_cfg att_dec_env(int mma) {
     att_dec_cfg sp = ATT_DEC_DEFAULT;
     const char *e = getenv("SMOLBOT_GPU_DSPLITS"), *m = getenv("SMOLBOT_GPU_DMIN");
     const int n = e ? atoi(e) : 0, mc = m ? atoi(m) : 0;
+    sp.mma = mma;
+    if (mma) sp.minc = ATT_DMMA_MIN;
     if (n >= 8 && n <= ATT_DEC_MAX_SPLITS && !(n & (n - 1))) sp.splits = n;
-    if (mc == 32 || mc == 64) sp.minc = mc;
+    if (mc == 32 || mc == 64 || mc == 128 || mc == 256) sp.minc = mc;
     return sp;
 }
 
@@ -361,7 +369,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     /* the fused decode kernels multiply K-quants by Q8_K activations only */
     g->use_fuse = !env_off("SMOLBOT_GPU_FUSE") && g->use_q8;
     g->use_datt = !env_off("SMOLBOT_GPU_DATT") && attn_dec_ok(hd, group);
-    g->datt = att_dec_env();
+    g->datt = att_dec_env(env_on("SMOLBOT_GPU_DMMA"));
     g->use_early = !env_off("SMOLBOT_GPU_EARLY");
     g->use_glu2 = !env_off("SMOLBOT_GPU_GLU2");
     g->datt.early = g->use_early;
@@ -848,13 +856,13 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
     const int group = n_head / n_kv, qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok;
     if (hd % 32 || hd > 32 * ATT_DPL || group < 1 || group > ATT_PAIRS || ((kernel == GPU_ATT_SPLIT || kernel == GPU_ATT_DEC) && n_tok != 1) ||
         (kernel == GPU_ATT_DEC && !attn_dec_ok(hd, group)) || (kernel == GPU_ATT_FA && !fa_ok(hd, group)) ||
-        kernel < 0 || kernel > GPU_ATT_FA) {
+        (kernel == GPU_ATT_DMMA && (n_tok != 1 || !dmma_ok(hd, group))) || kernel < 0 || kernel > GPU_ATT_DMMA) {
         set_msg(msg, msg_len, "attention shape unsupported");
         return -1;
     }
     const int nsplit = (n_pos + ATT_SPLIT - 1) / ATT_SPLIT, qt = ATT_PAIRS / group;
     const int nparts = nsplit > ATT_DEC_MAX_SPLITS ? nsplit : ATT_DEC_MAX_SPLITS;
-    const att_dec_cfg sp = att_dec_env();
+    const att_dec_cfg sp = att_dec_env(kernel == GPU_ATT_DMMA);
     float *dq = (float *)t_up(&b, q, (size_t)n_tok * qdim * 4);
     __half *kc = (__half *)t_up(&b, k, (size_t)n_pos * kvdim * 2), *vc = (__half *)t_up(&b, v, (size_t)n_pos * kvdim * 2);
     float *dout = (float *)t_up(&b, NULL, (size_t)n_tok * qdim * 4);
@@ -870,7 +878,7 @@ extern "C" int gpu_test_attention(const float *q, const uint16_t *k, const uint1
         set_msg(msg, msg_len, "CUDA: shared memory for attention");
         return -1;
     }
-    if (kernel == GPU_ATT_DEC) {
+    if (kernel == GPU_ATT_DEC || kernel == GPU_ATT_DMMA) {
         /* twice: the second run finds the counters the first one left (zero) */
         int fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, sp, part, cnt, dout, oq ? dxq : NULL, dxd);
         T_LAUNCH(fq = launch_attn_dec(0, dq, kc, vc, dp, n_head, n_kv, hd, scale, sp, part, cnt, dout, oq ? dxq : NULL, dxd));

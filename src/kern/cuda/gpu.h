@@ -115,8 +115,9 @@ int gpu_test_rope(float *x, int n_heads, int head_dim, int pos, float theta, cha
  * (k_attn, any n_tok), GPU_ATT_FA (k_fa on tensor cores, n_tok > 1,
  * head_dim 64/128, group 1/2/4), or for one token GPU_ATT_SPLIT (split-K kernel + combine)
  * or GPU_ATT_DEC (k_attn_dec, run at least twice in a row; oq/od, when not NULL,
- * get the Q8_K of the output, n_head*hd % 256 == 0). */
-enum { GPU_ATT_PREFILL = 0, GPU_ATT_SPLIT = 1, GPU_ATT_DEC = 2, GPU_ATT_FA = 3 };
+ * get the Q8_K of the output, n_head*hd % 256 == 0) or GPU_ATT_DMMA (the same
+ * for k_attn_dmma, head_dim 64/128, group <= 8). */
+enum { GPU_ATT_PREFILL = 0, GPU_ATT_SPLIT = 1, GPU_ATT_DEC = 2, GPU_ATT_FA = 3, GPU_ATT_DMMA = 4 };
 int gpu_test_attention(const float *q, const uint16_t *k, const uint16_t *v, int n_head, int n_kv, int hd, int n_tok,
                        int pos0, int kernel, float *out, int8_t *oq, float *od, char *msg, size_t msg_len);
 /* Timing for `smolbot bench --kernels --gpu on`: with reps > 0, each

@@ -1299,19 +1299,74 @@ template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile(
 #endif
 
 /* Tile of positions p0..p0+rows-1 of one KV head (column off of the cache
- * rows) into shared memory, one cp.async group: K rows padded by 8 halves
- * (row j's 16-byte pieces fall in distinct banks for 8 consecutive rows),
- * V rows vld halves apart; rows at or past end are zeros. */
+ * rows) into shared memory, one cp.async group, by threads tid of nthr
+ * (the block, or one warp): K rows padded by 8 halves (row j's 16-byte
+ * pieces fall in distinct banks for 8 consecutive rows), V rows vld halves
+ * apart; rows at or past end are zeros. */
 __device__ __forceinline__ void att_tile_load(__half *Kb, __half *Vb, const __half *kc, const __half *vc, int p0, int end,
-                                              int kvdim, int off, int hd, int rows, int vld) {
+                                              int kvdim, int off, int hd, int rows, int vld, int tid, int nthr) {
     const int cpr = hd / 8;
-    for (int c = threadIdx.x; c < rows * cpr; c += blockDim.x) {
+    for (int c = tid; c < rows * cpr; c += nthr) {
         const int j = c / cpr, d = (c % cpr) * 8, p = p0 + j, ok = p < end ? 16 : 0;
         const size_t gofs = (size_t)(ok ? p : p0) * kvdim + off + d;
         cp_async16(Kb + j * (hd + 8) + d, kc + gofs, ok);
         cp_async16(Vb + j * vld + d, vc + gofs, ok);
     }
     cp_async_commit();
+}
+
+/* The merge by the last block of a KV head, one warp per head: the ns
+ * partials pp[s * (hd + 2)] (acc[hd], m, l; every one has l >= 1) weighed
+ * by exp(m - M) -- each lane weighs its own splits into ws (shared, ns
+ * floats), then the partial outputs are summed with eight splits' loads in
+ * flight (one split at a time, the merge was a chain of L2 round trips
+ * that cost more than the scores at 8192). The result goes to out and to
+ * ob (shared memory, for att_out_q8). */
+__device__ __forceinline__ void att_merge_head(const float *pp, int ns, int hd, float *ws, float *out, float *ob, int lane) {
+    const int np = hd / 64;
+    float M = -INFINITY;
+    for (int s = lane; s < ns; s += 32) M = fmaxf(M, __ldcg(pp + (size_t)s * (hd + 2) + hd));
+    M = warp_max(M);
+    float den = 0.0f;
+    for (int s = lane; s < ns; s += 32) {
+        const float *ps = pp + (size_t)s * (hd + 2);
+        const float w = expf(__ldcg(ps + hd) - M);
+        ws[s] = w;
+        den += w * __ldcg(ps + hd + 1);
+    }
+    den = warp_sum(den);
+    __syncwarp();
+    float2 o[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) o[i] = make_float2(0.0f, 0.0f);
+    for (int s0 = 0; s0 < ns; s0 += 8) {
+        float2 a[8][4];
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                a[u][i] = s0 + u < ns && i < np ? __ldcg((const float2 *)(pp + (size_t)(s0 + u) * (hd + 2) + 2 * lane + 64 * i))
+                                                : make_float2(0.0f, 0.0f);
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const float w = s0 + u < ns ? ws[s0 + u] : 0.0f;
+#pragma unroll
+            for (int i = 0; i < 4; i++) o[i].x += w * a[u][i].x, o[i].y += w * a[u][i].y;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        if (i < np) {
+            const float2 r = make_float2(o[i].x / den, o[i].y / den);
+            *(float2 *)(out + 2 * lane + 64 * i) = r;
+            *(float2 *)(ob + 2 * lane + 64 * i) = r;
+        }
+}
+
+/* The Q8_K of a group's n outputs ob (shared memory; n % 256 == 0) into
+ * oq/od at value base, a super-block per warp (nw warps). */
+__device__ __forceinline__ void att_out_q8(const float *ob, int base, int n, int8_t *oq, float *od, int warp, int nw, int lane) {
+    for (int sb = warp; sb < n / 256; sb += nw) quant_sb(ob + sb * 256, oq + base + sb * 256, od + base / 256 + sb, lane);
 }
 
 __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *kc, const __half *vc, const int *d_pos,
@@ -1328,7 +1383,7 @@ __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *
     __half *Kt = (__half *)att_sm, *Vt = Kt + 2 * 32 * (hd + 8);
     float *Qs = (float *)(Vt + 2 * 32 * hd);
     if (begin < end) {
-        att_tile_load(Kt, Vt, kc, vc, begin, end, kvdim, kvh * hd, hd, 32, hd);
+        att_tile_load(Kt, Vt, kc, vc, begin, end, kvdim, kvh * hd, hd, 32, hd, threadIdx.x, blockDim.x);
         for (int e = threadIdx.x; e < group * hd; e += blockDim.x) Qs[e] = q[(size_t)kvh * group * hd + e] * scale;
         float m = -INFINITY, l = 0.0f;
         float2 acc[4];
@@ -1338,7 +1393,7 @@ __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *
         for (int p0 = begin; p0 < end; p0 += 32, buf ^= 1) {
             if (p0 + 32 < end) {
                 att_tile_load(Kt + (buf ^ 1) * 32 * (hd + 8), Vt + (buf ^ 1) * 32 * hd, kc, vc, p0 + 32, end, kvdim,
-                              kvh * hd, hd, 32, hd);
+                              kvh * hd, hd, 32, hd, threadIdx.x, blockDim.x);
                 cp_async_wait<1>();
             } else cp_async_wait<0>();
             __syncthreads();
@@ -1389,56 +1444,13 @@ __global__ void __launch_bounds__(256) k_attn_dec(const float *q, const __half *
     if (!last) return;
     __threadfence();
     if (threadIdx.x == 0) counter[kvh] = 0; /* ready for the next layer */
-    /* merge the splits that had positions (every one has l >= 1): each
-     * lane weighs its own splits, then the partial outputs are summed with
-     * eight splits' loads in flight -- one split at a time, the merge was a
-     * chain of L2 round trips that cost more than the scores at 8192 */
-    const int ns = (n + chunk - 1) / chunk;
-    const float *pp = part + (size_t)head * S * (hd + 2);
-    float *ws = (float *)att_sm + warp * S; /* the K tiles are no longer needed: S <= ATT_DEC_MAX_SPLITS */
-    float M = -INFINITY;
-    for (int s = lane; s < ns; s += 32) M = fmaxf(M, __ldcg(pp + (size_t)s * (hd + 2) + hd));
-    M = warp_max(M);
-    float den = 0.0f;
-    for (int s = lane; s < ns; s += 32) {
-        const float *ps = pp + (size_t)s * (hd + 2);
-        const float w = expf(__ldcg(ps + hd) - M);
-        ws[s] = w;
-        den += w * __ldcg(ps + hd + 1);
-    }
-    den = warp_sum(den);
-    __syncwarp();
-    float2 o[4];
-#pragma unroll
-    for (int i = 0; i < 4; i++) o[i] = make_float2(0.0f, 0.0f);
-    for (int s0 = 0; s0 < ns; s0 += 8) {
-        float2 a[8][4];
-#pragma unroll
-        for (int u = 0; u < 8; u++)
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-                a[u][i] = s0 + u < ns && i < np ? __ldcg((const float2 *)(pp + (size_t)(s0 + u) * (hd + 2) + 2 * lane + 64 * i))
-                                                : make_float2(0.0f, 0.0f);
-#pragma unroll
-        for (int u = 0; u < 8; u++) {
-            const float w = s0 + u < ns ? ws[s0 + u] : 0.0f;
-#pragma unroll
-            for (int i = 0; i < 4; i++) o[i].x += w * a[u][i].x, o[i].y += w * a[u][i].y;
-        }
-    }
-    float *ob = Qs + warp * hd; /* q is no longer needed: the output's Q8_K is made from here */
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-        if (i < np) {
-            const float2 r = make_float2(o[i].x / den, o[i].y / den);
-            *(float2 *)(out + (size_t)head * hd + 2 * lane + 64 * i) = r;
-            *(float2 *)(ob + 2 * lane + 64 * i) = r;
-        }
+    att_merge_head(part + (size_t)head * S * (hd + 2), (n + chunk - 1) / chunk, hd, (float *)att_sm + warp * S, out + (size_t)head * hd,
+                   Qs + warp * hd, lane); /* the K tiles and q are no longer needed: S <= ATT_DEC_MAX_SPLITS */
     if (!oq) return;
     __syncthreads();
-    const int base = kvh * group * hd;
-    for (int sb = warp; sb < group * hd / 256; sb += group) quant_sb(Qs + sb * 256, oq + base + sb * 256, od + base / 256 + sb, lane);
+    att_out_q8(Qs, kvh * group * hd, group * hd, oq, od, warp, group, lane);
 }
+
 /* ---- prefill attention on tensor cores (default; SMOLBOT_GPU_FA=0: k_attn)
  * k_attn scores and sums on CUDA cores, one (token, head) pair per warp;
  * at 2048 tokens a layer's causal attention is 4.4 GFLOP (k_attn: 4 ms a
@@ -1516,7 +1528,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
     const int wmax = pos0 + min(t0 + 15, n_tok - 1);                      /* the warp's last query position */
     const int qpa = pos0 + min(t0 + g, n_tok - 1), qpb = pos0 + min(t0 + g + 8, n_tok - 1); /* rows g, g + 8 */
     __half *Ks = (__half *)fa_sm, *Vs = Ks + 2 * FA_KEYS * LD;
-    att_tile_load(Ks, Vs, kc, vc, 0, kend, kvdim, kvh * HD, HD, FA_KEYS, LD);
+    att_tile_load(Ks, Vs, kc, vc, 0, kend, kvdim, kvh * HD, HD, FA_KEYS, LD, threadIdx.x, blockDim.x);
     /* q as two f16 parts, q = hi + lo (rows past n_tok repeat the last
      * token: computed, never written): f16 q alone costs scores an error of
      * 2^-11 of their size, which doubled the golden tests' logit error */
@@ -1541,7 +1553,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
         const int kb = it * FA_KEYS, buf = it & 1;
         if (it + 1 < ntiles) {
             att_tile_load(Ks + (buf ^ 1) * FA_KEYS * LD, Vs + (buf ^ 1) * FA_KEYS * LD, kc, vc, kb + FA_KEYS, kend, kvdim,
-                          kvh * HD, HD, FA_KEYS, LD);
+                          kvh * HD, HD, FA_KEYS, LD, threadIdx.x, blockDim.x);
             cp_async_wait<1>();
         } else cp_async_wait<0>();
         __syncthreads();
@@ -1611,6 +1623,162 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
         if (ta < n_tok) *(float2 *)(out + (size_t)ta * qdim + head * HD + 8 * d + 2 * t) = make_float2(o[d][0] / l0, o[d][1] / l0);
         if (tb < n_tok) *(float2 *)(out + (size_t)tb * qdim + head * HD + 8 * d + 2 * t) = make_float2(o[d][2] / l1, o[d][3] / l1);
     }
+}
+
+/* ---- decode attention on tensor cores (SMOLBOT_GPU_DMMA) ---------------
+ * k_attn_dec scores and sums on CUDA cores: per 32 positions each warp
+ * (one query head) runs about a thousand instructions of shared-memory
+ * loads, conversions and FMAs, so at 8192 positions it moved K and V at
+ * 0.7 TB/s where the H200 reads 4. k_attn_dmma does the same split-K on
+ * f16 tensor cores, k_fa's way, with the group's heads as the rows of one
+ * m16n8k16 tile: row h is head h's q (pre-scaled) rounded to f16, row 8 + h
+ * what that rounding left (q = hi + lo, as in k_fa), so one mma gives both
+ * parts' scores (summed after), and P's two parts in the same rows feed
+ * O += P V the same way -- 64 mma per 32 positions for every head of the
+ * group, where k_fa spends 128 on 16 rows of one head:
+ *   - block (KV head, split of the positions, as k_attn_dec), DM_WARPS
+ *     warps; warp w takes the split's 32-position tiles w, w + DM_WARPS, ..
+ *     into its own shared buffer (cp.async, a warp barrier only);
+ *   - the warps' (m, l, o) are merged in shared memory; a split that holds
+ *     the whole context (n <= chunk: by default up to ATT_DMMA_MIN
+ *     positions) writes the output and its Q8_K at once, else its partial,
+ *     and the last of the splits with positions merges (att_merge_head);
+ *     splits past the context leave at once, uncounted.
+ * Shapes: head_dim 64 or 128, group <= 8. */
+#define DM_WARPS 4
+#define DM_TILE 32
+#define ATT_DMMA_MIN 128 /* positions per split, at least (one tile per warp) */
+
+static size_t dmma_smem(int hd) { return (size_t)DM_WARPS * 2 * DM_TILE * (hd + 8) * sizeof(__half); }
+static bool dmma_ok(int hd, int group) { return (hd == 64 || hd == 128) && group >= 1 && group <= 8; }
+
+template <int HD>
+__global__ void __launch_bounds__(DM_WARPS * 32)
+    k_attn_dmma(const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_head, int n_kv, float scale,
+                int minc, int early, float *part, unsigned *counter, float *out, int8_t *oq, float *od) {
+    if (early) gdc_launch();
+    gdc_wait();
+    DYN_SMEM(unsigned char, dm_sm);
+    __shared__ int last;
+    constexpr int LD = HD + 8, KS = HD / 16, DT = HD / 8, NJ = DM_TILE / 8;
+    const int group = n_head / n_kv, kvdim = n_kv * HD, kvh = blockIdx.x, S = gridDim.y;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, mi = lane >> 3;
+    const int n = *d_pos + 1, chunk = att_dec_chunk(n, S, minc), ns = (n + chunk - 1) / chunk;
+    const int begin = blockIdx.y * chunk, end = min(begin + chunk, n);
+    if (begin >= end) return;
+    __half *Kw = (__half *)dm_sm + (size_t)warp * 2 * DM_TILE * LD, *Vw = Kw + DM_TILE * LD;
+    unsigned qa[KS][4]; /* A fragments: a0, a2 row g (hi), a1, a3 row g + 8 (lo); zero past the group */
+    {
+        const float *qr = q + ((size_t)kvh * group + (g < group ? g : 0)) * HD;
+#pragma unroll
+        for (int k = 0; k < KS; k++) {
+            float2 x0 = *(const float2 *)(qr + 16 * k + 2 * t), x1 = *(const float2 *)(qr + 16 * k + 8 + 2 * t);
+            if (g >= group) x0 = x1 = make_float2(0.0f, 0.0f);
+            split_h2(x0.x * scale, x0.y * scale, &qa[k][0], &qa[k][1]);
+            split_h2(x1.x * scale, x1.y * scale, &qa[k][2], &qa[k][3]);
+        }
+    }
+    float o[DT][4]; /* c0, c1: row g (hi), c2, c3: row g + 8 (lo) of dims 8d + 2t.. */
+#pragma unroll
+    for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    for (int p0 = begin + warp * DM_TILE; p0 < end; p0 += DM_WARPS * DM_TILE) {
+        att_tile_load(Kw, Vw, kc, vc, p0, end, kvdim, kvh * HD, HD, DM_TILE, LD, lane, 32);
+        cp_async_wait<0>();
+        __syncwarp();
+        float sc[NJ][4];
+#pragma unroll
+        for (int j = 0; j < NJ; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < KS; k++)
+#pragma unroll
+            for (int j = 0; j < NJ; j += 2) {
+                unsigned b[4]; /* keys 8j.. (+8 for matrices 2, 3), dims 16k.. (+8 for 1, 3) */
+                ldsm_x4(b, Kw + (8 * j + (mi >> 1) * 8 + (lane & 7)) * LD + 16 * k + (mi & 1) * 8);
+                mma_f16(sc[j], qa[k], b[0], b[1]);
+                mma_f16(sc[j + 1], qa[k], b[2], b[3]);
+            }
+        /* head g's score of key 8j + 2t + e: its hi row plus its lo row;
+         * keys at or past end (zeros in the buffer) are masked */
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float v = sc[j][e] + sc[j][e + 2];
+                sc[j][e] = p0 + 8 * j + 2 * t + e < end ? v : -INFINITY;
+                mx = fmaxf(mx, sc[j][e]);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1)), mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float nm = fmaxf(m, mx), r = expf(m - nm); /* key p0 is below end: nm is finite */
+        m = nm, l *= r;
+#pragma unroll
+        for (int d = 0; d < DT; d++) o[d][0] *= r, o[d][1] *= r, o[d][2] *= r, o[d][3] *= r;
+        unsigned pa[DM_TILE / 16][4]; /* P as A fragments: keys 16s.. are n8 tiles 2s, 2s + 1; hi row g, lo row g + 8 */
+#pragma unroll
+        for (int j = 0; j < NJ; j++) {
+            const float p0v = expf(sc[j][0] - nm), p1v = expf(sc[j][1] - nm);
+            l += p0v + p1v;
+            split_h2(p0v, p1v, &pa[j >> 1][(j & 1) * 2], &pa[j >> 1][(j & 1) * 2 + 1]);
+        }
+#pragma unroll
+        for (int s = 0; s < DM_TILE / 16; s++)
+#pragma unroll
+            for (int d = 0; d < DT; d += 2) {
+                unsigned b[4]; /* transposed: keys 16s.. (+8 for matrices 1, 3), dims 8d.. (+8 for 2, 3) */
+                ldsm_x4_t(b, Vw + (16 * s + (mi & 1) * 8 + (lane & 7)) * LD + 8 * d + (mi >> 1) * 8);
+                mma_f16(o[d], pa[s], b[0], b[1]);
+                mma_f16(o[d + 1], pa[s], b[2], b[3]);
+            }
+        __syncwarp(); /* the buffer is loaded again next tile */
+    }
+    l += __shfl_xor_sync(0xffffffffu, l, 1), l += __shfl_xor_sync(0xffffffffu, l, 2);
+    __syncthreads(); /* every warp is done with its tiles: the buffers become the merge's */
+    float *wst = (float *)dm_sm;                               /* [DM_WARPS][group][HD + 2]: each warp's acc, m, l */
+    float *ob = wst + (size_t)DM_WARPS * group * (HD + 2);     /* [group][HD]: the output, for its Q8_K */
+    if (g < group) { /* a warp without tiles stores m = -inf, l = 0, acc = 0 */
+        float *w = wst + ((size_t)warp * group + g) * (HD + 2);
+#pragma unroll
+        for (int d = 0; d < DT; d++) *(float2 *)(w + 8 * d + 2 * t) = make_float2(o[d][0] + o[d][2], o[d][1] + o[d][3]);
+        if (t == 0) w[HD] = m, w[HD + 1] = l;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < group * HD / 2; e += blockDim.x) {
+        const int h = e / (HD / 2), d = 2 * (e % (HD / 2)), head = kvh * group + h;
+        float M = -INFINITY, L = 0.0f;
+        for (int w = 0; w < DM_WARPS; w++) M = fmaxf(M, wst[((size_t)w * group + h) * (HD + 2) + HD]); /* warp 0's is finite */
+        float2 acc = make_float2(0.0f, 0.0f);
+        for (int w = 0; w < DM_WARPS; w++) {
+            const float *ws = wst + ((size_t)w * group + h) * (HD + 2), c = expf(ws[HD] - M);
+            acc.x += c * ws[d], acc.y += c * ws[d + 1], L += c * ws[HD + 1];
+        }
+        if (ns == 1) { /* the whole context: the output itself */
+            const float2 r = make_float2(acc.x / L, acc.y / L);
+            *(float2 *)(out + (size_t)head * HD + d) = r;
+            *(float2 *)(ob + h * HD + d) = r;
+        } else {
+            float *pp = part + ((size_t)head * S + blockIdx.y) * (HD + 2);
+            *(float2 *)(pp + d) = acc;
+            if (d == 0) pp[HD] = M, pp[HD + 1] = L;
+        }
+    }
+    if (ns > 1) {
+        __threadfence(); /* our partials are visible to whichever block is last */
+        __syncthreads();
+        if (threadIdx.x == 0) last = atomicAdd(counter + kvh, 1u) == (unsigned)ns - 1;
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+        if (threadIdx.x == 0) counter[kvh] = 0; /* ready for the next layer */
+        /* the weights of head h in wst's first S * group floats: our own
+         * partial went to global memory above, so they are free */
+        for (int h = warp; h < group; h += DM_WARPS)
+            att_merge_head(part + (size_t)(kvh * group + h) * S * (HD + 2), ns, HD, wst + h * S,
+                           out + (size_t)(kvh * group + h) * HD, ob + h * HD, lane);
+    }
+    if (!oq) return;
+    __syncthreads();
+    att_out_q8(ob, kvh * group * HD, group * HD, oq, od, warp, DM_WARPS, lane);
 }
 
 /* Stage of top-k: block b keeps the k best of vals[b*chunk .. +chunk)

@@ -146,12 +146,15 @@ static void quant(cudaStream_t st, const float *x, int n, int ldx, int rows, int
 }
 
 /* The dynamic shared memory the attention kernels take for this shape
- * (above the 48 KiB default): k_attn always, k_attn_dec and k_fa where
+ * (above the 48 KiB default): k_attn always, k_attn_dec, k_attn_dmma and k_fa where
  * their shapes allow them. Once per model (and per test call). */
 static cudaError_t attn_smem_limits(int hd, int group) {
     cudaError_t e = cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS));
     if (e == cudaSuccess && attn_dec_ok(hd, group))
         e = cudaFuncSetAttribute(k_attn_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_dec_smem(hd, group));
+    if (e == cudaSuccess && dmma_ok(hd, group))
+        e = cudaFuncSetAttribute(hd == 128 ? k_attn_dmma<128> : k_attn_dmma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)dmma_smem(hd));
     if (e == cudaSuccess && fa_ok(hd, group))
         e = cudaFuncSetAttribute(hd == 128 ? k_fa<128> : k_fa<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)fa_smem(hd));
@@ -185,11 +188,12 @@ static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const
 
 /* How k_attn_dec runs: `splits` blocks per KV head (part holds that many
  * per head), each at least minc positions (a multiple of 32); early: it
- * lets its successor start at once (gdc_launch, SMOLBOT_GPU_EARLY) */
+ * lets its successor start at once (gdc_launch, SMOLBOT_GPU_EARLY); mma:
+ * k_attn_dmma instead, where dmma_ok (SMOLBOT_GPU_DMMA) */
 typedef struct att_dec_cfg {
-    int splits, minc, early;
+    int splits, minc, early, mma;
 } att_dec_cfg;
-static const att_dec_cfg ATT_DEC_DEFAULT = {ATT_DEC_SPLITS, ATT_DEC_MIN, 0};
+static const att_dec_cfg ATT_DEC_DEFAULT = {ATT_DEC_SPLITS, ATT_DEC_MIN, 0, 0};
 
 /* One token's attention by k_attn_dec; the Q8_K of its output too when the
  * group's heads are whole super-blocks (xq set), else the caller quantizes.
@@ -198,6 +202,16 @@ static int launch_attn_dec(cudaStream_t st, const float *q, const __half *kc, co
                            int n_head, int n_kv, int hd, float scale, att_dec_cfg sp, float *part, unsigned *counter,
                            float *out, int8_t *xq, float *xd) {
     const int group = n_head / n_kv, fq = xq && (group * hd) % 256 == 0;
+    if (sp.mma && dmma_ok(hd, group)) {
+        const dim3 grid(n_kv, sp.splits);
+        if (hd == 128)
+            launch(k_attn_dmma<128>, grid, DM_WARPS * 32, dmma_smem(hd), st, q, kc, vc, d_pos, n_head, n_kv, scale, sp.minc,
+                   sp.early, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
+        else
+            launch(k_attn_dmma<64>, grid, DM_WARPS * 32, dmma_smem(hd), st, q, kc, vc, d_pos, n_head, n_kv, scale, sp.minc,
+                   sp.early, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
+        return fq;
+    }
     launch(k_attn_dec, dim3(n_kv, sp.splits), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head, n_kv,
            hd, scale, sp.minc, sp.early, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
     return fq;
