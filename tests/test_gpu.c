@@ -396,24 +396,25 @@ static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); 
  * file, teacher-forced: both are fed the CPU's greedy choice for 16 steps
  * and their logits must agree within the golden tolerances (argmax too
  * where the CPU's margin is clear); model_decode_topk on the GPU returns
- * the same step's best ids. Uses the f32 tiny model, or the q4_k_m one when only
- * that is present. Then the device cache survives copy and truncate. */
+ * the same step's best ids. Uses the f32 tiny model, or the q4_k_m one when
+ * only that is present or when want_q4 asks for K-quant weights. Then the
+ * device cache survives copy and truncate. */
 /* The switches of gpu.cu that choose kernels, set for one run (cfg: one
  * value per name, NULL leaves it unset: the default). */
 static const char *const gpu_switches[] = {"SMOLBOT_GPU_DATT", "SMOLBOT_GPU_MMQI", "SMOLBOT_GPU_FA",  "SMOLBOT_GPU_EARLY",
                                            "SMOLBOT_GPU_PF16", "SMOLBOT_GPU_GLUQ", "SMOLBOT_GPU_GLU2", "SMOLBOT_GPU_BATCH",
-                                           "SMOLBOT_GPU_DMMA"};
+                                           "SMOLBOT_GPU_DMMA", "SMOLBOT_GPU_QIN"};
 static void set_switches(const char *const *cfg) {
     for (size_t i = 0; i < CORE_ARRAY_LEN(gpu_switches); i++) {
         if (cfg && cfg[i]) setenv(gpu_switches[i], cfg[i], 1);
         else unsetenv(gpu_switches[i]);
     }
 }
-static void decode_and_cache(const char *const *cfg) {
+static void decode_and_cache(const char *const *cfg, int want_q4) {
     if (!gpu_ready()) T_SKIP("%s", skip_why);
     set_switches(cfg);
-    const char *file = t_shared("models/smollm3-tiny-f32.gguf") ? "models/smollm3-tiny-f32.gguf"
-                                                                  : "models/smollm3-tiny-q4_k_m.gguf";
+    const char *file = !want_q4 && t_shared("models/smollm3-tiny-f32.gguf") ? "models/smollm3-tiny-f32.gguf"
+                                                                             : "models/smollm3-tiny-q4_k_m.gguf";
     const int steps = on_emu ? 8 : 16; /* each step is millions of emulated blocks there */
     const int is_f32 = strstr(file, "f32") != NULL;
     loaded G, C;
@@ -487,22 +488,26 @@ static void decode_and_cache(const char *const *cfg) {
     unload(&G);
     unload(&C);
 }
-static void decode_and_cache_env(const char *const *cfg) {
-    decode_and_cache(cfg);
+static void decode_and_cache_env(const char *const *cfg, int want_q4) {
+    decode_and_cache(cfg, want_q4);
     set_switches(NULL);
 }
 /* the defaults; every switch off (the first kernels: split-K decode
  * attention, k_attn, k_mmq's fold per sub-block, 256-token chunks); the
- * opt-ins (the SwiGLU's Q8_K fused, decode attention on tensor cores),
- * with the smallest chunk */
-static void test_decode_and_cache(void) { decode_and_cache_env(NULL); }
+ * opt-ins (the SwiGLU's Q8_K fused by gate/up, decode attention on tensor
+ * cores), with the smallest chunk; down quantizing its input itself */
+static void test_decode_and_cache(void) { decode_and_cache_env(NULL, 0); }
 static void test_decode_and_cache_off(void) {
-    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0"};
-    decode_and_cache_env(off);
+    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0", "0"};
+    decode_and_cache_env(off, 0);
 }
 static void test_decode_and_cache_optin(void) {
-    const char *const optin[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64", "1"};
-    decode_and_cache_env(optin);
+    const char *const optin[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64", "1", NULL};
+    decode_and_cache_env(optin, 0);
+}
+static void test_decode_and_cache_qin(void) {
+    const char *const qin[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "1"};
+    decode_and_cache_env(qin, 1); /* K-quant weights: the only ones qin changes */
 }
 
 static void test_off_and_auto(void) {
@@ -546,5 +551,6 @@ int main(void) {
     T_RUN(test_decode_and_cache);
     T_RUN(test_decode_and_cache_off);
     T_RUN(test_decode_and_cache_optin);
+    T_RUN(test_decode_and_cache_qin);
     return t_done();
 }

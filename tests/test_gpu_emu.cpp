@@ -13,7 +13,8 @@
  * k_attn_dmma with their merge and Q8_K output), prefill attention (k_attn and k_fa on tensor
  * cores), the int8 tensor-core prefill product k_mmq (float and integer
  * fold, every token tile) and the fused decode product k_dec for SwiGLU
- * (with its Q8_K output). Not covered: k_mm (wmma has no emulation).
+ * (with its Q8_K output) and for the residual (with the norm after it, and
+ * the Q8_K of its input made inside: SMOLBOT_GPU_QIN). Not covered: k_mm (wmma has no emulation).
  * Sizes are small: every CUDA thread is an OS thread here.
  */
 #include "t.h"
@@ -241,6 +242,61 @@ static void test_dec_glu(void) {
     }
 }
 
+/* k_dec's residual job: y += W x on Q8_K activations, then the last block
+ * writes rmsnorm(y) * nw and its Q8_K; with qin each block quantizes x
+ * itself (no k_quant before it) -- the same values to the last bit */
+static void check_acc(int type, int n_out, int n_in) {
+    void *w = random_rows(type, n_in, n_out);
+    const size_t rb = kern_row_size(type, n_in);
+    const dmat W = {(const uint8_t *)w, type, n_in, n_out, rb};
+    std::vector<float> x((size_t)n_in), xd((size_t)n_in / 256), y0((size_t)n_out), nw((size_t)n_out);
+    std::vector<int8_t> xq((size_t)n_in);
+    for (float &v : x) v = frand(-1, 1);
+    for (float &v : y0) v = frand(-1, 1);
+    for (float &v : nw) v = frand(0.5, 1.5);
+    q8k_rows(x.data(), 1, n_in, xq.data(), xd.data());
+    std::vector<float> y[2], ny[2], nd[2];
+    std::vector<int8_t> nq[2];
+    for (int qin = 0; qin < 2; qin++) {
+        y[qin] = y0, ny[qin].assign((size_t)n_out, NAN), nd[qin].assign((size_t)n_out / 256, NAN), nq[qin].assign((size_t)n_out, 0);
+        unsigned counter = 0;
+        dec_acc_norm(0, &W, x.data(), qin ? NULL : xq.data(), qin ? NULL : xd.data(), y[qin].data(), nw.data(), 1e-6f,
+                     ny[qin].data(), nq[qin].data(), nd[qin].data(), &counter, 1, qin);
+        CHECK_EQ_INT(counter, 0);
+    }
+    CHECK_MSG(!memcmp(y[0].data(), y[1].data(), 4 * (size_t)n_out) && !memcmp(ny[0].data(), ny[1].data(), 4 * (size_t)n_out) &&
+                  !memcmp(nq[0].data(), nq[1].data(), (size_t)n_out) && !memcmp(nd[0].data(), nd[1].data(), 4 * (size_t)n_out / 256),
+              "%s %d x %d: qin differs from k_quant's activations", kern_ref_traits(type)->name, n_out, n_in);
+    /* y against the reference product in double, the norm against y */
+    tg_q8k_round_trip(x.data(), 1, n_in);
+    std::vector<float> wf((size_t)n_in);
+    double worst = 0, ss = 0;
+    for (int r = 0; r < n_out; r++) {
+        kern_ref_traits(type)->dequant_row((const char *)w + (size_t)r * rb, wf.data(), n_in);
+        double sum = 0, mag = 0;
+        for (int i = 0; i < n_in; i++) sum += (double)wf[(size_t)i] * x[(size_t)i], mag += fabs((double)wf[(size_t)i] * x[(size_t)i]);
+        worst = fmax(worst, fabs(y0[(size_t)r] + sum - y[0][(size_t)r]) / (mag + 1.0));
+        ss += (double)y[0][(size_t)r] * y[0][(size_t)r];
+    }
+    CHECK_MSG(worst < 1e-5, "%s %d x %d: y += W x relative error %.3g", kern_ref_traits(type)->name, n_out, n_in, worst);
+    const double sc = 1.0 / sqrt(ss / n_out + 1e-6);
+    double wn = 0;
+    for (int r = 0; r < n_out; r++) wn = fmax(wn, fabs(y[0][(size_t)r] * sc * nw[(size_t)r] - ny[0][(size_t)r]));
+    CHECK_MSG(wn < 1e-4, "%s %d: rmsnorm of y off by %.3g", kern_ref_traits(type)->name, n_out, wn);
+    const int bad = tg_q8k_mismatches(ny[0].data(), n_out, nq[0].data(), nd[0].data());
+    CHECK_MSG(bad == 0, "norm's Q8_K: %d of %d blocks differ from kern_ref_quantize_q8_K", bad, n_out / 256);
+    free(w);
+}
+
+/* the norm's two paths (2048 values: one octet per thread; 768), rows split
+ * over several warps (short rows) and one (long) */
+static void test_dec_acc(void) {
+    for (size_t i = 0; i < CORE_ARRAY_LEN(kq_types); i++) {
+        check_acc(kq_types[i], 2048, 2816);
+        check_acc(kq_types[i], 768, 512);
+    }
+}
+
 int main(void) {
     kern_init("scalar");
     T_RUN(test_attention_split);
@@ -252,5 +308,6 @@ int main(void) {
     T_RUN(test_attention_fa);
     T_RUN(test_mmq);
     T_RUN(test_dec_glu);
+    T_RUN(test_dec_acc);
     return t_done();
 }

@@ -76,7 +76,9 @@
  * (478 against 498 tok/s before k_dec_glu2). Opt-in, not yet measured on a
  * GPU: SMOLBOT_GPU_DMMA, decode attention on tensor cores (k_attn_dmma;
  * its splits at least ATT_DMMA_MIN positions, so up to that depth one
- * block per KV head and no merge).
+ * block per KV head and no merge); SMOLBOT_GPU_QIN, down's blocks make the
+ * Q8_K of the SwiGLU output themselves (k_quant's work in shared memory,
+ * 5 kernels per layer instead of 6).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs), this file the rest of the host side. All
@@ -149,6 +151,7 @@ struct gpu_model {
     att_dec_cfg datt; /* how k_attn_dec runs (SMOLBOT_GPU_DSPLITS, SMOLBOT_GPU_DMIN, use_early) */
     int use_early; /* decode kernels start their successor early (SMOLBOT_GPU_EARLY) */
     int use_glu2;  /* a warp per gate/up row pair: k_dec_glu2 (SMOLBOT_GPU_GLU2) */
+    int use_qin;   /* down quantizes the SwiGLU output itself, no k_quant (SMOLBOT_GPU_QIN) */
     int logit_rows;       /* rows of logits: forwards that want every row's run chunks of this many */
     unsigned skip; /* SMOLBOT_GPU_SKIP: profiling only */
     uint8_t nope[256];
@@ -376,6 +379,8 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_fa = !env_off("SMOLBOT_GPU_FA") && fa_ok(hd, group);
     /* measured slower on an H200 (478 against 498 tok/s): opt-in */
     g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0;
+    /* not yet measured on a GPU: opt-in */
+    g->use_qin = env_on("SMOLBOT_GPU_QIN") && !g->use_gluq && dec_qin_ok(F);
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
@@ -577,16 +582,18 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
             launch_attn(st, g->q, kc, vc, d_pos, 1, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
                         kv->part, 0);
         if (!(sk & 8) && !quantized) quant(st, g->att, qdim, qdim, 1, xq, xd);
-        if (!(sk & 16)) dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early);
+        if (!(sk & 16))
+            dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early, 0);
         /* fused, the SwiGLU output's Q8_K goes to its own buffer: blocks
          * still reading xq would see it overwritten */
         int8_t *hq = g->use_gluq ? g->xq2 : xq;
         float *hd_ = g->use_gluq ? g->xd2 : xd;
         if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb, g->use_gluq ? hq : NULL, hd_, g->glu_counter, g->use_early,
                                 g->use_glu2);
-        if (!(sk & 128) && !g->use_gluq) quant(st, g->hb, F, F, 1, xq, xd);
+        if (!(sk & 128) && !g->use_gluq && !g->use_qin) quant(st, g->hb, F, F, 1, xq, xd);
         if (!(sk & 256))
-            dec_acc_norm(st, &L->down, g->hb, hq, hd_, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early);
+            dec_acc_norm(st, &L->down, g->hb, hq, hd_, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early,
+                         g->use_qin);
     }
     if (!(sk & 512)) dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
 }

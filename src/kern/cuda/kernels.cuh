@@ -147,6 +147,10 @@ typedef struct mv_job {
     /* MV_GLU with one warp per row (wpr 1), no fused Q8_K: k_dec_glu2, each
      * warp does gate row r and up row r at once (SMOLBOT_GPU_GLU2) */
     int glu2;
+    /* each block first quantizes x (n_in f32) to Q8_K in its shared memory
+     * (n_in + n_in / 64 bytes of it) and reads that instead of xq, xd: k_quant's
+     * work inside the product, one kernel boundary less (SMOLBOT_GPU_QIN) */
+    int qin;
 } mv_job;
 
 /* ---- K-quant weights x Q8_K activations (decode) ----------------------
@@ -980,10 +984,19 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     const int r0 = ((int)blockIdx.x - s.blk0) * R;
     dec_early(j, s, r0, R);
     gdc_wait();
+    const int8_t *xq = j.xq;
+    const float *xd = j.xd;
+    if (j.qin) { /* as k_quant would (quant_sb), into shared memory */
+        DYN_SMEM(unsigned char, qin_sm);
+        for (int sb = warp; sb < j.n_in >> 8; sb += 8)
+            quant_sb<true>(j.x + sb * 256, (int8_t *)qin_sm + sb * 256, (float *)(qin_sm + j.n_in) + sb, lane);
+        __syncthreads();
+        xq = (const int8_t *)qin_sm, xd = (const float *)(qin_sm + j.n_in);
+    }
     const mv_seg sg = j.mode == MV_GLU && vr >= R ? j.s[1] : s;
     const int row = r0 + (vr < R ? vr : vr - R);
     float v = 0.0f;
-    if (row < sg.n_out) v = mv_part_any(sg.type, sg.W + (size_t)row * sg.rb, j.n_in, j.x, j.xq, j.xd, lane, part, j.wpr);
+    if (row < sg.n_out) v = mv_part_any(sg.type, sg.W + (size_t)row * sg.rb, j.n_in, j.x, xq, xd, lane, part, j.wpr);
     v = warp_sum(v);
     if (lane == 0) red[warp] = v;
     __syncthreads();

@@ -84,9 +84,15 @@ static mv_job job_single(const dmat *w, const float *x, const int8_t *xq, const 
     return j;
 }
 
+/* the dynamic shared memory of a k_dec job: the Q8_K of x when j.qin */
+static size_t dec_smem(const mv_job &j) { return j.qin ? (size_t)j.n_in + (size_t)j.n_in / 64 : 0; }
+
+/* qin is possible: whole super-blocks that fit the default 48 KiB */
+static int dec_qin_ok(int n_in) { return n_in % 256 == 0 && (size_t)n_in + (size_t)n_in / 64 <= 48 * 1024; }
+
 static void launch_single(cudaStream_t st, const mv_job &j) {
     const int R = 8 / j.wpr;
-    launch(k_dec, (j.s[0].n_out + R - 1) / R, 256, 0, st, j);
+    launch(k_dec, (j.s[0].n_out + R - 1) / R, 256, dec_smem(j), st, j);
 }
 
 static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
@@ -95,12 +101,13 @@ static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int
 }
 
 /* y += W x, then the last block writes ny = rmsnorm(y) * nw and its Q8_K
- * (nxq, nxd) for the next product (see mv_job). */
+ * (nxq, nxd) for the next product (see mv_job); qin: each block makes the
+ * Q8_K of x itself (xq, xd unused; the caller checked dec_qin_ok). */
 static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
                          const float *nw, float eps, float *ny, int8_t *nxq, float *nxd, unsigned *counter,
-                         int early) {
+                         int early, int qin) {
     mv_job j = job_single(w, x, xq, xd, y, MV_ACC, 0);
-    j.early = early;
+    j.early = early, j.qin = qin;
     j.nw = nw, j.eps = eps, j.ny = ny, j.nxq = nxq, j.nxd = nxd, j.counter = counter;
     launch_single(st, j);
 }
