@@ -147,7 +147,7 @@ clean:
 	rm -rf build
 
 # ---- CUDA (issue 12) ----
-.PHONY: cuda-check FORCE
+.PHONY: cuda-check cuda-profile FORCE
 FORCE:
 $(MODE_SRC): FORCE
 	@mkdir -p $(dir $@)
@@ -166,6 +166,11 @@ build/rel/test_%: tests/test_%.c tests/t.h tests/t_model.h $(REL_LIB)
 # Build with CUDA, GPU tests, 3B-shaped model, bench table (needs a GPU).
 cuda-check:
 	@bash scripts/cuda-check.sh
+
+# each decode kernel alone under Nsight Compute (a GPU machine with ncu;
+# after cuda-check, which makes the model): DEPTH=N for a context depth
+cuda-profile:
+	@bash scripts/cuda-profile.sh $(or $(DEPTH),0)
 
 # The CUDA kernels' code on the CPU (src/kern/cuda/emu.h): a C++ test,
 # sanitized like the others, linked without the nvcc objects (their kernel

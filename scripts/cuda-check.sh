@@ -13,6 +13,8 @@
 #      and the step-4 bench again for each opt-in configuration ($OPTIN
 #      below, the switches not yet measured faster), a column each, so that
 #      one run says whether to make them default.
+# (`make cuda-profile`, scripts/cuda-profile.sh, then shows each decode
+# kernel's own time and bandwidth under Nsight Compute.)
 # Designed to finish in under 8 minutes on a 16-core H100/H200 machine (the
 # model generation is the long step, once). Exit status: nonzero on any
 # build or test failure.
