@@ -245,7 +245,7 @@ static void test_dec_glu(void) {
 /* k_dec's residual job: y += W x on Q8_K activations, then the last block
  * writes rmsnorm(y) * nw and its Q8_K; with qin each block quantizes x
  * itself (no k_quant before it) -- the same values to the last bit */
-static void check_acc(int type, int n_out, int n_in) {
+static void check_acc(int type, int n_out, int n_in, int wpr) {
     void *w = random_rows(type, n_in, n_out);
     const size_t rb = kern_row_size(type, n_in);
     const dmat W = {(const uint8_t *)w, type, n_in, n_out, rb};
@@ -261,7 +261,7 @@ static void check_acc(int type, int n_out, int n_in) {
         y[qin] = y0, ny[qin].assign((size_t)n_out, NAN), nd[qin].assign((size_t)n_out / 256, NAN), nq[qin].assign((size_t)n_out, 0);
         unsigned counter = 0;
         dec_acc_norm(0, &W, x.data(), qin ? NULL : xq.data(), qin ? NULL : xd.data(), y[qin].data(), nw.data(), 1e-6f,
-                     ny[qin].data(), nq[qin].data(), nd[qin].data(), &counter, 1, qin);
+                     ny[qin].data(), nq[qin].data(), nd[qin].data(), &counter, 1, qin, wpr);
         CHECK_EQ_INT(counter, 0);
     }
     CHECK_MSG(!memcmp(y[0].data(), y[1].data(), 4 * (size_t)n_out) && !memcmp(ny[0].data(), ny[1].data(), 4 * (size_t)n_out) &&
@@ -278,7 +278,8 @@ static void check_acc(int type, int n_out, int n_in) {
         worst = fmax(worst, fabs(y0[(size_t)r] + sum - y[0][(size_t)r]) / (mag + 1.0));
         ss += (double)y[0][(size_t)r] * y[0][(size_t)r];
     }
-    CHECK_MSG(worst < 1e-5, "%s %d x %d: y += W x relative error %.3g", kern_ref_traits(type)->name, n_out, n_in, worst);
+    CHECK_MSG(worst < 1e-5, "%s %d x %d, %d warps a row: y += W x relative error %.3g", kern_ref_traits(type)->name, n_out,
+              n_in, wpr, worst);
     const double sc = 1.0 / sqrt(ss / n_out + 1e-6);
     double wn = 0;
     for (int r = 0; r < n_out; r++) wn = fmax(wn, fabs(y[0][(size_t)r] * sc * nw[(size_t)r] - ny[0][(size_t)r]));
@@ -288,13 +289,16 @@ static void check_acc(int type, int n_out, int n_in) {
     free(w);
 }
 
-/* the norm's two paths (2048 values: one octet per thread; 768), rows split
- * over several warps (short rows) and one (long) */
+/* the norm's two paths (2048 values: one octet per thread; 768); rows split
+ * over pick_wpr's warps, and over 1, 4 and 8 (SMOLBOT_GPU_OWPR/DWPR) */
 static void test_dec_acc(void) {
     for (size_t i = 0; i < CORE_ARRAY_LEN(kq_types); i++) {
-        check_acc(kq_types[i], 2048, 2816);
-        check_acc(kq_types[i], 768, 512);
+        check_acc(kq_types[i], 2048, 2816, 0);
+        check_acc(kq_types[i], 768, 512, 0);
     }
+    check_acc(KERN_Q6_K, 2048, 2816, 1);
+    check_acc(KERN_Q4_K, 2048, 2816, 4);
+    check_acc(KERN_Q6_K, 768, 2816, 8);
 }
 
 int main(void) {

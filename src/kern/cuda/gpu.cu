@@ -70,7 +70,8 @@
  * per sub-block), SMOLBOT_GPU_PF16 (off: k_mmq for every K-quant),
  * SMOLBOT_GPU_EARLY (gdc_launch), SMOLBOT_GPU_GLU2 (k_dec_glu2; off: a
  * warp per row). Settings: SMOLBOT_GPU_BATCH (prefill chunk),
- * SMOLBOT_GPU_DSPLITS and SMOLBOT_GPU_DMIN (k_attn_dec's split).
+ * SMOLBOT_GPU_DSPLITS and SMOLBOT_GPU_DMIN (k_attn_dec's split),
+ * SMOLBOT_GPU_OWPR and SMOLBOT_GPU_DWPR (warps per row of Wo and down).
  * Opt-in (=1), measured slower: SMOLBOT_GPU_GLUQ, the SwiGLU output's
  * Q8_K made by k_dec's last block of each super-block instead of k_quant
  * (478 against 498 tok/s before k_dec_glu2). Opt-in, not yet measured on a
@@ -152,6 +153,7 @@ struct gpu_model {
     int use_early; /* decode kernels start their successor early (SMOLBOT_GPU_EARLY) */
     int use_glu2;  /* a warp per gate/up row pair: k_dec_glu2 (SMOLBOT_GPU_GLU2) */
     int use_qin;   /* down quantizes the SwiGLU output itself, no k_quant (SMOLBOT_GPU_QIN) */
+    int wpr_o, wpr_down; /* warps per row of Wo and down in decode, 0: pick_wpr (SMOLBOT_GPU_OWPR, _DWPR) */
     int logit_rows;       /* rows of logits: forwards that want every row's run chunks of this many */
     unsigned skip; /* SMOLBOT_GPU_SKIP: profiling only */
     uint8_t nope[256];
@@ -176,6 +178,14 @@ static int env_off(const char *name) {
 static int env_on(const char *name) {
     const char *e = getenv(name);
     return e && (!strcmp(e, "1") || !strcmp(e, "on") || !strcmp(e, "yes"));
+}
+
+/* A decode product's warps per row (1, 2, 4 or 8) from the environment,
+ * else 0: pick_wpr's choice (for down, 2: 512 blocks of four rows). */
+static int env_wpr(const char *name) {
+    const char *e = getenv(name);
+    const int w = e ? atoi(e) : 0;
+    return w == 1 || w == 2 || w == 4 || w == 8 ? w : 0;
 }
 
 /* k_attn_dec's split: SMOLBOT_GPU_DSPLITS blocks per KV head (a power of
@@ -381,6 +391,8 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0;
     /* not yet measured on a GPU: opt-in */
     g->use_qin = env_on("SMOLBOT_GPU_QIN") && !g->use_gluq && dec_qin_ok(F);
+    g->wpr_o = env_wpr("SMOLBOT_GPU_OWPR");
+    g->wpr_down = env_wpr("SMOLBOT_GPU_DWPR");
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
@@ -583,7 +595,8 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
                         kv->part, 0);
         if (!(sk & 8) && !quantized) quant(st, g->att, qdim, qdim, 1, xq, xd);
         if (!(sk & 16))
-            dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early, 0);
+            dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early, 0,
+                         g->wpr_o);
         /* fused, the SwiGLU output's Q8_K goes to its own buffer: blocks
          * still reading xq would see it overwritten */
         int8_t *hq = g->use_gluq ? g->xq2 : xq;
@@ -593,7 +606,7 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
         if (!(sk & 128) && !g->use_gluq && !g->use_qin) quant(st, g->hb, F, F, 1, xq, xd);
         if (!(sk & 256))
             dec_acc_norm(st, &L->down, g->hb, hq, hd_, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early,
-                         g->use_qin);
+                         g->use_qin, g->wpr_down);
     }
     if (!(sk & 512)) dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
 }

@@ -102,11 +102,12 @@ static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int
 
 /* y += W x, then the last block writes ny = rmsnorm(y) * nw and its Q8_K
  * (nxq, nxd) for the next product (see mv_job); qin: each block makes the
- * Q8_K of x itself (xq, xd unused; the caller checked dec_qin_ok). */
+ * Q8_K of x itself (xq, xd unused; the caller checked dec_qin_ok); wpr:
+ * warps per row, 0 for pick_wpr's. */
 static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
                          const float *nw, float eps, float *ny, int8_t *nxq, float *nxd, unsigned *counter,
-                         int early, int qin) {
-    mv_job j = job_single(w, x, xq, xd, y, MV_ACC, 0);
+                         int early, int qin, int wpr) {
+    mv_job j = job_single(w, x, xq, xd, y, MV_ACC, wpr);
     j.early = early, j.qin = qin;
     j.nw = nw, j.eps = eps, j.ny = ny, j.nxq = nxq, j.nxd = nxd, j.counter = counter;
     launch_single(st, j);
