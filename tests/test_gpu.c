@@ -119,7 +119,7 @@ static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int p
     for (int64_t i = 0; i < n_tok * n_in; i++) x[i] = frand(-1, 1);
     char msg[256] = "";
     int rc = gpu_test_matmul(type, w, n_out, n_in, x, n_tok, y, path, msg, sizeof msg);
-    /* K-quants on paths 1..7 multiply Q8_K activations: the reference does too */
+    /* K-quants on paths 1..8 multiply Q8_K activations: the reference does too */
     if (path >= 1 && (type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K)) tg_q8k_round_trip(x, n_tok, n_in);
     CHECK_MSG(rc == 0, "%s path %d: %s", kern_ref_traits(type)->name, path, msg);
     const double worst = rc ? 0 : tg_matmul_err(type, w, n_out, n_in, x, n_tok, y);
@@ -161,6 +161,7 @@ static void test_matmul_tensor_cores(void) {
         if (is_kq(t)) check_matmul(t, 67, 512, 37, 6, 3e-3);
         if (is_kq(t)) check_matmul(t, 67, 512, 37, 7, 1e-5);   /* integer fold: 32-token tiles */
         if (is_kq(t)) check_matmul(t, 130, 768, 129, 7, 1e-5);
+        if (is_kq(t)) check_matmul(t, 130, 768, 129, 8, 1e-5); /* two blocks per SM: the same code */
     }
     if (on_emu) return; /* test_gpu_emu covers every token tile directly */
     const int big[] = {KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
@@ -170,6 +171,7 @@ static void test_matmul_tensor_cores(void) {
         check_matmul(big[i], 2112, 256, 1000, 6, 3e-3);
         check_matmul(big[i], 2112, 1024, 1000, 7, 1e-5); /* integer fold over 4 super-blocks, 128-token tiles */
         check_matmul(big[i], 2112, 512, 500, 7, 1e-5);   /* ... 64-token tiles */
+        check_matmul(big[i], 2112, 1024, 1000, 8, 1e-5);
     }
 }
 
@@ -403,7 +405,8 @@ static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); 
  * value per name, NULL leaves it unset: the default). */
 static const char *const gpu_switches[] = {"SMOLBOT_GPU_DATT", "SMOLBOT_GPU_MMQI", "SMOLBOT_GPU_FA",  "SMOLBOT_GPU_EARLY",
                                            "SMOLBOT_GPU_PF16", "SMOLBOT_GPU_GLUQ", "SMOLBOT_GPU_GLU2", "SMOLBOT_GPU_BATCH",
-                                           "SMOLBOT_GPU_DMMA", "SMOLBOT_GPU_QIN"};
+                                           "SMOLBOT_GPU_DMMA", "SMOLBOT_GPU_QIN",  "SMOLBOT_GPU_MMQ2",  "SMOLBOT_GPU_PAR",
+                                           "SMOLBOT_GPU_SQ"};
 static void set_switches(const char *const *cfg) {
     for (size_t i = 0; i < CORE_ARRAY_LEN(gpu_switches); i++) {
         if (cfg && cfg[i]) setenv(gpu_switches[i], cfg[i], 1);
@@ -495,19 +498,21 @@ static void decode_and_cache_env(const char *const *cfg, int want_q4) {
 /* the defaults; every switch off (the first kernels: split-K decode
  * attention, k_attn, k_mmq's fold per sub-block, 256-token chunks); the
  * opt-ins (the SwiGLU's Q8_K fused by gate/up, decode attention on tensor
- * cores), with the smallest chunk; down quantizing its input itself */
+ * cores), with the smallest chunk; down quantizing its input itself, with
+ * k_mmq at two blocks per SM, the prefill's side streams and SwiGLU + Q8_K
+ * in one kernel */
 static void test_decode_and_cache(void) { decode_and_cache_env(NULL, 0); }
 static void test_decode_and_cache_off(void) {
-    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0", "0"};
+    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0", "0", "0", "0", "0"};
     decode_and_cache_env(off, 0);
 }
 static void test_decode_and_cache_optin(void) {
-    const char *const optin[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64", "1", NULL};
+    const char *const optin[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64", "1", NULL, NULL, NULL, NULL};
     decode_and_cache_env(optin, 0);
 }
 static void test_decode_and_cache_qin(void) {
-    const char *const qin[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "1"};
-    decode_and_cache_env(qin, 1); /* K-quant weights: the only ones qin changes */
+    const char *const qin[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "1", "1", "1", "1"};
+    decode_and_cache_env(qin, 1); /* K-quant weights: the only ones qin and k_mmq see */
 }
 
 static void test_off_and_auto(void) {

@@ -301,6 +301,26 @@ static void test_dec_acc(void) {
     check_acc(KERN_Q6_K, 768, 2816, 8);
 }
 
+/* k_silu_quant against k_silu_mul then k_quant (the model's two kernels):
+ * the same values and Q8_K to the last bit, over rows of super-blocks that
+ * a block's 8 warps divide and do not */
+static void test_silu_quant(void) {
+    const int n = 256 * 11, rows = 3;
+    std::vector<float> g((size_t)n * rows), u((size_t)n * rows), xd[2];
+    std::vector<int8_t> xq[2];
+    for (float &v : g) v = frand(-6, 6);
+    for (float &v : u) v = frand(-3, 3);
+    std::vector<float> h[2] = {g, g};
+    for (int k = 0; k < 2; k++) xq[k].assign((size_t)n * rows, 0), xd[k].assign((size_t)rows * (n / 256), NAN);
+    launch_plain(k_silu_mul, (rows * n + 255) / 256, 256, 0, 0, h[0].data(), u.data(), rows * n);
+    quant(0, h[0].data(), n, n, rows, xq[0].data(), xd[0].data());
+    launch_plain(k_silu_quant, dim3((n / 256 + 7) / 8, rows), 256, 0, 0, h[1].data(), u.data(), n, xq[1].data(), xd[1].data());
+    CHECK(!memcmp(h[0].data(), h[1].data(), 4 * h[0].size()));
+    CHECK(!memcmp(xq[0].data(), xq[1].data(), xq[0].size()));
+    CHECK(!memcmp(xd[0].data(), xd[1].data(), 4 * xd[0].size()));
+    CHECK_EQ_INT(tg_q8k_mismatches(h[1].data(), n, xq[1].data(), xd[1].data()), 0);
+}
+
 int main(void) {
     kern_init("scalar");
     T_RUN(test_attention_split);
@@ -313,5 +333,6 @@ int main(void) {
     T_RUN(test_mmq);
     T_RUN(test_dec_glu);
     T_RUN(test_dec_acc);
+    T_RUN(test_silu_quant);
     return t_done();
 }

@@ -79,7 +79,11 @@
  * its splits at least ATT_DMMA_MIN positions, so up to that depth one
  * block per KV head and no merge); SMOLBOT_GPU_QIN, down's blocks make the
  * Q8_K of the SwiGLU output themselves (k_quant's work in shared memory,
- * 5 kernels per layer instead of 6).
+ * 5 kernels per layer instead of 6); SMOLBOT_GPU_MMQ2, k_mmq compiled for
+ * two blocks per SM (128 registers instead of ~170: it is latency-bound at
+ * one block of 8 warps); SMOLBOT_GPU_PAR, prefill's K and V products
+ * beside Q and up beside gate on two side streams; SMOLBOT_GPU_SQ,
+ * prefill's SwiGLU and its Q8_K in one kernel (k_silu_quant).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs), this file the rest of the host side. All
@@ -154,6 +158,13 @@ struct gpu_model {
     int use_glu2;  /* a warp per gate/up row pair: k_dec_glu2 (SMOLBOT_GPU_GLU2) */
     int use_qin;   /* down quantizes the SwiGLU output itself, no k_quant (SMOLBOT_GPU_QIN) */
     int wpr_o, wpr_down; /* warps per row of Wo and down in decode, 0: pick_wpr (SMOLBOT_GPU_OWPR, _DWPR) */
+    /* prefill: K and V beside Q, up beside gate, on side streams joined
+     * by events (SMOLBOT_GPU_PAR): a 512-row product alone fills a quarter
+     * of an H200 at 512 tokens */
+    int use_par;
+    int use_sq; /* prefill: SwiGLU and its Q8_K in one kernel, k_silu_quant (SMOLBOT_GPU_SQ) */
+    cudaStream_t side[2];
+    cudaEvent_t ev_fork, ev_join[2];
     int logit_rows;       /* rows of logits: forwards that want every row's run chunks of this many */
     unsigned skip; /* SMOLBOT_GPU_SKIP: profiling only */
     uint8_t nope[256];
@@ -292,6 +303,11 @@ static int up_vec(gpu_model *g, const float *h, int n, float **out, char *msg, s
 extern "C" void gpu_model_free(gpu_model *g) {
     if (!g) return;
     if (g->st) cudaStreamSynchronize(g->st);
+    for (int i = 0; i < 2; i++) {
+        if (g->side[i]) cudaStreamSynchronize(g->side[i]), cudaStreamDestroy(g->side[i]);
+        if (g->ev_join[i]) cudaEventDestroy(g->ev_join[i]);
+    }
+    if (g->ev_fork) cudaEventDestroy(g->ev_fork);
     for (int i = 0; i < g->n_allocs; i++) cudaFree(g->allocs[i]);
     if (g->h_io) cudaFreeHost(g->h_io);
     if (g->st) cudaStreamDestroy(g->st);
@@ -376,7 +392,8 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->qt = ATT_PAIRS / group;
     CK(attn_smem_limits(hd, group));
     g->use_mma = (env_off("SMOLBOT_GPU_MMA") ? 0 : 1) | (env_off("SMOLBOT_GPU_MMQ") ? 0 : 2) |
-                 (env_off("SMOLBOT_GPU_MMQI") ? 0 : 4) | (env_off("SMOLBOT_GPU_PF16") ? 0 : 8);
+                 (env_off("SMOLBOT_GPU_MMQI") ? 0 : 4) | (env_off("SMOLBOT_GPU_PF16") ? 0 : 8) |
+                 (env_on("SMOLBOT_GPU_MMQ2") ? 16 : 0); /* not yet measured on a GPU: opt-in */
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
     g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
     /* the fused decode kernels multiply K-quants by Q8_K activations only */
@@ -391,6 +408,15 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0;
     /* not yet measured on a GPU: opt-in */
     g->use_qin = env_on("SMOLBOT_GPU_QIN") && !g->use_gluq && dec_qin_ok(F);
+    g->use_sq = env_on("SMOLBOT_GPU_SQ") && F % 256 == 0; /* not yet measured on a GPU: opt-in */
+    g->use_par = env_on("SMOLBOT_GPU_PAR"); /* likewise */
+    if (g->use_par) {
+        CK(cudaEventCreateWithFlags(&g->ev_fork, cudaEventDisableTiming));
+        for (int i = 0; i < 2; i++) {
+            CK(cudaStreamCreateWithFlags(&g->side[i], cudaStreamNonBlocking));
+            CK(cudaEventCreateWithFlags(&g->ev_join[i], cudaEventDisableTiming));
+        }
+    }
     g->wpr_o = env_wpr("SMOLBOT_GPU_OWPR");
     g->wpr_down = env_wpr("SMOLBOT_GPU_DWPR");
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
@@ -483,14 +509,16 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
         /* the widest token tile that still gives two blocks per SM */
         const int bn = big ? 128 : rb * ((n_tok + 63) / 64) >= 264 ? 64 : 32;
         const dim3 grid(rb, (n_tok + bn - 1) / bn);
-#define MQ(TT, IF) \
-    (bn == 128 ? launch_plain(k_mmq<TT, 128, IF>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
-     : bn == 64 ? launch_plain(k_mmq<TT, 64, IF>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
-                : launch_plain(k_mmq<TT, 32, IF>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
+#define MQ(TT, IF, MB) \
+    (bn == 128 ? launch_plain(k_mmq<TT, 128, IF, MB>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+     : bn == 64 ? launch_plain(k_mmq<TT, 64, IF, MB>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+                : launch_plain(k_mmq<TT, 32, IF, MB>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
+#define MQ2(TT, IF) ((use_mma & 16) ? MQ(TT, IF, 2) : MQ(TT, IF, 1))
         const int fi = (use_mma & 4) != 0; /* integer fold (SMOLBOT_GPU_MMQI) */
-        if (w->type == GT_Q4_K) fi ? MQ(GT_Q4_K, 1) : MQ(GT_Q4_K, 0);
-        else if (w->type == GT_Q5_K) fi ? MQ(GT_Q5_K, 1) : MQ(GT_Q5_K, 0);
-        else fi ? MQ(GT_Q6_K, 1) : MQ(GT_Q6_K, 0);
+        if (w->type == GT_Q4_K) fi ? MQ2(GT_Q4_K, 1) : MQ2(GT_Q4_K, 0);
+        else if (w->type == GT_Q5_K) fi ? MQ2(GT_Q5_K, 1) : MQ2(GT_Q5_K, 0);
+        else fi ? MQ2(GT_Q6_K, 1) : MQ2(GT_Q6_K, 0);
+#undef MQ2
 #undef MQ
         return;
     }
@@ -523,6 +551,20 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
 
 /* Enqueue one chunk of B tokens (tokens/position already in d_io).
  * head: 0 none, 1 last row into logits[0..n_vocab), 2 every row. */
+/* The n side streams start after what the main stream has queued, and the
+ * main stream waits for what they queue until join_sides. (Errors show at
+ * the forward's cudaGetLastError and synchronization.) */
+static void fork_sides(gpu_model *g, int n) {
+    cudaEventRecord(g->ev_fork, g->st);
+    for (int i = 0; i < n; i++) cudaStreamWaitEvent(g->side[i], g->ev_fork, 0);
+}
+static void join_sides(gpu_model *g, int n) {
+    for (int i = 0; i < n; i++) {
+        cudaEventRecord(g->ev_join[i], g->side[i]);
+        cudaStreamWaitEvent(g->st, g->ev_join[i], 0);
+    }
+}
+
 static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
     const gpu_model_desc *c = &g->c;
     const int E = c->n_embd, F = c->n_ff, hd = c->head_dim;
@@ -537,9 +579,12 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
         const dlayer *L = &g->L[il];
         __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
         launch_plain(k_rmsnorm, B, 256, 0, st, g->x, L->attn_norm, g->xb, E, c->eps, xq, xd);
+        const int par = g->use_par && B > 1; /* never in a graph capture (decode) */
+        if (par) fork_sides(g, 2);
+        matmul(par ? g->side[0] : st, &L->wk, g->xb, E, xq, xd, B, g->k, kvdim, 0, mma);
+        matmul(par ? g->side[1] : st, &L->wv, g->xb, E, xq, xd, B, g->v, kvdim, 0, mma);
         matmul(st, &L->wq, g->xb, E, xq, xd, B, g->q, qdim, 0, mma);
-        matmul(st, &L->wk, g->xb, E, xq, xd, B, g->k, kvdim, 0, mma);
-        matmul(st, &L->wv, g->xb, E, xq, xd, B, g->v, kvdim, 0, mma);
+        if (par) join_sides(g, 2);
         launch_plain(k_rope_store, B, 256, 0, st, g->q, g->k, g->v, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->theta_scale,
                                         !g->nope[il]);
         launch_attn(st, g->q, kc, vc, d_pos, B, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
@@ -547,10 +592,15 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
         if (xq) quant(st, g->att, qdim, qdim, B, xq, xd);
         matmul(st, &L->wo, g->att, qdim, xq, xd, B, g->x, E, 1, mma);
         launch_plain(k_rmsnorm, B, 256, 0, st, g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
+        if (par) fork_sides(g, 1);
+        matmul(par ? g->side[0] : st, &L->up, g->xb, E, xq, xd, B, g->hb2, F, 0, mma);
         matmul(st, &L->gate, g->xb, E, xq, xd, B, g->hb, F, 0, mma);
-        matmul(st, &L->up, g->xb, E, xq, xd, B, g->hb2, F, 0, mma);
-        launch_plain(k_silu_mul, (B * F + 255) / 256, 256, 0, st, g->hb, g->hb2, B * F);
-        if (xq) quant(st, g->hb, F, F, B, xq, xd);
+        if (par) join_sides(g, 1);
+        if (g->use_sq && xq) launch_plain(k_silu_quant, dim3((F / 256 + 7) / 8, B), 256, 0, st, g->hb, g->hb2, F, xq, xd);
+        else {
+            launch_plain(k_silu_mul, (B * F + 255) / 256, 256, 0, st, g->hb, g->hb2, B * F);
+            if (xq) quant(st, g->hb, F, F, B, xq, xd);
+        }
         matmul(st, &L->down, g->hb, F, xq, xd, B, g->x, E, 1, mma);
     }
     if (head == 1) {
@@ -783,7 +833,7 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
     float *dy = (float *)t_up(&b, NULL, (size_t)n_tok * n_out * 4);
     T_NEED(dy);
     dmat m = {dw, type, (int)n_in, (int)n_out, rb};
-    if (((path == 1 || path == 6 || path == 7) && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) || path < 0 || path > 7) {
+    if (((path == 1 || path >= 6) && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) || path < 0 || path > 8) {
         t_free(&b);
         set_msg(msg, msg_len, "path %d: the tensor-core path needs a quantized type and >= %d tokens", path, MMA_MIN_TOK);
         return -1;
@@ -804,7 +854,8 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
             dec_single(0, &m, dx + (size_t)t * n_in, xq ? xq + (size_t)t * n_in : NULL, xd ? xd + (size_t)t * (n_in / 256) : NULL,
                        dy + (size_t)t * n_out, MV_STORE, 1 << (path - 2));
     } else
-        T_LAUNCH(matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, path == 1 ? 3 : path == 6 ? 1 : path == 7 ? 7 : 0));
+        T_LAUNCH(matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0,
+                        path == 1 ? 3 : path == 6 ? 1 : path == 7 ? 7 : path == 8 ? 7 | 16 : 0));
     return t_finish(&b, y, dy, (size_t)n_tok * n_out * 4, msg, msg_len);
 }
 

@@ -646,8 +646,12 @@ __device__ __forceinline__ void mq_store(const mq_raw &r, int k0, int q, int8_t 
     }
 }
 
-template <int T, int BN, int IF>
-__global__ void __launch_bounds__(256)
+/* MB: blocks per SM the compiler must allow (registers <= 65536 / (256 MB)):
+ * 1 lets it take ~170 registers, 2 (SMOLBOT_GPU_MMQ2) caps them at 128 for
+ * twice the warps to hide the loads' latency behind (a few bytes of spill
+ * in two of the variants, says ptxas) */
+template <int T, int BN, int IF, int MB = 1>
+__global__ void __launch_bounds__(256, MB)
     k_mmq(const uint8_t *W, size_t rb, int n_in, int n_out, const int8_t *xq, const float *xd, int n_tok, float *y,
           int ldy, int acc) {
     constexpr int NT = BN / 32;                 /* n8 tiles per warp (BN / 4 tokens) */
@@ -1087,6 +1091,24 @@ __global__ void k_rmsnorm(const float *x, const float *w, float *out, int n, flo
 __global__ void k_silu_mul(float *g, const float *u, int n) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* k_silu_mul and then k_quant in one pass (SMOLBOT_GPU_SQ): row blockIdx.y
+ * of n values (n % 256 == 0), a warp per super-block, each lane its 8
+ * values; g gets silu(g) * u, xq/xd its Q8_K in k_quant's layout -- the
+ * same values to the last bit, without reading g back */
+__global__ void k_silu_quant(float *g, const float *u, int n, int8_t *xq, float *xd) {
+    const int sb = blockIdx.x * 8 + (threadIdx.x >> 5), nsb = n >> 8, r = blockIdx.y, lane = threadIdx.x & 31;
+    if (sb >= nsb) return;
+    float4 *gp = (float4 *)(g + (size_t)r * n + sb * 256 + lane * 8);
+    const float4 *up = (const float4 *)(u + (size_t)r * n + sb * 256 + lane * 8);
+    const float4 g0 = gp[0], g1 = gp[1], u0 = up[0], u1 = up[1];
+    const float gv[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w}, uv[8] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
+    float v[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = gv[i] / (1.0f + expf(-gv[i])) * uv[i];
+    gp[0] = make_float4(v[0], v[1], v[2], v[3]), gp[1] = make_float4(v[4], v[5], v[6], v[7]);
+    quant_vals(v, xq + (size_t)r * n + sb * 256, xd + (size_t)r * nsb + sb, lane);
 }
 
 /* Token blockIdx.x at position *d_pos + blockIdx.x: rotate q and k (unless
