@@ -32,8 +32,8 @@ JOBS=$(nproc)
 # one configuration per entry (SMOLBOT_CUDA_OPTIN, ';'-separated, replaces it)
 OPTIN=("SMOLBOT_GPU_GLUQ=1" "SMOLBOT_GPU_DMMA=1" "SMOLBOT_GPU_QIN=1" "SMOLBOT_GPU_DMMA=1 SMOLBOT_GPU_QIN=1"
        "SMOLBOT_GPU_DWPR=1" "SMOLBOT_GPU_DWPR=4" "SMOLBOT_GPU_MMQ2=1" "SMOLBOT_GPU_MMQ2=1 SMOLBOT_GPU_PF16=0"
-       "SMOLBOT_GPU_PAR=1" "SMOLBOT_GPU_SQ=1"
-       "SMOLBOT_GPU_DMMA=1 SMOLBOT_GPU_QIN=1 SMOLBOT_GPU_MMQ2=1 SMOLBOT_GPU_PAR=1 SMOLBOT_GPU_SQ=1")
+       "SMOLBOT_GPU_PAR=1" "SMOLBOT_GPU_SQ=1" "SMOLBOT_GPU_Q6B=1"
+       "SMOLBOT_GPU_DMMA=1 SMOLBOT_GPU_QIN=1 SMOLBOT_GPU_MMQ2=1 SMOLBOT_GPU_PAR=1 SMOLBOT_GPU_SQ=1 SMOLBOT_GPU_Q6B=1")
 if [ -n "${SMOLBOT_CUDA_OPTIN:-}" ]; then IFS=';' read -r -a OPTIN <<<"$SMOLBOT_CUDA_OPTIN"; fi
 # reference files: ../shared next to the repo, or shared/ inside it
 if [ -z "${SMOLBOT_SHARED:-}" ] && [ ! -d ../shared ] && [ -d shared ]; then export SMOLBOT_SHARED=$PWD/shared; fi

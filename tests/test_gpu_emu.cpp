@@ -232,6 +232,10 @@ static void check_glu(int type, int n_ff, int n_in, int fused, int glu2) {
 }
 
 static void test_dec_glu(void) {
+    g_q6b = 1; /* Q6_K read as GT_Q6_KB first (SMOLBOT_GPU_Q6B) */
+    check_glu(KERN_Q6_K, 768, 512, 0, 0);
+    check_glu(KERN_Q6_K, 2056, 512, 0, 1);
+    g_q6b = 0;
     for (size_t i = 0; i < CORE_ARRAY_LEN(kq_types); i++) {
         check_glu(kq_types[i], 768, 512, 0, 0);
         check_glu(kq_types[i], 768, 512, 1, 0);
@@ -299,6 +303,10 @@ static void test_dec_acc(void) {
     check_acc(KERN_Q6_K, 2048, 2816, 1);
     check_acc(KERN_Q4_K, 2048, 2816, 4);
     check_acc(KERN_Q6_K, 768, 2816, 8);
+    g_q6b = 1; /* rows of 11 super-blocks: every other one 2-byte aligned */
+    check_acc(KERN_Q6_K, 2048, 2816, 0);
+    check_acc(KERN_Q6_K, 768, 2816, 8);
+    g_q6b = 0;
 }
 
 /* k_silu_quant against k_silu_mul then k_quant (the model's two kernels):

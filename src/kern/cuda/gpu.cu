@@ -83,7 +83,9 @@
  * two blocks per SM (128 registers instead of ~170: it is latency-bound at
  * one block of 8 warps); SMOLBOT_GPU_PAR, prefill's K and V products
  * beside Q and up beside gate on two side streams; SMOLBOT_GPU_SQ,
- * prefill's SwiGLU and its Q8_K in one kernel (k_silu_quant).
+ * prefill's SwiGLU and its Q8_K in one kernel (k_silu_quant);
+ * SMOLBOT_GPU_Q6B, decode reads a Q6_K super-block as 16 contiguous quant
+ * bytes per lane in word loads (GT_Q6_KB: 15 loads a lane, not 21).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs), this file the rest of the host side. All
@@ -420,6 +422,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->wpr_o = env_wpr("SMOLBOT_GPU_OWPR");
     g->wpr_down = env_wpr("SMOLBOT_GPU_DWPR");
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
+    g_q6b = env_on("SMOLBOT_GPU_Q6B"); /* not yet measured on a GPU: opt-in */
     g->skip = getenv("SMOLBOT_GPU_SKIP") ? (unsigned)strtoul(getenv("SMOLBOT_GPU_SKIP"), NULL, 0) : 0;
     g->theta_scale = powf(d->rope_theta, -2.0f / (float)hd);
     g->att_scale = 1.0f / sqrtf((float)hd);

@@ -166,6 +166,21 @@ __device__ __forceinline__ uint32_t ld_u32_2(const uint8_t *p) { /* 2-byte align
     return (uint32_t)h[0] | ((uint32_t)h[1] << 16);
 }
 
+/* Q6_K read another way in decode (SMOLBOT_GPU_Q6B; the host gives such
+ * segments this pseudo type): see kq_sb */
+#define GT_Q6_KB 1014
+
+/* 16 bytes at p, a 2-byte aligned address, as four words: five aligned
+ * word loads funnel-shifted by p's misalignment (no 2-byte loads; the
+ * fifth is not needed when p is aligned, and stays inside the row) */
+__device__ __forceinline__ void ld_16_2(const uint8_t *p, uint32_t *w) {
+    const uint32_t *a = (const uint32_t *)((uintptr_t)p & ~(uintptr_t)3);
+    const unsigned sh = ((unsigned)(uintptr_t)p & 3) * 8;
+    const uint32_t a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4];
+    w[0] = __funnelshift_r(a0, a1, sh), w[1] = __funnelshift_r(a1, a2, sh);
+    w[2] = __funnelshift_r(a2, a3, sh), w[3] = __funnelshift_r(a3, a4, sh);
+}
+
 /* lane li (0..7) of a super-block at blk, activations a[256], scale ad:
  * 32 values per lane, so the block's header (d, dmin, scales) is read and
  * decoded once per 32 values -- the decode kernel is bound by issued
@@ -202,6 +217,29 @@ template <int T> __device__ __forceinline__ float kq_sb(const uint8_t *blk, cons
             ml = __dp4a(ones, alw[i], ml), mh = __dp4a(ones, ahw[i], mh);
         }
         return ad * (d * (float)(sc[0] * sl + sc[1] * sh) - dmin * (float)(m[0] * ml + m[1] * mh));
+    } else if (T == GT_Q6_KB) {
+        /* Q6_K with 16 contiguous ql bytes per lane: ql byte j of half h
+         * holds value j (low nibble) and 64 + j (high), their top bits in
+         * qh byte j % 32 (bits 0-1 / 4-5 for j < 32, 2-3 / 6-7 above), and
+         * 16 values share a scale: 10 word loads and 2 scale bytes per lane
+         * where GT_Q6_K takes 12 2-byte loads and 4 scale bytes */
+        const int h = li >> 2, l1 = (li & 3) * 16, sl = (l1 >> 5) * 2;
+        uint32_t q[4], hh[4];
+        ld_16_2(blk + h * 64 + l1, q);
+        ld_16_2(blk + 128 + h * 32 + (l1 & 31), hh);
+        const int sc_lo = ((const int8_t *)blk)[192 + h * 8 + (l1 >> 4)], sc_hi = ((const int8_t *)blk)[196 + h * 8 + (l1 >> 4)];
+        const float d = __half2float(__ushort_as_half(*(const unsigned short *)(blk + 208)));
+        const int4 al = *(const int4 *)(a + h * 128 + l1), ah = *(const int4 *)(a + h * 128 + 64 + l1);
+        const int alw[4] = {al.x, al.y, al.z, al.w}, ahw[4] = {ah.x, ah.y, ah.z, ah.w};
+        int dl = 0, dh = 0;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint32_t lo = (q[i] & 0x0F0F0F0Fu) | (((hh[i] >> sl) & 0x03030303u) << 4);
+            const uint32_t hi = ((q[i] >> 4) & 0x0F0F0F0Fu) | (((hh[i] >> (sl + 4)) & 0x03030303u) << 4);
+            dl = __dp4a((int)__vsub4(lo, 0x20202020u), alw[i], dl);
+            dh = __dp4a((int)__vsub4(hi, 0x20202020u), ahw[i], dh);
+        }
+        return ad * d * (float)(sc_lo * dl + sc_hi * dh);
     } else { /* GT_Q6_K: values l0..l0+7 of each of the four 32-value quarters of half h */
         const int h = li >> 2, l0 = (li & 3) * 8;
         const uint16_t *pa = (const uint16_t *)(blk + h * 64 + l0), *pb = (const uint16_t *)(blk + h * 64 + 32 + l0);
@@ -920,6 +958,7 @@ __device__ __forceinline__ float mv_part_any(int type, const uint8_t *wr, int n_
     switch (type) {
     case GT_Q4_K: return mv_part_q<GT_Q4_K>(wr, n_in, xq, xd, lane, part, wpr);
     case GT_Q6_K: return mv_part_q<GT_Q6_K>(wr, n_in, xq, xd, lane, part, wpr);
+    case GT_Q6_KB: return mv_part_q<GT_Q6_KB>(wr, n_in, xq, xd, lane, part, wpr);
     case GT_Q5_K: return mv_part_q<GT_Q5_K>(wr, n_in, xq, xd, lane, part, wpr);
     case GT_Q8_0: return mv_part<GT_Q8_0>(wr, n_in, x, lane, part, wpr);
     case GT_Q4_0: return mv_part<GT_Q4_0>(wr, n_in, x, lane, part, wpr);
@@ -967,6 +1006,7 @@ __global__ void __launch_bounds__(256) k_dec_glu2(const mv_job j) {
     float2 v;
     if (s.type == u.type && s.type == GT_Q4_K) v = mv_part_q2<GT_Q4_K>(wg, wu, j.n_in, j.xq, j.xd, lane);
     else if (s.type == u.type && s.type == GT_Q6_K) v = mv_part_q2<GT_Q6_K>(wg, wu, j.n_in, j.xq, j.xd, lane);
+    else if (s.type == u.type && s.type == GT_Q6_KB) v = mv_part_q2<GT_Q6_KB>(wg, wu, j.n_in, j.xq, j.xd, lane);
     else if (s.type == u.type && s.type == GT_Q5_K) v = mv_part_q2<GT_Q5_K>(wg, wu, j.n_in, j.xq, j.xd, lane);
     else
         v = make_float2(mv_part_any(s.type, wg, j.n_in, j.x, j.xq, j.xd, lane, 0, 1),

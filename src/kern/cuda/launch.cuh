@@ -69,8 +69,11 @@ static int pick_wpr(int rows, int n_in, int max) {
     return w;
 }
 
+/* decode reads Q6_K rows as GT_Q6_KB (SMOLBOT_GPU_Q6B, set at model load) */
+static int g_q6b __attribute__((unused)) = 0;
+
 static mv_seg seg_of(const dmat *w, float *y, int blk0) {
-    mv_seg s = {w->d, w->rb, w->type, w->n_out, blk0, y};
+    mv_seg s = {w->d, w->rb, g_q6b && w->type == GT_Q6_K ? GT_Q6_KB : w->type, w->n_out, blk0, y};
     return s;
 }
 
