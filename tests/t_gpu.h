@@ -169,4 +169,20 @@ static void tg_check_attention(tg_attention_fn run, int n_head, int n_kv, int hd
     free(q), free(out), free(k), free(v), free(oq), free(od);
 }
 
+/* k_attn_dmma's cases, for test_gpu (the GPU) and test_gpu_emu (the
+ * emulation): the whole context in one split (up to 128 positions, some
+ * warps idle), tiles cut by the end, many splits and their merge; groups of
+ * 1 (output quantized by the caller), 2, 4 and 8; head_dim 64. longer: the
+ * depths past 8192 too. */
+static void tg_dmma_cases(tg_attention_fn run, int longer) {
+    const int dpos[] = {0, 1, 31, 32, 95, 127, 128, 129, 300, 1000, 4095, 4100, 8191, 9000, 20000};
+    for (size_t i = 0; i < sizeof dpos / sizeof dpos[0]; i++)
+        if (longer || dpos[i] <= 8191) tg_check_attention(run, 16, 4, 128, 1, dpos[i], GPU_ATT_DMMA);
+    tg_check_attention(run, 4, 1, 64, 1, 700, GPU_ATT_DMMA);
+    tg_check_attention(run, 16, 16, 64, 1, 333, GPU_ATT_DMMA);
+    tg_check_attention(run, 16, 8, 128, 1, longer ? 3000 : 2000, GPU_ATT_DMMA);
+    tg_check_attention(run, 16, 2, 128, 1, 77, GPU_ATT_DMMA);
+    tg_check_attention(run, 8, 1, 64, 1, 5000, GPU_ATT_DMMA);
+}
+
 #endif

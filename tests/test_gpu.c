@@ -256,17 +256,10 @@ static void test_attention_dec(void) {
     check_attention(16, 2, 256, 1, 2500, GPU_ATT_DEC);
 }
 
-/* k_attn_dmma (tensor cores): the whole context in one split (up to 128
- * positions), tiles cut by the end, many splits and their merge; groups
- * of 1 (output quantized by the caller), 2, 4 and 8; head_dim 64 */
+/* k_attn_dmma (tensor cores): tg_dmma_cases, past 8192 positions too */
 static void test_attention_dmma(void) {
     NEED_GPU();
-    const int dpos[] = {0, 1, 31, 32, 127, 128, 129, 1000, 4095, 4100, 8191, 9000, 20000};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DMMA);
-    check_attention(4, 1, 64, 1, 700, GPU_ATT_DMMA);
-    check_attention(16, 16, 64, 1, 333, GPU_ATT_DMMA);
-    check_attention(16, 8, 128, 1, 3000, GPU_ATT_DMMA);
-    check_attention(16, 2, 128, 1, 77, GPU_ATT_DMMA);
+    tg_dmma_cases(gpu_test_attention, 1);
 }
 
 static int cmp_desc(const void *a, const void *b) {

@@ -90,19 +90,8 @@ static void test_attention_dec_splits(void) {
     g_datt = ATT_DEC_DEFAULT;
 }
 
-/* k_attn_dmma: the whole context in one split (up to ATT_DMMA_MIN: one
- * tile per warp, some warps idle), tiles cut by the end, many splits and
- * the merge; the tiny model's shape; a group of one (no fused Q8_K), of
- * two, of 8; head_dim 64 */
-static void test_attention_dmma(void) {
-    const int dpos[] = {0, 1, 31, 32, 95, 127, 128, 129, 300, 1000, 4100, 8191};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DMMA);
-    check_attention(4, 1, 64, 1, 700, GPU_ATT_DMMA);
-    check_attention(16, 16, 64, 1, 333, GPU_ATT_DMMA);
-    check_attention(16, 8, 128, 1, 2000, GPU_ATT_DMMA);
-    check_attention(16, 2, 128, 1, 77, GPU_ATT_DMMA);
-    check_attention(8, 1, 64, 1, 5000, GPU_ATT_DMMA);
-}
+/* k_attn_dmma with its default split (tg_dmma_cases) */
+static void test_attention_dmma(void) { tg_dmma_cases(emu_attention, 0); }
 
 /* k_attn_dmma's other splits: 256 of 32 (a tile per split, three warps
  * idle), 8 of 256 (several tiles per warp), 32 of 64 with the early launch */

@@ -1590,13 +1590,57 @@ __device__ __forceinline__ void split_h2(float a, float b, unsigned *hi, unsigne
     *lo = pack_h2(a - h.x, b - h.y);
 }
 
+/* S += A K^T for a tile of 8 NJ keys: K's rows (keys) in shared memory,
+ * LD halves apart, A as KS k-step fragments over the head dims; with TWO,
+ * A2 (q's second part) after A on the same K fragments */
+template <int NJ, int KS, bool TWO>
+__device__ __forceinline__ void tile_qk(float (*sc)[4], const unsigned (*a)[4], const unsigned (*a2)[4], const __half *Kb,
+                                        int LD, int lane) {
+    const int mi = lane >> 3;
+#pragma unroll
+    for (int k = 0; k < KS; k++)
+#pragma unroll
+        for (int j = 0; j < NJ; j += 2) {
+            unsigned b[4]; /* keys 8j.. (+8 for matrices 2, 3), dims 16k.. (+8 for 1, 3) */
+            ldsm_x4(b, Kb + (8 * j + (mi >> 1) * 8 + (lane & 7)) * LD + 16 * k + (mi & 1) * 8);
+            mma_f16(sc[j], a[k], b[0], b[1]);
+            mma_f16(sc[j + 1], a[k], b[2], b[3]);
+            if (TWO) {
+                mma_f16(sc[j], a2[k], b[0], b[1]);
+                mma_f16(sc[j + 1], a2[k], b[2], b[3]);
+            }
+        }
+}
+
+/* O += P V for 16 NS keys: P as NS k-step fragments over the keys (with
+ * TWO, P2 after P: P's second part), V's rows (keys) in shared memory read
+ * transposed, O as DT n8 tiles of the head dims */
+template <int NS, int DT, bool TWO>
+__device__ __forceinline__ void tile_pv(float (*o)[4], const unsigned (*p)[4], const unsigned (*p2)[4], const __half *Vb,
+                                        int LD, int lane) {
+    const int mi = lane >> 3;
+#pragma unroll
+    for (int s = 0; s < NS; s++)
+#pragma unroll
+        for (int d = 0; d < DT; d += 2) {
+            unsigned b[4]; /* transposed: keys 16s.. (+8 for matrices 1, 3), dims 8d.. (+8 for 2, 3) */
+            ldsm_x4_t(b, Vb + (16 * s + (mi & 1) * 8 + (lane & 7)) * LD + 8 * d + (mi >> 1) * 8);
+            mma_f16(o[d], p[s], b[0], b[1]);
+            mma_f16(o[d + 1], p[s], b[2], b[3]);
+            if (TWO) {
+                mma_f16(o[d], p2[s], b[0], b[1]);
+                mma_f16(o[d + 1], p2[s], b[2], b[3]);
+            }
+        }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __half *kc, const __half *vc, const int *d_pos,
                                                        int n_tok, int n_head, int n_kv, float scale, float *out) {
     DYN_SMEM(unsigned char, fa_sm);
     constexpr int LD = HD + 8, KS = HD / 16, DT = HD / 8; /* row stride; k-steps over dims; n8 tiles of dims */
     const int group = n_head / n_kv, kvdim = n_kv * HD, qdim = n_head * HD, tq = FA_WARPS / group * 16;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, mi = lane >> 3;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int kvh = blockIdx.x, head = kvh * group + warp % group;
     const int t0 = blockIdx.y * tq + (warp / group) * 16, pos0 = *d_pos;
     const int kend = pos0 + min((int)blockIdx.y * tq + tq, n_tok);       /* keys the block needs */
@@ -1637,17 +1681,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
             float sc[FA_KEYS / 8][4];
 #pragma unroll
             for (int j = 0; j < FA_KEYS / 8; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-#pragma unroll
-            for (int k = 0; k < KS; k++)
-#pragma unroll
-                for (int j = 0; j < FA_KEYS / 8; j += 2) {
-                    unsigned b[4]; /* keys 8j.. (+8 for matrices 2, 3), dims 16k.. (+8 for 1, 3) */
-                    ldsm_x4(b, Kb + (8 * j + (mi >> 1) * 8 + (lane & 7)) * LD + 16 * k + (mi & 1) * 8);
-                    mma_f16(sc[j], qa[k], b[0], b[1]);
-                    mma_f16(sc[j + 1], qa[k], b[2], b[3]);
-                    mma_f16(sc[j], ql[k], b[0], b[1]);
-                    mma_f16(sc[j + 1], ql[k], b[2], b[3]);
-                }
+            tile_qk<FA_KEYS / 8, KS, true>(sc, qa, ql, Kb, LD, lane);
             float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
             for (int j = 0; j < FA_KEYS / 8; j++)
@@ -1676,17 +1710,7 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
                 split_h2(p2, p3, &pa[s][e + 1], &pl[s][e + 1]);
                 l0 += p0 + p1, l1 += p2 + p3;
             }
-#pragma unroll
-            for (int s = 0; s < FA_KEYS / 16; s++)
-#pragma unroll
-                for (int d = 0; d < DT; d += 2) {
-                    unsigned b[4]; /* transposed: keys 16s.. (+8 for matrices 1, 3), dims 8d.. (+8 for 2, 3) */
-                    ldsm_x4_t(b, Vb + (16 * s + (mi & 1) * 8 + (lane & 7)) * LD + 8 * d + (mi >> 1) * 8);
-                    mma_f16(o[d], pa[s], b[0], b[1]);
-                    mma_f16(o[d + 1], pa[s], b[2], b[3]);
-                    mma_f16(o[d], pl[s], b[0], b[1]);
-                    mma_f16(o[d + 1], pl[s], b[2], b[3]);
-                }
+            tile_pv<FA_KEYS / 16, DT, true>(o, pa, pl, Vb, LD, lane);
         }
         __syncthreads(); /* the buffer is loaded again next iteration */
     }
@@ -1737,7 +1761,7 @@ __global__ void __launch_bounds__(DM_WARPS * 32)
     __shared__ int last;
     constexpr int LD = HD + 8, KS = HD / 16, DT = HD / 8, NJ = DM_TILE / 8;
     const int group = n_head / n_kv, kvdim = n_kv * HD, kvh = blockIdx.x, S = gridDim.y;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, mi = lane >> 3;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int n = *d_pos + 1, chunk = att_dec_chunk(n, S, minc), ns = (n + chunk - 1) / chunk;
     const int begin = blockIdx.y * chunk, end = min(begin + chunk, n);
     if (begin >= end) return;
@@ -1764,15 +1788,7 @@ __global__ void __launch_bounds__(DM_WARPS * 32)
         float sc[NJ][4];
 #pragma unroll
         for (int j = 0; j < NJ; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-#pragma unroll
-        for (int k = 0; k < KS; k++)
-#pragma unroll
-            for (int j = 0; j < NJ; j += 2) {
-                unsigned b[4]; /* keys 8j.. (+8 for matrices 2, 3), dims 16k.. (+8 for 1, 3) */
-                ldsm_x4(b, Kw + (8 * j + (mi >> 1) * 8 + (lane & 7)) * LD + 16 * k + (mi & 1) * 8);
-                mma_f16(sc[j], qa[k], b[0], b[1]);
-                mma_f16(sc[j + 1], qa[k], b[2], b[3]);
-            }
+        tile_qk<NJ, KS, false>(sc, qa, qa, Kw, LD, lane);
         /* head g's score of key 8j + 2t + e: its hi row plus its lo row;
          * keys at or past end (zeros in the buffer) are masked */
         float mx = -INFINITY;
@@ -1796,15 +1812,7 @@ __global__ void __launch_bounds__(DM_WARPS * 32)
             l += p0v + p1v;
             split_h2(p0v, p1v, &pa[j >> 1][(j & 1) * 2], &pa[j >> 1][(j & 1) * 2 + 1]);
         }
-#pragma unroll
-        for (int s = 0; s < DM_TILE / 16; s++)
-#pragma unroll
-            for (int d = 0; d < DT; d += 2) {
-                unsigned b[4]; /* transposed: keys 16s.. (+8 for matrices 1, 3), dims 8d.. (+8 for 2, 3) */
-                ldsm_x4_t(b, Vw + (16 * s + (mi & 1) * 8 + (lane & 7)) * LD + 8 * d + (mi >> 1) * 8);
-                mma_f16(o[d], pa[s], b[0], b[1]);
-                mma_f16(o[d + 1], pa[s], b[2], b[3]);
-            }
+        tile_pv<DM_TILE / 16, DT, false>(o, pa, pa, Vw, LD, lane);
         __syncwarp(); /* the buffer is loaded again next tile */
     }
     l += __shfl_xor_sync(0xffffffffu, l, 1), l += __shfl_xor_sync(0xffffffffu, l, 2);
