@@ -119,7 +119,7 @@ static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int p
     for (int64_t i = 0; i < n_tok * n_in; i++) x[i] = frand(-1, 1);
     char msg[256] = "";
     int rc = gpu_test_matmul(type, w, n_out, n_in, x, n_tok, y, path, msg, sizeof msg);
-    /* K-quants on paths 1..8 multiply Q8_K activations: the reference does too */
+    /* K-quants on paths 1..9 multiply Q8_K activations: the reference does too */
     if (path >= 1 && (type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K)) tg_q8k_round_trip(x, n_tok, n_in);
     CHECK_MSG(rc == 0, "%s path %d: %s", kern_ref_traits(type)->name, path, msg);
     const double worst = rc ? 0 : tg_matmul_err(type, w, n_out, n_in, x, n_tok, y);
@@ -162,6 +162,8 @@ static void test_matmul_tensor_cores(void) {
         if (is_kq(t)) check_matmul(t, 67, 512, 37, 7, 1e-5);   /* integer fold: 32-token tiles */
         if (is_kq(t)) check_matmul(t, 130, 768, 129, 7, 1e-5);
         if (is_kq(t)) check_matmul(t, 130, 768, 129, 8, 1e-5); /* two blocks per SM: the same code */
+        check_matmul(t, 130, 768, 129, 9, 3e-3); /* f16 GEMM over the dequantized matrix */
+        check_matmul(t, 67, 512, 3, 9, 3e-3);
     }
     if (on_emu) return; /* test_gpu_emu covers every token tile directly */
     const int big[] = {KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
@@ -172,6 +174,7 @@ static void test_matmul_tensor_cores(void) {
         check_matmul(big[i], 2112, 1024, 1000, 7, 1e-5); /* integer fold over 4 super-blocks, 128-token tiles */
         check_matmul(big[i], 2112, 512, 500, 7, 1e-5);   /* ... 64-token tiles */
         check_matmul(big[i], 2112, 1024, 1000, 8, 1e-5);
+        check_matmul(big[i], 2112, 1024, 1000, 9, 3e-3); /* 128-row tiles */
     }
 }
 
@@ -399,7 +402,7 @@ static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); 
 static const char *const gpu_switches[] = {"SMOLBOT_GPU_DATT", "SMOLBOT_GPU_MMQI", "SMOLBOT_GPU_FA",  "SMOLBOT_GPU_EARLY",
                                            "SMOLBOT_GPU_PF16", "SMOLBOT_GPU_GLUQ", "SMOLBOT_GPU_GLU2", "SMOLBOT_GPU_BATCH",
                                            "SMOLBOT_GPU_DMMA", "SMOLBOT_GPU_QIN",  "SMOLBOT_GPU_MMQ2",  "SMOLBOT_GPU_PAR",
-                                           "SMOLBOT_GPU_SQ",   "SMOLBOT_GPU_Q6B"};
+                                           "SMOLBOT_GPU_SQ",   "SMOLBOT_GPU_Q6B",  "SMOLBOT_GPU_DQ16", "SMOLBOT_GPU_DQMIN"};
 static void set_switches(const char *const *cfg) {
     for (size_t i = 0; i < CORE_ARRAY_LEN(gpu_switches); i++) {
         if (cfg && cfg[i]) setenv(gpu_switches[i], cfg[i], 1);
@@ -493,18 +496,19 @@ static void decode_and_cache_env(const char *const *cfg, int want_q4) {
  * opt-ins (the SwiGLU's Q8_K fused by gate/up, decode attention on tensor
  * cores), with the smallest chunk; down quantizing its input itself, with
  * k_mmq at two blocks per SM, the prefill's side streams, SwiGLU + Q8_K
- * in one kernel and Q6_K read as GT_Q6_KB */
+ * in one kernel, Q6_K read as GT_Q6_KB and the prefill's f16 GEMMs from one
+ * token on (DQ16, DQMIN 1) */
 static void test_decode_and_cache(void) { decode_and_cache_env(NULL, 0); }
 static void test_decode_and_cache_off(void) {
-    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0", "0", "0", "0", "0", "0"};
+    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0", "0", "0", "0", "0", "0", "0", NULL};
     decode_and_cache_env(off, 0);
 }
 static void test_decode_and_cache_optin(void) {
-    const char *const optin[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64", "1", NULL, NULL, NULL, NULL, NULL};
+    const char *const optin[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64", "1", NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     decode_and_cache_env(optin, 0);
 }
 static void test_decode_and_cache_qin(void) {
-    const char *const qin[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "1", "1", "1", "1", "1"};
+    const char *const qin[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "1", "1", "1", "1", "1", "1", "1"};
     decode_and_cache_env(qin, 1); /* K-quant weights: the only ones qin and k_mmq see */
 }
 

@@ -12,7 +12,8 @@
  * Covered: decode attention (split-K + combine, k_attn_dec and
  * k_attn_dmma with their merge and Q8_K output), prefill attention (k_attn and k_fa on tensor
  * cores), the int8 tensor-core prefill product k_mmq (float and integer
- * fold, every token tile) and the fused decode product k_dec for SwiGLU
+ * fold, every token tile), the f16 GEMM over a dequantized matrix
+ * (k_gemm16, SMOLBOT_GPU_DQ16), the fused decode product k_dec for SwiGLU
  * (with its Q8_K output) and for the residual (with the norm after it, and
  * the Q8_K of its input made inside: SMOLBOT_GPU_QIN). Not covered: k_mm (wmma has no emulation).
  * Sizes are small: every CUDA thread is an OS thread here.
@@ -177,6 +178,58 @@ static void test_mmq(void) {
     check_mmq_type<KERN_Q6_K>();
 }
 
+/* The DQ16 path (k_dq16, k_f2h, k_gemm16) as matmul runs it: both tile
+ * heights, rows and tokens cut mid-tile, several K steps through the
+ * stages; the result accumulated too. f16 weights and activations: about
+ * 2^-11 relative per term, as k_mm. */
+static void check_gemm16(int type, int n_out, int n_in, int n_tok) {
+    void *w = random_rows(type, n_in, n_out);
+    std::vector<float> x((size_t)n_tok * n_in), y((size_t)n_tok * n_out, NAN), y0((size_t)n_tok * n_out);
+    std::vector<__half> hw((size_t)n_out * n_in), hx((size_t)n_tok * n_in);
+    for (float &v : x) v = frand(-1, 1);
+    for (float &v : y0) v = frand(-1, 1);
+    const dmat W = {(const uint8_t *)w, type, n_in, n_out, kern_row_size(type, n_in)};
+    dq16_buf dq;
+    dq.w = hw.data(), dq.x = hx.data(), dq.wcap = hw.size(), dq.xcap = hx.size(), dq.min_tok = 1;
+    matmul(0, &W, x.data(), n_in, NULL, NULL, n_tok, y.data(), n_out, 0, 7, &dq);
+    double e = tg_matmul_err(type, w, n_out, n_in, x.data(), n_tok, y.data());
+    CHECK_MSG(e <= 3e-3, "k_gemm16 %s %d x %d, %d tokens: relative error %.3g", kern_ref_traits(type)->name, n_out, n_in, n_tok, e);
+    /* y += W x: the same products on top of y0 */
+    std::vector<float> ya = y0;
+    matmul(0, &W, x.data(), n_in, NULL, NULL, n_tok, ya.data(), n_out, 1, 7, &dq);
+    double worst = 0;
+    for (size_t i = 0; i < ya.size(); i++) worst = fmax(worst, fabs((double)ya[i] - y0[i] - y[i]) / (fabs((double)y[i]) + 1.0));
+    CHECK_MSG(worst < 1e-6, "k_gemm16 accumulate: off by %.3g", worst);
+    free(w);
+}
+
+/* k_gemm16 alone on f16 matrices whose K (72) ends inside a step, which no
+ * quantized row length does: against the same products in double */
+static void check_gemm16_raw(int M, int N, int K) {
+    std::vector<__half> w((size_t)M * K), x((size_t)N * K);
+    for (__half &v : w) v = __float2half_rn(frand(-1, 1));
+    for (__half &v : x) v = __float2half_rn(frand(-1, 1));
+    std::vector<float> y((size_t)N * M, NAN);
+    launch_plain(k_gemm16<64>, dim3((M + 63) / 64, (N + GM_BN - 1) / GM_BN), 256, gemm16_smem(64), 0, w.data(), x.data(), M, N,
+                 K, y.data(), M, 0);
+    double worst = 0;
+    for (int t = 0; t < N; t++)
+        for (int r = 0; r < M; r++) {
+            double ref = 0;
+            for (int k = 0; k < K; k++) ref += (double)__half2float(w[(size_t)r * K + k]) * __half2float(x[(size_t)t * K + k]);
+            worst = fmax(worst, fabs(ref - y[(size_t)t * M + r]));
+        }
+    CHECK_MSG(worst < 1e-4, "k_gemm16 %d x %d x %d: max diff %.3g", M, N, K, worst);
+}
+
+static void test_gemm16(void) {
+    check_gemm16(KERN_Q4_K, 200, 512, 37);   /* 64-row tiles, one token tile cut */
+    check_gemm16(KERN_Q6_K, 136, 768, 130);  /* 24 K steps through 3 stages; two token tiles */
+    check_gemm16(KERN_Q8_0, 70, 96, 5);
+    check_gemm16(KERN_Q5_K, 4224, 256, 129); /* 128-row tiles: 33 x 2 blocks */
+    check_gemm16_raw(70, 20, 72);
+}
+
 /* k_dec's SwiGLU job: out = silu(gate x) * (up x) on Q8_K activations,
  * and with oq its Q8_K, each super-block made by its last block */
 static void check_glu(int type, int n_ff, int n_in, int fused, int glu2) {
@@ -328,6 +381,7 @@ int main(void) {
     T_RUN(test_attention_prefill);
     T_RUN(test_attention_fa);
     T_RUN(test_mmq);
+    T_RUN(test_gemm16);
     T_RUN(test_dec_glu);
     T_RUN(test_dec_acc);
     T_RUN(test_silu_quant);

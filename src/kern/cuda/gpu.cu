@@ -85,7 +85,10 @@
  * beside Q and up beside gate on two side streams; SMOLBOT_GPU_SQ,
  * prefill's SwiGLU and its Q8_K in one kernel (k_silu_quant);
  * SMOLBOT_GPU_Q6B, decode reads a Q6_K super-block as 16 contiguous quant
- * bytes per lane in word loads (GT_Q6_KB: 15 loads a lane, not 21).
+ * bytes per lane in word loads (GT_Q6_KB: 15 loads a lane, not 21);
+ * SMOLBOT_GPU_DQ16, prefill products of SMOLBOT_GPU_DQMIN (256) tokens and
+ * more as llama.cpp runs them: the matrix dequantized to f16 into scratch,
+ * then one f16 GEMM (k_gemm16, cp.async stages, mma.sync).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs), this file the rest of the host side. All
@@ -165,6 +168,7 @@ struct gpu_model {
      * of an H200 at 512 tokens */
     int use_par;
     int use_sq; /* prefill: SwiGLU and its Q8_K in one kernel, k_silu_quant (SMOLBOT_GPU_SQ) */
+    dq16_buf dq[3]; /* prefill products as f16 GEMMs, per stream (SMOLBOT_GPU_DQ16, _DQMIN) */
     cudaStream_t side[2];
     cudaEvent_t ev_fork, ev_join[2];
     int logit_rows;       /* rows of logits: forwards that want every row's run chunks of this many */
@@ -419,6 +423,20 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
             CK(cudaEventCreateWithFlags(&g->ev_join[i], cudaEventDisableTiming));
         }
     }
+    if (env_on("SMOLBOT_GPU_DQ16")) { /* not yet measured on a GPU: opt-in */
+        /* the largest layer matrix, and a chunk of the widest input */
+        const size_t wcap = (size_t)(F > qdim ? F : qdim) * E, xcap = (size_t)B * (F > qdim ? (F > E ? F : E) : (qdim > E ? qdim : E));
+        const char *m = getenv("SMOLBOT_GPU_DQMIN");
+        const int min_tok = m && atoi(m) >= 1 ? atoi(m) : DQ16_MIN_TOK;
+        for (int i = 0; i < (g->use_par ? 3 : 1); i++) {
+            void *pw, *px;
+            if (g_alloc(g, &pw, wcap * sizeof(__half), msg, msg_len) || g_alloc(g, &px, xcap * sizeof(__half), msg, msg_len))
+                goto fail_nock;
+            g->dq[i].w = (__half *)pw, g->dq[i].x = (__half *)px, g->dq[i].wcap = wcap, g->dq[i].xcap = xcap;
+            g->dq[i].min_tok = min_tok;
+        }
+        CK(gemm16_smem_limits());
+    }
     g->wpr_o = env_wpr("SMOLBOT_GPU_OWPR");
     g->wpr_down = env_wpr("SMOLBOT_GPU_DWPR");
     g_pdl = !env_off("SMOLBOT_GPU_PDL");
@@ -492,68 +510,13 @@ fail:
     return -1;
 }
 
-/* y = x W^T for n_tok rows. x: f32 rows (ldx); xq/xd: the same rows as
- * Q8_K (k_quant / k_rmsnorm), used with K-quant weights, may be NULL.
- *   - quantized weights, >= MMA_MIN_TOK tokens: k_mm on tensor cores
- *   - K-quant weights, fewer tokens: k_dec per token (Q8_K dots)
- *   - otherwise k_mv on f32 activations */
-static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, const int8_t *xq, const float *xd,
-                   int n_tok, float *y, int ldy, int acc, int use_mma) {
-    const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
-    const int rb = (w->n_out + MM_R - 1) / MM_R;
-    const int big = rb * ((n_tok + 127) / 128) >= 264; /* two blocks per SM of 132 with 128-token tiles */
-    /* use_mma & 8 (SMOLBOT_GPU_PF16=0 turns it off): the matrices of 2048
-     * rows and more on f16 tensor cores (k_mm), which `bench --kernels`
-     * times faster on an H200 than k_mmq for them at 512 and 1024 tokens,
-     * and beyond for all but the down projection (n_in > n_out); fewer
-     * tokens stay on k_mmq's narrower tiles */
-    const int f16 = (use_mma & 9) == 9 && w->n_out >= 2048 && n_tok >= 512 && (n_tok <= 1024 || w->n_in <= w->n_out);
-    if ((use_mma & 2) && n_tok >= MMA_MIN_TOK && kq && xq && !f16) {
-        /* the widest token tile that still gives two blocks per SM */
-        const int bn = big ? 128 : rb * ((n_tok + 63) / 64) >= 264 ? 64 : 32;
-        const dim3 grid(rb, (n_tok + bn - 1) / bn);
-#define MQ(TT, IF, MB) \
-    (bn == 128 ? launch_plain(k_mmq<TT, 128, IF, MB>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
-     : bn == 64 ? launch_plain(k_mmq<TT, 64, IF, MB>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
-                : launch_plain(k_mmq<TT, 32, IF, MB>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
-#define MQ2(TT, IF) ((use_mma & 16) ? MQ(TT, IF, 2) : MQ(TT, IF, 1))
-        const int fi = (use_mma & 4) != 0; /* integer fold (SMOLBOT_GPU_MMQI) */
-        if (w->type == GT_Q4_K) fi ? MQ2(GT_Q4_K, 1) : MQ2(GT_Q4_K, 0);
-        else if (w->type == GT_Q5_K) fi ? MQ2(GT_Q5_K, 1) : MQ2(GT_Q5_K, 0);
-        else fi ? MQ2(GT_Q6_K, 1) : MQ2(GT_Q6_K, 0);
-#undef MQ2
-#undef MQ
-        return;
-    }
-#ifndef SMOLBOT_GPU_EMU /* k_mm (wmma) is not emulated: other types take k_mv there */
-    if ((use_mma & 1) && n_tok >= MMA_MIN_TOK && gq_is_quant(w->type)) {
-        const int8_t *q = kq ? xq : NULL;
-        if (big) {
-            dim3 grid(rb, (n_tok + 127) / 128);
-            GQ_DISPATCH(w->type, (launch_plain(k_mm<T, 128>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
-        } else {
-            dim3 grid(rb, (n_tok + 63) / 64);
-            GQ_DISPATCH(w->type, (launch_plain(k_mm<T, 64>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
-        }
-        return;
-    }
-#endif
-    if (kq && xq) {
-        for (int t = 0; t < n_tok; t++)
-            dec_single(st, w, x + (size_t)t * ldx, xq + (size_t)t * w->n_in, xd + (size_t)t * (w->n_in / 256),
-                       y + (size_t)t * ldy, acc ? MV_ACC : MV_STORE, 0);
-        return;
-    }
-    for (int t0 = 0; t0 < n_tok; t0 += MV_NT) {
-        const int nt = n_tok - t0 < MV_NT ? n_tok - t0 : MV_NT;
-        const int blocks = (w->n_out + MV_ROWS - 1) / MV_ROWS;
-        GQ_DISPATCH(w->type, (launch_plain(k_mv<T>, blocks, MV_ROWS * 32, 0, st, w->d, w->rb, w->n_in, w->n_out, x + (size_t)t0 * ldx,
-                                                                    ldx, nt, y + (size_t)t0 * ldy, ldy, acc)));
-    }
-}
 
 /* Enqueue one chunk of B tokens (tokens/position already in d_io).
  * head: 0 none, 1 last row into logits[0..n_vocab), 2 every row. */
+/* stream i's DQ16 scratch (0: the main stream, 1, 2: the side streams),
+ * NULL when SMOLBOT_GPU_DQ16 is off */
+static const dq16_buf *dq_of(const gpu_model *g, int i) { return g->dq[i].w ? &g->dq[i] : NULL; }
+
 /* The n side streams start after what the main stream has queued, and the
  * main stream waits for what they queue until join_sides. (Errors show at
  * the forward's cudaGetLastError and synchronization.) */
@@ -584,34 +547,34 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
         launch_plain(k_rmsnorm, B, 256, 0, st, g->x, L->attn_norm, g->xb, E, c->eps, xq, xd);
         const int par = g->use_par && B > 1; /* never in a graph capture (decode) */
         if (par) fork_sides(g, 2);
-        matmul(par ? g->side[0] : st, &L->wk, g->xb, E, xq, xd, B, g->k, kvdim, 0, mma);
-        matmul(par ? g->side[1] : st, &L->wv, g->xb, E, xq, xd, B, g->v, kvdim, 0, mma);
-        matmul(st, &L->wq, g->xb, E, xq, xd, B, g->q, qdim, 0, mma);
+        matmul(par ? g->side[0] : st, &L->wk, g->xb, E, xq, xd, B, g->k, kvdim, 0, mma, dq_of(g, par ? 1 : 0));
+        matmul(par ? g->side[1] : st, &L->wv, g->xb, E, xq, xd, B, g->v, kvdim, 0, mma, dq_of(g, par ? 2 : 0));
+        matmul(st, &L->wq, g->xb, E, xq, xd, B, g->q, qdim, 0, mma, dq_of(g, 0));
         if (par) join_sides(g, 2);
         launch_plain(k_rope_store, B, 256, 0, st, g->q, g->k, g->v, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->theta_scale,
                                         !g->nope[il]);
         launch_attn(st, g->q, kc, vc, d_pos, B, c->n_head, c->n_head_kv, hd, g->qt, kv->nsplit, g->att_scale, g->att,
                     kv->part, g->use_fa);
         if (xq) quant(st, g->att, qdim, qdim, B, xq, xd);
-        matmul(st, &L->wo, g->att, qdim, xq, xd, B, g->x, E, 1, mma);
+        matmul(st, &L->wo, g->att, qdim, xq, xd, B, g->x, E, 1, mma, dq_of(g, 0));
         launch_plain(k_rmsnorm, B, 256, 0, st, g->x, L->ffn_norm, g->xb, E, c->eps, xq, xd);
         if (par) fork_sides(g, 1);
-        matmul(par ? g->side[0] : st, &L->up, g->xb, E, xq, xd, B, g->hb2, F, 0, mma);
-        matmul(st, &L->gate, g->xb, E, xq, xd, B, g->hb, F, 0, mma);
+        matmul(par ? g->side[0] : st, &L->up, g->xb, E, xq, xd, B, g->hb2, F, 0, mma, dq_of(g, par ? 1 : 0));
+        matmul(st, &L->gate, g->xb, E, xq, xd, B, g->hb, F, 0, mma, dq_of(g, 0));
         if (par) join_sides(g, 1);
         if (g->use_sq && xq) launch_plain(k_silu_quant, dim3((F / 256 + 7) / 8, B), 256, 0, st, g->hb, g->hb2, F, xq, xd);
         else {
             launch_plain(k_silu_mul, (B * F + 255) / 256, 256, 0, st, g->hb, g->hb2, B * F);
             if (xq) quant(st, g->hb, F, F, B, xq, xd);
         }
-        matmul(st, &L->down, g->hb, F, xq, xd, B, g->x, E, 1, mma);
+        matmul(st, &L->down, g->hb, F, xq, xd, B, g->x, E, 1, mma, dq_of(g, 0));
     }
     if (head == 1) {
         launch_plain(k_rmsnorm, 1, 256, 0, st, g->x + (size_t)(B - 1) * E, g->out_norm, g->xb, E, c->eps, xq, xd);
-        matmul(st, &g->output, g->xb, E, xq, xd, 1, g->logits, c->n_vocab, 0, mma);
+        matmul(st, &g->output, g->xb, E, xq, xd, 1, g->logits, c->n_vocab, 0, mma, NULL);
     } else if (head == 2) {
         launch_plain(k_rmsnorm, B, 256, 0, st, g->x, g->out_norm, g->xb, E, c->eps, xq, xd);
-        matmul(st, &g->output, g->xb, E, xq, xd, B, g->logits, c->n_vocab, 0, mma);
+        matmul(st, &g->output, g->xb, E, xq, xd, B, g->logits, c->n_vocab, 0, mma, NULL);
     }
 }
 
@@ -836,7 +799,8 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
     float *dy = (float *)t_up(&b, NULL, (size_t)n_tok * n_out * 4);
     T_NEED(dy);
     dmat m = {dw, type, (int)n_in, (int)n_out, rb};
-    if (((path == 1 || path >= 6) && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) || path < 0 || path > 8) {
+    if (((path == 1 || (path >= 6 && path <= 8)) && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) ||
+        (path == 9 && (!gq_is_quant(type) || n_in % 8)) || path < 0 || path > 9) {
         t_free(&b);
         set_msg(msg, msg_len, "path %d: the tensor-core path needs a quantized type and >= %d tokens", path, MMA_MIN_TOK);
         return -1;
@@ -856,9 +820,16 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
         for (int t = 0; t < n_tok; t++)
             dec_single(0, &m, dx + (size_t)t * n_in, xq ? xq + (size_t)t * n_in : NULL, xd ? xd + (size_t)t * (n_in / 256) : NULL,
                        dy + (size_t)t * n_out, MV_STORE, 1 << (path - 2));
+    } else if (path == 9) { /* its own scratch, every token count */
+        dq16_buf dq;
+        dq.w = (__half *)t_up(&b, NULL, (size_t)n_out * n_in * 2), dq.x = (__half *)t_up(&b, NULL, (size_t)n_tok * n_in * 2);
+        T_NEED(dq.w && dq.x);
+        dq.wcap = (size_t)n_out * n_in, dq.xcap = (size_t)n_tok * n_in, dq.min_tok = 1;
+        if (gemm16_smem_limits() != cudaSuccess) { t_free(&b); set_msg(msg, msg_len, "CUDA: shared memory for k_gemm16"); return -1; }
+        T_LAUNCH(matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, 7, &dq));
     } else
         T_LAUNCH(matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0,
-                        path == 1 ? 3 : path == 6 ? 1 : path == 7 ? 7 : path == 8 ? 7 | 16 : 0));
+                        path == 1 ? 3 : path == 6 ? 1 : path == 7 ? 7 : path == 8 ? 7 | 16 : 0, NULL));
     return t_finish(&b, y, dy, (size_t)n_tok * n_out * 4, msg, msg_len);
 }
 

@@ -172,6 +172,11 @@ static cudaError_t attn_smem_limits(int hd, int group) {
     return e;
 }
 
+/* k_gemm16's 128-row tiles take more than the 48 KiB default */
+static cudaError_t gemm16_smem_limits(void) {
+    return cudaFuncSetAttribute(k_gemm16<128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)gemm16_smem(128));
+}
+
 /* fa: k_fa for more than one token (the caller checked fa_ok and set its
  * shared memory limit) */
 static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_tok,
@@ -226,6 +231,93 @@ static int launch_attn_dec(cudaStream_t st, const float *q, const __half *kc, co
     launch(k_attn_dec, dim3(n_kv, sp.splits), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head, n_kv,
            hd, scale, sp.minc, sp.early, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
     return fq;
+}
+
+/* Scratch of the DQ16 path (one per stream that runs products): the
+ * dequantized matrix (wcap halves) and the activations in f16 (xcap);
+ * from min_tok tokens on. */
+typedef struct dq16_buf {
+    __half *w, *x;
+    size_t wcap, xcap;
+    int min_tok;
+} dq16_buf;
+
+/* y = x W^T for n_tok rows. x: f32 rows (ldx); xq/xd: the same rows as
+ * Q8_K (k_quant / k_rmsnorm), used with K-quant weights, may be NULL.
+ *   - dq set (SMOLBOT_GPU_DQ16) and the matrix fits it: W dequantized to
+ *     f16, x rounded to f16 (its Q8_K for K-quant weights), one f16 GEMM
+ *     (k_gemm16)
+ *   - quantized weights, >= MMA_MIN_TOK tokens: k_mm on tensor cores
+ *   - K-quant weights, fewer tokens: k_dec per token (Q8_K dots)
+ *   - otherwise k_mv on f32 activations */
+static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, const int8_t *xq, const float *xd,
+                   int n_tok, float *y, int ldy, int acc, int use_mma, const dq16_buf *dq) {
+    if (dq && dq->w && n_tok >= dq->min_tok && gq_is_quant(w->type) && w->n_in % 8 == 0 &&
+        (size_t)w->n_out * w->n_in <= dq->wcap && (size_t)n_tok * w->n_in <= dq->xcap) {
+        const size_t nw = (size_t)w->n_out * w->n_in, nx = (size_t)n_tok * w->n_in;
+        GQ_DISPATCH(w->type, (launch_plain(k_dq16<T>, (unsigned)((nw / 8 + 255) / 256), 256, 0, st, w->d, w->rb, w->n_in,
+                                           w->n_out, dq->w)));
+        const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
+        if (kq && xq) launch_plain(k_q2h, (unsigned)((nx / 8 + 255) / 256), 256, 0, st, xq, xd, w->n_in, n_tok, dq->x);
+        else launch_plain(k_f2h, (unsigned)((nx / 8 + 255) / 256), 256, 0, st, x, ldx, w->n_in, n_tok, dq->x);
+        /* 128-row tiles where they still give a block per SM of 132 */
+        const int bm = ((w->n_out + 127) / 128) * ((n_tok + GM_BN - 1) / GM_BN) >= 132 ? 128 : 64;
+        const dim3 grid((w->n_out + bm - 1) / bm, (n_tok + GM_BN - 1) / GM_BN);
+        if (bm == 128) launch_plain(k_gemm16<128>, grid, 256, gemm16_smem(128), st, dq->w, dq->x, w->n_out, n_tok, w->n_in, y, ldy, acc);
+        else launch_plain(k_gemm16<64>, grid, 256, gemm16_smem(64), st, dq->w, dq->x, w->n_out, n_tok, w->n_in, y, ldy, acc);
+        return;
+    }
+    const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
+    const int rb = (w->n_out + MM_R - 1) / MM_R;
+    const int big = rb * ((n_tok + 127) / 128) >= 264; /* two blocks per SM of 132 with 128-token tiles */
+    /* use_mma & 8 (SMOLBOT_GPU_PF16=0 turns it off): the matrices of 2048
+     * rows and more on f16 tensor cores (k_mm), which `bench --kernels`
+     * times faster on an H200 than k_mmq for them at 512 and 1024 tokens,
+     * and beyond for all but the down projection (n_in > n_out); fewer
+     * tokens stay on k_mmq's narrower tiles */
+    const int f16 = (use_mma & 9) == 9 && w->n_out >= 2048 && n_tok >= 512 && (n_tok <= 1024 || w->n_in <= w->n_out);
+    if ((use_mma & 2) && n_tok >= MMA_MIN_TOK && kq && xq && !f16) {
+        /* the widest token tile that still gives two blocks per SM */
+        const int bn = big ? 128 : rb * ((n_tok + 63) / 64) >= 264 ? 64 : 32;
+        const dim3 grid(rb, (n_tok + bn - 1) / bn);
+#define MQ(TT, IF, MB) \
+    (bn == 128 ? launch_plain(k_mmq<TT, 128, IF, MB>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+     : bn == 64 ? launch_plain(k_mmq<TT, 64, IF, MB>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc) \
+                : launch_plain(k_mmq<TT, 32, IF, MB>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, xq, xd, n_tok, y, ldy, acc))
+#define MQ2(TT, IF) ((use_mma & 16) ? MQ(TT, IF, 2) : MQ(TT, IF, 1))
+        const int fi = (use_mma & 4) != 0; /* integer fold (SMOLBOT_GPU_MMQI) */
+        if (w->type == GT_Q4_K) fi ? MQ2(GT_Q4_K, 1) : MQ2(GT_Q4_K, 0);
+        else if (w->type == GT_Q5_K) fi ? MQ2(GT_Q5_K, 1) : MQ2(GT_Q5_K, 0);
+        else fi ? MQ2(GT_Q6_K, 1) : MQ2(GT_Q6_K, 0);
+#undef MQ2
+#undef MQ
+        return;
+    }
+#ifndef SMOLBOT_GPU_EMU /* k_mm (wmma) is not emulated: other types take k_mv there */
+    if ((use_mma & 1) && n_tok >= MMA_MIN_TOK && gq_is_quant(w->type)) {
+        const int8_t *q = kq ? xq : NULL;
+        if (big) {
+            dim3 grid(rb, (n_tok + 127) / 128);
+            GQ_DISPATCH(w->type, (launch_plain(k_mm<T, 128>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
+        } else {
+            dim3 grid(rb, (n_tok + 63) / 64);
+            GQ_DISPATCH(w->type, (launch_plain(k_mm<T, 64>, grid, 256, 0, st, w->d, w->rb, w->n_in, w->n_out, x, ldx, q, xd, n_tok, y, ldy, acc)));
+        }
+        return;
+    }
+#endif
+    if (kq && xq) {
+        for (int t = 0; t < n_tok; t++)
+            dec_single(st, w, x + (size_t)t * ldx, xq + (size_t)t * w->n_in, xd + (size_t)t * (w->n_in / 256),
+                       y + (size_t)t * ldy, acc ? MV_ACC : MV_STORE, 0);
+        return;
+    }
+    for (int t0 = 0; t0 < n_tok; t0 += MV_NT) {
+        const int nt = n_tok - t0 < MV_NT ? n_tok - t0 : MV_NT;
+        const int blocks = (w->n_out + MV_ROWS - 1) / MV_ROWS;
+        GQ_DISPATCH(w->type, (launch_plain(k_mv<T>, blocks, MV_ROWS * 32, 0, st, w->d, w->rb, w->n_in, w->n_out, x + (size_t)t0 * ldx,
+                                                                    ldx, nt, y + (size_t)t0 * ldy, ldy, acc)));
+    }
 }
 
 #endif
