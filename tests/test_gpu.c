@@ -164,6 +164,7 @@ static void test_matmul_tensor_cores(void) {
         if (is_kq(t)) check_matmul(t, 130, 768, 129, 8, 1e-5); /* two blocks per SM: the same code */
         check_matmul(t, 130, 768, 129, 9, 3e-3); /* f16 GEMM over the dequantized matrix */
         check_matmul(t, 67, 512, 3, 9, 3e-3);
+        check_matmul(t, 67, 512, 37, 10, 3e-3);
     }
     if (on_emu) return; /* test_gpu_emu covers every token tile directly */
     const int big[] = {KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};

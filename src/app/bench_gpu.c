@@ -10,7 +10,7 @@
  *     that compiled for two blocks per SM (path 8, SMOLBOT_GPU_MMQ2=1),
  *     f16 tensor cores (path 6) and the f16 GEMM over the matrix
  *     dequantized first (path 9, SMOLBOT_GPU_DQ16=1, dequantization
- *     included), as TOPS (2 per weight per token), and
+ *     included; path 10 without it), as TOPS (2 per weight per token), and
  *     the layer's sum as an upper bound on prefill tok/s for 36 layers;
  *   - decode attention at depths 0, 2048, 8192 (16 query heads, 4 KV heads,
  *     head_dim 128): split-K + combine (the default) against k_attn_dec
@@ -67,7 +67,7 @@ static int bench_products(void) {
         {"gate, up", KERN_Q4_K, 11008, 2048, 2}, {"down Q4_K", KERN_Q4_K, 2048, 11008, 1},
         {"down Q6_K", KERN_Q6_K, 2048, 11008, 0}, /* timed, not summed: the layers alternate */
     };
-    static const int paths[] = {1, 7, 8, 6, 9};
+    static const int paths[] = {1, 7, 8, 6, 9, 10};
     static const int toks[] = {512, 2048};
     const int64_t max_in = 11008, max_out = 11008, max_tok = 2048;
     float *x = malloc(sizeof(float) * (size_t)(max_in * max_tok)), *y = malloc(sizeof(float) * (size_t)(max_out * max_tok));
@@ -80,8 +80,8 @@ static int bench_products(void) {
     for (int64_t i = 0; i < max_in * max_tok; i++) x[i] = bg_rand();
     int rc = 0;
     printf("\nprefill products, TOPS (2 per weight per token)   [us per call]\n");
-    printf("%-10s %-6s %11s %5s %20s %20s %20s %20s %20s\n", "matrix", "type", "shape", "tok", "k_mmq (1)", "k_mmq int fold (7)",
-           "(7), 2 blocks/SM (8)", "f16 cores (6)", "deq + f16 GEMM (9)");
+    printf("%-10s %-6s %11s %5s %20s %20s %20s %20s %20s %20s\n", "matrix", "type", "shape", "tok", "k_mmq (1)",
+           "k_mmq int fold (7)", "(7), 2 blocks/SM (8)", "f16 cores (6)", "deq + f16 GEMM (9)", "f16 GEMM alone (10)");
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(toks) && !rc; ti++) {
         double layer[CORE_ARRAY_LEN(paths)] = {0};
         for (size_t mi = 0; mi < CORE_ARRAY_LEN(mats) && !rc; mi++) {

@@ -91,7 +91,7 @@
  * then one f16 GEMM (k_gemm16, cp.async stages, mma.sync).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
- * launched (grids, decode jobs), this file the rest of the host side. All
+ * launched (grids, decode jobs, products), this file the rest of the host side. All
  * three also compile as plain C++ against emu.h (SMOLBOT_GPU_EMU), which
  * runs CUDA threads as fibers with the PTX fragment layouts of mma.sync
  * and ldmatrix: test_gpu_emu (the kernels) and test_gpu_on_emu (test_gpu.c
@@ -800,7 +800,7 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
     T_NEED(dy);
     dmat m = {dw, type, (int)n_in, (int)n_out, rb};
     if (((path == 1 || (path >= 6 && path <= 8)) && (!gq_is_quant(type) || n_tok < MMA_MIN_TOK)) ||
-        (path == 9 && (!gq_is_quant(type) || n_in % 8)) || path < 0 || path > 9) {
+        (path >= 9 && (!gq_is_quant(type) || n_in % 8)) || path < 0 || path > 10) {
         t_free(&b);
         set_msg(msg, msg_len, "path %d: the tensor-core path needs a quantized type and >= %d tokens", path, MMA_MIN_TOK);
         return -1;
@@ -820,13 +820,17 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
         for (int t = 0; t < n_tok; t++)
             dec_single(0, &m, dx + (size_t)t * n_in, xq ? xq + (size_t)t * n_in : NULL, xd ? xd + (size_t)t * (n_in / 256) : NULL,
                        dy + (size_t)t * n_out, MV_STORE, 1 << (path - 2));
-    } else if (path == 9) { /* its own scratch, every token count */
+    } else if (path >= 9) { /* its own scratch, every token count; 10: the GEMM timed alone */
         dq16_buf dq;
         dq.w = (__half *)t_up(&b, NULL, (size_t)n_out * n_in * 2), dq.x = (__half *)t_up(&b, NULL, (size_t)n_tok * n_in * 2);
         T_NEED(dq.w && dq.x);
         dq.wcap = (size_t)n_out * n_in, dq.xcap = (size_t)n_tok * n_in, dq.min_tok = 1;
         if (gemm16_smem_limits() != cudaSuccess) { t_free(&b); set_msg(msg, msg_len, "CUDA: shared memory for k_gemm16"); return -1; }
-        T_LAUNCH(matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, 7, &dq));
+        if (path == 9) T_LAUNCH(matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, 7, &dq));
+        else {
+            matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, 7, &dq); /* fills the scratch */
+            T_LAUNCH(gemm16(0, &dq, (int)n_out, n_tok, (int)n_in, dy, (int)n_out, 0));
+        }
     } else
         T_LAUNCH(matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0,
                         path == 1 ? 3 : path == 6 ? 1 : path == 7 ? 7 : path == 8 ? 7 | 16 : 0, NULL));

@@ -100,8 +100,8 @@ int gpu_sample_topk(gpu_model *g, int k, int32_t *ids, float *vals, char *msg, s
  * 2..5); path 7: path 1 with k_mmq's integer fold (SMOLBOT_GPU_MMQI);
  * path 8: path 7 compiled for two blocks per SM (SMOLBOT_GPU_MMQ2); path
  * 9: W dequantized to f16 and an f16 GEMM of X in f16 (SMOLBOT_GPU_DQ16,
- * any token count). On paths 1..9 K-quant weights see X quantized to Q8_K
- * (as in the model). */
+ * any token count); path 10: the same, timed without the conversions. On
+ * paths 1..10 K-quant weights see X quantized to Q8_K (as in the model). */
 int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n_in, const float *x, int n_tok, float *y,
                     int path, char *msg, size_t msg_len);
 /* rows x n (n % 256 == 0) quantized to Q8_K as the model does: q [rows][n],

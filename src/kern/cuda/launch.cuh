@@ -242,6 +242,15 @@ typedef struct dq16_buf {
     int min_tok;
 } dq16_buf;
 
+/* y[N][M] (+)= dq->x[N][K] dq->w[M][K]^T: k_gemm16 with 128-row tiles
+ * where they still give a block per SM of 132 */
+static void gemm16(cudaStream_t st, const dq16_buf *dq, int M, int N, int K, float *y, int ldy, int acc) {
+    const int bm = ((M + 127) / 128) * ((N + GM_BN - 1) / GM_BN) >= 132 ? 128 : 64;
+    const dim3 grid((M + bm - 1) / bm, (N + GM_BN - 1) / GM_BN);
+    if (bm == 128) launch_plain(k_gemm16<128>, grid, 256, gemm16_smem(128), st, dq->w, dq->x, M, N, K, y, ldy, acc);
+    else launch_plain(k_gemm16<64>, grid, 256, gemm16_smem(64), st, dq->w, dq->x, M, N, K, y, ldy, acc);
+}
+
 /* y = x W^T for n_tok rows. x: f32 rows (ldx); xq/xd: the same rows as
  * Q8_K (k_quant / k_rmsnorm), used with K-quant weights, may be NULL.
  *   - dq set (SMOLBOT_GPU_DQ16) and the matrix fits it: W dequantized to
@@ -260,11 +269,7 @@ static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, cons
         const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
         if (kq && xq) launch_plain(k_q2h, (unsigned)((nx / 8 + 255) / 256), 256, 0, st, xq, xd, w->n_in, n_tok, dq->x);
         else launch_plain(k_f2h, (unsigned)((nx / 8 + 255) / 256), 256, 0, st, x, ldx, w->n_in, n_tok, dq->x);
-        /* 128-row tiles where they still give a block per SM of 132 */
-        const int bm = ((w->n_out + 127) / 128) * ((n_tok + GM_BN - 1) / GM_BN) >= 132 ? 128 : 64;
-        const dim3 grid((w->n_out + bm - 1) / bm, (n_tok + GM_BN - 1) / GM_BN);
-        if (bm == 128) launch_plain(k_gemm16<128>, grid, 256, gemm16_smem(128), st, dq->w, dq->x, w->n_out, n_tok, w->n_in, y, ldy, acc);
-        else launch_plain(k_gemm16<64>, grid, 256, gemm16_smem(64), st, dq->w, dq->x, w->n_out, n_tok, w->n_in, y, ldy, acc);
+        gemm16(st, dq, w->n_out, n_tok, w->n_in, y, ldy, acc);
         return;
     }
     const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
