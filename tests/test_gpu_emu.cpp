@@ -182,7 +182,7 @@ static void test_mmq(void) {
  * heights, rows and tokens cut mid-tile, several K steps through the
  * stages; the result accumulated too. f16 weights and activations: about
  * 2^-11 relative per term, as k_mm. */
-static void check_gemm16(int type, int n_out, int n_in, int n_tok) {
+static void check_gemm16(int type, int n_out, int n_in, int n_tok, int bm) {
     void *w = random_rows(type, n_in, n_out);
     std::vector<float> x((size_t)n_tok * n_in), y((size_t)n_tok * n_out, NAN), y0((size_t)n_tok * n_out);
     std::vector<__half> hw((size_t)n_out * n_in), hx((size_t)n_tok * n_in);
@@ -190,7 +190,7 @@ static void check_gemm16(int type, int n_out, int n_in, int n_tok) {
     for (float &v : y0) v = frand(-1, 1);
     const dmat W = {(const uint8_t *)w, type, n_in, n_out, kern_row_size(type, n_in)};
     dq16_buf dq;
-    dq.w = hw.data(), dq.x = hx.data(), dq.wcap = hw.size(), dq.xcap = hx.size(), dq.min_tok = 1;
+    dq.w = hw.data(), dq.x = hx.data(), dq.wcap = hw.size(), dq.xcap = hx.size(), dq.min_tok = 1, dq.bm = bm;
     matmul(0, &W, x.data(), n_in, NULL, NULL, n_tok, y.data(), n_out, 0, 7, &dq);
     double e = tg_matmul_err(type, w, n_out, n_in, x.data(), n_tok, y.data());
     CHECK_MSG(e <= 3e-3, "k_gemm16 %s %d x %d, %d tokens: relative error %.3g", kern_ref_traits(type)->name, n_out, n_in, n_tok, e);
@@ -223,10 +223,12 @@ static void check_gemm16_raw(int M, int N, int K) {
 }
 
 static void test_gemm16(void) {
-    check_gemm16(KERN_Q4_K, 200, 512, 37);   /* 64-row tiles, one token tile cut */
-    check_gemm16(KERN_Q6_K, 136, 768, 130);  /* 24 K steps through 3 stages; two token tiles */
-    check_gemm16(KERN_Q8_0, 70, 96, 5);
-    check_gemm16(KERN_Q5_K, 4224, 256, 129); /* 128-row tiles: 33 x 2 blocks */
+    check_gemm16(KERN_Q4_K, 200, 512, 37, 0);   /* 64-row tiles, one token tile cut */
+    check_gemm16(KERN_Q6_K, 136, 768, 130, 0);  /* 24 K steps through 3 stages; two token tiles */
+    check_gemm16(KERN_Q8_0, 70, 96, 5, 0);
+    check_gemm16(KERN_Q5_K, 4224, 256, 129, 0); /* 128-row tiles: 33 x 2 blocks */
+    check_gemm16(KERN_Q4_K, 200, 512, 37, 32);  /* 32-row tiles (SMOLBOT_GPU_DQBM) */
+    check_gemm16(KERN_Q4_K, 200, 256, 130, 128);
     check_gemm16_raw(70, 20, 72);
 }
 

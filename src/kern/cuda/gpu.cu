@@ -88,7 +88,8 @@
  * bytes per lane in word loads (GT_Q6_KB: 15 loads a lane, not 21);
  * SMOLBOT_GPU_DQ16, prefill products of SMOLBOT_GPU_DQMIN (256) tokens and
  * more as llama.cpp runs them: the matrix dequantized to f16 into scratch,
- * then one f16 GEMM (k_gemm16, cp.async stages, mma.sync).
+ * then one f16 GEMM (k_gemm16, cp.async stages, mma.sync; SMOLBOT_GPU_DQBM
+ * 32, 64 or 128 fixes its rows per block).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs, products), this file the rest of the host side. All
@@ -426,14 +427,14 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     if (env_on("SMOLBOT_GPU_DQ16")) { /* not yet measured on a GPU: opt-in */
         /* the largest layer matrix, and a chunk of the widest input */
         const size_t wcap = (size_t)(F > qdim ? F : qdim) * E, xcap = (size_t)B * (F > qdim ? (F > E ? F : E) : (qdim > E ? qdim : E));
-        const char *m = getenv("SMOLBOT_GPU_DQMIN");
-        const int min_tok = m && atoi(m) >= 1 ? atoi(m) : DQ16_MIN_TOK;
+        const char *m = getenv("SMOLBOT_GPU_DQMIN"), *tb = getenv("SMOLBOT_GPU_DQBM");
+        const int min_tok = m && atoi(m) >= 1 ? atoi(m) : DQ16_MIN_TOK, bm = tb ? atoi(tb) : 0;
         for (int i = 0; i < (g->use_par ? 3 : 1); i++) {
             void *pw, *px;
             if (g_alloc(g, &pw, wcap * sizeof(__half), msg, msg_len) || g_alloc(g, &px, xcap * sizeof(__half), msg, msg_len))
                 goto fail_nock;
             g->dq[i].w = (__half *)pw, g->dq[i].x = (__half *)px, g->dq[i].wcap = wcap, g->dq[i].xcap = xcap;
-            g->dq[i].min_tok = min_tok;
+            g->dq[i].min_tok = min_tok, g->dq[i].bm = bm == 32 || bm == 64 || bm == 128 ? bm : 0;
         }
         CK(gemm16_smem_limits());
     }
@@ -824,7 +825,7 @@ extern "C" int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n
         dq16_buf dq;
         dq.w = (__half *)t_up(&b, NULL, (size_t)n_out * n_in * 2), dq.x = (__half *)t_up(&b, NULL, (size_t)n_tok * n_in * 2);
         T_NEED(dq.w && dq.x);
-        dq.wcap = (size_t)n_out * n_in, dq.xcap = (size_t)n_tok * n_in, dq.min_tok = 1;
+        dq.wcap = (size_t)n_out * n_in, dq.xcap = (size_t)n_tok * n_in, dq.min_tok = 1, dq.bm = 0;
         if (gemm16_smem_limits() != cudaSuccess) { t_free(&b); set_msg(msg, msg_len, "CUDA: shared memory for k_gemm16"); return -1; }
         if (path == 9) T_LAUNCH(matmul(0, &m, dx, (int)n_in, xq, xd, n_tok, dy, (int)n_out, 0, 7, &dq));
         else {

@@ -240,15 +240,18 @@ typedef struct dq16_buf {
     __half *w, *x;
     size_t wcap, xcap;
     int min_tok;
+    int bm; /* k_gemm16's rows per block: 32, 64, 128, or 0 for gemm16's choice (SMOLBOT_GPU_DQBM) */
 } dq16_buf;
 
-/* y[N][M] (+)= dq->x[N][K] dq->w[M][K]^T: k_gemm16 with 128-row tiles
- * where they still give a block per SM of 132 */
+/* y[N][M] (+)= dq->x[N][K] dq->w[M][K]^T: k_gemm16 with dq->bm-row tiles,
+ * or (0) 128-row tiles where they still give a block per SM of 132, else
+ * 64 */
 static void gemm16(cudaStream_t st, const dq16_buf *dq, int M, int N, int K, float *y, int ldy, int acc) {
-    const int bm = ((M + 127) / 128) * ((N + GM_BN - 1) / GM_BN) >= 132 ? 128 : 64;
+    const int bm = dq->bm ? dq->bm : ((M + 127) / 128) * ((N + GM_BN - 1) / GM_BN) >= 132 ? 128 : 64;
     const dim3 grid((M + bm - 1) / bm, (N + GM_BN - 1) / GM_BN);
     if (bm == 128) launch_plain(k_gemm16<128>, grid, 256, gemm16_smem(128), st, dq->w, dq->x, M, N, K, y, ldy, acc);
-    else launch_plain(k_gemm16<64>, grid, 256, gemm16_smem(64), st, dq->w, dq->x, M, N, K, y, ldy, acc);
+    else if (bm == 64) launch_plain(k_gemm16<64>, grid, 256, gemm16_smem(64), st, dq->w, dq->x, M, N, K, y, ldy, acc);
+    else launch_plain(k_gemm16<32>, grid, 256, gemm16_smem(32), st, dq->w, dq->x, M, N, K, y, ldy, acc);
 }
 
 /* y = x W^T for n_tok rows. x: f32 rows (ldx); xq/xd: the same rows as
