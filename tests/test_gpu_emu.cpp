@@ -77,18 +77,24 @@ static void test_attention_dec(void) {
     check_attention(16, 2, 256, 1, 300, GPU_ATT_DEC);
 }
 
+/* kernel with each of the n splits in sps: the 3B shape at four depths,
+ * and the shape (n_head, n_kv, hd) at 777 */
+static void check_splits(const att_dec_cfg *sps, size_t n, int kernel, int n_head, int n_kv, int hd) {
+    const int dpos[] = {0, 40, 1000, 8191};
+    for (size_t s = 0; s < n; s++) {
+        g_datt = sps[s];
+        for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], kernel);
+        check_attention(n_head, n_kv, hd, 1, 777, kernel);
+    }
+    g_datt = ATT_DEC_DEFAULT;
+}
+
 /* the other splits SMOLBOT_GPU_DSPLITS/DMIN allow: 256 splits of 32 (the
  * merge's eight-split batches whole and cut), 128 (with the early launch,
  * a no-op here), 8 splits of 64 (long chunks) */
 static void test_attention_dec_splits(void) {
     const att_dec_cfg sps[] = {{256, 32, 0, 0}, {128, 32, 1, 0}, {8, 64, 0, 0}};
-    const int dpos[] = {0, 40, 1000, 8191};
-    for (size_t s = 0; s < CORE_ARRAY_LEN(sps); s++) {
-        g_datt = sps[s];
-        for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DEC);
-        check_attention(16, 2, 256, 1, 777, GPU_ATT_DEC);
-    }
-    g_datt = ATT_DEC_DEFAULT;
+    check_splits(sps, CORE_ARRAY_LEN(sps), GPU_ATT_DEC, 16, 2, 256);
 }
 
 /* k_attn_dmma with its default split (tg_dmma_cases) */
@@ -98,13 +104,7 @@ static void test_attention_dmma(void) { tg_dmma_cases(emu_attention, 0); }
  * idle), 8 of 256 (several tiles per warp), 32 of 64 with the early launch */
 static void test_attention_dmma_splits(void) {
     const att_dec_cfg sps[] = {{256, 32, 0, 1}, {8, 256, 0, 1}, {32, 64, 1, 1}};
-    const int dpos[] = {0, 40, 1000, 8191};
-    for (size_t s = 0; s < CORE_ARRAY_LEN(sps); s++) {
-        g_datt = sps[s];
-        for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DMMA);
-        check_attention(8, 1, 64, 1, 777, GPU_ATT_DMMA);
-    }
-    g_datt = ATT_DEC_DEFAULT;
+    check_splits(sps, CORE_ARRAY_LEN(sps), GPU_ATT_DMMA, 8, 1, 64);
 }
 
 static void test_attention_prefill(void) {

@@ -341,6 +341,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->c.layers = NULL;
     const int B = prefill_batch(d->n_batch), E = d->n_embd, F = d->n_ff;
     const int qdim = d->n_head * hd, kvdim = d->n_head_kv * hd;
+    const size_t dmax = (size_t)(E > F ? E : F) > (size_t)qdim ? (size_t)(E > F ? E : F) : (size_t)qdim; /* widest input */
     g->c.n_batch = B;
     g->logit_rows = B < LOGIT_ROWS ? B : LOGIT_ROWS;
     g->L = (dlayer *)calloc((size_t)d->n_layer, sizeof *g->L);
@@ -371,7 +372,6 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
         A(att, (size_t)B * qdim) A(hb, (size_t)B * F) A(hb2, (size_t)B * F) A(logits, (size_t)g->logit_rows * d->n_vocab)
         A(tk_v, TOPK_BLOCKS * TOPK_MAX) A(tk_fv, TOPK_MAX)
 #undef A
-        const size_t dmax = (size_t)(E > F ? E : F) > (size_t)qdim ? (size_t)(E > F ? E : F) : (size_t)qdim;
         if (g_alloc(g, &p, (size_t)B * dmax, msg, msg_len)) goto fail_nock;
         g->xq = (int8_t *)p;
         if (g_alloc(g, &p, ((size_t)B * dmax / 256 + 1) * sizeof(float), msg, msg_len)) goto fail_nock;
@@ -426,7 +426,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     }
     if (env_on("SMOLBOT_GPU_DQ16")) { /* not yet measured on a GPU: opt-in */
         /* the largest layer matrix, and a chunk of the widest input */
-        const size_t wcap = (size_t)(F > qdim ? F : qdim) * E, xcap = (size_t)B * (F > qdim ? (F > E ? F : E) : (qdim > E ? qdim : E));
+        const size_t wcap = (size_t)(F > qdim ? F : qdim) * E, xcap = (size_t)B * dmax;
         const char *m = getenv("SMOLBOT_GPU_DQMIN"), *tb = getenv("SMOLBOT_GPU_DQBM");
         const int min_tok = m && atoi(m) >= 1 ? atoi(m) : DQ16_MIN_TOK, bm = tb ? atoi(tb) : 0;
         for (int i = 0; i < (g->use_par ? 3 : 1); i++) {
@@ -512,8 +512,6 @@ fail:
 }
 
 
-/* Enqueue one chunk of B tokens (tokens/position already in d_io).
- * head: 0 none, 1 last row into logits[0..n_vocab), 2 every row. */
 /* stream i's DQ16 scratch (0: the main stream, 1, 2: the side streams),
  * NULL when SMOLBOT_GPU_DQ16 is off */
 static const dq16_buf *dq_of(const gpu_model *g, int i) { return g->dq[i].w ? &g->dq[i] : NULL; }
@@ -532,6 +530,8 @@ static void join_sides(gpu_model *g, int n) {
     }
 }
 
+/* Enqueue one chunk of B tokens (tokens/position already in d_io).
+ * head: 0 none, 1 last row into logits[0..n_vocab), 2 every row. */
 static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
     const gpu_model_desc *c = &g->c;
     const int E = c->n_embd, F = c->n_ff, hd = c->head_dim;

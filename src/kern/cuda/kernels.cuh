@@ -1346,7 +1346,7 @@ __global__ void k_attn_combine(const float *part, const int *d_pos, int hd, int 
  * Shapes: group <= 8 (one warp each), head_dim % 64 == 0, <= 256. */
 #define ATT_DEC_SPLITS 64      /* blocks per KV head (SMOLBOT_GPU_DSPLITS: 8..ATT_DEC_MAX_SPLITS) */
 #define ATT_DEC_MAX_SPLITS 256
-#define ATT_DEC_MIN 32         /* positions per split, at least (SMOLBOT_GPU_DMIN: 32 or 64) */
+#define ATT_DEC_MIN 32         /* positions per split, at least (SMOLBOT_GPU_DMIN: 32, 64, 128 or 256) */
 
 static size_t attn_dec_smem(int hd, int group) {
     return (size_t)2 * 32 * (hd + 8) * 2 + (size_t)2 * 32 * hd * 2 + (size_t)group * hd * 4;

@@ -87,11 +87,14 @@ static mv_job job_single(const dmat *w, const float *x, const int8_t *xq, const 
     return j;
 }
 
+/* the Q8_K of n values: int8 values and a float per 256 */
+static size_t q8k_bytes(int n) { return (size_t)n + (size_t)n / 64; }
+
 /* the dynamic shared memory of a k_dec job: the Q8_K of x when j.qin */
-static size_t dec_smem(const mv_job &j) { return j.qin ? (size_t)j.n_in + (size_t)j.n_in / 64 : 0; }
+static size_t dec_smem(const mv_job &j) { return j.qin ? q8k_bytes(j.n_in) : 0; }
 
 /* qin is possible: whole super-blocks that fit the default 48 KiB */
-static int dec_qin_ok(int n_in) { return n_in % 256 == 0 && (size_t)n_in + (size_t)n_in / 64 <= 48 * 1024; }
+static int dec_qin_ok(int n_in) { return n_in % 256 == 0 && q8k_bytes(n_in) <= 48 * 1024; }
 
 static void launch_single(cudaStream_t st, const mv_job &j) {
     const int R = 8 / j.wpr;
@@ -264,18 +267,17 @@ static void gemm16(cudaStream_t st, const dq16_buf *dq, int M, int N, int K, flo
  *   - otherwise k_mv on f32 activations */
 static void matmul(cudaStream_t st, const dmat *w, const float *x, int ldx, const int8_t *xq, const float *xd,
                    int n_tok, float *y, int ldy, int acc, int use_mma, const dq16_buf *dq) {
+    const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
     if (dq && dq->w && n_tok >= dq->min_tok && gq_is_quant(w->type) && w->n_in % 8 == 0 &&
         (size_t)w->n_out * w->n_in <= dq->wcap && (size_t)n_tok * w->n_in <= dq->xcap) {
         const size_t nw = (size_t)w->n_out * w->n_in, nx = (size_t)n_tok * w->n_in;
         GQ_DISPATCH(w->type, (launch_plain(k_dq16<T>, (unsigned)((nw / 8 + 255) / 256), 256, 0, st, w->d, w->rb, w->n_in,
                                            w->n_out, dq->w)));
-        const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
         if (kq && xq) launch_plain(k_q2h, (unsigned)((nx / 8 + 255) / 256), 256, 0, st, xq, xd, w->n_in, n_tok, dq->x);
         else launch_plain(k_f2h, (unsigned)((nx / 8 + 255) / 256), 256, 0, st, x, ldx, w->n_in, n_tok, dq->x);
         gemm16(st, dq, w->n_out, n_tok, w->n_in, y, ldy, acc);
         return;
     }
-    const int kq = w->type == GT_Q4_K || w->type == GT_Q5_K || w->type == GT_Q6_K;
     const int rb = (w->n_out + MM_R - 1) / MM_R;
     const int big = rb * ((n_tok + 127) / 128) >= 264; /* two blocks per SM of 132 with 128-token tiles */
     /* use_mma & 8 (SMOLBOT_GPU_PF16=0 turns it off): the matrices of 2048
