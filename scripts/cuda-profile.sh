@@ -47,13 +47,15 @@ l=$(grep -n '^"ID"' "$OUTD/decode.raw" | head -1 | cut -d: -f1)
 [ -n "$l" ] || { tail -20 "$OUTD/decode.raw"; echo "cuda-profile: no CSV from ncu"; exit 1; }
 tail -n +"$l" "$OUTD/decode.raw" >"$OUTD/decode.csv"
 awk -F'","' '
+  # ncu writes thousands separators ("25,285")
+  function num(v) { gsub(/,/, "", v); return v + 0 }
   NR == 1 { for (i = 1; i <= NF; i++) { gsub(/"/, "", $i); col[$i] = i } next }
   NR == 2 { next }
   {
     for (i = 1; i <= NF; i++) gsub(/"/, "", $i)
     name = $col["Kernel Name"]; sub(/\(.*/, "", name); sub(/^void /, "", name)
-    n++; nm[n] = name; ns[n] = $col["gpu__time_duration.sum"]; by[n] = $col["dram__bytes_read.sum"]
-    gr[n] = $col["launch__grid_size"]; rg[n] = $col["launch__registers_per_thread"]
+    n++; nm[n] = name; ns[n] = num($col["gpu__time_duration.sum"]); by[n] = num($col["dram__bytes_read.sum"])
+    gr[n] = num($col["launch__grid_size"]); rg[n] = num($col["launch__registers_per_thread"])
   }
   END {
     printf "%-4s %-18s %7s %5s %10s %12s %9s\n", "#", "kernel", "grid", "regs", "time us", "DRAM MB", "GB/s"

@@ -1888,6 +1888,26 @@ __global__ void __launch_bounds__(256, 2)
  *     and the last of the splits with positions merges (att_merge_head);
  *     splits past the context leave at once, uncounted.
  * Shapes: head_dim 64 or 128, group <= 8. */
+/* Ask L2 for K and V rows [begin, end) of one head (hd values at off in
+ * rows of kvdim), a 128-byte line per thread and step (SMOLBOT_GPU_APF):
+ * k_attn_dmma's blocks are scheduled while QKV drains, and these rows do
+ * not depend on it -- the new position's may still be written, which a
+ * prefetch into L2, where writes land, cannot disturb. A no-op on the
+ * emulation. */
+__device__ __forceinline__ void att_l2_prefetch(const __half *kc, const __half *vc, int begin, int end, int kvdim, int off,
+                                                int hd) {
+#if defined(__CUDA_ARCH__)
+    const int lines = hd / 64; /* 64 halves a line */
+    for (int i = threadIdx.x; i < (end - begin) * lines; i += blockDim.x) {
+        const size_t e = (size_t)(begin + i / lines) * kvdim + off + (i % lines) * 64;
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(kc + e));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(vc + e));
+    }
+#else
+    (void)kc, (void)vc, (void)begin, (void)end, (void)kvdim, (void)off, (void)hd;
+#endif
+}
+
 #define DM_WARPS 4
 #define DM_TILE 32
 #define ATT_DMMA_MIN 128 /* positions per split, at least (one tile per warp) */
@@ -1899,7 +1919,11 @@ template <int HD>
 __global__ void __launch_bounds__(DM_WARPS * 32)
     k_attn_dmma(const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_head, int n_kv, float scale,
                 int minc, int early, float *part, unsigned *counter, float *out, int8_t *oq, float *od) {
-    if (early) gdc_launch();
+    if (early & 1) gdc_launch();
+    if (early & 2) { /* the split's K and V rows (d_pos is set before the graph runs) */
+        const int n = *d_pos + 1, chunk = att_dec_chunk(n, gridDim.y, minc), b = blockIdx.y * chunk;
+        att_l2_prefetch(kc, vc, b, min(b + chunk, n), n_kv * HD, blockIdx.x * HD, HD);
+    }
     gdc_wait();
     DYN_SMEM(unsigned char, dm_sm);
     __shared__ int last;
