@@ -9,15 +9,16 @@
  *     with the integer fold per super-block (path 7, SMOLBOT_GPU_MMQI=1),
  *     that compiled for two blocks per SM (path 8, SMOLBOT_GPU_MMQ2=1),
  *     f16 tensor cores (path 6) and the f16 GEMM over the matrix
- *     dequantized first (path 9, SMOLBOT_GPU_DQ16=1, dequantization
+ *     dequantized first (path 9, SMOLBOT_GPU_DQ16, the default, dequantization
  *     included; path 10 without it), as TOPS (2 per weight per token), and
  *     the layer's sum as an upper bound on prefill tok/s for 36 layers;
- *   - decode attention at depths 0, 2048, 8192 (16 query heads, 4 KV heads,
- *     head_dim 128): split-K + combine (the default) against k_attn_dec
- *     (SMOLBOT_GPU_DATT=1), as us per layer and GB/s of K and V read;
+ *   - decode attention at depths 0, 2048, 8192 and 32768 (16 query heads,
+ *     4 KV heads, head_dim 128): split-K + combine (SMOLBOT_GPU_DATT=0),
+ *     k_attn_dec (SMOLBOT_GPU_DMMA=0) and k_attn_dmma (the default), as us
+ *     per layer and GB/s of K and V read;
  *   - prefill attention over 512 and 2048 tokens from position 0: k_attn
- *     (CUDA cores, the default) against k_fa (tensor cores,
- *     SMOLBOT_GPU_FA=1), as us per layer and TFLOP/s of the causal half.
+ *     (CUDA cores, SMOLBOT_GPU_FA=0) against k_fa (tensor cores, the
+ *     default), as us per layer and TFLOP/s of the causal half.
  * Each figure is the mean over repetitions after one checked launch
  * (gpu_test_timing); inputs are random, weights have small scales.
  */

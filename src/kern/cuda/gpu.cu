@@ -30,7 +30,8 @@
  *   k_attn_dec split-K flash-decoding in one kernel: 64 splits per KV head
  *              sized from the depth on the device, the last block of a head
  *              merges them and writes the Q8_K of the output for Wo
- *              (k_attn_dmma: the same on tensor cores, opt-in)
+ *              (k_attn_dmma, the default where its shapes fit: the same on
+              f16 tensor cores, the group's heads as the rows of one tile)
  *   k_dec_glu2 gate/up with SwiGLU, a warp per row pair (twice k_dec's
  *              loads in flight; 80 registers, so not inside k_dec)
  *   k_quant    Q8_K of the SwiGLU output
@@ -43,24 +44,30 @@
  * (model_set_rope_layer) bumps a generation counter and recaptures. The
  * logits stay on the device; gpu_sample_topk returns the best k.
  *
- * Prefill runs chunks of 2048 tokens (GPU_BATCH; enqueue_step):
+ * Prefill runs chunks of 2048 tokens (GPU_BATCH; enqueue_step), K and V
+ * beside Q and up beside gate on two side streams:
+ *   k_dq16 + k_gemm16  products of DQ16_MIN_TOK (256) tokens and more, as
+ *             llama.cpp runs long prompts: the matrix dequantized to f16
+ *             into scratch, the activations in f16 (from their Q8_K for
+ *             K-quant weights), one f16 GEMM (cp.async stages, mma.sync)
  *   k_mmq     K-quant x Q8_K on int8 tensor cores (mma.sync m16n8k32, k16
  *             for Q6_K's 16-value scales): 64 rows x 32/64/128 tokens per
  *             block, weights unpacked to int8 with their sub-block factors,
  *             integer sums per super-block as the CPU does
  *   k_mm      f16 tensor cores (wmma) on dequantized tiles: other quantized
- *             types, and the matrices of 2048 rows and more where it is the
- *             faster (see matmul)
+ *             types, and (SMOLBOT_GPU_DQ16=0) the matrices of 2048 rows and
+ *             more where it is the faster (see matmul)
  *   k_mv      f32/f16/bf16 weights and small batches
  *   k_fa      flash attention on f16 tensor cores, q and P in two f16 parts
  *
  * Measured on an H200 (3B-shaped Q4_K_M file, smolbot bench; the history
- * is in the commit log): decode 566 tok/s at an empty context (1.08 TB/s
- * of weights), 502 at 2048, 415 at 8192; prefill 14,100 tok/s for 512
- * tokens, 17,700 for 2048 (llama.cpp: 408, 390, 359; 15,300, 16,700).
- * Where a decode step goes at depth 0 (SMOLBOT_GPU_SKIP leaves kernel
- * groups out, profiling only): gate/up 0.51 ms, down 0.48, attention
- * 0.28 (a floor of ~7 us a kernel), Wo 0.22, QKV 0.18, head 0.13.
+ * is in the commit log): decode 627 tok/s at an empty context (1.20 TB/s
+ * of weights), 572 at 2048, 504 at 8192; prefill 20,700 tok/s for 512
+ * tokens, 32,100 for 2048 (llama.cpp: 408, 390, 359; 15,300, 16,700).
+ * Each decode kernel alone at 8192 (make cuda-profile): gate/up 14.9 us
+ * (1.7 TB/s), attention 16.9 (1.0 TB/s of K and V), down 15.2 (1.2),
+ * QKV 7.6, Wo 7.2, k_quant 2.7: the small products and attention are
+ * bound by latency, not bandwidth.
  *
  * Switches (=0 turns each off, for comparisons): SMOLBOT_GPU_GRAPH,
  * SMOLBOT_GPU_FUSE (decode kernels), SMOLBOT_GPU_Q8 (Q8_K activations),
@@ -72,24 +79,29 @@
  * warp per row). Settings: SMOLBOT_GPU_BATCH (prefill chunk),
  * SMOLBOT_GPU_DSPLITS and SMOLBOT_GPU_DMIN (k_attn_dec's split),
  * SMOLBOT_GPU_OWPR and SMOLBOT_GPU_DWPR (warps per row of Wo and down).
- * Opt-in (=1), measured slower: SMOLBOT_GPU_GLUQ, the SwiGLU output's
- * Q8_K made by k_dec's last block of each super-block instead of k_quant
- * (478 against 498 tok/s before k_dec_glu2). Opt-in, not yet measured on a
- * GPU: SMOLBOT_GPU_DMMA, decode attention on tensor cores (k_attn_dmma;
- * its splits at least ATT_DMMA_MIN positions, so up to that depth one
- * block per KV head and no merge); SMOLBOT_GPU_QIN, down's blocks make the
- * Q8_K of the SwiGLU output themselves (k_quant's work in shared memory,
- * 5 kernels per layer instead of 6); SMOLBOT_GPU_MMQ2, k_mmq compiled for
- * two blocks per SM (128 registers instead of ~170: it is latency-bound at
- * one block of 8 warps); SMOLBOT_GPU_PAR, prefill's K and V products
- * beside Q and up beside gate on two side streams; SMOLBOT_GPU_SQ,
- * prefill's SwiGLU and its Q8_K in one kernel (k_silu_quant);
- * SMOLBOT_GPU_Q6B, decode reads a Q6_K super-block as 16 contiguous quant
- * bytes per lane in word loads (GT_Q6_KB: 15 loads a lane, not 21);
- * SMOLBOT_GPU_DQ16, prefill products of SMOLBOT_GPU_DQMIN (256) tokens and
- * more as llama.cpp runs them: the matrix dequantized to f16 into scratch,
- * then one f16 GEMM (k_gemm16, cp.async stages, mma.sync; SMOLBOT_GPU_DQBM
- * 32, 64 or 128 fixes its rows per block).
+ * Made default after measurement on an H200 (=0 turns each off):
+ * SMOLBOT_GPU_DMMA, decode attention on tensor cores (k_attn_dmma; its
+ * splits at least ATT_DMMA_MIN positions, so up to that depth one block
+ * per KV head and no merge: 560 -> 607 tok/s at depth 0, 412 -> 487 at
+ * 8192); SMOLBOT_GPU_Q6B, decode reads a Q6_K super-block as 16
+ * contiguous quant bytes per lane in word loads (GT_Q6_KB: 15 loads a
+ * lane, not 21; +3%); SMOLBOT_GPU_DQ16, prefill products of
+ * SMOLBOT_GPU_DQMIN (256) tokens and more as f16 GEMMs over the matrix
+ * dequantized into scratch (14,200 -> 18,300 tok/s at 512 tokens, 17,900
+ * -> 29,800 at 2048; SMOLBOT_GPU_DQBM 32, 64 or 128 fixes k_gemm16's rows
+ * per block); SMOLBOT_GPU_PAR, prefill's K and V products beside Q and up
+ * beside gate on two side streams; SMOLBOT_GPU_SQ, prefill's SwiGLU and
+ * its Q8_K in one kernel (k_silu_quant; with PAR: 20,200 and 32,000).
+ * Opt-in (=1), measured slower or no faster: SMOLBOT_GPU_GLUQ, the
+ * SwiGLU output's Q8_K made by k_dec's last block of each super-block
+ * instead of k_quant (478 against 498 tok/s before k_dec_glu2);
+ * SMOLBOT_GPU_QIN, down's blocks make the Q8_K of the SwiGLU output
+ * themselves (5 kernels per layer instead of 6, but each of down's 512
+ * blocks quantizes all 11008 values: 482 against 560 tok/s);
+ * SMOLBOT_GPU_MMQ2, k_mmq compiled for two blocks per SM (128 registers
+ * instead of ~170; +4% at 2048 tokens alone, nothing beside DQ16);
+ * SMOLBOT_GPU_APF, k_attn_dmma asks L2 for its K and V while QKV drains
+ * (492 against 504 at 8192); DWPR/OWPR other than the default.
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs, products), this file the rest of the host side. All
@@ -209,7 +221,7 @@ static int env_wpr(const char *name) {
 /* k_attn_dec's split: SMOLBOT_GPU_DSPLITS blocks per KV head (a power of
  * two, 8..ATT_DEC_MAX_SPLITS), SMOLBOT_GPU_DMIN positions per split at
  * least (32, 64, 128 or 256); anything else keeps the default. mma:
- * k_attn_dmma instead (the model: opt-in SMOLBOT_GPU_DMMA), whose default
+ * k_attn_dmma instead (the model: SMOLBOT_GPU_DMMA, on by default), whose default
  * minimum is ATT_DMMA_MIN (a tile per warp) */
 static att_dec_cfg att_dec_env(int mma) {
     att_dec_cfg sp = ATT_DEC_DEFAULT;
@@ -400,7 +412,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     CK(attn_smem_limits(hd, group));
     g->use_mma = (env_off("SMOLBOT_GPU_MMA") ? 0 : 1) | (env_off("SMOLBOT_GPU_MMQ") ? 0 : 2) |
                  (env_off("SMOLBOT_GPU_MMQI") ? 0 : 4) | (env_off("SMOLBOT_GPU_PF16") ? 0 : 8) |
-                 (env_on("SMOLBOT_GPU_MMQ2") ? 16 : 0); /* not yet measured on a GPU: opt-in */
+                 (env_on("SMOLBOT_GPU_MMQ2") ? 16 : 0); /* no faster beside DQ16 on an H200: opt-in */
     g->use_graph = !env_off("SMOLBOT_GPU_GRAPH");
     g->use_q8 = !env_off("SMOLBOT_GPU_Q8");
     /* the fused decode kernels multiply K-quants by Q8_K activations only */
@@ -410,7 +422,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_early = !env_off("SMOLBOT_GPU_EARLY");
     g->use_glu2 = !env_off("SMOLBOT_GPU_GLU2");
     g->datt.early = g->use_early;
-    g->datt.pf = env_on("SMOLBOT_GPU_APF"); /* not yet measured on a GPU: opt-in */
+    g->datt.pf = env_on("SMOLBOT_GPU_APF"); /* measured no faster on an H200 (492 against 504 at 8192): opt-in */
     g->use_fa = !env_off("SMOLBOT_GPU_FA") && fa_ok(hd, group);
     /* measured slower on an H200 (478 against 498 tok/s): opt-in */
     g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0;
