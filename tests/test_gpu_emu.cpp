@@ -93,7 +93,7 @@ static void check_splits(const att_dec_cfg *sps, size_t n, int kernel, int n_hea
  * merge's eight-split batches whole and cut), 128 (with the early launch,
  * a no-op here), 8 splits of 64 (long chunks) */
 static void test_attention_dec_splits(void) {
-    const att_dec_cfg sps[] = {{256, 32, 0, 0}, {128, 32, 1, 0}, {8, 64, 0, 0}};
+    const att_dec_cfg sps[] = {{256, 32, 0, 0, 0, 0}, {128, 32, 1, 0, 0, 0}, {8, 64, 0, 0, 0, 0}};
     check_splits(sps, CORE_ARRAY_LEN(sps), GPU_ATT_DEC, 16, 2, 256);
 }
 
@@ -101,9 +101,12 @@ static void test_attention_dec_splits(void) {
 static void test_attention_dmma(void) { tg_dmma_cases(emu_attention, 0); }
 
 /* k_attn_dmma's other splits: 256 of 32 (a tile per split, three warps
- * idle), 8 of 256 (several tiles per warp), 32 of 64 with the early launch */
+ * idle), 8 of 256 (several tiles per warp), 32 of 64 with the early launch;
+ * the merge in fewer round trips (mw) with the default split, 256 splits
+ * (every lane's eight (m, l) loads in use) and 8 (one partial batch cut) */
 static void test_attention_dmma_splits(void) {
-    const att_dec_cfg sps[] = {{256, 32, 0, 1}, {8, 256, 0, 1}, {32, 64, 1, 1}};
+    const att_dec_cfg sps[] = {{256, 32, 0, 1, 0, 0}, {8, 256, 0, 1, 0, 0}, {32, 64, 1, 1, 0, 0},
+                               {64, 128, 0, 1, 0, 1}, {256, 32, 0, 1, 0, 1}, {8, 64, 0, 1, 1, 1}};
     check_splits(sps, CORE_ARRAY_LEN(sps), GPU_ATT_DMMA, 8, 1, 64);
 }
 

@@ -101,7 +101,10 @@
  * SMOLBOT_GPU_MMQ2, k_mmq compiled for two blocks per SM (128 registers
  * instead of ~170; +4% at 2048 tokens alone, nothing beside DQ16);
  * SMOLBOT_GPU_APF, k_attn_dmma asks L2 for its K and V while QKV drains
- * (492 against 504 at 8192); DWPR/OWPR other than the default.
+ * (492 against 504 at 8192); DWPR/OWPR other than the default. Opt-in,
+ * not yet measured on a GPU: SMOLBOT_GPU_MW, k_attn_dmma's merge in
+ * fewer round trips to L2 (att_merge_head<true>: at 8192 the 64 splits'
+ * merge was 10 dependent rounds, now 5; the same sums in the same order).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs, products), this file the rest of the host side. All
@@ -231,6 +234,7 @@ static att_dec_cfg att_dec_env(int mma) {
     if (mma) sp.minc = ATT_DMMA_MIN;
     if (n >= 8 && n <= ATT_DEC_MAX_SPLITS && !(n & (n - 1))) sp.splits = n;
     if (mc == 32 || mc == 64 || mc == 128 || mc == 256) sp.minc = mc;
+    sp.mw = env_on("SMOLBOT_GPU_MW"); /* not yet measured on a GPU: opt-in */
     return sp;
 }
 

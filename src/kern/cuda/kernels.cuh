@@ -1396,34 +1396,55 @@ __device__ __forceinline__ void att_tile_load(__half *Kb, __half *Vb, const __ha
  * floats), then the partial outputs are summed with eight splits' loads in
  * flight (one split at a time, the merge was a chain of L2 round trips
  * that cost more than the scores at 8192). The result goes to out and to
- * ob (shared memory, for att_out_q8). */
+ * ob (shared memory, for att_out_q8). W (SMOLBOT_GPU_MW): fewer round
+ * trips -- every split's (m, l) in one (ns <= ATT_DEC_MAX_SPLITS), and
+ * sixteen splits' loads in flight -- for the same sums in the same order. */
+template <bool W = false>
 __device__ __forceinline__ void att_merge_head(const float *pp, int ns, int hd, float *ws, float *out, float *ob, int lane) {
+    constexpr int U = W ? 16 : 8, NL = ATT_DEC_MAX_SPLITS / 32;
     const int np = hd / 64;
-    float M = -INFINITY;
-    for (int s = lane; s < ns; s += 32) M = fmaxf(M, __ldcg(pp + (size_t)s * (hd + 2) + hd));
-    M = warp_max(M);
-    float den = 0.0f;
-    for (int s = lane; s < ns; s += 32) {
-        const float *ps = pp + (size_t)s * (hd + 2);
-        const float w = expf(__ldcg(ps + hd) - M);
-        ws[s] = w;
-        den += w * __ldcg(ps + hd + 1);
+    float M = -INFINITY, den = 0.0f;
+    if (W) {
+        float2 ml[NL];
+#pragma unroll
+        for (int k = 0; k < NL; k++) {
+            const int s = lane + 32 * k;
+            ml[k] = s < ns ? __ldcg((const float2 *)(pp + (size_t)s * (hd + 2) + hd)) : make_float2(-INFINITY, 0.0f);
+            M = fmaxf(M, ml[k].x);
+        }
+        M = warp_max(M);
+#pragma unroll
+        for (int k = 0; k < NL; k++)
+            if (lane + 32 * k < ns) {
+                const float w = expf(ml[k].x - M);
+                ws[lane + 32 * k] = w;
+                den += w * ml[k].y;
+            }
+    } else {
+        for (int s = lane; s < ns; s += 32) M = fmaxf(M, __ldcg(pp + (size_t)s * (hd + 2) + hd));
+        M = warp_max(M);
+        for (int s = lane; s < ns; s += 32) {
+            const float *ps = pp + (size_t)s * (hd + 2);
+            const float w = expf(__ldcg(ps + hd) - M);
+            ws[s] = w;
+            den += w * __ldcg(ps + hd + 1);
+        }
     }
     den = warp_sum(den);
     __syncwarp();
     float2 o[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) o[i] = make_float2(0.0f, 0.0f);
-    for (int s0 = 0; s0 < ns; s0 += 8) {
-        float2 a[8][4];
+    for (int s0 = 0; s0 < ns; s0 += U) {
+        float2 a[U][4];
 #pragma unroll
-        for (int u = 0; u < 8; u++)
+        for (int u = 0; u < U; u++)
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 a[u][i] = s0 + u < ns && i < np ? __ldcg((const float2 *)(pp + (size_t)(s0 + u) * (hd + 2) + 2 * lane + 64 * i))
                                                 : make_float2(0.0f, 0.0f);
 #pragma unroll
-        for (int u = 0; u < 8; u++) {
+        for (int u = 0; u < U; u++) {
             const float w = s0 + u < ns ? ws[s0 + u] : 0.0f;
 #pragma unroll
             for (int i = 0; i < 4; i++) o[i].x += w * a[u][i].x, o[i].y += w * a[u][i].y;
@@ -2023,9 +2044,12 @@ __global__ void __launch_bounds__(DM_WARPS * 32)
         if (threadIdx.x == 0) counter[kvh] = 0; /* ready for the next layer */
         /* the weights of head h in wst's first S * group floats: our own
          * partial went to global memory above, so they are free */
-        for (int h = warp; h < group; h += DM_WARPS)
-            att_merge_head(part + (size_t)(kvh * group + h) * S * (HD + 2), ns, HD, wst + h * S,
-                           out + (size_t)(kvh * group + h) * HD, ob + h * HD, lane);
+        for (int h = warp; h < group; h += DM_WARPS) {
+            const float *pp = part + (size_t)(kvh * group + h) * S * (HD + 2);
+            float *o = out + (size_t)(kvh * group + h) * HD;
+            if (early & 4) att_merge_head<true>(pp, ns, HD, wst + h * S, o, ob + h * HD, lane);
+            else att_merge_head(pp, ns, HD, wst + h * S, o, ob + h * HD, lane);
+        }
     }
     if (!oq) return;
     __syncthreads();

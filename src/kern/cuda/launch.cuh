@@ -209,11 +209,12 @@ static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const
  * per head), each at least minc positions (a multiple of 32); early: it
  * lets its successor start at once (gdc_launch, SMOLBOT_GPU_EARLY); mma:
  * k_attn_dmma instead, where dmma_ok (SMOLBOT_GPU_DMMA); pf: k_attn_dmma
- * asks L2 for its K and V before it waits (SMOLBOT_GPU_APF) */
+ * asks L2 for its K and V before it waits (SMOLBOT_GPU_APF); mw: its merge
+ * in fewer round trips (att_merge_head<true>, SMOLBOT_GPU_MW) */
 typedef struct att_dec_cfg {
-    int splits, minc, early, mma, pf;
+    int splits, minc, early, mma, pf, mw;
 } att_dec_cfg;
-static const att_dec_cfg ATT_DEC_DEFAULT = {ATT_DEC_SPLITS, ATT_DEC_MIN, 0, 0, 0};
+static const att_dec_cfg ATT_DEC_DEFAULT = {ATT_DEC_SPLITS, ATT_DEC_MIN, 0, 0, 0, 0};
 
 /* One token's attention by k_attn_dec; the Q8_K of its output too when the
  * group's heads are whole super-blocks (xq set), else the caller quantizes.
@@ -226,10 +227,10 @@ static int launch_attn_dec(cudaStream_t st, const float *q, const __half *kc, co
         const dim3 grid(n_kv, sp.splits);
         if (hd == 128)
             launch(k_attn_dmma<128>, grid, DM_WARPS * 32, dmma_smem(hd), st, q, kc, vc, d_pos, n_head, n_kv, scale, sp.minc,
-                   sp.early | sp.pf << 1, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
+                   sp.early | sp.pf << 1 | sp.mw << 2, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
         else
             launch(k_attn_dmma<64>, grid, DM_WARPS * 32, dmma_smem(hd), st, q, kc, vc, d_pos, n_head, n_kv, scale, sp.minc,
-                   sp.early | sp.pf << 1, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
+                   sp.early | sp.pf << 1 | sp.mw << 2, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
         return fq;
     }
     launch(k_attn_dec, dim3(n_kv, sp.splits), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head, n_kv,
