@@ -65,9 +65,10 @@
  * of weights), 572 at 2048, 504 at 8192; prefill 20,700 tok/s for 512
  * tokens, 32,100 for 2048 (llama.cpp: 408, 390, 359; 15,300, 16,700).
  * Each decode kernel alone at 8192 (make cuda-profile): gate/up 14.9 us
- * (1.7 TB/s), attention 16.9 (1.0 TB/s of K and V), down 15.2 (1.2),
- * QKV 7.6, Wo 7.2, k_quant 2.7: the small products and attention are
- * bound by latency, not bandwidth.
+ * (1.7 TB/s), attention 16.9 (1.0 TB/s of K and V), down 13.2 / 15.4
+ * (Q4_K / Q6_K rows, 1.0 / 1.2 TB/s), Wo 7.3, QKV 7.1, k_quant 2.7, the
+ * head 84 (2.6 TB/s): the small products and attention are bound by
+ * latency, not bandwidth.
  *
  * Switches (=0 turns each off, for comparisons): SMOLBOT_GPU_GRAPH,
  * SMOLBOT_GPU_FUSE (decode kernels), SMOLBOT_GPU_Q8 (Q8_K activations),
