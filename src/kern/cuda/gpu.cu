@@ -358,7 +358,8 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->c.layers = NULL;
     const int B = prefill_batch(d->n_batch), E = d->n_embd, F = d->n_ff;
     const int qdim = d->n_head * hd, kvdim = d->n_head_kv * hd;
-    const size_t dmax = (size_t)(E > F ? E : F) > (size_t)qdim ? (size_t)(E > F ? E : F) : (size_t)qdim; /* widest input */
+    const int wide = E > F ? E : F;
+    const size_t dmax = (size_t)(wide > qdim ? wide : qdim); /* widest input */
     g->c.n_batch = B;
     g->logit_rows = B < LOGIT_ROWS ? B : LOGIT_ROWS;
     g->L = (dlayer *)calloc((size_t)d->n_layer, sizeof *g->L);

@@ -339,16 +339,21 @@ __device__ __forceinline__ void gdc_launch() {
 #endif
 }
 
-/* Ask L2 for the read-only bytes [p, p + n), a 128-byte line per thread
- * (a hint: nothing waits for it; a no-op on the emulation). */
-__device__ __forceinline__ void l2_prefetch(const void *p, size_t n) {
+/* Ask L2 for the 128-byte line at p (a hint: nothing waits for it; a
+ * no-op on the emulation). */
+__device__ __forceinline__ void l2_line(const void *p) {
 #if defined(__CUDA_ARCH__)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void)p;
+#endif
+}
+
+/* the read-only bytes [p, p + n), a line per thread */
+__device__ __forceinline__ void l2_prefetch(const void *p, size_t n) {
     const char *e = (const char *)p + n;
     for (const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)127) + threadIdx.x * 128; c < e; c += blockDim.x * 128)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(c));
-#else
-    (void)p, (void)n;
-#endif
+        l2_line(c);
 }
 
 /* rows x n (row stride ldx) -> xq [rows][n], xd [rows][n / 256]; grid
@@ -1772,6 +1777,13 @@ __global__ void __launch_bounds__(FA_WARPS * 32) k_fa(const float *q, const __ha
 
 static size_t gemm16_smem(int bm) { return (size_t)GM_ST * (bm + GM_BN) * GM_LD * sizeof(__half); }
 
+/* 8 values as f16 at out (16-byte aligned) */
+__device__ __forceinline__ void st_h8(__half *out, const float *v) {
+    uint4 u;
+    u.x = pack_h2(v[0], v[1]), u.y = pack_h2(v[2], v[3]), u.z = pack_h2(v[4], v[5]), u.w = pack_h2(v[6], v[7]);
+    *(uint4 *)out = u;
+}
+
 /* out[r][k] = the dequantized W (f16), 8 values a thread */
 template <int T> __global__ void k_dq16(const uint8_t *W, size_t rb, int n_in, int n_out, __half *out) {
     const size_t i = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) * 8, n = (size_t)n_in * n_out;
@@ -1779,9 +1791,7 @@ template <int T> __global__ void k_dq16(const uint8_t *W, size_t rb, int n_in, i
     const int r = (int)(i / (size_t)n_in), k = (int)(i % (size_t)n_in);
     float v[8];
     deq8<T>(W + (size_t)r * rb, k, v);
-    uint4 u;
-    u.x = pack_h2(v[0], v[1]), u.y = pack_h2(v[2], v[3]), u.z = pack_h2(v[4], v[5]), u.w = pack_h2(v[6], v[7]);
-    *(uint4 *)(out + i) = u;
+    st_h8(out + i, v);
 }
 
 /* out[t][k] = x[t][k] as f16 (x's rows ldx apart), 8 values a thread */
@@ -1790,9 +1800,8 @@ __global__ void k_f2h(const float *x, int ldx, int n, int rows, __half *out) {
     if (i >= (size_t)n * rows) return;
     const int t = (int)(i / (size_t)n), k = (int)(i % (size_t)n);
     const float4 a = *(const float4 *)(x + (size_t)t * ldx + k), b = *(const float4 *)(x + (size_t)t * ldx + k + 4);
-    uint4 u;
-    u.x = pack_h2(a.x, a.y), u.y = pack_h2(a.z, a.w), u.z = pack_h2(b.x, b.y), u.w = pack_h2(b.z, b.w);
-    *(uint4 *)(out + i) = u;
+    const float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    st_h8(out + i, v);
 }
 
 /* out[t][k] = xq[t][k] * xd[t][k / 256] as f16: Q8_K activations (rows of
@@ -1807,9 +1816,7 @@ __global__ void k_q2h(const int8_t *xq, const float *xd, int n, int rows, __half
     float v[8];
 #pragma unroll
     for (int j = 0; j < 8; j++) v[j] = __fmul_rn((float)(int8_t)((j < 4 ? q.x : q.y) >> (8 * (j & 3))), d);
-    uint4 u;
-    u.x = pack_h2(v[0], v[1]), u.y = pack_h2(v[2], v[3]), u.z = pack_h2(v[4], v[5]), u.w = pack_h2(v[6], v[7]);
-    *(uint4 *)(out + i) = u;
+    st_h8(out + i, v);
 }
 
 /* rows r0.. of a K-contiguous f16 matrix (n rows, K columns), columns
@@ -1910,23 +1917,17 @@ __global__ void __launch_bounds__(256, 2)
  *     splits past the context leave at once, uncounted.
  * Shapes: head_dim 64 or 128, group <= 8. */
 /* Ask L2 for K and V rows [begin, end) of one head (hd values at off in
- * rows of kvdim), a 128-byte line per thread and step (SMOLBOT_GPU_APF):
+ * rows of kvdim), a line per thread and step (SMOLBOT_GPU_APF):
  * k_attn_dmma's blocks are scheduled while QKV drains, and these rows do
  * not depend on it -- the new position's may still be written, which a
- * prefetch into L2, where writes land, cannot disturb. A no-op on the
- * emulation. */
+ * prefetch into L2, where writes land, cannot disturb. */
 __device__ __forceinline__ void att_l2_prefetch(const __half *kc, const __half *vc, int begin, int end, int kvdim, int off,
                                                 int hd) {
-#if defined(__CUDA_ARCH__)
     const int lines = hd / 64; /* 64 halves a line */
     for (int i = threadIdx.x; i < (end - begin) * lines; i += blockDim.x) {
         const size_t e = (size_t)(begin + i / lines) * kvdim + off + (i % lines) * 64;
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(kc + e));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(vc + e));
+        l2_line(kc + e), l2_line(vc + e);
     }
-#else
-    (void)kc, (void)vc, (void)begin, (void)end, (void)kvdim, (void)off, (void)hd;
-#endif
 }
 
 #define DM_WARPS 4
@@ -1941,18 +1942,16 @@ __global__ void __launch_bounds__(DM_WARPS * 32)
     k_attn_dmma(const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_head, int n_kv, float scale,
                 int minc, int early, float *part, unsigned *counter, float *out, int8_t *oq, float *od) {
     if (early & 1) gdc_launch();
-    if (early & 2) { /* the split's K and V rows (d_pos is set before the graph runs) */
-        const int n = *d_pos + 1, chunk = att_dec_chunk(n, gridDim.y, minc), b = blockIdx.y * chunk;
-        att_l2_prefetch(kc, vc, b, min(b + chunk, n), n_kv * HD, blockIdx.x * HD, HD);
-    }
-    gdc_wait();
-    DYN_SMEM(unsigned char, dm_sm);
-    __shared__ int last;
     constexpr int LD = HD + 8, KS = HD / 16, DT = HD / 8, NJ = DM_TILE / 8;
     const int group = n_head / n_kv, kvdim = n_kv * HD, kvh = blockIdx.x, S = gridDim.y;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    /* d_pos is set before the graph runs (no kernel writes it): read before the wait */
     const int n = *d_pos + 1, chunk = att_dec_chunk(n, S, minc), ns = (n + chunk - 1) / chunk;
     const int begin = blockIdx.y * chunk, end = min(begin + chunk, n);
+    if (early & 2) att_l2_prefetch(kc, vc, begin, end, kvdim, kvh * HD, HD); /* the split's K and V rows */
+    gdc_wait();
+    DYN_SMEM(unsigned char, dm_sm);
+    __shared__ int last;
     if (begin >= end) return;
     __half *Kw = (__half *)dm_sm + (size_t)warp * 2 * DM_TILE * LD, *Vw = Kw + DM_TILE * LD;
     unsigned qa[KS][4]; /* A fragments: a0, a2 row g (hi), a1, a3 row g + 8 (lo); zero past the group */

@@ -224,13 +224,9 @@ static int launch_attn_dec(cudaStream_t st, const float *q, const __half *kc, co
                            float *out, int8_t *xq, float *xd) {
     const int group = n_head / n_kv, fq = xq && (group * hd) % 256 == 0;
     if (sp.mma && dmma_ok(hd, group)) {
-        const dim3 grid(n_kv, sp.splits);
-        if (hd == 128)
-            launch(k_attn_dmma<128>, grid, DM_WARPS * 32, dmma_smem(hd), st, q, kc, vc, d_pos, n_head, n_kv, scale, sp.minc,
-                   sp.early | sp.pf << 1 | sp.mw << 2, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
-        else
-            launch(k_attn_dmma<64>, grid, DM_WARPS * 32, dmma_smem(hd), st, q, kc, vc, d_pos, n_head, n_kv, scale, sp.minc,
-                   sp.early | sp.pf << 1 | sp.mw << 2, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
+        launch(hd == 128 ? k_attn_dmma<128> : k_attn_dmma<64>, dim3(n_kv, sp.splits), DM_WARPS * 32, dmma_smem(hd), st, q, kc,
+               vc, d_pos, n_head, n_kv, scale, sp.minc, sp.early | sp.pf << 1 | sp.mw << 2, part, counter, out,
+               fq ? xq : (int8_t *)NULL, xd);
         return fq;
     }
     launch(k_attn_dec, dim3(n_kv, sp.splits), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head, n_kv,
@@ -253,10 +249,8 @@ typedef struct dq16_buf {
  * 64 */
 static void gemm16(cudaStream_t st, const dq16_buf *dq, int M, int N, int K, float *y, int ldy, int acc) {
     const int bm = dq->bm ? dq->bm : ((M + 127) / 128) * ((N + GM_BN - 1) / GM_BN) >= 132 ? 128 : 64;
-    const dim3 grid((M + bm - 1) / bm, (N + GM_BN - 1) / GM_BN);
-    if (bm == 128) launch_plain(k_gemm16<128>, grid, 256, gemm16_smem(128), st, dq->w, dq->x, M, N, K, y, ldy, acc);
-    else if (bm == 64) launch_plain(k_gemm16<64>, grid, 256, gemm16_smem(64), st, dq->w, dq->x, M, N, K, y, ldy, acc);
-    else launch_plain(k_gemm16<32>, grid, 256, gemm16_smem(32), st, dq->w, dq->x, M, N, K, y, ldy, acc);
+    launch_plain(bm == 128 ? k_gemm16<128> : bm == 64 ? k_gemm16<64> : k_gemm16<32>,
+                 dim3((M + bm - 1) / bm, (N + GM_BN - 1) / GM_BN), 256, gemm16_smem(bm), st, dq->w, dq->x, M, N, K, y, ldy, acc);
 }
 
 /* y = x W^T for n_tok rows. x: f32 rows (ldx); xq/xd: the same rows as
