@@ -93,7 +93,7 @@ static void check_splits(const att_dec_cfg *sps, size_t n, int kernel, int n_hea
  * merge's eight-split batches whole and cut), 128 (with the early launch,
  * a no-op here), 8 splits of 64 (long chunks) */
 static void test_attention_dec_splits(void) {
-    const att_dec_cfg sps[] = {{256, 32, 0, 0, 0, 0}, {128, 32, 1, 0, 0, 0}, {8, 64, 0, 0, 0, 0}};
+    const att_dec_cfg sps[] = {{256, 32, 0, 0, 0, 0, 0}, {128, 32, 1, 0, 0, 0, 0}, {8, 64, 0, 0, 0, 0, 0}};
     check_splits(sps, CORE_ARRAY_LEN(sps), GPU_ATT_DEC, 16, 2, 256);
 }
 
@@ -103,11 +103,16 @@ static void test_attention_dmma(void) { tg_dmma_cases(emu_attention, 0); }
 /* k_attn_dmma's other splits: 256 of 32 (a tile per split, three warps
  * idle), 8 of 256 (several tiles per warp), 32 of 64 with the early launch;
  * the merge in fewer round trips (mw) with the default split, 256 splits
- * (every lane's eight (m, l) loads in use) and 8 (one partial batch cut) */
+ * (every lane's eight (m, l) loads in use) and 8 (one partial batch cut);
+ * blocks of eight warps (w8) with their default split (two warps a head
+ * in the merge), 256 splits of 32 (seven warps idle) and 8 of 512 (two
+ * tiles a warp) -- also for a group of 8 (a warp a head) */
 static void test_attention_dmma_splits(void) {
-    const att_dec_cfg sps[] = {{256, 32, 0, 1, 0, 0}, {8, 256, 0, 1, 0, 0}, {32, 64, 1, 1, 0, 0},
-                               {64, 128, 0, 1, 0, 1}, {256, 32, 0, 1, 0, 1}, {8, 64, 0, 1, 1, 1}};
+    const att_dec_cfg sps[] = {{256, 32, 0, 1, 0, 0, 0}, {8, 256, 0, 1, 0, 0, 0}, {32, 64, 1, 1, 0, 0, 0},
+                               {64, 128, 0, 1, 0, 1, 0}, {256, 32, 0, 1, 0, 1, 0}, {8, 64, 0, 1, 1, 1, 0}};
     check_splits(sps, CORE_ARRAY_LEN(sps), GPU_ATT_DMMA, 8, 1, 64);
+    const att_dec_cfg w8[] = {{ATT_DW8_SPLITS, ATT_DW8_MIN, 0, 1, 0, 0, 1}, {256, 32, 0, 1, 0, 1, 1}, {8, 512, 1, 1, 0, 0, 1}};
+    check_splits(w8, CORE_ARRAY_LEN(w8), GPU_ATT_DMMA, 16, 2, 128);
 }
 
 static void test_attention_prefill(void) {
@@ -251,7 +256,8 @@ static void check_glu(int type, int n_ff, int n_in, int fused, int glu2) {
     q8k_rows(x.data(), 1, n_in, xq.data(), xd.data());
     /* early as in the decode graph: nothing to see on the emulation, but the
      * blocks must still find their rows */
-    dec_glu(0, &L, x.data(), xq.data(), xd.data(), out.data(), fused ? oq.data() : NULL, od.data(), counter.data(), 1, glu2);
+    dec_glu(0, &L, x.data(), xq.data(), xd.data(), out.data(), fused ? oq.data() : NULL, od.data(), counter.data(), 1, glu2,
+            NULL, 0.0f);
     /* the reference: the two products in double, then silu(g) * u */
     tg_q8k_round_trip(x.data(), 1, n_in);
     std::vector<float> wf((size_t)n_in);
@@ -291,6 +297,47 @@ static void test_dec_glu(void) {
         check_glu(kq_types[i], 2056, 512, 0, 1);
         check_glu(kq_types[i], 2048, 1792, 0, 1);
     }
+}
+
+/* SMOLBOT_GPU_NIN: gate/up blocks that normalize the residual y themselves
+ * (qnw) compute what they compute from the Q8_K that the last block of the
+ * residual's product made (dec_acc_norm's tail), to the last bit: rms_row
+ * one value octet per thread (n 2048) and strided (other n) */
+static void check_nin(int type, int n_embd, int n_ff, int glu2) {
+    const int n_in = 256;
+    void *w = random_rows(type, n_in, n_embd), *wg = random_rows(type, n_embd, n_ff), *wu = random_rows(type, n_embd, n_ff);
+    const dmat W = {(const uint8_t *)w, type, n_in, n_embd, kern_row_size(type, n_in)};
+    dlayer L;
+    memset(&L, 0, sizeof L);
+    L.gate = {(const uint8_t *)wg, type, n_embd, n_ff, kern_row_size(type, n_embd)};
+    L.up = {(const uint8_t *)wu, type, n_embd, n_ff, kern_row_size(type, n_embd)};
+    std::vector<float> x((size_t)n_in), xd((size_t)n_in / 256), y((size_t)n_embd), nw((size_t)n_embd), ny((size_t)n_embd);
+    std::vector<float> nd((size_t)n_embd / 256), od((size_t)n_ff / 256), out[2];
+    std::vector<int8_t> xq((size_t)n_in), nq((size_t)n_embd);
+    std::vector<unsigned> counter((size_t)n_ff / 256 + 1, 0);
+    /* a small product into y (the random rows share a positive bias), and
+     * norm weights that keep gate and up near 1: silu saturates nowhere */
+    for (float &v : x) v = frand(-0.05f, 0.05f);
+    for (float &v : y) v = frand(-3, 3);
+    for (float &v : nw) v = frand(0.005f, 0.015f);
+    q8k_rows(x.data(), 1, n_in, xq.data(), xd.data());
+    dec_acc_norm(0, &W, x.data(), xq.data(), xd.data(), y.data(), nw.data(), 1e-6f, ny.data(), nq.data(), nd.data(),
+                 counter.data(), 1, 0, 0);
+    for (int nin = 0; nin < 2; nin++) {
+        out[nin].assign((size_t)n_ff, NAN);
+        dec_glu(0, &L, nin ? y.data() : NULL, nin ? NULL : nq.data(), nin ? NULL : nd.data(), out[nin].data(), NULL, od.data(),
+                counter.data(), 1, glu2, nin ? nw.data() : NULL, 1e-6f);
+    }
+    CHECK_MSG(!memcmp(out[0].data(), out[1].data(), 4 * (size_t)n_ff), "%s %d x %d: the blocks' own norm differs from the tail's",
+              kern_ref_traits(type)->name, n_ff, n_embd);
+    free(w), free(wg), free(wu);
+}
+
+static void test_dec_nin(void) {
+    check_nin(KERN_Q4_K, 2048, 768, 0);
+    check_nin(KERN_Q6_K, 2048, 2056, 1);
+    check_nin(KERN_Q5_K, 512, 2056, 1);
+    check_nin(KERN_Q4_K, 768, 600, 0);
 }
 
 /* k_dec's residual job: y += W x on Q8_K activations, then the last block
@@ -388,6 +435,7 @@ int main(void) {
     T_RUN(test_mmq);
     T_RUN(test_gemm16);
     T_RUN(test_dec_glu);
+    T_RUN(test_dec_nin);
     T_RUN(test_dec_acc);
     T_RUN(test_silu_quant);
     return t_done();

@@ -105,7 +105,15 @@
  * (492 against 504 at 8192); DWPR/OWPR other than the default. Opt-in,
  * not yet measured on a GPU: SMOLBOT_GPU_MW, k_attn_dmma's merge in
  * fewer round trips to L2 (att_merge_head<true>: at 8192 the 64 splits'
- * merge was 10 dependent rounds, now 5; the same sums in the same order).
+ * merge was 10 dependent rounds, now 5; the same sums in the same order);
+ * SMOLBOT_GPU_DW8, k_attn_dmma in blocks of eight warps, 32 splits (at
+ * 8192 one block per SM, every tile still in flight at once; the merge two
+ * rounds: two warps a head, all 32 partials' loads in flight);
+ * SMOLBOT_GPU_NIN, QKV's and gate/up's blocks normalize the residual
+ * themselves (rms_row into shared memory, the same Q8_K to the last bit)
+ * instead of the last block of Wo and down after a fence and a counter:
+ * two serial tails fewer per layer, for one round of L2 reads in every
+ * block (2048 values, where QIN's blocks quantized 11,008).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs, products), this file the rest of the host side. All
@@ -179,6 +187,7 @@ struct gpu_model {
     int use_early; /* decode kernels start their successor early (SMOLBOT_GPU_EARLY) */
     int use_glu2;  /* a warp per gate/up row pair: k_dec_glu2 (SMOLBOT_GPU_GLU2) */
     int use_qin;   /* down quantizes the SwiGLU output itself, no k_quant (SMOLBOT_GPU_QIN) */
+    int use_nin;   /* QKV and gate/up normalize the residual themselves (SMOLBOT_GPU_NIN) */
     int wpr_o, wpr_down; /* warps per row of Wo and down in decode, 0: pick_wpr (SMOLBOT_GPU_OWPR, _DWPR) */
     /* prefill: K and V beside Q, up beside gate, on side streams joined
      * by events (SMOLBOT_GPU_PAR): a 512-row product alone fills a quarter
@@ -233,6 +242,8 @@ static att_dec_cfg att_dec_env(int mma) {
     const int n = e ? atoi(e) : 0, mc = m ? atoi(m) : 0;
     sp.mma = mma;
     if (mma) sp.minc = ATT_DMMA_MIN;
+    sp.w8 = mma && env_on("SMOLBOT_GPU_DW8"); /* not yet measured on a GPU: opt-in */
+    if (sp.w8) sp.splits = ATT_DW8_SPLITS, sp.minc = ATT_DW8_MIN;
     if (n >= 8 && n <= ATT_DEC_MAX_SPLITS && !(n & (n - 1))) sp.splits = n;
     if (mc == 32 || mc == 64 || mc == 128 || mc == 256) sp.minc = mc;
     sp.mw = env_on("SMOLBOT_GPU_MW"); /* not yet measured on a GPU: opt-in */
@@ -434,6 +445,8 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_gluq = env_on("SMOLBOT_GPU_GLUQ") && F % 256 == 0;
     /* measured slower on an H200 (482 against 560 tok/s at depth 0): opt-in */
     g->use_qin = env_on("SMOLBOT_GPU_QIN") && !g->use_gluq && dec_qin_ok(F);
+    g->use_nin = env_on("SMOLBOT_GPU_NIN"); /* not yet measured on a GPU: opt-in */
+    for (int il = 0; il < d->n_layer; il++) g->use_nin &= dec_nin_ok(&g->L[il], E);
     g->use_sq = !env_off("SMOLBOT_GPU_SQ") && F % 256 == 0;
     g->use_par = !env_off("SMOLBOT_GPU_PAR");
     if (g->use_par) {
@@ -598,10 +611,11 @@ static void enqueue_step(gpu_model *g, gpu_kv *kv, int B, int head) {
     }
 }
 
-/* One decode step with the fused kernels (k_dec): 8 kernels per layer.
+/* One decode step with the fused kernels (k_dec): 6 kernels per layer.
  * The norms ride on the products that update the residual (dec_acc_norm):
  * Wo's last block computes the ffn norm, down's the next layer's attention
- * norm (the output norm after the last layer).
+ * norm (the output norm after the last layer) -- or, with use_nin, every
+ * block of gate/up and of the next QKV computes its own copy (dec_qin).
  * SMOLBOT_GPU_SKIP (profiling only: the results are garbage) leaves out
  * kernel groups, so that the time each one costs inside the graph can be
  * read off decode speeds: 2 QKV, 4 attention, 8 quant of the attention
@@ -621,7 +635,12 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
         const dlayer *L = &g->L[il];
         const float *next_norm = il + 1 < c->n_layer ? g->L[il + 1].attn_norm : g->out_norm;
         __half *kc = kv->k + (size_t)il * kv->n_ctx * kvdim, *vc = kv->v + (size_t)il * kv->n_ctx * kvdim;
-        if (!(sk & 2)) dec_qkv(st, L, g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd, g->use_early);
+        /* nin: the norm of the residual in each block of QKV (past layer
+         * 0) and gate/up instead of the last block of down and Wo */
+        const int nin = g->use_nin && il > 0;
+        if (!(sk & 2))
+            dec_qkv(st, L, nin ? g->x : g->xb, xq, xd, g->q, kc, vc, d_pos, g->theta_scale, !g->nope[il], hd, g->use_early,
+                    nin ? L->attn_norm : NULL, c->eps);
         int quantized = 0;
         if (!(sk & 4) && g->use_datt)
             quantized = launch_attn_dec(st, g->q, kc, vc, d_pos, c->n_head, c->n_head_kv, hd, g->att_scale, g->datt, kv->part,
@@ -631,18 +650,19 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
                         kv->part, 0);
         if (!(sk & 8) && !quantized) quant(st, g->att, qdim, qdim, 1, xq, xd);
         if (!(sk & 16))
-            dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, L->ffn_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early, 0,
-                         g->wpr_o);
+            dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, g->use_nin ? NULL : L->ffn_norm, c->eps, g->xb, xq, xd, g->counter,
+                         g->use_early, 0, g->wpr_o);
         /* fused, the SwiGLU output's Q8_K goes to its own buffer: blocks
          * still reading xq would see it overwritten */
         int8_t *hq = g->use_gluq ? g->xq2 : xq;
         float *hd_ = g->use_gluq ? g->xd2 : xd;
-        if (!(sk & 64)) dec_glu(st, L, g->xb, xq, xd, g->hb, g->use_gluq ? hq : NULL, hd_, g->glu_counter, g->use_early,
-                                g->use_glu2);
+        if (!(sk & 64))
+            dec_glu(st, L, g->use_nin ? g->x : g->xb, xq, xd, g->hb, g->use_gluq ? hq : NULL, hd_, g->glu_counter,
+                    g->use_early, g->use_glu2, g->use_nin ? L->ffn_norm : NULL, c->eps);
         if (!(sk & 128) && !g->use_gluq && !g->use_qin) quant(st, g->hb, F, F, 1, xq, xd);
         if (!(sk & 256))
-            dec_acc_norm(st, &L->down, g->hb, hq, hd_, g->x, next_norm, c->eps, g->xb, xq, xd, g->counter, g->use_early,
-                         g->use_qin, g->wpr_down);
+            dec_acc_norm(st, &L->down, g->hb, hq, hd_, g->x, g->use_nin && il + 1 < c->n_layer ? NULL : next_norm, c->eps,
+                         g->xb, xq, xd, g->counter, g->use_early, g->use_qin, g->wpr_down);
     }
     if (!(sk & 512)) dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
 }

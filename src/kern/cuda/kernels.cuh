@@ -94,6 +94,9 @@ __global__ void __launch_bounds__(MV_ROWS * 32)
     }
 }
 
+/* the K-quants: products with them read Q8_K activations */
+static __host__ __device__ __forceinline__ bool gq_is_k(int t) { return t == GT_Q4_K || t == GT_Q5_K || t == GT_Q6_K; }
+
 /* ---- decode: fused matrix-vector jobs ---------------------------------- *
  * One token: every product is a pass over the weights, so the step is
  * bound by memory bandwidth and by the number of kernel boundaries (each a
@@ -151,6 +154,10 @@ typedef struct mv_job {
      * (n_in + n_in / 64 bytes of it) and reads that instead of xq, xd: k_quant's
      * work inside the product, one kernel boundary less (SMOLBOT_GPU_QIN) */
     int qin;
+    /* with qin: x is the residual, and each block quantizes rmsnorm(x) *
+     * qnw (eps), as the last block of the product before would have
+     * (rms_row, the same values): no serial tail there (SMOLBOT_GPU_NIN) */
+    const float *qnw;
 } mv_job;
 
 /* ---- K-quant weights x Q8_K activations (decode) ----------------------
@@ -446,8 +453,6 @@ template <int T> __device__ __forceinline__ void w_unpack(const wraw &r, int k, 
 #pragma unroll
     for (int i = 0; i < 16; i += 2) *(__half2 *)(out + i) = __floats2half2_rn(v[i], v[i + 1]);
 }
-
-static __device__ __forceinline__ bool gq_is_k(int t) { return t == GT_Q4_K || t == GT_Q5_K || t == GT_Q6_K; }
 
 template <int T, int BN>
 __global__ void __launch_bounds__(256)
@@ -873,7 +878,9 @@ __global__ void __launch_bounds__(256, MB)
 
 /* One row of RMSNorm by one block: o = x / sqrt(mean(x^2) + eps) * w, then
  * (xq != NULL) its Q8_K quantization. x is read around L1 (__ldcg): the
- * fused callers read values other blocks have just written. */
+ * fused callers read values other blocks have just written. Without o
+ * (SMOLBOT_GPU_NIN: a block's own copy of the next product's input) only
+ * the Q8_K, of the same values: n % 256 == 0 then. */
 __device__ void rms_row(const float *x, const float *w, float *o, int n, float eps, int8_t *xq, float *xd) {
     __shared__ float part[32];
     if (n == 8 * (int)blockDim.x) { /* one value octet per thread, kept in registers: one trip to memory */
@@ -893,8 +900,10 @@ __device__ void rms_row(const float *x, const float *w, float *o, int n, float e
         const float scale = 1.0f / sqrtf(s / (float)n + eps);
 #pragma unroll
         for (int i = 0; i < 8; i++) v[i] = __fmul_rn(__fmul_rn(v[i], scale), wv[i]);
-        *(float4 *)(o + i0) = make_float4(v[0], v[1], v[2], v[3]);
-        *(float4 *)(o + i0 + 4) = make_float4(v[4], v[5], v[6], v[7]);
+        if (o) {
+            *(float4 *)(o + i0) = make_float4(v[0], v[1], v[2], v[3]);
+            *(float4 *)(o + i0 + 4) = make_float4(v[4], v[5], v[6], v[7]);
+        }
         /* warp w's 256 values are super-block w */
         if (xq) quant_vals(v, xq + (threadIdx.x >> 5) * 256, xd + (threadIdx.x >> 5), lane);
         return;
@@ -914,11 +923,21 @@ __device__ void rms_row(const float *x, const float *w, float *o, int n, float e
     }
     __syncthreads();
     const float scale = 1.0f / sqrtf(part[0] / (float)n + eps);
+    const int nsb = n >> 8, lane = threadIdx.x & 31;
+    if (!o) { /* each warp's super-blocks straight from x */
+        for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5) {
+            const int i0 = sb * 256 + lane * 8;
+            float v[8];
+#pragma unroll
+            for (int i = 0; i < 8; i++) v[i] = __fmul_rn(__fmul_rn(__ldcg(x + i0 + i), scale), w[i0 + i]);
+            quant_vals(v, xq + sb * 256, xd + sb, lane);
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(__ldcg(x + i), scale), w[i]);
     if (!xq) return;
     __syncthreads(); /* the row is in global memory, visible to this block */
-    const int nsb = n >> 8;
-    for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5) quant_sb(o + sb * 256, xq + sb * 256, xd + sb, threadIdx.x & 31);
+    for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5) quant_sb(o + sb * 256, xq + sb * 256, xd + sb, lane);
 }
 
 /* mv_part_q for two rows of the same type at once (gate and up): twice
@@ -997,25 +1016,44 @@ __device__ __forceinline__ void dec_early(const mv_job &j, const mv_seg &s, int 
     if (j.mode == MV_GLU) l2_prefetch(j.s[1].W + (size_t)r0 * j.s[1].rb, (size_t)rows * j.s[1].rb);
 }
 
+/* j.qin: the block's own Q8_K of the product's input (of rmsnorm(x) *
+ * qnw, or of x) into its shared memory sm; every thread of the block */
+__device__ __forceinline__ void dec_qin(const mv_job &j, unsigned char *sm) {
+    int8_t *q = (int8_t *)sm;
+    float *d = (float *)(sm + j.n_in);
+    if (j.qnw) rms_row(j.x, j.qnw, NULL, j.n_in, j.eps, q, d);
+    else
+        for (int sb = threadIdx.x >> 5; sb < j.n_in >> 8; sb += blockDim.x >> 5)
+            quant_sb<true>(j.x + sb * 256, q + sb * 256, d + sb, threadIdx.x & 31);
+    __syncthreads();
+}
+
 /* MV_GLU with j.glu2 (dec_glu): warp w of block b does gate and up row
  * 8 b + w, reduced in the warp. Its own kernel: the two rows' loads in
  * flight take 80 registers, which inside k_dec cost every product
  * occupancy (decode 512 -> 466 tok/s on an H200). */
-__global__ void __launch_bounds__(256) k_dec_glu2(const mv_job j) {
+template <bool QIN> __global__ void __launch_bounds__(256) k_dec_glu2(const mv_job j) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, row = blockIdx.x * 8 + warp;
     const mv_seg &s = j.s[0], &u = j.s[1];
     dec_early(j, s, blockIdx.x * 8, 8);
     gdc_wait();
+    const int8_t *xq = j.xq;
+    const float *xd = j.xd;
+    if (QIN) { /* j.qin: its own instance, for the registers of the default one */
+        DYN_SMEM(unsigned char, glu_sm);
+        dec_qin(j, glu_sm);
+        xq = (const int8_t *)glu_sm, xd = (const float *)(glu_sm + j.n_in);
+    }
     if (row >= s.n_out) return;
     const uint8_t *wg = s.W + (size_t)row * s.rb, *wu = u.W + (size_t)row * u.rb;
     float2 v;
-    if (s.type == u.type && s.type == GT_Q4_K) v = mv_part_q2<GT_Q4_K>(wg, wu, j.n_in, j.xq, j.xd, lane);
-    else if (s.type == u.type && s.type == GT_Q6_K) v = mv_part_q2<GT_Q6_K>(wg, wu, j.n_in, j.xq, j.xd, lane);
-    else if (s.type == u.type && s.type == GT_Q6_KB) v = mv_part_q2<GT_Q6_KB>(wg, wu, j.n_in, j.xq, j.xd, lane);
-    else if (s.type == u.type && s.type == GT_Q5_K) v = mv_part_q2<GT_Q5_K>(wg, wu, j.n_in, j.xq, j.xd, lane);
+    if (s.type == u.type && s.type == GT_Q4_K) v = mv_part_q2<GT_Q4_K>(wg, wu, j.n_in, xq, xd, lane);
+    else if (s.type == u.type && s.type == GT_Q6_K) v = mv_part_q2<GT_Q6_K>(wg, wu, j.n_in, xq, xd, lane);
+    else if (s.type == u.type && s.type == GT_Q6_KB) v = mv_part_q2<GT_Q6_KB>(wg, wu, j.n_in, xq, xd, lane);
+    else if (s.type == u.type && s.type == GT_Q5_K) v = mv_part_q2<GT_Q5_K>(wg, wu, j.n_in, xq, xd, lane);
     else
-        v = make_float2(mv_part_any(s.type, wg, j.n_in, j.x, j.xq, j.xd, lane, 0, 1),
-                        mv_part_any(u.type, wu, j.n_in, j.x, j.xq, j.xd, lane, 0, 1));
+        v = make_float2(mv_part_any(s.type, wg, j.n_in, j.x, xq, xd, lane, 0, 1),
+                        mv_part_any(u.type, wu, j.n_in, j.x, xq, xd, lane, 0, 1));
     const float g = warp_sum(v.x), up = warp_sum(v.y);
     if (lane == 0) s.y[row] = g / (1.0f + expf(-g)) * up;
 }
@@ -1035,11 +1073,9 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     gdc_wait();
     const int8_t *xq = j.xq;
     const float *xd = j.xd;
-    if (j.qin) { /* as k_quant would (quant_sb), into shared memory */
+    if (j.qin) { /* as k_quant (quant_sb) or the norm (rms_row) would, into shared memory */
         DYN_SMEM(unsigned char, qin_sm);
-        for (int sb = warp; sb < j.n_in >> 8; sb += 8)
-            quant_sb<true>(j.x + sb * 256, (int8_t *)qin_sm + sb * 256, (float *)(qin_sm + j.n_in) + sb, lane);
-        __syncthreads();
+        dec_qin(j, qin_sm);
         xq = (const int8_t *)qin_sm, xd = (const float *)(qin_sm + j.n_in);
     }
     const mv_seg sg = j.mode == MV_GLU && vr >= R ? j.s[1] : s;
@@ -1398,18 +1434,20 @@ __device__ __forceinline__ void att_tile_load(__half *Kb, __half *Vb, const __ha
 /* The merge by the last block of a KV head, one warp per head: the ns
  * partials pp[s * (hd + 2)] (acc[hd], m, l; every one has l >= 1) weighed
  * by exp(m - M) -- each lane weighs its own splits into ws (shared, ns
- * floats), then the partial outputs are summed with eight splits' loads in
+ * floats), then the partial outputs are summed with U splits' loads in
  * flight (one split at a time, the merge was a chain of L2 round trips
- * that cost more than the scores at 8192). The result goes to out and to
- * ob (shared memory, for att_out_q8). W (SMOLBOT_GPU_MW): fewer round
- * trips -- every split's (m, l) in one (ns <= ATT_DEC_MAX_SPLITS), and
- * sixteen splits' loads in flight -- for the same sums in the same order. */
-template <bool W = false>
-__device__ __forceinline__ void att_merge_head(const float *pp, int ns, int hd, float *ws, float *out, float *ob, int lane) {
-    constexpr int U = W ? 16 : 8, NL = ATT_DEC_MAX_SPLITS / 32;
-    const int np = hd / 64;
+ * that cost more than the scores at 8192). Lane i sums the dimension pairs
+ * d0 + 2i + 64k, k < np (np <= NP: the whole head from d0 = 0, or a 64-value
+ * half of it when two warps share the head); the result goes to out and
+ * to ob (shared memory, for att_out_q8), both indexed from dimension 0.
+ * ML1 (SMOLBOT_GPU_MW): every split's (m, l) in one round of loads (ns <=
+ * ATT_DEC_MAX_SPLITS). Whatever U and ML1, the same sums in the same order. */
+template <int U, int NP, bool ML1>
+__device__ __forceinline__ void att_merge(const float *pp, int ns, int hd, int np, int d0, float *ws, float *out, float *ob,
+                                          int lane) {
+    constexpr int NL = ATT_DEC_MAX_SPLITS / 32;
     float M = -INFINITY, den = 0.0f;
-    if (W) {
+    if (ML1) {
         float2 ml[NL];
 #pragma unroll
         for (int k = 0; k < NL; k++) {
@@ -1437,31 +1475,39 @@ __device__ __forceinline__ void att_merge_head(const float *pp, int ns, int hd, 
     }
     den = warp_sum(den);
     __syncwarp();
-    float2 o[4];
+    const int d = d0 + 2 * lane;
+    float2 o[NP];
 #pragma unroll
-    for (int i = 0; i < 4; i++) o[i] = make_float2(0.0f, 0.0f);
+    for (int i = 0; i < NP; i++) o[i] = make_float2(0.0f, 0.0f);
     for (int s0 = 0; s0 < ns; s0 += U) {
-        float2 a[U][4];
+        float2 a[U][NP];
 #pragma unroll
         for (int u = 0; u < U; u++)
 #pragma unroll
-            for (int i = 0; i < 4; i++)
-                a[u][i] = s0 + u < ns && i < np ? __ldcg((const float2 *)(pp + (size_t)(s0 + u) * (hd + 2) + 2 * lane + 64 * i))
+            for (int i = 0; i < NP; i++)
+                a[u][i] = s0 + u < ns && i < np ? __ldcg((const float2 *)(pp + (size_t)(s0 + u) * (hd + 2) + d + 64 * i))
                                                 : make_float2(0.0f, 0.0f);
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const float w = s0 + u < ns ? ws[s0 + u] : 0.0f;
 #pragma unroll
-            for (int i = 0; i < 4; i++) o[i].x += w * a[u][i].x, o[i].y += w * a[u][i].y;
+            for (int i = 0; i < NP; i++) o[i].x += w * a[u][i].x, o[i].y += w * a[u][i].y;
         }
     }
 #pragma unroll
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < NP; i++)
         if (i < np) {
             const float2 r = make_float2(o[i].x / den, o[i].y / den);
-            *(float2 *)(out + 2 * lane + 64 * i) = r;
-            *(float2 *)(ob + 2 * lane + 64 * i) = r;
+            *(float2 *)(out + d + 64 * i) = r;
+            *(float2 *)(ob + d + 64 * i) = r;
         }
+}
+
+/* one warp per head: eight splits in flight, or (ML1, SMOLBOT_GPU_MW)
+ * sixteen, every (m, l) in one round */
+template <bool ML1 = false>
+__device__ __forceinline__ void att_merge_head(const float *pp, int ns, int hd, float *ws, float *out, float *ob, int lane) {
+    att_merge<ML1 ? 16 : 8, 4, ML1>(pp, ns, hd, hd / 64, 0, ws, out, ob, lane);
 }
 
 /* The Q8_K of a group's n outputs ob (shared memory; n % 256 == 0) into
@@ -1907,13 +1953,14 @@ __global__ void __launch_bounds__(256, 2)
  * parts' scores (summed after), and P's two parts in the same rows feed
  * O += P V the same way -- 64 mma per 32 positions for every head of the
  * group, where k_fa spends 128 on 16 rows of one head:
- *   - block (KV head, split of the positions, as k_attn_dec), DM_WARPS
- *     warps; warp w takes the split's 32-position tiles w, w + DM_WARPS, ..
- *     into its own shared buffer (cp.async, a warp barrier only);
+ *   - block (KV head, split of the positions, as k_attn_dec), W warps
+ *     (DM_WARPS, or DM_WARPS8); warp w takes the split's 32-position
+ *     tiles w, w + W, .. into its own shared buffer (cp.async, a warp
+ *     barrier only);
  *   - the warps' (m, l, o) are merged in shared memory; a split that holds
  *     the whole context (n <= chunk: by default up to ATT_DMMA_MIN
  *     positions) writes the output and its Q8_K at once, else its partial,
- *     and the last of the splits with positions merges (att_merge_head);
+ *     and the last of the splits with positions merges (att_merge);
  *     splits past the context leave at once, uncounted.
  * Shapes: head_dim 64 or 128, group <= 8. */
 /* Ask L2 for K and V rows [begin, end) of one head (hd values at off in
@@ -1933,12 +1980,20 @@ __device__ __forceinline__ void att_l2_prefetch(const __half *kc, const __half *
 #define DM_WARPS 4
 #define DM_TILE 32
 #define ATT_DMMA_MIN 128 /* positions per split, at least (one tile per warp) */
+/* SMOLBOT_GPU_DW8 (opt-in, not yet measured on a GPU): blocks of eight
+ * warps, half the splits (at 8192, 128 blocks, one per SM: every K/V tile
+ * still requested at once), and the merge half as long -- 32 partials a
+ * head, each summed by two warps of 64 dimensions with all 32 splits'
+ * loads in flight (att_merge<32, 1>): two dependent rounds, not ten */
+#define DM_WARPS8 8
+#define ATT_DW8_SPLITS 32
+#define ATT_DW8_MIN 256
 
-static size_t dmma_smem(int hd) { return (size_t)DM_WARPS * 2 * DM_TILE * (hd + 8) * sizeof(__half); }
+static size_t dmma_smem(int hd, int w) { return (size_t)w * 2 * DM_TILE * (hd + 8) * sizeof(__half); }
 static bool dmma_ok(int hd, int group) { return (hd == 64 || hd == 128) && group >= 1 && group <= 8; }
 
-template <int HD>
-__global__ void __launch_bounds__(DM_WARPS * 32)
+template <int HD, int W>
+__global__ void __launch_bounds__(W * 32)
     k_attn_dmma(const float *q, const __half *kc, const __half *vc, const int *d_pos, int n_head, int n_kv, float scale,
                 int minc, int early, float *part, unsigned *counter, float *out, int8_t *oq, float *od) {
     if (early & 1) gdc_launch();
@@ -1969,7 +2024,7 @@ __global__ void __launch_bounds__(DM_WARPS * 32)
 #pragma unroll
     for (int d = 0; d < DT; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
     float m = -INFINITY, l = 0.0f;
-    for (int p0 = begin + warp * DM_TILE; p0 < end; p0 += DM_WARPS * DM_TILE) {
+    for (int p0 = begin + warp * DM_TILE; p0 < end; p0 += W * DM_TILE) {
         att_tile_load(Kw, Vw, kc, vc, p0, end, kvdim, kvh * HD, HD, DM_TILE, LD, lane, 32);
         cp_async_wait<0>();
         __syncwarp();
@@ -2005,8 +2060,8 @@ __global__ void __launch_bounds__(DM_WARPS * 32)
     }
     l += __shfl_xor_sync(0xffffffffu, l, 1), l += __shfl_xor_sync(0xffffffffu, l, 2);
     __syncthreads(); /* every warp is done with its tiles: the buffers become the merge's */
-    float *wst = (float *)dm_sm;                               /* [DM_WARPS][group][HD + 2]: each warp's acc, m, l */
-    float *ob = wst + (size_t)DM_WARPS * group * (HD + 2);     /* [group][HD]: the output, for its Q8_K */
+    float *wst = (float *)dm_sm;                        /* [W][group][HD + 2]: each warp's acc, m, l */
+    float *ob = wst + (size_t)W * group * (HD + 2);     /* [group][HD]: the output, for its Q8_K */
     if (g < group) { /* a warp without tiles stores m = -inf, l = 0, acc = 0 */
         float *w = wst + ((size_t)warp * group + g) * (HD + 2);
 #pragma unroll
@@ -2017,9 +2072,9 @@ __global__ void __launch_bounds__(DM_WARPS * 32)
     for (int e = threadIdx.x; e < group * HD / 2; e += blockDim.x) {
         const int h = e / (HD / 2), d = 2 * (e % (HD / 2)), head = kvh * group + h;
         float M = -INFINITY, L = 0.0f;
-        for (int w = 0; w < DM_WARPS; w++) M = fmaxf(M, wst[((size_t)w * group + h) * (HD + 2) + HD]); /* warp 0's is finite */
+        for (int w = 0; w < W; w++) M = fmaxf(M, wst[((size_t)w * group + h) * (HD + 2) + HD]); /* warp 0's is finite */
         float2 acc = make_float2(0.0f, 0.0f);
-        for (int w = 0; w < DM_WARPS; w++) {
+        for (int w = 0; w < W; w++) {
             const float *ws = wst + ((size_t)w * group + h) * (HD + 2), c = expf(ws[HD] - M);
             acc.x += c * ws[d], acc.y += c * ws[d + 1], L += c * ws[HD + 1];
         }
@@ -2041,18 +2096,25 @@ __global__ void __launch_bounds__(DM_WARPS * 32)
         if (!last) return;
         __threadfence();
         if (threadIdx.x == 0) counter[kvh] = 0; /* ready for the next layer */
-        /* the weights of head h in wst's first S * group floats: our own
-         * partial went to global memory above, so they are free */
-        for (int h = warp; h < group; h += DM_WARPS) {
-            const float *pp = part + (size_t)(kvh * group + h) * S * (HD + 2);
-            float *o = out + (size_t)(kvh * group + h) * HD;
-            if (early & 4) att_merge_head<true>(pp, ns, HD, wst + h * S, o, ob + h * HD, lane);
-            else att_merge_head(pp, ns, HD, wst + h * S, o, ob + h * HD, lane);
-        }
+        /* the merge weights in wst (S floats a head, or a warp when two
+         * share a head): our own partial went to global memory above, so
+         * it is free, and holds them (S <= ATT_DEC_MAX_SPLITS < W (HD + 2) / 2) */
+        if (HD == 128 && W >= 2 * group) { /* two warps a head, 64 dimensions each */
+            const int h = warp >> 1;
+            if (h < group)
+                att_merge<32, 1, true>(part + (size_t)(kvh * group + h) * S * (HD + 2), ns, HD, 1, 64 * (warp & 1),
+                                       wst + warp * S, out + (size_t)(kvh * group + h) * HD, ob + h * HD, lane);
+        } else
+            for (int h = warp; h < group; h += W) {
+                const float *pp = part + (size_t)(kvh * group + h) * S * (HD + 2);
+                float *o = out + (size_t)(kvh * group + h) * HD;
+                if (early & 4) att_merge_head<true>(pp, ns, HD, wst + h * S, o, ob + h * HD, lane);
+                else att_merge_head(pp, ns, HD, wst + h * S, o, ob + h * HD, lane);
+            }
     }
     if (!oq) return;
     __syncthreads();
-    att_out_q8(ob, kvh * group * HD, group * HD, oq, od, warp, DM_WARPS, lane);
+    att_out_q8(ob, kvh * group * HD, group * HD, oq, od, warp, W, lane);
 }
 
 /* Stage of top-k: block b keeps the k best of vals[b*chunk .. +chunk)

@@ -96,6 +96,14 @@ static size_t dec_smem(const mv_job &j) { return j.qin ? q8k_bytes(j.n_in) : 0; 
 /* qin is possible: whole super-blocks that fit the default 48 KiB */
 static int dec_qin_ok(int n_in) { return n_in % 256 == 0 && q8k_bytes(n_in) <= 48 * 1024; }
 
+/* Each block of QKV and gate/up can normalize the residual itself (qin
+ * with qnw): their weights are K-quants, which read the Q8_K only (the
+ * others would read the normalized x in f32, which is then not made) */
+static int dec_nin_ok(const dlayer *L, int n_embd) {
+    return dec_qin_ok(n_embd) && gq_is_k(L->wq.type) && gq_is_k(L->wk.type) && gq_is_k(L->wv.type) &&
+           gq_is_k(L->gate.type) && gq_is_k(L->up.type);
+}
+
 static void launch_single(cudaStream_t st, const mv_job &j) {
     const int R = 8 / j.wpr;
     launch(k_dec, (j.s[0].n_out + R - 1) / R, 256, dec_smem(j), st, j);
@@ -119,37 +127,41 @@ static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const i
     launch_single(st, j);
 }
 
-/* q = rope(Wq x); cache[pos] = rope(Wk x), Wv x (see k_dec). */
+/* q = rope(Wq x); cache[pos] = rope(Wk x), Wv x (see k_dec). With qnw set
+ * (dec_nin_ok), x is the residual and each block normalizes it (eps) for
+ * itself; xq, xd are unused. */
 static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *q,
-                    __half *kc, __half *vc, const int *d_pos, float theta_scale, int rope, int hd, int early) {
+                    __half *kc, __half *vc, const int *d_pos, float theta_scale, int rope, int hd, int early,
+                    const float *qnw, float eps) {
     mv_job j;
     memset(&j, 0, sizeof j);
-    j.early = early;
+    j.early = early, j.qin = qnw != NULL, j.qnw = qnw, j.eps = eps;
     j.nseg = 3, j.n_in = L->wq.n_in, j.mode = MV_QKV, j.x = x, j.xq = xq, j.xd = xd;
     j.wpr = pick_wpr(L->wq.n_out + L->wk.n_out + L->wv.n_out, j.n_in, 4);
     const int R = 8 / j.wpr; /* even, and divides head_dim: pairs stay in a block */
     const int b1 = L->wq.n_out / R, b2 = b1 + L->wk.n_out / R, nb = b2 + L->wv.n_out / R;
     j.s[0] = seg_of(&L->wq, q, 0), j.s[1] = seg_of(&L->wk, NULL, b1), j.s[2] = seg_of(&L->wv, NULL, b2);
     j.kc = kc, j.vc = vc, j.d_pos = d_pos, j.theta_scale = theta_scale, j.rope = rope, j.hd = hd;
-    launch(k_dec, nb, 256, 0, st, j);
+    launch(k_dec, nb, 256, dec_smem(j), st, j);
 }
 
 /* out = silu(Wgate x) * (Wup x); with oq set (n_ff % 256 == 0), also its
  * Q8_K (oq, od), each super-block made by the last of its blocks to finish
  * (counter: n_ff / 256 zeros, left zero). glu2: a warp per gate/up row
- * pair where one warp per row is the split anyway and oq is NULL. */
+ * pair where one warp per row is the split anyway and oq is NULL. qnw, eps:
+ * as in dec_qkv. */
 static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8_t *xq, const float *xd, float *out,
-                    int8_t *oq, float *od, unsigned *counter, int early, int glu2) {
+                    int8_t *oq, float *od, unsigned *counter, int early, int glu2, const float *qnw, float eps) {
     mv_job j;
     memset(&j, 0, sizeof j);
-    j.early = early;
+    j.early = early, j.qin = qnw != NULL, j.qnw = qnw, j.eps = eps;
     j.nseg = 1, j.n_in = L->gate.n_in, j.mode = MV_GLU, j.x = x, j.xq = xq, j.xd = xd;
     j.nxq = oq, j.nxd = od, j.counter = counter;
     j.wpr = pick_wpr(2 * L->gate.n_out, j.n_in, 4);
     j.glu2 = glu2 && j.wpr == 1 && !oq;
     const int R = j.glu2 ? 8 : 4 / j.wpr;
     j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
-    launch(j.glu2 ? k_dec_glu2 : k_dec, (L->gate.n_out + R - 1) / R, 256, 0, st, j);
+    launch(j.glu2 ? j.qin ? k_dec_glu2<true> : k_dec_glu2<false> : k_dec, (L->gate.n_out + R - 1) / R, 256, dec_smem(j), st, j);
 }
 
 /* rows x n of x (stride ldx) -> g->xq/xd layout (row stride n) */
@@ -159,6 +171,14 @@ static void quant(cudaStream_t st, const float *x, int n, int ldx, int rows, int
     launch(k_quant, grid, 256, 0, st, x, n, ldx, xq, xd);
 }
 
+typedef void (*dmma_fn)(const float *, const __half *, const __half *, const int *, int, int, float, int, int, float *,
+                        unsigned *, float *, int8_t *, float *);
+/* k_attn_dmma for head_dim hd (64 or 128), of DM_WARPS8 warps when w8 */
+static dmma_fn dmma_kernel(int hd, int w8) {
+    if (hd == 128) return w8 ? k_attn_dmma<128, DM_WARPS8> : k_attn_dmma<128, DM_WARPS>;
+    return w8 ? k_attn_dmma<64, DM_WARPS8> : k_attn_dmma<64, DM_WARPS>;
+}
+
 /* The dynamic shared memory the attention kernels take for this shape
  * (above the 48 KiB default): k_attn always, k_attn_dec, k_attn_dmma and k_fa where
  * their shapes allow them. Once per model (and per test call). */
@@ -166,9 +186,9 @@ static cudaError_t attn_smem_limits(int hd, int group) {
     cudaError_t e = cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_smem(hd, ATT_PAIRS));
     if (e == cudaSuccess && attn_dec_ok(hd, group))
         e = cudaFuncSetAttribute(k_attn_dec, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)attn_dec_smem(hd, group));
-    if (e == cudaSuccess && dmma_ok(hd, group))
-        e = cudaFuncSetAttribute(hd == 128 ? k_attn_dmma<128> : k_attn_dmma<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 (int)dmma_smem(hd));
+    for (int w8 = 0; w8 < 2 && e == cudaSuccess && dmma_ok(hd, group); w8++)
+        e = cudaFuncSetAttribute(dmma_kernel(hd, w8), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)dmma_smem(hd, w8 ? DM_WARPS8 : DM_WARPS));
     if (e == cudaSuccess && fa_ok(hd, group))
         e = cudaFuncSetAttribute(hd == 128 ? k_fa<128> : k_fa<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)fa_smem(hd));
@@ -210,11 +230,12 @@ static void launch_attn(cudaStream_t st, const float *q, const __half *kc, const
  * lets its successor start at once (gdc_launch, SMOLBOT_GPU_EARLY); mma:
  * k_attn_dmma instead, where dmma_ok (SMOLBOT_GPU_DMMA); pf: k_attn_dmma
  * asks L2 for its K and V before it waits (SMOLBOT_GPU_APF); mw: its merge
- * in fewer round trips (att_merge_head<true>, SMOLBOT_GPU_MW) */
+ * in fewer round trips (att_merge_head<true>, SMOLBOT_GPU_MW); w8: its
+ * blocks of DM_WARPS8 warps (SMOLBOT_GPU_DW8) */
 typedef struct att_dec_cfg {
-    int splits, minc, early, mma, pf, mw;
+    int splits, minc, early, mma, pf, mw, w8;
 } att_dec_cfg;
-static const att_dec_cfg ATT_DEC_DEFAULT = {ATT_DEC_SPLITS, ATT_DEC_MIN, 0, 0, 0, 0};
+static const att_dec_cfg ATT_DEC_DEFAULT = {ATT_DEC_SPLITS, ATT_DEC_MIN, 0, 0, 0, 0, 0};
 
 /* One token's attention by k_attn_dec; the Q8_K of its output too when the
  * group's heads are whole super-blocks (xq set), else the caller quantizes.
@@ -224,9 +245,9 @@ static int launch_attn_dec(cudaStream_t st, const float *q, const __half *kc, co
                            float *out, int8_t *xq, float *xd) {
     const int group = n_head / n_kv, fq = xq && (group * hd) % 256 == 0;
     if (sp.mma && dmma_ok(hd, group)) {
-        launch(hd == 128 ? k_attn_dmma<128> : k_attn_dmma<64>, dim3(n_kv, sp.splits), DM_WARPS * 32, dmma_smem(hd), st, q, kc,
-               vc, d_pos, n_head, n_kv, scale, sp.minc, sp.early | sp.pf << 1 | sp.mw << 2, part, counter, out,
-               fq ? xq : (int8_t *)NULL, xd);
+        const int w = sp.w8 ? DM_WARPS8 : DM_WARPS;
+        launch(dmma_kernel(hd, sp.w8), dim3(n_kv, sp.splits), w * 32, dmma_smem(hd, w), st, q, kc, vc, d_pos, n_head, n_kv,
+               scale, sp.minc, sp.early | sp.pf << 1 | sp.mw << 2, part, counter, out, fq ? xq : (int8_t *)NULL, xd);
         return fq;
     }
     launch(k_attn_dec, dim3(n_kv, sp.splits), group * 32, attn_dec_smem(hd, group), st, q, kc, vc, d_pos, n_head, n_kv,
