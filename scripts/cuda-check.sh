@@ -32,8 +32,9 @@ JOBS=$(nproc)
 # switches and settings of src/kern/cuda/gpu.cu not yet measured faster,
 # and the previous defaults as a baseline (SMOLBOT_CUDA_OPTIN,
 # ';'-separated, replaces the list)
-OPTIN=("SMOLBOT_GPU_MW=1" "SMOLBOT_GPU_DW8=1" "SMOLBOT_GPU_NIN=1" "SMOLBOT_GPU_NIN=1 SMOLBOT_GPU_DW8=1"
-       "SMOLBOT_GPU_NIN=1 SMOLBOT_GPU_MW=1" "SMOLBOT_GPU_MW=1 SMOLBOT_GPU_DSPLITS=128 SMOLBOT_GPU_DMIN=64")
+OPTIN=("SMOLBOT_GPU_MW=1" "SMOLBOT_GPU_DW8=1" "SMOLBOT_GPU_NIN=1" "SMOLBOT_GPU_DU3=1"
+       "SMOLBOT_GPU_NIN=1 SMOLBOT_GPU_DU3=1 SMOLBOT_GPU_DW8=1" "SMOLBOT_GPU_NIN=1 SMOLBOT_GPU_DU3=1 SMOLBOT_GPU_MW=1"
+       "SMOLBOT_GPU_DU3=1 SMOLBOT_GPU_DWPR=4")
 if [ -n "${SMOLBOT_CUDA_OPTIN:-}" ]; then IFS=';' read -r -a OPTIN <<<"$SMOLBOT_CUDA_OPTIN"; fi
 # reference files: ../shared next to the repo, or shared/ inside it
 if [ -z "${SMOLBOT_SHARED:-}" ] && [ ! -d ../shared ] && [ -d shared ]; then export SMOLBOT_SHARED=$PWD/shared; fi

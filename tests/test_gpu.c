@@ -416,7 +416,8 @@ static const char *const gpu_switches[] = {"SMOLBOT_GPU_DATT", "SMOLBOT_GPU_MMQI
                                            "SMOLBOT_GPU_PF16", "SMOLBOT_GPU_GLUQ", "SMOLBOT_GPU_GLU2", "SMOLBOT_GPU_BATCH",
                                            "SMOLBOT_GPU_DMMA", "SMOLBOT_GPU_QIN",  "SMOLBOT_GPU_MMQ2",  "SMOLBOT_GPU_PAR",
                                            "SMOLBOT_GPU_SQ",   "SMOLBOT_GPU_Q6B",  "SMOLBOT_GPU_DQ16", "SMOLBOT_GPU_DQMIN",
-                                           "SMOLBOT_GPU_APF",  "SMOLBOT_GPU_MW",   "SMOLBOT_GPU_DW8",  "SMOLBOT_GPU_NIN"};
+                                           "SMOLBOT_GPU_APF",  "SMOLBOT_GPU_MW",   "SMOLBOT_GPU_DW8",  "SMOLBOT_GPU_NIN",
+                                           "SMOLBOT_GPU_DU3"};
 static void set_switches(const char *const *cfg) {
     for (size_t i = 0; i < CORE_ARRAY_LEN(gpu_switches); i++) {
         if (cfg && cfg[i]) setenv(gpu_switches[i], cfg[i], 1);
@@ -510,22 +511,23 @@ static void decode_and_cache_env(const char *const *cfg, int want_q4) {
  * 256-token chunks); the opt-ins (the SwiGLU's Q8_K fused by gate/up, K
  * and V prefetched into L2 by decode attention, its merge in fewer round
  * trips, in blocks of eight warps), with the smallest chunk;
- * down quantizing its input itself and QKV, gate/up normalizing theirs,
- * with k_mmq at two blocks per SM and the prefill's f16 GEMMs from one
- * token on (DQMIN 1) */
+ * down quantizing its input itself (three steps of loads an iteration)
+ * and QKV, gate/up normalizing theirs, with k_mmq at two blocks per SM and
+ * the prefill's f16 GEMMs from one token on (DQMIN 1) */
 static void test_decode_and_cache(void) { decode_and_cache_env(NULL, 0); }
 static void test_decode_and_cache_off(void) {
-    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0", "0", "0", "0", "0", "0", "0", NULL, "0", "0", "0", "0"};
+    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0", "0", "0",
+                               "0", "0", "0", "0", NULL, "0", "0",   "0", "0", "0"};
     decode_and_cache_env(off, 0);
 }
 static void test_decode_and_cache_optin(void) {
     const char *const optin[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64", NULL, NULL,
-                                 NULL, NULL, NULL, NULL, NULL, NULL, "1",  "1",  "1",  NULL};
+                                 NULL, NULL, NULL, NULL, NULL, NULL, "1",  "1",  "1",  NULL, NULL};
     decode_and_cache_env(optin, 0);
 }
 static void test_decode_and_cache_qin(void) {
     const char *const qin[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "1",
-                               "1",  NULL, NULL, NULL, NULL, "1",  NULL, NULL, NULL, "1"};
+                               "1",  NULL, NULL, NULL, NULL, "1",  NULL, NULL, NULL, "1", "1"};
     decode_and_cache_env(qin, 1); /* K-quant weights: the only ones qin, nin and k_mmq see */
 }
 

@@ -322,7 +322,7 @@ static void check_nin(int type, int n_embd, int n_ff, int glu2) {
     for (float &v : nw) v = frand(0.005f, 0.015f);
     q8k_rows(x.data(), 1, n_in, xq.data(), xd.data());
     dec_acc_norm(0, &W, x.data(), xq.data(), xd.data(), y.data(), nw.data(), 1e-6f, ny.data(), nq.data(), nd.data(),
-                 counter.data(), 1, 0, 0);
+                 counter.data(), 1, 0, 0, 2);
     for (int nin = 0; nin < 2; nin++) {
         out[nin].assign((size_t)n_ff, NAN);
         dec_glu(0, &L, nin ? y.data() : NULL, nin ? NULL : nq.data(), nin ? NULL : nd.data(), out[nin].data(), NULL, od.data(),
@@ -342,8 +342,9 @@ static void test_dec_nin(void) {
 
 /* k_dec's residual job: y += W x on Q8_K activations, then the last block
  * writes rmsnorm(y) * nw and its Q8_K; with qin each block quantizes x
- * itself (no k_quant before it) -- the same values to the last bit */
-static void check_acc(int type, int n_out, int n_in, int wpr) {
+ * itself (no k_quant before it) -- the same values to the last bit;
+ * unroll: mv_job's (k_dec<3>, or k_dec<2>) */
+static void check_acc(int type, int n_out, int n_in, int wpr, int unroll = 2) {
     void *w = random_rows(type, n_in, n_out);
     const size_t rb = kern_row_size(type, n_in);
     const dmat W = {(const uint8_t *)w, type, n_in, n_out, rb};
@@ -359,7 +360,7 @@ static void check_acc(int type, int n_out, int n_in, int wpr) {
         y[qin] = y0, ny[qin].assign((size_t)n_out, NAN), nd[qin].assign((size_t)n_out / 256, NAN), nq[qin].assign((size_t)n_out, 0);
         unsigned counter = 0;
         dec_acc_norm(0, &W, x.data(), qin ? NULL : xq.data(), qin ? NULL : xd.data(), y[qin].data(), nw.data(), 1e-6f,
-                     ny[qin].data(), nq[qin].data(), nd[qin].data(), &counter, 1, qin, wpr);
+                     ny[qin].data(), nq[qin].data(), nd[qin].data(), &counter, 1, qin, wpr, unroll);
         CHECK_EQ_INT(counter, 0);
     }
     CHECK_MSG(!memcmp(y[0].data(), y[1].data(), 4 * (size_t)n_out) && !memcmp(ny[0].data(), ny[1].data(), 4 * (size_t)n_out) &&
@@ -376,8 +377,8 @@ static void check_acc(int type, int n_out, int n_in, int wpr) {
         worst = fmax(worst, fabs(y0[(size_t)r] + sum - y[0][(size_t)r]) / (mag + 1.0));
         ss += (double)y[0][(size_t)r] * y[0][(size_t)r];
     }
-    CHECK_MSG(worst < 1e-5, "%s %d x %d, %d warps a row: y += W x relative error %.3g", kern_ref_traits(type)->name, n_out,
-              n_in, wpr, worst);
+    CHECK_MSG(worst < 1e-5, "%s %d x %d, %d warps a row, unroll %d: y += W x relative error %.3g", kern_ref_traits(type)->name,
+              n_out, n_in, wpr, unroll, worst);
     const double sc = 1.0 / sqrt(ss / n_out + 1e-6);
     double wn = 0;
     for (int r = 0; r < n_out; r++) wn = fmax(wn, fabs(y[0][(size_t)r] * sc * nw[(size_t)r] - ny[0][(size_t)r]));
@@ -388,7 +389,10 @@ static void check_acc(int type, int n_out, int n_in, int wpr) {
 }
 
 /* the norm's two paths (2048 values: one octet per thread; 768); rows split
- * over pick_wpr's warps, and over 1, 4 and 8 (SMOLBOT_GPU_OWPR/DWPR) */
+ * over pick_wpr's warps, and over 1, 4 and 8 (SMOLBOT_GPU_OWPR/DWPR);
+ * three steps per iteration (SMOLBOT_GPU_DU3): rows of 20 super-blocks
+ * (a warp a row: an iteration, then two steps), 27 (two warps: an
+ * iteration, then one step) and 11 (a tail only) */
 static void test_dec_acc(void) {
     for (size_t i = 0; i < CORE_ARRAY_LEN(kq_types); i++) {
         check_acc(kq_types[i], 2048, 2816, 0);
@@ -397,9 +401,12 @@ static void test_dec_acc(void) {
     check_acc(KERN_Q6_K, 2048, 2816, 1);
     check_acc(KERN_Q4_K, 2048, 2816, 4);
     check_acc(KERN_Q6_K, 768, 2816, 8);
+    check_acc(KERN_Q4_K, 768, 5120, 1, 3);
+    check_acc(KERN_Q6_K, 2048, 2816, 0, 3);
     g_q6b = 1; /* rows of 11 super-blocks: every other one 2-byte aligned */
     check_acc(KERN_Q6_K, 2048, 2816, 0);
     check_acc(KERN_Q6_K, 768, 2816, 8);
+    check_acc(KERN_Q6_K, 768, 6912, 2, 3);
     g_q6b = 0;
 }
 

@@ -113,7 +113,10 @@
  * themselves (rms_row into shared memory, the same Q8_K to the last bit)
  * instead of the last block of Wo and down after a fence and a counter:
  * two serial tails fewer per layer, for one round of L2 reads in every
- * block (2048 values, where QIN's blocks quantized 11,008).
+ * block (2048 values, where QIN's blocks quantized 11,008);
+ * SMOLBOT_GPU_DU3, down's k_dec<3>: three steps of super-block loads per
+ * iteration (down's rows are 43 super-blocks over two warps: two dependent
+ * rounds of loads, not three; 63 registers, still four blocks per SM).
  *
  * Files: kernels.cuh holds the device code, launch.cuh how each kernel is
  * launched (grids, decode jobs, products), this file the rest of the host side. All
@@ -188,6 +191,7 @@ struct gpu_model {
     int use_glu2;  /* a warp per gate/up row pair: k_dec_glu2 (SMOLBOT_GPU_GLU2) */
     int use_qin;   /* down quantizes the SwiGLU output itself, no k_quant (SMOLBOT_GPU_QIN) */
     int use_nin;   /* QKV and gate/up normalize the residual themselves (SMOLBOT_GPU_NIN) */
+    int use_du3;   /* down's k_dec<3>: three steps of loads per iteration (SMOLBOT_GPU_DU3) */
     int wpr_o, wpr_down; /* warps per row of Wo and down in decode, 0: pick_wpr (SMOLBOT_GPU_OWPR, _DWPR) */
     /* prefill: K and V beside Q, up beside gate, on side streams joined
      * by events (SMOLBOT_GPU_PAR): a 512-row product alone fills a quarter
@@ -447,6 +451,7 @@ extern "C" int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg
     g->use_qin = env_on("SMOLBOT_GPU_QIN") && !g->use_gluq && dec_qin_ok(F);
     g->use_nin = env_on("SMOLBOT_GPU_NIN"); /* not yet measured on a GPU: opt-in */
     for (int il = 0; il < d->n_layer; il++) g->use_nin &= dec_nin_ok(&g->L[il], E);
+    g->use_du3 = env_on("SMOLBOT_GPU_DU3"); /* not yet measured on a GPU: opt-in */
     g->use_sq = !env_off("SMOLBOT_GPU_SQ") && F % 256 == 0;
     g->use_par = !env_off("SMOLBOT_GPU_PAR");
     if (g->use_par) {
@@ -651,7 +656,7 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
         if (!(sk & 8) && !quantized) quant(st, g->att, qdim, qdim, 1, xq, xd);
         if (!(sk & 16))
             dec_acc_norm(st, &L->wo, g->att, xq, xd, g->x, g->use_nin ? NULL : L->ffn_norm, c->eps, g->xb, xq, xd, g->counter,
-                         g->use_early, 0, g->wpr_o);
+                         g->use_early, 0, g->wpr_o, 0);
         /* fused, the SwiGLU output's Q8_K goes to its own buffer: blocks
          * still reading xq would see it overwritten */
         int8_t *hq = g->use_gluq ? g->xq2 : xq;
@@ -662,7 +667,7 @@ static void enqueue_decode(gpu_model *g, gpu_kv *kv) {
         if (!(sk & 128) && !g->use_gluq && !g->use_qin) quant(st, g->hb, F, F, 1, xq, xd);
         if (!(sk & 256))
             dec_acc_norm(st, &L->down, g->hb, hq, hd_, g->x, g->use_nin && il + 1 < c->n_layer ? NULL : next_norm, c->eps,
-                         g->xb, xq, xd, g->counter, g->use_early, g->use_qin, g->wpr_down);
+                         g->xb, xq, xd, g->counter, g->use_early, g->use_qin, g->wpr_down, g->use_du3 ? 3 : 2);
     }
     if (!(sk & 512)) dec_single(st, &g->output, g->xb, xq, xd, g->logits, MV_STORE, 0);
 }

@@ -158,6 +158,9 @@ typedef struct mv_job {
      * qnw (eps), as the last block of the product before would have
      * (rms_row, the same values): no serial tail there (SMOLBOT_GPU_NIN) */
     const float *qnw;
+    /* 3: k_dec<3>, three steps of loads per iteration (SMOLBOT_GPU_DU3,
+     * for down's long rows); else k_dec<2> */
+    int unroll;
 } mv_job;
 
 /* ---- K-quant weights x Q8_K activations (decode) ----------------------
@@ -271,20 +274,27 @@ template <int T> __device__ __forceinline__ float kq_sb(const uint8_t *blk, cons
 }
 
 /* Partial dot over the super-blocks of this (warp part, lane group): four
- * super-blocks per warp step (8 lanes each), two steps per iteration so
- * that each warp keeps eight blocks of loads in flight. */
-template <int T> __device__ __forceinline__ float mv_part_q(const uint8_t *wr, int n_in, const int8_t *xq,
-                                                            const float *xd, int lane, int part, int wpr) {
+ * super-blocks per warp step (8 lanes each), U steps per iteration so
+ * that each warp keeps 4 U blocks of loads in flight: U = 2, or 3 for a
+ * long row (down's 43 super-blocks over two warps: two rounds of loads,
+ * not three; SMOLBOT_GPU_DU3). */
+template <int T, int U = 2> __device__ __forceinline__ float mv_part_q(const uint8_t *wr, int n_in, const int8_t *xq,
+                                                                       const float *xd, int lane, int part, int wpr) {
     const int BS = T == GT_Q4_K ? 144 : T == GT_Q5_K ? 176 : 210;
     const int nsb = n_in >> 8, li = lane & 7, step = 4 * wpr;
     float s = 0.0f;
     int sb = part * 4 + (lane >> 3);
 #define KQ(o) kq_sb<T>(wr + (size_t)(sb + (o)) * BS, xq + (size_t)(sb + (o)) * 256, xd[sb + (o)], li)
-    for (; sb + step < nsb; sb += 2 * step) {
-        const float a = KQ(0), b = KQ(step);
-        s += a + b;
+    for (; sb + (U - 1) * step < nsb; sb += U * step) {
+        float a[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) a[u] = KQ(u * step);
+        float t = a[0];
+#pragma unroll
+        for (int u = 1; u < U; u++) t += a[u];
+        s += t;
     }
-    if (sb < nsb) s += KQ(0);
+    for (; sb < nsb; sb += step) s += KQ(0);
 #undef KQ
     return s;
 }
@@ -977,13 +987,14 @@ template <int T> __device__ __forceinline__ float mv_part(const uint8_t *wr, int
     return s;
 }
 
+template <int U = 2>
 __device__ __forceinline__ float mv_part_any(int type, const uint8_t *wr, int n_in, const float *x, const int8_t *xq,
                                              const float *xd, int lane, int part, int wpr) {
     switch (type) {
-    case GT_Q4_K: return mv_part_q<GT_Q4_K>(wr, n_in, xq, xd, lane, part, wpr);
-    case GT_Q6_K: return mv_part_q<GT_Q6_K>(wr, n_in, xq, xd, lane, part, wpr);
-    case GT_Q6_KB: return mv_part_q<GT_Q6_KB>(wr, n_in, xq, xd, lane, part, wpr);
-    case GT_Q5_K: return mv_part_q<GT_Q5_K>(wr, n_in, xq, xd, lane, part, wpr);
+    case GT_Q4_K: return mv_part_q<GT_Q4_K, U>(wr, n_in, xq, xd, lane, part, wpr);
+    case GT_Q6_K: return mv_part_q<GT_Q6_K, U>(wr, n_in, xq, xd, lane, part, wpr);
+    case GT_Q6_KB: return mv_part_q<GT_Q6_KB, U>(wr, n_in, xq, xd, lane, part, wpr);
+    case GT_Q5_K: return mv_part_q<GT_Q5_K, U>(wr, n_in, xq, xd, lane, part, wpr);
     case GT_Q8_0: return mv_part<GT_Q8_0>(wr, n_in, x, lane, part, wpr);
     case GT_Q4_0: return mv_part<GT_Q4_0>(wr, n_in, x, lane, part, wpr);
     case GT_F16: return mv_part<GT_F16>(wr, n_in, x, lane, part, wpr);
@@ -1058,7 +1069,8 @@ template <bool QIN> __global__ void __launch_bounds__(256) k_dec_glu2(const mv_j
     if (lane == 0) s.y[row] = g / (1.0f + expf(-g)) * up;
 }
 
-__global__ void __launch_bounds__(256) k_dec(const mv_job j) {
+/* U: mv_part_q's steps per iteration (k_dec<3>: j.unroll 3, SMOLBOT_GPU_DU3) */
+template <int U> __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     __shared__ float red[8], val[8];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int vrows = 8 / j.wpr, vr = warp / j.wpr, part = warp % j.wpr;
@@ -1081,7 +1093,7 @@ __global__ void __launch_bounds__(256) k_dec(const mv_job j) {
     const mv_seg sg = j.mode == MV_GLU && vr >= R ? j.s[1] : s;
     const int row = r0 + (vr < R ? vr : vr - R);
     float v = 0.0f;
-    if (row < sg.n_out) v = mv_part_any(sg.type, sg.W + (size_t)row * sg.rb, j.n_in, j.x, xq, xd, lane, part, j.wpr);
+    if (row < sg.n_out) v = mv_part_any<U>(sg.type, sg.W + (size_t)row * sg.rb, j.n_in, j.x, xq, xd, lane, part, j.wpr);
     v = warp_sum(v);
     if (lane == 0) red[warp] = v;
     __syncthreads();

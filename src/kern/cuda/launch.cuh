@@ -106,7 +106,7 @@ static int dec_nin_ok(const dlayer *L, int n_embd) {
 
 static void launch_single(cudaStream_t st, const mv_job &j) {
     const int R = 8 / j.wpr;
-    launch(k_dec, (j.s[0].n_out + R - 1) / R, 256, dec_smem(j), st, j);
+    launch(j.unroll == 3 ? k_dec<3> : k_dec<2>, (j.s[0].n_out + R - 1) / R, 256, dec_smem(j), st, j);
 }
 
 static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
@@ -117,12 +117,12 @@ static void dec_single(cudaStream_t st, const dmat *w, const float *x, const int
 /* y += W x, then the last block writes ny = rmsnorm(y) * nw and its Q8_K
  * (nxq, nxd) for the next product (see mv_job); qin: each block makes the
  * Q8_K of x itself (xq, xd unused; the caller checked dec_qin_ok); wpr:
- * warps per row, 0 for pick_wpr's. */
+ * warps per row, 0 for pick_wpr's; unroll: mv_job's. */
 static void dec_acc_norm(cudaStream_t st, const dmat *w, const float *x, const int8_t *xq, const float *xd, float *y,
                          const float *nw, float eps, float *ny, int8_t *nxq, float *nxd, unsigned *counter,
-                         int early, int qin, int wpr) {
+                         int early, int qin, int wpr, int unroll) {
     mv_job j = job_single(w, x, xq, xd, y, MV_ACC, wpr);
-    j.early = early, j.qin = qin;
+    j.early = early, j.qin = qin, j.unroll = unroll;
     j.nw = nw, j.eps = eps, j.ny = ny, j.nxq = nxq, j.nxd = nxd, j.counter = counter;
     launch_single(st, j);
 }
@@ -142,7 +142,7 @@ static void dec_qkv(cudaStream_t st, const dlayer *L, const float *x, const int8
     const int b1 = L->wq.n_out / R, b2 = b1 + L->wk.n_out / R, nb = b2 + L->wv.n_out / R;
     j.s[0] = seg_of(&L->wq, q, 0), j.s[1] = seg_of(&L->wk, NULL, b1), j.s[2] = seg_of(&L->wv, NULL, b2);
     j.kc = kc, j.vc = vc, j.d_pos = d_pos, j.theta_scale = theta_scale, j.rope = rope, j.hd = hd;
-    launch(k_dec, nb, 256, dec_smem(j), st, j);
+    launch(k_dec<2>, nb, 256, dec_smem(j), st, j);
 }
 
 /* out = silu(Wgate x) * (Wup x); with oq set (n_ff % 256 == 0), also its
@@ -161,7 +161,8 @@ static void dec_glu(cudaStream_t st, const dlayer *L, const float *x, const int8
     j.glu2 = glu2 && j.wpr == 1 && !oq;
     const int R = j.glu2 ? 8 : 4 / j.wpr;
     j.s[0] = seg_of(&L->gate, out, 0), j.s[1] = seg_of(&L->up, NULL, 1 << 30);
-    launch(j.glu2 ? j.qin ? k_dec_glu2<true> : k_dec_glu2<false> : k_dec, (L->gate.n_out + R - 1) / R, 256, dec_smem(j), st, j);
+    launch(j.glu2 ? j.qin ? k_dec_glu2<true> : k_dec_glu2<false> : k_dec<2>, (L->gate.n_out + R - 1) / R, 256, dec_smem(j), st,
+           j);
 }
 
 /* rows x n of x (stride ldx) -> g->xq/xd layout (row stride n) */
