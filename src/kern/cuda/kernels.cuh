@@ -886,11 +886,12 @@ __global__ void __launch_bounds__(256, MB)
             }
 }
 
-/* One row of RMSNorm by one block: o = x / sqrt(mean(x^2) + eps) * w, then
- * (xq != NULL) its Q8_K quantization. x is read around L1 (__ldcg): the
- * fused callers read values other blocks have just written. Without o
- * (SMOLBOT_GPU_NIN: a block's own copy of the next product's input) only
- * the Q8_K, of the same values: n % 256 == 0 then. */
+/* One row of RMSNorm by one block: o = x / sqrt(mean(x^2) + eps) * w
+ * (unless o is NULL: SMOLBOT_GPU_NIN, a block's own copy of the next
+ * product's input) and (xq != NULL, n % 256 == 0) the Q8_K of the same
+ * values (o must not alias x: the Q8_K reads x again). x is read around
+ * L1 (__ldcg): the fused callers read values other blocks have just
+ * written. */
 __device__ void rms_row(const float *x, const float *w, float *o, int n, float eps, int8_t *xq, float *xd) {
     __shared__ float part[32];
     if (n == 8 * (int)blockDim.x) { /* one value octet per thread, kept in registers: one trip to memory */
@@ -933,21 +934,19 @@ __device__ void rms_row(const float *x, const float *w, float *o, int n, float e
     }
     __syncthreads();
     const float scale = 1.0f / sqrtf(part[0] / (float)n + eps);
-    const int nsb = n >> 8, lane = threadIdx.x & 31;
-    if (!o) { /* each warp's super-blocks straight from x */
-        for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5) {
-            const int i0 = sb * 256 + lane * 8;
-            float v[8];
-#pragma unroll
-            for (int i = 0; i < 8; i++) v[i] = __fmul_rn(__fmul_rn(__ldcg(x + i0 + i), scale), w[i0 + i]);
-            quant_vals(v, xq + sb * 256, xd + sb, lane);
-        }
-        return;
-    }
-    for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(__ldcg(x + i), scale), w[i]);
+    if (o)
+        for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = __fmul_rn(__fmul_rn(__ldcg(x + i), scale), w[i]);
     if (!xq) return;
-    __syncthreads(); /* the row is in global memory, visible to this block */
-    for (int sb = threadIdx.x >> 5; sb < nsb; sb += blockDim.x >> 5) quant_sb(o + sb * 256, xq + sb * 256, xd + sb, lane);
+    /* each warp's super-blocks from x, the same products as o's: no trip
+     * through o and no barrier */
+    const int lane = threadIdx.x & 31;
+    for (int sb = threadIdx.x >> 5; sb < n >> 8; sb += blockDim.x >> 5) {
+        const int i0 = sb * 256 + lane * 8;
+        float v[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = __fmul_rn(__fmul_rn(__ldcg(x + i0 + i), scale), w[i0 + i]);
+        quant_vals(v, xq + sb * 256, xd + sb, lane);
+    }
 }
 
 /* mv_part_q for two rows of the same type at once (gate and up): twice
