@@ -268,23 +268,6 @@ static int json_esc(core_buf *b, const char *s, size_t n) {
     return n > start ? core_buf_append(b, s + start, n - start) : 0;
 }
 
-/* Copy bytes into out as valid UTF-8, each bad byte becoming U+FFFD. */
-static int utf8_fix(const char *s, size_t n, core_buf *out) {
-    size_t i = 0;
-    while (i < n) {
-        uint32_t cp;
-        int k = core_utf8_decode((const unsigned char *)s + i, n - i, &cp);
-        if (k > 0) {
-            if (core_buf_append(out, s + i, (size_t)k)) return CORE_ENOMEM;
-            i += (size_t)k;
-        } else {
-            if (core_buf_puts(out, "\xEF\xBF\xBD")) return CORE_ENOMEM;
-            i++;
-        }
-    }
-    return 0;
-}
-
 static int send_json(http_req *r, int status, json_t *o) {
     char *body = o ? json_dumps(o, JSON_COMPACT | REAL_FMT) : NULL;
     json_decref(o);
@@ -1051,7 +1034,7 @@ static int detokenize(api *a, http_req *r) {
     }
     core_buf text = {0}, fixed = {0};
     int rc = tok_decode(tk, ids, n, 1, &text);
-    if (!rc) rc = utf8_fix(text.data ? text.data : "", text.len, &fixed);
+    if (!rc) rc = core_utf8_sanitize(text.data, text.len, &fixed);
     free(ids);
     core_buf_free(&text);
     if (rc) api_error(r, 500, "server_error", NULL, NULL, "cannot decode the tokens");
