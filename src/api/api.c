@@ -1,6 +1,5 @@
 /* api.c -- the api object, the dispatcher and what the route files share:
- * prompt building (render + masked tokenization), OpenAI-shaped errors,
- * latency histograms.
+ * OpenAI-shaped errors, latency histograms. (Prompts are src/prompt's.)
  */
 #include "api_int.h"
 
@@ -11,7 +10,6 @@
 
 #include <jansson.h>
 
-#include "tok/tok.h"
 
 const double api_ttft_bounds[API_HIST_BUCKETS] = {50, 100, 250, 500, 1000, 2000, 4000, 8000, 15000, 30000, 60000, 120000};
 const double api_toks_bounds[API_HIST_BUCKETS] = {1, 2, 4, 6, 8, 10, 15, 20, 30, 50, 100, 200};
@@ -92,36 +90,6 @@ int api_error(http_req *r, int status, const char *type, const char *code, const
     }
     if (!body) return http_respond_text(r, status, msg);
     return http_respond_take(r, status, "application/json", body, strlen(body));
-}
-
-int api_build_prompt(api *a, const chat_msg *msgs, size_t n, int thinking, const char *date, int add_gen,
-                     int32_t **ids, size_t *n_ids, int *mode_out, core_buf *text_out, core_err *err) {
-    const tok *tk = engine_tok(a->eng);
-    if (!tk) return core_errf(err, CORE_EUNSUP, "the model is not loaded");
-    chat_opts o;
-    chat_opts_default(&o);
-    o.enable_thinking = thinking;
-    o.add_generation_prompt = add_gen;
-    o.date = date;
-    core_buf text = {0};
-    chat_spans spans = {0};
-    int rc = chat_render_spans(msgs, n, &o, &text, &spans, err);
-    if (!rc) {
-        size_t cap = 0;
-        *ids = NULL;
-        *n_ids = 0;
-        /* chat_span and tok_span are both {off, len}: one array serves both. */
-        rc = tok_encode_masked(tk, text.data, text.len, 1, (const tok_span *)spans.v, spans.n, ids, n_ids, &cap, err);
-    }
-    if (mode_out) *mode_out = chat_mode_of(msgs, n, thinking);
-    if (!rc && text_out) {
-        core_buf_free(text_out);
-        *text_out = text;
-        text = (core_buf){0};
-    }
-    core_buf_free(&text);
-    free(spans.v);
-    return rc;
 }
 
 int api_handle(void *ctx, http_req *req, core_err *err) {

@@ -41,4 +41,12 @@ int api_handle(void *ctx, http_req *req, core_err *err);
  * long generations. Any thread; idempotent. */
 void api_shutdown(api *a);
 
+/* Parse a request body as the route would, without a server or an engine
+ * (fuzzing): which = API_PARSE_CHAT (/v1/chat/completions) or
+ * API_PARSE_TEMPLATE (/apply-template); cfg gives max_messages and
+ * max_tokens (0: 1000 and 4096). Returns 0 accepted, 1 refused (the 4xx is
+ * formatted and dropped). Any thread. */
+enum { API_PARSE_CHAT = 0, API_PARSE_TEMPLATE = 1 };
+int api_parse_request(const api_config *cfg, int which, const char *body, size_t len);
+
 #endif

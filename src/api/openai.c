@@ -58,6 +58,7 @@
 
 #include <jansson.h>
 
+#include "prompt/prompt.h"
 #include "tok/tok.h"
 
 #define WATCH_MS 100
@@ -566,7 +567,11 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
 
 /* The request parsers without a server (fuzz_api): with r == NULL,
  * api_error formats its answer and drops it. Same code as the routes. */
-int api_parse_request(api *a, int which, const char *body, size_t len) {
+int api_parse_request(const api_config *cfg, int which, const char *body, size_t len) {
+    api x = {0}, *a = &x; /* what the parsers read: the config */
+    x.cfg = *cfg;
+    if (x.cfg.max_messages <= 0) x.cfg.max_messages = 1000;
+    if (x.cfg.max_tokens <= 0) x.cfg.max_tokens = 4096; /* no engine to ask */
     json_t *root = parse_json(NULL, body, len);
     if (!root) return 1;
     msgs m = {0};
@@ -748,15 +753,17 @@ static int chat_completions(api *a, http_req *r) {
     if (!root) return 0;
     msgs m = {0};
     chat_req q = {0};
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    int mode = 1;
+    prompt p = {0};
     oai_job *j = NULL;
     core_err err = {0};
     if (parse_fields(a, r, root, &q) || parse_messages(a, r, root, &m)) goto out;
-    int rc = api_build_prompt(a, m.v, m.n, q.thinking, NULL, 1, &ids, &n_ids, &mode, NULL, &err);
+    const tok *tk = engine_tok(a->eng);
+    if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
+    prompt_opts po = {.thinking = q.thinking};
+    int rc = prompt_build(tk, m.v, m.n, &po, &p, &err);
     if (rc == CORE_EINVAL) { api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg); goto out; }
     if (rc) { submit_error(a, r, rc, err.msg); goto out; }
+    size_t n_ids = p.n_ids;
     int ctx = engine_ctx_size(a->eng);
     if ((long long)n_ids + 1 > ctx || (q.max_tokens && (long long)n_ids + q.max_tokens > ctx)) {
         api_error(r, 400, "invalid_request_error", "context_length_exceeded", "messages",
@@ -799,13 +806,14 @@ static int chat_completions(api *a, http_req *r) {
         goto unstream_job;
     }
     engine_request er = {0};
-    er.prompt = ids;
-    er.n_prompt = n_ids;
+    er.prompt = p.ids;
+    er.n_prompt = p.n_ids;
+    er.n_shared = p.n_shared;
     er.sampling = q.sp;
     er.max_tokens = q.max_tokens;
     er.stops = q.stops;
     er.n_stops = q.n_stops;
-    er.thinking = mode;
+    er.thinking = p.thinking;
     er.ignore_eos = q.ignore_eos;
     er.cb = on_event;
     er.ctx = j;
@@ -852,7 +860,7 @@ unstream:
         pthread_mutex_unlock(&a->mu);
     }
 out:
-    free(ids);
+    prompt_free(&p);
     msgs_free(&m);
     json_decref(root);
     return 0;

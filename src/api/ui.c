@@ -62,6 +62,7 @@
 
 #include "http/assets.h"
 #include "md/md.h"
+#include "prompt/prompt.h"
 #include "tok/tok.h"
 
 #define ANS_GRACE_S 30.0   /* no listener this long: cancel */
@@ -955,9 +956,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     int n = 0, rc = store_branch(a->st, c->id, upto, &ms, &n, err);
     if (rc) return rc;
     chat_msg *cm = calloc((size_t)n + 1, sizeof *cm);
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    int mode = 0;
+    prompt p = {0};
     ans *x = NULL;
     if (!cm) {
         rc = core_errf(err, CORE_ENOMEM, "out of memory");
@@ -970,16 +969,15 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
         const char *t = ms[i].content ? ms[i].content : "";
         cm[k++] = (chat_msg){ms[i].role, t, strlen(t)};
     }
-    rc = api_build_prompt(a, cm, k, c->thinking, c->pinned_date, !cont, &ids, &n_ids, &mode, NULL, err);
-    if (rc) goto out;
-    if (cont) { /* end right after the answer's text: drop its <|im_end|> and what follows */
-        const tok *tk = engine_tok(a->eng);
-        int32_t im_end = tk ? tok_specials(tk)->im_end : -1;
-        size_t i = n_ids;
-        while (i > 0 && ids[i - 1] != im_end) i--;
-        if (i > 0) n_ids = i - 1;
-        mode = 0;
+    const tok *tk = engine_tok(a->eng);
+    if (!tk) {
+        rc = core_errf(err, CORE_EUNSUP, "the model is not loaded");
+        goto out;
     }
+    prompt_opts po = {.thinking = c->thinking, .date = c->pinned_date, .cont = cont};
+    rc = prompt_build(tk, cm, k, &po, &p, err);
+    if (rc) goto out;
+    size_t n_ids = p.n_ids;
     x = ans_new(a->ui, ANS_MODEL);
     if (!x) {
         rc = core_errf(err, CORE_ENOMEM, "out of memory");
@@ -995,8 +993,9 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     }
     engine_request rq = {0};
     rq.conv_id = c->id;
-    rq.prompt = ids;
-    rq.n_prompt = n_ids;
+    rq.prompt = p.ids;
+    rq.n_prompt = p.n_ids;
+    rq.n_shared = p.n_shared;
     sample_params_default(&rq.sampling);
     rq.sampling.temperature = (float)c->temperature;
     rq.sampling.top_p = (float)c->top_p;
@@ -1007,7 +1006,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     if (a->cfg.max_tokens > 0 && (rq.max_tokens == 0 || rq.max_tokens > a->cfg.max_tokens)) rq.max_tokens = a->cfg.max_tokens;
     int room = engine_ctx_size(a->eng) - (int)n_ids;
     if (rq.max_tokens == 0 || rq.max_tokens > room) rq.max_tokens = room > 0 ? room : 1;
-    rq.thinking = mode;
+    rq.thinking = p.thinking;
     rq.cb = on_engine;
     rq.ctx = x;
     ui *u = a->ui;
@@ -1030,7 +1029,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     pthread_mutex_unlock(&u->mu);
     x = NULL;
 out:
-    free(ids);
+    prompt_free(&p);
     free(cm);
     store_msgs_free(ms, n);
     return rc;
