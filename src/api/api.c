@@ -1,5 +1,6 @@
 /* api.c -- the api object, the dispatcher and what the route files share:
- * OpenAI-shaped errors, latency histograms. (Prompts are src/prompt's.)
+ * the stream bridge (bridge.c), OpenAI-shaped errors, latency histograms.
+ * (Prompts are src/prompt's.)
  */
 #include "api_int.h"
 
@@ -22,6 +23,13 @@ void api_hist_add(api *a, api_hist *h, const double *bounds, double v) {
     h->sum += v;
     h->n++;
     pthread_mutex_unlock(&a->mu);
+}
+
+/* The bridge's report of a finished generation: the latency histograms. */
+static void on_done(void *ctx, const engine_stats *st) {
+    api *a = ctx;
+    if (st->ttft_ms > 0) api_hist_add(a, &a->ttft_ms, api_ttft_bounds, st->ttft_ms);
+    if (st->decode_tok_s > 0) api_hist_add(a, &a->tok_s, api_toks_bounds, st->decode_tok_s);
 }
 
 int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *err) {
@@ -56,7 +64,7 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
         }
         for (int i = 0; i < 16; i++) snprintf(a->session + 2 * i, 3, "%02x", rnd[i]);
     }
-    int rc = api_openai_init(a, err);
+    int rc = bridge_new(&a->br, eng, on_done, a, err);
     if (!rc) rc = api_ui_init(a, err);
     if (rc) {
         api_free(a);
@@ -68,11 +76,13 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
 
 void api_free(api *a) {
     if (!a) return;
+    bridge_free(a->br); /* first: running answers end and are saved */
     api_ui_free(a);
-    api_openai_free(a);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }
+
+void api_shutdown(api *a) { bridge_shutdown(a->br); }
 
 int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...) {
     char msg[1024];

@@ -7,6 +7,8 @@
  *   /health, /metrics, /props, /v1/..., /tokenize, /detokenize,
  *   /apply-template                         -> openai.c
  *   /, /index.html, static assets, /ui/...  -> ui.c
+ * Every generation of either goes through one stream bridge (bridge.h):
+ * submit, replay log, listeners, cancel, the max_tokens rule.
  */
 #ifndef API_H
 #define API_H

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "api/bridge.h"
 #include "chat/chat.h"
 
 #define API_HIST_BUCKETS 12
@@ -23,14 +24,14 @@ struct api {
     char model_name[256];
     double t_start;
     pthread_mutex_t mu; /* guards the counters below */
-    int streams;        /* open streaming responses */
+    int streams;        /* open streaming responses of the OpenAI route */
     uint64_t http_requests;
     uint64_t http_errors;
     api_hist ttft_ms;   /* time to first token */
     api_hist tok_s;     /* decode tokens/s per request */
     void *ui;           /* ui.c's private state (api_ui_init) */
     char session[33];   /* with an API key: the page's sign-in cookie value (random per run) */
-    void *oai;          /* openai.c's private state (api_openai_init) */
+    bridge *br;         /* every generation goes through it (bridge.h) */
 };
 
 /* Bucket bounds shared by the histograms (api.c). */
@@ -46,9 +47,6 @@ int api_error(http_req *r, int status, const char *type, const char *code, const
 int api_openai_route(api *a, http_req *r, core_err *err);
 int api_ui_route(api *a, http_req *r, core_err *err);
 int api_ui_init(api *a, core_err *err);
-/* openai.c: job registry and the watcher thread that cancels gone streams. */
-int api_openai_init(api *a, core_err *err);
-void api_openai_free(api *a);
 void api_ui_free(api *a);
 
 #endif
