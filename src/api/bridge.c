@@ -55,6 +55,7 @@ struct bridge_job {
     uint64_t req_id;
     int has_req, cancel_asked;
     int holds;
+    int starting;     /* in the list, not yet submitted: the thread leaves it alone */
     /* the log */
     core_buf answer, reasoning;
     mark *marks;
@@ -232,6 +233,7 @@ static void cancel_locked(bridge *b, bridge_job *j) {
  * around owner hooks (only this thread frees jobs, so j stays valid).
  * Returns 1 when j may be freed; lowers *next to when it wants a look. */
 static int job_pass(bridge *b, bridge_job *j, double now, double *next) {
+    if (j->starting) return 0;
     if (!j->ended && j->own.tick) {
         pthread_mutex_unlock(&b->mu);
         j->own.tick(j->own.ctx, j, now);
@@ -420,6 +422,7 @@ int bridge_start(bridge *b, const engine_request *r, const bridge_job_opts *o, b
     j->save_s = o->save_s;
     j->holds = 1;
     j->engine_job = r != NULL;
+    j->starting = 1;
     j->t_start = j->t_saved = core_now_s();
     if (log_append(j, o->prefix, o->prefix ? o->prefix_len : 0, o->prefix_reasoning,
                    o->prefix_reasoning ? o->prefix_reasoning_len : 0)) {
@@ -451,6 +454,7 @@ int bridge_start(bridge *b, const engine_request *r, const bridge_job_opts *o, b
         }
         j->req_id = id;
         j->has_req = 1;
+        j->starting = 0;
         if (j->cancel_asked || atomic_load(&b->stopping)) {
             j->cancel_asked = 0;
             cancel_locked(b, j); /* raced with bridge_cancel or bridge_shutdown */
@@ -458,6 +462,7 @@ int bridge_start(bridge *b, const engine_request *r, const bridge_job_opts *o, b
         pthread_mutex_unlock(&b->mu);
     }
     pthread_mutex_lock(&b->mu);
+    j->starting = 0;
     pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
     *out = j;
@@ -547,7 +552,7 @@ int bridge_cancelled(bridge_job *j) {
 bridge_job *bridge_find(bridge *b, int64_t key, const char *tag) {
     pthread_mutex_lock(&b->mu);
     bridge_job *j = b->jobs;
-    while (j && !(j->key == key && (!tag || !strcmp(j->tag, tag)))) j = j->next;
+    while (j && (j->starting || j->key != key || (tag && strcmp(j->tag, tag)))) j = j->next;
     if (j) j->holds++;
     pthread_mutex_unlock(&b->mu);
     return j;
