@@ -17,7 +17,7 @@ typedef struct rec {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     core_buf answer, reasoning;
-    int deliveries, ended, dropped, gone;
+    int deliveries, ended, dropped, gone, stopping;
     uint64_t last_seq;
     size_t first_from;
     char finish[16];
@@ -57,6 +57,7 @@ static int rec_deliver(void *ctx, const bridge_out *o) {
     r->last_seq = o->seq;
     if (o->end) {
         r->ended = 1;
+        r->stopping = o->stopping;
         snprintf(r->finish, sizeof r->finish, "%s", o->finish);
         pthread_mutex_lock(&g_own.mu);
         r->saved_at_end = g_own.final;
@@ -297,11 +298,21 @@ static void test_cancel_last_listener(void) {
     REC_WAIT(&g_own, g_own.freed == 1);
     CHECK_EQ_STR(g_own.finish, "cancelled");
 
-    /* after shutdown nothing starts and running jobs are cancelled */
+    /* shutdown cancels running jobs and returns once their ends went out
+     * (a server stops its streams right after); nothing starts any more */
     own_reset();
+    rec z;
+    rec_init(&z);
     CHECK(bridge_start(b, NULL, &o, &j, &err) == 0);
+    CHECK(bridge_listen(j, &rec_ops, &z, 0, 33) == 0);
+    bridge_push(j, "y", 1);
     bridge_shutdown(b);
     CHECK(bridge_cancelled(j));
+    pthread_mutex_lock(&z.mu);
+    CHECK(z.ended && z.dropped && z.stopping);
+    CHECK_EQ_STR(z.finish, "cancelled");
+    pthread_mutex_unlock(&z.mu);
+    rec_free(&z);
     bridge_job *k = NULL;
     CHECK_EQ_INT(bridge_start(b, NULL, &o, &k, &err), CORE_EUNSUP);
     bridge_release(j);

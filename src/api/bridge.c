@@ -30,6 +30,7 @@
 #define WATCH_MS 100   /* listeners' clients checked this often; the pace of an idle thread */
 #define TICK_MS 33     /* owners that feed themselves are called this often */
 #define FREE_WAIT_S 10 /* bridge_free waits this long for running jobs to end */
+#define SHUTDOWN_WAIT_S 2 /* bridge_shutdown waits this long for the ends to go out */
 
 typedef struct mark {
     size_t a, r; /* answer and reasoning lengths after the entry */
@@ -174,6 +175,7 @@ static void drop_listener(bridge_job *j, int i) {
     listener l = j->ls[i];
     j->ls[i] = j->ls[--j->n_ls];
     if (l.ops.drop) l.ops.drop(l.ctx);
+    pthread_cond_broadcast(&j->b->done_cv); /* bridge_shutdown waits for the last ends */
 }
 
 /* Hand listener i what it has not seen. Returns 1 when it was dropped. */
@@ -362,26 +364,10 @@ int bridge_new(bridge **out, engine *eng, bridge_done_fn done, void *done_ctx, c
     return 0;
 }
 
-void bridge_shutdown(bridge *b) {
-    if (!b) return;
-    pthread_mutex_lock(&b->mu);
-    atomic_store(&b->stopping, 1);
-    for (bridge_job *j = b->jobs; j; j = j->next) cancel_locked(b, j);
-    pthread_mutex_unlock(&b->mu);
-}
-
-int bridge_stopping(bridge *b) { return atomic_load(&b->stopping); }
-
-void bridge_free(bridge *b) {
-    if (!b) return;
-    bridge_shutdown(b);
-    pthread_mutex_lock(&b->mu);
-    /* let the thread end them (the final saves store partial text) */
+/* Wait on done_cv until pending() is 0 or `secs` pass. Mutex held. */
+static void wait_until_done(bridge *b, int (*pending)(bridge *), double secs) {
     double t0 = core_now_s();
-    for (;;) {
-        int pending = 0;
-        for (bridge_job *j = b->jobs; j; j = j->next) pending |= !j->saved && (j->engine_job || j->own.tick);
-        if (!pending || core_now_s() - t0 > FREE_WAIT_S) break;
+    while (pending(b) && core_now_s() - t0 < secs) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 20 * 1000000L;
@@ -391,6 +377,40 @@ void bridge_free(bridge *b) {
         }
         pthread_cond_timedwait(&b->done_cv, &b->mu, &ts);
     }
+}
+
+/* Jobs whose end has not reached every listener yet. */
+static int ends_pending(bridge *b) {
+    for (bridge_job *j = b->jobs; j; j = j->next)
+        if (!j->saved || j->n_ls) return 1;
+    return 0;
+}
+
+/* Jobs the engine (or their own tick) has yet to end and save. */
+static int saves_pending(bridge *b) {
+    for (bridge_job *j = b->jobs; j; j = j->next)
+        if (!j->saved && (j->engine_job || j->own.tick)) return 1;
+    return 0;
+}
+
+void bridge_shutdown(bridge *b) {
+    if (!b) return;
+    pthread_mutex_lock(&b->mu);
+    atomic_store(&b->stopping, 1);
+    for (bridge_job *j = b->jobs; j; j = j->next) cancel_locked(b, j);
+    /* the streams' last events (an error, [DONE]) are written before the
+     * server stops its streams: give the engine and this thread a moment */
+    wait_until_done(b, ends_pending, SHUTDOWN_WAIT_S);
+    pthread_mutex_unlock(&b->mu);
+}
+
+int bridge_stopping(bridge *b) { return atomic_load(&b->stopping); }
+
+void bridge_free(bridge *b) {
+    if (!b) return;
+    bridge_shutdown(b);
+    pthread_mutex_lock(&b->mu);
+    wait_until_done(b, saves_pending, FREE_WAIT_S); /* the final saves store partial text */
     b->quit = 1;
     pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);

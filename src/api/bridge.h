@@ -107,7 +107,9 @@ int bridge_new(bridge **out, engine *eng, bridge_done_fn done, void *done_ctx, c
  * their final saves, stop the thread, free all. NULL ok. */
 void bridge_free(bridge *b);
 /* From now on bridge_start refuses (CORE_EUNSUP) and every job is cancelled
- * (listeners are told: bridge_out.stopping). Any thread; idempotent. */
+ * (listeners are told: bridge_out.stopping). Returns once every job has
+ * ended and its end reached its listeners, or after 2 s, so a server that
+ * stops next still sends them. Any thread but the bridge's; idempotent. */
 void bridge_shutdown(bridge *b);
 int bridge_stopping(bridge *b);
 
