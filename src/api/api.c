@@ -2,7 +2,7 @@
  * the stream bridge (bridge.c), OpenAI-shaped errors, latency histograms.
  * (Prompts are src/prompt's.)
  */
-#include "api_int.h"
+#include "api/api_int.h"
 
 #include <stdarg.h>
 #include <stdio.h>

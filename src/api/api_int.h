@@ -5,9 +5,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "api.h"
+#include "api/api.h"
 #include "api/bridge.h"
-#include "chat/chat.h"
 
 #define API_HIST_BUCKETS 12
 

@@ -34,8 +34,7 @@
  * concatenated deltas are exactly the non-stream text (both are the same
  * log).
  */
-#include "api_int.h"
-#include "api/bridge.h"
+#include "api/api_int.h"
 
 #include <math.h>
 #include <stdatomic.h>

@@ -42,8 +42,7 @@
  * header HX-Request (a cross-site form cannot set it) and, when an Origin
  * header is present, it must match Host; otherwise 403.
  */
-#include "api_int.h"
-#include "api/bridge.h"
+#include "api/api_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -57,7 +56,6 @@
 #include "http/assets.h"
 #include "md/md.h"
 #include "prompt/prompt.h"
-#include "tok/tok.h"
 
 #define ANS_GRACE_S 30.0   /* no listener this long: cancel */
 #define ANS_KEEP_S 60.0    /* finished answers stay for replay this long */
