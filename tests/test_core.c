@@ -48,6 +48,60 @@ static void test_utf8(void) {
     CHECK_EQ_INT(core_utf8_encode(0xd800, out), 0);
 }
 
+/* s[0..n) through the sanitizer equals want (R = U+FFFD). */
+#define R CORE_UTF8_REPL
+static void san_is(const char *s, size_t n, const char *want) {
+    core_buf b = {0};
+    CHECK_EQ_INT(core_utf8_sanitize(s, n, &b), 0);
+    CHECK_MSG(b.len == strlen(want) && !memcmp(b.data, want, b.len), "sanitize of %zu bytes gave %zu bytes", n, b.len);
+    CHECK(core_utf8_valid(b.data, b.len));
+    core_buf_free(&b);
+}
+
+static void test_utf8_sanitize(void) {
+    san_is("", 0, "");
+    san_is("h\xc3\xa9llo \xf0\x9f\x98\x80", 11, "h\xc3\xa9llo \xf0\x9f\x98\x80"); /* valid: unchanged */
+    /* overlong: C0/C1 never lead; E0 80..9F and F0 80..8F are impossible seconds */
+    san_is("\xc0\x80", 2, R R);
+    san_is("\xe0\x80\xaf", 3, R R R);
+    san_is("\xf0\x8f\xbf\xbf", 4, R R R R);
+    /* surrogates: ED A0..BF */
+    san_is("\xed\xa0\x80x", 4, R R R "x");
+    san_is("\xed\x9f\xbf", 3, "\xed\x9f\xbf"); /* U+D7FF, just below */
+    /* above U+10FFFF: F4 90.., F5..FF */
+    san_is("\xf4\x90\x80\x80", 4, R R R R);
+    san_is("\xf4\x8f\xbf\xbf", 4, "\xf4\x8f\xbf\xbf"); /* U+10FFFF itself */
+    san_is("\xf5\x80\x80\x80", 4, R R R R);
+    san_is("\xff\xfe", 2, R R);
+    /* truncated: a lead with its valid continuations is one maximal subpart */
+    san_is("\xe2\x82", 2, R);
+    san_is("\xe2\x82x", 3, R "x");
+    san_is("\xf0\x9f\x98", 3, R);
+    san_is("a\xf0\x9f\x98\xe2\x82\xac", 7, "a" R "\xe2\x82\xac");
+    /* stray continuation bytes: one each */
+    san_is("\x80\xbf", 2, R R);
+    /* NUL is valid UTF-8; the sanitizer appends (does not clear) */
+    core_buf b = {0};
+    CHECK_EQ_INT(core_utf8_sanitize("a\0b", 3, &b), 0);
+    CHECK(b.len == 3 && !memcmp(b.data, "a\0b", 3));
+    core_buf_clear(&b);
+    core_buf_puts(&b, "x");
+    CHECK_EQ_INT(core_utf8_sanitize("\xff", 1, &b), 0);
+    CHECK_EQ_STR(b.data, "x" R);
+    core_buf_free(&b);
+    /* the step: valid, invalid, cut by the end */
+    int ok;
+    CHECK_EQ_INT(core_utf8_step("\xe2\x82\xac", 3, &ok), 3);
+    CHECK_EQ_INT(ok, 1);
+    CHECK_EQ_INT(core_utf8_step("\xe2\x82", 2, &ok), 2);
+    CHECK_EQ_INT(ok, -1);
+    CHECK_EQ_INT(core_utf8_step("\xe2\x82z", 3, &ok), 2);
+    CHECK_EQ_INT(ok, 0);
+    CHECK_EQ_INT(core_utf8_step("\xed\xa0", 2, &ok), 1); /* a surrogate is no prefix of anything */
+    CHECK_EQ_INT(ok, 0);
+}
+#undef R
+
 static void test_buf_and_err(void) {
     core_buf b = {0};
     for (int i = 0; i < 1000; i++) CHECK(core_buf_printf(&b, "%d,", i) == 0);
@@ -69,6 +123,7 @@ int main(void) {
     T_RUN(test_f16_roundtrip_all);
     T_RUN(test_bf16);
     T_RUN(test_utf8);
+    T_RUN(test_utf8_sanitize);
     T_RUN(test_buf_and_err);
     return t_done();
 }

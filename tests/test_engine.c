@@ -6,10 +6,10 @@
 #include <pthread.h>
 
 #include "t.h"
-#include "api/api_int.h"
 #include "chat/chat.h"
 #include "engine/engine.h"
 #include "kern/kern.h"
+#include "prompt/prompt.h"
 #include "tok/tok.h"
 
 /* What one request produced, filled by the callback on the engine thread. */
@@ -109,12 +109,14 @@ static engine *start_engine(const char *rel, int max_active, int max_queue, uint
     return e;
 }
 
-static int submit(engine *e, const char *conv, const int32_t *ids, size_t n, int max_tokens, result *r,
-                  uint64_t *id) {
+/* n_shared: the leading ids of the shared system block (0: none) */
+static int submit_shared(engine *e, const char *conv, const int32_t *ids, size_t n, size_t n_shared, int max_tokens,
+                         result *r, uint64_t *id) {
     engine_request q = {0};
     q.conv_id = conv;
     q.prompt = ids;
     q.n_prompt = n;
+    q.n_shared = n_shared;
     sample_params_default(&q.sampling);
     q.sampling.temperature = 0;
     q.max_tokens = max_tokens;
@@ -127,18 +129,29 @@ static int submit(engine *e, const char *conv, const int32_t *ids, size_t n, int
     return rc;
 }
 
-/* Render a conversation like the server does; returns malloc'd ids. */
-static int32_t *render(engine *e, const chat_msg *m, size_t n, size_t *n_ids) {
-    api a = {0};
-    a.eng = e;
-    int32_t *ids = NULL;
+static int submit(engine *e, const char *conv, const int32_t *ids, size_t n, int max_tokens, result *r, uint64_t *id) {
+    return submit_shared(e, conv, ids, n, 0, max_tokens, r, id);
+}
+
+/* Render a conversation like the server does; returns malloc'd ids (and
+ * the system block's length in *n_shared, may be NULL). */
+static int32_t *render_shared(engine *e, const chat_msg *m, size_t n, size_t *n_ids, size_t *n_shared) {
+    prompt p;
+    prompt_opts o = {.thinking = 0, .date = "26 November 2026"};
     core_err err = {0};
-    if (api_build_prompt(&a, m, n, 0, "26 November 2026", 1, &ids, n_ids, NULL, NULL, &err)) {
+    if (prompt_build(engine_tok(e), m, n, &o, &p, &err)) {
         fprintf(stderr, "  render: %s\n", err.msg);
+        prompt_free(&p);
         return NULL;
     }
+    int32_t *ids = p.ids;
+    *n_ids = p.n_ids;
+    if (n_shared) *n_shared = p.n_shared;
+    p.ids = NULL;
+    prompt_free(&p);
     return ids;
 }
+static int32_t *render(engine *e, const chat_msg *m, size_t n, size_t *n_ids) { return render_shared(e, m, n, n_ids, NULL); }
 
 #define TINY "models/smollm3-tiny-q4_k_m.gguf"
 
@@ -147,11 +160,11 @@ static void test_turns_reuse_cache(void) {
     if (!e) T_SKIP("../shared/" TINY " absent");
     const tok *tk = engine_tok(e);
     chat_msg m[3] = {{"user", "Hello there, how are you today?", 31}, {"assistant", NULL, 0}, {"user", NULL, 0}};
-    size_t n1, n2;
-    int32_t *p1 = render(e, m, 1, &n1);
+    size_t n1, n2, sh1 = 0;
+    int32_t *p1 = render_shared(e, m, 1, &n1, &sh1);
     result r1;
     res_init(&r1);
-    CHECK(submit(e, "conv-a", p1, n1, 12, &r1, NULL) == 0);
+    CHECK(submit_shared(e, "conv-a", p1, n1, sh1, 12, &r1, NULL) == 0);
     res_wait(&r1);
     CHECK_EQ_STR(r1.finish, "length");
     CHECK_EQ_INT(r1.st.gen_tokens, 12);
@@ -186,12 +199,13 @@ static void test_turns_reuse_cache(void) {
     /* a new conversation with the same system block copies it */
     result r3;
     res_init(&r3);
-    CHECK(submit(e, "conv-b", p1, n1, 2, &r3, NULL) == 0);
+    CHECK(submit_shared(e, "conv-b", p1, n1, sh1, 2, &r3, NULL) == 0);
     res_wait(&r3);
     int sys = 0;
     for (size_t i = 1; i < n1; i++)
         if (p1[i] == tok_specials(tk)->im_end) { sys = (int)i + 2; break; }
     CHECK(sys > 0);
+    CHECK_EQ_INT((int)sh1, sys); /* the prompt module's count: through <|im_end|> and its newline */
     CHECK_EQ_INT(r3.st.cached_tokens, sys);
     /* same prompt, same greedy answer, from the copied block */
     CHECK_EQ_INT(r3.ids[0], r1.ids[0]);
@@ -208,7 +222,7 @@ static void test_turns_reuse_cache(void) {
     engine_forget(e, "conv-b");
     result r5;
     res_init(&r5);
-    CHECK(submit(e, "conv-b", p1, n1, 1, &r5, NULL) == 0);
+    CHECK(submit_shared(e, "conv-b", p1, n1, sh1, 1, &r5, NULL) == 0);
     res_wait(&r5);
     CHECK_EQ_INT(r5.st.cached_tokens, sys); /* only the shared block */
 

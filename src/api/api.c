@@ -1,8 +1,8 @@
 /* api.c -- the api object, the dispatcher and what the route files share:
- * prompt building (render + masked tokenization), OpenAI-shaped errors,
- * latency histograms.
+ * the stream bridge (bridge.c), OpenAI-shaped errors, latency histograms.
+ * (Prompts are src/prompt's.)
  */
-#include "api_int.h"
+#include "api/api_int.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,7 +11,6 @@
 
 #include <jansson.h>
 
-#include "tok/tok.h"
 
 const double api_ttft_bounds[API_HIST_BUCKETS] = {50, 100, 250, 500, 1000, 2000, 4000, 8000, 15000, 30000, 60000, 120000};
 const double api_toks_bounds[API_HIST_BUCKETS] = {1, 2, 4, 6, 8, 10, 15, 20, 30, 50, 100, 200};
@@ -24,6 +23,13 @@ void api_hist_add(api *a, api_hist *h, const double *bounds, double v) {
     h->sum += v;
     h->n++;
     pthread_mutex_unlock(&a->mu);
+}
+
+/* The bridge's report of a finished generation: the latency histograms. */
+static void on_done(void *ctx, const engine_stats *st) {
+    api *a = ctx;
+    if (st->ttft_ms > 0) api_hist_add(a, &a->ttft_ms, api_ttft_bounds, st->ttft_ms);
+    if (st->decode_tok_s > 0) api_hist_add(a, &a->tok_s, api_toks_bounds, st->decode_tok_s);
 }
 
 int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *err) {
@@ -58,7 +64,7 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
         }
         for (int i = 0; i < 16; i++) snprintf(a->session + 2 * i, 3, "%02x", rnd[i]);
     }
-    int rc = api_openai_init(a, err);
+    int rc = bridge_new(&a->br, eng, on_done, a, err);
     if (!rc) rc = api_ui_init(a, err);
     if (rc) {
         api_free(a);
@@ -70,11 +76,13 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
 
 void api_free(api *a) {
     if (!a) return;
+    bridge_free(a->br); /* first: running answers end and are saved */
     api_ui_free(a);
-    api_openai_free(a);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }
+
+void api_shutdown(api *a) { bridge_shutdown(a->br); }
 
 int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...) {
     char msg[1024];
@@ -92,36 +100,6 @@ int api_error(http_req *r, int status, const char *type, const char *code, const
     }
     if (!body) return http_respond_text(r, status, msg);
     return http_respond_take(r, status, "application/json", body, strlen(body));
-}
-
-int api_build_prompt(api *a, const chat_msg *msgs, size_t n, int thinking, const char *date, int add_gen,
-                     int32_t **ids, size_t *n_ids, int *mode_out, core_buf *text_out, core_err *err) {
-    const tok *tk = engine_tok(a->eng);
-    if (!tk) return core_errf(err, CORE_EUNSUP, "the model is not loaded");
-    chat_opts o;
-    chat_opts_default(&o);
-    o.enable_thinking = thinking;
-    o.add_generation_prompt = add_gen;
-    o.date = date;
-    core_buf text = {0};
-    chat_spans spans = {0};
-    int rc = chat_render_spans(msgs, n, &o, &text, &spans, err);
-    if (!rc) {
-        size_t cap = 0;
-        *ids = NULL;
-        *n_ids = 0;
-        /* chat_span and tok_span are both {off, len}: one array serves both. */
-        rc = tok_encode_masked(tk, text.data, text.len, 1, (const tok_span *)spans.v, spans.n, ids, n_ids, &cap, err);
-    }
-    if (mode_out) *mode_out = chat_mode_of(msgs, n, thinking);
-    if (!rc && text_out) {
-        core_buf_free(text_out);
-        *text_out = text;
-        text = (core_buf){0};
-    }
-    core_buf_free(&text);
-    free(spans.v);
-    return rc;
 }
 
 int api_handle(void *ctx, http_req *req, core_err *err) {

@@ -7,6 +7,8 @@
  *   /health, /metrics, /props, /v1/..., /tokenize, /detokenize,
  *   /apply-template                         -> openai.c
  *   /, /index.html, static assets, /ui/...  -> ui.c
+ * Every generation of either goes through one stream bridge (bridge.h):
+ * submit, replay log, listeners, cancel, the max_tokens rule.
  */
 #ifndef API_H
 #define API_H
@@ -40,5 +42,13 @@ int api_handle(void *ctx, http_req *req, core_err *err);
  * waiting handlers answer 503), so http_server_stop does not wait for
  * long generations. Any thread; idempotent. */
 void api_shutdown(api *a);
+
+/* Parse a request body as the route would, without a server or an engine
+ * (fuzzing): which = API_PARSE_CHAT (/v1/chat/completions) or
+ * API_PARSE_TEMPLATE (/apply-template); cfg gives max_messages and
+ * max_tokens (0: 1000 and 4096). Returns 0 accepted, 1 refused (the 4xx is
+ * formatted and dropped). Any thread. */
+enum { API_PARSE_CHAT = 0, API_PARSE_TEMPLATE = 1 };
+int api_parse_request(const api_config *cfg, int which, const char *body, size_t len);
 
 #endif

@@ -5,8 +5,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "api.h"
-#include "chat/chat.h"
+#include "api/api.h"
+#include "api/bridge.h"
 
 #define API_HIST_BUCKETS 12
 
@@ -23,14 +23,14 @@ struct api {
     char model_name[256];
     double t_start;
     pthread_mutex_t mu; /* guards the counters below */
-    int streams;        /* open streaming responses */
+    int streams;        /* open streaming responses of the OpenAI route */
     uint64_t http_requests;
     uint64_t http_errors;
     api_hist ttft_ms;   /* time to first token */
     api_hist tok_s;     /* decode tokens/s per request */
     void *ui;           /* ui.c's private state (api_ui_init) */
     char session[33];   /* with an API key: the page's sign-in cookie value (random per run) */
-    void *oai;          /* openai.c's private state (api_openai_init) */
+    bridge *br;         /* every generation goes through it (bridge.h) */
 };
 
 /* Bucket bounds shared by the histograms (api.c). */
@@ -38,32 +38,14 @@ extern const double api_ttft_bounds[API_HIST_BUCKETS];
 extern const double api_toks_bounds[API_HIST_BUCKETS];
 void api_hist_add(api *a, api_hist *h, const double *bounds, double v);
 
-/* Render msgs in the chat format and tokenize them so that message text can
- * never become a control token. thinking: the toggle (a system prompt with
- * /think or /no_think overrides it; *mode_out gets the effective mode).
- * date NULL: today. ids: malloc'd (free it). */
-int api_build_prompt(api *a, const chat_msg *msgs, size_t n, int thinking, const char *date, int add_gen,
-                     int32_t **ids, size_t *n_ids, int *mode_out, core_buf *text_out, core_err *err);
-
 /* Send an OpenAI-shaped error: {"error":{"message","type","param","code"}}. */
 int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
-
-/* Parse a request body as the route would, without a server (fuzzing):
- * which = API_PARSE_CHAT (/v1/chat/completions) or API_PARSE_TEMPLATE
- * (/apply-template). Needs a->cfg.max_messages and, when a->cfg.max_tokens
- * is 0, a->eng. Returns 0 accepted, 1 refused (the 4xx is formatted and
- * dropped). */
-enum { API_PARSE_CHAT = 0, API_PARSE_TEMPLATE = 1 };
-int api_parse_request(api *a, int which, const char *body, size_t len);
 
 /* Routes: return 1 if the path was theirs (a response was made), 0 if not. */
 int api_openai_route(api *a, http_req *r, core_err *err);
 int api_ui_route(api *a, http_req *r, core_err *err);
 int api_ui_init(api *a, core_err *err);
-/* openai.c: job registry and the watcher thread that cancels gone streams. */
-int api_openai_init(api *a, core_err *err);
-void api_openai_free(api *a);
 void api_ui_free(api *a);
 
 #endif

@@ -15,38 +15,26 @@
  * `make run` and container health checks do not restart it in a loop;
  * generation routes answer 503 (code "no_model") instead.
  *
- * A completion is a job (oai_job) shared by three parties: the handler
- * thread that parsed it, the engine thread that calls on_event() with its
- * text, and the watcher thread below. It is reference counted: the handler
- * holds one reference, the engine one from submit until DONE/ERROR.
- *   non-stream  on_event collects reasoning and answer; DONE wakes the
- *               handler (condvar), which builds the response.
+ * A completion is a job of the stream bridge (bridge.h), which submits it,
+ * keeps its log and cancels it when its client leaves. The two framings
+ * here read a job:
+ *   non-stream  the handler waits for the end (bridge_wait) and builds the
+ *               response from the result.
  *   stream      the handler answers with an SSE stream right after submit
- *               (headers go out at once) and returns; on_event writes one
- *               chunk per TEXT event and the tail on DONE/ERROR, then
- *               closes the stream. http_stream_event never blocks, so the
- *               engine thread is never held up by a slow client.
- * The job's mutex is held by the handler across engine_submit and the
- * attachment of the stream, so no event can race ahead of the stream; it
- * is recursive in case an engine ever reports from inside submit.
- *
- * A client that goes away is noticed by the http module (pings, EOF peek);
- * the next write fails and on_event returns 1, which cancels the request.
- * While a job is queued the engine calls nothing, so a watcher thread
- * checks every open stream each WATCH_MS and cancels the ones that are
- * gone: a slot is freed within a second however the client left.
- *
- * Streamed chunks are formatted by hand into the job's buffer (a fixed
- * prefix + the escaped delta), not through jansson: one small append per
- * token. The engine hands out whole UTF-8 characters only, so no chunk ever
- * splits one, and the concatenated deltas are exactly the non-stream text
- * (both are the same engine events).
- *
- * Lock order: registry mutex -> job mutex -> engine's mutex. The engine
- * never holds its mutex while calling on_event, and on_event takes the
- * registry mutex only after releasing the job's.
+ *               (headers go out at once), sends the role chunk, attaches
+ *               the stream as a listener and returns; the bridge thread
+ *               hands it each new piece of text (one chunk per piece, as
+ *               it comes) and the end (the finish chunk, usage, [DONE]).
+ *               A stream that is gone or a write that fails drops the
+ *               listener, and with no listener left the job is cancelled
+ *               at once (grace 0), queued or running.
+ * Chunks are one jansson object per stream whose delta and finish_reason
+ * change, serialized into a reused buffer (json_dumpb). The engine hands
+ * out whole UTF-8 characters only, so no chunk ever splits one, and the
+ * concatenated deltas are exactly the non-stream text (both are the same
+ * log).
  */
-#include "api_int.h"
+#include "api/api_int.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -58,181 +46,13 @@
 
 #include <jansson.h>
 
+#include "prompt/prompt.h"
 #include "tok/tok.h"
 
-#define WATCH_MS 100
 #define MAX_STOP_LEN 64         /* SAMPLE_STOP_LEN */
-#define DEFAULT_MAX_TOKENS 4096 /* when the request gives none (also capped by the context) */
 #define REAL_FMT JSON_REAL_PRECISION(6)
 
-/* ---- the job -------------------------------------------------------------- */
-
-typedef struct oai_job {
-    api *a;
-    pthread_mutex_t mu; /* recursive; guards every field below */
-    pthread_cond_t cv;
-    int refs;
-    int stream;
-    http_stream *s;     /* stream mode: attached after submit, NULL once closed */
-    int include_usage;
-    uint64_t req_id;    /* 0 until submitted */
-    int done;           /* DONE or ERROR seen */
-    int cancel_sent;
-    core_buf content, reasoning; /* non-stream */
-    core_buf chunk;     /* stream: scratch for one event */
-    core_buf prefix;    /* stream: '{"id":...,"choices":[{"index":0,"delta":' */
-    engine_stats st;
-    char finish[16];
-    int err_code;
-    char err_msg[256];
-    char id[48];
-    long long created;
-    struct oai_job *next; /* registry */
-} oai_job;
-
-typedef struct oai_state {
-    pthread_mutex_t mu; /* registry */
-    pthread_cond_t cv;
-    oai_job *jobs;
-    atomic_int stopping; /* api_shutdown called; read without the mutex (see is_stopping) */
-    int quit;           /* watcher: exit */
-    int watcher_on;
-    pthread_t watcher;
-} oai_state;
-
-static oai_job *job_new(api *a, int stream) {
-    oai_job *j = calloc(1, sizeof *j);
-    if (!j) return NULL;
-    pthread_mutexattr_t at;
-    pthread_mutexattr_init(&at);
-    pthread_mutexattr_settype(&at, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&j->mu, &at);
-    pthread_mutexattr_destroy(&at);
-    pthread_cond_init(&j->cv, NULL);
-    j->a = a;
-    j->refs = 1; /* the handler's; the engine's is added at submit */
-    j->stream = stream;
-    return j;
-}
-
-static void job_unref(oai_job *j) {
-    pthread_mutex_lock(&j->mu);
-    int last = --j->refs == 0;
-    pthread_mutex_unlock(&j->mu);
-    if (!last) return;
-    core_buf_free(&j->content);
-    core_buf_free(&j->reasoning);
-    core_buf_free(&j->chunk);
-    core_buf_free(&j->prefix);
-    pthread_mutex_destroy(&j->mu);
-    pthread_cond_destroy(&j->cv);
-    free(j);
-}
-
-static int reg_add(api *a, oai_job *j) {
-    oai_state *o = a->oai;
-    pthread_mutex_lock(&o->mu);
-    int stopping = atomic_load(&o->stopping);
-    if (!stopping) {
-        j->next = o->jobs;
-        o->jobs = j;
-    }
-    pthread_mutex_unlock(&o->mu);
-    return stopping ? -1 : 0;
-}
-
-static void reg_del(api *a, oai_job *j) {
-    oai_state *o = a->oai;
-    pthread_mutex_lock(&o->mu);
-    for (oai_job **pp = &o->jobs; *pp; pp = &(*pp)->next)
-        if (*pp == j) {
-            *pp = j->next;
-            break;
-        }
-    pthread_mutex_unlock(&o->mu);
-}
-
-/* Lock-free: on_event asks while holding a job's mutex, and the registry
- * mutex comes before job mutexes in the lock order. */
-static int is_stopping(api *a) {
-    oai_state *o = a->oai;
-    return atomic_load(&o->stopping);
-}
-
-/* Cancel the requests of every registered job matching `pred` (gone
- * streams, or all). engine_cancel is called outside our locks. */
-static void cancel_where(api *a, int all) {
-    oai_state *o = a->oai;
-    uint64_t ids[256];
-    int n = 0;
-    pthread_mutex_lock(&o->mu);
-    for (oai_job *j = o->jobs; j && n < 256; j = j->next) {
-        pthread_mutex_lock(&j->mu);
-        if (j->req_id && !j->cancel_sent && !j->done && (all || (j->s && http_stream_gone(j->s)))) {
-            ids[n++] = j->req_id;
-            j->cancel_sent = 1;
-        }
-        pthread_mutex_unlock(&j->mu);
-    }
-    pthread_mutex_unlock(&o->mu);
-    for (int i = 0; i < n; i++) engine_cancel(a->eng, ids[i]);
-}
-
-static void *watcher_main(void *arg) {
-    api *a = arg;
-    oai_state *o = a->oai;
-    pthread_mutex_lock(&o->mu);
-    while (!o->quit) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += WATCH_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&o->cv, &o->mu, &ts);
-        if (o->quit) break;
-        pthread_mutex_unlock(&o->mu);
-        cancel_where(a, 0);
-        pthread_mutex_lock(&o->mu);
-    }
-    pthread_mutex_unlock(&o->mu);
-    return NULL;
-}
-
-int api_openai_init(api *a, core_err *err) {
-    oai_state *o = calloc(1, sizeof *o);
-    if (!o) return core_errf(err, CORE_ENOMEM, "out of memory");
-    pthread_mutex_init(&o->mu, NULL);
-    pthread_cond_init(&o->cv, NULL);
-    a->oai = o;
-    if (pthread_create(&o->watcher, NULL, watcher_main, a) == 0) o->watcher_on = 1;
-    else LOG_WARN("api: no watcher thread: queued streams are cancelled only when they start");
-    return 0;
-}
-
-void api_openai_free(api *a) {
-    oai_state *o = a->oai;
-    if (!o) return;
-    pthread_mutex_lock(&o->mu);
-    o->quit = 1;
-    pthread_cond_broadcast(&o->cv);
-    pthread_mutex_unlock(&o->mu);
-    if (o->watcher_on) pthread_join(o->watcher, NULL);
-    pthread_mutex_destroy(&o->mu);
-    pthread_cond_destroy(&o->cv);
-    free(o);
-    a->oai = NULL;
-}
-
-void api_shutdown(api *a) {
-    oai_state *o = a->oai;
-    if (!o) return;
-    pthread_mutex_lock(&o->mu);
-    atomic_store(&o->stopping, 1);
-    pthread_mutex_unlock(&o->mu);
-    cancel_where(a, 1);
-}
+static int is_stopping(api *a) { return bridge_stopping(a->br); }
 
 /* ---- small helpers ---------------------------------------------------------- */
 
@@ -243,46 +63,6 @@ static uint64_t random_u64(void) {
         v = core_now_ns() ^ (++ctr * 0x9E3779B97F4A7C15ull);
     }
     return v;
-}
-
-/* Append s[0..n) as the inside of a JSON string (no quotes). s is valid UTF-8. */
-static int json_esc(core_buf *b, const char *s, size_t n) {
-    if (core_buf_reserve(b, n + 16)) return CORE_ENOMEM;
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        if (i > start && core_buf_append(b, s + start, i - start)) return CORE_ENOMEM;
-        start = i + 1;
-        int rc;
-        switch (c) {
-        case '"': rc = core_buf_puts(b, "\\\""); break;
-        case '\\': rc = core_buf_puts(b, "\\\\"); break;
-        case '\n': rc = core_buf_puts(b, "\\n"); break;
-        case '\r': rc = core_buf_puts(b, "\\r"); break;
-        case '\t': rc = core_buf_puts(b, "\\t"); break;
-        default: rc = core_buf_printf(b, "\\u%04x", c); break;
-        }
-        if (rc) return CORE_ENOMEM;
-    }
-    return n > start ? core_buf_append(b, s + start, n - start) : 0;
-}
-
-/* Copy bytes into out as valid UTF-8, each bad byte becoming U+FFFD. */
-static int utf8_fix(const char *s, size_t n, core_buf *out) {
-    size_t i = 0;
-    while (i < n) {
-        uint32_t cp;
-        int k = core_utf8_decode((const unsigned char *)s + i, n - i, &cp);
-        if (k > 0) {
-            if (core_buf_append(out, s + i, (size_t)k)) return CORE_ENOMEM;
-            i += (size_t)k;
-        } else {
-            if (core_buf_puts(out, "\xEF\xBF\xBD")) return CORE_ENOMEM;
-            i++;
-        }
-    }
-    return 0;
 }
 
 static int send_json(http_req *r, int status, json_t *o) {
@@ -583,7 +363,11 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
 
 /* The request parsers without a server (fuzz_api): with r == NULL,
  * api_error formats its answer and drops it. Same code as the routes. */
-int api_parse_request(api *a, int which, const char *body, size_t len) {
+int api_parse_request(const api_config *cfg, int which, const char *body, size_t len) {
+    api x = {0}, *a = &x; /* what the parsers read: the config */
+    x.cfg = *cfg;
+    if (x.cfg.max_messages <= 0) x.cfg.max_messages = 1000;
+    if (x.cfg.max_tokens <= 0) x.cfg.max_tokens = 4096; /* no engine to ask */
     json_t *root = parse_json(NULL, body, len);
     if (!root) return 1;
     msgs m = {0};
@@ -599,27 +383,56 @@ int api_parse_request(api *a, int which, const char *body, size_t len) {
     return refused ? 1 : 0;
 }
 
-/* ---- engine events ------------------------------------------------------------- */
+/* ---- the stream framing (a bridge listener) -------------------------------- */
 
-static int chunk_start(oai_job *j) {
-    core_buf_clear(&j->chunk);
-    return core_buf_append(&j->chunk, j->prefix.data, j->prefix.len);
+typedef struct oai_stream {
+    api *a;
+    http_stream *s;
+    json_t *chunk;     /* {"id",...,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]} */
+    json_t *choice;    /* chunk.choices[0] (borrowed) */
+    json_t *delta;     /* choice.delta (borrowed) */
+    core_buf out;      /* one serialized event, reused */
+    int include_usage;
+} oai_stream;
+
+static oai_stream *oai_stream_new(api *a, const char *id, long long created, int include_usage) {
+    oai_stream *x = calloc(1, sizeof *x);
+    if (!x) return NULL;
+    x->a = a;
+    x->include_usage = include_usage;
+    x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:{}, s:n, s:n}]}", "id", id, "object",
+                         "chat.completion.chunk", "created", (json_int_t)created, "model", a->model_name,
+                         "system_fingerprint", "smolbot", "choices", "index", 0, "delta", "logprobs", "finish_reason");
+    if (x->chunk) {
+        x->choice = json_array_get(json_object_get(x->chunk, "choices"), 0);
+        x->delta = json_object_get(x->choice, "delta");
+    }
+    if (!x->delta) {
+        json_decref(x->chunk);
+        free(x);
+        return NULL;
+    }
+    return x;
 }
 
-/* Send one chunk whose delta is {"KEY":"text"} (key NULL: {}), with finish. */
-static int send_delta(oai_job *j, const char *key, const char *text, size_t len, const char *finish) {
-    int rc = chunk_start(j);
-    if (!rc && key) {
-        rc = core_buf_printf(&j->chunk, "{\"%s\":\"", key);
-        if (!rc) rc = json_esc(&j->chunk, text, len);
-        if (!rc) rc = core_buf_puts(&j->chunk, "\"}");
-    } else if (!rc) {
-        rc = core_buf_puts(&j->chunk, "{}");
+/* Serialize o into x->out (no allocation once the buffer is big enough) and send it. */
+static int send_obj(oai_stream *x, const json_t *o) {
+    size_t n = json_dumpb(o, x->out.data, x->out.data ? x->out.cap : 0, JSON_COMPACT | REAL_FMT);
+    if (n == 0) return CORE_ENOMEM;
+    if (!x->out.data || n > x->out.cap) {
+        if (core_buf_reserve(&x->out, n)) return CORE_ENOMEM;
+        n = json_dumpb(o, x->out.data, x->out.cap, JSON_COMPACT | REAL_FMT);
+        if (n == 0 || n > x->out.cap) return CORE_ENOMEM;
     }
-    if (!rc) rc = core_buf_puts(&j->chunk, ",\"logprobs\":null,\"finish_reason\":");
-    if (!rc) rc = finish ? core_buf_printf(&j->chunk, "\"%s\"}]}", finish) : core_buf_puts(&j->chunk, "null}]}");
-    if (rc) return rc;
-    return http_stream_event(j->s, NULL, NULL, j->chunk.data, j->chunk.len);
+    return http_stream_event(x->s, NULL, NULL, x->out.data, n);
+}
+
+/* One chunk whose delta is {"KEY":"text"} (key NULL: {}), with finish. */
+static int send_delta(oai_stream *x, const char *key, const char *text, size_t len, const char *finish) {
+    json_object_clear(x->delta);
+    if (key && json_object_set_new(x->delta, key, json_stringn(text, len))) return CORE_ENOMEM;
+    if (json_object_set_new(x->choice, "finish_reason", finish ? json_string(finish) : json_null())) return CORE_ENOMEM;
+    return send_obj(x, x->chunk);
 }
 
 static json_t *usage_json(const engine_stats *st) {
@@ -636,92 +449,65 @@ static json_t *timings_json(const engine_stats *st) {
                      "queue_ms", st->queue_ms);
 }
 
-static int send_error_event(oai_job *j, const char *type, const char *code, const char *msg) {
+static int send_error_event(oai_stream *x, const char *type, const char *code, const char *msg) {
     json_t *o = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type", type, "param", "code", code);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    int rc = o ? send_obj(x, o) : CORE_ENOMEM;
     json_decref(o);
-    int rc = s ? http_stream_event(j->s, NULL, NULL, s, strlen(s)) : CORE_ENOMEM;
-    free(s);
     return rc;
 }
 
-static void stream_tail(oai_job *j, const engine_event *ev) {
-    api *a = j->a;
-    if (ev->type == ENGINE_EV_ERROR) {
-        send_error_event(j, ev->code == CORE_ERANGE ? "invalid_request_error" : "server_error",
-                         ev->code == CORE_ERANGE ? "context_length_exceeded" : "internal_error",
-                         ev->error ? ev->error : "generation failed");
-    } else if (!strcmp(j->finish, "cancelled")) {
-        if (!http_stream_gone(j->s))
-            send_error_event(j, "server_error", is_stopping(a) ? "shutting_down" : "cancelled",
-                             is_stopping(a) ? "the server is shutting down" : "the request was cancelled");
+/* The end: the finish chunk (+ usage) or an error event, then [DONE]. */
+static void stream_tail(oai_stream *x, const bridge_out *o) {
+    if (!strcmp(o->finish, "error")) {
+        send_error_event(x, o->err_code == CORE_ERANGE ? "invalid_request_error" : "server_error",
+                         o->err_code == CORE_ERANGE ? "context_length_exceeded" : "internal_error",
+                         o->err_msg[0] ? o->err_msg : "generation failed");
+    } else if (!strcmp(o->finish, "cancelled")) {
+        if (!http_stream_gone(x->s))
+            send_error_event(x, "server_error", o->stopping ? "shutting_down" : "cancelled",
+                             o->stopping ? "the server is shutting down" : "the request was cancelled");
     } else {
-        send_delta(j, NULL, NULL, 0, j->finish);
-        if (j->include_usage) {
-            json_t *u = json_pack("{s:s, s:s, s:I, s:s, s:[], s:o, s:o}", "id", j->id, "object", "chat.completion.chunk",
-                                  "created", (json_int_t)j->created, "model", a->model_name, "choices", "usage",
-                                  usage_json(&j->st), "timings", timings_json(&j->st));
-            char *s = u ? json_dumps(u, JSON_COMPACT | REAL_FMT) : NULL;
+        send_delta(x, NULL, NULL, 0, o->finish);
+        if (x->include_usage) {
+            json_t *u = json_pack("{s:O, s:s, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
+                                  "chat.completion.chunk", "created", json_object_get(x->chunk, "created"), "model",
+                                  x->a->model_name, "choices", "usage", usage_json(o->st), "timings", timings_json(o->st));
+            if (u) send_obj(x, u);
             json_decref(u);
-            if (s) http_stream_event(j->s, NULL, NULL, s, strlen(s));
-            free(s);
         }
     }
-    http_stream_event(j->s, NULL, NULL, "[DONE]", 6);
-    http_stream_close(j->s);
-    j->s = NULL;
-    pthread_mutex_lock(&a->mu);
-    a->streams--;
-    pthread_mutex_unlock(&a->mu);
+    http_stream_event(x->s, NULL, NULL, "[DONE]", 6);
 }
 
-static int on_event(void *ctx, const engine_event *ev) {
-    oai_job *j = ctx;
-    api *a = j->a;
-    int cancel = 0, final = ev->type == ENGINE_EV_DONE || ev->type == ENGINE_EV_ERROR;
-    pthread_mutex_lock(&j->mu);
-    if (final) {
-        if (ev->stats) j->st = *ev->stats;
-        snprintf(j->finish, sizeof j->finish, "%s",
-                 ev->type == ENGINE_EV_ERROR ? "error" : (ev->stats && ev->stats->finish_reason ? ev->stats->finish_reason : "stop"));
-        if (ev->type == ENGINE_EV_ERROR) {
-            j->err_code = ev->code ? ev->code : CORE_EIO;
-            snprintf(j->err_msg, sizeof j->err_msg, "%s", ev->error ? ev->error : "generation failed");
-        }
-    }
-    if (j->stream) {
-        if (!j->s) {
-            cancel = 1; /* never attached (or already closed) */
-        } else if (ev->type == ENGINE_EV_TEXT) {
-            int rc = 0;
-            if (ev->reasoning_len) rc = send_delta(j, "reasoning_content", ev->reasoning, ev->reasoning_len, NULL);
-            if (!rc && ev->text_len) rc = send_delta(j, "content", ev->text, ev->text_len, NULL);
-            cancel = rc != 0;
-        } else if (ev->type == ENGINE_EV_QUEUED || ev->type == ENGINE_EV_PREFILL) {
-            cancel = http_stream_gone(j->s);
-        } else if (final) {
-            stream_tail(j, ev);
-        }
-    } else if (ev->type == ENGINE_EV_TEXT) {
-        if (core_buf_append(&j->reasoning, ev->reasoning ? ev->reasoning : "", ev->reasoning_len) ||
-            core_buf_append(&j->content, ev->text ? ev->text : "", ev->text_len))
-            cancel = 1;
-    }
-    if (final) {
-        j->done = 1;
-        pthread_cond_broadcast(&j->cv);
-    }
-    pthread_mutex_unlock(&j->mu);
-    if (final) {
-        if (ev->stats && ev->stats->gen_tokens > 0) {
-            if (ev->stats->ttft_ms > 0) api_hist_add(a, &a->ttft_ms, api_ttft_bounds, ev->stats->ttft_ms);
-            if (ev->stats->decode_tok_s > 0) api_hist_add(a, &a->tok_s, api_toks_bounds, ev->stats->decode_tok_s);
-        }
-        reg_del(a, j);
-        job_unref(j); /* the engine's reference */
-    }
-    return cancel;
+static int oai_deliver(void *ctx, const bridge_out *o) {
+    oai_stream *x = ctx;
+    int rc = 0;
+    if (o->reasoning_end > o->reasoning_from)
+        rc = send_delta(x, "reasoning_content", o->reasoning + o->reasoning_from, o->reasoning_end - o->reasoning_from,
+                        NULL);
+    if (!rc && o->answer_end > o->answer_from)
+        rc = send_delta(x, "content", o->answer + o->answer_from, o->answer_end - o->answer_from, NULL);
+    if (o->end) stream_tail(x, o);
+    return rc != 0;
 }
+
+static int oai_gone(void *ctx) { return http_stream_gone(((oai_stream *)ctx)->s); }
+
+/* The stream ends (its bytes still go out) and the route's count drops. */
+static void oai_drop(void *ctx) {
+    oai_stream *x = ctx;
+    if (x->s) {
+        http_stream_close(x->s);
+        pthread_mutex_lock(&x->a->mu);
+        x->a->streams--;
+        pthread_mutex_unlock(&x->a->mu);
+    }
+    json_decref(x->chunk);
+    core_buf_free(&x->out);
+    free(x);
+}
+
+static const bridge_listener_ops oai_ops = {oai_deliver, oai_gone, oai_drop};
 
 /* ---- /v1/chat/completions --------------------------------------------------------- */
 
@@ -737,23 +523,26 @@ static int submit_error(api *a, http_req *r, int rc, const char *msg) {
     return api_error(r, 500, "server_error", NULL, NULL, "%s", msg);
 }
 
-static int respond_message(api *a, http_req *r, oai_job *j) {
-    if (j->err_code) {
-        if (j->err_code == CORE_ERANGE)
-            return api_error(r, 400, "invalid_request_error", "context_length_exceeded", "messages", "%s", j->err_msg);
-        return api_error(r, 500, "server_error", "internal_error", NULL, "%s", j->err_msg);
+static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, long long created) {
+    const char *text, *reas, *finish, *emsg;
+    size_t tl, rl;
+    const engine_stats *st;
+    int ecode;
+    bridge_result(j, &text, &tl, &reas, &rl, &st, &finish, &ecode, &emsg);
+    if (ecode) {
+        if (ecode == CORE_ERANGE)
+            return api_error(r, 400, "invalid_request_error", "context_length_exceeded", "messages", "%s", emsg);
+        return api_error(r, 500, "server_error", "internal_error", NULL, "%s", emsg);
     }
-    if (!strcmp(j->finish, "cancelled"))
+    if (!strcmp(finish, "cancelled"))
         return api_error(r, 503, "unavailable_error", is_stopping(a) ? "shutting_down" : "cancelled", NULL, "%s",
                          is_stopping(a) ? "the server is shutting down" : "the request was cancelled");
-    json_t *msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", j->content.data ? j->content.data : "",
-                            j->content.len);
-    if (msg && j->reasoning.len)
-        json_object_set_new(msg, "reasoning_content", json_stringn(j->reasoning.data, j->reasoning.len));
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:n, s:s}], s:o, s:o}", "id", j->id, "object",
-                          "chat.completion", "created", (json_int_t)j->created, "model", a->model_name,
+    json_t *msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", text, tl);
+    if (msg && rl) json_object_set_new(msg, "reasoning_content", json_stringn(reas, rl));
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:n, s:s}], s:o, s:o}", "id", id, "object",
+                          "chat.completion", "created", (json_int_t)created, "model", a->model_name,
                           "system_fingerprint", "smolbot", "choices", "index", 0, "message", msg, "logprobs",
-                          "finish_reason", j->finish, "usage", usage_json(&j->st), "timings", timings_json(&j->st));
+                          "finish_reason", finish, "usage", usage_json(st), "timings", timings_json(st));
     return send_json(r, 200, o);
 }
 
@@ -765,26 +554,25 @@ static int chat_completions(api *a, http_req *r) {
     if (!root) return 0;
     msgs m = {0};
     chat_req q = {0};
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    int mode = 1;
-    oai_job *j = NULL;
+    prompt p = {0};
+    oai_stream *x = NULL;
+    bridge_job *j = NULL;
     core_err err = {0};
     if (parse_fields(a, r, root, &q) || parse_messages(a, r, root, &m)) goto out;
-    int rc = api_build_prompt(a, m.v, m.n, q.thinking, NULL, 1, &ids, &n_ids, &mode, NULL, &err);
+    const tok *tk = engine_tok(a->eng);
+    if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
+    prompt_opts po = {.thinking = q.thinking};
+    int rc = prompt_build(tk, m.v, m.n, &po, &p, &err);
     if (rc == CORE_EINVAL) { api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg); goto out; }
     if (rc) { submit_error(a, r, rc, err.msg); goto out; }
-    int ctx = engine_ctx_size(a->eng);
-    if ((long long)n_ids + 1 > ctx || (q.max_tokens && (long long)n_ids + q.max_tokens > ctx)) {
-        api_error(r, 400, "invalid_request_error", "context_length_exceeded", "messages",
-                  "this model's context holds %d tokens; the messages take %zu and max_tokens asks for %d more", ctx,
-                  n_ids, q.max_tokens ? q.max_tokens : 1);
+    if (bridge_max_tokens(engine_ctx_size(a->eng), p.n_ids, q.max_tokens, a->cfg.max_tokens, 1, &q.max_tokens, &err)) {
+        api_error(r, 400, "invalid_request_error", "context_length_exceeded", "messages", "%s", err.msg);
         goto out;
     }
-    if (!q.max_tokens) {
-        long long cap = a->cfg.max_tokens > 0 ? a->cfg.max_tokens : DEFAULT_MAX_TOKENS;
-        q.max_tokens = (int)CORE_MIN(cap, (long long)ctx - (long long)n_ids);
-    }
+    char id[48];
+    long long created = (long long)time(NULL);
+    snprintf(id, sizeof id, "chatcmpl-%016llx%08llx", (unsigned long long)random_u64(),
+             (unsigned long long)(random_u64() & 0xffffffffu));
     if (q.stream) {
         pthread_mutex_lock(&a->mu);
         int over = a->streams >= a->cfg.max_streams;
@@ -796,80 +584,57 @@ static int chat_completions(api *a, http_req *r) {
                       "too many concurrent streams (at most %d): try again shortly", a->cfg.max_streams);
             goto out;
         }
-    }
-    j = job_new(a, q.stream);
-    if (!j) { api_error(r, 500, "server_error", NULL, NULL, "out of memory"); goto unstream; }
-    j->include_usage = q.include_usage;
-    j->created = (long long)time(NULL);
-    snprintf(j->id, sizeof j->id, "chatcmpl-%016llx%08llx", (unsigned long long)random_u64(),
-             (unsigned long long)(random_u64() & 0xffffffffu));
-    if (q.stream &&
-        (core_buf_printf(&j->prefix, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":\"",
-                         j->id, j->created) ||
-         json_esc(&j->prefix, a->model_name, strlen(a->model_name)) ||
-         core_buf_puts(&j->prefix, "\",\"system_fingerprint\":\"smolbot\",\"choices\":[{\"index\":0,\"delta\":"))) {
-        api_error(r, 500, "server_error", NULL, NULL, "out of memory");
-        goto unstream_job;
-    }
-    if (reg_add(a, j)) {
-        api_error(r, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
-        goto unstream_job;
+        if (!(x = oai_stream_new(a, id, created, q.include_usage))) {
+            api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+            goto unstream;
+        }
     }
     engine_request er = {0};
-    er.prompt = ids;
-    er.n_prompt = n_ids;
+    er.prompt = p.ids;
+    er.n_prompt = p.n_ids;
+    er.n_shared = p.n_shared;
     er.sampling = q.sp;
     er.max_tokens = q.max_tokens;
     er.stops = q.stops;
     er.n_stops = q.n_stops;
-    er.thinking = mode;
+    er.thinking = p.thinking;
     er.ignore_eos = q.ignore_eos;
-    er.cb = on_event;
-    er.ctx = j;
-    pthread_mutex_lock(&j->mu);
-    uint64_t rid = 0;
-    j->refs++; /* the engine's, given back by on_event at DONE/ERROR */
-    rc = engine_submit(a->eng, &er, &rid, &err);
+    bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
+    rc = bridge_start(a->br, &er, &bo, &j, &err);
     if (rc) {
-        j->refs--; /* the engine never took it */
-        pthread_mutex_unlock(&j->mu);
-        reg_del(a, j);
-        submit_error(a, r, rc, err.msg);
-        goto unstream_job;
+        if (rc == CORE_EUNSUP && is_stopping(a)) api_error(r, 503, "unavailable_error", "shutting_down", NULL, "%s", err.msg);
+        else submit_error(a, r, rc, err.msg);
+        goto unstream;
     }
-    j->req_id = rid;
     if (q.stream) {
-        j->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
-        if (!j->s || send_delta(j, "role", "assistant", 9, NULL) != 0) {
-            /* no stream (or already gone): on_event sees it and cancels */
-            if (!j->s) {
-                pthread_mutex_lock(&a->mu);
-                a->streams--;
-                pthread_mutex_unlock(&a->mu);
-            }
-            j->cancel_sent = 1;
-            engine_cancel(a->eng, rid);
+        x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
+        if (!x->s) {
+            bridge_cancel(j); /* no response could be made: nobody to stream to */
+            goto unstream;
         }
-        pthread_mutex_unlock(&j->mu);
+        send_delta(x, "role", "assistant", 9, NULL); /* a failure shows as gone */
+        bridge_listen(j, &oai_ops, x, 0, 0);
+        x = NULL; /* the listener's now */
     } else {
-        while (!j->done) pthread_cond_wait(&j->cv, &j->mu);
-        pthread_mutex_unlock(&j->mu);
-        respond_message(a, r, j);
+        bridge_wait(j);
+        respond_message(a, r, j, id, created);
     }
-    if (is_stopping(a)) engine_cancel(a->eng, rid); /* raced with api_shutdown's sweep */
-    job_unref(j);
+    bridge_release(j);
     goto out;
 
-unstream_job:
-    job_unref(j);
 unstream:
+    if (j) bridge_release(j);
+    if (x) {
+        json_decref(x->chunk);
+        free(x);
+    }
     if (q.stream) {
         pthread_mutex_lock(&a->mu);
         a->streams--;
         pthread_mutex_unlock(&a->mu);
     }
 out:
-    free(ids);
+    prompt_free(&p);
     msgs_free(&m);
     json_decref(root);
     return 0;
@@ -925,7 +690,7 @@ static int props(api *a, http_req *r) {
         m.queued, "streams", streams, "conversations", m.conversations, "kv_bytes", (json_int_t)m.kv_bytes,
         "kv_budget", (json_int_t)m.kv_budget, "default_generation_settings", "n_ctx", engine_ctx_size(a->eng), "params",
         "temperature", (double)sp.temperature, "top_p", (double)sp.top_p, "top_k", sp.top_k, "min_p", (double)sp.min_p,
-        "max_tokens", a->cfg.max_tokens > 0 ? a->cfg.max_tokens : DEFAULT_MAX_TOKENS, "api_key_required",
+        "max_tokens", a->cfg.max_tokens > 0 ? a->cfg.max_tokens : BRIDGE_DEFAULT_MAX_TOKENS, "api_key_required",
         a->cfg.api_key && *a->cfg.api_key);
     return send_json(r, 200, o);
 }
@@ -1051,7 +816,7 @@ static int detokenize(api *a, http_req *r) {
     }
     core_buf text = {0}, fixed = {0};
     int rc = tok_decode(tk, ids, n, 1, &text);
-    if (!rc) rc = utf8_fix(text.data ? text.data : "", text.len, &fixed);
+    if (!rc) rc = core_utf8_sanitize(text.data, text.len, &fixed);
     free(ids);
     core_buf_free(&text);
     if (rc) api_error(r, 500, "server_error", NULL, NULL, "cannot decode the tokens");

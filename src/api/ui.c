@@ -9,47 +9,40 @@
  * whose output is safe by construction (no raw HTML, link schemes
  * filtered). Nothing the model or a user wrote is ever inserted unescaped.
  *
- * Answers ("ans"). A POST that asks for an answer stores the user message
- * first, then an assistant message with status STREAMING, submits the engine
- * request at once (generation starts before the browser opens the event
- * stream) and registers an ans object keyed by the assistant message id.
- * The engine callback only appends raw text to the ans's input buffers
- * (it runs on the engine thread and must not block: a short mutex hold). A
- * ticker thread does the rest, at most ~30 times a second:
- *   - reasoning text -> one "think" event per tick (escaped);
- *   - answer text -> md_stream: finished blocks -> "block" events (safe
- *     HTML, appended), the unfinished tail -> a "tail" event when changed;
- *   - every second, the text so far is written to the store (crash safety);
- *   - on DONE: the last block, tail "", stats, the final store_update
- *     (DONE, or PARTIAL with "cancelled"/"error"), then "done".
- * So however fast tokens come, a listener sees at most ~30 swaps a second.
+ * Answers. A POST that asks for an answer stores the user message first,
+ * then an assistant message with status STREAMING, and starts a job of the
+ * stream bridge (bridge.h) keyed by the assistant message id and tagged
+ * with the conversation: generation starts before the browser opens the
+ * event stream. The bridge keeps the text (the replay log), saves it to
+ * the store every second and at the end through this file's owner hook
+ * (DONE, or PARTIAL with "cancelled"/"error", before "done" reaches any
+ * reader), and cancels the job when nobody has listened for ANS_GRACE_S
+ * seconds (a closed tab; Stop cancels at once).
  *
- * Replay. Every event except "tail" is kept in the ans's log with an id
- * 1, 2, 3...; the tail is kept as "the current tail". An SSE GET (first
- * connect, a reconnect with Last-Event-ID, or a reloaded page that starts
- * from nothing) gets the logged events after its id and the current tail,
- * then follows live -- all under the ui mutex, so nothing is lost or sent
- * twice. A finished ans stays ANS_KEEP_S seconds for late readers; after
- * that, the stream URL of a finished message answers 204 (EventSource stops).
- *
- * Cancel. Stop cancels the engine request at once. A client that merely
- * went away (no listener) does not: the answer keeps generating, and only
- * after ANS_GRACE_S seconds with no listener is it cancelled.
+ * The event stream of an answer is a bridge listener with this file's
+ * framing, at most ~30 deliveries a second however fast tokens come:
+ *   - new reasoning -> one "think" event (escaped);
+ *   - new answer text -> its own md_stream: finished blocks -> "block"
+ *     events (safe HTML, appended), the unfinished tail -> a "tail" event
+ *     when it changed; "thought" when the answer starts after reasoning;
+ *   - the end: the last block, tail "", thought, error, stats, "done".
+ * Event ids are the bridge's log positions. A first connect or a reloaded
+ * page starts from 0 and gets everything so far in one delivery; a
+ * reconnect with Last-Event-ID resumes there (its md_stream is fed the
+ * text before that position silently, so the tail renders right). A
+ * finished answer stays ANS_KEEP_S seconds for late readers; after that,
+ * the stream URL of a finished message answers 204 (EventSource stops).
  *
  * /ui/quote streams a fixed public-domain passage (John 1:1-14, KJV) word by
- * word through the same ans machinery, with no model and no store, so the
- * streaming path can be seen (and tested) without a model.
+ * word through the same bridge, as a job without engine that feeds itself,
+ * with no model and no store, so the streaming path can be seen (and
+ * tested) without a model.
  *
  * CSRF: state-changing requests (POST, DELETE) under /ui/ need the htmx
  * header HX-Request (a cross-site form cannot set it) and, when an Origin
  * header is present, it must match Host; otherwise 403.
- *
- * Invariants: an ans is freed only by the ticker, only after the engine
- * reported DONE/ERROR for it (so the engine callback never sees freed
- * memory) and its log is complete; md/answer/reasoning of an ans are touched
- * only by the ticker once the ans is registered.
  */
-#include "api_int.h"
+#include "api/api_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -62,66 +55,19 @@
 
 #include "http/assets.h"
 #include "md/md.h"
-#include "tok/tok.h"
+#include "prompt/prompt.h"
 
 #define ANS_GRACE_S 30.0   /* no listener this long: cancel */
 #define ANS_KEEP_S 60.0    /* finished answers stay for replay this long */
-#define ANS_TICK_MS 33     /* at most ~30 swaps a second */
+#define ANS_TICK_MS 33     /* at most ~30 deliveries a second */
 #define ANS_SAVE_S 1.0     /* partial text to the store this often */
 #define QUOTE_WORD_MS 12   /* pace of /ui/quote */
+#define QUOTE_GRACE_S 5.0  /* nobody wants the quote */
 
-enum { ANS_MODEL = 0, ANS_QUOTE = 1 };
-
-typedef struct ans_ev {
-    const char *name; /* static string */
-    char *data;
-    size_t len;
-} ans_ev;
-
-typedef struct ui ui;
-
-typedef struct ans {
-    struct ans *next;
-    ui *u;            /* the owner (its mutex guards the fields marked so) */
-    int kind;
-    int64_t msg;      /* store message id; quotes: a negative serial */
-    char conv[STORE_ID_LEN + 1];
-    uint64_t req_id;
-    int has_req, cancel_asked;
-    /* engine thread -> ticker (under ui mu) */
-    core_buf in_ans, in_reas;
-    int got_done, got_error;
-    engine_stats st;
-    char finish[16];
-    char errmsg[256];
-    int reas_events;  /* TEXT events carrying reasoning (~ tokens) */
-    /* ticker only */
-    md_stream *md;
-    core_buf answer, reasoning; /* everything so far (answer includes a continued prefix) */
-    double t_start, t_think_end, t_saved;
-    int thought_sent;
-    size_t quote_pos;
-    double quote_next;
-    /* log and listeners (under ui mu) */
-    ans_ev *log;
-    size_t n_log, cap_log;
-    char *tail;
-    size_t tail_len;
-    http_stream **ls;
-    int n_ls, cap_ls;
-    double t_alone;   /* since when nobody listens (0 = someone does) */
-    int finished;     /* "done" is in the log */
-    double t_finished;
-} ans;
-
-struct ui {
+typedef struct ui {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thr;
-    int thr_started, stop;
-    ans *list;
-    int64_t quote_serial;
-};
+    int64_t quote_serial; /* quotes are keyed -1, -2, ... (model answers by message id) */
+} ui;
 
 static const char QUOTE[] =
     "**In the beginning was the Word** -- John 1:1-14, King James Version\n\n"
@@ -218,42 +164,46 @@ static int csrf_reject(http_req *r) {
     return 0;
 }
 
-/* ---- the answer log (caller holds ui mu) -------------------------------- */
+/* ---- the event stream of an answer (a bridge listener) --------------------- */
 
-static void ans_send(ans *x, const char *name, const char *id, const char *data, size_t len) {
-    for (int i = 0; i < x->n_ls;) {
-        if (http_stream_event(x->ls[i], name, id, data, len)) {
-            http_stream_close(x->ls[i]);
-            x->ls[i] = x->ls[--x->n_ls];
-            continue;
-        }
-        i++;
+typedef struct ui_stream {
+    http_stream *s;
+    md_stream *md;
+    int quote;
+    int fresh;          /* nothing delivered yet */
+    int thought_sent;
+    double t_think_end; /* seconds after the start; 0: still thinking */
+    char *tail;         /* the last tail sent */
+    size_t tail_len;
+    core_buf tmp;
+} ui_stream;
+
+static void stats_line(core_buf *b, const ui_stream *x, const bridge_out *o) {
+    const engine_stats *s = o->st;
+    if (x->quote) {
+        core_buf_printf(b, "quote · %zu bytes · %.1f s", o->answer_end, o->elapsed_s);
+        return;
     }
+    if (s->ttft_ms > 0) core_buf_printf(b, "TTFT %.0f ms · ", s->ttft_ms);
+    core_buf_printf(b, "%.1f tok/s · %d tokens", s->decode_tok_s, s->gen_tokens);
+    if (!strcmp(o->finish, "cancelled")) core_buf_puts(b, " · stopped");
+    else if (!strcmp(o->finish, "length")) core_buf_puts(b, " · length limit");
+    else if (!strcmp(o->finish, "error")) core_buf_puts(b, " · error");
+    core_buf_printf(b, "<span class=\"ctx\" data-ctx-used=\"%d\" data-ctx-max=\"%d\"></span>", s->ctx_used, s->ctx_size);
 }
 
-static void ans_alone_check(ans *x, double now) {
-    if (x->n_ls == 0 && x->t_alone == 0) x->t_alone = now;
+/* Send one event; *bad collects failures (the client is gone). */
+static void ev(ui_stream *x, const char *name, const char *id, const char *data, size_t len, int *bad) {
+    if (!*bad && http_stream_event(x->s, name, id, data, len)) *bad = 1;
 }
 
-static void ans_log(ans *x, const char *name, const char *data, size_t len) {
-    if (x->n_log == x->cap_log) {
-        size_t nc = x->cap_log ? x->cap_log * 2 : 32;
-        ans_ev *nl = realloc(x->log, nc * sizeof *nl);
-        if (!nl) return; /* out of memory: the event is lost for replay and live */
-        x->log = nl;
-        x->cap_log = nc;
-    }
-    char *d = malloc(len + 1);
-    if (!d) return;
-    memcpy(d, data, len);
-    d[len] = 0;
-    x->log[x->n_log++] = (ans_ev){name, d, len};
-    char id[24];
-    snprintf(id, sizeof id, "%zu", x->n_log);
-    ans_send(x, name, id, data, len);
+static void ev_meta(ui_stream *x, const char *id, int tokens, double secs, int *bad) {
+    core_buf_clear(&x->tmp);
+    core_buf_printf(&x->tmp, "%d tokens · %.1f s", tokens, secs);
+    ev(x, "thought", id, x->tmp.data, x->tmp.len, bad);
 }
 
-static void ans_set_tail(ans *x, const char *html, size_t len) {
+static void ev_tail(ui_stream *x, const char *html, size_t len, int *bad) {
     if (x->tail && x->tail_len == len && !memcmp(x->tail, html, len)) return;
     char *t = malloc(len + 1);
     if (!t) return;
@@ -262,385 +212,160 @@ static void ans_set_tail(ans *x, const char *html, size_t len) {
     free(x->tail);
     x->tail = t;
     x->tail_len = len;
-    ans_send(x, "tail", NULL, html, len);
+    ev(x, "tail", NULL, html, len, bad);
 }
 
-static void ans_free(ans *x) {
+static int ui_deliver(void *ctx, const bridge_out *o) {
+    ui_stream *x = ctx;
+    int bad = 0;
+    char id[24];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)o->seq);
+    if (x->fresh) { /* resuming after Last-Event-ID: what came before was seen */
+        x->fresh = 0;
+        if (o->answer_from) {
+            md_stream_push(x->md, o->answer, o->answer_from, &x->tmp);
+            core_buf_clear(&x->tmp);
+        }
+        x->thought_sent = o->reasoning_from > 0 && o->answer_from > 0;
+    }
+    if (o->reasoning_end > o->reasoning_from) {
+        core_buf_clear(&x->tmp);
+        md_escape_html(o->reasoning + o->reasoning_from, o->reasoning_end - o->reasoning_from, &x->tmp);
+        ev(x, "think", id, x->tmp.data, x->tmp.len, &bad);
+    }
+    if (o->answer_end > o->answer_from) {
+        if (o->reasoning_end && !x->thought_sent) { /* thinking ended: the answer started */
+            x->thought_sent = 1;
+            x->t_think_end = o->elapsed_s;
+            ev_meta(x, id, o->reasoning_events, o->elapsed_s, &bad);
+        }
+        core_buf blocks = {0}, tail = {0};
+        md_stream_push(x->md, o->answer + o->answer_from, o->answer_end - o->answer_from, &blocks);
+        if (blocks.len) ev(x, "block", id, blocks.data, blocks.len, &bad);
+        if (!o->end) {
+            md_stream_tail(x->md, &tail);
+            ev_tail(x, tail.data ? tail.data : "", tail.len, &bad);
+        }
+        core_buf_free(&blocks);
+        core_buf_free(&tail);
+    }
+    if (o->end) {
+        core_buf last = {0};
+        md_stream_finish(x->md, &last);
+        if (last.len) ev(x, "block", id, last.data, last.len, &bad);
+        core_buf_free(&last);
+        ev_tail(x, "", 0, &bad);
+        if (o->reasoning_end)
+            ev_meta(x, id, o->st->reasoning_tokens ? o->st->reasoning_tokens : o->reasoning_events,
+                    x->t_think_end ? x->t_think_end : o->elapsed_s, &bad);
+        if (!strcmp(o->finish, "error")) {
+            core_buf_clear(&x->tmp);
+            esc(&x->tmp, o->err_msg[0] ? o->err_msg : "generation failed");
+            ev(x, "error", id, x->tmp.data, x->tmp.len, &bad);
+        }
+        core_buf_clear(&x->tmp);
+        stats_line(&x->tmp, x, o);
+        ev(x, "stats", id, x->tmp.data, x->tmp.len, &bad);
+        ev(x, "done", id, "", 0, &bad);
+    }
+    return bad;
+}
+
+static int ui_gone(void *ctx) { return http_stream_gone(((ui_stream *)ctx)->s); }
+
+static void ui_stream_free(ui_stream *x) {
     if (!x) return;
-    for (int i = 0; i < x->n_ls; i++) http_stream_close(x->ls[i]);
-    free(x->ls);
-    for (size_t i = 0; i < x->n_log; i++) free(x->log[i].data);
-    free(x->log);
-    free(x->tail);
+    http_stream_close(x->s);
     md_stream_free(x->md);
-    core_buf_free(&x->in_ans);
-    core_buf_free(&x->in_reas);
-    core_buf_free(&x->answer);
-    core_buf_free(&x->reasoning);
+    free(x->tail);
+    core_buf_free(&x->tmp);
     free(x);
 }
 
-static ans *ans_find(ui *u, int64_t msg) {
-    for (ans *x = u->list; x; x = x->next)
-        if (x->msg == msg) return x;
-    return NULL;
-}
+static void ui_drop(void *ctx) { ui_stream_free(ctx); }
 
-/* A running (not yet finished) model answer in conv, or NULL. */
-static ans *ans_busy(ui *u, const char *conv) {
-    for (ans *x = u->list; x; x = x->next)
-        if (x->kind == ANS_MODEL && !x->finished && !strcmp(x->conv, conv)) return x;
-    return NULL;
-}
+static const bridge_listener_ops ui_ops = {ui_deliver, ui_gone, ui_drop};
 
-/* ---- engine callback (engine thread) ------------------------------------ */
-
-static int on_engine(void *ctx, const engine_event *ev) {
-    ans *x = ctx; /* lives until the ticker has seen got_done */
-    ui *u = x->u;
-    pthread_mutex_lock(&u->mu);
-    int cancel = x->cancel_asked;
-    switch (ev->type) {
-    case ENGINE_EV_TEXT:
-        if (ev->text_len) core_buf_append(&x->in_ans, ev->text, ev->text_len);
-        if (ev->reasoning_len) {
-            core_buf_append(&x->in_reas, ev->reasoning, ev->reasoning_len);
-            x->reas_events++;
-        }
-        break;
-    case ENGINE_EV_DONE:
-    case ENGINE_EV_ERROR:
-        if (ev->stats) x->st = *ev->stats;
-        snprintf(x->finish, sizeof x->finish, "%s",
-                 ev->type == ENGINE_EV_ERROR ? "error" : (ev->stats && ev->stats->finish_reason ? ev->stats->finish_reason : "stop"));
-        x->st.finish_reason = NULL; /* points into the engine; we keep our copy */
-        if (ev->type == ENGINE_EV_ERROR) {
-            x->got_error = 1;
-            snprintf(x->errmsg, sizeof x->errmsg, "%s", ev->error ? ev->error : "generation failed");
-        }
-        x->got_done = 1;
-        pthread_cond_signal(&u->cv);
-        break;
-    default:
-        break;
-    }
-    pthread_mutex_unlock(&u->mu);
-    return cancel;
-}
-
-static ans *ans_new(ui *u, int kind) {
-    ans *x = calloc(1, sizeof *x);
-    if (!x) return NULL;
-    x->u = u;
-    x->kind = kind;
-    x->md = md_stream_new();
-    if (!x->md) {
+/* Answer r with the event stream of job j from Last-Event-ID (or 0). */
+static int ui_listen(bridge_job *j, http_req *r, int quote) {
+    core_err err = {0};
+    ui_stream *x = calloc(1, sizeof *x);
+    if (!x || !(x->md = md_stream_new())) {
         free(x);
-        return NULL;
+        return http_respond_text(r, 500, "out of memory");
     }
-    x->t_start = core_now_s();
-    x->t_alone = x->t_start;
-    return x;
-}
-
-/* ---- ticker ------------------------------------------------------------ */
-
-static void stats_line(core_buf *b, const ans *x, double now) {
-    const engine_stats *s = &x->st;
-    if (x->kind == ANS_QUOTE) {
-        core_buf_printf(b, "quote · %zu bytes · %.1f s", x->answer.len, now - x->t_start);
-        return;
+    x->quote = quote;
+    x->fresh = 1;
+    x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
+    if (!x->s) {
+        ui_stream_free(x);
+        return http_respond_text(r, 500, err.msg);
     }
-    if (s->ttft_ms > 0) core_buf_printf(b, "TTFT %.0f ms · ", s->ttft_ms);
-    core_buf_printf(b, "%.1f tok/s · %d tokens", s->decode_tok_s, s->gen_tokens);
-    if (!strcmp(x->finish, "cancelled")) core_buf_puts(b, " · stopped");
-    else if (!strcmp(x->finish, "length")) core_buf_puts(b, " · length limit");
-    else if (!strcmp(x->finish, "error")) core_buf_puts(b, " · error");
-    core_buf_printf(b, "<span class=\"ctx\" data-ctx-used=\"%d\" data-ctx-max=\"%d\"></span>", s->ctx_used, s->ctx_size);
+    const char *lid = http_req_header(r, "Last-Event-ID");
+    bridge_listen(j, &ui_ops, x, lid ? strtoull(lid, NULL, 10) : 0, ANS_TICK_MS);
+    return 0;
 }
 
-static void think_meta(core_buf *b, int tokens, double secs) {
-    core_buf_printf(b, "%d tokens · %.1f s", tokens, secs);
-}
+/* ---- owners: the store for answers, the passage for the quote -------------- */
 
-/* Save the answer so far (or the final one) to the store. Ticker thread,
- * without ui mu (store calls may take a while). */
-static void ans_save(api *a, ans *x, const engine_stats *st, int status, const char *finish) {
-    if (x->kind != ANS_MODEL || !a->st) return;
+typedef struct ans_owner {
+    api *a;
+    int64_t msg;
+} ans_owner;
+
+/* The answer so far (or the final one) to the store. Bridge thread, no lock. */
+static void ans_save(void *ctx, const char *answer, size_t answer_len, const char *reasoning, size_t reasoning_len,
+                     const engine_stats *st, const char *finish, int final) {
+    ans_owner *o = ctx;
+    (void)answer_len; /* the store takes C strings: the engine's text holds no NUL */
+    (void)reasoning_len;
     store_msg m = {0};
     snprintf(m.role, sizeof m.role, "assistant");
-    m.content = x->answer.data ? x->answer.data : "";
-    m.reasoning = x->reasoning.data ? x->reasoning.data : "";
-    m.status = status;
-    snprintf(m.finish, sizeof m.finish, "%s", finish ? finish : "");
+    m.content = (char *)answer;
+    m.reasoning = (char *)reasoning;
+    m.status = !final ? STORE_MSG_STREAMING
+               : (!strcmp(finish, "stop") || !strcmp(finish, "length")) ? STORE_MSG_DONE : STORE_MSG_PARTIAL;
+    snprintf(m.finish, sizeof m.finish, "%s", final ? finish : "");
     m.prompt_tokens = st->prompt_tokens;
     m.completion_tokens = st->gen_tokens;
     m.prefill_ms = st->prefill_ms;
     m.gen_ms = st->decode_ms;
     core_err err = {0};
-    if (store_update(a->st, x->msg, &m, &err)) core_log(1, "ui: saving message %lld: %s", (long long)x->msg, err.msg);
+    if (store_update(o->a->st, o->msg, &m, &err)) core_log(1, "ui: saving message %lld: %s", (long long)o->msg, err.msg);
 }
 
-/* One tick of one ans. Called with ui mu held; may drop and retake it
- * around store writes. Returns 1 when the ans may be freed. */
-static int ans_tick(api *a, ui *u, ans *x, double now) {
-    if (x->finished) {
-        ans_alone_check(x, now);
-        return now - x->t_finished > ANS_KEEP_S;
-    }
-    /* the quote feeds itself a word at a time */
-    if (x->kind == ANS_QUOTE) {
-        size_t n = sizeof QUOTE - 1;
-        while (x->quote_pos < n && now >= x->quote_next) {
-            size_t e = x->quote_pos;
-            while (e < n && QUOTE[e] == ' ') e++;
-            while (e < n && QUOTE[e] != ' ') e++;
-            core_buf_append(&x->in_ans, QUOTE + x->quote_pos, e - x->quote_pos);
-            x->quote_pos = e;
-            x->quote_next += QUOTE_WORD_MS / 1e3;
-        }
-        if (x->quote_pos >= n) {
-            x->got_done = 1;
-            snprintf(x->finish, sizeof x->finish, "stop");
-        }
-    }
-    /* reasoning */
-    if (x->in_reas.len) {
-        core_buf e = {0};
-        md_escape_html(x->in_reas.data, x->in_reas.len, &e);
-        core_buf_append(&x->reasoning, x->in_reas.data, x->in_reas.len);
-        core_buf_clear(&x->in_reas);
-        if (e.len) ans_log(x, "think", e.data, e.len);
-        core_buf_free(&e);
-    }
-    /* answer */
-    core_buf blocks = {0}, tail = {0};
-    if (x->in_ans.len) {
-        if (x->reasoning.len && !x->thought_sent) { /* thinking ended: the answer started */
-            x->thought_sent = 1;
-            x->t_think_end = now;
-            core_buf m = {0};
-            think_meta(&m, x->reas_events, now - x->t_start);
-            ans_log(x, "thought", m.data, m.len);
-            core_buf_free(&m);
-        }
-        md_stream_push(x->md, x->in_ans.data, x->in_ans.len, &blocks);
-        core_buf_append(&x->answer, x->in_ans.data, x->in_ans.len);
-        core_buf_clear(&x->in_ans);
-        if (blocks.len) ans_log(x, "block", blocks.data, blocks.len);
-        if (!x->got_done) {
-            md_stream_tail(x->md, &tail);
-            ans_set_tail(x, tail.data ? tail.data : "", tail.len);
-        }
-    }
-    core_buf_free(&blocks);
-    core_buf_free(&tail);
+typedef struct quote_owner {
+    size_t pos;
+    double next;
+} quote_owner;
 
-    if (x->got_done) {
-        core_buf last = {0}, st = {0};
-        md_stream_finish(x->md, &last);
-        if (last.len) ans_log(x, "block", last.data, last.len);
-        ans_set_tail(x, "", 0);
-        if (x->reasoning.len) {
-            core_buf m = {0};
-            think_meta(&m, x->st.reasoning_tokens ? x->st.reasoning_tokens : x->reas_events,
-                       (x->t_think_end ? x->t_think_end : now) - x->t_start);
-            ans_log(x, "thought", m.data, m.len);
-            core_buf_free(&m);
-        }
-        if (x->got_error) {
-            core_buf e = {0};
-            esc(&e, x->errmsg);
-            ans_log(x, "error", e.data, e.len);
-            core_buf_free(&e);
-        }
-        stats_line(&st, x, now);
-        ans_log(x, "stats", st.data, st.len);
-        core_buf_free(&last);
-        core_buf_free(&st);
-        /* the store is final before "done" reaches anyone, so a page that
-         * reloads right after sees the finished message */
-        int status = (!strcmp(x->finish, "stop") || !strcmp(x->finish, "length")) ? STORE_MSG_DONE : STORE_MSG_PARTIAL;
-        char fin[16];
-        snprintf(fin, sizeof fin, "%s", x->finish);
-        engine_stats snap = x->st; /* final: the engine writes it no more */
-        pthread_mutex_unlock(&u->mu);
-        ans_save(a, x, &snap, status, fin);
-        if (x->kind == ANS_MODEL) {
-            if (x->st.ttft_ms > 0) api_hist_add(a, &a->ttft_ms, api_ttft_bounds, x->st.ttft_ms);
-            if (x->st.decode_tok_s > 0) api_hist_add(a, &a->tok_s, api_toks_bounds, x->st.decode_tok_s);
-        }
-        pthread_mutex_lock(&u->mu);
-        ans_log(x, "done", "", 0);
-        for (int i = 0; i < x->n_ls; i++) http_stream_close(x->ls[i]);
-        x->n_ls = 0;
-        x->finished = 1;
-        x->t_finished = now;
-        return 0;
+/* Feed the words that are due. */
+static void quote_tick(void *ctx, bridge_job *j, double now) {
+    quote_owner *q = ctx;
+    size_t n = sizeof QUOTE - 1, start = q->pos;
+    while (q->pos < n && now >= q->next) {
+        while (q->pos < n && QUOTE[q->pos] == ' ') q->pos++;
+        while (q->pos < n && QUOTE[q->pos] != ' ') q->pos++;
+        q->next += QUOTE_WORD_MS / 1e3;
     }
-
-    /* a client that went away: keep generating for a grace period */
-    ans_alone_check(x, now);
-    if (x->kind == ANS_MODEL && x->n_ls == 0 && now - x->t_alone > ANS_GRACE_S && !x->cancel_asked) {
-        x->cancel_asked = 1;
-        if (x->has_req) engine_cancel(a->eng, x->req_id);
-    }
-    if (x->kind == ANS_QUOTE && x->n_ls == 0 && now - x->t_alone > 5) { /* nobody wants the quote */
-        x->got_done = 1;
-        snprintf(x->finish, sizeof x->finish, "cancelled");
-    }
-    if (x->kind == ANS_MODEL && now - x->t_saved > ANS_SAVE_S && x->answer.len + x->reasoning.len) {
-        x->t_saved = now;
-        engine_stats none = {0}; /* x->st belongs to the engine thread until DONE */
-        pthread_mutex_unlock(&u->mu);
-        ans_save(a, x, &none, STORE_MSG_STREAMING, "");
-        pthread_mutex_lock(&u->mu);
-    }
-    return 0;
-}
-
-static void *ticker(void *arg) {
-    api *a = arg;
-    ui *u = a->ui;
-    pthread_mutex_lock(&u->mu);
-    while (!u->stop) {
-        double now = core_now_s();
-        /* Walk the list; ans_tick may drop the lock, but only this thread
-         * removes entries, so pointers stay valid; new ones go to the head. */
-        ans **pp = &u->list;
-        int live = 0;
-        while (*pp) {
-            ans *x = *pp;
-            live |= !x->finished;
-            if (ans_tick(a, u, x, now)) {
-                /* re-find the link: entries may have been added at the head */
-                pp = &u->list;
-                while (*pp != x) pp = &(*pp)->next;
-                *pp = x->next;
-                ans_free(x);
-                continue;
-            }
-            pp = &x->next;
-        }
-        for (ans *x = u->list; x; x = x->next) live |= !x->finished; /* some may have come meanwhile */
-        if (!u->list) {
-            pthread_cond_wait(&u->cv, &u->mu);
-        } else {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            /* finished answers only wait to expire: no need to tick fast */
-            ts.tv_nsec += (live ? ANS_TICK_MS : 500) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&u->cv, &u->mu, &ts);
-        }
-    }
-    pthread_mutex_unlock(&u->mu);
-    return NULL;
-}
-
-static void ui_add(ui *u, ans *x) {
-    x->next = u->list;
-    u->list = x;
-    pthread_cond_signal(&u->cv);
+    if (q->pos > start) bridge_push(j, QUOTE + start, q->pos - start);
+    if (q->pos >= n) bridge_finish(j, "stop");
 }
 
 int api_ui_init(api *a, core_err *err) {
     ui *u = calloc(1, sizeof *u);
     if (!u) return core_errf(err, CORE_ENOMEM, "out of memory");
     pthread_mutex_init(&u->mu, NULL);
-    pthread_cond_init(&u->cv, NULL);
     a->ui = u;
-    if (pthread_create(&u->thr, NULL, ticker, a)) {
-        a->ui = NULL;
-        pthread_cond_destroy(&u->cv);
-        pthread_mutex_destroy(&u->mu);
-        free(u);
-        return core_errf(err, CORE_EIO, "cannot start the ui thread");
-    }
-    u->thr_started = 1;
     return 0;
 }
 
-/* Order-independent with engine_free: running answers are cancelled and
- * awaited (their DONE comes from the engine thread; if the engine was freed
- * first, every answer already got its DONE). */
 void api_ui_free(api *a) {
     ui *u = a ? a->ui : NULL;
     if (!u) return;
-    pthread_mutex_lock(&u->mu);
-    for (ans *x = u->list; x; x = x->next)
-        if (x->kind == ANS_MODEL && !x->got_done && x->has_req) {
-            x->cancel_asked = 1;
-            engine_cancel(a->eng, x->req_id);
-        }
-    /* let the ticker finish them (stores the partial text), up to 10 s */
-    double t0 = core_now_s();
-    for (;;) {
-        int pending = 0;
-        for (ans *x = u->list; x; x = x->next)
-            if (x->kind == ANS_MODEL && !x->finished && x->has_req) pending = 1;
-        if (!pending || core_now_s() - t0 > 10) break;
-        pthread_mutex_unlock(&u->mu);
-        struct timespec ts = {0, 20 * 1000000L};
-        nanosleep(&ts, NULL);
-        pthread_mutex_lock(&u->mu);
-    }
-    u->stop = 1;
-    pthread_cond_signal(&u->cv);
-    pthread_mutex_unlock(&u->mu);
-    if (u->thr_started) pthread_join(u->thr, NULL);
-    while (u->list) {
-        ans *x = u->list;
-        u->list = x->next;
-        if (x->kind == ANS_MODEL && !x->got_done && x->has_req)
-            core_log(1, "ui: an answer never finished; leaking it rather than freeing memory the engine may use");
-        else ans_free(x);
-    }
-    pthread_cond_destroy(&u->cv);
     pthread_mutex_destroy(&u->mu);
     free(u);
     a->ui = NULL;
-}
-
-/* ---- SSE GET ------------------------------------------------------------ */
-
-/* Replay the log after last_id and the current tail, then follow (or end).
- * Caller holds ui mu. */
-static int ans_attach(ans *x, http_req *r, core_err *err) {
-    http_stream *s = http_respond_stream(r, 200, "text/event-stream", NULL, err);
-    if (!s) return 1;
-    uint64_t last = 0;
-    const char *lid = http_req_header(r, "Last-Event-ID");
-    if (lid) last = strtoull(lid, NULL, 10);
-    char id[24];
-    for (size_t i = (size_t)(last < x->n_log ? last : x->n_log); i < x->n_log; i++) {
-        snprintf(id, sizeof id, "%zu", i + 1);
-        if (!x->finished || strcmp(x->log[i].name, "done")) /* tail first, done last */
-            http_stream_event(s, x->log[i].name, id, x->log[i].data, x->log[i].len);
-    }
-    if (x->tail_len) http_stream_event(s, "tail", NULL, x->tail, x->tail_len);
-    if (x->finished) {
-        snprintf(id, sizeof id, "%zu", x->n_log);
-        http_stream_event(s, "done", id, "", 0);
-        http_stream_close(s);
-        return 0;
-    }
-    if (x->n_ls == x->cap_ls) {
-        int nc = x->cap_ls ? x->cap_ls * 2 : 4;
-        http_stream **nl = realloc(x->ls, (size_t)nc * sizeof *nl);
-        if (!nl) {
-            http_stream_close(s);
-            return 0;
-        }
-        x->ls = nl;
-        x->cap_ls = nc;
-    }
-    x->ls[x->n_ls++] = s;
-    x->t_alone = 0;
-    return 0;
 }
 
 /* ---- rendering ----------------------------------------------------------- */
@@ -700,11 +425,9 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
 static void render_msg(api *a, core_buf *b, const char *conv, const store_msg *m) {
     if (!strcmp(m->role, "user")) render_user(b, m);
     else if (!strcmp(m->role, "assistant")) {
-        ui *u = a->ui;
-        pthread_mutex_lock(&u->mu);
-        ans *x = ans_find(u, m->id);
-        int live = x && !x->finished;
-        pthread_mutex_unlock(&u->mu);
+        bridge_job *j = bridge_find(a->br, m->id, conv);
+        int live = j && bridge_live(j);
+        if (j) bridge_release(j);
         render_assistant(b, conv, m, live);
     }
 }
@@ -808,15 +531,7 @@ static int route_status(api *a, http_req *r) {
     engine_metrics m;
     engine_get_metrics(a->eng, &m);
     const model_config *mc = engine_model_config(a->eng);
-    ui *u = a->ui;
-    int live = 0, busy = 0;
-    pthread_mutex_lock(&u->mu);
-    for (ans *x = u->list; x; x = x->next)
-        if (!x->finished) {
-            live++;
-            if (x->kind == ANS_MODEL) busy = 1;
-        }
-    pthread_mutex_unlock(&u->mu);
+    int busy = 0, live = bridge_running(a->br, NULL, &busy);
     json_t *o = json_pack("{s:s, s:s, s:i, s:b, s:b, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:i}", "state", s,
                           "model", st == ENGINE_READY || st == ENGINE_LOADING ? a->model_name : "SmolLM3-3B", "ctx_max", ctx_max(a), "thinking_default", 1, "busy", busy, "pull_hint",
                           "smolbot pull", "state_message", engine_state_message(a->eng), "model_file", engine_model_path(a->eng),
@@ -955,10 +670,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     int n = 0, rc = store_branch(a->st, c->id, upto, &ms, &n, err);
     if (rc) return rc;
     chat_msg *cm = calloc((size_t)n + 1, sizeof *cm);
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    int mode = 0;
-    ans *x = NULL;
+    prompt p = {0};
     if (!cm) {
         rc = core_errf(err, CORE_ENOMEM, "out of memory");
         goto out;
@@ -970,67 +682,55 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
         const char *t = ms[i].content ? ms[i].content : "";
         cm[k++] = (chat_msg){ms[i].role, t, strlen(t)};
     }
-    rc = api_build_prompt(a, cm, k, c->thinking, c->pinned_date, !cont, &ids, &n_ids, &mode, NULL, err);
-    if (rc) goto out;
-    if (cont) { /* end right after the answer's text: drop its <|im_end|> and what follows */
-        const tok *tk = engine_tok(a->eng);
-        int32_t im_end = tk ? tok_specials(tk)->im_end : -1;
-        size_t i = n_ids;
-        while (i > 0 && ids[i - 1] != im_end) i--;
-        if (i > 0) n_ids = i - 1;
-        mode = 0;
-    }
-    x = ans_new(a->ui, ANS_MODEL);
-    if (!x) {
-        rc = core_errf(err, CORE_ENOMEM, "out of memory");
+    const tok *tk = engine_tok(a->eng);
+    if (!tk) {
+        rc = core_errf(err, CORE_EUNSUP, "the model is not loaded");
         goto out;
     }
-    x->msg = asst;
-    snprintf(x->conv, sizeof x->conv, "%s", c->id);
-    if (cont && n > 0) { /* the existing answer is replayed first */
-        const store_msg *last = &ms[n - 1];
-        const char *t = last->content ? last->content : "";
-        core_buf_puts(&x->in_ans, t);
-        if (last->reasoning && *last->reasoning) core_buf_puts(&x->in_reas, last->reasoning);
-    }
+    prompt_opts po = {.thinking = c->thinking, .date = c->pinned_date, .cont = cont};
+    rc = prompt_build(tk, cm, k, &po, &p, err);
+    if (rc) goto out;
     engine_request rq = {0};
     rq.conv_id = c->id;
-    rq.prompt = ids;
-    rq.n_prompt = n_ids;
+    rq.prompt = p.ids;
+    rq.n_prompt = p.n_ids;
+    rq.n_shared = p.n_shared;
     sample_params_default(&rq.sampling);
     rq.sampling.temperature = (float)c->temperature;
     rq.sampling.top_p = (float)c->top_p;
     rq.sampling.top_k = c->top_k;
     rq.sampling.min_p = (float)c->min_p;
     rq.sampling.seed = core_now_ns() ^ (uint64_t)asst * 0x9E3779B97F4A7C15ull;
-    rq.max_tokens = c->max_tokens;
-    if (a->cfg.max_tokens > 0 && (rq.max_tokens == 0 || rq.max_tokens > a->cfg.max_tokens)) rq.max_tokens = a->cfg.max_tokens;
-    int room = engine_ctx_size(a->eng) - (int)n_ids;
-    if (rq.max_tokens == 0 || rq.max_tokens > room) rq.max_tokens = room > 0 ? room : 1;
-    rq.thinking = mode;
-    rq.cb = on_engine;
-    rq.ctx = x;
-    ui *u = a->ui;
-    pthread_mutex_lock(&u->mu);
-    ui_add(u, x);
-    pthread_mutex_unlock(&u->mu);
-    uint64_t req = 0;
-    rc = engine_submit(a->eng, &rq, &req, err);
-    pthread_mutex_lock(&u->mu);
-    if (rc) { /* never reached the engine: finish it as an error now */
-        x->got_done = x->got_error = 1;
-        snprintf(x->finish, sizeof x->finish, "error");
-        snprintf(x->errmsg, sizeof x->errmsg, "%.200s", err->msg);
-    } else {
-        x->req_id = req;
-        x->has_req = 1;
-        if (x->cancel_asked) engine_cancel(a->eng, req);
+    rq.thinking = p.thinking;
+    /* the page's setting is cut to what the context leaves, never refused */
+    rc = bridge_max_tokens(engine_ctx_size(a->eng), p.n_ids, c->max_tokens, a->cfg.max_tokens, 0, &rq.max_tokens, err);
+    if (rc) goto out;
+    ans_owner *ow = malloc(sizeof *ow);
+    if (!ow) {
+        rc = core_errf(err, CORE_ENOMEM, "out of memory");
+        goto out;
     }
-    pthread_cond_signal(&u->cv);
-    pthread_mutex_unlock(&u->mu);
-    x = NULL;
+    *ow = (ans_owner){a, asst};
+    bridge_job_opts bo = {0};
+    bo.key = asst;
+    bo.tag = c->id;
+    bo.grace_s = ANS_GRACE_S;
+    bo.keep_s = ANS_KEEP_S;
+    bo.save_s = ANS_SAVE_S;
+    bo.owner = (bridge_owner){NULL, ans_save, free, ow};
+    if (cont && n > 0) { /* the existing answer is replayed first */
+        const store_msg *last = &ms[n - 1];
+        bo.prefix = last->content ? last->content : "";
+        bo.prefix_len = strlen(bo.prefix);
+        bo.prefix_reasoning = last->reasoning ? last->reasoning : "";
+        bo.prefix_reasoning_len = strlen(bo.prefix_reasoning);
+    }
+    bridge_job *j = NULL;
+    rc = bridge_start(a->br, &rq, &bo, &j, err);
+    if (rc) free(ow);
+    else bridge_release(j); /* the page connects within ANS_GRACE_S */
 out:
-    free(ids);
+    prompt_free(&p);
     free(cm);
     store_msgs_free(ms, n);
     return rc;
@@ -1045,10 +745,7 @@ static int model_ready_or_503(api *a, http_req *r) {
 }
 
 static int busy_409(api *a, http_req *r, const char *conv) {
-    ui *u = a->ui;
-    pthread_mutex_lock(&u->mu);
-    int busy = ans_busy(u, conv) != NULL;
-    pthread_mutex_unlock(&u->mu);
+    int busy = bridge_running(a->br, conv, NULL) > 0;
     if (busy) http_respond_text(r, 409, "An answer is still being generated: stop it first.");
     return busy;
 }
@@ -1163,64 +860,44 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
 }
 
 static int route_stream(api *a, http_req *r, const store_conv *c, int64_t msg) {
-    ui *u = a->ui;
-    core_err err = {0};
-    pthread_mutex_lock(&u->mu);
-    ans *x = ans_find(u, msg);
-    if (x && !strcmp(x->conv, c->id)) {
-        int rc = ans_attach(x, r, &err);
-        pthread_mutex_unlock(&u->mu);
-        return rc ? http_respond_text(r, 500, err.msg) : 0;
-    }
-    pthread_mutex_unlock(&u->mu);
-    return http_respond(r, 204, NULL, "", 0); /* finished long ago: EventSource stops */
+    bridge_job *j = bridge_find(a->br, msg, c->id);
+    if (!j) return http_respond(r, 204, NULL, "", 0); /* finished long ago: EventSource stops */
+    int rc = ui_listen(j, r, 0);
+    bridge_release(j);
+    return rc;
 }
 
 static int route_quote(api *a, http_req *r) {
     ui *u = a->ui;
-    ans *x = ans_new(u, ANS_QUOTE);
-    if (!x) return http_respond_text(r, 500, "out of memory");
-    core_err err = {0};
+    quote_owner *q = calloc(1, sizeof *q);
+    if (!q) return http_respond_text(r, 500, "out of memory");
+    q->next = core_now_s();
+    bridge_job_opts bo = {0};
     pthread_mutex_lock(&u->mu);
-    x->msg = --u->quote_serial;
-    x->quote_next = core_now_s();
-    if (ans_attach(x, r, &err)) {
-        pthread_mutex_unlock(&u->mu);
-        ans_free(x);
-        return http_respond_text(r, 500, err.msg);
-    }
-    ui_add(u, x);
+    bo.key = --u->quote_serial;
     pthread_mutex_unlock(&u->mu);
-    return 0;
+    bo.tag = "quote";
+    bo.grace_s = QUOTE_GRACE_S;
+    bo.keep_s = ANS_KEEP_S;
+    bo.owner = (bridge_owner){quote_tick, NULL, free, q};
+    bridge_job *j = NULL;
+    core_err err = {0};
+    if (bridge_start(a->br, NULL, &bo, &j, &err)) {
+        free(q);
+        return http_respond_text(r, 503, err.msg);
+    }
+    int rc = ui_listen(j, r, 1);
+    bridge_release(j);
+    return rc;
 }
 
 static int route_stop(api *a, http_req *r, const store_conv *c) {
-    ui *u = a->ui;
-    pthread_mutex_lock(&u->mu);
-    for (ans *x = u->list; x; x = x->next)
-        if (!x->finished && (x->kind == ANS_QUOTE || !strcmp(x->conv, c->id))) {
-            x->cancel_asked = 1;
-            if (x->has_req) engine_cancel(a->eng, x->req_id);
-            if (x->kind == ANS_QUOTE) {
-                x->got_done = 1;
-                snprintf(x->finish, sizeof x->finish, "cancelled");
-            }
-        }
-    pthread_cond_signal(&u->cv);
-    pthread_mutex_unlock(&u->mu);
+    bridge_cancel_tag(a->br, c->id);
+    bridge_cancel_tag(a->br, "quote");
     return http_respond(r, 204, NULL, "", 0);
 }
 
-static void cancel_conv(api *a, const char *conv) {
-    ui *u = a->ui;
-    pthread_mutex_lock(&u->mu);
-    for (ans *x = u->list; x; x = x->next)
-        if (x->kind == ANS_MODEL && !x->finished && !strcmp(x->conv, conv)) {
-            x->cancel_asked = 1;
-            if (x->has_req) engine_cancel(a->eng, x->req_id);
-        }
-    pthread_mutex_unlock(&u->mu);
-}
+static void cancel_conv(api *a, const char *conv) { bridge_cancel_tag(a->br, conv); }
 
 static int route_export(api *a, http_req *r, const store_conv *c) {
     const char *fmt = http_req_query(r, "fmt");

@@ -19,13 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/api_int.h"
 #include "app.h"
 #include "chat/chat.h"
 #include "core/core.h"
 #include "engine/engine.h"
 #include "kern/kern.h"
 #include "model/model.h"
+#include "prompt/prompt.h"
 
 typedef struct turn_state {
     pthread_mutex_t mu;
@@ -179,8 +179,6 @@ int cmd_chat(int argc, char **argv) {
         engine_free(e);
         return 1;
     }
-    api a = {0}; /* only for api_build_prompt: the same prompt path as the server */
-    a.eng = e;
     char date[32];
     chat_date_today(date, sizeof date, time(NULL));
     struct sigaction sa = {0};
@@ -241,12 +239,12 @@ int cmd_chat(int argc, char **argv) {
         }
 
         hist_push(&h, "user", line, (size_t)n);
-        int32_t *ids = NULL;
-        size_t n_ids = 0;
-        int mode = thinking;
-        if (api_build_prompt(&a, h.m, h.n, thinking, date, 1, &ids, &n_ids, &mode, NULL, &err)) {
+        prompt p;
+        prompt_opts po = {.thinking = thinking, .date = date};
+        if (prompt_build(engine_tok(e), h.m, h.n, &po, &p, &err)) { /* the server's prompt path */
             printf("error: %s\n", err.msg);
             free((char *)h.m[--h.n].content);
+            prompt_free(&p);
             continue;
         }
         turn_state t = {0};
@@ -256,11 +254,12 @@ int cmd_chat(int argc, char **argv) {
         t.hide_thinking = hide;
         engine_request q = {0};
         q.conv_id = "cli";
-        q.prompt = ids;
-        q.n_prompt = n_ids;
+        q.prompt = p.ids;
+        q.n_prompt = p.n_ids;
+        q.n_shared = p.n_shared;
         q.sampling = sp;
         q.max_tokens = (int)max_tokens;
-        q.thinking = mode;
+        q.thinking = p.thinking;
         q.cb = on_event;
         q.ctx = &t;
         if (engine_submit(e, &q, NULL, &err)) {
@@ -281,7 +280,7 @@ int cmd_chat(int argc, char **argv) {
         core_buf_free(&t.answer);
         pthread_mutex_destroy(&t.mu);
         pthread_cond_destroy(&t.cv);
-        free(ids);
+        prompt_free(&p);
     }
     free(line);
     hist_clear(&h, 0);

@@ -9,7 +9,7 @@
  * Only the header is read: tensor data is never touched, so inspecting a
  * 2 GB file costs the header walk (the 128k-token list scanned once for
  * special tokens). Text from the file may be any bytes: it is made valid
- * UTF-8 (bad bytes become U+FFFD) and control characters are escaped before
+ * UTF-8 (core_utf8_sanitize: bad bytes become U+FFFD) and control characters are escaped before
  * it reaches the terminal or JSON.
  */
 #include <jansson.h>
@@ -29,29 +29,24 @@
  * in text mode; JSON escaping is jansson's job). Caller frees. */
 static char *clean_str(const char *s, uint64_t n, uint64_t max, int escape) {
     if (n > max) n = max;
-    core_buf b = {0};
-    uint64_t i = 0;
-    while (i < n) {
-        uint32_t cp;
-        int l = core_utf8_decode((const unsigned char *)s + i, (size_t)(n - i), &cp);
-        if (l == 0) {
-            core_buf_append(&b, "\xef\xbf\xbd", 3);
-            i++;
-            continue;
-        }
-        if (escape && cp < 0x20) {
-            if (cp == '\n') core_buf_puts(&b, "\\n");
-            else if (cp == '\t') core_buf_puts(&b, "\\t");
-            else core_buf_printf(&b, "\\x%02x", cp);
-        } else if (escape && cp == '"') {
+    core_buf v = {0}, b = {0};
+    if (core_utf8_sanitize(s, (size_t)n, &v)) return NULL;
+    /* valid UTF-8 now: what is escaped is ASCII, so a byte walk will do */
+    for (size_t i = 0; i < v.len; i++) {
+        unsigned char c = (unsigned char)v.data[i];
+        if (escape && c < 0x20) {
+            if (c == '\n') core_buf_puts(&b, "\\n");
+            else if (c == '\t') core_buf_puts(&b, "\\t");
+            else core_buf_printf(&b, "\\x%02x", c);
+        } else if (escape && c == '"') {
             core_buf_puts(&b, "\\\"");
-        } else if (escape && cp == '\\') {
+        } else if (escape && c == '\\') {
             core_buf_puts(&b, "\\\\");
         } else {
-            core_buf_append(&b, s + i, (size_t)l);
+            core_buf_append(&b, &v.data[i], 1);
         }
-        i += (uint64_t)l;
     }
+    core_buf_free(&v);
     if (!b.data) core_buf_puts(&b, "");
     return b.data; /* NULL only on out of memory */
 }

@@ -16,6 +16,9 @@
  *      system message renders nothing (it was consumed by the header);
  *   5. the generation prompt: "<|im_start|>assistant\n" (+ the empty think
  *      block in /no_think).
+ * Continuing an answer (chat_opts.continue_final) is step 4 with the last
+ * turn left open (no "<|im_end|>\n") and no step 5: what the template
+ * renders for the whole history, cut right after the answer's text.
  * The template keeps assistant content as given (only leading newlines go):
  * callers store the answer without its reasoning, which is how "reasoning is
  * not kept in history" comes about.
@@ -193,6 +196,8 @@ int chat_render_spans(const chat_msg *msgs, size_t n, const chat_opts *o, core_b
                              i, r);
         }
     }
+    if (o->continue_final && (!n || strcmp(msgs[n - 1].role, "assistant")))
+        return core_errf(err, CORE_EINVAL, "only an assistant's answer can be continued");
     int think = chat_mode_of(msgs, n, o->enable_thinking);
     int has_sys = n && !strcmp(msgs[0].role, "system");
     core_buf ci = {0};
@@ -240,6 +245,7 @@ int chat_render_spans(const chat_msg *msgs, size_t n, const chat_opts *o, core_b
         }
         if (core_buf_puts(out, "<|im_end|>\n")) goto done;
     }
+    if (spans) spans->system_end = out->len;
 
     for (size_t i = 0; i < n; i++) {
         const char *r = msgs[i].role;
@@ -254,9 +260,11 @@ int chat_render_spans(const chat_msg *msgs, size_t n, const chat_opts *o, core_b
             goto done;
         }
         size_t at = out->len;
-        if (core_buf_append(out, c, cl) || note_span(spans, out, at) || core_buf_puts(out, IM_END)) goto done;
+        if (core_buf_append(out, c, cl) || note_span(spans, out, at)) goto done;
+        if (o->continue_final && i + 1 == n) break; /* the answer goes on: no end of turn */
+        if (core_buf_puts(out, IM_END)) goto done;
     }
-    if (o->add_generation_prompt) {
+    if (o->add_generation_prompt && !o->continue_final) {
         if (core_buf_puts(out, IM_START "assistant\n")) goto done;
         if (!think && core_buf_puts(out, EMPTY_THINK)) goto done;
     }

@@ -43,6 +43,11 @@ typedef struct chat_opts {
      * Python's repr of the dict: {'name': 'f', ...}). NULL or "" = no tools. */
     const char *xml_tools;
     const char *python_tools; /* same shape, for the template's python_tools; usually NULL */
+    /* 1: the last message is an unfinished assistant answer that the model
+     * continues: it is rendered without its closing "<|im_end|>\n" and no
+     * generation prompt follows (add_generation_prompt is ignored). Refused
+     * (CORE_EINVAL) when the last message is not an assistant's. */
+    int continue_final;
 } chat_opts;
 
 /* Defaults: thinking on, generation prompt on, today's date, no tools. */
@@ -53,17 +58,22 @@ void chat_opts_default(chat_opts *o);
  * NULL role) or CORE_ENOMEM; on error out may hold a partial render. */
 int chat_render(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *out, core_err *err);
 
-/* Byte ranges of a rendered prompt that came from message contents (and
- * the system prompt): text users typed, to be tokenized without special
- * tokens (tok_encode_masked). Sorted by offset. Free v with free(). */
+/* What a render reports besides its text. v: the byte ranges that came from
+ * message contents (and the system prompt), text users typed, to be
+ * tokenized without special tokens (src/prompt); sorted by offset; free v
+ * with free(). system_end: where the system block that opens every prompt
+ * ("<|im_start|>system\n...<|im_end|>\n") ends; it depends only on the
+ * system message, the mode, the date and the tools, so conversations that
+ * agree on those share it. All offsets are positions in out. */
 typedef struct chat_span {
-    size_t off, len; /* same layout as tok_span */
+    size_t off, len;
 } chat_span;
 typedef struct chat_spans {
     chat_span *v;
     size_t n, cap;
+    size_t system_end;
 } chat_spans;
-/* chat_render that also records the content spans (spans may be NULL). */
+/* chat_render that also fills *spans (may be NULL). */
 int chat_render_spans(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *out, chat_spans *spans,
                       core_err *err);
 

@@ -224,6 +224,49 @@ int core_utf8_valid(const char *s, size_t n) {
     return 1;
 }
 
+/* Bytes a sequence with this lead has; 0 if it can lead none. */
+static int seq_need(unsigned char b) {
+    return b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+}
+
+/* May b be continuation byte k (1-based) after lead? (Unicode table 3-7:
+ * the second byte's range rules out overlongs, surrogates, > U+10FFFF.) */
+static int cont_ok(unsigned char lead, int k, unsigned char b) {
+    if (k == 1) {
+        if (lead == 0xE0) return b >= 0xA0 && b <= 0xBF;
+        if (lead == 0xED) return b >= 0x80 && b <= 0x9F;
+        if (lead == 0xF0) return b >= 0x90 && b <= 0xBF;
+        if (lead == 0xF4) return b >= 0x80 && b <= 0x8F;
+    }
+    return b >= 0x80 && b <= 0xBF;
+}
+
+size_t core_utf8_step(const char *s, size_t n, int *ok) {
+    const unsigned char *p = (const unsigned char *)s;
+    int need = seq_need(p[0]), k = 1;
+    if (p[0] < 0x80) { *ok = 1; return 1; }
+    if (!need) { *ok = 0; return 1; }
+    while (k < need && (size_t)k < n && cont_ok(p[0], k, p[k])) k++;
+    *ok = k == need ? 1 : (size_t)k == n ? -1 : 0;
+    return (size_t)k;
+}
+
+int core_utf8_sanitize(const char *s, size_t n, core_buf *out) {
+    if (core_buf_reserve(out, n)) return CORE_ENOMEM;
+    if (!n) return 0;
+    size_t i = 0, run = 0; /* s[run..i) is valid and not yet copied */
+    while (i < n) {
+        if ((unsigned char)s[i] < 0x80) { i++; continue; }
+        int ok;
+        size_t k = core_utf8_step(s + i, n - i, &ok);
+        if (ok == 1) { i += k; continue; }
+        if (core_buf_append(out, s + run, i - run) || core_buf_append(out, CORE_UTF8_REPL, 3)) return CORE_ENOMEM;
+        i += k;
+        run = i;
+    }
+    return core_buf_append(out, s + run, n - run) ? CORE_ENOMEM : 0;
+}
+
 size_t core_utf8_complete_prefix(const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s;
     /* Look back at most 3 bytes for a lead byte whose sequence is cut short. */

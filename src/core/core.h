@@ -90,6 +90,22 @@ int core_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 int core_utf8_encode(uint32_t cp, char *out);
 /* 1 if all of s[0..n) is valid UTF-8. */
 int core_utf8_valid(const char *s, size_t n);
+/* The one sanitizer: bytes that are not UTF-8 become U+FFFD, one per
+ * maximal invalid subpart (Unicode's recommended practice, what browsers'
+ * decoders and Python's errors="replace" do): a lead byte and the
+ * continuation bytes that could still follow it count as one; any other bad
+ * byte (a stray continuation, C0, C1, F5..FF) as one. Overlong forms,
+ * surrogates and code points above U+10FFFF are invalid from their first
+ * impossible byte.
+ *
+ * core_utf8_step: one step at s[0..n) (n > 0). Returns the bytes taken,
+ * with *ok = 1 for one valid character, 0 for a maximal invalid subpart (one
+ * U+FFFD), or -1 for a sequence valid so far but cut by the end of s (a
+ * stream holds those bytes for more; core_utf8_sanitize replaces them). */
+#define CORE_UTF8_REPL "\xEF\xBF\xBD" /* U+FFFD */
+size_t core_utf8_step(const char *s, size_t n, int *ok);
+/* Append s[0..n) to out as valid UTF-8 (see above). 0 or CORE_ENOMEM. */
+int core_utf8_sanitize(const char *s, size_t n, core_buf *out);
 /* Length of the longest prefix of s[0..n) that ends on a character boundary
  * of a sequence that could still become valid; i.e. the bytes after it are
  * an incomplete (but so far valid) UTF-8 lead. Used by streaming decoders. */

@@ -5,7 +5,8 @@
  *   queue   FIFO of submitted jobs not yet started (bounded by max_queue)
  *   active  up to max_active jobs, each PREFILL or DECODE
  *   convs   conversations with a KV cache and the exact tokens in it
- *   sys     the shared system block: tokens + a small KV cache of them
+ *   sys     the shared system block (the request says how many leading
+ *           ids it is): tokens + a small KV cache of them
  *
  * One loop iteration: admit jobs from the queue (a job waits while its
  * conversation is busy with another job), run one prefill chunk for the
@@ -212,16 +213,6 @@ static conv *conv_for_job(engine *e, job *j, core_err *err) {
     return c;
 }
 
-/* Length of the system block at the start of a prompt: through the first
- * <|im_end|> and the newline after it, if the prompt opens with a turn. */
-static int system_block_len(const engine *e, const int32_t *p, int n) {
-    const tok_special *sp = tok_specials(e->tk);
-    if (n < 2 || p[0] != sp->im_start) return 0;
-    for (int i = 1; i + 1 < n; i++)
-        if (p[i] == sp->im_end) return i + 2;
-    return 0;
-}
-
 static void remember_system_block(engine *e, const conv *c, int n_block) {
     if (n_block <= 0 || n_block > c->n_toks) return;
     if (e->n_sys == n_block && !memcmp(e->sys_toks, c->toks, (size_t)n_block * sizeof(int32_t))) return;
@@ -394,7 +385,7 @@ static void prefill_step(engine *e, job *j) {
     if (!last) return;
     j->t_prefill_end = core_now_s();
     pthread_mutex_lock(&e->mu);
-    remember_system_block(e, j->cv, system_block_len(e, j->prompt, n));
+    remember_system_block(e, j->cv, (int)j->r.n_shared);
     pthread_mutex_unlock(&e->mu);
     on_token(e, j, pick(j, j->logits));
 }
@@ -638,6 +629,7 @@ int engine_submit(engine *e, const engine_request *r, uint64_t *req_id, core_err
     if (r->conv_id && strlen(r->conv_id) >= CONV_ID_MAX) return core_errf(err, CORE_EINVAL, "conversation id too long");
     if (r->n_stops > SAMPLE_STOP_MAX) return core_errf(err, CORE_EINVAL, "at most %d stop strings", SAMPLE_STOP_MAX);
     if (r->max_tokens < 0) return core_errf(err, CORE_EINVAL, "max_tokens must be positive");
+    if (r->n_shared > r->n_prompt) return core_errf(err, CORE_EINVAL, "the shared block is longer than the prompt");
     if ((int64_t)r->n_prompt + 1 > e->n_ctx)
         return core_errf(err, CORE_ERANGE, "the prompt has %zu tokens; the context holds %d", r->n_prompt, e->n_ctx);
     int rc = sample_params_check(&r->sampling, err);

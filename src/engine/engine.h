@@ -13,8 +13,9 @@
  * what is cached and only the part after the longest common prefix is
  * prefilled. Requests without an id reuse the idle anonymous cache that
  * shares the longest prefix with them (like llama.cpp's slots). The system
- * block that starts every new conversation is kept once and copied into new
- * caches instead of being prefilled again. Caches count against a byte
+ * block that starts every new conversation (its length in ids comes with
+ * the request: the engine knows no template text) is kept once and copied
+ * into new caches instead of being prefilled again. Caches count against a byte
  * budget; the least recently used idle one is evicted when it is exceeded
  * (it is rebuilt by prefill on its next turn).
  *
@@ -93,6 +94,8 @@ typedef struct engine_request {
     const char *conv_id;       /* NULL: anonymous */
     const int32_t *prompt;     /* copied at submit */
     size_t n_prompt;
+    size_t n_shared;           /* prompt[0..n_shared): the system block, shared by new
+                                  conversations (prompt_build's n_shared); 0: none */
     sample_params sampling;
     int max_tokens;            /* 0: until the context is full */
     const char *const *stops;  /* stop strings (copied), at most SAMPLE_STOP_MAX */

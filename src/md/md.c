@@ -42,7 +42,6 @@
 /* ---- escaping ------------------------------------------------------- */
 
 int md_escape_html(const char *s, size_t n, core_buf *out) {
-    static const char repl[] = "\xef\xbf\xbd"; /* U+FFFD */
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0, run = 0; /* p[run..i) is safe and not yet copied */
     while (i < n) {
@@ -56,14 +55,14 @@ int md_escape_html(const char *s, size_t n, core_buf *out) {
             case '>': esc = "&gt;"; break;
             case '"': esc = "&quot;"; break;
             case '\'': esc = "&#39;"; break;
-            case 0: esc = repl; break;
+            case 0: esc = CORE_UTF8_REPL; break;
             default: i++; continue;
             }
         } else {
-            uint32_t cp;
-            int k = core_utf8_decode(p + i, n - i, &cp);
-            if (k > 0) { i += (size_t)k; continue; }
-            esc = repl; /* one invalid byte -> one U+FFFD */
+            int ok; /* core's one sanitizer, a step at a time (escaping is interleaved) */
+            adv = core_utf8_step(s + i, n - i, &ok);
+            if (ok == 1) { i += adv; continue; }
+            esc = CORE_UTF8_REPL; /* one per maximal invalid subpart */
         }
         if (core_buf_append(out, p + run, i - run) < 0 || core_buf_puts(out, esc) < 0) return CORE_ENOMEM;
         i += adv;

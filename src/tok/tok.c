@@ -1115,64 +1115,52 @@ int tok_decode(const tok *t, const int32_t *ids, size_t n, int show_control, cor
     return 0;
 }
 
-static const char REPL[3] = {(char)0xEF, (char)0xBF, (char)0xBD}; /* U+FFFD */
-
-/* Bytes a valid sequence with this lead has; 0 if it is no valid lead. */
-static int seq_need(unsigned char b) { return b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0; }
-
-/* May b be continuation byte number k (1-based) after lead? (Unicode table 3-7) */
-static int cont_ok(unsigned char lead, int k, unsigned char b) {
-    if (k == 1) {
-        if (lead == 0xE0) return b >= 0xA0 && b <= 0xBF;
-        if (lead == 0xED) return b >= 0x80 && b <= 0x9F;
-        if (lead == 0xF0) return b >= 0x90 && b <= 0xBF;
-        if (lead == 0xF4) return b >= 0x80 && b <= 0x8F;
-    }
-    return b >= 0x80 && b <= 0xBF;
-}
-
 void tok_stream_init(tok_stream *s, const tok *t, int show_control) {
     memset(s, 0, sizeof *s);
     s->t = t;
     s->show_control = show_control;
 }
 
+/* core's sanitizer a step at a time, with the bytes of a character cut by
+ * the token boundary held for the next piece. */
 static int stream_feed(tok_stream *s, const unsigned char *p, size_t n, core_buf *out) {
     size_t i = 0;
-    /* finish a held character first */
-    while (s->n_held && i < n) {
-        if (!cont_ok(s->held[0], s->n_held, p[i])) {
-            s->n_held = 0;
-            if (core_buf_append(out, REPL, 3)) return CORE_ENOMEM;
-            break; /* p[i] starts afresh below */
+    if (s->n_held) { /* finish the held character first: at most 4 bytes decide it */
+        char c[4];
+        size_t h = (size_t)s->n_held, m = h + CORE_MIN(n, 4 - h);
+        memcpy(c, s->held, h);
+        memcpy(c + h, p, m - h);
+        int ok;
+        size_t k = core_utf8_step(c, m, &ok);
+        if (ok < 0) { /* still cut: all of p joins the held bytes */
+            memcpy(s->held, c, m);
+            s->n_held = (int)m;
+            return 0;
         }
-        s->held[s->n_held++] = p[i++];
-        if (s->n_held == seq_need(s->held[0])) {
-            if (core_buf_append(out, s->held, (size_t)s->n_held)) return CORE_ENOMEM;
-            s->n_held = 0;
-        }
+        s->n_held = 0;
+        if (core_buf_append(out, ok ? c : CORE_UTF8_REPL, ok ? k : 3)) return CORE_ENOMEM;
+        i = k - h; /* a bad byte after the held ones starts afresh */
     }
     size_t run = i; /* p[run..i) is valid and not yet copied */
     while (i < n) {
-        unsigned char b = p[i];
-        if (b < 0x80) {
+        if (p[i] < 0x80) {
             i++;
             continue;
         }
-        int need = seq_need(b), k = 1;
-        while (need && k < need && i + (size_t)k < n && cont_ok(b, k, p[i + k])) k++;
-        if (need && k == need) {
-            i += (size_t)need;
+        int ok;
+        size_t k = core_utf8_step((const char *)p + i, n - i, &ok);
+        if (ok == 1) {
+            i += k;
             continue;
         }
         if (core_buf_append(out, p + run, i - run)) return CORE_ENOMEM;
-        if (need && i + (size_t)k == n) { /* cut by the token boundary: hold */
-            memcpy(s->held, p + i, (size_t)k);
-            s->n_held = k;
+        if (ok < 0) { /* cut by the token boundary: hold */
+            memcpy(s->held, p + i, k);
+            s->n_held = (int)k;
             return 0;
         }
-        if (core_buf_append(out, REPL, 3)) return CORE_ENOMEM; /* one per maximal bad subpart */
-        i += (size_t)k;
+        if (core_buf_append(out, CORE_UTF8_REPL, 3)) return CORE_ENOMEM; /* one per maximal bad subpart */
+        i += k;
         run = i;
     }
     return core_buf_append(out, p + run, n - run) ? CORE_ENOMEM : 0;
@@ -1185,7 +1173,7 @@ int tok_stream_push(tok_stream *s, int32_t id, core_buf *out) {
         if (!s->show_control) return 0;
         if (s->n_held) {
             s->n_held = 0;
-            if (core_buf_append(out, REPL, 3)) return CORE_ENOMEM;
+            if (core_buf_append(out, CORE_UTF8_REPL, 3)) return CORE_ENOMEM;
         }
         return core_buf_append(out, t->blob + t->piece_off[id], t->piece_len[id]) ? CORE_ENOMEM : 0;
     }
@@ -1195,6 +1183,6 @@ int tok_stream_push(tok_stream *s, int32_t id, core_buf *out) {
 int tok_stream_flush(tok_stream *s, core_buf *out, int keep_incomplete) {
     int had = s->n_held;
     s->n_held = 0;
-    if (had && keep_incomplete && core_buf_append(out, REPL, 3)) return CORE_ENOMEM;
+    if (had && keep_incomplete && core_buf_append(out, CORE_UTF8_REPL, 3)) return CORE_ENOMEM;
     return 0;
 }

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/api_int.h"
+#include "api/api.h"
 #include "store/store.h"
 
 static store *st;
@@ -22,13 +22,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     const char *body = (const char *)data + 1;
     size_t len = size - 1;
-    struct api a;
-    memset(&a, 0, sizeof a);
-    a.cfg.max_messages = 64;
-    a.cfg.max_tokens = 4096;
+    api_config cfg = {0};
+    cfg.max_messages = 64;
+    cfg.max_tokens = 4096;
     switch (data[0] % 3) {
-    case 0: api_parse_request(&a, API_PARSE_CHAT, body, len); break;
-    case 1: api_parse_request(&a, API_PARSE_TEMPLATE, body, len); break;
+    case 0: api_parse_request(&cfg, API_PARSE_CHAT, body, len); break;
+    case 1: api_parse_request(&cfg, API_PARSE_TEMPLATE, body, len); break;
     default: {
         core_err err = {0};
         if (!st && store_open(&st, ":memory:", &err)) abort();

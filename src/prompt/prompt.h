@@ -1,0 +1,52 @@
+/* prompt.h -- a conversation to the token ids the engine runs.
+ *
+ * One path for every client (the terminal chat, the OpenAI route, the web
+ * page): render the messages in the chat format (src/chat), then tokenize
+ * with the bytes that came from messages masked, so text a user typed can
+ * never become a control token (no forged turn, no forged stop).
+ *
+ * Besides the ids, a prompt says:
+ *   - n_shared: how many leading ids form the system block. It depends only
+ *     on the system message, the reasoning mode, the date and the tools, so
+ *     the engine keeps its KV once and copies it into new conversations
+ *     instead of prefilling it again. The engine gets a count of ids and
+ *     knows nothing of the template's text.
+ *   - thinking: the effective mode (engine_request.thinking).
+ * Continuing an answer (prompt_opts.cont) ends the prompt right after the
+ * text of the last message, an unfinished assistant answer, so the model
+ * goes on where it stopped; the output then starts in the answer.
+ *
+ * No global state; a prompt is owned by one thread.
+ */
+#ifndef PROMPT_H
+#define PROMPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chat/chat.h"
+#include "core/core.h"
+#include "tok/tok.h"
+
+typedef struct prompt_opts {
+    int thinking;       /* the toggle: 1 /think, 0 /no_think (a system message with either wins) */
+    const char *date;   /* "26 November 2026"; NULL: today */
+    int cont;           /* 1: continue the last message (an assistant's); 0: a new answer */
+} prompt_opts;
+
+typedef struct prompt {
+    int32_t *ids;       /* n_ids token ids, malloc'd (cap allocated) */
+    size_t n_ids, cap;
+    size_t n_shared;    /* ids[0..n_shared): the system block (0 when there is none) */
+    int thinking;       /* effective mode: 1 the output may open with <think>, 0 answer only */
+    core_buf text;      /* the rendered text that ids encode */
+} prompt;
+
+/* Render and tokenize msgs[0..n) into *p (zeroed first; free it with
+ * prompt_free even on error). Borrowed: msgs and tk for the call only.
+ * Returns 0, CORE_EINVAL (a message the format refuses, or cont with a
+ * last message that is not an assistant's) or CORE_ENOMEM, with err. */
+int prompt_build(const tok *tk, const chat_msg *msgs, size_t n, const prompt_opts *o, prompt *p, core_err *err);
+void prompt_free(prompt *p);
+
+#endif
