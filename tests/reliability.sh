@@ -3,7 +3,8 @@
 #
 #   1. each fuzz target in build/fuzz/ for $FUZZ_SECONDS (default 60) over a
 #      copy of its seed corpus: executions, coverage, findings;
-#   2. tests/load/load.mjs on the release binary: 50 concurrent streams
+#   2. the store's search latency property on 10,000 messages;
+#   3. tests/load/load.mjs on the release binary: 50 concurrent streams
 #      ($STREAMS), 2,000 sequential chats ($SOAK), SIGKILL mid-stream and
 #      disk full, a short session under valgrind memcheck;
 # then one table (requests, failures, p50/p99, RSS and fds before/after,
@@ -30,6 +31,16 @@ done
 fuzzjson="${fuzzjson%,}]"
 [ "$fuzzjson" = "]" ] && fuzzjson="[]"
 [ "$fuzzjson" = "[]" ] && echo "no fuzz targets in build/fuzz/ (make fuzz): fuzz rows skipped"
+
+# search latency against 10,000 messages of generated worst-case text
+# (test_store's property test; make test runs it on 1,000)
+echo "search property: 10,000 messages"
+if make --no-print-directory -j2 build/rel/test_store > "$out/make_test_store.log" 2>&1; then
+  SMOLBOT_SEARCH_HISTORY=10000 build/rel/test_store > "$out/test_store.log" 2>&1 || fail=1
+  grep -E 'search (cost|deadline|property)|FAIL|passed' "$out/test_store.log"
+else
+  tail -5 "$out/make_test_store.log"; fail=1
+fi
 
 node tests/load/load.mjs --streams "${STREAMS:-50}" --soak "${SOAK:-2000}" --json "$out/rows.json" || fail=1
 node --input-type=module -e "

@@ -527,6 +527,274 @@ static void test_search(void) {
     store_close(s);
 }
 
+/* ---- search cost ------------------------------------------------------- */
+
+static const char *const common[] = {"the", "a", "of", "to", "and", "in", "is", "it",
+                                     "you", "that", "for", "on", "with", "as", "be", "at"};
+
+/* Text of about `bytes` bytes: the common words cycled (`distinct` of them),
+ * the worst case for ranking and for FTS5's snippet(): every word matches
+ * the query, thousands of times. */
+static char *words_text(size_t bytes, int distinct, unsigned seed) {
+    char *t = malloc(bytes + 16);
+    size_t n = 0;
+    for (unsigned i = seed; n + 6 < bytes; i++) {
+        const char *w = common[i % (unsigned)distinct];
+        size_t k = strlen(w);
+        memcpy(t + n, w, k);
+        n += k;
+        t[n++] = (i % 7 == 3) ? ',' : ' ';
+    }
+    t[n] = 0;
+    return t;
+}
+
+/* A query of about `bytes` bytes: word(i) joined by sep. */
+static char *query_of(size_t bytes, const char *sep, int distinct) {
+    char *q = malloc(bytes + 16);
+    size_t n = 0;
+    for (int i = 0;; i++) {
+        const char *w = common[i % distinct];
+        size_t k = strlen(w), s = strlen(sep);
+        if (n + k + s > bytes) break;
+        memcpy(q + n, w, k);
+        n += k;
+        memcpy(q + n, sep, s);
+        n += s;
+    }
+    q[n] = 0;
+    return q;
+}
+
+static double timed_search(store *s, const char *q, int limit, int *n_out, int *rc_out, core_err *e) {
+    store_hit *h = NULL;
+    int n = 0;
+    double t0 = t_now();
+    int rc = store_search(s, q, limit, 0, &h, &n, e);
+    double dt = t_now() - t0;
+    if (rc == 0) store_hits_free(h, n);
+    *n_out = rc ? 0 : n;
+    *rc_out = rc;
+    return dt;
+}
+
+/* Fill s with n_msgs messages of generated worst-case text through imports
+ * of 1000 messages each (one transaction each): mostly ~2 KB of the common
+ * words, every 500th a long one (64 KiB) of one word repeated. */
+static int fill_history(store *s, int n_msgs) {
+    core_err e = {0};
+    for (int base = 0; base < n_msgs; base += 1000) {
+        json_t *root = json_pack("{s:s, s:i, s:{s:s}, s:[]}", "format", "smolbot-conversation", "version", 1,
+                                 "conversation", "title", "generated", "messages");
+        json_t *ms = json_object_get(root, "messages");
+        for (int i = base; i < n_msgs && i < base + 1000; i++) {
+            char *t = (i % 500 == 7) ? words_text(64 << 10, 1, (unsigned)i) : words_text(2000, 16, (unsigned)i);
+            json_t *m = json_pack("{s:I, s:s, s:s}", "id", (json_int_t)(i + 1), "role",
+                                  i % 2 ? "assistant" : "user", "content", t);
+            if (i > base) json_object_set_new(m, "parent", json_integer(i));
+            json_array_append_new(ms, m);
+            free(t);
+        }
+        char *text = json_dumps(root, JSON_COMPACT);
+        char id[STORE_ID_LEN + 1];
+        int rc = store_import_json(s, text, strlen(text), id, &e);
+        free(text);
+        json_decref(root);
+        if (rc) {
+            CHECK_MSG(0, "import: %s", e.msg);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* One message of a word repeated thousands of times, the query that word
+ * repeated: FTS5's snippet() took seconds to minutes (growing with the
+ * repeats); the cost must not depend on the query's repeats. */
+static void test_search_repeats(void) {
+    store *s = open_fresh("search_cost.db");
+    if (!s) return;
+    core_err e = {0};
+    char a[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, a, &e) == 0);
+    char *t = words_text(16000, 1, 0); /* "the" x 4000 */
+    char *u = words_text(200000, 16, 0);
+    append(s, a, "user", 0, t);
+    append(s, a, "assistant", 0, u);
+    append(s, a, "user", 0, "a short one: the cat sat on the mat");
+    const char *seps[] = {" ", "-", ".", "\xe2\x80\x94", "\"", "*"};
+    double worst = 0;
+    for (int reps = 1; reps <= 64; reps *= 2) {
+        for (size_t k = 0; k < CORE_ARRAY_LEN(seps); k++) {
+            char *q = query_of((size_t)reps * (3 + strlen(seps[k])), seps[k], 1);
+            int n, rc;
+            double dt = timed_search(s, q, 20, &n, &rc, &e);
+            CHECK_MSG(rc == 0, "x%d '%s': %s", reps, seps[k], e.msg);
+            /* the non-ASCII separator counts as part of a word: that query matches nothing */
+            if (strcmp(seps[k], "\xe2\x80\x94") != 0 || reps == 1) CHECK_MSG(n == 3, "x%d '%s': %d hits", reps, seps[k], n);
+            if (dt > worst) worst = dt;
+            free(q);
+        }
+    }
+    /* every common word, and the longest query allowed: words repeated */
+    char *q16 = query_of(200, " ", 16), *qmax = query_of(STORE_MAX_QUERY, " ", 16);
+    int n, rc;
+    double d16 = timed_search(s, q16, 50, &n, &rc, &e);
+    CHECK_MSG(rc == 0 && n == 1, "16 words: rc %d, %d hits: %s", rc, n, e.msg);
+    double dmax = timed_search(s, qmax, 50, &n, &rc, &e);
+    CHECK_MSG(rc == 0 && n == 1, "longest query: rc %d, %d hits: %s", rc, n, e.msg);
+    if (d16 > worst) worst = d16;
+    if (dmax > worst) worst = dmax;
+    CHECK_MSG(worst < 1.0, "slowest search %.3f s", worst);
+    /* the snippet marks the words of the query around the first match */
+    store_hit *h = NULL;
+    CHECK(store_search(s, "mat CAT", 5, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1)
+        CHECK_EQ_STR(h[0].snippet, "a short one: the " STORE_HL_START "cat" STORE_HL_END " sat on the "
+                                   STORE_HL_START "mat" STORE_HL_END);
+    store_hits_free(h, n);
+    CHECK(store_search(s, "the", 5, 0, &h, &n, &e) == 0);
+    for (int i = 0; i < n; i++) {
+        CHECK(strstr(h[i].snippet, STORE_HL_START "the" STORE_HL_END) != NULL);
+        CHECK(strlen(h[i].snippet) < 400);
+    }
+    store_hits_free(h, n);
+    /* too long a query is refused, not run */
+    char *over = query_of(STORE_MAX_QUERY + 8, " ", 16);
+    CHECK_EQ_INT(store_search(s, over, 5, 0, &h, &n, &e), CORE_ERANGE);
+    fprintf(stderr, "  search cost: 'the' x1..x64 (6 separators) over 4000 repeats, 16 words, a %d-byte query: "
+                    "slowest %.1f ms\n", STORE_MAX_QUERY, worst * 1e3);
+    free(over);
+    free(q16);
+    free(qmax);
+    free(t);
+    free(u);
+    store_close(s);
+}
+
+/* The time limit and the stop switch end a search with a clear error. */
+static void test_search_deadline(void) {
+    store *s = open_fresh("search_deadline.db");
+    if (!s || fill_history(s, 2000)) {
+        store_close(s);
+        return;
+    }
+    core_err e = {0};
+    int n, rc;
+    double full = timed_search(s, "the of and", 20, &n, &rc, &e);
+    CHECK_MSG(rc == 0 && n == 20, "rc %d, %d hits: %s", rc, n, e.msg);
+    if (full < 0.01) {
+        store_close(s);
+        T_SKIP("a search took %.1f ms: too quick to test a 1 ms limit", full * 1e3);
+    }
+    /* a limit far below what ranking needs: the newest matches instead
+     * (ids descending), or, when even those do not fit, a clear error */
+    store_set_search_budget(s, 1);
+    store_hit *h = NULL;
+    double t1 = t_now();
+    rc = store_search(s, "the of and", 20, 0, &h, &n, &e);
+    double dt = t_now() - t1;
+    if (rc == 0) {
+        CHECK_EQ_INT(n, 20);
+        for (int i = 1; i < n; i++) CHECK(h[i].msg < h[i - 1].msg);
+        store_hits_free(h, n);
+    } else {
+        CHECK_EQ_INT(rc, CORE_ECANCEL);
+        CHECK_MSG(strstr(e.msg, "time limit") != NULL, "%s", e.msg);
+    }
+    fprintf(stderr, "  search deadline: a whole search %.1f ms; with a 1 ms limit: %s after %.1f ms\n", full * 1e3,
+            rc ? "stopped" : "newest first", dt * 1e3);
+    CHECK_MSG(dt < full / 2, "stopped after %.1f ms, a whole search takes %.1f ms", dt * 1e3, full * 1e3);
+    store_set_search_budget(s, 0);
+    timed_search(s, "the", 5, &n, &rc, &e);
+    CHECK_EQ_INT(rc, 0);
+    store_stop_searches(s);
+    timed_search(s, "the", 5, &n, &rc, &e);
+    CHECK_EQ_INT(rc, CORE_ECANCEL);
+    CHECK_MSG(strstr(e.msg, "shutting down") != NULL, "%s", e.msg);
+    /* writes and other reads go on */
+    char a[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, a, &e) == 0);
+    append(s, a, "user", 0, "still writable");
+    store_close(s);
+}
+
+/* A search runs on its own connection: a write transaction held open by
+ * another connection on the file does not block it, and a search runs
+ * while the store's own writer is busy. */
+static void test_search_reader(void) {
+    store *s = open_fresh("search_reader.db");
+    if (!s) return;
+    core_err e = {0};
+    char a[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, a, &e) == 0);
+    append(s, a, "user", 0, "committed before the writer came");
+    sqlite3 *w = NULL;
+    CHECK(sqlite3_open(db_path("search_reader.db"), &w) == SQLITE_OK);
+    CHECK(sqlite3_exec(w, "BEGIN IMMEDIATE; UPDATE conversations SET title = 'x'", NULL, NULL, NULL) == SQLITE_OK);
+    int n, rc;
+    double dt = timed_search(s, "writer", 5, &n, &rc, &e);
+    CHECK_MSG(rc == 0 && n == 1, "rc %d, %d hits: %s", rc, n, e.msg);
+    CHECK_MSG(dt < 0.5, "%.3f s", dt);
+    sqlite3_exec(w, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(w);
+    /* in-memory stores search on their one connection */
+    store *m = NULL;
+    CHECK(store_open(&m, ":memory:", &e) == 0);
+    if (m) {
+        CHECK(store_create(m, NULL, a, &e) == 0);
+        append(m, a, "user", 0, "in memory");
+        dt = timed_search(m, "memory", 5, &n, &rc, &e);
+        CHECK_MSG(rc == 0 && n == 1, "rc %d, %d hits: %s", rc, n, e.msg);
+        store_close(m);
+    }
+    store_close(s);
+}
+
+/* The property: under one second for any query up to the length limit,
+ * against a history of SMOLBOT_SEARCH_HISTORY messages (default 1000 here;
+ * `make reliability` runs 10,000) of generated worst-case text. */
+static void test_search_property(void) {
+    const char *env = getenv("SMOLBOT_SEARCH_HISTORY");
+    int n_msgs = env && atoi(env) > 0 ? atoi(env) : 1000;
+    store *s = open_fresh("search_property.db");
+    double t0 = t_now();
+    if (!s || fill_history(s, n_msgs)) {
+        store_close(s);
+        return;
+    }
+    double fill = t_now() - t0;
+    core_err e = {0};
+    enum { NQ = 120 };
+    double lat[NQ];
+    int nq = 0, nd = 0;
+    unsigned rng = 12345;
+    const char *seps[] = {" ", "-", ".", "\"", " AND ", "*", "\xc3\xa9 "};
+    for (int i = 0; i < NQ; i++) {
+        rng = rng * 1103515245u + 12345u;
+        size_t len = i < 8 ? (size_t)STORE_MAX_QUERY : 1 + (rng >> 8) % STORE_MAX_QUERY;
+        int distinct = 1 + (int)((rng >> 4) % 16);
+        char *q = query_of(len, seps[(rng >> 20) % CORE_ARRAY_LEN(seps)], distinct);
+        int n, rc;
+        lat[nq++] = timed_search(s, q, 50, &n, &rc, &e);
+        CHECK_MSG(rc == 0 || rc == CORE_ECANCEL, "query %d: %s", i, e.msg);
+        if (rc == 0) nd++;
+        free(q);
+    }
+    double mx = 0, sum = 0;
+    for (int i = 0; i < nq; i++) {
+        sum += lat[i];
+        if (lat[i] > mx) mx = lat[i];
+    }
+    CHECK_MSG(mx < 1.0, "slowest search %.3f s", mx);
+    CHECK_MSG(nd * 10 >= nq * 9, "only %d of %d searches completed within their time limit", nd, nq);
+    fprintf(stderr, "  search property: %d messages (filled in %.1f s), %d queries up to %d bytes: mean %.1f ms, "
+                    "max %.1f ms, %d completed, %d stopped at the limit\n",
+            n_msgs, fill, nq, STORE_MAX_QUERY, sum / nq * 1e3, mx * 1e3, nd, nq - nd);
+    store_close(s);
+}
+
 /* ---- export / import --------------------------------------------------- */
 
 /* Replace message ids by their index in the array, so two exports compare
@@ -1025,6 +1293,10 @@ int main(void) {
     T_RUN(test_branches);
     T_RUN(test_streaming);
     T_RUN(test_search);
+    T_RUN(test_search_repeats);
+    T_RUN(test_search_deadline);
+    T_RUN(test_search_reader);
+    T_RUN(test_search_property);
     T_RUN(test_export_import);
     T_RUN(test_bad_input);
     T_RUN(test_crash_sigkill);

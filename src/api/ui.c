@@ -470,8 +470,10 @@ static void render_conv_li(core_buf *b, const store_conv *c, const char *current
 
 static int no_store(http_req *r) { return http_respond_text(r, 503, "History is off: the server runs without a conversation store."); }
 
+/* A cancelled search (time limit, shutdown) is 503: try again, it is not the request's fault. */
 static int store_fail(http_req *r, const core_err *err, int rc) {
-    return http_respond_text(r, rc == CORE_ENOTFOUND ? 404 : rc == CORE_EINVAL || rc == CORE_ERANGE ? 400 : 500, err->msg[0] ? err->msg : "store error");
+    int status = rc == CORE_ENOTFOUND ? 404 : rc == CORE_EINVAL || rc == CORE_ERANGE ? 400 : rc == CORE_ECANCEL ? 503 : 500;
+    return http_respond_text(r, status, err->msg[0] ? err->msg : "store error");
 }
 
 /* Resolve "latest" (the newest conversation, created if none) or check an

@@ -266,6 +266,7 @@ int cmd_serve(int argc, char **argv) {
 stop:
     /* A second signal now takes the default action: a stuck shutdown can be killed. */
     pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+    store_stop_searches(st); /* a search in a handler must not hold up http_server_stop */
     api_shutdown(ap);
     for (int i = 0; i < 200; i++) { /* let the engine report the cancelled ends (<= 2 s) */
         engine_metrics m;

@@ -493,6 +493,26 @@ static int admit(engine *e, job **dead, note *notes, int max_notes) {
     return n_notes;
 }
 
+/* The model file changed under the mapping (see gguf_mapping_ok): what the
+ * weights give from now on is garbage, so every admitted job ends with the
+ * reason, and the engine turns FAILED, which refuses new requests and is
+ * what /health reports.  Checked before and after each step: a job whose
+ * step read a changed page is failed before its next one. */
+static int model_file_changed(engine *e) {
+    if (!e->g || engine_state(e) != ENGINE_READY) return engine_state(e) == ENGINE_FAILED && e->g;
+    core_err err = {0};
+    if (gguf_mapping_ok(e->g, &err) == 0) return 0;
+    char msg[sizeof e->state_msg];
+    snprintf(msg, sizeof msg, "the model file changed on disk: %.400s; restart the server to load it", err.msg);
+    LOG_ERROR("engine: %s", msg);
+    set_state(e, ENGINE_FAILED, msg);
+    return 1;
+}
+
+static void fail_active(engine *e) {
+    for (int i = 0; i < e->n_active; i++) finish(e, e->active[i], "error", CORE_EIO, e->state_msg);
+}
+
 static void *engine_main(void *arg) {
     engine *e = arg;
     load(e);
@@ -518,11 +538,16 @@ static void *engine_main(void *arg) {
             job_free(dead);
             dead = n;
         }
-        for (int i = 0; i < e->n_active; i++)
-            if (e->active[i]->state == JOB_QUEUED) start(e, e->active[i]);
-        for (int i = 0; i < e->n_active; i++)
-            if (e->active[i]->state == JOB_PREFILL) { prefill_step(e, e->active[i]); break; }
-        decode_step(e);
+        if (model_file_changed(e)) {
+            fail_active(e);
+        } else {
+            for (int i = 0; i < e->n_active; i++)
+                if (e->active[i]->state == JOB_QUEUED) start(e, e->active[i]);
+            for (int i = 0; i < e->n_active; i++)
+                if (e->active[i]->state == JOB_PREFILL) { prefill_step(e, e->active[i]); break; }
+            decode_step(e);
+            if (model_file_changed(e)) fail_active(e);
+        }
 
         pthread_mutex_lock(&e->mu);
         int k = 0;

@@ -37,6 +37,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -60,6 +64,9 @@ struct gguf {
     const uint8_t *base;
     uint64_t size;
     int mapped;
+    int fd;              /* the mapped file, kept open for fstat; -1 if none */
+    struct timespec mtime; /* at open */
+    int guard;           /* slot in guards[], -1 if unguarded */
     uint32_t version;
     uint32_t alignment;
     uint64_t data_offset;
@@ -306,10 +313,98 @@ static void free_tables(gguf *g) {
     free(g->t_index);
 }
 
+/* ---- the mapping's guard (see gguf_mapping_ok in gguf.h) -------------------
+ *
+ * A signal handler can only find the mappings through a global: guards[] is
+ * that one exception to "no mutable globals".  Slots are claimed and
+ * released with atomics; the handler only reads them and sets a flag, and
+ * calls nothing but mmap (a plain system call on Linux, safe in a handler).
+ * Zeros over the rest of the mapping, not one page: a truncated file faults
+ * on every page past its end, and one signal is enough to know. */
+enum { MAX_GUARDS = 32 };
+static struct {
+    _Atomic uintptr_t base; /* 0 = free slot */
+    _Atomic size_t len;     /* the mapping's length, a whole number of pages */
+    atomic_int faulted;
+} guards[MAX_GUARDS];
+static struct sigaction prev_bus;
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static int guard_installed;
+static size_t page_size = 4096;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc) {
+    uintptr_t a = (uintptr_t)si->si_addr;
+    for (int i = 0; i < MAX_GUARDS; i++) {
+        uintptr_t b = atomic_load(&guards[i].base);
+        size_t n = atomic_load(&guards[i].len);
+        if (!b || a < b || a - b >= n) continue;
+        uintptr_t page = a & ~(uintptr_t)(page_size - 1);
+        void *m = mmap((void *)page, b + n - page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (m == MAP_FAILED) break; /* cannot repair: die as without the guard */
+        atomic_store(&guards[i].faulted, 1);
+        return;
+    }
+    if ((prev_bus.sa_flags & SA_SIGINFO) && prev_bus.sa_sigaction) {
+        prev_bus.sa_sigaction(sig, si, uc);
+    } else if (prev_bus.sa_handler != SIG_DFL && prev_bus.sa_handler != SIG_IGN && prev_bus.sa_handler) {
+        prev_bus.sa_handler(sig);
+    } else {
+        /* the default action: returning re-runs the access, which faults
+         * again and now kills the process (with a core, as it would have) */
+        signal(SIGBUS, SIG_DFL);
+        if (si->si_code <= 0) raise(SIGBUS); /* sent by kill(), nothing to re-run */
+    }
+}
+
+static void guard_install(void) {
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps > 0) page_size = (size_t)ps;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    guard_installed = sigaction(SIGBUS, &sa, &prev_bus) == 0;
+}
+
+/* A slot for [base, base + size), or -1 when none is free (then unguarded). */
+static int guard_add(const void *base, uint64_t size) {
+    pthread_once(&guard_once, guard_install);
+    if (!guard_installed) return -1;
+    size_t len = (size_t)((size + page_size - 1) & ~(uint64_t)(page_size - 1));
+    for (int i = 0; i < MAX_GUARDS; i++) {
+        uintptr_t zero = 0;
+        if (atomic_load(&guards[i].base) == 0) {
+            atomic_store(&guards[i].len, len);
+            atomic_store(&guards[i].faulted, 0);
+            if (atomic_compare_exchange_strong(&guards[i].base, &zero, (uintptr_t)base)) return i;
+        }
+    }
+    return -1;
+}
+
+int gguf_mapping_ok(const gguf *g, core_err *err) {
+    if (!g->mapped) return 0;
+    if (g->guard >= 0 && atomic_load(&guards[g->guard].faulted))
+        return core_errf(err, CORE_EIO, "%s was truncated while in use (a read past its new end got zeros)",
+                         g->name);
+    struct stat st;
+    if (g->fd < 0) return 0;
+    if (fstat(g->fd, &st) != 0) return core_errf(err, CORE_EIO, "%s: cannot stat: %s", g->name, strerror(errno));
+    if ((uint64_t)st.st_size != g->size)
+        return core_errf(err, CORE_EIO, "%s is now %llu bytes, it was %llu when loaded", g->name,
+                         (unsigned long long)st.st_size, (unsigned long long)g->size);
+    if (st.st_mtim.tv_sec != g->mtime.tv_sec || st.st_mtim.tv_nsec != g->mtime.tv_nsec)
+        return core_errf(err, CORE_EIO, "%s was modified after it was loaded", g->name);
+    return 0;
+}
+
 void gguf_close(gguf *g) {
     if (!g) return;
     free_tables(g);
+    if (g->guard >= 0) atomic_store(&guards[g->guard].base, 0); /* before the range can be reused */
     if (g->mapped && g->size) munmap((void *)g->base, g->size);
+    if (g->fd >= 0) close(g->fd);
     free(g->name);
     free(g);
 }
@@ -503,6 +598,8 @@ int gguf_open_mem(gguf **out, const void *data, size_t size, const char *name, c
         free(g);
         return core_errf(err, CORE_ENOMEM, "%s: offset 0: out of memory", name ? name : "(memory)");
     }
+    g->fd = -1;
+    g->guard = -1;
     g->base = data;
     g->size = size;
     return open_common(out, g, err);
@@ -528,6 +625,9 @@ int gguf_open(gguf **out, const char *path, core_err *err) {
         close(fd);
         return core_errf(err, CORE_ENOMEM, "%s: offset 0: out of memory", path);
     }
+    g->fd = -1;
+    g->guard = -1;
+    g->mtime = st.st_mtim;
     g->size = (uint64_t)st.st_size;
     if (g->size) {
         void *m = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -540,10 +640,12 @@ int gguf_open(gguf **out, const char *path, core_err *err) {
         }
         g->base = m;
         g->mapped = 1;
+        g->fd = fd; /* for gguf_mapping_ok's fstat */
+        g->guard = guard_add(m, g->size); /* before parse(): it reads the mapping */
     } else {
         g->base = (const uint8_t *)"";
+        close(fd);
     }
-    close(fd); /* the mapping keeps the file alive */
     return open_common(out, g, err);
 }
 

@@ -106,6 +106,22 @@ int gguf_open(gguf **out, const char *path, core_err *err);
 int gguf_open_mem(gguf **out, const void *data, size_t size, const char *name, core_err *err);
 void gguf_close(gguf *g); /* NULL is a no-op */
 
+/* The file under a mapping can change while it is in use: a `cp` over it
+ * truncates it first, and reading a page past a file's end raises SIGBUS.
+ * gguf_open() therefore guards its mapping: a SIGBUS at an address inside a
+ * guarded mapping maps zero pages over the rest of that mapping (the read
+ * that faulted, retried, gets zeros instead of killing the process) and
+ * marks it changed; a SIGBUS anywhere else goes to the handler that was
+ * there before (by default the process dies, as without the guard).
+ * gguf_mapping_ok() returns 0 while the mapped file is as it was at open,
+ * else CORE_EIO with a message saying what changed (a read past its new
+ * end, its size, its modification time).  Whatever was computed from the
+ * mapping since the change is garbage: callers check between steps and
+ * stop using the gguf.  A file replaced by rename (mv, the safe way) is a
+ * new inode: the mapping keeps the old one and stays ok.  Thread-safe; a
+ * gguf_open_mem() gguf is always ok. */
+int gguf_mapping_ok(const gguf *g, core_err *err);
+
 const char *gguf_name(const gguf *g);     /* path or name given at open */
 uint32_t gguf_version(const gguf *g);
 uint64_t gguf_file_size(const gguf *g);

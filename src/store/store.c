@@ -13,6 +13,10 @@
  *   busy timeout (10 s) covers other connections and processes on the same
  *   file; BEGIN is retried a few times on top of it.
  *
+ *   Searches do not use that connection: they take a read-only one from a
+ *   small pool (WAL lets readers and the writer run side by side), under a
+ *   deadline enforced by SQLite's progress handler; see "search" below.
+ *
  *   Schema versions live in PRAGMA user_version; migrations[] holds the SQL
  *   that takes version i to i+1, applied in one transaction at open.
  *
@@ -45,6 +49,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,7 +130,7 @@ enum {
     ST_CONV_INSERT, ST_CONV_GET, ST_CONV_LIST, ST_CONV_RENAME, ST_CONV_TITLE_IF_EMPTY,
     ST_CONV_SETTINGS, ST_CONV_DELETE, ST_CONV_LEAF, ST_CONV_TOUCH, ST_CONV_EXISTS,
     ST_MSG_INSERT, ST_MSG_UPDATE, ST_MSG_GET, ST_MSG_ALL, ST_MSG_NEWEST_CHILD, ST_BRANCH,
-    ST_SEARCH, ST_RECOVER,
+    ST_RECOVER,
     ST_COUNT
 };
 
@@ -170,14 +175,11 @@ static const char *const st_sql[ST_COUNT] = {
         " (SELECT count(*) FROM messages s WHERE s.conv = m.conv AND s.parent IS m.parent AND s.id < m.id),"
         " (SELECT count(*) FROM messages s WHERE s.conv = m.conv AND s.parent IS m.parent)"
         " FROM p JOIN messages m ON m.id = p.id ORDER BY p.depth DESC",
-    [ST_SEARCH] =
-        "SELECT m.conv, c.title, m.id, m.role, m.created,"
-        " snippet(messages_fts, 0, char(2), char(3), '\xe2\x80\xa6', 16)"
-        " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
-        " JOIN conversations c ON c.id = m.conv"
-        " WHERE messages_fts MATCH ?1 ORDER BY rank, m.id DESC LIMIT ?2 OFFSET ?3",
     [ST_RECOVER] = "UPDATE messages SET status = 2, finish = 'interrupted' WHERE status = 1",
 };
+
+typedef struct reader reader;
+enum { MAX_READERS = 4 }; /* concurrent searches; more wait for one, up to their deadline */
 
 struct store {
     sqlite3 *db;
@@ -185,6 +187,14 @@ struct store {
     sqlite3_stmt *st[ST_COUNT];
     size_t max_message;
     char path[1024];
+    /* search connections (see "search" below), under rmu */
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv;
+    reader *idle[MAX_READERS];
+    int n_idle, n_readers;
+    reader *mem_reader; /* ":memory:" only: the main connection's */
+    atomic_int stop_searches;
+    atomic_int search_ms;
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -379,6 +389,14 @@ static void today(char *buf, size_t cap) {
 
 /* ---- open / close ------------------------------------------------------ */
 
+static int reader_new(store *s, sqlite3 *db, reader **out, core_err *err);
+static void reader_free(reader *r);
+
+/* An in-memory database is private to its connection: no reader can join it. */
+static int is_memory(const char *path) {
+    return strcmp(path, ":memory:") == 0 || strncmp(path, "file::memory:", 13) == 0 || strstr(path, "mode=memory");
+}
+
 const char *store_default_path(char *buf, size_t cap) {
     const char *x = getenv("XDG_DATA_HOME");
     int n;
@@ -457,6 +475,10 @@ int store_open(store **out, const char *path, core_err *err) {
     snprintf(s->path, sizeof s->path, "%s", path);
     s->max_message = STORE_DEFAULT_MAX_MESSAGE;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_cond_init(&s->rcv, NULL);
+    atomic_init(&s->stop_searches, 0);
+    atomic_init(&s->search_ms, STORE_SEARCH_BUDGET_MS);
     int rc = 0;
     int r = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (r != SQLITE_OK) {
@@ -488,6 +510,7 @@ int store_open(store **out, const char *path, core_err *err) {
     int fixed = sqlite3_changes(s->db);
     if ((rc = tx_end(s, rc, err))) goto fail;
     if (fixed > 0) LOG_WARN("store: %d message(s) interrupted by a crash were marked partial", fixed);
+    if (is_memory(path) && (rc = reader_new(s, s->db, &s->mem_reader, err))) goto fail;
     *out = s;
     return 0;
 fail:
@@ -497,10 +520,15 @@ fail:
 
 void store_close(store *s) {
     if (!s) return;
+    /* every search has returned (the caller's contract), so all readers are idle */
+    for (int i = 0; i < s->n_idle; i++) reader_free(s->idle[i]);
+    reader_free(s->mem_reader);
     for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
     /* sqlite3_close (not _v2): every statement is finalized above. */
     if (s->db) sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_cond_destroy(&s->rcv);
     free(s);
 }
 
@@ -884,7 +912,7 @@ int store_append(store *s, const char *conv, const store_msg *m, int64_t *id_out
     if (r == SQLITE_DONE) rc = core_errf(err, CORE_ENOTFOUND, "store: no conversation '%s'", conv);
     else if (r != SQLITE_ROW) rc = db_err(s, err, r, "append message");
     if (!rc && m->parent) {
-        store_msg p;
+        store_msg p = {0};
         rc = msg_get(s, m->parent, &p, err);
         if (!rc && strcmp(p.conv, conv) != 0)
             rc = core_errf(err, CORE_EINVAL, "store: message %lld is not in conversation '%s'",
@@ -1006,7 +1034,7 @@ int store_set_leaf(store *s, const char *conv, int64_t msg, int64_t *leaf_out, c
     if (rc) return rc;
     lock(s);
     if ((rc = tx_begin(s, err))) goto out;
-    store_msg m;
+    store_msg m = {0};
     rc = msg_get(s, msg, &m, err);
     if (!rc && strcmp(m.conv, conv) != 0)
         rc = core_errf(err, CORE_ENOTFOUND, "store: no message %lld in conversation '%s'", (long long)msg, conv);
@@ -1038,6 +1066,152 @@ out:
 
 /* ---- search ------------------------------------------------------------ */
 
+/* Searches run on reader connections of their own (read-only, WAL: a reader
+ * sees the last commit and neither waits for the writer nor makes it wait),
+ * never under s->mu.  A reader is taken from a small pool; each has the
+ * deadline of the search it serves, checked by SQLite's progress handler,
+ * so no query runs past the budget or past store_stop_searches().
+ * A ":memory:" store has no second connection: its searches take s->mu and
+ * run on the main connection, with the same deadline. */
+enum { MAX_TERMS = 16, SNIPPET_WORDS = 16, SNIPPET_BEFORE = 4 };
+
+static const char SQL_HITS[] =
+    "SELECT m.conv, c.title, m.id, m.role, m.created"
+    " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid"
+    " JOIN conversations c ON c.id = m.conv"
+    " WHERE messages_fts MATCH ?1 ORDER BY rank, m.id DESC LIMIT ?2 OFFSET ?3";
+/* FTS5 walks its index newest first and stops at the limit: no ranking. */
+static const char SQL_NEWEST[] =
+    "SELECT m.conv, c.title, m.id, m.role, m.created"
+    " FROM (SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ?1"
+    "       ORDER BY rowid DESC LIMIT ?2 OFFSET ?3) f"
+    " JOIN messages m ON m.id = f.id JOIN conversations c ON c.id = m.conv ORDER BY m.id DESC";
+static const char SQL_CONTENT[] = "SELECT content FROM messages WHERE id = ?1";
+
+struct reader {
+    sqlite3 *db;
+    sqlite3_stmt *hits, *newest, *content;
+    uint64_t deadline_ns; /* UINT64_MAX while no search runs */
+    const store *s;
+};
+
+static int reader_progress(void *p) {
+    reader *r = p;
+    if (r->deadline_ns == UINT64_MAX) return 0;
+    return atomic_load(&r->s->stop_searches) || core_now_ns() > r->deadline_ns;
+}
+
+static void reader_free(reader *r) {
+    if (!r) return;
+    sqlite3_finalize(r->hits);
+    sqlite3_finalize(r->newest);
+    sqlite3_finalize(r->content);
+    if (r->db && r->db != r->s->db) sqlite3_close(r->db);
+    free(r);
+}
+
+/* A reader on db (NULL = open a new read-only connection to s->path). */
+static int reader_new(store *s, sqlite3 *db, reader **out, core_err *err) {
+    *out = NULL;
+    reader *r = calloc(1, sizeof *r);
+    if (!r) return core_errf(err, CORE_ENOMEM, "store: out of memory");
+    r->s = s;
+    r->deadline_ns = UINT64_MAX;
+    r->db = db;
+    int rc = SQLITE_OK;
+    if (!db) {
+        rc = sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+        if (rc == SQLITE_OK) sqlite3_busy_timeout(r->db, 1000);
+    }
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v3(r->db, SQL_HITS, -1, SQLITE_PREPARE_PERSISTENT, &r->hits, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(r->db, SQL_NEWEST, -1, SQLITE_PREPARE_PERSISTENT, &r->newest, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(r->db, SQL_CONTENT, -1, SQLITE_PREPARE_PERSISTENT, &r->content, NULL);
+    if (rc != SQLITE_OK) {
+        core_errf(err, CORE_EIO, "store: search connection to %s: %s", s->path,
+                  r->db ? sqlite3_errmsg(r->db) : sqlite3_errstr(rc));
+        reader_free(r);
+        return err ? err->code : CORE_EIO;
+    }
+    /* every 1000 virtual machine steps: well under a millisecond apart */
+    sqlite3_progress_handler(r->db, 1000, reader_progress, r);
+    *out = r;
+    return 0;
+}
+
+/* Take a reader for a search that must end by deadline_ns. */
+static int reader_get(store *s, uint64_t deadline_ns, reader **out, core_err *err) {
+    *out = NULL;
+    if (s->mem_reader) { /* ":memory:": the main connection, under its lock */
+        lock(s);
+        s->mem_reader->deadline_ns = deadline_ns;
+        *out = s->mem_reader;
+        return 0;
+    }
+    pthread_mutex_lock(&s->rmu);
+    for (;;) {
+        if (atomic_load(&s->stop_searches)) {
+            pthread_mutex_unlock(&s->rmu);
+            return core_errf(err, CORE_ECANCEL, "store: search cancelled: the server is shutting down");
+        }
+        if (s->n_idle > 0) {
+            *out = s->idle[--s->n_idle];
+            break;
+        }
+        if (s->n_readers < MAX_READERS) {
+            s->n_readers++;
+            pthread_mutex_unlock(&s->rmu);
+            int rc = reader_new(s, NULL, out, err);
+            if (rc) {
+                pthread_mutex_lock(&s->rmu);
+                s->n_readers--;
+                pthread_cond_signal(&s->rcv);
+                pthread_mutex_unlock(&s->rmu);
+                return rc;
+            }
+            (*out)->deadline_ns = deadline_ns;
+            return 0;
+        }
+        struct timespec ts;
+        uint64_t wait_ns = core_now_ns() + 20000000u; /* re-check the deadline and stop flag */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20000000L;
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&s->rcv, &s->rmu, &ts);
+        if (wait_ns > deadline_ns && core_now_ns() > deadline_ns) {
+            pthread_mutex_unlock(&s->rmu);
+            return core_errf(err, CORE_ECANCEL, "store: search timed out waiting for a free search connection "
+                                                "(%d searches are running)", MAX_READERS);
+        }
+    }
+    pthread_mutex_unlock(&s->rmu);
+    (*out)->deadline_ns = deadline_ns;
+    return 0;
+}
+
+static void reader_put(store *s, reader *r) {
+    r->deadline_ns = UINT64_MAX;
+    if (r == s->mem_reader) {
+        unlock(s);
+        return;
+    }
+    pthread_mutex_lock(&s->rmu);
+    s->idle[s->n_idle++] = r;
+    pthread_cond_signal(&s->rcv);
+    pthread_mutex_unlock(&s->rmu);
+}
+
+void store_stop_searches(store *s) {
+    if (!s) return;
+    atomic_store(&s->stop_searches, 1);
+    pthread_mutex_lock(&s->rmu);
+    pthread_cond_broadcast(&s->rcv);
+    pthread_mutex_unlock(&s->rmu);
+}
+
+void store_set_search_budget(store *s, int ms) { atomic_store(&s->search_ms, ms > 0 ? ms : STORE_SEARCH_BUDGET_MS); }
+
 void store_hits_free(store_hit *h, int n) {
     for (int i = 0; i < n; i++) {
         free(h[i].title);
@@ -1046,21 +1220,132 @@ void store_hits_free(store_hit *h, int n) {
     free(h);
 }
 
-/* The user's text as an FTS5 query: every whitespace-separated word becomes
- * a quoted string ("" inside doubled), so no FTS5 operator survives. */
-static int fts_quote(const char *text, core_buf *q) {
-    const char *p = text;
-    int words = 0;
-    for (;;) {
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v') p++;
-        if (!*p) break;
-        if (words++ && core_buf_puts(q, " ")) return -1;
-        if (core_buf_puts(q, "\"")) return -1;
-        for (; *p && !(*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r' || *p == '\f' || *p == '\v'); p++)
-            if ((*p == '"' && core_buf_puts(q, "\"\"")) || (*p != '"' && core_buf_append(q, p, 1))) return -1;
-        if (core_buf_puts(q, "\"")) return -1;
+/* Word characters, as FTS5's unicode61 tokenizer sees them for ASCII (letters
+ * and digits); every non-ASCII byte counts as a word character, so words
+ * never split inside a UTF-8 sequence. */
+static int word_char(unsigned char c) { return c >= 0x80 || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'); }
+
+static int word_eq(const char *a, size_t an, const char *b, size_t bn) {
+    if (an != bn) return 0;
+    for (size_t i = 0; i < an; i++) {
+        unsigned char x = (unsigned char)a[i], y = (unsigned char)b[i];
+        if (x < 0x80 && ((x | 0x20) >= 'a' && (x | 0x20) <= 'z')) x |= 0x20;
+        if (y < 0x80 && ((y | 0x20) >= 'a' && (y | 0x20) <= 'z')) y |= 0x20;
+        if (x != y) return 0;
     }
-    return words;
+    return 1;
+}
+
+typedef struct terms {
+    const char *w[MAX_TERMS];
+    size_t n[MAX_TERMS];
+    int count;
+} terms;
+
+/* Split the user's text into words (the tokenizer's boundaries, so a word
+ * never becomes a multi-token FTS5 phrase), drop repeats (ASCII case
+ * folded) and keep the first MAX_TERMS: the cost of a query grows with its
+ * terms, and repeating a word adds nothing to an AND of words. */
+static void split_terms(const char *text, terms *t) {
+    t->count = 0;
+    const char *p = text;
+    while (*p && t->count < MAX_TERMS) {
+        while (*p && !word_char((unsigned char)*p)) p++;
+        const char *w = p;
+        while (word_char((unsigned char)*p)) p++;
+        size_t n = (size_t)(p - w);
+        if (!n) break;
+        int dup = 0;
+        for (int i = 0; i < t->count && !dup; i++) dup = word_eq(t->w[i], t->n[i], w, n);
+        if (dup) continue;
+        t->w[t->count] = w;
+        t->n[t->count++] = n;
+    }
+}
+
+/* The terms as an FTS5 query: each a quoted string (no operator survives;
+ * a word holds no '"', word_char excludes it), all required. */
+static int fts_query(const terms *t, core_buf *q) {
+    for (int i = 0; i < t->count; i++)
+        if ((i && core_buf_puts(q, " ")) || core_buf_puts(q, "\"") || core_buf_append(q, t->w[i], t->n[i]) ||
+            core_buf_puts(q, "\""))
+            return -1;
+    return 0;
+}
+
+static int is_term(const terms *t, const char *w, size_t n) {
+    for (int i = 0; i < t->count; i++)
+        if (word_eq(t->w[i], t->n[i], w, n)) return 1;
+    return 0;
+}
+
+/* Our own snippet: SNIPPET_WORDS words from SNIPPET_BEFORE words before the
+ * first word that equals a term, every such word between STORE_HL_*
+ * markers, "…" where text was left out.  One pass up to the window, so the
+ * cost is linear in the text whatever the query (FTS5's snippet() looks for
+ * the best window and grows with the terms times their occurrences).  A
+ * match FTS5 made through folding we do not repeat (diacritics) shows the
+ * text's first words, unmarked. */
+static char *make_snippet(const char *text, size_t len, const terms *t) {
+    size_t ring[SNIPPET_BEFORE + 1]; /* starts of the last words seen */
+    int seen = 0;
+    size_t i = 0, start = 0;
+    int found = 0;
+    while (i < len) {
+        while (i < len && !word_char((unsigned char)text[i])) i++;
+        if (i >= len) break;
+        size_t w = i;
+        while (i < len && word_char((unsigned char)text[i])) i++;
+        ring[seen % (SNIPPET_BEFORE + 1)] = w;
+        seen++;
+        if (is_term(t, text + w, i - w)) {
+            int back = seen - 1 < SNIPPET_BEFORE ? seen - 1 : SNIPPET_BEFORE;
+            start = ring[(seen - 1 - back) % (SNIPPET_BEFORE + 1)];
+            found = 1;
+            break;
+        }
+    }
+    if (!found) { /* the first words */
+        start = 0;
+        while (start < len && !word_char((unsigned char)text[start])) start++;
+    }
+    core_buf b = {0};
+    int bad = start > 0 && core_buf_puts(&b, "\xe2\x80\xa6");
+    size_t p = start, copied = start;
+    int words = 0;
+    while (!bad && p < len && words < SNIPPET_WORDS) {
+        while (p < len && !word_char((unsigned char)text[p])) p++;
+        if (p >= len) break;
+        size_t w = p;
+        while (p < len && word_char((unsigned char)text[p])) p++;
+        words++;
+        if (is_term(t, text + w, p - w)) {
+            bad = core_buf_append(&b, text + copied, w - copied) || core_buf_puts(&b, STORE_HL_START) ||
+                  core_buf_append(&b, text + w, p - w) || core_buf_puts(&b, STORE_HL_END);
+            copied = p;
+        }
+    }
+    if (!bad) bad = core_buf_append(&b, text + copied, p - copied);
+    while (!bad && p < len && !word_char((unsigned char)text[p])) p++;
+    if (!bad && p < len) bad = core_buf_puts(&b, "\xe2\x80\xa6");
+    if (!bad && !b.data) bad = core_buf_puts(&b, "");
+    if (bad) {
+        core_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
+/* Map a failed step of a search: the deadline or stop flag interrupts it. */
+static int search_err(store *s, reader *r, core_err *err, int rc, int budget_ms) {
+    if ((rc & 0xff) == SQLITE_INTERRUPT) {
+        if (atomic_load(&s->stop_searches))
+            return core_errf(err, CORE_ECANCEL, "store: search cancelled: the server is shutting down");
+        return core_errf(err, CORE_ECANCEL, "store: search stopped after %d ms, its time limit: use fewer or "
+                                            "rarer words", budget_ms);
+    }
+    return core_errf(err, (rc & 0xff) == SQLITE_NOMEM ? CORE_ENOMEM : CORE_EIO, "store: search: %s",
+                     sqlite3_errmsg(r->db));
 }
 
 int store_search(store *s, const char *query, int limit, int offset, store_hit **out, int *n, core_err *err) {
@@ -1068,47 +1353,85 @@ int store_search(store *s, const char *query, int limit, int offset, store_hit *
     *n = 0;
     if (limit <= 0) limit = 20;
     if (offset < 0) offset = 0;
-    int rc = check_text(s, "search query", query, 4096, err);
+    int rc = check_text(s, "search query", query, STORE_MAX_QUERY, err);
     if (rc) return rc;
+    terms t;
+    split_terms(query ? query : "", &t);
+    if (t.count == 0) return 0;
     core_buf fq = {0};
-    int words = fts_quote(query ? query : "", &fq);
-    if (words < 0) {
+    if (fts_query(&t, &fq)) {
         core_buf_free(&fq);
         return core_errf(err, CORE_ENOMEM, "store: out of memory");
     }
-    if (words == 0) {
+    int budget = atomic_load(&s->search_ms);
+    reader *rd = NULL;
+    if ((rc = reader_get(s, core_now_ns() + (uint64_t)budget * 1000000u, &rd, err))) {
         core_buf_free(&fq);
-        return 0;
+        return rc;
     }
     store_hit *v = NULL;
     int cnt = 0, cap = 0, r;
-    lock(s);
-    sqlite3_stmt *q = st(s, ST_SEARCH);
-    sqlite3_bind_text(q, 1, fq.data, (int)fq.len, SQLITE_STATIC);
-    sqlite3_bind_int(q, 2, limit);
-    sqlite3_bind_int(q, 3, offset);
-    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            int nc = cap ? cap * 2 : 16;
-            store_hit *nv = realloc(v, (size_t)nc * sizeof *nv);
-            if (!nv) { rc = core_errf(err, CORE_ENOMEM, "store: out of memory"); break; }
-            v = nv;
-            cap = nc;
+    /* one read transaction: the hits and their text come from one snapshot */
+    r = sqlite3_exec(rd->db, "BEGIN", NULL, NULL, NULL);
+    if (r != SQLITE_OK) rc = search_err(s, rd, err, r, budget);
+    /* Ranking scores every match: with a common word in a large history that
+     * is the one cost that grows with the history.  It gets half the time;
+     * past that, the newest matches are shown instead of the best. */
+    uint64_t end = rd->deadline_ns;
+    rd->deadline_ns = core_now_ns() + (uint64_t)budget * 500000u;
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        sqlite3_stmt *q = pass ? rd->newest : rd->hits;
+        sqlite3_bind_text(q, 1, fq.data, (int)fq.len, SQLITE_STATIC);
+        sqlite3_bind_int(q, 2, limit);
+        sqlite3_bind_int(q, 3, offset);
+        while (!rc && (r = sqlite3_step(q)) == SQLITE_ROW) {
+            if (cnt == cap) {
+                int nc = cap ? cap * 2 : 16;
+                store_hit *nv = realloc(v, (size_t)nc * sizeof *nv);
+                if (!nv) { rc = core_errf(err, CORE_ENOMEM, "store: out of memory"); break; }
+                v = nv;
+                cap = nc;
+            }
+            store_hit *h = &v[cnt];
+            memset(h, 0, sizeof *h);
+            col_copy(q, 0, h->conv, sizeof h->conv);
+            h->title = col_dup(q, 1);
+            h->msg = sqlite3_column_int64(q, 2);
+            col_copy(q, 3, h->role, sizeof h->role);
+            h->created = sqlite3_column_int64(q, 4);
+            cnt++;
+            if (!h->title) rc = core_errf(err, CORE_ENOMEM, "store: out of memory");
         }
-        store_hit *h = &v[cnt];
-        memset(h, 0, sizeof *h);
-        col_copy(q, 0, h->conv, sizeof h->conv);
-        h->title = col_dup(q, 1);
-        h->msg = sqlite3_column_int64(q, 2);
-        col_copy(q, 3, h->role, sizeof h->role);
-        h->created = sqlite3_column_int64(q, 4);
-        h->snippet = col_dup(q, 5);
-        cnt++;
-        if (!h->title || !h->snippet) { rc = core_errf(err, CORE_ENOMEM, "store: out of memory"); break; }
+        st_done(q);
+        rd->deadline_ns = end;
+        if (rc || r == SQLITE_DONE) break;
+        if ((r & 0xff) != SQLITE_INTERRUPT || pass || atomic_load(&s->stop_searches) || core_now_ns() > end) {
+            rc = search_err(s, rd, err, r, budget);
+            break;
+        }
+        store_hits_free(v, cnt); /* ranking ran out of its half: start over, newest first */
+        v = NULL;
+        cnt = cap = 0;
     }
-    if (!rc && r != SQLITE_DONE) rc = db_err(s, err, r, "search");
-    st_done(q);
-    unlock(s);
+    /* snippets for the hits shown only, by make_snippet */
+    for (int i = 0; i < cnt && !rc; i++) {
+        sqlite3_stmt *c = rd->content;
+        sqlite3_bind_int64(c, 1, v[i].msg);
+        r = sqlite3_step(c);
+        if (r == SQLITE_ROW) {
+            const char *text = (const char *)sqlite3_column_text(c, 0);
+            v[i].snippet = make_snippet(text ? text : "", (size_t)sqlite3_column_bytes(c, 0), &t);
+            if (!v[i].snippet) rc = core_errf(err, CORE_ENOMEM, "store: out of memory");
+        } else if (r == SQLITE_DONE) {
+            v[i].snippet = make_snippet("", 0, &t);
+            if (!v[i].snippet) rc = core_errf(err, CORE_ENOMEM, "store: out of memory");
+        } else {
+            rc = search_err(s, rd, err, r, budget);
+        }
+        st_done(c);
+    }
+    if (!sqlite3_get_autocommit(rd->db)) sqlite3_exec(rd->db, "COMMIT", NULL, NULL, NULL);
+    reader_put(s, rd);
     core_buf_free(&fq);
     if (rc) {
         store_hits_free(v, cnt);

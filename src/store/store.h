@@ -35,7 +35,9 @@
  *   commits but never corrupts the file.
  *
  * Threads: one connection behind a mutex; every function may be called from
- * any thread at the same time.  Writes take BEGIN IMMEDIATE and a 10 s busy
+ * any thread at the same time.  Searches run on read-only connections of
+ * their own (a few, pooled), never under that mutex: in WAL a reader neither
+ * waits for the writer nor holds it up.  Writes take BEGIN IMMEDIATE and a 10 s busy
  * timeout with retry, so other processes on the same file do not surface
  * "database is locked" either.  Statements are prepared once at open.
  *
@@ -46,9 +48,15 @@
  *
  * Search: an FTS5 index over message content (external content, kept in sync
  * by triggers; messages still streaming are not indexed until they stop).
- * The user's query is plain text: each word is quoted as an FTS5 string, the
- * words must all match (any order), so quotes, AND, *, NEAR( from users are
- * just text.  Snippets mark matches with STORE_HL_START / STORE_HL_END
+ * The user's query is plain text: it is split into words (letters, digits
+ * and non-ASCII characters; everything else separates), repeated words are
+ * dropped and the first 16 distinct ones kept, each quoted as an FTS5
+ * string; the words must all match (any order), so quotes, AND, *, NEAR(
+ * from users are just text.  Cost is bounded whatever the query and the
+ * history: a search stops at its time limit (store_set_search_budget) with
+ * CORE_ECANCEL, and snippets are computed by our own linear scan of the hits
+ * returned (not by FTS5's snippet(), whose cost grows with the number of
+ * terms times their occurrences).  Snippets mark matches with STORE_HL_START / STORE_HL_END
  * (\x02 / \x03): HTML-escape the snippet first, then replace the markers by
  * <mark> and </mark>.  (Content that itself contains \x02/\x03 would produce
  * stray marks, never markup injection, since escaping comes first.)
@@ -75,6 +83,8 @@ typedef struct store store;
 #define STORE_HL_END "\x03"
 #define STORE_DEFAULT_MAX_MESSAGE (1u << 20)
 #define STORE_MAX_TITLE 1024 /* bytes */
+#define STORE_MAX_QUERY 4096 /* bytes of a search query */
+#define STORE_SEARCH_BUDGET_MS 750 /* default time limit of one search */
 
 /* ---- open / close ------------------------------------------------------ */
 
@@ -204,10 +214,19 @@ typedef struct store_hit {
 } store_hit;
 
 /* Full-text search over message content, best match first.  An empty query
- * (no words) gives no hits.  limit <= 0 means 20. */
+ * (no words) gives no hits.  limit <= 0 means 20.  A query over
+ * STORE_MAX_QUERY bytes -> CORE_ERANGE; past the time limit, or after
+ * store_stop_searches() -> CORE_ECANCEL, with a message saying which. */
 int store_search(store *s, const char *query, int limit, int offset, store_hit **out, int *n,
                  core_err *err);
 void store_hits_free(store_hit *h, int n);
+/* Time limit of one search in ms (<= 0: STORE_SEARCH_BUDGET_MS), waiting for
+ * a free search connection included. */
+void store_set_search_budget(store *s, int ms);
+/* Make running searches stop within a millisecond or so and later ones fail
+ * at once (CORE_ECANCEL): for shutdown, so no search holds it up.  Thread-safe;
+ * other store functions are unaffected. */
+void store_stop_searches(store *s);
 
 /* ---- export / import --------------------------------------------------- */
 
