@@ -124,7 +124,7 @@ fuzz: deps-test $(addprefix build/fuzz/,$(FUZZ))
 # A short bounded run of each target belongs to `make test` (tests/run.sh).
 fuzz-smoke: $(addprefix build/fuzz/,$(FUZZ))
 
-# The long runs (issue 11): fuzzing, 50-stream load, 2,000-request soak,
+# The long runs: fuzzing, 50-stream load, 2,000-request soak,
 # SIGKILL and disk-full faults, valgrind; prints a table. Minutes, not seconds.
 .PHONY: reliability
 reliability: deps-test build/smolbot $(E2E_DEPS)

@@ -9,7 +9,7 @@
  *     reference dequantization in double), rmsnorm, silu*mul, RoPE,
  *     attention (k_fa and k_attn_dmma, against a double-precision causal
  *     softmax), top-k -- through the probes of tests/test_gpu_probe.cu;
- *   - the golden logits of the inference issue (refdata/model, llama.cpp) on
+ *   - the golden logits (refdata/model, from llama.cpp) on
  *     the GPU path with the same tolerances as tests/test_model.c;
  *   - decode (CUDA graph) equals prefill, KV copy/truncate/fill on the device.
  *

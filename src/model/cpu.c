@@ -3,7 +3,7 @@
  *
  * Run state for a chunk of n_batch rows and the matmul activation buffer
  * are allocated once (model_cpu_new); a forward never allocates. The pass
- * follows docs/smollm3.md line by line:
+ * follows SmolLM3's definition (../shared/docs/smollm3.md) line by line:
  *
  *   h = embed(token)
  *   for each layer: x = rmsnorm(h) * attn_norm

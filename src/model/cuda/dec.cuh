@@ -168,7 +168,7 @@ template <int T> __device__ __forceinline__ float mv_part_q(const uint8_t *wr, i
 /* mv_part_q for two rows of the same type at once (gate and up): twice
  * the loads in flight per warp, each row's sum in mv_part_q's order.
  * Written out beside mv_part_q on purpose: one template for one and two
- * rows took k_dec from 48 to 60 registers (one block per SM fewer). */
+ * rows costs k_dec registers, and with them a block per SM. */
 template <int T> __device__ __forceinline__ float2 mv_part_q2(const uint8_t *w0, const uint8_t *w1, int n_in,
                                                               const int8_t *xq, const float *xd, int lane) {
     constexpr int BS = T == KERN_Q4_K ? sizeof(bq4_K) : T == KERN_Q5_K ? sizeof(bq5_K) : sizeof(bq6_K);
@@ -229,8 +229,8 @@ __device__ __forceinline__ void dec_early(const mv_job &j, const mv_seg &s, int 
 
 /* MV_GLU with one warp per row (dec_glu): warp w of block b does gate and
  * up row 8 b + w, reduced in the warp -- twice the loads in flight. Its own
- * kernel: those loads take 80 registers, which inside k_dec would cost
- * every product occupancy. */
+ * kernel: the registers those loads take would cost every product of k_dec
+ * occupancy. */
 static __global__ void __launch_bounds__(256) k_dec_glu2(const mv_job j) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, row = blockIdx.x * 8 + warp;
     const mv_seg &s = j.s[0], &u = j.s[1];
