@@ -38,11 +38,11 @@ REL_OBJ := $(patsubst %.c,build/rel/%.o,$(SRC) $(GEN_SRC))
 SAN_LIB := $(patsubst %.c,build/san/%.o,$(LIB_SRC) $(GEN_SRC))
 SAN_APP := $(patsubst %.c,build/san/%.o,$(APP_SRC))
 
-# ---- CUDA backend (issue 12): make CUDA=1 [CUDA_ARCH=sm_90] [CUDA_HOME=/usr/local/cuda]
-# nvcc compiles the .cu files of src/kern/cuda (the C wildcard above never
+# ---- CUDA backend: make CUDA=1 [CUDA_ARCH=sm_90] [CUDA_HOME=/usr/local/cuda]
+# nvcc compiles the .cu files of src/model/cuda (the C wildcard above never
 # sees them) and the binaries link libcudart statically (no runtime library
 # to find on the GPU machine); -lstdc++ for nvcc's host code.
-# The C objects are identical in both builds (src/model/gpu_model.c declares
+# The C objects are identical in both builds (src/model/cuda.c declares
 # the gpu_* functions weak), and build/gen/mode.c names the build, so
 # switching CUDA on or off relinks every binary without a `make clean`.
 CUDA      ?= 0
@@ -50,8 +50,9 @@ CUDA_HOME ?= /usr/local/cuda
 CUDA_ARCH ?= sm_90
 NVCC      ?= $(CUDA_HOME)/bin/nvcc
 MODE_SRC  := build/gen/mode.c
+CU_HDR    := $(wildcard src/model/cuda/*.h src/model/cuda/*.cuh) src/kern/kern.h
 ifeq ($(CUDA),1)
-CU_OBJ    := $(patsubst %.cu,build/cuda/%.o,$(wildcard src/kern/cuda/*.cu))
+CU_OBJ    := $(patsubst %.cu,build/cuda/%.o,$(wildcard src/model/cuda/*.cu))
 LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 endif
 REL_OBJ   += build/rel/build/gen/mode.o $(CU_OBJ)
@@ -123,7 +124,7 @@ fuzz: deps-test $(addprefix build/fuzz/,$(FUZZ))
 # A short bounded run of each target belongs to `make test` (tests/run.sh).
 fuzz-smoke: $(addprefix build/fuzz/,$(FUZZ))
 
-# The long runs (issue 11): fuzzing, 50-stream load, 2,000-request soak,
+# The long runs: fuzzing, 50-stream load, 2,000-request soak,
 # SIGKILL and disk-full faults, valgrind; prints a table. Minutes, not seconds.
 .PHONY: reliability
 reliability: deps-test build/smolbot $(E2E_DEPS)
@@ -146,7 +147,7 @@ bench-server: deps build/smolbot
 clean:
 	rm -rf build
 
-# ---- CUDA (issue 12) ----
+# ---- CUDA ----
 .PHONY: cuda-check cuda-profile FORCE
 FORCE:
 $(MODE_SRC): FORCE
@@ -155,13 +156,19 @@ $(MODE_SRC): FORCE
 	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
 # -fPIC: the host objects go into a PIE binary; -O3 for the device code.
-build/cuda/%.o: %.cu $(wildcard src/kern/cuda/*.h src/kern/cuda/*.cuh)
+build/cuda/%.o: %.cu $(CU_HDR)
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 -arch=$(CUDA_ARCH) -Isrc -Xcompiler -fPIC,-Wall -c -o $@ $<
 
-# Unsanitized test binaries (CUDA and ASan do not mix well): build/rel/test_gpu.
-build/rel/test_%: tests/test_%.c tests/t.h tests/t_model.h $(REL_LIB)
-	$(CC) $(CFLAGS_BASE) $(OPT) -o $@ $< $(REL_LIB) $(LDLIBS)
+# Unsanitized test binaries (CUDA and ASan do not mix well): build/rel/test_gpu,
+# with the kernel probes (tests/test_gpu_probe.cu) in a CUDA build.
+PROBE_OBJ := $(if $(filter 1,$(CUDA)),build/cuda/tests/test_gpu_probe.o)
+build/rel/test_%: tests/test_%.c tests/t.h tests/t_model.h $(REL_LIB) $(PROBE_OBJ)
+	$(CC) $(CFLAGS_BASE) $(OPT) -o $@ $< $(REL_LIB) $(PROBE_OBJ) $(LDLIBS)
+
+# The bench build: smolbot with the kernel probes, for `bench --kernels`.
+build/smolbot-bench: $(REL_OBJ) $(PROBE_OBJ)
+	$(CC) $(CFLAGS_BASE) $(OPT) -o $@ $^ $(LDLIBS)
 
 # Build with CUDA, GPU tests, 3B-shaped model, bench table (needs a GPU).
 cuda-check:
@@ -172,7 +179,7 @@ cuda-check:
 cuda-profile:
 	@bash scripts/cuda-profile.sh $(or $(DEPTH),0)
 
-# The CUDA kernels' code on the CPU (src/kern/cuda/emu.h): a C++ test,
+# The CUDA kernels' code on the CPU (src/model/cuda/emu.h): a C++ test,
 # sanitized like the others, linked without the nvcc objects (their kernel
 # stubs carry the same names).
 CXX ?= g++
@@ -180,17 +187,18 @@ EMU_LIB := $(filter-out $(CU_OBJ),$(SAN_LIB))
 # the kernels pun types the way nvcc allows (halves in 32-bit words)
 EMU_FLAGS := -std=c++17 -D_GNU_SOURCE -DSMOLBOT_GPU_EMU -fno-strict-aliasing -pthread -Isrc -Wall -Wextra \
              -Wno-unused-parameter -Wno-unknown-pragmas -Wno-unused-function
-build/san/test_gpu_emu: tests/test_gpu_emu.cpp tests/t.h tests/t_gpu.h $(wildcard src/kern/cuda/*.h src/kern/cuda/*.cuh) $(EMU_LIB)
+build/san/test_gpu_emu: tests/test_gpu_emu.cpp tests/t.h tests/t_gpu.h $(CU_HDR) $(EMU_LIB)
 	$(CXX) $(EMU_FLAGS) -g -O1 $(SAN) -o $@ $< $(EMU_LIB) $(LDLIBS)
 
-# test_gpu.c again, against gpu.cu compiled for the CPU emulation: the whole
-# CUDA backend (upload, graphs, fused decode, prefill chunks, top-k) on
-# every machine; the real GPU runs build/rel/test_gpu.
+# test_gpu.c again, against the backend and the probes compiled for the
+# CPU emulation: the whole CUDA backend (upload, graphs, fused decode,
+# prefill chunks, top-k) on every machine; a GPU runs build/rel/test_gpu.
 # UBSan only, -O2: a model's forward is millions of emulated blocks, and
 # test_gpu_emu already runs the kernels under ASan.
-build/emu/gpu.o: src/kern/cuda/gpu.cu $(wildcard src/kern/cuda/*.h src/kern/cuda/*.cuh)
+build/emu/%.o: %.cu $(CU_HDR)
 	@mkdir -p $(dir $@)
 	$(CXX) $(EMU_FLAGS) -g -O2 -fsanitize=undefined -fno-sanitize-recover=undefined -x c++ -c -o $@ $<
-build/san/test_gpu_on_emu: tests/test_gpu.c tests/t.h tests/t_model.h tests/t_gpu.h build/emu/gpu.o $(EMU_LIB)
+EMU_OBJ := build/emu/src/model/cuda/gpu.o build/emu/tests/test_gpu_probe.o
+build/san/test_gpu_on_emu: tests/test_gpu.c tests/t.h tests/t_model.h tests/t_gpu.h $(EMU_OBJ) $(EMU_LIB)
 	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -c -o $@.o $<
-	$(CXX) -O1 $(SAN) -pthread -o $@ $@.o build/emu/gpu.o $(EMU_LIB) $(LDLIBS)
+	$(CXX) -O1 $(SAN) -pthread -o $@ $@.o $(EMU_OBJ) $(EMU_LIB) $(LDLIBS)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# cuda-check.sh -- `make cuda-check`: the whole CUDA backend (issue 12) in
-# one run on a machine with an NVIDIA GPU.
+# cuda-check.sh -- `make cuda-check`: the whole CUDA backend in one run on
+# a machine with an NVIDIA GPU.
 #
 #   1. build with CUDA (make CUDA=1; CUDA_ARCH, default sm_90; CUDA_HOME)
 #   2. the GPU tests, unsanitized, then under ASan/UBSan: on a GPU machine a
@@ -8,11 +8,9 @@
 #   3. the 3B-shaped Q4_K_M model (bench/model.sh: generated once, cached)
 #   4. smolbot bench --gpu on: prefill 512 and 2048, decode at depth 0,
 #      2048, 8192; a table with the bandwidth each decode figure implies and
-#      the issue's goals / llama.cpp's H200 figures beside it.
-#   5. smolbot bench --kernels --gpu on (the kernels' variants, one table),
-#      and the step-4 bench again for each opt-in configuration ($OPTIN
-#      below, the switches not yet measured faster), a column each, so that
-#      one run says whether to make them default.
+#      the goals / llama.cpp's H200 figures beside it (docs/performance.md).
+#   5. smolbot bench --kernels --gpu on in the bench build (each kernel
+#      alone on the 3B shapes).
 # (`make cuda-profile`, scripts/cuda-profile.sh, then shows each decode
 # kernel's own time and bandwidth under Nsight Compute.)
 # Designed to finish in under 8 minutes on a 16-core H100/H200 machine (the
@@ -28,14 +26,6 @@ cd "$(dirname "$0")/.."
 ARCH=${CUDA_ARCH:-sm_90}
 MODEL=${BENCH_MODEL:-$HOME/.cache/smolbot/bench/smollm3-3b-q4_k_m-random.gguf}
 JOBS=$(nproc)
-# configurations benched beside the defaults, one per entry: the opt-in
-# switches and settings of src/kern/cuda/gpu.cu not yet measured faster,
-# and the previous defaults as a baseline (SMOLBOT_CUDA_OPTIN,
-# ';'-separated, replaces the list)
-OPTIN=("SMOLBOT_GPU_MW=1" "SMOLBOT_GPU_DW8=1" "SMOLBOT_GPU_NIN=1" "SMOLBOT_GPU_DU3=1"
-       "SMOLBOT_GPU_NIN=1 SMOLBOT_GPU_DU3=1 SMOLBOT_GPU_DW8=1" "SMOLBOT_GPU_NIN=1 SMOLBOT_GPU_DU3=1 SMOLBOT_GPU_MW=1"
-       "SMOLBOT_GPU_DU3=1 SMOLBOT_GPU_DWPR=4")
-if [ -n "${SMOLBOT_CUDA_OPTIN:-}" ]; then IFS=';' read -r -a OPTIN <<<"$SMOLBOT_CUDA_OPTIN"; fi
 # reference files: ../shared next to the repo, or shared/ inside it
 if [ -z "${SMOLBOT_SHARED:-}" ] && [ ! -d ../shared ] && [ -d shared ]; then export SMOLBOT_SHARED=$PWD/shared; fi
 OUT=$(mktemp -d)
@@ -52,16 +42,17 @@ if [ -n "$PRE" ]; then
   stamp "== prebuilt: $PRE ($(cat "$PRE/BUILD" 2>/dev/null || echo '?'))"
   export SMOLBOT_BIN=$PRE/smolbot LD_LIBRARY_PATH=$PRE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   [ -d "$PRE/shared" ] && [ ! -d ../shared ] && export SMOLBOT_SHARED=$PRE/shared
-  TEST_GPU=$PRE/test_gpu TEST_GPU_SAN=$PRE/test_gpu_san
+  TEST_GPU=$PRE/test_gpu TEST_GPU_SAN=$PRE/test_gpu_san SB_BENCH=$PRE/smolbot-bench
 else
   stamp "== build: make CUDA=1 CUDA_ARCH=$ARCH"
   # `make deps` first, as `make` does: the Debian libraries of the binary
   # (installed as root, else the apt-get line is printed and we stop)
   make deps
-  make -j"$JOBS" CUDA=1 CUDA_ARCH="$ARCH" build/smolbot build/rel/test_gpu build/san/test_gpu >"$OUT/build.log" 2>&1 ||
+  make -j"$JOBS" CUDA=1 CUDA_ARCH="$ARCH" build/smolbot build/smolbot-bench build/rel/test_gpu build/san/test_gpu \
+    >"$OUT/build.log" 2>&1 ||
     { tail -40 "$OUT/build.log"; echo "cuda-check: build failed"; exit 1; }
   export SMOLBOT_BIN=$PWD/build/smolbot
-  TEST_GPU=build/rel/test_gpu TEST_GPU_SAN=build/san/test_gpu
+  TEST_GPU=build/rel/test_gpu TEST_GPU_SAN=build/san/test_gpu SB_BENCH=$PWD/build/smolbot-bench
 fi
 SB=$SMOLBOT_BIN
 
@@ -92,21 +83,12 @@ ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=0:${ASAN_OPTIONS:-} run_tests tes
 stamp "== model: $MODEL"
 bash bench/model.sh "$MODEL"
 
-# bench NAME [VAR=VALUE...]: the figures of step 4 into $OUT/NAME.{txt,json,2048.json}
-bench() {
-  local name=$1; shift
-  stamp "== bench${*:+ ($*)}: prefill 512, decode 128 at depths 0, 2048, 8192; prefill 2048"
-  env "$@" "$SB" bench -m "$MODEL" --gpu on -p 512 -n 128 -d 0,2048,8192 -r 3 | tee "$OUT/$name.txt"
-  env "$@" "$SB" bench -m "$MODEL" --gpu on -p 512 -n 128 -d 0,2048,8192 -r 3 --json >"$OUT/$name.json"
-  env "$@" "$SB" bench -m "$MODEL" --gpu on -p 2048 -n 16 -d 0 -r 2 --json >"$OUT/$name.2048.json"
-}
-bench default
-stamp "== kernels: smolbot bench --kernels --gpu on"
-"$SB" bench --kernels --gpu on || { echo "cuda-check: the kernel bench failed"; fail=1; }
-for i in "${!OPTIN[@]}"; do
-  # shellcheck disable=SC2086 # one word per switch
-  bench "optin$i" ${OPTIN[$i]}
-done
+stamp "== bench: prefill 512, decode 128 at depths 0, 2048, 8192; prefill 2048"
+"$SB" bench -m "$MODEL" --gpu on -p 512 -n 128 -d 0,2048,8192 -r 3 | tee "$OUT/default.txt"
+"$SB" bench -m "$MODEL" --gpu on -p 512 -n 128 -d 0,2048,8192 -r 3 --json >"$OUT/default.json"
+"$SB" bench -m "$MODEL" --gpu on -p 2048 -n 16 -d 0 -r 2 --json >"$OUT/default.2048.json"
+stamp "== kernels: smolbot-bench bench --kernels --gpu on"
+"$SB_BENCH" bench --kernels --gpu on || { echo "cuda-check: the kernel bench failed"; fail=1; }
 
 # A few numbers out of the JSON without jq/python (one object per file).
 num() { grep -o "\"$2\": *[0-9.]*" "$1" | head -1 | sed 's/.*: *//'; }
@@ -117,29 +99,17 @@ DEV=$(grep -o '"device": *"[^"]*"' "$OUT/default.json" | sed 's/.*: *"//; s/"$//
 kvgb() { echo "$1" | awk '{printf "%.3f", 2*2*36*512*$1/1e9}'; }
 echo
 echo "device: $DEV   weights read per token: $W GB"
-# one column per opt-in configuration: its tok/s
-hdr=$(printf '%-14s %10s %13s' "" "tok/s" "implied GB/s")
-for i in "${!OPTIN[@]}"; do hdr+=$(printf ' %10s' "cfg $((i + 1))"); done
-printf '%s %12s %15s\n' "$hdr" "goal (H200)" "llama.cpp H200"
+printf '%-14s %10s %13s %12s %15s\n' "" "tok/s" "implied GB/s" "goal (H200)" "llama.cpp H200"
 implied() { awk -v v="$1" -v w="$W" -v k="$(kvgb "$2")" 'BEGIN{printf "%.0f", v*(w+k)}'; }
-row() { # label, default value, implied, goal, llama.cpp, then the opt-in values
-  local line; line=$(printf '%-14s %10.1f %13s' "$1" "$2" "$3")
-  local goal=$4 ref=$5; shift 5
-  for v in "$@"; do line+=$(printf ' %10.1f' "${v:-0}"); done
-  printf '%s %12s %15s\n' "$line" "$goal" "$ref"
-}
+row() { printf '%-14s %10.1f %13s %12s %15s\n' "$@"; } # label, value, implied, goal, llama.cpp
 for d in 0 2048 8192; do
-  v=$(dep "$OUT/default.json" "$d"); os=()
-  for i in "${!OPTIN[@]}"; do os+=("$(dep "$OUT/optin$i.json" "$d")"); done
+  v=$(dep "$OUT/default.json" "$d")
   goal=-; [ "$d" = 0 ] && goal=600; [ "$d" = 8192 ] && goal=550
   ref=408; [ "$d" = 2048 ] && ref=390; [ "$d" = 8192 ] && ref=359
-  row "decode @$d" "$v" "$(implied "$v" "$d")" "$goal" "$ref" "${os[@]}"
+  row "decode @$d" "$v" "$(implied "$v" "$d")" "$goal" "$ref"
 done
-os=(); for i in "${!OPTIN[@]}"; do os+=("$(num "$OUT/optin$i.json" prefill_tok_s)"); done
-row "prefill 512" "$(num "$OUT/default.json" prefill_tok_s)" "-" 15300 15300 "${os[@]}"
-os=(); for i in "${!OPTIN[@]}"; do os+=("$(num "$OUT/optin$i.2048.json" prefill_tok_s)"); done
-row "prefill 2048" "$(num "$OUT/default.2048.json" prefill_tok_s)" "-" - 16700 "${os[@]}"
-for i in "${!OPTIN[@]}"; do echo "cfg $((i + 1)): ${OPTIN[$i]}"; done
+row "prefill 512" "$(num "$OUT/default.json" prefill_tok_s)" "-" 15300 15300
+row "prefill 2048" "$(num "$OUT/default.2048.json" prefill_tok_s)" "-" - 16700
 stamp "== done"
 if [ "$fail" != 0 ]; then echo "cuda-check: FAILED (see above)"; exit 1; fi
 echo "cuda-check: ok"

@@ -2,7 +2,8 @@
 # cuda-pack.sh DIR -- what `make cuda-check` needs on a GPU machine that
 # cannot build smolbot (no Debian packages there, no network): build here
 # with CUDA and put into DIR
-#   smolbot, test_gpu, test_gpu_san   the CUDA build (cudart is static)
+#   smolbot, smolbot-bench (with the kernel probes), test_gpu, test_gpu_san
+#               the CUDA build (cudart is static)
 #   lib/        every shared library they load except the C library's own
 #               (libc, libm, ld-linux, ...): libmicrohttpd, jansson, curl
 #               and its TLS stack, sqlite, md4c, the sanitizer runtimes
@@ -20,13 +21,14 @@ cd "$(dirname "$0")/.."
 DIR=${1:?usage: cuda-pack.sh DIR}
 ARCH=${CUDA_ARCH:-sm_90}
 SHARED=${SMOLBOT_SHARED:-../shared}
-make -j"$(nproc)" CUDA=1 CUDA_ARCH="$ARCH" build/smolbot build/rel/test_gpu build/san/test_gpu >/dev/null
+make -j"$(nproc)" CUDA=1 CUDA_ARCH="$ARCH" build/smolbot build/smolbot-bench build/rel/test_gpu build/san/test_gpu >/dev/null
 rm -rf "$DIR"
 mkdir -p "$DIR/lib" "$DIR/shared/models" "$DIR/shared/refdata"
 cp build/smolbot "$DIR/smolbot"
+cp build/smolbot-bench "$DIR/smolbot-bench"
 cp build/rel/test_gpu "$DIR/test_gpu"
 cp build/san/test_gpu "$DIR/test_gpu_san"
-strip --strip-debug "$DIR/smolbot" "$DIR/test_gpu"
+strip --strip-debug "$DIR/smolbot" "$DIR/smolbot-bench" "$DIR/test_gpu"
 # the libraries ldd resolves, less glibc's (the GPU machine has its own)
 for b in "$DIR/smolbot" "$DIR/test_gpu" "$DIR/test_gpu_san"; do
   ldd "$b" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'

@@ -2,7 +2,7 @@
 # cuda-profile.sh -- where a decode step's time goes, kernel by kernel, on
 # a machine with an NVIDIA GPU and Nsight Compute (ncu).
 #
-#   bash scripts/cuda-profile.sh [DEPTH] [VAR=VALUE ...]
+#   bash scripts/cuda-profile.sh [DEPTH]
 #
 # Runs `smolbot bench --gpu on` on the 3B-shaped file (cuda-check makes it)
 # under ncu, takes the kernels of two decode steps after the first two (the
@@ -11,8 +11,7 @@
 # from device memory and the bandwidth that makes. ncu runs
 # each kernel alone with cold caches (its default), so the figures are each
 # kernel's own: what a graph with early launches overlaps is not in them,
-# and their sum is above the step's time. VAR=VALUE pairs (the switches of
-# src/kern/cuda/gpu.cu) are set for the run. The raw CSV goes to
+# and their sum is above the step's time. The raw CSV goes to
 # $PROFILE_OUT (default: a temporary folder) as decode.csv.
 #
 # `make cuda-profile [DEPTH=N]` runs it. SMOLBOT_BIN (default
@@ -20,7 +19,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEPTH=${1:-0}
-[ $# -gt 0 ] && shift
 SB=${SMOLBOT_BIN:-$PWD/build/smolbot}
 if [ -n "${SMOLBOT_PREBUILT:-}" ]; then # as in cuda-check.sh: cuda-pack.sh's folder
   PRE=$(cd "$SMOLBOT_PREBUILT" && pwd)
@@ -35,10 +33,10 @@ OUTD=${PROFILE_OUT:-$(mktemp -d)}
 mkdir -p "$OUTD"
 # -p 1: the prompt is a decode step too, so every kernel launched is a
 # decode kernel; skip the first two steps (the graph's capture among them:
-# 36 layers x at most 6 kernels, + 3), take the next two
+# 36 layers x 6 kernels, + 3), take the next two
 SKIP=440 COUNT=440
-echo "== ncu: $NCU, depth $DEPTH${*:+, $*}"
-env "$@" "$NCU" --clock-control none --graph-profiling node --launch-skip "$SKIP" --launch-count "$COUNT" --print-units base \
+echo "== ncu: $NCU, depth $DEPTH"
+"$NCU" --clock-control none --graph-profiling node --launch-skip "$SKIP" --launch-count "$COUNT" --print-units base \
   --metrics gpu__time_duration.sum,dram__bytes_read.sum,launch__grid_size,launch__registers_per_thread \
   --csv --page raw "$SB" bench -m "$MODEL" --gpu on -p 1 -n 16 -d "$DEPTH" -r 1 >"$OUTD/decode.raw" 2>"$OUTD/ncu.log" ||
   { tail -20 "$OUTD/ncu.log"; echo "cuda-profile: ncu failed"; exit 1; }

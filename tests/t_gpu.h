@@ -20,7 +20,6 @@ extern "C" {
 #ifdef __cplusplus
 }
 #endif
-#include "kern/cuda/gpu.h" /* GPU_ATT_*: which attention kernel */
 
 static uint64_t tg_rng = 88172645463325252ull;
 static uint32_t rnd(void) {
@@ -129,42 +128,35 @@ static int tg_q8k_mismatches(const float *x, int n, const int8_t *q, const float
     return bad;
 }
 
-/* How a test runs one attention kernel (gpu_test_attention's contract):
- * out for every token; for GPU_ATT_DEC and GPU_ATT_DMMA with oq set, also
- * the Q8_K of out.
+/* How a test runs attention (gpu_test_attention's contract): out for
+ * every token; for one token with oq set, also the Q8_K of out.
  * Returns 0, or -1 with msg. */
 typedef int (*tg_attention_fn)(const float *q, const kern_f16 *k, const kern_f16 *v, int n_head, int n_kv, int hd,
-                               int n_tok, int pos0, int kernel, float *out, int8_t *oq, float *od, char *msg,
-                               size_t msg_len);
+                               int n_tok, int pos0, float *out, int8_t *oq, float *od, char *msg, size_t msg_len);
 
-static const char *tg_att_name(int kernel) {
-    return kernel == GPU_ATT_PREFILL ? "prefill" : kernel == GPU_ATT_SPLIT ? "split-K decode"
-         : kernel == GPU_ATT_DEC     ? "k_attn_dec" : kernel == GPU_ATT_DMMA ? "k_attn_dmma" : "k_fa";
-}
-
-/* Random q, K, V; run; out against tg_attention_err, and the fused Q8_K
- * of k_attn_dec / k_attn_dmma bit for bit against kern_ref_quantize_q8_K. */
-static void tg_check_attention(tg_attention_fn run, int n_head, int n_kv, int hd, int n_tok, int pos0, int kernel) {
+/* Random q, K, V; run (k_fa for several tokens, k_attn_dmma for one); out
+ * against tg_attention_err, and the fused Q8_K of the decode kernel bit
+ * for bit against kern_ref_quantize_q8_K. */
+static void tg_check_attention(tg_attention_fn run, int n_head, int n_kv, int hd, int n_tok, int pos0) {
     const int qdim = n_head * hd, kvdim = n_kv * hd, n_pos = pos0 + n_tok;
+    const char *name = n_tok > 1 ? "k_fa" : "k_attn_dmma";
     float *q = (float *)malloc((size_t)n_tok * qdim * 4), *out = (float *)malloc((size_t)n_tok * qdim * 4);
     kern_f16 *k = (kern_f16 *)malloc((size_t)n_pos * kvdim * 2), *v = (kern_f16 *)malloc((size_t)n_pos * kvdim * 2);
-    const int want_q8 = (kernel == GPU_ATT_DEC || kernel == GPU_ATT_DMMA) && qdim % 256 == 0;
+    const int want_q8 = n_tok == 1 && qdim % 256 == 0;
     int8_t *oq = (int8_t *)malloc((size_t)qdim);
     float *od = (float *)malloc((size_t)(qdim / 256 + 1) * 4);
     for (int i = 0; i < n_tok * qdim; i++) q[i] = frand(-1, 1);
     for (int i = 0; i < n_pos * kvdim; i++) k[i] = core_f32_to_f16(frand(-1, 1)), v[i] = core_f32_to_f16(frand(-1, 1));
     char msg[256] = "";
-    int rc = run(q, k, v, n_head, n_kv, hd, n_tok, pos0, kernel, out, want_q8 ? oq : NULL, od, msg, sizeof msg);
+    int rc = run(q, k, v, n_head, n_kv, hd, n_tok, pos0, out, want_q8 ? oq : NULL, od, msg, sizeof msg);
     CHECK_MSG(rc == 0, "%s", msg);
     const double md = rc ? 0 : tg_attention_err(q, k, v, n_head, n_kv, hd, n_tok, pos0, out);
-    /* k_fa too: it multiplies q and the softmax weights as two f16 parts each */
-    const double tol = 1e-4;
-    CHECK_MSG(md < tol, "attention heads %d/%d hd %d, %d tokens at %d (%s): max diff %.3g", n_head, n_kv, hd, n_tok,
-              pos0, tg_att_name(kernel), md);
-    if (want_q8 && !rc) { /* the fused Q8_K of the output: kern_ref_quantize_q8_K's, bit for bit */
+    /* both kernels multiply q and the softmax weights as two f16 parts each */
+    CHECK_MSG(md < 1e-4, "attention heads %d/%d hd %d, %d tokens at %d (%s): max diff %.3g", n_head, n_kv, hd, n_tok,
+              pos0, name, md);
+    if (want_q8 && !rc) {
         const int bad = tg_q8k_mismatches(out, qdim, oq, od);
-        CHECK_MSG(bad == 0, "%s at %d: %d of %d Q8_K blocks differ from kern_ref_quantize_q8_K", tg_att_name(kernel), pos0, bad,
-                  qdim / 256);
+        CHECK_MSG(bad == 0, "%s at %d: %d of %d Q8_K blocks differ from kern_ref_quantize_q8_K", name, pos0, bad, qdim / 256);
     }
     free(q), free(out), free(k), free(v), free(oq), free(od);
 }
@@ -172,17 +164,29 @@ static void tg_check_attention(tg_attention_fn run, int n_head, int n_kv, int hd
 /* k_attn_dmma's cases, for test_gpu (the GPU) and test_gpu_emu (the
  * emulation): the whole context in one split (up to 128 positions, some
  * warps idle), tiles cut by the end, many splits and their merge; groups of
- * 1 (output quantized by the caller), 2, 4 and 8; head_dim 64. longer: the
- * depths past 8192 too. */
+ * 1 (output quantized by the caller), 2 and 4; head_dim 64 and 128.
+ * longer: the depths past 8192 too. */
 static void tg_dmma_cases(tg_attention_fn run, int longer) {
     const int dpos[] = {0, 1, 31, 32, 95, 127, 128, 129, 300, 1000, 4095, 4100, 8191, 9000, 20000};
     for (size_t i = 0; i < sizeof dpos / sizeof dpos[0]; i++)
-        if (longer || dpos[i] <= 8191) tg_check_attention(run, 16, 4, 128, 1, dpos[i], GPU_ATT_DMMA);
-    tg_check_attention(run, 4, 1, 64, 1, 700, GPU_ATT_DMMA);
-    tg_check_attention(run, 16, 16, 64, 1, 333, GPU_ATT_DMMA);
-    tg_check_attention(run, 16, 8, 128, 1, longer ? 3000 : 2000, GPU_ATT_DMMA);
-    tg_check_attention(run, 16, 2, 128, 1, 77, GPU_ATT_DMMA);
-    tg_check_attention(run, 8, 1, 64, 1, 5000, GPU_ATT_DMMA);
+        if (longer || dpos[i] <= 8191) tg_check_attention(run, 16, 4, 128, 1, dpos[i]);
+    tg_check_attention(run, 4, 1, 64, 1, 700);
+    tg_check_attention(run, 16, 16, 64, 1, 333);
+    tg_check_attention(run, 16, 8, 128, 1, longer ? 3000 : 2000);
+    tg_check_attention(run, 8, 4, 128, 1, 77);
+    tg_check_attention(run, 8, 2, 64, 1, 5000);
+}
+
+/* k_fa's cases: groups 1, 2, 4; head_dim 64 and 128; tiles cut by the
+ * tokens and by the context; a prompt after a cached prefix. */
+static void tg_fa_cases(tg_attention_fn run) {
+    tg_check_attention(run, 8, 2, 64, 20, 0);
+    tg_check_attention(run, 16, 4, 128, 40, 100);
+    tg_check_attention(run, 4, 4, 64, 70, 5);
+    tg_check_attention(run, 4, 1, 64, 33, 0);
+    tg_check_attention(run, 16, 8, 128, 40, 200);
+    tg_check_attention(run, 16, 4, 128, 2, 70);
+    tg_check_attention(run, 4, 1, 128, 300, 0);
 }
 
 #endif

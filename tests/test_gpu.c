@@ -1,4 +1,4 @@
-/* test_gpu.c -- the CUDA backend (issue 12) against the CPU.
+/* test_gpu.c -- the CUDA backend against the CPU.
  *
  * Built in every build; every test skips with the reason when the binary
  * was built without CUDA (`make CUDA=1`) or no CUDA device is present, so
@@ -7,13 +7,13 @@
  *   - each kernel on random inputs against the scalar reference: dequant
  *     (bit-exact), matrix-vector and tensor-core products (against the
  *     reference dequantization in double), rmsnorm, silu*mul, RoPE,
- *     attention (prefill and split-K decode, against a double-precision
- *     causal softmax), top-k;
- *   - the golden logits of the inference issue (refdata/model, llama.cpp) on
+ *     attention (k_fa and k_attn_dmma, against a double-precision causal
+ *     softmax), top-k -- through the probes of tests/test_gpu_probe.cu;
+ *   - the golden logits (refdata/model, from llama.cpp) on
  *     the GPU path with the same tolerances as tests/test_model.c;
  *   - decode (CUDA graph) equals prefill, KV copy/truncate/fill on the device.
  *
- * The gpu_test_* entry points are declared weak like in gpu_model.c: NULL
+ * The gpu_test_* probes are declared weak like in src/model/cuda.c: NULL
  * means "built without CUDA".
  */
 #include <jansson.h>
@@ -22,8 +22,8 @@
 #include "t_model.h"
 #include "t_gpu.h"
 #include "gguf/gguf.h"
-#include "kern/cuda/gpu.h"
 #include "kern/kern.h"
+#include "model/cuda/gpu.h"
 #include "model/model.h"
 
 #pragma weak gpu_available
@@ -119,8 +119,8 @@ static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int p
     for (int64_t i = 0; i < n_tok * n_in; i++) x[i] = frand(-1, 1);
     char msg[256] = "";
     int rc = gpu_test_matmul(type, w, n_out, n_in, x, n_tok, y, path, msg, sizeof msg);
-    /* K-quants on paths 1..9 multiply Q8_K activations: the reference does too */
-    if (path >= 1 && (type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K)) tg_q8k_round_trip(x, n_tok, n_in);
+    /* K-quants multiply Q8_K activations (k_mv aside): the reference does too */
+    if (path != GPU_MM_MV && (type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K)) tg_q8k_round_trip(x, n_tok, n_in);
     CHECK_MSG(rc == 0, "%s path %d: %s", kern_ref_traits(type)->name, path, msg);
     const double worst = rc ? 0 : tg_matmul_err(type, w, n_out, n_in, x, n_tok, y);
     CHECK_MSG(worst <= rel, "%s path %d (%lld x %lld, %d tokens): relative error %.3g > %.3g",
@@ -130,52 +130,46 @@ static void check_matmul(int type, int64_t n_out, int64_t n_in, int n_tok, int p
     free(y);
 }
 
+static int is_kq(int type) { return type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K; }
+
+/* k_mv (f32 activations) for every type, and the fused decode kernel k_dec
+ * (warps per row from the shape) for the K-quants */
 static void test_matvec(void) {
     NEED_GPU();
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
-        check_matmul(types[ti], 67, 768, 1, 0, 1e-5);
-        check_matmul(types[ti], 19, 512, 5, 0, 1e-5);  /* batched rows */
-        check_matmul(types[ti], 9, 2816, 11, 0, 1e-5); /* two passes of 8 */
-        /* the fused decode kernel k_dec with 1, 2, 4, 8 warps per row */
-        for (int path = 2; path <= 5; path++) {
-            check_matmul(types[ti], 67, 768, 1, path, 1e-5);
-            check_matmul(types[ti], 13, 2816, 2, path, 1e-5);
-        }
+        check_matmul(types[ti], 67, 768, 1, GPU_MM_MV, 1e-5);
+        check_matmul(types[ti], 19, 512, 5, GPU_MM_MV, 1e-5);  /* batched rows */
+        check_matmul(types[ti], 9, 2816, 11, GPU_MM_MV, 1e-5); /* two passes of 8 */
+        if (!is_kq(types[ti])) continue;
+        check_matmul(types[ti], 67, 768, 1, GPU_MM_DEC, 1e-5);
+        check_matmul(types[ti], 13, 2816, 2, GPU_MM_DEC, 1e-5);
+        check_matmul(types[ti], 2048, 256, 1, GPU_MM_DEC, 1e-5); /* one warp a row */
     }
 }
 
-static int is_kq(int type) { return type == KERN_Q4_K || type == KERN_Q5_K || type == KERN_Q6_K; }
-
 /* Prefill products. K-quants: int8 tensor cores (k_mmq) on Q8_K
  * activations -- exact integer sums, so the error is float rounding only;
- * f16 tensor cores (path 6, and path 1 for Q8_0/Q4_0): about 2^-11
- * relative per term. Shapes: partial row and token tiles, then enough
- * tiles for the 128-token variant. */
+ * f16 tensor cores (the f16 GEMM: Q8_0/Q4_0 from 9 tokens, K-quants from 256):
+ * about 2^-11 relative per term. Shapes: partial row and token tiles, then
+ * enough tiles for the 128-token variants. */
 static void test_matmul_tensor_cores(void) {
     NEED_GPU();
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
         const int t = types[ti];
         if (t == KERN_F32 || t == KERN_F16 || t == KERN_BF16) continue;
-        check_matmul(t, 67, 512, 37, 1, is_kq(t) ? 1e-5 : 3e-3);
-        check_matmul(t, 130, 768, 129, 1, is_kq(t) ? 1e-5 : 3e-3);
-        if (is_kq(t)) check_matmul(t, 67, 512, 37, 6, 3e-3);
-        if (is_kq(t)) check_matmul(t, 67, 512, 37, 7, 1e-5);   /* integer fold: 32-token tiles */
-        if (is_kq(t)) check_matmul(t, 130, 768, 129, 7, 1e-5);
-        if (is_kq(t)) check_matmul(t, 130, 768, 129, 8, 1e-5); /* two blocks per SM: the same code */
-        check_matmul(t, 130, 768, 129, 9, 3e-3); /* f16 GEMM over the dequantized matrix */
-        check_matmul(t, 67, 512, 3, 9, 3e-3);
-        check_matmul(t, 67, 512, 37, 10, 3e-3);
+        check_matmul(t, 67, 512, 37, GPU_MM_MODEL, is_kq(t) ? 1e-5 : 3e-3);
+        check_matmul(t, 130, 768, 129, GPU_MM_MODEL, is_kq(t) ? 1e-5 : 3e-3);
+        if (is_kq(t)) check_matmul(t, 67, 512, 37, GPU_MM_MMQ, 1e-5); /* 32-token tiles */
+        check_matmul(t, 130, 768, 129, GPU_MM_DQ16, 3e-3); /* f16 GEMM over the dequantized matrix */
+        check_matmul(t, 67, 512, 3, GPU_MM_DQ16, 3e-3);
+        check_matmul(t, 67, 512, 37, GPU_MM_GEMM16, 3e-3);
     }
     if (on_emu) return; /* test_gpu_emu covers every token tile directly */
     const int big[] = {KERN_Q4_K, KERN_Q5_K, KERN_Q6_K};
     for (size_t i = 0; i < CORE_ARRAY_LEN(big); i++) {
-        check_matmul(big[i], 2112, 256, 1000, 1, 1e-5); /* 128-token tiles */
-        check_matmul(big[i], 2112, 256, 500, 1, 1e-5);  /* 64-token tiles (smaller ones: above) */
-        check_matmul(big[i], 2112, 256, 1000, 6, 3e-3);
-        check_matmul(big[i], 2112, 1024, 1000, 7, 1e-5); /* integer fold over 4 super-blocks, 128-token tiles */
-        check_matmul(big[i], 2112, 512, 500, 7, 1e-5);   /* ... 64-token tiles */
-        check_matmul(big[i], 2112, 1024, 1000, 8, 1e-5);
-        check_matmul(big[i], 2112, 1024, 1000, 9, 3e-3); /* 128-row tiles */
+        check_matmul(big[i], 2112, 1024, 1000, GPU_MM_MMQ, 1e-5); /* 128-token tiles, 4 super-blocks */
+        check_matmul(big[i], 2112, 512, 500, GPU_MM_MMQ, 1e-5);   /* 64-token tiles */
+        check_matmul(big[i], 2112, 1024, 1000, GPU_MM_MODEL, 3e-3); /* f16 GEMM, 128-row tiles */
     }
 }
 
@@ -218,64 +212,12 @@ static void test_rope(void) {
         }
 }
 
-static void check_attention(int n_head, int n_kv, int hd, int n_tok, int pos0, int kernel) {
-    tg_check_attention(gpu_test_attention, n_head, n_kv, hd, n_tok, pos0, kernel);
-}
-
+/* k_fa, k_attn_dmma (tensor cores): t_gpu.h's cases, decode past 8192
+ * positions too */
 static void test_attention(void) {
     NEED_GPU();
-    check_attention(8, 2, 64, 20, 0, GPU_ATT_PREFILL);    /* prefill from 0 */
-    check_attention(16, 4, 128, 40, 300, GPU_ATT_PREFILL); /* prefill after a prefix, tiles cross */
-    check_attention(4, 4, 64, 70, 5, GPU_ATT_PREFILL);    /* no grouping, several token tiles */
-    check_attention(4, 1, 64, 33, 0, GPU_ATT_PREFILL);    /* the tiny model's shape */
-    const int dpos[] = {0, 1, 31, 127, 128, 129, 1000};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_SPLIT);
-    check_attention(4, 1, 64, 1, 700, GPU_ATT_SPLIT);
-}
-
-/* k_fa: the shapes above, token tiles of 16 (group 4), 32 (group 2) and 64
- * (group 1) cut by n_tok, key tiles of 64 crossing the diagonal, two tokens
- * (one tile, mostly idle rows), 300 tokens from 0 (five key tiles). */
-static void test_attention_fa(void) {
-    NEED_GPU();
-    check_attention(8, 2, 64, 20, 0, GPU_ATT_FA);
-    check_attention(16, 4, 128, 40, 300, GPU_ATT_FA);
-    check_attention(4, 4, 64, 70, 5, GPU_ATT_FA);
-    check_attention(4, 1, 64, 33, 0, GPU_ATT_FA);
-    check_attention(16, 8, 128, 100, 1000, GPU_ATT_FA);
-    check_attention(16, 4, 128, 2, 70, GPU_ATT_FA);
-    check_attention(16, 4, 128, 300, 0, GPU_ATT_FA);
-}
-
-/* k_attn_dec: chunks of one tile, of several, cut mid-tile, a lone last
- * split, every split in use (ATT_DEC_SPLITS 64, at least ATT_DEC_MIN 32
- * positions each: 2048 and up), the 3B and tiny shapes, a group of one
- * (output quantized by the caller), a group of 8 with head_dim 256. */
-static void test_attention_dec(void) {
-    NEED_GPU();
-    const int dpos[] = {0, 1, 31, 32, 63, 64, 65, 100, 1000, 4095, 4096, 4100, 8191, 9000};
-    for (size_t i = 0; i < CORE_ARRAY_LEN(dpos); i++) check_attention(16, 4, 128, 1, dpos[i], GPU_ATT_DEC);
-    check_attention(4, 1, 64, 1, 700, GPU_ATT_DEC);
-    check_attention(16, 16, 64, 1, 333, GPU_ATT_DEC);
-    check_attention(16, 2, 256, 1, 2500, GPU_ATT_DEC);
-}
-
-/* k_attn_dmma (tensor cores): tg_dmma_cases, past 8192 positions too */
-static void test_attention_dmma(void) {
-    NEED_GPU();
+    tg_fa_cases(gpu_test_attention);
     tg_dmma_cases(gpu_test_attention, 1);
-}
-
-/* the same in blocks of eight warps (SMOLBOT_GPU_DW8), then with the
- * merge in fewer round trips (SMOLBOT_GPU_MW: the groups of 8) */
-static void test_attention_dmma_w8(void) {
-    NEED_GPU();
-    if (on_emu) return; /* test_gpu_emu runs these kernels with several splits */
-    setenv("SMOLBOT_GPU_DW8", "1", 1);
-    tg_dmma_cases(gpu_test_attention, 1);
-    setenv("SMOLBOT_GPU_MW", "1", 1);
-    tg_dmma_cases(gpu_test_attention, 1);
-    unsetenv("SMOLBOT_GPU_DW8"), unsetenv("SMOLBOT_GPU_MW");
 }
 
 static int cmp_desc(const void *a, const void *b) {
@@ -410,23 +352,8 @@ static void test_golden_q4(void) { check_golden("smollm3-tiny-q4_k_m.gguf", 0); 
  * the same step's best ids. Uses the f32 tiny model, or the q4_k_m one when
  * only that is present or when want_q4 asks for K-quant weights. Then the
  * device cache survives copy and truncate. */
-/* The switches of gpu.cu that choose kernels, set for one run (cfg: one
- * value per name, NULL leaves it unset: the default). */
-static const char *const gpu_switches[] = {"SMOLBOT_GPU_DATT", "SMOLBOT_GPU_MMQI", "SMOLBOT_GPU_FA",  "SMOLBOT_GPU_EARLY",
-                                           "SMOLBOT_GPU_PF16", "SMOLBOT_GPU_GLUQ", "SMOLBOT_GPU_GLU2", "SMOLBOT_GPU_BATCH",
-                                           "SMOLBOT_GPU_DMMA", "SMOLBOT_GPU_QIN",  "SMOLBOT_GPU_MMQ2",  "SMOLBOT_GPU_PAR",
-                                           "SMOLBOT_GPU_SQ",   "SMOLBOT_GPU_Q6B",  "SMOLBOT_GPU_DQ16", "SMOLBOT_GPU_DQMIN",
-                                           "SMOLBOT_GPU_APF",  "SMOLBOT_GPU_MW",   "SMOLBOT_GPU_DW8",  "SMOLBOT_GPU_NIN",
-                                           "SMOLBOT_GPU_DU3"};
-static void set_switches(const char *const *cfg) {
-    for (size_t i = 0; i < CORE_ARRAY_LEN(gpu_switches); i++) {
-        if (cfg && cfg[i]) setenv(gpu_switches[i], cfg[i], 1);
-        else unsetenv(gpu_switches[i]);
-    }
-}
-static void decode_and_cache(const char *const *cfg, int want_q4) {
+static void decode_and_cache(int want_q4) {
     if (!gpu_ready()) T_SKIP("%s", skip_why);
-    set_switches(cfg);
     const char *file = !want_q4 && t_shared("models/smollm3-tiny-f32.gguf") ? "models/smollm3-tiny-f32.gguf"
                                                                              : "models/smollm3-tiny-q4_k_m.gguf";
     const int steps = on_emu ? 8 : 16; /* each step is millions of emulated blocks there */
@@ -502,34 +429,9 @@ static void decode_and_cache(const char *const *cfg, int want_q4) {
     unload(&G);
     unload(&C);
 }
-static void decode_and_cache_env(const char *const *cfg, int want_q4) {
-    decode_and_cache(cfg, want_q4);
-    set_switches(NULL);
-}
-/* the defaults; every switch off (the first kernels: split-K decode
- * attention on CUDA cores, k_attn, k_mmq's fold per sub-block, one stream,
- * 256-token chunks); the opt-ins (the SwiGLU's Q8_K fused by gate/up, K
- * and V prefetched into L2 by decode attention, its merge in fewer round
- * trips, in blocks of eight warps), with the smallest chunk;
- * down quantizing its input itself (three steps of loads an iteration)
- * and QKV, gate/up normalizing theirs, with k_mmq at two blocks per SM and
- * the prefill's f16 GEMMs from one token on (DQMIN 1) */
-static void test_decode_and_cache(void) { decode_and_cache_env(NULL, 0); }
-static void test_decode_and_cache_off(void) {
-    const char *const off[] = {"0", "0", "0", "0", "0", "0", "0", "256", "0", "0", "0",
-                               "0", "0", "0", "0", NULL, "0", "0",   "0", "0", "0"};
-    decode_and_cache_env(off, 0);
-}
-static void test_decode_and_cache_optin(void) {
-    const char *const optin[] = {NULL, NULL, NULL, NULL, NULL, "1", NULL, "64", NULL, NULL,
-                                 NULL, NULL, NULL, NULL, NULL, NULL, "1",  "1",  "1",  NULL, NULL};
-    decode_and_cache_env(optin, 0);
-}
-static void test_decode_and_cache_qin(void) {
-    const char *const qin[] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "1",
-                               "1",  NULL, NULL, NULL, NULL, "1",  NULL, NULL, NULL, "1", "1"};
-    decode_and_cache_env(qin, 1); /* K-quant weights: the only ones qin, nin and k_mmq see */
-}
+static void test_decode_and_cache(void) { decode_and_cache(0); }
+/* K-quant weights: the integer-dot decode kernels and k_mmq */
+static void test_decode_and_cache_q4(void) { decode_and_cache(1); }
 
 static void test_off_and_auto(void) {
     /* Runs everywhere: --gpu off never touches CUDA; on fails cleanly
@@ -563,16 +465,10 @@ int main(void) {
     T_RUN(test_rmsnorm_silu);
     T_RUN(test_rope);
     T_RUN(test_attention);
-    T_RUN(test_attention_dec);
-    T_RUN(test_attention_dmma);
-    T_RUN(test_attention_dmma_w8);
-    T_RUN(test_attention_fa);
     T_RUN(test_topk);
     T_RUN(test_golden_f32);
     T_RUN(test_golden_q4);
     T_RUN(test_decode_and_cache);
-    T_RUN(test_decode_and_cache_off);
-    T_RUN(test_decode_and_cache_optin);
-    T_RUN(test_decode_and_cache_qin);
+    T_RUN(test_decode_and_cache_q4);
     return t_done();
 }

@@ -1,24 +1,19 @@
 /* bench_gpu.c -- CUDA kernel micro-benchmarks (`smolbot bench --kernels
- * --gpu on`, issue 12).
+ * --gpu on`, in the bench build: make CUDA=1 build/smolbot-bench).
  *
- * Device time is scarce (a GPU machine is lent for minutes), so one run
- * times every kernel whose variant is not settled yet, on the 3B shapes,
- * and the table says which to make the default:
+ * A GPU machine is lent for minutes, so one run times each kernel on the
+ * 3B shapes, through the probes of tests/test_gpu_probe.cu (declared weak:
+ * the product binary has none and says so):
  *   - prefill products at 512 and 2048 tokens, each matrix of a layer:
- *     k_mmq (int8 tensor cores, float fold per sub-block, path 1), the same
- *     with the integer fold per super-block (path 7, SMOLBOT_GPU_MMQI=1),
- *     that compiled for two blocks per SM (path 8, SMOLBOT_GPU_MMQ2=1),
- *     f16 tensor cores (path 6) and the f16 GEMM over the matrix
- *     dequantized first (path 9, SMOLBOT_GPU_DQ16, the default, dequantization
- *     included; path 10 without it), as TOPS (2 per weight per token), and
- *     the layer's sum as an upper bound on prefill tok/s for 36 layers;
- *   - decode attention at depths 0, 2048, 8192 and 32768 (16 query heads,
- *     4 KV heads, head_dim 128): split-K + combine (SMOLBOT_GPU_DATT=0),
- *     k_attn_dec (SMOLBOT_GPU_DMMA=0) and k_attn_dmma (the default), as us
- *     per layer and GB/s of K and V read;
- *   - prefill attention over 512 and 2048 tokens from position 0: k_attn
- *     (CUDA cores, SMOLBOT_GPU_FA=0) against k_fa (tensor cores, the
- *     default), as us per layer and TFLOP/s of the causal half.
+ *     k_mmq (int8 tensor cores), the f16 GEMM over the dequantized matrix
+ *     (dequantization included, then alone), and the model's choice, as
+ *     TOPS (2 per weight per token) and the layer's sum as an upper bound
+ *     on prefill tok/s for 36 layers;
+ *   - decode attention (k_attn_dmma) at depths 0, 2048, 8192 and 32768
+ *     (16 query heads, 4 KV heads, head_dim 128), as us per layer and GB/s
+ *     of K and V read;
+ *   - prefill attention (k_fa) over 512 and 2048 tokens from position 0,
+ *     as us per layer and TFLOP/s of the causal half.
  * Each figure is the mean over repetitions after one checked launch
  * (gpu_test_timing); inputs are random, weights have small scales.
  */
@@ -27,10 +22,10 @@
 
 #include "app.h"
 #include "core/core.h"
-#include "kern/cuda/gpu.h"
 #include "kern/kern.h"
+#include "model/cuda/gpu.h"
 
-/* declared weak: NULL in a build without CUDA (as in src/model/gpu_model.c) */
+/* declared weak: NULL without the probes (as in src/model/cuda.c) */
 #pragma weak gpu_available
 #pragma weak gpu_describe
 #pragma weak gpu_test_matmul
@@ -68,7 +63,7 @@ static int bench_products(void) {
         {"gate, up", KERN_Q4_K, 11008, 2048, 2}, {"down Q4_K", KERN_Q4_K, 2048, 11008, 1},
         {"down Q6_K", KERN_Q6_K, 2048, 11008, 0}, /* timed, not summed: the layers alternate */
     };
-    static const int paths[] = {1, 7, 8, 6, 9, 10};
+    static const int paths[] = {GPU_MM_MMQ, GPU_MM_DQ16, GPU_MM_GEMM16, GPU_MM_MODEL};
     static const int toks[] = {512, 2048};
     const int64_t max_in = 11008, max_out = 11008, max_tok = 2048;
     float *x = malloc(sizeof(float) * (size_t)(max_in * max_tok)), *y = malloc(sizeof(float) * (size_t)(max_out * max_tok));
@@ -81,8 +76,8 @@ static int bench_products(void) {
     for (int64_t i = 0; i < max_in * max_tok; i++) x[i] = bg_rand();
     int rc = 0;
     printf("\nprefill products, TOPS (2 per weight per token)   [us per call]\n");
-    printf("%-10s %-6s %11s %5s %20s %20s %20s %20s %20s %20s\n", "matrix", "type", "shape", "tok", "k_mmq (1)",
-           "k_mmq int fold (7)", "(7), 2 blocks/SM (8)", "f16 cores (6)", "deq + f16 GEMM (9)", "f16 GEMM alone (10)");
+    printf("%-10s %-6s %11s %5s %20s %20s %20s %20s\n", "matrix", "type", "shape", "tok", "k_mmq", "deq + f16 GEMM",
+           "f16 GEMM alone", "the model's choice");
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(toks) && !rc; ti++) {
         double layer[CORE_ARRAY_LEN(paths)] = {0};
         for (size_t mi = 0; mi < CORE_ARRAY_LEN(mats) && !rc; mi++) {
@@ -110,7 +105,7 @@ static int bench_products(void) {
 }
 
 /* us per call of one attention kernel, or -1 */
-static double bg_attention(int n_tok, int pos0, int kernel) {
+static double bg_attention(int n_tok, int pos0) {
     const int n_head = 16, n_kv = 4, hd = 128, n_pos = pos0 + n_tok;
     float *q = malloc(sizeof(float) * (size_t)n_tok * n_head * hd), *out = malloc(sizeof(float) * (size_t)n_tok * n_head * hd);
     uint16_t *k = malloc(2 * (size_t)n_pos * n_kv * hd), *v = malloc(2 * (size_t)n_pos * n_kv * hd);
@@ -119,7 +114,7 @@ static double bg_attention(int n_tok, int pos0, int kernel) {
         for (size_t i = 0; i < (size_t)n_tok * n_head * hd; i++) q[i] = bg_rand();
         for (size_t i = 0; i < (size_t)n_pos * n_kv * hd; i++) k[i] = core_f32_to_f16(bg_rand()), v[i] = core_f32_to_f16(bg_rand());
         char msg[256] = "";
-        if (gpu_test_attention(q, k, v, n_head, n_kv, hd, n_tok, pos0, kernel, out, NULL, NULL, msg, sizeof msg))
+        if (gpu_test_attention(q, k, v, n_head, n_kv, hd, n_tok, pos0, out, NULL, NULL, msg, sizeof msg))
             fprintf(stderr, "smolbot: attention: %s\n", msg);
         else us = gpu_test_last_ms() * 1e3;
     }
@@ -129,24 +124,18 @@ static double bg_attention(int n_tok, int pos0, int kernel) {
 
 static int bench_attention(void) {
     static const int depths[] = {0, 2048, 8192, 32768}; /* the last one past the L2 */
-    printf("\ndecode attention, one layer (16/4 heads, head_dim 128): us   [GB/s of K and V]\n");
-    printf("%-8s %22s %22s %22s\n", "depth", "split-K + combine", "k_attn_dec", "k_attn_dmma");
+    printf("\ndecode attention (k_attn_dmma), one layer (16/4 heads, head_dim 128): us   [GB/s of K and V]\n");
     for (size_t i = 0; i < CORE_ARRAY_LEN(depths); i++) {
-        const double bytes = 2.0 * 2 * 4 * 128 * (depths[i] + 1.0);
-        const double a = bg_attention(1, depths[i], GPU_ATT_SPLIT), b = bg_attention(1, depths[i], GPU_ATT_DEC);
-        const double c = bg_attention(1, depths[i], GPU_ATT_DMMA);
-        if (a < 0 || b < 0 || c < 0) return 1;
-        printf("%-8d %12.1f [%7.0f] %12.1f [%7.0f] %12.1f [%7.0f]\n", depths[i], a, bytes / (a * 1e-6) / 1e9, b,
-               bytes / (b * 1e-6) / 1e9, c, bytes / (c * 1e-6) / 1e9);
+        const double bytes = 2.0 * 2 * 4 * 128 * (depths[i] + 1.0), a = bg_attention(1, depths[i]);
+        if (a < 0) return 1;
+        printf("%-8d %12.1f [%7.0f]\n", depths[i], a, bytes / (a * 1e-6) / 1e9);
     }
     static const int toks[] = {512, 2048};
-    printf("\nprefill attention from position 0, one layer: us   [TFLOP/s of the causal half]\n");
-    printf("%-8s %22s %22s\n", "tokens", "k_attn (CUDA cores)", "k_fa (tensor cores)");
+    printf("\nprefill attention (k_fa) from position 0, one layer: us   [TFLOP/s of the causal half]\n");
     for (size_t i = 0; i < CORE_ARRAY_LEN(toks); i++) {
-        const double flops = 4.0 * 128 * 16 * (double)toks[i] * (toks[i] + 1) / 2;
-        const double a = bg_attention(toks[i], 0, GPU_ATT_PREFILL), b = bg_attention(toks[i], 0, GPU_ATT_FA);
-        if (a < 0 || b < 0) return 1;
-        printf("%-8d %12.1f [%7.1f] %12.1f [%7.1f]\n", toks[i], a, flops / (a * 1e-6) / 1e12, b, flops / (b * 1e-6) / 1e12);
+        const double flops = 4.0 * 128 * 16 * (double)toks[i] * (toks[i] + 1) / 2, a = bg_attention(toks[i], 0);
+        if (a < 0) return 1;
+        printf("%-8d %12.1f [%7.1f]\n", toks[i], a, flops / (a * 1e-6) / 1e12);
     }
     return 0;
 }
@@ -154,7 +143,7 @@ static int bench_attention(void) {
 int app_bench_gpu_kernels(int quick) {
     char why[512] = "";
     if (!gpu_available || !gpu_test_timing) {
-        fprintf(stderr, "smolbot: this build has no CUDA backend (make CUDA=1)\n");
+        fprintf(stderr, "smolbot: this build has no kernel probes (make CUDA=1 build/smolbot-bench)\n");
         return 1;
     }
     if (!gpu_available(why, sizeof why)) {

@@ -33,7 +33,7 @@ static void usage(FILE *f) {
             "  --real-fill  reach each depth by prefilling real tokens (slow)\n"
             "  --json       one JSON object on stdout\n"
             "       smolbot bench --kernels [-t N] [--isa scalar|avx2|avx512] [--quick]\n"
-            "       smolbot bench --kernels --gpu on [--quick]   (the CUDA kernels' variants)\n"
+            "       smolbot bench --kernels --gpu on [--quick]   (the CUDA kernels; bench build)\n"
             "       smolbot bench --tokenizer [-m MODEL] [--text FILE] [--cjk FILE]\n");
 }
 

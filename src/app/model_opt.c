@@ -1,7 +1,7 @@
 /* model_opt.c -- options about how the model runs, shared by generate,
  * chat, serve and bench.
  *
- * --gpu auto|on|off (issue 12): auto (the default) runs on a CUDA device
+ * --gpu auto|on|off: auto (the default) runs on a CUDA device
  * when the binary was built with `make CUDA=1` and one is present, else on
  * the CPU; on insists (the model fails to load without a GPU); off is the
  * CPU.

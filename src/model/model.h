@@ -1,4 +1,5 @@
-/* model.h -- SmolLM3 on the CPU: config, weights, KV cache, forward pass.
+/* model.h -- SmolLM3: config, weights, KV cache, forward pass (on the CPU,
+ * or on a CUDA GPU: one model, two backends, chosen at load).
  *
  * A model is a set of typed views into a GGUF mapping (nothing copied,
  * nothing dequantized whole) plus run state allocated once at load. The KV
@@ -42,7 +43,7 @@ typedef struct model_config {
 typedef struct model_opts {
     int n_threads; /* 0 = all cores */
     int n_batch;   /* tokens per forward chunk; 0 = 256 */
-    int gpu;       /* MODEL_GPU_*: run on a CUDA device (issue 12); 0 = CPU */
+    int gpu;       /* MODEL_GPU_*: run on a CUDA device; 0 = CPU */
 } model_opts;
 
 /* off: CPU; auto: the GPU when built with CUDA (make CUDA=1) and a device is
@@ -89,9 +90,10 @@ int model_kv_copy_prefix(model_kv *dst, const model_kv *src, int n, core_err *er
 uint64_t model_kv_bytes(const model_kv *kv);
 /* Bytes a cache of n_ctx positions of kv_type would take (before making it). */
 uint64_t model_kv_size(const model *m, int n_ctx, int kv_type);
-/* Benchmarks: extend the cache to n positions with deterministic synthetic
- * keys and values (attention costs the same whatever the values), so a
- * decode speed at depth n can be measured without prefilling n tokens. */
+/* For `smolbot bench --depth`: extend the cache to n positions with
+ * deterministic synthetic keys and values (attention costs the same
+ * whatever the values), so a decode speed at depth n can be measured
+ * without prefilling n tokens. */
 int model_kv_fill_synthetic(model_kv *kv, int n, core_err *err);
 
 /* Run tokens[0..n) at positions kv_len(kv).. and append them to the cache.

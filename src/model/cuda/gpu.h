@@ -1,30 +1,22 @@
-/* gpu.h -- the CUDA backend's small C API (issue 12).
+/* gpu.h -- the CUDA backend's C API, behind src/model/cuda.c.
  *
- * Built only with `make CUDA=1` (the .cu files of src/kern/cuda through nvcc); the
- * default build has none of these symbols. Callers in C declare them weak
- * (see src/model/gpu_model.c) so one object file serves both builds: a
- * function pointer that reads NULL means "built without CUDA".
+ * Built only with `make CUDA=1` (nvcc compiles the .cu files here); the
+ * default build has none of these symbols, and its C callers declare them
+ * weak, so one object file serves both builds: a function that reads NULL
+ * means "built without CUDA".
  *
- * Design (docs: issue 12):
- *   - gpu_model_new() uploads every weight ONCE, quantized as in the file
- *     (Q4_K, Q5_K, Q6_K, Q4_0, Q8_0, F16, BF16, F32 rows; block layouts of
- *     kern.h), plus the f32 norms. Host pointers are only read during the
- *     call (the GGUF mapping may be closed afterwards from our side; the
- *     model module keeps it open anyway).
- *   - gpu_kv: a KV cache of f16 K and V on the device,
- *     [n_layer][n_ctx][n_head_kv * head_dim], the CPU cache's layout.
- *   - gpu_forward(): n tokens at positions pos..pos+n-1. n == 1 (decode)
- *     replays one CUDA graph per cache: embedding, 36 layers, head, all
- *     kernels, no host round trip; the token and the position are read from
- *     device memory, so the same graph serves every step. n > 1 (prefill)
- *     runs chunks of n_batch tokens through tensor-core matrix products.
+ *   - gpu_model_new() uploads every weight once, quantized as in the file
+ *     (Q4_K, Q5_K, Q6_K, Q4_0, Q8_0, F16, BF16, F32 rows in kern.h's block
+ *     layouts) with the f32 norms; host pointers are only read during it.
+ *   - gpu_kv: f16 K and V on the device, [n_layer][n_ctx][n_kv * head_dim].
+ *   - gpu_forward(): n tokens at positions pos..; one token replays a CUDA
+ *     graph per cache, more run chunks of prefill.
  *   - the logits of the last forward stay on the device: gpu_sample_topk()
- *     returns the k best (id, logit) pairs (k == 1: greedy) without copying
- *     n_vocab floats back.
+ *     returns the k best without copying n_vocab floats back.
  *
- * Errors: functions return 0 or -1 and write a message into msg (msg_len
- * bytes, NUL-terminated, may be NULL). Thread safety: one gpu_model is used
- * by one thread at a time (it owns a stream and scratch buffers).
+ * Errors: 0 or -1 with a message in msg (msg_len bytes, NUL-terminated, may
+ * be NULL). A gpu_model is used by one thread at a time (it owns a stream
+ * and scratch buffers).
  */
 #ifndef GPU_H
 #define GPU_H
@@ -70,7 +62,7 @@ int gpu_model_new(gpu_model **out, const gpu_model_desc *d, char *msg, size_t ms
 void gpu_model_free(gpu_model *g); /* NULL: no-op */
 uint64_t gpu_model_bytes(const gpu_model *g); /* device bytes of the weights */
 /* Tokens per prefill chunk: d->n_batch, or more where the tensor-core
- * products want it (SMOLBOT_GPU_BATCH). */
+ * products want it. */
 int gpu_model_batch(const gpu_model *g);
 
 int gpu_kv_new(gpu_model *g, int n_ctx, gpu_kv **out, char *msg, size_t msg_len);
@@ -91,21 +83,21 @@ int gpu_forward(gpu_model *g, gpu_kv *kv, int pos, const int32_t *tokens, int n,
  * descending order (ties: lower id first). */
 int gpu_sample_topk(gpu_model *g, int k, int32_t *ids, float *vals, char *msg, size_t msg_len);
 
-/* ---- single kernels on host data, for tests (allocate, run, free) ---- */
+/* ---- probes: single kernels on host data (allocate, run, free) ----
+ * Defined in tests/test_gpu_probe.cu, linked into the GPU tests and the
+ * bench build (make CUDA=1 build/smolbot-bench), never into the product;
+ * callers declare them weak. */
 
-/* Y[t*n_out + o] = dot(W row o, X row t) with the f32 matrix-vector kernel
- * (path 0), the prefill kernel (path 1: int8 tensor cores for K-quants, f16
- * tensor cores for other quantized types; path 6: f16 tensor cores for
- * all) or the fused decode kernel with 1, 2, 4, 8 warps per row (paths
- * 2..5); path 7: path 1 with k_mmq's integer fold (SMOLBOT_GPU_MMQI);
- * path 8: path 7 compiled for two blocks per SM (SMOLBOT_GPU_MMQ2); path
- * 9: W dequantized to f16 and an f16 GEMM of X in f16 (SMOLBOT_GPU_DQ16,
- * any token count); path 10: the same, timed without the conversions. On
- * paths 1..10 K-quant weights see X quantized to Q8_K (as in the model). */
+/* Y[t*n_out + o] = dot(W row o, X row t) as the model's matmul() runs it
+ * (GPU_MM_MODEL: the tensor-core and f16 GEMM paths by token count), or on
+ * one path: GPU_MM_MV (k_mv, f32 x), GPU_MM_DEC (k_dec a token at a
+ * time), GPU_MM_MMQ (k_mmq, >= 9 tokens), GPU_MM_DQ16 (the f16 GEMM over
+ * the dequantized matrix), GPU_MM_GEMM16 (the same, timed without the
+ * conversions). K-quant weights see X quantized to Q8_K, as in the model. */
+enum { GPU_MM_MODEL = 0, GPU_MM_MV = 1, GPU_MM_DEC = 2, GPU_MM_MMQ = 3, GPU_MM_DQ16 = 4, GPU_MM_GEMM16 = 5 };
 int gpu_test_matmul(int type, const void *w, int64_t n_out, int64_t n_in, const float *x, int n_tok, float *y,
                     int path, char *msg, size_t msg_len);
-/* rows x n (n % 256 == 0) quantized to Q8_K as the model does: q [rows][n],
- * d [rows][n / 256] (kern_ref_quantize_q8_K's values and scales). */
+/* rows x n (n % 256 == 0) quantized to Q8_K: q [rows][n], d [rows][n / 256] */
 int gpu_test_quant(const float *x, int n, int rows, int8_t *q, float *d, char *msg, size_t msg_len);
 int gpu_test_dequant(int type, const void *w, int64_t n, float *out, char *msg, size_t msg_len);
 int gpu_test_rmsnorm(const float *x, const float *w, int n, int rows, float eps, float *out, char *msg,
@@ -114,22 +106,17 @@ int gpu_test_silu_mul(const float *g, const float *u, int n, float *out, char *m
 /* x: [n_heads][head_dim], rotated in place at position pos. */
 int gpu_test_rope(float *x, int n_heads, int head_dim, int pos, float theta, char *msg, size_t msg_len);
 /* q: [n_tok][n_head*hd] (token t at position pos0 + t); k, v: f16 bits,
- * [pos0 + n_tok][n_kv*hd]; out: [n_tok][n_head*hd]. kernel: GPU_ATT_PREFILL
- * (k_attn, any n_tok), GPU_ATT_FA (k_fa on tensor cores, n_tok > 1,
- * head_dim 64/128, group 1/2/4), or for one token GPU_ATT_SPLIT (split-K kernel + combine)
- * or GPU_ATT_DEC (k_attn_dec, run at least twice in a row; oq/od, when not NULL,
- * get the Q8_K of the output, n_head*hd % 256 == 0) or GPU_ATT_DMMA (the same
- * for k_attn_dmma, head_dim 64/128, group <= 8). */
-enum { GPU_ATT_PREFILL = 0, GPU_ATT_SPLIT = 1, GPU_ATT_DEC = 2, GPU_ATT_FA = 3, GPU_ATT_DMMA = 4 };
+ * [pos0 + n_tok][n_kv*hd]; out: [n_tok][n_head*hd]. n_tok > 1: k_fa; one
+ * token: k_attn_dmma, run twice in a row (oq/od, when not NULL, get the
+ * Q8_K of the output, n_head*hd % 256 == 0). head_dim 64/128, group 1/2/4. */
 int gpu_test_attention(const float *q, const uint16_t *k, const uint16_t *v, int n_head, int n_kv, int hd, int n_tok,
-                       int pos0, int kernel, float *out, int8_t *oq, float *od, char *msg, size_t msg_len);
-/* Timing for `smolbot bench --kernels --gpu on`: with reps > 0, each
- * gpu_test_matmul / gpu_test_attention call then also runs its kernels reps
- * more times and gpu_test_last_ms() is the mean per run (the product only,
- * not the activations' quantization); 0 turns timing off. */
+                       int pos0, float *out, int8_t *oq, float *od, char *msg, size_t msg_len);
+int gpu_test_topk(const float *x, int n, int k, int32_t *ids, float *vals, char *msg, size_t msg_len);
+/* Timing for `smolbot bench --kernels`: with reps > 0, each
+ * gpu_test_matmul / gpu_test_attention call also runs its kernels reps
+ * more times, and gpu_test_last_ms() is the mean per run; 0 turns it off. */
 void gpu_test_timing(int reps);
 double gpu_test_last_ms(void);
-int gpu_test_topk(const float *x, int n, int k, int32_t *ids, float *vals, char *msg, size_t msg_len);
 
 #ifdef __cplusplus
 }

@@ -1,10 +1,10 @@
-/* emu.h -- enough of CUDA's device side on the CPU to run kernels.cuh
- * (compiled as C++ with SMOLBOT_GPU_EMU defined), so that the kernels' own
- * code is tested against the scalar references where no GPU is -- in CI.
+/* emu.h -- enough of CUDA on the CPU to run the backend's kernels and host
+ * code (compiled as C++ with SMOLBOT_GPU_EMU defined), so that the kernels'
+ * own code is tested against the scalar references where no GPU is -- in CI.
  *
  * A launch (emu_launch) runs the grid block by block. Each thread of a
- * block is an OS thread; __syncthreads is a barrier of the block's live
- * threads, and a warp's collective operations (shuffles, mma.sync,
+ * block is a fiber (see "threads, barriers" below); __syncthreads is a
+ * barrier of the block's live threads, and a warp's collective operations (shuffles, mma.sync,
  * ldmatrix) are a barrier of its 32 lanes around a slot per lane: every
  * lane deposits its operands, then computes its own result from all of
  * them, exactly as the PTX ISA lays out the fragments:
@@ -181,7 +181,7 @@ struct emu_block {
     emu_fiber **runq; /* fibers ready to run: a ring of one slot per thread */
     int rq_head, rq_len, rq_cap;
 };
-static emu_block emu_blk; /* the block running now */
+inline emu_block emu_blk; /* the block running now (one for every file that includes this) */
 
 #define threadIdx (emu_blk.self->tid)
 #define blockIdx (emu_blk.bid)
@@ -380,7 +380,7 @@ struct emu_run {
     std::vector<unsigned char> *dyn;
     emu_bar end;
 };
-static emu_run emu_cur_run;
+inline emu_run emu_cur_run;
 
 /* the block emu_cur_run.next - 1 starts: fresh barriers and shared memory */
 static void emu_block_setup() {
@@ -502,14 +502,14 @@ template <typename... KA> static void emu_run_grid(void (*k)(KA...), dim3 grid, 
  * by construction; a graph is the list of launches made while capturing,
  * replayed by cudaGraphLaunch. */
 typedef int cudaError_t;
-enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
+enum { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2 };
 enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
 enum { cudaStreamNonBlocking = 1, cudaHostAllocDefault = 0, cudaStreamCaptureModeThreadLocal = 1,
        cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 typedef std::vector<std::function<void()>> emu_graph;
 typedef emu_graph *cudaGraph_t;
 typedef emu_graph *cudaGraphExec_t;
-static emu_graph *emu_capture; /* launches go here while a stream captures */
+inline emu_graph *emu_capture; /* launches go here while a stream captures */
 
 template <typename... KA> static void emu_launch(void (*k)(KA...), dim3 grid, dim3 block, size_t smem, KA... args) {
     if (emu_capture) emu_capture->push_back([=]() { emu_run_grid(k, grid, block, smem, args...); });

@@ -1,0 +1,401 @@
+/* cpu.c -- the forward pass on the CPU: src/kern's kernels on the thread
+ * pool, behind model_int.h's backend interface.
+ *
+ * Run state for a chunk of n_batch rows and the matmul activation buffer
+ * are allocated once (model_cpu_new); a forward never allocates. The pass
+ * follows SmolLM3's definition (../shared/docs/smollm3.md) line by line:
+ *
+ *   h = embed(token)
+ *   for each layer: x = rmsnorm(h) * attn_norm
+ *                   q, k, v = Wq x, Wk x, Wv x
+ *                   rope(q, k) unless the layer is NoPE   (adjacent pairs)
+ *                   a = softmax(q K^T / sqrt(hd)) V       (GQA, causal)
+ *                   h += Wo a
+ *                   x = rmsnorm(h) * ffn_norm
+ *                   h += Wdown (silu(Wgate x) * Wup x)
+ *   logits = token_embd . (rmsnorm(h) * output_norm)       (tied head)
+ *
+ * Prefill runs the same code on B tokens at once: every matrix product is a
+ * matrix-matrix product (kern_matmul reuses each weight block for all B
+ * tokens). Attention for B tokens is split over (token, KV head) pairs on
+ * the thread pool -- and, for a few rows with long contexts, over ranges
+ * of positions too (split-K, partial softmax states merged after); each
+ * pair serves its query heads together so each K/V row is read once
+ * (kern_attn: SIMD over f16 rows, or integer dots over the 8-bit cache's
+ * tiles), with an online softmax over blocks of positions so no score
+ * buffer grows with the context.
+ */
+#include "model/model_int.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* run state for B <= n_batch rows (row-major, token-major) */
+typedef struct cpu_run {
+    float *x;        /* [B, n_embd] residual stream */
+    float *xb;       /* [B, n_embd] normed input / product output */
+    float *q;        /* [B, n_head * hd] */
+    float *k;        /* [B, n_kv * hd] */
+    float *v;        /* [B, n_kv * hd] */
+    float *att;      /* [B, n_head * hd] attention output */
+    float *hb;       /* [B, n_ff] */
+    float *hb2;      /* [B, n_ff] */
+    float *att_tmp;  /* [n_threads][att_tmp_floats] attention state per thread */
+    float *att_part; /* [16 * n_threads][att_tmp_floats] split-K partial states */
+    size_t att_tmp_floats;
+    void *work;      /* activation quantization for kern_matmul */
+    model_kv **row_kv; /* [B] the cache each row belongs to */
+    int *row_pos;      /* [B] the position of each row */
+    float *logits1;    /* [n_vocab] decode_topk's logits */
+} cpu_run;
+
+#define RUN(m) ((cpu_run *)(m)->be_state)
+
+/* ---- KV cache --------------------------------------------------------- */
+
+/* Each head's K (or V) at one position is a row of f16 or f32 values, or
+ * for the 8-bit cache a slot of a tile of KERN_KV_TILE positions (kern.h:
+ * Q8_0 values laid out for integer dot products, 8.5 bits a value, so at
+ * long contexts the cache reads are a sixth of the weights' instead of a
+ * third).
+ *
+ * Layout: head-major, [layer][KV head][position]. Attention streams one
+ * head's positions (kern_attn walks rows or tiles `step` bytes apart), so
+ * each head is one contiguous run and the prefetchers see a plain
+ * sequence. step: bytes of a row, or of a tile. */
+static size_t kv_step(int kv_type, int hd) {
+    if (kv_type == MODEL_KV_Q8) return kern_kv_q8_tile_bytes(hd);
+    return (size_t)hd * (kv_type == MODEL_KV_F32 ? 4u : 2u);
+}
+/* Rows or tiles holding n positions */
+static size_t kv_steps(int kv_type, int n) {
+    return kv_type == MODEL_KV_Q8 ? (size_t)(n + KERN_KV_TILE - 1) / KERN_KV_TILE : (size_t)n;
+}
+
+/* The row of KV head h at position p of layer il; 8-bit: the tile holding p. */
+static inline char *kv_at(const model_kv *kv, void *base, int il, int h, int p) {
+    const size_t head = ((size_t)il * (size_t)kv->n_kv + (size_t)h) * kv->head_bytes;
+    const size_t at = kv->type == MODEL_KV_Q8 ? (size_t)(p / KERN_KV_TILE) : (size_t)p;
+    return (char *)base + head + at * kv->step;
+}
+static int kv_kern_type(const model_kv *kv) {
+    return kv->type == MODEL_KV_F16 ? KERN_F16 : kv->type == MODEL_KV_Q8 ? KERN_KV_Q8 : KERN_F32;
+}
+
+/* Store one position's K or V (kv_dim floats, head after head) at p. */
+static void kv_store(const model_kv *kv, void *base, int il, int p, const float *src) {
+    for (int h = 0; h < kv->n_kv; h++) {
+        char *dst = kv_at(kv, base, il, h, p);
+        const float *x = src + (size_t)h * kv->hd;
+        if (kv->type == MODEL_KV_F16) kern_f32_to_f16(x, (kern_f16 *)dst, kv->hd);
+        else if (kv->type == MODEL_KV_Q8) kern_kv_q8_store(dst, p % KERN_KV_TILE, x, kv->hd, base == kv->v);
+        else memcpy(dst, x, (size_t)kv->hd * sizeof(float));
+    }
+}
+
+static int kv_new(model_kv *kv, core_err *err) {
+    const model_config *c = &kv->m->cfg;
+    kv->kv_dim = (int64_t)c->n_head_kv * c->head_dim;
+    kv->n_kv = c->n_head_kv, kv->hd = c->head_dim;
+    kv->step = kv_step(kv->type, c->head_dim);
+    kv->head_bytes = kv_steps(kv->type, kv->n_ctx) * kv->step;
+    size_t bytes = (size_t)c->n_layer * (size_t)c->n_head_kv * kv->head_bytes;
+    kv->k = core_alloc_aligned(bytes, 64);
+    kv->v = core_alloc_aligned(bytes, 64);
+    if (!kv->k || !kv->v)
+        return core_errf(err, CORE_ENOMEM, "cannot allocate a KV cache of %d positions (%.0f MiB)", kv->n_ctx,
+                         2.0 * (double)bytes / (1 << 20));
+    return 0;
+}
+
+static void kv_free(model_kv *kv) {
+    core_free_aligned(kv->k);
+    core_free_aligned(kv->v);
+}
+
+static uint64_t kv_size(const model *m, int n_ctx, int kv_type) {
+    const model_config *c = &m->cfg;
+    return 2ull * (uint64_t)c->n_layer * (uint64_t)c->n_head_kv * kv_steps(kv_type, n_ctx) * kv_step(kv_type, c->head_dim);
+}
+
+static int kv_copy(model_kv *dst, const model_kv *src, int n, core_err *err) {
+    (void)err;
+    const size_t run = kv_steps(src->type, n) * src->step;
+    for (int il = 0; il < src->m->cfg.n_layer; il++)
+        for (int h = 0; h < src->n_kv; h++) {
+            memcpy(kv_at(dst, dst->k, il, h, 0), kv_at(src, src->k, il, h, 0), run);
+            memcpy(kv_at(dst, dst->v, il, h, 0), kv_at(src, src->v, il, h, 0), run);
+        }
+    return 0;
+}
+
+static int kv_fill(model_kv *kv, int n, core_err *err) {
+    float *rk = malloc(2 * (size_t)kv->kv_dim * sizeof(float)), *rv = rk + kv->kv_dim;
+    if (!rk) return core_errf(err, CORE_ENOMEM, "out of memory");
+    uint32_t x = 2463534242u;
+    for (int il = 0; il < kv->m->cfg.n_layer; il++)
+        for (int p = kv->len; p < n; p++) {
+            for (int64_t i = 0; i < kv->kv_dim; i++) {
+                float a[2];
+                for (int j = 0; j < 2; j++) {
+                    x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+                    a[j] = ((float)(x & 0xffff) / 65536.0f - 0.5f) * 0.2f;
+                }
+                rk[i] = a[0], rv[i] = a[1];
+            }
+            kv_store(kv, kv->k, il, p, rk);
+            kv_store(kv, kv->v, il, p, rv);
+        }
+    free(rk);
+    return 0;
+}
+
+/* ---- attention -------------------------------------------------------- */
+
+/* Work items are (row, KV head, position range) triples handed out through
+ * an atomic counter. With few rows (decode) each pair's positions are cut
+ * into nsplit ranges (split-K) so both cores share even one long context;
+ * each range leaves its online-softmax state in RUN(m)->att_part and the caller
+ * merges them after the run. With many rows (prefill) nsplit is 1 and a
+ * thread finishes its pair in its own scratch. */
+typedef struct att_task {
+    model *m;
+    int il;
+    int B;
+    int nsplit;
+    _Atomic int next;
+} att_task;
+
+#define ATT_SPLIT_MIN 256 /* positions per split-K range, at least */
+
+/* The attention output of a group of query heads: acc / sum. */
+static void att_out(float *out, const float *acc, const float *sum, int group, int hd) {
+    for (int g = 0; g < group; g++)
+        for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
+}
+
+static void attend_task(void *ctx, int ith, int nth) {
+    (void)nth;
+    att_task *t = ctx;
+    const model *m = t->m;
+    const model_config *c = &m->cfg;
+    const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv, ns = t->nsplit;
+    const int64_t q_dim = (int64_t)c->n_head * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int items = t->B * nkv * ns;
+    for (;;) {
+        const int it = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
+        if (it >= items) break;
+        const int tok = it / (nkv * ns), kvh = it / ns % nkv, sp = it % ns;
+        const model_kv *kv = RUN(m)->row_kv[tok];
+        const int n = RUN(m)->row_pos[tok] + 1;
+        /* ranges start on a tile (the 8-bit cache is read a tile at a time) */
+        const int lo = (int)((int64_t)n * sp / ns) & ~(KERN_KV_TILE - 1);
+        const int hi = sp == ns - 1 ? n : (int)((int64_t)n * (sp + 1) / ns) & ~(KERN_KV_TILE - 1);
+        float *st = ns == 1 ? RUN(m)->att_tmp + (size_t)ith * RUN(m)->att_tmp_floats : RUN(m)->att_part + (size_t)it * RUN(m)->att_tmp_floats;
+        float *mx = st, *sum = mx + group, *acc = sum + group; /* state: max, sum, acc */
+        for (int g = 0; g < group; g++) mx[g] = -INFINITY, sum[g] = 0;
+        memset(acc, 0, sizeof(float) * (size_t)(group * hd));
+        kern_attn(kv_kern_type(kv), RUN(m)->q + tok * q_dim + (int64_t)kvh * group * hd, group, hd,
+                  kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo), kv->step, hi - lo, scale, mx, sum,
+                  acc);
+        if (ns == 1) att_out(RUN(m)->att + tok * q_dim + (int64_t)kvh * group * hd, acc, sum, group, hd);
+    }
+}
+
+/* Attention of the B rows for layer il: outputs in RUN(m)->att. */
+static void attend(model *m, int il, int B) {
+    const model_config *c = &m->cfg;
+    const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv;
+    const int nth = kern_pool_threads(m->pool), pairs = B * nkv;
+    int maxn = 0;
+    for (int t = 0; t < B; t++) maxn = CORE_MAX(maxn, RUN(m)->row_pos[t] + 1);
+    /* enough items for the counter to balance the threads (8 per thread),
+     * but ranges of at least ATT_SPLIT_MIN positions */
+    int ns = 1;
+    if (pairs < 8 * nth) ns = CORE_MAX(1, CORE_MIN((8 * nth + pairs - 1) / pairs, maxn / ATT_SPLIT_MIN));
+    att_task at = {.m = m, .il = il, .B = B, .nsplit = ns};
+    atomic_init(&at.next, 0);
+    kern_pool_run(m->pool, attend_task, &at);
+    if (ns == 1) return;
+    const int64_t q_dim = (int64_t)c->n_head * hd;
+    for (int p = 0; p < pairs; p++) {
+        float *s0 = RUN(m)->att_part + (size_t)p * ns * RUN(m)->att_tmp_floats;
+        for (int sp = 1; sp < ns; sp++) {
+            const float *s1 = s0 + (size_t)sp * RUN(m)->att_tmp_floats;
+            kern_attn_merge(group, hd, s0, s0 + group, s0 + 2 * group, s1, s1 + group, s1 + 2 * group);
+        }
+        att_out(RUN(m)->att + (int64_t)(p / nkv) * q_dim + (int64_t)(p % nkv) * group * hd, s0 + 2 * group, s0 + group, group, hd);
+    }
+}
+
+/* ---- forward ---------------------------------------------------------- */
+
+static void matmul(model *m, const mat *w, const float *x, int B, float *y) {
+    kern_matmul(m->pool, w->type, w->data, w->n_out, w->n_in, x, B, y, w->n_out, RUN(m)->work);
+}
+
+static void embed(const model *m, int32_t tok, float *out) {
+    const kern_traits *tr = kern_get_traits(m->tok_embd.type);
+    size_t row = kern_row_size(m->tok_embd.type, m->tok_embd.n_in);
+    tr->dequant_row((const char *)m->tok_embd.data + (size_t)tok * row, out, m->tok_embd.n_in);
+}
+
+/* B rows through all layers; row r is token tokens[r] at position
+ * RUN(m)->row_pos[r] of cache RUN(m)->row_kv[r] (prefill: one cache, consecutive
+ * positions; batched decode: one row per conversation). Leaves the final
+ * hidden states (before output_norm) in RUN(m)->x. */
+static void forward_rows(model *m, const int32_t *tokens, int B) {
+    const model_config *c = &m->cfg;
+    const int64_t E = c->n_embd, hd = c->head_dim;
+    const int64_t q_dim = (int64_t)c->n_head * hd, kv_dim = (int64_t)c->n_head_kv * hd, F = c->n_ff;
+
+    for (int t = 0; t < B; t++) embed(m, tokens[t], RUN(m)->x + t * E);
+
+    for (int il = 0; il < c->n_layer; il++) {
+        const layer *L = &m->layers[il];
+
+        /* attention block */
+        for (int t = 0; t < B; t++) kern_rmsnorm(RUN(m)->xb + t * E, RUN(m)->x + t * E, L->attn_norm, E, c->eps);
+        matmul(m, &L->wq, RUN(m)->xb, B, RUN(m)->q);
+        matmul(m, &L->wk, RUN(m)->xb, B, RUN(m)->k);
+        matmul(m, &L->wv, RUN(m)->xb, B, RUN(m)->v);
+        for (int t = 0; t < B; t++) {
+            model_kv *kv = RUN(m)->row_kv[t];
+            if (!c->nope[il]) {
+                kern_rope(RUN(m)->q + t * q_dim, c->n_head, hd, RUN(m)->row_pos[t], c->rope_theta);
+                kern_rope(RUN(m)->k + t * kv_dim, c->n_head_kv, hd, RUN(m)->row_pos[t], c->rope_theta);
+            }
+            kv_store(kv, kv->k, il, RUN(m)->row_pos[t], RUN(m)->k + t * kv_dim);
+            kv_store(kv, kv->v, il, RUN(m)->row_pos[t], RUN(m)->v + t * kv_dim);
+        }
+        attend(m, il, B);
+        matmul(m, &L->wo, RUN(m)->att, B, RUN(m)->xb);
+        for (int64_t i = 0; i < B * E; i++) RUN(m)->x[i] += RUN(m)->xb[i];
+
+        /* feed-forward block */
+        for (int t = 0; t < B; t++) kern_rmsnorm(RUN(m)->xb + t * E, RUN(m)->x + t * E, L->ffn_norm, E, c->eps);
+        matmul(m, &L->gate, RUN(m)->xb, B, RUN(m)->hb);
+        matmul(m, &L->up, RUN(m)->xb, B, RUN(m)->hb2);
+        kern_silu_mul(RUN(m)->hb, RUN(m)->hb, RUN(m)->hb2, (int64_t)B * F);
+        matmul(m, &L->down, RUN(m)->hb, B, RUN(m)->xb);
+        for (int64_t i = 0; i < B * E; i++) RUN(m)->x[i] += RUN(m)->xb[i];
+    }
+}
+
+/* logits for rows [r0, r0+n) of the last forward_rows into out */
+static void head(model *m, int r0, int n, float *out) {
+    const int64_t E = m->cfg.n_embd;
+    for (int t = 0; t < n; t++) kern_rmsnorm(RUN(m)->xb + t * E, RUN(m)->x + (int64_t)(r0 + t) * E, m->out_norm, E, m->cfg.eps);
+    matmul(m, &m->output, RUN(m)->xb, n, out);
+}
+
+static int forward(model *m, model_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits,
+                   const volatile int *cancel, core_err *err) {
+    cpu_run *r = RUN(m);
+    for (int done = 0; done < n;) {
+        if (cancel && *cancel) return core_errf(err, CORE_ECANCEL, "cancelled");
+        int B = CORE_MIN(m->n_batch, n - done);
+        for (int t = 0; t < B; t++) { r->row_kv[t] = kv; r->row_pos[t] = kv->len + t; }
+        forward_rows(m, tokens + done, B);
+        kv->len += B;
+        if (logits && all_logits) head(m, 0, B, logits + (size_t)done * m->cfg.n_vocab);
+        else if (logits && done + B == n) head(m, B - 1, 1, logits);
+        done += B;
+    }
+    return 0;
+}
+
+static int decode_topk(model *m, model_kv *kv, int32_t tok, int k, int32_t *ids, float *vals, core_err *err) {
+    float *lg = RUN(m)->logits1;
+    int rc = forward(m, kv, &tok, 1, lg, 0, NULL, err);
+    if (rc) return rc;
+    /* insertion into a sorted list of k: one pass, O(n) for small k */
+    int have = 0;
+    for (int i = 0; i < m->cfg.n_vocab; i++) {
+        const float v = lg[i];
+        if (have == k && !(v > vals[k - 1])) continue;
+        int at = have < k ? have++ : k - 1;
+        while (at > 0 && v > vals[at - 1]) { vals[at] = vals[at - 1]; ids[at] = ids[at - 1]; at--; }
+        vals[at] = v;
+        ids[at] = i;
+    }
+    return 0;
+}
+
+static int decode_batch(model *m, model_kv *const *kvs, const int32_t *tokens, int n_seq, float *logits,
+                        core_err *err) {
+    (void)err;
+    cpu_run *r = RUN(m);
+    for (int i = 0; i < n_seq; i++) r->row_kv[i] = kvs[i], r->row_pos[i] = kvs[i]->len;
+    forward_rows(m, tokens, n_seq);
+    for (int i = 0; i < n_seq; i++) kvs[i]->len++;
+    if (logits) head(m, 0, n_seq, logits);
+    return 0;
+}
+
+/* ---- run state -------------------------------------------------------- */
+
+static const char *device(const model *m) { (void)m; return "cpu"; }
+static int prefill_chunk(const model *m) { return m->n_batch; }
+
+static void run_free(model *m) {
+    cpu_run *r = RUN(m);
+    if (!r) return;
+    free(r->x); free(r->xb); free(r->q); free(r->k); free(r->v);
+    free(r->att); free(r->hb); free(r->hb2); core_free_aligned(r->att_tmp); core_free_aligned(r->att_part);
+    free(r->row_kv); free(r->row_pos); free(r->logits1);
+    core_free_aligned(r->work);
+    free(r);
+    m->be_state = NULL;
+}
+
+static const model_backend cpu_backend = {
+    device, prefill_chunk, run_free, kv_size, kv_new, kv_free, kv_copy, kv_fill, forward, decode_topk, decode_batch,
+};
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+int model_cpu_new(model *m, core_err *err) {
+    const model_config *c = &m->cfg;
+    cpu_run *r = calloc(1, sizeof *r);
+    if (!r) return core_errf(err, CORE_ENOMEM, "out of memory");
+    m->be = &cpu_backend, m->be_state = r;
+    const int nt = kern_pool_threads(m->pool);
+    const int64_t hd = c->head_dim, q_dim = (int64_t)c->n_head * hd, kv_dim = (int64_t)c->n_head_kv * hd;
+    const size_t B = (size_t)m->n_batch;
+    r->x = malloc(B * c->n_embd * sizeof(float));
+    r->xb = malloc(B * c->n_embd * sizeof(float));
+    r->q = malloc(B * q_dim * sizeof(float));
+    r->k = malloc(B * kv_dim * sizeof(float));
+    r->v = malloc(B * kv_dim * sizeof(float));
+    r->att = malloc(B * q_dim * sizeof(float));
+    r->hb = malloc(B * c->n_ff * sizeof(float));
+    r->hb2 = malloc(B * c->n_ff * sizeof(float));
+    const int group = c->n_head / c->n_head_kv;
+    /* one online-softmax state (max, sum, acc of each query head of a
+     * group): per thread, and per split-K item (fewer than 16 per thread,
+     * see attend()). Whole cache lines each: threads update neighbouring
+     * states at every block of positions. */
+    r->att_tmp_floats = ((size_t)(group * hd + 2 * group) + 15) / 16 * 16;
+    r->att_tmp = core_alloc_aligned((size_t)nt * r->att_tmp_floats * sizeof(float), 64);
+    r->att_part = core_alloc_aligned((size_t)16 * nt * r->att_tmp_floats * sizeof(float), 64);
+    r->row_kv = calloc(B, sizeof *r->row_kv);
+    r->row_pos = calloc(B, sizeof *r->row_pos);
+    r->logits1 = malloc((size_t)c->n_vocab * sizeof(float));
+    size_t ws = kern_matmul_work_size(m->output.type, m->output.n_in, (int64_t)B);
+    for (int il = 0; il < c->n_layer; il++) {
+        const layer *L = &m->layers[il];
+        const mat *ms[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down};
+        for (size_t i = 0; i < CORE_ARRAY_LEN(ms); i++)
+            ws = max_sz(ws, kern_matmul_work_size(ms[i]->type, ms[i]->n_in, (int64_t)B));
+    }
+    r->work = core_alloc_aligned(ws ? ws : 64, 64);
+    if (!r->x || !r->xb || !r->q || !r->k || !r->v || !r->att || !r->hb || !r->hb2 || !r->att_tmp || !r->att_part ||
+        !r->work || !r->row_kv || !r->row_pos || !r->logits1)
+        return core_errf(err, CORE_ENOMEM, "out of memory for run state (batch %d)", m->n_batch);
+    return 0;
+}
