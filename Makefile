@@ -166,8 +166,9 @@ PROBE_OBJ := $(if $(filter 1,$(CUDA)),build/cuda/tests/test_gpu_probe.o)
 build/rel/test_%: tests/test_%.c tests/t.h tests/t_model.h $(REL_LIB) $(PROBE_OBJ)
 	$(CC) $(CFLAGS_BASE) $(OPT) -o $@ $< $(REL_LIB) $(PROBE_OBJ) $(LDLIBS)
 
-# The bench build: smolbot with the kernel probes, for `bench --kernels`.
-build/smolbot-bench: $(REL_OBJ) $(PROBE_OBJ)
+# The bench build (CUDA=1 only): smolbot with the kernel probes and
+# bench/bench_gpu.c, for `bench --kernels --gpu on`.
+build/smolbot-bench: $(REL_OBJ) $(PROBE_OBJ) build/rel/bench/bench_gpu.o
 	$(CC) $(CFLAGS_BASE) $(OPT) -o $@ $^ $(LDLIBS)
 
 # Build with CUDA, GPU tests, 3B-shaped model, bench table (needs a GPU).

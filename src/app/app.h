@@ -26,9 +26,10 @@ int cmd_pull(int argc, char **argv);
 int app_bench_kernels(int argc, char **argv);
 /* Random weight rows of a type with small scales (no NaN), for benchmarks. */
 void app_fill_weights(int type, void *dst, int64_t rows, int64_t n);
-/* `smolbot bench --kernels --gpu on` (bench_gpu.c): the CUDA kernels'
- * variants on the 3B shapes; quick: fewer repetitions. */
-int app_bench_gpu_kernels(int quick);
+/* `smolbot bench --kernels --gpu on` (bench/bench_gpu.c): the CUDA kernels
+ * on the 3B shapes; quick: fewer repetitions. Only the bench build has it:
+ * weak, NULL in the product binary. */
+int app_bench_gpu_kernels(int quick) __attribute__((weak));
 /* Plain read bandwidth in GB/s (summing a 256 MB buffer on the pool's threads). */
 struct kern_pool;
 double app_read_bw(struct kern_pool *pool);
@@ -49,7 +50,7 @@ const char *app_optarg(int argc, char **argv, int *i);
  * past its value), 0 if not, -1 on a bad value (message printed). */
 struct sample_params;
 int app_parse_sampling(int argc, char **argv, int *i, struct sample_params *sp, int *seed_given);
-/* --gpu auto|on|off -> MODEL_GPU_* (gpu_opt.c); prints an error and returns -1 otherwise. */
+/* --gpu auto|on|off -> MODEL_GPU_* (model_opt.c); prints an error and returns -1 otherwise. */
 int app_parse_gpu(const char *v, int *out);
 int app_parse_kv(const char *v, int *out); /* --kv f16|f32|q8 -> MODEL_KV_* */
 

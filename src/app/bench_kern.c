@@ -163,11 +163,15 @@ int app_bench_kernels(int argc, char **argv) {
             if (!(isa = app_optarg(argc, argv, &i))) return 2;
         } else if (!strcmp(argv[i], "--quick")) {
             quick = 1;
-        } else if (!strcmp(argv[i], "--gpu")) { /* the CUDA kernels instead (bench_gpu.c) */
+        } else if (!strcmp(argv[i], "--gpu")) { /* the CUDA kernels instead (bench/bench_gpu.c) */
             const char *v = app_optarg(argc, argv, &i);
             if (!v) return 2;
             gpu_k = strcmp(v, "off") != 0;
         }
+    }
+    if (gpu_k && !app_bench_gpu_kernels) {
+        fprintf(stderr, "smolbot: this build has no kernel probes (make CUDA=1 build/smolbot-bench)\n");
+        return 1;
     }
     if (gpu_k) return app_bench_gpu_kernels(quick);
     if (kern_init(isa) != 0) {

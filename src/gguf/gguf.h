@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/core.h"
+#include "core/core.h"
 
 /* Value types as stored in the file. */
 enum gguf_vtype {

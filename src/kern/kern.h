@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/core.h"
+#include "core/core.h"
 
 /* Type ids: the ggml ids, as stored in GGUF. */
 enum kern_type {

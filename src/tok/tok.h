@@ -24,8 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/core.h"
-#include "../gguf/gguf.h"
+#include "core/core.h"
+#include "gguf/gguf.h"
 
 typedef struct tok tok;
 

@@ -2,8 +2,9 @@
  * --gpu on`, in the bench build: make CUDA=1 build/smolbot-bench).
  *
  * A GPU machine is lent for minutes, so one run times each kernel on the
- * 3B shapes, through the probes of tests/test_gpu_probe.cu (declared weak:
- * the product binary has none and says so):
+ * 3B shapes, through the probes of tests/test_gpu_probe.cu. This file and
+ * the probes are linked into the bench build only: the product binary has
+ * neither (bench_kern.c declares the entry point weak and says so).
  *   - prefill products at 512 and 2048 tokens, each matrix of a layer:
  *     k_mmq (int8 tensor cores), the f16 GEMM over the dequantized matrix
  *     (dequantization included, then alone), and the model's choice, as
@@ -20,18 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app.h"
+#include "app/app.h"
 #include "core/core.h"
 #include "kern/kern.h"
 #include "model/cuda/gpu.h"
-
-/* declared weak: NULL without the probes (as in src/model/cuda.c) */
-#pragma weak gpu_available
-#pragma weak gpu_describe
-#pragma weak gpu_test_matmul
-#pragma weak gpu_test_attention
-#pragma weak gpu_test_timing
-#pragma weak gpu_test_last_ms
 
 static uint64_t bg_rng = 0x9E3779B97F4A7C15ull;
 static float bg_rand(void) {
@@ -142,10 +135,6 @@ static int bench_attention(void) {
 
 int app_bench_gpu_kernels(int quick) {
     char why[512] = "";
-    if (!gpu_available || !gpu_test_timing) {
-        fprintf(stderr, "smolbot: this build has no kernel probes (make CUDA=1 build/smolbot-bench)\n");
-        return 1;
-    }
     if (!gpu_available(why, sizeof why)) {
         fprintf(stderr, "smolbot: no usable GPU: %s\n", why);
         return 1;
