@@ -368,7 +368,7 @@ static void test_get_post(void) {
     int port = http_server_port(s);
     resp r = {0};
     char v[256];
-    CHECK(fetch(port, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK_EQ_STR(r.body.data, "hello");
     CHECK_EQ_STR(hval(r.head, "X-Content-Type-Options", v, sizeof v), "nosniff");
@@ -381,7 +381,7 @@ static void test_get_post(void) {
     char *big = malloc(n);
     for (size_t i = 0; i < n; i++) big[i] = (char)('a' + i % 26);
     core_buf req = {0};
-    core_buf_printf(&req, "POST /echo?q=a%%20b&z HTTP/1.1\r\nHost: x\r\nX-Test: yes\r\nContent-Length: %zu\r\n\r\n", n);
+    core_buf_printf(&req, "POST /echo?q=a%%20b&z HTTP/1.1\r\nHost: localhost\r\nX-Test: yes\r\nContent-Length: %zu\r\n\r\n", n);
     core_buf_append(&req, big, n);
     cli c;
     CHECK(cli_open(&c, port) == 0);
@@ -394,13 +394,13 @@ static void test_get_post(void) {
     cli_close(&c);
 
     /* chunked upload */
-    CHECK(fetch(port, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK_EQ_STR(r.body.data, "abcde");
     /* percent-decoded path */
-    CHECK(fetch(port, "GET /hel%6Co HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /hel%6Co HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_STR(r.body.data, "hello");
-    CHECK(fetch(port, "GET /json HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /json HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 201);
     CHECK_EQ_STR(r.body.data, "{\"a\":1}");
     CHECK_EQ_STR(hval(r.head, "Content-Type", v, sizeof v), "application/json");
@@ -416,15 +416,15 @@ static void test_404_and_errors(void) {
     int port = http_server_port(s);
     resp r = {0};
     char v[128];
-    CHECK(fetch(port, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /nope HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 404);
-    CHECK(fetch(port, "GET /fail HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /fail HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 500);
     CHECK(r.body.data && strstr(r.body.data, "boom: bad thing"));
     CHECK_EQ_STR(hval(r.head, "X-Frame-Options", v, sizeof v), "DENY");
-    CHECK(fetch(port, "GET /none HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /none HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 500);
-    CHECK(fetch(port, "GET /headers HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /headers HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK_EQ_STR(r.body.data, "x");
     CHECK_EQ_STR(hval(r.head, "Retry-After", v, sizeof v), "7");
@@ -434,12 +434,12 @@ static void test_404_and_errors(void) {
     CHECK(fetch(port, "BLAH\r\n\r\n", &r) != 0 || r.status == 400);
     /* a header block over max_header: 431 (or closed) */
     core_buf big = {0};
-    core_buf_puts(&big, "GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    core_buf_puts(&big, "GET /hello HTTP/1.1\r\nHost: localhost\r\nX-Big: ");
     for (int i = 0; i < 40000; i++) core_buf_puts(&big, "a");
     core_buf_puts(&big, "\r\n\r\n");
     int rc = fetch(port, big.data, &r);
     CHECK(rc != 0 || r.status == 431 || r.status == 413);
-    CHECK(fetch(port, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     core_buf_free(&big);
     core_buf_free(&r.body);
@@ -454,20 +454,20 @@ static void test_413(void) {
     int port = http_server_port(s);
     resp r = {0};
     core_buf req = {0};
-    core_buf_printf(&req, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n");
+    core_buf_printf(&req, "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1001\r\n\r\n");
     for (int i = 0; i < 1001; i++) core_buf_puts(&req, "z");
     CHECK(fetch(port, req.data, &r) == 0);
     CHECK_EQ_INT(r.status, 413);
     /* exactly the limit passes */
     core_buf_clear(&req);
-    core_buf_printf(&req, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n");
+    core_buf_printf(&req, "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n");
     for (int i = 0; i < 1000; i++) core_buf_puts(&req, "z");
     CHECK(fetch(port, req.data, &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK_EQ_INT(r.body.len, 1000);
     /* chunked: no length up front, refused at the end */
     core_buf_clear(&req);
-    core_buf_puts(&req, "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    core_buf_puts(&req, "POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
     for (int i = 0; i < 3; i++) {
         core_buf_puts(&req, "1f4\r\n");
         for (int j = 0; j < 500; j++) core_buf_puts(&req, "y");
@@ -477,7 +477,7 @@ static void test_413(void) {
     CHECK(fetch(port, req.data, &r) == 0);
     CHECK_EQ_INT(r.status, 413);
     /* absurd Content-Length */
-    CHECK(fetch(port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", &r) != 0 ||
+    CHECK(fetch(port, "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 99999999999999999999999\r\n\r\n", &r) != 0 ||
           r.status == 413 || r.status == 400);
     core_buf_free(&req);
     core_buf_free(&r.body);
@@ -492,8 +492,8 @@ static void test_keepalive(void) {
     char v[64];
     CHECK(cli_open(&c, http_server_port(s)) == 0);
     /* two requests in one write (pipelined), then a third after reading */
-    CHECK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
-                        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc") == 0);
+    CHECK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                        "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc") == 0);
     CHECK(read_resp(&c, &r, 0) == 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK_EQ_STR(r.body.data, "hello");
@@ -502,15 +502,15 @@ static void test_keepalive(void) {
     CHECK_EQ_INT(r.status, 200);
     CHECK_EQ_STR(r.body.data, "abc");
     for (int i = 0; i < 5; i++) {
-        CHECK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+        CHECK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n") == 0);
         CHECK(read_resp(&c, &r, 0) == 0);
         CHECK_EQ_STR(r.body.data, "hello");
     }
     /* HEAD: headers only */
-    CHECK(cli_sends(&c, "HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CHECK(cli_sends(&c, "HEAD /hello HTTP/1.1\r\nHost: localhost\r\n\r\n") == 0);
     CHECK(read_resp(&c, &r, 1) == 0);
     CHECK_EQ_INT(r.status, 200);
-    CHECK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CHECK(cli_sends(&c, "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n") == 0);
     CHECK(read_resp(&c, &r, 0) == 0);
     CHECK_EQ_STR(r.body.data, "hello");
     cli_close(&c);
@@ -531,7 +531,7 @@ static void *sse_run(void *arg) {
     resp r = {0};
     if (cli_open(c, sc->port) == 0) {
         char req[128];
-        snprintf(req, sizeof req, "GET /sse?n=%d HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n", sc->n);
+        snprintf(req, sizeof req, "GET /sse?n=%d HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n", sc->n);
         if (cli_sends(c, req) == 0 && read_head(c, &r) == 0) {
             sc->status = r.status;
             hval(r.head, "Content-Type", sc->ctype, sizeof sc->ctype);
@@ -602,7 +602,7 @@ static void test_sse_format(void) {
     if (!s) return;
     resp r = {0};
     char v[128];
-    CHECK(fetch(http_server_port(s), "GET /fmt HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(http_server_port(s), "GET /fmt HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK_EQ_STR(hval(r.head, "Content-Type", v, sizeof v), "text/event-stream; charset=utf-8");
     CHECK_EQ_STR(r.body.data, ": ok\n\n"
@@ -613,7 +613,7 @@ static void test_sse_format(void) {
                               ": note\n\n"
                               "raw\n");
     /* non-SSE stream: no comments injected */
-    CHECK(fetch(http_server_port(s), "GET /ndjson HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(http_server_port(s), "GET /ndjson HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK_EQ_STR(r.body.data, "{}\n{}\n");
     core_buf_free(&r.body);
@@ -623,7 +623,7 @@ static void test_sse_format(void) {
 /* Open /silent, read the head (and the first comment), return the client. */
 static int open_silent(cli *c, int port, resp *r) {
     if (cli_open(c, port)) return -1;
-    if (cli_sends(c, "GET /silent HTTP/1.1\r\nHost: x\r\n\r\n")) return -1;
+    if (cli_sends(c, "GET /silent HTTP/1.1\r\nHost: localhost\r\n\r\n")) return -1;
     if (read_head(c, r) || r->status != 200) return -1;
     return read_chunk(c, r) > 0 ? 0 : -1; /* ": ok" arrives at once */
 }
@@ -660,7 +660,7 @@ static void test_sse_disconnect(void) {
     cli_close(c);
     free(c);
     /* the server still serves */
-    CHECK(fetch(http_server_port(s), "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(http_server_port(s), "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     core_buf_free(&r.body);
     http_server_free(s);
@@ -751,10 +751,70 @@ static void test_bearer(void) {
     };
     for (size_t i = 0; i < CORE_ARRAY_LEN(cases); i++) {
         char req[256];
-        snprintf(req, sizeof req, "GET /auth HTTP/1.1\r\nHost: x\r\n%s\r\n", cases[i].hdr);
+        snprintf(req, sizeof req, "GET /auth HTTP/1.1\r\nHost: localhost\r\n%s\r\n", cases[i].hdr);
         CHECK(fetch(port, req, &r) == 0);
         CHECK_MSG(r.status == cases[i].status, "case %zu: %d", i, r.status);
     }
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+/* DNS rebinding: only loopback names, address literals and the
+ * configured names are served; any other Host gets 421 before the handler. */
+static void test_host_allow_list(void) {
+    const char *extra[] = {"proxy.example.org", NULL};
+    http_config cfg = {0};
+    cfg.allow_hosts = extra;
+    http_server *s = start(&cfg);
+    if (!s) return;
+    int port = http_server_port(s);
+    resp r = {0};
+    static const struct {
+        const char *host; /* NULL: no Host line (HTTP/1.0) */
+        int status;
+    } cases[] = {
+        {"localhost", 200},         {"localhost:3000", 200},   {"LocalHost", 200},
+        {"localhost.", 200},        {"127.0.0.1:8080", 200},   {"127.0.0.2", 200},
+        {"[::1]:3000", 200},        {"[::1]", 200},            {"192.168.1.20:3000", 200},
+        {"proxy.example.org", 200}, {"PROXY.example.org:443", 200},
+        {"evil.example", 421},      {"evil.example:3000", 421}, {"localhost.evil.example", 421},
+        {"127.0.0.1.nip.io", 421},  {"proxy.example.org.evil", 421}, {"[::1", 421},
+        {"localhost:80x", 421},     {"", 421},                 {"::1", 421},
+        {NULL, 200},
+    };
+    char v[64];
+    for (size_t i = 0; i < CORE_ARRAY_LEN(cases); i++) {
+        char req[256];
+        if (cases[i].host)
+            snprintf(req, sizeof req, "GET /hello HTTP/1.1\r\nHost: %s\r\n\r\n", cases[i].host);
+        else
+            snprintf(req, sizeof req, "GET /hello HTTP/1.0\r\n\r\n");
+        int rc = fetch(port, req, &r);
+        /* MHD itself may refuse an empty Host with 400 */
+        if (cases[i].host && !*cases[i].host) {
+            CHECK(rc != 0 || r.status == 421 || r.status == 400);
+            continue;
+        }
+        CHECK(rc == 0);
+        CHECK_MSG(r.status == cases[i].status, "host %s: %d", cases[i].host ? cases[i].host : "(none)", r.status);
+        if (cases[i].status == 421) {
+            CHECK(r.body.data && strstr(r.body.data, "--allow-host"));
+            CHECK_EQ_STR(hval(r.head, "X-Frame-Options", v, sizeof v), "DENY");
+        }
+    }
+    /* a refused Host never reaches the handler, even with a body */
+    CHECK(fetch(port, "POST /echo HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 3\r\n\r\nabc", &r) == 0);
+    CHECK_EQ_INT(r.status, 421);
+    CHECK(!hval(r.head, "X-Info", v, sizeof v));
+    core_buf_free(&r.body);
+    http_server_free(s);
+    /* "*" turns the check off (behind a proxy that checks names itself) */
+    const char *any[] = {"*", NULL};
+    cfg.allow_hosts = any;
+    s = start(&cfg);
+    if (!s) return;
+    CHECK(fetch(http_server_port(s), "GET /hello HTTP/1.1\r\nHost: evil.example\r\n\r\n", &r) == 0);
+    CHECK_EQ_INT(r.status, 200);
     core_buf_free(&r.body);
     http_server_free(s);
 }
@@ -765,9 +825,9 @@ static void test_assets(void) {
     int port = http_server_port(s);
     resp r = {0};
     char v[128], etag[64] = "";
-    CHECK(fetch(port, "GET /asset?p=/no/such/file HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /asset?p=/no/such/file HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 404);
-    CHECK(fetch(port, "GET /asset?p=/../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(port, "GET /asset?p=/../../etc/passwd HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 404);
     const http_asset *a = &http_assets[0];
     if (!a->path) {
@@ -776,14 +836,14 @@ static void test_assets(void) {
         T_SKIP("no embedded assets in this build (web/ is empty)");
     }
     char req[512];
-    snprintf(req, sizeof req, "GET /asset?p=%s HTTP/1.1\r\nHost: x\r\n\r\n", a->path);
+    snprintf(req, sizeof req, "GET /asset?p=%s HTTP/1.1\r\nHost: localhost\r\n\r\n", a->path);
     CHECK(fetch(port, req, &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK(r.body.len == a->len && memcmp(r.body.data, a->data, a->len) == 0);
     CHECK_EQ_STR(hval(r.head, "Content-Type", v, sizeof v), a->mime);
     CHECK_EQ_STR(hval(r.head, "Cache-Control", v, sizeof v), "no-cache");
     CHECK(hval(r.head, "ETag", etag, sizeof etag) != NULL);
-    snprintf(req, sizeof req, "GET /asset?p=%s HTTP/1.1\r\nHost: x\r\nIf-None-Match: %s\r\n\r\n", a->path, etag);
+    snprintf(req, sizeof req, "GET /asset?p=%s HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: %s\r\n\r\n", a->path, etag);
     CHECK(fetch(port, req, &r) == 0);
     CHECK_EQ_INT(r.status, 304);
     core_buf_free(&r.body);
@@ -798,11 +858,11 @@ static void test_pool_mode_and_config(void) {
     if (!s) return;
     resp r = {0};
     char v[128];
-    CHECK(fetch(http_server_port(s), "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(http_server_port(s), "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 200);
     CHECK_EQ_STR(hval(r.head, "Content-Security-Policy", v, sizeof v), "default-src 'none'");
     /* streams are refused in pool mode: the handler's error becomes a 500 */
-    CHECK(fetch(http_server_port(s), "GET /sse HTTP/1.1\r\nHost: x\r\n\r\n", &r) == 0);
+    CHECK(fetch(http_server_port(s), "GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
     CHECK_EQ_INT(r.status, 500);
     CHECK(r.body.data && strstr(r.body.data, "thread-per-connection"));
     core_buf_free(&r.body);
@@ -836,8 +896,8 @@ static void *bench_client(void *arg) {
     c->fd = -1;
     for (int i = 0; i < b->n; i++) {
         if (c->fd < 0 && cli_open(c, b->port)) break;
-        if (cli_sends(c, b->keepalive ? "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
-                                      : "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") ||
+        if (cli_sends(c, b->keepalive ? "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                                      : "GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n") ||
             read_resp(c, &r, 0) || r.status != 200)
             break;
         b->ok++;
@@ -900,6 +960,7 @@ int main(void) {
     T_RUN(test_stop_with_open_stream);
     T_RUN(test_stream_refs);
     T_RUN(test_bearer);
+    T_RUN(test_host_allow_list);
     T_RUN(test_assets);
     T_RUN(test_pool_mode_and_config);
     T_RUN(test_bench);

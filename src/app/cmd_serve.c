@@ -44,6 +44,8 @@ static void usage(FILE *f) {
             "  --host ADDR          address to bind (default 127.0.0.1, or $HOST)\n"
             "  --port N             port (default 3000, or $PORT; 0 = any free port)\n"
             "  --api-key KEY        require 'Authorization: Bearer KEY' (or $SMOLBOT_API_KEY)\n"
+            "  --allow-host NAME    also answer to this host name, e.g. a reverse proxy's (repeatable;\n"
+            "                       localhost and IP addresses always work; '*' = any name)\n"
             "  --db PATH            history database (default %s; ':memory:' = none kept)\n"
             "  --no-db              no history database\n"
             "  --ctx N              context positions per conversation (default 4096)\n"
@@ -105,6 +107,8 @@ int cmd_serve(int argc, char **argv) {
     long port = 3000, n_ctx = 4096, threads = 0, kv_mb = 2048, parallel = 0, queue = 0, batch = 0, max_streams = 0,
          max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30;
     int no_db = 0, gpu = MODEL_GPU_AUTO, kv_type = MODEL_KV_F16;
+    const char *allow_hosts[17] = {0}; /* --allow-host names (into argv), NULL-terminated */
+    size_t n_allow = 0;
     if (!host || !*host) host = "127.0.0.1";
     const char *penv = getenv("PORT");
     if (penv && *penv && app_parse_int("$PORT", penv, &port)) return 2;
@@ -116,6 +120,14 @@ int cmd_serve(int argc, char **argv) {
             if (!(host = app_optarg(argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--api-key")) {
             if (!(api_key = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--allow-host")) {
+            if (!(v = app_optarg(argc, argv, &i))) return 2;
+            if (!*v || strpbrk(v, ":/ \t") || n_allow + 1 >= CORE_ARRAY_LEN(allow_hosts)) {
+                fprintf(stderr, "serve: --allow-host wants a bare host name (no scheme, port or path; at most %zu): "
+                                "'%s'\n", CORE_ARRAY_LEN(allow_hosts) - 1, v);
+                return 2;
+            }
+            allow_hosts[n_allow++] = v;
         } else if (!strcmp(a, "--db")) {
             if (!(db = app_optarg(argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--kv")) {
@@ -220,6 +232,7 @@ int cmd_serve(int argc, char **argv) {
     hc.port = (int)port;
     hc.max_body = (size_t)max_body;
     hc.conn_timeout_s = (unsigned)conn_timeout;
+    hc.allow_hosts = allow_hosts;
     if (http_server_new(&hc, api_handle, ap, &srv, &err)) goto done;
     char url[300];
     snprintf(url, sizeof url, strchr(host, ':') ? "http://[%s]:%d" : "http://%s:%d", host, http_server_port(srv));

@@ -37,6 +37,7 @@
 #include "http/http_int.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -78,7 +79,9 @@ const char *http_status_text(int st) {
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 421: return "Misdirected Request";
     case 422: return "Unprocessable Content";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
@@ -278,6 +281,48 @@ int http_check_bearer(const http_req *r, const char *key) {
     return diff == 0;
 }
 
+/* ---- Host allow-list --------------------------------------------------- */
+
+/* 1 if the Host header value names this server. No header: 1 (HTTP/1.0
+ * tools; MHD itself refuses HTTP/1.1 without one, and browsers always send
+ * it). The port is not compared: a reverse proxy may show another one. */
+static int host_allowed(const http_server *s, const char *h) {
+    if (!h) return 1;
+    char name[256];
+    size_t n;
+    const char *rest;
+    if (*h == '[') { /* [v6]:port */
+        const char *e = strchr(h, ']');
+        if (!e) return 0;
+        n = (size_t)(e - h) + 1;
+        rest = e + 1;
+    } else {
+        n = strcspn(h, ":");
+        rest = h + n;
+    }
+    if (*rest) {
+        if (*rest != ':' || !rest[1] || strspn(rest + 1, "0123456789") != strlen(rest + 1)) return 0;
+    }
+    if (n == 0 || n >= sizeof name) return 0;
+    for (size_t i = 0; i < n; i++) name[i] = (char)tolower((unsigned char)h[i]);
+    name[n] = 0;
+    if (n > 1 && name[n - 1] == '.') name[--n] = 0; /* "localhost." is localhost */
+    if (s->any_host) return 1;
+    /* An address literal cannot be re-pointed: the browser connected to it. */
+    unsigned char ab[16];
+    if (inet_pton(AF_INET, name, ab) == 1) return 1;
+    if (name[0] == '[' && name[n - 1] == ']') {
+        name[n - 1] = 0;
+        int ok = inet_pton(AF_INET6, name + 1, ab) == 1;
+        name[n - 1] = ']';
+        if (ok) return 1;
+    }
+    if (!strcmp(name, "localhost")) return 1;
+    for (size_t i = 0; i < s->n_allow; i++)
+        if (!strcasecmp(name, s->allow[i])) return 1;
+    return 0;
+}
+
 /* ---- MHD callbacks -------------------------------------------------- */
 
 static void remote_text(struct MHD_Connection *c, char *out, size_t cap) {
@@ -314,6 +359,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         r->path = url;
         remote_text(c, r->remote, sizeof r->remote);
         *con_cls = r;
+        /* Before anything else: a foreign name may be a rebound page. */
+        const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+        if (!host_allowed(s, host)) {
+            char msg[512];
+            snprintf(msg, sizeof msg,
+                     "this server does not answer to the host name '%.200s' (DNS rebinding protection): "
+                     "use http://localhost or its address, or start it with --allow-host NAME", host);
+            if (http_respond_text(r, 421, msg) == 0) return queue(r);
+            return MHD_NO;
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
             char *end;
@@ -392,6 +447,20 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
     s->pool = c.pool_threads;
     s->csp = strdup(c.csp ? c.csp : HTTP_DEF_CSP);
     pthread_mutex_init(&s->mu, NULL);
+    for (const char *const *h = c.allow_hosts; h && *h; h++) {
+        if (!strcmp(*h, "*")) {
+            s->any_host = 1;
+            continue;
+        }
+        char **na = realloc(s->allow, (s->n_allow + 1) * sizeof *na);
+        if (na) s->allow = na;
+        char *d = na ? strdup(*h) : NULL;
+        if (!d) {
+            http_server_free(s);
+            return core_errf(err, CORE_ENOMEM, "http: out of memory");
+        }
+        s->allow[s->n_allow++] = d;
+    }
     if (!s->csp || has_crlf(s->csp)) {
         http_server_free(s);
         return core_errf(err, CORE_EINVAL, "http: bad Content-Security-Policy");
@@ -490,6 +559,8 @@ void http_server_free(http_server *s) {
     if (!s) return;
     http_server_stop(s);
     pthread_mutex_destroy(&s->mu);
+    for (size_t i = 0; i < s->n_allow; i++) free(s->allow[i]);
+    free(s->allow);
     free(s->etags);
     free(s->csp);
     free(s);

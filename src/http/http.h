@@ -27,6 +27,12 @@
  * with a thread pool instead: faster for small requests, but it cannot
  * stream (http_respond_stream fails there). See http.c for numbers.
  *
+ * Host names. A request whose Host header names neither a loopback name
+ * ("localhost"), nor an IP address literal, nor one of cfg->allow_hosts
+ * gets 421 before anything else runs: a web page whose own name was
+ * re-pointed at 127.0.0.1 (DNS rebinding) reaches us with its name in Host,
+ * while a browser that really connected to an address sends that address.
+ *
  * Every response carries the security headers: Content-Security-Policy
  * (from the config), X-Content-Type-Options: nosniff, Referrer-Policy:
  * same-origin, X-Frame-Options: DENY.
@@ -60,6 +66,10 @@ typedef struct http_config {
     unsigned pool_threads;     /* 0 -> thread per connection (streams work); N -> epoll pool, no streams */
     unsigned ping_ms;          /* SSE keep-alive comment after this much silence; 0 -> 1000 */
     const char *csp;           /* Content-Security-Policy; NULL -> "default-src 'self'" */
+    /* Host names served besides localhost and IP literals (a reverse
+     * proxy's name), compared case-insensitively without the port;
+     * NULL-terminated, may be NULL; "*" serves any name. Copied. */
+    const char *const *allow_hosts;
 } http_config;
 
 /* The request handler. `ctx` is the pointer given to http_server_new. `req`

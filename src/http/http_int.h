@@ -25,6 +25,9 @@ struct http_server {
     unsigned ping_ms;
     unsigned pool;            /* 0: thread per connection */
     char *csp;
+    char **allow;             /* [n_allow] extra Host names (lower case not assumed) */
+    size_t n_allow;
+    int any_host;             /* allow_hosts held "*" */
     int port;
     char (*etags)[HTTP_ETAG_LEN]; /* [nassets], parallel to http_assets */
     size_t nassets;
