@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -819,6 +820,172 @@ static void test_host_allow_list(void) {
     http_server_free(s);
 }
 
+/* ---- slow clients ----------------------------------------------------------- */
+
+/* A connection from source address `from` (e.g. "127.0.0.2": loopback
+ * holds all of 127/8, so one machine can be many clients). */
+static int cli_open_from(cli *c, int port, const char *from) {
+    c->len = 0;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (c->fd < 0) return -1;
+    struct timeval tv = {5, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, from, &a.sin_addr);
+    if (bind(c->fd, (struct sockaddr *)&a, sizeof a) != 0) goto fail;
+    a.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0) goto fail;
+    return 0;
+fail:
+    close(c->fd);
+    c->fd = -1;
+    return -1;
+}
+
+/* 1 if the server closed the connection (EOF or reset) within ms. */
+static int cli_closed_within(cli *c, int ms) {
+    struct pollfd p = {c->fd, POLLIN, 0};
+    uint64_t end = core_now_ns() + (uint64_t)ms * 1000000u;
+    for (;;) {
+        uint64_t now = core_now_ns();
+        if (now >= end) return 0;
+        if (poll(&p, 1, (int)((end - now) / 1000000u) + 1) <= 0) continue;
+        char b[4096];
+        ssize_t n = recv(c->fd, b, sizeof b, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) return 1;
+    }
+}
+
+/* Trickle `piece` every 200 ms until the server closes (1) or ms pass (0). */
+static int trickle_until_closed(cli *c, const char *piece, int ms) {
+    for (int t = 0; t < ms; t += 200) {
+        if (cli_sends(c, piece)) return 1;
+        if (cli_closed_within(c, 200)) return 1;
+    }
+    return 0;
+}
+
+/* Deadlines that trickled bytes do not extend: header block, body, and the
+ * idle time between keep-alive requests; a streaming response has none. */
+static void test_conn_deadlines(void) {
+    http_config cfg = {0};
+    cfg.header_timeout_s = 1;
+    cfg.body_timeout_s = 1;
+    cfg.conn_timeout_s = 30; /* MHD's idle timeout alone would keep them all */
+    http_server *s = start(&cfg);
+    if (!s) return;
+    int port = http_server_port(s);
+    cli *a = malloc(sizeof *a), *b = malloc(sizeof *b), *k = malloc(sizeof *k), *st = malloc(sizeof *st);
+    resp r = {0};
+    CHECK(cli_open(st, port) == 0);
+    CHECK(cli_sends(st, "GET /silent HTTP/1.1\r\nHost: localhost\r\n\r\n") == 0);
+    CHECK(read_head(st, &r) == 0);
+    http_stream *silent = take_silent(1);
+    CHECK(silent != NULL);
+
+    double t0 = core_now_s();
+    CHECK(cli_open(a, port) == 0);
+    CHECK(cli_sends(a, "GET /hello HTTP/1.1\r\nHost: localhost\r\n") == 0);
+    CHECK(trickle_until_closed(a, "X-Slow: 1\r\n", 4000));
+    double ta = core_now_s() - t0;
+    CHECK_MSG(ta >= 0.9 && ta < 3.0, "header trickle closed after %.2f s", ta);
+
+    t0 = core_now_s();
+    CHECK(cli_open(b, port) == 0);
+    CHECK(cli_sends(b, "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n") == 0);
+    CHECK(trickle_until_closed(b, "z", 4000));
+    double tb = core_now_s() - t0;
+    CHECK_MSG(tb >= 0.9 && tb < 3.0, "body trickle closed after %.2f s", tb);
+
+    /* keep-alive: served, then closed when idle past the header deadline */
+    CHECK(cli_open(k, port) == 0);
+    CHECK(cli_sends(k, "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n") == 0);
+    CHECK(read_resp(k, &r, 0) == 0);
+    CHECK_EQ_INT(r.status, 200);
+    CHECK(cli_closed_within(k, 3000));
+
+    /* the stream outlived every deadline and still delivers */
+    CHECK(http_stream_write(silent, "data: late\n\n", 12) == 0);
+    char line[256];
+    int got = 0;
+    for (int i = 0; i < 20 && !got; i++) {
+        if (cli_line(st, line, sizeof line)) break;
+        got = strstr(line, "late") != NULL;
+    }
+    CHECK(got);
+    http_stats hs;
+    http_server_stats(s, &hs);
+    CHECK_MSG(hs.timed_out >= 3, "timed out %llu", hs.timed_out);
+    http_stream_close(silent);
+    cli_close(a);
+    cli_close(b);
+    cli_close(k);
+    cli_close(st);
+    free(a);
+    free(b);
+    free(k);
+    free(st);
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
+/* A full pool of waiting connections (one address, then several) does not
+ * keep a complete request out: the oldest waiting ones are shed; busy ones
+ * (a stream) are not. */
+static void test_conn_shedding(void) {
+    http_config cfg = {0};
+    cfg.max_conns = 32;
+    http_server *s = start(&cfg);
+    if (!s) return;
+    int port = http_server_port(s);
+    enum { N = 48 };
+    cli *cs = calloc(N + 1, sizeof *cs);
+    resp r = {0};
+    cli *st = &cs[N];
+    CHECK(cli_open(st, port) == 0);
+    CHECK(cli_sends(st, "GET /silent HTTP/1.1\r\nHost: localhost\r\n\r\n") == 0);
+    CHECK(read_head(st, &r) == 0);
+    http_stream *silent = take_silent(1);
+    CHECK(silent != NULL);
+    for (int round = 0; round < 2; round++) {
+        /* round 0: all from 127.0.0.1; round 1: 127.0.0.2 .. 127.0.0.5 */
+        for (int i = 0; i < N; i++) {
+            char from[32];
+            snprintf(from, sizeof from, "127.0.0.%d", round ? 2 + i % 4 : 1);
+            if (cli_open_from(&cs[i], port, from)) continue;
+            cli_sends(&cs[i], "GET /hello HTTP/1.1\r\nHost: localhost\r\n");
+        }
+        usleep(100000);
+        for (int t = 0; t < 3; t++) {
+            double t0 = core_now_s();
+            CHECK(fetch(port, "GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n", &r) == 0);
+            CHECK_EQ_INT(r.status, 200);
+            double dt = core_now_s() - t0;
+            CHECK_MSG(dt < 1.0, "round %d: answered in %.3f s", round, dt);
+        }
+        for (int i = 0; i < N; i++) cli_close(&cs[i]);
+        usleep(100000);
+    }
+    http_stats hs;
+    http_server_stats(s, &hs);
+    CHECK_MSG(hs.shed >= 2 * (N - 32 + 32 / 8), "shed %llu", hs.shed);
+    CHECK(http_stream_write(silent, "data: alive\n\n", 13) == 0);
+    char line[256];
+    int got = 0;
+    for (int i = 0; i < 20 && !got; i++) {
+        if (cli_line(st, line, sizeof line)) break;
+        got = strstr(line, "alive") != NULL;
+    }
+    CHECK_MSG(got, "the busy stream was not shed");
+    http_stream_close(silent);
+    cli_close(st);
+    free(cs);
+    core_buf_free(&r.body);
+    http_server_free(s);
+}
+
 static void test_assets(void) {
     http_server *s = start(NULL);
     if (!s) return;
@@ -961,6 +1128,8 @@ int main(void) {
     T_RUN(test_stream_refs);
     T_RUN(test_bearer);
     T_RUN(test_host_allow_list);
+    T_RUN(test_conn_deadlines);
+    T_RUN(test_conn_shedding);
     T_RUN(test_assets);
     T_RUN(test_pool_mode_and_config);
     T_RUN(test_bench);

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "api/api.h"
@@ -227,6 +228,13 @@ int cmd_serve(int argc, char **argv) {
     acfg.slots = ec.max_active;
     if (api_new(&ap, eng, st, &acfg, &err)) goto done;
 
+    /* Each connection is a descriptor: a soft limit of 1024 would cap the
+     * connection pool (and turn a flood into failed accepts for everyone). */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     http_config hc = {0};
     hc.host = host;
     hc.port = (int)port;

@@ -44,6 +44,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http/assets.h"
@@ -51,7 +54,11 @@
 #define HTTP_DEF_MAX_BODY (8u << 20)
 #define HTTP_DEF_MAX_HEADER (32u << 10)
 #define HTTP_DEF_TIMEOUT_S 30u
-#define HTTP_DEF_MAX_CONNS 128u
+#define HTTP_DEF_MAX_CONNS 1024u
+#define HTTP_DEF_HEADER_S 10u
+#define HTTP_DEF_BODY_S 30u
+#define HTTP_FD_RESERVE 64u  /* descriptors kept for the store, logs, models */
+#define HTTP_REAP_MS 250     /* how often the deadlines are checked */
 #define HTTP_DEF_PING_MS 1000u
 #define HTTP_STOP_DRAIN_MS 2000
 #define HTTP_DEF_CSP "default-src 'self'"
@@ -323,7 +330,45 @@ static int host_allowed(const http_server *s, const char *h) {
     return 0;
 }
 
-/* ---- MHD callbacks -------------------------------------------------- */
+/* ---- connections: deadlines and shedding ------------------------------
+ * MHD's own timeout counts idle time only, so a client trickling a header
+ * line every few seconds holds its connection (and, here, a thread)
+ * forever, and MHD's limits refuse newcomers instead of the slow. We keep
+ * our own list of connections with their state (from MHD's connection
+ * notifications and our request callbacks) and close slow ones with
+ * shutdown(2): the connection's thread sees end-of-file and MHD closes it.
+ * shutdown, never close: the descriptor stays MHD's; MHD reports CLOSED
+ * (we unlink under cmu) before it closes the descriptor, so a number we
+ * shut down is never one reused by a newer connection. */
+
+static http_conn *conn_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void conn_set(http_server *s, http_conn *x, int state) {
+    if (!x) return;
+    pthread_mutex_lock(&s->cmu);
+    x->state = state;
+    x->since_ns = core_now_ns();
+    pthread_mutex_unlock(&s->cmu);
+}
+
+/* cmu held */
+static void conn_kill(http_conn *x) {
+    if (x->fd >= 0) shutdown(x->fd, SHUT_RDWR);
+    x->shed = 1;
+}
+
+/* cmu held: close the oldest waiting connection (of address ip, or any). */
+static void conn_shed_oldest(http_server *s, const char *ip) {
+    for (http_conn *x = s->c_head; x; x = x->next)
+        if (!x->shed && x->state != HTTP_CONN_BUSY && (!ip || !strcmp(x->ip, ip))) {
+            conn_kill(x);
+            s->n_shed++;
+            return;
+        }
+}
 
 static void remote_text(struct MHD_Connection *c, char *out, size_t cap) {
     snprintf(out, cap, "?");
@@ -335,6 +380,87 @@ static void remote_text(struct MHD_Connection *c, char *out, size_t cap) {
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)cap);
 }
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        http_conn *x = calloc(1, sizeof *x);
+        *socket_context = x;
+        if (!x) return; /* out of memory: this one goes untracked */
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        x->fd = ci ? ci->connect_fd : -1;
+        remote_text(c, x->ip, sizeof x->ip);
+        pthread_mutex_lock(&s->cmu);
+        x->state = HTTP_CONN_WAIT;
+        x->since_ns = core_now_ns();
+        x->prev = s->c_tail;
+        if (s->c_tail) s->c_tail->next = x;
+        else s->c_head = x;
+        s->c_tail = x;
+        s->n_conns++;
+        /* Make room before the pool or one address's share runs out: a
+         * complete request must always find a connection. */
+        if (s->n_conns > s->shed_at) conn_shed_oldest(s, NULL);
+        unsigned same = 0;
+        for (http_conn *y = s->c_head; y; y = y->next)
+            same += !y->shed && y->state != HTTP_CONN_BUSY && !strcmp(y->ip, x->ip);
+        if (same > s->per_ip) conn_shed_oldest(s, x->ip);
+        pthread_mutex_unlock(&s->cmu);
+        return;
+    }
+    http_conn *x = *socket_context;
+    *socket_context = NULL;
+    if (!x) return;
+    pthread_mutex_lock(&s->cmu);
+    if (x->prev) x->prev->next = x->next;
+    else s->c_head = x->next;
+    if (x->next) x->next->prev = x->prev;
+    else s->c_tail = x->prev;
+    s->n_conns--;
+    pthread_mutex_unlock(&s->cmu);
+    free(x);
+}
+
+/* Closes connections past their header or body deadline. */
+static void *reaper_main(void *arg) {
+    http_server *s = arg;
+    pthread_mutex_lock(&s->cmu);
+    while (!s->reaper_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += HTTP_REAP_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->ccv, &s->cmu, &ts);
+        uint64_t now = core_now_ns();
+        for (http_conn *x = s->c_head; x; x = x->next) {
+            if (x->shed || x->state == HTTP_CONN_BUSY) continue;
+            uint64_t limit = x->state == HTTP_CONN_WAIT ? s->hdr_ns : s->body_ns;
+            if (now - x->since_ns > limit) {
+                conn_kill(x);
+                s->n_timed_out++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->cmu);
+    return NULL;
+}
+
+void http_server_stats(http_server *s, http_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!s) return;
+    pthread_mutex_lock(&s->cmu);
+    out->open = s->n_conns;
+    out->shed = s->n_shed;
+    out->timed_out = s->n_timed_out;
+    pthread_mutex_unlock(&s->cmu);
+}
+
+/* ---- MHD callbacks -------------------------------------------------- */
+
 
 static enum MHD_Result queue(http_req *r) {
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, r->resp);
@@ -355,6 +481,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         if (!r) return MHD_NO;
         r->srv = s;
         r->conn = c;
+        r->hc = conn_of(c);
+        conn_set(s, r->hc, HTTP_CONN_BODY); /* the header block is complete */
         r->method = method;
         r->path = url;
         remote_text(c, r->remote, sizeof r->remote);
@@ -362,6 +490,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         /* Before anything else: a foreign name may be a rebound page. */
         const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
         if (!host_allowed(s, host)) {
+            conn_set(s, r->hc, HTTP_CONN_BUSY);
             char msg[512];
             snprintf(msg, sizeof msg,
                      "this server does not answer to the host name '%.200s' (DNS rebinding protection): "
@@ -376,6 +505,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             unsigned long long n = strtoull(cl, &end, 10);
             if (errno || end == cl || n > s->max_body) {
                 r->too_large = 1;
+                conn_set(s, r->hc, HTTP_CONN_BUSY);
                 /* Early answer: MHD closes the connection after it. */
                 if (http_respond_text(r, 413, "request body too large") == 0) return queue(r);
                 return MHD_NO;
@@ -400,6 +530,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         return MHD_YES;
     }
     r->body_complete = 1;
+    conn_set(s, r->hc, HTTP_CONN_BUSY);
     if (r->too_large) {
         if (http_respond_text(r, 413, "request body too large") != 0) return MHD_NO;
         return queue(r);
@@ -416,8 +547,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)c;
+    http_server *s = cls;
+    /* Keep-alive: the next request's header deadline starts now. */
+    conn_set(s, conn_of(c), HTTP_CONN_WAIT);
     http_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
@@ -447,6 +579,28 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
     s->pool = c.pool_threads;
     s->csp = strdup(c.csp ? c.csp : HTTP_DEF_CSP);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->cmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->ccv, &ca);
+    pthread_condattr_destroy(&ca);
+    unsigned max_conns = c.max_conns ? c.max_conns : HTTP_DEF_MAX_CONNS;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)max_conns + 2 * HTTP_FD_RESERVE) {
+        /* each connection is a descriptor: past the limit accept() fails for everyone */
+        unsigned fit = rl.rlim_cur > 2 * HTTP_FD_RESERVE ? (unsigned)rl.rlim_cur - HTTP_FD_RESERVE : HTTP_FD_RESERVE;
+        if (fit < max_conns) {
+            LOG_WARN("http: %u connections at most (open-file limit %llu)", fit, (unsigned long long)rl.rlim_cur);
+            max_conns = fit;
+        }
+    }
+    s->shed_at = max_conns - max_conns / 8;
+    s->per_ip = c.max_waiting_per_ip ? c.max_waiting_per_ip : max_conns / 2;
+    if (s->per_ip < 1) s->per_ip = 1;
+    s->hdr_ns = (uint64_t)(c.header_timeout_s ? c.header_timeout_s : HTTP_DEF_HEADER_S) * 1000000000ull;
+    s->body_ns = (uint64_t)(c.body_timeout_s ? c.body_timeout_s : HTTP_DEF_BODY_S) * 1000000000ull;
     for (const char *const *h = c.allow_hosts; h && *h; h++) {
         if (!strcmp(*h, "*")) {
             s->any_host = 1;
@@ -508,20 +662,28 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
         {MHD_OPTION_SOCK_ADDR, 0, sa},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)mem, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)(c.conn_timeout_s ? c.conn_timeout_s : HTTP_DEF_TIMEOUT_S), NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(c.max_conns ? c.max_conns : HTTP_DEF_MAX_CONNS), NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)max_conns, NULL},
+        /* busy ones included: one address never holds every connection */
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)(max_conns - max_conns / 4), NULL},
         {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)(s->pool ? s->pool : 0), NULL},
         {MHD_OPTION_END, 0, NULL},
     };
-    if (!s->pool) opts[4].option = MHD_OPTION_END; /* no pool option in thread-per-connection mode */
+    if (!s->pool) opts[5].option = MHD_OPTION_END; /* no pool option in thread-per-connection mode */
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                             MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!s->d) {
         http_server_free(s);
         return core_errf(err, CORE_EIO, "http: cannot listen on %s:%d (address in use or not local?)", host,
                          c.port);
     }
+    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+        http_server_free(s);
+        return core_errf(err, CORE_ENOMEM, "http: cannot start the connection reaper thread");
+    }
+    s->reaper_on = 1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : c.port;
     *out = s;
@@ -549,7 +711,16 @@ void http_server_stop(http_server *s) {
         if (!busy) break;
         usleep(10000);
     }
-    /* 4. Close idle keep-alive connections and join every thread. */
+    /* 4. No more deadlines (the reaper must not outlive the list). */
+    if (s->reaper_on) {
+        pthread_mutex_lock(&s->cmu);
+        s->reaper_stop = 1;
+        pthread_cond_signal(&s->ccv);
+        pthread_mutex_unlock(&s->cmu);
+        pthread_join(s->reaper, NULL);
+        s->reaper_on = 0;
+    }
+    /* 5. Close idle keep-alive connections and join every thread. */
     MHD_stop_daemon(s->d);
     s->d = NULL;
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
@@ -559,6 +730,8 @@ void http_server_free(http_server *s) {
     if (!s) return;
     http_server_stop(s);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->cmu);
+    pthread_cond_destroy(&s->ccv);
     for (size_t i = 0; i < s->n_allow; i++) free(s->allow[i]);
     free(s->allow);
     free(s->etags);

@@ -33,6 +33,17 @@
  * re-pointed at 127.0.0.1 (DNS rebinding) reaches us with its name in Host,
  * while a browser that really connected to an address sends that address.
  *
+ * Connections. A connection that has not yet sent a whole request
+ * ("waiting": idle keep-alive, a header block or a body on its way) has
+ * deadlines that bytes do not extend: header_timeout_s for the header
+ * block (counted from accept or from the end of the previous response) and
+ * body_timeout_s for the body; past them it is closed. When the pool fills
+ * (7/8 of max_conns) or one address holds more than max_waiting_per_ip
+ * waiting connections, the oldest waiting one (of that address) is closed
+ * to make room, so slow or idle clients cannot keep a complete request
+ * out; connections busy with a request or a stream are never shed. One
+ * address may hold at most 3/4 of max_conns in all.
+ *
  * Every response carries the security headers: Content-Security-Policy
  * (from the config), X-Content-Type-Options: nosniff, Referrer-Policy:
  * same-origin, X-Frame-Options: DENY.
@@ -61,8 +72,11 @@ typedef struct http_config {
     int port;                  /* 0 -> any free port (see http_server_port) */
     size_t max_body;           /* bytes; 0 -> 8 MiB; larger bodies -> 413 */
     size_t max_header;         /* per-connection header memory; 0 -> 32 KiB; over -> 431 */
-    unsigned conn_timeout_s;   /* idle connection timeout (slowloris); 0 -> 30 s */
-    unsigned max_conns;        /* concurrent connections (= threads); 0 -> 128 */
+    unsigned conn_timeout_s;   /* idle connection timeout; 0 -> 30 s */
+    unsigned max_conns;        /* concurrent connections (= threads); 0 -> 1024, at most the fd limit - 64 */
+    unsigned header_timeout_s; /* accept or end of the last response -> whole header block; 0 -> 10 s */
+    unsigned body_timeout_s;   /* whole header block -> whole body; 0 -> 30 s */
+    unsigned max_waiting_per_ip; /* connections one address may hold without a complete request; 0 -> max_conns/2 */
     unsigned pool_threads;     /* 0 -> thread per connection (streams work); N -> epoll pool, no streams */
     unsigned ping_ms;          /* SSE keep-alive comment after this much silence; 0 -> 1000 */
     const char *csp;           /* Content-Security-Policy; NULL -> "default-src 'self'" */
@@ -184,6 +198,14 @@ void http_stream_close(http_stream *s);
  * key; 0 otherwise. The comparison takes time independent of where the
  * bytes differ. */
 int http_check_bearer(const http_req *r, const char *key);
+
+/* Connection counters since start, for tests and metrics. */
+typedef struct http_stats {
+    unsigned open;          /* connections now */
+    unsigned long long shed; /* waiting connections closed to make room */
+    unsigned long long timed_out; /* closed at the header or body deadline */
+} http_stats;
+void http_server_stats(http_server *s, http_stats *out);
 
 /* Reason phrase for a status code ("Not Found"), "" when unknown. */
 const char *http_status_text(int status);

@@ -17,6 +17,18 @@
 
 #define HTTP_ETAG_LEN 24
 
+/* One per TCP connection (MHD's socket context), in the server's list
+ * oldest first, for the deadlines and the shedding. */
+enum { HTTP_CONN_WAIT, HTTP_CONN_BODY, HTTP_CONN_BUSY };
+typedef struct http_conn {
+    struct http_conn *prev, *next;
+    int fd;                   /* shut down (never closed) by us; MHD closes it after CLOSED */
+    int state;                /* HTTP_CONN_* */
+    int shed;                 /* shut down already */
+    uint64_t since_ns;        /* when state began */
+    char ip[48];
+} http_conn;
+
 struct http_server {
     struct MHD_Daemon *d;
     http_handler_fn handler;
@@ -34,6 +46,15 @@ struct http_server {
     pthread_mutex_t mu;       /* guards stopping and streams */
     int stopping;
     http_stream *streams;     /* doubly linked through prev/next */
+    /* connections: guarded by cmu (never held with mu) */
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;       /* wakes the reaper to stop */
+    http_conn *c_head, *c_tail;
+    unsigned n_conns, shed_at, per_ip;
+    uint64_t hdr_ns, body_ns;
+    unsigned long long n_shed, n_timed_out;
+    pthread_t reaper;
+    int reaper_on, reaper_stop;
 };
 
 struct http_req {
@@ -47,6 +68,7 @@ struct http_req {
     char **hdrs;               /* extra headers: name, value pairs */
     size_t nhdr, caphdr;
     http_stream *stream;       /* holds one reference until the request completes */
+    http_conn *hc;             /* the connection's tracker (may be NULL: out of memory) */
 };
 
 struct http_stream {
