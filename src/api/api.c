@@ -45,20 +45,13 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
         char *dot = strstr(a->model_name, ".gguf");
         if (dot) *dot = 0;
     }
-    if (a->cfg.api_key && *a->cfg.api_key) {
-        /* the page's sign-in cookie value: random, new each run */
-        unsigned char rnd[16] = {0};
-        FILE *f = fopen("/dev/urandom", "rb");
-        size_t got = f ? fread(rnd, 1, sizeof rnd, f) : 0;
-        if (f) fclose(f);
-        if (got != sizeof rnd) {
-            pthread_mutex_destroy(&a->mu);
-            free(a);
-            return core_errf(err, CORE_EIO, "cannot read /dev/urandom for the session cookie");
-        }
-        for (int i = 0; i < 16; i++) snprintf(a->session + 2 * i, 3, "%02x", rnd[i]);
+    int rc = api_auth_new(&a->auth, err);
+    if (rc) {
+        pthread_mutex_destroy(&a->mu);
+        free(a);
+        return rc;
     }
-    int rc = api_openai_init(a, err);
+    rc = api_openai_init(a, err);
     if (!rc) rc = api_ui_init(a, err);
     if (rc) {
         api_free(a);
@@ -72,6 +65,7 @@ void api_free(api *a) {
     if (!a) return;
     api_ui_free(a);
     api_openai_free(a);
+    api_auth_free(a->auth);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }

@@ -29,7 +29,7 @@ struct api {
     api_hist ttft_ms;   /* time to first token */
     api_hist tok_s;     /* decode tokens/s per request */
     void *ui;           /* ui.c's private state (api_ui_init) */
-    char session[33];   /* with an API key: the page's sign-in cookie value (random per run) */
+    struct api_auth *auth; /* the page's sign-in sessions (auth.c) */
     void *oai;          /* openai.c's private state (api_openai_init) */
 };
 
@@ -56,6 +56,17 @@ int api_error(http_req *r, int status, const char *type, const char *code, const
  * dropped). */
 enum { API_PARSE_CHAT = 0, API_PARSE_TEMPLATE = 1 };
 int api_parse_request(api *a, int which, const char *body, size_t len);
+
+/* auth.c: the page's sign-in (sessions, rate limit, sign-out). */
+typedef struct api_auth api_auth;
+int api_auth_new(api_auth **out, core_err *err);
+void api_auth_free(api_auth *u);
+/* 1 if the request may use the page: no key configured, a live session
+ * cookie, or the Bearer key. Any thread. */
+int api_auth_signed_in(api *a, http_req *r);
+/* /ui/login, /ui/logout, and the sign-in wall in front of the page: 1 if
+ * it answered (the route was its own, or the request is not signed in). */
+int api_auth_route(api *a, http_req *r);
 
 /* Routes: return 1 if the path was theirs (a response was made), 0 if not. */
 int api_openai_route(api *a, http_req *r, core_err *err);

@@ -1324,80 +1324,9 @@ out:
     return rc;
 }
 
-/* ---- sign-in (only when the server has an API key) -----------------------
- * The page is as powerful as the API, so with --api-key it needs the key
- * too. The form at /login.html posts the key once; the answer is an
- * HttpOnly, SameSite=Strict cookie holding a random session value made at
- * start (the key itself never sits in the browser). Static assets stay
- * public: they hold no data. */
-
-static int ct_equal(const char *a, const char *b) {
-    size_t na = strlen(a), nb = strlen(b);
-    unsigned char d = na != nb;
-    for (size_t i = 0; i < nb; i++) d |= (unsigned char)(a[i % (na ? na : 1)] ^ b[i]);
-    return d == 0;
-}
-
-static int signed_in(api *a, http_req *r) {
-    if (!a->cfg.api_key || !*a->cfg.api_key) return 1;
-    const char *c = http_req_cookie(r, "smolbot_session");
-    if (c && ct_equal(c, a->session)) return 1;
-    return http_req_header(r, "Authorization") && http_check_bearer(r, a->cfg.api_key);
-}
-
-/* The value of field `name` in an application/x-www-form-urlencoded body, decoded into out. */
-static int form_field(const char *body, size_t len, const char *name, char *out, size_t cap) {
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < len;) {
-        size_t end = i;
-        while (end < len && body[end] != '&') end++;
-        if (end - i > nl && !strncmp(body + i, name, nl) && body[i + nl] == '=') {
-            size_t o = 0;
-            for (size_t k = i + nl + 1; k < end; k++) {
-                int ch = (unsigned char)body[k];
-                if (ch == '+') ch = ' ';
-                else if (ch == '%' && k + 2 < end && isxdigit((unsigned char)body[k + 1]) &&
-                         isxdigit((unsigned char)body[k + 2])) {
-                    char hex[3] = {body[k + 1], body[k + 2], 0};
-                    ch = (int)strtol(hex, NULL, 16);
-                    k += 2;
-                }
-                if (o + 1 >= cap) return -1;
-                out[o++] = (char)ch;
-            }
-            out[o] = 0;
-            return 0;
-        }
-        i = end + 1;
-    }
-    return -1;
-}
-
-static void route_login(api *a, http_req *r) {
-    size_t len;
-    const char *body = http_req_body(r, &len);
-    char key[512];
-    if (form_field(body, len, "key", key, sizeof key) || !ct_equal(key, a->cfg.api_key)) {
-        static const char bad[] = "<!doctype html><meta charset=utf-8><title>smolbot</title>"
-                                  "<link rel=stylesheet href=/app.css><body class=login><main class=login-card>"
-                                  "<h1>smolbot</h1><p>That is not the key.</p><p><a href=/>Try again</a></p></main>";
-        http_respond(r, 401, "text/html; charset=utf-8", bad, sizeof bad - 1);
-        return;
-    }
-    char cookie[128];
-    snprintf(cookie, sizeof cookie, "smolbot_session=%s; HttpOnly; SameSite=Strict; Path=/", a->session);
-    http_req_add_header(r, "Set-Cookie", cookie);
-    http_req_add_header(r, "Location", "/");
-    http_respond(r, 303, "text/plain", "", 0);
-}
-
 int api_ui_route(api *a, http_req *r, core_err *err) {
     const char *p = http_req_path(r), *m = http_req_method(r);
-    if (!signed_in(a, r)) {
-        if (!strcmp(p, "/ui/login") && !strcmp(m, "POST")) return route_login(a, r), 1;
-        if (!strcmp(p, "/") || !strcmp(p, "/index.html")) return http_respond_asset(r, "/login.html"), 1;
-        if (!strncmp(p, "/ui/", 4)) return http_respond_text(r, 401, "sign in first: this server needs its API key"), 1;
-    }
+    if (api_auth_route(a, r)) return 1; /* sign-in, sign-out, or the wall in front of the page */
     if (!strncmp(p, "/ui/", 4)) {
         const char *sub = p + 4;
         if (!strcmp(sub, "status") && !strcmp(m, "GET")) route_status(a, r);
