@@ -125,6 +125,14 @@ const char *http_req_header(const http_req *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
+int http_req_type_is(const http_req *r, const char *mime) {
+    const char *ct = http_req_header(r, "Content-Type");
+    if (!ct) return 0;
+    while (*ct == ' ' || *ct == '\t') ct++;
+    size_t n = strcspn(ct, "; \t"), ml = strlen(mime);
+    return n == ml && !strncasecmp(ct, mime, n);
+}
+
 const char *http_req_cookie(const http_req *r, const char *name) {
     return MHD_lookup_connection_value(r->conn, MHD_COOKIE_KIND, name);
 }
@@ -470,15 +478,36 @@ static enum MHD_Result queue(http_req *r) {
     return ret;
 }
 
+/* MHD stores each query argument in the connection's memory pool right
+ * after this call; past a few hundred the pool runs dry and MHD drops the
+ * connection without an answer. So count them here (the URI is still
+ * whole) and, over the limit, empty the query in place (MHD parses it from
+ * its own buffer, which it clobbers anyway) and remember to answer 414.
+ * The returned request becomes the access handler's *con_cls. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+    (void)cls;
+    (void)c;
+    const char *q = uri ? strchr(uri, '?') : NULL;
+    if (!q) return NULL;
+    size_t n = 1;
+    for (const char *p = q + 1; *p; p++) n += *p == '&';
+    if (n <= HTTP_MAX_QUERY_ARGS) return NULL;
+    http_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->n_args = n;
+    ((char *)q)[1] = 0;
+    return r;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                  const char *version, const char *upload, size_t *upload_size,
                                  void **con_cls) {
     http_server *s = cls;
     http_req *r = *con_cls;
     (void)version;
-    if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r) return MHD_NO;
+    if (!r || !r->started) {
+        if (!r && !(r = calloc(1, sizeof *r))) return MHD_NO;
+        r->started = 1;
         r->srv = s;
         r->conn = c;
         r->hc = conn_of(c);
@@ -496,6 +525,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                      "this server does not answer to the host name '%.200s' (DNS rebinding protection): "
                      "use http://localhost or its address, or start it with --allow-host NAME", host);
             if (http_respond_text(r, 421, msg) == 0) return queue(r);
+            return MHD_NO;
+        }
+        if (r->n_args) {
+            conn_set(s, r->hc, HTTP_CONN_BUSY);
+            char msg[128];
+            snprintf(msg, sizeof msg, "too many query arguments (%zu; at most %d)", r->n_args, HTTP_MAX_QUERY_ARGS);
+            if (http_respond_text(r, 414, msg) == 0) return queue(r);
             return MHD_NO;
         }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
@@ -673,6 +709,7 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
                             MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!s->d) {
         http_server_free(s);

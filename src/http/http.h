@@ -114,10 +114,16 @@ void http_server_free(http_server *s);
 const char *http_req_method(const http_req *r); /* "GET", "POST", ... */
 /* Percent-decoded path without the query string, e.g. "/v1/chat". */
 const char *http_req_path(const http_req *r);
-/* Query argument value (decoded), "" for "?flag", NULL when absent. */
+/* Query argument value (decoded), "" for "?flag", NULL when absent. A
+ * query of more than HTTP_MAX_QUERY_ARGS arguments is answered 414 before
+ * the handler runs. */
+#define HTTP_MAX_QUERY_ARGS 100
 const char *http_req_query(const http_req *r, const char *key);
 /* Header value, name compared case-insensitively; NULL when absent. */
 const char *http_req_header(const http_req *r, const char *name);
+/* 1 if the request's Content-Type is the media type `mime` (compared
+ * case-insensitively, parameters such as "; charset=utf-8" ignored). */
+int http_req_type_is(const http_req *r, const char *mime);
 /* Cookie value; NULL when absent. */
 const char *http_req_cookie(const http_req *r, const char *name);
 /* Client address as text ("127.0.0.1", "::1"). */

@@ -63,7 +63,9 @@ struct http_req {
     const char *method, *path; /* MHD's strings, alive for the request */
     char remote[48];
     core_buf body;
+    int started;               /* the access handler has seen it (it may come from on_uri) */
     int too_large, body_complete, queued, status;
+    size_t n_args;             /* query arguments, when over HTTP_MAX_QUERY_ARGS */
     struct MHD_Response *resp; /* built by http_respond*, queued after the handler */
     char **hdrs;               /* extra headers: name, value pairs */
     size_t nhdr, caphdr;
