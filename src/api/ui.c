@@ -980,6 +980,18 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
         if (i > 0) n_ids = i - 1;
         mode = 0;
     }
+    /* Refuse what cannot fit before anything is relabelled or registered. */
+    if ((long long)n_ids + 1 > engine_ctx_size(a->eng)) {
+        rc = core_errf(err, CORE_ERANGE, "The conversation (%zu tokens) no longer fits the context (%d): start a new one.",
+                       n_ids, engine_ctx_size(a->eng));
+        goto out;
+    }
+    if (cont && n > 0) { /* the finished answer streams again */
+        store_msg m = ms[n - 1];
+        m.status = STORE_MSG_STREAMING;
+        m.finish[0] = 0;
+        store_update(a->st, asst, &m, NULL);
+    }
     x = ans_new(a->ui, ANS_MODEL);
     if (!x) {
         rc = core_errf(err, CORE_ENOMEM, "out of memory");
@@ -1142,13 +1154,6 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
     if (!cont) {
         aid = append_msg(a, c->id, parent, "assistant", "", STORE_MSG_STREAMING, &err);
         if (!aid) return store_fail(r, &err, CORE_EIO);
-    } else {
-        store_msg m = {0};
-        store_get_msg(a->st, last, &m, NULL);
-        m.status = STORE_MSG_STREAMING;
-        m.finish[0] = 0;
-        store_update(a->st, last, &m, NULL);
-        store_msg_clear(&m);
     }
     int rc = start_answer(a, c, cont ? last : parent, aid, cont, &err);
     if (rc) {
