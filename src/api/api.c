@@ -118,11 +118,49 @@ int api_build_prompt(api *a, const chat_msg *msgs, size_t n, int thinking, const
     return rc;
 }
 
+json_t *api_json_loadb(const char *body, size_t len, json_error_t *je) {
+    return json_loadb(body, len, JSON_REJECT_DUPLICATES, je);
+}
+
+/* 1 if a form body carries a NUL, raw or as %00: C strings would cut the
+ * text there and store less than was sent. */
+static int form_has_nul(const char *b, size_t n) {
+    if (memchr(b, 0, n)) return 1;
+    for (size_t i = 0; i + 2 < n; i++)
+        if (b[i] == '%' && b[i + 1] == '0' && b[i + 2] == '0') return 1;
+    return 0;
+}
+
+/* Checks every request body passes before any route sees it. Returns 1
+ * when it answered. */
+static int body_refused(http_req *r) {
+    const char *m = http_req_method(r), *p = http_req_path(r);
+    if (strcmp(m, "POST") && strcmp(m, "PUT") && strcmp(m, "PATCH")) return 0;
+    int json = http_req_type_is(r, "application/json");
+    if (strncmp(p, "/ui/", 4)) {
+        /* The API takes JSON only. A page on another site can post
+         * text/plain or a form without asking (no CORS preflight), but not
+         * application/json: so this also keeps other sites from using it. */
+        if (json) return 0;
+        api_error(r, 415, "invalid_request_error", "unsupported_media_type", NULL,
+                  "send the body as JSON with 'Content-Type: application/json'");
+        return 1;
+    }
+    size_t n;
+    const char *b = http_req_body(r, &n);
+    if (!json && form_has_nul(b, n)) {
+        http_respond_text(r, 400, "form fields must not contain NUL characters (%00)");
+        return 1;
+    }
+    return 0;
+}
+
 int api_handle(void *ctx, http_req *req, core_err *err) {
     api *a = ctx;
     pthread_mutex_lock(&a->mu);
     a->http_requests++;
     pthread_mutex_unlock(&a->mu);
+    if (body_refused(req)) return 0;
     if (api_openai_route(a, req, err)) return 0;
     if (api_ui_route(a, req, err)) return 0;
     return api_error(req, 404, "not_found_error", "not_found", NULL, "no route for %s %s", http_req_method(req),

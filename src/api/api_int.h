@@ -5,6 +5,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "api.h"
 #include "chat/chat.h"
 
@@ -44,6 +46,11 @@ void api_hist_add(api *a, api_hist *h, const double *bounds, double v);
  * date NULL: today. ids: malloc'd (free it). */
 int api_build_prompt(api *a, const chat_msg *msgs, size_t n, int thinking, const char *date, int add_gen,
                      int32_t **ids, size_t *n_ids, int *mode_out, core_buf *text_out, core_err *err);
+
+/* Parse a request body: jansson with duplicate keys refused (parsers
+ * disagree on which one wins, so a checker and a user of the same body
+ * could see different values). NULL with je filled on error. */
+json_t *api_json_loadb(const char *body, size_t len, json_error_t *je);
 
 /* Send an OpenAI-shaped error: {"error":{"message","type","param","code"}}. */
 int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...)
