@@ -1189,6 +1189,9 @@ static int route_quote(api *a, http_req *r) {
     pthread_mutex_lock(&u->mu);
     x->msg = --u->quote_serial;
     x->quote_next = core_now_s();
+    /* shown in that conversation: its Stop button stops it (and no other's) */
+    const char *conv = http_req_query(r, "conv");
+    if (conv && valid_conv_id(conv)) snprintf(x->conv, sizeof x->conv, "%s", conv);
     if (ans_attach(x, r, &err)) {
         pthread_mutex_unlock(&u->mu);
         ans_free(x);
@@ -1203,7 +1206,7 @@ static int route_stop(api *a, http_req *r, const store_conv *c) {
     ui *u = a->ui;
     pthread_mutex_lock(&u->mu);
     for (ans *x = u->list; x; x = x->next)
-        if (!x->finished && (x->kind == ANS_QUOTE || !strcmp(x->conv, c->id))) {
+        if (!x->finished && !strcmp(x->conv, c->id)) {
             x->cancel_asked = 1;
             if (x->has_req) engine_cancel(a->eng, x->req_id);
             if (x->kind == ANS_QUOTE) {
