@@ -1243,19 +1243,44 @@ static int route_export(api *a, http_req *r, const store_conv *c) {
     return http_respond_take(r, 200, json ? "application/json" : "text/markdown; charset=utf-8", out, strlen(out));
 }
 
+/* The import is one store transaction that holds off every other writer:
+ * bound it by the number of messages. The answer is a short summary, not
+ * the conversation (which the page loads when opened, a screen at a time). */
+#define IMPORT_MAX_MESSAGES 10000
+
 static int route_import(api *a, http_req *r) {
     if (!a->st) return no_store(r);
     size_t len;
     const char *body = http_req_body(r, &len);
+    json_error_t je;
+    json_t *root = api_json_loadb(body, len, &je);
+    if (!root) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "not a smolbot conversation export: %s", je.text);
+        return http_respond_text(r, 400, msg);
+    }
+    size_t n_msgs = json_array_size(json_object_get(root, "messages"));
+    json_decref(root);
+    if (n_msgs > IMPORT_MAX_MESSAGES) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "too many messages to import (%zu; at most %d)", n_msgs, IMPORT_MAX_MESSAGES);
+        return http_respond_text(r, 413, msg);
+    }
     char id[STORE_ID_LEN + 1];
     core_err err = {0};
     int rc = store_import_json(a->st, body, len, id, &err);
     if (rc) return http_respond_text(r, 400, err.msg[0] ? err.msg : "not a smolbot conversation export");
     store_conv c = {0};
     if ((rc = store_get(a->st, id, &c, &err))) return store_fail(r, &err, rc);
-    rc = respond_conv(a, r, &c, 1);
+    core_buf b = {0};
+    core_buf_printf(&b, "<p class=\"import-done\" data-conv=\"%s\">Imported <b>", c.id);
+    esc(&b, c.title && *c.title ? c.title : "(untitled)");
+    core_buf_printf(&b, "</b>: %lld messages. <a href=\"/ui/c/%s\" hx-get=\"/ui/c/%s\" hx-target=\"#messages\" "
+                        "hx-swap=\"outerHTML\">Open it</a></p>",
+                    (long long)c.n_messages, c.id, c.id);
     store_conv_clear(&c);
-    return rc;
+    http_req_add_header(r, "HX-Trigger", "smolbot:convs");
+    return respond_buf(r, 200, HTML, &b);
 }
 
 /* /ui/c/{id}[/rest...] */
