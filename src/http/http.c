@@ -632,7 +632,7 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
             max_conns = fit;
         }
     }
-    s->shed_at = max_conns - max_conns / 8;
+    s->shed_at = max_conns - max_conns / 4; /* the rest: room for the shed until MHD reaps them */
     s->per_ip = c.max_waiting_per_ip ? c.max_waiting_per_ip : max_conns / 2;
     if (s->per_ip < 1) s->per_ip = 1;
     s->hdr_ns = (uint64_t)(c.header_timeout_s ? c.header_timeout_s : HTTP_DEF_HEADER_S) * 1000000000ull;
@@ -671,6 +671,7 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     struct sockaddr *sa;
+    int loopback = 0;
     unsigned flags = MHD_USE_ITC | MHD_USE_ERROR_LOG;
     memset(&a4, 0, sizeof a4);
     memset(&a6, 0, sizeof a6);
@@ -678,11 +679,13 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
         a4.sin_family = AF_INET;
         a4.sin_port = htons((uint16_t)c.port);
         sa = (struct sockaddr *)&a4;
+        loopback = (ntohl(a4.sin_addr.s_addr) >> 24) == 127;
     } else if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1) {
         a6.sin6_family = AF_INET6;
         a6.sin6_port = htons((uint16_t)c.port);
         sa = (struct sockaddr *)&a6;
         flags |= MHD_USE_IPv6;
+        loopback = IN6_IS_ADDR_LOOPBACK(&a6.sin6_addr);
     } else {
         http_server_free(s);
         return core_errf(err, CORE_EINVAL, "http: host '%s' is not a numeric IPv4/IPv6 address", host);
@@ -699,8 +702,11 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)mem, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)(c.conn_timeout_s ? c.conn_timeout_s : HTTP_DEF_TIMEOUT_S), NULL},
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)max_conns, NULL},
-        /* busy ones included: one address never holds every connection */
-        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)(max_conns - max_conns / 4), NULL},
+        /* Busy ones included, one remote address never holds every
+         * connection. Not on loopback: there every client is this machine
+         * (127.0.0.1 for all), and the cap would refuse the user's own
+         * request while the connections we shed are still being reaped. */
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)(loopback ? 0 : max_conns - max_conns / 4), NULL},
         {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)(s->pool ? s->pool : 0), NULL},
         {MHD_OPTION_END, 0, NULL},
     };

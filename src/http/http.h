@@ -38,11 +38,14 @@
  * deadlines that bytes do not extend: header_timeout_s for the header
  * block (counted from accept or from the end of the previous response) and
  * body_timeout_s for the body; past them it is closed. When the pool fills
- * (7/8 of max_conns) or one address holds more than max_waiting_per_ip
+ * (3/4 of max_conns) or one address holds more than max_waiting_per_ip
  * waiting connections, the oldest waiting one (of that address) is closed
  * to make room, so slow or idle clients cannot keep a complete request
- * out; connections busy with a request or a stream are never shed. One
- * address may hold at most 3/4 of max_conns in all.
+ * out; connections busy with a request or a stream are never shed. (A shed
+ * connection holds its slot until MHD reaps it, a moment later: a burst of
+ * connections faster than that can still find the pool full.) Bound
+ * to a non-loopback address, one client address may hold at most 3/4 of
+ * max_conns in all.
  *
  * Every response carries the security headers: Content-Security-Policy
  * (from the config), X-Content-Type-Options: nosniff, Referrer-Policy:
