@@ -6,6 +6,8 @@
 #   2. tests/load/load.mjs on the release binary: 50 concurrent streams
 #      ($STREAMS), 2,000 sequential chats ($SOAK), SIGKILL mid-stream and
 #      disk full, a short session under valgrind memcheck;
+#   3. tests/load/slow.mjs: 2,000 slow clients ($SLOW) from eight loopback
+#      addresses for $SLOW_SECONDS (60) while /health must answer within 1 s;
 # then one table (requests, failures, p50/p99, RSS and fds before/after,
 # fuzz executions). Exit status 1 when anything failed. Loopback only.
 set -u
@@ -31,6 +33,7 @@ fuzzjson="${fuzzjson%,}]"
 [ "$fuzzjson" = "]" ] && fuzzjson="[]"
 [ "$fuzzjson" = "[]" ] && echo "no fuzz targets in build/fuzz/ (make fuzz): fuzz rows skipped"
 
+node tests/load/slow.mjs || fail=1
 node tests/load/load.mjs --streams "${STREAMS:-50}" --soak "${SOAK:-2000}" --json "$out/rows.json" || fail=1
 node --input-type=module -e "
 import { readFileSync } from 'node:fs';
