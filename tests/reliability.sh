@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# reliability.sh -- `make reliability`: the long runs of issue 11.
+# reliability.sh -- `make reliability`: the long runs: fuzzing, load, faults.
 #
 #   1. each fuzz target in build/fuzz/ for $FUZZ_SECONDS (default 60) over a
 #      copy of its seed corpus: executions, coverage, findings;
@@ -7,6 +7,8 @@
 #   3. tests/load/load.mjs on the release binary: 50 concurrent streams
 #      ($STREAMS), 2,000 sequential chats ($SOAK), SIGKILL mid-stream and
 #      disk full, a short session under valgrind memcheck;
+#   4. tests/load/slow.mjs: 2,000 slow clients ($SLOW) from eight loopback
+#      addresses for $SLOW_SECONDS (60) while /health must answer within 1 s;
 # then one table (requests, failures, p50/p99, RSS and fds before/after,
 # fuzz executions). Exit status 1 when anything failed. Loopback only.
 set -u
@@ -42,6 +44,7 @@ else
   tail -5 "$out/make_test_store.log"; fail=1
 fi
 
+node tests/load/slow.mjs || fail=1
 node tests/load/load.mjs --streams "${STREAMS:-50}" --soak "${SOAK:-2000}" --json "$out/rows.json" || fail=1
 node --input-type=module -e "
 import { readFileSync } from 'node:fs';

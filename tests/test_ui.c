@@ -189,6 +189,15 @@ static void test_import_escapes(void) {
         "\"reasoning\":\"<i>r</i>\"}]}";
     resp r = req(&s, "POST", "/ui/import", exp, 1, "Content-Type: application/json");
     CHECK_EQ_INT(r.status, 200);
+    /* the answer is a summary (title escaped), the conversation comes on its own */
+    CHECK_MSG(strstr(r.body.data, "&lt;b&gt;t&lt;/b&gt;</b>: 2 messages") != NULL, "%s", r.body.data);
+    CHECK(strstr(r.body.data, "script") == NULL);
+    char id[32], path[64];
+    attr(r.body.data, "data-conv", id, sizeof id);
+    snprintf(path, sizeof path, "/ui/c/%s", id);
+    resp_free(&r);
+    r = req(&s, "GET", path, NULL, 0, NULL);
+    CHECK_EQ_INT(r.status, 200);
     CHECK(strstr(r.body.data, "<script") == NULL);
     CHECK(strstr(r.body.data, "<img") == NULL);
     CHECK(strstr(r.body.data, "href=\"javascript") == NULL);

@@ -55,8 +55,9 @@
  * POST /ui/c/{id}/rename       form: title -> the updated sidebar <li>.
  * DELETE /ui/c/{id}            "" (200) + HX-Trigger: smolbot:convs.
  * GET  /ui/c/{id}/export?fmt=md|json   attachment (Content-Disposition), the whole conversation.
- * GET  /ui/quote               text/event-stream, no model needed: a short quote as
- *                              block/tail/stats/done events (tests the stream path).
+ * GET  /ui/quote?conv={id}     text/event-stream, no model needed: a short quote as
+ *                              block/tail/stats/done events (tests the stream path);
+ *                              POST /ui/c/{id}/stop stops the quotes shown in {id} only.
  *
  * USER ARTICLE:
  *   <article class="msg user" id="m-{msg}" data-msg="{msg}">
@@ -182,7 +183,7 @@
         var m = document.getElementById('messages');
         var art = document.createElement('article');
         art.className = 'msg assistant streaming';
-        art.setAttribute('sse-connect', '/ui/quote'); art.setAttribute('sse-close', 'done');
+        art.setAttribute('sse-connect', '/ui/quote?conv=' + encodeURIComponent(convId())); art.setAttribute('sse-close', 'done');
         art.innerHTML = '<div class="bubble"><div class="md" sse-swap="block" hx-swap="beforeend"></div>' +
           '<div class="tail" sse-swap="tail"></div><div class="err" sse-swap="error"></div></div>' +
           '<div class="msg-foot"><span class="stats" sse-swap="stats"></span></div>';

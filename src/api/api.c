@@ -51,20 +51,13 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
         char *dot = strstr(a->model_name, ".gguf");
         if (dot) *dot = 0;
     }
-    if (a->cfg.api_key && *a->cfg.api_key) {
-        /* the page's sign-in cookie value: random, new each run */
-        unsigned char rnd[16] = {0};
-        FILE *f = fopen("/dev/urandom", "rb");
-        size_t got = f ? fread(rnd, 1, sizeof rnd, f) : 0;
-        if (f) fclose(f);
-        if (got != sizeof rnd) {
-            pthread_mutex_destroy(&a->mu);
-            free(a);
-            return core_errf(err, CORE_EIO, "cannot read /dev/urandom for the session cookie");
-        }
-        for (int i = 0; i < 16; i++) snprintf(a->session + 2 * i, 3, "%02x", rnd[i]);
+    int rc = api_auth_new(&a->auth, err);
+    if (rc) {
+        pthread_mutex_destroy(&a->mu);
+        free(a);
+        return rc;
     }
-    int rc = bridge_new(&a->br, eng, on_done, a, err);
+    rc = bridge_new(&a->br, eng, on_done, a, err);
     if (!rc) rc = api_ui_init(a, err);
     if (rc) {
         api_free(a);
@@ -78,6 +71,7 @@ void api_free(api *a) {
     if (!a) return;
     bridge_free(a->br); /* first: running answers end and are saved */
     api_ui_free(a);
+    api_auth_free(a->auth);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }
@@ -102,11 +96,49 @@ int api_error(http_req *r, int status, const char *type, const char *code, const
     return http_respond_take(r, status, "application/json", body, strlen(body));
 }
 
+json_t *api_json_loadb(const char *body, size_t len, json_error_t *je) {
+    return json_loadb(body, len, JSON_REJECT_DUPLICATES, je);
+}
+
+/* 1 if a form body carries a NUL, raw or as %00: C strings would cut the
+ * text there and store less than was sent. */
+static int form_has_nul(const char *b, size_t n) {
+    if (memchr(b, 0, n)) return 1;
+    for (size_t i = 0; i + 2 < n; i++)
+        if (b[i] == '%' && b[i + 1] == '0' && b[i + 2] == '0') return 1;
+    return 0;
+}
+
+/* Checks every request body passes before any route sees it. Returns 1
+ * when it answered. */
+static int body_refused(http_req *r) {
+    const char *m = http_req_method(r), *p = http_req_path(r);
+    if (strcmp(m, "POST") && strcmp(m, "PUT") && strcmp(m, "PATCH")) return 0;
+    int json = http_req_type_is(r, "application/json");
+    if (strncmp(p, "/ui/", 4)) {
+        /* The API takes JSON only. A page on another site can post
+         * text/plain or a form without asking (no CORS preflight), but not
+         * application/json: so this also keeps other sites from using it. */
+        if (json) return 0;
+        api_error(r, 415, "invalid_request_error", "unsupported_media_type", NULL,
+                  "send the body as JSON with 'Content-Type: application/json'");
+        return 1;
+    }
+    size_t n;
+    const char *b = http_req_body(r, &n);
+    if (!json && form_has_nul(b, n)) {
+        http_respond_text(r, 400, "form fields must not contain NUL characters (%00)");
+        return 1;
+    }
+    return 0;
+}
+
 int api_handle(void *ctx, http_req *req, core_err *err) {
     api *a = ctx;
     pthread_mutex_lock(&a->mu);
     a->http_requests++;
     pthread_mutex_unlock(&a->mu);
+    if (body_refused(req)) return 0;
     if (api_openai_route(a, req, err)) return 0;
     if (api_ui_route(a, req, err)) return 0;
     return api_error(req, 404, "not_found_error", "not_found", NULL, "no route for %s %s", http_req_method(req),

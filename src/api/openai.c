@@ -96,7 +96,7 @@ static int not_ready(api *a, http_req *r) {
 /* body[0..len) as a JSON object, or NULL after answering 400. */
 static json_t *parse_json(http_req *r, const char *body, size_t len) {
     json_error_t je;
-    json_t *root = json_loadb(body, len, 0, &je);
+    json_t *root = api_json_loadb(body, len, &je);
     if (!root) {
         char msg[300];
         snprintf(msg, sizeof msg, "invalid JSON in the request body: %s (line %d, column %d)", je.text, je.line,

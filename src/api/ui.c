@@ -706,7 +706,17 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     rq.thinking = p.thinking;
     /* the page's setting is cut to what the context leaves, never refused */
     rc = bridge_max_tokens(engine_ctx_size(a->eng), p.n_ids, c->max_tokens, a->cfg.max_tokens, 0, &rq.max_tokens, err);
-    if (rc) goto out;
+    if (rc) { /* before anything is relabelled: a continue that cannot fit leaves the answer as it was */
+        rc = core_errf(err, CORE_ERANGE, "The conversation (%zu tokens) no longer fits the context (%d): start a new one.",
+                       p.n_ids, engine_ctx_size(a->eng));
+        goto out;
+    }
+    if (cont && n > 0) { /* the finished answer streams again */
+        store_msg m = ms[n - 1];
+        m.status = STORE_MSG_STREAMING;
+        m.finish[0] = 0;
+        store_update(a->st, asst, &m, NULL);
+    }
     ans_owner *ow = malloc(sizeof *ow);
     if (!ow) {
         rc = core_errf(err, CORE_ENOMEM, "out of memory");
@@ -747,7 +757,9 @@ static int model_ready_or_503(api *a, http_req *r) {
 }
 
 static int busy_409(api *a, http_req *r, const char *conv) {
-    int busy = bridge_running(a->br, conv, NULL) > 0;
+    int answers = 0; /* quotes shown in the conversation do not make it busy */
+    bridge_running(a->br, conv, &answers);
+    int busy = answers > 0;
     if (busy) http_respond_text(r, 409, "An answer is still being generated: stop it first.");
     return busy;
 }
@@ -841,13 +853,6 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
     if (!cont) {
         aid = append_msg(a, c->id, parent, "assistant", "", STORE_MSG_STREAMING, &err);
         if (!aid) return store_fail(r, &err, CORE_EIO);
-    } else {
-        store_msg m = {0};
-        store_get_msg(a->st, last, &m, NULL);
-        m.status = STORE_MSG_STREAMING;
-        m.finish[0] = 0;
-        store_update(a->st, last, &m, NULL);
-        store_msg_clear(&m);
     }
     int rc = start_answer(a, c, cont ? last : parent, aid, cont, &err);
     if (rc) {
@@ -878,7 +883,9 @@ static int route_quote(api *a, http_req *r) {
     pthread_mutex_lock(&u->mu);
     bo.key = --u->quote_serial;
     pthread_mutex_unlock(&u->mu);
-    bo.tag = "quote";
+    /* shown in that conversation: its Stop button stops it (and no other's) */
+    const char *conv = http_req_query(r, "conv");
+    bo.tag = conv && valid_conv_id(conv) ? conv : "quote";
     bo.grace_s = QUOTE_GRACE_S;
     bo.keep_s = ANS_KEEP_S;
     bo.owner = (bridge_owner){quote_tick, NULL, free, q};
@@ -894,8 +901,7 @@ static int route_quote(api *a, http_req *r) {
 }
 
 static int route_stop(api *a, http_req *r, const store_conv *c) {
-    bridge_cancel_tag(a->br, c->id);
-    bridge_cancel_tag(a->br, "quote");
+    bridge_cancel_tag(a->br, c->id); /* its answer and the quotes shown in it */
     return http_respond(r, 204, NULL, "", 0);
 }
 
@@ -914,19 +920,44 @@ static int route_export(api *a, http_req *r, const store_conv *c) {
     return http_respond_take(r, 200, json ? "application/json" : "text/markdown; charset=utf-8", out, strlen(out));
 }
 
+/* The import is one store transaction that holds off every other writer:
+ * bound it by the number of messages. The answer is a short summary, not
+ * the conversation (which the page loads when opened, a screen at a time). */
+#define IMPORT_MAX_MESSAGES 10000
+
 static int route_import(api *a, http_req *r) {
     if (!a->st) return no_store(r);
     size_t len;
     const char *body = http_req_body(r, &len);
+    json_error_t je;
+    json_t *root = api_json_loadb(body, len, &je);
+    if (!root) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "not a smolbot conversation export: %s", je.text);
+        return http_respond_text(r, 400, msg);
+    }
+    size_t n_msgs = json_array_size(json_object_get(root, "messages"));
+    json_decref(root);
+    if (n_msgs > IMPORT_MAX_MESSAGES) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "too many messages to import (%zu; at most %d)", n_msgs, IMPORT_MAX_MESSAGES);
+        return http_respond_text(r, 413, msg);
+    }
     char id[STORE_ID_LEN + 1];
     core_err err = {0};
     int rc = store_import_json(a->st, body, len, id, &err);
     if (rc) return http_respond_text(r, 400, err.msg[0] ? err.msg : "not a smolbot conversation export");
     store_conv c = {0};
     if ((rc = store_get(a->st, id, &c, &err))) return store_fail(r, &err, rc);
-    rc = respond_conv(a, r, &c, 1);
+    core_buf b = {0};
+    core_buf_printf(&b, "<p class=\"import-done\" data-conv=\"%s\">Imported <b>", c.id);
+    esc(&b, c.title && *c.title ? c.title : "(untitled)");
+    core_buf_printf(&b, "</b>: %lld messages. <a href=\"/ui/c/%s\" hx-get=\"/ui/c/%s\" hx-target=\"#messages\" "
+                        "hx-swap=\"outerHTML\">Open it</a></p>",
+                    (long long)c.n_messages, c.id, c.id);
     store_conv_clear(&c);
-    return rc;
+    http_req_add_header(r, "HX-Trigger", "smolbot:convs");
+    return respond_buf(r, 200, HTML, &b);
 }
 
 /* /ui/c/{id}[/rest...] */
@@ -1003,80 +1034,9 @@ out:
     return rc;
 }
 
-/* ---- sign-in (only when the server has an API key) -----------------------
- * The page is as powerful as the API, so with --api-key it needs the key
- * too. The form at /login.html posts the key once; the answer is an
- * HttpOnly, SameSite=Strict cookie holding a random session value made at
- * start (the key itself never sits in the browser). Static assets stay
- * public: they hold no data. */
-
-static int ct_equal(const char *a, const char *b) {
-    size_t na = strlen(a), nb = strlen(b);
-    unsigned char d = na != nb;
-    for (size_t i = 0; i < nb; i++) d |= (unsigned char)(a[i % (na ? na : 1)] ^ b[i]);
-    return d == 0;
-}
-
-static int signed_in(api *a, http_req *r) {
-    if (!a->cfg.api_key || !*a->cfg.api_key) return 1;
-    const char *c = http_req_cookie(r, "smolbot_session");
-    if (c && ct_equal(c, a->session)) return 1;
-    return http_req_header(r, "Authorization") && http_check_bearer(r, a->cfg.api_key);
-}
-
-/* The value of field `name` in an application/x-www-form-urlencoded body, decoded into out. */
-static int form_field(const char *body, size_t len, const char *name, char *out, size_t cap) {
-    size_t nl = strlen(name);
-    for (size_t i = 0; i < len;) {
-        size_t end = i;
-        while (end < len && body[end] != '&') end++;
-        if (end - i > nl && !strncmp(body + i, name, nl) && body[i + nl] == '=') {
-            size_t o = 0;
-            for (size_t k = i + nl + 1; k < end; k++) {
-                int ch = (unsigned char)body[k];
-                if (ch == '+') ch = ' ';
-                else if (ch == '%' && k + 2 < end && isxdigit((unsigned char)body[k + 1]) &&
-                         isxdigit((unsigned char)body[k + 2])) {
-                    char hex[3] = {body[k + 1], body[k + 2], 0};
-                    ch = (int)strtol(hex, NULL, 16);
-                    k += 2;
-                }
-                if (o + 1 >= cap) return -1;
-                out[o++] = (char)ch;
-            }
-            out[o] = 0;
-            return 0;
-        }
-        i = end + 1;
-    }
-    return -1;
-}
-
-static void route_login(api *a, http_req *r) {
-    size_t len;
-    const char *body = http_req_body(r, &len);
-    char key[512];
-    if (form_field(body, len, "key", key, sizeof key) || !ct_equal(key, a->cfg.api_key)) {
-        static const char bad[] = "<!doctype html><meta charset=utf-8><title>smolbot</title>"
-                                  "<link rel=stylesheet href=/app.css><body class=login><main class=login-card>"
-                                  "<h1>smolbot</h1><p>That is not the key.</p><p><a href=/>Try again</a></p></main>";
-        http_respond(r, 401, "text/html; charset=utf-8", bad, sizeof bad - 1);
-        return;
-    }
-    char cookie[128];
-    snprintf(cookie, sizeof cookie, "smolbot_session=%s; HttpOnly; SameSite=Strict; Path=/", a->session);
-    http_req_add_header(r, "Set-Cookie", cookie);
-    http_req_add_header(r, "Location", "/");
-    http_respond(r, 303, "text/plain", "", 0);
-}
-
 int api_ui_route(api *a, http_req *r, core_err *err) {
     const char *p = http_req_path(r), *m = http_req_method(r);
-    if (!signed_in(a, r)) {
-        if (!strcmp(p, "/ui/login") && !strcmp(m, "POST")) return route_login(a, r), 1;
-        if (!strcmp(p, "/") || !strcmp(p, "/index.html")) return http_respond_asset(r, "/login.html"), 1;
-        if (!strncmp(p, "/ui/", 4)) return http_respond_text(r, 401, "sign in first: this server needs its API key"), 1;
-    }
+    if (api_auth_route(a, r)) return 1; /* sign-in, sign-out, or the wall in front of the page */
     if (!strncmp(p, "/ui/", 4)) {
         const char *sub = p + 4;
         if (!strcmp(sub, "status") && !strcmp(m, "GET")) route_status(a, r);

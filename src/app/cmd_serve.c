@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "api/api.h"
@@ -43,7 +44,11 @@ static void usage(FILE *f) {
             "                       none found: serve the page in no-model mode)\n"
             "  --host ADDR          address to bind (default 127.0.0.1, or $HOST)\n"
             "  --port N             port (default 3000, or $PORT; 0 = any free port)\n"
-            "  --api-key KEY        require 'Authorization: Bearer KEY' (or $SMOLBOT_API_KEY)\n"
+            "  --api-key KEY        require 'Authorization: Bearer KEY' (or $SMOLBOT_API_KEY);\n"
+            "                       other users see it in ps: prefer the file or the variable\n"
+            "  --api-key-file PATH  read the key from the first line of PATH\n"
+            "  --allow-host NAME    also answer to this host name, e.g. a reverse proxy's (repeatable;\n"
+            "                       localhost and IP addresses always work; '*' = any name)\n"
             "  --db PATH            history database (default %s; ':memory:' = none kept)\n"
             "  --no-db              no history database\n"
             "  --ctx N              context positions per conversation (default 4096)\n"
@@ -62,6 +67,28 @@ static void usage(FILE *f) {
             "  --model-name NAME    model id shown by /v1/models (default: the file name)\n"
             "environment: HOST, PORT, MODEL_PATH, SMOLBOT_API_KEY, LOG_LEVEL (debug|info|warn|error)\n",
             "$XDG_DATA_HOME/smolbot/smolbot.db");
+}
+
+/* The key from the first line of path (trailing blanks and CR/LF cut) into
+ * out. Returns 0, or prints why and returns 2. */
+static int read_key_file(const char *path, char *out, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "serve: cannot read --api-key-file %s\n", path);
+        return 2;
+    }
+    int ok = fgets(out, (int)cap, f) != NULL;
+    fclose(f);
+    size_t n = ok ? strlen(out) : 0;
+    while (n && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' ' || out[n - 1] == '\t')) out[--n] = 0;
+    for (size_t i = 0; ok && i < n; i++)
+        if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f) ok = 0;
+    if (!ok || !n || n + 1 >= cap) {
+        fprintf(stderr, "serve: --api-key-file %s: want one line with the key (printable, under %zu bytes)\n", path,
+                cap - 1);
+        return 2;
+    }
+    return 0;
 }
 
 static int is_loopback(const char *h) {
@@ -105,6 +132,9 @@ int cmd_serve(int argc, char **argv) {
     long port = 3000, n_ctx = 4096, threads = 0, kv_mb = 2048, parallel = 0, queue = 0, batch = 0, max_streams = 0,
          max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30;
     int no_db = 0, gpu = MODEL_GPU_AUTO, kv_type = MODEL_KV_F16;
+    char keybuf[1024] = ""; /* --api-key-file's key; the api borrows it until we return */
+    const char *allow_hosts[17] = {0}; /* --allow-host names (into argv), NULL-terminated */
+    size_t n_allow = 0;
     if (!host || !*host) host = "127.0.0.1";
     const char *penv = getenv("PORT");
     if (penv && *penv && app_parse_int("$PORT", penv, &port)) return 2;
@@ -116,6 +146,17 @@ int cmd_serve(int argc, char **argv) {
             if (!(host = app_optarg(argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--api-key")) {
             if (!(api_key = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--api-key-file")) {
+            if (!(v = app_optarg(argc, argv, &i)) || read_key_file(v, keybuf, sizeof keybuf)) return 2;
+            api_key = keybuf;
+        } else if (!strcmp(a, "--allow-host")) {
+            if (!(v = app_optarg(argc, argv, &i))) return 2;
+            if (!*v || strpbrk(v, ":/ \t") || n_allow + 1 >= CORE_ARRAY_LEN(allow_hosts)) {
+                fprintf(stderr, "serve: --allow-host wants a bare host name (no scheme, port or path; at most %zu): "
+                                "'%s'\n", CORE_ARRAY_LEN(allow_hosts) - 1, v);
+                return 2;
+            }
+            allow_hosts[n_allow++] = v;
         } else if (!strcmp(a, "--db")) {
             if (!(db = app_optarg(argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--kv")) {
@@ -215,11 +256,19 @@ int cmd_serve(int argc, char **argv) {
     acfg.slots = ec.max_active;
     if (api_new(&ap, eng, st, &acfg, &err)) goto done;
 
+    /* Each connection is a descriptor: a soft limit of 1024 would cap the
+     * connection pool (and turn a flood into failed accepts for everyone). */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     http_config hc = {0};
     hc.host = host;
     hc.port = (int)port;
     hc.max_body = (size_t)max_body;
     hc.conn_timeout_s = (unsigned)conn_timeout;
+    hc.allow_hosts = allow_hosts;
     if (http_server_new(&hc, api_handle, ap, &srv, &err)) goto done;
     char url[300];
     snprintf(url, sizeof url, strchr(host, ':') ? "http://[%s]:%d" : "http://%s:%d", host, http_server_port(srv));

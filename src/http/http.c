@@ -37,12 +37,16 @@
 #include "http/http_int.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http/assets.h"
@@ -50,7 +54,11 @@
 #define HTTP_DEF_MAX_BODY (8u << 20)
 #define HTTP_DEF_MAX_HEADER (32u << 10)
 #define HTTP_DEF_TIMEOUT_S 30u
-#define HTTP_DEF_MAX_CONNS 128u
+#define HTTP_DEF_MAX_CONNS 1024u
+#define HTTP_DEF_HEADER_S 10u
+#define HTTP_DEF_BODY_S 30u
+#define HTTP_FD_RESERVE 64u  /* descriptors kept for the store, logs, models */
+#define HTTP_REAP_MS 250     /* how often the deadlines are checked */
 #define HTTP_DEF_PING_MS 1000u
 #define HTTP_STOP_DRAIN_MS 2000
 #define HTTP_DEF_CSP "default-src 'self'"
@@ -78,7 +86,9 @@ const char *http_status_text(int st) {
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 421: return "Misdirected Request";
     case 422: return "Unprocessable Content";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
@@ -113,6 +123,14 @@ const char *http_req_query(const http_req *r, const char *key) {
 const char *http_req_header(const http_req *r, const char *name) {
     /* MHD compares header names case-insensitively. */
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+int http_req_type_is(const http_req *r, const char *mime) {
+    const char *ct = http_req_header(r, "Content-Type");
+    if (!ct) return 0;
+    while (*ct == ' ' || *ct == '\t') ct++;
+    size_t n = strcspn(ct, "; \t"), ml = strlen(mime);
+    return n == ml && !strncasecmp(ct, mime, n);
 }
 
 const char *http_req_cookie(const http_req *r, const char *name) {
@@ -278,7 +296,87 @@ int http_check_bearer(const http_req *r, const char *key) {
     return diff == 0;
 }
 
-/* ---- MHD callbacks -------------------------------------------------- */
+/* ---- Host allow-list --------------------------------------------------- */
+
+/* 1 if the Host header value names this server. No header: 1 (HTTP/1.0
+ * tools; MHD itself refuses HTTP/1.1 without one, and browsers always send
+ * it). The port is not compared: a reverse proxy may show another one. */
+static int host_allowed(const http_server *s, const char *h) {
+    if (!h) return 1;
+    char name[256];
+    size_t n;
+    const char *rest;
+    if (*h == '[') { /* [v6]:port */
+        const char *e = strchr(h, ']');
+        if (!e) return 0;
+        n = (size_t)(e - h) + 1;
+        rest = e + 1;
+    } else {
+        n = strcspn(h, ":");
+        rest = h + n;
+    }
+    if (*rest) {
+        if (*rest != ':' || !rest[1] || strspn(rest + 1, "0123456789") != strlen(rest + 1)) return 0;
+    }
+    if (n == 0 || n >= sizeof name) return 0;
+    for (size_t i = 0; i < n; i++) name[i] = (char)tolower((unsigned char)h[i]);
+    name[n] = 0;
+    if (n > 1 && name[n - 1] == '.') name[--n] = 0; /* "localhost." is localhost */
+    if (s->any_host) return 1;
+    /* An address literal cannot be re-pointed: the browser connected to it. */
+    unsigned char ab[16];
+    if (inet_pton(AF_INET, name, ab) == 1) return 1;
+    if (name[0] == '[' && name[n - 1] == ']') {
+        name[n - 1] = 0;
+        int ok = inet_pton(AF_INET6, name + 1, ab) == 1;
+        name[n - 1] = ']';
+        if (ok) return 1;
+    }
+    if (!strcmp(name, "localhost")) return 1;
+    for (size_t i = 0; i < s->n_allow; i++)
+        if (!strcasecmp(name, s->allow[i])) return 1;
+    return 0;
+}
+
+/* ---- connections: deadlines and shedding ------------------------------
+ * MHD's own timeout counts idle time only, so a client trickling a header
+ * line every few seconds holds its connection (and, here, a thread)
+ * forever, and MHD's limits refuse newcomers instead of the slow. We keep
+ * our own list of connections with their state (from MHD's connection
+ * notifications and our request callbacks) and close slow ones with
+ * shutdown(2): the connection's thread sees end-of-file and MHD closes it.
+ * shutdown, never close: the descriptor stays MHD's; MHD reports CLOSED
+ * (we unlink under cmu) before it closes the descriptor, so a number we
+ * shut down is never one reused by a newer connection. */
+
+static http_conn *conn_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void conn_set(http_server *s, http_conn *x, int state) {
+    if (!x) return;
+    pthread_mutex_lock(&s->cmu);
+    x->state = state;
+    x->since_ns = core_now_ns();
+    pthread_mutex_unlock(&s->cmu);
+}
+
+/* cmu held */
+static void conn_kill(http_conn *x) {
+    if (x->fd >= 0) shutdown(x->fd, SHUT_RDWR);
+    x->shed = 1;
+}
+
+/* cmu held: close the oldest waiting connection (of address ip, or any). */
+static void conn_shed_oldest(http_server *s, const char *ip) {
+    for (http_conn *x = s->c_head; x; x = x->next)
+        if (!x->shed && x->state != HTTP_CONN_BUSY && (!ip || !strcmp(x->ip, ip))) {
+            conn_kill(x);
+            s->n_shed++;
+            return;
+        }
+}
 
 static void remote_text(struct MHD_Connection *c, char *out, size_t cap) {
     snprintf(out, cap, "?");
@@ -291,6 +389,87 @@ static void remote_text(struct MHD_Connection *c, char *out, size_t cap) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)cap);
 }
 
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        http_conn *x = calloc(1, sizeof *x);
+        *socket_context = x;
+        if (!x) return; /* out of memory: this one goes untracked */
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        x->fd = ci ? ci->connect_fd : -1;
+        remote_text(c, x->ip, sizeof x->ip);
+        pthread_mutex_lock(&s->cmu);
+        x->state = HTTP_CONN_WAIT;
+        x->since_ns = core_now_ns();
+        x->prev = s->c_tail;
+        if (s->c_tail) s->c_tail->next = x;
+        else s->c_head = x;
+        s->c_tail = x;
+        s->n_conns++;
+        /* Make room before the pool or one address's share runs out: a
+         * complete request must always find a connection. */
+        if (s->n_conns > s->shed_at) conn_shed_oldest(s, NULL);
+        unsigned same = 0;
+        for (http_conn *y = s->c_head; y; y = y->next)
+            same += !y->shed && y->state != HTTP_CONN_BUSY && !strcmp(y->ip, x->ip);
+        if (same > s->per_ip) conn_shed_oldest(s, x->ip);
+        pthread_mutex_unlock(&s->cmu);
+        return;
+    }
+    http_conn *x = *socket_context;
+    *socket_context = NULL;
+    if (!x) return;
+    pthread_mutex_lock(&s->cmu);
+    if (x->prev) x->prev->next = x->next;
+    else s->c_head = x->next;
+    if (x->next) x->next->prev = x->prev;
+    else s->c_tail = x->prev;
+    s->n_conns--;
+    pthread_mutex_unlock(&s->cmu);
+    free(x);
+}
+
+/* Closes connections past their header or body deadline. */
+static void *reaper_main(void *arg) {
+    http_server *s = arg;
+    pthread_mutex_lock(&s->cmu);
+    while (!s->reaper_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += HTTP_REAP_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->ccv, &s->cmu, &ts);
+        uint64_t now = core_now_ns();
+        for (http_conn *x = s->c_head; x; x = x->next) {
+            if (x->shed || x->state == HTTP_CONN_BUSY) continue;
+            uint64_t limit = x->state == HTTP_CONN_WAIT ? s->hdr_ns : s->body_ns;
+            if (now - x->since_ns > limit) {
+                conn_kill(x);
+                s->n_timed_out++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->cmu);
+    return NULL;
+}
+
+void http_server_stats(http_server *s, http_stats *out) {
+    memset(out, 0, sizeof *out);
+    if (!s) return;
+    pthread_mutex_lock(&s->cmu);
+    out->open = s->n_conns;
+    out->shed = s->n_shed;
+    out->timed_out = s->n_timed_out;
+    pthread_mutex_unlock(&s->cmu);
+}
+
+/* ---- MHD callbacks -------------------------------------------------- */
+
+
 static enum MHD_Result queue(http_req *r) {
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, r->resp);
     MHD_destroy_response(r->resp); /* MHD holds its own reference when queued */
@@ -299,21 +478,62 @@ static enum MHD_Result queue(http_req *r) {
     return ret;
 }
 
+/* MHD stores each query argument in the connection's memory pool right
+ * after this call; past a few hundred the pool runs dry and MHD drops the
+ * connection without an answer. So count them here (the URI is still
+ * whole) and, over the limit, empty the query in place (MHD parses it from
+ * its own buffer, which it clobbers anyway) and remember to answer 414.
+ * The returned request becomes the access handler's *con_cls. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+    (void)cls;
+    (void)c;
+    const char *q = uri ? strchr(uri, '?') : NULL;
+    if (!q) return NULL;
+    size_t n = 1;
+    for (const char *p = q + 1; *p; p++) n += *p == '&';
+    if (n <= HTTP_MAX_QUERY_ARGS) return NULL;
+    http_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->n_args = n;
+    ((char *)q)[1] = 0;
+    return r;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                  const char *version, const char *upload, size_t *upload_size,
                                  void **con_cls) {
     http_server *s = cls;
     http_req *r = *con_cls;
     (void)version;
-    if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r) return MHD_NO;
+    if (!r || !r->started) {
+        if (!r && !(r = calloc(1, sizeof *r))) return MHD_NO;
+        r->started = 1;
         r->srv = s;
         r->conn = c;
+        r->hc = conn_of(c);
+        conn_set(s, r->hc, HTTP_CONN_BODY); /* the header block is complete */
         r->method = method;
         r->path = url;
         remote_text(c, r->remote, sizeof r->remote);
         *con_cls = r;
+        /* Before anything else: a foreign name may be a rebound page. */
+        const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+        if (!host_allowed(s, host)) {
+            conn_set(s, r->hc, HTTP_CONN_BUSY);
+            char msg[512];
+            snprintf(msg, sizeof msg,
+                     "this server does not answer to the host name '%.200s' (DNS rebinding protection): "
+                     "use http://localhost or its address, or start it with --allow-host NAME", host);
+            if (http_respond_text(r, 421, msg) == 0) return queue(r);
+            return MHD_NO;
+        }
+        if (r->n_args) {
+            conn_set(s, r->hc, HTTP_CONN_BUSY);
+            char msg[128];
+            snprintf(msg, sizeof msg, "too many query arguments (%zu; at most %d)", r->n_args, HTTP_MAX_QUERY_ARGS);
+            if (http_respond_text(r, 414, msg) == 0) return queue(r);
+            return MHD_NO;
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl) {
             char *end;
@@ -321,6 +541,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             unsigned long long n = strtoull(cl, &end, 10);
             if (errno || end == cl || n > s->max_body) {
                 r->too_large = 1;
+                conn_set(s, r->hc, HTTP_CONN_BUSY);
                 /* Early answer: MHD closes the connection after it. */
                 if (http_respond_text(r, 413, "request body too large") == 0) return queue(r);
                 return MHD_NO;
@@ -345,6 +566,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         return MHD_YES;
     }
     r->body_complete = 1;
+    conn_set(s, r->hc, HTTP_CONN_BUSY);
     if (r->too_large) {
         if (http_respond_text(r, 413, "request body too large") != 0) return MHD_NO;
         return queue(r);
@@ -361,8 +583,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)c;
+    http_server *s = cls;
+    /* Keep-alive: the next request's header deadline starts now. */
+    conn_set(s, conn_of(c), HTTP_CONN_WAIT);
     http_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
@@ -392,6 +615,42 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
     s->pool = c.pool_threads;
     s->csp = strdup(c.csp ? c.csp : HTTP_DEF_CSP);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->cmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->ccv, &ca);
+    pthread_condattr_destroy(&ca);
+    unsigned max_conns = c.max_conns ? c.max_conns : HTTP_DEF_MAX_CONNS;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)max_conns + 2 * HTTP_FD_RESERVE) {
+        /* each connection is a descriptor: past the limit accept() fails for everyone */
+        unsigned fit = rl.rlim_cur > 2 * HTTP_FD_RESERVE ? (unsigned)rl.rlim_cur - HTTP_FD_RESERVE : HTTP_FD_RESERVE;
+        if (fit < max_conns) {
+            LOG_WARN("http: %u connections at most (open-file limit %llu)", fit, (unsigned long long)rl.rlim_cur);
+            max_conns = fit;
+        }
+    }
+    s->shed_at = max_conns - max_conns / 4; /* the rest: room for the shed until MHD reaps them */
+    s->per_ip = c.max_waiting_per_ip ? c.max_waiting_per_ip : max_conns / 2;
+    if (s->per_ip < 1) s->per_ip = 1;
+    s->hdr_ns = (uint64_t)(c.header_timeout_s ? c.header_timeout_s : HTTP_DEF_HEADER_S) * 1000000000ull;
+    s->body_ns = (uint64_t)(c.body_timeout_s ? c.body_timeout_s : HTTP_DEF_BODY_S) * 1000000000ull;
+    for (const char *const *h = c.allow_hosts; h && *h; h++) {
+        if (!strcmp(*h, "*")) {
+            s->any_host = 1;
+            continue;
+        }
+        char **na = realloc(s->allow, (s->n_allow + 1) * sizeof *na);
+        if (na) s->allow = na;
+        char *d = na ? strdup(*h) : NULL;
+        if (!d) {
+            http_server_free(s);
+            return core_errf(err, CORE_ENOMEM, "http: out of memory");
+        }
+        s->allow[s->n_allow++] = d;
+    }
     if (!s->csp || has_crlf(s->csp)) {
         http_server_free(s);
         return core_errf(err, CORE_EINVAL, "http: bad Content-Security-Policy");
@@ -412,6 +671,7 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     struct sockaddr *sa;
+    int loopback = 0;
     unsigned flags = MHD_USE_ITC | MHD_USE_ERROR_LOG;
     memset(&a4, 0, sizeof a4);
     memset(&a6, 0, sizeof a6);
@@ -419,11 +679,13 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
         a4.sin_family = AF_INET;
         a4.sin_port = htons((uint16_t)c.port);
         sa = (struct sockaddr *)&a4;
+        loopback = (ntohl(a4.sin_addr.s_addr) >> 24) == 127;
     } else if (inet_pton(AF_INET6, host, &a6.sin6_addr) == 1) {
         a6.sin6_family = AF_INET6;
         a6.sin6_port = htons((uint16_t)c.port);
         sa = (struct sockaddr *)&a6;
         flags |= MHD_USE_IPv6;
+        loopback = IN6_IS_ADDR_LOOPBACK(&a6.sin6_addr);
     } else {
         http_server_free(s);
         return core_errf(err, CORE_EINVAL, "http: host '%s' is not a numeric IPv4/IPv6 address", host);
@@ -439,20 +701,32 @@ int http_server_new(const http_config *cfg, http_handler_fn handler, void *ctx, 
         {MHD_OPTION_SOCK_ADDR, 0, sa},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)mem, NULL},
         {MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)(c.conn_timeout_s ? c.conn_timeout_s : HTTP_DEF_TIMEOUT_S), NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)(c.max_conns ? c.max_conns : HTTP_DEF_MAX_CONNS), NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)max_conns, NULL},
+        /* Busy ones included, one remote address never holds every
+         * connection. Not on loopback: there every client is this machine
+         * (127.0.0.1 for all), and the cap would refuse the user's own
+         * request while the connections we shed are still being reaped. */
+        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, (intptr_t)(loopback ? 0 : max_conns - max_conns / 4), NULL},
         {MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)(s->pool ? s->pool : 0), NULL},
         {MHD_OPTION_END, 0, NULL},
     };
-    if (!s->pool) opts[4].option = MHD_OPTION_END; /* no pool option in thread-per-connection mode */
+    if (!s->pool) opts[5].option = MHD_OPTION_END; /* no pool option in thread-per-connection mode */
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
                             MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!s->d) {
         http_server_free(s);
         return core_errf(err, CORE_EIO, "http: cannot listen on %s:%d (address in use or not local?)", host,
                          c.port);
     }
+    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+        http_server_free(s);
+        return core_errf(err, CORE_ENOMEM, "http: cannot start the connection reaper thread");
+    }
+    s->reaper_on = 1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : c.port;
     *out = s;
@@ -480,7 +754,16 @@ void http_server_stop(http_server *s) {
         if (!busy) break;
         usleep(10000);
     }
-    /* 4. Close idle keep-alive connections and join every thread. */
+    /* 4. No more deadlines (the reaper must not outlive the list). */
+    if (s->reaper_on) {
+        pthread_mutex_lock(&s->cmu);
+        s->reaper_stop = 1;
+        pthread_cond_signal(&s->ccv);
+        pthread_mutex_unlock(&s->cmu);
+        pthread_join(s->reaper, NULL);
+        s->reaper_on = 0;
+    }
+    /* 5. Close idle keep-alive connections and join every thread. */
     MHD_stop_daemon(s->d);
     s->d = NULL;
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
@@ -490,6 +773,10 @@ void http_server_free(http_server *s) {
     if (!s) return;
     http_server_stop(s);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->cmu);
+    pthread_cond_destroy(&s->ccv);
+    for (size_t i = 0; i < s->n_allow; i++) free(s->allow[i]);
+    free(s->allow);
     free(s->etags);
     free(s->csp);
     free(s);

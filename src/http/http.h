@@ -27,6 +27,26 @@
  * with a thread pool instead: faster for small requests, but it cannot
  * stream (http_respond_stream fails there). See http.c for numbers.
  *
+ * Host names. A request whose Host header names neither a loopback name
+ * ("localhost"), nor an IP address literal, nor one of cfg->allow_hosts
+ * gets 421 before anything else runs: a web page whose own name was
+ * re-pointed at 127.0.0.1 (DNS rebinding) reaches us with its name in Host,
+ * while a browser that really connected to an address sends that address.
+ *
+ * Connections. A connection that has not yet sent a whole request
+ * ("waiting": idle keep-alive, a header block or a body on its way) has
+ * deadlines that bytes do not extend: header_timeout_s for the header
+ * block (counted from accept or from the end of the previous response) and
+ * body_timeout_s for the body; past them it is closed. When the pool fills
+ * (3/4 of max_conns) or one address holds more than max_waiting_per_ip
+ * waiting connections, the oldest waiting one (of that address) is closed
+ * to make room, so slow or idle clients cannot keep a complete request
+ * out; connections busy with a request or a stream are never shed. (A shed
+ * connection holds its slot until MHD reaps it, a moment later: a burst of
+ * connections faster than that can still find the pool full.) Bound
+ * to a non-loopback address, one client address may hold at most 3/4 of
+ * max_conns in all.
+ *
  * Every response carries the security headers: Content-Security-Policy
  * (from the config), X-Content-Type-Options: nosniff, Referrer-Policy:
  * same-origin, X-Frame-Options: DENY.
@@ -55,11 +75,18 @@ typedef struct http_config {
     int port;                  /* 0 -> any free port (see http_server_port) */
     size_t max_body;           /* bytes; 0 -> 8 MiB; larger bodies -> 413 */
     size_t max_header;         /* per-connection header memory; 0 -> 32 KiB; over -> 431 */
-    unsigned conn_timeout_s;   /* idle connection timeout (slowloris); 0 -> 30 s */
-    unsigned max_conns;        /* concurrent connections (= threads); 0 -> 128 */
+    unsigned conn_timeout_s;   /* idle connection timeout; 0 -> 30 s */
+    unsigned max_conns;        /* concurrent connections (= threads); 0 -> 1024, at most the fd limit - 64 */
+    unsigned header_timeout_s; /* accept or end of the last response -> whole header block; 0 -> 10 s */
+    unsigned body_timeout_s;   /* whole header block -> whole body; 0 -> 30 s */
+    unsigned max_waiting_per_ip; /* connections one address may hold without a complete request; 0 -> max_conns/2 */
     unsigned pool_threads;     /* 0 -> thread per connection (streams work); N -> epoll pool, no streams */
     unsigned ping_ms;          /* SSE keep-alive comment after this much silence; 0 -> 1000 */
     const char *csp;           /* Content-Security-Policy; NULL -> "default-src 'self'" */
+    /* Host names served besides localhost and IP literals (a reverse
+     * proxy's name), compared case-insensitively without the port;
+     * NULL-terminated, may be NULL; "*" serves any name. Copied. */
+    const char *const *allow_hosts;
 } http_config;
 
 /* The request handler. `ctx` is the pointer given to http_server_new. `req`
@@ -90,10 +117,16 @@ void http_server_free(http_server *s);
 const char *http_req_method(const http_req *r); /* "GET", "POST", ... */
 /* Percent-decoded path without the query string, e.g. "/v1/chat". */
 const char *http_req_path(const http_req *r);
-/* Query argument value (decoded), "" for "?flag", NULL when absent. */
+/* Query argument value (decoded), "" for "?flag", NULL when absent. A
+ * query of more than HTTP_MAX_QUERY_ARGS arguments is answered 414 before
+ * the handler runs. */
+#define HTTP_MAX_QUERY_ARGS 100
 const char *http_req_query(const http_req *r, const char *key);
 /* Header value, name compared case-insensitively; NULL when absent. */
 const char *http_req_header(const http_req *r, const char *name);
+/* 1 if the request's Content-Type is the media type `mime` (compared
+ * case-insensitively, parameters such as "; charset=utf-8" ignored). */
+int http_req_type_is(const http_req *r, const char *mime);
 /* Cookie value; NULL when absent. */
 const char *http_req_cookie(const http_req *r, const char *name);
 /* Client address as text ("127.0.0.1", "::1"). */
@@ -174,6 +207,14 @@ void http_stream_close(http_stream *s);
  * key; 0 otherwise. The comparison takes time independent of where the
  * bytes differ. */
 int http_check_bearer(const http_req *r, const char *key);
+
+/* Connection counters since start, for tests and metrics. */
+typedef struct http_stats {
+    unsigned open;          /* connections now */
+    unsigned long long shed; /* waiting connections closed to make room */
+    unsigned long long timed_out; /* closed at the header or body deadline */
+} http_stats;
+void http_server_stats(http_server *s, http_stats *out);
 
 /* Reason phrase for a status code ("Not Found"), "" when unknown. */
 const char *http_status_text(int status);

@@ -62,11 +62,11 @@ describe('hostile inputs', { skip: SKIP }, () => {
 
   test('huge headers: 431 or closed, server alive', async () => {
     const big = 'X-Big: ' + 'a'.repeat(256 * 1024) + '\r\n';
-    const res = await rawRequest(srv.port, [`GET /health HTTP/1.1\r\nHost: x\r\n${big}\r\n`]);
+    const res = await rawRequest(srv.port, [`GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n${big}\r\n`]);
     assert.ok(res.closed || /^HTTP\/1\.1 431/.test(res.data), res.data.slice(0, 200));
     if (res.data) assert.match(res.data, /^HTTP\/1\.1 431/);
     const many = Array.from({ length: 5000 }, (_, i) => `X-H${i}: v\r\n`).join('');
-    const res2 = await rawRequest(srv.port, [`GET /health HTTP/1.1\r\nHost: x\r\n${many}\r\n`]);
+    const res2 = await rawRequest(srv.port, [`GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n${many}\r\n`]);
     assert.ok(res2.closed || /^HTTP\/1\.1 431/.test(res2.data));
     await alive();
   });
@@ -76,7 +76,7 @@ describe('hostile inputs', { skip: SKIP }, () => {
     // 3 MB body too races the server's close: a reset can discard the answer.)
     const n = 3 << 20;
     const res = await rawRequest(srv.port, [
-      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\nContent-Type: application/json\r\nContent-Length: ${n}\r\n\r\n`,
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${KEY}\r\nContent-Type: application/json\r\nContent-Length: ${n}\r\n\r\n`,
     ]);
     assert.match(res.data, /^HTTP\/1\.1 413/, res.data.slice(0, 200));
     await alive();
@@ -85,8 +85,8 @@ describe('hostile inputs', { skip: SKIP }, () => {
   test('slowloris: stalled header and stalled body are dropped after the timeout', async () => {
     const t0 = Date.now();
     const [a, b] = await Promise.all([
-      rawRequest(srv.port, ['POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Slow: 1'], { timeoutMs: 15000 }),
-      rawRequest(srv.port, [`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"mess`], { timeoutMs: 15000 }),
+      rawRequest(srv.port, ['POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1'], { timeoutMs: 15000 }),
+      rawRequest(srv.port, [`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{"mess`], { timeoutMs: 15000 }),
     ]);
     assert.ok(a.closed && b.closed, 'both connections were closed by the server');
     assert.ok(Date.now() - t0 < 12000, `dropped in ${Date.now() - t0} ms`);
@@ -150,7 +150,7 @@ describe('hostile inputs', { skip: SKIP }, () => {
   test('path traversal on static files: 404, never file contents', async () => {
     for (const p of ['/../../etc/passwd', '/%2e%2e/%2e%2e/etc/passwd', '//etc/passwd', '/..%2f..%2fetc%2fpasswd',
       '/static/../../../etc/passwd', '/%2e%2e%5c%2e%2e%5cetc%5cpasswd', '/index.html/../../etc/passwd', '/etc/passwd%00.css']) {
-      const res = await rawRequest(srv.port, [`GET ${p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`]);
+      const res = await rawRequest(srv.port, [`GET ${p} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`]);
       const status = Number(/^HTTP\/1\.1 (\d+)/.exec(res.data)?.[1]);
       assert.ok(status === 404 || status === 400, `${p}: ${res.data.slice(0, 80)}`);
       assert.doesNotMatch(res.data, /root:.*:0:0:/, p);

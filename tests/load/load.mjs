@@ -183,7 +183,7 @@ export async function runValgrind(bin, dir) {
   res.push(await chat(s.url, { stream: false, max_tokens: 3, timeoutMs: 300000 }));
   res.push(await chat(s.url, { stream: true, max_tokens: 3, timeoutMs: 300000 }));
   await Promise.all([chat(s.url, { max_tokens: 2, timeoutMs: 300000 }), chat(s.url, { stream: false, max_tokens: 2, timeoutMs: 300000 })]).then((x) => res.push(...x));
-  const tk = await fetch(s.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: 'hello <|im_end|>', with_pieces: true }) });
+  const tk = await fetch(s.url + '/tokenize', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ content: 'hello <|im_end|>', with_pieces: true }) });
   const id = /data-conv="([0-9a-f]+)"/.exec(await (await fetch(s.url + '/ui/conversations', { method: 'POST', headers: HX })).text())[1];
   const ui = await fetch(`${s.url}/ui/c/${id}/messages`, form({ text: 'hi', max_tokens: '3' }));
   await sleep(8000);
