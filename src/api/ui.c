@@ -365,8 +365,8 @@ static void think_meta(core_buf *b, int tokens, double secs) {
 
 /* Save the answer so far (or the final one) to the store. Ticker thread,
  * without ui mu (store calls may take a while). */
-static void ans_save(api *a, ans *x, const engine_stats *st, int status, const char *finish) {
-    if (x->kind != ANS_MODEL || !a->st) return;
+static int ans_save(api *a, ans *x, const engine_stats *st, int status, const char *finish, core_err *err) {
+    if (x->kind != ANS_MODEL || !a->st) return 0;
     store_msg m = {0};
     snprintf(m.role, sizeof m.role, "assistant");
     m.content = x->answer.data ? x->answer.data : "";
@@ -377,8 +377,9 @@ static void ans_save(api *a, ans *x, const engine_stats *st, int status, const c
     m.completion_tokens = st->gen_tokens;
     m.prefill_ms = st->prefill_ms;
     m.gen_ms = st->decode_ms;
-    core_err err = {0};
-    if (store_update(a->st, x->msg, &m, &err)) core_log(1, "ui: saving message %lld: %s", (long long)x->msg, err.msg);
+    int rc = store_update(a->st, x->msg, &m, err);
+    if (rc) core_log(1, "ui: saving message %lld: %s", (long long)x->msg, err->msg);
+    return rc;
 }
 
 /* One tick of one ans. Called with ui mu held; may drop and retake it
@@ -465,12 +466,22 @@ static int ans_tick(api *a, ui *u, ans *x, double now) {
         snprintf(fin, sizeof fin, "%s", x->finish);
         engine_stats snap = x->st; /* final: the engine writes it no more */
         pthread_mutex_unlock(&u->mu);
-        ans_save(a, x, &snap, status, fin);
+        core_err serr = {0};
+        int unsaved = ans_save(a, x, &snap, status, fin, &serr);
         if (x->kind == ANS_MODEL) {
             if (x->st.ttft_ms > 0) api_hist_add(a, &a->ttft_ms, api_ttft_bounds, x->st.ttft_ms);
             if (x->st.decode_tok_s > 0) api_hist_add(a, &a->tok_s, api_toks_bounds, x->st.decode_tok_s);
         }
         pthread_mutex_lock(&u->mu);
+        if (unsaved) { /* the text shown is all there is: say it will not be there after a reload */
+            core_buf m = {0}, e = {0};
+            core_buf_printf(&m, "%s%sThis answer was not saved: %s", x->got_error ? x->errmsg : "",
+                            x->got_error ? " · " : "", serr.msg);
+            esc(&e, m.data);
+            ans_log(x, "error", e.data, e.len);
+            core_buf_free(&m);
+            core_buf_free(&e);
+        }
         ans_log(x, "done", "", 0);
         for (int i = 0; i < x->n_ls; i++) http_stream_close(x->ls[i]);
         x->n_ls = 0;
@@ -493,7 +504,8 @@ static int ans_tick(api *a, ui *u, ans *x, double now) {
         x->t_saved = now;
         engine_stats none = {0}; /* x->st belongs to the engine thread until DONE */
         pthread_mutex_unlock(&u->mu);
-        ans_save(a, x, &none, STORE_MSG_STREAMING, "");
+        core_err serr = {0};
+        ans_save(a, x, &none, STORE_MSG_STREAMING, "", &serr);
         pthread_mutex_lock(&u->mu);
     }
     return 0;
@@ -747,9 +759,11 @@ static void render_conv_li(core_buf *b, const store_conv *c, const char *current
 
 static int no_store(http_req *r) { return http_respond_text(r, 503, "History is off: the server runs without a conversation store."); }
 
-/* A cancelled search (time limit, shutdown) is 503: try again, it is not the request's fault. */
+/* A cancelled search (time limit, shutdown) and a read-only history are
+ * 503, a full disk 507: none is the request's fault. */
 static int store_fail(http_req *r, const core_err *err, int rc) {
-    int status = rc == CORE_ENOTFOUND ? 404 : rc == CORE_EINVAL || rc == CORE_ERANGE ? 400 : rc == CORE_ECANCEL ? 503 : 500;
+    int status = rc == CORE_ENOTFOUND ? 404 : rc == CORE_EINVAL || rc == CORE_ERANGE ? 400
+               : rc == CORE_ECANCEL || rc == STORE_EREADONLY ? 503 : rc == CORE_EFULL ? 507 : 500;
     return http_respond_text(r, status, err->msg[0] ? err->msg : "store error");
 }
 
@@ -869,6 +883,12 @@ static int route_conversations(api *a, http_req *r) {
     const char *cur = http_req_query(r, "current");
     core_buf b = {0};
     int rc, shown = 0;
+    const char *ro = store_readonly(a->st);
+    if (ro) { /* the history is there, it just cannot change: say so above it */
+        core_buf_puts(&b, "<li class=\"conv-empty\" role=\"status\">History is read-only: ");
+        esc(&b, ro);
+        core_buf_puts(&b, "</li>\n");
+    }
     if (q && *q) {
         store_hit *h = NULL;
         int n = 0;
@@ -1106,7 +1126,7 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     free(text);
     if (!uid) return store_fail(r, &err, err.code ? err.code : CORE_EIO); /* disk full is a 500, not the client's fault */
     int64_t aid = append_msg(a, c->id, uid, "assistant", "", STORE_MSG_STREAMING, &err);
-    if (!aid) return store_fail(r, &err, CORE_EIO);
+    if (!aid) return store_fail(r, &err, err.code ? err.code : CORE_EIO);
     int rc = start_answer(a, c, uid, aid, 0, &err);
     if (rc) {
         mark_failed(a, aid, err.msg);
@@ -1244,6 +1264,8 @@ static int route_import(api *a, http_req *r) {
     char id[STORE_ID_LEN + 1];
     core_err err = {0};
     int rc = store_import_json(a->st, body, len, id, &err);
+    if (rc && rc != CORE_EFORMAT && rc != CORE_EINVAL && rc != CORE_ERANGE && rc != CORE_EUNSUP)
+        return store_fail(r, &err, rc); /* the disk, not the file */
     if (rc) return http_respond_text(r, 400, err.msg[0] ? err.msg : "not a smolbot conversation export");
     store_conv c = {0};
     if ((rc = store_get(a->st, id, &c, &err))) return store_fail(r, &err, rc);
