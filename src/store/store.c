@@ -573,10 +573,11 @@ static int open_rw(store *s, core_err *err) {
     return 0;
 }
 
-/* s->path as an SQLite URI for a read-only, immutable open: the only open
+/* s->path as an SQLite URI for a read-only, immutable open: the one open
  * that needs no -shm file, so it works on a read-only or full file system.
- * "immutable" also means the -wal is not read: commits a crash left there
- * are not shown (they are not lost either: the next read-write open has them). */
+ * "immutable" means the -wal is not read, so it is used only when there is
+ * no -wal with frames in it: a checkpoint cut short leaves the database file
+ * consistent only together with its WAL. */
 static int ro_uri(const char *path, char *out, size_t cap) {
     size_t n = (size_t)snprintf(out, cap, "file:");
     for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
@@ -588,10 +589,8 @@ static int ro_uri(const char *path, char *out, size_t cap) {
     return snprintf(out + n, cap - n, "?immutable=1") >= (int)(cap - n) ? -1 : 0;
 }
 
-/* The fallback: the history read-only, as it is on disk. */
-static int open_ro(store *s, core_err *err) {
-    if (ro_uri(s->path, s->reader_path, sizeof s->reader_path))
-        return core_errf(err, CORE_EINVAL, "store: path too long");
+/* Open s->reader_path read-only and check the schema version. */
+static int open_ro_at(store *s, core_err *err) {
     int r = sqlite3_open_v2(s->reader_path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
     if (r != SQLITE_OK)
         return core_errf(err, CORE_EIO, "store: cannot open %s even read-only: %s", s->path,
@@ -608,6 +607,25 @@ static int open_ro(store *s, core_err *err) {
         return core_errf(err, CORE_EUNSUP, "store: %s has schema version %d, this smolbot reads %d (and cannot "
                                            "migrate a read-only file)", s->path, v, SCHEMA_VERSION);
     return prepare_all(s, err);
+}
+
+/* The fallback: the history read-only, as it is on disk.  A plain
+ * read-only open first (it reads the WAL; it needs the -shm file to exist
+ * or be creatable), else the immutable open when no WAL holds frames. */
+static int open_ro(store *s, core_err *err) {
+    snprintf(s->reader_path, sizeof s->reader_path, "%s", s->path);
+    int rc = open_ro_at(s, err);
+    if (rc != CORE_EIO) return rc;
+    db_close(s);
+    char wal[1100];
+    struct stat st;
+    snprintf(wal, sizeof wal, "%s-wal", s->path);
+    if (stat(wal, &st) == 0 && st.st_size > 0)
+        return core_errf(err, CORE_EIO, "store: cannot read %s: its latest changes are in %s, which cannot be read "
+                                        "without writing beside it", s->path, wal);
+    if (ro_uri(s->path, s->reader_path, sizeof s->reader_path))
+        return core_errf(err, CORE_EINVAL, "store: path too long");
+    return open_ro_at(s, err);
 }
 
 int store_open(store **out, const char *path, core_err *err) {
@@ -641,7 +659,9 @@ int store_open(store **out, const char *path, core_err *err) {
     }
     /* Read-only or still full: the history stays readable, writes are refused. */
     if (rc && !memory && rc != CORE_EFORMAT && rc != CORE_EUNSUP && access(path, F_OK) == 0) {
-        snprintf(s->ro_reason, sizeof s->ro_reason, "%s", le.msg);
+        const char *why = strncmp(le.msg, "store: ", 7) ? le.msg : le.msg + 7;
+        snprintf(s->ro_reason, sizeof s->ro_reason, "cannot write %.300s (read-only or full file system?): %.150s",
+                 path, why);
         db_close(s);
         rc = open_ro(s, e);
         if (!rc) {
