@@ -867,7 +867,10 @@ static int route_status(api *a, http_req *r) {
 
 static int route_conversations(api *a, http_req *r) {
     core_err err = {0};
-    if (!a->st) return http_respond(r, 200, HTML, "<li class=\"conv-empty\">History is off</li>", 43);
+    if (!a->st) {
+        static const char off[] = "<li class=\"conv-empty\">History is off</li>";
+        return http_respond(r, 200, HTML, off, sizeof off - 1); /* 43 sent the NUL too */
+    }
     if (!strcmp(http_req_method(r), "POST")) {
         if (csrf_reject(r)) return 0;
         char id[STORE_ID_LEN + 1];
