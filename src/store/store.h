@@ -98,7 +98,9 @@ const char *store_default_path(char *buf, size_t cap);
  * in-memory store).  Applies schema migrations (PRAGMA user_version),
  * enables WAL and foreign keys, and marks crashed streams interrupted.
  * A file from a newer smolbot (higher user_version) -> CORE_EUNSUP; a file
- * that is not SQLite -> CORE_EFORMAT.  *out is NULL on failure. */
+ * that is not SQLite -> CORE_EFORMAT.  *out is NULL on failure.  An
+ * existing file that cannot be written (read-only file system, full disk)
+ * opens read-only instead: see store_readonly(). */
 int store_open(store **out, const char *path, core_err *err);
 void store_close(store *s); /* NULL is a no-op */
 
