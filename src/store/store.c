@@ -265,6 +265,7 @@ static void col_copy(sqlite3_stmt *q, int i, char *dst, size_t cap) {
 static void db_close(store *s);
 static int open_conn(store *s, core_err *err);
 static int prepare_all(store *s, core_err *err);
+static int is_memory(const char *path);
 
 /* A new main connection after a write failed on I/O (a full disk): FTS5
  * keeps its index structure cached per connection, and after a failed
@@ -273,7 +274,7 @@ static int prepare_all(store *s, core_err *err);
  * the new connection fails, the store turns read-only with the reason.
  * Lock held, no statement in use. */
 static void reopen(store *s) {
-    if (s->mem_reader) return; /* ":memory:": a new connection would be a new, empty database */
+    if (is_memory(s->path)) return; /* a new connection would be a new, empty database */
     core_err e = {0};
     db_close(s);
     if (open_conn(s, &e) == 0 && prepare_all(s, &e) == 0) return;
@@ -655,6 +656,7 @@ int store_open(store **out, const char *path, core_err *err) {
     if (rc && !memory && rc != CORE_EFORMAT && rc != CORE_EUNSUP && reserve_release(s)) {
         LOG_WARN("store: %s: released the %d MiB held in reserve to open the history", le.msg, RESERVE_BYTES >> 20);
         db_close(s);
+        s->readonly = 0; /* a failed reopen on the way may have set it */
         rc = open_rw(s, e);
     }
     /* Read-only or still full: the history stays readable, writes are refused. */
@@ -936,7 +938,7 @@ int store_delete(store *s, const char *id, core_err *err) {
     sqlite3_stmt *q = st(s, ST_CONV_DELETE);
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     rc = conv_write(s, q, id, "delete conversation", err);
-    if (rc == CORE_EFULL && !s->mem_reader && reserve_release(s)) { /* what the reserve is for */
+    if (rc == CORE_EFULL && !is_memory(s->path) && reserve_release(s)) { /* what the reserve is for */
         LOG_WARN("store: the disk is full: released the %d MiB held in reserve to delete a conversation",
                  RESERVE_BYTES >> 20);
         q = st(s, ST_CONV_DELETE); /* tx_end made a new connection */
@@ -945,7 +947,7 @@ int store_delete(store *s, const char *id, core_err *err) {
     }
     /* the reserve again once the disk has room for it and then some */
     struct statvfs fs;
-    if (!rc && !s->mem_reader && statvfs(s->path, &fs) == 0 &&
+    if (!rc && !is_memory(s->path) && statvfs(s->path, &fs) == 0 &&
         (uint64_t)fs.f_bavail * fs.f_frsize > 4 * (uint64_t)RESERVE_BYTES)
         reserve_make(s);
     unlock(s);
