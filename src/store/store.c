@@ -220,8 +220,14 @@ static int db_err(store *s, core_err *err, int rc, const char *what) {
     case SQLITE_FULL: code = CORE_EFULL; break;
     default: code = CORE_EIO; break;
     }
+    /* SQLite says "disk I/O error" for a quota or a file size limit: the
+     * same to the user as a full disk */
+    int sys = s->db ? sqlite3_system_errno(s->db) : 0;
+    if (code == CORE_EIO && (rc & 0xff) == SQLITE_IOERR && (sys == ENOSPC || sys == EDQUOT || sys == EFBIG))
+        code = CORE_EFULL;
     if (code == CORE_EFULL)
-        return core_errf(err, code, "store: %s: the disk is full, nothing was saved (%s)", what,
+        return core_errf(err, code, "store: %s: the disk is full%s, nothing was saved (%s)", what,
+                         sys == EDQUOT ? " (quota)" : sys == EFBIG ? " (file size limit)" : "",
                          s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
     return core_errf(err, code, "store: %s: %s", what, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 }
@@ -616,7 +622,7 @@ static int open_ro_at(store *s, core_err *err) {
 static int open_ro(store *s, core_err *err) {
     snprintf(s->reader_path, sizeof s->reader_path, "%s", s->path);
     int rc = open_ro_at(s, err);
-    if (rc != CORE_EIO) return rc;
+    if (rc != CORE_EIO && rc != CORE_EFULL) return rc;
     db_close(s);
     char wal[1100];
     struct stat st;
