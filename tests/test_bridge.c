@@ -21,12 +21,14 @@ typedef struct rec {
     uint64_t last_seq;
     size_t first_from;
     char finish[16];
+    char save_err[64];
     int saved_at_end; /* the owner's final save had happened when the end came */
 } rec;
 
 typedef struct owner {
     pthread_mutex_t mu;
     int partial, final, freed;
+    int fail_final; /* the final save fails (a full disk) */
     char finish[16];
     core_buf answer;
 } owner;
@@ -59,6 +61,7 @@ static int rec_deliver(void *ctx, const bridge_out *o) {
         r->ended = 1;
         r->stopping = o->stopping;
         snprintf(r->finish, sizeof r->finish, "%s", o->finish);
+        snprintf(r->save_err, sizeof r->save_err, "%s", o->save_err);
         pthread_mutex_lock(&g_own.mu);
         r->saved_at_end = g_own.final;
         pthread_mutex_unlock(&g_own.mu);
@@ -101,10 +104,11 @@ static const bridge_listener_ops rec_ops = {rec_deliver, rec_gone, rec_drop};
         CHECK_MSG(cond, "timed out waiting for %s", #cond);                          \
     } while (0)
 
-static void own_save(void *ctx, const char *answer, size_t answer_len, const char *reasoning, size_t reasoning_len,
-                     const engine_stats *st, const char *finish, int final) {
+static int own_save(void *ctx, const char *answer, size_t answer_len, const char *reasoning, size_t reasoning_len,
+                    const engine_stats *st, const char *finish, int final, core_err *err) {
     owner *o = ctx;
     pthread_mutex_lock(&o->mu);
+    int fail = final && o->fail_final;
     if (final) {
         o->final++;
         snprintf(o->finish, sizeof o->finish, "%s", finish);
@@ -114,6 +118,7 @@ static void own_save(void *ctx, const char *answer, size_t answer_len, const cha
         o->partial++;
     }
     pthread_mutex_unlock(&o->mu);
+    return fail ? core_errf(err, CORE_EIO, "disk full") : 0;
 }
 
 static void own_free(void *ctx) {
@@ -207,6 +212,7 @@ static void test_replay(void) {
     CHECK_EQ_STR(a.finish, "stop");
     CHECK_EQ_INT((int)a.last_seq, 3);
     CHECK(a.saved_at_end); /* the store is final before anyone sees the end */
+    CHECK_EQ_STR(a.save_err, "");
     CHECK_EQ_INT(own_get(&g_own.final), 1);
     REC_WAIT(&a, a.dropped); /* after its end a listener leaves */
     /* a late listener (a reloaded page) gets it all in one delivery, then the end */
@@ -244,6 +250,30 @@ static void test_replay(void) {
     rec_free(&late);
     rec_free(&mid);
     rec_free(&past);
+}
+
+/* ---- a final save that fails reaches the listeners -------------------------- */
+
+static void test_unsaved(void) {
+    own_reset();
+    g_own.fail_final = 1;
+    bridge *b = NULL;
+    core_err err = {0};
+    CHECK(bridge_new(&b, NULL, NULL, NULL, &err) == 0);
+    bridge_job_opts o = opts(3, "c", 60, 0);
+    bridge_job *j = NULL;
+    CHECK(bridge_start(b, NULL, &o, &j, &err) == 0);
+    rec a;
+    rec_init(&a);
+    CHECK(bridge_listen(j, &rec_ops, &a, 0, 0) == 0);
+    bridge_push(j, "lost", 4);
+    bridge_finish(j, "stop");
+    REC_WAIT(&a, a.ended);
+    CHECK_EQ_STR(a.finish, "stop");
+    CHECK_EQ_STR(a.save_err, "disk full");
+    bridge_release(j);
+    bridge_free(b);
+    rec_free(&a);
 }
 
 /* ---- cancel when the last listener leaves -------------------------------- */
@@ -411,6 +441,7 @@ int main(void) {
     pthread_mutex_init(&g_own.mu, NULL);
     T_RUN(test_max_tokens_rule);
     T_RUN(test_replay);
+    T_RUN(test_unsaved);
     T_RUN(test_cancel_last_listener);
     T_RUN(test_engine_jobs);
     own_reset();

@@ -12,10 +12,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -1197,6 +1199,7 @@ static void *work(void *arg) {
         int rc = store_open(&s, w->path, &e);
         note(w, rc, &e);
         if (rc) return NULL;
+        store_set_search_budget(s, 20000); /* correctness here, not latency: CI machines are loaded */
     }
     char own[STORE_ID_LEN + 1];
     note(w, store_create(s, NULL, own, &e), &e);
@@ -1247,6 +1250,7 @@ static void run_parallel(const char *name, int shared) {
     worker w[N_THREADS];
     pthread_t th[N_THREADS];
     double t0 = core_now_s();
+    if (s) store_set_search_budget(s, 20000);
     for (int i = 0; i < N_THREADS; i++) {
         memset(&w[i], 0, sizeof w[i]);
         w[i].s = s;
@@ -1284,6 +1288,151 @@ static void run_parallel(const char *name, int shared) {
 static void test_parallel_shared_store(void) { run_parallel("par_shared.db", 1); }
 static void test_parallel_connections(void) { run_parallel("par_conns.db", 0); }
 
+/* ---- full and read-only disks ------------------------------------------ */
+
+/* A tmpfs of `mib` MiB at a fresh directory: needs root (CI runs as root);
+ * NULL when mounting is not allowed, and the test skips. */
+static const char *small_fs(const char *name, int mib) {
+    const char *dir = db_path(name);
+    char opts[32];
+    snprintf(opts, sizeof opts, "size=%dm", mib);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) return NULL;
+    if (mount("tmpfs", dir, "tmpfs", 0, opts) != 0) return NULL;
+    return dir;
+}
+
+/* Write zeros into dir/name until the file system is full. */
+static void fill_fs(const char *dir, const char *name) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd < 0) return;
+    static char zeros[65536];
+    for (size_t chunk = sizeof zeros; chunk >= 512; chunk /= 2)
+        while (write(fd, zeros, chunk) == (ssize_t)chunk) {}
+    close(fd);
+}
+
+static void checkpoint_truncate(const char *path) {
+    sqlite3 *db = NULL;
+    if (sqlite3_open(path, &db) == SQLITE_OK) sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    sqlite3_close(db);
+}
+
+static int count_convs(store *s) {
+    store_conv *l = NULL;
+    int n = -1;
+    core_err e = {0};
+    if (store_list(s, 100, 0, &l, &n, &e)) CHECK_MSG(0, "list: %s", e.msg);
+    store_conv_free_list(l, n);
+    return n;
+}
+
+/* The disk fills up while the server runs, then at start; then the file
+ * system is read-only.  The history must stay readable throughout, writes
+ * must say the disk is full, and deleting must work (and free room). */
+static void test_full_disk(void) {
+    const char *fs = small_fs("fullfs", 16);
+    if (!fs) T_SKIP("cannot mount a tmpfs (needs root): %s", strerror(errno));
+    char path[600], big[8192];
+    snprintf(path, sizeof path, "%s/h.db", fs);
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    core_err e = {0};
+    store *s = NULL;
+    CHECK_EQ_INT(store_open(&s, path, &e), 0);
+    if (!s) goto out;
+    char a[STORE_ID_LEN + 1], b[STORE_ID_LEN + 1], id[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, a, &e) == 0);
+    CHECK(store_create(s, NULL, b, &e) == 0);
+    int64_t p = 0;
+    for (int i = 0; i < 200; i++) p = append(s, a, i % 2 ? "assistant" : "user", p, big);
+    append(s, b, "user", 0, "a needle in the history");
+    checkpoint_truncate(path); /* no room left in the WAL file either */
+    fill_fs(fs, "fill1");
+
+    /* while running: writes fail saying why, reads and search work */
+    store_msg m = msg("user", 0, big);
+    CHECK_EQ_INT(store_append(s, b, &m, NULL, &e), CORE_EFULL);
+    CHECK_MSG(strstr(e.msg, "disk is full") != NULL, "%s", e.msg);
+    const char *exp = "{\"format\":\"smolbot-conversation\",\"version\":1,\"conversation\":{\"title\":\"t\"},"
+                      "\"messages\":[{\"id\":1,\"role\":\"user\",\"content\":\"imported\"}]}";
+    int rc = store_import_json(s, exp, strlen(exp), id, &e);
+    CHECK_MSG(rc == CORE_EFULL, "import on a full disk: %d %s", rc, e.msg);
+    CHECK_EQ_INT(count_convs(s), 2);
+    store_hit *h = NULL;
+    int n = 0;
+    CHECK(store_search(s, "needle", 5, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    store_hits_free(h, n);
+    /* deleting works, and makes room for new messages */
+    rc = store_delete(s, a, &e);
+    CHECK_MSG(rc == 0, "delete on a full disk: %s", e.msg);
+    CHECK_EQ_INT(count_convs(s), 1);
+    append(s, b, "assistant", 0, "saved after the delete");
+    CHECK_MSG(store_check(s, &e) == 0, "%s", e.msg);
+    store_close(s);
+    s = NULL;
+
+    /* full at start, no reserve left: read-only, history visible */
+    fill_fs(fs, "fill2");
+    CHECK_EQ_INT(store_open(&s, path, &e), 0);
+    if (!s) goto out;
+    CHECK(store_readonly(s) != NULL);
+    CHECK_EQ_INT(count_convs(s), 1);
+    CHECK(store_search(s, "needle", 5, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    store_hits_free(h, n);
+    CHECK_EQ_INT(store_append(s, b, &m, NULL, &e), STORE_EREADONLY);
+    CHECK_MSG(strstr(e.msg, "read-only") != NULL, "%s", e.msg);
+    CHECK_EQ_INT(store_delete(s, b, &e), STORE_EREADONLY);
+    store_close(s);
+    s = NULL;
+
+    /* room again: the reserve is made; full at start again: the reserve
+     * lets the store open read-write */
+    char fp[700];
+    snprintf(fp, sizeof fp, "%s/fill1", fs);
+    unlink(fp);
+    snprintf(fp, sizeof fp, "%s/fill2", fs);
+    unlink(fp);
+    CHECK_EQ_INT(store_open(&s, path, &e), 0);
+    store_close(s);
+    s = NULL;
+    fill_fs(fs, "fill3");
+    CHECK_EQ_INT(store_open(&s, path, &e), 0);
+    if (!s) goto out;
+    CHECK_MSG(store_readonly(s) == NULL, "%s", store_readonly(s));
+    CHECK_EQ_INT(count_convs(s), 1);
+    CHECK_EQ_INT(store_delete(s, b, &e), 0);
+    store_close(s);
+    s = NULL;
+
+    /* a read-only file system: read-only, history visible */
+    CHECK(store_open(&s, path, &e) == 0 && store_create(s, NULL, b, &e) == 0);
+    append(s, b, "user", 0, "written before the remount");
+    store_close(s);
+    s = NULL;
+    CHECK(mount("tmpfs", fs, "tmpfs", MS_REMOUNT | MS_RDONLY, NULL) == 0);
+    CHECK_EQ_INT(store_open(&s, path, &e), 0);
+    if (!s) goto out;
+    CHECK(store_readonly(s) != NULL);
+    CHECK_EQ_INT(count_convs(s), 1);
+    CHECK(store_search(s, "remount", 5, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    store_hits_free(h, n);
+    CHECK_EQ_INT(store_create(s, NULL, id, &e), STORE_EREADONLY);
+out:
+    store_close(s);
+    umount2(fs, MNT_DETACH);
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    remove(p); /* best effort: go on */
+    return 0;
+}
+
 int main(void) {
     core_log_set_level(CORE_LOG_WARN);
     T_RUN(test_default_path);
@@ -1302,5 +1451,8 @@ int main(void) {
     T_RUN(test_crash_sigkill);
     T_RUN(test_parallel_shared_store);
     T_RUN(test_parallel_connections);
+    T_RUN(test_full_disk);
+    /* every database keeps a 4 MiB reserve beside it: leave nothing behind */
+    nftw(t_tmpdir(), rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
     return t_done();
 }

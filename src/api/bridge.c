@@ -68,6 +68,7 @@ struct bridge_job {
     char finish[16];
     int err_code;
     char err_msg[256];
+    char save_err[512]; /* the final save's failure, for the listeners */
     double t_start, t_end, t_alone, t_saved;
     size_t saved_len;
     listener *ls;
@@ -200,6 +201,7 @@ static int deliver(bridge *b, bridge_job *j, int i, double now) {
     o.finish = j->finish;
     o.err_code = j->err_code;
     o.err_msg = j->err_msg;
+    o.save_err = j->save_err;
     o.stopping = atomic_load(&b->stopping);
     int gone = l->ops.deliver(l->ctx, &o);
     l->pos = j->n_marks;
@@ -253,7 +255,8 @@ static int job_pass(bridge *b, bridge_job *j, double now, double *next) {
             if (!bad) {
                 engine_stats none = {0};
                 pthread_mutex_unlock(&b->mu);
-                j->own.save(j->own.ctx, a.data, a.len, r.data, r.len, &none, "", 0);
+                core_err serr = {0}; /* a partial save may fail: the final one says so */
+                j->own.save(j->own.ctx, a.data, a.len, r.data, r.len, &none, "", 0, &serr);
                 pthread_mutex_lock(&b->mu);
             }
             core_buf_free(&a);
@@ -265,9 +268,11 @@ static int job_pass(bridge *b, bridge_job *j, double now, double *next) {
     if (j->ended && !j->saved) {
         /* the engine is done with the log (and a fed job's pushes stop at its end) */
         pthread_mutex_unlock(&b->mu);
-        if (j->own.save)
+        core_err serr = {0};
+        if (j->own.save &&
             j->own.save(j->own.ctx, j->answer.data ? j->answer.data : "", j->answer.len,
-                        j->reasoning.data ? j->reasoning.data : "", j->reasoning.len, &j->st, j->finish, 1);
+                        j->reasoning.data ? j->reasoning.data : "", j->reasoning.len, &j->st, j->finish, 1, &serr))
+            snprintf(j->save_err, sizeof j->save_err, "%s", serr.msg[0] ? serr.msg : "the store refused it");
         if (j->engine_job && j->st.gen_tokens > 0 && b->done) b->done(b->done_ctx, &j->st);
         pthread_mutex_lock(&b->mu);
         j->saved = 1;

@@ -57,6 +57,7 @@ typedef struct bridge_out {
     const char *finish;        /* end: "stop" | "length" | "cancelled" | "error" */
     int err_code;              /* end, "error": CORE_E* */
     const char *err_msg;
+    const char *save_err;      /* end: "" or why the owner's final save failed */
     int stopping;              /* the server is shutting down (bridge_shutdown) */
 } bridge_out;
 
@@ -77,9 +78,11 @@ typedef struct bridge_owner {
      * (bridge_push, bridge_finish). */
     void (*tick)(void *ctx, bridge_job *j, double now);
     /* The text so far (final 0, every save_s while it grows) and the result
-     * (final 1, before the end is delivered). st: zeros until final. */
-    void (*save)(void *ctx, const char *answer, size_t answer_len, const char *reasoning, size_t reasoning_len,
-                 const engine_stats *st, const char *finish, int final);
+     * (final 1, before the end is delivered). st: zeros until final.
+     * Returns 0, or nonzero with err: a failed final save reaches the
+     * listeners as bridge_out.save_err. */
+    int (*save)(void *ctx, const char *answer, size_t answer_len, const char *reasoning, size_t reasoning_len,
+                const engine_stats *st, const char *finish, int final, core_err *err);
     void (*free)(void *ctx); /* the job is freed */
     void *ctx;
 } bridge_owner;

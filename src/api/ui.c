@@ -258,9 +258,14 @@ static int ui_deliver(void *ctx, const bridge_out *o) {
         if (o->reasoning_end)
             ev_meta(x, id, o->st->reasoning_tokens ? o->st->reasoning_tokens : o->reasoning_events,
                     x->t_think_end ? x->t_think_end : o->elapsed_s, &bad);
-        if (!strcmp(o->finish, "error")) {
+        int failed = !strcmp(o->finish, "error");
+        if (failed || o->save_err[0]) { /* unsaved: the text shown is all there is, a reload loses it */
+            core_buf m = {0};
+            if (failed) core_buf_puts(&m, o->err_msg[0] ? o->err_msg : "generation failed");
+            if (o->save_err[0]) core_buf_printf(&m, "%sThis answer was not saved: %s", failed ? " · " : "", o->save_err);
             core_buf_clear(&x->tmp);
-            esc(&x->tmp, o->err_msg[0] ? o->err_msg : "generation failed");
+            esc(&x->tmp, m.data);
+            core_buf_free(&m);
             ev(x, "error", id, x->tmp.data, x->tmp.len, &bad);
         }
         core_buf_clear(&x->tmp);
@@ -314,8 +319,8 @@ typedef struct ans_owner {
 } ans_owner;
 
 /* The answer so far (or the final one) to the store. Bridge thread, no lock. */
-static void ans_save(void *ctx, const char *answer, size_t answer_len, const char *reasoning, size_t reasoning_len,
-                     const engine_stats *st, const char *finish, int final) {
+static int ans_save(void *ctx, const char *answer, size_t answer_len, const char *reasoning, size_t reasoning_len,
+                    const engine_stats *st, const char *finish, int final, core_err *err) {
     ans_owner *o = ctx;
     (void)answer_len; /* the store takes C strings: the engine's text holds no NUL */
     (void)reasoning_len;
@@ -330,8 +335,9 @@ static void ans_save(void *ctx, const char *answer, size_t answer_len, const cha
     m.completion_tokens = st->gen_tokens;
     m.prefill_ms = st->prefill_ms;
     m.gen_ms = st->decode_ms;
-    core_err err = {0};
-    if (store_update(o->a->st, o->msg, &m, &err)) core_log(1, "ui: saving message %lld: %s", (long long)o->msg, err.msg);
+    int rc = store_update(o->a->st, o->msg, &m, err);
+    if (rc) core_log(1, "ui: saving message %lld: %s", (long long)o->msg, err->msg);
+    return rc;
 }
 
 typedef struct quote_owner {
@@ -470,9 +476,11 @@ static void render_conv_li(core_buf *b, const store_conv *c, const char *current
 
 static int no_store(http_req *r) { return http_respond_text(r, 503, "History is off: the server runs without a conversation store."); }
 
-/* A cancelled search (time limit, shutdown) is 503: try again, it is not the request's fault. */
+/* A cancelled search (time limit, shutdown) and a read-only history are
+ * 503, a full disk 507: none is the request's fault. */
 static int store_fail(http_req *r, const core_err *err, int rc) {
-    int status = rc == CORE_ENOTFOUND ? 404 : rc == CORE_EINVAL || rc == CORE_ERANGE ? 400 : rc == CORE_ECANCEL ? 503 : 500;
+    int status = rc == CORE_ENOTFOUND ? 404 : rc == CORE_EINVAL || rc == CORE_ERANGE ? 400
+               : rc == CORE_ECANCEL || rc == STORE_EREADONLY ? 503 : rc == CORE_EFULL ? 507 : 500;
     return http_respond_text(r, status, err->msg[0] ? err->msg : "store error");
 }
 
@@ -568,7 +576,10 @@ static int route_status(api *a, http_req *r) {
 
 static int route_conversations(api *a, http_req *r) {
     core_err err = {0};
-    if (!a->st) return http_respond(r, 200, HTML, "<li class=\"conv-empty\">History is off</li>", 43);
+    if (!a->st) {
+        static const char off[] = "<li class=\"conv-empty\">History is off</li>";
+        return http_respond(r, 200, HTML, off, sizeof off - 1); /* 43 sent the NUL too */
+    }
     if (!strcmp(http_req_method(r), "POST")) {
         if (csrf_reject(r)) return 0;
         char id[STORE_ID_LEN + 1];
@@ -584,6 +595,12 @@ static int route_conversations(api *a, http_req *r) {
     const char *cur = http_req_query(r, "current");
     core_buf b = {0};
     int rc, shown = 0;
+    const char *ro = store_readonly(a->st);
+    if (ro) { /* the history is there, it just cannot change: say so above it */
+        core_buf_puts(&b, "<li class=\"conv-empty\" role=\"status\">History is read-only: ");
+        esc(&b, ro);
+        core_buf_puts(&b, "</li>\n");
+    }
     if (q && *q) {
         store_hit *h = NULL;
         int n = 0;
@@ -815,7 +832,7 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     free(text);
     if (!uid) return store_fail(r, &err, err.code ? err.code : CORE_EIO); /* disk full is a 500, not the client's fault */
     int64_t aid = append_msg(a, c->id, uid, "assistant", "", STORE_MSG_STREAMING, &err);
-    if (!aid) return store_fail(r, &err, CORE_EIO);
+    if (!aid) return store_fail(r, &err, err.code ? err.code : CORE_EIO);
     int rc = start_answer(a, c, uid, aid, 0, &err);
     if (rc) {
         mark_failed(a, aid, err.msg);
@@ -946,6 +963,8 @@ static int route_import(api *a, http_req *r) {
     char id[STORE_ID_LEN + 1];
     core_err err = {0};
     int rc = store_import_json(a->st, body, len, id, &err);
+    if (rc && rc != CORE_EFORMAT && rc != CORE_EINVAL && rc != CORE_ERANGE && rc != CORE_EUNSUP)
+        return store_fail(r, &err, rc); /* the disk, not the file */
     if (rc) return http_respond_text(r, 400, err.msg[0] ? err.msg : "not a smolbot conversation export");
     store_conv c = {0};
     if ((rc = store_get(a->st, id, &c, &err))) return store_fail(r, &err, rc);

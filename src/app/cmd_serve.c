@@ -244,6 +244,9 @@ int cmd_serve(int argc, char **argv) {
             fprintf(stderr, "serve: no history database (%s): chats are not kept\n", path ? err.msg : "no $HOME");
             st = NULL;
             dbbuf[0] = 0;
+        } else if (store_readonly(st)) {
+            fprintf(stderr, "serve: the history is read-only (%s): it can be read and searched, new chats are not "
+                            "kept\n", store_readonly(st));
         }
     }
 

@@ -56,6 +56,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -195,6 +196,9 @@ struct store {
     reader *mem_reader; /* ":memory:" only: the main connection's */
     atomic_int stop_searches;
     atomic_int search_ms;
+    char reader_path[3200]; /* what readers open: the path, or the read-only URI */
+    int readonly;           /* opened read-only: every write is refused */
+    char ro_reason[512];    /* why */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
@@ -216,6 +220,15 @@ static int db_err(store *s, core_err *err, int rc, const char *what) {
     case SQLITE_FULL: code = CORE_EFULL; break;
     default: code = CORE_EIO; break;
     }
+    /* SQLite says "disk I/O error" for a quota or a file size limit: the
+     * same to the user as a full disk */
+    int sys = s->db ? sqlite3_system_errno(s->db) : 0;
+    if (code == CORE_EIO && (rc & 0xff) == SQLITE_IOERR && (sys == ENOSPC || sys == EDQUOT || sys == EFBIG))
+        code = CORE_EFULL;
+    if (code == CORE_EFULL)
+        return core_errf(err, code, "store: %s: the disk is full%s, nothing was saved (%s)", what,
+                         sys == EDQUOT ? " (quota)" : sys == EFBIG ? " (file size limit)" : "",
+                         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
     return core_errf(err, code, "store: %s: %s", what, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 }
 
@@ -255,9 +268,33 @@ static void col_copy(sqlite3_stmt *q, int i, char *dst, size_t cap) {
     snprintf(dst, cap, "%s", t ? (const char *)t : "");
 }
 
+static void db_close(store *s);
+static int open_conn(store *s, core_err *err);
+static int prepare_all(store *s, core_err *err);
+static int is_memory(const char *path);
+
+/* A new main connection after a write failed on I/O (a full disk): FTS5
+ * keeps its index structure cached per connection, and after a failed
+ * commit that cache no longer matches the file, so the next write on the
+ * same connection reads as "database disk image is malformed".  When even
+ * the new connection fails, the store turns read-only with the reason.
+ * Lock held, no statement in use. */
+static void reopen(store *s) {
+    if (is_memory(s->path)) return; /* a new connection would be a new, empty database */
+    core_err e = {0};
+    db_close(s);
+    if (open_conn(s, &e) == 0 && prepare_all(s, &e) == 0) return;
+    LOG_ERROR("store: reopening %s after a failed write: %s", s->path, e.msg);
+    snprintf(s->ro_reason, sizeof s->ro_reason, "%s", e.msg);
+    s->readonly = 1;
+}
+
 /* Write transactions.  BEGIN IMMEDIATE waits up to the busy timeout; a few
  * retries on top make "database is locked" practically unreachable. */
 static int tx_begin(store *s, core_err *err) {
+    if (s->readonly)
+        return core_errf(err, STORE_EREADONLY, "store: the history is read-only, nothing can be saved (%s)",
+                         s->ro_reason);
     int rc = SQLITE_BUSY;
     for (int tries = 0; tries < 5; tries++) {
         rc = sqlite3_step(st(s, ST_BEGIN));
@@ -284,6 +321,7 @@ static int tx_end(store *s, int rc, core_err *err) {
         sqlite3_step(st(s, ST_ROLLBACK));
         st_done(st(s, ST_ROLLBACK));
     }
+    if (rc == CORE_EFULL || rc == CORE_EIO) reopen(s);
     return rc;
 }
 
@@ -392,6 +430,36 @@ static void today(char *buf, size_t cap) {
 static int reader_new(store *s, sqlite3 *db, reader **out, core_err *err);
 static void reader_free(reader *r);
 
+/* Space held in reserve: a file of RESERVE_BYTES beside the database
+ * (<db>-reserve).  When the disk is full, SQLite cannot even delete (the
+ * deletion is written to the WAL first, and FTS5 records it in its index);
+ * releasing the reserve makes room for the deletes that free space inside
+ * the database, so the history can take new messages again.  Made again
+ * (best effort) at the next open, or after a delete once the disk has room. */
+enum { RESERVE_BYTES = 4 << 20 };
+
+static void reserve_name(const store *s, char *buf, size_t cap) { snprintf(buf, cap, "%s-reserve", s->path); }
+
+static void reserve_make(store *s) {
+    char p[1100];
+    reserve_name(s, p, sizeof p);
+    struct stat st;
+    if (stat(p, &st) == 0 && st.st_size >= RESERVE_BYTES) return;
+    int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return;
+    /* real blocks, not a hole: a sparse file would free nothing */
+    int r = posix_fallocate(fd, 0, RESERVE_BYTES);
+    close(fd);
+    if (r != 0) unlink(p); /* a partial reserve would only hide how full the disk is */
+}
+
+/* 1 when a reserve was there and is gone now. */
+static int reserve_release(store *s) {
+    char p[1100];
+    reserve_name(s, p, sizeof p);
+    return unlink(p) == 0;
+}
+
 /* An in-memory database is private to its connection: no reader can join it. */
 static int is_memory(const char *path) {
     return strcmp(path, ":memory:") == 0 || strncmp(path, "file::memory:", 13) == 0 || strstr(path, "mode=memory");
@@ -461,6 +529,112 @@ static int migrate(store *s, core_err *err) {
     return rc;
 }
 
+/* Close the connection and its statements (a failed open, before a retry). */
+static void db_close(store *s) {
+    for (int i = 0; i < ST_COUNT; i++) {
+        sqlite3_finalize(s->st[i]);
+        s->st[i] = NULL;
+    }
+    if (s->db) sqlite3_close(s->db);
+    s->db = NULL;
+}
+
+static int prepare_all(store *s, core_err *err) {
+    for (int i = 0; i < ST_COUNT; i++) {
+        int r = sqlite3_prepare_v3(s->db, st_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
+        if (r != SQLITE_OK) return db_err(s, err, r, "prepare statement");
+    }
+    return 0;
+}
+
+/* The usual open: read-write, created if absent, WAL, migrated, crashed
+ * streams marked interrupted (open_rw); the connection alone (open_conn). */
+static int open_conn(store *s, core_err *err) {
+    int r = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (r != SQLITE_OK)
+        return core_errf(err, r == SQLITE_NOMEM ? CORE_ENOMEM : CORE_EIO, "store: cannot open %s: %s", s->path,
+                         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(r));
+    sqlite3_busy_timeout(s->db, 10000);
+    /* The first statement reads the header: a non-SQLite file fails here. */
+    r = sqlite3_exec(s->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
+    if (r != SQLITE_OK)
+        return (r & 0xff) == SQLITE_NOTADB ? core_errf(err, CORE_EFORMAT, "store: %s is not a SQLite database", s->path)
+                                           : db_err(s, err, r, "enable WAL");
+    /* a file SQLite could only open for reading (permissions) */
+    if (sqlite3_db_readonly(s->db, "main") == 1)
+        return core_errf(err, CORE_EIO, "store: %s cannot be opened for writing", s->path);
+    return exec_sql(s, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "pragmas", err);
+}
+
+static int open_rw(store *s, core_err *err) {
+    int rc = open_conn(s, err);
+    if (!rc) rc = migrate(s, err);
+    if (!rc) rc = prepare_all(s, err);
+    if (rc) return rc;
+    /* A message still streaming was being written by a process that died. */
+    if ((rc = tx_begin(s, err))) return rc;
+    rc = st_exec(s, st(s, ST_RECOVER), "recover interrupted messages", err);
+    int fixed = sqlite3_changes(s->db);
+    if ((rc = tx_end(s, rc, err))) return rc;
+    if (fixed > 0) LOG_WARN("store: %d message(s) interrupted by a crash were marked partial", fixed);
+    return 0;
+}
+
+/* s->path as an SQLite URI for a read-only, immutable open: the one open
+ * that needs no -shm file, so it works on a read-only or full file system.
+ * "immutable" means the -wal is not read, so it is used only when there is
+ * no -wal with frames in it: a checkpoint cut short leaves the database file
+ * consistent only together with its WAL. */
+static int ro_uri(const char *path, char *out, size_t cap) {
+    size_t n = (size_t)snprintf(out, cap, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        int plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                    strchr("/-._~", *p);
+        if (n + 4 >= cap) return -1;
+        n += (size_t)(plain ? snprintf(out + n, cap - n, "%c", *p) : snprintf(out + n, cap - n, "%%%02X", *p));
+    }
+    return snprintf(out + n, cap - n, "?immutable=1") >= (int)(cap - n) ? -1 : 0;
+}
+
+/* Open s->reader_path read-only and check the schema version. */
+static int open_ro_at(store *s, core_err *err) {
+    int r = sqlite3_open_v2(s->reader_path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL);
+    if (r != SQLITE_OK)
+        return core_errf(err, CORE_EIO, "store: cannot open %s even read-only: %s", s->path,
+                         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(r));
+    sqlite3_stmt *q = NULL;
+    int v = -1;
+    r = sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &q, NULL);
+    if (r == SQLITE_OK && (r = sqlite3_step(q)) == SQLITE_ROW) v = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    if (v < 0)
+        return (r & 0xff) == SQLITE_NOTADB ? core_errf(err, CORE_EFORMAT, "store: %s is not a SQLite database", s->path)
+                                           : db_err(s, err, r, "read schema version");
+    if (v != SCHEMA_VERSION)
+        return core_errf(err, CORE_EUNSUP, "store: %s has schema version %d, this smolbot reads %d (and cannot "
+                                           "migrate a read-only file)", s->path, v, SCHEMA_VERSION);
+    return prepare_all(s, err);
+}
+
+/* The fallback: the history read-only, as it is on disk.  A plain
+ * read-only open first (it reads the WAL; it needs the -shm file to exist
+ * or be creatable), else the immutable open when no WAL holds frames. */
+static int open_ro(store *s, core_err *err) {
+    snprintf(s->reader_path, sizeof s->reader_path, "%s", s->path);
+    int rc = open_ro_at(s, err);
+    if (rc != CORE_EIO && rc != CORE_EFULL) return rc;
+    db_close(s);
+    char wal[1100];
+    struct stat st;
+    snprintf(wal, sizeof wal, "%s-wal", s->path);
+    if (stat(wal, &st) == 0 && st.st_size > 0)
+        return core_errf(err, CORE_EIO, "store: cannot read %s: its latest changes are in %s, which cannot be read "
+                                        "without writing beside it", s->path, wal);
+    if (ro_uri(s->path, s->reader_path, sizeof s->reader_path))
+        return core_errf(err, CORE_EINVAL, "store: path too long");
+    return open_ro_at(s, err);
+}
+
 int store_open(store **out, const char *path, core_err *err) {
     *out = NULL;
     char def[1024];
@@ -473,59 +647,56 @@ int store_open(store **out, const char *path, core_err *err) {
     store *s = calloc(1, sizeof *s);
     if (!s) return core_errf(err, CORE_ENOMEM, "store: out of memory");
     snprintf(s->path, sizeof s->path, "%s", path);
+    snprintf(s->reader_path, sizeof s->reader_path, "%s", path);
     s->max_message = STORE_DEFAULT_MAX_MESSAGE;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->rcv, NULL);
     atomic_init(&s->stop_searches, 0);
     atomic_init(&s->search_ms, STORE_SEARCH_BUDGET_MS);
-    int rc = 0;
-    int r = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (r != SQLITE_OK) {
-        rc = core_errf(err, r == SQLITE_NOMEM ? CORE_ENOMEM : CORE_EIO, "store: cannot open %s: %s", path,
-                       s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(r));
-        goto fail;
+    int memory = is_memory(path);
+    core_err le = {0}, *e = &le; /* the reason is kept for ro_reason even when err is NULL */
+    int rc = open_rw(s, e);
+    /* A full disk: the space held in reserve lets the open (its -shm, a
+     * recovery) and the deletes that free space go through. */
+    if (rc && !memory && rc != CORE_EFORMAT && rc != CORE_EUNSUP && reserve_release(s)) {
+        LOG_WARN("store: %s: released the %d MiB held in reserve to open the history", le.msg, RESERVE_BYTES >> 20);
+        db_close(s);
+        s->readonly = 0; /* a failed reopen on the way may have set it */
+        rc = open_rw(s, e);
     }
-    sqlite3_busy_timeout(s->db, 10000);
-    /* The first statement reads the header: a non-SQLite file fails here. */
-    r = sqlite3_exec(s->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL);
-    if (r != SQLITE_OK) {
-        rc = (r & 0xff) == SQLITE_NOTADB
-                 ? core_errf(err, CORE_EFORMAT, "store: %s is not a SQLite database", path)
-                 : db_err(s, err, r, "enable WAL");
-        goto fail;
-    }
-    if ((rc = exec_sql(s, "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL", "pragmas", err))) goto fail;
-    if ((rc = migrate(s, err))) goto fail;
-    for (int i = 0; i < ST_COUNT; i++) {
-        r = sqlite3_prepare_v3(s->db, st_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
-        if (r != SQLITE_OK) {
-            rc = db_err(s, err, r, "prepare statement");
-            goto fail;
+    /* Read-only or still full: the history stays readable, writes are refused. */
+    if (rc && !memory && rc != CORE_EFORMAT && rc != CORE_EUNSUP && access(path, F_OK) == 0) {
+        const char *why = strncmp(le.msg, "store: ", 7) ? le.msg : le.msg + 7;
+        snprintf(s->ro_reason, sizeof s->ro_reason, "cannot write %.300s (read-only or full file system?): %.150s",
+                 path, why);
+        db_close(s);
+        rc = open_ro(s, e);
+        if (!rc) {
+            s->readonly = 1;
+            LOG_WARN("store: %s: history opened read-only", s->ro_reason);
         }
     }
-    /* A message still streaming was being written by a process that died. */
-    if ((rc = tx_begin(s, err))) goto fail;
-    rc = st_exec(s, st(s, ST_RECOVER), "recover interrupted messages", err);
-    int fixed = sqlite3_changes(s->db);
-    if ((rc = tx_end(s, rc, err))) goto fail;
-    if (fixed > 0) LOG_WARN("store: %d message(s) interrupted by a crash were marked partial", fixed);
-    if (is_memory(path) && (rc = reader_new(s, s->db, &s->mem_reader, err))) goto fail;
+    if (!rc && !s->readonly && !memory) reserve_make(s);
+    if (!rc && memory) rc = reader_new(s, s->db, &s->mem_reader, e);
+    if (rc) {
+        if (err) *err = le;
+        store_close(s);
+        return rc;
+    }
     *out = s;
     return 0;
-fail:
-    store_close(s);
-    return rc;
 }
+
+const char *store_readonly(const store *s) { return s->readonly ? s->ro_reason : NULL; }
 
 void store_close(store *s) {
     if (!s) return;
     /* every search has returned (the caller's contract), so all readers are idle */
     for (int i = 0; i < s->n_idle; i++) reader_free(s->idle[i]);
     reader_free(s->mem_reader);
-    for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
-    /* sqlite3_close (not _v2): every statement is finalized above. */
-    if (s->db) sqlite3_close(s->db);
+    /* sqlite3_close (not _v2): every statement is finalized first. */
+    db_close(s);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->rcv);
@@ -773,6 +944,18 @@ int store_delete(store *s, const char *id, core_err *err) {
     sqlite3_stmt *q = st(s, ST_CONV_DELETE);
     sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
     rc = conv_write(s, q, id, "delete conversation", err);
+    if (rc == CORE_EFULL && !is_memory(s->path) && reserve_release(s)) { /* what the reserve is for */
+        LOG_WARN("store: the disk is full: released the %d MiB held in reserve to delete a conversation",
+                 RESERVE_BYTES >> 20);
+        q = st(s, ST_CONV_DELETE); /* tx_end made a new connection */
+        sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+        rc = conv_write(s, q, id, "delete conversation", err);
+    }
+    /* the reserve again once the disk has room for it and then some */
+    struct statvfs fs;
+    if (!rc && !is_memory(s->path) && statvfs(s->path, &fs) == 0 &&
+        (uint64_t)fs.f_bavail * fs.f_frsize > 4 * (uint64_t)RESERVE_BYTES)
+        reserve_make(s);
     unlock(s);
     return rc;
 }
@@ -1120,7 +1303,8 @@ static int reader_new(store *s, sqlite3 *db, reader **out, core_err *err) {
     r->db = db;
     int rc = SQLITE_OK;
     if (!db) {
-        rc = sqlite3_open_v2(s->path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+        rc = sqlite3_open_v2(s->reader_path, &r->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                             NULL);
         if (rc == SQLITE_OK) sqlite3_busy_timeout(r->db, 1000);
     }
     if (rc == SQLITE_OK) rc = sqlite3_prepare_v3(r->db, SQL_HITS, -1, SQLITE_PREPARE_PERSISTENT, &r->hits, NULL);

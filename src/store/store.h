@@ -98,9 +98,25 @@ const char *store_default_path(char *buf, size_t cap);
  * in-memory store).  Applies schema migrations (PRAGMA user_version),
  * enables WAL and foreign keys, and marks crashed streams interrupted.
  * A file from a newer smolbot (higher user_version) -> CORE_EUNSUP; a file
- * that is not SQLite -> CORE_EFORMAT.  *out is NULL on failure. */
+ * that is not SQLite -> CORE_EFORMAT.  *out is NULL on failure.  An
+ * existing file that cannot be written (read-only file system, full disk)
+ * opens read-only instead: see store_readonly(). */
 int store_open(store **out, const char *path, core_err *err);
 void store_close(store *s); /* NULL is a no-op */
+
+/* Error of every write to a store opened read-only (beside core's codes). */
+#define STORE_EREADONLY (-64)
+
+/* NULL while the store is writable; else why it was opened read-only.
+ * store_open() falls back to a read-only open when the file cannot be
+ * opened for writing (a read-only file system, a full disk with no space
+ * in reserve): the history stays readable and searchable as it is on disk,
+ * and every write fails with STORE_EREADONLY and that reason.  A full disk
+ * at run time makes writes fail with CORE_EFULL ("the disk is full");
+ * store_delete() then releases the space the store holds in reserve
+ * (<path>-reserve, 4 MiB, made at open), so deleting conversations works
+ * and frees room inside the database for new messages. */
+const char *store_readonly(const store *s);
 
 /* Per-message byte limit for content, reasoning and system prompt
  * (default STORE_DEFAULT_MAX_MESSAGE). */
