@@ -102,6 +102,11 @@ typedef struct engine_request {
     size_t n_stops;
     int thinking;              /* 1: output may hold <think>..</think>; 0: answer only */
     int ignore_eos;
+    /* Constrained output (NULL: free text). The engine takes its own
+     * reference at submit; the caller keeps and frees its own. lazy: free
+     * text until the model writes "<tool_call>" (tool-call grammars). */
+    sample_grammar *grammar;
+    int grammar_lazy;
     engine_event_fn cb;
     void *ctx;
 } engine_request;
