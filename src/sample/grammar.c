@@ -64,6 +64,7 @@ struct sample_grammar {
     int n, cap;
     int root;
     int has_any, any_obj, any_arr, any_str, any_num, any_lit; /* ANY's branches */
+    int no_tags;      /* tool calls: strings never hold "</" */
 };
 
 static int bit(const uint8_t *s, unsigned c) { return s[c >> 3] >> (c & 7) & 1; }
@@ -554,6 +555,7 @@ int sample_grammar_tools(const sample_tool *tools, size_t n, int parallel, sampl
     if (i < 0 || !(g->v[i].keys = calloc(n, sizeof(char *))) || !(g->v[i].kids = calloc(n, sizeof(int))))
         return finish_compile(g, -1, out, err);
     g->v[i].parallel = parallel;
+    g->no_tags = 1;
     for (size_t k = 0; k < n; k++) {
         json_t *ns = json_string(tools[k].name);
         char *nt = ns ? json_dumps(ns, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
@@ -721,7 +723,7 @@ static int step(const sample_grammar *g, mstate *s, unsigned char ch) {
                 if (f->b == 0) f->a++;
                 return R_OK;
             }
-            if (f->flag) { /* after a backslash */
+            if (f->flag & 1) { /* after a backslash */
                 if (!strchr("\"\\/bfnrt", ch) || !ch) return R_FAIL;
                 f->flag = 0, f->a++;
                 return R_OK;
@@ -731,6 +733,9 @@ static int step(const sample_grammar *g, mstate *s, unsigned char ch) {
                 return pop_done(s);
             }
             if (x->hi >= 0 && f->a >= x->hi) return R_FAIL;
+            /* "</" never: inside a tool call it would read as the closing tag */
+            if (g->no_tags && ch == '/' && (f->flag & 2)) return R_FAIL;
+            f->flag = ch == '<' ? 2 : 0;
             if (x->has_class) {
                 if (!bit(x->cls, ch)) return R_FAIL;
                 f->a++;
@@ -884,6 +889,11 @@ struct sample_vocab {
     uint16_t *len;      /* [n] bytes of id (0: none, never allowed as text) */
     uint16_t *lcp;      /* [n] common prefix of order[i] with order[i-1] */
     uint8_t *stop;      /* [n] 1: a stop token */
+    uint8_t *plain;     /* [n] 1: text any free string may hold whole (see mask) */
+    uint16_t *nchar;    /* [n] characters of a plain token */
+    int32_t *order_np;  /* the ids not plain, sorted by bytes */
+    uint16_t *lcp_np;
+    int32_t n_np;
     char *blob;
     int32_t think, think_end;
     int max_len;
@@ -898,6 +908,15 @@ static int cmp_tok(const void *pa, const void *pb) {
     if (c) return c;
     if (la != lb) return la < lb ? -1 : 1;
     return a < b ? -1 : a > b;
+}
+
+static void lcp_fill(const sample_vocab *v, const int32_t *order, uint16_t *lcp, int32_t n) {
+    for (int32_t i = 1; i < n; i++) {
+        int32_t a = order[i - 1], b = order[i];
+        size_t l = 0, m = v->len[a] < v->len[b] ? v->len[a] : v->len[b];
+        while (l < m && v->blob[v->off[a] + l] == v->blob[v->off[b] + l]) l++;
+        lcp[i] = (uint16_t)l;
+    }
 }
 
 int sample_vocab_new(const tok *t, sample_vocab **out, core_err *err) {
@@ -939,12 +958,25 @@ int sample_vocab_new(const tok *t, sample_vocab **out, core_err *err) {
     sort_v = v;
     qsort(v->order, (size_t)n, sizeof *v->order, cmp_tok);
     pthread_mutex_unlock(&sort_mu);
-    for (int32_t i = 1; i < n; i++) {
-        int32_t a = v->order[i - 1], b = v->order[i];
-        size_t l = 0, m = v->len[a] < v->len[b] ? v->len[a] : v->len[b];
-        while (l < m && v->blob[v->off[a] + l] == v->blob[v->off[b] + l]) l++;
-        v->lcp[i] = (uint16_t)l;
+    v->plain = calloc((size_t)n, 1);
+    v->nchar = calloc((size_t)n, sizeof *v->nchar);
+    v->order_np = malloc((size_t)n * sizeof *v->order_np);
+    v->lcp_np = calloc((size_t)n, sizeof *v->lcp_np);
+    if (!v->plain || !v->nchar || !v->order_np || !v->lcp_np) goto oom;
+    for (int32_t id = 0; id < n; id++) {
+        const unsigned char *b = (const unsigned char *)v->blob + v->off[id];
+        int len = v->len[id], ok = len > 0 && id != tc && id != tce && b[0] != '/' &&
+                                  core_utf8_valid((const char *)b, (size_t)len);
+        for (int k = 0; k < len && ok; k++) {
+            if (b[k] < 0x20 || b[k] == 0x7f || b[k] == '"' || b[k] == '\\' || (b[k] == '/' && b[k - 1] == '<')) ok = 0;
+            v->nchar[id] += (b[k] & 0xc0) != 0x80;
+        }
+        v->plain[id] = (uint8_t)ok;
     }
+    for (int32_t i = 0; i < n; i++)
+        if (!v->plain[v->order[i]]) v->order_np[v->n_np++] = v->order[i];
+    lcp_fill(v, v->order, v->lcp, n);
+    lcp_fill(v, v->order_np, v->lcp_np, v->n_np);
     core_buf_free(&piece);
     *out = v;
     return 0;
@@ -962,6 +994,10 @@ void sample_vocab_free(sample_vocab *v) {
     free(v->len);
     free(v->lcp);
     free(v->stop);
+    free(v->plain);
+    free(v->nchar);
+    free(v->order_np);
+    free(v->lcp_np);
     free(v->blob);
     free(v);
 }
@@ -1019,17 +1055,17 @@ static void copy_state(mstate *dst, const mstate *src) {
 
 int sample_matcher_active(const sample_matcher *m) { return m->gate == GATE_ON || m->gate == GATE_PRE_THINK; }
 
-size_t sample_matcher_mask(sample_matcher *m, float *logits) {
-    if (!sample_matcher_active(m)) return (size_t)m->v->n;
+/* The walk over ids order[0..n) (sorted by bytes, lcp[i] shared with
+ * order[i-1]) from state m->st: -inf for the rejected ones. */
+static size_t walk(sample_matcher *m, const int32_t *order, const uint16_t *lcp, int32_t n, float *logits, int end_ok) {
     const sample_vocab *v = m->v;
     const sample_grammar *g = m->g;
-    int end_ok = can_end(g, &m->st);
     size_t allowed = 0;
     copy_state(&m->walk[0], &m->st);
     int ok_prev = 0; /* bytes of the previous token that stepped */
-    for (int32_t i = 0; i < v->n; i++) {
-        int32_t id = v->order[i];
-        int len = v->len[id], l = i ? v->lcp[i] : 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t id = order[i];
+        int len = v->len[id], l = i ? lcp[i] : 0;
         int keep = 0;
         if (len == 0) {
             keep = (v->stop[id] && end_ok) || (m->gate == GATE_PRE_THINK && id == v->think);
@@ -1050,6 +1086,28 @@ size_t sample_matcher_mask(sample_matcher *m, float *logits) {
         else logits[id] = -INFINITY;
     }
     return allowed;
+}
+
+size_t sample_matcher_mask(sample_matcher *m, float *logits) {
+    if (!sample_matcher_active(m)) return (size_t)m->v->n;
+    const sample_vocab *v = m->v;
+    int end_ok = can_end(m->g, &m->st);
+    const frame *f = m->st.depth ? &m->st.f[m->st.depth - 1] : NULL;
+    const node *x = f ? &m->g->v[f->node] : NULL;
+    if (x && x->kind == N_STR && f->phase == 1 && f->b == 0 && f->flag == 0 && !x->has_class) {
+        /* Inside a free string, between characters: a plain token is
+         * allowed whole when its characters fit, whatever it holds, so
+         * only the others (quotes, escapes, partial UTF-8...) are walked. */
+        size_t allowed = 0;
+        int room = x->hi < 0 ? 1 << 30 : x->hi - f->a;
+        for (int32_t id = 0; id < v->n; id++) {
+            if (!v->plain[id]) continue;
+            if (v->nchar[id] <= room) allowed++;
+            else logits[id] = -INFINITY;
+        }
+        return allowed + walk(m, v->order_np, v->lcp_np, v->n_np, logits, end_ok);
+    }
+    return walk(m, v->order, v->lcp, v->n, logits, end_ok);
 }
 
 /* Free text in lazy mode: watch for the tag; from it on, the grammar. */
