@@ -327,6 +327,7 @@ typedef struct chat_req {
     core_buf tools;     /* the tools as the template prints them (chat_tools_repr) */
     sample_grammar *grammar; /* the output's constraint, or NULL */
     int lazy;           /* grammar applies from "<tool_call>" on (tool_choice auto) */
+    int logprobs, top_logprobs;
 } chat_req;
 
 static void chat_req_free(chat_req *q) {
@@ -537,9 +538,12 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
     }
     if ((rc = get_bool(r, root, "ignore_eos", &b)) < 0) return -1; /* llama.cpp extension */
     if (!rc) q->ignore_eos = b;
-    json_t *lp = json_object_get(root, "logprobs");
-    if (json_is_true(lp))
-        return api_error(r, 400, "invalid_request_error", "unsupported_parameter", "logprobs", "logprobs are not supported"), -1;
+    if (get_bool(r, root, "logprobs", &q->logprobs) < 0) return -1;
+    if ((rc = get_int(r, root, "top_logprobs", 0, SAMPLE_TOP_MAX, &ll)) < 0) return -1;
+    if (!rc) {
+        if (!q->logprobs) return bad(r, "top_logprobs", "%s", "'top_logprobs' needs 'logprobs': true"), -1;
+        q->top_logprobs = (int)ll;
+    }
     if (parse_thinking(r, root, &q->thinking)) return -1;
     core_err err = {0};
     if (sample_params_check(&q->sp, &err)) return bad(r, NULL, "%s", err.msg), -1;
@@ -611,6 +615,39 @@ static int all_space(const char *s, size_t n) {
     return 1;
 }
 
+/* ---- logprobs ------------------------------------------------------------------ */
+
+/* {"token", "logprob", "bytes"} of one id: the token's text (a partial
+ * UTF-8 character shows as U+FFFD in token, whole in bytes). */
+static json_t *lp_entry(const tok *tk, int32_t id, float logprob) {
+    core_buf raw = {0}, txt = {0};
+    json_t *o = NULL, *bytes = json_array();
+    if (!bytes || tok_decode(tk, &id, 1, 1, &raw) || core_utf8_sanitize(raw.data ? raw.data : "", raw.len, &txt)) goto out;
+    for (size_t i = 0; i < raw.len; i++) json_array_append_new(bytes, json_integer((unsigned char)raw.data[i]));
+    /* -inf is not JSON: OpenAI writes -9999 for "no chance" */
+    o = json_pack("{s:s%, s:f, s:O}", "token", txt.data ? txt.data : "", txt.len, "logprob",
+                  isfinite(logprob) ? (double)logprob : -9999.0, "bytes", bytes);
+out:
+    json_decref(bytes);
+    core_buf_free(&raw);
+    core_buf_free(&txt);
+    return o;
+}
+
+/* logprobs.content for lp[0..n): each token with its top_logprobs. */
+static json_t *lp_content(const tok *tk, const bridge_lp *lp, size_t n) {
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        json_t *e = lp_entry(tk, lp[i].id, lp[i].logprob), *top = json_array();
+        for (int k = 0; top && k < lp[i].n_top; k++) json_array_append_new(top, lp_entry(tk, lp[i].top[k].id, lp[i].top[k].logprob));
+        if (!e || !top || json_object_set_new(e, "top_logprobs", top) || json_array_append_new(arr, e)) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
 /* Non-stream: the answer split into content and tool_calls. */
 typedef struct calls_acc {
     core_buf *content;
@@ -643,6 +680,7 @@ typedef struct oai_stream {
     core_buf cbuf;     /* content of the current delivery */
     core_buf ws;       /* whitespace-only content held back (dropped after calls) */
     int n_calls;
+    const tok *tk;     /* logprobs: the token texts; NULL: not asked */
 } oai_stream;
 
 static oai_stream *oai_stream_new(api *a, const char *id, long long created, int include_usage, int parse_calls) {
@@ -810,6 +848,16 @@ static int oai_deliver(void *ctx, const bridge_out *o) {
             if (!rc) rc = stream_content(x, x->cbuf.data, x->cbuf.len);
         }
     }
+    if (!rc && x->tk && o->lp_end > o->lp_from) { /* this delivery's tokens, in a chunk of their own */
+        json_t *c = lp_content(x->tk, o->lp + o->lp_from, o->lp_end - o->lp_from);
+        json_object_clear(x->delta);
+        if (!c || json_object_set_new(x->choice, "logprobs", json_pack("{s:o, s:n}", "content", c, "refusal")) ||
+            json_object_set_new(x->choice, "finish_reason", json_null()))
+            rc = CORE_ENOMEM;
+        else
+            rc = send_obj(x, x->chunk);
+        json_object_set_new(x->choice, "logprobs", json_null());
+    }
     if (o->end) stream_tail(x, o);
     return rc != 0;
 }
@@ -849,7 +897,8 @@ static int submit_error(api *a, http_req *r, int rc, const char *msg) {
     return api_error(r, 500, "server_error", NULL, NULL, "%s", msg);
 }
 
-static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, long long created, int parse_calls) {
+static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, long long created, int parse_calls,
+                           int logprobs) {
     const char *text, *reas, *finish, *emsg;
     size_t tl, rl;
     const engine_stats *st;
@@ -893,10 +942,18 @@ static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, l
         msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", text, tl);
     }
     if (msg && rl) json_object_set_new(msg, "reasoning_content", json_stringn(reas, rl));
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:n, s:s}], s:o, s:o}", "id", id, "object",
+    json_t *lpj = json_null();
+    if (logprobs) {
+        const bridge_lp *lp;
+        size_t n;
+        bridge_result_lp(j, &lp, &n);
+        json_t *c = lp_content(engine_tok(a->eng), lp, n);
+        lpj = c ? json_pack("{s:o, s:n}", "content", c, "refusal") : NULL;
+    }
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:o, s:s}], s:o, s:o}", "id", id, "object",
                           "chat.completion", "created", (json_int_t)created, "model", a->model_name,
                           "system_fingerprint", "smolbot", "choices", "index", 0, "message", msg, "logprobs",
-                          "finish_reason", finish, "usage", usage_json(st), "timings", timings_json(st));
+                          lpj, "finish_reason", finish, "usage", usage_json(st), "timings", timings_json(st));
     return send_json(r, 200, o);
 }
 
@@ -955,6 +1012,8 @@ static int chat_completions(api *a, http_req *r) {
     er.ignore_eos = q.ignore_eos;
     er.grammar = q.grammar;
     er.grammar_lazy = q.lazy;
+    er.logprobs = q.logprobs;
+    er.top_logprobs = q.top_logprobs;
     bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
     rc = bridge_start(a->br, &er, &bo, &j, &err);
     if (rc) {
@@ -968,12 +1027,13 @@ static int chat_completions(api *a, http_req *r) {
             bridge_cancel(j); /* no response could be made: nobody to stream to */
             goto unstream;
         }
+        if (q.logprobs) x->tk = tk;
         send_delta(x, "role", "assistant", 9, NULL); /* a failure shows as gone */
         bridge_listen(j, &oai_ops, x, 0, 0);
         x = NULL; /* the listener's now */
     } else {
         bridge_wait(j);
-        respond_message(a, r, j, id, created, q.tool_choice != TC_NONE);
+        respond_message(a, r, j, id, created, q.tool_choice != TC_NONE, q.logprobs);
     }
     bridge_release(j);
     goto out;

@@ -68,6 +68,8 @@ typedef struct job {
     double t_submit, t_start, t_first, t_prefill_end;
     sampler *smp;
     sample_matcher *mt; /* constrained output; NULL: free */
+    sample_logprob lp, top[SAMPLE_TOP_MAX]; /* the last draw's, when the request asks */
+    int n_top;
     sample_stop stop;
     chat_think think;
     tok_stream ts;
@@ -365,7 +367,8 @@ static void on_token(engine *e, job *j, int32_t id) {
     /* one TEXT event per token, even when its bytes are still held back,
      * so callers can count and record ids */
     engine_event ev = {.type = ENGINE_EV_TEXT, .text = j->emit.data, .text_len = j->emit.len,
-                       .reasoning = j->reas.data, .reasoning_len = j->reas.len, .token = id};
+                       .reasoning = j->reas.data, .reasoning_len = j->reas.len, .token = id,
+                       .has_logprob = j->r.logprobs, .logprob = j->lp.logprob, .top = j->top, .n_top = j->n_top};
     if (emit(j, &ev)) { finish(e, j, "cancelled", 0, NULL); return; }
     if (stopped) { finish(e, j, "stop", 0, NULL); return; }
     if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); return; }
@@ -380,7 +383,9 @@ static void on_token(engine *e, job *j, int32_t id) {
 /* The next id, or -1 when a constraint allows none (the output ends). */
 static int32_t pick(job *j, float *logits) {
     if (j->mt && sample_matcher_mask(j->mt, logits) == 0) return -1;
-    int32_t id = sample_next(j->smp, logits, j->cv->toks, (size_t)j->cv->n_toks);
+    int32_t id = j->r.logprobs ? sample_next_lp(j->smp, logits, j->cv->toks, (size_t)j->cv->n_toks, j->r.top_logprobs,
+                                                &j->lp, j->top, &j->n_top)
+                               : sample_next(j->smp, logits, j->cv->toks, (size_t)j->cv->n_toks);
     if (j->mt && sample_matcher_accept(j->mt, id)) return -1; /* cannot happen after the mask */
     return id;
 }

@@ -61,6 +61,22 @@ void sample_reset(sampler *s, uint64_t seed);
  * are treated as -inf. Never fails: with all logits -inf it returns 0. */
 int32_t sample_next(sampler *s, float *logits, const int32_t *recent, size_t n_recent);
 
+/* Log-probabilities of the distribution a draw came from (logprobs). */
+enum { SAMPLE_TOP_MAX = 20 };
+typedef struct sample_logprob {
+    int32_t id;
+    float logprob;
+} sample_logprob;
+/* sample_next that also reports, for the drawn id, its log-probability
+ * and the top_n (<= SAMPLE_TOP_MAX) most likely ids, best first, written
+ * to top (*n_top of them). The distribution is the one the draw used:
+ * after penalties, top_k, top_p and min_p, at the temperature (ids cut by
+ * a filter are not listed: they had no chance). Greedy (temperature 0)
+ * reports the softmax of the penalized logits at temperature 1, so the
+ * chosen id has the highest log-probability. */
+int32_t sample_next_lp(sampler *s, float *logits, const int32_t *recent, size_t n_recent, int top_n,
+                       sample_logprob *chosen, sample_logprob *top, int *n_top);
+
 /* Test helper: apply penalties, top_k, top_p and min_p (not temperature) to
  * logits and write the surviving ids, sorted ascending, into out (capacity
  * n_vocab). Returns how many survive. Uses the sampler's scratch. */

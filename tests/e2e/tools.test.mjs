@@ -230,3 +230,38 @@ test('refusals: 400 in OpenAI shape, naming the field', { skip: SKIP }, async ()
   const { json } = await post({ response_format: { type: 'json_schema', json_schema: { name: 'a', schema: { type: 'integer', minimum: 3 } } } });
   assert.match(json.error.message, /minimum/);
 });
+
+test('logprobs: top sums to at most 1, chosen listed, greedy is the best; stream equals non-stream', { skip: SKIP }, async () => {
+  const base = { model: 'x', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 12, logprobs: true, top_logprobs: 5, ...NO_THINK };
+  const same = (a, b) => a.token === b.token && JSON.stringify(a.bytes) === JSON.stringify(b.bytes);
+  for (const temperature of [0, 1.0]) {
+    const r = await client.chat.completions.create({ ...base, temperature, seed: 9 });
+    const content = r.choices[0].logprobs.content;
+    assert.ok(content.length >= 1 && content.length <= 12);
+    for (const t of content) {
+      assert.ok(t.top_logprobs.length <= 5 && t.top_logprobs.length >= 1);
+      const sum = t.top_logprobs.reduce((s, x) => s + Math.exp(x.logprob), 0);
+      assert.ok(sum <= 1 + 1e-6, `sum ${sum}`);
+      assert.ok(t.logprob <= 0);
+      for (let i = 1; i < t.top_logprobs.length; i++) assert.ok(t.top_logprobs[i - 1].logprob >= t.top_logprobs[i].logprob);
+      const last = t.top_logprobs[t.top_logprobs.length - 1].logprob;
+      if (t.logprob > last) assert.ok(t.top_logprobs.some((x) => same(x, t)), 'the chosen token is in its top k');
+      if (temperature === 0) {
+        assert.ok(same(t.top_logprobs[0], t), 'greedy picks the most likely token');
+        assert.equal(t.logprob, t.top_logprobs[0].logprob);
+      }
+      assert.deepEqual([...Buffer.from(t.bytes)].length, t.bytes.length);
+    }
+    // the same seed streamed: the same tokens and values
+    const s = await client.chat.completions.create({ ...base, temperature, seed: 9, stream: true });
+    const got = [];
+    for await (const ch of s) for (const t of ch.choices[0]?.logprobs?.content || []) got.push(t);
+    assert.deepEqual(got.map((t) => [t.token, t.logprob]), content.map((t) => [t.token, t.logprob]));
+  }
+  // top_logprobs without logprobs, or above 20: 400 naming the field
+  for (const body of [{ top_logprobs: 3 }, { logprobs: true, top_logprobs: 21 }]) {
+    const res = await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...base, logprobs: undefined, top_logprobs: undefined, ...body }) });
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error.param, 'top_logprobs');
+  }
+});
