@@ -6,7 +6,8 @@
  *   GET  /metrics                Prometheus text (smolbot_* names)
  *   GET  /props                  llama.cpp-like server properties
  *   GET  /v1/models              the one model
- *   POST /v1/chat/completions    stream and non-stream
+ *   POST /v1/chat/completions    stream and non-stream; tools, response_format, logprobs
+ *   POST /v1/completions         the legacy raw-prompt route, stream and non-stream
  *   POST /tokenize, /detokenize, /apply-template   (llama.cpp's shapes)
  * Every route but /health needs the API key when one is configured.
  *
@@ -681,23 +682,34 @@ typedef struct oai_stream {
     core_buf ws;       /* whitespace-only content held back (dropped after calls) */
     int n_calls;
     const tok *tk;     /* logprobs: the token texts; NULL: not asked */
+    int legacy;        /* /v1/completions */
 } oai_stream;
 
-static oai_stream *oai_stream_new(api *a, const char *id, long long created, int include_usage, int parse_calls) {
+/* legacy: /v1/completions' chunks ({"object": "text_completion", choices[0].text}). */
+static oai_stream *oai_stream_new(api *a, const char *id, long long created, int include_usage, int parse_calls,
+                                  int legacy) {
     oai_stream *x = calloc(1, sizeof *x);
     if (!x) return NULL;
     x->a = a;
     x->include_usage = include_usage;
     x->parse_calls = parse_calls;
+    x->legacy = legacy;
     chat_calls_init(&x->cp);
-    x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:{}, s:n, s:n}]}", "id", id, "object",
-                         "chat.completion.chunk", "created", (json_int_t)created, "model", a->model_name,
-                         "system_fingerprint", "smolbot", "choices", "index", 0, "delta", "logprobs", "finish_reason");
+    if (legacy)
+        x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:s, s:n, s:n}]}", "id", id, "object",
+                             "text_completion", "created", (json_int_t)created, "model", a->model_name,
+                             "system_fingerprint", "smolbot", "choices", "index", 0, "text", "", "logprobs",
+                             "finish_reason");
+    else
+        x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:{}, s:n, s:n}]}", "id", id, "object",
+                             "chat.completion.chunk", "created", (json_int_t)created, "model", a->model_name,
+                             "system_fingerprint", "smolbot", "choices", "index", 0, "delta", "logprobs",
+                             "finish_reason");
     if (x->chunk) {
         x->choice = json_array_get(json_object_get(x->chunk, "choices"), 0);
         x->delta = json_object_get(x->choice, "delta");
     }
-    if (!x->delta) {
+    if (!x->choice || (!legacy && !x->delta)) {
         json_decref(x->chunk);
         free(x);
         return NULL;
@@ -719,6 +731,12 @@ static int send_obj(oai_stream *x, const json_t *o) {
 
 /* One chunk whose delta is {"KEY":"text"} (key NULL: {}), with finish. */
 static int send_delta(oai_stream *x, const char *key, const char *text, size_t len, const char *finish) {
+    if (x->legacy) { /* text only: no role, no reasoning (the prompt is raw) */
+        if (json_object_set_new(x->choice, "text", json_stringn(key ? text : "", key ? len : 0)) ||
+            json_object_set_new(x->choice, "finish_reason", finish ? json_string(finish) : json_null()))
+            return CORE_ENOMEM;
+        return send_obj(x, x->chunk);
+    }
     json_object_clear(x->delta);
     if (key && json_object_set_new(x->delta, key, json_stringn(text, len))) return CORE_ENOMEM;
     if (json_object_set_new(x->choice, "finish_reason", finish ? json_string(finish) : json_null())) return CORE_ENOMEM;
@@ -822,8 +840,8 @@ static void stream_tail(oai_stream *x, const bridge_out *o) {
         }
         send_delta(x, NULL, NULL, 0, finish);
         if (x->include_usage) {
-            json_t *u = json_pack("{s:O, s:s, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
-                                  "chat.completion.chunk", "created", json_object_get(x->chunk, "created"), "model",
+            json_t *u = json_pack("{s:O, s:O, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
+                                  json_object_get(x->chunk, "object"), "created", json_object_get(x->chunk, "created"), "model",
                                   x->a->model_name, "choices", "usage", usage_json(o->st), "timings", timings_json(o->st));
             if (u) send_obj(x, u);
             json_decref(u);
@@ -995,7 +1013,7 @@ static int chat_completions(api *a, http_req *r) {
                       "too many concurrent streams (at most %d): try again shortly", a->cfg.max_streams);
             goto out;
         }
-        if (!(x = oai_stream_new(a, id, created, q.include_usage, q.tool_choice != TC_NONE))) {
+        if (!(x = oai_stream_new(a, id, created, q.include_usage, q.tool_choice != TC_NONE, 0))) {
             api_error(r, 500, "server_error", NULL, NULL, "out of memory");
             goto unstream;
         }
@@ -1053,6 +1071,179 @@ unstream:
 out:
     prompt_free(&p);
     msgs_free(&m);
+    chat_req_free(&q);
+    json_decref(root);
+    return 0;
+}
+
+/* ---- /v1/completions (legacy) ------------------------------------------------------ */
+
+/* "prompt": a string (special tokens parsed, as llama.cpp does), an array
+ * of one string, or an array of token ids. 0, or -1 after answering 400. */
+static int parse_prompt(http_req *r, const tok *tk, json_t *root, int32_t **ids, size_t *n) {
+    json_t *p = json_object_get(root, "prompt");
+    size_t cap = 0;
+    core_err err = {0};
+    *n = 0;
+    if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0))) p = json_array_get(p, 0);
+    if (json_is_string(p)) {
+        if (!json_string_length(p)) return bad(r, "prompt", "%s", "'prompt' must not be empty"), -1;
+        if (tok_encode(tk, json_string_value(p), json_string_length(p), 1, ids, n, &cap, &err))
+            return bad(r, "prompt", "%s", err.msg), -1;
+        return 0;
+    }
+    if (!json_is_array(p) || !json_array_size(p))
+        return bad(r, "prompt", "%s", "'prompt' must be a string or a non-empty array of token ids (one prompt per request)"), -1;
+    size_t k = json_array_size(p);
+    if (!(*ids = malloc(k * sizeof **ids))) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
+    for (size_t i = 0; i < k; i++) {
+        json_t *v = json_array_get(p, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= tok_n_vocab(tk))
+            return api_error(r, 400, "invalid_request_error", "invalid_value", "prompt",
+                             "'prompt' must be a string or an array of token ids (0..%d; one prompt per request)",
+                             tok_n_vocab(tk) - 1), -1;
+        (*ids)[i] = (int32_t)json_integer_value(v);
+    }
+    *n = k;
+    return 0;
+}
+
+static int completions(api *a, http_req *r) {
+    if (strcmp(http_req_method(r), "POST"))
+        return api_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "use POST");
+    if (not_ready(a, r)) return 0;
+    json_t *root = parse_body(r);
+    if (!root) return 0;
+    chat_req q = {0};
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    core_buf echo_text = {0};
+    oai_stream *x = NULL;
+    bridge_job *j = NULL;
+    core_err err = {0};
+    int echo = 0, rc;
+    static const char *const chat_only[] = {"tools", "tool_choice", "parallel_tool_calls", "messages"};
+    for (size_t i = 0; i < sizeof chat_only / sizeof chat_only[0]; i++) {
+        json_t *v = json_object_get(root, chat_only[i]);
+        if (v && !json_is_null(v)) {
+            api_error(r, 400, "invalid_request_error", "unsupported_parameter", chat_only[i],
+                      "'%s' belongs to /v1/chat/completions", chat_only[i]);
+            goto out;
+        }
+    }
+    json_t *suffix = json_object_get(root, "suffix"), *lp = json_object_get(root, "logprobs");
+    if (suffix && !json_is_null(suffix)) {
+        api_error(r, 400, "invalid_request_error", "unsupported_parameter", "suffix", "'suffix' (fill in the middle) is not supported");
+        goto out;
+    }
+    if (lp && !json_is_null(lp) && !json_is_false(lp) && !(json_is_integer(lp) && json_integer_value(lp) == 0)) {
+        api_error(r, 400, "invalid_request_error", "unsupported_parameter", "logprobs",
+                  "'logprobs' on /v1/completions is not supported: use /v1/chat/completions");
+        goto out;
+    }
+    json_object_del(root, "logprobs"); /* the chat parser reads a boolean there */
+    if (parse_fields(a, r, root, &q) || get_bool(r, root, "echo", &echo) < 0) goto out;
+    const tok *tk = engine_tok(a->eng);
+    if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
+    if (parse_prompt(r, tk, root, &ids, &n_ids)) goto out;
+    if (echo && tok_decode(tk, ids, n_ids, 1, &echo_text)) { api_error(r, 500, "server_error", NULL, NULL, "out of memory"); goto out; }
+    if (bridge_max_tokens(engine_ctx_size(a->eng), n_ids, q.max_tokens, a->cfg.max_tokens, 1, &q.max_tokens, &err)) {
+        api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", err.msg);
+        goto out;
+    }
+    char id[48];
+    long long created = (long long)time(NULL);
+    snprintf(id, sizeof id, "cmpl-%016llx%08llx", (unsigned long long)random_u64(),
+             (unsigned long long)(random_u64() & 0xffffffffu));
+    if (q.stream) {
+        pthread_mutex_lock(&a->mu);
+        int over = a->streams >= a->cfg.max_streams;
+        if (!over) a->streams++;
+        pthread_mutex_unlock(&a->mu);
+        if (over) {
+            http_req_add_header(r, "Retry-After", "1");
+            api_error(r, 429, "rate_limit_error", "too_many_streams", NULL,
+                      "too many concurrent streams (at most %d): try again shortly", a->cfg.max_streams);
+            goto out;
+        }
+        if (!(x = oai_stream_new(a, id, created, q.include_usage, 0, 1))) {
+            api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+            goto unstream;
+        }
+    }
+    engine_request er = {0};
+    er.prompt = ids;
+    er.n_prompt = n_ids;
+    er.sampling = q.sp;
+    er.max_tokens = q.max_tokens;
+    er.stops = q.stops;
+    er.n_stops = q.n_stops;
+    er.thinking = 0; /* a raw prompt: everything generated is text */
+    er.ignore_eos = q.ignore_eos;
+    er.grammar = q.grammar;
+    bridge_job_opts bo = {0};
+    rc = bridge_start(a->br, &er, &bo, &j, &err);
+    if (rc) {
+        if (rc == CORE_EUNSUP && is_stopping(a)) api_error(r, 503, "unavailable_error", "shutting_down", NULL, "%s", err.msg);
+        else if (rc == CORE_ERANGE) api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", err.msg);
+        else submit_error(a, r, rc, err.msg);
+        goto unstream;
+    }
+    if (q.stream) {
+        x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
+        if (!x->s) {
+            bridge_cancel(j);
+            goto unstream;
+        }
+        if (echo && echo_text.len) {
+            core_buf fixed = {0};
+            if (!core_utf8_sanitize(echo_text.data, echo_text.len, &fixed)) send_delta(x, "text", fixed.data, fixed.len, NULL);
+            core_buf_free(&fixed);
+        }
+        bridge_listen(j, &oai_ops, x, 0, 0);
+        x = NULL;
+    } else {
+        bridge_wait(j);
+        const char *text, *finish, *emsg;
+        size_t tl;
+        const engine_stats *st;
+        int ecode;
+        bridge_result(j, &text, &tl, NULL, NULL, &st, &finish, &ecode, &emsg);
+        if (ecode == CORE_ERANGE) api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", emsg);
+        else if (ecode) api_error(r, 500, "server_error", "internal_error", NULL, "%s", emsg);
+        else if (!strcmp(finish, "cancelled"))
+            api_error(r, 503, "unavailable_error", is_stopping(a) ? "shutting_down" : "cancelled", NULL, "%s",
+                      is_stopping(a) ? "the server is shutting down" : "the request was cancelled");
+        else {
+            core_buf all = {0};
+            if (echo && echo_text.len) core_utf8_sanitize(echo_text.data, echo_text.len, &all);
+            core_buf_append(&all, text, tl);
+            json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:s%, s:i, s:n, s:s}], s:o, s:o}", "id", id, "object",
+                                  "text_completion", "created", (json_int_t)created, "model", a->model_name,
+                                  "system_fingerprint", "smolbot", "choices", "text", all.data ? all.data : "", all.len,
+                                  "index", 0, "logprobs", "finish_reason", finish, "usage", usage_json(st), "timings",
+                                  timings_json(st));
+            core_buf_free(&all);
+            send_json(r, 200, o);
+        }
+    }
+    bridge_release(j);
+    goto out;
+unstream:
+    if (j) bridge_release(j);
+    if (x) {
+        json_decref(x->chunk);
+        chat_calls_free(&x->cp);
+        free(x);
+    }
+    if (q.stream) {
+        pthread_mutex_lock(&a->mu);
+        a->streams--;
+        pthread_mutex_unlock(&a->mu);
+    }
+out:
+    free(ids);
+    core_buf_free(&echo_text);
     chat_req_free(&q);
     json_decref(root);
     return 0;
@@ -1288,6 +1479,8 @@ static const route routes[] = {
     {"/models", "GET", models},
     {"/v1/chat/completions", NULL, chat_completions},
     {"/chat/completions", NULL, chat_completions},
+    {"/v1/completions", NULL, completions},
+    {"/completions", NULL, completions},
     {"/tokenize", "POST", tokenize},
     {"/detokenize", "POST", detokenize},
     {"/apply-template", "POST", apply_template},

@@ -265,3 +265,42 @@ test('logprobs: top sums to at most 1, chosen listed, greedy is the best; stream
     assert.equal((await res.json()).error.param, 'top_logprobs');
   }
 });
+
+test('/v1/completions: raw prompt or token ids, echo, stream equals non-stream, suffix refused', { skip: SKIP }, async () => {
+  const post = async (body) => {
+    const res = await fetch(srv.url + '/v1/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+    return { status: res.status, json: await res.json().catch(() => null) };
+  };
+  const r = await client.completions.create({ model: 'x', prompt: 'Once upon a time', max_tokens: 8, temperature: 0 });
+  assert.equal(r.object, 'text_completion');
+  assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason));
+  const text = r.choices[0].text;
+  const e = await client.completions.create({ model: 'x', prompt: 'Once upon a time', max_tokens: 8, temperature: 0, echo: true });
+  assert.equal(e.choices[0].text, 'Once upon a time' + text);
+  // token ids: the same prompt tokenized by the server
+  const tk = await (await fetch(srv.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: 'Once upon a time' }) })).json();
+  const byIds = await client.completions.create({ model: 'x', prompt: tk.tokens, max_tokens: 8, temperature: 0 });
+  assert.equal(byIds.choices[0].text, text);
+  assert.equal(byIds.usage.prompt_tokens, tk.tokens.length);
+  const s = await client.completions.create({ model: 'x', prompt: 'Once upon a time', max_tokens: 8, temperature: 0, stream: true });
+  let streamed = '', finish = null;
+  for await (const ch of s) {
+    streamed += ch.choices[0]?.text || '';
+    if (ch.choices[0]?.finish_reason) finish = ch.choices[0].finish_reason;
+  }
+  assert.equal(streamed, text);
+  assert.equal(finish, r.choices[0].finish_reason);
+  // a grammar works here too
+  const j = await client.completions.create({ model: 'x', prompt: 'JSON:', max_tokens: 60, temperature: 1.0, seed: 4,
+    response_format: { type: 'json_schema', json_schema: { name: 'a', schema: SCHEMAS[2] } } });
+  assert.ok(validator(SCHEMAS[2])(JSON.parse(j.choices[0].text)), j.choices[0].text);
+  for (const [body, param] of [[{ prompt: 'a', suffix: 'b' }, 'suffix'], [{ prompt: 'a', logprobs: 3 }, 'logprobs'],
+    [{ prompt: ['a', 'b'] }, 'prompt'], [{ prompt: '' }, 'prompt'], [{ prompt: [1, -2] }, 'prompt'],
+    [{ prompt: 'a', tools: TOOLS }, 'tools'], [{ prompt: 'a', n: 2 }, 'n']]) {
+    const { status, json } = await post({ model: 'x', max_tokens: 2, ...body });
+    assert.equal(status, 400, JSON.stringify(body));
+    assert.equal(json.error.param, param, JSON.stringify(json));
+  }
+});
