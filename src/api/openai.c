@@ -567,7 +567,7 @@ int api_parse_request(const api_config *cfg, int which, const char *body, size_t
         refused = parse_fields(a, NULL, root, &q) || parse_messages(a, NULL, root, &m);
     else
         refused = parse_messages(a, NULL, root, &m) || parse_thinking(NULL, root, &thinking) ||
-                  get_bool(NULL, root, "add_generation_prompt", &add_gen) < 0;
+                  get_bool(NULL, root, "add_generation_prompt", &add_gen) < 0 || parse_tools(NULL, root, &q);
     msgs_free(&m);
     chat_req_free(&q);
     json_decref(root);
@@ -1440,16 +1440,19 @@ static int apply_template(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
     msgs m = {0};
+    chat_req q = {0};
     int thinking = 1, add_gen = 1;
     core_buf text = {0};
     core_err err = {0};
     if (parse_messages(a, r, root, &m) || parse_thinking(r, root, &thinking) ||
-        get_bool(r, root, "add_generation_prompt", &add_gen) < 0)
+        get_bool(r, root, "add_generation_prompt", &add_gen) < 0 || parse_tools(r, root, &q))
         goto out;
     chat_opts o;
     chat_opts_default(&o);
     o.enable_thinking = thinking;
     o.add_generation_prompt = add_gen;
+    o.xml_tools = q.tools.len ? q.tools.data : NULL; /* the prompt the chat route would build */
+    o.calls = m.calls;
     if (chat_render(m.v, m.n, &o, &text, &err)) {
         api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg);
         goto out;
@@ -1458,6 +1461,7 @@ static int apply_template(api *a, http_req *r) {
     send_json(r, 200, json_pack("{s:s%}", "prompt", text.data ? text.data : "", text.len));
 out:
     core_buf_free(&text);
+    chat_req_free(&q);
     msgs_free(&m);
     json_decref(root);
     return 0;

@@ -304,3 +304,13 @@ test('/v1/completions: raw prompt or token ids, echo, stream equals non-stream, 
     assert.equal(json.error.param, param, JSON.stringify(json));
   }
 });
+
+test('/apply-template renders tools and tool calls like the chat route', { skip: SKIP }, async () => {
+  const messages = [{ role: 'user', content: 'Weather in Paris?' },
+    { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+    { role: 'tool', tool_call_id: 'c1', content: '{"temp": 18}' }];
+  const res = await fetch(srv.url + '/apply-template', { method: 'POST', body: JSON.stringify({ messages, tools: [WEATHER], chat_template_kwargs: { enable_thinking: false } }) });
+  const { prompt } = await res.json();
+  assert.ok(prompt.includes("<tools>\n{'type': 'function', 'function': {'name': 'get_weather', 'description': 'Get the current weather for a city', 'parameters': {'type': 'object', 'properties': {'city': {'type': 'string', 'maxLength': 12}"), prompt);
+  assert.ok(prompt.includes('<|im_start|>assistant\n<think>\n\n</think>\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n<|im_start|>user\n{"temp": 18}<|im_end|>\n'), prompt);
+});
