@@ -4,8 +4,13 @@
  * Jinja template produces for the same conversation (checked against the
  * Jinja2 renders in ../shared/refdata/template). There is no template engine
  * here: the template's logic is short and fixed, so it is written out in C.
- * The module knows no JSON: tool descriptions arrive already rendered (see
- * chat_opts.xml_tools), messages arrive as plain (role, content) pairs.
+ * No JSON library either: tool descriptions arrive as repr lines that
+ * chat_tools_repr writes from JSON text (a small strict reader), messages
+ * as plain (role, content) pairs, an assistant's tool calls as (name,
+ * arguments text) pairs.
+ *
+ * Tool-call parser. The model writes calls as "<tool_call>{json}</tool_call>";
+ * chat_calls splits a stream of answer text into content and call bodies.
  *
  * Thinking parser. A model in /think mode writes "<think>\n...\n</think>\n"
  * and then its answer; chat_think splits a stream of generated text into
