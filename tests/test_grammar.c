@@ -140,10 +140,6 @@ static void test_tool_calls(void) {
     /* lazy: free text, then a call; the special token <tool_call> triggers */
     sample_matcher *m = NULL;
     CHECK(sample_matcher_new(par, g_voc, 1, 0, &m, &err) == 0);
-    int32_t ids[64];
-    size_t n = 0, cap = 64;
-    int32_t *pids = ids;
-    (void)cap;
     int32_t *buf = NULL;
     size_t bn = 0, bcap = 0;
     CHECK(tok_encode(g_tok, "Let me check. ", 14, 1, &buf, &bn, &bcap, &err) == 0);
@@ -157,8 +153,6 @@ static void test_tool_calls(void) {
         if (i == 0) CHECK(sample_matcher_active(m));
     }
     CHECK(!sample_matcher_active(m)); /* the call ended: free text again */
-    (void)pids;
-    (void)n;
     free(buf);
     sample_matcher_free(m);
     sample_grammar_free(one);
