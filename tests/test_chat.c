@@ -1,6 +1,7 @@
 /* test_chat.c -- the chat template against Jinja2 renders of the official
- * template (refdata/template), date formatting, and the thinking parser with
- * its input cut at every byte position. */
+ * template (refdata/template, tool cases included), Python repr of tools,
+ * date formatting, and the thinking and tool-call parsers with their input
+ * cut at every byte position. */
 #include "t.h"
 
 #include <jansson.h>
@@ -10,43 +11,11 @@
 
 /* ---- template cases ------------------------------------------------------- */
 
-/* Just enough of Python's repr() for the tool objects in the cases (dicts,
- * lists, strings without quotes or escapes, ints, bools); the full version is
- * in src/app/cmd_template.c. */
-static void pyrepr(core_buf *b, json_t *v) {
-    const char *k;
-    json_t *x;
-    size_t i;
-    int first = 1;
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        core_buf_puts(b, "{");
-        json_object_foreach(v, k, x) {
-            core_buf_printf(b, "%s'%s': ", first ? "" : ", ", k);
-            first = 0;
-            pyrepr(b, x);
-        }
-        core_buf_puts(b, "}");
-        break;
-    case JSON_ARRAY:
-        core_buf_puts(b, "[");
-        json_array_foreach(v, i, x) {
-            if (i) core_buf_puts(b, ", ");
-            pyrepr(b, x);
-        }
-        core_buf_puts(b, "]");
-        break;
-    case JSON_STRING: core_buf_printf(b, "'%s'", json_string_value(v)); break;
-    case JSON_INTEGER: core_buf_printf(b, "%lld", (long long)json_integer_value(v)); break;
-    case JSON_TRUE: core_buf_puts(b, "True"); break;
-    case JSON_FALSE: core_buf_puts(b, "False"); break;
-    default: core_buf_puts(b, "None"); break;
-    }
-}
-
-static void test_template_cases(void) {
-    const char *path = t_shared("refdata/template/chat_template_cases.jsonl");
-    if (!path) T_SKIP("../shared/refdata/template/chat_template_cases.jsonl not found");
+/* Render every case of a refdata file; tools go through chat_tools_repr
+ * from their JSON text, as the server and `smolbot template` do. */
+static void run_cases(const char *file, int want_total) {
+    const char *path = t_shared(file);
+    if (!path) T_SKIP("a refdata/template file is missing in ../shared");
     char *data;
     size_t len;
     core_err err = {0};
@@ -56,7 +25,7 @@ static void test_template_cases(void) {
     for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
         json_error_t je;
         json_t *c = json_loads(line, 0, &je);
-        CHECK_MSG(c != NULL, "bad jsonl line: %s", je.text);
+        CHECK(c != NULL);
         if (!c) continue;
         total++;
         json_t *jm = json_object_get(c, "messages"), *v;
@@ -74,16 +43,19 @@ static void test_template_cases(void) {
         if ((v = json_object_get(c, "enable_thinking"))) o.enable_thinking = json_is_true(v);
         o.add_generation_prompt = json_is_true(json_object_get(c, "add_generation_prompt"));
         o.date = json_string_value(json_object_get(c, "today"));
-        core_buf tools = {0};
-        if ((v = json_object_get(c, "xml_tools"))) {
-            size_t i;
-            json_t *x;
-            json_array_foreach(v, i, x) {
-                pyrepr(&tools, x);
-                core_buf_puts(&tools, "\n");
-            }
-            o.xml_tools = tools.data;
+        core_buf tools = {0}, py = {0};
+        const char *keys[2] = {"xml_tools", "python_tools"};
+        for (int k = 0; k < 2; k++) {
+            core_buf *dst = k ? &py : &tools;
+            v = json_object_get(c, keys[k]);
+            if (!v && !k) v = json_object_get(c, "tools");
+            if (!v) continue;
+            char *txt = json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(17));
+            CHECK(chat_tools_repr(txt, strlen(txt), dst, &err) == 0);
+            free(txt);
         }
+        o.xml_tools = tools.data;
+        o.python_tools = py.data;
         core_buf out = {0};
         int rc = chat_render(msgs, n < 16 ? n : 16, &o, &out, &err);
         const char *want = json_string_value(json_object_get(c, "expected"));
@@ -93,11 +65,131 @@ static void test_template_cases(void) {
         match += ok;
         core_buf_free(&out);
         core_buf_free(&tools);
+        core_buf_free(&py);
         json_decref(c);
     }
-    fprintf(stderr, "  template cases: %d of %d match byte for byte\n", match, total);
-    CHECK_EQ_INT(total, 13);
+    fprintf(stderr, "  %s: %d of %d match byte for byte\n", file, match, total);
+    CHECK_EQ_INT(total, want_total);
     free(data);
+}
+
+static void test_template_cases(void) { run_cases("refdata/template/chat_template_cases.jsonl", 13); }
+static void test_tool_cases(void) { run_cases("refdata/template/chat_tool_cases.jsonl", 4); }
+
+/* Python repr details beyond the cases: quotes, escapes, floats, nesting. */
+static void test_tools_repr(void) {
+    static const struct { const char *json, *want; } cases[] = {
+        {"[{\"a\": \"it's\"}, 0.001]", "{'a': \"it's\"}\n0.001\n"},
+        {"[{\"a\": \"both ' and \\\"\"}]", "{'a': 'both \\' and \"'}\n"},
+        {"[[1.5, 1e-5, 1e16, 2.0, -0, 10, 0.1, 123456789.125]]", "[1.5, 1e-05, 1e+16, 2.0, 0, 10, 0.1, 123456789.125]\n"},
+        {"[{\"t\": true, \"f\": false, \"n\": null, \"e\": {}, \"l\": []}]",
+         "{'t': True, 'f': False, 'n': None, 'e': {}, 'l': []}\n"},
+        {"[\"tab\\there\\n\\u00e9\\u00a0\\ud83d\\ude00\"]", "'tab\\there\\n\xc3\xa9\\xa0\xf0\x9f\x98\x80'\n"},
+        {"{\"one\": 1}", "{'one': 1}\n"},
+        {"[1, 2]", "1\n2\n"},
+        {"[]", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        core_buf out = {0};
+        core_err err = {0};
+        int rc = chat_tools_repr(cases[i].json, strlen(cases[i].json), &out, &err);
+        CHECK_MSG(rc == 0 && out.len == strlen(cases[i].want) && (!out.len || !memcmp(out.data, cases[i].want, out.len)),
+                  "case %zu: rc %d got [%.*s] want [%s]", i, rc, (int)out.len, out.data ? out.data : "", cases[i].want);
+        core_buf_free(&out);
+    }
+    static const char *const bad[] = {"[", "[{]", "{\"a\" 1}", "[01]", "[1.]", "[\"\\x\"]", "[\"\\ud800\"]",
+                                      "[1] 2", "[tru]", "[\"\x01\"]", "[\"\xff\"]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        core_buf out = {0};
+        core_err err = {0};
+        CHECK_MSG(chat_tools_repr(bad[i], strlen(bad[i]), &out, &err) == CORE_EINVAL, "bad %zu accepted", i);
+        core_buf_free(&out);
+    }
+}
+
+/* An assistant's structured calls render as the text the model writes:
+ * the same bytes as the round-trip case's content; names and arguments are
+ * user spans. */
+static void test_render_calls(void) {
+    chat_opts o;
+    chat_opts_default(&o);
+    o.date = "01 January 2026";
+    o.enable_thinking = 0;
+    static const char text[] = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+    chat_call call = {"get_weather", 11, "{\"city\": \"Paris\"}", 17};
+    chat_msg a[] = {{"user", "w?", 2}, {"assistant", text, sizeof text - 1}, {"tool", "{}", 2}};
+    chat_msg b[] = {{"user", "w?", 2}, {"assistant", "", 0}, {"tool", "{}", 2}};
+    chat_msg_calls bc[] = {{NULL, 0}, {&call, 1}, {NULL, 0}};
+    core_buf x = {0}, y = {0};
+    chat_spans sp = {0};
+    CHECK_EQ_INT(chat_render(a, 3, &o, &x, NULL), 0);
+    o.calls = bc;
+    CHECK_EQ_INT(chat_render_spans(b, 3, &o, &y, &sp, NULL), 0);
+    CHECK(x.len == y.len && !memcmp(x.data, y.data, x.len));
+    int name_span = 0, args_span = 0;
+    for (size_t i = 0; i < sp.n; i++) {
+        if (sp.v[i].len == 11 && !memcmp(y.data + sp.v[i].off, "get_weather", 11)) name_span = 1;
+        if (sp.v[i].len == 17 && !memcmp(y.data + sp.v[i].off, "{\"city\": \"Paris\"}", 17)) args_span = 1;
+    }
+    CHECK(name_span && args_span);
+    free(sp.v);
+    /* content first, then a newline; two calls joined by a newline; a quote in a name is escaped */
+    chat_call two[] = {{"f", 1, "{}", 2}, {"g\"", 2, "{\"a\": 1}", 8}};
+    chat_msg c[] = {{"user", "u", 1}, {"assistant", "Sure.", 5}};
+    chat_msg_calls cc[] = {{NULL, 0}, {two, 2}};
+    o.calls = cc;
+    core_buf_clear(&y);
+    CHECK_EQ_INT(chat_render(c, 2, &o, &y, NULL), 0);
+    CHECK(strstr(y.data, "Sure.\n<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n"
+                         "{\"name\": \"g\\\"\", \"arguments\": {\"a\": 1}}\n</tool_call><|im_end|>\n") != NULL);
+    chat_msg_calls wrong[] = {{two, 1}, {NULL, 0}}; /* calls on a user message */
+    o.calls = wrong;
+    CHECK_EQ_INT(chat_render(c, 2, &o, &y, NULL), CORE_EINVAL);
+    core_buf_free(&x);
+    core_buf_free(&y);
+}
+
+typedef struct calls_log {
+    core_buf bodies;
+    int n, incomplete;
+} calls_log;
+
+static int on_call(void *ctx, const char *body, size_t len, int complete) {
+    calls_log *l = ctx;
+    l->n++;
+    l->incomplete += !complete;
+    core_buf_puts(&l->bodies, "[");
+    core_buf_append(&l->bodies, body, len);
+    return core_buf_puts(&l->bodies, "]");
+}
+
+/* The call parser gives the same split whatever the cut of its input. */
+static void test_calls_splits(void) {
+    static const char in[] = "Let me look. <tool_ca <tool_call>\n{\"name\": \"f\"}\n</tool_call>\n<tool_call>{}</tool_call> bye <tool_call>x</tool_c";
+    static const char want_content[] = "Let me look. <tool_ca \n bye ";
+    static const char want_bodies[] = "[\n{\"name\": \"f\"}\n][{}][x</tool_c]";
+    size_t n = sizeof in - 1;
+    for (size_t cut = 0; cut <= n; cut++) {
+        for (size_t cut2 = cut; cut2 <= n; cut2 += 7) {
+            chat_calls p;
+            chat_calls_init(&p);
+            calls_log l = {0};
+            core_buf content = {0};
+            CHECK(chat_calls_push(&p, in, cut, &content, on_call, &l) == 0);
+            CHECK(chat_calls_push(&p, in + cut, cut2 - cut, &content, on_call, &l) == 0);
+            CHECK(chat_calls_push(&p, in + cut2, n - cut2, &content, on_call, &l) == 0);
+            CHECK(chat_calls_finish(&p, &content, on_call, &l) == 0);
+            int ok = content.len == sizeof want_content - 1 && !memcmp(content.data, want_content, content.len) &&
+                     l.bodies.len == sizeof want_bodies - 1 && !memcmp(l.bodies.data, want_bodies, l.bodies.len) &&
+                     l.n == 3 && l.incomplete == 1;
+            CHECK_MSG(ok, "cut %zu/%zu: content [%.*s] bodies [%.*s]", cut, cut2, (int)content.len,
+                      content.data ? content.data : "", (int)l.bodies.len, l.bodies.data ? l.bodies.data : "");
+            core_buf_free(&content);
+            core_buf_free(&l.bodies);
+            chat_calls_free(&p);
+            if (!ok) return;
+        }
+    }
 }
 
 static int render(const chat_msg *m, size_t n, const chat_opts *o, core_buf *out) {
@@ -266,6 +358,10 @@ static void test_think_splits(void) {
 
 int main(void) {
     T_RUN(test_template_cases);
+    T_RUN(test_tool_cases);
+    T_RUN(test_tools_repr);
+    T_RUN(test_render_calls);
+    T_RUN(test_calls_splits);
     T_RUN(test_render_rules);
     T_RUN(test_date);
     T_RUN(test_think_splits);

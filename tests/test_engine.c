@@ -1,8 +1,9 @@
 /* test_engine.c -- the inference thread on the tiny model: conversations
  * that reuse their cache (only new tokens prefilled), the shared system
- * block, batched decoding, cancel, limits, eviction, and user text that
- * cannot forge control tokens.
+ * block, batched decoding, cancel, limits, eviction, user text that
+ * cannot forge control tokens, and constrained output.
  */
+#include <jansson.h>
 #include <pthread.h>
 
 #include "t.h"
@@ -345,6 +346,64 @@ static void test_no_forged_turns(void) {
     engine_free(e);
 }
 
+/* A grammar on the request: every output is valid at temperature 1, with
+ * thinking on (the free <think> block comes first) and off; the tool-call
+ * tags reach the text; a lazy grammar leaves free text alone. */
+static void test_grammar(void) {
+    engine *e = start_engine(TINY, 4, 16, 0, 512);
+    if (!e) T_SKIP("../shared/" TINY " absent");
+    static const char schema[] = "{\"type\":\"object\",\"properties\":{\"n\":{\"type\":\"integer\"},"
+                                 "\"s\":{\"type\":\"string\",\"maxLength\":5}},\"required\":[\"n\",\"s\"]}";
+    sample_grammar *g = NULL, *tg = NULL;
+    core_err err = {0};
+    CHECK(sample_grammar_schema(schema, sizeof schema - 1, &g, &err) == 0);
+    sample_tool t = {"f", "{\"type\":\"object\",\"properties\":{\"a\":{\"enum\":[1,2]}},\"required\":[\"a\"]}", 0};
+    t.schema_len = strlen(t.schema);
+    CHECK(sample_grammar_tools(&t, 1, 0, &tg, &err) == 0);
+    int32_t p[] = {128011, 882, 198, 9906, 1917, 128012, 198, 128011, 78191, 198};
+    enum { N = 6 };
+    result r[N];
+    for (int i = 0; i < N; i++) {
+        res_init(&r[i]);
+        engine_request q = {0};
+        q.prompt = p;
+        q.n_prompt = 10;
+        sample_params_default(&q.sampling);
+        q.sampling.temperature = 1.0f;
+        q.sampling.seed = (uint64_t)i;
+        q.max_tokens = i < 4 ? 120 : 24;
+        q.cb = on_event;
+        q.ctx = &r[i];
+        q.thinking = i == 1; /* a free think block may come first (and may not end) */
+        q.grammar = i < 2 ? g : tg;
+        q.grammar_lazy = i >= 4;
+        CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    }
+    sample_grammar_free(g); /* the engine holds its own references */
+    sample_grammar_free(tg);
+    for (int i = 0; i < N; i++) res_wait(&r[i]);
+    for (int i = 0; i < N; i++) {
+        const char *txt = r[i].text.data ? r[i].text.data : "";
+        if (i == 0 || (i == 1 && !strcmp(r[i].finish, "stop"))) {
+            CHECK_MSG(!strcmp(r[i].finish, "stop"), "%d: %s", i, r[i].finish);
+            json_error_t je;
+            json_t *v = json_loads(txt, 0, &je);
+            CHECK_MSG(json_is_object(v) && json_is_integer(json_object_get(v, "n")) &&
+                          json_string_length(json_object_get(v, "s")) <= 5 * 4,
+                      "%d: %s", i, txt);
+            json_decref(v);
+        }
+        if (i == 2 || i == 3) {
+            CHECK_MSG(!strncmp(txt, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\":", 40) &&
+                          strstr(txt, "}}\n</tool_call>") != NULL && !strcmp(r[i].finish, "stop"),
+                      "%d: %s (%s)", i, txt, r[i].finish);
+        }
+        if (i >= 4) CHECK(r[i].n_ids >= 1); /* free text: runs to max_tokens or a stop */
+    }
+    for (int i = 0; i < N; i++) res_free(&r[i]);
+    engine_free(e);
+}
+
 static void test_no_model(void) {
     engine_config c = {0};
     engine *e = NULL;
@@ -373,5 +432,6 @@ int main(void) {
     T_RUN(test_cancel_queue_limits);
     T_RUN(test_budget_eviction);
     T_RUN(test_no_forged_turns);
+    T_RUN(test_grammar);
     return t_done();
 }

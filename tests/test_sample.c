@@ -356,6 +356,71 @@ static int run_stop(const stop_case *c, const size_t *cuts, size_t ncuts, core_b
     return stopped;
 }
 
+/* sample_next_lp: the same id as sample_next for the same seed, logprobs of
+ * the distribution drawn from (a softmax over the kept candidates at the
+ * temperature), top list best first, greedy's pick the best. */
+static void test_logprobs(void) {
+    enum { NV = 64 };
+    float base[NV], a[NV], b[NV];
+    for (int i = 0; i < NV; i++) base[i] = (float)((i * 37) % 23) * 0.25f - 2.0f;
+    sample_params p;
+    sample_params_default(&p);
+    p.temperature = 0.8f;
+    p.top_p = 1.0f;
+    p.seed = 42;
+    sampler *s1 = sample_new(&p, NV), *s2 = sample_new(&p, NV);
+    for (int round = 0; round < 20; round++) {
+        memcpy(a, base, sizeof a);
+        memcpy(b, base, sizeof b);
+        sample_logprob ch, top[SAMPLE_TOP_MAX];
+        int nt;
+        int32_t x = sample_next(s1, a, NULL, 0);
+        int32_t y = sample_next_lp(s2, b, NULL, 0, 5, &ch, top, &nt);
+        CHECK_EQ_INT(x, y);
+        CHECK_EQ_INT(ch.id, y);
+        CHECK_EQ_INT(nt, 5);
+        /* the reference: log softmax(base / T) over all ids (no filter here) */
+        double mx = -1e9, z = 0;
+        for (int i = 0; i < NV; i++) mx = base[i] > mx ? base[i] : mx;
+        for (int i = 0; i < NV; i++) z += exp((base[i] - mx) / 0.8);
+        double want = (base[y] - mx) / 0.8 - log(z);
+        CHECK(fabs(ch.logprob - want) < 1e-4);
+        double sum = 0;
+        for (int k = 0; k < nt; k++) {
+            sum += exp(top[k].logprob);
+            if (k) CHECK(top[k - 1].logprob >= top[k].logprob);
+            CHECK(fabs(top[k].logprob - ((base[top[k].id] - mx) / 0.8 - log(z))) < 1e-4);
+        }
+        CHECK(sum <= 1.0 + 1e-6);
+        if (ch.logprob > top[nt - 1].logprob) {
+            int found = 0;
+            for (int k = 0; k < nt; k++) found |= top[k].id == y;
+            CHECK(found);
+        }
+    }
+    sample_free(s1);
+    sample_free(s2);
+    /* greedy: the pick is top[0]; top_p cuts the list to what survives */
+    p.temperature = 0;
+    sampler *g = sample_new(&p, NV);
+    memcpy(a, base, sizeof a);
+    sample_logprob ch, top[SAMPLE_TOP_MAX];
+    int nt;
+    int32_t id = sample_next_lp(g, a, NULL, 0, 3, &ch, top, &nt);
+    CHECK_EQ_INT(nt, 3);
+    CHECK_EQ_INT(top[0].id, id);
+    CHECK(ch.logprob == top[0].logprob);
+    sample_free(g);
+    p.temperature = 1.0f;
+    p.top_k = 2;
+    sampler *k2 = sample_new(&p, NV);
+    memcpy(a, base, sizeof a);
+    sample_next_lp(k2, a, NULL, 0, 5, &ch, top, &nt);
+    CHECK_EQ_INT(nt, 2); /* top_k 2: only two had a chance */
+    CHECK(fabs(exp(top[0].logprob) + exp(top[1].logprob) - 1.0) < 1e-5);
+    sample_free(k2);
+}
+
 static void test_stop_strings(void) {
     core_buf out = {0};
     for (size_t k = 0; k < CORE_ARRAY_LEN(STOP_CASES); k++) {
@@ -408,5 +473,6 @@ int main(void) {
     T_RUN(test_penalties);
     T_RUN(test_speed_128k);
     T_RUN(test_stop_strings);
+    T_RUN(test_logprobs);
     return t_done();
 }

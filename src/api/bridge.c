@@ -34,6 +34,7 @@
 
 typedef struct mark {
     size_t a, r; /* answer and reasoning lengths after the entry */
+    size_t l;    /* tokens with logprobs after the entry */
 } mark;
 
 typedef struct listener {
@@ -61,6 +62,8 @@ struct bridge_job {
     core_buf answer, reasoning;
     mark *marks;
     size_t n_marks, cap_marks;
+    bridge_lp *lp;  /* tokens with logprobs, when the request asked */
+    size_t n_lp, cap_lp;
     int reasoning_events;
     /* the end */
     int ended, saved;
@@ -127,7 +130,24 @@ static int log_append(bridge_job *j, const char *a, size_t na, const char *r, si
     if ((na && core_buf_append(&j->answer, a, na)) || (nr && core_buf_append(&j->reasoning, r, nr)))
         return CORE_ENOMEM;
     if (nr) j->reasoning_events++;
-    j->marks[j->n_marks++] = (mark){j->answer.len, j->reasoning.len};
+    j->marks[j->n_marks++] = (mark){j->answer.len, j->reasoning.len, j->n_lp};
+    return 0;
+}
+
+/* A token's logprobs, kept until a text entry (or the end) covers it. */
+static int lp_append(bridge_job *j, const engine_event *ev) {
+    if (j->n_lp == j->cap_lp) {
+        size_t cap = j->cap_lp ? 2 * j->cap_lp : 64;
+        bridge_lp *v = realloc(j->lp, cap * sizeof *v);
+        if (!v) return CORE_ENOMEM;
+        j->lp = v;
+        j->cap_lp = cap;
+    }
+    bridge_lp *x = &j->lp[j->n_lp++];
+    x->id = ev->token;
+    x->logprob = ev->logprob;
+    x->n_top = ev->n_top < 0 ? 0 : ev->n_top > SAMPLE_TOP_MAX ? SAMPLE_TOP_MAX : ev->n_top;
+    memcpy(x->top, ev->top, (size_t)x->n_top * sizeof x->top[0]);
     return 0;
 }
 
@@ -146,6 +166,7 @@ static int on_engine(void *ctx, const engine_event *ev) {
     pthread_mutex_lock(&b->mu);
     switch (ev->type) {
     case ENGINE_EV_TEXT:
+        if (ev->has_logprob && ev->token >= 0 && lp_append(j, ev)) j->cancel_asked = 1;
         if (log_append(j, ev->text, ev->text_len, ev->reasoning, ev->reasoning_len)) j->cancel_asked = 1;
         else if (ev->text_len || ev->reasoning_len) pthread_cond_signal(&b->cv);
         break;
@@ -194,6 +215,10 @@ static int deliver(bridge *b, bridge_job *j, int i, double now) {
     o.reasoning_from = from ? from->r : 0;
     o.reasoning_end = to ? to->r : 0;
     o.reasoning_events = j->reasoning_events;
+    o.lp = j->lp;
+    o.lp_from = from ? from->l : 0;
+    o.lp_end = end ? j->n_lp : to ? to->l : 0;
+    if (o.lp_from > o.lp_end) o.lp_from = o.lp_end; /* an end delivery after the last one */
     o.seq = j->n_marks;
     o.elapsed_s = (j->ended ? j->t_end : now) - j->t_start;
     o.end = end;
@@ -222,6 +247,7 @@ static void job_free(bridge_job *j) {
     core_buf_free(&j->answer);
     core_buf_free(&j->reasoning);
     free(j->marks);
+    free(j->lp);
     free(j);
 }
 
@@ -528,6 +554,11 @@ void bridge_wait(bridge_job *j) {
     pthread_mutex_lock(&b->mu);
     while (!j->saved) pthread_cond_wait(&b->done_cv, &b->mu);
     pthread_mutex_unlock(&b->mu);
+}
+
+void bridge_result_lp(bridge_job *j, const bridge_lp **lp, size_t *n) {
+    *lp = j->lp;
+    *n = j->n_lp;
 }
 
 void bridge_result(bridge_job *j, const char **answer, size_t *answer_len, const char **reasoning,

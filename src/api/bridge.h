@@ -43,6 +43,15 @@
 typedef struct bridge bridge;
 typedef struct bridge_job bridge_job;
 
+/* One generated token with its log-probability and the most likely ids
+ * (engine_event's, for requests with engine_request.logprobs). */
+typedef struct bridge_lp {
+    int32_t id;
+    float logprob;
+    int n_top;
+    sample_logprob top[SAMPLE_TOP_MAX];
+} bridge_lp;
+
 /* What a listener is handed: the log from its position on. */
 typedef struct bridge_out {
     const char *answer;        /* the whole answer so far ... */
@@ -50,6 +59,8 @@ typedef struct bridge_out {
     const char *reasoning;
     size_t reasoning_from, reasoning_end;
     int reasoning_events;      /* TEXT events that carried reasoning so far (~ its tokens) */
+    const bridge_lp *lp;       /* tokens with logprobs (requests that asked): this delivery's */
+    size_t lp_from, lp_end;    /* are lp[lp_from..lp_end) */
     uint64_t seq;              /* log position after this delivery */
     double elapsed_s;          /* since the job started */
     int end;                   /* the last delivery; the fields below are final */
@@ -140,6 +151,8 @@ void bridge_release(bridge_job *j);
 /* Block until the job ended and its result was saved; then the result
  * fields can be read (bridge_result) until bridge_release. */
 void bridge_wait(bridge_job *j);
+/* After bridge_wait: the tokens with logprobs (n 0 unless asked). */
+void bridge_result_lp(bridge_job *j, const bridge_lp **lp, size_t *n);
 /* After bridge_wait: the answer, reasoning, figures, finish and error. */
 void bridge_result(bridge_job *j, const char **answer, size_t *answer_len, const char **reasoning,
                    size_t *reasoning_len, const engine_stats **st, const char **finish, int *err_code,

@@ -6,7 +6,8 @@
  *   GET  /metrics                Prometheus text (smolbot_* names)
  *   GET  /props                  llama.cpp-like server properties
  *   GET  /v1/models              the one model
- *   POST /v1/chat/completions    stream and non-stream
+ *   POST /v1/chat/completions    stream and non-stream; tools, response_format, logprobs
+ *   POST /v1/completions         the legacy raw-prompt route, stream and non-stream
  *   POST /tokenize, /detokenize, /apply-template   (llama.cpp's shapes)
  * Every route but /health needs the API key when one is configured.
  *
@@ -134,15 +135,62 @@ static const char *state_name(int st) {
 typedef struct msgs {
     chat_msg *v;
     core_buf *bufs;
+    chat_msg_calls *calls; /* per message: an assistant's tool_calls (arguments malloc'd) */
     size_t n;
 } msgs;
 
 static void msgs_free(msgs *m) {
     if (m->bufs)
         for (size_t i = 0; i < m->n; i++) core_buf_free(&m->bufs[i]);
+    if (m->calls)
+        for (size_t i = 0; i < m->n; i++) {
+            for (size_t k = 0; k < m->calls[i].n; k++) free((char *)m->calls[i].v[k].arguments);
+            free((chat_call *)m->calls[i].v);
+        }
+    free(m->calls);
     free(m->bufs);
     free(m->v);
     *m = (msgs){0};
+}
+
+/* messages[i].tool_calls (an assistant's) into m->calls[i]: the names, and
+ * the arguments re-serialized the way the model writes JSON (", ", ": ").
+ * 0, or -1 after answering 400. */
+static int parse_tool_calls(http_req *r, json_t *tc, size_t i, msgs *m) {
+    char param[96];
+    snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
+    if (!json_is_array(tc)) return bad(r, param, "%s", "'tool_calls' must be an array"), -1;
+    size_t n = json_array_size(tc);
+    if (!n) return 0;
+    if (strcmp(m->v[i].role, "assistant")) return bad(r, param, "%s", "only assistant messages have 'tool_calls'"), -1;
+    chat_call *cv = calloc(n, sizeof *cv);
+    if (!cv) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
+    m->calls[i] = (chat_msg_calls){cv, 0};
+    for (size_t k = 0; k < n; k++) {
+        json_t *c = json_array_get(tc, k), *f = json_object_get(c, "function");
+        json_t *name = json_object_get(f, "name"), *args = json_object_get(f, "arguments");
+        snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu]", i, k);
+        if (!json_is_object(c) || !json_is_object(f) || !json_is_string(name) || !json_string_length(name))
+            return bad(r, param, "%s", "a tool call is {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}"), -1;
+        json_t *parsed = NULL;
+        if (json_is_string(args)) {
+            json_error_t je;
+            parsed = json_loadb(json_string_value(args), json_string_length(args), JSON_DECODE_ANY, &je);
+        } else if (json_is_object(args)) {
+            parsed = json_incref(args);
+        }
+        snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu].function.arguments", i, k);
+        if (!json_is_object(parsed)) {
+            json_decref(parsed);
+            return bad(r, param, "%s", "'arguments' must be a JSON object (as a string)"), -1;
+        }
+        char *txt = json_dumps(parsed, JSON_ENCODE_ANY); /* not compact: ", " and ": " */
+        json_decref(parsed);
+        if (!txt) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
+        cv[k] = (chat_call){json_string_value(name), json_string_length(name), txt, strlen(txt)};
+        m->calls[i].n = k + 1;
+    }
+    return 0;
 }
 
 /* Parse "messages". 0, or -1 after answering 400. */
@@ -158,8 +206,9 @@ static int parse_messages(api *a, http_req *r, json_t *root, msgs *m) {
     }
     m->v = calloc(n, sizeof *m->v);
     m->bufs = calloc(n, sizeof *m->bufs);
+    m->calls = calloc(n, sizeof *m->calls);
     m->n = n;
-    if (!m->v || !m->bufs) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
+    if (!m->v || !m->bufs || !m->calls) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
     for (size_t i = 0; i < n; i++) {
         char param[64];
         json_t *msg = json_array_get(arr, i);
@@ -198,6 +247,8 @@ static int parse_messages(api *a, http_req *r, json_t *root, msgs *m) {
         } else {
             return bad(r, param, "%s", "'content' must be a string or an array of text parts"), -1;
         }
+        json_t *tc = json_object_get(msg, "tool_calls");
+        if (tc && !json_is_null(tc) && parse_tool_calls(r, tc, i, m)) return -1;
     }
     return 0;
 }
@@ -264,13 +315,152 @@ static int get_bool(http_req *r, json_t *root, const char *key, int *out) {
     return 0;
 }
 
+enum { TC_NONE = 0, TC_AUTO, TC_REQUIRED, TC_NAMED };
+
 typedef struct chat_req {
     sample_params sp;
     int max_tokens;     /* 0: not given */
     const char *stops[SAMPLE_STOP_MAX];
     size_t n_stops;
     int stream, include_usage, thinking, ignore_eos;
+    int tool_choice;    /* TC_*: TC_NONE also when there are no tools */
+    int parallel;       /* parallel_tool_calls */
+    core_buf tools;     /* the tools as the template prints them (chat_tools_repr) */
+    sample_grammar *grammar; /* the output's constraint, or NULL */
+    int lazy;           /* grammar applies from "<tool_call>" on (tool_choice auto) */
+    int logprobs, top_logprobs;
 } chat_req;
+
+static void chat_req_free(chat_req *q) {
+    core_buf_free(&q->tools);
+    sample_grammar_free(q->grammar);
+    q->grammar = NULL;
+}
+
+/* 400 for a grammar that does not compile: the message names the schema part. */
+static int grammar_error(http_req *r, const char *param, int rc, const core_err *err) {
+    if (rc == CORE_ENOMEM) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
+    return api_error(r, 400, "invalid_request_error", rc == CORE_EUNSUP ? "unsupported_schema" : "invalid_schema",
+                     param, "%s", err->msg), -1;
+}
+
+/* The tool names must be what OpenAI allows: the model writes them in JSON
+ * and clients match them back. */
+static int valid_tool_name(const char *s, size_t n) {
+    if (n < 1 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '_' || s[i] == '-' || s[i] == '.'))
+            return 0;
+    return 1;
+}
+
+/* tools, tool_choice, parallel_tool_calls and response_format: the prompt's
+ * tool list and the output's grammar. 0, or -1 after answering 400. */
+static int parse_tools(http_req *r, json_t *root, chat_req *q) {
+    json_t *tools = json_object_get(root, "tools"), *tc = json_object_get(root, "tool_choice");
+    size_t nt = 0;
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools)) return bad(r, "tools", "%s", "'tools' must be an array"), -1;
+        nt = json_array_size(tools);
+        if (nt > 128) return bad(r, "tools", "%s", "at most 128 tools"), -1;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        json_t *t = json_array_get(tools, i), *f = json_object_get(t, "function"), *type = json_object_get(t, "type");
+        json_t *name = json_object_get(f, "name"), *params = json_object_get(f, "parameters");
+        char param[64];
+        snprintf(param, sizeof param, "tools[%zu]", i);
+        if (!json_is_object(t) || !json_is_string(type) || strcmp(json_string_value(type), "function") || !json_is_object(f))
+            return bad(r, param, "%s", "a tool is {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}"), -1;
+        snprintf(param, sizeof param, "tools[%zu].function.name", i);
+        if (!json_is_string(name) || !valid_tool_name(json_string_value(name), json_string_length(name)))
+            return bad(r, param, "%s", "a tool's name is 1 to 64 of a-z, A-Z, 0-9, _, - and ."), -1;
+        for (size_t k = 0; k < i; k++)
+            if (json_equal(name, json_object_get(json_object_get(json_array_get(tools, k), "function"), "name")))
+                return bad(r, param, "two tools are named '%s'", json_string_value(name)), -1;
+        snprintf(param, sizeof param, "tools[%zu].function.parameters", i);
+        if (params && !json_is_null(params) && !json_is_object(params))
+            return bad(r, param, "%s", "'parameters' must be a JSON Schema object"), -1;
+    }
+    q->tool_choice = nt ? TC_AUTO : TC_NONE;
+    const char *named = NULL;
+    if (tc && !json_is_null(tc)) {
+        const char *v = json_string_value(tc);
+        if (v && !strcmp(v, "none")) q->tool_choice = TC_NONE;
+        else if (v && !strcmp(v, "auto")) q->tool_choice = nt ? TC_AUTO : TC_NONE;
+        else if (v && !strcmp(v, "required")) q->tool_choice = TC_REQUIRED;
+        else if (json_is_object(tc)) {
+            json_t *f = json_object_get(tc, "function"), *type = json_object_get(tc, "type");
+            named = json_string_value(json_object_get(f, "name"));
+            if (!json_is_string(type) || strcmp(json_string_value(type), "function") || !named)
+                return bad(r, "tool_choice", "%s", "'tool_choice' must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}"), -1;
+            q->tool_choice = TC_NAMED;
+        } else {
+            return bad(r, "tool_choice", "%s", "'tool_choice' must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}"), -1;
+        }
+        if ((q->tool_choice == TC_REQUIRED || q->tool_choice == TC_NAMED) && !nt)
+            return bad(r, "tool_choice", "%s", "'tool_choice' asks for a tool call but there are no 'tools'"), -1;
+    }
+    q->parallel = 1;
+    if (get_bool(r, root, "parallel_tool_calls", &q->parallel) < 0) return -1;
+
+    /* response_format */
+    json_t *rf = json_object_get(root, "response_format");
+    const char *rft = NULL;
+    json_t *schema = NULL;
+    if (rf && !json_is_null(rf)) {
+        rft = json_string_value(json_object_get(rf, "type"));
+        if (!json_is_object(rf) || !rft || (strcmp(rft, "text") && strcmp(rft, "json_object") && strcmp(rft, "json_schema")))
+            return bad(r, "response_format", "%s", "'response_format.type' must be text, json_object or json_schema"), -1;
+        if (!strcmp(rft, "text")) rft = NULL;
+        else if (!strcmp(rft, "json_schema")) {
+            json_t *js = json_object_get(rf, "json_schema");
+            schema = json_object_get(js, "schema");
+            if (!json_is_object(js) || (schema && !json_is_object(schema) && !json_is_boolean(schema)))
+                return bad(r, "response_format.json_schema", "%s", "'json_schema' must be {\"name\", \"schema\": {...}, \"strict\"}"), -1;
+        }
+    }
+    if (rft && q->tool_choice != TC_NONE)
+        return bad(r, "response_format", "%s", "a JSON 'response_format' cannot be combined with tool calls: "
+                                               "use tool_choice 'none', or describe the answer as a tool"), -1;
+
+    /* the prompt lists the tools unless calls are off */
+    core_err err = {0};
+    int rc;
+    if (nt && q->tool_choice != TC_NONE) {
+        char *txt = json_dumps(tools, JSON_COMPACT | JSON_REAL_PRECISION(17));
+        rc = txt ? chat_tools_repr(txt, strlen(txt), &q->tools, &err) : CORE_ENOMEM;
+        free(txt);
+        if (rc) return grammar_error(r, "tools", rc, &err);
+    }
+    if (q->tool_choice != TC_NONE) {
+        sample_tool tv[128];
+        char *sv[128] = {0};
+        size_t n = 0;
+        int found = 0;
+        for (size_t i = 0; i < nt; i++) {
+            json_t *f = json_object_get(json_array_get(tools, i), "function"), *params = json_object_get(f, "parameters");
+            const char *name = json_string_value(json_object_get(f, "name"));
+            if (named && strcmp(name, named)) continue;
+            found = 1;
+            sv[n] = json_is_object(params) ? json_dumps(params, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+            tv[n] = (sample_tool){name, sv[n], sv[n] ? strlen(sv[n]) : 0};
+            n++;
+        }
+        if (named && !found) return bad(r, "tool_choice", "'tool_choice' names '%.64s', which is not in 'tools'", named), -1;
+        rc = sample_grammar_tools(tv, n, named ? 0 : q->parallel, &q->grammar, &err);
+        for (size_t i = 0; i < n; i++) free(sv[i]);
+        if (rc) return grammar_error(r, "tools", rc, &err);
+        q->lazy = q->tool_choice == TC_AUTO;
+    } else if (rft) {
+        char *txt = schema && strcmp(rft, "json_object") ? json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17))
+                                                        : strdup(strcmp(rft, "json_object") ? "{}" : "{\"type\":\"object\"}");
+        rc = txt ? sample_grammar_schema(txt, strlen(txt), &q->grammar, &err) : CORE_ENOMEM;
+        free(txt);
+        if (rc) return grammar_error(r, "response_format.json_schema.schema", rc, &err);
+    }
+    return 0;
+}
 
 /* Every field but messages. 0, or -1 after answering 400. */
 static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
@@ -349,16 +539,16 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
     }
     if ((rc = get_bool(r, root, "ignore_eos", &b)) < 0) return -1; /* llama.cpp extension */
     if (!rc) q->ignore_eos = b;
-    json_t *tools = json_object_get(root, "tools");
-    if (tools && !json_is_null(tools) && !(json_is_array(tools) && json_array_size(tools) == 0))
-        return api_error(r, 400, "invalid_request_error", "unsupported_parameter", "tools", "tools are not supported"), -1;
-    json_t *lp = json_object_get(root, "logprobs");
-    if (json_is_true(lp))
-        return api_error(r, 400, "invalid_request_error", "unsupported_parameter", "logprobs", "logprobs are not supported"), -1;
+    if (get_bool(r, root, "logprobs", &q->logprobs) < 0) return -1;
+    if ((rc = get_int(r, root, "top_logprobs", 0, SAMPLE_TOP_MAX, &ll)) < 0) return -1;
+    if (!rc) {
+        if (!q->logprobs) return bad(r, "top_logprobs", "%s", "'top_logprobs' needs 'logprobs': true"), -1;
+        q->top_logprobs = (int)ll;
+    }
     if (parse_thinking(r, root, &q->thinking)) return -1;
     core_err err = {0};
     if (sample_params_check(&q->sp, &err)) return bad(r, NULL, "%s", err.msg), -1;
-    return 0;
+    return parse_tools(r, root, q);
 }
 
 /* The request parsers without a server (fuzz_api): with r == NULL,
@@ -377,10 +567,103 @@ int api_parse_request(const api_config *cfg, int which, const char *body, size_t
         refused = parse_fields(a, NULL, root, &q) || parse_messages(a, NULL, root, &m);
     else
         refused = parse_messages(a, NULL, root, &m) || parse_thinking(NULL, root, &thinking) ||
-                  get_bool(NULL, root, "add_generation_prompt", &add_gen) < 0;
+                  get_bool(NULL, root, "add_generation_prompt", &add_gen) < 0 || parse_tools(NULL, root, &q);
     msgs_free(&m);
+    chat_req_free(&q);
     json_decref(root);
     return refused ? 1 : 0;
+}
+
+/* ---- tool calls in the answer ------------------------------------------------- */
+
+/* A call's body ("\n{\"name\": ..., \"arguments\": {...}}\n") as an
+ * OpenAI tool call with a new id, or NULL when it is not a valid call. The
+ * arguments string is the model's own text when it can be cut out (what
+ * the grammar makes), else jansson's compact form. */
+static json_t *tool_call_json(const char *body, size_t len) {
+    json_error_t je;
+    json_t *o = json_loadb(body, len, 0, &je), *res = NULL;
+    json_t *name = json_object_get(o, "name"), *args = json_object_get(o, "arguments");
+    if (!json_is_object(o) || json_object_size(o) != 2 || !json_is_string(name) || !json_is_object(args)) goto out;
+    char *txt = NULL;
+    static const char mid[] = "\"arguments\":";
+    const char *p = memmem(body, len, mid, sizeof mid - 1), *end = body + len;
+    while (end > body && (end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t')) end--;
+    if (p && end > p && end[-1] == '}') {
+        p += sizeof mid - 1;
+        while (p < end && *p == ' ') p++;
+        const char *q = end - 1; /* the outer object's '}' */
+        while (q > p && (q[-1] == ' ' || q[-1] == '\n')) q--;
+        json_t *back = q > p ? json_loadb(p, (size_t)(q - p), 0, &je) : NULL;
+        if (back && json_equal(back, args)) txt = strndup(p, (size_t)(q - p));
+        json_decref(back);
+    }
+    if (!txt) txt = json_dumps(args, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    if (!txt) goto out;
+    char id[40];
+    snprintf(id, sizeof id, "call_%016llx%08llx", (unsigned long long)random_u64(),
+             (unsigned long long)(random_u64() & 0xffffffffu));
+    res = json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", id, "type", "function", "function", "name", name, "arguments", txt);
+    free(txt);
+out:
+    json_decref(o);
+    return res;
+}
+
+static int all_space(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\n' && s[i] != '\r' && s[i] != '\t') return 0;
+    return 1;
+}
+
+/* ---- logprobs ------------------------------------------------------------------ */
+
+/* {"token", "logprob", "bytes"} of one id: the token's text (a partial
+ * UTF-8 character shows as U+FFFD in token, whole in bytes). */
+static json_t *lp_entry(const tok *tk, int32_t id, float logprob) {
+    core_buf raw = {0}, txt = {0};
+    json_t *o = NULL, *bytes = json_array();
+    if (!bytes || tok_decode(tk, &id, 1, 1, &raw) || core_utf8_sanitize(raw.data ? raw.data : "", raw.len, &txt)) goto out;
+    for (size_t i = 0; i < raw.len; i++) json_array_append_new(bytes, json_integer((unsigned char)raw.data[i]));
+    /* -inf is not JSON: OpenAI writes -9999 for "no chance" */
+    o = json_pack("{s:s%, s:f, s:O}", "token", txt.data ? txt.data : "", txt.len, "logprob",
+                  isfinite(logprob) ? (double)logprob : -9999.0, "bytes", bytes);
+out:
+    json_decref(bytes);
+    core_buf_free(&raw);
+    core_buf_free(&txt);
+    return o;
+}
+
+/* logprobs.content for lp[0..n): each token with its top_logprobs. */
+static json_t *lp_content(const tok *tk, const bridge_lp *lp, size_t n) {
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        json_t *e = lp_entry(tk, lp[i].id, lp[i].logprob), *top = json_array();
+        for (int k = 0; top && k < lp[i].n_top; k++) json_array_append_new(top, lp_entry(tk, lp[i].top[k].id, lp[i].top[k].logprob));
+        if (!e || !top || json_object_set_new(e, "top_logprobs", top) || json_array_append_new(arr, e)) {
+            json_decref(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+/* Non-stream: the answer split into content and tool_calls. */
+typedef struct calls_acc {
+    core_buf *content;
+    json_t *calls;
+} calls_acc;
+
+static int acc_call(void *ctx, const char *body, size_t len, int complete) {
+    calls_acc *c = ctx;
+    json_t *tc = complete ? tool_call_json(body, len) : NULL;
+    if (tc) return json_array_append_new(c->calls, tc) ? CORE_ENOMEM : 0;
+    /* not a call after all: the text stays where it was */
+    if (core_buf_puts(c->content, "<tool_call>") || core_buf_append(c->content, body, len) ||
+        (complete && core_buf_puts(c->content, "</tool_call>")))
+        return CORE_ENOMEM;
+    return 0;
 }
 
 /* ---- the stream framing (a bridge listener) -------------------------------- */
@@ -393,21 +676,40 @@ typedef struct oai_stream {
     json_t *delta;     /* choice.delta (borrowed) */
     core_buf out;      /* one serialized event, reused */
     int include_usage;
+    int parse_calls;   /* tools are on: <tool_call> blocks become delta.tool_calls */
+    chat_calls cp;
+    core_buf cbuf;     /* content of the current delivery */
+    core_buf ws;       /* whitespace-only content held back (dropped after calls) */
+    int n_calls;
+    const tok *tk;     /* logprobs: the token texts; NULL: not asked */
+    int legacy;        /* /v1/completions */
 } oai_stream;
 
-static oai_stream *oai_stream_new(api *a, const char *id, long long created, int include_usage) {
+/* legacy: /v1/completions' chunks ({"object": "text_completion", choices[0].text}). */
+static oai_stream *oai_stream_new(api *a, const char *id, long long created, int include_usage, int parse_calls,
+                                  int legacy) {
     oai_stream *x = calloc(1, sizeof *x);
     if (!x) return NULL;
     x->a = a;
     x->include_usage = include_usage;
-    x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:{}, s:n, s:n}]}", "id", id, "object",
-                         "chat.completion.chunk", "created", (json_int_t)created, "model", a->model_name,
-                         "system_fingerprint", "smolbot", "choices", "index", 0, "delta", "logprobs", "finish_reason");
+    x->parse_calls = parse_calls;
+    x->legacy = legacy;
+    chat_calls_init(&x->cp);
+    if (legacy)
+        x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:s, s:n, s:n}]}", "id", id, "object",
+                             "text_completion", "created", (json_int_t)created, "model", a->model_name,
+                             "system_fingerprint", "smolbot", "choices", "index", 0, "text", "", "logprobs",
+                             "finish_reason");
+    else
+        x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:{}, s:n, s:n}]}", "id", id, "object",
+                             "chat.completion.chunk", "created", (json_int_t)created, "model", a->model_name,
+                             "system_fingerprint", "smolbot", "choices", "index", 0, "delta", "logprobs",
+                             "finish_reason");
     if (x->chunk) {
         x->choice = json_array_get(json_object_get(x->chunk, "choices"), 0);
         x->delta = json_object_get(x->choice, "delta");
     }
-    if (!x->delta) {
+    if (!x->choice || (!legacy && !x->delta)) {
         json_decref(x->chunk);
         free(x);
         return NULL;
@@ -429,6 +731,12 @@ static int send_obj(oai_stream *x, const json_t *o) {
 
 /* One chunk whose delta is {"KEY":"text"} (key NULL: {}), with finish. */
 static int send_delta(oai_stream *x, const char *key, const char *text, size_t len, const char *finish) {
+    if (x->legacy) { /* text only: no role, no reasoning (the prompt is raw) */
+        if (json_object_set_new(x->choice, "text", json_stringn(key ? text : "", key ? len : 0)) ||
+            json_object_set_new(x->choice, "finish_reason", finish ? json_string(finish) : json_null()))
+            return CORE_ENOMEM;
+        return send_obj(x, x->chunk);
+    }
     json_object_clear(x->delta);
     if (key && json_object_set_new(x->delta, key, json_stringn(text, len))) return CORE_ENOMEM;
     if (json_object_set_new(x->choice, "finish_reason", finish ? json_string(finish) : json_null())) return CORE_ENOMEM;
@@ -456,6 +764,61 @@ static int send_error_event(oai_stream *x, const char *type, const char *code, c
     return rc;
 }
 
+/* Content when tools are on: whitespace alone waits for what follows it
+ * (after the last call it is dropped, as the non-stream answer does). */
+static int stream_content(oai_stream *x, const char *text, size_t len) {
+    if (!len) return 0;
+    if (all_space(text, len)) return core_buf_append(&x->ws, text, len);
+    int rc = 0;
+    if (x->ws.len) {
+        if (core_buf_append(&x->ws, text, len)) return CORE_ENOMEM;
+        rc = send_delta(x, "content", x->ws.data, x->ws.len, NULL);
+        core_buf_clear(&x->ws);
+        return rc;
+    }
+    return send_delta(x, "content", text, len, NULL);
+}
+
+/* A finished <tool_call> block: the content before it, then its chunks
+ * (index, id, type and name with empty arguments; then the arguments). */
+static int stream_call(void *ctx, const char *body, size_t len, int complete) {
+    oai_stream *x = ctx;
+    int rc = stream_content(x, x->cbuf.data, x->cbuf.len);
+    core_buf_clear(&x->cbuf);
+    json_t *tc = complete ? tool_call_json(body, len) : NULL;
+    if (!tc) {
+        core_buf t = {0};
+        if (core_buf_puts(&t, "<tool_call>") || core_buf_append(&t, body, len) ||
+            (complete && core_buf_puts(&t, "</tool_call>")))
+            rc = CORE_ENOMEM;
+        else if (!rc)
+            rc = stream_content(x, t.data, t.len);
+        core_buf_free(&t);
+        return rc;
+    }
+    json_t *f = json_object_get(tc, "function");
+    json_t *first = json_pack("[{s:i, s:O, s:s, s:{s:O, s:s}}]", "index", x->n_calls, "id", json_object_get(tc, "id"),
+                              "type", "function", "function", "name", json_object_get(f, "name"), "arguments", "");
+    json_t *second = json_pack("[{s:i, s:{s:O}}]", "index", x->n_calls, "function", "arguments",
+                               json_object_get(f, "arguments"));
+    x->n_calls++;
+    core_buf_clear(&x->ws); /* whitespace between content and a call */
+    if (!first || !second) rc = CORE_ENOMEM;
+    json_t *parts[2] = {first, second};
+    for (int k = 0; k < 2 && !rc; k++) {
+        json_object_clear(x->delta);
+        if (json_object_set(x->delta, "tool_calls", parts[k]) ||
+            json_object_set_new(x->choice, "finish_reason", json_null()))
+            rc = CORE_ENOMEM;
+        else
+            rc = send_obj(x, x->chunk);
+    }
+    json_decref(first);
+    json_decref(second);
+    json_decref(tc);
+    return rc;
+}
+
 /* The end: the finish chunk (+ usage) or an error event, then [DONE]. */
 static void stream_tail(oai_stream *x, const bridge_out *o) {
     if (!strcmp(o->finish, "error")) {
@@ -467,10 +830,18 @@ static void stream_tail(oai_stream *x, const bridge_out *o) {
             send_error_event(x, "server_error", o->stopping ? "shutting_down" : "cancelled",
                              o->stopping ? "the server is shutting down" : "the request was cancelled");
     } else {
-        send_delta(x, NULL, NULL, 0, o->finish);
+        const char *finish = o->finish;
+        if (x->parse_calls) {
+            core_buf_clear(&x->cbuf);
+            chat_calls_finish(&x->cp, &x->cbuf, stream_call, x);
+            stream_content(x, x->cbuf.data, x->cbuf.len);
+            if (!x->n_calls && x->ws.len) send_delta(x, "content", x->ws.data, x->ws.len, NULL);
+            if (x->n_calls && !strcmp(finish, "stop")) finish = "tool_calls";
+        }
+        send_delta(x, NULL, NULL, 0, finish);
         if (x->include_usage) {
-            json_t *u = json_pack("{s:O, s:s, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
-                                  "chat.completion.chunk", "created", json_object_get(x->chunk, "created"), "model",
+            json_t *u = json_pack("{s:O, s:O, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
+                                  json_object_get(x->chunk, "object"), "created", json_object_get(x->chunk, "created"), "model",
                                   x->a->model_name, "choices", "usage", usage_json(o->st), "timings", timings_json(o->st));
             if (u) send_obj(x, u);
             json_decref(u);
@@ -485,8 +856,26 @@ static int oai_deliver(void *ctx, const bridge_out *o) {
     if (o->reasoning_end > o->reasoning_from)
         rc = send_delta(x, "reasoning_content", o->reasoning + o->reasoning_from, o->reasoning_end - o->reasoning_from,
                         NULL);
-    if (!rc && o->answer_end > o->answer_from)
-        rc = send_delta(x, "content", o->answer + o->answer_from, o->answer_end - o->answer_from, NULL);
+    if (!rc && o->answer_end > o->answer_from) {
+        if (!x->parse_calls) {
+            rc = send_delta(x, "content", o->answer + o->answer_from, o->answer_end - o->answer_from, NULL);
+        } else {
+            core_buf_clear(&x->cbuf);
+            rc = chat_calls_push(&x->cp, o->answer + o->answer_from, o->answer_end - o->answer_from, &x->cbuf,
+                                 stream_call, x);
+            if (!rc) rc = stream_content(x, x->cbuf.data, x->cbuf.len);
+        }
+    }
+    if (!rc && x->tk && o->lp_end > o->lp_from) { /* this delivery's tokens, in a chunk of their own */
+        json_t *c = lp_content(x->tk, o->lp + o->lp_from, o->lp_end - o->lp_from);
+        json_object_clear(x->delta);
+        if (!c || json_object_set_new(x->choice, "logprobs", json_pack("{s:o, s:n}", "content", c, "refusal")) ||
+            json_object_set_new(x->choice, "finish_reason", json_null()))
+            rc = CORE_ENOMEM;
+        else
+            rc = send_obj(x, x->chunk);
+        json_object_set_new(x->choice, "logprobs", json_null());
+    }
     if (o->end) stream_tail(x, o);
     return rc != 0;
 }
@@ -504,6 +893,9 @@ static void oai_drop(void *ctx) {
     }
     json_decref(x->chunk);
     core_buf_free(&x->out);
+    chat_calls_free(&x->cp);
+    core_buf_free(&x->cbuf);
+    core_buf_free(&x->ws);
     free(x);
 }
 
@@ -523,7 +915,8 @@ static int submit_error(api *a, http_req *r, int rc, const char *msg) {
     return api_error(r, 500, "server_error", NULL, NULL, "%s", msg);
 }
 
-static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, long long created) {
+static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, long long created, int parse_calls,
+                           int logprobs) {
     const char *text, *reas, *finish, *emsg;
     size_t tl, rl;
     const engine_stats *st;
@@ -537,12 +930,48 @@ static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, l
     if (!strcmp(finish, "cancelled"))
         return api_error(r, 503, "unavailable_error", is_stopping(a) ? "shutting_down" : "cancelled", NULL, "%s",
                          is_stopping(a) ? "the server is shutting down" : "the request was cancelled");
-    json_t *msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", text, tl);
+    json_t *msg, *calls = NULL;
+    if (parse_calls) {
+        core_buf content = {0};
+        calls = json_array();
+        calls_acc acc = {&content, calls};
+        chat_calls cp;
+        chat_calls_init(&cp);
+        int bad_mem = !calls || chat_calls_push(&cp, text, tl, &content, acc_call, &acc) ||
+                      chat_calls_finish(&cp, &content, acc_call, &acc);
+        chat_calls_free(&cp);
+        if (bad_mem) {
+            json_decref(calls);
+            core_buf_free(&content);
+            return api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        }
+        size_t cl = content.len;
+        if (json_array_size(calls)) /* trailing whitespace goes with the calls */
+            while (cl && all_space(content.data + cl - 1, 1)) cl--;
+        msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", content.data ? content.data : "", cl);
+        if (msg && json_array_size(calls)) {
+            if (!cl) json_object_set_new(msg, "content", json_null());
+            json_object_set(msg, "tool_calls", calls);
+            if (!strcmp(finish, "stop")) finish = "tool_calls";
+        }
+        json_decref(calls);
+        core_buf_free(&content);
+    } else {
+        msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", text, tl);
+    }
     if (msg && rl) json_object_set_new(msg, "reasoning_content", json_stringn(reas, rl));
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:n, s:s}], s:o, s:o}", "id", id, "object",
+    json_t *lpj = json_null();
+    if (logprobs) {
+        const bridge_lp *lp;
+        size_t n;
+        bridge_result_lp(j, &lp, &n);
+        json_t *c = lp_content(engine_tok(a->eng), lp, n);
+        lpj = c ? json_pack("{s:o, s:n}", "content", c, "refusal") : NULL;
+    }
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:o, s:s}], s:o, s:o}", "id", id, "object",
                           "chat.completion", "created", (json_int_t)created, "model", a->model_name,
                           "system_fingerprint", "smolbot", "choices", "index", 0, "message", msg, "logprobs",
-                          "finish_reason", finish, "usage", usage_json(st), "timings", timings_json(st));
+                          lpj, "finish_reason", finish, "usage", usage_json(st), "timings", timings_json(st));
     return send_json(r, 200, o);
 }
 
@@ -561,7 +990,7 @@ static int chat_completions(api *a, http_req *r) {
     if (parse_fields(a, r, root, &q) || parse_messages(a, r, root, &m)) goto out;
     const tok *tk = engine_tok(a->eng);
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
-    prompt_opts po = {.thinking = q.thinking};
+    prompt_opts po = {.thinking = q.thinking, .xml_tools = q.tools.len ? q.tools.data : NULL, .calls = m.calls};
     int rc = prompt_build(tk, m.v, m.n, &po, &p, &err);
     if (rc == CORE_EINVAL) { api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg); goto out; }
     if (rc) { submit_error(a, r, rc, err.msg); goto out; }
@@ -584,7 +1013,7 @@ static int chat_completions(api *a, http_req *r) {
                       "too many concurrent streams (at most %d): try again shortly", a->cfg.max_streams);
             goto out;
         }
-        if (!(x = oai_stream_new(a, id, created, q.include_usage))) {
+        if (!(x = oai_stream_new(a, id, created, q.include_usage, q.tool_choice != TC_NONE, 0))) {
             api_error(r, 500, "server_error", NULL, NULL, "out of memory");
             goto unstream;
         }
@@ -599,6 +1028,10 @@ static int chat_completions(api *a, http_req *r) {
     er.n_stops = q.n_stops;
     er.thinking = p.thinking;
     er.ignore_eos = q.ignore_eos;
+    er.grammar = q.grammar;
+    er.grammar_lazy = q.lazy;
+    er.logprobs = q.logprobs;
+    er.top_logprobs = q.top_logprobs;
     bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
     rc = bridge_start(a->br, &er, &bo, &j, &err);
     if (rc) {
@@ -612,12 +1045,13 @@ static int chat_completions(api *a, http_req *r) {
             bridge_cancel(j); /* no response could be made: nobody to stream to */
             goto unstream;
         }
+        if (q.logprobs) x->tk = tk;
         send_delta(x, "role", "assistant", 9, NULL); /* a failure shows as gone */
         bridge_listen(j, &oai_ops, x, 0, 0);
         x = NULL; /* the listener's now */
     } else {
         bridge_wait(j);
-        respond_message(a, r, j, id, created);
+        respond_message(a, r, j, id, created, q.tool_choice != TC_NONE, q.logprobs);
     }
     bridge_release(j);
     goto out;
@@ -626,6 +1060,7 @@ unstream:
     if (j) bridge_release(j);
     if (x) {
         json_decref(x->chunk);
+        chat_calls_free(&x->cp);
         free(x);
     }
     if (q.stream) {
@@ -636,6 +1071,180 @@ unstream:
 out:
     prompt_free(&p);
     msgs_free(&m);
+    chat_req_free(&q);
+    json_decref(root);
+    return 0;
+}
+
+/* ---- /v1/completions (legacy) ------------------------------------------------------ */
+
+/* "prompt": a string (special tokens parsed, as llama.cpp does), an array
+ * of one string, or an array of token ids. 0, or -1 after answering 400. */
+static int parse_prompt(http_req *r, const tok *tk, json_t *root, int32_t **ids, size_t *n) {
+    json_t *p = json_object_get(root, "prompt");
+    size_t cap = 0;
+    core_err err = {0};
+    *n = 0;
+    if (json_is_array(p) && json_array_size(p) == 1 && json_is_string(json_array_get(p, 0))) p = json_array_get(p, 0);
+    if (json_is_string(p)) {
+        if (!json_string_length(p)) return bad(r, "prompt", "%s", "'prompt' must not be empty"), -1;
+        if (tok_encode(tk, json_string_value(p), json_string_length(p), 1, ids, n, &cap, &err))
+            return bad(r, "prompt", "%s", err.msg), -1;
+        return 0;
+    }
+    if (!json_is_array(p) || !json_array_size(p))
+        return bad(r, "prompt", "%s", "'prompt' must be a string or a non-empty array of token ids (one prompt per request)"), -1;
+    size_t k = json_array_size(p);
+    if (!(*ids = malloc(k * sizeof **ids))) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
+    for (size_t i = 0; i < k; i++) {
+        json_t *v = json_array_get(p, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= tok_n_vocab(tk))
+            return api_error(r, 400, "invalid_request_error", "invalid_value", "prompt",
+                             "'prompt' must be a string or an array of token ids (0..%d; one prompt per request)",
+                             tok_n_vocab(tk) - 1), -1;
+        (*ids)[i] = (int32_t)json_integer_value(v);
+    }
+    *n = k;
+    return 0;
+}
+
+static int completions(api *a, http_req *r) {
+    if (strcmp(http_req_method(r), "POST"))
+        return api_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "use POST");
+    if (not_ready(a, r)) return 0;
+    json_t *root = parse_body(r);
+    if (!root) return 0;
+    chat_req q = {0};
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    core_buf echo_text = {0};
+    oai_stream *x = NULL;
+    bridge_job *j = NULL;
+    core_err err = {0};
+    int echo = 0, rc;
+    static const char *const chat_only[] = {"tools", "tool_choice", "parallel_tool_calls", "messages"};
+    for (size_t i = 0; i < sizeof chat_only / sizeof chat_only[0]; i++) {
+        json_t *v = json_object_get(root, chat_only[i]);
+        if (v && !json_is_null(v)) {
+            api_error(r, 400, "invalid_request_error", "unsupported_parameter", chat_only[i],
+                      "'%s' belongs to /v1/chat/completions", chat_only[i]);
+            goto out;
+        }
+    }
+    json_t *suffix = json_object_get(root, "suffix"), *lp = json_object_get(root, "logprobs");
+    if (suffix && !json_is_null(suffix)) {
+        api_error(r, 400, "invalid_request_error", "unsupported_parameter", "suffix", "'suffix' (fill in the middle) is not supported");
+        goto out;
+    }
+    if (lp && !json_is_null(lp) && !json_is_false(lp) && !(json_is_integer(lp) && json_integer_value(lp) == 0)) {
+        api_error(r, 400, "invalid_request_error", "unsupported_parameter", "logprobs",
+                  "'logprobs' on /v1/completions is not supported: use /v1/chat/completions");
+        goto out;
+    }
+    json_object_del(root, "logprobs"); /* the chat parser reads a boolean there */
+    if (parse_fields(a, r, root, &q) || get_bool(r, root, "echo", &echo) < 0) goto out;
+    const tok *tk = engine_tok(a->eng);
+    if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
+    if (parse_prompt(r, tk, root, &ids, &n_ids)) goto out;
+    if (echo && tok_decode(tk, ids, n_ids, 1, &echo_text)) { api_error(r, 500, "server_error", NULL, NULL, "out of memory"); goto out; }
+    if (bridge_max_tokens(engine_ctx_size(a->eng), n_ids, q.max_tokens, a->cfg.max_tokens, 1, &q.max_tokens, &err)) {
+        api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", err.msg);
+        goto out;
+    }
+    char id[48];
+    long long created = (long long)time(NULL);
+    snprintf(id, sizeof id, "cmpl-%016llx%08llx", (unsigned long long)random_u64(),
+             (unsigned long long)(random_u64() & 0xffffffffu));
+    if (q.stream) {
+        pthread_mutex_lock(&a->mu);
+        int over = a->streams >= a->cfg.max_streams;
+        if (!over) a->streams++;
+        pthread_mutex_unlock(&a->mu);
+        if (over) {
+            http_req_add_header(r, "Retry-After", "1");
+            api_error(r, 429, "rate_limit_error", "too_many_streams", NULL,
+                      "too many concurrent streams (at most %d): try again shortly", a->cfg.max_streams);
+            goto out;
+        }
+        if (!(x = oai_stream_new(a, id, created, q.include_usage, 0, 1))) {
+            api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+            goto unstream;
+        }
+    }
+    engine_request er = {0};
+    er.prompt = ids;
+    er.n_prompt = n_ids;
+    er.sampling = q.sp;
+    er.max_tokens = q.max_tokens;
+    er.stops = q.stops;
+    er.n_stops = q.n_stops;
+    er.thinking = 0; /* a raw prompt: everything generated is text */
+    er.ignore_eos = q.ignore_eos;
+    er.grammar = q.grammar;
+    bridge_job_opts bo = {0};
+    rc = bridge_start(a->br, &er, &bo, &j, &err);
+    if (rc) {
+        if (rc == CORE_EUNSUP && is_stopping(a)) api_error(r, 503, "unavailable_error", "shutting_down", NULL, "%s", err.msg);
+        else if (rc == CORE_ERANGE) api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", err.msg);
+        else submit_error(a, r, rc, err.msg);
+        goto unstream;
+    }
+    if (q.stream) {
+        x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
+        if (!x->s) {
+            bridge_cancel(j);
+            goto unstream;
+        }
+        if (echo && echo_text.len) {
+            core_buf fixed = {0};
+            if (!core_utf8_sanitize(echo_text.data, echo_text.len, &fixed)) send_delta(x, "text", fixed.data, fixed.len, NULL);
+            core_buf_free(&fixed);
+        }
+        bridge_listen(j, &oai_ops, x, 0, 0);
+        x = NULL;
+    } else {
+        bridge_wait(j);
+        const char *text, *finish, *emsg;
+        size_t tl;
+        const engine_stats *st;
+        int ecode;
+        bridge_result(j, &text, &tl, NULL, NULL, &st, &finish, &ecode, &emsg);
+        if (ecode == CORE_ERANGE) api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", emsg);
+        else if (ecode) api_error(r, 500, "server_error", "internal_error", NULL, "%s", emsg);
+        else if (!strcmp(finish, "cancelled"))
+            api_error(r, 503, "unavailable_error", is_stopping(a) ? "shutting_down" : "cancelled", NULL, "%s",
+                      is_stopping(a) ? "the server is shutting down" : "the request was cancelled");
+        else {
+            core_buf all = {0};
+            if (echo && echo_text.len) core_utf8_sanitize(echo_text.data, echo_text.len, &all);
+            core_buf_append(&all, text, tl);
+            json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:s%, s:i, s:n, s:s}], s:o, s:o}", "id", id, "object",
+                                  "text_completion", "created", (json_int_t)created, "model", a->model_name,
+                                  "system_fingerprint", "smolbot", "choices", "text", all.data ? all.data : "", all.len,
+                                  "index", 0, "logprobs", "finish_reason", finish, "usage", usage_json(st), "timings",
+                                  timings_json(st));
+            core_buf_free(&all);
+            send_json(r, 200, o);
+        }
+    }
+    bridge_release(j);
+    goto out;
+unstream:
+    if (j) bridge_release(j);
+    if (x) {
+        json_decref(x->chunk);
+        chat_calls_free(&x->cp);
+        free(x);
+    }
+    if (q.stream) {
+        pthread_mutex_lock(&a->mu);
+        a->streams--;
+        pthread_mutex_unlock(&a->mu);
+    }
+out:
+    free(ids);
+    core_buf_free(&echo_text);
+    chat_req_free(&q);
     json_decref(root);
     return 0;
 }
@@ -831,16 +1440,19 @@ static int apply_template(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
     msgs m = {0};
+    chat_req q = {0};
     int thinking = 1, add_gen = 1;
     core_buf text = {0};
     core_err err = {0};
     if (parse_messages(a, r, root, &m) || parse_thinking(r, root, &thinking) ||
-        get_bool(r, root, "add_generation_prompt", &add_gen) < 0)
+        get_bool(r, root, "add_generation_prompt", &add_gen) < 0 || parse_tools(r, root, &q))
         goto out;
     chat_opts o;
     chat_opts_default(&o);
     o.enable_thinking = thinking;
     o.add_generation_prompt = add_gen;
+    o.xml_tools = q.tools.len ? q.tools.data : NULL; /* the prompt the chat route would build */
+    o.calls = m.calls;
     if (chat_render(m.v, m.n, &o, &text, &err)) {
         api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg);
         goto out;
@@ -849,6 +1461,7 @@ static int apply_template(api *a, http_req *r) {
     send_json(r, 200, json_pack("{s:s%}", "prompt", text.data ? text.data : "", text.len));
 out:
     core_buf_free(&text);
+    chat_req_free(&q);
     msgs_free(&m);
     json_decref(root);
     return 0;
@@ -870,6 +1483,8 @@ static const route routes[] = {
     {"/models", "GET", models},
     {"/v1/chat/completions", NULL, chat_completions},
     {"/chat/completions", NULL, chat_completions},
+    {"/v1/completions", NULL, completions},
+    {"/completions", NULL, completions},
     {"/tokenize", "POST", tokenize},
     {"/detokenize", "POST", detokenize},
     {"/apply-template", "POST", apply_template},

@@ -23,6 +23,10 @@
  * callers store the answer without its reasoning, which is how "reasoning is
  * not kept in history" comes about.
  *
+ * Tool calls of assistant messages (chat_opts.calls) are written after the
+ * content as the model writes them (see chat.h); tool descriptions arrive
+ * as repr lines (chat_tools_repr in tools.c).
+ *
  * Departures, on purpose: a system message anywhere but first, an unknown
  * role or a NULL role is an error (the template would silently drop it).
  *
@@ -175,6 +179,29 @@ static int note_span(chat_spans *sp, const core_buf *out, size_t start) {
     return 0;
 }
 
+/* An assistant's tool calls as the model writes them (chat_msg.calls). */
+static int render_calls(const chat_msg_calls *m, core_buf *out, chat_spans *sp, int after_content) {
+    for (size_t k = 0; k < m->n; k++) {
+        const chat_call *c = &m->v[k];
+        if ((k || after_content) && core_buf_puts(out, "\n")) return CORE_ENOMEM;
+        if (core_buf_puts(out, "<tool_call>\n{\"name\": \"")) return CORE_ENOMEM;
+        size_t at = out->len;
+        for (size_t i = 0; i < c->name_len; i++) { /* JSON string escaping */
+            unsigned char ch = (unsigned char)c->name[i];
+            int rc = ch == '"' || ch == '\\' ? core_buf_printf(out, "\\%c", ch)
+                     : ch < 0x20           ? core_buf_printf(out, "\\u%04x", ch)
+                                           : core_buf_append(out, (const char *)&ch, 1);
+            if (rc) return CORE_ENOMEM;
+        }
+        if (note_span(sp, out, at) || core_buf_puts(out, "\", \"arguments\": ")) return CORE_ENOMEM;
+        at = out->len;
+        if (core_buf_append(out, c->arguments ? c->arguments : "{}", c->arguments ? c->arguments_len : 2) ||
+            note_span(sp, out, at) || core_buf_puts(out, "}\n</tool_call>"))
+            return CORE_ENOMEM;
+    }
+    return 0;
+}
+
 int chat_render(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *out, core_err *err) {
     return chat_render_spans(msgs, n, o, out, NULL, err);
 }
@@ -196,6 +223,10 @@ int chat_render_spans(const chat_msg *msgs, size_t n, const chat_opts *o, core_b
                              i, r);
         }
     }
+    if (o->calls)
+        for (size_t i = 0; i < n; i++)
+            if (o->calls[i].n && strcmp(msgs[i].role, "assistant"))
+                return core_errf(err, CORE_EINVAL, "message %zu: only an assistant's message has tool calls", i);
     if (o->continue_final && (!n || strcmp(msgs[n - 1].role, "assistant")))
         return core_errf(err, CORE_EINVAL, "only an assistant's answer can be continued");
     int think = chat_mode_of(msgs, n, o->enable_thinking);
@@ -261,6 +292,7 @@ int chat_render_spans(const chat_msg *msgs, size_t n, const chat_opts *o, core_b
         }
         size_t at = out->len;
         if (core_buf_append(out, c, cl) || note_span(spans, out, at)) goto done;
+        if (o->calls && render_calls(&o->calls[i], out, spans, cl > 0)) goto done;
         if (o->continue_final && i + 1 == n) break; /* the answer goes on: no end of turn */
         if (core_buf_puts(out, IM_END)) goto done;
     }

@@ -4,8 +4,13 @@
  * Jinja template produces for the same conversation (checked against the
  * Jinja2 renders in ../shared/refdata/template). There is no template engine
  * here: the template's logic is short and fixed, so it is written out in C.
- * The module knows no JSON: tool descriptions arrive already rendered (see
- * chat_opts.xml_tools), messages arrive as plain (role, content) pairs.
+ * No JSON library either: tool descriptions arrive as repr lines that
+ * chat_tools_repr writes from JSON text (a small strict reader), messages
+ * as plain (role, content) pairs, an assistant's tool calls as (name,
+ * arguments text) pairs.
+ *
+ * Tool-call parser. The model writes calls as "<tool_call>{json}</tool_call>";
+ * chat_calls splits a stream of answer text into content and call bodies.
  *
  * Thinking parser. A model in /think mode writes "<think>\n...\n</think>\n"
  * and then its answer; chat_think splits a stream of generated text into
@@ -27,11 +32,29 @@
  * (rendered as empty, like a non-string content in the template) and is
  * content_len bytes long (it may contain NUL bytes; it is not parsed).
  * Borrowed: the strings must live for the duration of the call. */
+typedef struct chat_call {
+    const char *name;       /* the function's name, name_len bytes of plain text */
+    size_t name_len;
+    const char *arguments;  /* a JSON object's text, written as is */
+    size_t arguments_len;
+} chat_call;
+
 typedef struct chat_msg {
     const char *role;
     const char *content;
     size_t content_len;
 } chat_msg;
+
+/* An assistant's tool calls (chat_opts.calls[i] for message i), rendered
+ * the way the model writes them, after the content (and a "\n" when there
+ * is content): "<tool_call>\n{\"name\": \"NAME\", \"arguments\": ARGS}\n</tool_call>",
+ * calls joined by "\n". The name is JSON-escaped; both are user text
+ * (spans). The template has no such field: the model was trained on that
+ * text as the assistant's content. */
+typedef struct chat_msg_calls {
+    const chat_call *v;
+    size_t n;
+} chat_msg_calls;
 
 typedef struct chat_opts {
     int enable_thinking;       /* 1: /think (the template's default), 0: /no_think */
@@ -48,6 +71,9 @@ typedef struct chat_opts {
      * generation prompt follows (add_generation_prompt is ignored). Refused
      * (CORE_EINVAL) when the last message is not an assistant's. */
     int continue_final;
+    /* NULL, or one entry per message: the tool calls of assistant messages
+     * (entries of other roles must be empty). Borrowed for the call. */
+    const chat_msg_calls *calls;
 } chat_opts;
 
 /* Defaults: thinking on, generation prompt on, today's date, no tools. */
@@ -76,6 +102,12 @@ typedef struct chat_spans {
 /* chat_render that also fills *spans (may be NULL). */
 int chat_render_spans(const chat_msg *msgs, size_t n, const chat_opts *o, core_buf *out, chat_spans *spans,
                       core_err *err);
+
+/* Python repr() lines for chat_opts.xml_tools / python_tools: json is a
+ * JSON array of tool objects (or one object); appends one repr per element,
+ * each ending in "\n", to out. Returns 0, CORE_EINVAL (not valid JSON) or
+ * CORE_ENOMEM. */
+int chat_tools_repr(const char *json, size_t len, core_buf *out, core_err *err);
 
 /* Effective reasoning mode: 1 for /think, 0 for /no_think. A first message
  * with role "system" that contains "/no_think" forces 0, else one that
@@ -122,5 +154,29 @@ int chat_think_push(chat_think *p, const char *text, size_t len, core_buf *reaso
 /* End of stream: releases held bytes (a partial tag is plain text of the
  * current part). Returns 0 or CORE_ENOMEM. */
 int chat_think_finish(chat_think *p, core_buf *reasoning, core_buf *answer);
+
+/* ---- tool-call stream parser ----------------------------------------------
+ *
+ * Splits answer text into content and "<tool_call>BODY</tool_call>" blocks
+ * as it arrives. Content is appended to the caller's buffer; each block's
+ * BODY (raw bytes, usually "\n{json}\n") is handed to on_call once its
+ * closing tag arrived (complete 1), or at finish when the stream ended
+ * inside it (complete 0). Bytes that may start a tag are held (at most 11).
+ * on_call returns 0 or an error that push/finish pass on. */
+typedef int (*chat_calls_fn)(void *ctx, const char *body, size_t len, int complete);
+
+typedef struct chat_calls {
+    int in_call;       /* inside a block */
+    int n_calls;       /* blocks opened so far */
+    char hold[16];
+    size_t hold_len;
+    core_buf block;    /* the body of the open block */
+} chat_calls;
+
+void chat_calls_init(chat_calls *p);
+void chat_calls_free(chat_calls *p);
+/* Returns 0, CORE_ENOMEM or on_call's error. content may be NULL. */
+int chat_calls_push(chat_calls *p, const char *text, size_t len, core_buf *content, chat_calls_fn on_call, void *ctx);
+int chat_calls_finish(chat_calls *p, core_buf *content, chat_calls_fn on_call, void *ctx);
 
 #endif

@@ -15,7 +15,8 @@
  * guards the queue, the job lists' membership and the counters, and is
  * never held while the model runs or a callback is called.
  *
- * Per token the work is: tok_stream (bytes -> whole characters), the think
+ * Per token the work is: the constraint's mask (when the request has a
+ * grammar), the draw, tok_stream (bytes -> whole characters), the think
  * parser (reasoning vs answer), stop strings (on the answer), then one
  * callback. The buffers for that live in the job and are reused.
  */
@@ -66,6 +67,9 @@ typedef struct job {
     int admitted;
     double t_submit, t_start, t_first, t_prefill_end;
     sampler *smp;
+    sample_matcher *mt; /* constrained output; NULL: free */
+    sample_logprob lp, top[SAMPLE_TOP_MAX]; /* the last draw's, when the request asks */
+    int n_top;
     sample_stop stop;
     chat_think think;
     tok_stream ts;
@@ -100,6 +104,10 @@ struct engine {
     model_kv *sys_kv;
     int32_t *sys_toks;
     int n_sys;
+    /* constrained decoding: the vocabulary's bytes, built on first use */
+    pthread_mutex_t vocab_mu;
+    sample_vocab *vocab;
+    int32_t tool_call, tool_call_end; /* control tokens shown as text, like the think tags */
     /* batched decode scratch */
     float *batch_logits; /* max_active * n_vocab */
     engine_metrics met;
@@ -127,6 +135,7 @@ static void job_free(job *j) {
     free(j->prompt);
     for (int i = 0; i < SAMPLE_STOP_MAX; i++) free(j->stop_text[i]);
     sample_free(j->smp);
+    sample_matcher_free(j->mt);
     core_buf_free(&j->txt);
     core_buf_free(&j->reas);
     core_buf_free(&j->ans);
@@ -329,6 +338,7 @@ static void start(engine *e, job *j) {
 /* A sampled token: text out, stop conditions, or queue it for the next step. */
 static void on_token(engine *e, job *j, int32_t id) {
     const tok_special *sp = tok_specials(e->tk);
+    if (id < 0) { finish(e, j, "stop", 0, NULL); return; }
     if (j->n_gen == 0) j->t_first = core_now_s();
     j->n_gen++;
     if (!j->r.ignore_eos && tok_is_stop(e->tk, id)) { finish(e, j, "stop", 0, NULL); return; }
@@ -343,6 +353,11 @@ static void on_token(engine *e, job *j, int32_t id) {
         tok_stream_flush(&j->ts, &j->txt, 1);
         core_buf_puts(&j->txt, id == sp->think ? "<think>" : "</think>");
         j->in_reasoning = id == sp->think;
+    } else if (id >= 0 && (id == e->tool_call || id == e->tool_call_end)) {
+        /* the same for the tool-call tags: callers parse them out of the text */
+        tok_stream_flush(&j->ts, &j->txt, 1);
+        core_buf_puts(&j->txt, id == e->tool_call ? "<tool_call>" : "</tool_call>");
+        if (j->in_reasoning) j->n_reason_tok++;
     } else {
         tok_stream_push(&j->ts, id, &j->txt);
         if (j->in_reasoning) j->n_reason_tok++;
@@ -352,7 +367,8 @@ static void on_token(engine *e, job *j, int32_t id) {
     /* one TEXT event per token, even when its bytes are still held back,
      * so callers can count and record ids */
     engine_event ev = {.type = ENGINE_EV_TEXT, .text = j->emit.data, .text_len = j->emit.len,
-                       .reasoning = j->reas.data, .reasoning_len = j->reas.len, .token = id};
+                       .reasoning = j->reas.data, .reasoning_len = j->reas.len, .token = id,
+                       .has_logprob = j->r.logprobs, .logprob = j->lp.logprob, .top = j->top, .n_top = j->n_top};
     if (emit(j, &ev)) { finish(e, j, "cancelled", 0, NULL); return; }
     if (stopped) { finish(e, j, "stop", 0, NULL); return; }
     if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); return; }
@@ -364,8 +380,14 @@ static void on_token(engine *e, job *j, int32_t id) {
     j->state = JOB_DECODE;
 }
 
+/* The next id, or -1 when a constraint allows none (the output ends). */
 static int32_t pick(job *j, float *logits) {
-    return sample_next(j->smp, logits, j->cv->toks, (size_t)j->cv->n_toks);
+    if (j->mt && sample_matcher_mask(j->mt, logits) == 0) return -1;
+    int32_t id = j->r.logprobs ? sample_next_lp(j->smp, logits, j->cv->toks, (size_t)j->cv->n_toks, j->r.top_logprobs,
+                                                &j->lp, j->top, &j->n_top)
+                               : sample_next(j->smp, logits, j->cv->toks, (size_t)j->cv->n_toks);
+    if (j->mt && sample_matcher_accept(j->mt, id)) return -1; /* cannot happen after the mask */
+    return id;
 }
 
 /* One prefill chunk of job j. */
@@ -432,6 +454,10 @@ static int load(engine *e) {
         LOG_ERROR("engine: %s", err.msg);
         return -1;
     }
+    e->tool_call = tok_find(e->tk, "<tool_call>");
+    e->tool_call_end = tok_find(e->tk, "</tool_call>");
+    if (e->tool_call >= 0 && !tok_is_control(e->tk, e->tool_call)) e->tool_call = -1; /* plain text already */
+    if (e->tool_call_end >= 0 && !tok_is_control(e->tk, e->tool_call_end)) e->tool_call_end = -1;
     const model_config *c = model_get_config(e->m);
     e->n_ctx = CORE_MIN(e->cfg.n_ctx, c->n_ctx_train);
     e->batch_logits = malloc((size_t)e->cfg.max_active * (size_t)c->n_vocab * sizeof(float));
@@ -590,6 +616,7 @@ int engine_new(engine **out, const engine_config *cfg, core_err *err) {
     e->cfg.model_path = e->model_path;
     e->t_start = core_now_s();
     pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->vocab_mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     pthread_cond_init(&e->state_cv, NULL);
     atomic_store(&e->state, ENGINE_LOADING);
@@ -614,10 +641,12 @@ void engine_free(engine *e) {
     model_kv_free(e->sys_kv);
     free(e->sys_toks);
     free(e->batch_logits);
+    sample_vocab_free(e->vocab);
     tok_free(e->tk);
     model_free(e->m);
     gguf_close(e->g);
     pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->vocab_mu);
     pthread_cond_destroy(&e->cv);
     pthread_cond_destroy(&e->state_cv);
     free(e);
@@ -675,6 +704,14 @@ int engine_submit(engine *e, const engine_request *r, uint64_t *req_id, core_err
     if (r->conv_id) snprintf(j->conv_id, sizeof j->conv_id, "%s", r->conv_id);
     for (size_t i = 0; i < r->n_stops; i++) j->stop_text[i] = strdup(r->stops[i] ? r->stops[i] : "");
     if ((rc = sample_stop_init(&j->stop, (const char *const *)j->stop_text, r->n_stops, err))) { job_free(j); return rc; }
+    if (r->grammar) {
+        pthread_mutex_lock(&e->vocab_mu);
+        if (!e->vocab) rc = sample_vocab_new(e->tk, &e->vocab, err);
+        pthread_mutex_unlock(&e->vocab_mu);
+        if (!rc) rc = sample_matcher_new(r->grammar, e->vocab, r->grammar_lazy, r->thinking, &j->mt, err);
+        if (rc) { job_free(j); return rc; }
+    }
+    j->r.grammar = NULL; /* the matcher holds the reference */
     j->r.stops = NULL;
     chat_think_init(&j->think, !r->thinking);
     tok_stream_init(&j->ts, e->tk, 0);

@@ -81,6 +81,10 @@ typedef struct engine_event {
     const char *reasoning;  /* TEXT: reasoning bytes (valid UTF-8) */
     size_t reasoning_len;
     int32_t token;          /* TEXT: the id just generated (-1 for a final flush) */
+    int has_logprob;        /* TEXT: the request asked for logprobs (below are set) */
+    float logprob;          /* TEXT: log-probability of token (sample_next_lp) */
+    const sample_logprob *top; /* TEXT: the n_top most likely ids, best first */
+    int n_top;
     const engine_stats *stats; /* DONE, ERROR */
     int code;               /* ERROR: CORE_E* */
     const char *error;      /* ERROR: message */
@@ -102,6 +106,13 @@ typedef struct engine_request {
     size_t n_stops;
     int thinking;              /* 1: output may hold <think>..</think>; 0: answer only */
     int ignore_eos;
+    /* Constrained output (NULL: free text). The engine takes its own
+     * reference at submit; the caller keeps and frees its own. lazy: free
+     * text until the model writes "<tool_call>" (tool-call grammars). */
+    sample_grammar *grammar;
+    int grammar_lazy;
+    int logprobs;              /* 1: TEXT events carry logprob and top */
+    int top_logprobs;          /* 0..SAMPLE_TOP_MAX */
     engine_event_fn cb;
     void *ctx;
 } engine_request;

@@ -36,13 +36,16 @@ static size_t spans_in(const chat_spans *sp, size_t from, size_t to, tok_span *v
 int prompt_build(const tok *tk, const chat_msg *msgs, size_t n, const prompt_opts *o, prompt *p, core_err *err) {
     memset(p, 0, sizeof *p);
     if (!tk) return core_errf(err, CORE_EINVAL, "no tokenizer (the model is not loaded)");
-    prompt_opts def = {1, NULL, 0};
+    prompt_opts def = {.thinking = 1};
     if (!o) o = &def;
     chat_opts co;
     chat_opts_default(&co);
     co.enable_thinking = o->thinking;
     co.date = o->date;
     co.continue_final = o->cont;
+    co.xml_tools = o->xml_tools;
+    co.python_tools = o->python_tools;
+    co.calls = o->calls;
     chat_spans sp = {0};
     tok_span *ts = NULL;
     int rc = chat_render_spans(msgs, n, &co, &p->text, &sp, err);

@@ -32,6 +32,9 @@ typedef struct prompt_opts {
     int thinking;       /* the toggle: 1 /think, 0 /no_think (a system message with either wins) */
     const char *date;   /* "26 November 2026"; NULL: today */
     int cont;           /* 1: continue the last message (an assistant's); 0: a new answer */
+    const char *xml_tools;    /* chat_opts.xml_tools (chat_tools_repr lines); NULL: none */
+    const char *python_tools; /* chat_opts.python_tools; NULL: none */
+    const chat_msg_calls *calls; /* chat_opts.calls: NULL or one per message */
 } prompt_opts;
 
 typedef struct prompt {

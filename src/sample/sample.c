@@ -36,6 +36,7 @@ struct sampler {
     float *lg;       /* [n_vocab] candidate logits */
     float *e;        /* [n_vocab] exp(logit - max) for top_p / the draw */
     int32_t *count;  /* [n_vocab] occurrences in the penalty window; all zero between calls */
+    size_t last_m;   /* candidates of the last draw (id/lg[0..last_m)), for sample_next_lp */
 };
 
 void sample_params_default(sample_params *p) {
@@ -374,6 +375,7 @@ int32_t sample_next(sampler *s, float *logits, const int32_t *recent, size_t n_r
     apply_penalties(s, logits, recent, n_recent);
     if (s->p.temperature <= 0.0f) return argmax(logits, s->n_vocab);
     size_t m = filter(s, logits);
+    s->last_m = m;
     if (m == 1) return s->id[0];
     float mx = -INFINITY;
     for (size_t i = 0; i < m; i++) mx = s->lg[i] > mx ? s->lg[i] : mx;
@@ -388,6 +390,52 @@ int32_t sample_next(sampler *s, float *logits, const int32_t *recent, size_t n_r
     for (size_t i = m; i-- > 0;)
         if (s->e[i] > 0.0f) return s->id[i];
     return s->id[0];
+}
+
+/* Insert (id, v) into the best-first list top[0..*n) of capacity k. */
+static void top_insert(sample_logprob *top, int *n, int k, int32_t id, float v) {
+    if (k <= 0 || (*n == k && !(v > top[k - 1].logprob))) return;
+    int i = *n < k ? (*n)++ : k - 1;
+    while (i > 0 && top[i - 1].logprob < v) top[i] = top[i - 1], i--;
+    top[i] = (sample_logprob){id, v};
+}
+
+int32_t sample_next_lp(sampler *s, float *logits, const int32_t *recent, size_t n_recent, int top_n,
+                       sample_logprob *chosen, sample_logprob *top, int *n_top) {
+    int32_t id;
+    const float *lg;
+    const int32_t *ids;
+    size_t m;
+    float inv_t;
+    top_n = top_n < 0 ? 0 : top_n > SAMPLE_TOP_MAX ? SAMPLE_TOP_MAX : top_n;
+    *n_top = 0;
+    if (s->p.temperature <= 0.0f) {
+        apply_penalties(s, logits, recent, n_recent);
+        id = argmax(logits, s->n_vocab);
+        lg = logits, ids = NULL, m = (size_t)s->n_vocab, inv_t = 1.0f;
+    } else {
+        /* sample_next leaves the candidates it drew from in s->id/s->lg[0..m) */
+        id = sample_next(s, logits, recent, n_recent);
+        m = s->last_m;
+        lg = s->lg, ids = s->id, inv_t = 1.0f / s->p.temperature;
+    }
+    float mx = -INFINITY;
+    for (size_t i = 0; i < m; i++) mx = lg[i] > mx ? lg[i] : mx;
+    double z = 0;
+    for (size_t i = 0; i < m; i++)
+        if (lg[i] > -INFINITY) z += exp((double)(lg[i] - mx) * inv_t);
+    double lz = z > 0 ? log(z) : 0;
+    chosen->id = id;
+    chosen->logprob = -INFINITY;
+    for (size_t i = 0; i < m; i++) {
+        int32_t t = ids ? ids[i] : (int32_t)i;
+        if (!(lg[i] > -INFINITY)) continue;
+        float v = (float)((double)(lg[i] - mx) * inv_t - lz);
+        if (t == id) chosen->logprob = v;
+        top_insert(top, n_top, top_n, t, v);
+    }
+    if (m == 1 && chosen->logprob == -INFINITY) chosen->logprob = 0; /* the only candidate */
+    return id;
 }
 
 static int cmp_i32(const void *a, const void *b) {

@@ -16,6 +16,8 @@
  * the text was cut into pieces: when several could match, the one that
  * completes first wins (for stops "abcd" and "bc", "xabcd" stops at "xa").
  *
+ * Constrained decoding (grammar.c): see below.
+ *
  * A sampler or a sample_stop belongs to one thread (one request) at a time.
  */
 #ifndef SAMPLE_H
@@ -25,6 +27,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "tok/tok.h"
 
 typedef struct sample_params {
     float temperature;       /* 0 = greedy; SmolLM3 card: 0.6 */
@@ -58,10 +61,92 @@ void sample_reset(sampler *s, uint64_t seed);
  * are treated as -inf. Never fails: with all logits -inf it returns 0. */
 int32_t sample_next(sampler *s, float *logits, const int32_t *recent, size_t n_recent);
 
+/* Log-probabilities of the distribution a draw came from (logprobs). */
+enum { SAMPLE_TOP_MAX = 20 };
+typedef struct sample_logprob {
+    int32_t id;
+    float logprob;
+} sample_logprob;
+/* sample_next that also reports, for the drawn id, its log-probability
+ * and the top_n (<= SAMPLE_TOP_MAX) most likely ids, best first, written
+ * to top (*n_top of them). The distribution is the one the draw used:
+ * after penalties, top_k, top_p and min_p, at the temperature (ids cut by
+ * a filter are not listed: they had no chance). Greedy (temperature 0)
+ * reports the softmax of the penalized logits at temperature 1, so the
+ * chosen id has the highest log-probability. */
+int32_t sample_next_lp(sampler *s, float *logits, const int32_t *recent, size_t n_recent, int top_n,
+                       sample_logprob *chosen, sample_logprob *top, int *n_top);
+
 /* Test helper: apply penalties, top_k, top_p and min_p (not temperature) to
  * logits and write the surviving ids, sorted ascending, into out (capacity
  * n_vocab). Returns how many survive. Uses the sampler's scratch. */
 size_t sample_debug_keep(sampler *s, float *logits, const int32_t *recent, size_t n_recent, int32_t *out);
+
+/* ---- constrained decoding (grammar.c) -------------------------------------
+ *
+ * A grammar is compiled once per request from a JSON Schema (or from tools'
+ * parameter schemas) and is immutable: any thread, reference counted. A
+ * matcher is one generation's position in it (one thread). Per token:
+ * sample_matcher_mask(logits) sets every token that cannot continue a
+ * valid output to -inf, the sampler draws, sample_matcher_accept(id)
+ * advances. The vocabulary table (token bytes, sorted) is built once per
+ * tokenizer and shared read-only.
+ *
+ * Supported JSON Schema: type (object, array, string, number, integer,
+ * boolean, null, or a list of them), properties, required,
+ * additionalProperties (false, true, absent; a schema only for objects
+ * without properties), enum, const, items (one schema), minItems,
+ * maxItems, anyOf/oneOf whose branches start with different characters,
+ * minLength, maxLength, pattern as ^CLASS QUANTIFIER$ over ASCII, and the
+ * annotations (description, title, default, examples, $schema...).
+ * Anything else (minimum/maximum, format, $ref, allOf, not, tuples,
+ * patternProperties, ...) is refused with CORE_EUNSUP and a message naming
+ * it. Output is compact JSON with at most one space after ':' and ',';
+ * properties come in any order, each at most once, extra ones never. */
+typedef struct sample_vocab sample_vocab;
+typedef struct sample_grammar sample_grammar;
+typedef struct sample_matcher sample_matcher;
+
+/* The vocabulary's bytes, sorted (t borrowed for the call). 0 or CORE_ENOMEM. */
+int sample_vocab_new(const tok *t, sample_vocab **out, core_err *err);
+void sample_vocab_free(sample_vocab *v);
+
+/* schema[0..len): JSON Schema text. 0, CORE_EINVAL (not JSON, malformed
+ * schema) or CORE_EUNSUP (a feature we cannot enforce), message in err. */
+int sample_grammar_schema(const char *schema, size_t len, sample_grammar **out, core_err *err);
+
+/* Tool calls as the model writes them: "<tool_call>\n{\"name\": NAME,
+ * \"arguments\": ARGS}\n</tool_call>", NAME one of the tools', ARGS valid
+ * for that tool's parameters (JSON Schema text; NULL: any object);
+ * parallel: more calls may follow, each after "\n". */
+typedef struct sample_tool {
+    const char *name;
+    const char *schema;
+    size_t schema_len;
+} sample_tool;
+int sample_grammar_tools(const sample_tool *tools, size_t n, int parallel, sample_grammar **out, core_err *err);
+sample_grammar *sample_grammar_ref(sample_grammar *g); /* one more reference */
+void sample_grammar_free(sample_grammar *g);           /* drops one; NULL ok */
+
+/* A matcher at the start of g (referenced) over v (borrowed: it must
+ * outlive the matcher). lazy (tool-call grammars only): free text until
+ * the model writes "<tool_call>", the grammar for each call, free text
+ * between calls. thinking: a leading <think>...</think> block is free. */
+int sample_matcher_new(sample_grammar *g, const sample_vocab *v, int lazy, int thinking, sample_matcher **out,
+                       core_err *err);
+void sample_matcher_free(sample_matcher *m);
+/* Set logits[id] = -inf for every id that cannot come next; returns how
+ * many remain (0: none can, the caller stops). No allocation. */
+size_t sample_matcher_mask(sample_matcher *m, float *logits);
+/* Advance past id. 0, or -1 when id was not allowed (state unchanged in
+ * part: stop using the matcher). */
+int sample_matcher_accept(sample_matcher *m, int32_t id);
+/* 1 while the grammar constrains (not in free text or thinking). */
+int sample_matcher_active(const sample_matcher *m);
+/* Test helpers: advance over bytes (0 or -1); may the output end here. */
+int sample_matcher_feed(sample_matcher *m, const char *text, size_t len);
+int sample_matcher_can_end(const sample_matcher *m);
+void sample_matcher_reset(sample_matcher *m);
 
 /* ---- stop strings ------------------------------------------------------ */
 
