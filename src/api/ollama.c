@@ -10,6 +10,7 @@
  *   POST   /api/pull                  the served model: "success"; others refused
  *   DELETE /api/delete                refused (403 without a key; 409 for the
  *                                     served model, which cannot go while loaded)
+ *   embed, embeddings, create, copy, push, blobs: 501; other /api/ paths 404
  * Errors are Ollama's: {"error":"..."} with the status code; a request
  * naming another model gets 404 "model \"x\" not found, try pulling it first".
  * The served model answers to api.model_name with or without ":latest".
@@ -151,12 +152,12 @@ static int not_ready(api *a, http_req *r) {
     return ol_err(r, 503, "the model failed to load: %s", engine_state_message(a->eng)), 1;
 }
 
-/* A field that is present and means something (not null, "", [] or {}). */
+/* A field that is present and means something (not null, "" or []; an
+ * object always does: format {} is a schema). */
 static int given(const json_t *v) {
     if (!v || json_is_null(v)) return 0;
     if (json_is_string(v)) return json_string_length(v) > 0;
     if (json_is_array(v)) return json_array_size(v) > 0;
-    if (json_is_object(v)) return json_object_size(v) > 0;
     return 1;
 }
 
@@ -760,6 +761,13 @@ int api_ollama_route(api *a, http_req *r, core_err *err) {
         return 1;
     }
     if (!rt) {
+        static const char *const later[] = {"/api/embed", "/api/embeddings", "/api/create", "/api/copy", "/api/push",
+                                            "/api/blobs"};
+        for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
+            if (!strncmp(path, later[i], strlen(later[i]))) {
+                ol_err(r, 501, "%s is not supported by this server", later[i]);
+                return 1;
+            }
         ol_err(r, 404, "no route for %s %s on this server", method, path);
         return 1;
     }
