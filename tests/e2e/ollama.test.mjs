@@ -228,6 +228,28 @@ describe('ollama api', { skip: SKIP }, () => {
     assert.equal(await metric(), before + 1);
   });
 
+  test('SIGTERM mid-stream ends it with an error line and a clean exit', async () => {
+    const res = await fetch(keyed.url + '/api/generate', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+      body: JSON.stringify({ model: NAME, prompt: 'Go on forever.', think: false, options: { seed: 3, num_predict: 400 } }),
+    });
+    assert.equal(res.status, 200);
+    const reader = res.body.getReader();
+    const dec = new TextDecoder();
+    let text = '';
+    while (!text.includes('\n')) text += dec.decode((await reader.read()).value, { stream: true });
+    const stopped = keyed.stop();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += dec.decode(value, { stream: true });
+    }
+    const lines = text.trim().split('\n').map((l) => JSON.parse(l));
+    assert.deepEqual(lines.at(-1), { error: 'the server is shutting down' });
+    assert.deepEqual(await stopped, { code: 0, signal: null });
+  });
+
   test('the openai client still works beside it', async () => {
     const { default: OpenAI } = await import('openai');
     const oa = new OpenAI({ baseURL: open.url + '/v1', apiKey: 'none' });
