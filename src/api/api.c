@@ -1,5 +1,6 @@
 /* api.c -- the api object, the dispatcher and what the route files share:
- * the stream bridge (bridge.c), OpenAI-shaped errors, latency histograms.
+ * the stream bridge (bridge.c), OpenAI- and Ollama-shaped errors, latency
+ * histograms.
  * (Prompts are src/prompt's.)
  */
 #include "api/api_int.h"
@@ -96,6 +97,19 @@ int api_error(http_req *r, int status, const char *type, const char *code, const
     return http_respond_take(r, status, "application/json", body, strlen(body));
 }
 
+int api_error_ollama(http_req *r, int status, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *o = json_pack("{s:s}", "error", msg);
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!body) return http_respond_text(r, status, msg);
+    return http_respond_take(r, status, "application/json", body, strlen(body));
+}
+
 json_t *api_json_loadb(const char *body, size_t len, json_error_t *je) {
     return json_loadb(body, len, JSON_REJECT_DUPLICATES, je);
 }
@@ -120,7 +134,10 @@ static int body_refused(http_req *r) {
          * text/plain or a form without asking (no CORS preflight), but not
          * application/json: so this also keeps other sites from using it. */
         if (json) return 0;
-        api_error(r, 415, "invalid_request_error", "unsupported_media_type", NULL,
+        if (!strncmp(p, "/api/", 5)) /* Ollama's routes answer in Ollama's shape */
+            api_error_ollama(r, 415, "send the body as JSON with 'Content-Type: application/json'");
+        else
+            api_error(r, 415, "invalid_request_error", "unsupported_media_type", NULL,
                   "send the body as JSON with 'Content-Type: application/json'");
         return 1;
     }
@@ -140,6 +157,7 @@ int api_handle(void *ctx, http_req *req, core_err *err) {
     pthread_mutex_unlock(&a->mu);
     if (body_refused(req)) return 0;
     if (api_openai_route(a, req, err)) return 0;
+    if (api_ollama_route(a, req, err)) return 0;
     if (api_ui_route(a, req, err)) return 0;
     return api_error(req, 404, "not_found_error", "not_found", NULL, "no route for %s %s", http_req_method(req),
                      http_req_path(req));

@@ -1,4 +1,4 @@
-/* api.h -- the routes: the OpenAI-compatible API, the web page and its
+/* api.h -- the routes: the OpenAI-compatible API, Ollama's API, the web page and its
  * HTMX fragments, health and metrics. Glue between http (requests,
  * streams), engine (generation), chat (the prompt format), store (history)
  * and md (answers rendered as safe HTML).
@@ -50,5 +50,7 @@ void api_shutdown(api *a);
  * formatted and dropped). Any thread. */
 enum { API_PARSE_CHAT = 0, API_PARSE_TEMPLATE = 1 };
 int api_parse_request(const api_config *cfg, int which, const char *body, size_t len);
+/* The same for Ollama's /api/chat (chat 1) and /api/generate (chat 0). */
+int api_ollama_parse_request(const api_config *cfg, int chat, const char *body, size_t len);
 
 #endif

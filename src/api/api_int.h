@@ -25,7 +25,7 @@ struct api {
     char model_name[256];
     double t_start;
     pthread_mutex_t mu; /* guards the counters below */
-    int streams;        /* open streaming responses of the OpenAI route */
+    int streams;        /* open streaming responses of the OpenAI and Ollama routes */
     uint64_t http_requests;
     uint64_t http_errors;
     api_hist ttft_ms;   /* time to first token */
@@ -49,6 +49,9 @@ json_t *api_json_loadb(const char *body, size_t len, json_error_t *je);
 int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
+/* Send an Ollama-shaped error: {"error": msg}. */
+int api_error_ollama(http_req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* auth.c: the page's sign-in (sessions, rate limit, sign-out). */
 typedef struct api_auth api_auth;
 int api_auth_new(api_auth **out, core_err *err);
@@ -63,6 +66,7 @@ int api_auth_route(api *a, http_req *r);
 /* Routes: return 1 if the path was theirs (a response was made), 0 if not. */
 int api_openai_route(api *a, http_req *r, core_err *err);
 int api_ui_route(api *a, http_req *r, core_err *err);
+int api_ollama_route(api *a, http_req *r, core_err *err); /* every /api/ path */
 int api_ui_init(api *a, core_err *err);
 void api_ui_free(api *a);
 
