@@ -165,12 +165,19 @@ static void rnd_init(rnd_model *r, int fam) {
     }
 }
 
-static int rnd_write(const rnd_model *r, const char *path) {
+/* What rnd_write breaks, for the refusal cases */
+enum { OK_FILE, BAD_ARCH, BAD_NO_KNORM, BAD_NO_BIAS, BAD_EXTRA_BIAS, BAD_MOE, BAD_YARN, BAD_HEAD_DIM };
+
+static int rnd_write(const rnd_model *r, const char *path, int how) {
     static const char *const arch[] = {"llama", "qwen2", "qwen3"};
     const char *a = arch[r->fam];
     gguf_writer *w = gguf_writer_new();
     char k[128];
-    gguf_writer_set_str(w, "general.architecture", a, strlen(a));
+    if (how == BAD_ARCH) gguf_writer_set_str(w, "general.architecture", "gemma3", 6);
+    else gguf_writer_set_str(w, "general.architecture", a, strlen(a));
+    if (how == BAD_MOE) snprintf(k, sizeof k, "%s.expert_count", a), gguf_writer_set_u32(w, k, 8);
+    if (how == BAD_YARN) snprintf(k, sizeof k, "%s.rope.scaling.type", a), gguf_writer_set_str(w, k, "yarn", 4);
+    if (how == BAD_HEAD_DIM) snprintf(k, sizeof k, "%s.attention.key_length", a), gguf_writer_set_u32(w, k, 9);
 #define U(suffix, val) snprintf(k, sizeof k, "%s." suffix, a), gguf_writer_set_u32(w, k, (uint32_t)(val))
     U("block_count", r->NL);
     U("context_length", 4096);
@@ -204,13 +211,14 @@ static int rnd_write(const rnd_model *r, const char *path) {
         M(NM("ffn_down.weight"), r->l[il].wd, F, E);
         if (r->l[il].bq) {
             VEC(NM("attn_q.bias"), r->l[il].bq, QD);
-            VEC(NM("attn_k.bias"), r->l[il].bk, KD);
+            if (!(how == BAD_NO_BIAS && il == 1)) VEC(NM("attn_k.bias"), r->l[il].bk, KD);
             VEC(NM("attn_v.bias"), r->l[il].bv, KD);
         }
         if (r->l[il].qn) {
             VEC(NM("attn_q_norm.weight"), r->l[il].qn, (uint64_t)r->HD);
-            VEC(NM("attn_k_norm.weight"), r->l[il].kn, (uint64_t)r->HD);
+            if (!(how == BAD_NO_KNORM && il == 1)) VEC(NM("attn_k_norm.weight"), r->l[il].kn, (uint64_t)r->HD);
         }
+        if (how == BAD_EXTRA_BIAS && il == 0) VEC(NM("attn_output.bias"), r->onorm, E);
 #undef NM
     }
 #undef M
@@ -309,7 +317,7 @@ static void check_naive(int fam) {
     rnd_init(&r, fam);
     char path[512];
     snprintf(path, sizeof path, "%s/rnd_%s.gguf", t_tmpdir(), names[fam]);
-    CHECK(rnd_write(&r, path) == 0);
+    CHECK(rnd_write(&r, path, OK_FILE) == 0);
     gguf *g = NULL;
     model *m = NULL;
     core_err err = {0};
@@ -351,7 +359,39 @@ static void test_llama_naive(void) { check_naive(FAM_LLAMA); }
 static void test_qwen2_naive(void) { check_naive(FAM_QWEN2); }
 static void test_qwen3_naive(void) { check_naive(FAM_QWEN3); }
 
+/* Files we do not run are refused at load, naming what is wrong. */
+static void test_refusals(void) {
+    struct { int fam, how; const char *want; } cases[] = {
+        {FAM_LLAMA, BAD_ARCH, "architecture 'gemma3' is not supported"},
+        {FAM_QWEN3, BAD_NO_KNORM, "blk.1.attn_k_norm.weight"},
+        {FAM_QWEN2, BAD_NO_BIAS, "blk.1.attn_k.bias"},
+        {FAM_LLAMA, BAD_EXTRA_BIAS, "blk.0.attn_output.bias"},
+        {FAM_QWEN3, BAD_MOE, "expert_count"},
+        {FAM_LLAMA, BAD_YARN, "RoPE scaling 'yarn'"},
+        {FAM_QWEN2, BAD_HEAD_DIM, "head_dim 9"},
+    };
+    for (size_t i = 0; i < CORE_ARRAY_LEN(cases); i++) {
+        rnd_model r;
+        rnd_init(&r, cases[i].fam);
+        char path[512];
+        snprintf(path, sizeof path, "%s/bad%zu.gguf", t_tmpdir(), i);
+        CHECK(rnd_write(&r, path, cases[i].how) == 0);
+        gguf *g = NULL;
+        model *m = NULL;
+        core_err err = {0};
+        int rc = gguf_open(&g, path, &err);
+        CHECK_MSG(rc == 0, "%s", err.msg);
+        if (!rc) rc = model_load(&m, g, NULL, &err);
+        CHECK_MSG(rc != 0 && strstr(err.msg, cases[i].want), "case %zu: rc %d msg '%s'", i, rc, err.msg);
+        model_free(m);
+        gguf_close(g);
+        unlink(path);
+        free(r.pool);
+    }
+}
+
 int main(void) {
+    T_RUN(test_refusals);
     T_RUN(test_llama_naive);
     T_RUN(test_qwen2_naive);
     T_RUN(test_qwen3_naive);
