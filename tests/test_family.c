@@ -106,7 +106,7 @@ enum { FAM_LLAMA, FAM_QWEN2, FAM_QWEN3 };
  * with head_dim apart from n_embd/n_head */
 typedef struct rnd_model {
     int fam, E, H, KV, HD, F, V, NL, tied;
-    float theta, eps;
+    float theta, eps, linear; /* linear: RoPE scaling factor, 0 for none */
     /* weights, row-major [out][in] like GGUF's [ne0 = in, ne1 = out] */
     float *embd, *out, *onorm, *freqs;
     struct {
@@ -166,7 +166,7 @@ static void rnd_init(rnd_model *r, int fam) {
 }
 
 /* What rnd_write breaks, for the refusal cases */
-enum { OK_FILE, BAD_ARCH, BAD_NO_KNORM, BAD_NO_BIAS, BAD_EXTRA_BIAS, BAD_MOE, BAD_YARN, BAD_HEAD_DIM };
+enum { OK_FILE, LINEAR_FILE, BAD_ARCH, BAD_NO_KNORM, BAD_NO_BIAS, BAD_EXTRA_BIAS, BAD_MOE, BAD_YARN, BAD_HEAD_DIM };
 
 static int rnd_write(const rnd_model *r, const char *path, int how) {
     static const char *const arch[] = {"llama", "qwen2", "qwen3"};
@@ -175,6 +175,10 @@ static int rnd_write(const rnd_model *r, const char *path, int how) {
     char k[128];
     if (how == BAD_ARCH) gguf_writer_set_str(w, "general.architecture", "gemma3", 6);
     else gguf_writer_set_str(w, "general.architecture", a, strlen(a));
+    if (how == LINEAR_FILE) {
+        snprintf(k, sizeof k, "%s.rope.scaling.type", a), gguf_writer_set_str(w, k, "linear", 6);
+        snprintf(k, sizeof k, "%s.rope.scaling.factor", a), gguf_writer_set_f32(w, k, r->linear);
+    }
     if (how == BAD_MOE) snprintf(k, sizeof k, "%s.expert_count", a), gguf_writer_set_u32(w, k, 8);
     if (how == BAD_YARN) snprintf(k, sizeof k, "%s.rope.scaling.type", a), gguf_writer_set_str(w, k, "yarn", 4);
     if (how == BAD_HEAD_DIM) snprintf(k, sizeof k, "%s.attention.key_length", a), gguf_writer_set_u32(w, k, 9);
@@ -249,6 +253,7 @@ static void ref_rope(const rnd_model *r, double *x, int pos) {
     for (int i = 0; i < half; i++) {
         double a = pos * pow(r->theta, -2.0 * i / hd);
         if (r->freqs) a /= r->freqs[i];
+        if (r->linear) a /= r->linear;
         const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
         const double x0 = x[i0], x1 = x[i1];
         x[i0] = x0 * cos(a) - x1 * sin(a);
@@ -311,13 +316,14 @@ static void ref_forward(const rnd_model *r, const int32_t *toks, int n, double *
     }
 }
 
-static void check_naive(int fam) {
+static void check_naive(int fam, float linear) {
     static const char *const names[] = {"llama", "qwen2", "qwen3"};
     rnd_model r;
     rnd_init(&r, fam);
+    r.linear = linear;
     char path[512];
     snprintf(path, sizeof path, "%s/rnd_%s.gguf", t_tmpdir(), names[fam]);
-    CHECK(rnd_write(&r, path, OK_FILE) == 0);
+    CHECK(rnd_write(&r, path, linear ? LINEAR_FILE : OK_FILE) == 0);
     gguf *g = NULL;
     model *m = NULL;
     core_err err = {0};
@@ -345,7 +351,8 @@ static void check_naive(int fam) {
         for (int t = 5; kv && t < N; t++) CHECK(model_forward(m, kv, toks + t, 1, got + t * r.V, 0, NULL, &err) == 0);
         double maxd = 0;
         for (int i = 0; i < N * r.V; i++) maxd = fmax(maxd, fabs(got[i] - want[i]));
-        fprintf(stderr, "  naive %-5s max|diff| %.2e over %d positions\n", names[fam], maxd, N);
+        fprintf(stderr, "  naive %-5s%s max|diff| %.2e over %d positions\n", names[fam], linear ? " (linear RoPE x4)" : "",
+                maxd, N);
         CHECK_MSG(maxd < 2e-3, "%s: max %.3g", names[fam], maxd);
         model_kv_free(kv);
         model_free(m);
@@ -355,9 +362,10 @@ static void check_naive(int fam) {
     free(r.pool);
 }
 
-static void test_llama_naive(void) { check_naive(FAM_LLAMA); }
-static void test_qwen2_naive(void) { check_naive(FAM_QWEN2); }
-static void test_qwen3_naive(void) { check_naive(FAM_QWEN3); }
+static void test_llama_naive(void) { check_naive(FAM_LLAMA, 0); }
+static void test_qwen2_naive(void) { check_naive(FAM_QWEN2, 0); }
+static void test_qwen3_naive(void) { check_naive(FAM_QWEN3, 0); }
+static void test_linear_rope_naive(void) { check_naive(FAM_QWEN2, 4.0f); }
 
 /* Files we do not run are refused at load, naming what is wrong. */
 static void test_refusals(void) {
@@ -395,6 +403,7 @@ int main(void) {
     T_RUN(test_llama_naive);
     T_RUN(test_qwen2_naive);
     T_RUN(test_qwen3_naive);
+    T_RUN(test_linear_rope_naive);
     T_RUN(test_llama_vs_llamacpp);
     T_RUN(test_qwen3_vs_llamacpp);
     return t_done();
