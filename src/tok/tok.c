@@ -1,4 +1,4 @@
-/* tok.c -- byte-level BPE with the Llama-3 pre-tokenizer, matching llama.cpp.
+/* tok.c -- byte-level BPE with the Llama-3 (or Qwen2) pre-tokenizer, matching llama.cpp.
  *
  * Loading. Every token text in a GPT-2 style vocab is written in the
  * "byte-to-unicode" alphabet: each byte is one code point (printable Latin-1
@@ -29,7 +29,8 @@
  *      claim their left-to-right occurrences inside the remaining raw text;
  *   2. raw fragments with invalid UTF-8 are first rewritten as llama.cpp
  *      sees them (lenient decode, U+FFFD per bad byte, re-encode);
- *   3. the Llama-3 regex, hand-written (see split_llama3), yields pieces;
+ *   3. the Llama-3 regex, hand-written (see split_llama3), yields pieces
+ *      (Qwen2's "qwen2" pre is the same regex with one digit a piece);
  *   4. a piece whose bytes are a whole token is that token ("ignore_merges");
  *      otherwise BPE: a linked list of byte symbols and a binary heap of
  *      candidate pairs ordered by (rank, left position); stale heap entries
