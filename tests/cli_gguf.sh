@@ -66,6 +66,20 @@ done
 "$BIN" gen-model --preset tiny --quant q3 --vocab-from "$TINY" -o "$TMP/x.gguf" 2>/dev/null; check "bad quant is a usage error" [ $? = 2 ]
 "$BIN" gen-model --preset tiny --vocab-from "$M/quant-types.gguf" -o "$TMP/x.gguf" 2>/dev/null; check "donor without tokenizer fails" [ $? = 1 ]
 check "failed gen-model writes nothing" [ ! -e "$TMP/x.gguf" ]
+# the other families: each tiny preset, with its own tokenizer, loads and runs
+for a in llama:llama-tiny qwen2:qwen3-tiny qwen3:qwen3-tiny; do
+  arch=${a%%:*} donor=$M/${a#*:}.gguf
+  if [ ! -r "$donor" ]; then skip "$donor absent"; continue; fi
+  "$BIN" gen-model --arch $arch --preset tiny --quant q4_k_m --vocab-from "$donor" -o "$TMP/$arch.gguf" 2>/dev/null &&
+    "$BIN" generate -m "$TMP/$arch.gguf" --prompt-ids 1,2,3 --greedy -n 2 --ignore-eos --ids > "$TMP/$arch.out" 2>/dev/null
+  check "gen-model --arch $arch tiny q4_k_m runs in generate" grep -qE '^\[[0-9]+, ?[0-9]+\]$' "$TMP/$arch.out"
+  "$BIN" inspect "$TMP/$arch.gguf" > "$TMP/$arch.txt" 2>/dev/null
+  check "gen-model --arch $arch: general.architecture" grep -qE "general.architecture +str +\"$arch\"" "$TMP/$arch.txt"
+done
+check "llama tiny has rope_freqs.weight" grep -qE '^  rope_freqs.weight +F32 +\[32\]' "$TMP/llama.txt"
+check "qwen2 tiny has q/k/v biases" grep -qE '^  blk.0.attn_k.bias +F32 +\[64\]' "$TMP/qwen2.txt"
+check "qwen3 tiny has q/k norms" grep -qE '^  blk.3.attn_q_norm.weight +F32 +\[128\]' "$TMP/qwen3.txt"
+"$BIN" gen-model --arch qwen2 --preset 3b --vocab-from "$TINY" -o "$TMP/x.gguf" 2>/dev/null; check "preset of another arch is a usage error" [ $? = 2 ]
 
 if [ $HAVE_NODE = 1 ]; then
   "$BIN" inspect --json "$TMP/g.gguf" > "$TMP/g.json"

@@ -449,6 +449,23 @@ static void test_off_and_auto(void) {
     else CHECK_MSG(lr == -3, "want CORE_EUNSUP without a GPU, got %d (%s)", lr, skip_why);
 }
 
+/* Families the device kernels do not run (NEOX RoPE, q/k norms, RoPE
+ * factors): auto stays on the CPU, on is refused naming the reason. */
+static void test_family_fallback(void) {
+    static const char *const files[] = {"models/qwen3-tiny.gguf", "models/llama-tiny.gguf"};
+    for (size_t i = 0; i < CORE_ARRAY_LEN(files); i++) {
+        loaded L;
+        int lr = load(files[i], &L, MODEL_GPU_AUTO);
+        if (lr == -1) T_SKIP("../shared/models absent");
+        CHECK(lr == 0);
+        if (!lr) { CHECK_EQ_STR(model_device(L.m), "cpu"); unload(&L); }
+        char why[512] = "";
+        lr = t_load(files[i], &L, 0, MODEL_GPU_ON, why, sizeof why);
+        CHECK_MSG(lr == -3 && strstr(why, "CUDA backend does not run"), "%s: %d '%s'", files[i], lr, why);
+        if (!lr) unload(&L);
+    }
+}
+
 int main(void) {
     kern_init("scalar"); /* kern_rmsnorm & co. are then the reference */
     if (gpu_ready()) {
@@ -457,6 +474,7 @@ int main(void) {
         on_emu = strstr(d, "emulation") != NULL;
     }
     T_RUN(test_off_and_auto);
+    T_RUN(test_family_fallback);
     T_RUN(test_device);
     T_RUN(test_dequant);
     T_RUN(test_quant);

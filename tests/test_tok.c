@@ -16,21 +16,25 @@
 static tok *g_tok;
 static int g_tried;
 
-static tok *model_tok(void) {
-    if (g_tried) return g_tok;
-    g_tried = 1;
-    const char *path = t_shared("models/smollm3-tiny-q4_k_m.gguf");
+static tok *load_tok(const char *rel) {
+    const char *path = t_shared(rel);
     if (!path) return NULL;
     gguf *g;
+    tok *t = NULL;
     core_err err = {0};
     if (gguf_open(&g, path, &err)) {
         fprintf(stderr, "  gguf_open: %s\n", err.msg);
         return NULL;
     }
     double t0 = core_now_s();
-    if (tok_load(&g_tok, g, &err)) fprintf(stderr, "  tok_load: %s\n", err.msg);
-    else fprintf(stderr, "  tok_load: %d tokens in %.1f ms\n", tok_n_vocab(g_tok), (core_now_s() - t0) * 1e3);
+    if (tok_load(&t, g, &err)) fprintf(stderr, "  tok_load: %s\n", err.msg);
+    else fprintf(stderr, "  tok_load %s: %d tokens in %.1f ms\n", rel, tok_n_vocab(t), (core_now_s() - t0) * 1e3);
     gguf_close(g);
+    return t;
+}
+
+static tok *model_tok(void) {
+    if (!g_tried) g_tok = load_tok("models/smollm3-tiny-q4_k_m.gguf"), g_tried = 1;
     return g_tok;
 }
 
@@ -55,8 +59,8 @@ static int same_ids(const tok *t, const char *s, size_t len, int special, json_t
 }
 
 /* Run every line of a jsonl file: input -> key (and key2 without special). */
-static void run_jsonl(const char *rel, const char *key_special, const char *key_plain, const char *key_any) {
-    tok *t = model_tok();
+static void run_jsonl_on(tok *t, const char *rel, const char *key_special, const char *key_plain,
+                        const char *key_any) {
     if (!t) T_SKIP("no tiny model in shared/models");
     const char *path = t_shared(rel);
     if (!path) T_SKIP("no %s", rel);
@@ -95,6 +99,27 @@ static void run_jsonl(const char *rel, const char *key_special, const char *key_
     fprintf(stderr, "  %s: %d/%d encodings agree with llama.cpp\n", rel, agree, total);
     CHECK(total > 0);
     CHECK_EQ_INT(agree, total);
+}
+
+static void run_jsonl(const char *rel, const char *key_special, const char *key_plain, const char *key_any) {
+    run_jsonl_on(model_tok(), rel, key_special, key_plain, key_any);
+}
+
+/* Qwen3's tokenizer: the Qwen2 pre-tokenizer (one digit a piece), its own
+ * specials; and Llama 3.1's (llama-tiny) on llama.cpp's Llama-3 cases. */
+static void test_qwen_vectors(void) {
+    tok *t = load_tok("models/qwen3-tiny.gguf");
+    if (!t) T_SKIP("no qwen3-tiny.gguf in shared/models");
+    run_jsonl_on(t, "refdata/families/qwen_tokenizer_vectors.jsonl", "ids_parse_special", "ids_no_parse_special", NULL);
+    CHECK_EQ_INT(tok_specials(t)->add_bos, 0);
+    tok_free(t);
+}
+static void test_llama31_pairs(void) {
+    tok *t = load_tok("models/llama-tiny.gguf");
+    if (!t) T_SKIP("no llama-tiny.gguf in shared/models");
+    run_jsonl_on(t, "refdata/tokenizer/llama_bpe_pairs.jsonl", NULL, NULL, "ids");
+    CHECK_EQ_INT(tok_specials(t)->add_bos, 1);
+    tok_free(t);
 }
 
 static void test_tokenizer_vectors(void) {
@@ -494,6 +519,8 @@ int main(void) {
     T_RUN(test_bad_vocab);
     T_RUN(test_refuse_non_gpt2);
     T_RUN(test_tokenizer_vectors);
+    T_RUN(test_qwen_vectors);
+    T_RUN(test_llama31_pairs);
     T_RUN(test_llama_bpe_pairs);
     T_RUN(test_chat_prompts);
     T_RUN(test_inp_out);

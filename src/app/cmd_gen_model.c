@@ -1,10 +1,17 @@
-/* cmd_gen_model.c -- `smolbot gen-model`: a SmolLM3 GGUF with random weights.
+/* cmd_gen_model.c -- `smolbot gen-model`: a GGUF with random weights in
+ * the shape of a real SmolLM3, Llama 3.2, Qwen2.5 or Qwen3 model.
  *
- *   smolbot gen-model --preset tiny|3b [--quant f32|f16|q8_0|q4_k_m] [--seed N]
+ *   smolbot gen-model [--arch smollm3|llama|qwen2|qwen3] --preset P
+ *                     [--quant f32|f16|q8_0|q4_k_m] [--seed N]
  *                     --vocab-from DONOR.gguf -o OUT.gguf
  *
  * Why: tests and benchmarks need a 3B-shaped file without downloading 1.9 GB,
- * and a tiny one whose layout is exactly that of the real files.
+ * and a tiny one whose layout is exactly that of the real files. The other
+ * families add what sets them apart, named as llama.cpp's converter names
+ * it: Llama 3's rope_freqs.weight (the real frequency factors), Qwen3's
+ * per-layer attn_q_norm / attn_k_norm, Qwen2's attn_{q,k,v}.bias; their
+ * heads are tied, as in the presets' real models. The vocabulary size is
+ * the donor's (the family's own tokenizer must be the donor).
  *
  * Layout follows the real files: the metadata keys and their order are those
  * of smollm3-tiny-q4_k_m.gguf (quantized) or smollm3-tiny-f32.gguf (f32/f16,
@@ -26,6 +33,7 @@
  * Data goes through gguf_writer (temp file, fsync, rename), one tensor at a
  * time: peak memory is the largest tensor.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,15 +44,26 @@
 #include "kern/kern.h"
 
 typedef struct preset {
-    const char *name, *size_label;
-    uint32_t embd, layers, heads, kv_heads, head_dim, ffn, ctx, vocab;
+    const char *arch, *name, *size_label;
+    uint32_t embd, layers, heads, kv_heads, head_dim, ffn, ctx, vocab; /* vocab 0: the donor's */
     float rope_theta, eps;
 } preset;
 
+/* The real models' hyperparameters (their config.json) */
 static const preset presets[] = {
-    {"tiny", "30M", 256, 4, 4, 1, 64, 768, 4096, 128256, 5e6f, 1e-6f},
-    {"3b", "3B", 2048, 36, 16, 4, 128, 11008, 65536, 128256, 5e6f, 1e-6f},
+    {"smollm3", "tiny", "30M", 256, 4, 4, 1, 64, 768, 4096, 128256, 5e6f, 1e-6f},
+    {"smollm3", "3b", "3B", 2048, 36, 16, 4, 128, 11008, 65536, 128256, 5e6f, 1e-6f},
+    {"llama", "tiny", "30M", 256, 4, 4, 1, 64, 768, 4096, 0, 500000.0f, 1e-5f},
+    {"llama", "1b", "1B", 2048, 16, 32, 8, 64, 8192, 131072, 0, 500000.0f, 1e-5f},
+    {"llama", "3b", "3B", 3072, 28, 24, 8, 128, 8192, 131072, 0, 500000.0f, 1e-5f},
+    {"qwen2", "tiny", "30M", 256, 4, 4, 1, 64, 768, 4096, 0, 1e6f, 1e-6f},
+    {"qwen2", "1.5b", "1.5B", 1536, 28, 12, 2, 128, 8960, 32768, 0, 1e6f, 1e-6f},
+    {"qwen3", "tiny", "30M", 256, 4, 4, 1, 128, 768, 4096, 0, 1e6f, 1e-6f},
+    {"qwen3", "0.6b", "0.6B", 1024, 28, 16, 8, 128, 3072, 40960, 0, 1e6f, 1e-6f},
+    {"qwen3", "4b", "4B", 2560, 36, 32, 8, 128, 9728, 40960, 0, 1e6f, 1e-6f},
 };
+
+static int is_arch(const preset *p, const char *a) { return !strcmp(p->arch, a); }
 
 typedef enum { Q_F32, Q_F16, Q_Q8_0, Q_Q4_K_M } quant;
 static const struct {
@@ -112,6 +131,7 @@ typedef struct gen {
     const preset *p;
     quant q;
     uint64_t seed;
+    uint32_t vocab; /* the preset's, or the donor's */
 } gen;
 
 static uint32_t mat_type(quant q) {
@@ -129,27 +149,38 @@ static int add(gguf_writer *w, const char *name, uint32_t type, uint64_t ne0, ui
 }
 
 /* Add one layer's tensors; `sorted` = the quantized files' order (by name). */
+typedef struct lt {
+    char name[32];
+    uint32_t type;
+    uint64_t ne0, ne1;
+} lt;
+static int lt_cmp(const void *a, const void *b) { return strcmp(((const lt *)a)->name, ((const lt *)b)->name); }
+
 static int add_layer(gguf_writer *w, const gen *g, uint32_t il, int sorted) {
     const preset *p = g->p;
     uint64_t E = p->embd, Q = (uint64_t)p->heads * p->head_dim, KV = (uint64_t)p->kv_heads * p->head_dim, F = p->ffn;
     uint32_t mt = mat_type(g->q), vt = mt;
     if (g->q == Q_Q4_K_M && q4km_wants_q6(il, p->layers)) vt = GGUF_GGML_Q6_K;
-    struct {
-        const char *suffix;
-        uint32_t type;
-        uint64_t ne0, ne1;
-    } t[9] = {
-        {"attn_norm", GGUF_GGML_F32, E, 0}, {"attn_q", mt, E, Q},    {"attn_k", mt, E, KV},
-        {"attn_v", vt, E, KV},              {"attn_output", mt, Q, E}, {"ffn_norm", GGUF_GGML_F32, E, 0},
-        {"ffn_gate", mt, E, F},             {"ffn_up", mt, E, F},    {"ffn_down", vt, F, E},
+    lt t[16] = {
+        {"attn_norm.weight", GGUF_GGML_F32, E, 0}, {"attn_q.weight", mt, E, Q},    {"attn_k.weight", mt, E, KV},
+        {"attn_v.weight", vt, E, KV},              {"attn_output.weight", mt, Q, E}, {"ffn_norm.weight", GGUF_GGML_F32, E, 0},
+        {"ffn_gate.weight", mt, E, F},             {"ffn_up.weight", mt, E, F},    {"ffn_down.weight", vt, F, E},
     };
-    static const int conv_order[9] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
-    static const int name_order[9] = {2, 0, 4, 1, 3, 8, 6, 5, 7}; /* k norm output q v down gate norm up */
-    const int *ord = sorted ? name_order : conv_order;
-    for (int k = 0; k < 9; k++) {
+    int n = 9;
+    if (is_arch(p, "qwen2")) {
+        t[n++] = (lt){"attn_q.bias", GGUF_GGML_F32, Q, 0};
+        t[n++] = (lt){"attn_k.bias", GGUF_GGML_F32, KV, 0};
+        t[n++] = (lt){"attn_v.bias", GGUF_GGML_F32, KV, 0};
+    }
+    if (is_arch(p, "qwen3")) {
+        t[n++] = (lt){"attn_q_norm.weight", GGUF_GGML_F32, p->head_dim, 0};
+        t[n++] = (lt){"attn_k_norm.weight", GGUF_GGML_F32, p->head_dim, 0};
+    }
+    if (sorted) qsort(t, (size_t)n, sizeof *t, lt_cmp);
+    for (int k = 0; k < n; k++) {
         char name[96];
-        snprintf(name, sizeof name, "blk.%u.%s.weight", il, t[ord[k]].suffix);
-        int rc = add(w, name, t[ord[k]].type, t[ord[k]].ne0, t[ord[k]].ne1);
+        snprintf(name, sizeof name, "blk.%u.%.40s", il, t[k].name);
+        int rc = add(w, name, t[k].type, t[k].ne0, t[k].ne1);
         if (rc) return rc;
     }
     return 0;
@@ -159,10 +190,11 @@ static int add_tensors(gguf_writer *w, const gen *g) {
     const preset *p = g->p;
     uint32_t et = g->q == Q_Q4_K_M ? GGUF_GGML_Q6_K : mat_type(g->q);
     int sorted = g->q == Q_Q8_0 || g->q == Q_Q4_K_M, rc = 0;
+    if (is_arch(p, "llama") && (rc = add(w, "rope_freqs.weight", GGUF_GGML_F32, p->head_dim / 2, 0))) return rc;
     if (sorted) {
         if ((rc = add(w, "output_norm.weight", GGUF_GGML_F32, p->embd, 0))) return rc;
-        if ((rc = add(w, "token_embd.weight", et, p->embd, p->vocab))) return rc;
-    } else if ((rc = add(w, "token_embd.weight", et, p->embd, p->vocab))) {
+        if ((rc = add(w, "token_embd.weight", et, p->embd, g->vocab))) return rc;
+    } else if ((rc = add(w, "token_embd.weight", et, p->embd, g->vocab))) {
         return rc;
     }
     for (uint32_t il = 0; il < p->layers; il++)
@@ -172,6 +204,23 @@ static int add_tensors(gguf_writer *w, const gen *g) {
 }
 
 /* ---- data ------------------------------------------------------------------ */
+
+/* Llama 3.x's frequency factors as the converter computes them (factor 32,
+ * low/high frequency factors 1 and 4, original context 8192): 1 for
+ * wavelengths under 2048, the factor over 8192, smoothed between. */
+static void llama3_rope_factors(float *f, int n, float theta) {
+    const double factor = 32, lo = 1, hi = 4, old_ctx = 8192;
+    const double lo_wl = old_ctx / lo, hi_wl = old_ctx / hi;
+    for (int i = 0; i < n; i++) {
+        const double freq = 1.0 / pow(theta, 2.0 * i / (2.0 * n)), wl = 2 * 3.14159265358979323846 / freq;
+        if (wl < hi_wl) f[i] = 1;
+        else if (wl > lo_wl) f[i] = (float)factor;
+        else {
+            const double sm = (old_ctx / wl - lo) / (hi - lo);
+            f[i] = (float)(1 / ((1 - sm) / factor + sm));
+        }
+    }
+}
 
 static uint16_t f16_range(rng *r, float lo, float hi) { return core_f32_to_f16(rng_range(r, lo, hi)); }
 
@@ -184,7 +233,13 @@ static int fill(void *ctx, int64_t index, const gguf_tensor *t, void *buf, uint6
     switch (t->type) {
     case GGUF_GGML_F32: {
         float *f = buf;
-        for (uint64_t i = 0; i < n; i++) f[i] = norm ? rng_range(&r, 0.95f, 1.05f) : rng_range(&r, -0.035f, 0.035f);
+        if (!strcmp(t->name, "rope_freqs.weight")) {
+            llama3_rope_factors(f, (int)n, g->p->rope_theta);
+            break;
+        }
+        const int bias = strstr(t->name, ".bias") != NULL;
+        for (uint64_t i = 0; i < n; i++)
+            f[i] = norm && !bias ? rng_range(&r, 0.95f, 1.05f) : rng_range(&r, -0.035f, 0.035f);
         break;
     }
     case GGUF_GGML_F16: {
@@ -229,26 +284,41 @@ static int fill(void *ctx, int64_t index, const gguf_tensor *t, void *buf, uint6
 
 static int add_metadata(gguf_writer *w, const gen *g, const gguf *donor) {
     const preset *p = g->p;
-    char name[96];
-    snprintf(name, sizeof name, "SmolLM3 random weights (%s, %s)", p->name, quants[g->q].name);
+    const char *a = p->arch;
+    static const struct { const char *arch, *title, *base; } titles[] = {
+        {"smollm3", "SmolLM3", "SmolLM3-random"}, {"llama", "Llama 3.2", "Llama-3.2-random"},
+        {"qwen2", "Qwen2.5", "Qwen2.5-random"},   {"qwen3", "Qwen3", "Qwen3-random"}};
+    const char *title = a, *base = a;
+    for (size_t i = 0; i < CORE_ARRAY_LEN(titles); i++)
+        if (!strcmp(a, titles[i].arch)) title = titles[i].title, base = titles[i].base;
+    char name[96], key[96];
+    snprintf(name, sizeof name, "%s random weights (%s, %s)", title, p->name, quants[g->q].name);
     int quantized = g->q == Q_Q8_0 || g->q == Q_Q4_K_M, rc = 0;
-    rc |= gguf_writer_set_str(w, "general.architecture", "smollm3", 7);
+    rc |= gguf_writer_set_str(w, "general.architecture", a, strlen(a));
     rc |= gguf_writer_set_str(w, "general.type", "model", 5);
     rc |= gguf_writer_set_str(w, "general.name", name, strlen(name));
-    rc |= gguf_writer_set_str(w, "general.basename", "SmolLM3-random", 14);
+    rc |= gguf_writer_set_str(w, "general.basename", base, strlen(base));
     rc |= gguf_writer_set_str(w, "general.size_label", p->size_label, strlen(p->size_label));
     rc |= gguf_writer_set_str(w, "general.license", "apache-2.0", 10);
     if (!quantized) rc |= gguf_writer_set_u32(w, "general.file_type", quants[g->q].file_type);
-    rc |= gguf_writer_set_u32(w, "smollm3.block_count", p->layers);
-    rc |= gguf_writer_set_u32(w, "smollm3.context_length", p->ctx);
-    rc |= gguf_writer_set_u32(w, "smollm3.embedding_length", p->embd);
-    rc |= gguf_writer_set_u32(w, "smollm3.feed_forward_length", p->ffn);
-    rc |= gguf_writer_set_u32(w, "smollm3.attention.head_count", p->heads);
-    rc |= gguf_writer_set_u32(w, "smollm3.attention.head_count_kv", p->kv_heads);
-    rc |= gguf_writer_set_f32(w, "smollm3.rope.freq_base", p->rope_theta);
-    rc |= gguf_writer_set_f32(w, "smollm3.attention.layer_norm_rms_epsilon", p->eps);
-    rc |= gguf_writer_set_u32(w, "smollm3.vocab_size", p->vocab);
-    rc |= gguf_writer_set_u32(w, "smollm3.rope.dimension_count", p->head_dim);
+#define U(suffix, v) (snprintf(key, sizeof key, "%s." suffix, a), gguf_writer_set_u32(w, key, (v)))
+#define F(suffix, v) (snprintf(key, sizeof key, "%s." suffix, a), gguf_writer_set_f32(w, key, (v)))
+    rc |= U("block_count", p->layers);
+    rc |= U("context_length", p->ctx);
+    rc |= U("embedding_length", p->embd);
+    rc |= U("feed_forward_length", p->ffn);
+    rc |= U("attention.head_count", p->heads);
+    rc |= U("attention.head_count_kv", p->kv_heads);
+    rc |= F("rope.freq_base", p->rope_theta);
+    rc |= F("attention.layer_norm_rms_epsilon", p->eps);
+    if (is_arch(p, "qwen3") || is_arch(p, "llama")) {
+        rc |= U("attention.key_length", p->head_dim);
+        rc |= U("attention.value_length", p->head_dim);
+    }
+    rc |= U("vocab_size", g->vocab);
+    rc |= U("rope.dimension_count", p->head_dim);
+#undef U
+#undef F
     for (int64_t i = 0; i < gguf_n_kv(donor); i++)
         if (!strncmp(gguf_kv_key(donor, i), "tokenizer.", 10)) rc |= gguf_writer_copy_kv(w, donor, i);
     if (quantized) {
@@ -259,11 +329,15 @@ static int add_metadata(gguf_writer *w, const gen *g, const gguf *donor) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: smolbot gen-model --preset tiny|3b [--quant f32|f16|q8_0|q4_k_m] [--seed N]\n"
+    fprintf(f, "usage: smolbot gen-model [--arch A] --preset P [--quant f32|f16|q8_0|q4_k_m] [--seed N]\n"
                "                         --vocab-from DONOR.gguf -o OUT.gguf\n\n"
-               "Write a SmolLM3-shaped GGUF with deterministic random weights (for tests and\n"
-               "benchmarks). The tokenizer is copied from DONOR.gguf.\n\n"
-               "  --preset P       tiny (256 wide, 4 layers) or 3b (2048 wide, 36 layers)\n"
+               "Write a GGUF shaped like a real model with deterministic random weights (for\n"
+               "tests and benchmarks). The tokenizer is copied from DONOR.gguf (use the\n"
+               "family's own: Llama 3's for llama, Qwen's for qwen2/qwen3).\n\n"
+               "  --arch A         smollm3 (default), llama, qwen2 or qwen3\n"
+               "  --preset P       smollm3: tiny (256 wide, 4 layers), 3b\n"
+               "                   llama: tiny, 1b, 3b (Llama 3.2)   qwen2: tiny, 1.5b (Qwen2.5)\n"
+               "                   qwen3: tiny, 0.6b, 4b\n"
                "  --quant Q        f32, f16, q8_0 or q4_k_m (default q4_k_m)\n"
                "  --seed N         weights seed (default 1)\n"
                "  --vocab-from F   GGUF file whose tokenizer.* keys are copied\n"
@@ -275,11 +349,12 @@ int cmd_gen_model(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    const char *pname = NULL, *qname = "q4_k_m", *donor_path = NULL, *out = NULL;
+    const char *pname = NULL, *qname = "q4_k_m", *donor_path = NULL, *out = NULL, *arch = "smollm3";
     long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = !strcmp(a, "--preset") ? &pname : !strcmp(a, "--quant") ? &qname
+                           : !strcmp(a, "--arch") ? &arch
                            : !strcmp(a, "--vocab-from") ? &donor_path
                            : (!strcmp(a, "-o") || !strcmp(a, "--output")) ? &out : NULL;
         if (dst) {
@@ -293,14 +368,15 @@ int cmd_gen_model(int argc, char **argv) {
             return 2;
         }
     }
-    gen g = {NULL, Q_Q4_K_M, (uint64_t)seed};
+    gen g = {NULL, Q_Q4_K_M, (uint64_t)seed, 0};
     for (size_t i = 0; pname && i < CORE_ARRAY_LEN(presets); i++)
-        if (!strcmp(pname, presets[i].name)) g.p = &presets[i];
+        if (!strcmp(pname, presets[i].name) && !strcmp(arch, presets[i].arch)) g.p = &presets[i];
     int qi = -1;
     for (size_t i = 0; i < CORE_ARRAY_LEN(quants); i++)
         if (!strcmp(qname, quants[i].name)) qi = (int)i;
     if (!g.p || qi < 0 || !donor_path || !out) {
-        if (!g.p) fprintf(stderr, "smolbot gen-model: --preset must be tiny or 3b\n");
+        if (!g.p) fprintf(stderr, "smolbot gen-model: no preset '%s' for --arch %s (see --help)\n", pname ? pname : "",
+                          arch);
         if (qi < 0) fprintf(stderr, "smolbot gen-model: --quant must be f32, f16, q8_0 or q4_k_m\n");
         if (!donor_path) fprintf(stderr, "smolbot gen-model: --vocab-from DONOR.gguf is required\n");
         if (!out) fprintf(stderr, "smolbot gen-model: -o OUT.gguf is required\n");
@@ -323,9 +399,10 @@ int cmd_gen_model(int argc, char **argv) {
         fprintf(stderr, "smolbot gen-model: donor has no tokenizer: %s\n", err.msg);
         goto done;
     }
-    if (ntok != g.p->vocab) {
+    g.vocab = g.p->vocab ? g.p->vocab : (uint32_t)ntok;
+    if (ntok != g.vocab || ntok < 256 || ntok > (1u << 24)) {
         fprintf(stderr, "smolbot gen-model: donor has %llu tokens, preset %s expects %u\n", (unsigned long long)ntok,
-                g.p->name, g.p->vocab);
+                g.p->name, g.vocab);
         goto done;
     }
     if (!(w = gguf_writer_new()) || add_metadata(w, &g, donor) || add_tensors(w, &g)) {

@@ -13,7 +13,7 @@
  *                   h += Wo a
  *                   x = rmsnorm(h) * ffn_norm
  *                   h += Wdown (silu(Wgate x) * Wup x)
- *   logits = token_embd . (rmsnorm(h) * output_norm)       (tied head)
+ *   logits = output . (rmsnorm(h) * output_norm)   (output = token_embd when tied)
  *
  * Prefill runs the same code on B tokens at once: every matrix product is a
  * matrix-matrix product (kern_matmul reuses each weight block for all B
@@ -244,6 +244,38 @@ static void embed(const model *m, int32_t tok, float *out) {
     tr->dequant_row((const char *)m->tok_embd.data + (size_t)tok * row, out, m->tok_embd.n_in);
 }
 
+/* RoPE on the n_heads heads of x at position pos. The plain form (adjacent
+ * pairs, no scaling: SmolLM3, most llama files) is kern_rope; the others
+ * follow ggml's rope cache: angle pos * theta^(-2i/hd), divided by the
+ * file's factor for frequency i (Llama 3), times the linear scale, and
+ * NEOX pairs x[i] with x[i + hd/2] (Qwen). */
+static void rope(const model *m, float *x, int n_heads, int pos) {
+    const model_config *c = &m->cfg;
+    const int hd = c->head_dim, half = hd / 2;
+    if (!c->rope_neox && !m->rope_freqs && c->rope_freq_scale == 1.0f) {
+        kern_rope(x, n_heads, hd, pos, c->rope_theta);
+        return;
+    }
+    float cs[512], sn[512]; /* head_dim <= 512 (checked at load) */
+    const float theta_scale = powf(c->rope_theta, -2.0f / (float)hd);
+    float t = (float)pos;
+    for (int i = 0; i < half; i++) {
+        const float a = c->rope_freq_scale * (m->rope_freqs ? t / m->rope_freqs[i] : t);
+        cs[i] = cosf(a);
+        sn[i] = sinf(a);
+        t *= theta_scale;
+    }
+    for (int h = 0; h < n_heads; h++) {
+        float *v = x + (int64_t)h * hd;
+        for (int i = 0; i < half; i++) {
+            const int i0 = c->rope_neox ? i : 2 * i, i1 = c->rope_neox ? i + half : 2 * i + 1;
+            const float x0 = v[i0], x1 = v[i1];
+            v[i0] = x0 * cs[i] - x1 * sn[i];
+            v[i1] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
 /* B rows through all layers; row r is token tokens[r] at position
  * RUN(m)->row_pos[r] of cache RUN(m)->row_kv[r] (prefill: one cache, consecutive
  * positions; batched decode: one row per conversation). Leaves the final
@@ -265,9 +297,18 @@ static void forward_rows(model *m, const int32_t *tokens, int B) {
         matmul(m, &L->wv, RUN(m)->xb, B, RUN(m)->v);
         for (int t = 0; t < B; t++) {
             model_kv *kv = RUN(m)->row_kv[t];
+            float *q = RUN(m)->q + t * q_dim, *k = RUN(m)->k + t * kv_dim, *v = RUN(m)->v + t * kv_dim;
+            if (L->bq) {
+                for (int64_t i = 0; i < q_dim; i++) q[i] += L->bq[i];
+                for (int64_t i = 0; i < kv_dim; i++) k[i] += L->bk[i], v[i] += L->bv[i];
+            }
+            if (L->q_norm) {
+                for (int h = 0; h < c->n_head; h++) kern_rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, c->eps);
+                for (int h = 0; h < c->n_head_kv; h++) kern_rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, c->eps);
+            }
             if (!c->nope[il]) {
-                kern_rope(RUN(m)->q + t * q_dim, c->n_head, hd, RUN(m)->row_pos[t], c->rope_theta);
-                kern_rope(RUN(m)->k + t * kv_dim, c->n_head_kv, hd, RUN(m)->row_pos[t], c->rope_theta);
+                rope(m, q, c->n_head, RUN(m)->row_pos[t]);
+                rope(m, k, c->n_head_kv, RUN(m)->row_pos[t]);
             }
             kv_store(kv, kv->k, il, RUN(m)->row_pos[t], RUN(m)->k + t * kv_dim);
             kv_store(kv, kv->v, il, RUN(m)->row_pos[t], RUN(m)->v + t * kv_dim);

@@ -146,6 +146,16 @@ static int device_ready(int mode, core_err *err) {
 
 int model_cuda_new(model *m, int mode, core_err *err) {
     if (mode == MODEL_GPU_OFF) return 0;
+    /* The device kernels do the plain pass only (adjacent-pair RoPE without
+     * scaling, no biases, no q/k norms): other families run on the CPU
+     * under auto, and are refused when the GPU is demanded. */
+    const model_config *fc = &m->cfg;
+    if (fc->rope_neox || fc->rope_freqs || fc->rope_freq_scale != 1.0f || fc->qk_norm || fc->qkv_bias) {
+        if (mode == MODEL_GPU_AUTO) return 0;
+        return core_errf(err, CORE_EUNSUP, "the CUDA backend does not run %s models (%s); use --gpu off or auto",
+                         fc->arch, fc->rope_neox ? "NEOX RoPE" : fc->rope_freqs ? "RoPE frequency factors" :
+                                   fc->qk_norm ? "q/k norms" : fc->qkv_bias ? "q/k/v biases" : "scaled RoPE");
+    }
     int rc = device_ready(mode, err);
     if (rc <= 0) return rc;
     const model_config *c = &m->cfg;

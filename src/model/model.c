@@ -1,8 +1,11 @@
-/* model.c -- SmolLM3 (and plain llama) models: config, weights, KV caches,
- * and the public API of the forward pass.
+/* model.c -- SmolLM3, Llama 3.x, Qwen2.5 and Qwen3 models: config,
+ * weights, KV caches, and the public API of the forward pass.
  *
- * The story: model_load() reads the hyperparameters from the GGUF, checks
- * them (head counts divide, head_dim, RoPE covers the head, the NoPE rule),
+ * The story: model_load() reads general.architecture, looks it up in a
+ * small table of families (what sets each apart: RoPE layout, q/k norms,
+ * q/k/v biases, NoPE layers), reads the hyperparameters and checks them
+ * (head counts divide, head_dim, RoPE covers the head, RoPE scaling), and
+ * refuses what we do not run with a message naming it,
  * then finds every tensor by name and checks its type and shape, keeping a
  * pointer into the mapping. Nothing is copied. It then picks the backend
  * the forward pass runs on, once (model_int.h): CUDA when asked or
@@ -37,17 +40,36 @@ static int get_f32_key(const gguf *g, const char *arch, const char *suffix, floa
     return 0;
 }
 
+/* What sets a family apart; everything else is the same forward pass.
+ * Tensor and key names follow llama.cpp's converter. */
+typedef struct family {
+    const char *arch;
+    int nope_every; /* every n-th layer skips RoPE (SmolLM3's rule, not stored in the file); 0: none */
+    int rope_neox;  /* rotate halves instead of adjacent pairs */
+    int qk_norm;    /* attn_q_norm / attn_k_norm required */
+    int qkv_bias;   /* attn_{q,k,v}.bias required */
+} family;
+
+static const family families[] = {
+    {"smollm3", 4, 0, 0, 0},
+    {"llama", 0, 0, 0, 0},
+    {"qwen2", 0, 1, 0, 1},
+    {"qwen3", 0, 1, 1, 0},
+};
+
 static int read_config(const gguf *g, model_config *c, core_err *err) {
     gguf_str arch;
     memset(c, 0, sizeof *c);
     if (gguf_get_str(g, "general.architecture", &arch, err))
         return core_errf(err, CORE_EFORMAT, "%s: no general.architecture key", gguf_name(g));
-    if (arch.len >= sizeof c->arch) return core_errf(err, CORE_EUNSUP, "%s: architecture name too long", gguf_name(g));
-    memcpy(c->arch, arch.ptr, arch.len);
-    c->arch[arch.len] = 0;
-    int smollm3 = !strcmp(c->arch, "smollm3");
-    if (!smollm3 && strcmp(c->arch, "llama"))
-        return core_errf(err, CORE_EUNSUP, "%s: architecture '%s' is not supported (want smollm3)", gguf_name(g), c->arch);
+    const family *fam = NULL;
+    for (size_t i = 0; i < CORE_ARRAY_LEN(families); i++)
+        if (arch.len == strlen(families[i].arch) && !memcmp(arch.ptr, families[i].arch, arch.len)) fam = &families[i];
+    if (!fam)
+        return core_errf(err, CORE_EUNSUP, "%s: architecture '%.*s' is not supported (smollm3, llama, qwen2, qwen3 are)",
+                         gguf_name(g), (int)CORE_MIN(arch.len, 64), arch.ptr);
+    snprintf(c->arch, sizeof c->arch, "%s", fam->arch);
+    c->rope_neox = fam->rope_neox, c->qk_norm = fam->qk_norm, c->qkv_bias = fam->qkv_bias;
 
     uint32_t v;
     int rc;
@@ -62,21 +84,31 @@ static int read_config(const gguf *g, model_config *c, core_err *err) {
 #undef REQ
     c->n_head_kv = c->n_head;
     if (get_u32_key(g, c->arch, "attention.head_count_kv", &v, 0, err) == 0) c->n_head_kv = (int)v;
+    /* mixtures of experts share the arch name in llama.cpp (llama) */
+    if (get_u32_key(g, c->arch, "expert_count", &v, 0, err) == 0 && v > 0)
+        return core_errf(err, CORE_EUNSUP, "%s: mixture of experts (%s.expert_count %u) is not supported", gguf_name(g),
+                         c->arch, v);
     if (c->n_layer < 1 || c->n_layer > MODEL_MAX_LAYERS)
         return core_errf(err, CORE_ERANGE, "%s: block_count %d out of range 1..%d", gguf_name(g), c->n_layer, MODEL_MAX_LAYERS);
     if (c->n_embd < 1 || c->n_embd > 65536 || c->n_ff < 1 || c->n_ff > 1 << 20)
         return core_errf(err, CORE_ERANGE, "%s: embedding_length %d / feed_forward_length %d out of range",
                          gguf_name(g), c->n_embd, c->n_ff);
-    if (c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv)
+    if (c->n_head < 1 || c->n_head > 1024 || c->n_head_kv < 1 || c->n_head % c->n_head_kv)
         return core_errf(err, CORE_EFORMAT, "%s: head_count %d is not a multiple of head_count_kv %d",
                          gguf_name(g), c->n_head, c->n_head_kv);
-    if (c->n_embd % c->n_head)
-        return core_errf(err, CORE_EFORMAT, "%s: embedding_length %d not divisible by head_count %d",
-                         gguf_name(g), c->n_embd, c->n_head);
-    c->head_dim = c->n_embd / c->n_head;
-    if (get_u32_key(g, c->arch, "attention.key_length", &v, 0, err) == 0 && (int)v != c->head_dim)
-        return core_errf(err, CORE_EUNSUP, "%s: key_length %u differs from embedding/heads %d", gguf_name(g), v, c->head_dim);
-    if (c->head_dim % 2) return core_errf(err, CORE_EFORMAT, "%s: head_dim %d is odd", gguf_name(g), c->head_dim);
+    /* head_dim is key_length when the file says (qwen3: not n_embd/n_head) */
+    if (get_u32_key(g, c->arch, "attention.key_length", &v, 0, err) == 0) {
+        c->head_dim = v > 1024 ? 0 : (int)v;
+    } else {
+        if (c->n_embd % c->n_head)
+            return core_errf(err, CORE_EFORMAT, "%s: embedding_length %d not divisible by head_count %d",
+                             gguf_name(g), c->n_embd, c->n_head);
+        c->head_dim = c->n_embd / c->n_head;
+    }
+    if (c->head_dim < 2 || c->head_dim > 512 || c->head_dim % 2)
+        return core_errf(err, CORE_EUNSUP, "%s: head_dim %d unsupported (even, 2..512)", gguf_name(g), c->head_dim);
+    if (get_u32_key(g, c->arch, "attention.value_length", &v, 0, err) == 0 && (int)v != c->head_dim)
+        return core_errf(err, CORE_EUNSUP, "%s: value_length %u differs from key_length %d", gguf_name(g), v, c->head_dim);
     if (get_u32_key(g, c->arch, "rope.dimension_count", &v, 0, err) == 0 && (int)v != c->head_dim)
         return core_errf(err, CORE_EUNSUP, "%s: rope.dimension_count %u must equal head_dim %d (partial RoPE unsupported)",
                          gguf_name(g), v, c->head_dim);
@@ -86,9 +118,23 @@ static int read_config(const gguf *g, model_config *c, core_err *err) {
     if (!(c->rope_theta > 0) || !(c->eps > 0) || c->eps > 1)
         return core_errf(err, CORE_ERANGE, "%s: rope.freq_base %g / rms epsilon %g out of range", gguf_name(g),
                          c->rope_theta, c->eps);
-    /* The NoPE rule is not stored in the file: SmolLM3 skips RoPE on every
-     * 4th layer (3, 7, 11, ...). Plain llama files rotate every layer. */
-    for (int il = 0; il < c->n_layer; il++) c->nope[il] = smollm3 && (il + 1) % 4 == 0;
+    /* RoPE scaling: none, or linear (positions divided by the factor);
+     * Llama 3's is the rope_freqs.weight tensor, bound in model_load. */
+    c->rope_freq_scale = 1.0f;
+    char key[128];
+    gguf_str st;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch);
+    if (gguf_get_str(g, key, &st, NULL) == 0 && !(st.len == 4 && !memcmp(st.ptr, "none", 4))) {
+        float f;
+        if (!(st.len == 6 && !memcmp(st.ptr, "linear", 6)))
+            return core_errf(err, CORE_EUNSUP, "%s: RoPE scaling '%.*s' is not supported (none, linear are)",
+                             gguf_name(g), (int)CORE_MIN(st.len, 32), st.ptr);
+        if ((rc = get_f32_key(g, c->arch, "rope.scaling.factor", &f, 1.0f, err))) return rc;
+        if (!(f >= 1.0f && f <= 1024.0f))
+            return core_errf(err, CORE_ERANGE, "%s: rope.scaling.factor %g out of range", gguf_name(g), f);
+        c->rope_freq_scale = 1.0f / f;
+    }
+    for (int il = 0; il < c->n_layer; il++) c->nope[il] = fam->nope_every && (il + 1) % fam->nope_every == 0;
     return 0;
 }
 
@@ -125,6 +171,11 @@ static int bind_norm(const gguf *g, const char *name, int64_t n, const float **o
     return 0;
 }
 
+/* An F32 vector of n values (biases, norms of head size, RoPE factors). */
+static int bind_vec(const gguf *g, const char *name, int64_t n, const float **out, core_err *err) {
+    return bind_norm(g, name, n, out, err);
+}
+
 int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err) {
     *out = NULL;
     model *m = calloc(1, sizeof *m);
@@ -149,6 +200,16 @@ int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err
     } else {
         m->output = m->tok_embd; /* tied head */
     }
+    if (gguf_find_tensor(g, "rope_freqs.weight")) {
+        if ((rc = bind_vec(g, "rope_freqs.weight", c->head_dim / 2, &m->rope_freqs, err))) goto fail;
+        c->rope_freqs = 1;
+        for (int i = 0; i < c->head_dim / 2; i++)
+            if (!(m->rope_freqs[i] > 0) || m->rope_freqs[i] > 1e6f) {
+                rc = core_errf(err, CORE_EFORMAT, "%s: rope_freqs.weight[%d] = %g is not a positive factor",
+                               gguf_name(g), i, m->rope_freqs[i]);
+                goto fail;
+            }
+    }
 
     int64_t hd = c->head_dim, q_dim = (int64_t)c->n_head * hd, kv_dim = (int64_t)c->n_head_kv * hd;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
@@ -162,17 +223,44 @@ int model_load(model **out, const gguf *g, const model_opts *opts, core_err *err
 #define N(field, suffix)                                                      \
     snprintf(name, sizeof name, "blk.%d." suffix ".weight", il);              \
     if ((rc = bind_norm(g, name, c->n_embd, &L->field, err))) goto fail;
+#define V(field, suffix, n)                                                   \
+    snprintf(name, sizeof name, "blk.%d." suffix, il);                        \
+    if ((rc = bind_vec(g, name, n, &L->field, err))) goto fail;
         N(attn_norm, "attn_norm");
         T(wq, "attn_q", c->n_embd, q_dim);
         T(wk, "attn_k", c->n_embd, kv_dim);
         T(wv, "attn_v", c->n_embd, kv_dim);
         T(wo, "attn_output", q_dim, c->n_embd);
+        if (c->qkv_bias) {
+            V(bq, "attn_q.bias", q_dim);
+            V(bk, "attn_k.bias", kv_dim);
+            V(bv, "attn_v.bias", kv_dim);
+        }
+        if (c->qk_norm) {
+            V(q_norm, "attn_q_norm.weight", hd);
+            V(k_norm, "attn_k_norm.weight", hd);
+        }
+        /* a bias or norm this family does not have would be silently
+         * ignored: refuse the file instead of computing something else */
+        static const char *const extra[] = {"attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias",
+                                            "attn_q_norm.weight", "attn_k_norm.weight", "ffn_gate.bias",
+                                            "ffn_up.bias", "ffn_down.bias", "attn_post_norm.weight"};
+        for (size_t i = 0; i < CORE_ARRAY_LEN(extra); i++) {
+            int want = (c->qkv_bias && i < 3) || (c->qk_norm && (i == 4 || i == 5));
+            snprintf(name, sizeof name, "blk.%d.%s", il, extra[i]);
+            if (!want && gguf_find_tensor(g, name)) {
+                rc = core_errf(err, CORE_EUNSUP, "%s: tensor %s is not part of the %s architecture we run",
+                               gguf_name(g), name, c->arch);
+                goto fail;
+            }
+        }
         N(ffn_norm, "ffn_norm");
         T(gate, "ffn_gate", c->n_embd, c->n_ff);
         T(up, "ffn_up", c->n_embd, c->n_ff);
         T(down, "ffn_down", c->n_ff, c->n_embd);
 #undef T
 #undef N
+#undef V
     }
 
     int nt = opts && opts->n_threads > 0 ? opts->n_threads : core_ncpu();

@@ -1,5 +1,9 @@
-/* model.h -- SmolLM3: config, weights, KV cache, forward pass (on the CPU,
- * or on a CUDA GPU: one model, two backends, chosen at load).
+/* model.h -- decoder-only transformers of the Llama lineage (SmolLM3,
+ * Llama 3.x, Qwen2.5, Qwen3): config, weights, KV cache, forward pass (on
+ * the CPU, or on a CUDA GPU: one model, two backends, chosen at load).
+ * The families differ in a few switches of one forward pass (model_config:
+ * RoPE layout and scaling, per-head q/k norms, q/k/v biases, NoPE layers),
+ * read from the file's general.architecture and its keys.
  *
  * A model is a set of typed views into a GGUF mapping (nothing copied,
  * nothing dequantized whole) plus run state allocated once at load. The KV
@@ -26,7 +30,7 @@
 #define MODEL_MAX_LAYERS 256
 
 typedef struct model_config {
-    char arch[32];       /* "smollm3" (or "llama" as a bonus) */
+    char arch[32];       /* "smollm3", "llama", "qwen2" or "qwen3" */
     int n_layer;         /* 36 */
     int n_embd;          /* 2048 */
     int n_ff;            /* 11008 */
@@ -37,6 +41,11 @@ typedef struct model_config {
     int n_vocab;         /* 128256 */
     float rope_theta;    /* 5e6 */
     float eps;           /* 1e-6 */
+    float rope_freq_scale; /* 1, or 1/factor for linear RoPE scaling */
+    int rope_neox;       /* 1: rotate x[i] with x[i + hd/2] (qwen); 0: adjacent pairs */
+    int rope_freqs;      /* 1: per-frequency divisors (Llama 3 scaling, rope_freqs.weight) */
+    int qk_norm;         /* 1: RMSNorm over each head of q and k before RoPE (qwen3) */
+    int qkv_bias;        /* 1: biases added to q, k and v (qwen2) */
     uint8_t nope[MODEL_MAX_LAYERS]; /* 1: layer skips RoPE ((il+1) % 4 == 0 for smollm3) */
 } model_config;
 

@@ -26,6 +26,9 @@ typedef struct layer {
     mat wq;                 /* [n_embd] -> [n_head * hd] */
     mat wk;                 /* [n_embd] -> [n_kv * hd] */
     mat wv;                 /* [n_embd] -> [n_kv * hd] */
+    const float *bq, *bk, *bv; /* [n_head * hd], [n_kv * hd] x2, or NULL (qkv_bias) */
+    const float *q_norm;    /* [hd] or NULL (qk_norm) */
+    const float *k_norm;    /* [hd] or NULL */
     mat wo;                 /* [n_head * hd] -> [n_embd] */
     const float *ffn_norm;  /* [n_embd] */
     mat gate;               /* [n_embd] -> [n_ff] */
@@ -59,6 +62,7 @@ struct model {
     mat tok_embd;          /* [n_embd] x n_vocab rows */
     mat output;            /* the head: tok_embd when tied */
     const float *out_norm; /* [n_embd] */
+    const float *rope_freqs; /* [hd / 2] divisors of each RoPE frequency, or NULL */
     layer *layers;         /* [n_layer] */
     kern_pool *pool;
     int n_batch;           /* rows per CPU forward chunk; the batched decode's limit */

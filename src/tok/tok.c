@@ -1,4 +1,4 @@
-/* tok.c -- byte-level BPE with the Llama-3 pre-tokenizer, matching llama.cpp.
+/* tok.c -- byte-level BPE with the Llama-3 (or Qwen2) pre-tokenizer, matching llama.cpp.
  *
  * Loading. Every token text in a GPT-2 style vocab is written in the
  * "byte-to-unicode" alphabet: each byte is one code point (printable Latin-1
@@ -29,7 +29,8 @@
  *      claim their left-to-right occurrences inside the remaining raw text;
  *   2. raw fragments with invalid UTF-8 are first rewritten as llama.cpp
  *      sees them (lenient decode, U+FFFD per bad byte, re-encode);
- *   3. the Llama-3 regex, hand-written (see split_llama3), yields pieces;
+ *   3. the Llama-3 regex, hand-written (see split_llama3), yields pieces
+ *      (Qwen2's "qwen2" pre is the same regex with one digit a piece);
  *   4. a piece whose bytes are a whole token is that token ("ignore_merges");
  *      otherwise BPE: a linked list of byte symbols and a binary heap of
  *      candidate pairs ordered by (rank, left position); stale heap entries
@@ -126,6 +127,7 @@ static uint64_t pair_key(uint64_t hl, uint64_t hr) { return hash_u64(hl * 0x9E37
 
 struct tok {
     int32_t n_vocab;
+    int digits_max;      /* \p{N}{1,digits_max}: 3 for Llama 3's regex, 1 for Qwen2's */
     uint8_t *type;       /* [n_vocab] */
     uint32_t *piece_off; /* [n_vocab] */
     uint32_t *piece_len; /* [n_vocab] */
@@ -421,6 +423,7 @@ int tok_new(tok **out, const gguf_str *tokens, const int32_t *types, size_t n_to
     t->sp.eos = t->sp.im_end;
     t->sp.pad = tok_find(t, "<|finetune_right_pad_id|>");
     t->sp.add_bos = 0;
+    t->digits_max = 3;
 
     free(tmp);
     *out = t;
@@ -469,15 +472,19 @@ int tok_load(tok **out, const gguf *g, core_err *err) {
         return core_errf(err, CORE_EUNSUP,
                          "%s: tokenizer.ggml.model is '%.*s'; only 'gpt2' (byte-level BPE) is supported",
                          gguf_name(g), (int)CORE_MIN(model.len, 64), model.ptr);
+    /* The pre-tokenizers we know differ only in how many digits a piece
+     * takes: Llama 3's regex groups up to 3, Qwen2's splits every digit. */
     gguf_str pre;
+    int digits_max = 3;
     if (gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL) == 0) {
-        static const char *const known[] = {"llama-bpe", "llama3", "llama-v3", "smollm3"};
+        static const struct { const char *name; int digits; } known[] = {
+            {"llama-bpe", 3}, {"llama3", 3}, {"llama-v3", 3}, {"smollm3", 3}, {"qwen2", 1}, {"deepseek-r1-qwen", 1}};
         int ok = 0;
         for (size_t i = 0; i < CORE_ARRAY_LEN(known); i++)
-            if (pre.len == strlen(known[i]) && !memcmp(pre.ptr, known[i], pre.len)) ok = 1;
+            if (pre.len == strlen(known[i].name) && !memcmp(pre.ptr, known[i].name, pre.len)) ok = 1, digits_max = known[i].digits;
         if (!ok)
-            LOG_WARN("%s: tokenizer.ggml.pre '%.*s' is not the Llama-3 pre-tokenizer; using it anyway", gguf_name(g),
-                     (int)CORE_MIN(pre.len, 64), pre.ptr);
+            LOG_WARN("%s: tokenizer.ggml.pre '%.*s' is not a pre-tokenizer we know (llama-bpe, qwen2); using Llama 3's",
+                     gguf_name(g), (int)CORE_MIN(pre.len, 64), pre.ptr);
     }
     gguf_str *toks = NULL, *merges = NULL;
     int32_t *types = NULL;
@@ -502,6 +509,7 @@ int tok_load(tok **out, const gguf *g, core_err *err) {
     }
     int b;
     if (gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b, NULL) == 0) t->sp.add_bos = b;
+    t->digits_max = digits_max;
     *out = t;
 done:
     free(toks);
@@ -785,7 +793,7 @@ static int split_llama3(enc *e, const unsigned char *s, size_t n) {
                 continue;
             }
         }
-        /* \p{N}{1,3} */
+        /* \p{N}{1,3} (Qwen2's regex: \p{N}, one digit a piece) */
         if (f & F_NUM) {
             size_t q = pos;
             int k = 0;
@@ -793,7 +801,7 @@ static int split_llama3(enc *e, const unsigned char *s, size_t n) {
                 size_t lq = cp_at(s, n, q, &c1, &f1);
                 if (!(f1 & F_NUM)) break;
                 q += lq;
-                if (++k == 3) {
+                if (++k == e->t->digits_max) {
                     EMIT(start, q);
                     start = q;
                     k = 0;
