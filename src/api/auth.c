@@ -27,7 +27,7 @@
  * Thread-safety: everything under one mutex; handlers call in from many
  * connection threads.
  */
-#include "api_int.h"
+#include "api/api_int.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -19,7 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app.h"
+#include "app/app.h"
 #include "core/core.h"
 #include "kern/kern.h"
 

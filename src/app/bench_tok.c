@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app.h"
+#include "app/app.h"
 #include "core/core.h"
 #include "gguf/gguf.h"
 #include "tok/tok.h"

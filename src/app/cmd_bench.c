@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "app.h"
+#include "app/app.h"
 #include "core/core.h"
 #include "gguf/gguf.h"
 #include "kern/kern.h"

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "app.h"
+#include "app/app.h"
 #include "chat/chat.h"
 #include "core/core.h"
 #include "engine/engine.h"

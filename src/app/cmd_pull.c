@@ -44,12 +44,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "app.h"
+#include "app/app.h"
 #include "core/core.h"
 #include "gguf/gguf.h"
 #include "kern/kern.h"
 #include "model/model.h"
-#include "sha256.h"
+#include "app/sha256.h"
 
 #define DEFAULT_REPO "unsloth/SmolLM3-3B-GGUF"
 #define DEFAULT_QUANT "Q4_K_M"

@@ -30,7 +30,7 @@
 #include <time.h>
 
 #include "api/api.h"
-#include "app.h"
+#include "app/app.h"
 #include "core/core.h"
 #include "engine/engine.h"
 #include "gguf/gguf.h"

@@ -15,7 +15,7 @@
  * The template writes each tool with Jinja's `| string`, which is Python's
  * repr() of the dict ({'name': 'f', 'n': 1, 'ok': True}): chat_tools_repr.
  */
-#include "app.h"
+#include "app/app.h"
 
 #include <jansson.h>
 #include <stdlib.h>

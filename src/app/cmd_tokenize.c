@@ -13,7 +13,7 @@
 
 #include <jansson.h>
 
-#include "app.h"
+#include "app/app.h"
 #include "core/core.h"
 #include "gguf/gguf.h"
 #include "tok/tok.h"

@@ -5,7 +5,7 @@
  * The table below is the whole CLI surface; each entry's code lives in
  * cmd_<name>.c. Helpers shared by the commands (option parsing) are here.
  */
-#include "app.h"
+#include "app/app.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "app.h"
+#include "app/app.h"
 #include "model/model.h"
 
 /* v must be one of names[0..n); *out gets the matching value */

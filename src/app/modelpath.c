@@ -9,7 +9,7 @@
  * A path given explicitly (1 or 2) is used as is even if it does not exist,
  * so the user sees an error about *their* path rather than a silent fallback.
  */
-#include "app.h"
+#include "app/app.h"
 
 #include <dirent.h>
 #include <stdlib.h>

@@ -9,7 +9,7 @@
  *
  * Invariant: 0 <= nbuf < 64 between calls.
  */
-#include "sha256.h"
+#include "app/sha256.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -4,7 +4,7 @@
  * conversions here are the scalar reference: kern has F16C twins for bulk
  * work, tested against these.
  */
-#include "core.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -20,7 +20,7 @@
  * parser (reasoning vs answer), stop strings (on the answer), then one
  * callback. The buffers for that live in the job and are reused.
  */
-#include "engine.h"
+#include "engine/engine.h"
 
 #include <math.h>
 #include <pthread.h>

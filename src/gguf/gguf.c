@@ -33,7 +33,7 @@
  *
  * Errors: "<name>: offset <N>: <what>", N the absolute offset of the field.
  */
-#include "gguf.h"
+#include "gguf/gguf.h"
 
 #include <errno.h>
 #include <fcntl.h>

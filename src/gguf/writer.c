@@ -19,7 +19,7 @@
  * The alignment is GGUF_DEFAULT_ALIGNMENT unless a u32 general.alignment was
  * added (set or copied); it must then be a nonzero power of two.
  */
-#include "gguf.h"
+#include "gguf/gguf.h"
 
 #include <errno.h>
 #include <fcntl.h>

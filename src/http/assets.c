@@ -1,5 +1,5 @@
 /* assets.c -- lookup in the embedded asset table (see assets.h). */
-#include "assets.h"
+#include "http/assets.h"
 
 #include <string.h>
 

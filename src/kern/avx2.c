@@ -26,7 +26,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kern_impl.h"
+#include "kern/kern_impl.h"
 
 #define T2 __attribute__((target("avx2,fma,f16c")))
 

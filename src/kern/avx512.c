@@ -23,7 +23,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kern_impl.h"
+#include "kern/kern_impl.h"
 
 #define T5 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 

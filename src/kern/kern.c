@@ -13,7 +13,7 @@
 
 #include <cpuid.h>
 
-#include "kern_impl.h"
+#include "kern/kern_impl.h"
 
 kern_impl kern_cur;
 static kern_impl kern_ref;

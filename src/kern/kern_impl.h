@@ -28,7 +28,7 @@
 
 #include <math.h>
 
-#include "kern.h"
+#include "kern/kern.h"
 
 #define KERN_TILE_R 4
 #define KERN_TILE_C 8     /* tokens per tile call, by default */

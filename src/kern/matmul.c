@@ -19,7 +19,7 @@
  */
 #include <stdatomic.h>
 
-#include "kern_impl.h"
+#include "kern/kern_impl.h"
 
 /* Activations up to this many values are quantized by the caller: a few
  * decode rows take microseconds, less than waking the pool for it. */

@@ -7,7 +7,7 @@
  */
 #include <math.h>
 
-#include "kern_impl.h"
+#include "kern/kern_impl.h"
 
 static const kern_impl *ops(void) {
     (void)kern_get_traits(KERN_F32); /* initialise to scalar if kern_init was not called */

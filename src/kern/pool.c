@@ -26,7 +26,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "kern_impl.h"
+#include "kern/kern_impl.h"
 
 #define SPIN_ITERS 20000
 

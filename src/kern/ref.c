@@ -25,7 +25,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "kern_impl.h"
+#include "kern/kern_impl.h"
 
 static inline float h2f(kern_f16 h) { return core_f16_to_f32(h); }
 

@@ -41,12 +41,12 @@
  * Invariants: after tok_new, every key of the sym hash lies in the blob;
  * byte_sym[b] is a symbol for every byte; merge results are symbols.
  */
-#include "tok.h"
+#include "tok/tok.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "unicode_data.h"
+#include "tok/unicode_data.h"
 
 /* ---- the GPT-2 byte <-> code point alphabet ----------------------------- */
 

@@ -37,7 +37,7 @@
 #ifndef ATTN_CUH
 #define ATTN_CUH
 
-#include "quant.cuh"
+#include "model/cuda/quant.cuh"
 
 #define FA_KEYS 64
 #define FA_WARPS 4

@@ -12,7 +12,7 @@
 #define COMMON_CUH
 
 #ifdef SMOLBOT_GPU_EMU
-#include "emu.h"
+#include "model/cuda/emu.h"
 #else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -19,7 +19,7 @@
 #ifndef DEC_CUH
 #define DEC_CUH
 
-#include "ops.cuh"
+#include "model/cuda/ops.cuh"
 
 enum { MV_STORE = 0, MV_ACC = 1, MV_QKV = 2, MV_GLU = 3 };
 #define MV_SEGS 3

@@ -23,7 +23,7 @@
 #ifndef GEMM16_CUH
 #define GEMM16_CUH
 
-#include "quant.cuh"
+#include "model/cuda/quant.cuh"
 
 #define GM_BN 128
 #define GM_BK 32

@@ -38,8 +38,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "launch.cuh"
-#include "gpu.h"
+#include "model/cuda/launch.cuh"
+#include "model/cuda/gpu.h"
 
 static void set_msg(char *msg, size_t len, const char *fmt, ...) {
     if (!msg || !len) return;

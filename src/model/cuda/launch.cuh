@@ -9,11 +9,11 @@
 
 #include <string.h>
 
-#include "attn.cuh"
-#include "dec.cuh"
-#include "gemm16.cuh"
-#include "mmq.cuh"
-#include "mv.cuh"
+#include "model/cuda/attn.cuh"
+#include "model/cuda/dec.cuh"
+#include "model/cuda/gemm16.cuh"
+#include "model/cuda/mmq.cuh"
+#include "model/cuda/mv.cuh"
 
 typedef struct dmat {
     const uint8_t *d; /* device */

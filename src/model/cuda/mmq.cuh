@@ -27,7 +27,7 @@
 #ifndef MMQ_CUH
 #define MMQ_CUH
 
-#include "quant.cuh"
+#include "model/cuda/quant.cuh"
 
 #define MMA_MIN_TOK 9 /* tensor-core products from this many tokens on */
 #define MM_R 64       /* weight rows per block */

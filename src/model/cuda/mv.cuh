@@ -6,7 +6,7 @@
 #ifndef MV_CUH
 #define MV_CUH
 
-#include "quant.cuh"
+#include "model/cuda/quant.cuh"
 
 #define MV_ROWS 8 /* rows (warps) per k_mv block */
 #define MV_NT 8   /* tokens per k_mv pass */

@@ -8,7 +8,7 @@
 #ifndef OPS_CUH
 #define OPS_CUH
 
-#include "quant.cuh"
+#include "model/cuda/quant.cuh"
 
 #define TOPK_MAX 64
 #define TOPK_BLOCKS 64

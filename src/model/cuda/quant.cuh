@@ -21,7 +21,7 @@
 #ifndef QUANT_CUH
 #define QUANT_CUH
 
-#include "common.cuh"
+#include "model/cuda/common.cuh"
 extern "C" {
 #include "kern/kern.h"
 }
