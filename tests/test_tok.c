@@ -112,6 +112,13 @@ static void test_qwen_vectors(void) {
     if (!t) T_SKIP("no qwen3-tiny.gguf in shared/models");
     run_jsonl_on(t, "refdata/families/qwen_tokenizer_vectors.jsonl", "ids_parse_special", "ids_no_parse_special", NULL);
     CHECK_EQ_INT(tok_specials(t)->add_bos, 0);
+    int32_t *ids = NULL; /* no add_bos_token: nothing is added */
+    size_t n = 0, cap = 0;
+    core_err err = {0};
+    CHECK(tok_encode(t, "Hello", 5, 1, &ids, &n, &cap, &err) == 0);
+    size_t before = n;
+    CHECK(tok_add_bos(t, &ids, &n, &cap, &err) == 0 && n == before);
+    free(ids);
     tok_free(t);
 }
 static void test_llama31_pairs(void) {
@@ -119,6 +126,17 @@ static void test_llama31_pairs(void) {
     if (!t) T_SKIP("no llama-tiny.gguf in shared/models");
     run_jsonl_on(t, "refdata/tokenizer/llama_bpe_pairs.jsonl", NULL, NULL, "ids");
     CHECK_EQ_INT(tok_specials(t)->add_bos, 1);
+    /* a raw prompt gets BOS once: not again when it is there, also empty */
+    int32_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    core_err err = {0};
+    CHECK(tok_encode(t, "Hello", 5, 1, &ids, &n, &cap, &err) == 0 && n == 1);
+    CHECK(tok_add_bos(t, &ids, &n, &cap, &err) == 0);
+    CHECK(n == 2 && ids[0] == tok_specials(t)->bos && ids[1] != tok_specials(t)->bos);
+    CHECK(tok_add_bos(t, &ids, &n, &cap, &err) == 0 && n == 2);
+    n = 0;
+    CHECK(tok_add_bos(t, &ids, &n, &cap, &err) == 0 && n == 1 && ids[0] == tok_specials(t)->bos);
+    free(ids);
     tok_free(t);
 }
 

@@ -125,7 +125,8 @@ int cmd_generate(int argc, char **argv) {
     if (tok_load(&tk, g, &err)) goto done;
     if (prompt_ids) {
         if (parse_ids(prompt_ids, &ids, &n_ids)) { fprintf(stderr, "generate: bad --prompt-ids list\n"); goto done; }
-    } else if (tok_encode(tk, prompt, strlen(prompt), special, &ids, &n_ids, &cap_ids, &err)) {
+    } else if (tok_encode(tk, prompt, strlen(prompt), special, &ids, &n_ids, &cap_ids, &err) ||
+               tok_add_bos(tk, &ids, &n_ids, &cap_ids, &err)) {
         goto done;
     }
     if (n_ids == 0) { fprintf(stderr, "generate: the prompt is empty\n"); goto done; }

@@ -1068,6 +1068,23 @@ int tok_encode(const tok *t, const char *text, size_t len, int parse_special, in
     return tok_encode_masked(t, text, len, parse_special, NULL, 0, ids, n, cap, err);
 }
 
+int tok_add_bos(const tok *t, int32_t **ids, size_t *n, size_t *cap, core_err *err) {
+    const tok_special *sp = tok_specials(t);
+    if (!sp->add_bos || sp->bos < 0 || (*n > 0 && (*ids)[0] == sp->bos)) return 0;
+    if (*n + 1 > *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        while (c < *n + 1) c *= 2;
+        int32_t *p = realloc(*ids, c * sizeof *p);
+        if (!p) return core_errf(err, CORE_ENOMEM, "out of memory");
+        *ids = p;
+        *cap = c;
+    }
+    memmove(*ids + 1, *ids, *n * sizeof **ids);
+    (*ids)[0] = sp->bos;
+    (*n)++;
+    return 0;
+}
+
 int tok_encode_masked(const tok *t, const char *text, size_t len, int parse_special, const tok_span *plain,
                       size_t n_plain, int32_t **ids, size_t *n, size_t *cap, core_err *err) {
     for (size_t i = 0; i < n_plain; i++)

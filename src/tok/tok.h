@@ -75,6 +75,11 @@ void tok_free(tok *t); /* NULL is a no-op */
 int tok_encode(const tok *t, const char *text, size_t len, int parse_special, int32_t **ids, size_t *n, size_t *cap,
                core_err *err);
 
+/* Put BOS before ids[0..*n) when the file asks for it (add_bos_token) and
+ * it is not there yet, as llama.cpp does for a raw text prompt. Same
+ * buffer rules as tok_encode. Returns 0 or CORE_ENOMEM. */
+int tok_add_bos(const tok *t, int32_t **ids, size_t *n, size_t *cap, core_err *err);
+
 /* The same over a whole chat prompt: special-token text is recognized
  * (parse_special) everywhere EXCEPT inside the plain spans, the bytes that
  * came from users (message contents). Spans are sorted by offset. The ids
