@@ -18,14 +18,6 @@
 #include "model/cuda/launch.cuh"
 #include "model/cuda/gpu.h"
 
-static void set_msg(char *msg, size_t len, const char *fmt, ...) {
-    if (!msg || !len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, len, fmt, ap);
-    va_end(ap);
-}
-
 template <int T> __global__ void k_dequant(const uint8_t *W, int n, float *out) {
     const int k = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
     if (k < n) deq8<T>(W, k, out + k);

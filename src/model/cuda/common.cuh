@@ -19,7 +19,9 @@
 #include <cuda_runtime.h>
 #endif
 #include <math.h>
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <type_traits>
 
@@ -29,6 +31,36 @@
 #else
 #define DYN_SMEM(T, name) extern __shared__ __align__(16) T name[]
 #endif
+
+/* Store the accumulators of MI x NJ m16n8 mma tiles to y (token-major,
+ * ldy floats per token): element e of tile (i, j) is row r0 + 16i + g (+8
+ * for e >= 2) of token t0 + 8j + 2t + (e & 1), with g = lane / 4 and
+ * t = lane % 4; rows from M and tokens from N on are cut; acc adds to y. */
+template <int MI, int NJ>
+__device__ __forceinline__ void mma_store(const float (&c)[MI][NJ][4], float *y, int ldy, int r0, int t0, int M, int N,
+                                          int g, int t, int acc) {
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NJ; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = r0 + 16 * i + g + (e >= 2 ? 8 : 0), tt = t0 + 8 * j + 2 * t + (e & 1);
+                if (r < M && tt < N) {
+                    float *yp = y + (size_t)tt * ldy + r;
+                    *yp = acc ? *yp + c[i][j][e] : c[i][j][e];
+                }
+            }
+}
+
+/* An error message into msg (len bytes, may be NULL): the C API's way. */
+static inline void set_msg(char *msg, size_t len, const char *fmt, ...) {
+    if (!msg || !len) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, len, fmt, ap);
+    va_end(ap);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

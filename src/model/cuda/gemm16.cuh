@@ -137,19 +137,7 @@ __global__ void __launch_bounds__(256, 2)
         }
     }
     cp_async_wait<0>();
-    /* c[i][j]: rows wm + 16i + g (+8: e >= 2), tokens wn + 8j + 2t + (e & 1) */
-#pragma unroll
-    for (int i = 0; i < MI; i++)
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int r = m0 + wm + 16 * i + g + (e >= 2 ? 8 : 0), tt = n0 + wn + 8 * j + 2 * t + (e & 1);
-                if (r < M && tt < N) {
-                    float *yp = y + (size_t)tt * ldy + r;
-                    *yp = acc ? *yp + c[i][j][e] : c[i][j][e];
-                }
-            }
+    mma_store<MI, 4>(c, y, ldy, m0 + wm, n0 + wn, M, N, g, t, acc);
 }
 
 #endif

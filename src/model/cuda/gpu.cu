@@ -41,14 +41,6 @@
 #include "model/cuda/launch.cuh"
 #include "model/cuda/gpu.h"
 
-static void set_msg(char *msg, size_t len, const char *fmt, ...) {
-    if (!msg || !len) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, len, fmt, ap);
-    va_end(ap);
-}
-
 #define CK(call)                                                                                   \
     do {                                                                                           \
         cudaError_t ck_e = (call);                                                                 \

@@ -243,18 +243,7 @@ __global__ void __launch_bounds__(256)
         __syncthreads();
         s ^= 1;
     }
-#pragma unroll
-    for (int i = 0; i < 2; i++)
-#pragma unroll
-        for (int j = 0; j < NT; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int r = row0 + wm + 16 * i + g + (e >= 2 ? 8 : 0), tt = tok0 + wn + 8 * j + 2 * t4 + (e & 1);
-                if (r < n_out && tt < n_tok) {
-                    float *yp = y + (size_t)tt * ldy + r;
-                    *yp = acc ? *yp + ac[i][j][e] : ac[i][j][e];
-                }
-            }
+    mma_store<2, NT>(ac, y, ldy, row0 + wm, tok0 + wn, n_out, n_tok, g, t4, acc);
 }
 
 #endif
