@@ -280,7 +280,7 @@ test('/v1/completions: raw prompt or token ids, echo, stream equals non-stream, 
   const e = await client.completions.create({ model: 'x', prompt: 'Once upon a time', max_tokens: 8, temperature: 0, echo: true });
   assert.equal(e.choices[0].text, 'Once upon a time' + text);
   // token ids: the same prompt tokenized by the server
-  const tk = await (await fetch(srv.url + '/tokenize', { method: 'POST', body: JSON.stringify({ content: 'Once upon a time' }) })).json();
+  const tk = await (await fetch(srv.url + '/tokenize', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ content: 'Once upon a time' }) })).json();
   const byIds = await client.completions.create({ model: 'x', prompt: tk.tokens, max_tokens: 8, temperature: 0 });
   assert.equal(byIds.choices[0].text, text);
   assert.equal(byIds.usage.prompt_tokens, tk.tokens.length);
@@ -309,7 +309,7 @@ test('/apply-template renders tools and tool calls like the chat route', { skip:
   const messages = [{ role: 'user', content: 'Weather in Paris?' },
     { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
     { role: 'tool', tool_call_id: 'c1', content: '{"temp": 18}' }];
-  const res = await fetch(srv.url + '/apply-template', { method: 'POST', body: JSON.stringify({ messages, tools: [WEATHER], chat_template_kwargs: { enable_thinking: false } }) });
+  const res = await fetch(srv.url + '/apply-template', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages, tools: [WEATHER], chat_template_kwargs: { enable_thinking: false } }) });
   const { prompt } = await res.json();
   assert.ok(prompt.includes("<tools>\n{'type': 'function', 'function': {'name': 'get_weather', 'description': 'Get the current weather for a city', 'parameters': {'type': 'object', 'properties': {'city': {'type': 'string', 'maxLength': 12}"), prompt);
   assert.ok(prompt.includes('<|im_start|>assistant\n<think>\n\n</think>\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n<|im_start|>user\n{"temp": 18}<|im_end|>\n'), prompt);
