@@ -150,6 +150,26 @@ json_t *api_tool_call(const char *body, size_t len, int ollama);
 /* text split into content and calls (appended); 0 or CORE_ENOMEM. */
 int api_split_calls(const char *text, size_t len, int ollama, core_buf *content, json_t *calls);
 int api_all_space(const char *s, size_t n);
+
+/* A stream's answer split as it comes: content goes to text, each whole
+ * tool call (api_tool_call's shape; taken; i counts from 0) to call.
+ * Whitespace-only content waits for what follows, and is dropped after
+ * the last call. Callbacks return 0 or an error that push returns. */
+typedef int (*api_text_fn)(void *ctx, const char *text, size_t len);
+typedef int (*api_call_fn)(void *ctx, json_t *call, int i);
+typedef struct api_calls_stream {
+    chat_calls cp;
+    core_buf cbuf;  /* content of the current push */
+    core_buf ws;    /* whitespace-only content held back */
+    int n_calls, ollama;
+    api_text_fn text;
+    api_call_fn call;
+    void *ctx;
+} api_calls_stream;
+void api_calls_stream_init(api_calls_stream *s, int ollama, api_text_fn text, api_call_fn call, void *ctx);
+int api_calls_stream_push(api_calls_stream *s, const char *text, size_t len);
+int api_calls_stream_finish(api_calls_stream *s); /* at the end: what is held back */
+void api_calls_stream_free(api_calls_stream *s);
 /* Send o (taken) as the JSON body; a 500 in the dialect's shape when it cannot. 0. */
 int api_send_json(const api_rq *q, int status, json_t *o);
 

@@ -321,18 +321,13 @@ typedef struct ol_stream {
     char model[300];   /* the name the client asked for, echoed as Ollama does */
     core_buf out;      /* one serialized line, reused */
     int parse_calls;   /* tools are on: <tool_call> blocks become message.tool_calls */
-    chat_calls cp;
-    core_buf cbuf;     /* content of the current delivery */
-    core_buf ws;       /* whitespace-only content held back (dropped after calls) */
-    int n_calls;
+    api_calls_stream cs;
 } ol_stream;
 
 static void ol_stream_free(ol_stream *x) {
     if (!x) return;
     core_buf_free(&x->out);
-    chat_calls_free(&x->cp);
-    core_buf_free(&x->cbuf);
-    core_buf_free(&x->ws);
+    api_calls_stream_free(&x->cs);
     free(x);
 }
 
@@ -349,47 +344,22 @@ static int send_line(ol_stream *x, json_t *o) {
     return http_stream_write(x->s, x->out.data, n + 1);
 }
 
-static int send_text(ol_stream *x, const char *text, size_t len) {
+static int send_text(void *ctx, const char *text, size_t len) {
+    ol_stream *x = ctx;
     return send_line(x, frame(x->model, x->chat, text, len, NULL, 0, NULL, 0));
 }
 
-/* Content when tools are on: whitespace alone waits for what follows it
- * (after the last call it is dropped, as the non-stream answer does). */
-static int stream_content(ol_stream *x, const char *text, size_t len) {
-    if (!len) return 0;
-    if (api_all_space(text, len)) return core_buf_append(&x->ws, text, len);
-    if (!x->ws.len) return send_text(x, text, len);
-    if (core_buf_append(&x->ws, text, len)) return CORE_ENOMEM;
-    int rc = send_text(x, x->ws.data, x->ws.len);
-    core_buf_clear(&x->ws);
-    return rc;
-}
-
-/* A finished <tool_call> block: the content before it, then a line whose
- * message has the call (Ollama sends each call once it is whole). */
-static int stream_call(void *ctx, const char *body, size_t len, int complete) {
+/* A whole tool call: a line whose message has it (Ollama sends each call
+ * once it is whole). */
+static int send_call(void *ctx, json_t *tc, int i) {
     ol_stream *x = ctx;
-    int rc = stream_content(x, x->cbuf.data, x->cbuf.len);
-    core_buf_clear(&x->cbuf);
-    json_t *tc = complete ? api_tool_call(body, len, 1) : NULL;
-    if (!tc) { /* not a call after all: its text is content */
-        core_buf t = {0};
-        if (core_buf_puts(&t, "<tool_call>") || core_buf_append(&t, body, len) ||
-            (complete && core_buf_puts(&t, "</tool_call>")))
-            rc = CORE_ENOMEM;
-        else if (!rc)
-            rc = stream_content(x, t.data, t.len);
-        core_buf_free(&t);
-        return rc;
-    }
-    x->n_calls++;
-    core_buf_clear(&x->ws);
     json_t *calls = json_array();
     if (!calls || json_array_append_new(calls, tc)) {
+        if (!calls) json_decref(tc);
         json_decref(calls);
         return CORE_ENOMEM;
     }
-    return rc ? rc : send_line(x, frame(x->model, 1, "", 0, NULL, 0, calls, 0));
+    return send_line(x, frame(x->model, 1, "", 0, NULL, 0, calls, 0));
 }
 
 static int ol_deliver(void *ctx, const bridge_out *o) {
@@ -399,11 +369,7 @@ static int ol_deliver(void *ctx, const bridge_out *o) {
     if (rl || (tl && !x->parse_calls))
         rc = send_line(x, frame(x->model, x->chat, o->answer + o->answer_from, x->parse_calls ? 0 : tl,
                                 o->reasoning + o->reasoning_from, rl, NULL, 0));
-    if (!rc && tl && x->parse_calls) {
-        core_buf_clear(&x->cbuf);
-        rc = chat_calls_push(&x->cp, o->answer + o->answer_from, tl, &x->cbuf, stream_call, x);
-        if (!rc) rc = stream_content(x, x->cbuf.data, x->cbuf.len);
-    }
+    if (!rc && tl && x->parse_calls) rc = api_calls_stream_push(&x->cs, o->answer + o->answer_from, tl);
     if (rc || !o->end) return rc != 0;
     if (!strcmp(o->finish, "error")) {
         send_line(x, json_pack("{s:s}", "error", o->err_msg[0] ? o->err_msg : "generation failed"));
@@ -412,12 +378,7 @@ static int ol_deliver(void *ctx, const bridge_out *o) {
             send_line(x, json_pack("{s:s}", "error",
                                    o->stopping ? "the server is shutting down" : "the request was cancelled"));
     } else {
-        if (x->parse_calls) {
-            core_buf_clear(&x->cbuf);
-            chat_calls_finish(&x->cp, &x->cbuf, stream_call, x);
-            stream_content(x, x->cbuf.data, x->cbuf.len);
-            if (!x->n_calls && x->ws.len) send_text(x, x->ws.data, x->ws.len);
-        }
+        if (x->parse_calls) api_calls_stream_finish(&x->cs);
         json_t *f = frame(x->model, x->chat, "", 0, NULL, 0, NULL, 1);
         if (f && (json_object_set_new(f, "done_reason", json_string(o->finish)) || add_stats(f, o->st, x->t0_ns))) {
             json_decref(f);
@@ -533,7 +494,7 @@ static int generate(api *a, http_req *r, int chat) {
         x->chat = chat;
         x->t0_ns = t0;
         x->parse_calls = q.t.on;
-        chat_calls_init(&x->cp);
+        api_calls_stream_init(&x->cs, 1, send_text, send_call, x);
         snprintf(x->model, sizeof x->model, "%s", model);
     }
     bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone */

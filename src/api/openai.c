@@ -289,13 +289,13 @@ typedef struct oai_stream {
     core_buf out;      /* one serialized event, reused */
     int include_usage;
     int parse_calls;   /* tools are on: <tool_call> blocks become delta.tool_calls */
-    chat_calls cp;
-    core_buf cbuf;     /* content of the current delivery */
-    core_buf ws;       /* whitespace-only content held back (dropped after calls) */
-    int n_calls;
+    api_calls_stream cs;
     const tok *tk;     /* logprobs: the token texts; NULL: not asked */
     int legacy;        /* /v1/completions */
 } oai_stream;
+
+static int send_content(void *ctx, const char *text, size_t len);
+static int send_call(void *ctx, json_t *tc, int i);
 
 /* legacy: /v1/completions' chunks ({"object": "text_completion", choices[0].text}). */
 static oai_stream *oai_stream_new(api *a, const char *id, long long created, int include_usage, int parse_calls,
@@ -306,7 +306,7 @@ static oai_stream *oai_stream_new(api *a, const char *id, long long created, int
     x->include_usage = include_usage;
     x->parse_calls = parse_calls;
     x->legacy = legacy;
-    chat_calls_init(&x->cp);
+    api_calls_stream_init(&x->cs, 0, send_content, send_call, x);
     if (legacy)
         x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:s, s:n, s:n}]}", "id", id, "object",
                              "text_completion", "created", (json_int_t)created, "model", a->model_name,
@@ -355,6 +355,8 @@ static int send_delta(oai_stream *x, const char *key, const char *text, size_t l
     return send_obj(x, x->chunk);
 }
 
+static int send_content(void *ctx, const char *text, size_t len) { return send_delta(ctx, "content", text, len, NULL); }
+
 static json_t *usage_json(const engine_stats *st) {
     return json_pack("{s:i, s:i, s:i, s:{s:i}, s:{s:i}}", "prompt_tokens", st->prompt_tokens, "completion_tokens",
                      st->gen_tokens, "total_tokens", st->prompt_tokens + st->gen_tokens, "prompt_tokens_details",
@@ -376,45 +378,16 @@ static int send_error_event(oai_stream *x, const char *type, const char *code, c
     return rc;
 }
 
-/* Content when tools are on: whitespace alone waits for what follows it
- * (after the last call it is dropped, as the non-stream answer does). */
-static int stream_content(oai_stream *x, const char *text, size_t len) {
-    if (!len) return 0;
-    if (api_all_space(text, len)) return core_buf_append(&x->ws, text, len);
-    int rc = 0;
-    if (x->ws.len) {
-        if (core_buf_append(&x->ws, text, len)) return CORE_ENOMEM;
-        rc = send_delta(x, "content", x->ws.data, x->ws.len, NULL);
-        core_buf_clear(&x->ws);
-        return rc;
-    }
-    return send_delta(x, "content", text, len, NULL);
-}
-
-/* A finished <tool_call> block: the content before it, then its chunks
- * (index, id, type and name with empty arguments; then the arguments). */
-static int stream_call(void *ctx, const char *body, size_t len, int complete) {
+/* A finished tool call: its chunks (index, id, type and name with empty
+ * arguments; then the arguments). tc taken. */
+static int send_call(void *ctx, json_t *tc, int i) {
     oai_stream *x = ctx;
-    int rc = stream_content(x, x->cbuf.data, x->cbuf.len);
-    core_buf_clear(&x->cbuf);
-    json_t *tc = complete ? api_tool_call(body, len, 0) : NULL;
-    if (!tc) {
-        core_buf t = {0};
-        if (core_buf_puts(&t, "<tool_call>") || core_buf_append(&t, body, len) ||
-            (complete && core_buf_puts(&t, "</tool_call>")))
-            rc = CORE_ENOMEM;
-        else if (!rc)
-            rc = stream_content(x, t.data, t.len);
-        core_buf_free(&t);
-        return rc;
-    }
+    int rc = 0;
     json_t *f = json_object_get(tc, "function");
-    json_t *first = json_pack("[{s:i, s:O, s:s, s:{s:O, s:s}}]", "index", x->n_calls, "id", json_object_get(tc, "id"),
+    json_t *first = json_pack("[{s:i, s:O, s:s, s:{s:O, s:s}}]", "index", i, "id", json_object_get(tc, "id"),
                               "type", "function", "function", "name", json_object_get(f, "name"), "arguments", "");
-    json_t *second = json_pack("[{s:i, s:{s:O}}]", "index", x->n_calls, "function", "arguments",
+    json_t *second = json_pack("[{s:i, s:{s:O}}]", "index", i, "function", "arguments",
                                json_object_get(f, "arguments"));
-    x->n_calls++;
-    core_buf_clear(&x->ws); /* whitespace between content and a call */
     if (!first || !second) rc = CORE_ENOMEM;
     json_t *parts[2] = {first, second};
     for (int k = 0; k < 2 && !rc; k++) {
@@ -444,11 +417,8 @@ static void stream_tail(oai_stream *x, const bridge_out *o) {
     } else {
         const char *finish = o->finish;
         if (x->parse_calls) {
-            core_buf_clear(&x->cbuf);
-            chat_calls_finish(&x->cp, &x->cbuf, stream_call, x);
-            stream_content(x, x->cbuf.data, x->cbuf.len);
-            if (!x->n_calls && x->ws.len) send_delta(x, "content", x->ws.data, x->ws.len, NULL);
-            if (x->n_calls && !strcmp(finish, "stop")) finish = "tool_calls";
+            api_calls_stream_finish(&x->cs);
+            if (x->cs.n_calls && !strcmp(finish, "stop")) finish = "tool_calls";
         }
         send_delta(x, NULL, NULL, 0, finish);
         if (x->include_usage) {
@@ -472,10 +442,7 @@ static int oai_deliver(void *ctx, const bridge_out *o) {
         if (!x->parse_calls) {
             rc = send_delta(x, "content", o->answer + o->answer_from, o->answer_end - o->answer_from, NULL);
         } else {
-            core_buf_clear(&x->cbuf);
-            rc = chat_calls_push(&x->cp, o->answer + o->answer_from, o->answer_end - o->answer_from, &x->cbuf,
-                                 stream_call, x);
-            if (!rc) rc = stream_content(x, x->cbuf.data, x->cbuf.len);
+            rc = api_calls_stream_push(&x->cs, o->answer + o->answer_from, o->answer_end - o->answer_from);
         }
     }
     if (!rc && x->tk && o->lp_end > o->lp_from) { /* this delivery's tokens, in a chunk of their own */
@@ -494,6 +461,14 @@ static int oai_deliver(void *ctx, const bridge_out *o) {
 
 static int oai_gone(void *ctx) { return http_stream_gone(((oai_stream *)ctx)->s); }
 
+static void oai_stream_free(oai_stream *x) {
+    if (!x) return;
+    json_decref(x->chunk);
+    core_buf_free(&x->out);
+    api_calls_stream_free(&x->cs);
+    free(x);
+}
+
 /* The stream ends (its bytes still go out) and the route's count drops. */
 static void oai_drop(void *ctx) {
     oai_stream *x = ctx;
@@ -501,12 +476,7 @@ static void oai_drop(void *ctx) {
         http_stream_close(x->s);
         api_stream_give(x->a);
     }
-    json_decref(x->chunk);
-    core_buf_free(&x->out);
-    chat_calls_free(&x->cp);
-    core_buf_free(&x->cbuf);
-    core_buf_free(&x->ws);
-    free(x);
+    oai_stream_free(x);
 }
 
 static const bridge_listener_ops oai_ops = {oai_deliver, oai_gone, oai_drop};
@@ -562,6 +532,72 @@ static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, l
     return send_json(r, 200, o);
 }
 
+/* er's fields that come from the request's settings. */
+static void request_settings(const chat_req *q, engine_request *er) {
+    er->sampling = q->sp;
+    er->max_tokens = q->max_tokens;
+    er->stops = q->stops;
+    er->n_stops = q->n_stops;
+    er->ignore_eos = q->ignore_eos;
+    er->grammar = q->t.grammar;
+    er->grammar_lazy = q->t.lazy;
+    er->logprobs = q->logprobs;
+    er->top_logprobs = q->top_logprobs;
+}
+
+/* A started completion: its id ("chatcmpl-...", "cmpl-..."), its time and,
+ * for a stream, the framing (for the caller to send its first chunk and
+ * hand to bridge_listen). */
+typedef struct oai_job {
+    char id[48];
+    long long created;
+    oai_stream *x;
+} oai_job;
+
+/* Cut max_tokens to the room, name the completion and submit er; for a
+ * stream, open it. The job, or NULL after answering (param: the prompt's
+ * field for a context overflow). */
+static bridge_job *start(api *a, http_req *r, chat_req *q, engine_request *er, const char *param, const char *prefix,
+                         int parse_calls, int legacy, oai_job *oj) {
+    const api_rq rq = {r, 0};
+    bridge_job *j = NULL;
+    core_err err = {0};
+    oai_stream *x = NULL;
+    oj->x = NULL;
+    if (bridge_max_tokens(engine_ctx_size(a->eng), er->n_prompt, q->max_tokens, a->cfg.max_tokens, 1, &q->max_tokens, &err))
+        return api_bad(&rq, 400, "context_length_exceeded", param, "%s", err.msg), NULL;
+    er->max_tokens = q->max_tokens;
+    oj->created = (long long)time(NULL);
+    snprintf(oj->id, sizeof oj->id, "%s%016llx%08llx", prefix, (unsigned long long)api_random_u64(),
+             (unsigned long long)(api_random_u64() & 0xffffffffu));
+    const char *id = oj->id;
+    long long created = oj->created;
+    if (q->stream) {
+        if (api_stream_take(a, &rq)) return NULL;
+        if (!(x = oai_stream_new(a, id, created, q->include_usage, parse_calls, legacy))) {
+            api_oom(&rq);
+            goto fail;
+        }
+    }
+    bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
+    int rc = bridge_start(a->br, er, &bo, &j, &err);
+    if (rc) {
+        api_submit_error(a, &rq, rc, param, err.msg);
+        goto fail;
+    }
+    if (x && !(x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err))) {
+        bridge_cancel(j); /* no response could be made: nobody to stream to */
+        goto fail;
+    }
+    oj->x = x;
+    return j;
+fail:
+    if (j) bridge_release(j);
+    oai_stream_free(x);
+    if (q->stream) api_stream_give(a);
+    return NULL;
+}
+
 static int chat_completions(api *a, http_req *r) {
     if (strcmp(http_req_method(r), "POST"))
         return api_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "use POST");
@@ -581,66 +617,23 @@ static int chat_completions(api *a, http_req *r) {
     int rc = prompt_build(tk, m.v, m.n, &po, &p, &err);
     if (rc == CORE_EINVAL) { api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg); goto out; }
     if (rc) { submit_error(a, r, rc, err.msg); goto out; }
-    if (bridge_max_tokens(engine_ctx_size(a->eng), p.n_ids, q.max_tokens, a->cfg.max_tokens, 1, &q.max_tokens, &err)) {
-        api_error(r, 400, "invalid_request_error", "context_length_exceeded", "messages", "%s", err.msg);
-        goto out;
-    }
-    char id[48];
-    long long created = (long long)time(NULL);
-    snprintf(id, sizeof id, "chatcmpl-%016llx%08llx", (unsigned long long)api_random_u64(),
-             (unsigned long long)(api_random_u64() & 0xffffffffu));
-    if (q.stream) {
-        if (api_stream_take(a, &(api_rq){r, 0})) goto out;
-        if (!(x = oai_stream_new(a, id, created, q.include_usage, q.tool_choice != API_TC_NONE, 0))) {
-            api_error(r, 500, "server_error", NULL, NULL, "out of memory");
-            goto unstream;
-        }
-    }
     engine_request er = {0};
     er.prompt = p.ids;
     er.n_prompt = p.n_ids;
     er.n_shared = p.n_shared;
-    er.sampling = q.sp;
-    er.max_tokens = q.max_tokens;
-    er.stops = q.stops;
-    er.n_stops = q.n_stops;
     er.thinking = p.thinking;
-    er.ignore_eos = q.ignore_eos;
-    er.grammar = q.t.grammar;
-    er.grammar_lazy = q.t.lazy;
-    er.logprobs = q.logprobs;
-    er.top_logprobs = q.top_logprobs;
-    bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
-    rc = bridge_start(a->br, &er, &bo, &j, &err);
-    if (rc) {
-        submit_error(a, r, rc, err.msg);
-        goto unstream;
-    }
-    if (q.stream) {
-        x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
-        if (!x->s) {
-            bridge_cancel(j); /* no response could be made: nobody to stream to */
-            goto unstream;
-        }
+    request_settings(&q, &er);
+    oai_job oj;
+    if (!(j = start(a, r, &q, &er, "messages", "chatcmpl-", q.tool_choice != API_TC_NONE, 0, &oj))) goto out;
+    if ((x = oj.x)) {
         if (q.logprobs) x->tk = tk;
         send_delta(x, "role", "assistant", 9, NULL); /* a failure shows as gone */
-        bridge_listen(j, &oai_ops, x, 0, 0);
-        x = NULL; /* the listener's now */
+        bridge_listen(j, &oai_ops, x, 0, 0); /* the listener's now */
     } else {
         bridge_wait(j);
-        respond_message(a, r, j, id, created, q.tool_choice != API_TC_NONE, q.logprobs);
+        respond_message(a, r, j, oj.id, oj.created, q.tool_choice != API_TC_NONE, q.logprobs);
     }
     bridge_release(j);
-    goto out;
-
-unstream:
-    if (j) bridge_release(j);
-    if (x) {
-        json_decref(x->chunk);
-        chat_calls_free(&x->cp);
-        free(x);
-    }
-    if (q.stream) api_stream_give(a);
 out:
     prompt_free(&p);
     api_msgs_free(&m);
@@ -693,8 +686,7 @@ static int completions(api *a, http_req *r) {
     core_buf echo_text = {0};
     oai_stream *x = NULL;
     bridge_job *j = NULL;
-    core_err err = {0};
-    int echo = 0, rc;
+    int echo = 0;
     static const char *const chat_only[] = {"tools", "tool_choice", "parallel_tool_calls", "messages"};
     for (size_t i = 0; i < sizeof chat_only / sizeof chat_only[0]; i++) {
         json_t *v = json_object_get(root, chat_only[i]);
@@ -720,63 +712,33 @@ static int completions(api *a, http_req *r) {
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
     if (parse_prompt(r, tk, root, &ids, &n_ids)) goto out;
     if (echo && tok_decode(tk, ids, n_ids, 1, &echo_text)) { api_error(r, 500, "server_error", NULL, NULL, "out of memory"); goto out; }
-    if (bridge_max_tokens(engine_ctx_size(a->eng), n_ids, q.max_tokens, a->cfg.max_tokens, 1, &q.max_tokens, &err)) {
-        api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", err.msg);
-        goto out;
-    }
-    char id[48];
-    long long created = (long long)time(NULL);
-    snprintf(id, sizeof id, "cmpl-%016llx%08llx", (unsigned long long)api_random_u64(),
-             (unsigned long long)(api_random_u64() & 0xffffffffu));
-    if (q.stream) {
-        if (api_stream_take(a, &(api_rq){r, 0})) goto out;
-        if (!(x = oai_stream_new(a, id, created, q.include_usage, 0, 1))) {
-            api_error(r, 500, "server_error", NULL, NULL, "out of memory");
-            goto unstream;
-        }
-    }
     engine_request er = {0};
     er.prompt = ids;
     er.n_prompt = n_ids;
-    er.sampling = q.sp;
-    er.max_tokens = q.max_tokens;
-    er.stops = q.stops;
-    er.n_stops = q.n_stops;
     er.thinking = 0; /* a raw prompt: everything generated is text */
-    er.ignore_eos = q.ignore_eos;
-    er.grammar = q.t.grammar;
-    bridge_job_opts bo = {0};
-    rc = bridge_start(a->br, &er, &bo, &j, &err);
-    if (rc) {
-        api_submit_error(a, &(api_rq){r, 0}, rc, "prompt", err.msg);
-        goto unstream;
-    }
-    if (q.stream) {
-        x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
-        if (!x->s) {
-            bridge_cancel(j);
-            goto unstream;
-        }
+    request_settings(&q, &er);
+    oai_job oj;
+    if (!(j = start(a, r, &q, &er, "prompt", "cmpl-", 0, 1, &oj))) goto out;
+    if ((x = oj.x)) {
         if (echo && echo_text.len) {
             core_buf fixed = {0};
             if (!core_utf8_sanitize(echo_text.data, echo_text.len, &fixed)) send_delta(x, "text", fixed.data, fixed.len, NULL);
             core_buf_free(&fixed);
         }
         bridge_listen(j, &oai_ops, x, 0, 0);
-        x = NULL;
     } else {
         bridge_wait(j);
-        const char *text, *finish, *emsg;
         size_t tl;
-        const engine_stats *st;
         int ecode;
+        const engine_stats *st;
+        const char *text, *finish, *emsg;
         bridge_result(j, &text, &tl, NULL, NULL, &st, &finish, &ecode, &emsg);
         if (!api_result_failed(a, &(api_rq){r, 0}, ecode, emsg, finish, "prompt")) {
             core_buf all = {0};
             if (echo && echo_text.len) core_utf8_sanitize(echo_text.data, echo_text.len, &all);
             core_buf_append(&all, text, tl);
-            json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:s%, s:i, s:n, s:s}], s:o, s:o}", "id", id, "object",
-                                  "text_completion", "created", (json_int_t)created, "model", a->model_name,
+            json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:s%, s:i, s:n, s:s}], s:o, s:o}", "id", oj.id, "object",
+                                  "text_completion", "created", (json_int_t)oj.created, "model", a->model_name,
                                   "system_fingerprint", "smolbot", "choices", "text", all.data ? all.data : "", all.len,
                                   "index", 0, "logprobs", "finish_reason", finish, "usage", usage_json(st), "timings",
                                   timings_json(st));
@@ -785,15 +747,6 @@ static int completions(api *a, http_req *r) {
         }
     }
     bridge_release(j);
-    goto out;
-unstream:
-    if (j) bridge_release(j);
-    if (x) {
-        json_decref(x->chunk);
-        chat_calls_free(&x->cp);
-        free(x);
-    }
-    if (q.stream) api_stream_give(a);
 out:
     free(ids);
     core_buf_free(&echo_text);

@@ -521,3 +521,64 @@ int api_split_calls(const char *text, size_t len, int ollama, core_buf *content,
         while (content->len && api_all_space(content->data + content->len - 1, 1)) content->len--;
     return rc;
 }
+
+/* ---- tool calls in a stream -------------------------------------------------------- */
+
+void api_calls_stream_init(api_calls_stream *s, int ollama, api_text_fn text, api_call_fn call, void *ctx) {
+    *s = (api_calls_stream){.ollama = ollama, .text = text, .call = call, .ctx = ctx};
+    chat_calls_init(&s->cp);
+}
+
+void api_calls_stream_free(api_calls_stream *s) {
+    chat_calls_free(&s->cp);
+    core_buf_free(&s->cbuf);
+    core_buf_free(&s->ws);
+}
+
+/* Content: whitespace alone waits for what follows it (after the last call
+ * it is dropped, as the non-stream answer does). */
+static int cs_content(api_calls_stream *s, const char *text, size_t len) {
+    if (!len) return 0;
+    if (api_all_space(text, len)) return core_buf_append(&s->ws, text, len);
+    if (!s->ws.len) return s->text(s->ctx, text, len);
+    if (core_buf_append(&s->ws, text, len)) return CORE_ENOMEM;
+    int rc = s->text(s->ctx, s->ws.data, s->ws.len);
+    core_buf_clear(&s->ws);
+    return rc;
+}
+
+/* A finished <tool_call> block: the content before it, then the call (or
+ * its text, when it is not a call after all). */
+static int cs_call(void *ctx, const char *body, size_t len, int complete) {
+    api_calls_stream *s = ctx;
+    int rc = cs_content(s, s->cbuf.data, s->cbuf.len);
+    core_buf_clear(&s->cbuf);
+    json_t *tc = complete ? api_tool_call(body, len, s->ollama) : NULL;
+    if (!tc) {
+        core_buf t = {0};
+        if (core_buf_puts(&t, "<tool_call>") || core_buf_append(&t, body, len) ||
+            (complete && core_buf_puts(&t, "</tool_call>")))
+            rc = CORE_ENOMEM;
+        else if (!rc)
+            rc = cs_content(s, t.data, t.len);
+        core_buf_free(&t);
+        return rc;
+    }
+    core_buf_clear(&s->ws); /* whitespace between content and a call */
+    int crc = s->call(s->ctx, tc, s->n_calls++);
+    return rc ? rc : crc;
+}
+
+int api_calls_stream_push(api_calls_stream *s, const char *text, size_t len) {
+    core_buf_clear(&s->cbuf);
+    int rc = chat_calls_push(&s->cp, text, len, &s->cbuf, cs_call, s);
+    return rc ? rc : cs_content(s, s->cbuf.data, s->cbuf.len);
+}
+
+int api_calls_stream_finish(api_calls_stream *s) {
+    core_buf_clear(&s->cbuf);
+    int rc = chat_calls_finish(&s->cp, &s->cbuf, cs_call, s);
+    if (!rc) rc = cs_content(s, s->cbuf.data, s->cbuf.len);
+    if (!rc && !s->n_calls && s->ws.len) rc = s->text(s->ctx, s->ws.data, s->ws.len);
+    return rc;
+}
