@@ -51,6 +51,7 @@
 #include "tok/tok.h"
 
 #define REAL_FMT JSON_REAL_PRECISION(6)
+#define MAX_CHOICES 8 /* n: each choice is a sequence of its own in the engine */
 
 static int is_stopping(api *a) { return bridge_stopping(a->br); }
 
@@ -127,6 +128,7 @@ typedef struct chat_req {
     int parallel;       /* parallel_tool_calls */
     api_tools t;        /* the prompt's tool list and the output's grammar */
     int logprobs, top_logprobs;
+    int n;              /* choices: 1..MAX_CHOICES */
 } chat_req;
 
 static void chat_req_free(chat_req *q) { api_tools_free(&q->t); }
@@ -194,9 +196,11 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
         }
         q->max_tokens = (int)ll;
     }
-    json_t *nn = json_object_get(root, "n");
-    if (nn && !json_is_null(nn) && !(json_is_integer(nn) && json_integer_value(nn) == 1))
-        return api_error(r, 400, "invalid_request_error", "unsupported_parameter", "n", "only n=1 is supported"), -1;
+    q->n = 1;
+    if ((rc = api_get_int(&rq, root, "n", 1, 1ll << 40, &ll)) < 0) return -1;
+    if (!rc && ll > MAX_CHOICES)
+        return api_bad(&rq, 400, "invalid_value", "n", "'n' is %lld; at most %d choices per request", ll, MAX_CHOICES);
+    if (!rc) q->n = (int)ll;
     if (api_parse_stops(&rq, json_object_get(root, "stop"), q->stops, &q->n_stops)) return -1;
     q->stream = 0;
     if (get_bool(r, root, "stream", &q->stream) < 0) return -1;
@@ -487,14 +491,13 @@ static int submit_error(api *a, http_req *r, int rc, const char *msg) {
     return api_submit_error(a, &(api_rq){r, 0}, rc, "messages", msg);
 }
 
-static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, long long created, int parse_calls,
-                           int logprobs) {
+/* Choice i of a finished job: {"index", "message", "logprobs", "finish_reason"}. */
+static json_t *choice_json(api *a, bridge_job *j, int i, int parse_calls, int logprobs) {
     const char *text, *reas, *finish, *emsg;
     size_t tl, rl;
     const engine_stats *st;
     int ecode;
     bridge_result(j, &text, &tl, &reas, &rl, &st, &finish, &ecode, &emsg);
-    if (api_result_failed(a, &(api_rq){r, 0}, ecode, emsg, finish, "messages")) return 0;
     json_t *msg, *calls = NULL;
     if (parse_calls) {
         core_buf content = {0};
@@ -502,7 +505,7 @@ static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, l
         if (!calls || api_split_calls(text, tl, 0, &content, calls)) {
             json_decref(calls);
             core_buf_free(&content);
-            return api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+            return NULL;
         }
         size_t cl = content.len;
         msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", content.data ? content.data : "", cl);
@@ -525,10 +528,37 @@ static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, l
         json_t *c = lp_content(engine_tok(a->eng), lp, n);
         lpj = c ? json_pack("{s:o, s:n}", "content", c, "refusal") : NULL;
     }
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:o, s:s}], s:o, s:o}", "id", id, "object",
-                          "chat.completion", "created", (json_int_t)created, "model", a->model_name,
-                          "system_fingerprint", "smolbot", "choices", "index", 0, "message", msg, "logprobs",
-                          lpj, "finish_reason", finish, "usage", usage_json(st), "timings", timings_json(st));
+    return json_pack("{s:i, s:o, s:o, s:s}", "index", i, "message", msg, "logprobs", lpj, "finish_reason", finish);
+}
+
+/* The answer of n finished jobs (the choices). usage adds up what the
+ * engine did for all of them (n prompts, the cached part of each, every
+ * choice's tokens); timings are the first choice's. */
+static int respond_message(api *a, http_req *r, bridge_job **jobs, int n, const char *id, long long created,
+                           int parse_calls, int logprobs) {
+    engine_stats sum = {0};
+    const engine_stats *st0 = NULL;
+    for (int i = 0; i < n; i++) {
+        const char *finish, *emsg;
+        const engine_stats *st;
+        int ecode;
+        bridge_result(jobs[i], NULL, NULL, NULL, NULL, &st, &finish, &ecode, &emsg);
+        if (api_result_failed(a, &(api_rq){r, 0}, ecode, emsg, finish, "messages")) return 0;
+        if (!i) st0 = st;
+        sum.prompt_tokens += st->prompt_tokens;
+        sum.cached_tokens += st->cached_tokens;
+        sum.gen_tokens += st->gen_tokens;
+        sum.reasoning_tokens += st->reasoning_tokens;
+    }
+    json_t *choices = json_array();
+    for (int i = 0; choices && i < n; i++)
+        if (json_array_append_new(choices, choice_json(a, jobs[i], i, parse_calls, logprobs))) {
+            json_decref(choices);
+            choices = NULL;
+        }
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:o, s:o}", "id", id, "object", "chat.completion", "created",
+                          (json_int_t)created, "model", a->model_name, "system_fingerprint", "smolbot", "choices",
+                          choices, "usage", usage_json(&sum), "timings", timings_json(st0));
     return send_json(r, 200, o);
 }
 
@@ -623,15 +653,37 @@ static int chat_completions(api *a, http_req *r) {
     er.n_shared = p.n_shared;
     er.thinking = p.thinking;
     request_settings(&q, &er);
+    if (q.n > 1 && q.stream) {
+        api_error(r, 400, "invalid_request_error", "unsupported_parameter", "n", "'n' above 1 is not supported with 'stream'");
+        goto out;
+    }
     oai_job oj;
     if (!(j = start(a, r, &q, &er, "messages", "chatcmpl-", q.tool_choice != API_TC_NONE, 0, &oj))) goto out;
-    if ((x = oj.x)) {
+    /* choices 1..n-1: the same prompt (an idle cache with it is reused, so
+     * is the shared system block), each with a seed of its own */
+    bridge_job *more[MAX_CHOICES] = {j};
+    int n_jobs = 1;
+    for (; n_jobs < q.n; n_jobs++) {
+        bridge_job_opts bo = {0};
+        er.sampling.seed = q.sp.seed + (uint64_t)n_jobs * 0x9E3779B97F4A7C15ull;
+        if ((rc = bridge_start(a->br, &er, &bo, &more[n_jobs], &err))) {
+            api_submit_error(a, &(api_rq){r, 0}, rc, "messages", err.msg);
+            break;
+        }
+    }
+    if (n_jobs < q.n) { /* answered: the others go */
+        for (int i = 0; i < n_jobs; i++) {
+            bridge_cancel(more[i]);
+            if (i) bridge_release(more[i]);
+        }
+    } else if ((x = oj.x)) {
         if (q.logprobs) x->tk = tk;
         send_delta(x, "role", "assistant", 9, NULL); /* a failure shows as gone */
         bridge_listen(j, &oai_ops, x, 0, 0); /* the listener's now */
     } else {
-        bridge_wait(j);
-        respond_message(a, r, j, oj.id, oj.created, q.tool_choice != API_TC_NONE, q.logprobs);
+        for (int i = 0; i < n_jobs; i++) bridge_wait(more[i]);
+        respond_message(a, r, more, n_jobs, oj.id, oj.created, q.tool_choice != API_TC_NONE, q.logprobs);
+        for (int i = 1; i < n_jobs; i++) bridge_release(more[i]);
     }
     bridge_release(j);
 out:
@@ -708,6 +760,10 @@ static int completions(api *a, http_req *r) {
     }
     json_object_del(root, "logprobs"); /* the chat parser reads a boolean there */
     if (parse_fields(a, r, root, &q) || get_bool(r, root, "echo", &echo) < 0) goto out;
+    if (q.n != 1) {
+        api_error(r, 400, "invalid_request_error", "unsupported_parameter", "n", "'n' above 1 is supported on /v1/chat/completions only");
+        goto out;
+    }
     const tok *tk = engine_tok(a->eng);
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
     if (parse_prompt(r, tk, root, &ids, &n_ids)) goto out;
