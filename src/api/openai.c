@@ -284,9 +284,22 @@ static json_t *lp_content(const tok *tk, const bridge_lp *lp, size_t n) {
 
 /* ---- the stream framing (a bridge listener) -------------------------------- */
 
+/* The choices of one streamed request (n > 1): one SSE stream, one
+ * listener per choice. Listeners run on the bridge thread, one at a time,
+ * so the counts need no lock of their own. */
+typedef struct oai_group {
+    int refs;          /* listeners not yet dropped: the last closes the stream */
+    int running;       /* choices not yet ended: the last sends usage and [DONE] */
+    int failed;        /* a choice ended in an error or was cancelled: no usage */
+    engine_stats sum;  /* usage over the choices */
+    engine_stats st0;  /* choice 0's, for timings */
+} oai_group;
+
 typedef struct oai_stream {
     api *a;
     http_stream *s;
+    oai_group *g;      /* n > 1: the request's choices; NULL: the one */
+    int index;
     json_t *chunk;     /* {"id",...,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]} */
     json_t *choice;    /* chunk.choices[0] (borrowed) */
     json_t *delta;     /* choice.delta (borrowed) */
@@ -410,6 +423,7 @@ static int send_call(void *ctx, json_t *tc, int i) {
 
 /* The end: the finish chunk (+ usage) or an error event, then [DONE]. */
 static void stream_tail(oai_stream *x, const bridge_out *o) {
+    int ok = 0;
     if (!strcmp(o->finish, "error")) {
         send_error_event(x, o->err_code == CORE_ERANGE ? "invalid_request_error" : "server_error",
                          o->err_code == CORE_ERANGE ? "context_length_exceeded" : "internal_error",
@@ -425,13 +439,28 @@ static void stream_tail(oai_stream *x, const bridge_out *o) {
             if (x->cs.n_calls && !strcmp(finish, "stop")) finish = "tool_calls";
         }
         send_delta(x, NULL, NULL, 0, finish);
-        if (x->include_usage) {
-            json_t *u = json_pack("{s:O, s:O, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
-                                  json_object_get(x->chunk, "object"), "created", json_object_get(x->chunk, "created"), "model",
-                                  x->a->model_name, "choices", "usage", usage_json(o->st), "timings", timings_json(o->st));
-            if (u) send_obj(x, u);
-            json_decref(u);
-        }
+        ok = 1;
+    }
+    const engine_stats *st = o->st, *st0 = o->st;
+    oai_group *g = x->g;
+    if (g) { /* the end of the request is the end of its last choice */
+        g->failed |= !ok;
+        g->sum.prompt_tokens += o->st->prompt_tokens;
+        g->sum.cached_tokens += o->st->cached_tokens;
+        g->sum.gen_tokens += o->st->gen_tokens;
+        g->sum.reasoning_tokens += o->st->reasoning_tokens;
+        if (!x->index) g->st0 = *o->st;
+        if (--g->running) return;
+        ok = !g->failed;
+        st = &g->sum;
+        st0 = &g->st0;
+    }
+    if (ok && x->include_usage) {
+        json_t *u = json_pack("{s:O, s:O, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
+                              json_object_get(x->chunk, "object"), "created", json_object_get(x->chunk, "created"), "model",
+                              x->a->model_name, "choices", "usage", usage_json(st), "timings", timings_json(st0));
+        if (u) send_obj(x, u);
+        json_decref(u);
     }
     http_stream_event(x->s, NULL, NULL, "[DONE]", 6);
 }
@@ -476,6 +505,10 @@ static void oai_stream_free(oai_stream *x) {
 /* The stream ends (its bytes still go out) and the route's count drops. */
 static void oai_drop(void *ctx) {
     oai_stream *x = ctx;
+    if (x->g) { /* the stream is the group's: its last listener closes it */
+        if (--x->g->refs) x->s = NULL;
+        else free(x->g);
+    }
     if (x->s) {
         http_stream_close(x->s);
         api_stream_give(x->a);
@@ -578,54 +611,80 @@ static void request_settings(const chat_req *q, engine_request *er) {
 /* A started completion: its id ("chatcmpl-...", "cmpl-..."), its time and,
  * for a stream, the framing (for the caller to send its first chunk and
  * hand to bridge_listen). */
+/* A started completion: its id ("chatcmpl-...", "cmpl-..."), its time, a
+ * job per choice and, for a stream, each choice's framing (for the caller
+ * to send its first chunk and hand to bridge_listen). */
 typedef struct oai_job {
     char id[48];
     long long created;
-    oai_stream *x;
+    int n;
+    bridge_job *j[MAX_CHOICES];
+    oai_stream *x[MAX_CHOICES];
 } oai_job;
 
-/* Cut max_tokens to the room, name the completion and submit er; for a
- * stream, open it. The job, or NULL after answering (param: the prompt's
- * field for a context overflow). */
-static bridge_job *start(api *a, http_req *r, chat_req *q, engine_request *er, const char *param, const char *prefix,
-                         int parse_calls, int legacy, oai_job *oj) {
+/* Cut max_tokens to the room, name the completion and submit er q->n
+ * times: choice i with the request seed plus i times the golden ratio
+ * (choice 0 keeps it), the same prompt (an idle cache with it is reused, so
+ * is the shared system block). For a stream, open it. 0, or -1 after
+ * answering (param: the prompt's field for a context overflow). */
+static int start(api *a, http_req *r, chat_req *q, engine_request *er, const char *param, const char *prefix,
+                 int parse_calls, int legacy, oai_job *oj) {
     const api_rq rq = {r, 0};
-    bridge_job *j = NULL;
     core_err err = {0};
-    oai_stream *x = NULL;
-    oj->x = NULL;
+    oai_group *g = NULL;
+    memset(oj, 0, sizeof *oj);
     if (bridge_max_tokens(engine_ctx_size(a->eng), er->n_prompt, q->max_tokens, a->cfg.max_tokens, 1, &q->max_tokens, &err))
-        return api_bad(&rq, 400, "context_length_exceeded", param, "%s", err.msg), NULL;
+        return api_bad(&rq, 400, "context_length_exceeded", param, "%s", err.msg);
     er->max_tokens = q->max_tokens;
     oj->created = (long long)time(NULL);
     snprintf(oj->id, sizeof oj->id, "%s%016llx%08llx", prefix, (unsigned long long)api_random_u64(),
              (unsigned long long)(api_random_u64() & 0xffffffffu));
-    const char *id = oj->id;
-    long long created = oj->created;
-    if (q->stream) {
-        if (api_stream_take(a, &rq)) return NULL;
-        if (!(x = oai_stream_new(a, id, created, q->include_usage, parse_calls, legacy))) {
+    if (q->stream && api_stream_take(a, &rq)) return -1;
+    if (q->stream && q->n > 1 && !(g = calloc(1, sizeof *g))) {
+        api_oom(&rq);
+        goto fail;
+    }
+    for (int i = 0; i < q->n; i++) {
+        oai_stream *x = NULL;
+        if (q->stream && !(x = oj->x[i] = oai_stream_new(a, oj->id, oj->created, q->include_usage, parse_calls, legacy))) {
             api_oom(&rq);
             goto fail;
         }
+        if (x && json_object_set_new(x->choice, "index", json_integer(i))) {
+            api_oom(&rq);
+            goto fail;
+        }
+        if (x) x->index = i;
+        bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
+        er->sampling.seed = q->sp.seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+        int rc = bridge_start(a->br, er, &bo, &oj->j[i], &err);
+        if (rc) {
+            api_submit_error(a, &rq, rc, param, err.msg);
+            goto fail;
+        }
+        oj->n = i + 1;
     }
-    bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
-    int rc = bridge_start(a->br, er, &bo, &j, &err);
-    if (rc) {
-        api_submit_error(a, &rq, rc, param, err.msg);
-        goto fail;
+    if (q->stream) {
+        http_stream *s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
+        if (!s) goto fail; /* no response could be made: nobody to stream to */
+        if (g) *g = (oai_group){.refs = q->n, .running = q->n};
+        for (int i = 0; i < q->n; i++) {
+            oj->x[i]->s = s;
+            oj->x[i]->g = g;
+        }
     }
-    if (x && !(x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err))) {
-        bridge_cancel(j); /* no response could be made: nobody to stream to */
-        goto fail;
-    }
-    oj->x = x;
-    return j;
+    return 0;
 fail:
-    if (j) bridge_release(j);
-    oai_stream_free(x);
+    for (int i = 0; i < MAX_CHOICES; i++) {
+        if (i < oj->n) {
+            bridge_cancel(oj->j[i]);
+            bridge_release(oj->j[i]);
+        }
+        oai_stream_free(oj->x[i]);
+    }
+    free(g);
     if (q->stream) api_stream_give(a);
-    return NULL;
+    return -1;
 }
 
 static int chat_completions(api *a, http_req *r) {
@@ -637,8 +696,6 @@ static int chat_completions(api *a, http_req *r) {
     api_msgs m = {0};
     chat_req q = {0};
     prompt p = {0};
-    oai_stream *x = NULL;
-    bridge_job *j = NULL;
     core_err err = {0};
     if (parse_fields(a, r, root, &q) || parse_messages(a, r, root, &m)) goto out;
     const tok *tk = engine_tok(a->eng);
@@ -653,39 +710,19 @@ static int chat_completions(api *a, http_req *r) {
     er.n_shared = p.n_shared;
     er.thinking = p.thinking;
     request_settings(&q, &er);
-    if (q.n > 1 && q.stream) {
-        api_error(r, 400, "invalid_request_error", "unsupported_parameter", "n", "'n' above 1 is not supported with 'stream'");
-        goto out;
-    }
     oai_job oj;
-    if (!(j = start(a, r, &q, &er, "messages", "chatcmpl-", q.tool_choice != API_TC_NONE, 0, &oj))) goto out;
-    /* choices 1..n-1: the same prompt (an idle cache with it is reused, so
-     * is the shared system block), each with a seed of its own */
-    bridge_job *more[MAX_CHOICES] = {j};
-    int n_jobs = 1;
-    for (; n_jobs < q.n; n_jobs++) {
-        bridge_job_opts bo = {0};
-        er.sampling.seed = q.sp.seed + (uint64_t)n_jobs * 0x9E3779B97F4A7C15ull;
-        if ((rc = bridge_start(a->br, &er, &bo, &more[n_jobs], &err))) {
-            api_submit_error(a, &(api_rq){r, 0}, rc, "messages", err.msg);
-            break;
+    if (start(a, r, &q, &er, "messages", "chatcmpl-", q.tool_choice != API_TC_NONE, 0, &oj)) goto out;
+    if (q.stream) {
+        for (int i = 0; i < oj.n; i++) { /* all before any listener: one writer at a time */
+            if (q.logprobs) oj.x[i]->tk = tk;
+            send_delta(oj.x[i], "role", "assistant", 9, NULL); /* a failure shows as gone */
         }
-    }
-    if (n_jobs < q.n) { /* answered: the others go */
-        for (int i = 0; i < n_jobs; i++) {
-            bridge_cancel(more[i]);
-            if (i) bridge_release(more[i]);
-        }
-    } else if ((x = oj.x)) {
-        if (q.logprobs) x->tk = tk;
-        send_delta(x, "role", "assistant", 9, NULL); /* a failure shows as gone */
-        bridge_listen(j, &oai_ops, x, 0, 0); /* the listener's now */
+        for (int i = 0; i < oj.n; i++) bridge_listen(oj.j[i], &oai_ops, oj.x[i], 0, 0); /* the listener's now */
     } else {
-        for (int i = 0; i < n_jobs; i++) bridge_wait(more[i]);
-        respond_message(a, r, more, n_jobs, oj.id, oj.created, q.tool_choice != API_TC_NONE, q.logprobs);
-        for (int i = 1; i < n_jobs; i++) bridge_release(more[i]);
+        for (int i = 0; i < oj.n; i++) bridge_wait(oj.j[i]);
+        respond_message(a, r, oj.j, oj.n, oj.id, oj.created, q.tool_choice != API_TC_NONE, q.logprobs);
     }
-    bridge_release(j);
+    for (int i = 0; i < oj.n; i++) bridge_release(oj.j[i]);
 out:
     prompt_free(&p);
     api_msgs_free(&m);
@@ -736,8 +773,8 @@ static int completions(api *a, http_req *r) {
     int32_t *ids = NULL;
     size_t n_ids = 0;
     core_buf echo_text = {0};
-    oai_stream *x = NULL;
-    bridge_job *j = NULL;
+    oai_stream *x;
+    bridge_job *j;
     int echo = 0;
     static const char *const chat_only[] = {"tools", "tool_choice", "parallel_tool_calls", "messages"};
     for (size_t i = 0; i < sizeof chat_only / sizeof chat_only[0]; i++) {
@@ -774,8 +811,9 @@ static int completions(api *a, http_req *r) {
     er.thinking = 0; /* a raw prompt: everything generated is text */
     request_settings(&q, &er);
     oai_job oj;
-    if (!(j = start(a, r, &q, &er, "prompt", "cmpl-", 0, 1, &oj))) goto out;
-    if ((x = oj.x)) {
+    if (start(a, r, &q, &er, "prompt", "cmpl-", 0, 1, &oj)) goto out;
+    j = oj.j[0];
+    if ((x = oj.x[0])) {
         if (echo && echo_text.len) {
             core_buf fixed = {0};
             if (!core_utf8_sanitize(echo_text.data, echo_text.len, &fixed)) send_delta(x, "text", fixed.data, fixed.len, NULL);
