@@ -6,7 +6,7 @@
  *   GET  /metrics                Prometheus text (smolbot_* names)
  *   GET  /props                  llama.cpp-like server properties
  *   GET  /v1/models              the one model
- *   POST /v1/chat/completions    stream and non-stream; tools, response_format, logprobs
+ *   POST /v1/chat/completions    stream and non-stream; tools, response_format, logprobs, n
  *   POST /v1/completions         the legacy raw-prompt route, stream and non-stream
  *   POST /tokenize, /detokenize, /apply-template   (llama.cpp's shapes)
  * Every route but /health needs the API key when one is configured.
@@ -29,6 +29,10 @@
  *               A stream that is gone or a write that fails drops the
  *               listener, and with no listener left the job is cancelled
  *               at once (grace 0), queued or running.
+ * n > 1 choices are n jobs of the same prompt (a seed each), answered
+ * together: non-stream once all have ended; streamed, a listener per
+ * choice on the one SSE stream (oai_group), chunks naming their index, the
+ * usage and [DONE] after the last.
  * Chunks are one jansson object per stream whose delta and finish_reason
  * change, serialized into a reused buffer (json_dumpb). The engine hands
  * out whole UTF-8 characters only, so no chunk ever splits one, and the
@@ -38,11 +42,9 @@
 #include "api/api_int.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include <jansson.h>
