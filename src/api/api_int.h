@@ -9,6 +9,8 @@
 
 #include "api/api.h"
 #include "api/bridge.h"
+#include "chat/chat.h"
+#include "sample/sample.h"
 
 #define API_HIST_BUCKETS 12
 
@@ -69,5 +71,106 @@ int api_ui_route(api *a, http_req *r, core_err *err);
 int api_ollama_route(api *a, http_req *r, core_err *err); /* every /api/ path */
 int api_ui_init(api *a, core_err *err);
 void api_ui_free(api *a);
+
+/* ---- req.c: request parsing the OpenAI and Ollama routes share ---- */
+
+/* A request and the shape of its answers. r NULL (the fuzzer): answers are
+ * formatted and dropped. ollama: {"error": "..."}; else OpenAI's. */
+typedef struct api_rq {
+    http_req *r;
+    int ollama;
+} api_rq;
+
+/* Answer status with an error in the request's shape (code and param
+ * OpenAI's; Ollama's message names param). Returns -1. */
+int api_bad(const api_rq *q, int status, const char *code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+int api_oom(const api_rq *q); /* 500 "out of memory"; -1 */
+uint64_t api_random_u64(void); /* getrandom, the clock as fallback; any thread */
+/* body[0..len) (body NULL: the request's) as a JSON object; NULL after a 400. */
+json_t *api_parse_json(const api_rq *q, const char *body, size_t len);
+/* 503 unless the model is ready and the server is not stopping: 1 answered, 0 ready. */
+int api_not_ready(api *a, const api_rq *q);
+/* A bridge_start / prompt_build failure rc with its message (param: the
+ * prompt's field for a context overflow). -1. */
+int api_submit_error(api *a, const api_rq *q, int rc, const char *param, const char *msg);
+/* 1 after answering when a finished job failed or was cancelled, else 0. */
+int api_result_failed(api *a, const api_rq *q, int ecode, const char *emsg, const char *finish, const char *param);
+/* One more open stream (0), or 429 when max_streams are open (-1); give it back with api_stream_give. */
+int api_stream_take(api *a, const api_rq *q);
+void api_stream_give(api *a);
+
+/* Optional fields of object o: 1 absent, 0 set, -1 answered 400. Ollama's
+ * integers may be written 40.0 (Go accepts them). */
+int api_get_num(const api_rq *q, json_t *o, const char *key, double lo, double hi, double *out);
+int api_get_int(const api_rq *q, json_t *o, const char *key, long long lo, long long hi, long long *out);
+int api_get_bool(const api_rq *q, json_t *o, const char *key, int *out);
+/* temperature (0..max_temp), top_p, min_p, top_k, the penalties and seed
+ * (random when absent; Ollama's < 0 too) of o into sp (defaults kept). */
+int api_parse_sampling(const api_rq *q, json_t *o, double max_temp, sample_params *sp);
+/* "stop": a string or an array of them, appended to stops (borrowed from stop). */
+int api_parse_stops(const api_rq *q, json_t *stop, const char **stops, size_t *n_stops);
+
+/* Messages, with joined content parts kept in bufs and an assistant's
+ * tool_calls in calls (arguments malloc'd); the rest borrowed from the JSON. */
+typedef struct api_msgs {
+    chat_msg *v;
+    core_buf *bufs;
+    chat_msg_calls *calls;
+    size_t n;
+} api_msgs;
+/* arr must be an array of at most max_messages (it may be empty). */
+int api_parse_messages(const api_rq *q, json_t *arr, int max_messages, api_msgs *m);
+void api_msgs_free(api_msgs *m);
+
+/* The tools as the prompt lists them and the output's grammar. */
+typedef struct api_tools {
+    int on;                  /* tool calls are parsed out of the answer */
+    int lazy;                /* the grammar applies from "<tool_call>" on (tool_choice auto) */
+    core_buf repr;           /* chat_tools_repr of the tools (empty: none) */
+    sample_grammar *grammar; /* the output's constraint, or NULL */
+} api_tools;
+void api_tools_free(api_tools *t);
+/* Validate "tools" (absent or null: none); *n_tools their count. */
+int api_tools_check(const api_rq *q, json_t *tools, size_t *n_tools);
+/* "tool_choice" (absent: auto with tools): *choice API_TC_*, *named the
+ * function's name for API_TC_NAMED (borrowed from tc). */
+enum { API_TC_NONE = 0, API_TC_AUTO, API_TC_REQUIRED, API_TC_NAMED };
+int api_tool_choice(const api_rq *q, json_t *tc, size_t n_tools, int *choice, const char **named);
+/* After api_tools_check and api_tool_choice (not API_TC_NONE): the prompt's
+ * list and the calls' grammar, of one tool (named) or any (parallel:
+ * several calls). */
+int api_tools_build(const api_rq *q, json_t *tools, int choice, const char *named, int parallel, api_tools *t);
+/* A JSON schema (NULL: any JSON value) as t->grammar; param names it in errors. */
+int api_schema_grammar(const api_rq *q, json_t *schema, const char *param, api_tools *t);
+/* A <tool_call> body as a call: OpenAI's {"id","type","function":{"name",
+ * "arguments": text}} or Ollama's {"function":{"name","arguments": object}};
+ * NULL when it is not a call. */
+json_t *api_tool_call(const char *body, size_t len, int ollama);
+/* text split into content and calls (appended); 0 or CORE_ENOMEM. */
+int api_split_calls(const char *text, size_t len, int ollama, core_buf *content, json_t *calls);
+int api_all_space(const char *s, size_t n);
+
+/* A stream's answer split as it comes: content goes to text, each whole
+ * tool call (api_tool_call's shape; taken; i counts from 0) to call.
+ * Whitespace-only content waits for what follows, and is dropped after
+ * the last call. Callbacks return 0 or an error that push returns. */
+typedef int (*api_text_fn)(void *ctx, const char *text, size_t len);
+typedef int (*api_call_fn)(void *ctx, json_t *call, int i);
+typedef struct api_calls_stream {
+    chat_calls cp;
+    core_buf cbuf;  /* content of the current push */
+    core_buf ws;    /* whitespace-only content held back */
+    int n_calls, ollama;
+    api_text_fn text;
+    api_call_fn call;
+    void *ctx;
+} api_calls_stream;
+void api_calls_stream_init(api_calls_stream *s, int ollama, api_text_fn text, api_call_fn call, void *ctx);
+int api_calls_stream_push(api_calls_stream *s, const char *text, size_t len);
+int api_calls_stream_finish(api_calls_stream *s); /* at the end: what is held back */
+void api_calls_stream_free(api_calls_stream *s);
+/* Send o (taken) as the JSON body; a 500 in the dialect's shape when it cannot. 0. */
+int api_send_json(const api_rq *q, int status, json_t *o);
 
 #endif

@@ -22,20 +22,25 @@
  * Ollama's fields map to ours: options.num_predict -> max_tokens (-1, -2:
  * the server's default cut to the room), options.num_ctx -> a smaller
  * context for this request only (never larger than the loaded one), think
- * -> the template's reasoning mode, reasoning in "thinking". Refused with a
- * 400 that names the field, never ignored: format (no constrained decoding
- * here), tools and tool_calls, images, suffix, template, context. keep_alive
- * is accepted: the one model stays loaded whatever it says.
+ * -> the template's reasoning mode, reasoning in "thinking". format and
+ * tools go through the OpenAI route's machinery (req.c): format "json" is
+ * any JSON object, format {schema} constrains the answer by the schema
+ * (unsupported schema features: a 400 naming them); tools on /api/chat are
+ * OpenAI's shape, listed in the prompt, and the model's calls come back in
+ * message.tool_calls with the arguments as an object (stream: a line of
+ * their own once a call is whole). History takes role "tool" messages
+ * (tool_name is accepted; the template knows the call by its order) and
+ * an assistant's tool_calls. Refused with a 400 that names the field, never
+ * ignored: images, suffix, template, context. keep_alive is accepted: the
+ * one model stays loaded whatever it says.
  */
 #include "api/api_int.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -47,7 +52,6 @@
 /* The Ollama release whose API shapes these routes follow; clients gate
  * features on it (thinking, for one, needs 0.9). */
 #define OLLAMA_COMPAT_VERSION "0.12.0"
-#define MAX_STOP_LEN 64 /* SAMPLE_STOP_LEN */
 #define REAL_FMT JSON_REAL_PRECISION(6)
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -61,16 +65,12 @@ static int ol_err(http_req *r, int status, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (r) api_error_ollama(r, status, "%s", msg);
-    return -1;
+    return api_bad(&(api_rq){r, 1}, status, NULL, NULL, "%s", msg);
 }
 
-static int send_json(http_req *r, int status, json_t *o) {
-    char *body = o ? json_dumps(o, JSON_COMPACT | REAL_FMT) : NULL;
-    json_decref(o);
-    if (!body) return ol_err(r, 500, "out of memory"), 0;
-    return http_respond_take(r, status, "application/json", body, strlen(body));
-}
+static int send_json(http_req *r, int status, json_t *o) { return api_send_json(&(api_rq){r, 1}, status, o); }
+static int not_ready(api *a, http_req *r) { return api_not_ready(a, &(api_rq){r, 1}); }
+static json_t *parse_body(http_req *r) { return api_parse_json(&(api_rq){r, 1}, NULL, 0); }
 
 /* RFC 3339 UTC with nanoseconds, as Go writes time.Time ("...T08:52:19.385406455Z"). */
 static void rfc3339(char *buf, size_t cap, const struct timespec *ts) {
@@ -84,12 +84,6 @@ static void now_rfc3339(char *buf, size_t cap) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     rfc3339(buf, cap, &ts);
-}
-
-static uint64_t random_seed(void) {
-    uint64_t v = 0;
-    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v) v = core_now_ns() * 0x9E3779B97F4A7C15ull;
-    return v;
 }
 
 /* The name clients see: Ollama names always carry a tag. */
@@ -117,41 +111,6 @@ static int check_model(api *a, http_req *r, json_t *root, const char **out) {
     return 0;
 }
 
-/* body as a JSON object, or NULL after answering 400. */
-static json_t *parse_json(http_req *r, const char *body, size_t len) {
-    json_error_t je;
-    json_t *root = api_json_loadb(body, len, &je);
-    if (!root) {
-        ol_err(r, 400, "invalid JSON in the request body: %s (line %d, column %d)", je.text, je.line, je.column);
-        return NULL;
-    }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        ol_err(r, 400, "the request body must be a JSON object");
-        return NULL;
-    }
-    return root;
-}
-
-static json_t *parse_body(http_req *r) {
-    size_t len;
-    const char *body = http_req_body(r, &len);
-    return parse_json(r, body, len);
-}
-
-/* 503 unless the model is ready and the server is not stopping; 0 when ready. */
-static int not_ready(api *a, http_req *r) {
-    int st = engine_state(a->eng);
-    if (st == ENGINE_READY && !bridge_stopping(a->br)) return 0;
-    if (bridge_stopping(a->br) || st == ENGINE_STOPPING) return ol_err(r, 503, "the server is shutting down"), 1;
-    if (st == ENGINE_LOADING) {
-        http_req_add_header(r, "Retry-After", "1");
-        return ol_err(r, 503, "the model is loading: try again shortly"), 1;
-    }
-    if (st == ENGINE_NO_MODEL) return ol_err(r, 503, "no model is loaded: %s", engine_state_message(a->eng)), 1;
-    return ol_err(r, 503, "the model failed to load: %s", engine_state_message(a->eng)), 1;
-}
-
 /* A field that is present and means something (not null, "" or []; an
  * object always does: format {} is a schema). */
 static int given(const json_t *v) {
@@ -170,66 +129,36 @@ typedef struct ol_req {
     const char *stops[SAMPLE_STOP_MAX];
     size_t n_stops;
     int stream, thinking, raw;
-    chat_msg *msgs;        /* /api/chat's messages, or generate's [system,] user */
+    api_msgs m;            /* /api/chat's messages */
+    chat_msg gen[2];       /* /api/generate's [system,] user */
+    const chat_msg *msgs;  /* m.v or gen */
     size_t n_msgs;
     const char *prompt;    /* /api/generate */
     size_t prompt_len;
+    api_tools t;           /* tools (the prompt's list, calls parsed) or format: the grammar */
 } ol_req;
 
-static int opt_num(http_req *r, json_t *o, const char *key, double lo, double hi, double *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) return 1;
-    double d = json_is_number(v) ? json_number_value(v) : NAN;
-    if (!isfinite(d) || d < lo || d > hi) return ol_err(r, 400, "option \"%s\" must be a number from %g to %g", key, lo, hi);
-    *out = d;
-    return 0;
-}
-
-static int opt_int(http_req *r, json_t *o, const char *key, long long lo, long long hi, long long *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v)) return 1;
-    /* Go decodes 40.0 into an int field too; clients written in JS send those */
-    double d = json_is_number(v) ? json_number_value(v) : NAN;
-    if (!isfinite(d) || d != floor(d) || d < (double)lo || d > (double)hi)
-        return ol_err(r, 400, "option \"%s\" must be an integer from %lld to %lld", key, lo, hi);
-    *out = (long long)d;
-    return 0;
+static void ol_req_free(ol_req *q) {
+    api_msgs_free(&q->m);
+    api_tools_free(&q->t);
 }
 
 /* options: the sampling settings Ollama documents. Unknown keys are
  * skipped, as Ollama does (clients send the whole Modelfile set; the
  * runner's, such as num_thread, are the server's here). */
 static int parse_options(api *a, http_req *r, json_t *root, ol_req *q) {
+    const api_rq rq = {r, 1};
     sample_params_default(&q->sp);
-    q->sp.seed = random_seed();
+    q->sp.seed = api_random_u64();
     json_t *o = json_object_get(root, "options");
     if (!o || json_is_null(o)) return 0;
     if (!json_is_object(o)) return ol_err(r, 400, "\"options\" must be an object");
-    double d;
     long long ll;
     int rc;
-    if ((rc = opt_num(r, o, "temperature", 0, 100, &d)) < 0) return -1;
-    if (!rc) q->sp.temperature = (float)d;
-    if ((rc = opt_num(r, o, "top_p", 0, 1, &d)) < 0) return -1;
-    if (!rc) q->sp.top_p = (float)d;
-    if ((rc = opt_num(r, o, "min_p", 0, 1, &d)) < 0) return -1;
-    if (!rc) q->sp.min_p = (float)d;
-    if ((rc = opt_int(r, o, "top_k", 0, 1000000, &ll)) < 0) return -1;
-    if (!rc) q->sp.top_k = (int)ll;
-    if ((rc = opt_num(r, o, "repeat_penalty", 0, 10, &d)) < 0) return -1;
-    if (!rc) q->sp.repeat_penalty = (float)d;
-    if ((rc = opt_num(r, o, "presence_penalty", -2, 2, &d)) < 0) return -1;
-    if (!rc) q->sp.presence_penalty = (float)d;
-    if ((rc = opt_num(r, o, "frequency_penalty", -2, 2, &d)) < 0) return -1;
-    if (!rc) q->sp.frequency_penalty = (float)d;
-    if ((rc = opt_int(r, o, "repeat_last_n", -1, 1 << 20, &ll)) < 0) return -1;
+    if (api_parse_sampling(&rq, o, 100, &q->sp)) return -1;
+    if ((rc = api_get_int(&rq, o, "repeat_last_n", -1, 1 << 20, &ll)) < 0) return -1;
     if (!rc) q->sp.penalty_last_n = ll < 0 ? (a->eng ? engine_ctx_size(a->eng) : 4096) : (int)ll; /* -1: num_ctx */
-    json_t *seed = json_object_get(o, "seed");
-    if (seed && !json_is_null(seed)) {
-        if (!json_is_integer(seed)) return ol_err(r, 400, "option \"seed\" must be an integer");
-        if (json_integer_value(seed) >= 0) q->sp.seed = (uint64_t)json_integer_value(seed); /* < 0: random */
-    }
-    if ((rc = opt_int(r, o, "num_predict", -2, 1ll << 40, &ll)) < 0) return -1;
+    if ((rc = api_get_int(&rq, o, "num_predict", -2, 1ll << 40, &ll)) < 0) return -1;
     if (!rc && ll > 0) {
         long long cap = a->cfg.max_tokens > 0 ? a->cfg.max_tokens : (a->eng ? engine_ctx_size(a->eng) : 4096);
         if (ll > cap) return ol_err(r, 400, "option \"num_predict\" is %lld; this server allows at most %lld", ll, cap);
@@ -237,30 +166,46 @@ static int parse_options(api *a, http_req *r, json_t *root, ol_req *q) {
     } else if (!rc && ll == 0) {
         return ol_err(r, 400, "option \"num_predict\" must be positive, -1 or -2");
     }
-    if ((rc = opt_int(r, o, "num_ctx", 1, 1ll << 30, &ll)) < 0) return -1;
+    if ((rc = api_get_int(&rq, o, "num_ctx", 1, 1ll << 30, &ll)) < 0) return -1;
     if (!rc) q->num_ctx = (int)ll;
-    json_t *stop = json_object_get(o, "stop");
-    if (stop && !json_is_null(stop)) {
-        size_t n = json_is_array(stop) ? json_array_size(stop) : 1;
-        if (n > SAMPLE_STOP_MAX) return ol_err(r, 400, "option \"stop\": at most %d stop strings", SAMPLE_STOP_MAX);
-        for (size_t i = 0; i < n; i++) {
-            json_t *s = json_is_array(stop) ? json_array_get(stop, i) : stop;
-            if (!json_is_string(s) || !json_string_length(s) || json_string_length(s) > MAX_STOP_LEN)
-                return ol_err(r, 400, "option \"stop\" must be a string or an array of strings of 1 to %d bytes",
-                              MAX_STOP_LEN);
-            q->stops[q->n_stops++] = json_string_value(s);
-        }
-    }
+    if (api_parse_stops(&rq, json_object_get(o, "stop"), q->stops, &q->n_stops)) return -1;
     core_err err = {0};
     if (sample_params_check(&q->sp, &err)) return ol_err(r, 400, "%s", err.msg);
     return 0;
 }
 
+/* format ("json": any JSON object, as OpenAI's json_object; an object: a
+ * JSON schema) and /api/chat's tools: the output's grammar. tool_choice
+ * and parallel_tool_calls are OpenAI's, an extension here (Ollama's own
+ * are auto, parallel). */
+static int parse_grammar(http_req *r, json_t *root, int chat, ol_req *q) {
+    const api_rq rq = {r, 1};
+    json_t *format = json_object_get(root, "format"), *tools = json_object_get(root, "tools");
+    size_t nt = 0;
+    int choice = API_TC_NONE, parallel = 1;
+    const char *named = NULL;
+    if (given(tools) && !chat) return ol_err(r, 400, "\"tools\" belong to /api/chat");
+    if (chat && (api_tools_check(&rq, tools, &nt) || api_tool_choice(&rq, json_object_get(root, "tool_choice"), nt, &choice, &named) ||
+                 api_get_bool(&rq, root, "parallel_tool_calls", &parallel) < 0))
+        return -1;
+    if (nt && choice != API_TC_NONE) {
+        if (given(format)) return ol_err(r, 400, "\"format\" cannot be combined with \"tools\": describe the answer as a tool");
+        return api_tools_build(&rq, tools, choice, named, parallel, &q->t);
+    }
+    if (!given(format)) return 0;
+    if (json_is_string(format) && !strcmp(json_string_value(format), "json")) {
+        json_t *obj = json_pack("{s:s}", "type", "object");
+        int rc = obj ? api_schema_grammar(&rq, obj, "format", &q->t) : api_oom(&rq);
+        json_decref(obj);
+        return rc;
+    }
+    if (!json_is_object(format)) return ol_err(r, 400, "\"format\" must be \"json\" or a JSON schema object");
+    return api_schema_grammar(&rq, format, "format", &q->t);
+}
+
 /* The fields both routes share, then each route's own. chat: 1 /api/chat. */
 static int parse_request(api *a, http_req *r, json_t *root, int chat, ol_req *q) {
     static const char *const refused[][2] = {
-        {"format", "\"format\" is not supported: this server has no constrained decoding"},
-        {"tools", "\"tools\" are not supported by this server"},
         {"images", "\"images\" are not supported: the model reads text only"},
         {"suffix", "\"suffix\" (fill-in-the-middle) is not supported by this model"},
         {"template", "\"template\" is not supported: the model's own chat format is used"},
@@ -288,33 +233,14 @@ static int parse_request(api *a, http_req *r, json_t *root, int chat, ol_req *q)
     v = json_object_get(root, "keep_alive");
     if (v && !json_is_null(v) && !json_is_string(v) && !json_is_number(v))
         return ol_err(r, 400, "\"keep_alive\" must be a duration (\"5m\") or a number of seconds");
-    if (parse_options(a, r, root, q)) return -1;
+    if (parse_options(a, r, root, q) || parse_grammar(r, root, chat, q)) return -1;
 
     if (chat) {
         json_t *arr = json_object_get(root, "messages");
-        if (arr && !json_is_null(arr) && !json_is_array(arr)) return ol_err(r, 400, "\"messages\" must be an array");
-        size_t n = json_array_size(arr);
-        if (n > (size_t)a->cfg.max_messages)
-            return ol_err(r, 400, "%zu messages; at most %d are allowed", n, a->cfg.max_messages);
-        if (n && !(q->msgs = calloc(n, sizeof *q->msgs))) return ol_err(r, 500, "out of memory");
-        q->n_msgs = n;
-        for (size_t i = 0; i < n; i++) {
-            json_t *m = json_array_get(arr, i);
-            if (!json_is_object(m)) return ol_err(r, 400, "messages[%zu] must be an object", i);
-            json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
-            const char *rs = json_is_string(role) ? json_string_value(role) : "";
-            if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
-                return ol_err(r, 400, "messages[%zu].role must be system, user, assistant or tool", i);
-            if (content && !json_is_null(content) && !json_is_string(content))
-                return ol_err(r, 400, "messages[%zu].content must be a string", i);
-            if (given(json_object_get(m, "images")))
-                return ol_err(r, 400, "messages[%zu].images: images are not supported: the model reads text only", i);
-            if (given(json_object_get(m, "tool_calls")))
-                return ol_err(r, 400, "messages[%zu].tool_calls: tools are not supported by this server", i);
-            q->msgs[i].role = rs;
-            q->msgs[i].content = json_is_string(content) ? json_string_value(content) : "";
-            q->msgs[i].content_len = json_is_string(content) ? json_string_length(content) : 0;
-        }
+        if (!arr || json_is_null(arr)) return 0; /* the "load the model" request */
+        if (api_parse_messages(&(api_rq){r, 1}, arr, a->cfg.max_messages, &q->m)) return -1;
+        q->msgs = q->m.v;
+        q->n_msgs = q->m.n;
         return 0;
     }
     json_t *p = json_object_get(root, "prompt"), *sys = json_object_get(root, "system");
@@ -326,10 +252,10 @@ static int parse_request(api *a, http_req *r, json_t *root, int chat, ol_req *q)
     q->prompt = json_is_string(p) ? json_string_value(p) : "";
     q->prompt_len = json_is_string(p) ? json_string_length(p) : 0;
     if (q->raw && given(sys)) return ol_err(r, 400, "\"system\" cannot be used with \"raw\": the prompt is sent as is");
-    if (!(q->msgs = calloc(2, sizeof *q->msgs))) return ol_err(r, 500, "out of memory");
     if (given(sys))
-        q->msgs[q->n_msgs++] = (chat_msg){"system", json_string_value(sys), json_string_length(sys)};
-    q->msgs[q->n_msgs++] = (chat_msg){"user", q->prompt, q->prompt_len};
+        q->gen[q->n_msgs++] = (chat_msg){"system", json_string_value(sys), json_string_length(sys)};
+    q->gen[q->n_msgs++] = (chat_msg){"user", q->prompt, q->prompt_len};
+    q->msgs = q->gen;
     return 0;
 }
 
@@ -338,11 +264,11 @@ int api_ollama_parse_request(const api_config *cfg, int chat, const char *body, 
     x.cfg = *cfg;
     if (x.cfg.max_messages <= 0) x.cfg.max_messages = 1000;
     if (x.cfg.max_tokens <= 0) x.cfg.max_tokens = 4096; /* no engine to ask */
-    json_t *root = parse_json(NULL, body, len);
+    json_t *root = api_parse_json(&(api_rq){NULL, 1}, body, len);
     if (!root) return 1;
     ol_req q = {0};
     int refused = parse_request(&x, NULL, root, chat, &q) != 0;
-    free(q.msgs);
+    ol_req_free(&q);
     json_decref(root);
     return refused;
 }
@@ -361,23 +287,25 @@ static int add_stats(json_t *o, const engine_stats *st, uint64_t t0_ns) {
            json_object_set_new(o, "eval_duration", json_integer((json_int_t)(st->decode_ms * 1e6)));
 }
 
-/* A line or object's frame: {"model","created_at", message|response, "done"}. */
+/* A line or object's frame: {"model","created_at", message|response, "done"};
+ * calls (taken; NULL or empty: none) go in message.tool_calls. */
 static json_t *frame(const char *model, int chat, const char *text, size_t len, const char *reas, size_t rlen,
-                     int done) {
+                     json_t *calls, int done) {
     char ts[48];
     now_rfc3339(ts, sizeof ts);
     json_t *o = json_pack("{s:s, s:s}", "model", model, "created_at", ts);
-    if (!o) return NULL;
-    int bad = 0;
-    if (chat) {
+    int bad = !o;
+    if (o && chat) {
         json_t *m = json_pack("{s:s, s:s%}", "role", "assistant", "content", text, len);
         if (m && rlen) bad |= json_object_set_new(m, "thinking", json_stringn(reas, rlen));
+        if (m && json_array_size(calls)) bad |= json_object_set(m, "tool_calls", calls);
         bad |= json_object_set_new(o, "message", m);
-    } else {
+    } else if (o) {
         bad |= json_object_set_new(o, "response", json_stringn(text, len));
         if (rlen) bad |= json_object_set_new(o, "thinking", json_stringn(reas, rlen));
     }
-    bad |= json_object_set_new(o, "done", json_boolean(done));
+    json_decref(calls);
+    if (o) bad |= json_object_set_new(o, "done", json_boolean(done));
     if (bad) {
         json_decref(o);
         return NULL;
@@ -392,7 +320,16 @@ typedef struct ol_stream {
     uint64_t t0_ns;
     char model[300];   /* the name the client asked for, echoed as Ollama does */
     core_buf out;      /* one serialized line, reused */
+    int parse_calls;   /* tools are on: <tool_call> blocks become message.tool_calls */
+    api_calls_stream cs;
 } ol_stream;
+
+static void ol_stream_free(ol_stream *x) {
+    if (!x) return;
+    core_buf_free(&x->out);
+    api_calls_stream_free(&x->cs);
+    free(x);
+}
 
 static int send_line(ol_stream *x, json_t *o) {
     if (!o) return CORE_ENOMEM;
@@ -407,13 +344,32 @@ static int send_line(ol_stream *x, json_t *o) {
     return http_stream_write(x->s, x->out.data, n + 1);
 }
 
+static int send_text(void *ctx, const char *text, size_t len) {
+    ol_stream *x = ctx;
+    return send_line(x, frame(x->model, x->chat, text, len, NULL, 0, NULL, 0));
+}
+
+/* A whole tool call: a line whose message has it (Ollama sends each call
+ * once it is whole). */
+static int send_call(void *ctx, json_t *tc, int i) {
+    ol_stream *x = ctx;
+    json_t *calls = json_array();
+    if (!calls || json_array_append_new(calls, tc)) {
+        if (!calls) json_decref(tc);
+        json_decref(calls);
+        return CORE_ENOMEM;
+    }
+    return send_line(x, frame(x->model, 1, "", 0, NULL, 0, calls, 0));
+}
+
 static int ol_deliver(void *ctx, const bridge_out *o) {
     ol_stream *x = ctx;
     int rc = 0;
     size_t tl = o->answer_end - o->answer_from, rl = o->reasoning_end - o->reasoning_from;
-    if (tl || rl)
-        rc = send_line(x, frame(x->model, x->chat, o->answer + o->answer_from, tl, o->reasoning + o->reasoning_from,
-                                rl, 0));
+    if (rl || (tl && !x->parse_calls))
+        rc = send_line(x, frame(x->model, x->chat, o->answer + o->answer_from, x->parse_calls ? 0 : tl,
+                                o->reasoning + o->reasoning_from, rl, NULL, 0));
+    if (!rc && tl && x->parse_calls) rc = api_calls_stream_push(&x->cs, o->answer + o->answer_from, tl);
     if (rc || !o->end) return rc != 0;
     if (!strcmp(o->finish, "error")) {
         send_line(x, json_pack("{s:s}", "error", o->err_msg[0] ? o->err_msg : "generation failed"));
@@ -422,7 +378,8 @@ static int ol_deliver(void *ctx, const bridge_out *o) {
             send_line(x, json_pack("{s:s}", "error",
                                    o->stopping ? "the server is shutting down" : "the request was cancelled"));
     } else {
-        json_t *f = frame(x->model, x->chat, "", 0, NULL, 0, 1);
+        if (x->parse_calls) api_calls_stream_finish(&x->cs);
+        json_t *f = frame(x->model, x->chat, "", 0, NULL, 0, NULL, 1);
         if (f && (json_object_set_new(f, "done_reason", json_string(o->finish)) || add_stats(f, o->st, x->t0_ns))) {
             json_decref(f);
             f = NULL;
@@ -438,36 +395,35 @@ static void ol_drop(void *ctx) {
     ol_stream *x = ctx;
     if (x->s) {
         http_stream_close(x->s);
-        pthread_mutex_lock(&x->a->mu);
-        x->a->streams--;
-        pthread_mutex_unlock(&x->a->mu);
+        api_stream_give(x->a);
     }
-    core_buf_free(&x->out);
-    free(x);
+    ol_stream_free(x);
 }
 
 static const bridge_listener_ops ol_ops = {ol_deliver, ol_gone, ol_drop};
 
-static int submit_error(api *a, http_req *r, int rc, const char *msg) {
-    if (rc == CORE_EFULL) {
-        http_req_add_header(r, "Retry-After", "1");
-        return ol_err(r, 429, "%s", msg), 0;
-    }
-    if (rc == CORE_ERANGE || rc == CORE_EINVAL) return ol_err(r, 400, "%s", msg), 0;
-    if (rc == CORE_EUNSUP) return not_ready(a, r) ? 0 : (ol_err(r, 503, "%s", msg), 0);
-    return ol_err(r, 500, "%s", msg), 0;
-}
-
-static int respond_result(api *a, http_req *r, bridge_job *j, const char *model, int chat, uint64_t t0) {
+static int respond_result(api *a, http_req *r, bridge_job *j, const char *model, int chat, int parse_calls,
+                          uint64_t t0) {
     const char *text, *reas, *finish, *emsg;
     size_t tl, rl;
     const engine_stats *st;
     int ecode;
     bridge_result(j, &text, &tl, &reas, &rl, &st, &finish, &ecode, &emsg);
-    if (ecode) return ol_err(r, ecode == CORE_ERANGE ? 400 : 500, "%s", emsg[0] ? emsg : "generation failed"), 0;
-    if (!strcmp(finish, "cancelled"))
-        return ol_err(r, 503, "%s", bridge_stopping(a->br) ? "the server is shutting down" : "the request was cancelled"), 0;
-    json_t *o = frame(model, chat, text, tl, reas, rl, 1);
+    if (api_result_failed(a, &(api_rq){r, 1}, ecode, emsg, finish, NULL)) return 0;
+    core_buf content = {0};
+    json_t *calls = NULL;
+    if (parse_calls) {
+        calls = json_array();
+        if (!calls || api_split_calls(text, tl, 1, &content, calls)) {
+            json_decref(calls);
+            core_buf_free(&content);
+            return ol_err(r, 500, "out of memory"), 0;
+        }
+        text = content.data ? content.data : "";
+        tl = content.len;
+    }
+    json_t *o = frame(model, chat, text, tl, reas, rl, calls, 1);
+    core_buf_free(&content);
     if (o && (json_object_set_new(o, "done_reason", json_string(finish)) || add_stats(o, st, t0))) {
         json_decref(o);
         o = NULL;
@@ -480,6 +436,7 @@ static int generate(api *a, http_req *r, int chat) {
     uint64_t t0 = core_now_ns();
     json_t *root = parse_body(r);
     if (!root) return 0;
+    const api_rq rq = {r, 1};
     ol_req q = {0};
     prompt p = {0};
     int32_t *raw_ids = NULL;
@@ -492,13 +449,13 @@ static int generate(api *a, http_req *r, int chat) {
     if (check_model(a, r, root, &model) || not_ready(a, r) || parse_request(a, r, root, chat, &q)) goto out;
     if (chat ? q.n_msgs == 0 : q.prompt_len == 0) {
         /* Ollama's "load the model" request: nothing to generate */
-        json_t *o = frame(model, chat, "", 0, NULL, 0, 1);
+        json_t *o = frame(model, chat, "", 0, NULL, 0, NULL, 1);
         if (o) json_object_set_new(o, "done_reason", json_string("load"));
         send_json(r, 200, o);
         goto out;
     }
     const tok *tk = engine_tok(a->eng);
-    if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
+    if (!tk) { api_submit_error(a, &rq, CORE_EUNSUP, NULL, "the model is not loaded"); goto out; }
     engine_request er = {0};
     int rc;
     if (q.raw) { /* the caller's own template: its control tokens are meant */
@@ -507,14 +464,14 @@ static int generate(api *a, http_req *r, int chat) {
         er.n_prompt = raw_n;
         er.thinking = 0; /* the text comes back as generated, unsplit */
     } else {
-        prompt_opts po = {.thinking = q.thinking};
+        prompt_opts po = {.thinking = q.thinking, .xml_tools = q.t.repr.len ? q.t.repr.data : NULL, .calls = q.m.calls};
         rc = prompt_build(tk, q.msgs, q.n_msgs, &po, &p, &err);
         er.prompt = p.ids;
         er.n_prompt = p.n_ids;
         er.n_shared = p.n_shared;
         er.thinking = p.thinking;
     }
-    if (rc) { submit_error(a, r, rc, err.msg); goto out; }
+    if (rc) { api_submit_error(a, &rq, rc, NULL, err.msg); goto out; }
     int n_ctx = engine_ctx_size(a->eng);
     if (q.num_ctx > 0 && q.num_ctx < n_ctx) n_ctx = q.num_ctx;
     if (bridge_max_tokens(n_ctx, er.n_prompt, q.num_predict, a->cfg.max_tokens, 0, &er.max_tokens, &err)) {
@@ -524,16 +481,11 @@ static int generate(api *a, http_req *r, int chat) {
     er.sampling = q.sp;
     er.stops = q.stops;
     er.n_stops = q.n_stops;
+    er.grammar = q.t.grammar;
+    er.grammar_lazy = q.t.lazy; /* tool_choice auto: free text until "<tool_call>" */
     if (q.stream) {
-        pthread_mutex_lock(&a->mu);
-        counted = a->streams < a->cfg.max_streams;
-        if (counted) a->streams++;
-        pthread_mutex_unlock(&a->mu);
-        if (!counted) {
-            http_req_add_header(r, "Retry-After", "1");
-            ol_err(r, 429, "too many concurrent streams (at most %d): try again shortly", a->cfg.max_streams);
-            goto out;
-        }
+        if (api_stream_take(a, &rq)) goto out;
+        counted = 1;
         if (!(x = calloc(1, sizeof *x))) {
             ol_err(r, 500, "out of memory");
             goto out;
@@ -541,12 +493,13 @@ static int generate(api *a, http_req *r, int chat) {
         x->a = a;
         x->chat = chat;
         x->t0_ns = t0;
+        x->parse_calls = q.t.on;
+        api_calls_stream_init(&x->cs, 1, send_text, send_call, x);
         snprintf(x->model, sizeof x->model, "%s", model);
     }
     bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone */
     if ((rc = bridge_start(a->br, &er, &bo, &j, &err))) {
-        if (rc == CORE_EUNSUP && bridge_stopping(a->br)) ol_err(r, 503, "the server is shutting down");
-        else submit_error(a, r, rc, err.msg);
+        api_submit_error(a, &rq, rc, NULL, err.msg);
         goto out;
     }
     if (q.stream) {
@@ -561,22 +514,15 @@ static int generate(api *a, http_req *r, int chat) {
         counted = 0; /* the listener's drop gives the count back */
     } else {
         bridge_wait(j);
-        respond_result(a, r, j, model, chat, t0);
+        respond_result(a, r, j, model, chat, q.t.on, t0);
     }
 out:
     if (j) bridge_release(j);
-    if (x) {
-        core_buf_free(&x->out);
-        free(x);
-    }
-    if (counted) {
-        pthread_mutex_lock(&a->mu);
-        a->streams--;
-        pthread_mutex_unlock(&a->mu);
-    }
+    ol_stream_free(x);
+    if (counted) api_stream_give(a);
     free(raw_ids);
     prompt_free(&p);
-    free(q.msgs);
+    ol_req_free(&q);
     json_decref(root);
     return 0;
 }

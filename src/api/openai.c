@@ -6,7 +6,7 @@
  *   GET  /metrics                Prometheus text (smolbot_* names)
  *   GET  /props                  llama.cpp-like server properties
  *   GET  /v1/models              the one model
- *   POST /v1/chat/completions    stream and non-stream; tools, response_format, logprobs
+ *   POST /v1/chat/completions    stream and non-stream; tools, response_format, logprobs, n
  *   POST /v1/completions         the legacy raw-prompt route, stream and non-stream
  *   POST /tokenize, /detokenize, /apply-template   (llama.cpp's shapes)
  * Every route but /health needs the API key when one is configured.
@@ -29,6 +29,10 @@
  *               A stream that is gone or a write that fails drops the
  *               listener, and with no listener left the job is cancelled
  *               at once (grace 0), queued or running.
+ * n > 1 choices are n jobs of the same prompt (a seed each), answered
+ * together: non-stream once all have ended; streamed, a listener per
+ * choice on the one SSE stream (oai_group), chunks naming their index, the
+ * usage and [DONE] after the last.
  * Chunks are one jansson object per stream whose delta and finish_reason
  * change, serialized into a reused buffer (json_dumpb). The engine hands
  * out whole UTF-8 characters only, so no chunk ever splits one, and the
@@ -38,11 +42,9 @@
 #include "api/api_int.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -50,74 +52,23 @@
 #include "prompt/prompt.h"
 #include "tok/tok.h"
 
-#define MAX_STOP_LEN 64         /* SAMPLE_STOP_LEN */
 #define REAL_FMT JSON_REAL_PRECISION(6)
+#define MAX_CHOICES 8 /* n: each choice is a sequence of its own in the engine */
 
 static int is_stopping(api *a) { return bridge_stopping(a->br); }
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-static uint64_t random_u64(void) {
-    uint64_t v = 0;
-    if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v) {
-        static _Atomic uint64_t ctr; /* fallback only: mixed with the clock */
-        v = core_now_ns() ^ (++ctr * 0x9E3779B97F4A7C15ull);
-    }
-    return v;
-}
-
-static int send_json(http_req *r, int status, json_t *o) {
-    char *body = o ? json_dumps(o, JSON_COMPACT | REAL_FMT) : NULL;
-    json_decref(o);
-    if (!body) return api_error(r, 500, "server_error", NULL, NULL, "out of memory");
-    return http_respond_take(r, status, "application/json", body, strlen(body));
-}
+static int send_json(http_req *r, int status, json_t *o) { return api_send_json(&(api_rq){r, 0}, status, o); }
 
 static int bad(http_req *r, const char *param, const char *fmt, const char *detail) {
     return api_error(r, 400, "invalid_request_error", "invalid_value", param, fmt, detail);
 }
 
 /* 503 for every state but READY; 0 when ready. */
-static int not_ready(api *a, http_req *r) {
-    int st = engine_state(a->eng);
-    if (st == ENGINE_READY && !is_stopping(a)) return 0;
-    if (st == ENGINE_LOADING) http_req_add_header(r, "Retry-After", "1");
-    if (is_stopping(a) || st == ENGINE_STOPPING)
-        api_error(r, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
-    else if (st == ENGINE_LOADING)
-        api_error(r, 503, "unavailable_error", "model_loading", NULL, "the model is loading: try again shortly");
-    else if (st == ENGINE_NO_MODEL)
-        api_error(r, 503, "unavailable_error", "no_model", NULL, "no model is loaded: %s", engine_state_message(a->eng));
-    else
-        api_error(r, 503, "unavailable_error", "model_failed", NULL, "the model failed to load: %s",
-                  engine_state_message(a->eng));
-    return 1;
-}
+static int not_ready(api *a, http_req *r) { return api_not_ready(a, &(api_rq){r, 0}); }
 
-/* body[0..len) as a JSON object, or NULL after answering 400. */
-static json_t *parse_json(http_req *r, const char *body, size_t len) {
-    json_error_t je;
-    json_t *root = api_json_loadb(body, len, &je);
-    if (!root) {
-        char msg[300];
-        snprintf(msg, sizeof msg, "invalid JSON in the request body: %s (line %d, column %d)", je.text, je.line,
-                 je.column);
-        api_error(r, 400, "invalid_request_error", "invalid_json", NULL, "%s", msg);
-        return NULL;
-    }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        api_error(r, 400, "invalid_request_error", "invalid_json", NULL, "the request body must be a JSON object");
-        return NULL;
-    }
-    return root;
-}
-
-static json_t *parse_body(http_req *r) {
-    size_t len;
-    const char *body = http_req_body(r, &len);
-    return parse_json(r, body, len);
-}
+static json_t *parse_body(http_req *r) { return api_parse_json(&(api_rq){r, 0}, NULL, 0); }
 
 static const char *state_name(int st) {
     switch (st) {
@@ -131,126 +82,11 @@ static const char *state_name(int st) {
 
 /* ---- messages ------------------------------------------------------------ */
 
-/* Messages of a request, with joined content parts kept alive in bufs. */
-typedef struct msgs {
-    chat_msg *v;
-    core_buf *bufs;
-    chat_msg_calls *calls; /* per message: an assistant's tool_calls (arguments malloc'd) */
-    size_t n;
-} msgs;
-
-static void msgs_free(msgs *m) {
-    if (m->bufs)
-        for (size_t i = 0; i < m->n; i++) core_buf_free(&m->bufs[i]);
-    if (m->calls)
-        for (size_t i = 0; i < m->n; i++) {
-            for (size_t k = 0; k < m->calls[i].n; k++) free((char *)m->calls[i].v[k].arguments);
-            free((chat_call *)m->calls[i].v);
-        }
-    free(m->calls);
-    free(m->bufs);
-    free(m->v);
-    *m = (msgs){0};
-}
-
-/* messages[i].tool_calls (an assistant's) into m->calls[i]: the names, and
- * the arguments re-serialized the way the model writes JSON (", ", ": ").
- * 0, or -1 after answering 400. */
-static int parse_tool_calls(http_req *r, json_t *tc, size_t i, msgs *m) {
-    char param[96];
-    snprintf(param, sizeof param, "messages[%zu].tool_calls", i);
-    if (!json_is_array(tc)) return bad(r, param, "%s", "'tool_calls' must be an array"), -1;
-    size_t n = json_array_size(tc);
-    if (!n) return 0;
-    if (strcmp(m->v[i].role, "assistant")) return bad(r, param, "%s", "only assistant messages have 'tool_calls'"), -1;
-    chat_call *cv = calloc(n, sizeof *cv);
-    if (!cv) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
-    m->calls[i] = (chat_msg_calls){cv, 0};
-    for (size_t k = 0; k < n; k++) {
-        json_t *c = json_array_get(tc, k), *f = json_object_get(c, "function");
-        json_t *name = json_object_get(f, "name"), *args = json_object_get(f, "arguments");
-        snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu]", i, k);
-        if (!json_is_object(c) || !json_is_object(f) || !json_is_string(name) || !json_string_length(name))
-            return bad(r, param, "%s", "a tool call is {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}"), -1;
-        json_t *parsed = NULL;
-        if (json_is_string(args)) {
-            json_error_t je;
-            parsed = json_loadb(json_string_value(args), json_string_length(args), JSON_DECODE_ANY, &je);
-        } else if (json_is_object(args)) {
-            parsed = json_incref(args);
-        }
-        snprintf(param, sizeof param, "messages[%zu].tool_calls[%zu].function.arguments", i, k);
-        if (!json_is_object(parsed)) {
-            json_decref(parsed);
-            return bad(r, param, "%s", "'arguments' must be a JSON object (as a string)"), -1;
-        }
-        char *txt = json_dumps(parsed, JSON_ENCODE_ANY); /* not compact: ", " and ": " */
-        json_decref(parsed);
-        if (!txt) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
-        cv[k] = (chat_call){json_string_value(name), json_string_length(name), txt, strlen(txt)};
-        m->calls[i].n = k + 1;
-    }
-    return 0;
-}
-
-/* Parse "messages". 0, or -1 after answering 400. */
-static int parse_messages(api *a, http_req *r, json_t *root, msgs *m) {
+/* Parse "messages" (a non-empty array). 0, or -1 after answering 400. */
+static int parse_messages(api *a, http_req *r, json_t *root, api_msgs *m) {
     json_t *arr = json_object_get(root, "messages");
-    if (!json_is_array(arr)) return bad(r, "messages", "%s", "'messages' must be an array of messages"), -1;
-    size_t n = json_array_size(arr);
-    if (n == 0) return bad(r, "messages", "%s", "'messages' must not be empty"), -1;
-    if (n > (size_t)a->cfg.max_messages) {
-        api_error(r, 400, "invalid_request_error", "too_many_messages", "messages",
-                  "%zu messages; at most %d are allowed", n, a->cfg.max_messages);
-        return -1;
-    }
-    m->v = calloc(n, sizeof *m->v);
-    m->bufs = calloc(n, sizeof *m->bufs);
-    m->calls = calloc(n, sizeof *m->calls);
-    m->n = n;
-    if (!m->v || !m->bufs || !m->calls) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
-    for (size_t i = 0; i < n; i++) {
-        char param[64];
-        json_t *msg = json_array_get(arr, i);
-        snprintf(param, sizeof param, "messages[%zu]", i);
-        if (!json_is_object(msg)) return bad(r, param, "%s", "each message must be an object"), -1;
-        json_t *role = json_object_get(msg, "role"), *content = json_object_get(msg, "content");
-        snprintf(param, sizeof param, "messages[%zu].role", i);
-        if (!json_is_string(role)) return bad(r, param, "%s", "'role' must be a string"), -1;
-        const char *rs = json_string_value(role);
-        if (!strcmp(rs, "developer")) rs = "system"; /* OpenAI's newer name for it */
-        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
-            return bad(r, param, "unknown role '%.40s' (system, user, assistant or tool)", rs), -1;
-        m->v[i].role = rs;
-        snprintf(param, sizeof param, "messages[%zu].content", i);
-        if (json_is_string(content)) {
-            m->v[i].content = json_string_value(content);
-            m->v[i].content_len = json_string_length(content);
-        } else if (json_is_array(content)) {
-            core_buf *b = &m->bufs[i];
-            size_t k;
-            json_t *part;
-            json_array_foreach(content, k, part) {
-                json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
-                if (!json_is_object(part) || !json_is_string(type) || strcmp(json_string_value(type), "text") ||
-                    !json_is_string(text))
-                    return bad(r, param, "%s", "content parts must be {\"type\":\"text\",\"text\":\"...\"}"), -1;
-                if ((k > 0 && core_buf_puts(b, "\n")) ||
-                    core_buf_append(b, json_string_value(text), json_string_length(text)))
-                    return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
-            }
-            m->v[i].content = b->data ? b->data : "";
-            m->v[i].content_len = b->len;
-        } else if (json_is_null(content) || !content) {
-            if (strcmp(rs, "assistant")) return bad(r, param, "%s", "'content' must be a string or an array of text parts"), -1;
-            m->v[i].content = "";
-        } else {
-            return bad(r, param, "%s", "'content' must be a string or an array of text parts"), -1;
-        }
-        json_t *tc = json_object_get(msg, "tool_calls");
-        if (tc && !json_is_null(tc) && parse_tool_calls(r, tc, i, m)) return -1;
-    }
-    return 0;
+    if (json_is_array(arr) && !json_array_size(arr)) return bad(r, "messages", "%s", "'messages' must not be empty"), -1;
+    return api_parse_messages(&(api_rq){r, 0}, arr, a->cfg.max_messages, m);
 }
 
 /* Thinking toggle from chat_template_kwargs.enable_thinking and
@@ -279,43 +115,10 @@ static int parse_thinking(http_req *r, json_t *root, int *thinking) {
 
 /* ---- request fields ---------------------------------------------------------- */
 
-/* Optional number field in [lo, hi]. 1 absent, 0 set, -1 answered 400. */
-static int get_num(http_req *r, json_t *root, const char *key, double lo, double hi, double *out) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) return 1;
-    if (!json_is_number(v)) return bad(r, key, "'%s' must be a number", key), -1;
-    double d = json_number_value(v);
-    if (!isfinite(d) || d < lo || d > hi) {
-        api_error(r, 400, "invalid_request_error", "invalid_value", key, "'%s' must be between %g and %g", key, lo, hi);
-        return -1;
-    }
-    *out = d;
-    return 0;
-}
-
-static int get_int(http_req *r, json_t *root, const char *key, long long lo, long long hi, long long *out) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) return 1;
-    if (!json_is_integer(v)) return bad(r, key, "'%s' must be an integer", key), -1;
-    long long d = json_integer_value(v);
-    if (d < lo || d > hi) {
-        api_error(r, 400, "invalid_request_error", "invalid_value", key, "'%s' must be between %lld and %lld", key, lo,
-                  hi);
-        return -1;
-    }
-    *out = d;
-    return 0;
-}
-
 static int get_bool(http_req *r, json_t *root, const char *key, int *out) {
-    json_t *v = json_object_get(root, key);
-    if (!v || json_is_null(v)) return 1;
-    if (!json_is_boolean(v)) return bad(r, key, "'%s' must be a boolean", key), -1;
-    *out = json_is_true(v);
-    return 0;
+    return api_get_bool(&(api_rq){r, 0}, root, key, out);
 }
 
-enum { TC_NONE = 0, TC_AUTO, TC_REQUIRED, TC_NAMED };
 
 typedef struct chat_req {
     sample_params sp;
@@ -323,86 +126,26 @@ typedef struct chat_req {
     const char *stops[SAMPLE_STOP_MAX];
     size_t n_stops;
     int stream, include_usage, thinking, ignore_eos;
-    int tool_choice;    /* TC_*: TC_NONE also when there are no tools */
+    int tool_choice;    /* API_TC_*: API_TC_NONE also when there are no tools */
     int parallel;       /* parallel_tool_calls */
-    core_buf tools;     /* the tools as the template prints them (chat_tools_repr) */
-    sample_grammar *grammar; /* the output's constraint, or NULL */
-    int lazy;           /* grammar applies from "<tool_call>" on (tool_choice auto) */
+    api_tools t;        /* the prompt's tool list and the output's grammar */
     int logprobs, top_logprobs;
+    int n;              /* choices: 1..MAX_CHOICES */
 } chat_req;
 
-static void chat_req_free(chat_req *q) {
-    core_buf_free(&q->tools);
-    sample_grammar_free(q->grammar);
-    q->grammar = NULL;
-}
-
-/* 400 for a grammar that does not compile: the message names the schema part. */
-static int grammar_error(http_req *r, const char *param, int rc, const core_err *err) {
-    if (rc == CORE_ENOMEM) return api_error(r, 500, "server_error", NULL, NULL, "out of memory"), -1;
-    return api_error(r, 400, "invalid_request_error", rc == CORE_EUNSUP ? "unsupported_schema" : "invalid_schema",
-                     param, "%s", err->msg), -1;
-}
-
-/* The tool names must be what OpenAI allows: the model writes them in JSON
- * and clients match them back. */
-static int valid_tool_name(const char *s, size_t n) {
-    if (n < 1 || n > 64) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '_' || s[i] == '-' || s[i] == '.'))
-            return 0;
-    return 1;
-}
+static void chat_req_free(chat_req *q) { api_tools_free(&q->t); }
 
 /* tools, tool_choice, parallel_tool_calls and response_format: the prompt's
  * tool list and the output's grammar. 0, or -1 after answering 400. */
 static int parse_tools(http_req *r, json_t *root, chat_req *q) {
+    const api_rq rq = {r, 0};
     json_t *tools = json_object_get(root, "tools"), *tc = json_object_get(root, "tool_choice");
-    size_t nt = 0;
-    if (tools && !json_is_null(tools)) {
-        if (!json_is_array(tools)) return bad(r, "tools", "%s", "'tools' must be an array"), -1;
-        nt = json_array_size(tools);
-        if (nt > 128) return bad(r, "tools", "%s", "at most 128 tools"), -1;
-    }
-    for (size_t i = 0; i < nt; i++) {
-        json_t *t = json_array_get(tools, i), *f = json_object_get(t, "function"), *type = json_object_get(t, "type");
-        json_t *name = json_object_get(f, "name"), *params = json_object_get(f, "parameters");
-        char param[64];
-        snprintf(param, sizeof param, "tools[%zu]", i);
-        if (!json_is_object(t) || !json_is_string(type) || strcmp(json_string_value(type), "function") || !json_is_object(f))
-            return bad(r, param, "%s", "a tool is {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}"), -1;
-        snprintf(param, sizeof param, "tools[%zu].function.name", i);
-        if (!json_is_string(name) || !valid_tool_name(json_string_value(name), json_string_length(name)))
-            return bad(r, param, "%s", "a tool's name is 1 to 64 of a-z, A-Z, 0-9, _, - and ."), -1;
-        for (size_t k = 0; k < i; k++)
-            if (json_equal(name, json_object_get(json_object_get(json_array_get(tools, k), "function"), "name")))
-                return bad(r, param, "two tools are named '%s'", json_string_value(name)), -1;
-        snprintf(param, sizeof param, "tools[%zu].function.parameters", i);
-        if (params && !json_is_null(params) && !json_is_object(params))
-            return bad(r, param, "%s", "'parameters' must be a JSON Schema object"), -1;
-    }
-    q->tool_choice = nt ? TC_AUTO : TC_NONE;
+    size_t nt;
+    if (api_tools_check(&rq, tools, &nt)) return -1;
     const char *named = NULL;
-    if (tc && !json_is_null(tc)) {
-        const char *v = json_string_value(tc);
-        if (v && !strcmp(v, "none")) q->tool_choice = TC_NONE;
-        else if (v && !strcmp(v, "auto")) q->tool_choice = nt ? TC_AUTO : TC_NONE;
-        else if (v && !strcmp(v, "required")) q->tool_choice = TC_REQUIRED;
-        else if (json_is_object(tc)) {
-            json_t *f = json_object_get(tc, "function"), *type = json_object_get(tc, "type");
-            named = json_string_value(json_object_get(f, "name"));
-            if (!json_is_string(type) || strcmp(json_string_value(type), "function") || !named)
-                return bad(r, "tool_choice", "%s", "'tool_choice' must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}"), -1;
-            q->tool_choice = TC_NAMED;
-        } else {
-            return bad(r, "tool_choice", "%s", "'tool_choice' must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}"), -1;
-        }
-        if ((q->tool_choice == TC_REQUIRED || q->tool_choice == TC_NAMED) && !nt)
-            return bad(r, "tool_choice", "%s", "'tool_choice' asks for a tool call but there are no 'tools'"), -1;
-    }
+    if (api_tool_choice(&rq, tc, nt, &q->tool_choice, &named)) return -1;
     q->parallel = 1;
-    if (get_bool(r, root, "parallel_tool_calls", &q->parallel) < 0) return -1;
+    if (api_get_bool(&rq, root, "parallel_tool_calls", &q->parallel) < 0) return -1;
 
     /* response_format */
     json_t *rf = json_object_get(root, "response_format");
@@ -420,79 +163,33 @@ static int parse_tools(http_req *r, json_t *root, chat_req *q) {
                 return bad(r, "response_format.json_schema", "%s", "'json_schema' must be {\"name\", \"schema\": {...}, \"strict\"}"), -1;
         }
     }
-    if (rft && q->tool_choice != TC_NONE)
+    if (rft && q->tool_choice != API_TC_NONE)
         return bad(r, "response_format", "%s", "a JSON 'response_format' cannot be combined with tool calls: "
                                                "use tool_choice 'none', or describe the answer as a tool"), -1;
 
-    /* the prompt lists the tools unless calls are off */
-    core_err err = {0};
-    int rc;
-    if (nt && q->tool_choice != TC_NONE) {
-        char *txt = json_dumps(tools, JSON_COMPACT | JSON_REAL_PRECISION(17));
-        rc = txt ? chat_tools_repr(txt, strlen(txt), &q->tools, &err) : CORE_ENOMEM;
-        free(txt);
-        if (rc) return grammar_error(r, "tools", rc, &err);
-    }
-    if (q->tool_choice != TC_NONE) {
-        sample_tool tv[128];
-        char *sv[128] = {0};
-        size_t n = 0;
-        int found = 0;
-        for (size_t i = 0; i < nt; i++) {
-            json_t *f = json_object_get(json_array_get(tools, i), "function"), *params = json_object_get(f, "parameters");
-            const char *name = json_string_value(json_object_get(f, "name"));
-            if (named && strcmp(name, named)) continue;
-            found = 1;
-            sv[n] = json_is_object(params) ? json_dumps(params, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
-            tv[n] = (sample_tool){name, sv[n], sv[n] ? strlen(sv[n]) : 0};
-            n++;
-        }
-        if (named && !found) return bad(r, "tool_choice", "'tool_choice' names '%.64s', which is not in 'tools'", named), -1;
-        rc = sample_grammar_tools(tv, n, named ? 0 : q->parallel, &q->grammar, &err);
-        for (size_t i = 0; i < n; i++) free(sv[i]);
-        if (rc) return grammar_error(r, "tools", rc, &err);
-        q->lazy = q->tool_choice == TC_AUTO;
+    if (q->tool_choice != API_TC_NONE) {
+        if (api_tools_build(&rq, tools, q->tool_choice, named, q->parallel, &q->t)) return -1;
     } else if (rft) {
-        char *txt = schema && strcmp(rft, "json_object") ? json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17))
-                                                        : strdup(strcmp(rft, "json_object") ? "{}" : "{\"type\":\"object\"}");
-        rc = txt ? sample_grammar_schema(txt, strlen(txt), &q->grammar, &err) : CORE_ENOMEM;
-        free(txt);
-        if (rc) return grammar_error(r, "response_format.json_schema.schema", rc, &err);
+        json_t *any = strcmp(rft, "json_object") ? schema : json_pack("{s:s}", "type", "object");
+        int rc = api_schema_grammar(&rq, any, "response_format.json_schema.schema", &q->t);
+        if (any != schema) json_decref(any);
+        if (rc) return -1;
     }
     return 0;
 }
 
 /* Every field but messages. 0, or -1 after answering 400. */
 static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
-    double d;
     long long ll;
     int rc, b;
     sample_params_default(&q->sp);
     json_t *model = json_object_get(root, "model");
     if (model && !json_is_null(model) && !json_is_string(model)) return bad(r, "model", "%s", "'model' must be a string"), -1;
-    if ((rc = get_num(r, root, "temperature", 0, 2, &d)) < 0) return -1;
-    if (!rc) q->sp.temperature = (float)d;
-    if ((rc = get_num(r, root, "top_p", 0, 1, &d)) < 0) return -1;
-    if (!rc) q->sp.top_p = (float)d;
-    if ((rc = get_num(r, root, "min_p", 0, 1, &d)) < 0) return -1;
-    if (!rc) q->sp.min_p = (float)d;
-    if ((rc = get_int(r, root, "top_k", 0, 1000000, &ll)) < 0) return -1;
-    if (!rc) q->sp.top_k = (int)ll;
-    if ((rc = get_num(r, root, "presence_penalty", -2, 2, &d)) < 0) return -1;
-    if (!rc) q->sp.presence_penalty = (float)d;
-    if ((rc = get_num(r, root, "frequency_penalty", -2, 2, &d)) < 0) return -1;
-    if (!rc) q->sp.frequency_penalty = (float)d;
-    if ((rc = get_num(r, root, "repeat_penalty", 0, 10, &d)) < 0) return -1;
-    if (!rc) q->sp.repeat_penalty = (float)d;
-    q->sp.seed = random_u64();
-    json_t *seed = json_object_get(root, "seed");
-    if (seed && !json_is_null(seed)) {
-        if (!json_is_integer(seed)) return bad(r, "seed", "%s", "'seed' must be an integer"), -1;
-        q->sp.seed = (uint64_t)json_integer_value(seed);
-    }
+    const api_rq rq = {r, 0};
+    if (api_parse_sampling(&rq, root, 2, &q->sp)) return -1;
     long long cap = a->cfg.max_tokens > 0 ? a->cfg.max_tokens : engine_ctx_size(a->eng);
     const char *mt_key = json_object_get(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
-    if ((rc = get_int(r, root, mt_key, 1, 1ll << 40, &ll)) < 0) return -1;
+    if ((rc = api_get_int(&rq, root, mt_key, 1, 1ll << 40, &ll)) < 0) return -1;
     if (!rc) {
         if (ll > cap) {
             api_error(r, 400, "invalid_request_error", "invalid_value", mt_key,
@@ -501,32 +198,12 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
         }
         q->max_tokens = (int)ll;
     }
-    json_t *nn = json_object_get(root, "n");
-    if (nn && !json_is_null(nn) && !(json_is_integer(nn) && json_integer_value(nn) == 1))
-        return api_error(r, 400, "invalid_request_error", "unsupported_parameter", "n", "only n=1 is supported"), -1;
-    json_t *stop = json_object_get(root, "stop");
-    if (stop && !json_is_null(stop)) {
-        json_t *one[1] = {stop};
-        json_t **v = one;
-        size_t n = 1;
-        if (json_is_array(stop)) {
-            n = json_array_size(stop);
-            if (n > SAMPLE_STOP_MAX) {
-                api_error(r, 400, "invalid_request_error", "invalid_value", "stop", "at most %d stop strings", SAMPLE_STOP_MAX);
-                return -1;
-            }
-            v = NULL;
-        }
-        for (size_t i = 0; i < n; i++) {
-            json_t *s = v ? v[i] : json_array_get(stop, i);
-            if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > MAX_STOP_LEN) {
-                api_error(r, 400, "invalid_request_error", "invalid_value", "stop",
-                          "'stop' must be a string or an array of strings of 1 to %d bytes", MAX_STOP_LEN);
-                return -1;
-            }
-            q->stops[q->n_stops++] = json_string_value(s);
-        }
-    }
+    q->n = 1;
+    if ((rc = api_get_int(&rq, root, "n", 1, 1ll << 40, &ll)) < 0) return -1;
+    if (!rc && ll > MAX_CHOICES)
+        return api_bad(&rq, 400, "invalid_value", "n", "'n' is %lld; at most %d choices per request", ll, MAX_CHOICES);
+    if (!rc) q->n = (int)ll;
+    if (api_parse_stops(&rq, json_object_get(root, "stop"), q->stops, &q->n_stops)) return -1;
     q->stream = 0;
     if (get_bool(r, root, "stream", &q->stream) < 0) return -1;
     json_t *so = json_object_get(root, "stream_options");
@@ -540,7 +217,7 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
     if ((rc = get_bool(r, root, "ignore_eos", &b)) < 0) return -1; /* llama.cpp extension */
     if (!rc) q->ignore_eos = b;
     if (get_bool(r, root, "logprobs", &q->logprobs) < 0) return -1;
-    if ((rc = get_int(r, root, "top_logprobs", 0, SAMPLE_TOP_MAX, &ll)) < 0) return -1;
+    if ((rc = api_get_int(&rq, root, "top_logprobs", 0, SAMPLE_TOP_MAX, &ll)) < 0) return -1;
     if (!rc) {
         if (!q->logprobs) return bad(r, "top_logprobs", "%s", "'top_logprobs' needs 'logprobs': true"), -1;
         q->top_logprobs = (int)ll;
@@ -558,9 +235,9 @@ int api_parse_request(const api_config *cfg, int which, const char *body, size_t
     x.cfg = *cfg;
     if (x.cfg.max_messages <= 0) x.cfg.max_messages = 1000;
     if (x.cfg.max_tokens <= 0) x.cfg.max_tokens = 4096; /* no engine to ask */
-    json_t *root = parse_json(NULL, body, len);
+    json_t *root = api_parse_json(&(api_rq){NULL, 0}, body, len);
     if (!root) return 1;
-    msgs m = {0};
+    api_msgs m = {0};
     chat_req q = {0};
     int thinking = 1, add_gen = 1, refused;
     if (which == API_PARSE_CHAT)
@@ -568,52 +245,10 @@ int api_parse_request(const api_config *cfg, int which, const char *body, size_t
     else
         refused = parse_messages(a, NULL, root, &m) || parse_thinking(NULL, root, &thinking) ||
                   get_bool(NULL, root, "add_generation_prompt", &add_gen) < 0 || parse_tools(NULL, root, &q);
-    msgs_free(&m);
+    api_msgs_free(&m);
     chat_req_free(&q);
     json_decref(root);
     return refused ? 1 : 0;
-}
-
-/* ---- tool calls in the answer ------------------------------------------------- */
-
-/* A call's body ("\n{\"name\": ..., \"arguments\": {...}}\n") as an
- * OpenAI tool call with a new id, or NULL when it is not a valid call. The
- * arguments string is the model's own text when it can be cut out (what
- * the grammar makes), else jansson's compact form. */
-static json_t *tool_call_json(const char *body, size_t len) {
-    json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je), *res = NULL;
-    json_t *name = json_object_get(o, "name"), *args = json_object_get(o, "arguments");
-    if (!json_is_object(o) || json_object_size(o) != 2 || !json_is_string(name) || !json_is_object(args)) goto out;
-    char *txt = NULL;
-    static const char mid[] = "\"arguments\":";
-    const char *p = memmem(body, len, mid, sizeof mid - 1), *end = body + len;
-    while (end > body && (end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t')) end--;
-    if (p && end > p && end[-1] == '}') {
-        p += sizeof mid - 1;
-        while (p < end && *p == ' ') p++;
-        const char *q = end - 1; /* the outer object's '}' */
-        while (q > p && (q[-1] == ' ' || q[-1] == '\n')) q--;
-        json_t *back = q > p ? json_loadb(p, (size_t)(q - p), 0, &je) : NULL;
-        if (back && json_equal(back, args)) txt = strndup(p, (size_t)(q - p));
-        json_decref(back);
-    }
-    if (!txt) txt = json_dumps(args, JSON_COMPACT | JSON_REAL_PRECISION(17));
-    if (!txt) goto out;
-    char id[40];
-    snprintf(id, sizeof id, "call_%016llx%08llx", (unsigned long long)random_u64(),
-             (unsigned long long)(random_u64() & 0xffffffffu));
-    res = json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", id, "type", "function", "function", "name", name, "arguments", txt);
-    free(txt);
-out:
-    json_decref(o);
-    return res;
-}
-
-static int all_space(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\n' && s[i] != '\r' && s[i] != '\t') return 0;
-    return 1;
 }
 
 /* ---- logprobs ------------------------------------------------------------------ */
@@ -649,41 +284,37 @@ static json_t *lp_content(const tok *tk, const bridge_lp *lp, size_t n) {
     return arr;
 }
 
-/* Non-stream: the answer split into content and tool_calls. */
-typedef struct calls_acc {
-    core_buf *content;
-    json_t *calls;
-} calls_acc;
-
-static int acc_call(void *ctx, const char *body, size_t len, int complete) {
-    calls_acc *c = ctx;
-    json_t *tc = complete ? tool_call_json(body, len) : NULL;
-    if (tc) return json_array_append_new(c->calls, tc) ? CORE_ENOMEM : 0;
-    /* not a call after all: the text stays where it was */
-    if (core_buf_puts(c->content, "<tool_call>") || core_buf_append(c->content, body, len) ||
-        (complete && core_buf_puts(c->content, "</tool_call>")))
-        return CORE_ENOMEM;
-    return 0;
-}
-
 /* ---- the stream framing (a bridge listener) -------------------------------- */
+
+/* The choices of one streamed request (n > 1): one SSE stream, one
+ * listener per choice. Listeners run on the bridge thread, one at a time,
+ * so the counts need no lock of their own. */
+typedef struct oai_group {
+    int refs;          /* listeners not yet dropped: the last closes the stream */
+    int running;       /* choices not yet ended: the last sends usage and [DONE] */
+    int failed;        /* a choice ended in an error or was cancelled: no usage */
+    engine_stats sum;  /* usage over the choices */
+    engine_stats st0;  /* choice 0's, for timings */
+} oai_group;
 
 typedef struct oai_stream {
     api *a;
     http_stream *s;
+    oai_group *g;      /* n > 1: the request's choices; NULL: the one */
+    int index;
     json_t *chunk;     /* {"id",...,"choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":null}]} */
     json_t *choice;    /* chunk.choices[0] (borrowed) */
     json_t *delta;     /* choice.delta (borrowed) */
     core_buf out;      /* one serialized event, reused */
     int include_usage;
     int parse_calls;   /* tools are on: <tool_call> blocks become delta.tool_calls */
-    chat_calls cp;
-    core_buf cbuf;     /* content of the current delivery */
-    core_buf ws;       /* whitespace-only content held back (dropped after calls) */
-    int n_calls;
+    api_calls_stream cs;
     const tok *tk;     /* logprobs: the token texts; NULL: not asked */
     int legacy;        /* /v1/completions */
 } oai_stream;
+
+static int send_content(void *ctx, const char *text, size_t len);
+static int send_call(void *ctx, json_t *tc, int i);
 
 /* legacy: /v1/completions' chunks ({"object": "text_completion", choices[0].text}). */
 static oai_stream *oai_stream_new(api *a, const char *id, long long created, int include_usage, int parse_calls,
@@ -694,7 +325,7 @@ static oai_stream *oai_stream_new(api *a, const char *id, long long created, int
     x->include_usage = include_usage;
     x->parse_calls = parse_calls;
     x->legacy = legacy;
-    chat_calls_init(&x->cp);
+    api_calls_stream_init(&x->cs, 0, send_content, send_call, x);
     if (legacy)
         x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:s, s:n, s:n}]}", "id", id, "object",
                              "text_completion", "created", (json_int_t)created, "model", a->model_name,
@@ -743,6 +374,8 @@ static int send_delta(oai_stream *x, const char *key, const char *text, size_t l
     return send_obj(x, x->chunk);
 }
 
+static int send_content(void *ctx, const char *text, size_t len) { return send_delta(ctx, "content", text, len, NULL); }
+
 static json_t *usage_json(const engine_stats *st) {
     return json_pack("{s:i, s:i, s:i, s:{s:i}, s:{s:i}}", "prompt_tokens", st->prompt_tokens, "completion_tokens",
                      st->gen_tokens, "total_tokens", st->prompt_tokens + st->gen_tokens, "prompt_tokens_details",
@@ -764,45 +397,16 @@ static int send_error_event(oai_stream *x, const char *type, const char *code, c
     return rc;
 }
 
-/* Content when tools are on: whitespace alone waits for what follows it
- * (after the last call it is dropped, as the non-stream answer does). */
-static int stream_content(oai_stream *x, const char *text, size_t len) {
-    if (!len) return 0;
-    if (all_space(text, len)) return core_buf_append(&x->ws, text, len);
-    int rc = 0;
-    if (x->ws.len) {
-        if (core_buf_append(&x->ws, text, len)) return CORE_ENOMEM;
-        rc = send_delta(x, "content", x->ws.data, x->ws.len, NULL);
-        core_buf_clear(&x->ws);
-        return rc;
-    }
-    return send_delta(x, "content", text, len, NULL);
-}
-
-/* A finished <tool_call> block: the content before it, then its chunks
- * (index, id, type and name with empty arguments; then the arguments). */
-static int stream_call(void *ctx, const char *body, size_t len, int complete) {
+/* A finished tool call: its chunks (index, id, type and name with empty
+ * arguments; then the arguments). tc taken. */
+static int send_call(void *ctx, json_t *tc, int i) {
     oai_stream *x = ctx;
-    int rc = stream_content(x, x->cbuf.data, x->cbuf.len);
-    core_buf_clear(&x->cbuf);
-    json_t *tc = complete ? tool_call_json(body, len) : NULL;
-    if (!tc) {
-        core_buf t = {0};
-        if (core_buf_puts(&t, "<tool_call>") || core_buf_append(&t, body, len) ||
-            (complete && core_buf_puts(&t, "</tool_call>")))
-            rc = CORE_ENOMEM;
-        else if (!rc)
-            rc = stream_content(x, t.data, t.len);
-        core_buf_free(&t);
-        return rc;
-    }
+    int rc = 0;
     json_t *f = json_object_get(tc, "function");
-    json_t *first = json_pack("[{s:i, s:O, s:s, s:{s:O, s:s}}]", "index", x->n_calls, "id", json_object_get(tc, "id"),
+    json_t *first = json_pack("[{s:i, s:O, s:s, s:{s:O, s:s}}]", "index", i, "id", json_object_get(tc, "id"),
                               "type", "function", "function", "name", json_object_get(f, "name"), "arguments", "");
-    json_t *second = json_pack("[{s:i, s:{s:O}}]", "index", x->n_calls, "function", "arguments",
+    json_t *second = json_pack("[{s:i, s:{s:O}}]", "index", i, "function", "arguments",
                                json_object_get(f, "arguments"));
-    x->n_calls++;
-    core_buf_clear(&x->ws); /* whitespace between content and a call */
     if (!first || !second) rc = CORE_ENOMEM;
     json_t *parts[2] = {first, second};
     for (int k = 0; k < 2 && !rc; k++) {
@@ -821,6 +425,7 @@ static int stream_call(void *ctx, const char *body, size_t len, int complete) {
 
 /* The end: the finish chunk (+ usage) or an error event, then [DONE]. */
 static void stream_tail(oai_stream *x, const bridge_out *o) {
+    int ok = 0;
     if (!strcmp(o->finish, "error")) {
         send_error_event(x, o->err_code == CORE_ERANGE ? "invalid_request_error" : "server_error",
                          o->err_code == CORE_ERANGE ? "context_length_exceeded" : "internal_error",
@@ -832,20 +437,32 @@ static void stream_tail(oai_stream *x, const bridge_out *o) {
     } else {
         const char *finish = o->finish;
         if (x->parse_calls) {
-            core_buf_clear(&x->cbuf);
-            chat_calls_finish(&x->cp, &x->cbuf, stream_call, x);
-            stream_content(x, x->cbuf.data, x->cbuf.len);
-            if (!x->n_calls && x->ws.len) send_delta(x, "content", x->ws.data, x->ws.len, NULL);
-            if (x->n_calls && !strcmp(finish, "stop")) finish = "tool_calls";
+            api_calls_stream_finish(&x->cs);
+            if (x->cs.n_calls && !strcmp(finish, "stop")) finish = "tool_calls";
         }
         send_delta(x, NULL, NULL, 0, finish);
-        if (x->include_usage) {
-            json_t *u = json_pack("{s:O, s:O, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
-                                  json_object_get(x->chunk, "object"), "created", json_object_get(x->chunk, "created"), "model",
-                                  x->a->model_name, "choices", "usage", usage_json(o->st), "timings", timings_json(o->st));
-            if (u) send_obj(x, u);
-            json_decref(u);
-        }
+        ok = 1;
+    }
+    const engine_stats *st = o->st, *st0 = o->st;
+    oai_group *g = x->g;
+    if (g) { /* the end of the request is the end of its last choice */
+        g->failed |= !ok;
+        g->sum.prompt_tokens += o->st->prompt_tokens;
+        g->sum.cached_tokens += o->st->cached_tokens;
+        g->sum.gen_tokens += o->st->gen_tokens;
+        g->sum.reasoning_tokens += o->st->reasoning_tokens;
+        if (!x->index) g->st0 = *o->st;
+        if (--g->running) return;
+        ok = !g->failed;
+        st = &g->sum;
+        st0 = &g->st0;
+    }
+    if (ok && x->include_usage) {
+        json_t *u = json_pack("{s:O, s:O, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
+                              json_object_get(x->chunk, "object"), "created", json_object_get(x->chunk, "created"), "model",
+                              x->a->model_name, "choices", "usage", usage_json(st), "timings", timings_json(st0));
+        if (u) send_obj(x, u);
+        json_decref(u);
     }
     http_stream_event(x->s, NULL, NULL, "[DONE]", 6);
 }
@@ -860,10 +477,7 @@ static int oai_deliver(void *ctx, const bridge_out *o) {
         if (!x->parse_calls) {
             rc = send_delta(x, "content", o->answer + o->answer_from, o->answer_end - o->answer_from, NULL);
         } else {
-            core_buf_clear(&x->cbuf);
-            rc = chat_calls_push(&x->cp, o->answer + o->answer_from, o->answer_end - o->answer_from, &x->cbuf,
-                                 stream_call, x);
-            if (!rc) rc = stream_content(x, x->cbuf.data, x->cbuf.len);
+            rc = api_calls_stream_push(&x->cs, o->answer + o->answer_from, o->answer_end - o->answer_from);
         }
     }
     if (!rc && x->tk && o->lp_end > o->lp_from) { /* this delivery's tokens, in a chunk of their own */
@@ -882,21 +496,26 @@ static int oai_deliver(void *ctx, const bridge_out *o) {
 
 static int oai_gone(void *ctx) { return http_stream_gone(((oai_stream *)ctx)->s); }
 
+static void oai_stream_free(oai_stream *x) {
+    if (!x) return;
+    json_decref(x->chunk);
+    core_buf_free(&x->out);
+    api_calls_stream_free(&x->cs);
+    free(x);
+}
+
 /* The stream ends (its bytes still go out) and the route's count drops. */
 static void oai_drop(void *ctx) {
     oai_stream *x = ctx;
+    if (x->g) { /* the stream is the group's: its last listener closes it */
+        if (--x->g->refs) x->s = NULL;
+        else free(x->g);
+    }
     if (x->s) {
         http_stream_close(x->s);
-        pthread_mutex_lock(&x->a->mu);
-        x->a->streams--;
-        pthread_mutex_unlock(&x->a->mu);
+        api_stream_give(x->a);
     }
-    json_decref(x->chunk);
-    core_buf_free(&x->out);
-    chat_calls_free(&x->cp);
-    core_buf_free(&x->cbuf);
-    core_buf_free(&x->ws);
-    free(x);
+    oai_stream_free(x);
 }
 
 static const bridge_listener_ops oai_ops = {oai_deliver, oai_gone, oai_drop};
@@ -904,50 +523,26 @@ static const bridge_listener_ops oai_ops = {oai_deliver, oai_gone, oai_drop};
 /* ---- /v1/chat/completions --------------------------------------------------------- */
 
 static int submit_error(api *a, http_req *r, int rc, const char *msg) {
-    if (rc == CORE_EFULL) {
-        http_req_add_header(r, "Retry-After", "1");
-        return api_error(r, 429, "rate_limit_error", "queue_full", NULL, "%s", msg);
-    }
-    if (rc == CORE_ERANGE)
-        return api_error(r, 400, "invalid_request_error", "context_length_exceeded", "messages", "%s", msg);
-    if (rc == CORE_EUNSUP) return not_ready(a, r) ? 0 : api_error(r, 503, "unavailable_error", NULL, NULL, "%s", msg);
-    if (rc == CORE_EINVAL) return api_error(r, 400, "invalid_request_error", "invalid_value", NULL, "%s", msg);
-    return api_error(r, 500, "server_error", NULL, NULL, "%s", msg);
+    return api_submit_error(a, &(api_rq){r, 0}, rc, "messages", msg);
 }
 
-static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, long long created, int parse_calls,
-                           int logprobs) {
+/* Choice i of a finished job: {"index", "message", "logprobs", "finish_reason"}. */
+static json_t *choice_json(api *a, bridge_job *j, int i, int parse_calls, int logprobs) {
     const char *text, *reas, *finish, *emsg;
     size_t tl, rl;
     const engine_stats *st;
     int ecode;
     bridge_result(j, &text, &tl, &reas, &rl, &st, &finish, &ecode, &emsg);
-    if (ecode) {
-        if (ecode == CORE_ERANGE)
-            return api_error(r, 400, "invalid_request_error", "context_length_exceeded", "messages", "%s", emsg);
-        return api_error(r, 500, "server_error", "internal_error", NULL, "%s", emsg);
-    }
-    if (!strcmp(finish, "cancelled"))
-        return api_error(r, 503, "unavailable_error", is_stopping(a) ? "shutting_down" : "cancelled", NULL, "%s",
-                         is_stopping(a) ? "the server is shutting down" : "the request was cancelled");
     json_t *msg, *calls = NULL;
     if (parse_calls) {
         core_buf content = {0};
         calls = json_array();
-        calls_acc acc = {&content, calls};
-        chat_calls cp;
-        chat_calls_init(&cp);
-        int bad_mem = !calls || chat_calls_push(&cp, text, tl, &content, acc_call, &acc) ||
-                      chat_calls_finish(&cp, &content, acc_call, &acc);
-        chat_calls_free(&cp);
-        if (bad_mem) {
+        if (!calls || api_split_calls(text, tl, 0, &content, calls)) {
             json_decref(calls);
             core_buf_free(&content);
-            return api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+            return NULL;
         }
         size_t cl = content.len;
-        if (json_array_size(calls)) /* trailing whitespace goes with the calls */
-            while (cl && all_space(content.data + cl - 1, 1)) cl--;
         msg = json_pack("{s:s, s:s%}", "role", "assistant", "content", content.data ? content.data : "", cl);
         if (msg && json_array_size(calls)) {
             if (!cl) json_object_set_new(msg, "content", json_null());
@@ -968,11 +563,130 @@ static int respond_message(api *a, http_req *r, bridge_job *j, const char *id, l
         json_t *c = lp_content(engine_tok(a->eng), lp, n);
         lpj = c ? json_pack("{s:o, s:n}", "content", c, "refusal") : NULL;
     }
-    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:o, s:o, s:s}], s:o, s:o}", "id", id, "object",
-                          "chat.completion", "created", (json_int_t)created, "model", a->model_name,
-                          "system_fingerprint", "smolbot", "choices", "index", 0, "message", msg, "logprobs",
-                          lpj, "finish_reason", finish, "usage", usage_json(st), "timings", timings_json(st));
+    return json_pack("{s:i, s:o, s:o, s:s}", "index", i, "message", msg, "logprobs", lpj, "finish_reason", finish);
+}
+
+/* The answer of n finished jobs (the choices). usage adds up what the
+ * engine did for all of them (n prompts, the cached part of each, every
+ * choice's tokens); timings are the first choice's. */
+static int respond_message(api *a, http_req *r, bridge_job **jobs, int n, const char *id, long long created,
+                           int parse_calls, int logprobs) {
+    engine_stats sum = {0};
+    const engine_stats *st0 = NULL;
+    for (int i = 0; i < n; i++) {
+        const char *finish, *emsg;
+        const engine_stats *st;
+        int ecode;
+        bridge_result(jobs[i], NULL, NULL, NULL, NULL, &st, &finish, &ecode, &emsg);
+        if (api_result_failed(a, &(api_rq){r, 0}, ecode, emsg, finish, "messages")) return 0;
+        if (!i) st0 = st;
+        sum.prompt_tokens += st->prompt_tokens;
+        sum.cached_tokens += st->cached_tokens;
+        sum.gen_tokens += st->gen_tokens;
+        sum.reasoning_tokens += st->reasoning_tokens;
+    }
+    json_t *choices = json_array();
+    for (int i = 0; choices && i < n; i++)
+        if (json_array_append_new(choices, choice_json(a, jobs[i], i, parse_calls, logprobs))) {
+            json_decref(choices);
+            choices = NULL;
+        }
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:o, s:o}", "id", id, "object", "chat.completion", "created",
+                          (json_int_t)created, "model", a->model_name, "system_fingerprint", "smolbot", "choices",
+                          choices, "usage", usage_json(&sum), "timings", timings_json(st0));
     return send_json(r, 200, o);
+}
+
+/* er's fields that come from the request's settings. */
+static void request_settings(const chat_req *q, engine_request *er) {
+    er->sampling = q->sp;
+    er->max_tokens = q->max_tokens;
+    er->stops = q->stops;
+    er->n_stops = q->n_stops;
+    er->ignore_eos = q->ignore_eos;
+    er->grammar = q->t.grammar;
+    er->grammar_lazy = q->t.lazy;
+    er->logprobs = q->logprobs;
+    er->top_logprobs = q->top_logprobs;
+}
+
+/* A started completion: its id ("chatcmpl-...", "cmpl-..."), its time and,
+ * for a stream, the framing (for the caller to send its first chunk and
+ * hand to bridge_listen). */
+/* A started completion: its id ("chatcmpl-...", "cmpl-..."), its time, a
+ * job per choice and, for a stream, each choice's framing (for the caller
+ * to send its first chunk and hand to bridge_listen). */
+typedef struct oai_job {
+    char id[48];
+    long long created;
+    int n;
+    bridge_job *j[MAX_CHOICES];
+    oai_stream *x[MAX_CHOICES];
+} oai_job;
+
+/* Cut max_tokens to the room, name the completion and submit er q->n
+ * times: choice i with the request seed plus i times the golden ratio
+ * (choice 0 keeps it), the same prompt (an idle cache with it is reused, so
+ * is the shared system block). For a stream, open it. 0, or -1 after
+ * answering (param: the prompt's field for a context overflow). */
+static int start(api *a, http_req *r, chat_req *q, engine_request *er, const char *param, const char *prefix,
+                 int parse_calls, int legacy, oai_job *oj) {
+    const api_rq rq = {r, 0};
+    core_err err = {0};
+    oai_group *g = NULL;
+    memset(oj, 0, sizeof *oj);
+    if (bridge_max_tokens(engine_ctx_size(a->eng), er->n_prompt, q->max_tokens, a->cfg.max_tokens, 1, &q->max_tokens, &err))
+        return api_bad(&rq, 400, "context_length_exceeded", param, "%s", err.msg);
+    er->max_tokens = q->max_tokens;
+    oj->created = (long long)time(NULL);
+    snprintf(oj->id, sizeof oj->id, "%s%016llx%08llx", prefix, (unsigned long long)api_random_u64(),
+             (unsigned long long)(api_random_u64() & 0xffffffffu));
+    if (q->stream && api_stream_take(a, &rq)) return -1;
+    if (q->stream && q->n > 1 && !(g = calloc(1, sizeof *g))) {
+        api_oom(&rq);
+        goto fail;
+    }
+    for (int i = 0; i < q->n; i++) {
+        oai_stream *x = NULL;
+        if (q->stream && !(x = oj->x[i] = oai_stream_new(a, oj->id, oj->created, q->include_usage, parse_calls, legacy))) {
+            api_oom(&rq);
+            goto fail;
+        }
+        if (x && json_object_set_new(x->choice, "index", json_integer(i))) {
+            api_oom(&rq);
+            goto fail;
+        }
+        if (x) x->index = i;
+        bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
+        er->sampling.seed = q->sp.seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+        int rc = bridge_start(a->br, er, &bo, &oj->j[i], &err);
+        if (rc) {
+            api_submit_error(a, &rq, rc, param, err.msg);
+            goto fail;
+        }
+        oj->n = i + 1;
+    }
+    if (q->stream) {
+        http_stream *s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
+        if (!s) goto fail; /* no response could be made: nobody to stream to */
+        if (g) *g = (oai_group){.refs = q->n, .running = q->n};
+        for (int i = 0; i < q->n; i++) {
+            oj->x[i]->s = s;
+            oj->x[i]->g = g;
+        }
+    }
+    return 0;
+fail:
+    for (int i = 0; i < MAX_CHOICES; i++) {
+        if (i < oj->n) {
+            bridge_cancel(oj->j[i]);
+            bridge_release(oj->j[i]);
+        }
+        oai_stream_free(oj->x[i]);
+    }
+    free(g);
+    if (q->stream) api_stream_give(a);
+    return -1;
 }
 
 static int chat_completions(api *a, http_req *r) {
@@ -981,96 +695,39 @@ static int chat_completions(api *a, http_req *r) {
     if (not_ready(a, r)) return 0;
     json_t *root = parse_body(r);
     if (!root) return 0;
-    msgs m = {0};
+    api_msgs m = {0};
     chat_req q = {0};
     prompt p = {0};
-    oai_stream *x = NULL;
-    bridge_job *j = NULL;
     core_err err = {0};
     if (parse_fields(a, r, root, &q) || parse_messages(a, r, root, &m)) goto out;
     const tok *tk = engine_tok(a->eng);
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
-    prompt_opts po = {.thinking = q.thinking, .xml_tools = q.tools.len ? q.tools.data : NULL, .calls = m.calls};
+    prompt_opts po = {.thinking = q.thinking, .xml_tools = q.t.repr.len ? q.t.repr.data : NULL, .calls = m.calls};
     int rc = prompt_build(tk, m.v, m.n, &po, &p, &err);
     if (rc == CORE_EINVAL) { api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg); goto out; }
     if (rc) { submit_error(a, r, rc, err.msg); goto out; }
-    if (bridge_max_tokens(engine_ctx_size(a->eng), p.n_ids, q.max_tokens, a->cfg.max_tokens, 1, &q.max_tokens, &err)) {
-        api_error(r, 400, "invalid_request_error", "context_length_exceeded", "messages", "%s", err.msg);
-        goto out;
-    }
-    char id[48];
-    long long created = (long long)time(NULL);
-    snprintf(id, sizeof id, "chatcmpl-%016llx%08llx", (unsigned long long)random_u64(),
-             (unsigned long long)(random_u64() & 0xffffffffu));
-    if (q.stream) {
-        pthread_mutex_lock(&a->mu);
-        int over = a->streams >= a->cfg.max_streams;
-        if (!over) a->streams++;
-        pthread_mutex_unlock(&a->mu);
-        if (over) {
-            http_req_add_header(r, "Retry-After", "1");
-            api_error(r, 429, "rate_limit_error", "too_many_streams", NULL,
-                      "too many concurrent streams (at most %d): try again shortly", a->cfg.max_streams);
-            goto out;
-        }
-        if (!(x = oai_stream_new(a, id, created, q.include_usage, q.tool_choice != TC_NONE, 0))) {
-            api_error(r, 500, "server_error", NULL, NULL, "out of memory");
-            goto unstream;
-        }
-    }
     engine_request er = {0};
     er.prompt = p.ids;
     er.n_prompt = p.n_ids;
     er.n_shared = p.n_shared;
-    er.sampling = q.sp;
-    er.max_tokens = q.max_tokens;
-    er.stops = q.stops;
-    er.n_stops = q.n_stops;
     er.thinking = p.thinking;
-    er.ignore_eos = q.ignore_eos;
-    er.grammar = q.grammar;
-    er.grammar_lazy = q.lazy;
-    er.logprobs = q.logprobs;
-    er.top_logprobs = q.top_logprobs;
-    bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
-    rc = bridge_start(a->br, &er, &bo, &j, &err);
-    if (rc) {
-        if (rc == CORE_EUNSUP && is_stopping(a)) api_error(r, 503, "unavailable_error", "shutting_down", NULL, "%s", err.msg);
-        else submit_error(a, r, rc, err.msg);
-        goto unstream;
-    }
+    request_settings(&q, &er);
+    oai_job oj;
+    if (start(a, r, &q, &er, "messages", "chatcmpl-", q.tool_choice != API_TC_NONE, 0, &oj)) goto out;
     if (q.stream) {
-        x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
-        if (!x->s) {
-            bridge_cancel(j); /* no response could be made: nobody to stream to */
-            goto unstream;
+        for (int i = 0; i < oj.n; i++) { /* all before any listener: one writer at a time */
+            if (q.logprobs) oj.x[i]->tk = tk;
+            send_delta(oj.x[i], "role", "assistant", 9, NULL); /* a failure shows as gone */
         }
-        if (q.logprobs) x->tk = tk;
-        send_delta(x, "role", "assistant", 9, NULL); /* a failure shows as gone */
-        bridge_listen(j, &oai_ops, x, 0, 0);
-        x = NULL; /* the listener's now */
+        for (int i = 0; i < oj.n; i++) bridge_listen(oj.j[i], &oai_ops, oj.x[i], 0, 0); /* the listener's now */
     } else {
-        bridge_wait(j);
-        respond_message(a, r, j, id, created, q.tool_choice != TC_NONE, q.logprobs);
+        for (int i = 0; i < oj.n; i++) bridge_wait(oj.j[i]);
+        respond_message(a, r, oj.j, oj.n, oj.id, oj.created, q.tool_choice != API_TC_NONE, q.logprobs);
     }
-    bridge_release(j);
-    goto out;
-
-unstream:
-    if (j) bridge_release(j);
-    if (x) {
-        json_decref(x->chunk);
-        chat_calls_free(&x->cp);
-        free(x);
-    }
-    if (q.stream) {
-        pthread_mutex_lock(&a->mu);
-        a->streams--;
-        pthread_mutex_unlock(&a->mu);
-    }
+    for (int i = 0; i < oj.n; i++) bridge_release(oj.j[i]);
 out:
     prompt_free(&p);
-    msgs_free(&m);
+    api_msgs_free(&m);
     chat_req_free(&q);
     json_decref(root);
     return 0;
@@ -1118,10 +775,9 @@ static int completions(api *a, http_req *r) {
     int32_t *ids = NULL;
     size_t n_ids = 0;
     core_buf echo_text = {0};
-    oai_stream *x = NULL;
-    bridge_job *j = NULL;
-    core_err err = {0};
-    int echo = 0, rc;
+    oai_stream *x;
+    bridge_job *j;
+    int echo = 0;
     static const char *const chat_only[] = {"tools", "tool_choice", "parallel_tool_calls", "messages"};
     for (size_t i = 0; i < sizeof chat_only / sizeof chat_only[0]; i++) {
         json_t *v = json_object_get(root, chat_only[i]);
@@ -1143,83 +799,42 @@ static int completions(api *a, http_req *r) {
     }
     json_object_del(root, "logprobs"); /* the chat parser reads a boolean there */
     if (parse_fields(a, r, root, &q) || get_bool(r, root, "echo", &echo) < 0) goto out;
+    if (q.n != 1) {
+        api_error(r, 400, "invalid_request_error", "unsupported_parameter", "n", "'n' above 1 is supported on /v1/chat/completions only");
+        goto out;
+    }
     const tok *tk = engine_tok(a->eng);
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
     if (parse_prompt(r, tk, root, &ids, &n_ids)) goto out;
     if (echo && tok_decode(tk, ids, n_ids, 1, &echo_text)) { api_error(r, 500, "server_error", NULL, NULL, "out of memory"); goto out; }
-    if (bridge_max_tokens(engine_ctx_size(a->eng), n_ids, q.max_tokens, a->cfg.max_tokens, 1, &q.max_tokens, &err)) {
-        api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", err.msg);
-        goto out;
-    }
-    char id[48];
-    long long created = (long long)time(NULL);
-    snprintf(id, sizeof id, "cmpl-%016llx%08llx", (unsigned long long)random_u64(),
-             (unsigned long long)(random_u64() & 0xffffffffu));
-    if (q.stream) {
-        pthread_mutex_lock(&a->mu);
-        int over = a->streams >= a->cfg.max_streams;
-        if (!over) a->streams++;
-        pthread_mutex_unlock(&a->mu);
-        if (over) {
-            http_req_add_header(r, "Retry-After", "1");
-            api_error(r, 429, "rate_limit_error", "too_many_streams", NULL,
-                      "too many concurrent streams (at most %d): try again shortly", a->cfg.max_streams);
-            goto out;
-        }
-        if (!(x = oai_stream_new(a, id, created, q.include_usage, 0, 1))) {
-            api_error(r, 500, "server_error", NULL, NULL, "out of memory");
-            goto unstream;
-        }
-    }
     engine_request er = {0};
     er.prompt = ids;
     er.n_prompt = n_ids;
-    er.sampling = q.sp;
-    er.max_tokens = q.max_tokens;
-    er.stops = q.stops;
-    er.n_stops = q.n_stops;
     er.thinking = 0; /* a raw prompt: everything generated is text */
-    er.ignore_eos = q.ignore_eos;
-    er.grammar = q.grammar;
-    bridge_job_opts bo = {0};
-    rc = bridge_start(a->br, &er, &bo, &j, &err);
-    if (rc) {
-        if (rc == CORE_EUNSUP && is_stopping(a)) api_error(r, 503, "unavailable_error", "shutting_down", NULL, "%s", err.msg);
-        else if (rc == CORE_ERANGE) api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", err.msg);
-        else submit_error(a, r, rc, err.msg);
-        goto unstream;
-    }
-    if (q.stream) {
-        x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
-        if (!x->s) {
-            bridge_cancel(j);
-            goto unstream;
-        }
+    request_settings(&q, &er);
+    oai_job oj;
+    if (start(a, r, &q, &er, "prompt", "cmpl-", 0, 1, &oj)) goto out;
+    j = oj.j[0];
+    if ((x = oj.x[0])) {
         if (echo && echo_text.len) {
             core_buf fixed = {0};
             if (!core_utf8_sanitize(echo_text.data, echo_text.len, &fixed)) send_delta(x, "text", fixed.data, fixed.len, NULL);
             core_buf_free(&fixed);
         }
         bridge_listen(j, &oai_ops, x, 0, 0);
-        x = NULL;
     } else {
         bridge_wait(j);
-        const char *text, *finish, *emsg;
         size_t tl;
-        const engine_stats *st;
         int ecode;
+        const engine_stats *st;
+        const char *text, *finish, *emsg;
         bridge_result(j, &text, &tl, NULL, NULL, &st, &finish, &ecode, &emsg);
-        if (ecode == CORE_ERANGE) api_error(r, 400, "invalid_request_error", "context_length_exceeded", "prompt", "%s", emsg);
-        else if (ecode) api_error(r, 500, "server_error", "internal_error", NULL, "%s", emsg);
-        else if (!strcmp(finish, "cancelled"))
-            api_error(r, 503, "unavailable_error", is_stopping(a) ? "shutting_down" : "cancelled", NULL, "%s",
-                      is_stopping(a) ? "the server is shutting down" : "the request was cancelled");
-        else {
+        if (!api_result_failed(a, &(api_rq){r, 0}, ecode, emsg, finish, "prompt")) {
             core_buf all = {0};
             if (echo && echo_text.len) core_utf8_sanitize(echo_text.data, echo_text.len, &all);
             core_buf_append(&all, text, tl);
-            json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:s%, s:i, s:n, s:s}], s:o, s:o}", "id", id, "object",
-                                  "text_completion", "created", (json_int_t)created, "model", a->model_name,
+            json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:s%, s:i, s:n, s:s}], s:o, s:o}", "id", oj.id, "object",
+                                  "text_completion", "created", (json_int_t)oj.created, "model", a->model_name,
                                   "system_fingerprint", "smolbot", "choices", "text", all.data ? all.data : "", all.len,
                                   "index", 0, "logprobs", "finish_reason", finish, "usage", usage_json(st), "timings",
                                   timings_json(st));
@@ -1228,19 +843,6 @@ static int completions(api *a, http_req *r) {
         }
     }
     bridge_release(j);
-    goto out;
-unstream:
-    if (j) bridge_release(j);
-    if (x) {
-        json_decref(x->chunk);
-        chat_calls_free(&x->cp);
-        free(x);
-    }
-    if (q.stream) {
-        pthread_mutex_lock(&a->mu);
-        a->streams--;
-        pthread_mutex_unlock(&a->mu);
-    }
 out:
     free(ids);
     core_buf_free(&echo_text);
@@ -1439,7 +1041,7 @@ out:
 static int apply_template(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
-    msgs m = {0};
+    api_msgs m = {0};
     chat_req q = {0};
     int thinking = 1, add_gen = 1;
     core_buf text = {0};
@@ -1451,7 +1053,7 @@ static int apply_template(api *a, http_req *r) {
     chat_opts_default(&o);
     o.enable_thinking = thinking;
     o.add_generation_prompt = add_gen;
-    o.xml_tools = q.tools.len ? q.tools.data : NULL; /* the prompt the chat route would build */
+    o.xml_tools = q.t.repr.len ? q.t.repr.data : NULL; /* the prompt the chat route would build */
     o.calls = m.calls;
     if (chat_render(m.v, m.n, &o, &text, &err)) {
         api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg);
@@ -1462,7 +1064,7 @@ static int apply_template(api *a, http_req *r) {
 out:
     core_buf_free(&text);
     chat_req_free(&q);
-    msgs_free(&m);
+    api_msgs_free(&m);
     json_decref(root);
     return 0;
 }

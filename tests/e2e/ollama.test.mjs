@@ -50,6 +50,24 @@ async function idle(s, ms) {
 }
 
 const greedy = { temperature: 0, seed: 7, num_predict: 12 };
+const WEATHER = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Get the current weather for a city',
+    parameters: {
+      type: 'object',
+      properties: { city: { type: 'string', maxLength: 12 }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
+      required: ['city'],
+      additionalProperties: false,
+    },
+  },
+};
+const SCHEMAS = [
+  { type: 'object', properties: { name: { type: 'string', maxLength: 10 }, age: { type: 'integer' } }, required: ['name', 'age'], additionalProperties: false },
+  { type: 'array', items: { enum: ['red', 'green', 'blue'] }, minItems: 1, maxItems: 4 },
+  { type: 'object', properties: { ok: { type: 'boolean' }, level: { enum: [1, 2, 3] }, note: { type: ['string', 'null'], maxLength: 6 } }, required: ['ok', 'level', 'note'] },
+];
 const hello = [{ role: 'user', content: 'Say hello.' }];
 
 describe('ollama api', { skip: SKIP }, () => {
@@ -166,9 +184,13 @@ describe('ollama api', { skip: SKIP }, () => {
     assert.equal(typeof bad.json.error, 'string');
     assert.equal((await req(open, 'POST', '/api/chat', { messages: hello })).json.error, 'model is required');
     for (const [field, body] of [
-      ['format', { format: 'json' }],
-      ['format', { format: { type: 'object' } }],
-      ['tools', { tools: [{ type: 'function', function: { name: 'f' } }] }],
+      ['format', { format: 'yaml' }],
+      ['format', { format: { type: 'object', properties: { a: { $ref: '#/x' } } } }],
+      ['format', { format: 'json', tools: [WEATHER] }],
+      ['tools', { tools: [{ type: 'function', function: { name: 'bad name' } }] }],
+      ['tools', { tools: [{ function: { name: 'f' } }] }],
+      ['tool_calls', { messages: [{ role: 'user', content: 'x', tool_calls: [{ function: { name: 'f', arguments: {} } }] }] }],
+      ['arguments', { messages: [{ role: 'assistant', content: '', tool_calls: [{ function: { name: 'f', arguments: [1] } }] }] }],
       ['images', { messages: [{ role: 'user', content: 'x', images: ['aGk='] }] }],
       ['temperature', { options: { temperature: 'hot' } }],
       ['num_predict', { options: { num_predict: 1e9 } }],
@@ -177,6 +199,9 @@ describe('ollama api', { skip: SKIP }, () => {
       assert.equal(r.status, 400, `${field}: ${r.text}`);
       assert.ok(r.json.error.includes(field), r.json.error);
     }
+    const gtools = await req(open, 'POST', '/api/generate', { model: NAME, prompt: 'x', tools: [WEATHER] });
+    assert.equal(gtools.status, 400);
+    assert.match(gtools.json.error, /tools/);
     const suffix = await req(open, 'POST', '/api/generate', { model: NAME, prompt: 'x', suffix: 'y' });
     assert.equal(suffix.status, 400);
     assert.match(suffix.json.error, /suffix/);
@@ -248,6 +273,75 @@ describe('ollama api', { skip: SKIP }, () => {
     const lines = text.trim().split('\n').map((l) => JSON.parse(l));
     assert.deepEqual(lines.at(-1), { error: 'the server is shutting down' });
     assert.deepEqual(await stopped, { code: 0, signal: null });
+  });
+
+  test('format: a schema constrains chat (10 at temperature 1, ajv), "json" gives an object', async () => {
+    const { default: Ajv } = await import('ajv');
+    const ajv = new Ajv({ strict: false });
+    const runs = [];
+    for (let i = 0; i < 10; i++) {
+      const schema = SCHEMAS[i % SCHEMAS.length];
+      runs.push(ol.chat({ model: NAME, messages: [{ role: 'user', content: `Answer ${i} in JSON.` }], think: false,
+        format: schema, options: { temperature: 1, seed: 40 + i, num_predict: 200 } }).then((r) => ({ r, schema })));
+    }
+    for (const { r, schema } of await Promise.all(runs)) {
+      assert.equal(r.done_reason, 'stop', r.message.content);
+      const v = ajv.compile(schema);
+      assert.ok(v(JSON.parse(r.message.content)), `${r.message.content}: ${JSON.stringify(v.errors)}`);
+    }
+    // streamed: the lines join into the same valid answer
+    let text = '';
+    for await (const part of await ol.chat({ model: NAME, messages: hello, think: false, format: SCHEMAS[0],
+      options: { temperature: 1, seed: 40, num_predict: 200 }, stream: true })) text += part.message.content;
+    assert.ok(ajv.compile(SCHEMAS[0])(JSON.parse(text)), text);
+    const g = await ol.generate({ model: NAME, prompt: 'JSON please', think: false, format: 'json',
+      options: { temperature: 1, seed: 5, num_predict: 200 } });
+    if (g.done_reason === 'stop') {
+      const o = JSON.parse(g.response);
+      assert.ok(typeof o === 'object' && o !== null && !Array.isArray(o), g.response);
+    } else {
+      assert.match(g.response, /^\s*\{/); // cut by num_predict, but an object so far
+    }
+  });
+
+  test('tools: calls come back with object arguments (stream and not); the tool turn answers', async () => {
+    const { default: Ajv } = await import('ajv');
+    const valid = new Ajv({ strict: false }).compile(WEATHER.function.parameters);
+    const check = (msg) => {
+      assert.ok(Array.isArray(msg.tool_calls) && msg.tool_calls.length >= 1, JSON.stringify(msg));
+      for (const c of msg.tool_calls) {
+        assert.equal(c.function.name, 'get_weather');
+        assert.equal(typeof c.function.arguments, 'object', 'Ollama gives arguments as an object');
+        assert.ok(valid(c.function.arguments), `${JSON.stringify(c.function.arguments)}: ${JSON.stringify(valid.errors)}`);
+      }
+      assert.ok(!msg.content.includes('<tool_call>'), msg.content);
+    };
+    const messages = [{ role: 'user', content: 'What is the weather in Paris?' }];
+    // tool_choice (an OpenAI field, an extension here): the random model never calls on its own
+    const base = { model: NAME, messages, tools: [WEATHER], tool_choice: 'required', think: false,
+      options: { temperature: 1, seed: 7, num_predict: 120 } };
+    const r1 = await ol.chat(base);
+    check(r1.message);
+    // streamed with the same seed: the same calls, each in a line of its own once whole
+    const streamed = [];
+    let content = '';
+    for await (const part of await ol.chat({ ...base, stream: true })) {
+      if (part.message.tool_calls) streamed.push(...part.message.tool_calls);
+      content += part.message.content;
+    }
+    assert.deepEqual(streamed, r1.message.tool_calls);
+    assert.equal(content, r1.message.content);
+    // auto (Ollama's way): whatever comes back is text or valid calls
+    const auto = await ol.chat({ ...base, tool_choice: undefined });
+    if (auto.message.tool_calls) check(auto.message);
+    // the second turn: the calls and their results in the history
+    messages.push(r1.message);
+    for (const c of r1.message.tool_calls)
+      messages.push({ role: 'tool', tool_name: c.function.name, content: '{"temp": 18, "unit": "celsius"}' });
+    const r2 = await ol.chat({ model: NAME, messages, tools: [WEATHER], think: false, options: { temperature: 0, num_predict: 8 } });
+    assert.equal(r2.done, true);
+    assert.ok(['stop', 'length'].includes(r2.done_reason));
+    assert.ok(r2.prompt_eval_count > r1.prompt_eval_count, 'the call and its result are in the prompt');
   });
 
   test('the openai client still works beside it', async () => {

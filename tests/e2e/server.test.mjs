@@ -301,7 +301,7 @@ describe('smolbot serve', { skip: SKIP }, () => {
       [{ messages: hello('x'), top_k: -1 }, 'top_k'],
       [{ messages: hello('x'), max_tokens: 0 }, 'max_tokens'],
       [{ messages: hello('x'), max_completion_tokens: 'a' }, 'max_completion_tokens'],
-      [{ messages: hello('x'), n: 2 }, 'n'],
+      [{ messages: hello('x'), n: 9 }, 'n'],
       [{ messages: hello('x'), stop: Array(9).fill('a') }, 'stop'],
       [{ messages: hello('x'), stop: [''] }, 'stop'],
       [{ messages: hello('x'), seed: 1.5 }, 'seed'],

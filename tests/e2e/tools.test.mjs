@@ -314,3 +314,49 @@ test('/apply-template renders tools and tool calls like the chat route', { skip:
   assert.ok(prompt.includes("<tools>\n{'type': 'function', 'function': {'name': 'get_weather', 'description': 'Get the current weather for a city', 'parameters': {'type': 'object', 'properties': {'city': {'type': 'string', 'maxLength': 12}"), prompt);
   assert.ok(prompt.includes('<|im_start|>assistant\n<think>\n\n</think>\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n<|im_start|>user\n{"temp": 18}<|im_end|>\n'), prompt);
 });
+
+test('n: several choices of one prompt, a seed each, streamed or not; limits', { skip: SKIP }, async () => {
+  const messages = [{ role: 'system', content: 'You are a helpful assistant who answers briefly.' },
+    { role: 'user', content: 'Tell me about the sea, its ships and the storms they met.' }];
+  const base = { model: 'x', messages, max_tokens: 8, temperature: 1.0, seed: 21, ...NO_THINK };
+  const one = await client.chat.completions.create(base);
+  const r = await client.chat.completions.create({ ...base, n: 3 });
+  assert.equal(r.choices.length, 3);
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);
+  assert.equal(r.choices[0].message.content, one.choices[0].message.content, 'choice 0 has the request seed');
+  assert.ok(new Set(r.choices.map((c) => c.message.content)).size > 1, 'each choice has a seed of its own');
+  assert.equal(r.usage.prompt_tokens, 3 * one.usage.prompt_tokens); // the engine's work: n prompts
+  // the same request again: the same choices, their prompts from the idle caches
+  const again = await client.chat.completions.create({ ...base, n: 3 });
+  assert.deepEqual(again.choices.map((c) => c.message.content), r.choices.map((c) => c.message.content));
+  const cached = again.usage.prompt_tokens_details.cached_tokens;
+  assert.ok(cached > again.usage.prompt_tokens / 2, `cached ${cached} of ${again.usage.prompt_tokens}`);
+  console.log(`# n=3: cached ${r.usage.prompt_tokens_details.cached_tokens} then ${cached} of ${r.usage.prompt_tokens} prompt tokens`);
+  // streamed: each chunk names its choice; the texts join into the same choices, one usage at the end
+  const s = await client.chat.completions.create({ ...base, n: 3, stream: true, stream_options: { include_usage: true } });
+  const texts = ['', '', ''], finishes = [null, null, null];
+  let usage = null;
+  for await (const ch of s) {
+    if (ch.usage) { assert.equal(usage, null, 'one usage chunk'); usage = ch.usage; }
+    for (const c of ch.choices) {
+      texts[c.index] += c.delta?.content || '';
+      if (c.finish_reason) { assert.equal(finishes[c.index], null); finishes[c.index] = c.finish_reason; }
+    }
+  }
+  assert.deepEqual(texts, r.choices.map((c) => c.message.content));
+  assert.deepEqual(finishes, r.choices.map((c) => c.finish_reason));
+  assert.equal(usage.prompt_tokens, r.usage.prompt_tokens);
+  assert.equal(usage.completion_tokens, r.usage.completion_tokens);
+  // tools: every choice's calls are parsed
+  const t = await client.chat.completions.create({ ...base, n: 2, tools: TOOLS, tool_choice: 'required', max_tokens: 120 });
+  for (const c of t.choices) checkCalls(c.message, ['get_weather', 'web_search']);
+  const post = async (body) => {
+    const res = await fetch(srv.url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: res.status, json: await res.json() };
+  };
+  for (const body of [{ ...base, n: 9 }, { ...base, n: 0 }, { ...base, n: 'two' }]) {
+    const { status, json } = await post(body);
+    assert.equal(status, 400, JSON.stringify(body));
+    assert.equal(json.error.param, 'n', JSON.stringify(json));
+  }
+});

@@ -4,7 +4,7 @@
  *   0  POST /v1/chat/completions   (every field, messages, thinking)
  *   1  POST /apply-template        (messages, thinking, add_generation_prompt)
  *   2  POST /ui/import             (store_import_json into an in-memory store)
- *   3  POST /api/chat              (Ollama: options, think, messages, refusals)
+ *   3  POST /api/chat              (Ollama: options, think, messages, format, tools, refusals)
  *   4  POST /api/generate          (Ollama: prompt, system, raw)
  * All but 2 run api_parse_request() / api_ollama_parse_request(), the routes' own parsing code with
  * the 4xx answer formatted and dropped (no server, no model: max_tokens is
