@@ -94,7 +94,7 @@ $(GEN_SRC): tools/embed.sh $(WEB)
 build/san/smolbot: $(SAN_LIB) $(SAN_APP)
 	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -o $@ $^ $(LDLIBS)
 
-build/san/test_%: tests/test_%.c tests/t.h tests/t_model.h $(SAN_LIB)
+build/san/test_%: tests/test_%.c tests/t.h tests/t_model.h tests/t_chat.h $(SAN_LIB)
 	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -o $@ $< $(SAN_LIB) $(LDLIBS)
 
 # npm packages of the node e2e suites (the openai client, ...), pinned in tests/e2e/package-lock.json.

@@ -3,6 +3,7 @@
  * date formatting, and the thinking and tool-call parsers with their input
  * cut at every byte position. */
 #include "t.h"
+#include "t_chat.h"
 
 #include <jansson.h>
 #include <time.h>
@@ -28,16 +29,10 @@ static void run_cases(const char *file, int want_total) {
         CHECK(c != NULL);
         if (!c) continue;
         total++;
-        json_t *jm = json_object_get(c, "messages"), *v;
-        size_t n = json_array_size(jm);
+        json_t *v;
         chat_msg msgs[16] = {{0}};
+        size_t n = t_chat_msgs(json_object_get(c, "messages"), msgs, 16);
         CHECK(n <= 16);
-        for (size_t i = 0; i < n && i < 16; i++) {
-            json_t *m = json_array_get(jm, i);
-            msgs[i].role = json_string_value(json_object_get(m, "role"));
-            msgs[i].content = json_string_value(json_object_get(m, "content"));
-            msgs[i].content_len = json_string_length(json_object_get(m, "content"));
-        }
         chat_opts o;
         chat_opts_default(&o);
         if ((v = json_object_get(c, "enable_thinking"))) o.enable_thinking = json_is_true(v);

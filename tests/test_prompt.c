@@ -3,6 +3,7 @@
  * to one masked encode of the whole text, user text that stays text, the
  * system block's length, and continuing an answer. */
 #include "t.h"
+#include "t_chat.h"
 
 #include <jansson.h>
 
@@ -60,16 +61,9 @@ static void test_refdata_cases(void) {
             json_decref(c);
             continue;
         }
-        json_t *jm = json_object_get(c, "messages");
-        size_t n = json_array_size(jm);
         chat_msg msgs[16] = {{0}};
+        size_t n = t_chat_msgs(json_object_get(c, "messages"), msgs, 16);
         CHECK(n <= 16);
-        for (size_t i = 0; i < n && i < 16; i++) {
-            json_t *m = json_array_get(jm, i);
-            msgs[i].role = json_string_value(json_object_get(m, "role"));
-            msgs[i].content = json_string_value(json_object_get(m, "content"));
-            msgs[i].content_len = json_string_length(json_object_get(m, "content"));
-        }
         prompt_opts o = {.thinking = 1, .date = json_string_value(json_object_get(c, "today"))};
         if ((v = json_object_get(c, "enable_thinking"))) o.thinking = json_is_true(v);
         const char *want = json_string_value(json_object_get(c, "expected"));

@@ -89,6 +89,9 @@ int api_oom(const api_rq *q); /* 500 "out of memory"; -1 */
 uint64_t api_random_u64(void); /* getrandom, the clock as fallback; any thread */
 /* body[0..len) (body NULL: the request's) as a JSON object; NULL after a 400. */
 json_t *api_parse_json(const api_rq *q, const char *body, size_t len);
+/* An api with nothing but cfg (and its defaults where cfg leaves them 0),
+ * for the request parsers run without a server (fuzzing). */
+void api_parse_only(api *x, const api_config *cfg);
 /* 503 unless the model is ready and the server is not stopping: 1 answered, 0 ready. */
 int api_not_ready(api *a, const api_rq *q);
 /* A bridge_start / prompt_build failure rc with its message (param: the

@@ -260,10 +260,8 @@ static int parse_request(api *a, http_req *r, json_t *root, int chat, ol_req *q)
 }
 
 int api_ollama_parse_request(const api_config *cfg, int chat, const char *body, size_t len) {
-    api x = {0};
-    x.cfg = *cfg;
-    if (x.cfg.max_messages <= 0) x.cfg.max_messages = 1000;
-    if (x.cfg.max_tokens <= 0) x.cfg.max_tokens = 4096; /* no engine to ask */
+    api x;
+    api_parse_only(&x, cfg);
     json_t *root = api_parse_json(&(api_rq){NULL, 1}, body, len);
     if (!root) return 1;
     ol_req q = {0};

@@ -231,10 +231,8 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
 /* The request parsers without a server (fuzz_api): with r == NULL,
  * api_error formats its answer and drops it. Same code as the routes. */
 int api_parse_request(const api_config *cfg, int which, const char *body, size_t len) {
-    api x = {0}, *a = &x; /* what the parsers read: the config */
-    x.cfg = *cfg;
-    if (x.cfg.max_messages <= 0) x.cfg.max_messages = 1000;
-    if (x.cfg.max_tokens <= 0) x.cfg.max_tokens = 4096; /* no engine to ask */
+    api x, *a = &x;
+    api_parse_only(&x, cfg);
     json_t *root = api_parse_json(&(api_rq){NULL, 0}, body, len);
     if (!root) return 1;
     api_msgs m = {0};

@@ -66,6 +66,13 @@ uint64_t api_random_u64(void) {
     return v;
 }
 
+void api_parse_only(api *x, const api_config *cfg) {
+    memset(x, 0, sizeof *x);
+    x->cfg = *cfg;
+    if (x->cfg.max_messages <= 0) x->cfg.max_messages = 1000;
+    if (x->cfg.max_tokens <= 0) x->cfg.max_tokens = 4096; /* no engine to ask */
+}
+
 json_t *api_parse_json(const api_rq *q, const char *body, size_t len) {
     if (!body) body = q->r ? http_req_body(q->r, &len) : "";
     json_error_t je;

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { Ollama } from 'ollama';
 import * as util from './serve_util.mjs';
+import { WEATHER } from './serve_util.mjs';
 
 const BIN = process.env.SMOLBOT_BIN || util.SAN_BIN;
 const SKIP = !existsSync(util.MODEL) ? `model absent: ${util.MODEL}` : !BIN ? 'no smolbot binary: run make' : false;
@@ -50,19 +51,6 @@ async function idle(s, ms) {
 }
 
 const greedy = { temperature: 0, seed: 7, num_predict: 12 };
-const WEATHER = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    description: 'Get the current weather for a city',
-    parameters: {
-      type: 'object',
-      properties: { city: { type: 'string', maxLength: 12 }, unit: { type: 'string', enum: ['celsius', 'fahrenheit'] } },
-      required: ['city'],
-      additionalProperties: false,
-    },
-  },
-};
 const SCHEMAS = [
   { type: 'object', properties: { name: { type: 'string', maxLength: 10 }, age: { type: 'integer' } }, required: ['name', 'age'], additionalProperties: false },
   { type: 'array', items: { enum: ['red', 'green', 'blue'] }, minItems: 1, maxItems: 4 },

@@ -101,3 +101,22 @@ export function rawRequest(port, chunks, { timeoutMs = 10000 } = {}) {
     sock.on('connect', () => { for (const c of chunks) sock.write(c); });
   });
 }
+
+// The function tool the agent suites call (OpenAI's shape, Ollama's too).
+export const WEATHER = {
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Get the current weather for a city',
+    parameters: {
+      type: 'object',
+      properties: {
+        city: { type: 'string', maxLength: 12 },
+        unit: { type: 'string', enum: ['celsius', 'fahrenheit'] },
+        days: { type: 'integer' },
+      },
+      required: ['city'],
+      additionalProperties: false,
+    },
+  },
+};

@@ -12,28 +12,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { SAN_BIN, REL_BIN, MODEL, startServer, stopAll } from './serve_util.mjs';
+import { SAN_BIN, REL_BIN, MODEL, WEATHER, startServer, stopAll } from './serve_util.mjs';
 
 const SKIP = !existsSync(MODEL) ? `model absent: ${MODEL}` : !SAN_BIN ? 'no smolbot binary: run make' : false;
 let srv, client, fast, Ajv;
 
-const WEATHER = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    description: 'Get the current weather for a city',
-    parameters: {
-      type: 'object',
-      properties: {
-        city: { type: 'string', maxLength: 12 },
-        unit: { type: 'string', enum: ['celsius', 'fahrenheit'] },
-        days: { type: 'integer' },
-      },
-      required: ['city'],
-      additionalProperties: false,
-    },
-  },
-};
 const SEARCH = {
   type: 'function',
   function: {
