@@ -2,7 +2,7 @@
  *
  * Reference data (../shared/refdata/model): last-position logits and greedy
  * continuations for 5 prompts on the tiny f32 and q4_k_m models, and the
- * perplexity of both over gpl-3.txt. Tolerances come from the issue and the
+ * perplexity of both over gpl-3.txt. Tolerances come from the
  * refdata README (llama.cpp against itself: max 0.008 on f32, 0.24 on q4).
  * Also: chunked prefill equals one-shot prefill, decode equals prefill, the
  * NoPE rule matters exactly where the facts page says, and broken files are

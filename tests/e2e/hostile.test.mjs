@@ -1,4 +1,4 @@
-// hostile.test.mjs -- hostile inputs against `smolbot serve` (issue 11).
+// hostile.test.mjs -- hostile inputs against `smolbot serve`.
 //
 // One sanitized server (build/san/smolbot) on the tiny model, an API key,
 // a 1 MiB body limit, a 2 s connection timeout and a history database in a

@@ -1,4 +1,4 @@
-// load.mjs -- load, soak and fault runs against `smolbot serve` (issue 11).
+// load.mjs -- load, soak and fault runs against `smolbot serve`.
 // Loopback only; every run is bounded in count and in time.
 //
 //   node tests/load/load.mjs [load] [soak] [faults] [valgrind] [--streams N] [--soak N] [--bin PATH] [--json FILE]
