@@ -219,7 +219,7 @@ describe('hostile inputs', { skip: SKIP }, () => {
     const cases = { temperature: [-1, 1e308, 'hot', true], top_p: [-0.1, 5], min_p: [2], top_k: [-3, 1.5, 1e12],
       presence_penalty: [-100, 1e300], frequency_penalty: [3], repeat_penalty: [-1, 1000],
       max_tokens: [-1, 0, 1e12, 'x'], seed: ['x', 1.5], stop: [[''], ['a'.repeat(1000)], Array(20).fill('x'), 5],
-      n: [2, -1], stream: ['yes'], reasoning_effort: ['ludicrous'], chat_template_kwargs: [5] };
+      n: [9, 0, -1, 1.5], stream: ['yes'], reasoning_effort: ['ludicrous'], chat_template_kwargs: [5] };
     for (const [k, vals] of Object.entries(cases)) {
       for (const v of vals) await expect400({ ...user('hi'), [k]: v }, k);
     }
