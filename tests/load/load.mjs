@@ -107,7 +107,10 @@ export async function faultKill(bin, dir) {
   for (let i = 0; i < 100 && sqlite(db, "SELECT count(*) FROM messages WHERE status=1") !== '0'; i++) await sleep(100);
   r = await fetch(`${s.url}/ui/c/${id}/messages`, form({ text: 'second question, long answer please', max_tokens: '1500' }));
   if (r.status !== 200) throw new Error(`send 2: ${r.status}`);
-  await sleep(2500); // the answer is streaming and has been saved at least once (every 1 s)
+  // kill as soon as the streaming answer has been saved with some text (the
+  // page saves every 1 s): a fixed sleep raced a fast build to the answer's end
+  const saved = "SELECT count(*) FROM messages WHERE status=1 AND length(content) > 0";
+  for (let i = 0; i < 200 && sqlite(db, saved) !== '1'; i++) await sleep(50);
   const streamingBefore = sqlite(db, 'SELECT count(*) FROM messages WHERE status=1');
   process.kill(s.pid, 'SIGKILL');
   await s.exited;
