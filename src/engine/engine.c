@@ -522,8 +522,9 @@ static int admit(engine *e, job **dead, note *notes, int max_notes) {
 /* The model file changed under the mapping (see gguf_mapping_ok): what the
  * weights give from now on is garbage, so every admitted job ends with the
  * reason, and the engine turns FAILED, which refuses new requests and is
- * what /health reports.  Checked before and after each step: a job whose
- * step read a changed page is failed before its next one. */
+ * what /health reports.  Checked once per turn of the loop, before the
+ * step: a job whose step read a changed page is failed before its next
+ * one (a check after the step too would only repeat the next turn's). */
 static int model_file_changed(engine *e) {
     if (!e->g || engine_state(e) != ENGINE_READY) return engine_state(e) == ENGINE_FAILED && e->g;
     core_err err = {0};
@@ -572,7 +573,6 @@ static void *engine_main(void *arg) {
             for (int i = 0; i < e->n_active; i++)
                 if (e->active[i]->state == JOB_PREFILL) { prefill_step(e, e->active[i]); break; }
             decode_step(e);
-            if (model_file_changed(e)) fail_active(e);
         }
 
         pthread_mutex_lock(&e->mu);
