@@ -235,11 +235,14 @@ test('logprobs: top sums to at most 1, chosen listed, greedy is the best; stream
       }
       assert.deepEqual([...Buffer.from(t.bytes)].length, t.bytes.length);
     }
-    // the same seed streamed: the same tokens and values
+    // the same seed streamed: the same tokens and values. The second request
+    // reuses the first one's cached prompt, so its logits come from another
+    // prefill split and may differ in the last printed digit.
     const s = await client.chat.completions.create({ ...base, temperature, seed: 9, stream: true });
     const got = [];
     for await (const ch of s) for (const t of ch.choices[0]?.logprobs?.content || []) got.push(t);
-    assert.deepEqual(got.map((t) => [t.token, t.logprob]), content.map((t) => [t.token, t.logprob]));
+    assert.deepEqual(got.map((t) => t.token), content.map((t) => t.token));
+    got.forEach((t, i) => assert.ok(Math.abs(t.logprob - content[i].logprob) <= 1e-4, `${t.logprob} vs ${content[i].logprob}`));
   }
   // top_logprobs without logprobs, or above 20: 400 naming the field
   for (const body of [{ top_logprobs: 3 }, { logprobs: true, top_logprobs: 21 }]) {
