@@ -117,7 +117,7 @@ static void test_migrate_empty_file(void) {
     CHECK(store_create(s, NULL, id, &e) == 0);
     CHECK(store_check(s, &e) == 0);
     store_close(s);
-    CHECK_EQ_INT(sql_int(p, "PRAGMA user_version"), 1);
+    CHECK_EQ_INT(sql_int(p, "PRAGMA user_version"), 2);
     CHECK_EQ_INT(sql_int(p, "SELECT count(*) FROM conversations"), 1);
     CHECK_EQ_INT(sql_int(p, "SELECT journal_mode = 'wal' FROM pragma_journal_mode"), 1);
     /* reopening an up-to-date file changes nothing */
@@ -126,7 +126,7 @@ static void test_migrate_empty_file(void) {
     CHECK(store_get(s, id, &c, &e) == 0);
     store_conv_clear(&c);
     store_close(s);
-    CHECK_EQ_INT(sql_int(p, "PRAGMA user_version"), 1);
+    CHECK_EQ_INT(sql_int(p, "PRAGMA user_version"), 2);
     /* in memory works too */
     CHECK(store_open(&s, ":memory:", &e) == 0);
     CHECK(store_create(s, NULL, id, &e) == 0);
@@ -822,6 +822,61 @@ static json_t *normalize(const char *text) {
     return r;
 }
 
+/* A version-1 file (before answers recorded their model) keeps its rows,
+ * gains the column with "" for old answers, and new answers record theirs. */
+static void test_migrate_v1(void) {
+    const char *p = db_path("v1.db");
+    unlink(p);
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(p, &db) == SQLITE_OK);
+    const char *v1 =
+        "CREATE TABLE conversations(id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '',"
+        " created INTEGER NOT NULL, updated INTEGER NOT NULL, pinned_date TEXT NOT NULL DEFAULT '',"
+        " thinking INTEGER NOT NULL DEFAULT 1, temperature REAL NOT NULL, top_p REAL NOT NULL,"
+        " top_k INTEGER NOT NULL, min_p REAL NOT NULL, max_tokens INTEGER NOT NULL,"
+        " system_prompt TEXT NOT NULL DEFAULT '', current_leaf INTEGER REFERENCES messages(id) ON DELETE SET NULL);"
+        "CREATE TABLE messages(id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " conv TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,"
+        " parent INTEGER REFERENCES messages(id) ON DELETE CASCADE, role TEXT NOT NULL, content TEXT NOT NULL,"
+        " reasoning TEXT NOT NULL DEFAULT '', created INTEGER NOT NULL, status INTEGER NOT NULL DEFAULT 0,"
+        " finish TEXT NOT NULL DEFAULT '', prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+        " completion_tokens INTEGER NOT NULL DEFAULT 0, prefill_ms REAL NOT NULL DEFAULT 0,"
+        " gen_ms REAL NOT NULL DEFAULT 0);"
+        "CREATE VIEW messages_indexed AS SELECT id, content FROM messages WHERE status != 1;"
+        "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages_indexed',"
+        " content_rowid='id', tokenize='unicode61 remove_diacritics 2');"
+        "INSERT INTO conversations VALUES('00112233445566aa', 'old', 1, 1, '', 1, 0.6, 0.95, 20, 0, 0, '', 2);"
+        "INSERT INTO messages(conv, parent, role, content, created) VALUES('00112233445566aa', NULL, 'user', 'hi', 1);"
+        "INSERT INTO messages(conv, parent, role, content, created) VALUES('00112233445566aa', 1, 'assistant', 'hello', 2);"
+        "PRAGMA user_version = 1;";
+    CHECK(sqlite3_exec(db, v1, NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    store *s = NULL;
+    core_err e = {0};
+    CHECK_MSG(store_open(&s, p, &e) == 0, "%s", e.msg);
+    if (!s) return;
+    CHECK_EQ_INT(sql_int(p, "PRAGMA user_version"), 2);
+    store_msg *b = NULL;
+    int n = 0;
+    CHECK(store_branch(s, "00112233445566aa", 0, &b, &n, &e) == 0);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) CHECK(strcmp(b[1].content, "hello") == 0 && b[1].model[0] == 0);
+    store_msgs_free(b, n);
+    store_msg m = msg("assistant", 1, "hey");
+    snprintf(m.model, sizeof m.model, "llama-3.2-1b");
+    int64_t a = 0;
+    CHECK(store_append(s, "00112233445566aa", &m, &a, &e) == 0);
+    CHECK(store_branch(s, "00112233445566aa", a, &b, &n, &e) == 0);
+    CHECK(n == 2 && strcmp(b[1].model, "llama-3.2-1b") == 0);
+    store_msgs_free(b, n);
+    /* a model name that is not text is refused */
+    memset(m.model, 'x', sizeof m.model);
+    CHECK(store_append(s, "00112233445566aa", &m, NULL, &e) == CORE_EINVAL);
+    snprintf(m.model, sizeof m.model, "bad\xff");
+    CHECK(store_append(s, "00112233445566aa", &m, NULL, &e) == CORE_EINVAL);
+    store_close(s);
+}
+
 static void test_export_import(void) {
     store *s = open_fresh("export.db");
     if (!s) return;
@@ -844,6 +899,7 @@ static void test_export_import(void) {
     m.prefill_ms = 1.0 / 3.0;
     m.gen_ms = 1e-300;
     snprintf(m.finish, sizeof m.finish, "stop");
+    snprintf(m.model, sizeof m.model, "qwen3-4b-q4_k_m");
     int64_t a;
     CHECK(store_append(s, id, &m, &a, &e) == 0);
     m = msg("assistant", u, "Violets are");
@@ -1446,6 +1502,7 @@ int main(void) {
     T_RUN(test_search_deadline);
     T_RUN(test_search_reader);
     T_RUN(test_search_property);
+    T_RUN(test_migrate_v1);
     T_RUN(test_export_import);
     T_RUN(test_bad_input);
     T_RUN(test_crash_sigkill);

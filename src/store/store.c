@@ -20,14 +20,14 @@
  *   Schema versions live in PRAGMA user_version; migrations[] holds the SQL
  *   that takes version i to i+1, applied in one transaction at open.
  *
- * Schema (version 1)
+ * Schema (version 2)
  *   conversations(id TEXT PK, title, created, updated, pinned_date, thinking,
  *                 temperature, top_p, top_k, min_p, max_tokens, system_prompt,
  *                 current_leaf -> messages.id ON DELETE SET NULL)
  *   messages(id INTEGER PK AUTOINCREMENT, conv -> conversations ON DELETE
  *            CASCADE, parent -> messages ON DELETE CASCADE, role, content,
  *            reasoning, created, status, finish, prompt_tokens,
- *            completion_tokens, prefill_ms, gen_ms)
+ *            completion_tokens, prefill_ms, gen_ms, model)
  *   AUTOINCREMENT so an id is never reused after a delete: a child's id is
  *   always larger than its parent's, which export/import and the cycle-free
  *   branch walk rely on.
@@ -113,6 +113,8 @@ static const char *const migrations[] = {
     "    SELECT 'delete', old.id, old.content WHERE old.status != 1;"
     "  INSERT INTO messages_fts(rowid, content) SELECT new.id, new.content WHERE new.status != 1;"
     "END;",
+    /* 1 -> 2: which model wrote each answer (several models per server) */
+    "ALTER TABLE messages ADD COLUMN model TEXT NOT NULL DEFAULT '';",
 };
 #define SCHEMA_VERSION ((int)CORE_ARRAY_LEN(migrations))
 
@@ -124,7 +126,7 @@ static const char *const migrations[] = {
     " (SELECT count(*) FROM messages x WHERE x.conv = c.id)"
 #define MSG_COLS                                                                            \
     "m.id, coalesce(m.parent, 0), m.conv, m.role, m.content, m.reasoning, m.created, m.status," \
-    " m.finish, m.prompt_tokens, m.completion_tokens, m.prefill_ms, m.gen_ms"
+    " m.finish, m.prompt_tokens, m.completion_tokens, m.prefill_ms, m.gen_ms, m.model"
 
 enum {
     ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
@@ -158,8 +160,8 @@ static const char *const st_sql[ST_COUNT] = {
     [ST_CONV_EXISTS] = "SELECT coalesce(current_leaf, 0) FROM conversations WHERE id = ?1",
     [ST_MSG_INSERT] =
         "INSERT INTO messages(conv, parent, role, content, reasoning, created, status, finish,"
-        " prompt_tokens, completion_tokens, prefill_ms, gen_ms)"
-        " VALUES (?1, nullif(?2, 0), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        " prompt_tokens, completion_tokens, prefill_ms, gen_ms, model)"
+        " VALUES (?1, nullif(?2, 0), ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [ST_MSG_UPDATE] =
         "UPDATE messages SET content = ?2, reasoning = ?3, status = ?4, finish = ?5,"
         " prompt_tokens = ?6, completion_tokens = ?7, prefill_ms = ?8, gen_ms = ?9 WHERE id = ?1"
@@ -372,8 +374,11 @@ static int check_msg(const store *s, const store_msg *m, int with_role, core_err
     if (m->prompt_tokens < 0 || m->completion_tokens < 0 || !isfinite(m->prefill_ms) ||
         !isfinite(m->gen_ms) || m->prefill_ms < 0 || m->gen_ms < 0)
         return core_errf(err, CORE_EINVAL, "store: negative or non-finite token count or timing");
+    if (!memchr(m->model, 0, sizeof m->model))
+        return core_errf(err, CORE_EINVAL, "store: model name longer than %zu bytes", sizeof m->model - 1);
     int rc = check_text(s, "message content", m->content, s->max_message, err);
     if (!rc) rc = check_text(s, "message reasoning", m->reasoning, s->max_message, err);
+    if (!rc) rc = check_text(s, "model name", m->model, sizeof m->model, err);
     return rc;
 }
 
@@ -989,9 +994,10 @@ static int read_msg(sqlite3_stmt *q, store_msg *m, int with_siblings, core_err *
     m->completion_tokens = sqlite3_column_int(q, 10);
     m->prefill_ms = sqlite3_column_double(q, 11);
     m->gen_ms = sqlite3_column_double(q, 12);
+    col_copy(q, 13, m->model, sizeof m->model);
     if (with_siblings) {
-        m->sibling_index = sqlite3_column_int(q, 13);
-        m->sibling_count = sqlite3_column_int(q, 14);
+        m->sibling_index = sqlite3_column_int(q, 14);
+        m->sibling_count = sqlite3_column_int(q, 15);
     }
     if (!m->content || !m->reasoning) {
         store_msg_clear(m);
@@ -1074,6 +1080,7 @@ static int msg_insert(store *s, const char *conv, const store_msg *m, int64_t pa
     sqlite3_bind_int(q, 10, m->completion_tokens);
     sqlite3_bind_double(q, 11, m->prefill_ms);
     sqlite3_bind_double(q, 12, m->gen_ms);
+    sqlite3_bind_text(q, 13, m->model, -1, SQLITE_STATIC);
     int rc = st_exec(s, q, "append message", err);
     if (!rc) *id_out = sqlite3_last_insert_rowid(s->db);
     return rc;
@@ -1684,6 +1691,7 @@ int store_export_json(store *s, const char *conv, char **out, core_err *err) {
             jset(o, "completion_tokens", json_integer(m[i].completion_tokens), &bad);
             jset(o, "prefill_ms", json_real(m[i].prefill_ms), &bad);
             jset(o, "gen_ms", json_real(m[i].gen_ms), &bad);
+            if (m[i].model[0]) jset(o, "model", json_string(m[i].model), &bad);
         }
         json_object_set(root, "conversation", jc);
         json_object_set(root, "messages", jm);
@@ -1823,7 +1831,7 @@ static int import_msg(store *s, json_t *o, int i, store_msg *m, int64_t *old_id,
                       int64_t *created, core_err *err) {
     memset(m, 0, sizeof *m);
     if (!json_is_object(o)) return core_errf(err, CORE_EFORMAT, "store: import: message %d is not an object", i);
-    const char *role = NULL, *content = "", *reasoning = "", *status = "done", *finish = "";
+    const char *role = NULL, *content = "", *reasoning = "", *status = "done", *finish = "", *model = "";
     int64_t pt = 0, ct = 0;
     *old_parent = 0;
     *created = now_ms();
@@ -1835,6 +1843,7 @@ static int import_msg(store *s, json_t *o, int i, store_msg *m, int64_t *old_id,
     if (!rc) rc = j_str(o, "reasoning", &reasoning, 0, err);
     if (!rc) rc = j_str(o, "status", &status, 0, err);
     if (!rc) rc = j_str(o, "finish_reason", &finish, 0, err);
+    if (!rc) rc = j_str(o, "model", &model, 0, err);
     if (!rc) rc = j_int(o, "created", 0, INT64_MAX, created, 0, err);
     if (!rc) rc = j_int(o, "prompt_tokens", 0, INT32_MAX, &pt, 0, err);
     if (!rc) rc = j_int(o, "completion_tokens", 0, INT32_MAX, &ct, 0, err);
@@ -1845,9 +1854,10 @@ static int import_msg(store *s, json_t *o, int i, store_msg *m, int64_t *old_id,
         snprintf(why, sizeof why, "%s", err ? err->msg : "");
         return core_errf(err, rc, "%s (message %d)", why, i);
     }
-    if (strlen(role) >= sizeof m->role || strlen(finish) >= sizeof m->finish)
-        return core_errf(err, CORE_EINVAL, "store: import: bad role or finish reason in message %d", i);
+    if (strlen(role) >= sizeof m->role || strlen(finish) >= sizeof m->finish || strlen(model) >= sizeof m->model)
+        return core_errf(err, CORE_EINVAL, "store: import: bad role, finish reason or model in message %d", i);
     snprintf(m->role, sizeof m->role, "%s", role);
+    snprintf(m->model, sizeof m->model, "%s", model);
     snprintf(m->finish, sizeof m->finish, "%s", finish);
     if (strcmp(status, "done") == 0) m->status = STORE_MSG_DONE;
     else if (strcmp(status, "streaming") == 0) m->status = STORE_MSG_STREAMING;

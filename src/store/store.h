@@ -188,6 +188,8 @@ typedef struct store_msg {
     int completion_tokens;
     double prefill_ms;
     double gen_ms;
+    char model[128];       /* the model that wrote an answer ("" = unknown or not an answer);
+                              set by store_append, kept by store_update */
     int sibling_index;     /* results of store_branch only: 0-based among siblings */
     int sibling_count;     /* idem: messages sharing this parent (>= 1) */
 } store_msg;
