@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench.sh MODEL -- `make bench`: the 3B-shaped model benchmark and the
-# micro-benchmarks.
+# micro-benchmarks, then the Llama 3.2 3B and Qwen3 4B shapes.
 #
 # The model is the file `smolbot gen-model --preset 3b --quant q4_k_m`
 # writes (same shapes and quant types as SmolLM3-3B Q4_K_M, random weights),
@@ -21,6 +21,18 @@ if [ "$THREADS" != 1 ]; then
   echo "== model: 1 thread"
   "$BIN" bench -m "$MODEL" -p 128 -n 32 -d 0 -t 1 -r 1
 fi
+# The other families through the same forward pass: Llama 3.2 3B and
+# Qwen3 4B shapes, generated next to the SmolLM3 file.
+echo "== families: prefill 512, decode 64 at depth 0; $THREADS threads"
+for fam in llama:3b qwen3:4b; do
+  arch=${fam%%:*} preset=${fam#*:}
+  fm="$(dirname "$MODEL")/$arch-$preset-q4_k_m-random.gguf"
+  if bash bench/model.sh "$fm" "$arch" "$preset"; then
+    "$BIN" bench -m "$fm" -p 512 -n 64 -d 0 -t "$THREADS" -r 2
+  else
+    echo "(no $arch tokenizer to copy: skipped)"
+  fi
+done
 echo "== kernels"
 "$BIN" bench --kernels -t "$THREADS" --quick
 echo "== tokenizer"
