@@ -279,6 +279,62 @@ T2 static void dot_q4_0(int64_t n, float *s, const void *w, const void *a) {
     *s = hsum8(acc);
 }
 
+/* ---- Q4_1, Q5_0, Q5_1 x Q8_0 ---- */
+
+/* 32 bytes holding value j's nibble at byte j: low nibbles first. */
+T2 static inline __m256i nibbles32(const uint8_t *qs) {
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0xF));
+}
+
+/* 16 at byte j where bit j of the little-endian qh is set, else 0. */
+T2 static inline __m256i high_bits32(const uint8_t qh[4]) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    /* byte j takes byte j/8 of h, then keeps its bit j%8 */
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i b = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)h), pick), bit);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(b, bit), _mm256_set1_epi8(16));
+}
+
+/* unsigned x (0..31) times signed y, summed per 32-bit lane */
+T2 static inline __m256i dot32_u8(__m256i x, __m256i y) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1));
+}
+
+T2 static void dot_q5_0(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q5_0 *x = w;
+    const kern_block_q8_0 *y = a;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        const __m256i qx = _mm256_sub_epi8(_mm256_or_si256(nibbles32(x[i].qs), high_bits32(x[i].qh)), _mm256_set1_epi8(16));
+        const __m256i p = dot32_i8(qx, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(core_f16_to_f32(x[i].d) * core_f16_to_f32(y[i].d)), _mm256_cvtepi32_ps(p), acc);
+    }
+    *s = hsum8(acc);
+}
+
+/* Q4_1 / Q5_1: d_x d_y sum(q_x q_y) + m_x d_y sum(q_y), as the reference. */
+#define DOT_MIN_KERNEL(T, B, QX)                                                                               \
+    T2 static void dot_##T(int64_t n, float *s, const void *w, const void *a) {                              \
+        const B *x = w;                                                                                        \
+        const kern_block_q8_0 *y = a;                                                                          \
+        __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();                                          \
+        const __m256i one = _mm256_set1_epi8(1);                                                               \
+        for (int64_t i = 0; i < n / QK8_0; i++) {                                                              \
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);                                   \
+            const float dy = core_f16_to_f32(y[i].d);                                                          \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(core_f16_to_f32(x[i].d) * dy), _mm256_cvtepi32_ps(dot32_u8(QX, qy)), acc); \
+            accm = _mm256_fmadd_ps(_mm256_set1_ps(core_f16_to_f32(x[i].m) * dy), _mm256_cvtepi32_ps(dot32_u8(one, qy)), accm); \
+        }                                                                                                      \
+        *s = hsum8(acc) + hsum8(accm);                                                                         \
+    }
+DOT_MIN_KERNEL(q4_1, kern_block_q4_1, nibbles32(x[i].qs))
+DOT_MIN_KERNEL(q5_1, kern_block_q5_1, _mm256_or_si256(nibbles32(x[i].qs), high_bits32(x[i].qh)))
+
 /* ---- float dots ---- */
 
 T2 static void dot_f32(int64_t n, float *s, const void *w, const void *a) {
@@ -331,6 +387,9 @@ T2 static void dot_bf16(int64_t n, float *s, const void *w, const void *a) {
     }
 LOOP_TILE(tile_q8_0, dot_q8_0)
 LOOP_TILE(tile_q4_0, dot_q4_0)
+LOOP_TILE(tile_q4_1, dot_q4_1)
+LOOP_TILE(tile_q5_0, dot_q5_0)
+LOOP_TILE(tile_q5_1, dot_q5_1)
 LOOP_TILE(tile_f32, dot_f32)
 LOOP_TILE(tile_f16, dot_f16)
 LOOP_TILE(tile_bf16, dot_bf16)
@@ -706,6 +765,9 @@ void kern_avx2_install(kern_impl *t) {
     t->traits[KERN_Q6_K].vec_dot = dot_q6_K;
     t->traits[KERN_Q8_0].vec_dot = dot_q8_0;
     t->traits[KERN_Q4_0].vec_dot = dot_q4_0;
+    t->traits[KERN_Q4_1].vec_dot = dot_q4_1;
+    t->traits[KERN_Q5_0].vec_dot = dot_q5_0;
+    t->traits[KERN_Q5_1].vec_dot = dot_q5_1;
     t->traits[KERN_F32].vec_dot = dot_f32;
     t->traits[KERN_F16].vec_dot = dot_f16;
     t->traits[KERN_BF16].vec_dot = dot_bf16;
@@ -714,6 +776,9 @@ void kern_avx2_install(kern_impl *t) {
     t->tile[KERN_Q6_K] = tile_q6_K;
     t->tile[KERN_Q8_0] = tile_q8_0;
     t->tile[KERN_Q4_0] = tile_q4_0;
+    t->tile[KERN_Q4_1] = tile_q4_1;
+    t->tile[KERN_Q5_0] = tile_q5_0;
+    t->tile[KERN_Q5_1] = tile_q5_1;
     t->tile[KERN_F32] = tile_f32;
     t->tile[KERN_F16] = tile_f16;
     t->tile[KERN_BF16] = tile_bf16;

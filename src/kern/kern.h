@@ -29,6 +29,9 @@ enum kern_type {
     KERN_F32 = 0,
     KERN_F16 = 1,
     KERN_Q4_0 = 2,
+    KERN_Q4_1 = 3,
+    KERN_Q5_0 = 6,
+    KERN_Q5_1 = 7,
     KERN_Q8_0 = 8,
     KERN_Q4_K = 12,
     KERN_Q5_K = 13,
@@ -56,6 +59,32 @@ typedef struct {
     uint8_t qs[QK4_0 / 2];
 } kern_block_q4_0;
 static_assert(sizeof(kern_block_q4_0) == 18, "q4_0 block");
+
+/* The other legacy 32-wide blocks. Real Q4_K_M / Q5_K_M files use Q5_0 and
+ * Q5_1 for the tensors whose rows are not a multiple of 256 (Qwen2.5 0.5B's
+ * 896-wide ones). x = q * d (q5_0: q - 16) or q * d + m; a 5-bit value's
+ * high bit j is bit j of qh (read as a little-endian uint32). */
+typedef struct {
+    kern_f16 d;
+    kern_f16 m;
+    uint8_t qs[QK4_0 / 2];
+} kern_block_q4_1;
+static_assert(sizeof(kern_block_q4_1) == 20, "q4_1 block");
+
+typedef struct {
+    kern_f16 d;
+    uint8_t qh[4];
+    uint8_t qs[QK4_0 / 2];
+} kern_block_q5_0;
+static_assert(sizeof(kern_block_q5_0) == 22, "q5_0 block");
+
+typedef struct {
+    kern_f16 d;
+    kern_f16 m;
+    uint8_t qh[4];
+    uint8_t qs[QK4_0 / 2];
+} kern_block_q5_1;
+static_assert(sizeof(kern_block_q5_1) == 24, "q5_1 block");
 
 typedef struct {
     kern_f16 d;

@@ -54,6 +54,45 @@ void kern_ref_dequant_q4_0(const void *src, float *dst, int64_t n) {
     }
 }
 
+/* The 5th bit of value j of a Q5 block, already in place (0 or 16). */
+static inline int q5_high(const uint8_t qh[4], int j) {
+    const uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+    return (int)((h >> j) & 1) << 4;
+}
+
+void kern_ref_dequant_q4_1(const void *src, float *dst, int64_t n) {
+    const kern_block_q4_1 *b = src;
+    for (int64_t i = 0; i < n / QK4_0; i++, dst += QK4_0) {
+        const float d = h2f(b[i].d), m = h2f(b[i].m);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            dst[j] = (b[i].qs[j] & 0xF) * d + m;
+            dst[j + QK4_0 / 2] = (b[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+void kern_ref_dequant_q5_0(const void *src, float *dst, int64_t n) {
+    const kern_block_q5_0 *b = src;
+    for (int64_t i = 0; i < n / QK4_0; i++, dst += QK4_0) {
+        const float d = h2f(b[i].d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            dst[j] = (((b[i].qs[j] & 0xF) | q5_high(b[i].qh, j)) - 16) * d;
+            dst[j + QK4_0 / 2] = (((b[i].qs[j] >> 4) | q5_high(b[i].qh, j + 16)) - 16) * d;
+        }
+    }
+}
+
+void kern_ref_dequant_q5_1(const void *src, float *dst, int64_t n) {
+    const kern_block_q5_1 *b = src;
+    for (int64_t i = 0; i < n / QK4_0; i++, dst += QK4_0) {
+        const float d = h2f(b[i].d), m = h2f(b[i].m);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            dst[j] = ((b[i].qs[j] & 0xF) | q5_high(b[i].qh, j)) * d + m;
+            dst[j + QK4_0 / 2] = ((b[i].qs[j] >> 4) | q5_high(b[i].qh, j + 16)) * d + m;
+        }
+    }
+}
+
 void kern_ref_dequant_q8_0(const void *src, float *dst, int64_t n) {
     const kern_block_q8_0 *b = src;
     for (int64_t i = 0; i < n / QK8_0; i++, dst += QK8_0) {
@@ -227,6 +266,57 @@ void kern_ref_dot_q4_0(int64_t n, float *s, const void *w, const void *a) {
     *s = sum;
 }
 
+/* Q4_1 and Q5_1 against Q8_0 activations: d_w d_a sum(q_w q_a) + m_w d_a
+ * sum(q_a). llama.cpp uses Q8_1 there, the same values plus that sum
+ * pre-multiplied and rounded to f16; summing it here is as exact. */
+void kern_ref_dot_q4_1(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q4_1 *x = w;
+    const kern_block_q8_0 *y = a;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int isum = 0, ysum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            isum += (x[i].qs[j] & 0xF) * y[i].qs[j] + (x[i].qs[j] >> 4) * y[i].qs[j + QK4_0 / 2];
+            ysum += y[i].qs[j] + y[i].qs[j + QK4_0 / 2];
+        }
+        const float dy = h2f(y[i].d);
+        sum += isum * (h2f(x[i].d) * dy) + h2f(x[i].m) * (dy * ysum);
+    }
+    *s = sum;
+}
+
+void kern_ref_dot_q5_0(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q5_0 *x = w;
+    const kern_block_q8_0 *y = a;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int isum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            isum += (((x[i].qs[j] & 0xF) | q5_high(x[i].qh, j)) - 16) * y[i].qs[j];
+            isum += (((x[i].qs[j] >> 4) | q5_high(x[i].qh, j + 16)) - 16) * y[i].qs[j + QK4_0 / 2];
+        }
+        sum += isum * (h2f(x[i].d) * h2f(y[i].d));
+    }
+    *s = sum;
+}
+
+void kern_ref_dot_q5_1(int64_t n, float *s, const void *w, const void *a) {
+    const kern_block_q5_1 *x = w;
+    const kern_block_q8_0 *y = a;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int isum = 0, ysum = 0;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            isum += ((x[i].qs[j] & 0xF) | q5_high(x[i].qh, j)) * y[i].qs[j];
+            isum += ((x[i].qs[j] >> 4) | q5_high(x[i].qh, j + 16)) * y[i].qs[j + QK4_0 / 2];
+            ysum += y[i].qs[j] + y[i].qs[j + QK4_0 / 2];
+        }
+        const float dy = h2f(y[i].d);
+        sum += isum * (h2f(x[i].d) * dy) + h2f(x[i].m) * (dy * ysum);
+    }
+    *s = sum;
+}
+
 void kern_ref_dot_q8_0(int64_t n, float *s, const void *w, const void *a) {
     const kern_block_q8_0 *x = w, *y = a;
     float sum = 0.0f;
@@ -329,6 +419,9 @@ REF_TILE(tile_f32, kern_ref_dot_f32)
 REF_TILE(tile_f16, kern_ref_dot_f16)
 REF_TILE(tile_bf16, kern_ref_dot_bf16)
 REF_TILE(tile_q4_0, kern_ref_dot_q4_0)
+REF_TILE(tile_q4_1, kern_ref_dot_q4_1)
+REF_TILE(tile_q5_0, kern_ref_dot_q5_0)
+REF_TILE(tile_q5_1, kern_ref_dot_q5_1)
 REF_TILE(tile_q8_0, kern_ref_dot_q8_0)
 REF_TILE(tile_q4_K, kern_ref_dot_q4_K)
 REF_TILE(tile_q5_K, kern_ref_dot_q5_K)
@@ -517,6 +610,12 @@ void kern_ref_install(kern_impl *t) {
         (kern_traits){"BF16", 1, 2, kern_ref_dequant_bf16, kern_ref_from_bf16, kern_ref_dot_bf16, KERN_BF16};
     t->traits[KERN_Q4_0] = (kern_traits){"Q4_0", QK4_0, sizeof(kern_block_q4_0), kern_ref_dequant_q4_0, NULL,
                                          kern_ref_dot_q4_0, KERN_Q8_0};
+    t->traits[KERN_Q4_1] = (kern_traits){"Q4_1", QK4_0, sizeof(kern_block_q4_1), kern_ref_dequant_q4_1, NULL,
+                                         kern_ref_dot_q4_1, KERN_Q8_0};
+    t->traits[KERN_Q5_0] = (kern_traits){"Q5_0", QK4_0, sizeof(kern_block_q5_0), kern_ref_dequant_q5_0, NULL,
+                                         kern_ref_dot_q5_0, KERN_Q8_0};
+    t->traits[KERN_Q5_1] = (kern_traits){"Q5_1", QK4_0, sizeof(kern_block_q5_1), kern_ref_dequant_q5_1, NULL,
+                                         kern_ref_dot_q5_1, KERN_Q8_0};
     t->traits[KERN_Q8_0] = (kern_traits){"Q8_0", QK8_0, sizeof(kern_block_q8_0), kern_ref_dequant_q8_0,
                                          kern_ref_quantize_q8_0, kern_ref_dot_q8_0, KERN_Q8_0};
     t->traits[KERN_Q4_K] = (kern_traits){"Q4_K", QK_K, sizeof(kern_block_q4_K), kern_ref_dequant_q4_K, NULL,
@@ -531,6 +630,9 @@ void kern_ref_install(kern_impl *t) {
     t->tile[KERN_F16] = tile_f16;
     t->tile[KERN_BF16] = tile_bf16;
     t->tile[KERN_Q4_0] = tile_q4_0;
+    t->tile[KERN_Q4_1] = tile_q4_1;
+    t->tile[KERN_Q5_0] = tile_q5_0;
+    t->tile[KERN_Q5_1] = tile_q5_1;
     t->tile[KERN_Q8_0] = tile_q8_0;
     t->tile[KERN_Q4_K] = tile_q4_K;
     t->tile[KERN_Q5_K] = tile_q5_K;
