@@ -137,6 +137,15 @@ reliability: deps-test build/smolbot $(E2E_DEPS)
 run: deps build/smolbot
 	@bash scripts/run.sh
 
+# PostgreSQL + N replicas + nginx on this machine (scripts/cluster.sh):
+# make cluster [N=3] [MODEL=path.gguf]; make cluster-stop
+N ?= 3
+.PHONY: cluster cluster-stop
+cluster: deps build/smolbot
+	@bash scripts/cluster.sh start $(N) $(if $(MODEL),-m $(MODEL))
+cluster-stop:
+	@bash scripts/cluster.sh stop
+
 BENCH_MODEL ?= $(HOME)/.cache/smolbot/bench/smollm3-3b-q4_k_m-random.gguf
 bench: deps build/smolbot
 	@bash bench/bench.sh "$(BENCH_MODEL)"

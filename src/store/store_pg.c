@@ -41,7 +41,8 @@
  *   appended STREAMING records that id as its owner.  "interrupted" is set
  *   only on streams whose owner's lock can be taken, i.e. whose process
  *   (or connection) is gone: at open for every such stream, and for one
- *   conversation whenever it is read as a branch or appended to, so a
+ *   conversation whenever it is read (branch, messages) or a user message
+ *   is appended to it, so a
  *   conversation moved off a killed replica shows its partial answer as
  *   interrupted at once.  After a server restart every lock is gone until
  *   each replica's next stream takes its own again; a live stream marked
@@ -956,9 +957,10 @@ int store_pg_messages(store *s, const char *conv, store_msg **out, int *n, core_
     if (rc) return rc;
     pconn *pc;
     if ((rc = conn_get(p, &pc, 0, err))) return rc;
+    rc = recover(p, pc, conv, err);
     const char *v[] = {conv};
-    PGresult *r = q(p, pc, "SELECT " MSG_COLS " FROM messages m WHERE m.conv = $1 ORDER BY m.id", 1, v, 1,
-                    "list messages", &rc, err);
+    PGresult *r = rc ? NULL : q(p, pc, "SELECT " MSG_COLS " FROM messages m WHERE m.conv = $1 ORDER BY m.id", 1, v, 1,
+                                "list messages", &rc, err);
     if (r) rc = read_msgs(r, 0, out, n, err);
     PQclear(r);
     conn_put(p, pc);
