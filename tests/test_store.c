@@ -1517,6 +1517,36 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
     return 0;
 }
 
+/* What one streamed answer costs the store: append the user message and the
+ * answer, 8 partial updates, the final one.  A figure, not a limit. */
+static void test_latency(void) {
+    store *s = open_fresh("latency.db");
+    if (!s) return;
+    core_err e = {0};
+    char id[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, id, &e) == 0);
+    enum { TURNS = 40 };
+    double t0 = t_now();
+    int64_t parent = 0;
+    for (int i = 0; i < TURNS; i++) {
+        int64_t u = append(s, id, "user", parent, "How far is the moon?");
+        store_msg m = msg("assistant", u, "");
+        m.status = STORE_MSG_STREAMING;
+        int64_t a = 0;
+        CHECK(store_append(s, id, &m, &a, &e) == 0);
+        for (int k = 0; k < 9; k++) {
+            m.content = "About 384,400 km on average, a little more or less along its orbit.";
+            if (k == 8) m.status = STORE_MSG_DONE;
+            CHECK(store_update(s, a, &m, &e) == 0);
+        }
+        parent = a;
+    }
+    double dt = t_now() - t0;
+    fprintf(stderr, "  store latency (%s): %.2f ms per call (append x2 + update x9 per answer, %d answers)\n",
+            g_pg ? "PostgreSQL" : "SQLite", dt * 1e3 / (TURNS * 11), TURNS);
+    store_close(s);
+}
+
 /* ---- PostgreSQL only ------------------------------------------------------ */
 
 /* Two stores on one database, as two replicas: opening the second does not
@@ -1682,6 +1712,7 @@ PG_TEST(test_export_import)
 PG_TEST(test_bad_input)
 PG_TEST(test_parallel_shared_store)
 PG_TEST(test_parallel_connections)
+PG_TEST(test_latency)
 PG_TEST(test_pg_replicas)
 PG_TEST(test_pg_migrate_together)
 PG_TEST(test_pg_unavailable)
@@ -1706,6 +1737,7 @@ int main(void) {
     T_RUN(test_parallel_shared_store);
     T_RUN(test_parallel_connections);
     T_RUN(test_full_disk);
+    T_RUN(test_latency);
     /* every database keeps a 4 MiB reserve beside it: leave nothing behind */
     nftw(t_tmpdir(), rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 
@@ -1727,6 +1759,7 @@ int main(void) {
     T_RUN(pg_test_bad_input);
     T_RUN(pg_test_parallel_shared_store);
     T_RUN(pg_test_parallel_connections);
+    T_RUN(pg_test_latency);
     T_RUN(pg_test_pg_replicas);
     T_RUN(pg_test_pg_migrate_together);
     T_RUN(pg_test_pg_unavailable);

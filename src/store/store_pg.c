@@ -413,16 +413,15 @@ static size_t piece_next(const char *w, size_t n, size_t *at, size_t *start) {
 }
 
 typedef struct wref { size_t off, len; int pos; } wref;
-static const char *g_sort_base;
-static int wref_cmp(const void *a, const void *b) {
+static int wref_cmp(const void *a, const void *b, void *base) {
     const wref *x = a, *y = b;
+    const char *t = base;
     size_t n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(g_sort_base + x->off, g_sort_base + y->off, n);
+    int c = memcmp(t + x->off, t + y->off, n);
     if (c) return c;
     if (x->len != y->len) return x->len < y->len ? -1 : 1;
     return x->pos - y->pos;
 }
-static pthread_mutex_t g_sort_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* The tsvector literal of text: 'word':1,5 'other':2 ... (NULL when out of memory). */
 static char *words_of(const char *text) {
@@ -452,10 +451,7 @@ static char *words_of(const char *text) {
             o += n;
         }
     }
-    pthread_mutex_lock(&g_sort_mu);
-    g_sort_base = nb;
-    if (cnt) qsort(v, cnt, sizeof *v, wref_cmp);
-    pthread_mutex_unlock(&g_sort_mu);
+    if (cnt) qsort_r(v, cnt, sizeof *v, wref_cmp, nb); /* equal words together, positions ascending */
     core_buf b = {0};
     int bad = core_buf_puts(&b, "");
     size_t total = 0;
