@@ -886,6 +886,16 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
 
 static int route_stream(api *a, http_req *r, const store_conv *c, int64_t msg) {
     bridge_job *j = bridge_find(a->br, msg, c->id);
+    store_msg m = {0};
+    if (!j && !store_get_msg(a->st, msg, &m, NULL) && !strcmp(m.finish, "interrupted")) {
+        /* its server died mid-stream (another replica answers now): say so
+         * and end, so the page keeps the text it has and the user goes on */
+        store_msg_clear(&m);
+        static const char end[] = "event: error\ndata: This answer was interrupted: the server writing it stopped. "
+                                  "The text saved so far is kept; send a message to go on.\n\nevent: done\ndata: \n\n";
+        return http_respond(r, 200, "text/event-stream", end, sizeof end - 1);
+    }
+    store_msg_clear(&m);
     if (!j) return http_respond(r, 204, NULL, "", 0); /* finished long ago: EventSource stops */
     int rc = ui_listen(j, r, 0);
     bridge_release(j);

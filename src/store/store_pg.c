@@ -41,10 +41,10 @@
  *   appended STREAMING records that id as its owner.  "interrupted" is set
  *   only on streams whose owner's lock can be taken, i.e. whose process
  *   (or connection) is gone: at open for every such stream, and for one
- *   conversation whenever it is read (branch, messages) or a user message
- *   is appended to it, so a
- *   conversation moved off a killed replica shows its partial answer as
- *   interrupted at once.  After a server restart every lock is gone until
+ *   conversation whenever it is read (branch, messages, a message still
+ *   streaming) or a user message is appended to it, so a conversation
+ *   moved off a killed replica shows its partial answer as interrupted at
+ *   once.  After a server restart every lock is gone until
  *   each replica's next stream takes its own again; a live stream marked
  *   interrupted in that window is set right by its next update.
  */
@@ -904,6 +904,13 @@ int store_pg_get_msg(store *s, int64_t id, store_msg *out, core_err *err) {
     int rc = conn_get(p, &pc, 0, err);
     if (rc) return rc;
     rc = msg_get(p, pc, id, out, err);
+    if (!rc && out->status == STORE_MSG_STREAMING) { /* its writer may be gone */
+        char conv[STORE_ID_LEN + 1];
+        memcpy(conv, out->conv, sizeof conv);
+        store_msg_clear(out);
+        rc = recover(p, pc, conv, err);
+        if (!rc) rc = msg_get(p, pc, id, out, err);
+    }
     conn_put(p, pc);
     return rc;
 }

@@ -119,6 +119,12 @@ test('SIGKILL of the replica streaming an answer: the conversation goes on elsew
   assert.equal(a.status, 'partial');
   assert.equal(a.finish_reason, 'interrupted');
   assert.ok(a.content.startsWith(saved), 'the saved text was lost');
+  // the page reconnecting to its stream is told it ended, and stops
+  const again = await fetch(URL_ + streamUrl);
+  assert.equal(again.status, 200);
+  const evs = await again.text();
+  assert.match(evs, /event: error\ndata: This answer was interrupted/);
+  assert.match(evs, /event: done/);
   // the next turn works there
   const next = await ui(`/ui/c/${id}/messages`, { text: 'Go on.', max_tokens: '8', thinking: '0' });
   assert.equal(next.status, 200);
