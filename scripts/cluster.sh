@@ -62,7 +62,8 @@ start)
   for i in $(seq 1 "$n"); do
     log="$dir/replica$i.log"
     # one thread each: N replicas share this machine's cores
-    "$bin" serve --host 127.0.0.1 --port 0 --db "$url" --threads 1 "${margs[@]}" "${extra[@]}" >"$log.out" 2>"$log" &
+    "$bin" serve --host 127.0.0.1 --port 0 --db "$url" --threads 1 --drain-timeout 60 "${margs[@]}" "${extra[@]}" \
+      >"$log.out" 2>"$log" &
     pid=$!
     for _ in $(seq 1 300); do
       port=$(sed -nE 's|^listening on http://127.0.0.1:([0-9]+).*|\1|p' "$log.out" | head -1)

@@ -21,10 +21,10 @@
  * report those ends, then stop the HTTP server (it drains what is queued
  * for clients), free the engine, the api and the store, and exit 0. The
  * signals are unblocked first, so a second Ctrl-C kills a stuck shutdown.
- * SIGTERM on a ready server drains first (api_drain: /health and new
- * generations answer 503, so a proxy sends them to another replica) until
- * no generation runs or --drain-timeout passes; a second SIGTERM or SIGINT
- * ends the drain at once.
+ * With --drain-timeout S (replicas behind a proxy), SIGTERM on a ready
+ * server drains first (api_drain: /health and new generations answer 503,
+ * so the proxy sends them to another replica) until no generation runs or
+ * S seconds pass; a second SIGTERM or SIGINT ends the drain at once.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -69,8 +69,8 @@ static void usage(FILE *f) {
             "  --max-tokens N       largest max_tokens a request may ask (default: the context)\n"
             "  --max-body BYTES     largest request body (default 8 MiB)\n"
             "  --timeout SECONDS    drop a connection idle this long, e.g. a stalled request (default 30)\n"
-            "  --drain-timeout S    SIGTERM: finish running streams for up to S seconds (default 60);\n"
-            "                       meanwhile /health and new generations answer 503; SIGINT stops at once\n"
+            "  --drain-timeout S    behind a proxy: SIGTERM first finishes running streams, up to S seconds,\n"
+            "                       while /health and new generations answer 503 (default 0: stop at once)\n"
             "  --model-name NAME    model id shown by /v1/models (default: the file name)\n"
             "environment: HOST, PORT, MODEL_PATH, SMOLBOT_API_KEY, SMOLBOT_DB (as --db), LOG_LEVEL (debug|info|warn|error)\n",
             "$XDG_DATA_HOME/smolbot/smolbot.db");
@@ -137,7 +137,7 @@ int cmd_serve(int argc, char **argv) {
     const char *model_opt = NULL, *host = getenv("HOST"), *api_key = getenv("SMOLBOT_API_KEY"), *db = getenv("SMOLBOT_DB"),
                *kvs = "f16", *model_name = NULL;
     long port = 3000, n_ctx = 4096, threads = 0, kv_mb = 2048, parallel = 0, queue = 0, batch = 0, max_streams = 0,
-         max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30, drain_s = 60;
+         max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30, drain_s = 0;
     int no_db = 0, gpu = MODEL_GPU_AUTO, kv_type = MODEL_KV_F16;
     char keybuf[1024] = ""; /* --api-key-file's key; the api borrows it until we return */
     const char *allow_hosts[17] = {0}; /* --allow-host names (into argv), NULL-terminated */
