@@ -1044,7 +1044,10 @@ int store_pg_search(store *s, const char *query, int limit, int offset, store_hi
     if (t.count == 0) return 0;
     /* the tsquery: each word quoted as a lexeme (a word holds no quote or
      * backslash, store_i_word_char excludes them), all required */
-    core_buf tq = {0};
+    /* tq: every word must match (the filter); tr: any (the rank: ts_rank
+     * of an AND weighs every pair of terms' positions, quadratic in both,
+     * while of an OR it adds up each term's frequency, linear) */
+    core_buf tq = {0}, tr = {0};
     char w[STORE_MAX_QUERY + 8];
     int bad = 0;
     int used = 0;
@@ -1053,30 +1056,29 @@ int store_pg_search(store *s, const char *query, int limit, int offset, store_hi
         int pieces = 0;
         while (!bad && (pl = piece_next(t.w[i], t.n[i], &at, &ps))) {
             size_t wn = norm_word(t.w[i] + ps, pl, w);
-            bad = (pieces ? core_buf_puts(&tq, " <-> ") : used ? core_buf_puts(&tq, " & (") : core_buf_puts(&tq, "(")) ||
-                  core_buf_puts(&tq, "'") || core_buf_append(&tq, w, wn) || core_buf_puts(&tq, "'");
+            for (int k = 0; k < 2 && !bad; k++) {
+                core_buf *b = k ? &tr : &tq;
+                bad = (pieces ? core_buf_puts(b, " <-> ") : used ? core_buf_puts(b, k ? " | (" : " & (") : core_buf_puts(b, "(")) ||
+                      core_buf_puts(b, "'") || core_buf_append(b, w, wn) || core_buf_puts(b, "'");
+            }
             pieces++;
         }
-        if (pieces && !bad) bad = core_buf_puts(&tq, ")");
+        if (pieces && !bad) bad = core_buf_puts(&tq, ")") || core_buf_puts(&tr, ")");
         used += pieces > 0;
     }
-    if (!used && !bad) { /* only separators: nothing to look for */
+    if (!used || bad || store_i_searches_stopped(s)) {
         core_buf_free(&tq);
-        return 0;
-    }
-    if (bad) {
-        core_buf_free(&tq);
-        return core_errf(err, CORE_ENOMEM, "store: out of memory");
-    }
-    if (store_i_searches_stopped(s)) {
-        core_buf_free(&tq);
-        return core_errf(err, CORE_ECANCEL, "store: search cancelled: the server is shutting down");
+        core_buf_free(&tr);
+        if (bad) return core_errf(err, CORE_ENOMEM, "store: out of memory");
+        if (used) return core_errf(err, CORE_ECANCEL, "store: search cancelled: the server is shutting down");
+        return 0; /* only separators: nothing to look for */
     }
     int budget = store_i_search_ms(s);
     uint64_t t0 = core_now_ns(), end = t0 + (uint64_t)budget * 1000000u;
     pconn *pc;
     if ((rc = conn_get(p, &pc, end, err))) {
         core_buf_free(&tq);
+        core_buf_free(&tr);
         if (rc == CORE_ECANCEL)
             core_errf(err, CORE_ECANCEL, "store: search stopped after %d ms, its time limit (no free connection)", budget);
         return rc;
@@ -1087,7 +1089,7 @@ int store_pg_search(store *s, const char *query, int limit, int offset, store_hi
     pc->searching = 1;
     pthread_mutex_unlock(&p->mu);
     nbuf nb;
-    const char *v[] = {tq.data, fi(&nb, 0, limit), fi(&nb, 1, offset)};
+    const char *v[] = {tq.data, fi(&nb, 0, limit), fi(&nb, 1, offset), tr.data};
     PGresult *r = NULL;
     /* Ranking scores every match: it gets half the time; past that, the
      * newest matches are shown instead of the best (as on SQLite). */
@@ -1102,8 +1104,8 @@ int store_pg_search(store *s, const char *query, int limit, int offset, store_hi
                      " ORDER BY m.id DESC LIMIT $2::bigint OFFSET $3::bigint"
                    : "SELECT m.conv, c.title, m.id, m.role, m.created, m.content FROM messages m"
                      " JOIN conversations c ON c.id = m.conv WHERE m.words @@ $1::tsquery"
-                     " ORDER BY ts_rank(m.words, $1::tsquery) DESC, m.id DESC LIMIT $2::bigint OFFSET $3::bigint",
-              3, v, 0, "search", &rc, err);
+                     " ORDER BY ts_rank(m.words, $4::tsquery) DESC, m.id DESC LIMIT $2::bigint OFFSET $3::bigint",
+              pass ? 3 : 4, v, 0, "search", &rc, err);
         if (!r && rc == CORE_ECANCEL && !pass && !store_i_searches_stopped(s) && core_now_ns() < end) rc = 0;
     }
     if (rc == CORE_ECANCEL)
@@ -1132,6 +1134,7 @@ int store_pg_search(store *s, const char *query, int limit, int offset, store_hi
     PQclear(r);
     conn_put(p, pc);
     core_buf_free(&tq);
+    core_buf_free(&tr);
     if (rc) {
         store_hits_free(h, cnt);
         return rc;
