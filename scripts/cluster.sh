@@ -79,7 +79,7 @@ start)
   for _ in 1 2 3 4 5 6; do
     lport=$(( 30000 + (RANDOM * 32768 + RANDOM) % 20000 ))
     sed -e "s|@PREFIX@|$dir|g" -e "s|@LISTEN@|127.0.0.1:$lport|" -e "s|@UPSTREAMS@|$ups|" deploy/nginx.conf >"$dir/nginx.conf"
-    if "$nginx_bin" -p "$dir" -c "$dir/nginx.conf" -g 'daemon on;' 2>"$dir/nginx-start.log"; then break; fi
+    if "$nginx_bin" -p "$dir" -e "$dir/nginx-error.log" -c "$dir/nginx.conf" -g 'daemon on;' 2>"$dir/nginx-start.log"; then break; fi
     lport=""
   done
   [ -n "$lport" ] || { echo "cluster.sh: nginx did not start:" >&2; cat "$dir/nginx-start.log" >&2; false; }
