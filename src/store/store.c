@@ -1,4 +1,8 @@
-/* store.c -- the SQLite conversation store (see store.h for the contract).
+/* store.c -- the SQLite conversation store (see store.h for the contract),
+ * and the front door of the PostgreSQL one: store_open with a postgres://
+ * URL makes s->pg, and every public function then hands the call to its
+ * store_pg_* twin (store_pg.c, store_int.h).  The checks, ids, titles,
+ * search words and snippets, and the JSON export/import here serve both.
  *
  * Design
  *   One sqlite3 connection per store object, serialized by our own mutex
