@@ -16,9 +16,11 @@ CC      := gcc
 endif
 CLANG   ?= clang
 # -D_GNU_SOURCE: mremap/strcasestr and friends; the code is C11 otherwise.
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wno-unused-parameter -pthread -Isrc
+# libpq's header lives in a folder of its own (Debian: /usr/include/postgresql).
+PG_INC  := $(or $(shell pg_config --includedir 2>/dev/null),/usr/include/postgresql)
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wno-unused-parameter -pthread -Isrc -I$(PG_INC)
 OPT     ?= -O2
-LDLIBS  := -lm -lpthread -lsqlite3 -ljansson -lmicrohttpd -lcurl -lmd4c -lmd4c-html
+LDLIBS  := -lm -lpthread -lsqlite3 -lpq -ljansson -lmicrohttpd -lcurl -lmd4c -lmd4c-html
 # Sanitized objects keep -O1 so tests that run the model stay quick.
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -108,7 +110,7 @@ test: deps-test build/smolbot build/san/smolbot $(addprefix build/san/,$(TESTS))
 # ---- fuzzing (clang + libFuzzer) ----
 # Library objects are built once with coverage (fuzzer-no-link) and shared
 # by every target; only the target file links the libFuzzer main.
-FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isrc -pthread -fsanitize=address,undefined
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Isrc -I$(PG_INC) -pthread -fsanitize=address,undefined
 FUZZ_LIB   := $(patsubst %.c,build/fz/%.o,$(LIB_SRC) $(GEN_SRC))
 build/fz/%.o: %.c $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
@@ -134,6 +136,15 @@ reliability: deps-test build/smolbot $(E2E_DEPS)
 # ---- running ----
 run: deps build/smolbot
 	@bash scripts/run.sh
+
+# PostgreSQL + N replicas + nginx on this machine (scripts/cluster.sh):
+# make cluster [N=3] [MODEL=path.gguf]; make cluster-stop
+N ?= 3
+.PHONY: cluster cluster-stop
+cluster: deps build/smolbot
+	@bash scripts/cluster.sh start $(N) $(if $(MODEL),-m $(MODEL))
+cluster-stop:
+	@bash scripts/cluster.sh stop
 
 BENCH_MODEL ?= $(HOME)/.cache/smolbot/bench/smollm3-3b-q4_k_m-random.gguf
 bench: deps build/smolbot

@@ -3,14 +3,15 @@
 #
 # Groups: build (compiler and libraries of the binary), test (g++ for the
 # CPU emulation test of the CUDA kernels, sanitizer and
-# fuzzer runtimes, browser for the UI tests, node for the e2e tests).
+# fuzzer runtimes, browser for the UI tests, node for the e2e tests,
+# PostgreSQL and nginx for the store's second backend and the cluster test).
 # As root the missing packages are installed with apt-get; otherwise the
 # exact apt-get line is printed and we stop, so nothing happens behind a
 # user's back.
 set -euo pipefail
 
-build_pkgs="gcc make pkg-config libsqlite3-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libmd4c-dev libmd4c-html0-dev"
-test_pkgs="g++ clang libclang-rt-14-dev curl chromium sqlite3 valgrind"
+build_pkgs="gcc make pkg-config libsqlite3-dev libpq-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libmd4c-dev libmd4c-html0-dev"
+test_pkgs="g++ clang libclang-rt-14-dev curl chromium sqlite3 valgrind postgresql nginx-light"
 
 want=""
 for g in "$@"; do

@@ -3,6 +3,13 @@
  * import round trip, bad input, a SIGKILL in the middle of a stream, and
  * parallel writers (shared store and one connection per thread).
  *
+ * Then the backend-agnostic ones again on PostgreSQL (pg_test_*), on a
+ * server of our own that tests/pg_util.sh starts in a temp dir (as
+ * "nobody" when we run as root) and stops at exit; plus what only a shared
+ * server has: two replicas' streams, replicas migrating together, the
+ * server going away and coming back.  Skipped, saying why, when no server
+ * can be started here.
+ *
  * sqlite3.h is included here only to look behind the store's back
  * (user_version, journal mode); the store itself is used through store.h.
  */
@@ -14,6 +21,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -29,9 +37,31 @@ static const char *db_path(const char *name) {
     return out;
 }
 
+/* The PostgreSQL run: the backend-agnostic tests again, against a server
+ * tests/pg_util.sh starts for this process (NULL: the SQLite run). */
+static char g_pg_url[256];
+static int g_pg;
+
+/* What store_open gets for the database called name. */
+static const char *target(const char *name) { return g_pg ? g_pg_url : db_path(name); }
+
+/* SQL straight to the test server, behind the store's back. */
+static int pg_sql(const char *sql) {
+    PGconn *c = PQconnectdb(g_pg_url);
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) fprintf(stderr, "  pg_sql: %s: %s", sql, PQerrorMessage(c));
+    int v = ok && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) ? atoi(PQgetvalue(r, 0, 0)) : ok ? 0 : -1;
+    PQclear(r);
+    PQfinish(c);
+    return v;
+}
+
 static store *open_fresh(const char *name) {
-    const char *p = db_path(name);
-    unlink(p);
+    const char *p = target(name);
+    if (g_pg) pg_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+    else unlink(p);
     store *s = NULL;
     core_err e = {0};
     int rc = store_open(&s, p, &e);
@@ -456,7 +486,7 @@ static void test_streaming(void) {
     CHECK(store_check(s, &e) == 0);
     store_close(s);
     /* a clean reopen changes nothing that finished */
-    CHECK(store_open(&s, db_path("stream.db"), &e) == 0);
+    CHECK(store_open(&s, target("stream.db"), &e) == 0);
     CHECK(store_get_msg(s, a2, &g, &e) == 0);
     CHECK_EQ_STR(g.finish, "cancelled");
     store_msg_clear(&g);
@@ -1291,11 +1321,9 @@ static void *work(void *arg) {
 }
 
 static void run_parallel(const char *name, int shared) {
-    const char *path = db_path(name);
-    unlink(path);
-    store *s = NULL;
+    const char *path = target(name);
+    store *s = open_fresh(name);
     core_err e = {0};
-    CHECK(store_open(&s, path, &e) == 0);
     if (!s) return;
     char conv[STORE_ID_LEN + 1];
     CHECK(store_create(s, NULL, conv, &e) == 0);
@@ -1489,6 +1517,206 @@ static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *
     return 0;
 }
 
+/* What one streamed answer costs the store: append the user message and the
+ * answer, 8 partial updates, the final one.  A figure, not a limit. */
+static void test_latency(void) {
+    store *s = open_fresh("latency.db");
+    if (!s) return;
+    core_err e = {0};
+    char id[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, id, &e) == 0);
+    enum { TURNS = 40 };
+    double t0 = t_now();
+    int64_t parent = 0;
+    for (int i = 0; i < TURNS; i++) {
+        int64_t u = append(s, id, "user", parent, "How far is the moon?");
+        store_msg m = msg("assistant", u, "");
+        m.status = STORE_MSG_STREAMING;
+        int64_t a = 0;
+        CHECK(store_append(s, id, &m, &a, &e) == 0);
+        for (int k = 0; k < 9; k++) {
+            m.content = "About 384,400 km on average, a little more or less along its orbit.";
+            if (k == 8) m.status = STORE_MSG_DONE;
+            CHECK(store_update(s, a, &m, &e) == 0);
+        }
+        parent = a;
+    }
+    double dt = t_now() - t0;
+    fprintf(stderr, "  store latency (%s): %.2f ms per call (append x2 + update x9 per answer, %d answers)\n",
+            g_pg ? "PostgreSQL" : "SQLite", dt * 1e3 / (TURNS * 11), TURNS);
+    store_close(s);
+}
+
+/* ---- PostgreSQL only ------------------------------------------------------ */
+
+/* Two stores on one database, as two replicas: opening the second does not
+ * touch the first one's live stream; once the first is gone (its session
+ * lock with it), the next read of that conversation marks it interrupted,
+ * keeping the partial text; it becomes searchable then. */
+static void test_pg_replicas(void) {
+    store *a = open_fresh("replicas"), *b = NULL;
+    if (!a) return;
+    core_err e = {0};
+    char id[STORE_ID_LEN + 1];
+    CHECK(store_create(a, NULL, id, &e) == 0);
+    int64_t u = append(a, id, "user", 0, "tell me about lanterns");
+    store_msg m = msg("assistant", u, "Lanterns glow");
+    m.status = STORE_MSG_STREAMING;
+    int64_t ans = 0;
+    CHECK(store_append(a, id, &m, &ans, &e) == 0);
+    CHECK_MSG(store_open(&b, g_pg_url, &e) == 0, "%s", e.msg);
+    if (!b) {
+        store_close(a);
+        return;
+    }
+    store_msg *br;
+    int n;
+    store_msg g;
+    CHECK(store_branch(b, id, 0, &br, &n, &e) == 0);
+    store_msgs_free(br, n);
+    CHECK(store_get_msg(b, ans, &g, &e) == 0);
+    CHECK_EQ_INT(g.status, STORE_MSG_STREAMING); /* its replica lives */
+    store_msg_clear(&g);
+    m.content = "Lanterns glow softly";
+    CHECK(store_update(a, ans, &m, &e) == 0);
+    store_close(a); /* the replica dies with its stream open */
+    CHECK(store_branch(b, id, 0, &br, &n, &e) == 0);
+    CHECK_EQ_INT(n, 2);
+    if (n == 2) {
+        CHECK_EQ_INT(br[1].status, STORE_MSG_PARTIAL);
+        CHECK_EQ_STR(br[1].finish, "interrupted");
+        CHECK_EQ_STR(br[1].content, "Lanterns glow softly");
+    }
+    store_msgs_free(br, n);
+    store_hit *h;
+    CHECK(store_search(b, "softly", 5, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 1);
+    store_hits_free(h, n);
+    /* the conversation goes on on the other replica */
+    append(b, id, "user", u, "and candles?");
+    CHECK(store_check(b, &e) == 0);
+    store_close(b);
+}
+
+/* Replicas starting together migrate once (the advisory lock). */
+static void *open_close(void *arg) {
+    store *s = NULL;
+    core_err e = {0};
+    *(int *)arg = store_open(&s, g_pg_url, &e);
+    if (*(int *)arg) fprintf(stderr, "  open: %s\n", e.msg);
+    store_close(s);
+    return NULL;
+}
+
+static void test_pg_migrate_together(void) {
+    pg_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+    enum { N = 4 };
+    pthread_t th[N];
+    int rc[N];
+    for (int i = 0; i < N; i++) pthread_create(&th[i], NULL, open_close, &rc[i]);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(rc[i], 0);
+    }
+    CHECK_EQ_INT(pg_sql("SELECT count(*) FROM smolbot_migrations"), 1);
+    /* a database from a newer smolbot is refused */
+    pg_sql("INSERT INTO smolbot_migrations VALUES (99, 0)");
+    store *s = NULL;
+    core_err e = {0};
+    CHECK_EQ_INT(store_open(&s, g_pg_url, &e), CORE_EUNSUP);
+    CHECK(s == NULL);
+}
+
+/* The server goes away: calls fail with STORE_EUNAVAIL, never crash; once
+ * it is back, the same store works again and nothing committed is lost. */
+static char g_pg_dir[512];
+static void test_pg_unavailable(void) {
+    store *s = open_fresh("unavailable");
+    if (!s) return;
+    core_err e = {0};
+    char id[STORE_ID_LEN + 1];
+    CHECK(store_create(s, NULL, id, &e) == 0);
+    append(s, id, "user", 0, "before the outage");
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "bash tests/pg_util.sh stop %s", g_pg_dir);
+    CHECK(system(cmd) == 0);
+    store_conv c;
+    store_msg m = msg("user", 0, "during the outage");
+    CHECK_EQ_INT(store_append(s, id, &m, NULL, &e), STORE_EUNAVAIL);
+    CHECK_MSG(strstr(e.msg, "unavailable") != NULL && strstr(e.msg, "***") == NULL, "%s", e.msg);
+    CHECK_EQ_INT(store_get(s, id, &c, &e), STORE_EUNAVAIL);
+    store_hit *h;
+    int n;
+    CHECK_EQ_INT(store_search(s, "outage", 5, 0, &h, &n, &e), STORE_EUNAVAIL);
+    store *s2 = NULL;
+    CHECK_EQ_INT(store_open(&s2, g_pg_url, &e), STORE_EUNAVAIL);
+    snprintf(cmd, sizeof cmd, "bash tests/pg_util.sh up %s", g_pg_dir);
+    CHECK(system(cmd) == 0);
+    CHECK_MSG(store_get(s, id, &c, &e) == 0, "%s", e.msg);
+    CHECK_EQ_INT(c.n_messages, 1);
+    store_conv_clear(&c);
+    append(s, id, "user", 0, "after the outage");
+    CHECK(store_search(s, "outage", 5, 0, &h, &n, &e) == 0);
+    CHECK_EQ_INT(n, 2);
+    store_hits_free(h, n);
+    store_close(s);
+}
+
+static void pg_stop(void) {
+    if (!g_pg_dir[0]) return;
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "bash tests/pg_util.sh stop %s >/dev/null 2>&1; rm -rf %s", g_pg_dir, g_pg_dir);
+    if (system(cmd) != 0) fprintf(stderr, "test_store: could not stop the test server in %s\n", g_pg_dir);
+    g_pg_dir[0] = 0;
+}
+
+/* Start a server for this process; 0 and g_pg_url set, or why not in why. */
+static int pg_start(char *why, size_t cap) {
+    if (access("tests/pg_util.sh", R_OK) != 0) return snprintf(why, cap, "tests/pg_util.sh not found (run from the repository root)"), -1;
+    snprintf(g_pg_dir, sizeof g_pg_dir, "/tmp/smolbot-pgtest-XXXXXX");
+    if (!mkdtemp(g_pg_dir)) return snprintf(why, cap, "mkdtemp: %s", strerror(errno)), -1;
+    atexit(pg_stop);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "bash tests/pg_util.sh start %s 2>%s.err", g_pg_dir, g_pg_dir);
+    FILE *f = popen(cmd, "r");
+    if (!f || !fgets(g_pg_url, sizeof g_pg_url, f)) g_pg_url[0] = 0;
+    int rc = f ? pclose(f) : -1;
+    g_pg_url[strcspn(g_pg_url, "\n")] = 0;
+    if (rc != 0 || !g_pg_url[0]) {
+        char ep[600];
+        snprintf(ep, sizeof ep, "%s.err", g_pg_dir);
+        FILE *e = fopen(ep, "r");
+        char line[300] = "no message";
+        if (e && fgets(line, sizeof line, e)) line[strcspn(line, "\n")] = 0;
+        if (e) fclose(e);
+        unlink(ep);
+        snprintf(why, cap, "%s", line);
+        return -1;
+    }
+    char ep[600];
+    snprintf(ep, sizeof ep, "%s.err", g_pg_dir);
+    unlink(ep);
+    return 0;
+}
+
+/* The same tests on PostgreSQL, named apart in the output. */
+#define PG_TEST(fn) static void pg_##fn(void) { if (!g_pg) T_SKIP("%s", g_pg_url); fn(); }
+PG_TEST(test_crud)
+PG_TEST(test_branches)
+PG_TEST(test_streaming)
+PG_TEST(test_search)
+PG_TEST(test_search_repeats)
+PG_TEST(test_search_deadline)
+PG_TEST(test_search_property)
+PG_TEST(test_export_import)
+PG_TEST(test_bad_input)
+PG_TEST(test_parallel_shared_store)
+PG_TEST(test_parallel_connections)
+PG_TEST(test_latency)
+PG_TEST(test_pg_replicas)
+PG_TEST(test_pg_migrate_together)
+PG_TEST(test_pg_unavailable)
+
 int main(void) {
     core_log_set_level(CORE_LOG_WARN);
     T_RUN(test_default_path);
@@ -1509,7 +1737,32 @@ int main(void) {
     T_RUN(test_parallel_shared_store);
     T_RUN(test_parallel_connections);
     T_RUN(test_full_disk);
+    T_RUN(test_latency);
     /* every database keeps a 4 MiB reserve beside it: leave nothing behind */
     nftw(t_tmpdir(), rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+
+    char why[200];
+    if (pg_start(why, sizeof why) == 0) {
+        g_pg = 1;
+    } else {
+        fprintf(stderr, "test_store: PostgreSQL tests skipped: cannot start a test server: %s\n", why);
+        snprintf(g_pg_url, sizeof g_pg_url, "no PostgreSQL test server: %s", why);
+    }
+    T_RUN(pg_test_crud);
+    T_RUN(pg_test_branches);
+    T_RUN(pg_test_streaming);
+    T_RUN(pg_test_search);
+    T_RUN(pg_test_search_repeats);
+    T_RUN(pg_test_search_deadline);
+    T_RUN(pg_test_search_property);
+    T_RUN(pg_test_export_import);
+    T_RUN(pg_test_bad_input);
+    T_RUN(pg_test_parallel_shared_store);
+    T_RUN(pg_test_parallel_connections);
+    T_RUN(pg_test_latency);
+    T_RUN(pg_test_pg_replicas);
+    T_RUN(pg_test_pg_migrate_together);
+    T_RUN(pg_test_pg_unavailable);
+    pg_stop();
     return t_done();
 }

@@ -78,6 +78,7 @@ void api_free(api *a) {
 }
 
 void api_shutdown(api *a) { bridge_shutdown(a->br); }
+void api_drain(api *a) { atomic_store(&a->draining, 1); }
 
 int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...) {
     char msg[1024];

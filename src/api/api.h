@@ -42,6 +42,10 @@ int api_handle(void *ctx, http_req *req, core_err *err);
  * waiting handlers answer 503), so http_server_stop does not wait for
  * long generations. Any thread; idempotent. */
 void api_shutdown(api *a);
+/* Drain (SIGTERM behind a proxy): /health answers 503 "draining" and new
+ * generations 503 (a proxy retries them on another replica), while those
+ * already running finish.  Any thread; idempotent. */
+void api_drain(api *a);
 
 /* Parse a request body as the route would, without a server or an engine
  * (fuzzing): which = API_PARSE_CHAT (/v1/chat/completions) or

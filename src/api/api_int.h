@@ -3,6 +3,7 @@
 #define API_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -35,6 +36,7 @@ struct api {
     void *ui;           /* ui.c's private state (api_ui_init) */
     struct api_auth *auth; /* the page's sign-in sessions (auth.c) */
     bridge *br;         /* every generation goes through it (bridge.h) */
+    atomic_int draining; /* api_drain: new generations get 503, running ones finish */
 };
 
 /* Bucket bounds shared by the histograms (api.c). */

@@ -1,7 +1,7 @@
 /* openai.c -- the OpenAI-compatible API, health, props and metrics.
  *
  * Routes (everything else returns 0 so ui.c gets it):
- *   GET  /health                 200 {"status":"ok"} | 503 loading/failed/stopping
+ *   GET  /health                 200 {"status":"ok"} | 503 loading/failed/stopping/draining
  *                                | 200 {"status":"no_model"} (see below)
  *   GET  /metrics                Prometheus text (smolbot_* names)
  *   GET  /props                  llama.cpp-like server properties
@@ -856,7 +856,9 @@ static int health(api *a, http_req *r) {
     if (is_stopping(a)) st = ENGINE_STOPPING;
     json_t *o;
     int status = 503;
-    if (st == ENGINE_READY) {
+    if (st == ENGINE_READY && atomic_load(&a->draining)) {
+        o = json_pack("{s:s, s:s}", "status", "draining", "message", "finishing running streams, taking no new ones");
+    } else if (st == ENGINE_READY) {
         status = 200;
         o = json_pack("{s:s}", "status", "ok");
     } else if (st == ENGINE_NO_MODEL) {

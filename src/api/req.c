@@ -93,7 +93,9 @@ json_t *api_parse_json(const api_rq *q, const char *body, size_t len) {
 int api_not_ready(api *a, const api_rq *q) {
     int st = engine_state(a->eng);
     int stopping = bridge_stopping(a->br);
-    if (st == ENGINE_READY && !stopping) return 0;
+    if (st == ENGINE_READY && !stopping && !atomic_load(&a->draining)) return 0;
+    if (atomic_load(&a->draining) && !stopping)
+        return api_bad(q, 503, "draining", NULL, "this server is draining: try again (another replica answers)"), 1;
     if (stopping || st == ENGINE_STOPPING) return api_bad(q, 503, "shutting_down", NULL, "the server is shutting down"), 1;
     if (st == ENGINE_LOADING) {
         if (q->r) http_req_add_header(q->r, "Retry-After", "1");

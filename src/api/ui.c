@@ -480,7 +480,7 @@ static int no_store(http_req *r) { return http_respond_text(r, 503, "History is 
  * 503, a full disk 507: none is the request's fault. */
 static int store_fail(http_req *r, const core_err *err, int rc) {
     int status = rc == CORE_ENOTFOUND ? 404 : rc == CORE_EINVAL || rc == CORE_ERANGE ? 400
-               : rc == CORE_ECANCEL || rc == STORE_EREADONLY ? 503 : rc == CORE_EFULL ? 507 : 500;
+               : rc == CORE_ECANCEL || rc == STORE_EREADONLY || rc == STORE_EUNAVAIL ? 503 : rc == CORE_EFULL ? 507 : 500;
     return http_respond_text(r, status, err->msg[0] ? err->msg : "store error");
 }
 
@@ -767,8 +767,9 @@ out:
 
 static int model_ready_or_503(api *a, http_req *r) {
     int st = engine_state(a->eng);
-    if (st == ENGINE_READY) return 0;
-    if (st == ENGINE_LOADING) http_respond_text(r, 503, "The model is still loading; try again in a moment.");
+    if (st == ENGINE_READY && !atomic_load(&a->draining)) return 0;
+    if (st == ENGINE_READY) http_respond_text(r, 503, "This server is draining; try again.");
+    else if (st == ENGINE_LOADING) http_respond_text(r, 503, "The model is still loading; try again in a moment.");
     else http_respond_text(r, 503, "No model loaded: run \"smolbot pull\", then restart \"smolbot serve\".");
     return 1;
 }
@@ -885,6 +886,16 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
 
 static int route_stream(api *a, http_req *r, const store_conv *c, int64_t msg) {
     bridge_job *j = bridge_find(a->br, msg, c->id);
+    store_msg m = {0};
+    if (!j && !store_get_msg(a->st, msg, &m, NULL) && !strcmp(m.finish, "interrupted")) {
+        /* its server died mid-stream (another replica answers now): say so
+         * and end, so the page keeps the text it has and the user goes on */
+        store_msg_clear(&m);
+        static const char end[] = "event: error\ndata: This answer was interrupted: the server writing it stopped. "
+                                  "The text saved so far is kept; send a message to go on.\n\nevent: done\ndata: \n\n";
+        return http_respond(r, 200, "text/event-stream", end, sizeof end - 1);
+    }
+    store_msg_clear(&m);
     if (!j) return http_respond(r, 204, NULL, "", 0); /* finished long ago: EventSource stops */
     int rc = ui_listen(j, r, 0);
     bridge_release(j);

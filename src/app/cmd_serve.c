@@ -21,6 +21,10 @@
  * report those ends, then stop the HTTP server (it drains what is queued
  * for clients), free the engine, the api and the store, and exit 0. The
  * signals are unblocked first, so a second Ctrl-C kills a stuck shutdown.
+ * With --drain-timeout S (replicas behind a proxy), SIGTERM on a ready
+ * server drains first (api_drain: /health and new generations answer 503,
+ * so the proxy sends them to another replica) until no generation runs or
+ * S seconds pass; a second SIGTERM or SIGINT ends the drain at once.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -49,7 +53,8 @@ static void usage(FILE *f) {
             "  --api-key-file PATH  read the key from the first line of PATH\n"
             "  --allow-host NAME    also answer to this host name, e.g. a reverse proxy's (repeatable;\n"
             "                       localhost and IP addresses always work; '*' = any name)\n"
-            "  --db PATH            history database (default %s; ':memory:' = none kept)\n"
+            "  --db PATH|URL        history database (default %s; ':memory:' = none kept;\n"
+            "                       postgres://user@host/db = PostgreSQL, shared by several servers)\n"
             "  --no-db              no history database\n"
             "  --ctx N              context positions per conversation (default 4096)\n"
             "  -t, --threads N      threads (default: all cores)\n"
@@ -64,8 +69,10 @@ static void usage(FILE *f) {
             "  --max-tokens N       largest max_tokens a request may ask (default: the context)\n"
             "  --max-body BYTES     largest request body (default 8 MiB)\n"
             "  --timeout SECONDS    drop a connection idle this long, e.g. a stalled request (default 30)\n"
+            "  --drain-timeout S    behind a proxy: SIGTERM first finishes running streams, up to S seconds,\n"
+            "                       while /health and new generations answer 503 (default 0: stop at once)\n"
             "  --model-name NAME    model id shown by /v1/models (default: the file name)\n"
-            "environment: HOST, PORT, MODEL_PATH, SMOLBOT_API_KEY, LOG_LEVEL (debug|info|warn|error)\n",
+            "environment: HOST, PORT, MODEL_PATH, SMOLBOT_API_KEY, SMOLBOT_DB (as --db), LOG_LEVEL (debug|info|warn|error)\n",
             "$XDG_DATA_HOME/smolbot/smolbot.db");
 }
 
@@ -127,10 +134,10 @@ int cmd_serve(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    const char *model_opt = NULL, *host = getenv("HOST"), *api_key = getenv("SMOLBOT_API_KEY"), *db = NULL,
+    const char *model_opt = NULL, *host = getenv("HOST"), *api_key = getenv("SMOLBOT_API_KEY"), *db = getenv("SMOLBOT_DB"),
                *kvs = "f16", *model_name = NULL;
     long port = 3000, n_ctx = 4096, threads = 0, kv_mb = 2048, parallel = 0, queue = 0, batch = 0, max_streams = 0,
-         max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30;
+         max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30, drain_s = 0;
     int no_db = 0, gpu = MODEL_GPU_AUTO, kv_type = MODEL_KV_F16;
     char keybuf[1024] = ""; /* --api-key-file's key; the api borrows it until we return */
     const char *allow_hosts[17] = {0}; /* --allow-host names (into argv), NULL-terminated */
@@ -181,6 +188,7 @@ int cmd_serve(int argc, char **argv) {
         OPT_INT("--max-tokens", max_tokens)
         OPT_INT("--max-body", max_body)
         OPT_INT("--timeout", conn_timeout)
+        OPT_INT("--drain-timeout", drain_s)
         else {
             fprintf(stderr, "serve: unknown option %s\n", a);
             usage(stderr);
@@ -188,7 +196,7 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (port < 0 || port > 65535 || n_ctx < 1 || threads < 0 || kv_mb < 1 || parallel < 0 || parallel > 64 ||
-        queue < 0 || batch < 0 || max_streams < 0 || max_messages < 0 || max_tokens < 0 || max_body < 0 || conn_timeout < 1 || conn_timeout > 86400 ||
+        queue < 0 || batch < 0 || max_streams < 0 || max_messages < 0 || max_tokens < 0 || max_body < 0 || conn_timeout < 1 || conn_timeout > 86400 || drain_s < 0 ||
         app_parse_kv(kvs, &kv_type)) {
         fprintf(stderr, "serve: an option is out of range (see --help)\n");
         return 2;
@@ -236,11 +244,14 @@ int cmd_serve(int argc, char **argv) {
     ec.gpu = gpu;
     if (engine_new(&eng, &ec, &err)) goto done;
 
+    if (db && !*db) db = NULL;
     if (!no_db) {
         const char *path = db;
         if (!path) path = store_default_path(dbbuf, sizeof dbbuf);
         if (path) snprintf(dbbuf, sizeof dbbuf, "%s", path);
-        if (!path || store_open(&st, path, &err)) {
+        if (path && strstr(path, "://") && store_open(&st, path, &err)) {
+            goto done; /* a shared database named on purpose: serving without it would lose chats */
+        } else if (!path || (!st && store_open(&st, path, &err))) {
             fprintf(stderr, "serve: no history database (%s): chats are not kept\n", path ? err.msg : "no $HOME");
             st = NULL;
             dbbuf[0] = 0;
@@ -279,12 +290,29 @@ int cmd_serve(int argc, char **argv) {
     fflush(stdout);
 
     int announced = 0;
+    double drain_end = 0; /* draining since a SIGTERM: stop at this time, or once nothing runs */
     for (;;) {
         struct timespec ts = {0, 100 * 1000000L};
         int sig = sigtimedwait(&sigs, NULL, &ts);
+        /* SIGTERM (a deploy, behind a proxy): drain first; a second one,
+         * SIGINT or the drain timeout stop at once */
+        if (sig == SIGTERM && !drain_end && engine_state(eng) == ENGINE_READY && drain_s > 0) {
+            fprintf(stderr, "serve: SIGTERM: draining (running streams finish, up to %ld s)\n", drain_s);
+            api_drain(ap);
+            drain_end = core_now_s() + (double)drain_s;
+            continue;
+        }
         if (sig == SIGINT || sig == SIGTERM) {
             fprintf(stderr, "serve: %s: shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
             break;
+        }
+        if (drain_end) {
+            engine_metrics m;
+            engine_get_metrics(eng, &m);
+            if ((m.active == 0 && m.queued == 0) || core_now_s() > drain_end) {
+                fprintf(stderr, "serve: drained%s: shutting down\n", m.active || m.queued ? " (timeout)" : "");
+                break;
+            }
         }
         if (announced) continue;
         int es = engine_state(eng);

@@ -1,4 +1,8 @@
-/* store.c -- the SQLite conversation store (see store.h for the contract).
+/* store.c -- the SQLite conversation store (see store.h for the contract),
+ * and the front door of the PostgreSQL one: store_open with a postgres://
+ * URL makes s->pg, and every public function then hands the call to its
+ * store_pg_* twin (store_pg.c, store_int.h).  The checks, ids, titles,
+ * search words and snippets, and the JSON export/import here serve both.
  *
  * Design
  *   One sqlite3 connection per store object, serialized by our own mutex
@@ -44,6 +48,7 @@
  *   - conversations.current_leaf is NULL or a message of that conversation.
  */
 #include "store/store.h"
+#include "store/store_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -201,11 +206,16 @@ struct store {
     char reader_path[3200]; /* what readers open: the path, or the read-only URI */
     int readonly;           /* opened read-only: every write is refused */
     char ro_reason[512];    /* why */
+    store_pg *pg;           /* a PostgreSQL store: every call goes to store_pg.c */
 };
+
+store_pg *store_i_pg(const store *s) { return s->pg; }
+int store_i_search_ms(const store *s) { return atomic_load(&s->search_ms); }
+int store_i_searches_stopped(const store *s) { return atomic_load(&s->stop_searches); }
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static int64_t now_ms(void) {
+int64_t store_i_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -330,7 +340,7 @@ static int tx_end(store *s, int rc, core_err *err) {
 static void lock(store *s) { pthread_mutex_lock(&s->mu); }
 static void unlock(store *s) { pthread_mutex_unlock(&s->mu); }
 
-static int check_text(const store *s, const char *what, const char *t, size_t limit, core_err *err) {
+int store_i_check_text(const store *s, const char *what, const char *t, size_t limit, core_err *err) {
     if (!t) return 0;
     size_t n = strlen(t);
     if (n > limit)
@@ -340,7 +350,7 @@ static int check_text(const store *s, const char *what, const char *t, size_t li
     return 0;
 }
 
-static int check_id(const char *id, core_err *err) {
+int store_i_check_id(const char *id, core_err *err) {
     if (!id) return core_errf(err, CORE_EINVAL, "store: no conversation id");
     size_t n = strlen(id);
     if (n != STORE_ID_LEN) return core_errf(err, CORE_ENOTFOUND, "store: no conversation '%.40s'", id);
@@ -364,7 +374,7 @@ static int valid_finish(const char *f) {
     return 0;
 }
 
-static int check_msg(const store *s, const store_msg *m, int with_role, core_err *err) {
+int store_i_check_msg(const store *s, const store_msg *m, int with_role, core_err *err) {
     if (with_role && !valid_role(m->role))
         return core_errf(err, CORE_EINVAL, "store: unknown role '%.16s'", m->role);
     if (m->status < STORE_MSG_DONE || m->status > STORE_MSG_PARTIAL)
@@ -376,13 +386,13 @@ static int check_msg(const store *s, const store_msg *m, int with_role, core_err
         return core_errf(err, CORE_EINVAL, "store: negative or non-finite token count or timing");
     if (!memchr(m->model, 0, sizeof m->model))
         return core_errf(err, CORE_EINVAL, "store: model name longer than %zu bytes", sizeof m->model - 1);
-    int rc = check_text(s, "message content", m->content, s->max_message, err);
-    if (!rc) rc = check_text(s, "message reasoning", m->reasoning, s->max_message, err);
-    if (!rc) rc = check_text(s, "model name", m->model, sizeof m->model, err);
+    int rc = store_i_check_text(s, "message content", m->content, s->max_message, err);
+    if (!rc) rc = store_i_check_text(s, "message reasoning", m->reasoning, s->max_message, err);
+    if (!rc) rc = store_i_check_text(s, "model name", m->model, sizeof m->model, err);
     return rc;
 }
 
-static int check_settings(const store *s, const store_conv *c, core_err *err) {
+int store_i_check_settings(const store *s, const store_conv *c, core_err *err) {
     if (c->thinking != 0 && c->thinking != 1)
         return core_errf(err, CORE_EINVAL, "store: thinking must be 0 or 1");
     if (!isfinite(c->temperature) || c->temperature < 0 || c->temperature > 100)
@@ -393,14 +403,14 @@ static int check_settings(const store *s, const store_conv *c, core_err *err) {
         return core_errf(err, CORE_ERANGE, "store: min_p %g out of range [0, 1]", c->min_p);
     if (c->top_k < 0) return core_errf(err, CORE_ERANGE, "store: top_k %d is negative", c->top_k);
     if (c->max_tokens < 0) return core_errf(err, CORE_ERANGE, "store: max_tokens %d is negative", c->max_tokens);
-    int rc = check_text(s, "system prompt", c->system_prompt, s->max_message, err);
-    if (!rc) rc = check_text(s, "pinned date", c->pinned_date, 64, err);
-    if (!rc) rc = check_text(s, "title", c->title, STORE_MAX_TITLE, err);
+    int rc = store_i_check_text(s, "system prompt", c->system_prompt, s->max_message, err);
+    if (!rc) rc = store_i_check_text(s, "pinned date", c->pinned_date, 64, err);
+    if (!rc) rc = store_i_check_text(s, "title", c->title, STORE_MAX_TITLE, err);
     return rc;
 }
 
 /* 16 hex chars from the kernel RNG. */
-static int random_id(char out[STORE_ID_LEN + 1], core_err *err) {
+int store_i_random_id(char out[STORE_ID_LEN + 1], core_err *err) {
     unsigned char b[STORE_ID_LEN / 2];
     size_t got = 0;
     while (got < sizeof b) {
@@ -421,7 +431,7 @@ static int random_id(char out[STORE_ID_LEN + 1], core_err *err) {
     return 0;
 }
 
-static void today(char *buf, size_t cap) {
+void store_i_today(char *buf, size_t cap) {
     time_t t = time(NULL);
     struct tm tm;
     localtime_r(&t, &tm);
@@ -659,6 +669,15 @@ int store_open(store **out, const char *path, core_err *err) {
     pthread_cond_init(&s->rcv, NULL);
     atomic_init(&s->stop_searches, 0);
     atomic_init(&s->search_ms, STORE_SEARCH_BUDGET_MS);
+    if (store_pg_url(path)) {
+        int rc = store_pg_open(&s->pg, s, path, err);
+        if (rc) {
+            store_close(s);
+            return rc;
+        }
+        *out = s;
+        return 0;
+    }
     int memory = is_memory(path);
     core_err le = {0}, *e = &le; /* the reason is kept for ro_reason even when err is NULL */
     int rc = open_rw(s, e);
@@ -697,6 +716,7 @@ const char *store_readonly(const store *s) { return s->readonly ? s->ro_reason :
 
 void store_close(store *s) {
     if (!s) return;
+    store_pg_close(s->pg);
     /* every search has returned (the caller's contract), so all readers are idle */
     for (int i = 0; i < s->n_idle; i++) reader_free(s->idle[i]);
     reader_free(s->mem_reader);
@@ -715,6 +735,7 @@ void store_set_max_message(store *s, size_t bytes) {
 }
 
 int store_check(store *s, core_err *err) {
+    if (s->pg) return store_pg_check(s, err);
     lock(s);
     sqlite3_stmt *q = NULL;
     int rc = 0, r = sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &q, NULL);
@@ -791,11 +812,11 @@ static int conv_insert(store *s, const store_conv *c, int64_t created, int64_t u
     char date[64];
     const char *pinned = c->pinned_date;
     if (!pinned) {
-        today(date, sizeof date);
+        store_i_today(date, sizeof date);
         pinned = date;
     }
     for (int tries = 0;; tries++) {
-        int rc = random_id(id, err);
+        int rc = store_i_random_id(id, err);
         if (rc) return rc;
         sqlite3_stmt *q = st(s, ST_CONV_INSERT);
         sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
@@ -819,6 +840,7 @@ static int conv_insert(store *s, const store_conv *c, int64_t created, int64_t u
 }
 
 int store_create(store *s, const store_conv *init, char id_out[STORE_ID_LEN + 1], core_err *err) {
+    if (s->pg) return store_pg_create(s, init, id_out, err);
     store_conv def;
     if (!init) {
         store_conv_defaults(&def);
@@ -826,10 +848,10 @@ int store_create(store *s, const store_conv *init, char id_out[STORE_ID_LEN + 1]
     }
     id_out[0] = 0;
     lock(s);
-    int rc = check_settings(s, init, err);
+    int rc = store_i_check_settings(s, init, err);
     if (!rc) rc = tx_begin(s, err);
     if (!rc) {
-        int64_t t = now_ms();
+        int64_t t = store_i_now_ms();
         rc = conv_insert(s, init, t, t, id_out, err);
         rc = tx_end(s, rc, err);
     }
@@ -839,8 +861,9 @@ int store_create(store *s, const store_conv *init, char id_out[STORE_ID_LEN + 1]
 }
 
 int store_get(store *s, const char *id, store_conv *out, core_err *err) {
+    if (s->pg) return store_pg_get(s, id, out, err);
     memset(out, 0, sizeof *out);
-    int rc = check_id(id, err);
+    int rc = store_i_check_id(id, err);
     if (rc) return rc;
     lock(s);
     sqlite3_stmt *q = st(s, ST_CONV_GET);
@@ -855,6 +878,7 @@ int store_get(store *s, const char *id, store_conv *out, core_err *err) {
 }
 
 int store_list(store *s, int limit, int offset, store_conv **out, int *n, core_err *err) {
+    if (s->pg) return store_pg_list(s, limit, offset, out, n, err);
     *out = NULL;
     *n = 0;
     if (limit <= 0) limit = 50;
@@ -902,15 +926,16 @@ static int conv_write(store *s, sqlite3_stmt *q, const char *id, const char *wha
 }
 
 int store_rename(store *s, const char *id, const char *title, core_err *err) {
-    int rc = check_id(id, err);
+    if (s->pg) return store_pg_rename(s, id, title, err);
+    int rc = store_i_check_id(id, err);
     if (rc) return rc;
     lock(s);
-    rc = check_text(s, "title", title, STORE_MAX_TITLE, err);
+    rc = store_i_check_text(s, "title", title, STORE_MAX_TITLE, err);
     if (!rc) {
         sqlite3_stmt *q = st(s, ST_CONV_RENAME);
         sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
         bind_text(q, 2, title);
-        sqlite3_bind_int64(q, 3, now_ms());
+        sqlite3_bind_int64(q, 3, store_i_now_ms());
         rc = conv_write(s, q, id, "rename conversation", err);
     }
     unlock(s);
@@ -918,12 +943,13 @@ int store_rename(store *s, const char *id, const char *title, core_err *err) {
 }
 
 int store_set_settings(store *s, const char *id, const store_conv *c, core_err *err) {
-    int rc = check_id(id, err);
+    if (s->pg) return store_pg_set_settings(s, id, c, err);
+    int rc = store_i_check_id(id, err);
     if (rc) return rc;
     lock(s);
     store_conv tmp = *c;
     tmp.title = NULL; /* not written here */
-    rc = check_settings(s, &tmp, err);
+    rc = store_i_check_settings(s, &tmp, err);
     if (!rc) {
         sqlite3_stmt *q = st(s, ST_CONV_SETTINGS);
         sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
@@ -935,7 +961,7 @@ int store_set_settings(store *s, const char *id, const store_conv *c, core_err *
         sqlite3_bind_int(q, 7, c->max_tokens);
         if (c->system_prompt) sqlite3_bind_text(q, 8, c->system_prompt, -1, SQLITE_STATIC);
         if (c->pinned_date) sqlite3_bind_text(q, 9, c->pinned_date, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 10, now_ms());
+        sqlite3_bind_int64(q, 10, store_i_now_ms());
         rc = conv_write(s, q, id, "update settings", err);
     }
     unlock(s);
@@ -943,7 +969,8 @@ int store_set_settings(store *s, const char *id, const store_conv *c, core_err *
 }
 
 int store_delete(store *s, const char *id, core_err *err) {
-    int rc = check_id(id, err);
+    if (s->pg) return store_pg_delete(s, id, err);
+    int rc = store_i_check_id(id, err);
     if (rc) return rc;
     lock(s);
     sqlite3_stmt *q = st(s, ST_CONV_DELETE);
@@ -1046,7 +1073,7 @@ static int msg_get(store *s, int64_t id, store_msg *m, core_err *err) {
 }
 
 /* Title from the first non-blank line: at most 80 bytes, cut on a character. */
-static void title_from(const char *content, char *buf, size_t cap) {
+void store_i_title_from(const char *content, char *buf, size_t cap) {
     const char *p = content;
     while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
     size_t n = strcspn(p, "\r\n");
@@ -1087,11 +1114,12 @@ static int msg_insert(store *s, const char *conv, const store_msg *m, int64_t pa
 }
 
 int store_append(store *s, const char *conv, const store_msg *m, int64_t *id_out, core_err *err) {
+    if (s->pg) return store_pg_append(s, conv, m, id_out, err);
     if (id_out) *id_out = 0;
-    int rc = check_id(conv, err);
+    int rc = store_i_check_id(conv, err);
     if (rc) return rc;
     lock(s);
-    rc = check_msg(s, m, 1, err);
+    rc = store_i_check_msg(s, m, 1, err);
     if (!rc) rc = tx_begin(s, err);
     if (rc) goto out;
     /* the conversation must exist, the parent must be one of its messages */
@@ -1109,7 +1137,7 @@ int store_append(store *s, const char *conv, const store_msg *m, int64_t *id_out
                            (long long)m->parent, conv);
         store_msg_clear(&p);
     }
-    int64_t id = 0, t = now_ms();
+    int64_t id = 0, t = store_i_now_ms();
     if (!rc) rc = msg_insert(s, conv, m, m->parent, t, &id, err);
     if (!rc) {
         q = st(s, ST_CONV_LEAF);
@@ -1120,7 +1148,7 @@ int store_append(store *s, const char *conv, const store_msg *m, int64_t *id_out
     }
     if (!rc && strcmp(m->role, "user") == 0 && m->content) {
         char title[96];
-        title_from(m->content, title, sizeof title);
+        store_i_title_from(m->content, title, sizeof title);
         if (title[0]) {
             q = st(s, ST_CONV_TITLE_IF_EMPTY);
             sqlite3_bind_text(q, 1, conv, -1, SQLITE_STATIC);
@@ -1136,8 +1164,9 @@ out:
 }
 
 int store_update(store *s, int64_t id, const store_msg *m, core_err *err) {
+    if (s->pg) return store_pg_update(s, id, m, err);
     lock(s);
-    int rc = check_msg(s, m, 0, err);
+    int rc = store_i_check_msg(s, m, 0, err);
     if (!rc) rc = tx_begin(s, err);
     if (rc) goto out;
     sqlite3_stmt *q = st(s, ST_MSG_UPDATE);
@@ -1162,7 +1191,7 @@ int store_update(store *s, int64_t id, const store_msg *m, core_err *err) {
     if (!rc) {
         q = st(s, ST_CONV_TOUCH);
         sqlite3_bind_text(q, 1, conv, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(q, 2, now_ms());
+        sqlite3_bind_int64(q, 2, store_i_now_ms());
         rc = st_exec(s, q, "touch conversation", err);
     }
     rc = tx_end(s, rc, err);
@@ -1172,6 +1201,7 @@ out:
 }
 
 int store_get_msg(store *s, int64_t id, store_msg *out, core_err *err) {
+    if (s->pg) return store_pg_get_msg(s, id, out, err);
     lock(s);
     int rc = msg_get(s, id, out, err);
     unlock(s);
@@ -1179,9 +1209,10 @@ int store_get_msg(store *s, int64_t id, store_msg *out, core_err *err) {
 }
 
 int store_branch(store *s, const char *conv, int64_t leaf, store_msg **out, int *n, core_err *err) {
+    if (s->pg) return store_pg_branch(s, conv, leaf, out, n, err);
     *out = NULL;
     *n = 0;
-    int rc = check_id(conv, err);
+    int rc = store_i_check_id(conv, err);
     if (rc) return rc;
     lock(s);
     sqlite3_stmt *q = st(s, ST_CONV_EXISTS);
@@ -1206,9 +1237,10 @@ int store_branch(store *s, const char *conv, int64_t leaf, store_msg **out, int 
 }
 
 int store_messages(store *s, const char *conv, store_msg **out, int *n, core_err *err) {
+    if (s->pg) return store_pg_messages(s, conv, out, n, err);
     *out = NULL;
     *n = 0;
-    int rc = check_id(conv, err);
+    int rc = store_i_check_id(conv, err);
     if (rc) return rc;
     lock(s);
     sqlite3_stmt *q = st(s, ST_MSG_ALL);
@@ -1219,8 +1251,9 @@ int store_messages(store *s, const char *conv, store_msg **out, int *n, core_err
 }
 
 int store_set_leaf(store *s, const char *conv, int64_t msg, int64_t *leaf_out, core_err *err) {
+    if (s->pg) return store_pg_set_leaf(s, conv, msg, leaf_out, err);
     if (leaf_out) *leaf_out = 0;
-    int rc = check_id(conv, err);
+    int rc = store_i_check_id(conv, err);
     if (rc) return rc;
     lock(s);
     if ((rc = tx_begin(s, err))) goto out;
@@ -1244,7 +1277,7 @@ int store_set_leaf(store *s, const char *conv, int64_t msg, int64_t *leaf_out, c
         sqlite3_stmt *q = st(s, ST_CONV_LEAF);
         sqlite3_bind_text(q, 1, conv, -1, SQLITE_STATIC);
         sqlite3_bind_int64(q, 2, leaf);
-        sqlite3_bind_int64(q, 3, now_ms());
+        sqlite3_bind_int64(q, 3, store_i_now_ms());
         rc = st_exec(s, q, "set current leaf", err);
     }
     rc = tx_end(s, rc, err);
@@ -1263,7 +1296,7 @@ out:
  * so no query runs past the budget or past store_stop_searches().
  * A ":memory:" store has no second connection: its searches take s->mu and
  * run on the main connection, with the same deadline. */
-enum { MAX_TERMS = 16, SNIPPET_WORDS = 16, SNIPPET_BEFORE = 4 };
+enum { SNIPPET_WORDS = 16, SNIPPET_BEFORE = 4 };
 
 static const char SQL_HITS[] =
     "SELECT m.conv, c.title, m.id, m.role, m.created"
@@ -1396,6 +1429,7 @@ static void reader_put(store *s, reader *r) {
 void store_stop_searches(store *s) {
     if (!s) return;
     atomic_store(&s->stop_searches, 1);
+    if (s->pg) store_pg_stop_searches(s);
     pthread_mutex_lock(&s->rmu);
     pthread_cond_broadcast(&s->rcv);
     pthread_mutex_unlock(&s->rmu);
@@ -1414,7 +1448,7 @@ void store_hits_free(store_hit *h, int n) {
 /* Word characters, as FTS5's unicode61 tokenizer sees them for ASCII (letters
  * and digits); every non-ASCII byte counts as a word character, so words
  * never split inside a UTF-8 sequence. */
-static int word_char(unsigned char c) { return c >= 0x80 || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'); }
+int store_i_word_char(unsigned char c) { return c >= 0x80 || (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z'); }
 
 static int word_eq(const char *a, size_t an, const char *b, size_t bn) {
     if (an != bn) return 0;
@@ -1427,23 +1461,18 @@ static int word_eq(const char *a, size_t an, const char *b, size_t bn) {
     return 1;
 }
 
-typedef struct terms {
-    const char *w[MAX_TERMS];
-    size_t n[MAX_TERMS];
-    int count;
-} terms;
 
 /* Split the user's text into words (the tokenizer's boundaries, so a word
  * never becomes a multi-token FTS5 phrase), drop repeats (ASCII case
- * folded) and keep the first MAX_TERMS: the cost of a query grows with its
+ * folded) and keep the first STORE_MAX_TERMS: the cost of a query grows with its
  * terms, and repeating a word adds nothing to an AND of words. */
-static void split_terms(const char *text, terms *t) {
+void store_i_split_terms(const char *text, store_terms *t) {
     t->count = 0;
     const char *p = text;
-    while (*p && t->count < MAX_TERMS) {
-        while (*p && !word_char((unsigned char)*p)) p++;
+    while (*p && t->count < STORE_MAX_TERMS) {
+        while (*p && !store_i_word_char((unsigned char)*p)) p++;
         const char *w = p;
-        while (word_char((unsigned char)*p)) p++;
+        while (store_i_word_char((unsigned char)*p)) p++;
         size_t n = (size_t)(p - w);
         if (!n) break;
         int dup = 0;
@@ -1455,8 +1484,8 @@ static void split_terms(const char *text, terms *t) {
 }
 
 /* The terms as an FTS5 query: each a quoted string (no operator survives;
- * a word holds no '"', word_char excludes it), all required. */
-static int fts_query(const terms *t, core_buf *q) {
+ * a word holds no '"', store_i_word_char excludes it), all required. */
+static int fts_query(const store_terms *t, core_buf *q) {
     for (int i = 0; i < t->count; i++)
         if ((i && core_buf_puts(q, " ")) || core_buf_puts(q, "\"") || core_buf_append(q, t->w[i], t->n[i]) ||
             core_buf_puts(q, "\""))
@@ -1464,7 +1493,7 @@ static int fts_query(const terms *t, core_buf *q) {
     return 0;
 }
 
-static int is_term(const terms *t, const char *w, size_t n) {
+static int is_term(const store_terms *t, const char *w, size_t n) {
     for (int i = 0; i < t->count; i++)
         if (word_eq(t->w[i], t->n[i], w, n)) return 1;
     return 0;
@@ -1477,16 +1506,16 @@ static int is_term(const terms *t, const char *w, size_t n) {
  * the best window and grows with the terms times their occurrences).  A
  * match FTS5 made through folding we do not repeat (diacritics) shows the
  * text's first words, unmarked. */
-static char *make_snippet(const char *text, size_t len, const terms *t) {
+char *store_i_make_snippet(const char *text, size_t len, const store_terms *t) {
     size_t ring[SNIPPET_BEFORE + 1]; /* starts of the last words seen */
     int seen = 0;
     size_t i = 0, start = 0;
     int found = 0;
     while (i < len) {
-        while (i < len && !word_char((unsigned char)text[i])) i++;
+        while (i < len && !store_i_word_char((unsigned char)text[i])) i++;
         if (i >= len) break;
         size_t w = i;
-        while (i < len && word_char((unsigned char)text[i])) i++;
+        while (i < len && store_i_word_char((unsigned char)text[i])) i++;
         ring[seen % (SNIPPET_BEFORE + 1)] = w;
         seen++;
         if (is_term(t, text + w, i - w)) {
@@ -1498,17 +1527,17 @@ static char *make_snippet(const char *text, size_t len, const terms *t) {
     }
     if (!found) { /* the first words */
         start = 0;
-        while (start < len && !word_char((unsigned char)text[start])) start++;
+        while (start < len && !store_i_word_char((unsigned char)text[start])) start++;
     }
     core_buf b = {0};
     int bad = start > 0 && core_buf_puts(&b, "\xe2\x80\xa6");
     size_t p = start, copied = start;
     int words = 0;
     while (!bad && p < len && words < SNIPPET_WORDS) {
-        while (p < len && !word_char((unsigned char)text[p])) p++;
+        while (p < len && !store_i_word_char((unsigned char)text[p])) p++;
         if (p >= len) break;
         size_t w = p;
-        while (p < len && word_char((unsigned char)text[p])) p++;
+        while (p < len && store_i_word_char((unsigned char)text[p])) p++;
         words++;
         if (is_term(t, text + w, p - w)) {
             bad = core_buf_append(&b, text + copied, w - copied) || core_buf_puts(&b, STORE_HL_START) ||
@@ -1517,7 +1546,7 @@ static char *make_snippet(const char *text, size_t len, const terms *t) {
         }
     }
     if (!bad) bad = core_buf_append(&b, text + copied, p - copied);
-    while (!bad && p < len && !word_char((unsigned char)text[p])) p++;
+    while (!bad && p < len && !store_i_word_char((unsigned char)text[p])) p++;
     if (!bad && p < len) bad = core_buf_puts(&b, "\xe2\x80\xa6");
     if (!bad && !b.data) bad = core_buf_puts(&b, "");
     if (bad) {
@@ -1540,14 +1569,15 @@ static int search_err(store *s, reader *r, core_err *err, int rc, int budget_ms)
 }
 
 int store_search(store *s, const char *query, int limit, int offset, store_hit **out, int *n, core_err *err) {
+    if (s->pg) return store_pg_search(s, query, limit, offset, out, n, err);
     *out = NULL;
     *n = 0;
     if (limit <= 0) limit = 20;
     if (offset < 0) offset = 0;
-    int rc = check_text(s, "search query", query, STORE_MAX_QUERY, err);
+    int rc = store_i_check_text(s, "search query", query, STORE_MAX_QUERY, err);
     if (rc) return rc;
-    terms t;
-    split_terms(query ? query : "", &t);
+    store_terms t;
+    store_i_split_terms(query ? query : "", &t);
     if (t.count == 0) return 0;
     core_buf fq = {0};
     if (fts_query(&t, &fq)) {
@@ -1604,17 +1634,17 @@ int store_search(store *s, const char *query, int limit, int offset, store_hit *
         v = NULL;
         cnt = cap = 0;
     }
-    /* snippets for the hits shown only, by make_snippet */
+    /* snippets for the hits shown only, by store_i_make_snippet */
     for (int i = 0; i < cnt && !rc; i++) {
         sqlite3_stmt *c = rd->content;
         sqlite3_bind_int64(c, 1, v[i].msg);
         r = sqlite3_step(c);
         if (r == SQLITE_ROW) {
             const char *text = (const char *)sqlite3_column_text(c, 0);
-            v[i].snippet = make_snippet(text ? text : "", (size_t)sqlite3_column_bytes(c, 0), &t);
+            v[i].snippet = store_i_make_snippet(text ? text : "", (size_t)sqlite3_column_bytes(c, 0), &t);
             if (!v[i].snippet) rc = core_errf(err, CORE_ENOMEM, "store: out of memory");
         } else if (r == SQLITE_DONE) {
-            v[i].snippet = make_snippet("", 0, &t);
+            v[i].snippet = store_i_make_snippet("", 0, &t);
             if (!v[i].snippet) rc = core_errf(err, CORE_ENOMEM, "store: out of memory");
         } else {
             rc = search_err(s, rd, err, r, budget);
@@ -1635,7 +1665,7 @@ int store_search(store *s, const char *query, int limit, int offset, store_hit *
 
 /* ---- export / import --------------------------------------------------- */
 
-static const char *status_name(int st) {
+const char *store_i_status_name(int st) {
     return st == STORE_MSG_STREAMING ? "streaming" : st == STORE_MSG_PARTIAL ? "partial" : "done";
 }
 
@@ -1685,7 +1715,7 @@ int store_export_json(store *s, const char *conv, char **out, core_err *err) {
             jset(o, "content", json_string(m[i].content), &bad);
             jset(o, "reasoning", json_string(m[i].reasoning), &bad);
             jset(o, "created", json_integer(m[i].created), &bad);
-            jset(o, "status", json_string(status_name(m[i].status)), &bad);
+            jset(o, "status", json_string(store_i_status_name(m[i].status)), &bad);
             jset(o, "finish_reason", json_string(m[i].finish), &bad);
             jset(o, "prompt_tokens", json_integer(m[i].prompt_tokens), &bad);
             jset(o, "completion_tokens", json_integer(m[i].completion_tokens), &bad);
@@ -1717,7 +1747,7 @@ static int md_section(core_buf *b, const store_msg *m) {
         rc = core_buf_printf(b, "<details><summary>Reasoning</summary>\n\n%s\n\n</details>\n\n", m->reasoning);
     if (!rc && m->content[0]) rc = core_buf_printf(b, "%s\n\n", m->content);
     if (!rc && m->status != STORE_MSG_DONE)
-        rc = core_buf_printf(b, "*(incomplete: %s)*\n\n", m->finish[0] ? m->finish : status_name(m->status));
+        rc = core_buf_printf(b, "*(incomplete: %s)*\n\n", m->finish[0] ? m->finish : store_i_status_name(m->status));
     return rc;
 }
 
@@ -1786,7 +1816,7 @@ static int j_num(json_t *o, const char *k, double *v, core_err *err) {
 }
 
 /* Binary search of old id among the first n (strictly increasing) ids. */
-static int64_t map_id(const int64_t *old, const int64_t *nw, int n, int64_t id) {
+int64_t store_i_map_id(const int64_t *old, const int64_t *nw, int n, int64_t id) {
     int lo = 0, hi = n - 1;
     while (lo <= hi) {
         int mid = lo + (hi - lo) / 2;
@@ -1797,11 +1827,11 @@ static int64_t map_id(const int64_t *old, const int64_t *nw, int n, int64_t id) 
     return 0;
 }
 
-static int import_conv(json_t *jc, store_conv *c, int64_t *created, int64_t *updated, core_err *err) {
+int store_i_import_conv(json_t *jc, store_conv *c, int64_t *created, int64_t *updated, core_err *err) {
     store_conv_defaults(c);
     const char *title = "", *pinned = "", *sys = "";
     int64_t think = 1, topk = c->top_k, maxt = 0;
-    int64_t t = now_ms();
+    int64_t t = store_i_now_ms();
     *created = *updated = t;
     int rc = j_str(jc, "title", &title, 0, err);
     if (!rc) rc = j_str(jc, "pinned_date", &pinned, 0, err);
@@ -1827,14 +1857,14 @@ static int import_conv(json_t *jc, store_conv *c, int64_t *created, int64_t *upd
     return rc;
 }
 
-static int import_msg(store *s, json_t *o, int i, store_msg *m, int64_t *old_id, int64_t *old_parent,
+int store_i_import_msg(store *s, json_t *o, int i, store_msg *m, int64_t *old_id, int64_t *old_parent,
                       int64_t *created, core_err *err) {
     memset(m, 0, sizeof *m);
     if (!json_is_object(o)) return core_errf(err, CORE_EFORMAT, "store: import: message %d is not an object", i);
     const char *role = NULL, *content = "", *reasoning = "", *status = "done", *finish = "", *model = "";
     int64_t pt = 0, ct = 0;
     *old_parent = 0;
-    *created = now_ms();
+    *created = store_i_now_ms();
     int rc = j_int(o, "id", 1, INT64_MAX, old_id, 1, err);
     json_t *p = json_object_get(o, "parent");
     if (!rc && p && !json_is_null(p)) rc = j_int(o, "parent", 1, INT64_MAX, old_parent, 1, err);
@@ -1867,7 +1897,7 @@ static int import_msg(store *s, json_t *o, int i, store_msg *m, int64_t *old_id,
     m->reasoning = (char *)reasoning;
     m->prompt_tokens = (int)pt;
     m->completion_tokens = (int)ct;
-    return check_msg(s, m, 1, err);
+    return store_i_check_msg(s, m, 1, err);
 }
 
 int store_import_json(store *s, const char *json, size_t len, char id_out[STORE_ID_LEN + 1], core_err *err) {
@@ -1890,6 +1920,10 @@ int store_import_json(store *s, const char *json, size_t len, char id_out[STORE_
     else if (!json_is_object(jc) || !json_is_array(jm))
         rc = core_errf(err, CORE_EFORMAT, "store: import: 'conversation' object or 'messages' array missing");
     if (rc) goto done;
+    if (s->pg) {
+        rc = store_pg_import(s, root, jc, jm, id_out, err);
+        goto done;
+    }
     nm = (int)json_array_size(jm);
     if (json_array_size(jm) > 10000000) {
         rc = core_errf(err, CORE_ERANGE, "store: import: too many messages");
@@ -1903,11 +1937,11 @@ int store_import_json(store *s, const char *json, size_t len, char id_out[STORE_
     }
     store_conv c;
     int64_t created, updated, leaf_old = 0;
-    rc = import_conv(jc, &c, &created, &updated, err);
+    rc = store_i_import_conv(jc, &c, &created, &updated, err);
     json_t *jl = json_object_get(jc, "current_leaf");
     if (!rc && jl && !json_is_null(jl)) rc = j_int(jc, "current_leaf", 1, INT64_MAX, &leaf_old, 1, err);
     lock(s);
-    if (!rc) rc = check_settings(s, &c, err);
+    if (!rc) rc = store_i_check_settings(s, &c, err);
     if (!rc) rc = tx_begin(s, err);
     if (rc) {
         unlock(s);
@@ -1917,16 +1951,16 @@ int store_import_json(store *s, const char *json, size_t len, char id_out[STORE_
     for (int i = 0; i < nm && !rc; i++) {
         store_msg m;
         int64_t parent_old, mcreated, parent = 0;
-        rc = import_msg(s, json_array_get(jm, (size_t)i), i, &m, &old[i], &parent_old, &mcreated, err);
+        rc = store_i_import_msg(s, json_array_get(jm, (size_t)i), i, &m, &old[i], &parent_old, &mcreated, err);
         if (!rc && i > 0 && old[i] <= old[i - 1])
             rc = core_errf(err, CORE_EFORMAT, "store: import: message ids must increase (message %d)", i);
-        if (!rc && parent_old && !(parent = map_id(old, nw, i, parent_old)))
+        if (!rc && parent_old && !(parent = store_i_map_id(old, nw, i, parent_old)))
             rc = core_errf(err, CORE_EFORMAT, "store: import: message %d has parent %lld, not an earlier message",
                            i, (long long)parent_old);
         if (!rc) rc = msg_insert(s, id_out, &m, parent, mcreated, &nw[i], err);
     }
     if (!rc && leaf_old) {
-        int64_t leaf = map_id(old, nw, nm, leaf_old);
+        int64_t leaf = store_i_map_id(old, nw, nm, leaf_old);
         if (!leaf) rc = core_errf(err, CORE_EFORMAT, "store: import: current_leaf %lld is not a message", (long long)leaf_old);
         sqlite3_stmt *q = st(s, ST_CONV_LEAF);
         sqlite3_bind_text(q, 1, id_out, -1, SQLITE_STATIC);

@@ -1,7 +1,9 @@
 /* store.h -- the conversation store: chat history in SQLite that survives
- * restarts and crashes, with branches, full-text search and export.
+ * restarts and crashes, with branches, full-text search and export; or in
+ * PostgreSQL (store_open with a postgres:// URL), shared by several
+ * smolbot processes.
  *
- * This module is the only one that includes sqlite3.h; everything above sees
+ * This module is the only one that includes sqlite3.h and libpq-fe.h; everything above sees
  * plain structs and int status codes (0 ok, negative CORE_E* and a message
  * in the optional core_err).
  *
@@ -93,7 +95,15 @@ typedef struct store store;
  * NULL when neither variable is set (absolute) or buf is too small. */
 const char *store_default_path(char *buf, size_t cap);
 
-/* Open or create the database at path (NULL = store_default_path(), whose
+/* path "postgres://user@host:port/db" (or "postgresql://", libpq's URL
+ * syntax) opens a PostgreSQL store instead: same calls, same answers
+ * (store_pg.c says what differs); the schema is created or migrated at
+ * open, by one of several processes starting together; "interrupted" is
+ * set only on streams of processes that are gone; a server that cannot be
+ * reached gives STORE_EUNAVAIL (at open too), and the store connects again
+ * on the next call.
+ *
+ * Open or create the database at path (NULL = store_default_path(), whose
  * directories are created with mode 0700; ":memory:" gives a private
  * in-memory store).  Applies schema migrations (PRAGMA user_version),
  * enables WAL and foreign keys, and marks crashed streams interrupted.
@@ -106,6 +116,9 @@ void store_close(store *s); /* NULL is a no-op */
 
 /* Error of every write to a store opened read-only (beside core's codes). */
 #define STORE_EREADONLY (-64)
+/* The database server (PostgreSQL) cannot be reached: nothing was done;
+ * the next call connects again (HTTP 503, beside core's codes). */
+#define STORE_EUNAVAIL (-65)
 
 /* NULL while the store is writable; else why it was opened read-only.
  * store_open() falls back to a read-only open when the file cannot be
