@@ -17,7 +17,8 @@
  *                              /favicon.svg, /static/htmx.min.js, /static/sse.min.js)
  * GET  /ui/status              JSON {"state":"loading|ready|no_model", "model":"SmolLM3-3B Q4_K_M",
  *                              "ctx_max":8192, "thinking_default":true, "busy":false,
- *                              "pull_hint":"smolbot pull"}  (polled every 5 s; a failed fetch
+ *                              "pull_hint":"smolbot pull", "history":"disk|memory|readonly"}
+ *                              (polled every 5 s; a failed fetch
  *                              shows "reconnecting", three in a row "offline")
  * GET  /ui/conversations?q=    sidebar items, newest first, filtered by q (title/content):
  *   <li class="conv[ current]" id="conv-{id}" data-conv="{id}">
@@ -30,9 +31,12 @@
  *                              header HX-Trigger: smolbot:convs (the sidebar reloads)
  * GET  /ui/c/{id}              (id may be "latest": the newest, created if none) ->
  *   <div id="messages" class="messages" aria-live="polite" data-conv="{id}" data-title="{title}"
- *        data-ctx-used="{tokens}" data-ctx-max="{n_ctx}"> ARTICLE... </div>
+ *        data-ctx-used="{tokens}" data-ctx-max="{n_ctx}" data-thinking="0|1" data-temperature="0.6"
+ *        data-top-p data-top-k data-min-p data-max-tokens data-system="{escaped}"> ARTICLE... </div>
+ *   (the conversation's settings: Settings shows them, every message sends them back)
  *   404 for an unknown id (app.js then loads "latest").
- * POST /ui/c/{id}/messages     form: text, thinking ("1" or absent), temperature ("" = default)
+ * POST /ui/c/{id}/messages     form: text, thinking ("1" or absent), temperature, top_p, top_k,
+ *                              min_p, max_tokens, system ("" = keep)
  *                              -> USER ARTICLE + STREAMING ASSISTANT ARTICLE (appended to #messages);
  *                              409 with a plain-text reason if a generation is running.
  * GET  /ui/c/{id}/stream/{msg} text/event-stream for one answer (GET only: htmx's SSE
@@ -50,8 +54,12 @@
  *                              the existing answer as block events, then continues.
  * POST /ui/c/{id}/messages/{msg}/edit  form: text, thinking, temperature -> drops {msg} and all
  *                              after it, then answers like POST .../messages (replaces from {msg} on).
- * POST /ui/c/{id}/clear        delete all messages -> the empty #messages fragment.
- * POST /ui/c/{id}/reset        forget cached model state (KV) for the conversation -> 204.
+ * POST /ui/c/{id}/clear        a new empty conversation with the same settings -> its #messages
+ *                              fragment; HX-Trigger smolbot:cleared = the old id, which the page
+ *                              deletes when its Undo toast is gone (Undo reopens it instead).
+ * POST /ui/c/{id}/reset        form: the page's defaults -> sampling settings back to the built-in
+ *                              defaults, then those; the cached model state (KV) is dropped;
+ *                              -> the #messages fragment (with the settings).
  * POST /ui/c/{id}/rename       form: title -> the updated sidebar <li>.
  * DELETE /ui/c/{id}            "" (200) + HX-Trigger: smolbot:convs.
  * GET  /ui/c/{id}/export?fmt=md|json   attachment (Content-Disposition), the whole conversation.
@@ -111,9 +119,21 @@
     return (m && m.dataset.conv) || get('conv', 'latest');
   }
 
-  function toast(text, ms) {
-    var t = $('#toast'); t.textContent = text; t.hidden = false;
-    clearTimeout(toast.timer); toast.timer = setTimeout(function () { t.hidden = true; }, ms || 3500);
+  /* action: {label, fn} adds a button (Undo) that runs fn and closes the toast */
+  function toast(text, ms, action) {
+    var t = $('#toast'), was = toast.pending;
+    toast.pending = action && action.expire ? action : null;
+    if (was) was.expire(); /* a newer toast ends the undo time of the one it replaces */
+    t.textContent = text; t.hidden = false;
+    if (action) {
+      var b = document.createElement('button'); b.type = 'button'; b.className = 'btn toast-action'; b.textContent = action.label;
+      b.addEventListener('click', function () { t.hidden = true; clearTimeout(toast.timer); toast.pending = null; action.fn(); });
+      t.appendChild(b);
+    }
+    clearTimeout(toast.timer); toast.timer = setTimeout(function () {
+      t.hidden = true;
+      if (toast.pending) { var p = toast.pending; toast.pending = null; p.expire(); }
+    }, ms || 3500);
   }
 
   /* ---- commands ---- */
@@ -127,7 +147,7 @@
     { name: 'status', cat: 'Model', desc: 'Server and model status' },
     { name: 'thinking', cat: 'Model', desc: 'Turn thinking on or off' },
     { name: 'temp', cat: 'Model', arg: '[value]', desc: 'Show or set the temperature (0–2)' },
-    { name: 'reset', cat: 'Model', desc: 'Reset settings and forget cached context' },
+    { name: 'reset', cat: 'Model', desc: 'Sampling settings back to the defaults; forget cached context' },
     { name: 'theme', cat: 'Utility', arg: '[light|dark|auto]', desc: 'Switch the colour theme' },
     { name: 'settings', cat: 'Utility', desc: 'Open settings' },
     { name: 'help', cat: 'Utility', desc: 'List the commands and keys' },
@@ -141,9 +161,27 @@
       { target: target, swap: swap || 'none', values: values || {} });
   }
   function lastAssistant() { var a = document.querySelectorAll('#messages .msg.assistant'); return a[a.length - 1]; }
+  /* The settings of the conversation shown (Settings and the header switch);
+   * sent with every message, so the server keeps them with the conversation. */
+  var FIELDS = [['temperature', '#temperature'], ['top_p', '#top-p'], ['top_k', '#top-k'], ['min_p', '#min-p'],
+    ['max_tokens', '#max-tokens'], ['system', '#system-prompt']];
   function formValues() {
-    return { thinking: $('#thinking').checked ? '1' : '', temperature: $('#temperature').value,
-      top_p: $('#top-p').value, max_tokens: $('#max-tokens').value, system: $('#system-prompt').value };
+    var v = { thinking: $('#thinking').checked ? '1' : '' };
+    FIELDS.forEach(function (f) { v[f[0]] = $(f[1]).value; });
+    return v;
+  }
+  /* Defaults for new chats (and what /reset goes back to): saved from Settings. */
+  function defaults() { try { return JSON.parse(get('defaults', '{}')) || {}; } catch (e) { return {}; } }
+  /* Fill Settings from a #messages fragment's data-* (the conversation's settings). */
+  function settingsFrom(m) {
+    if (!m || !m.dataset || m.dataset.temperature === undefined) return;
+    var d = m.dataset;
+    setTemp(d.temperature); $('#top-p').value = d.topP; $('#top-k').value = d.topK; $('#min-p').value = d.minP;
+    $('#max-tokens').value = d.maxTokens; $('#system-prompt').value = d.system || '';
+    setThinking(d.thinking === '1'); outputs();
+  }
+  function outputs() {
+    $('#top-p-out').textContent = $('#top-p').value; $('#min-p-out').textContent = $('#min-p').value;
   }
 
   function run(name, arg) {
@@ -151,9 +189,13 @@
     switch (name) {
       case 'new': post('/ui/conversations', '#messages', 'outerHTML'); break;
       case 'clear': post('/ui/c/{conv}/clear', '#messages', 'outerHTML'); break;
-      case 'reset':
-        setTemp(''); setThinking(null); post('/ui/c/{conv}/reset');
-        toast('Settings reset; cached context dropped'); break;
+      case 'reset': {
+        var d = defaults(), v = { thinking: d.thinking === undefined ? (state.thinkingDefault !== false ? '1' : '') : d.thinking };
+        FIELDS.forEach(function (f) { if (f[0] !== 'system' && d[f[0]] !== undefined) v[f[0]] = d[f[0]]; });
+        var p = post('/ui/c/{conv}/reset', '#messages', 'outerHTML', v);
+        if (p) p.then(function () { toast('Sampling settings back to the defaults (temperature ' + $('#temperature').value + '); cached context dropped'); });
+        break;
+      }
       case 'regenerate': case 'continue': {
         var last = lastAssistant();
         if (!last) { toast('No answer to ' + name + ' yet'); break; }
@@ -168,8 +210,8 @@
       case 'thinking': setThinking(!$('#thinking').checked); toast('Thinking ' + ($('#thinking').checked ? 'on' : 'off')); break;
       case 'temp':
         if (!arg) { toast('Temperature: ' + ($('#temperature').value || 'model default')); break; }
-        var v = parseFloat(arg);
-        if (!(v >= 0 && v <= 2)) { toast('Temperature must be a number from 0 to 2'); break; }
+        var v = /^(\d+(\.\d*)?|\.\d+)$/.test(arg) ? parseFloat(arg) : NaN; /* "0.4 please" is not a number */
+        if (!(v >= 0 && v <= 2)) { toast('Temperature must be one number from 0 to 2, not "' + arg.slice(0, 40) + '"'); break; }
         setTemp(String(v)); toast('Temperature set to ' + v); break;
       case 'model': pollStatus('model'); break;
       case 'status': pollStatus('status'); break;
@@ -184,27 +226,29 @@
         var art = document.createElement('article');
         art.className = 'msg assistant streaming';
         art.setAttribute('sse-connect', '/ui/quote?conv=' + encodeURIComponent(convId())); art.setAttribute('sse-close', 'done');
+        /* every swap spelled out: none may inherit #messages' own hx-swap */
         art.innerHTML = '<div class="bubble"><div class="md" sse-swap="block" hx-swap="beforeend"></div>' +
-          '<div class="tail" sse-swap="tail"></div><div class="err" sse-swap="error"></div></div>' +
-          '<div class="msg-foot"><span class="stats" sse-swap="stats"></span></div>';
+          '<div class="tail" sse-swap="tail" hx-swap="innerHTML"></div><div class="err" sse-swap="error" hx-swap="innerHTML"></div></div>' +
+          '<div class="msg-foot"><span class="stats" sse-swap="stats" hx-swap="innerHTML"></span></div>';
         m.appendChild(art); if (window.htmx) htmx.process(art); scrollDown(true); break;
       }
     }
   }
 
-  function setTemp(v) { $('#temperature').value = v; set('temp', v); var r = $('#temp-range'); if (r) { r.value = v || 0.6; $('#temp-out').textContent = v || 'default'; } }
+  function setTemp(v) { $('#temperature').value = v; var r = $('#temp-range'); if (r) { r.value = v || 0.6; $('#temp-out').textContent = v || 'default'; } }
   function setThinking(on) {
     if (on === null) on = state.thinkingDefault !== false;
-    $('#thinking').checked = on; $('#thinking-2').checked = on; set('thinking', on ? '1' : '0');
+    $('#thinking').checked = on; $('#thinking-2').checked = on;
   }
 
   /* ---- palette ---- */
   var pal = { open: false, items: [], active: 0, start: 0 };
 
-  /* The command word being typed: "/" at the start or after a space, up to the caret. */
+  /* The command word being typed: "/" at the start of the message, up to the
+   * caret ("a/b" or "see /etc" later in a message is text, not a command). */
   function slashContext() {
     var pos = input.selectionStart, text = input.value.slice(0, pos);
-    var m = /(^|\s)\/([a-z]*)$/i.exec(text);
+    var m = /^()\/([a-z]*)$/i.exec(text);
     if (!m) return null;
     return { start: pos - m[2].length - 1, query: m[2].toLowerCase() };
   }
@@ -281,6 +325,11 @@
       }
     }
     if (pal.open && e.key === 'Escape') { closePalette(); e.preventDefault(); return; }
+    if (e.key === 'ArrowUp' && !input.value && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) { /* edit the last message */
+      var us = document.querySelectorAll('#messages .msg.user');
+      if (us.length && !document.body.classList.contains('is-streaming')) { e.preventDefault(); startEdit(us[us.length - 1]); }
+      return;
+    }
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       var tc = typedCommand();
@@ -290,7 +339,12 @@
   }
 
   function submit() {
-    if (!input.value.trim() || document.body.classList.contains('is-streaming')) return;
+    if (!input.value.trim()) return;
+    if (document.body.classList.contains('is-streaming')) { /* sent when the answer ends */
+      state.queued = true; document.body.classList.add('queued');
+      toast('Queued: your message is sent when this answer ends (Esc stops it)');
+      return;
+    }
     if (state.status === 'no_model') { toast('No model loaded: run "smolbot pull", then restart the server'); return; }
     var form = $('#composer');
     if (form.requestSubmit) form.requestSubmit(); else form.dispatchEvent(new Event('submit', { cancelable: true }));
@@ -366,10 +420,8 @@
       setBadge(j.state);
       if (j.model) $('#model-name').textContent = j.model;
       if (j.ctx_max) state.ctxMax = j.ctx_max;
-      if (state.thinkingDefault === undefined) {
-        state.thinkingDefault = j.thinking_default !== false;
-        if (get('thinking', null) === null) setThinking(null);
-      }
+      if (state.thinkingDefault === undefined) state.thinkingDefault = j.thinking_default !== false;
+      state.history = j.history;
       if (report === 'model') toast(j.state === 'no_model' ? 'No model loaded.\nGet it with: ' + (j.pull_hint || 'smolbot pull') :
         'Model: ' + (j.model || 'none') + '\nFile: ' + (j.model_file || '?') + '\nQuant: ' + (j.quant || '?') +
         '\nContext: ' + (j.ctx_max || '?') + ' tokens' + (j.params ? '\nParameters: ' + (j.params / 1e9 >= 0.1 ? (j.params / 1e9).toFixed(2) + ' B' : (j.params / 1e6).toFixed(1) + ' M') : '') +
@@ -398,20 +450,35 @@
   function scrollDown(force) {
     var c = $('#chat'); if (force || c.scrollHeight - c.scrollTop - c.clientHeight < 160) c.scrollTop = c.scrollHeight;
   }
-  function streamingNow() { document.body.classList.toggle('is-streaming', !!$('#messages .msg.streaming')); }
+  function streamingNow() {
+    var on = !!$('#messages .msg.streaming');
+    document.body.classList.toggle('is-streaming', on);
+    if (!on && state.queued) { /* the queued message goes now (after the answer's last save) */
+      state.queued = false; document.body.classList.remove('queued');
+      setTimeout(submit, 300);
+    }
+  }
 
   /* ---- settings, help ---- */
   function openSettings() {
     $('#theme-select').value = get('theme', 'auto');
     $('#thinking-2').checked = $('#thinking').checked;
     var t = $('#temperature').value; $('#temp-range').value = t || 0.6; $('#temp-out').textContent = t || 'default';
+    outputs();
     $('#settings').showModal();
   }
+  var KEYS = [['Enter', 'Send (while an answer streams: queue it)'], ['Shift+Enter', 'New line'],
+    ['Esc', 'Stop the answer; close the command list'], ['↑ in an empty box', 'Edit your last message'],
+    ['Ctrl/⌘+K', 'Search conversations'], ['Ctrl/⌘+Shift+O', 'New chat'], ['?', 'This list (outside the text box)']];
   function openHelp() {
     var dl = $('#help-list'), html = '';
     CMDS.forEach(function (c) { html += '<dt>/' + c.name + (c.arg ? ' ' + c.arg : '') + '</dt><dd>' + c.desc + '</dd>'; });
-    html += '<dt>Enter</dt><dd>Send</dd><dt>Shift+Enter</dt><dd>New line</dd><dt>Esc</dt><dd>Close the command list</dd>';
-    dl.innerHTML = html; $('#help').showModal();
+    KEYS.forEach(function (k) { html += '<dt>' + k[0] + '</dt><dd>' + k[1] + '</dd>'; });
+    dl.innerHTML = html;
+    var d = $('#help'); d.showModal();
+    /* showModal focuses the first control, the Close button at the end, and
+     * scrolls there: start at the top, with the title in view */
+    $('#help-title').focus(); d.scrollTop = 0; dl.scrollTop = 0;
   }
 
   function demo() {
@@ -428,8 +495,6 @@
 
   function init() {
     input = $('#input'); palette = $('#palette');
-    setTemp(get('temp', ''));
-    var th = get('thinking', null); if (th !== null) setThinking(th === '1');
 
     input.addEventListener('keydown', onKey);
     input.addEventListener('input', function () { autosize(); renderPalette(); });
@@ -445,11 +510,11 @@
     $('#thinking').addEventListener('change', function () { setThinking(this.checked); });
     $('#thinking-2').addEventListener('change', function () { setThinking(this.checked); });
     $('#temp-range').addEventListener('input', function () { setTemp(this.value); });
-    [['#top-p', 'top_p'], ['#max-tokens', 'max_tokens'], ['#system-prompt', 'system']].forEach(function (f) {
-      var el = $(f[0]), v = get(f[1], null); if (v !== null) el.value = v;
-      el.addEventListener('input', function () { set(f[1], el.value); if (f[0] === '#top-p') $('#top-p-out').textContent = el.value; });
+    ['#top-p', '#min-p'].forEach(function (id) { $(id).addEventListener('input', outputs); });
+    outputs();
+    $('#save-defaults').addEventListener('click', function () {
+      var v = formValues(); delete v.system; set('defaults', JSON.stringify(v)); toast('New chats start with these settings');
     });
-    $('#top-p-out').textContent = $('#top-p').value;
     $('#theme-select').addEventListener('change', function () { setTheme(this.value); });
 
     document.addEventListener('click', function (e) {
@@ -471,14 +536,43 @@
         case 'close-sidebar': document.body.classList.remove('drawer-open'); $('[data-action="open-sidebar"]').setAttribute('aria-expanded', 'false'); break;
       }
     });
+    /* keys of the whole page (listed by /help and ?) */
     document.addEventListener('keydown', function (e) {
-      if (e.key === 'Escape' && document.body.classList.contains('drawer-open')) document.body.classList.remove('drawer-open');
+      var mod = e.ctrlKey || e.metaKey, k = e.key.toLowerCase();
+      if (e.key === 'Escape' && document.body.classList.contains('drawer-open')) { document.body.classList.remove('drawer-open'); return; }
+      if (e.key === 'Escape' && !e.defaultPrevented && !document.querySelector('dialog[open]') &&
+          document.body.classList.contains('is-streaming')) { e.preventDefault(); $('#stop').click(); return; }
+      if (mod && !e.shiftKey && k === 'k') {
+        e.preventDefault();
+        if (getComputedStyle($('[data-action="open-sidebar"]')).display !== 'none') document.body.classList.add('drawer-open');
+        $('#conv-search').focus(); return;
+      }
+      if (mod && e.shiftKey && k === 'o') { e.preventDefault(); $('#new-chat').click(); input.focus(); return; }
+      var t = e.target, typing = t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+      if (e.key === '?' && !typing && !mod && !document.querySelector('dialog[open]')) { e.preventDefault(); openHelp(); }
     });
 
     /* htmx glue */
     document.body.addEventListener('htmx:configRequest', function (e) {
       if (e.detail.path.indexOf('{conv}') >= 0) e.detail.path = e.detail.path.replace('{conv}', encodeURIComponent(convId()));
+      if (e.detail.path === '/ui/conversations' && e.detail.verb === 'post') { /* a new chat starts with the defaults */
+        var d = defaults(); Object.keys(d).forEach(function (k) { e.detail.parameters[k] = d[k]; });
+      }
     });
+    /* /clear: the old conversation stays until the undo time is over */
+    var cleared = null;
+    document.body.addEventListener('smolbot:cleared', function (e) { cleared = e.detail && e.detail.value; });
+    function offerUndo(old, neu) {
+      toast('Conversation cleared.', 8000, {
+        label: 'Undo',
+        fn: function () {
+          htmx.ajax('GET', '/ui/c/' + encodeURIComponent(old), { target: '#messages', swap: 'outerHTML' }).then(function () {
+            htmx.ajax('DELETE', '/ui/c/' + encodeURIComponent(neu), { swap: 'none' });
+          });
+        },
+        expire: function () { htmx.ajax('DELETE', '/ui/c/' + encodeURIComponent(old), { swap: 'none' }); }
+      });
+    }
     document.body.addEventListener('htmx:afterRequest', function (e) {
       if (e.detail.elt && e.detail.elt.id === 'composer' && e.detail.successful) { input.value = ''; autosize(); }
       if (e.detail.failed && e.detail.xhr) {
@@ -496,7 +590,11 @@
         document.querySelectorAll('.conv').forEach(function (li) { li.classList.toggle('current', li.dataset.conv === m.dataset.conv); });
       }
       var tg = e.detail.target;
-      if (tg && tg.id === 'messages') gaugeFrom(document.getElementById('messages')); /* outerHTML: tg is the old node */
+      if (tg && tg.id === 'messages') { /* outerHTML: tg is the old node */
+        gaugeFrom(m); settingsFrom(m);
+        if (cleared && m.dataset.conv !== cleared) { offerUndo(cleared, m.dataset.conv); }
+        cleared = null;
+      }
       else if (tg && tg.querySelector) gaugeFrom(tg.querySelector('[data-ctx-used]'));
       document.body.classList.remove('drawer-open');
       streamingNow(); scrollDown(e.detail.target && (e.detail.target.id === 'messages'));

@@ -67,7 +67,13 @@
 typedef struct ui {
     pthread_mutex_t mu;
     int64_t quote_serial; /* quotes are keyed -1, -2, ... (model answers by message id) */
+    store *mem;           /* without a history database: the page's chats, in memory */
 } ui;
+
+/* The page's store: the history database, or (serve --no-db, or a database
+ * that failed to open) a private in-memory one, so the page can still chat;
+ * its chats are lost on restart, and the page says so. */
+static store *S(api *a) { return a->st ? a->st : a->ui ? ((ui *)a->ui)->mem : NULL; }
 
 static const char QUOTE[] =
     "**In the beginning was the Word** -- John 1:1-14, King James Version\n\n"
@@ -335,7 +341,7 @@ static int ans_save(void *ctx, const char *answer, size_t answer_len, const char
     m.completion_tokens = st->gen_tokens;
     m.prefill_ms = st->prefill_ms;
     m.gen_ms = st->decode_ms;
-    int rc = store_update(o->a->st, o->msg, &m, err);
+    int rc = store_update(S(o->a), o->msg, &m, err);
     if (rc) core_log(1, "ui: saving message %lld: %s", (long long)o->msg, err->msg);
     return rc;
 }
@@ -362,6 +368,12 @@ int api_ui_init(api *a, core_err *err) {
     ui *u = calloc(1, sizeof *u);
     if (!u) return core_errf(err, CORE_ENOMEM, "out of memory");
     pthread_mutex_init(&u->mu, NULL);
+    int rc = a->st ? 0 : store_open(&u->mem, ":memory:", err);
+    if (rc) {
+        pthread_mutex_destroy(&u->mu);
+        free(u);
+        return rc;
+    }
     a->ui = u;
     return 0;
 }
@@ -370,6 +382,7 @@ void api_ui_free(api *a) {
     ui *u = a ? a->ui : NULL;
     if (!u) return;
     pthread_mutex_destroy(&u->mu);
+    store_close(u->mem);
     free(u);
     a->ui = NULL;
 }
@@ -395,7 +408,7 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
     core_buf_puts(b, ">\n");
     int has_r = !streaming && m->reasoning && *m->reasoning;
     core_buf_printf(b, "<details class=\"think%s\"%s><summary>Thinking <span class=\"think-meta\"%s>", has_r ? " has-text" : "",
-                    streaming ? " open" : "", streaming ? " sse-swap=\"thought\"" : "");
+                    streaming ? " open" : "", streaming ? " sse-swap=\"thought\" hx-swap=\"innerHTML\"" : "");
     if (has_r) { /* the store keeps no reasoning token count: words say the size */
         int words = 0, in = 0;
         for (const char *p = m->reasoning; *p; p++) {
@@ -411,14 +424,19 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
                     streaming ? " sse-swap=\"block\" hx-swap=\"beforeend\"" : "");
     if (!streaming && m->content) md_render(m->content, strlen(m->content), b);
     core_buf_printf(b, "</div><div class=\"tail\"%s></div><div class=\"err\"%s></div></div>\n",
-                    streaming ? " sse-swap=\"tail\"" : "", streaming ? " sse-swap=\"error\"" : "");
-    core_buf_printf(b, "<div class=\"msg-foot\"><span class=\"stats\"%s>", streaming ? " sse-swap=\"stats\"" : "");
-    if (!streaming) {
+                    streaming ? " sse-swap=\"tail\" hx-swap=\"innerHTML\"" : "",
+                    streaming ? " sse-swap=\"error\" hx-swap=\"innerHTML\"" : "");
+    core_buf_printf(b, "<div class=\"msg-foot\"><span class=\"stats\"%s>", streaming ? " sse-swap=\"stats\" hx-swap=\"innerHTML\"" : "");
+    if (!streaming) { /* the line the stream ended with, from what the store keeps */
         double tps = m->gen_ms > 0 && m->completion_tokens > 1 ? (m->completion_tokens - 1) / (m->gen_ms / 1e3) : 0;
+        /* the store keeps the prefill time: the TTFT less any wait in the queue */
+        if (m->completion_tokens && m->prefill_ms > 0) core_buf_printf(b, "TTFT %.0f ms · ", m->prefill_ms);
         if (m->completion_tokens) core_buf_printf(b, "%.1f tok/s · %d tokens", tps, m->completion_tokens);
-        if (m->status == STORE_MSG_PARTIAL)
-            core_buf_printf(b, "%s%s", m->completion_tokens ? " · " : "",
-                            !strcmp(m->finish, "cancelled") ? "stopped" : !strcmp(m->finish, "interrupted") ? "interrupted" : "incomplete");
+        const char *why = m->status == STORE_MSG_PARTIAL ? (!strcmp(m->finish, "cancelled") ? "stopped"
+                                                            : !strcmp(m->finish, "interrupted") ? "interrupted"
+                                                            : !strcmp(m->finish, "error") ? "error" : "incomplete")
+                          : !strcmp(m->finish, "length") ? "length limit" : NULL;
+        if (why) core_buf_printf(b, "%s%s", m->completion_tokens ? " · " : "", why);
     } else {
         core_buf_puts(b, "…");
     }
@@ -446,14 +464,19 @@ static int ctx_max(api *a) {
 /* The whole #messages fragment of conv (current branch). */
 static int render_conv(api *a, core_buf *b, const store_conv *c, core_err *err) {
     store_msg *ms = NULL;
-    int n = 0, rc = store_branch(a->st, c->id, 0, &ms, &n, err);
+    int n = 0, rc = store_branch(S(a), c->id, 0, &ms, &n, err);
     if (rc) return rc;
     int used = 0;
     for (int i = 0; i < n; i++)
         if (!strcmp(ms[i].role, "assistant") && ms[i].prompt_tokens) used = ms[i].prompt_tokens + ms[i].completion_tokens;
     core_buf_printf(b, "<div id=\"messages\" class=\"messages\" aria-live=\"polite\" data-conv=\"%s\" data-title=\"", c->id);
     esc(b, c->title);
-    core_buf_printf(b, "\" data-ctx-used=\"%d\" data-ctx-max=\"%d\" data-thinking=\"%d\">\n", used, ctx_max(a), c->thinking);
+    /* the conversation's settings: the page fills its Settings from them */
+    core_buf_printf(b, "\" data-ctx-used=\"%d\" data-ctx-max=\"%d\" data-thinking=\"%d\" data-temperature=\"%g\" data-top-p=\"%g\" "
+                       "data-top-k=\"%d\" data-min-p=\"%g\" data-max-tokens=\"%d\" data-system=\"",
+                    used, ctx_max(a), c->thinking, c->temperature, c->top_p, c->top_k, c->min_p, c->max_tokens);
+    esc(b, c->system_prompt);
+    core_buf_puts(b, "\">\n");
     for (int i = 0; i < n; i++) render_msg(a, b, c->id, &ms[i]);
     core_buf_puts(b, "</div>\n");
     store_msgs_free(ms, n);
@@ -488,13 +511,13 @@ static int store_fail(http_req *r, const core_err *err, int rc) {
  * id. 0 and *c filled, or a response was made (returns 1). */
 static int conv_resolve(api *a, http_req *r, const char *id, store_conv *c) {
     core_err err = {0};
-    if (!a->st) {
+    if (!S(a)) {
         no_store(r);
         return 1;
     }
     if (!strcmp(id, "latest")) {
         store_conv *list = NULL;
-        int n = 0, rc = store_list(a->st, 1, 0, &list, &n, &err);
+        int n = 0, rc = store_list(S(a), 1, 0, &list, &n, &err);
         if (rc) {
             store_fail(r, &err, rc);
             return 1;
@@ -502,12 +525,12 @@ static int conv_resolve(api *a, http_req *r, const char *id, store_conv *c) {
         char nid[STORE_ID_LEN + 1];
         if (n > 0) snprintf(nid, sizeof nid, "%s", list[0].id);
         store_conv_free_list(list, n);
-        if (n == 0 && (rc = store_create(a->st, NULL, nid, &err))) {
+        if (n == 0 && (rc = store_create(S(a), NULL, nid, &err))) {
             store_fail(r, &err, rc);
             return 1;
         }
         id = nid;
-        rc = store_get(a->st, id, c, &err);
+        rc = store_get(S(a), id, c, &err);
         if (rc) store_fail(r, &err, rc);
         return rc ? 1 : 0;
     }
@@ -515,7 +538,7 @@ static int conv_resolve(api *a, http_req *r, const char *id, store_conv *c) {
         http_respond_text(r, 404, "no such conversation");
         return 1;
     }
-    int rc = store_get(a->st, id, c, &err);
+    int rc = store_get(S(a), id, c, &err);
     if (rc) {
         store_fail(r, &err, rc);
         return 1;
@@ -542,12 +565,12 @@ static int route_status(api *a, http_req *r) {
     engine_get_metrics(a->eng, &m);
     const model_config *mc = engine_model_config(a->eng);
     int busy = 0, live = bridge_running(a->br, NULL, &busy);
-    json_t *o = json_pack("{s:s, s:s, s:i, s:b, s:b, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:i}", "state", s,
+    json_t *o = json_pack("{s:s, s:s, s:i, s:b, s:b, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:f, s:f, s:s, s:I, s:I, s:i}", "state", s,
                           "model", st == ENGINE_READY || st == ENGINE_LOADING ? a->model_name : "SmolLM3-3B", "ctx_max", ctx_max(a), "thinking_default", 1, "busy", busy, "pull_hint",
                           "smolbot pull", "state_message", engine_state_message(a->eng), "model_file", engine_model_path(a->eng),
                           "uptime_s", core_now_s() - a->t_start, "rss_mb", (double)core_rss() / (1024.0 * 1024.0), "streams", live,
                           "queued", m.queued, "active", m.active, "tok_s", m.last_decode_tok_s, "ttft_ms", m.last_ttft_ms,
-                          "requests", (json_int_t)m.requests, "gen_tokens", (json_int_t)m.gen_tokens, "threads",
+                          "history", !a->st ? "memory" : store_readonly(a->st) ? "readonly" : "disk", "requests", (json_int_t)m.requests, "gen_tokens", (json_int_t)m.gen_tokens, "threads",
                           engine_threads(a->eng));
     if (o && mc) {
         /* parameters, counted from the shapes (embeddings tied) */
@@ -574,19 +597,24 @@ static int route_status(api *a, http_req *r) {
     return http_respond_take(r, 200, "application/json", body, strlen(body));
 }
 
+static void apply_form_settings(api *a, store_conv *c, const char *body);
+
 static int route_conversations(api *a, http_req *r) {
     core_err err = {0};
-    if (!a->st) {
+    if (!S(a)) {
         static const char off[] = "<li class=\"conv-empty\">History is off</li>";
         return http_respond(r, 200, HTML, off, sizeof off - 1); /* 43 sent the NUL too */
     }
     if (!strcmp(http_req_method(r), "POST")) {
         if (csrf_reject(r)) return 0;
         char id[STORE_ID_LEN + 1];
-        int rc = store_create(a->st, NULL, id, &err);
+        int rc = store_create(S(a), NULL, id, &err);
         if (rc) return store_fail(r, &err, rc);
         store_conv c = {0};
-        if ((rc = store_get(a->st, id, &c, &err))) return store_fail(r, &err, rc);
+        if ((rc = store_get(S(a), id, &c, &err))) return store_fail(r, &err, rc);
+        size_t bl;
+        const char *body = http_req_body(r, &bl);
+        if (body && *body) apply_form_settings(a, &c, body); /* the page's defaults for new chats */
         rc = respond_conv(a, r, &c, 1);
         store_conv_clear(&c);
         return rc;
@@ -595,7 +623,10 @@ static int route_conversations(api *a, http_req *r) {
     const char *cur = http_req_query(r, "current");
     core_buf b = {0};
     int rc, shown = 0;
-    const char *ro = store_readonly(a->st);
+    const char *ro = store_readonly(S(a));
+    if (!a->st) /* the in-memory store: say what that means, once, on top */
+        core_buf_puts(&b, "<li class=\"conv-empty history-off\" role=\"status\">History is off: these chats live in "
+                          "memory and are lost when the server stops.</li>\n");
     if (ro) { /* the history is there, it just cannot change: say so above it */
         core_buf_puts(&b, "<li class=\"conv-empty\" role=\"status\">History is read-only: ");
         esc(&b, ro);
@@ -604,14 +635,14 @@ static int route_conversations(api *a, http_req *r) {
     if (q && *q) {
         store_hit *h = NULL;
         int n = 0;
-        if ((rc = store_search(a->st, q, 50, 0, &h, &n, &err))) return store_fail(r, &err, rc);
+        if ((rc = store_search(S(a), q, 50, 0, &h, &n, &err))) return store_fail(r, &err, rc);
         for (int i = 0; i < n; i++) {
             int dup = 0;
             for (int j = 0; j < i; j++)
                 if (!strcmp(h[j].conv, h[i].conv)) dup = 1;
             if (dup) continue;
             store_conv c = {0};
-            if (store_get(a->st, h[i].conv, &c, NULL)) continue;
+            if (store_get(S(a), h[i].conv, &c, NULL)) continue;
             render_conv_li(&b, &c, cur);
             store_conv_clear(&c);
             shown++;
@@ -619,7 +650,7 @@ static int route_conversations(api *a, http_req *r) {
         store_hits_free(h, n);
         /* titles match too (the index covers message text only) */
         store_conv *list = NULL;
-        if (!store_list(a->st, 200, 0, &list, &n, NULL)) {
+        if (!store_list(S(a), 200, 0, &list, &n, NULL)) {
             for (int i = 0; i < n; i++)
                 if (list[i].title && strcasestr(list[i].title, q) && !strstr(b.data ? b.data : "", list[i].id)) {
                     render_conv_li(&b, &list[i], cur);
@@ -631,7 +662,7 @@ static int route_conversations(api *a, http_req *r) {
     } else {
         store_conv *list = NULL;
         int n = 0;
-        if ((rc = store_list(a->st, 100, 0, &list, &n, &err))) return store_fail(r, &err, rc);
+        if ((rc = store_list(S(a), 100, 0, &list, &n, &err))) return store_fail(r, &err, rc);
         for (int i = 0; i < n; i++) render_conv_li(&b, &list[i], cur);
         if (!n) core_buf_puts(&b, "<li class=\"conv-empty\">No conversations yet</li>");
         store_conv_free_list(list, n);
@@ -640,11 +671,12 @@ static int route_conversations(api *a, http_req *r) {
 }
 
 /* Settings that come with a message form: thinking ("1" or absent),
- * temperature ("" = keep), top_p, max_tokens, system (each "" or absent =
- * keep). Stored on the conversation, so they persist with it. */
+ * temperature ("" = keep), top_p, top_k, min_p, max_tokens, system (each ""
+ * or absent = keep). Stored on the conversation, so they persist with it. */
 static void apply_form_settings(api *a, store_conv *c, const char *body) {
     char *th = form_get(body, "thinking"), *t = form_get(body, "temperature"), *tp = form_get(body, "top_p"),
-         *mt = form_get(body, "max_tokens"), *sys = form_get(body, "system");
+         *mt = form_get(body, "max_tokens"), *sys = form_get(body, "system"), *tk = form_get(body, "top_k"),
+         *mp = form_get(body, "min_p");
     int changed = 0;
     int want_th = th && !strcmp(th, "1");
     if (want_th != c->thinking) c->thinking = want_th, changed = 1;
@@ -656,6 +688,14 @@ static void apply_form_settings(api *a, store_conv *c, const char *body) {
     if (tp && *tp) {
         double v = strtod(tp, &end);
         if (*end == 0 && v > 0 && v <= 1 && v != c->top_p) c->top_p = v, changed = 1;
+    }
+    if (tk && *tk) {
+        long v = strtol(tk, &end, 10);
+        if (*end == 0 && v >= 0 && v <= 1000 && v != c->top_k) c->top_k = (int)v, changed = 1;
+    }
+    if (mp && *mp) {
+        double v = strtod(mp, &end);
+        if (*end == 0 && v >= 0 && v <= 1 && v != c->min_p) c->min_p = v, changed = 1;
     }
     if (mt && *mt) {
         long v = strtol(mt, &end, 10);
@@ -670,7 +710,7 @@ static void apply_form_settings(api *a, store_conv *c, const char *body) {
     }
     if (changed) {
         core_err err = {0};
-        if (store_set_settings(a->st, c->id, c, &err)) core_log(1, "ui: settings: %s", err.msg);
+        if (store_set_settings(S(a), c->id, c, &err)) core_log(1, "ui: settings: %s", err.msg);
     }
     free(old_sys);
     free(th);
@@ -678,6 +718,8 @@ static void apply_form_settings(api *a, store_conv *c, const char *body) {
     free(tp);
     free(mt);
     free(sys);
+    free(tk);
+    free(mp);
 }
 
 /* Start an answer: history = the branch ending at `upto` (plus the system
@@ -686,7 +728,7 @@ static void apply_form_settings(api *a, store_conv *c, const char *body) {
  * Returns 0 or a CORE_E* with err (the caller marks asst as failed). */
 static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, core_err *err) {
     store_msg *ms = NULL;
-    int n = 0, rc = store_branch(a->st, c->id, upto, &ms, &n, err);
+    int n = 0, rc = store_branch(S(a), c->id, upto, &ms, &n, err);
     if (rc) return rc;
     chat_msg *cm = calloc((size_t)n + 1, sizeof *cm);
     prompt p = {0};
@@ -732,7 +774,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
         store_msg m = ms[n - 1];
         m.status = STORE_MSG_STREAMING;
         m.finish[0] = 0;
-        store_update(a->st, asst, &m, NULL);
+        store_update(S(a), asst, &m, NULL);
     }
     ans_owner *ow = malloc(sizeof *ow);
     if (!ow) {
@@ -789,7 +831,7 @@ static int64_t append_msg(api *a, const char *conv, int64_t parent, const char *
     m.content = (char *)content;
     m.status = status;
     int64_t id = 0;
-    if (store_append(a->st, conv, &m, &id, err)) return 0;
+    if (store_append(S(a), conv, &m, &id, err)) return 0;
     return id;
 }
 
@@ -799,7 +841,7 @@ static void mark_failed(api *a, int64_t id, const char *why) {
     m.content = "";
     m.status = STORE_MSG_PARTIAL;
     snprintf(m.finish, sizeof m.finish, "error");
-    store_update(a->st, id, &m, NULL);
+    store_update(S(a), id, &m, NULL);
     (void)why;
 }
 
@@ -818,7 +860,7 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     int64_t parent = c->current_leaf;
     if (edit_of) {
         store_msg om = {0};
-        int rc = store_get_msg(a->st, edit_of, &om, &err);
+        int rc = store_get_msg(S(a), edit_of, &om, &err);
         int ok = !rc && !strcmp(om.conv, c->id) && !strcmp(om.role, "user");
         parent = om.parent;
         store_msg_clear(&om);
@@ -840,8 +882,8 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     }
     store_msg um = {0}, am = {0};
     core_buf b = {0};
-    if (!store_get_msg(a->st, uid, &um, &err)) render_user(&b, &um);
-    if (!store_get_msg(a->st, aid, &am, &err)) render_assistant(&b, c->id, &am, 1);
+    if (!store_get_msg(S(a), uid, &um, &err)) render_user(&b, &um);
+    if (!store_get_msg(S(a), aid, &am, &err)) render_assistant(&b, c->id, &am, 1);
     store_msg_clear(&um);
     store_msg_clear(&am);
     if (c->title == NULL || !*c->title) http_req_add_header(r, "HX-Trigger", "smolbot:convs"); /* the title was just set */
@@ -851,7 +893,7 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
 /* The last assistant message of the current branch (0 if the leaf is not one). */
 static int64_t last_assistant(api *a, const store_conv *c, int64_t *parent) {
     store_msg m = {0};
-    if (!c->current_leaf || store_get_msg(a->st, c->current_leaf, &m, NULL)) return 0;
+    if (!c->current_leaf || store_get_msg(S(a), c->current_leaf, &m, NULL)) return 0;
     int64_t id = !strcmp(m.role, "assistant") ? m.id : 0;
     *parent = m.parent;
     store_msg_clear(&m);
@@ -878,7 +920,7 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
     }
     store_msg am = {0};
     core_buf b = {0};
-    if (!store_get_msg(a->st, aid, &am, &err)) render_assistant(&b, c->id, &am, 1);
+    if (!store_get_msg(S(a), aid, &am, &err)) render_assistant(&b, c->id, &am, 1);
     store_msg_clear(&am);
     return respond_buf(r, 200, HTML, &b);
 }
@@ -929,7 +971,7 @@ static int route_export(api *a, http_req *r, const store_conv *c) {
     int json = fmt && !strcmp(fmt, "json");
     char *out = NULL;
     core_err err = {0};
-    int rc = json ? store_export_json(a->st, c->id, &out, &err) : store_export_md(a->st, c->id, &out, &err);
+    int rc = json ? store_export_json(S(a), c->id, &out, &err) : store_export_md(S(a), c->id, &out, &err);
     if (rc) return store_fail(r, &err, rc);
     char disp[96];
     snprintf(disp, sizeof disp, "attachment; filename=\"smolbot-%s.%s\"", c->id, json ? "json" : "md");
@@ -942,8 +984,13 @@ static int route_export(api *a, http_req *r, const store_conv *c) {
  * the conversation (which the page loads when opened, a screen at a time). */
 #define IMPORT_MAX_MESSAGES 10000
 
+static int cmp_jint(const void *x, const void *y) {
+    json_int_t a = *(const json_int_t *)x, b = *(const json_int_t *)y;
+    return (a > b) - (a < b);
+}
+
 static int route_import(api *a, http_req *r) {
-    if (!a->st) return no_store(r);
+    if (!S(a)) return no_store(r);
     size_t len;
     const char *body = http_req_body(r, &len);
     json_error_t je;
@@ -954,7 +1001,28 @@ static int route_import(api *a, http_req *r) {
         return http_respond_text(r, 400, msg);
     }
     size_t n_msgs = json_array_size(json_object_get(root, "messages"));
+    /* A file written by another tool may not say which branch was shown:
+     * show the newest (the leaf with the highest id), not an empty chat. */
+    json_t *jc = json_object_get(root, "conversation"), *jl = json_object_get(jc, "current_leaf");
+    char *fixed = NULL;
+    if (json_is_object(jc) && (!jl || json_is_null(jl)) && n_msgs > 0 && n_msgs <= IMPORT_MAX_MESSAGES) {
+        json_t *ms = json_object_get(root, "messages");
+        json_int_t best = 0, *parents = malloc(n_msgs * sizeof *parents);
+        for (size_t i = 0; parents && i < n_msgs; i++)
+            parents[i] = json_integer_value(json_object_get(json_array_get(ms, i), "parent"));
+        if (parents) qsort(parents, n_msgs, sizeof *parents, cmp_jint);
+        for (size_t i = 0; parents && i < n_msgs; i++) {
+            json_int_t id = json_integer_value(json_object_get(json_array_get(ms, i), "id"));
+            if (id > best && !bsearch(&id, parents, n_msgs, sizeof *parents, cmp_jint)) best = id;
+        }
+        free(parents);
+        if (best > 0 && !json_object_set_new(jc, "current_leaf", json_integer(best))) fixed = json_dumps(root, JSON_COMPACT);
+    }
     json_decref(root);
+    if (fixed) {
+        body = fixed;
+        len = strlen(fixed);
+    }
     if (n_msgs > IMPORT_MAX_MESSAGES) {
         char msg[128];
         snprintf(msg, sizeof msg, "too many messages to import (%zu; at most %d)", n_msgs, IMPORT_MAX_MESSAGES);
@@ -962,12 +1030,13 @@ static int route_import(api *a, http_req *r) {
     }
     char id[STORE_ID_LEN + 1];
     core_err err = {0};
-    int rc = store_import_json(a->st, body, len, id, &err);
+    int rc = store_import_json(S(a), body, len, id, &err);
+    free(fixed);
     if (rc && rc != CORE_EFORMAT && rc != CORE_EINVAL && rc != CORE_ERANGE && rc != CORE_EUNSUP)
         return store_fail(r, &err, rc); /* the disk, not the file */
     if (rc) return http_respond_text(r, 400, err.msg[0] ? err.msg : "not a smolbot conversation export");
     store_conv c = {0};
-    if ((rc = store_get(a->st, id, &c, &err))) return store_fail(r, &err, rc);
+    if ((rc = store_get(S(a), id, &c, &err))) return store_fail(r, &err, rc);
     core_buf b = {0};
     core_buf_printf(&b, "<p class=\"import-done\" data-conv=\"%s\">Imported <b>", c.id);
     esc(&b, c.title && *c.title ? c.title : "(untitled)");
@@ -998,7 +1067,7 @@ static int route_conv(api *a, http_req *r, const char *rest) {
     if (!*sub && is_get) rc = respond_conv(a, r, &c, 0);
     else if (!*sub && is_del) {
         cancel_conv(a, c.id);
-        rc = store_delete(a->st, c.id, &err);
+        rc = store_delete(S(a), c.id, &err);
         engine_forget(a->eng, c.id);
         if (rc) rc = store_fail(r, &err, rc);
         else {
@@ -1017,26 +1086,44 @@ static int route_conv(api *a, http_req *r, const char *rest) {
     else if (!strcmp(sub, "regenerate") && is_post) rc = route_regen(a, r, &c, 0);
     else if (!strcmp(sub, "continue") && is_post) rc = route_regen(a, r, &c, 1);
     else if (!strcmp(sub, "reset") && is_post) {
+        /* the built-in sampling defaults, then those the page sends (its
+         * defaults for new chats); the system prompt stays */
         engine_forget(a->eng, c.id);
-        rc = http_respond(r, 204, NULL, "", 0);
+        store_conv d;
+        store_conv_defaults(&d);
+        c.temperature = d.temperature;
+        c.top_p = d.top_p;
+        c.top_k = d.top_k;
+        c.min_p = d.min_p;
+        c.max_tokens = d.max_tokens;
+        c.thinking = d.thinking;
+        size_t bl;
+        const char *body = http_req_body(r, &bl);
+        if (body && *body) apply_form_settings(a, &c, body);
+        if ((rc = store_set_settings(S(a), c.id, &c, &err))) rc = store_fail(r, &err, rc);
+        else rc = respond_conv(a, r, &c, 0);
     } else if (!strcmp(sub, "clear") && is_post) {
-        /* a fresh conversation with the same settings replaces this one */
+        /* a fresh conversation with the same settings takes this one's
+         * place; the old one stays until the page's undo time is over (the
+         * page deletes it then), so a cleared chat can come back */
         if (busy_409(a, r, c.id)) goto out;
         char nid[STORE_ID_LEN + 1];
         store_conv nc = {0};
-        if ((rc = store_create(a->st, &c, nid, &err)) || (rc = store_get(a->st, nid, &nc, &err))) {
+        if ((rc = store_create(S(a), &c, nid, &err)) || (rc = store_get(S(a), nid, &nc, &err))) {
             rc = store_fail(r, &err, rc);
             goto out;
         }
-        store_delete(a->st, c.id, NULL);
         engine_forget(a->eng, c.id);
-        rc = respond_conv(a, r, &nc, 1);
+        char trig[128];
+        snprintf(trig, sizeof trig, "{\"smolbot:convs\":\"\",\"smolbot:cleared\":\"%s\"}", c.id);
+        http_req_add_header(r, "HX-Trigger", trig);
+        rc = respond_conv(a, r, &nc, 0);
         store_conv_clear(&nc);
     } else if (!strcmp(sub, "rename") && is_post) {
         size_t bl;
         char *t = form_get(http_req_body(r, &bl), "title");
         if (!t || !*t) rc = http_respond_text(r, 400, "the title is empty");
-        else if ((rc = store_rename(a->st, c.id, t, &err))) rc = store_fail(r, &err, rc);
+        else if ((rc = store_rename(S(a), c.id, t, &err))) rc = store_fail(r, &err, rc);
         else {
             free(c.title);
             c.title = t;
