@@ -177,6 +177,26 @@ static const char *docs[] = {
     "text ```not a fence``` here\n\nnext",
 };
 
+/* LaTeX reaches the page untouched, in spans the page typesets. */
+static void test_latex(void) {
+    char *h = render("area $$x^2\\,dx$$ and $a_1 < b$.");
+    CHECK_EQ_STR(h, "<p>area <span class=\"math display\">x^2\\,dx</span> and <span class=\"math\">a_1 &lt; b</span>.</p>\n");
+    h = render("inline \\( \\frac{1}{2} \\) and\n\\[\n\\int_0^1 f\\,dx\n\\]\nend");
+    HAS(h, "<span class=\"math\">\\frac{1}{2}</span>");
+    HAS(h, "<span class=\"math display\">\\int_0^1 f\\,dx</span>");
+    /* code keeps its backslashes and dollars as text */
+    h = render("`\\(x\\)` and `$y$`");
+    CHECK_EQ_STR(h, "<p><code>\\(x\\)</code> and <code>$y$</code></p>\n");
+    h = render("```\n\\[ a \\]\n```\n");
+    HAS(h, "<code>\\[ a \\]\n</code>");
+    /* an escaped bracket without a partner stays an escape; "\\" stays one backslash */
+    h = render("\\[1] and a\\\\(b)");
+    CHECK_EQ_STR(h, "<p>[1] and a\\(b)</p>\n");
+    /* no way out of the span */
+    h = render("$<script>alert(1)</script>$");
+    HAS(h, "<span class=\"math\">&lt;script&gt;alert(1)&lt;/script&gt;</span>");
+}
+
 static void test_stream_equals_render(void) {
     static const size_t one[] = {1}, mixed[] = {3, 1, 7, 2, 13, 5}, big[] = {64};
     for (size_t d = 0; d < CORE_ARRAY_LEN(docs); d++) {
@@ -273,6 +293,7 @@ int main(void) {
     T_RUN(test_url_allowed);
     T_RUN(test_xss_inert);
     T_RUN(test_features);
+    T_RUN(test_latex);
     T_RUN(test_stream_equals_render);
     T_RUN(test_stream_blocks_arrive_early);
     T_RUN(test_random_splits);
