@@ -85,7 +85,10 @@
  *       <button type="button" class="icon sm last-only" data-cmd="continue" aria-label="Continue answer">Continue</button>
  *     </span></div></article>
  *   (class "has-text" on .think when there is reasoning; app.js adds it while streaming.)
- * Code blocks inside .md are src/md's <div class="code">…<button class="copy" data-copy="code">.
+ * Code blocks inside .md are src/md's <div class="code">…<button class="copy" data-copy="code">;
+ * app.js colours them (highlight.js: the fence's language, else a confident guess, else none).
+ * Math is src/md's <span class="math[ display]">{escaped LaTeX}</span>; app.js typesets it
+ * with KaTeX (a formula KaTeX refuses stays as its source, class math-error).
  * ============================================================================
  */
 (function () {
@@ -352,6 +355,48 @@
 
   function autosize() { input.style.height = 'auto'; input.style.height = Math.min(input.scrollHeight, window.innerHeight * 0.4) + 'px'; }
 
+  /* ---- code colours and math (highlight.js, KaTeX; both served by smolbot) ----
+   * Applied to what arrives: a conversation, a finished block, the
+   * unfinished tail (re-rendered by every tail event, so it is cheap there:
+   * no language guessing until the block is finished). */
+  function enhance(el, partial) {
+    if (!el || !el.querySelectorAll) return;
+    if (window.hljs) el.querySelectorAll('.code pre code:not([data-hl])').forEach(function (c) {
+      var fenced = /(?:^|\s)language-(\S+)/.exec(c.className), text = c.textContent, r = null;
+      var label = c.closest('.code') && c.closest('.code').querySelector('.code-lang');
+      try {
+        if (fenced && hljs.getLanguage(fenced[1])) r = hljs.highlight(text, { language: fenced[1], ignoreIllegals: true });
+        else if (!fenced && !partial) {
+          r = hljs.highlightAuto(text);
+          if (r.relevance < 5 || !r.language) r = null; /* not sure: plain text */
+          else if (label) label.textContent = r.language + ' (guess)';
+        }
+      } catch (e) { r = null; }
+      if (partial && !r) return;
+      c.dataset.hl = r ? (r.language || '') : 'none';
+      if (r) { c.innerHTML = r.value; c.classList.add('hljs'); } /* hljs escapes the text */
+    });
+    if (window.katex) el.querySelectorAll('.math:not([data-tex])').forEach(function (m) {
+      var src = m.textContent; m.dataset.tex = src;
+      try {
+        katex.render(src, m, { displayMode: m.classList.contains('display'), throwOnError: true, output: 'htmlAndMathml' });
+      } catch (e) { /* shown as its source, the reason on hover */
+        m.textContent = src; m.classList.add('math-error'); m.title = String(e.message || e).slice(0, 200);
+      }
+    });
+  }
+  /* The text of a rendered answer with formulas back as their source. */
+  function sourceText(el) {
+    if (!el.querySelector('.math[data-tex]')) return el.innerText;
+    var c = el.cloneNode(true);
+    c.querySelectorAll('.math[data-tex]').forEach(function (m) {
+      var d = m.classList.contains('display');
+      m.textContent = (d ? '$$' : '$') + m.dataset.tex + (d ? '$$' : '$');
+    });
+    c.className = 'sr-only'; document.body.appendChild(c); /* innerText needs layout */
+    var t = c.innerText; c.remove(); return t;
+  }
+
   /* ---- copy ---- */
   function copyText(text, btn) {
     function ok() { btn.classList.add('copied'); var l = btn.textContent; if (l === 'Copy') btn.textContent = 'Copied'; setTimeout(function () { btn.classList.remove('copied'); if (btn.textContent === 'Copied') btn.textContent = 'Copy'; }, 1500); }
@@ -487,6 +532,7 @@
     $('#conv-list').innerHTML = document.getElementById('demo-convs').innerHTML;
     document.querySelectorAll('#messages .think').forEach(function (t) { t.classList.add('has-text'); });
     setBadge('ready'); state.status = 'ready'; state.ctxMax = 8192; gaugeFrom(document.getElementById('messages'));
+    enhance(document.getElementById('messages'));
     if (/palette/.test(location.search)) { input.value = '/'; input.focus(); input.setSelectionRange(1, 1); renderPalette(); }
     if (/nomodel/.test(location.search)) { document.getElementById('messages').innerHTML = ''; setBadge('no_model'); }
     if (/drawer/.test(location.search)) document.body.classList.add('drawer-open');
@@ -522,7 +568,7 @@
       if (b) {
         var src = b.dataset.copy === 'code' ? b.closest('.code') && $('pre code', b.closest('.code'))
           : b.closest('.msg') && ($('.md', b.closest('.msg')) || $('.text', b.closest('.msg')));
-        if (src) copyText(src.innerText.replace(/\n$/, ''), b);
+        if (src) copyText(sourceText(src).replace(/\n$/, ''), b);
         return;
       }
       var c = e.target.closest('[data-cmd]'); if (c) { run(c.dataset.cmd, ''); return; }
@@ -590,6 +636,7 @@
         document.querySelectorAll('.conv').forEach(function (li) { li.classList.toggle('current', li.dataset.conv === m.dataset.conv); });
       }
       var tg = e.detail.target;
+      enhance(tg && tg.id === 'messages' ? m : tg);
       if (tg && tg.id === 'messages') { /* outerHTML: tg is the old node */
         gaugeFrom(m); settingsFrom(m);
         if (cleared && m.dataset.conv !== cleared) { offerUndo(cleared, m.dataset.conv); }
@@ -605,6 +652,8 @@
       if (type === 'think') { var t = $('.think', art); if (t) t.classList.add('has-text'); }
       if (type === 'thought') { var d = $('.think', art); if (d) d.open = false; }
       if (type === 'stats') gaugeFrom($('[data-ctx-used]', art));
+      if (type === 'block') enhance($('.md', art));
+      if (type === 'tail') enhance($('.tail', art), true);
       scrollDown();
     });
     document.body.addEventListener('htmx:sseClose', function (e) {
