@@ -36,7 +36,9 @@
  *   (the conversation's settings: Settings shows them, every message sends them back)
  *   404 for an unknown id (app.js then loads "latest").
  * POST /ui/c/{id}/messages     form: text, thinking ("1" or absent), temperature, top_p, top_k,
- *                              min_p, max_tokens, system ("" = keep)
+ *                              min_p, max_tokens, system ("" = keep: the conversation keeps them);
+ *                              repeat_penalty, presence_penalty, frequency_penalty, seed (this
+ *                              answer only: the page keeps them per conversation)
  *                              -> USER ARTICLE + STREAMING ASSISTANT ARTICLE (appended to #messages);
  *                              409 with a plain-text reason if a generation is running.
  * GET  /ui/c/{id}/stream/{msg} text/event-stream for one answer (GET only: htmx's SSE
@@ -168,11 +170,24 @@
    * sent with every message, so the server keeps them with the conversation. */
   var FIELDS = [['temperature', '#temperature'], ['top_p', '#top-p'], ['top_k', '#top-k'], ['min_p', '#min-p'],
     ['max_tokens', '#max-tokens'], ['system', '#system-prompt']];
+  /* Samplers the server does not store: kept here per conversation
+   * (localStorage "x.{conv}"), sent with every message all the same. */
+  var EXTRA = [['repeat_penalty', '#repeat-penalty', '1'], ['presence_penalty', '#presence-penalty', '0'],
+    ['frequency_penalty', '#frequency-penalty', '0'], ['seed', '#seed', '']];
   function formValues() {
     var v = { thinking: $('#thinking').checked ? '1' : '' };
-    FIELDS.forEach(function (f) { v[f[0]] = $(f[1]).value; });
+    FIELDS.concat(EXTRA).forEach(function (f) { v[f[0]] = $(f[1]).value; });
     return v;
   }
+  function extraFill(x) {
+    var d = defaults();
+    EXTRA.forEach(function (f) { $(f[1]).value = x && x[f[0]] !== undefined ? x[f[0]] : d[f[0]] !== undefined ? d[f[0]] : f[2]; });
+  }
+  function extraSave() {
+    var x = {}; EXTRA.forEach(function (f) { x[f[0]] = $(f[1]).value; });
+    set('x.' + convId(), JSON.stringify(x));
+  }
+  function extraLoad(conv) { try { return JSON.parse(get('x.' + conv, 'null')); } catch (e) { return null; } }
   /* Defaults for new chats (and what /reset goes back to): saved from Settings. */
   function defaults() { try { return JSON.parse(get('defaults', '{}')) || {}; } catch (e) { return {}; } }
   /* Fill Settings from a #messages fragment's data-* (the conversation's settings). */
@@ -181,7 +196,7 @@
     var d = m.dataset;
     setTemp(d.temperature); $('#top-p').value = d.topP; $('#top-k').value = d.topK; $('#min-p').value = d.minP;
     $('#max-tokens').value = d.maxTokens; $('#system-prompt').value = d.system || '';
-    setThinking(d.thinking === '1'); outputs();
+    setThinking(d.thinking === '1'); extraFill(extraLoad(d.conv)); outputs();
   }
   function outputs() {
     $('#top-p-out').textContent = $('#top-p').value; $('#min-p-out').textContent = $('#min-p').value;
@@ -195,6 +210,7 @@
       case 'reset': {
         var d = defaults(), v = { thinking: d.thinking === undefined ? (state.thinkingDefault !== false ? '1' : '') : d.thinking };
         FIELDS.forEach(function (f) { if (f[0] !== 'system' && d[f[0]] !== undefined) v[f[0]] = d[f[0]]; });
+        try { localStorage.removeItem('smolbot.x.' + convId()); } catch (e) { /* private mode */ }
         var p = post('/ui/c/{conv}/reset', '#messages', 'outerHTML', v);
         if (p) p.then(function () { toast('Sampling settings back to the defaults (temperature ' + $('#temperature').value + '); cached context dropped'); });
         break;
@@ -557,6 +573,7 @@
     $('#thinking-2').addEventListener('change', function () { setThinking(this.checked); });
     $('#temp-range').addEventListener('input', function () { setTemp(this.value); });
     ['#top-p', '#min-p'].forEach(function (id) { $(id).addEventListener('input', outputs); });
+    EXTRA.forEach(function (f) { $(f[1]).addEventListener('input', extraSave); });
     outputs();
     $('#save-defaults').addEventListener('click', function () {
       var v = formValues(); delete v.system; set('defaults', JSON.stringify(v)); toast('New chats start with these settings');

@@ -726,7 +726,33 @@ static void apply_form_settings(api *a, store_conv *c, const char *body) {
  * prompt), the assistant message `asst` (already stored, STREAMING).
  * cont: continue asst (its content is the prefix; upto == asst).
  * Returns 0 or a CORE_E* with err (the caller marks asst as failed). */
-static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, core_err *err) {
+/* Samplers the store does not keep (the page keeps them per conversation
+ * and sends them with every message): repeat_penalty (0.5-2), presence_penalty
+ * and frequency_penalty (-2..2), seed (an integer; "" = random). A value
+ * out of range or not a number is ignored, like the stored settings. */
+static void form_samplers(const char *body, sample_params *sp) {
+    char *v, *end;
+    static const struct { const char *key; double lo, hi; } f[] = {
+        {"repeat_penalty", 0.5, 2}, {"presence_penalty", -2, 2}, {"frequency_penalty", -2, 2}};
+    for (size_t i = 0; body && i < sizeof f / sizeof f[0]; i++) {
+        if (!(v = form_get(body, f[i].key))) continue;
+        double d = strtod(v, &end);
+        if (*v && !*end && d >= f[i].lo && d <= f[i].hi) {
+            if (i == 0) sp->repeat_penalty = (float)d;
+            else if (i == 1) sp->presence_penalty = (float)d;
+            else sp->frequency_penalty = (float)d;
+        }
+        free(v);
+    }
+    if (body && (v = form_get(body, "seed"))) {
+        errno = 0;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (*v >= '0' && *v <= '9' && !*end && !errno) sp->seed = n;
+        free(v);
+    }
+}
+
+static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, const char *form, core_err *err) {
     store_msg *ms = NULL;
     int n = 0, rc = store_branch(S(a), c->id, upto, &ms, &n, err);
     if (rc) return rc;
@@ -762,6 +788,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     rq.sampling.top_k = c->top_k;
     rq.sampling.min_p = (float)c->min_p;
     rq.sampling.seed = core_now_ns() ^ (uint64_t)asst * 0x9E3779B97F4A7C15ull;
+    form_samplers(form, &rq.sampling);
     rq.thinking = p.thinking;
     /* the page's setting is cut to what the context leaves, never refused */
     rc = bridge_max_tokens(engine_ctx_size(a->eng), p.n_ids, c->max_tokens, a->cfg.max_tokens, 0, &rq.max_tokens, err);
@@ -875,7 +902,7 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     if (!uid) return store_fail(r, &err, err.code ? err.code : CORE_EIO); /* disk full is a 500, not the client's fault */
     int64_t aid = append_msg(a, c->id, uid, "assistant", "", STORE_MSG_STREAMING, &err);
     if (!aid) return store_fail(r, &err, err.code ? err.code : CORE_EIO);
-    int rc = start_answer(a, c, uid, aid, 0, &err);
+    int rc = start_answer(a, c, uid, aid, 0, body, &err);
     if (rc) {
         mark_failed(a, aid, err.msg);
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : rc == CORE_EFULL ? 503 : 500, err.msg);
@@ -913,7 +940,7 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
         aid = append_msg(a, c->id, parent, "assistant", "", STORE_MSG_STREAMING, &err);
         if (!aid) return store_fail(r, &err, CORE_EIO);
     }
-    int rc = start_answer(a, c, cont ? last : parent, aid, cont, &err);
+    int rc = start_answer(a, c, cont ? last : parent, aid, cont, body, &err);
     if (rc) {
         if (!cont) mark_failed(a, aid, err.msg);
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : 500, err.msg);
