@@ -51,7 +51,13 @@
  *   Send ": ping" comments while waiting. For a message that already finished
  *   answer 204 (EventSource then stops reconnecting).
  * POST /ui/c/{id}/stop         204; the stream ends with tail "" + done.
- * POST /ui/c/{id}/regenerate   -> a new STREAMING ASSISTANT ARTICLE that replaces the last one (outerHTML).
+ * POST /ui/c/{id}/regenerate   -> a new STREAMING ASSISTANT ARTICLE that replaces the last one (outerHTML);
+ *                              the old answer stays as a sibling version.
+ * POST /ui/c/{id}/switch/{msg}?dir=-1|1  show the previous/next sibling of {msg} (the newest
+ *                              branch below it) -> the #messages fragment; 409 when there is none.
+ * Articles of messages with siblings carry, first in .msg-actions:
+ *   <span class="versions" role="group" aria-label="Versions"><button data-switch="-1" …>‹</button>
+ *     <span class="ver-pos">2/3</span><button data-switch="1" …>›</button></span>
  * POST /ui/c/{id}/continue     -> the last assistant article again, streaming: the server replays
  *                              the existing answer as block events, then continues.
  * POST /ui/c/{id}/messages/{msg}/edit  form: text, thinking, temperature -> drops {msg} and all
@@ -64,7 +70,8 @@
  *                              -> the #messages fragment (with the settings).
  * POST /ui/c/{id}/rename       form: title -> the updated sidebar <li>.
  * DELETE /ui/c/{id}            "" (200) + HX-Trigger: smolbot:convs.
- * GET  /ui/c/{id}/export?fmt=md|json   attachment (Content-Disposition), the whole conversation.
+ * GET  /ui/c/{id}/export?fmt=md|json[&branch=1]   attachment (Content-Disposition): json has every
+ *                              version (the tree), branch=1 only the shown branch; md the shown branch.
  * GET  /ui/quote?conv={id}     text/event-stream, no model needed: a short quote as
  *                              block/tail/stats/done events (tests the stream path);
  *                              POST /ui/c/{id}/stop stops the quotes shown in {id} only.
@@ -147,7 +154,7 @@
     { name: 'clear', cat: 'Chat', desc: 'Delete the messages of this conversation' },
     { name: 'regenerate', cat: 'Chat', desc: 'Answer the last message again' },
     { name: 'continue', cat: 'Chat', desc: 'Continue the last answer' },
-    { name: 'export', cat: 'Chat', arg: '[md|json]', desc: 'Download this conversation' },
+    { name: 'export', cat: 'Chat', arg: '[md|json|branch]', desc: 'Download this conversation (json: every version; branch: the one shown)' },
     { name: 'model', cat: 'Model', desc: 'Show the loaded model' },
     { name: 'status', cat: 'Model', desc: 'Server and model status' },
     { name: 'thinking', cat: 'Model', desc: 'Turn thinking on or off' },
@@ -221,9 +228,9 @@
         post('/ui/c/{conv}/' + name, last, 'outerHTML', formValues()); break;
       }
       case 'export': {
-        var fmt = arg === 'json' ? 'json' : 'md';
+        var fmt = arg === 'json' || arg === 'branch' ? 'json' : 'md';
         var a = document.createElement('a');
-        a.href = '/ui/c/' + encodeURIComponent(convId()) + '/export?fmt=' + fmt; a.download = '';
+        a.href = '/ui/c/' + encodeURIComponent(convId()) + '/export?fmt=' + fmt + (arg === 'branch' ? '&branch=1' : ''); a.download = '';
         document.body.appendChild(a); a.click(); a.remove(); break;
       }
       case 'thinking': setThinking(!$('#thinking').checked); toast('Thinking ' + ($('#thinking').checked ? 'on' : 'off')); break;
@@ -589,6 +596,12 @@
         return;
       }
       var c = e.target.closest('[data-cmd]'); if (c) { run(c.dataset.cmd, ''); return; }
+      var sw = e.target.closest('[data-switch]');
+      if (sw) { /* another version of this message: its branch is shown and goes on */
+        if (document.body.classList.contains('is-streaming')) { toast('An answer is still being generated: stop it first.'); return; }
+        post('/ui/c/{conv}/switch/' + encodeURIComponent(sw.closest('.msg').dataset.msg) + '?dir=' + sw.dataset.switch, '#messages', 'outerHTML');
+        return;
+      }
       var a = e.target.closest('[data-action]'); if (!a) return;
       switch (a.dataset.action) {
         case 'theme': setTheme('toggle'); break;
@@ -654,8 +667,9 @@
       }
       var tg = e.detail.target;
       enhance(tg && tg.id === 'messages' ? m : tg);
-      if (tg && tg.id === 'messages') { /* outerHTML: tg is the old node */
-        gaugeFrom(m); settingsFrom(m);
+      if (tg && tg.id === 'messages') gaugeFrom(m);
+      if (tg && tg.id === 'messages' && tg !== m) { /* replaced (outerHTML: tg is the old node), not appended to */
+        settingsFrom(m);
         if (cleared && m.dataset.conv !== cleared) { offerUndo(cleared, m.dataset.conv); }
         cleared = null;
       }

@@ -389,11 +389,25 @@ void api_ui_free(api *a) {
 
 /* ---- rendering ----------------------------------------------------------- */
 
+/* "< 2/3 >": the message has siblings (regenerated answers, edited
+ * questions); the buttons show the previous or next one's branch. */
+static void render_versions(core_buf *b, const store_msg *m) {
+    if (m->sibling_count <= 1) return;
+    core_buf_printf(b, "<span class=\"versions\" role=\"group\" aria-label=\"Versions\">"
+                       "<button type=\"button\" class=\"icon sm\" data-switch=\"-1\" aria-label=\"Previous version\"%s>&lsaquo;</button>"
+                       "<span class=\"ver-pos\">%d/%d</span>"
+                       "<button type=\"button\" class=\"icon sm\" data-switch=\"1\" aria-label=\"Next version\"%s>&rsaquo;</button></span>\n",
+                    m->sibling_index == 0 ? " disabled" : "", m->sibling_index + 1, m->sibling_count,
+                    m->sibling_index + 1 >= m->sibling_count ? " disabled" : "");
+}
+
 static void render_user(core_buf *b, const store_msg *m) {
     core_buf_printf(b, "<article class=\"msg user\" id=\"m-%lld\" data-msg=\"%lld\">\n<div class=\"bubble\"><div class=\"text\">",
                     (long long)m->id, (long long)m->id);
     esc(b, m->content);
-    core_buf_puts(b, "</div></div>\n<div class=\"msg-actions\"><button type=\"button\" class=\"icon sm\" data-copy=\"msg\" "
+    core_buf_puts(b, "</div></div>\n<div class=\"msg-actions\">");
+    render_versions(b, m);
+    core_buf_puts(b, "<button type=\"button\" class=\"icon sm\" data-copy=\"msg\" "
                      "aria-label=\"Copy message\">Copy</button>\n<button type=\"button\" class=\"icon sm\" data-action=\"edit\" "
                      "aria-label=\"Edit message\">Edit</button></div></article>\n");
 }
@@ -440,7 +454,9 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
     } else {
         core_buf_puts(b, "…");
     }
-    core_buf_puts(b, "</span><span class=\"msg-actions\">\n<button type=\"button\" class=\"icon sm\" data-copy=\"msg\" aria-label=\"Copy "
+    core_buf_puts(b, "</span><span class=\"msg-actions\">\n");
+    render_versions(b, m);
+    core_buf_puts(b, "<button type=\"button\" class=\"icon sm\" data-copy=\"msg\" aria-label=\"Copy "
                      "answer\">Copy</button>\n<button type=\"button\" class=\"icon sm last-only\" data-cmd=\"regenerate\" "
                      "aria-label=\"Regenerate answer\">Regenerate</button>\n<button type=\"button\" class=\"icon sm last-only\" "
                      "data-cmd=\"continue\" aria-label=\"Continue answer\">Continue</button>\n</span></div></article>\n");
@@ -872,6 +888,19 @@ static void mark_failed(api *a, int64_t id, const char *why) {
     (void)why;
 }
 
+/* The last k messages of the branch ending at leaf (with their versions
+ * control), the one with id `live` as a streaming article. */
+static void render_branch_tail(api *a, core_buf *b, const store_conv *c, int64_t leaf, int k, int64_t live) {
+    store_msg *ms = NULL;
+    int n = 0;
+    if (store_branch(S(a), c->id, leaf, &ms, &n, NULL)) return;
+    for (int i = n > k ? n - k : 0; i < n; i++) {
+        if (!strcmp(ms[i].role, "user")) render_user(b, &ms[i]);
+        else if (!strcmp(ms[i].role, "assistant")) render_assistant(b, c->id, &ms[i], ms[i].id == live);
+    }
+    store_msgs_free(ms, n);
+}
+
 /* POST .../messages and .../messages/{msg}/edit: a user message under
  * parent, then a streaming answer. */
 static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
@@ -907,12 +936,8 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
         mark_failed(a, aid, err.msg);
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : rc == CORE_EFULL ? 503 : 500, err.msg);
     }
-    store_msg um = {0}, am = {0};
     core_buf b = {0};
-    if (!store_get_msg(S(a), uid, &um, &err)) render_user(&b, &um);
-    if (!store_get_msg(S(a), aid, &am, &err)) render_assistant(&b, c->id, &am, 1);
-    store_msg_clear(&um);
-    store_msg_clear(&am);
+    render_branch_tail(a, &b, c, aid, 2, aid);
     if (c->title == NULL || !*c->title) http_req_add_header(r, "HX-Trigger", "smolbot:convs"); /* the title was just set */
     return respond_buf(r, 200, HTML, &b);
 }
@@ -945,11 +970,49 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
         if (!cont) mark_failed(a, aid, err.msg);
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : 500, err.msg);
     }
-    store_msg am = {0};
     core_buf b = {0};
-    if (!store_get_msg(S(a), aid, &am, &err)) render_assistant(&b, c->id, &am, 1);
-    store_msg_clear(&am);
+    render_branch_tail(a, &b, c, aid, 1, aid);
     return respond_buf(r, 200, HTML, &b);
+}
+
+/* POST .../switch/{msg}?dir=-1|1: show the previous or next sibling of msg
+ * (the newest branch below it); the conversation goes on from there. */
+static int route_switch(api *a, http_req *r, const store_conv *c, int64_t msg) {
+    if (busy_409(a, r, c->id)) return 0;
+    const char *d = http_req_query(r, "dir");
+    int dir = d && !strcmp(d, "-1") ? -1 : 1;
+    core_err err = {0};
+    store_msg m = {0};
+    int rc = store_get_msg(S(a), msg, &m, &err);
+    int ok = !rc && !strcmp(m.conv, c->id);
+    int64_t parent = m.parent;
+    store_msg_clear(&m);
+    if (!ok) return http_respond_text(r, 404, "no such message");
+    store_msg *all = NULL;
+    int n = 0;
+    if ((rc = store_messages(S(a), c->id, &all, &n, &err))) return store_fail(r, &err, rc);
+    int64_t target = 0, prev = 0;
+    int found = 0;
+    for (int i = 0; i < n && !target; i++) { /* siblings in id order, as store_branch counts them */
+        if (all[i].parent != parent) continue;
+        if (found) target = all[i].id; /* the next one */
+        else if (all[i].id == msg) {
+            found = 1;
+            if (dir < 0) {
+                target = prev;
+                if (!target) break;
+            }
+        }
+        prev = all[i].id;
+    }
+    store_msgs_free(all, n);
+    if (!target) return http_respond_text(r, 409, dir < 0 ? "This is the first version." : "This is the last version.");
+    if ((rc = store_set_leaf(S(a), c->id, target, NULL, &err))) return store_fail(r, &err, rc);
+    store_conv nc = {0};
+    if ((rc = store_get(S(a), c->id, &nc, &err))) return store_fail(r, &err, rc);
+    rc = respond_conv(a, r, &nc, 0);
+    store_conv_clear(&nc);
+    return rc;
 }
 
 static int route_stream(api *a, http_req *r, const store_conv *c, int64_t msg) {
@@ -993,6 +1056,34 @@ static int route_stop(api *a, http_req *r, const store_conv *c) {
 
 static void cancel_conv(api *a, const char *conv) { bridge_cancel_tag(a->br, conv); }
 
+/* An export's JSON cut to the messages of the shown branch (the other
+ * versions left out); *json replaced. */
+static int export_branch_only(api *a, const store_conv *c, char **json, core_err *err) {
+    store_msg *ms = NULL;
+    int n = 0, rc = store_branch(S(a), c->id, 0, &ms, &n, err);
+    if (rc) return rc;
+    json_error_t je;
+    json_t *root = json_loads(*json, 0, &je), *all = json_object_get(root, "messages"), *keep = json_array();
+    for (size_t i = 0; keep && i < json_array_size(all); i++) {
+        json_t *m = json_array_get(all, i);
+        json_int_t id = json_integer_value(json_object_get(m, "id"));
+        for (int k = 0; k < n; k++)
+            if (ms[k].id == id) {
+                json_array_append(keep, m);
+                break;
+            }
+    }
+    store_msgs_free(ms, n);
+    char *out = NULL;
+    if (root && keep && !json_object_set_new(root, "messages", keep)) out = json_dumps(root, JSON_INDENT(1));
+    else json_decref(keep);
+    json_decref(root);
+    if (!out) return core_errf(err, CORE_ENOMEM, "out of memory");
+    free(*json);
+    *json = out;
+    return 0;
+}
+
 static int route_export(api *a, http_req *r, const store_conv *c) {
     const char *fmt = http_req_query(r, "fmt");
     int json = fmt && !strcmp(fmt, "json");
@@ -1000,6 +1091,11 @@ static int route_export(api *a, http_req *r, const store_conv *c) {
     core_err err = {0};
     int rc = json ? store_export_json(S(a), c->id, &out, &err) : store_export_md(S(a), c->id, &out, &err);
     if (rc) return store_fail(r, &err, rc);
+    const char *br = http_req_query(r, "branch");
+    if (json && br && !strcmp(br, "1") && (rc = export_branch_only(a, c, &out, &err))) {
+        free(out);
+        return store_fail(r, &err, rc);
+    }
     char disp[96];
     snprintf(disp, sizeof disp, "attachment; filename=\"smolbot-%s.%s\"", c->id, json ? "json" : "md");
     http_req_add_header(r, "Content-Disposition", disp);
@@ -1109,6 +1205,9 @@ static int route_conv(api *a, http_req *r, const char *rest) {
     } else if (!strncmp(sub, "stream/", 7) && is_get) {
         long long mid = strtoll(sub + 7, &endp, 10);
         rc = (mid <= 0 || *endp) ? http_respond_text(r, 404, "no such message") : route_stream(a, r, &c, mid);
+    } else if (!strncmp(sub, "switch/", 7) && is_post) {
+        long long mid = strtoll(sub + 7, &endp, 10);
+        rc = (mid <= 0 || *endp) ? http_respond_text(r, 404, "no such message") : route_switch(a, r, &c, mid);
     } else if (!strcmp(sub, "stop") && is_post) rc = route_stop(a, r, &c);
     else if (!strcmp(sub, "regenerate") && is_post) rc = route_regen(a, r, &c, 0);
     else if (!strcmp(sub, "continue") && is_post) rc = route_regen(a, r, &c, 1);
