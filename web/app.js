@@ -35,6 +35,7 @@
  *        data-top-p data-top-k data-min-p data-max-tokens data-system="{escaped}"> ARTICLE... </div>
  *   (the conversation's settings: Settings shows them, every message sends them back)
  *   404 for an unknown id (app.js then loads "latest").
+ * POST /ui/count               form: text -> {"tokens":N,"exact":bool} (attached files, counted before sending)
  * POST /ui/c/{id}/messages     form: text, thinking ("1" or absent), temperature, top_p, top_k,
  *                              min_p, max_tokens, system ("" = keep: the conversation keeps them);
  *                              repeat_penalty, presence_penalty, frequency_penalty, seed (this
@@ -365,13 +366,14 @@
   }
 
   function submit() {
-    if (!input.value.trim()) return;
+    if (!input.value.trim() && !attached.length) return;
     if (document.body.classList.contains('is-streaming')) { /* sent when the answer ends */
       state.queued = true; document.body.classList.add('queued');
       toast('Queued: your message is sent when this answer ends (Esc stops it)');
       return;
     }
     if (state.status === 'no_model') { toast('No model loaded: run "smolbot pull", then restart the server'); return; }
+    if (attached.length) { var why = wontFit(Math.ceil(input.value.length / 3.5), 'The message'); if (why) { toast(why, 8000); return; } }
     var form = $('#composer');
     if (form.requestSubmit) form.requestSubmit(); else form.dispatchEvent(new Event('submit', { cancelable: true }));
   }
@@ -418,6 +420,69 @@
     });
     c.className = 'sr-only'; document.body.appendChild(c); /* innerText needs layout */
     var t = c.innerText; c.remove(); return t;
+  }
+
+  /* ---- attached text files ----
+   * Dropped, pasted or picked files (text, Markdown, code, CSV, JSON) go
+   * into the message as fenced blocks named after the file. Each is counted
+   * by the server's tokenizer (POST /ui/count) when attached: the gauge
+   * shows it, and what does not fit the context is refused, with why. */
+  var ATTACH_MAX = 256 * 1024, attached = [];
+  var TEXT_EXT = ('txt md markdown csv tsv json jsonl ndjson xml yaml yml toml ini cfg conf log tex rst org diff patch ' +
+    'c h cpp hpp cc cxx py js mjs cjs ts tsx jsx java go rs rb php sh bash zsh fish sql html htm css scss less swift kt kts ' +
+    'scala r lua pl pm dart ex exs hs ml clj cs vb ps1 bat mk cmake gradle proto graphql vue svelte env gitignore dockerfile makefile').split(' ');
+  var LANG = { py: 'python', js: 'javascript', mjs: 'javascript', cjs: 'javascript', ts: 'typescript', tsx: 'tsx', jsx: 'jsx',
+    md: 'markdown', markdown: 'markdown', sh: 'bash', bash: 'bash', zsh: 'bash', yml: 'yaml', yaml: 'yaml', rs: 'rust', rb: 'ruby',
+    h: 'c', c: 'c', hpp: 'cpp', cc: 'cpp', cxx: 'cpp', cpp: 'cpp', kt: 'kotlin', kts: 'kotlin', cs: 'csharp', pl: 'perl', pm: 'perl',
+    hs: 'haskell', ex: 'elixir', exs: 'elixir', htm: 'html', mk: 'makefile', ps1: 'powershell', bat: 'dos' };
+  function extOf(name) { var m = /\.([^.]+)$/.exec(name.toLowerCase()); return m ? m[1] : name.toLowerCase(); }
+  function fencedFile(name, text) {
+    var runs = text.match(/`{3,}/g) || [], n = 3;
+    runs.forEach(function (r) { n = Math.max(n, r.length + 1); });
+    var f = new Array(n + 1).join('`'), ext = extOf(name), lang = LANG[ext] || (ext === 'txt' || ext === name.toLowerCase() ? '' : ext);
+    return name + ':\n' + f + lang + '\n' + text.replace(/\n?$/, '\n') + f;
+  }
+  function pendingTokens() { return attached.reduce(function (t, a) { return t + a.tokens; }, 0); }
+  /* 0 if n more tokens fit the context (with room for an answer), else why not */
+  function wontFit(n, what) {
+    var max = state.ctxMax, used = state.ctxUsed || 0, room = Math.min(512, Math.floor(max / 8));
+    if (!max || used + pendingTokens() + n + room <= max) return null;
+    return what + ' is ' + n.toLocaleString() + ' tokens: with this conversation (' + (used + pendingTokens()).toLocaleString() +
+      ' tokens) and room for an answer it does not fit the context of ' + max.toLocaleString() + ' tokens. Start a new chat or attach less.';
+  }
+  function renderAttached() {
+    var ul = $('#attachments'), html = '';
+    attached.forEach(function (a, i) {
+      var n = a.name.replace(/[&<>"']/g, function (c) { return '&#' + c.charCodeAt(0) + ';'; });
+      html += '<li class="chip"><span class="chip-name">' + n + '</span><span class="chip-meta">' + a.tokens.toLocaleString() +
+        ' tokens</span><button type="button" class="icon sm" data-unattach="' + i + '" aria-label="Remove ' + n + '">✕</button></li>';
+    });
+    ul.innerHTML = html; ul.hidden = !attached.length;
+    gauge(state.ctxUsed, state.ctxMax);
+  }
+  function attachFiles(files) {
+    [].slice.call(files || []).forEach(function (file) {
+      var ext = extOf(file.name);
+      if (TEXT_EXT.indexOf(ext) < 0 && !/^text\/|json|xml|yaml|csv/.test(file.type || '')) {
+        toast('"' + file.name + '" is not a text file: text, Markdown, code, CSV and JSON can be attached.'); return;
+      }
+      if (file.size > ATTACH_MAX) { toast('"' + file.name + '" is ' + Math.round(file.size / 1024) + ' KiB: at most ' + ATTACH_MAX / 1024 + ' KiB a file.'); return; }
+      file.arrayBuffer().then(function (buf) {
+        var text;
+        try { text = new TextDecoder('utf-8', { fatal: true }).decode(buf); } catch (e) { text = null; }
+        if (text === null || text.indexOf('\u0000') >= 0) { toast('"' + file.name + '" is not UTF-8 text.'); return null; }
+        var block = fencedFile(file.name, text);
+        var body = new URLSearchParams({ text: block });
+        return fetch('/ui/count', { method: 'POST', headers: { 'HX-Request': 'true' }, body: body }).then(function (r) {
+          if (!r.ok) throw new Error('count ' + r.status);
+          return r.json();
+        }).then(function (j) {
+          var why = wontFit(j.tokens, '"' + file.name + '"');
+          if (why) { toast(why, 8000); return; }
+          attached.push({ name: file.name, block: block, tokens: j.tokens }); renderAttached();
+        });
+      }).catch(function () { toast('Could not read "' + file.name + '"'); });
+    });
   }
 
   /* ---- copy ---- */
@@ -506,10 +571,12 @@
   }
   function fmtDur(s) { s = Math.round(s); return s < 60 ? s + ' s' : s < 3600 ? Math.floor(s / 60) + ' min ' + (s % 60) + ' s' : Math.floor(s / 3600) + ' h ' + Math.floor(s % 3600 / 60) + ' min'; }
   function gauge(used, max) {
-    used = +used || 0; max = +max || state.ctxMax || 0;
-    var pct = max ? Math.min(100, Math.round(used * 100 / max)) : 0, g = $('#gauge');
+    used = +used || 0; max = +max || state.ctxMax || 0; state.ctxUsed = used;
+    var extra = pendingTokens(), all = used + extra;
+    var pct = max ? Math.min(100, Math.round(all * 100 / max)) : 0, g = $('#gauge');
     $('#gauge-bar').style.width = pct + '%';
-    $('#gauge-text').textContent = max ? used.toLocaleString() + ' / ' + max.toLocaleString() + ' tokens' : 'context 0%';
+    $('#gauge-text').textContent = max ? used.toLocaleString() + (extra ? ' + ' + extra.toLocaleString() + ' attached' : '') +
+      ' / ' + max.toLocaleString() + ' tokens' : 'context 0%';
     g.setAttribute('aria-valuenow', pct);
     g.classList.toggle('warn', pct >= 75 && pct < 95); g.classList.toggle('full', pct >= 95);
   }
@@ -586,6 +653,20 @@
       var v = formValues(); delete v.system; set('defaults', JSON.stringify(v)); toast('New chats start with these settings');
     });
     $('#theme-select').addEventListener('change', function () { setTheme(this.value); });
+    $('#file-input').addEventListener('change', function () { attachFiles(this.files); this.value = ''; });
+    input.addEventListener('paste', function (e) {
+      var f = e.clipboardData && e.clipboardData.files;
+      if (f && f.length) { e.preventDefault(); attachFiles(f); }
+    });
+    var main = $('.main');
+    main.addEventListener('dragover', function (e) {
+      if (e.dataTransfer && [].indexOf.call(e.dataTransfer.types || [], 'Files') >= 0) { e.preventDefault(); main.classList.add('dropping'); }
+    });
+    main.addEventListener('dragleave', function (e) { if (!main.contains(e.relatedTarget)) main.classList.remove('dropping'); });
+    main.addEventListener('drop', function (e) {
+      main.classList.remove('dropping');
+      if (e.dataTransfer && e.dataTransfer.files.length) { e.preventDefault(); attachFiles(e.dataTransfer.files); input.focus(); }
+    });
 
     document.addEventListener('click', function (e) {
       var b = e.target.closest('[data-copy]');
@@ -596,6 +677,8 @@
         return;
       }
       var c = e.target.closest('[data-cmd]'); if (c) { run(c.dataset.cmd, ''); return; }
+      var un = e.target.closest('[data-unattach]');
+      if (un) { attached.splice(+un.dataset.unattach, 1); renderAttached(); input.focus(); return; }
       var sw = e.target.closest('[data-switch]');
       if (sw) { /* another version of this message: its branch is shown and goes on */
         if (document.body.classList.contains('is-streaming')) { toast('An answer is still being generated: stop it first.'); return; }
@@ -606,6 +689,7 @@
       switch (a.dataset.action) {
         case 'theme': setTheme('toggle'); break;
         case 'settings': openSettings(); break;
+        case 'attach': $('#file-input').click(); break;
         case 'edit': startEdit(a.closest('.msg')); break;
         case 'rename': startRename(a.closest('.conv')); break;
         case 'open-sidebar': document.body.classList.add('drawer-open'); a.setAttribute('aria-expanded', 'true'); $('#conv-search').focus(); break;
@@ -631,6 +715,10 @@
     /* htmx glue */
     document.body.addEventListener('htmx:configRequest', function (e) {
       if (e.detail.path.indexOf('{conv}') >= 0) e.detail.path = e.detail.path.replace('{conv}', encodeURIComponent(convId()));
+      if (e.detail.elt && e.detail.elt.id === 'composer' && attached.length) { /* the files go first, then the text */
+        e.detail.parameters.text = attached.map(function (a) { return a.block; }).join('\n\n') +
+          (input.value.trim() ? '\n\n' + input.value : '');
+      }
       if (e.detail.path === '/ui/conversations' && e.detail.verb === 'post') { /* a new chat starts with the defaults */
         var d = defaults(); Object.keys(d).forEach(function (k) { e.detail.parameters[k] = d[k]; });
       }
@@ -650,7 +738,7 @@
       });
     }
     document.body.addEventListener('htmx:afterRequest', function (e) {
-      if (e.detail.elt && e.detail.elt.id === 'composer' && e.detail.successful) { input.value = ''; autosize(); }
+      if (e.detail.elt && e.detail.elt.id === 'composer' && e.detail.successful) { input.value = ''; autosize(); attached = []; renderAttached(); }
       if (e.detail.failed && e.detail.xhr) {
         var x = e.detail.xhr;
         if (x.status === 401) { location.href = '/'; return; }

@@ -56,6 +56,7 @@
 #include "http/assets.h"
 #include "md/md.h"
 #include "prompt/prompt.h"
+#include "tok/tok.h"
 
 #define ANS_GRACE_S 30.0   /* no listener this long: cancel */
 #define ANS_KEEP_S 60.0    /* finished answers stay for replay this long */
@@ -1171,6 +1172,28 @@ static int route_import(api *a, http_req *r) {
     return respond_buf(r, 200, HTML, &b);
 }
 
+/* POST /ui/count, form: text -> {"tokens":N,"exact":true}: what an
+ * attached file costs before it is sent (the page refuses what does not
+ * fit). Without a model there is no tokenizer: about 3.5 bytes a token. */
+static int route_count(api *a, http_req *r) {
+    size_t bl;
+    char *text = form_get(http_req_body(r, &bl), "text");
+    if (!text) return http_respond_text(r, 400, "no text to count");
+    const tok *tk = engine_state(a->eng) == ENGINE_READY ? engine_tok(a->eng) : NULL;
+    size_t len = strlen(text), n = 0, cap = 0;
+    int32_t *ids = NULL;
+    int exact = 0;
+    core_err err = {0};
+    if (tk && !tok_encode(tk, text, len, 0, &ids, &n, &cap, &err)) exact = 1;
+    else n = (size_t)((double)len / 3.5 + 0.5);
+    free(ids);
+    free(text);
+    char out[96];
+    int k = snprintf(out, sizeof out, "{\"tokens\":%zu,\"exact\":%s}", n, exact ? "true" : "false");
+    http_req_add_header(r, "Cache-Control", "no-store");
+    return http_respond(r, 200, "application/json", out, (size_t)k);
+}
+
 /* /ui/c/{id}[/rest...] */
 static int route_conv(api *a, http_req *r, const char *rest) {
     const char *m = http_req_method(r);
@@ -1274,7 +1297,9 @@ int api_ui_route(api *a, http_req *r, core_err *err) {
         if (!strcmp(sub, "status") && !strcmp(m, "GET")) route_status(a, r);
         else if (!strcmp(sub, "conversations") && (!strcmp(m, "GET") || !strcmp(m, "POST"))) route_conversations(a, r);
         else if (!strcmp(sub, "quote") && !strcmp(m, "GET")) route_quote(a, r);
-        else if (!strcmp(sub, "import") && !strcmp(m, "POST")) {
+        else if (!strcmp(sub, "count") && !strcmp(m, "POST")) {
+            if (!csrf_reject(r)) route_count(a, r);
+        } else if (!strcmp(sub, "import") && !strcmp(m, "POST")) {
             if (!csrf_reject(r)) route_import(a, r);
         } else if (!strncmp(sub, "c/", 2)) route_conv(a, r, sub + 2);
         else http_respond_text(r, 404, "no such route");
