@@ -71,6 +71,10 @@
  *                              -> the #messages fragment (with the settings).
  * POST /ui/c/{id}/rename       form: title -> the updated sidebar <li>.
  * DELETE /ui/c/{id}            "" (200) + HX-Trigger: smolbot:convs.
+ * POST /ui/import               body: smolbot's JSON export, ChatGPT's conversations.json or an Open WebUI
+ *                              chat export (one or an array) -> <p class="import-done" data-conv="{first id}"
+ *                              data-count="N">…</p> + HX-Trigger smolbot:convs; 400 with the reason
+ *                              (and nothing imported) for a file it cannot read.
  * GET  /ui/c/{id}/export?fmt=md|json[&branch=1]   attachment (Content-Disposition): json has every
  *                              version (the tree), branch=1 only the shown branch; md the shown branch.
  * GET  /ui/quote?conv={id}     text/event-stream, no model needed: a short quote as
@@ -485,6 +489,24 @@
     });
   }
 
+  /* ---- import: smolbot's export, ChatGPT's conversations.json, Open WebUI's chats ---- */
+  function importFile(f) {
+    f.text().then(function (text) {
+      return fetch('/ui/import', { method: 'POST', headers: { 'HX-Request': 'true', 'Content-Type': 'application/json' }, body: text });
+    }).then(function (r) {
+      return r.text().then(function (t) { return { ok: r.ok, status: r.status, text: t }; });
+    }).then(function (res) {
+      if (!res.ok) { toast('Import failed: ' + (res.text || 'error ' + res.status).slice(0, 300), 8000); return; }
+      var d = document.createElement('div'); d.innerHTML = res.text; /* our own escaped fragment */
+      var p = d.querySelector('.import-done');
+      toast(p.textContent.replace(/\s*Open it\s*$/, ''), 6000);
+      document.body.dispatchEvent(new Event('smolbot:convs'));
+      document.body.classList.remove('drawer-open');
+      htmx.ajax('GET', '/ui/c/' + encodeURIComponent(p.dataset.conv), { target: '#messages', swap: 'outerHTML' });
+      if ($('#settings').open) $('#settings').close();
+    }).catch(function () { toast('Could not read "' + f.name + '"'); });
+  }
+
   /* ---- copy ---- */
   function copyText(text, btn) {
     function ok() { btn.classList.add('copied'); var l = btn.textContent; if (l === 'Copy') btn.textContent = 'Copied'; setTimeout(function () { btn.classList.remove('copied'); if (btn.textContent === 'Copied') btn.textContent = 'Copy'; }, 1500); }
@@ -654,6 +676,7 @@
     });
     $('#theme-select').addEventListener('change', function () { setTheme(this.value); });
     $('#file-input').addEventListener('change', function () { attachFiles(this.files); this.value = ''; });
+    $('#import-file').addEventListener('change', function () { var f = this.files[0]; this.value = ''; if (f) importFile(f); });
     input.addEventListener('paste', function (e) {
       var f = e.clipboardData && e.clipboardData.files;
       if (f && f.length) { e.preventDefault(); attachFiles(f); }
@@ -690,6 +713,7 @@
         case 'theme': setTheme('toggle'); break;
         case 'settings': openSettings(); break;
         case 'attach': $('#file-input').click(); break;
+        case 'import': $('#import-file').click(); break;
         case 'edit': startEdit(a.closest('.msg')); break;
         case 'rename': startRename(a.closest('.conv')); break;
         case 'open-sidebar': document.body.classList.add('drawer-open'); a.setAttribute('aria-expanded', 'true'); $('#conv-search').focus(); break;

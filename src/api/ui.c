@@ -1113,6 +1113,227 @@ static int cmp_jint(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
+/* ---- import: smolbot's export, and ChatGPT's and Open WebUI's mapped to it ----
+ * Both keep a conversation as a tree of messages keyed by strings (uuids)
+ * with parent keys; the mapping keeps the user and assistant messages with
+ * text, renumbers them parents first, hangs each on its nearest kept
+ * ancestor and keeps the shown branch (current_node / currentId). */
+
+typedef struct imp_node {
+    const char *key, *parent, *role, *content;
+    double t;
+    size_t pi;     /* parent's index, or n */
+    long depth;    /* -1 until known */
+    json_int_t id; /* 0: not kept */
+    size_t kept;   /* the nearest kept ancestor-or-self's index, or n */
+} imp_node;
+
+static int imp_key_cmp(const void *x, const void *y) {
+    const imp_node *a = x, *b = y;
+    return strcmp(a->key, b->key);
+}
+
+static int imp_order_cmp(const void *x, const void *y) {
+    const imp_node *a = *(imp_node *const *)x, *b = *(imp_node *const *)y;
+    if (a->depth != b->depth) return a->depth < b->depth ? -1 : 1;
+    return (a->t > b->t) - (a->t < b->t);
+}
+
+/* nodes[0..n) -> a smolbot export (new reference), or NULL with err. */
+static json_t *imp_export(imp_node *v, size_t n, const char *current, const char *title, core_err *err) {
+    if (n > IMPORT_MAX_MESSAGES) {
+        core_errf(err, CORE_ERANGE, "too many messages to import (%zu; at most %d)", n, IMPORT_MAX_MESSAGES);
+        return NULL;
+    }
+    qsort(v, n, sizeof *v, imp_key_cmp);
+    for (size_t i = 0; i < n; i++) {
+        imp_node k = {.key = v[i].parent};
+        const imp_node *p = v[i].parent ? bsearch(&k, v, n, sizeof *v, imp_key_cmp) : NULL;
+        v[i].pi = p && p != &v[i] ? (size_t)(p - v) : n;
+        v[i].depth = -1;
+        v[i].kept = n;
+    }
+    /* depth: walk up to a known one (or the root), then number the walk
+     * top down; a loop in the parents counts as a root */
+    size_t *stk = malloc((n ? n : 1) * sizeof *stk);
+    if (!stk) {
+        core_errf(err, CORE_ENOMEM, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].depth >= 0) continue;
+        size_t sp = 0, x = i;
+        while (x < n && v[x].depth == -1 && sp < n) {
+            stk[sp++] = x;
+            v[x].depth = -2; /* on this walk */
+            x = v[x].pi;
+        }
+        long d = x < n && v[x].depth >= 0 ? v[x].depth : -1;
+        while (sp) v[stk[--sp]].depth = ++d;
+    }
+    free(stk);
+    imp_node **ord = malloc((n ? n : 1) * sizeof *ord);
+    json_t *ms = json_array(), *root = NULL;
+    if (!ord || !ms) goto oom;
+    for (size_t i = 0; i < n; i++) ord[i] = &v[i];
+    qsort(ord, n, sizeof *ord, imp_order_cmp);
+    json_int_t next = 1;
+    for (size_t o = 0; o < n; o++) {
+        imp_node *x = ord[o];
+        size_t i = (size_t)(x - v);
+        size_t pk = x->pi < n ? v[x->pi].kept : n;
+        if (x->role && x->content && *x->content) {
+            x->id = next++;
+            x->kept = i;
+            json_t *m = json_pack("{s:I, s:o, s:s, s:s}", "id", x->id, "parent", pk < n ? json_integer(v[pk].id) : json_null(),
+                                  "role", x->role, "content", x->content);
+            if (!m || json_array_append_new(ms, m)) goto oom;
+        } else x->kept = pk;
+    }
+    json_int_t leaf = 0;
+    if (current) {
+        imp_node k = {.key = current};
+        const imp_node *c = bsearch(&k, v, n, sizeof *v, imp_key_cmp);
+        if (c && c->kept < n) leaf = v[c->kept].id;
+    }
+    if (!json_array_size(ms)) {
+        core_errf(err, CORE_EFORMAT, "the conversation \"%.60s\" has no messages with text", title ? title : "");
+        goto fail;
+    }
+    root = json_pack("{s:s, s:i, s:{s:s, s:o}, s:O}", "format", "smolbot-conversation", "version", 1, "conversation", "title",
+                     title ? title : "", "current_leaf", leaf ? json_integer(leaf) : json_null(), "messages", ms);
+    if (!root) goto oom;
+    free(ord);
+    json_decref(ms);
+    return root;
+oom:
+    core_errf(err, CORE_ENOMEM, "out of memory");
+fail:
+    free(ord);
+    json_decref(ms);
+    return NULL;
+}
+
+static const char *jstr(json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
+
+/* The text of a ChatGPT message: its string parts (images and the like left out). */
+static char *chatgpt_text(json_t *content) {
+    core_buf b = {0};
+    json_t *parts = json_object_get(content, "parts");
+    for (size_t i = 0; i < json_array_size(parts); i++) {
+        const char *s = json_string_value(json_array_get(parts, i));
+        if (s && *s) core_buf_printf(&b, "%s%s", b.len ? "\n" : "", s);
+    }
+    if (!b.len && jstr(content, "text")) core_buf_puts(&b, jstr(content, "text"));
+    return b.data; /* NULL when empty */
+}
+
+/* One ChatGPT conversation ({"title", "mapping": {key: {message, parent}}, "current_node"}). */
+static json_t *from_chatgpt(json_t *cv, core_err *err) {
+    json_t *mp = json_object_get(cv, "mapping");
+    size_t n = json_object_size(mp), i = 0;
+    imp_node *v = calloc(n ? n : 1, sizeof *v);
+    char **texts = calloc(n ? n : 1, sizeof *texts);
+    json_t *out = NULL;
+    if (!v || !texts) {
+        core_errf(err, CORE_ENOMEM, "out of memory");
+        goto done;
+    }
+    const char *key;
+    json_t *node;
+    json_object_foreach(mp, key, node) {
+        json_t *msg = json_object_get(node, "message");
+        const char *role = jstr(json_object_get(msg, "author"), "role");
+        v[i].key = key;
+        v[i].parent = jstr(node, "parent");
+        v[i].role = role && (!strcmp(role, "user") || !strcmp(role, "assistant")) ? role : NULL;
+        v[i].t = json_number_value(json_object_get(msg, "create_time"));
+        if (v[i].role) v[i].content = texts[i] = chatgpt_text(json_object_get(msg, "content"));
+        i++;
+    }
+    out = imp_export(v, n, jstr(cv, "current_node"), jstr(cv, "title"), err);
+done:
+    for (size_t k = 0; texts && k < n; k++) free(texts[k]);
+    free(texts);
+    free(v);
+    return out;
+}
+
+/* One Open WebUI chat ({"title", "chat": {"history": {"messages": {key: {parentId, role,
+ * content, timestamp}}, "currentId"}}}, or the chat object itself). */
+static json_t *from_openwebui(json_t *cv, core_err *err) {
+    json_t *chat = json_object_get(cv, "chat") ? json_object_get(cv, "chat") : cv;
+    json_t *hist = json_object_get(chat, "history"), *mp = json_object_get(hist, "messages");
+    size_t n = json_object_size(mp), i = 0;
+    imp_node *v = calloc(n ? n : 1, sizeof *v);
+    if (!v) {
+        core_errf(err, CORE_ENOMEM, "out of memory");
+        return NULL;
+    }
+    const char *key;
+    json_t *m;
+    json_object_foreach(mp, key, m) {
+        const char *role = jstr(m, "role");
+        v[i].key = key;
+        v[i].parent = jstr(m, "parentId");
+        v[i].role = role && (!strcmp(role, "user") || !strcmp(role, "assistant")) ? role : NULL;
+        v[i].content = jstr(m, "content");
+        v[i].t = json_number_value(json_object_get(m, "timestamp"));
+        i++;
+    }
+    const char *title = jstr(cv, "title") ? jstr(cv, "title") : jstr(chat, "title");
+    json_t *out = imp_export(v, n, jstr(hist, "currentId"), title, err);
+    free(v);
+    return out;
+}
+
+/* A smolbot export without current_leaf (a file written by another tool):
+ * show the newest branch (the leaf with the highest id), not an empty chat. */
+static void smolbot_leaf(json_t *root) {
+    json_t *jc = json_object_get(root, "conversation"), *jl = json_object_get(jc, "current_leaf");
+    json_t *ms = json_object_get(root, "messages");
+    size_t n_msgs = json_array_size(ms);
+    if (!json_is_object(jc) || (jl && !json_is_null(jl)) || n_msgs == 0 || n_msgs > IMPORT_MAX_MESSAGES) return;
+    json_int_t best = 0, *parents = malloc(n_msgs * sizeof *parents);
+    if (!parents) return;
+    for (size_t i = 0; i < n_msgs; i++) parents[i] = json_integer_value(json_object_get(json_array_get(ms, i), "parent"));
+    qsort(parents, n_msgs, sizeof *parents, cmp_jint);
+    for (size_t i = 0; i < n_msgs; i++) {
+        json_int_t id = json_integer_value(json_object_get(json_array_get(ms, i), "id"));
+        if (id > best && !bsearch(&id, parents, n_msgs, sizeof *parents, cmp_jint)) best = id;
+    }
+    free(parents);
+    if (best > 0) json_object_set_new(jc, "current_leaf", json_integer(best));
+}
+
+/* The file -> an array of smolbot exports (new reference), or NULL with err. */
+static json_t *import_map(json_t *root, core_err *err) {
+    json_t *list = json_array(), *one = json_is_array(root) ? NULL : root;
+    if (!list) return NULL;
+    size_t n = json_is_array(root) ? json_array_size(root) : 1;
+    if (n == 0) core_errf(err, CORE_EFORMAT, "the file holds no conversations");
+    for (size_t i = 0; i < n && !err->code; i++) {
+        json_t *cv = one ? one : json_array_get(root, i), *ex = NULL;
+        if (!json_is_object(cv)) core_errf(err, CORE_EFORMAT, "item %zu is not a conversation", i + 1);
+        else if (json_object_get(cv, "messages") && json_object_get(cv, "conversation")) {
+            smolbot_leaf(cv);
+            ex = json_incref(cv);
+        } else if (json_is_object(json_object_get(cv, "mapping"))) ex = from_chatgpt(cv, err);
+        else if (json_is_object(json_object_get(json_object_get(json_object_get(cv, "chat"), "history"), "messages")) ||
+                 json_is_object(json_object_get(json_object_get(cv, "history"), "messages")))
+            ex = from_openwebui(cv, err);
+        else
+            core_errf(err, CORE_EFORMAT, "%s is not a conversation export smolbot reads (smolbot's JSON, ChatGPT's "
+                      "conversations.json, Open WebUI's chat export)", one ? "the file" : "an item");
+        if (ex && json_array_append_new(list, ex)) core_errf(err, CORE_ENOMEM, "out of memory");
+    }
+    if (err->code) {
+        json_decref(list);
+        return NULL;
+    }
+    return list;
+}
+
 static int route_import(api *a, http_req *r) {
     if (!S(a)) return no_store(r);
     size_t len;
@@ -1121,52 +1342,56 @@ static int route_import(api *a, http_req *r) {
     json_t *root = api_json_loadb(body, len, &je);
     if (!root) {
         char msg[256];
-        snprintf(msg, sizeof msg, "not a smolbot conversation export: %s", je.text);
+        snprintf(msg, sizeof msg, "not a JSON conversation export: %s (line %d)", je.text, je.line);
         return http_respond_text(r, 400, msg);
     }
-    size_t n_msgs = json_array_size(json_object_get(root, "messages"));
-    /* A file written by another tool may not say which branch was shown:
-     * show the newest (the leaf with the highest id), not an empty chat. */
-    json_t *jc = json_object_get(root, "conversation"), *jl = json_object_get(jc, "current_leaf");
-    char *fixed = NULL;
-    if (json_is_object(jc) && (!jl || json_is_null(jl)) && n_msgs > 0 && n_msgs <= IMPORT_MAX_MESSAGES) {
-        json_t *ms = json_object_get(root, "messages");
-        json_int_t best = 0, *parents = malloc(n_msgs * sizeof *parents);
-        for (size_t i = 0; parents && i < n_msgs; i++)
-            parents[i] = json_integer_value(json_object_get(json_array_get(ms, i), "parent"));
-        if (parents) qsort(parents, n_msgs, sizeof *parents, cmp_jint);
-        for (size_t i = 0; parents && i < n_msgs; i++) {
-            json_int_t id = json_integer_value(json_object_get(json_array_get(ms, i), "id"));
-            if (id > best && !bsearch(&id, parents, n_msgs, sizeof *parents, cmp_jint)) best = id;
-        }
-        free(parents);
-        if (best > 0 && !json_object_set_new(jc, "current_leaf", json_integer(best))) fixed = json_dumps(root, JSON_COMPACT);
-    }
+    core_err err = {0};
+    json_t *list = import_map(root, &err);
     json_decref(root);
-    if (fixed) {
-        body = fixed;
-        len = strlen(fixed);
-    }
-    if (n_msgs > IMPORT_MAX_MESSAGES) {
+    if (!list) return http_respond_text(r, err.code == CORE_ERANGE ? 413 : err.code == CORE_ENOMEM ? 500 : 400, err.msg);
+    size_t total = 0, n = json_array_size(list);
+    for (size_t i = 0; i < n; i++) total += json_array_size(json_object_get(json_array_get(list, i), "messages"));
+    if (total > IMPORT_MAX_MESSAGES) {
+        json_decref(list);
         char msg[128];
-        snprintf(msg, sizeof msg, "too many messages to import (%zu; at most %d)", n_msgs, IMPORT_MAX_MESSAGES);
+        snprintf(msg, sizeof msg, "too many messages to import (%zu; at most %d)", total, IMPORT_MAX_MESSAGES);
         return http_respond_text(r, 413, msg);
     }
-    char id[STORE_ID_LEN + 1];
-    core_err err = {0};
-    int rc = store_import_json(S(a), body, len, id, &err);
-    free(fixed);
-    if (rc && rc != CORE_EFORMAT && rc != CORE_EINVAL && rc != CORE_ERANGE && rc != CORE_EUNSUP)
-        return store_fail(r, &err, rc); /* the disk, not the file */
-    if (rc) return http_respond_text(r, 400, err.msg[0] ? err.msg : "not a smolbot conversation export");
+    /* one conversation per transaction: a later one that fails takes the
+     * earlier ones back out, so a bad file changes nothing */
+    char (*ids)[STORE_ID_LEN + 1] = calloc(n ? n : 1, sizeof *ids);
+    size_t done = 0;
+    int rc = ids ? 0 : core_errf(&err, CORE_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < n; i++) {
+        char *txt = json_dumps(json_array_get(list, i), JSON_COMPACT);
+        rc = txt ? store_import_json(S(a), txt, strlen(txt), ids[i], &err) : core_errf(&err, CORE_ENOMEM, "out of memory");
+        free(txt);
+        if (!rc) done++;
+        else if (n > 1) { /* say which */
+            char m[sizeof err.msg];
+            snprintf(m, sizeof m, "conversation %zu of %zu: %.400s", i + 1, n, err.msg);
+            snprintf(err.msg, sizeof err.msg, "%s", m);
+        }
+    }
+    json_decref(list);
+    if (rc) {
+        for (size_t i = 0; i < done; i++) store_delete(S(a), ids[i], NULL);
+        free(ids);
+        if (rc != CORE_EFORMAT && rc != CORE_EINVAL && rc != CORE_ERANGE && rc != CORE_EUNSUP)
+            return store_fail(r, &err, rc); /* the disk, not the file */
+        return http_respond_text(r, 400, err.msg[0] ? err.msg : "not a conversation export");
+    }
     store_conv c = {0};
-    if ((rc = store_get(S(a), id, &c, &err))) return store_fail(r, &err, rc);
+    rc = store_get(S(a), ids[0], &c, &err);
+    free(ids);
+    if (rc) return store_fail(r, &err, rc);
     core_buf b = {0};
-    core_buf_printf(&b, "<p class=\"import-done\" data-conv=\"%s\">Imported <b>", c.id);
+    core_buf_printf(&b, "<p class=\"import-done\" data-conv=\"%s\" data-count=\"%zu\">Imported <b>", c.id, n);
     esc(&b, c.title && *c.title ? c.title : "(untitled)");
-    core_buf_printf(&b, "</b>: %lld messages. <a href=\"/ui/c/%s\" hx-get=\"/ui/c/%s\" hx-target=\"#messages\" "
-                        "hx-swap=\"outerHTML\">Open it</a></p>",
-                    (long long)c.n_messages, c.id, c.id);
+    core_buf_printf(&b, "</b>: %lld messages", (long long)c.n_messages);
+    if (n > 1) core_buf_printf(&b, " (and %zu more conversations)", n - 1);
+    core_buf_printf(&b, ". <a href=\"/ui/c/%s\" hx-get=\"/ui/c/%s\" hx-target=\"#messages\" hx-swap=\"outerHTML\">Open it</a></p>",
+                    c.id, c.id);
     store_conv_clear(&c);
     http_req_add_header(r, "HX-Trigger", "smolbot:convs");
     return respond_buf(r, 200, HTML, &b);
