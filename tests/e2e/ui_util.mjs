@@ -71,7 +71,8 @@ export const MOBILE = { width: 390, height: 844 };
 /* A page on base, loaded, with its conversation shown. */
 export async function open(browser, base, opts = {}) {
   const ctx = await browser.newContext({ viewport: opts.viewport || DESKTOP, colorScheme: opts.scheme || 'light',
-    reducedMotion: 'reduce', hasTouch: !!opts.touch, isMobile: !!opts.touch });
+    reducedMotion: 'reduce', hasTouch: !!opts.touch, isMobile: !!opts.touch,
+    bypassCSP: !!opts.bypassCSP /* axe-core goes in as an inline script */ });
   const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
