@@ -288,6 +288,27 @@ static void test_random_splits(void) {
     core_buf_free(&whole);
 }
 
+/* Random texts made of the LaTeX and code delimiters: never a crash, and
+ * streamed in random pieces they render as the whole does. */
+static void test_latex_random(void) {
+    static const char alpha[] = "\\()[]$`~ \nab1*_";
+    uint32_t x = 777;
+    for (int round = 0; round < 300; round++) {
+        char text[161];
+        size_t n = 0, len = 20 + round % 140;
+        for (; n < len; n++) { x = x * 1103515245u + 12345u; text[n] = alpha[(x >> 16) % (sizeof alpha - 1)]; }
+        text[n] = 0;
+        core_buf whole = {0}, got = {0};
+        CHECK_EQ_INT(md_render(text, n, &whole), 0);
+        size_t sizes[32];
+        for (size_t i = 0; i < 32; i++) { x = x * 1103515245u + 12345u; sizes[i] = 1 + (x >> 16) % 9; }
+        CHECK_EQ_INT(stream_pieces(text, sizes, 32, &got), 0);
+        CHECK_MSG(got.len == whole.len && (!got.len || !memcmp(got.data, whole.data, got.len)), "round %d: %s", round, text);
+        core_buf_free(&whole);
+        core_buf_free(&got);
+    }
+}
+
 int main(void) {
     T_RUN(test_escape);
     T_RUN(test_url_allowed);
@@ -297,5 +318,6 @@ int main(void) {
     T_RUN(test_stream_equals_render);
     T_RUN(test_stream_blocks_arrive_early);
     T_RUN(test_random_splits);
+    T_RUN(test_latex_random);
     return t_done();
 }
