@@ -159,7 +159,7 @@
     { name: 'clear', cat: 'Chat', desc: 'Delete the messages of this conversation' },
     { name: 'regenerate', cat: 'Chat', desc: 'Answer the last message again' },
     { name: 'continue', cat: 'Chat', desc: 'Continue the last answer' },
-    { name: 'export', cat: 'Chat', arg: '[md|json|branch]', desc: 'Download this conversation (json: every version; branch: the one shown)' },
+    { name: 'export', cat: 'Chat', arg: '[md|json|branch]', desc: 'Download it (json: every version; branch: the one shown)' },
     { name: 'model', cat: 'Model', desc: 'Show the loaded model' },
     { name: 'status', cat: 'Model', desc: 'Server and model status' },
     { name: 'thinking', cat: 'Model', desc: 'Turn thinking on or off' },
