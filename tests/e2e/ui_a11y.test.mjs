@@ -69,6 +69,13 @@ for (const [name, viewport, scheme] of [['desktop-light', DESKTOP, 'light'], ['d
     await axe(page, name + ' settings');
     if (viewport === MOBILE) await page.screenshot({ path: join(ART, `settings-${name}.png`) });
     await page.click('#settings .dialog-foot button');
+    if (viewport === MOBILE) { /* the conversations drawer */
+      await page.click('[data-action="open-sidebar"]');
+      await page.waitForFunction(() => document.body.classList.contains('drawer-open'));
+      await page.screenshot({ path: join(ART, `drawer-${name}.png`) });
+      await axe(page, name + ' drawer');
+      await page.click('#sidebar [data-action="close-sidebar"]');
+    }
     await page.fill('#input', '/');
     await page.dispatchEvent('#input', 'input');
     await page.waitForSelector('#palette:not([hidden])');

@@ -5,7 +5,8 @@
 // Headless Chromium against `smolbot serve` with the tiny random model.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { why, serve, launch, cleanup, open, newChat, setMaxTokens, done, noSanitizerReports, MODEL } from './ui_util.mjs';
+import { join } from 'node:path';
+import { why, serve, launch, cleanup, open, newChat, setMaxTokens, done, noSanitizerReports, MODEL, ART } from './ui_util.mjs';
 
 let browser, base;
 
@@ -67,6 +68,7 @@ test('drag and drop and paste attach too; a file with backticks keeps its fence'
   await dropFiles(page, [{ name: 'notes.md', text: 'Some ```code``` and\n```\nblock\n```\n', type: 'text/markdown' }], 'paste');
   await page.waitForSelector('#attachments .chip:has-text("notes.md")');
   assert.equal(await page.locator('#attachments .chip').count(), 2);
+  await page.screenshot({ path: join(ART, 'attach.png') });
   // remove one
   await page.click('#attachments [aria-label="Remove data.csv"]');
   assert.equal(await page.locator('#attachments .chip').count(), 1);
