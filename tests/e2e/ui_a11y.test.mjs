@@ -1,8 +1,9 @@
 // ui_a11y.test.mjs -- accessibility measured: axe-core in headless
 // Chromium on the chat page with a conversation (thinking, code, math, a
-// table, versions), at desktop light and mobile dark, plus the dialogs.
-// No serious or critical violation may remain. Also the screenshots of
-// the page at 1280x800 and 390x844 in both themes, to be looked at.
+// table, versions) at 1280x800 and 390x844 in both themes, with its
+// Settings, its palette and (on the phone) its drawer: no serious or
+// critical violation may remain. The screenshots of each are left in
+// tests/e2e/artifacts/ to be looked at.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
