@@ -32,7 +32,14 @@ TESTS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c)) test_gpu_emu test_
 FUZZ    := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # htmx and its SSE extension, pinned in web/package-lock.json; named, not
 # wildcarded, so a clean clone fetches them (npm ci) before embedding.
-HTMX    := web/node_modules/htmx.org/dist/htmx.min.js web/node_modules/htmx-ext-sse/dist/sse.min.js
+# highlight.js (code colours) and KaTeX (math) with its woff2 fonts, the same way.
+HTMX    := web/node_modules/htmx.org/dist/htmx.min.js web/node_modules/htmx-ext-sse/dist/sse.min.js \
+           web/node_modules/@highlightjs/cdn-assets/highlight.min.js \
+           web/node_modules/katex/dist/katex.min.js web/node_modules/katex/dist/katex.min.css \
+           $(addprefix web/node_modules/katex/dist/fonts/KaTeX_,$(addsuffix .woff2,AMS-Regular Caligraphic-Bold \
+             Caligraphic-Regular Fraktur-Bold Fraktur-Regular Main-Bold Main-BoldItalic Main-Italic Main-Regular \
+             Math-BoldItalic Math-Italic SansSerif-Bold SansSerif-Italic SansSerif-Regular Script-Regular \
+             Size1-Regular Size2-Regular Size3-Regular Size4-Regular Typewriter-Regular))
 WEB     := $(shell find web -type f -not -path 'web/node_modules/*' -not -name 'package*.json' 2>/dev/null | sort) \
            $(HTMX)
 

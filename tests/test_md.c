@@ -177,6 +177,26 @@ static const char *docs[] = {
     "text ```not a fence``` here\n\nnext",
 };
 
+/* LaTeX reaches the page untouched, in spans the page typesets. */
+static void test_latex(void) {
+    char *h = render("area $$x^2\\,dx$$ and $a_1 < b$.");
+    CHECK_EQ_STR(h, "<p>area <span class=\"math display\">x^2\\,dx</span> and <span class=\"math\">a_1 &lt; b</span>.</p>\n");
+    h = render("inline \\( \\frac{1}{2} \\) and\n\\[\n\\int_0^1 f\\,dx\n\\]\nend");
+    HAS(h, "<span class=\"math\">\\frac{1}{2}</span>");
+    HAS(h, "<span class=\"math display\">\\int_0^1 f\\,dx</span>");
+    /* code keeps its backslashes and dollars as text */
+    h = render("`\\(x\\)` and `$y$`");
+    CHECK_EQ_STR(h, "<p><code>\\(x\\)</code> and <code>$y$</code></p>\n");
+    h = render("```\n\\[ a \\]\n```\n");
+    HAS(h, "<code>\\[ a \\]\n</code>");
+    /* an escaped bracket without a partner stays an escape; "\\" stays one backslash */
+    h = render("\\[1] and a\\\\(b)");
+    CHECK_EQ_STR(h, "<p>[1] and a\\(b)</p>\n");
+    /* no way out of the span */
+    h = render("$<script>alert(1)</script>$");
+    HAS(h, "<span class=\"math\">&lt;script&gt;alert(1)&lt;/script&gt;</span>");
+}
+
 static void test_stream_equals_render(void) {
     static const size_t one[] = {1}, mixed[] = {3, 1, 7, 2, 13, 5}, big[] = {64};
     for (size_t d = 0; d < CORE_ARRAY_LEN(docs); d++) {
@@ -268,13 +288,36 @@ static void test_random_splits(void) {
     core_buf_free(&whole);
 }
 
+/* Random texts made of the LaTeX and code delimiters: never a crash, and
+ * streamed in random pieces they render as the whole does. */
+static void test_latex_random(void) {
+    static const char alpha[] = "\\()[]$`~ \nab1*_";
+    uint32_t x = 777;
+    for (int round = 0; round < 300; round++) {
+        char text[161];
+        size_t n = 0, len = 20 + round % 140;
+        for (; n < len; n++) { x = x * 1103515245u + 12345u; text[n] = alpha[(x >> 16) % (sizeof alpha - 1)]; }
+        text[n] = 0;
+        core_buf whole = {0}, got = {0};
+        CHECK_EQ_INT(md_render(text, n, &whole), 0);
+        size_t sizes[32];
+        for (size_t i = 0; i < 32; i++) { x = x * 1103515245u + 12345u; sizes[i] = 1 + (x >> 16) % 9; }
+        CHECK_EQ_INT(stream_pieces(text, sizes, 32, &got), 0);
+        CHECK_MSG(got.len == whole.len && (!got.len || !memcmp(got.data, whole.data, got.len)), "round %d: %s", round, text);
+        core_buf_free(&whole);
+        core_buf_free(&got);
+    }
+}
+
 int main(void) {
     T_RUN(test_escape);
     T_RUN(test_url_allowed);
     T_RUN(test_xss_inert);
     T_RUN(test_features);
+    T_RUN(test_latex);
     T_RUN(test_stream_equals_render);
     T_RUN(test_stream_blocks_arrive_early);
     T_RUN(test_random_splits);
+    T_RUN(test_latex_random);
     return t_done();
 }

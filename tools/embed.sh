@@ -2,7 +2,8 @@
 # embed.sh OUT.c FILE... -- turn web assets into a C table so the server needs
 # no files at run time. Each file becomes a byte array; the table maps the
 # URL path (/static/NAME, with web/ stripped, node_modules flattened to the
-# file name) to bytes, length and MIME type. Looked up by http_asset_find().
+# file name, fonts under /static/fonts/) to bytes, length and MIME type.
+# Looked up by http_asset_find().
 set -euo pipefail
 out=$1; shift
 tmp=$out.tmp
@@ -21,6 +22,7 @@ tmp=$out.tmp
   i=0
   for f in "$@"; do
     case "$f" in
+      web/node_modules/*/fonts/*) name=/static/fonts/$(basename "$f") ;; # katex.min.css asks for fonts/NAME
       web/node_modules/*) name=/static/$(basename "$f") ;;
       web/*) name=/${f#web/} ;;
       *) name=/$(basename "$f") ;;
@@ -34,6 +36,7 @@ tmp=$out.tmp
       *.ico) mime="image/x-icon" ;;
       *.json) mime="application/json" ;;
       *.txt) mime="text/plain; charset=utf-8" ;;
+      *.woff2) mime="font/woff2" ;;
       *) mime="application/octet-stream" ;;
     esac
     size=$(stat -c %s "$f")

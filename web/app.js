@@ -17,7 +17,8 @@
  *                              /favicon.svg, /static/htmx.min.js, /static/sse.min.js)
  * GET  /ui/status              JSON {"state":"loading|ready|no_model", "model":"SmolLM3-3B Q4_K_M",
  *                              "ctx_max":8192, "thinking_default":true, "busy":false,
- *                              "pull_hint":"smolbot pull"}  (polled every 5 s; a failed fetch
+ *                              "pull_hint":"smolbot pull", "history":"disk|memory|readonly"}
+ *                              (polled every 5 s; a failed fetch
  *                              shows "reconnecting", three in a row "offline")
  * GET  /ui/conversations?q=    sidebar items, newest first, filtered by q (title/content):
  *   <li class="conv[ current]" id="conv-{id}" data-conv="{id}">
@@ -30,9 +31,15 @@
  *                              header HX-Trigger: smolbot:convs (the sidebar reloads)
  * GET  /ui/c/{id}              (id may be "latest": the newest, created if none) ->
  *   <div id="messages" class="messages" aria-live="polite" data-conv="{id}" data-title="{title}"
- *        data-ctx-used="{tokens}" data-ctx-max="{n_ctx}"> ARTICLE... </div>
+ *        data-ctx-used="{tokens}" data-ctx-max="{n_ctx}" data-thinking="0|1" data-temperature="0.6"
+ *        data-top-p data-top-k data-min-p data-max-tokens data-system="{escaped}"> ARTICLE... </div>
+ *   (the conversation's settings: Settings shows them, every message sends them back)
  *   404 for an unknown id (app.js then loads "latest").
- * POST /ui/c/{id}/messages     form: text, thinking ("1" or absent), temperature ("" = default)
+ * POST /ui/count               form: text -> {"tokens":N,"exact":bool} (attached files, counted before sending)
+ * POST /ui/c/{id}/messages     form: text, thinking ("1" or absent), temperature, top_p, top_k,
+ *                              min_p, max_tokens, system ("" = keep: the conversation keeps them);
+ *                              repeat_penalty, presence_penalty, frequency_penalty, seed (this
+ *                              answer only: the page keeps them per conversation)
  *                              -> USER ARTICLE + STREAMING ASSISTANT ARTICLE (appended to #messages);
  *                              409 with a plain-text reason if a generation is running.
  * GET  /ui/c/{id}/stream/{msg} text/event-stream for one answer (GET only: htmx's SSE
@@ -45,16 +52,31 @@
  *   Send ": ping" comments while waiting. For a message that already finished
  *   answer 204 (EventSource then stops reconnecting).
  * POST /ui/c/{id}/stop         204; the stream ends with tail "" + done.
- * POST /ui/c/{id}/regenerate   -> a new STREAMING ASSISTANT ARTICLE that replaces the last one (outerHTML).
+ * POST /ui/c/{id}/regenerate   -> a new STREAMING ASSISTANT ARTICLE that replaces the last one (outerHTML);
+ *                              the old answer stays as a sibling version.
+ * POST /ui/c/{id}/switch/{msg}?dir=-1|1  show the previous/next sibling of {msg} (the newest
+ *                              branch below it) -> the #messages fragment; 409 when there is none.
+ * Articles of messages with siblings carry, first in .msg-actions:
+ *   <span class="versions" role="group" aria-label="Versions"><button data-switch="-1" …>‹</button>
+ *     <span class="ver-pos">2/3</span><button data-switch="1" …>›</button></span>
  * POST /ui/c/{id}/continue     -> the last assistant article again, streaming: the server replays
  *                              the existing answer as block events, then continues.
  * POST /ui/c/{id}/messages/{msg}/edit  form: text, thinking, temperature -> drops {msg} and all
  *                              after it, then answers like POST .../messages (replaces from {msg} on).
- * POST /ui/c/{id}/clear        delete all messages -> the empty #messages fragment.
- * POST /ui/c/{id}/reset        forget cached model state (KV) for the conversation -> 204.
+ * POST /ui/c/{id}/clear        a new empty conversation with the same settings -> its #messages
+ *                              fragment; HX-Trigger smolbot:cleared = the old id, which the page
+ *                              deletes when its Undo toast is gone (Undo reopens it instead).
+ * POST /ui/c/{id}/reset        form: the page's defaults -> sampling settings back to the built-in
+ *                              defaults, then those; the cached model state (KV) is dropped;
+ *                              -> the #messages fragment (with the settings).
  * POST /ui/c/{id}/rename       form: title -> the updated sidebar <li>.
  * DELETE /ui/c/{id}            "" (200) + HX-Trigger: smolbot:convs.
- * GET  /ui/c/{id}/export?fmt=md|json   attachment (Content-Disposition), the whole conversation.
+ * POST /ui/import               body: smolbot's JSON export, ChatGPT's conversations.json or an Open WebUI
+ *                              chat export (one or an array) -> <p class="import-done" data-conv="{first id}"
+ *                              data-count="N">…</p> + HX-Trigger smolbot:convs; 400 with the reason
+ *                              (and nothing imported) for a file it cannot read.
+ * GET  /ui/c/{id}/export?fmt=md|json[&branch=1]   attachment (Content-Disposition): json has every
+ *                              version (the tree), branch=1 only the shown branch; md the shown branch.
  * GET  /ui/quote?conv={id}     text/event-stream, no model needed: a short quote as
  *                              block/tail/stats/done events (tests the stream path);
  *                              POST /ui/c/{id}/stop stops the quotes shown in {id} only.
@@ -77,7 +99,10 @@
  *       <button type="button" class="icon sm last-only" data-cmd="continue" aria-label="Continue answer">Continue</button>
  *     </span></div></article>
  *   (class "has-text" on .think when there is reasoning; app.js adds it while streaming.)
- * Code blocks inside .md are src/md's <div class="code">…<button class="copy" data-copy="code">.
+ * Code blocks inside .md are src/md's <div class="code">…<button class="copy" data-copy="code">;
+ * app.js colours them (highlight.js: the fence's language, else a confident guess, else none).
+ * Math is src/md's <span class="math[ display]">{escaped LaTeX}</span>; app.js typesets it
+ * with KaTeX (a formula KaTeX refuses stays as its source, class math-error).
  * ============================================================================
  */
 (function () {
@@ -111,9 +136,21 @@
     return (m && m.dataset.conv) || get('conv', 'latest');
   }
 
-  function toast(text, ms) {
-    var t = $('#toast'); t.textContent = text; t.hidden = false;
-    clearTimeout(toast.timer); toast.timer = setTimeout(function () { t.hidden = true; }, ms || 3500);
+  /* action: {label, fn} adds a button (Undo) that runs fn and closes the toast */
+  function toast(text, ms, action) {
+    var t = $('#toast'), was = toast.pending;
+    toast.pending = action && action.expire ? action : null;
+    if (was) was.expire(); /* a newer toast ends the undo time of the one it replaces */
+    t.textContent = text; t.hidden = false;
+    if (action) {
+      var b = document.createElement('button'); b.type = 'button'; b.className = 'btn toast-action'; b.textContent = action.label;
+      b.addEventListener('click', function () { t.hidden = true; clearTimeout(toast.timer); toast.pending = null; action.fn(); });
+      t.appendChild(b);
+    }
+    clearTimeout(toast.timer); toast.timer = setTimeout(function () {
+      t.hidden = true;
+      if (toast.pending) { var p = toast.pending; toast.pending = null; p.expire(); }
+    }, ms || 3500);
   }
 
   /* ---- commands ---- */
@@ -122,12 +159,12 @@
     { name: 'clear', cat: 'Chat', desc: 'Delete the messages of this conversation' },
     { name: 'regenerate', cat: 'Chat', desc: 'Answer the last message again' },
     { name: 'continue', cat: 'Chat', desc: 'Continue the last answer' },
-    { name: 'export', cat: 'Chat', arg: '[md|json]', desc: 'Download this conversation' },
+    { name: 'export', cat: 'Chat', arg: '[md|json|branch]', desc: 'Download it (json: every version; branch: the one shown)' },
     { name: 'model', cat: 'Model', desc: 'Show the loaded model' },
     { name: 'status', cat: 'Model', desc: 'Server and model status' },
     { name: 'thinking', cat: 'Model', desc: 'Turn thinking on or off' },
     { name: 'temp', cat: 'Model', arg: '[value]', desc: 'Show or set the temperature (0–2)' },
-    { name: 'reset', cat: 'Model', desc: 'Reset settings and forget cached context' },
+    { name: 'reset', cat: 'Model', desc: 'Sampling settings back to the defaults; forget cached context' },
     { name: 'theme', cat: 'Utility', arg: '[light|dark|auto]', desc: 'Switch the colour theme' },
     { name: 'settings', cat: 'Utility', desc: 'Open settings' },
     { name: 'help', cat: 'Utility', desc: 'List the commands and keys' },
@@ -141,9 +178,40 @@
       { target: target, swap: swap || 'none', values: values || {} });
   }
   function lastAssistant() { var a = document.querySelectorAll('#messages .msg.assistant'); return a[a.length - 1]; }
+  /* The settings of the conversation shown (Settings and the header switch);
+   * sent with every message, so the server keeps them with the conversation. */
+  var FIELDS = [['temperature', '#temperature'], ['top_p', '#top-p'], ['top_k', '#top-k'], ['min_p', '#min-p'],
+    ['max_tokens', '#max-tokens'], ['system', '#system-prompt']];
+  /* Samplers the server does not store: kept here per conversation
+   * (localStorage "x.{conv}"), sent with every message all the same. */
+  var EXTRA = [['repeat_penalty', '#repeat-penalty', '1'], ['presence_penalty', '#presence-penalty', '0'],
+    ['frequency_penalty', '#frequency-penalty', '0'], ['seed', '#seed', '']];
   function formValues() {
-    return { thinking: $('#thinking').checked ? '1' : '', temperature: $('#temperature').value,
-      top_p: $('#top-p').value, max_tokens: $('#max-tokens').value, system: $('#system-prompt').value };
+    var v = { thinking: $('#thinking').checked ? '1' : '' };
+    FIELDS.concat(EXTRA).forEach(function (f) { v[f[0]] = $(f[1]).value; });
+    return v;
+  }
+  function extraFill(x) {
+    var d = defaults();
+    EXTRA.forEach(function (f) { $(f[1]).value = x && x[f[0]] !== undefined ? x[f[0]] : d[f[0]] !== undefined ? d[f[0]] : f[2]; });
+  }
+  function extraSave() {
+    var x = {}; EXTRA.forEach(function (f) { x[f[0]] = $(f[1]).value; });
+    set('x.' + convId(), JSON.stringify(x));
+  }
+  function extraLoad(conv) { try { return JSON.parse(get('x.' + conv, 'null')); } catch (e) { return null; } }
+  /* Defaults for new chats (and what /reset goes back to): saved from Settings. */
+  function defaults() { try { return JSON.parse(get('defaults', '{}')) || {}; } catch (e) { return {}; } }
+  /* Fill Settings from a #messages fragment's data-* (the conversation's settings). */
+  function settingsFrom(m) {
+    if (!m || !m.dataset || m.dataset.temperature === undefined) return;
+    var d = m.dataset;
+    setTemp(d.temperature); $('#top-p').value = d.topP; $('#top-k').value = d.topK; $('#min-p').value = d.minP;
+    $('#max-tokens').value = d.maxTokens; $('#system-prompt').value = d.system || '';
+    setThinking(d.thinking === '1'); extraFill(extraLoad(d.conv)); outputs();
+  }
+  function outputs() {
+    $('#top-p-out').textContent = $('#top-p').value; $('#min-p-out').textContent = $('#min-p').value;
   }
 
   function run(name, arg) {
@@ -151,25 +219,30 @@
     switch (name) {
       case 'new': post('/ui/conversations', '#messages', 'outerHTML'); break;
       case 'clear': post('/ui/c/{conv}/clear', '#messages', 'outerHTML'); break;
-      case 'reset':
-        setTemp(''); setThinking(null); post('/ui/c/{conv}/reset');
-        toast('Settings reset; cached context dropped'); break;
+      case 'reset': {
+        var d = defaults(), v = { thinking: d.thinking === undefined ? (state.thinkingDefault !== false ? '1' : '') : d.thinking };
+        FIELDS.forEach(function (f) { if (f[0] !== 'system' && d[f[0]] !== undefined) v[f[0]] = d[f[0]]; });
+        try { localStorage.removeItem('smolbot.x.' + convId()); } catch (e) { /* private mode */ }
+        var p = post('/ui/c/{conv}/reset', '#messages', 'outerHTML', v);
+        if (p) p.then(function () { toast('Sampling settings back to the defaults (temperature ' + $('#temperature').value + '); cached context dropped'); });
+        break;
+      }
       case 'regenerate': case 'continue': {
         var last = lastAssistant();
         if (!last) { toast('No answer to ' + name + ' yet'); break; }
         post('/ui/c/{conv}/' + name, last, 'outerHTML', formValues()); break;
       }
       case 'export': {
-        var fmt = arg === 'json' ? 'json' : 'md';
+        var fmt = arg === 'json' || arg === 'branch' ? 'json' : 'md';
         var a = document.createElement('a');
-        a.href = '/ui/c/' + encodeURIComponent(convId()) + '/export?fmt=' + fmt; a.download = '';
+        a.href = '/ui/c/' + encodeURIComponent(convId()) + '/export?fmt=' + fmt + (arg === 'branch' ? '&branch=1' : ''); a.download = '';
         document.body.appendChild(a); a.click(); a.remove(); break;
       }
       case 'thinking': setThinking(!$('#thinking').checked); toast('Thinking ' + ($('#thinking').checked ? 'on' : 'off')); break;
       case 'temp':
         if (!arg) { toast('Temperature: ' + ($('#temperature').value || 'model default')); break; }
-        var v = parseFloat(arg);
-        if (!(v >= 0 && v <= 2)) { toast('Temperature must be a number from 0 to 2'); break; }
+        var v = /^(\d+(\.\d*)?|\.\d+)$/.test(arg) ? parseFloat(arg) : NaN; /* "0.4 please" is not a number */
+        if (!(v >= 0 && v <= 2)) { toast('Temperature must be one number from 0 to 2, not "' + arg.slice(0, 40) + '"'); break; }
         setTemp(String(v)); toast('Temperature set to ' + v); break;
       case 'model': pollStatus('model'); break;
       case 'status': pollStatus('status'); break;
@@ -184,27 +257,29 @@
         var art = document.createElement('article');
         art.className = 'msg assistant streaming';
         art.setAttribute('sse-connect', '/ui/quote?conv=' + encodeURIComponent(convId())); art.setAttribute('sse-close', 'done');
+        /* every swap spelled out: none may inherit #messages' own hx-swap */
         art.innerHTML = '<div class="bubble"><div class="md" sse-swap="block" hx-swap="beforeend"></div>' +
-          '<div class="tail" sse-swap="tail"></div><div class="err" sse-swap="error"></div></div>' +
-          '<div class="msg-foot"><span class="stats" sse-swap="stats"></span></div>';
+          '<div class="tail" sse-swap="tail" hx-swap="innerHTML"></div><div class="err" sse-swap="error" hx-swap="innerHTML"></div></div>' +
+          '<div class="msg-foot"><span class="stats" sse-swap="stats" hx-swap="innerHTML"></span></div>';
         m.appendChild(art); if (window.htmx) htmx.process(art); scrollDown(true); break;
       }
     }
   }
 
-  function setTemp(v) { $('#temperature').value = v; set('temp', v); var r = $('#temp-range'); if (r) { r.value = v || 0.6; $('#temp-out').textContent = v || 'default'; } }
+  function setTemp(v) { $('#temperature').value = v; var r = $('#temp-range'); if (r) { r.value = v || 0.6; $('#temp-out').textContent = v || 'default'; } }
   function setThinking(on) {
     if (on === null) on = state.thinkingDefault !== false;
-    $('#thinking').checked = on; $('#thinking-2').checked = on; set('thinking', on ? '1' : '0');
+    $('#thinking').checked = on; $('#thinking-2').checked = on;
   }
 
   /* ---- palette ---- */
   var pal = { open: false, items: [], active: 0, start: 0 };
 
-  /* The command word being typed: "/" at the start or after a space, up to the caret. */
+  /* The command word being typed: "/" at the start of the message, up to the
+   * caret ("a/b" or "see /etc" later in a message is text, not a command). */
   function slashContext() {
     var pos = input.selectionStart, text = input.value.slice(0, pos);
-    var m = /(^|\s)\/([a-z]*)$/i.exec(text);
+    var m = /^()\/([a-z]*)$/i.exec(text);
     if (!m) return null;
     return { start: pos - m[2].length - 1, query: m[2].toLowerCase() };
   }
@@ -281,6 +356,11 @@
       }
     }
     if (pal.open && e.key === 'Escape') { closePalette(); e.preventDefault(); return; }
+    if (e.key === 'ArrowUp' && !input.value && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) { /* edit the last message */
+      var us = document.querySelectorAll('#messages .msg.user');
+      if (us.length && !document.body.classList.contains('is-streaming')) { e.preventDefault(); startEdit(us[us.length - 1]); }
+      return;
+    }
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       var tc = typedCommand();
@@ -290,13 +370,142 @@
   }
 
   function submit() {
-    if (!input.value.trim() || document.body.classList.contains('is-streaming')) return;
+    if (!input.value.trim() && !attached.length) return;
+    if (document.body.classList.contains('is-streaming')) { /* sent when the answer ends */
+      state.queued = true; document.body.classList.add('queued');
+      toast('Queued: your message is sent when this answer ends (Esc stops it)');
+      return;
+    }
     if (state.status === 'no_model') { toast('No model loaded: run "smolbot pull", then restart the server'); return; }
+    if (attached.length) { var why = wontFit(Math.ceil(input.value.length / 3.5), 'The message'); if (why) { toast(why, 8000); return; } }
     var form = $('#composer');
     if (form.requestSubmit) form.requestSubmit(); else form.dispatchEvent(new Event('submit', { cancelable: true }));
   }
 
   function autosize() { input.style.height = 'auto'; input.style.height = Math.min(input.scrollHeight, window.innerHeight * 0.4) + 'px'; }
+
+  /* ---- code colours and math (highlight.js, KaTeX; both served by smolbot) ----
+   * Applied to what arrives: a conversation, a finished block, the
+   * unfinished tail (re-rendered by every tail event, so it is cheap there:
+   * no language guessing until the block is finished). */
+  function enhance(el, partial) {
+    if (!el || !el.querySelectorAll) return;
+    if (window.hljs) el.querySelectorAll('.code pre code:not([data-hl])').forEach(function (c) {
+      var fenced = /(?:^|\s)language-(\S+)/.exec(c.className), text = c.textContent, r = null;
+      var label = c.closest('.code') && c.closest('.code').querySelector('.code-lang');
+      try {
+        if (fenced && hljs.getLanguage(fenced[1])) r = hljs.highlight(text, { language: fenced[1], ignoreIllegals: true });
+        else if (!fenced && !partial) {
+          r = hljs.highlightAuto(text);
+          if (r.relevance < 5 || !r.language) r = null; /* not sure: plain text */
+          else if (label) label.textContent = r.language + ' (guess)';
+        }
+      } catch (e) { r = null; }
+      if (partial && !r) return;
+      c.dataset.hl = r ? (r.language || '') : 'none';
+      if (r) { c.innerHTML = r.value; c.classList.add('hljs'); } /* hljs escapes the text */
+    });
+    if (window.katex) el.querySelectorAll('.math:not([data-tex])').forEach(function (m) {
+      var src = m.textContent; m.dataset.tex = src;
+      try {
+        katex.render(src, m, { displayMode: m.classList.contains('display'), throwOnError: true, output: 'htmlAndMathml' });
+      } catch (e) { /* shown as its source, the reason on hover */
+        m.textContent = src; m.classList.add('math-error'); m.title = String(e.message || e).slice(0, 200);
+      }
+    });
+  }
+  /* The text of a rendered answer with formulas back as their source. */
+  function sourceText(el) {
+    if (!el.querySelector('.math[data-tex]')) return el.innerText;
+    var c = el.cloneNode(true);
+    c.querySelectorAll('.math[data-tex]').forEach(function (m) {
+      var d = m.classList.contains('display');
+      m.textContent = (d ? '$$' : '$') + m.dataset.tex + (d ? '$$' : '$');
+    });
+    c.className = 'sr-only'; document.body.appendChild(c); /* innerText needs layout */
+    var t = c.innerText; c.remove(); return t;
+  }
+
+  /* ---- attached text files ----
+   * Dropped, pasted or picked files (text, Markdown, code, CSV, JSON) go
+   * into the message as fenced blocks named after the file. Each is counted
+   * by the server's tokenizer (POST /ui/count) when attached: the gauge
+   * shows it, and what does not fit the context is refused, with why. */
+  var ATTACH_MAX = 256 * 1024, attached = [];
+  var TEXT_EXT = ('txt md markdown csv tsv json jsonl ndjson xml yaml yml toml ini cfg conf log tex rst org diff patch ' +
+    'c h cpp hpp cc cxx py js mjs cjs ts tsx jsx java go rs rb php sh bash zsh fish sql html htm css scss less swift kt kts ' +
+    'scala r lua pl pm dart ex exs hs ml clj cs vb ps1 bat mk cmake gradle proto graphql vue svelte env gitignore dockerfile makefile').split(' ');
+  var LANG = { py: 'python', js: 'javascript', mjs: 'javascript', cjs: 'javascript', ts: 'typescript', tsx: 'tsx', jsx: 'jsx',
+    md: 'markdown', markdown: 'markdown', sh: 'bash', bash: 'bash', zsh: 'bash', yml: 'yaml', yaml: 'yaml', rs: 'rust', rb: 'ruby',
+    h: 'c', c: 'c', hpp: 'cpp', cc: 'cpp', cxx: 'cpp', cpp: 'cpp', kt: 'kotlin', kts: 'kotlin', cs: 'csharp', pl: 'perl', pm: 'perl',
+    hs: 'haskell', ex: 'elixir', exs: 'elixir', htm: 'html', mk: 'makefile', ps1: 'powershell', bat: 'dos' };
+  function extOf(name) { var m = /\.([^.]+)$/.exec(name.toLowerCase()); return m ? m[1] : name.toLowerCase(); }
+  function fencedFile(name, text) {
+    var runs = text.match(/`{3,}/g) || [], n = 3;
+    runs.forEach(function (r) { n = Math.max(n, r.length + 1); });
+    var f = new Array(n + 1).join('`'), ext = extOf(name), lang = LANG[ext] || (ext === 'txt' || ext === name.toLowerCase() ? '' : ext);
+    return name + ':\n' + f + lang + '\n' + text.replace(/\n?$/, '\n') + f;
+  }
+  function pendingTokens() { return attached.reduce(function (t, a) { return t + a.tokens; }, 0); }
+  /* 0 if n more tokens fit the context (with room for an answer), else why not */
+  function wontFit(n, what) {
+    var max = state.ctxMax, used = state.ctxUsed || 0, room = Math.min(512, Math.floor(max / 8));
+    if (!max || used + pendingTokens() + n + room <= max) return null;
+    return what + ' is ' + n.toLocaleString() + ' tokens: with this conversation (' + (used + pendingTokens()).toLocaleString() +
+      ' tokens) and room for an answer it does not fit the context of ' + max.toLocaleString() + ' tokens. Start a new chat or attach less.';
+  }
+  function renderAttached() {
+    var ul = $('#attachments'), html = '';
+    attached.forEach(function (a, i) {
+      var n = a.name.replace(/[&<>"']/g, function (c) { return '&#' + c.charCodeAt(0) + ';'; });
+      html += '<li class="chip"><span class="chip-name">' + n + '</span><span class="chip-meta">' + a.tokens.toLocaleString() +
+        ' tokens</span><button type="button" class="icon sm" data-unattach="' + i + '" aria-label="Remove ' + n + '">✕</button></li>';
+    });
+    ul.innerHTML = html; ul.hidden = !attached.length;
+    gauge(state.ctxUsed, state.ctxMax);
+  }
+  function attachFiles(files) {
+    [].slice.call(files || []).forEach(function (file) {
+      var ext = extOf(file.name);
+      if (TEXT_EXT.indexOf(ext) < 0 && !/^text\/|json|xml|yaml|csv/.test(file.type || '')) {
+        toast('"' + file.name + '" is not a text file: text, Markdown, code, CSV and JSON can be attached.'); return;
+      }
+      if (file.size > ATTACH_MAX) { toast('"' + file.name + '" is ' + Math.round(file.size / 1024) + ' KiB: at most ' + ATTACH_MAX / 1024 + ' KiB a file.'); return; }
+      file.arrayBuffer().then(function (buf) {
+        var text;
+        try { text = new TextDecoder('utf-8', { fatal: true }).decode(buf); } catch (e) { text = null; }
+        if (text === null || text.indexOf('\u0000') >= 0) { toast('"' + file.name + '" is not UTF-8 text.'); return null; }
+        var block = fencedFile(file.name, text);
+        var body = new URLSearchParams({ text: block });
+        return fetch('/ui/count', { method: 'POST', headers: { 'HX-Request': 'true' }, body: body }).then(function (r) {
+          if (!r.ok) throw new Error('count ' + r.status);
+          return r.json();
+        }).then(function (j) {
+          var why = wontFit(j.tokens, '"' + file.name + '"');
+          if (why) { toast(why, 8000); return; }
+          attached.push({ name: file.name, block: block, tokens: j.tokens }); renderAttached();
+        });
+      }).catch(function () { toast('Could not read "' + file.name + '"'); });
+    });
+  }
+
+  /* ---- import: smolbot's export, ChatGPT's conversations.json, Open WebUI's chats ---- */
+  function importFile(f) {
+    f.text().then(function (text) {
+      return fetch('/ui/import', { method: 'POST', headers: { 'HX-Request': 'true', 'Content-Type': 'application/json' }, body: text });
+    }).then(function (r) {
+      return r.text().then(function (t) { return { ok: r.ok, status: r.status, text: t }; });
+    }).then(function (res) {
+      if (!res.ok) { toast('Import failed: ' + (res.text || 'error ' + res.status).slice(0, 300), 8000); return; }
+      var d = document.createElement('div'); d.innerHTML = res.text; /* our own escaped fragment */
+      var p = d.querySelector('.import-done');
+      toast(p.textContent.replace(/\s*Open it\s*$/, ''), 6000);
+      document.body.dispatchEvent(new Event('smolbot:convs'));
+      document.body.classList.remove('drawer-open');
+      htmx.ajax('GET', '/ui/c/' + encodeURIComponent(p.dataset.conv), { target: '#messages', swap: 'outerHTML' });
+      if ($('#settings').open) $('#settings').close();
+    }).catch(function () { toast('Could not read "' + f.name + '"'); });
+  }
 
   /* ---- copy ---- */
   function copyText(text, btn) {
@@ -366,10 +575,8 @@
       setBadge(j.state);
       if (j.model) $('#model-name').textContent = j.model;
       if (j.ctx_max) state.ctxMax = j.ctx_max;
-      if (state.thinkingDefault === undefined) {
-        state.thinkingDefault = j.thinking_default !== false;
-        if (get('thinking', null) === null) setThinking(null);
-      }
+      if (state.thinkingDefault === undefined) state.thinkingDefault = j.thinking_default !== false;
+      state.history = j.history;
       if (report === 'model') toast(j.state === 'no_model' ? 'No model loaded.\nGet it with: ' + (j.pull_hint || 'smolbot pull') :
         'Model: ' + (j.model || 'none') + '\nFile: ' + (j.model_file || '?') + '\nQuant: ' + (j.quant || '?') +
         '\nContext: ' + (j.ctx_max || '?') + ' tokens' + (j.params ? '\nParameters: ' + (j.params / 1e9 >= 0.1 ? (j.params / 1e9).toFixed(2) + ' B' : (j.params / 1e6).toFixed(1) + ' M') : '') +
@@ -386,10 +593,12 @@
   }
   function fmtDur(s) { s = Math.round(s); return s < 60 ? s + ' s' : s < 3600 ? Math.floor(s / 60) + ' min ' + (s % 60) + ' s' : Math.floor(s / 3600) + ' h ' + Math.floor(s % 3600 / 60) + ' min'; }
   function gauge(used, max) {
-    used = +used || 0; max = +max || state.ctxMax || 0;
-    var pct = max ? Math.min(100, Math.round(used * 100 / max)) : 0, g = $('#gauge');
+    used = +used || 0; max = +max || state.ctxMax || 0; state.ctxUsed = used;
+    var extra = pendingTokens(), all = used + extra;
+    var pct = max ? Math.min(100, Math.round(all * 100 / max)) : 0, g = $('#gauge');
     $('#gauge-bar').style.width = pct + '%';
-    $('#gauge-text').textContent = max ? used.toLocaleString() + ' / ' + max.toLocaleString() + ' tokens' : 'context 0%';
+    $('#gauge-text').textContent = max ? used.toLocaleString() + (extra ? ' + ' + extra.toLocaleString() + ' attached' : '') +
+      ' / ' + max.toLocaleString() + ' tokens' : 'context 0%';
     g.setAttribute('aria-valuenow', pct);
     g.classList.toggle('warn', pct >= 75 && pct < 95); g.classList.toggle('full', pct >= 95);
   }
@@ -398,20 +607,35 @@
   function scrollDown(force) {
     var c = $('#chat'); if (force || c.scrollHeight - c.scrollTop - c.clientHeight < 160) c.scrollTop = c.scrollHeight;
   }
-  function streamingNow() { document.body.classList.toggle('is-streaming', !!$('#messages .msg.streaming')); }
+  function streamingNow() {
+    var on = !!$('#messages .msg.streaming');
+    document.body.classList.toggle('is-streaming', on);
+    if (!on && state.queued) { /* the queued message goes now (after the answer's last save) */
+      state.queued = false; document.body.classList.remove('queued');
+      setTimeout(submit, 300);
+    }
+  }
 
   /* ---- settings, help ---- */
   function openSettings() {
     $('#theme-select').value = get('theme', 'auto');
     $('#thinking-2').checked = $('#thinking').checked;
     var t = $('#temperature').value; $('#temp-range').value = t || 0.6; $('#temp-out').textContent = t || 'default';
+    outputs();
     $('#settings').showModal();
   }
+  var KEYS = [['Enter', 'Send (while an answer streams: queue it)'], ['Shift+Enter', 'New line'],
+    ['Esc', 'Stop the answer; close the command list'], ['↑ in an empty box', 'Edit your last message'],
+    ['Ctrl/⌘+K', 'Search conversations'], ['Ctrl/⌘+Shift+O', 'New chat'], ['?', 'This list (outside the text box)']];
   function openHelp() {
     var dl = $('#help-list'), html = '';
     CMDS.forEach(function (c) { html += '<dt>/' + c.name + (c.arg ? ' ' + c.arg : '') + '</dt><dd>' + c.desc + '</dd>'; });
-    html += '<dt>Enter</dt><dd>Send</dd><dt>Shift+Enter</dt><dd>New line</dd><dt>Esc</dt><dd>Close the command list</dd>';
-    dl.innerHTML = html; $('#help').showModal();
+    KEYS.forEach(function (k) { html += '<dt>' + k[0] + '</dt><dd>' + k[1] + '</dd>'; });
+    dl.innerHTML = html;
+    var d = $('#help'); d.showModal();
+    /* showModal focuses the first control, the Close button at the end, and
+     * scrolls there: start at the top, with the title in view */
+    $('#help-title').focus(); d.scrollTop = 0; dl.scrollTop = 0;
   }
 
   function demo() {
@@ -420,6 +644,7 @@
     $('#conv-list').innerHTML = document.getElementById('demo-convs').innerHTML;
     document.querySelectorAll('#messages .think').forEach(function (t) { t.classList.add('has-text'); });
     setBadge('ready'); state.status = 'ready'; state.ctxMax = 8192; gaugeFrom(document.getElementById('messages'));
+    enhance(document.getElementById('messages'));
     if (/palette/.test(location.search)) { input.value = '/'; input.focus(); input.setSelectionRange(1, 1); renderPalette(); }
     if (/nomodel/.test(location.search)) { document.getElementById('messages').innerHTML = ''; setBadge('no_model'); }
     if (/drawer/.test(location.search)) document.body.classList.add('drawer-open');
@@ -428,8 +653,6 @@
 
   function init() {
     input = $('#input'); palette = $('#palette');
-    setTemp(get('temp', ''));
-    var th = get('thinking', null); if (th !== null) setThinking(th === '1');
 
     input.addEventListener('keydown', onKey);
     input.addEventListener('input', function () { autosize(); renderPalette(); });
@@ -445,42 +668,101 @@
     $('#thinking').addEventListener('change', function () { setThinking(this.checked); });
     $('#thinking-2').addEventListener('change', function () { setThinking(this.checked); });
     $('#temp-range').addEventListener('input', function () { setTemp(this.value); });
-    [['#top-p', 'top_p'], ['#max-tokens', 'max_tokens'], ['#system-prompt', 'system']].forEach(function (f) {
-      var el = $(f[0]), v = get(f[1], null); if (v !== null) el.value = v;
-      el.addEventListener('input', function () { set(f[1], el.value); if (f[0] === '#top-p') $('#top-p-out').textContent = el.value; });
+    ['#top-p', '#min-p'].forEach(function (id) { $(id).addEventListener('input', outputs); });
+    EXTRA.forEach(function (f) { $(f[1]).addEventListener('input', extraSave); });
+    outputs();
+    $('#save-defaults').addEventListener('click', function () {
+      var v = formValues(); delete v.system; set('defaults', JSON.stringify(v)); toast('New chats start with these settings');
     });
-    $('#top-p-out').textContent = $('#top-p').value;
     $('#theme-select').addEventListener('change', function () { setTheme(this.value); });
+    $('#file-input').addEventListener('change', function () { attachFiles(this.files); this.value = ''; });
+    $('#import-file').addEventListener('change', function () { var f = this.files[0]; this.value = ''; if (f) importFile(f); });
+    input.addEventListener('paste', function (e) {
+      var f = e.clipboardData && e.clipboardData.files;
+      if (f && f.length) { e.preventDefault(); attachFiles(f); }
+    });
+    var main = $('.main');
+    main.addEventListener('dragover', function (e) {
+      if (e.dataTransfer && [].indexOf.call(e.dataTransfer.types || [], 'Files') >= 0) { e.preventDefault(); main.classList.add('dropping'); }
+    });
+    main.addEventListener('dragleave', function (e) { if (!main.contains(e.relatedTarget)) main.classList.remove('dropping'); });
+    main.addEventListener('drop', function (e) {
+      main.classList.remove('dropping');
+      if (e.dataTransfer && e.dataTransfer.files.length) { e.preventDefault(); attachFiles(e.dataTransfer.files); input.focus(); }
+    });
 
     document.addEventListener('click', function (e) {
       var b = e.target.closest('[data-copy]');
       if (b) {
         var src = b.dataset.copy === 'code' ? b.closest('.code') && $('pre code', b.closest('.code'))
           : b.closest('.msg') && ($('.md', b.closest('.msg')) || $('.text', b.closest('.msg')));
-        if (src) copyText(src.innerText.replace(/\n$/, ''), b);
+        if (src) copyText(sourceText(src).replace(/\n$/, ''), b);
         return;
       }
       var c = e.target.closest('[data-cmd]'); if (c) { run(c.dataset.cmd, ''); return; }
+      var un = e.target.closest('[data-unattach]');
+      if (un) { attached.splice(+un.dataset.unattach, 1); renderAttached(); input.focus(); return; }
+      var sw = e.target.closest('[data-switch]');
+      if (sw) { /* another version of this message: its branch is shown and goes on */
+        if (document.body.classList.contains('is-streaming')) { toast('An answer is still being generated: stop it first.'); return; }
+        post('/ui/c/{conv}/switch/' + encodeURIComponent(sw.closest('.msg').dataset.msg) + '?dir=' + sw.dataset.switch, '#messages', 'outerHTML');
+        return;
+      }
       var a = e.target.closest('[data-action]'); if (!a) return;
       switch (a.dataset.action) {
         case 'theme': setTheme('toggle'); break;
         case 'settings': openSettings(); break;
+        case 'attach': $('#file-input').click(); break;
+        case 'import': $('#import-file').click(); break;
         case 'edit': startEdit(a.closest('.msg')); break;
         case 'rename': startRename(a.closest('.conv')); break;
         case 'open-sidebar': document.body.classList.add('drawer-open'); a.setAttribute('aria-expanded', 'true'); $('#conv-search').focus(); break;
         case 'close-sidebar': document.body.classList.remove('drawer-open'); $('[data-action="open-sidebar"]').setAttribute('aria-expanded', 'false'); break;
       }
     });
+    /* keys of the whole page (listed by /help and ?) */
     document.addEventListener('keydown', function (e) {
-      if (e.key === 'Escape' && document.body.classList.contains('drawer-open')) document.body.classList.remove('drawer-open');
+      var mod = e.ctrlKey || e.metaKey, k = e.key.toLowerCase();
+      if (e.key === 'Escape' && document.body.classList.contains('drawer-open')) { document.body.classList.remove('drawer-open'); return; }
+      if (e.key === 'Escape' && !e.defaultPrevented && !document.querySelector('dialog[open]') &&
+          document.body.classList.contains('is-streaming')) { e.preventDefault(); $('#stop').click(); return; }
+      if (mod && !e.shiftKey && k === 'k') {
+        e.preventDefault();
+        if (getComputedStyle($('[data-action="open-sidebar"]')).display !== 'none') document.body.classList.add('drawer-open');
+        $('#conv-search').focus(); return;
+      }
+      if (mod && e.shiftKey && k === 'o') { e.preventDefault(); $('#new-chat').click(); input.focus(); return; }
+      var t = e.target, typing = t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName));
+      if (e.key === '?' && !typing && !mod && !document.querySelector('dialog[open]')) { e.preventDefault(); openHelp(); }
     });
 
     /* htmx glue */
     document.body.addEventListener('htmx:configRequest', function (e) {
       if (e.detail.path.indexOf('{conv}') >= 0) e.detail.path = e.detail.path.replace('{conv}', encodeURIComponent(convId()));
+      if (e.detail.elt && e.detail.elt.id === 'composer' && attached.length) { /* the files go first, then the text */
+        e.detail.parameters.text = attached.map(function (a) { return a.block; }).join('\n\n') +
+          (input.value.trim() ? '\n\n' + input.value : '');
+      }
+      if (e.detail.path === '/ui/conversations' && e.detail.verb === 'post') { /* a new chat starts with the defaults */
+        var d = defaults(); Object.keys(d).forEach(function (k) { e.detail.parameters[k] = d[k]; });
+      }
     });
+    /* /clear: the old conversation stays until the undo time is over */
+    var cleared = null;
+    document.body.addEventListener('smolbot:cleared', function (e) { cleared = e.detail && e.detail.value; });
+    function offerUndo(old, neu) {
+      toast('Conversation cleared.', 8000, {
+        label: 'Undo',
+        fn: function () {
+          htmx.ajax('GET', '/ui/c/' + encodeURIComponent(old), { target: '#messages', swap: 'outerHTML' }).then(function () {
+            htmx.ajax('DELETE', '/ui/c/' + encodeURIComponent(neu), { swap: 'none' });
+          });
+        },
+        expire: function () { htmx.ajax('DELETE', '/ui/c/' + encodeURIComponent(old), { swap: 'none' }); }
+      });
+    }
     document.body.addEventListener('htmx:afterRequest', function (e) {
-      if (e.detail.elt && e.detail.elt.id === 'composer' && e.detail.successful) { input.value = ''; autosize(); }
+      if (e.detail.elt && e.detail.elt.id === 'composer' && e.detail.successful) { input.value = ''; autosize(); attached = []; renderAttached(); }
       if (e.detail.failed && e.detail.xhr) {
         var x = e.detail.xhr;
         if (x.status === 401) { location.href = '/'; return; }
@@ -496,7 +778,13 @@
         document.querySelectorAll('.conv').forEach(function (li) { li.classList.toggle('current', li.dataset.conv === m.dataset.conv); });
       }
       var tg = e.detail.target;
-      if (tg && tg.id === 'messages') gaugeFrom(document.getElementById('messages')); /* outerHTML: tg is the old node */
+      enhance(tg && tg.id === 'messages' ? m : tg);
+      if (tg && tg.id === 'messages') gaugeFrom(m);
+      if (tg && tg.id === 'messages' && tg !== m) { /* replaced (outerHTML: tg is the old node), not appended to */
+        settingsFrom(m);
+        if (cleared && m.dataset.conv !== cleared) { offerUndo(cleared, m.dataset.conv); }
+        cleared = null;
+      }
       else if (tg && tg.querySelector) gaugeFrom(tg.querySelector('[data-ctx-used]'));
       document.body.classList.remove('drawer-open');
       streamingNow(); scrollDown(e.detail.target && (e.detail.target.id === 'messages'));
@@ -507,6 +795,8 @@
       if (type === 'think') { var t = $('.think', art); if (t) t.classList.add('has-text'); }
       if (type === 'thought') { var d = $('.think', art); if (d) d.open = false; }
       if (type === 'stats') gaugeFrom($('[data-ctx-used]', art));
+      if (type === 'block') enhance($('.md', art));
+      if (type === 'tail') enhance($('.tail', art), true);
       scrollDown();
     });
     document.body.addEventListener('htmx:sseClose', function (e) {

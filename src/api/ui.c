@@ -56,6 +56,7 @@
 #include "http/assets.h"
 #include "md/md.h"
 #include "prompt/prompt.h"
+#include "tok/tok.h"
 
 #define ANS_GRACE_S 30.0   /* no listener this long: cancel */
 #define ANS_KEEP_S 60.0    /* finished answers stay for replay this long */
@@ -67,7 +68,13 @@
 typedef struct ui {
     pthread_mutex_t mu;
     int64_t quote_serial; /* quotes are keyed -1, -2, ... (model answers by message id) */
+    store *mem;           /* without a history database: the page's chats, in memory */
 } ui;
+
+/* The page's store: the history database, or (serve --no-db, or a database
+ * that failed to open) a private in-memory one, so the page can still chat;
+ * its chats are lost on restart, and the page says so. */
+static store *S(api *a) { return a->st ? a->st : a->ui ? ((ui *)a->ui)->mem : NULL; }
 
 static const char QUOTE[] =
     "**In the beginning was the Word** -- John 1:1-14, King James Version\n\n"
@@ -335,7 +342,7 @@ static int ans_save(void *ctx, const char *answer, size_t answer_len, const char
     m.completion_tokens = st->gen_tokens;
     m.prefill_ms = st->prefill_ms;
     m.gen_ms = st->decode_ms;
-    int rc = store_update(o->a->st, o->msg, &m, err);
+    int rc = store_update(S(o->a), o->msg, &m, err);
     if (rc) core_log(1, "ui: saving message %lld: %s", (long long)o->msg, err->msg);
     return rc;
 }
@@ -362,6 +369,12 @@ int api_ui_init(api *a, core_err *err) {
     ui *u = calloc(1, sizeof *u);
     if (!u) return core_errf(err, CORE_ENOMEM, "out of memory");
     pthread_mutex_init(&u->mu, NULL);
+    int rc = a->st ? 0 : store_open(&u->mem, ":memory:", err);
+    if (rc) {
+        pthread_mutex_destroy(&u->mu);
+        free(u);
+        return rc;
+    }
     a->ui = u;
     return 0;
 }
@@ -370,17 +383,32 @@ void api_ui_free(api *a) {
     ui *u = a ? a->ui : NULL;
     if (!u) return;
     pthread_mutex_destroy(&u->mu);
+    store_close(u->mem);
     free(u);
     a->ui = NULL;
 }
 
 /* ---- rendering ----------------------------------------------------------- */
 
+/* "< 2/3 >": the message has siblings (regenerated answers, edited
+ * questions); the buttons show the previous or next one's branch. */
+static void render_versions(core_buf *b, const store_msg *m) {
+    if (m->sibling_count <= 1) return;
+    core_buf_printf(b, "<span class=\"versions\" role=\"group\" aria-label=\"Versions\">"
+                       "<button type=\"button\" class=\"icon sm\" data-switch=\"-1\" aria-label=\"Previous version\"%s>&lsaquo;</button>"
+                       "<span class=\"ver-pos\">%d/%d</span>"
+                       "<button type=\"button\" class=\"icon sm\" data-switch=\"1\" aria-label=\"Next version\"%s>&rsaquo;</button></span>\n",
+                    m->sibling_index == 0 ? " disabled" : "", m->sibling_index + 1, m->sibling_count,
+                    m->sibling_index + 1 >= m->sibling_count ? " disabled" : "");
+}
+
 static void render_user(core_buf *b, const store_msg *m) {
     core_buf_printf(b, "<article class=\"msg user\" id=\"m-%lld\" data-msg=\"%lld\">\n<div class=\"bubble\"><div class=\"text\">",
                     (long long)m->id, (long long)m->id);
     esc(b, m->content);
-    core_buf_puts(b, "</div></div>\n<div class=\"msg-actions\"><button type=\"button\" class=\"icon sm\" data-copy=\"msg\" "
+    core_buf_puts(b, "</div></div>\n<div class=\"msg-actions\">");
+    render_versions(b, m);
+    core_buf_puts(b, "<button type=\"button\" class=\"icon sm\" data-copy=\"msg\" "
                      "aria-label=\"Copy message\">Copy</button>\n<button type=\"button\" class=\"icon sm\" data-action=\"edit\" "
                      "aria-label=\"Edit message\">Edit</button></div></article>\n");
 }
@@ -395,7 +423,7 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
     core_buf_puts(b, ">\n");
     int has_r = !streaming && m->reasoning && *m->reasoning;
     core_buf_printf(b, "<details class=\"think%s\"%s><summary>Thinking <span class=\"think-meta\"%s>", has_r ? " has-text" : "",
-                    streaming ? " open" : "", streaming ? " sse-swap=\"thought\"" : "");
+                    streaming ? " open" : "", streaming ? " sse-swap=\"thought\" hx-swap=\"innerHTML\"" : "");
     if (has_r) { /* the store keeps no reasoning token count: words say the size */
         int words = 0, in = 0;
         for (const char *p = m->reasoning; *p; p++) {
@@ -411,18 +439,25 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
                     streaming ? " sse-swap=\"block\" hx-swap=\"beforeend\"" : "");
     if (!streaming && m->content) md_render(m->content, strlen(m->content), b);
     core_buf_printf(b, "</div><div class=\"tail\"%s></div><div class=\"err\"%s></div></div>\n",
-                    streaming ? " sse-swap=\"tail\"" : "", streaming ? " sse-swap=\"error\"" : "");
-    core_buf_printf(b, "<div class=\"msg-foot\"><span class=\"stats\"%s>", streaming ? " sse-swap=\"stats\"" : "");
-    if (!streaming) {
+                    streaming ? " sse-swap=\"tail\" hx-swap=\"innerHTML\"" : "",
+                    streaming ? " sse-swap=\"error\" hx-swap=\"innerHTML\"" : "");
+    core_buf_printf(b, "<div class=\"msg-foot\"><span class=\"stats\"%s>", streaming ? " sse-swap=\"stats\" hx-swap=\"innerHTML\"" : "");
+    if (!streaming) { /* the line the stream ended with, from what the store keeps */
         double tps = m->gen_ms > 0 && m->completion_tokens > 1 ? (m->completion_tokens - 1) / (m->gen_ms / 1e3) : 0;
+        /* the store keeps the prefill time: the TTFT less any wait in the queue */
+        if (m->completion_tokens && m->prefill_ms > 0) core_buf_printf(b, "TTFT %.0f ms · ", m->prefill_ms);
         if (m->completion_tokens) core_buf_printf(b, "%.1f tok/s · %d tokens", tps, m->completion_tokens);
-        if (m->status == STORE_MSG_PARTIAL)
-            core_buf_printf(b, "%s%s", m->completion_tokens ? " · " : "",
-                            !strcmp(m->finish, "cancelled") ? "stopped" : !strcmp(m->finish, "interrupted") ? "interrupted" : "incomplete");
+        const char *why = m->status == STORE_MSG_PARTIAL ? (!strcmp(m->finish, "cancelled") ? "stopped"
+                                                            : !strcmp(m->finish, "interrupted") ? "interrupted"
+                                                            : !strcmp(m->finish, "error") ? "error" : "incomplete")
+                          : !strcmp(m->finish, "length") ? "length limit" : NULL;
+        if (why) core_buf_printf(b, "%s%s", m->completion_tokens ? " · " : "", why);
     } else {
         core_buf_puts(b, "…");
     }
-    core_buf_puts(b, "</span><span class=\"msg-actions\">\n<button type=\"button\" class=\"icon sm\" data-copy=\"msg\" aria-label=\"Copy "
+    core_buf_puts(b, "</span><span class=\"msg-actions\">\n");
+    render_versions(b, m);
+    core_buf_puts(b, "<button type=\"button\" class=\"icon sm\" data-copy=\"msg\" aria-label=\"Copy "
                      "answer\">Copy</button>\n<button type=\"button\" class=\"icon sm last-only\" data-cmd=\"regenerate\" "
                      "aria-label=\"Regenerate answer\">Regenerate</button>\n<button type=\"button\" class=\"icon sm last-only\" "
                      "data-cmd=\"continue\" aria-label=\"Continue answer\">Continue</button>\n</span></div></article>\n");
@@ -446,14 +481,19 @@ static int ctx_max(api *a) {
 /* The whole #messages fragment of conv (current branch). */
 static int render_conv(api *a, core_buf *b, const store_conv *c, core_err *err) {
     store_msg *ms = NULL;
-    int n = 0, rc = store_branch(a->st, c->id, 0, &ms, &n, err);
+    int n = 0, rc = store_branch(S(a), c->id, 0, &ms, &n, err);
     if (rc) return rc;
     int used = 0;
     for (int i = 0; i < n; i++)
         if (!strcmp(ms[i].role, "assistant") && ms[i].prompt_tokens) used = ms[i].prompt_tokens + ms[i].completion_tokens;
     core_buf_printf(b, "<div id=\"messages\" class=\"messages\" aria-live=\"polite\" data-conv=\"%s\" data-title=\"", c->id);
     esc(b, c->title);
-    core_buf_printf(b, "\" data-ctx-used=\"%d\" data-ctx-max=\"%d\" data-thinking=\"%d\">\n", used, ctx_max(a), c->thinking);
+    /* the conversation's settings: the page fills its Settings from them */
+    core_buf_printf(b, "\" data-ctx-used=\"%d\" data-ctx-max=\"%d\" data-thinking=\"%d\" data-temperature=\"%g\" data-top-p=\"%g\" "
+                       "data-top-k=\"%d\" data-min-p=\"%g\" data-max-tokens=\"%d\" data-system=\"",
+                    used, ctx_max(a), c->thinking, c->temperature, c->top_p, c->top_k, c->min_p, c->max_tokens);
+    esc(b, c->system_prompt);
+    core_buf_puts(b, "\">\n");
     for (int i = 0; i < n; i++) render_msg(a, b, c->id, &ms[i]);
     core_buf_puts(b, "</div>\n");
     store_msgs_free(ms, n);
@@ -488,13 +528,13 @@ static int store_fail(http_req *r, const core_err *err, int rc) {
  * id. 0 and *c filled, or a response was made (returns 1). */
 static int conv_resolve(api *a, http_req *r, const char *id, store_conv *c) {
     core_err err = {0};
-    if (!a->st) {
+    if (!S(a)) {
         no_store(r);
         return 1;
     }
     if (!strcmp(id, "latest")) {
         store_conv *list = NULL;
-        int n = 0, rc = store_list(a->st, 1, 0, &list, &n, &err);
+        int n = 0, rc = store_list(S(a), 1, 0, &list, &n, &err);
         if (rc) {
             store_fail(r, &err, rc);
             return 1;
@@ -502,12 +542,12 @@ static int conv_resolve(api *a, http_req *r, const char *id, store_conv *c) {
         char nid[STORE_ID_LEN + 1];
         if (n > 0) snprintf(nid, sizeof nid, "%s", list[0].id);
         store_conv_free_list(list, n);
-        if (n == 0 && (rc = store_create(a->st, NULL, nid, &err))) {
+        if (n == 0 && (rc = store_create(S(a), NULL, nid, &err))) {
             store_fail(r, &err, rc);
             return 1;
         }
         id = nid;
-        rc = store_get(a->st, id, c, &err);
+        rc = store_get(S(a), id, c, &err);
         if (rc) store_fail(r, &err, rc);
         return rc ? 1 : 0;
     }
@@ -515,7 +555,7 @@ static int conv_resolve(api *a, http_req *r, const char *id, store_conv *c) {
         http_respond_text(r, 404, "no such conversation");
         return 1;
     }
-    int rc = store_get(a->st, id, c, &err);
+    int rc = store_get(S(a), id, c, &err);
     if (rc) {
         store_fail(r, &err, rc);
         return 1;
@@ -542,12 +582,12 @@ static int route_status(api *a, http_req *r) {
     engine_get_metrics(a->eng, &m);
     const model_config *mc = engine_model_config(a->eng);
     int busy = 0, live = bridge_running(a->br, NULL, &busy);
-    json_t *o = json_pack("{s:s, s:s, s:i, s:b, s:b, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:f, s:f, s:I, s:I, s:i}", "state", s,
+    json_t *o = json_pack("{s:s, s:s, s:i, s:b, s:b, s:s, s:s, s:s, s:f, s:f, s:i, s:i, s:i, s:f, s:f, s:s, s:I, s:I, s:i}", "state", s,
                           "model", st == ENGINE_READY || st == ENGINE_LOADING ? a->model_name : "SmolLM3-3B", "ctx_max", ctx_max(a), "thinking_default", 1, "busy", busy, "pull_hint",
                           "smolbot pull", "state_message", engine_state_message(a->eng), "model_file", engine_model_path(a->eng),
                           "uptime_s", core_now_s() - a->t_start, "rss_mb", (double)core_rss() / (1024.0 * 1024.0), "streams", live,
                           "queued", m.queued, "active", m.active, "tok_s", m.last_decode_tok_s, "ttft_ms", m.last_ttft_ms,
-                          "requests", (json_int_t)m.requests, "gen_tokens", (json_int_t)m.gen_tokens, "threads",
+                          "history", !a->st ? "memory" : store_readonly(a->st) ? "readonly" : "disk", "requests", (json_int_t)m.requests, "gen_tokens", (json_int_t)m.gen_tokens, "threads",
                           engine_threads(a->eng));
     if (o && mc) {
         /* parameters, counted from the shapes (embeddings tied) */
@@ -574,19 +614,24 @@ static int route_status(api *a, http_req *r) {
     return http_respond_take(r, 200, "application/json", body, strlen(body));
 }
 
+static void apply_form_settings(api *a, store_conv *c, const char *body);
+
 static int route_conversations(api *a, http_req *r) {
     core_err err = {0};
-    if (!a->st) {
+    if (!S(a)) {
         static const char off[] = "<li class=\"conv-empty\">History is off</li>";
         return http_respond(r, 200, HTML, off, sizeof off - 1); /* 43 sent the NUL too */
     }
     if (!strcmp(http_req_method(r), "POST")) {
         if (csrf_reject(r)) return 0;
         char id[STORE_ID_LEN + 1];
-        int rc = store_create(a->st, NULL, id, &err);
+        int rc = store_create(S(a), NULL, id, &err);
         if (rc) return store_fail(r, &err, rc);
         store_conv c = {0};
-        if ((rc = store_get(a->st, id, &c, &err))) return store_fail(r, &err, rc);
+        if ((rc = store_get(S(a), id, &c, &err))) return store_fail(r, &err, rc);
+        size_t bl;
+        const char *body = http_req_body(r, &bl);
+        if (body && *body) apply_form_settings(a, &c, body); /* the page's defaults for new chats */
         rc = respond_conv(a, r, &c, 1);
         store_conv_clear(&c);
         return rc;
@@ -595,7 +640,10 @@ static int route_conversations(api *a, http_req *r) {
     const char *cur = http_req_query(r, "current");
     core_buf b = {0};
     int rc, shown = 0;
-    const char *ro = store_readonly(a->st);
+    const char *ro = store_readonly(S(a));
+    if (!a->st) /* the in-memory store: say what that means, once, on top */
+        core_buf_puts(&b, "<li class=\"conv-empty history-off\" role=\"status\">History is off: these chats live in "
+                          "memory and are lost when the server stops.</li>\n");
     if (ro) { /* the history is there, it just cannot change: say so above it */
         core_buf_puts(&b, "<li class=\"conv-empty\" role=\"status\">History is read-only: ");
         esc(&b, ro);
@@ -604,14 +652,14 @@ static int route_conversations(api *a, http_req *r) {
     if (q && *q) {
         store_hit *h = NULL;
         int n = 0;
-        if ((rc = store_search(a->st, q, 50, 0, &h, &n, &err))) return store_fail(r, &err, rc);
+        if ((rc = store_search(S(a), q, 50, 0, &h, &n, &err))) return store_fail(r, &err, rc);
         for (int i = 0; i < n; i++) {
             int dup = 0;
             for (int j = 0; j < i; j++)
                 if (!strcmp(h[j].conv, h[i].conv)) dup = 1;
             if (dup) continue;
             store_conv c = {0};
-            if (store_get(a->st, h[i].conv, &c, NULL)) continue;
+            if (store_get(S(a), h[i].conv, &c, NULL)) continue;
             render_conv_li(&b, &c, cur);
             store_conv_clear(&c);
             shown++;
@@ -619,7 +667,7 @@ static int route_conversations(api *a, http_req *r) {
         store_hits_free(h, n);
         /* titles match too (the index covers message text only) */
         store_conv *list = NULL;
-        if (!store_list(a->st, 200, 0, &list, &n, NULL)) {
+        if (!store_list(S(a), 200, 0, &list, &n, NULL)) {
             for (int i = 0; i < n; i++)
                 if (list[i].title && strcasestr(list[i].title, q) && !strstr(b.data ? b.data : "", list[i].id)) {
                     render_conv_li(&b, &list[i], cur);
@@ -631,7 +679,7 @@ static int route_conversations(api *a, http_req *r) {
     } else {
         store_conv *list = NULL;
         int n = 0;
-        if ((rc = store_list(a->st, 100, 0, &list, &n, &err))) return store_fail(r, &err, rc);
+        if ((rc = store_list(S(a), 100, 0, &list, &n, &err))) return store_fail(r, &err, rc);
         for (int i = 0; i < n; i++) render_conv_li(&b, &list[i], cur);
         if (!n) core_buf_puts(&b, "<li class=\"conv-empty\">No conversations yet</li>");
         store_conv_free_list(list, n);
@@ -640,11 +688,12 @@ static int route_conversations(api *a, http_req *r) {
 }
 
 /* Settings that come with a message form: thinking ("1" or absent),
- * temperature ("" = keep), top_p, max_tokens, system (each "" or absent =
- * keep). Stored on the conversation, so they persist with it. */
+ * temperature ("" = keep), top_p, top_k, min_p, max_tokens, system (each ""
+ * or absent = keep). Stored on the conversation, so they persist with it. */
 static void apply_form_settings(api *a, store_conv *c, const char *body) {
     char *th = form_get(body, "thinking"), *t = form_get(body, "temperature"), *tp = form_get(body, "top_p"),
-         *mt = form_get(body, "max_tokens"), *sys = form_get(body, "system");
+         *mt = form_get(body, "max_tokens"), *sys = form_get(body, "system"), *tk = form_get(body, "top_k"),
+         *mp = form_get(body, "min_p");
     int changed = 0;
     int want_th = th && !strcmp(th, "1");
     if (want_th != c->thinking) c->thinking = want_th, changed = 1;
@@ -656,6 +705,14 @@ static void apply_form_settings(api *a, store_conv *c, const char *body) {
     if (tp && *tp) {
         double v = strtod(tp, &end);
         if (*end == 0 && v > 0 && v <= 1 && v != c->top_p) c->top_p = v, changed = 1;
+    }
+    if (tk && *tk) {
+        long v = strtol(tk, &end, 10);
+        if (*end == 0 && v >= 0 && v <= 1000 && v != c->top_k) c->top_k = (int)v, changed = 1;
+    }
+    if (mp && *mp) {
+        double v = strtod(mp, &end);
+        if (*end == 0 && v >= 0 && v <= 1 && v != c->min_p) c->min_p = v, changed = 1;
     }
     if (mt && *mt) {
         long v = strtol(mt, &end, 10);
@@ -670,7 +727,7 @@ static void apply_form_settings(api *a, store_conv *c, const char *body) {
     }
     if (changed) {
         core_err err = {0};
-        if (store_set_settings(a->st, c->id, c, &err)) core_log(1, "ui: settings: %s", err.msg);
+        if (store_set_settings(S(a), c->id, c, &err)) core_log(1, "ui: settings: %s", err.msg);
     }
     free(old_sys);
     free(th);
@@ -678,15 +735,43 @@ static void apply_form_settings(api *a, store_conv *c, const char *body) {
     free(tp);
     free(mt);
     free(sys);
+    free(tk);
+    free(mp);
 }
 
 /* Start an answer: history = the branch ending at `upto` (plus the system
  * prompt), the assistant message `asst` (already stored, STREAMING).
  * cont: continue asst (its content is the prefix; upto == asst).
  * Returns 0 or a CORE_E* with err (the caller marks asst as failed). */
-static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, core_err *err) {
+/* Samplers the store does not keep (the page keeps them per conversation
+ * and sends them with every message): repeat_penalty (0.5-2), presence_penalty
+ * and frequency_penalty (-2..2), seed (an integer; "" = random). A value
+ * out of range or not a number is ignored, like the stored settings. */
+static void form_samplers(const char *body, sample_params *sp) {
+    char *v, *end;
+    static const struct { const char *key; double lo, hi; } f[] = {
+        {"repeat_penalty", 0.5, 2}, {"presence_penalty", -2, 2}, {"frequency_penalty", -2, 2}};
+    for (size_t i = 0; body && i < sizeof f / sizeof f[0]; i++) {
+        if (!(v = form_get(body, f[i].key))) continue;
+        double d = strtod(v, &end);
+        if (*v && !*end && d >= f[i].lo && d <= f[i].hi) {
+            if (i == 0) sp->repeat_penalty = (float)d;
+            else if (i == 1) sp->presence_penalty = (float)d;
+            else sp->frequency_penalty = (float)d;
+        }
+        free(v);
+    }
+    if (body && (v = form_get(body, "seed"))) {
+        errno = 0;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (*v >= '0' && *v <= '9' && !*end && !errno) sp->seed = n;
+        free(v);
+    }
+}
+
+static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, const char *form, core_err *err) {
     store_msg *ms = NULL;
-    int n = 0, rc = store_branch(a->st, c->id, upto, &ms, &n, err);
+    int n = 0, rc = store_branch(S(a), c->id, upto, &ms, &n, err);
     if (rc) return rc;
     chat_msg *cm = calloc((size_t)n + 1, sizeof *cm);
     prompt p = {0};
@@ -720,6 +805,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     rq.sampling.top_k = c->top_k;
     rq.sampling.min_p = (float)c->min_p;
     rq.sampling.seed = core_now_ns() ^ (uint64_t)asst * 0x9E3779B97F4A7C15ull;
+    form_samplers(form, &rq.sampling);
     rq.thinking = p.thinking;
     /* the page's setting is cut to what the context leaves, never refused */
     rc = bridge_max_tokens(engine_ctx_size(a->eng), p.n_ids, c->max_tokens, a->cfg.max_tokens, 0, &rq.max_tokens, err);
@@ -732,7 +818,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
         store_msg m = ms[n - 1];
         m.status = STORE_MSG_STREAMING;
         m.finish[0] = 0;
-        store_update(a->st, asst, &m, NULL);
+        store_update(S(a), asst, &m, NULL);
     }
     ans_owner *ow = malloc(sizeof *ow);
     if (!ow) {
@@ -790,7 +876,7 @@ static int64_t append_msg(api *a, const char *conv, int64_t parent, const char *
     m.content = (char *)content;
     m.status = status;
     int64_t id = 0;
-    if (store_append(a->st, conv, &m, &id, err)) return 0;
+    if (store_append(S(a), conv, &m, &id, err)) return 0;
     return id;
 }
 
@@ -800,8 +886,21 @@ static void mark_failed(api *a, int64_t id, const char *why) {
     m.content = "";
     m.status = STORE_MSG_PARTIAL;
     snprintf(m.finish, sizeof m.finish, "error");
-    store_update(a->st, id, &m, NULL);
+    store_update(S(a), id, &m, NULL);
     (void)why;
+}
+
+/* The last k messages of the branch ending at leaf (with their versions
+ * control), the one with id `live` as a streaming article. */
+static void render_branch_tail(api *a, core_buf *b, const store_conv *c, int64_t leaf, int k, int64_t live) {
+    store_msg *ms = NULL;
+    int n = 0;
+    if (store_branch(S(a), c->id, leaf, &ms, &n, NULL)) return;
+    for (int i = n > k ? n - k : 0; i < n; i++) {
+        if (!strcmp(ms[i].role, "user")) render_user(b, &ms[i]);
+        else if (!strcmp(ms[i].role, "assistant")) render_assistant(b, c->id, &ms[i], ms[i].id == live);
+    }
+    store_msgs_free(ms, n);
 }
 
 /* POST .../messages and .../messages/{msg}/edit: a user message under
@@ -819,7 +918,7 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     int64_t parent = c->current_leaf;
     if (edit_of) {
         store_msg om = {0};
-        int rc = store_get_msg(a->st, edit_of, &om, &err);
+        int rc = store_get_msg(S(a), edit_of, &om, &err);
         int ok = !rc && !strcmp(om.conv, c->id) && !strcmp(om.role, "user");
         parent = om.parent;
         store_msg_clear(&om);
@@ -834,17 +933,13 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     if (!uid) return store_fail(r, &err, err.code ? err.code : CORE_EIO); /* disk full is a 500, not the client's fault */
     int64_t aid = append_msg(a, c->id, uid, "assistant", "", STORE_MSG_STREAMING, &err);
     if (!aid) return store_fail(r, &err, err.code ? err.code : CORE_EIO);
-    int rc = start_answer(a, c, uid, aid, 0, &err);
+    int rc = start_answer(a, c, uid, aid, 0, body, &err);
     if (rc) {
         mark_failed(a, aid, err.msg);
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : rc == CORE_EFULL ? 503 : 500, err.msg);
     }
-    store_msg um = {0}, am = {0};
     core_buf b = {0};
-    if (!store_get_msg(a->st, uid, &um, &err)) render_user(&b, &um);
-    if (!store_get_msg(a->st, aid, &am, &err)) render_assistant(&b, c->id, &am, 1);
-    store_msg_clear(&um);
-    store_msg_clear(&am);
+    render_branch_tail(a, &b, c, aid, 2, aid);
     if (c->title == NULL || !*c->title) http_req_add_header(r, "HX-Trigger", "smolbot:convs"); /* the title was just set */
     return respond_buf(r, 200, HTML, &b);
 }
@@ -852,7 +947,7 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
 /* The last assistant message of the current branch (0 if the leaf is not one). */
 static int64_t last_assistant(api *a, const store_conv *c, int64_t *parent) {
     store_msg m = {0};
-    if (!c->current_leaf || store_get_msg(a->st, c->current_leaf, &m, NULL)) return 0;
+    if (!c->current_leaf || store_get_msg(S(a), c->current_leaf, &m, NULL)) return 0;
     int64_t id = !strcmp(m.role, "assistant") ? m.id : 0;
     *parent = m.parent;
     store_msg_clear(&m);
@@ -872,16 +967,54 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
         aid = append_msg(a, c->id, parent, "assistant", "", STORE_MSG_STREAMING, &err);
         if (!aid) return store_fail(r, &err, CORE_EIO);
     }
-    int rc = start_answer(a, c, cont ? last : parent, aid, cont, &err);
+    int rc = start_answer(a, c, cont ? last : parent, aid, cont, body, &err);
     if (rc) {
         if (!cont) mark_failed(a, aid, err.msg);
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : 500, err.msg);
     }
-    store_msg am = {0};
     core_buf b = {0};
-    if (!store_get_msg(a->st, aid, &am, &err)) render_assistant(&b, c->id, &am, 1);
-    store_msg_clear(&am);
+    render_branch_tail(a, &b, c, aid, 1, aid);
     return respond_buf(r, 200, HTML, &b);
+}
+
+/* POST .../switch/{msg}?dir=-1|1: show the previous or next sibling of msg
+ * (the newest branch below it); the conversation goes on from there. */
+static int route_switch(api *a, http_req *r, const store_conv *c, int64_t msg) {
+    if (busy_409(a, r, c->id)) return 0;
+    const char *d = http_req_query(r, "dir");
+    int dir = d && !strcmp(d, "-1") ? -1 : 1;
+    core_err err = {0};
+    store_msg m = {0};
+    int rc = store_get_msg(S(a), msg, &m, &err);
+    int ok = !rc && !strcmp(m.conv, c->id);
+    int64_t parent = m.parent;
+    store_msg_clear(&m);
+    if (!ok) return http_respond_text(r, 404, "no such message");
+    store_msg *all = NULL;
+    int n = 0;
+    if ((rc = store_messages(S(a), c->id, &all, &n, &err))) return store_fail(r, &err, rc);
+    int64_t target = 0, prev = 0;
+    int found = 0;
+    for (int i = 0; i < n && !target; i++) { /* siblings in id order, as store_branch counts them */
+        if (all[i].parent != parent) continue;
+        if (found) target = all[i].id; /* the next one */
+        else if (all[i].id == msg) {
+            found = 1;
+            if (dir < 0) {
+                target = prev;
+                if (!target) break;
+            }
+        }
+        prev = all[i].id;
+    }
+    store_msgs_free(all, n);
+    if (!target) return http_respond_text(r, 409, dir < 0 ? "This is the first version." : "This is the last version.");
+    if ((rc = store_set_leaf(S(a), c->id, target, NULL, &err))) return store_fail(r, &err, rc);
+    store_conv nc = {0};
+    if ((rc = store_get(S(a), c->id, &nc, &err))) return store_fail(r, &err, rc);
+    rc = respond_conv(a, r, &nc, 0);
+    store_conv_clear(&nc);
+    return rc;
 }
 
 static int route_stream(api *a, http_req *r, const store_conv *c, int64_t msg) {
@@ -935,13 +1068,46 @@ static int route_stop(api *a, http_req *r, const store_conv *c) {
 
 static void cancel_conv(api *a, const char *conv) { bridge_cancel_tag(a->br, conv); }
 
+/* An export's JSON cut to the messages of the shown branch (the other
+ * versions left out); *json replaced. */
+static int export_branch_only(api *a, const store_conv *c, char **json, core_err *err) {
+    store_msg *ms = NULL;
+    int n = 0, rc = store_branch(S(a), c->id, 0, &ms, &n, err);
+    if (rc) return rc;
+    json_error_t je;
+    json_t *root = json_loads(*json, 0, &je), *all = json_object_get(root, "messages"), *keep = json_array();
+    for (size_t i = 0; keep && i < json_array_size(all); i++) {
+        json_t *m = json_array_get(all, i);
+        json_int_t id = json_integer_value(json_object_get(m, "id"));
+        for (int k = 0; k < n; k++)
+            if (ms[k].id == id) {
+                json_array_append(keep, m);
+                break;
+            }
+    }
+    store_msgs_free(ms, n);
+    char *out = NULL;
+    if (root && keep && !json_object_set_new(root, "messages", keep)) out = json_dumps(root, JSON_INDENT(1));
+    else json_decref(keep);
+    json_decref(root);
+    if (!out) return core_errf(err, CORE_ENOMEM, "out of memory");
+    free(*json);
+    *json = out;
+    return 0;
+}
+
 static int route_export(api *a, http_req *r, const store_conv *c) {
     const char *fmt = http_req_query(r, "fmt");
     int json = fmt && !strcmp(fmt, "json");
     char *out = NULL;
     core_err err = {0};
-    int rc = json ? store_export_json(a->st, c->id, &out, &err) : store_export_md(a->st, c->id, &out, &err);
+    int rc = json ? store_export_json(S(a), c->id, &out, &err) : store_export_md(S(a), c->id, &out, &err);
     if (rc) return store_fail(r, &err, rc);
+    const char *br = http_req_query(r, "branch");
+    if (json && br && !strcmp(br, "1") && (rc = export_branch_only(a, c, &out, &err))) {
+        free(out);
+        return store_fail(r, &err, rc);
+    }
     char disp[96];
     snprintf(disp, sizeof disp, "attachment; filename=\"smolbot-%s.%s\"", c->id, json ? "json" : "md");
     http_req_add_header(r, "Content-Disposition", disp);
@@ -953,41 +1119,315 @@ static int route_export(api *a, http_req *r, const store_conv *c) {
  * the conversation (which the page loads when opened, a screen at a time). */
 #define IMPORT_MAX_MESSAGES 10000
 
+static int cmp_jint(const void *x, const void *y) {
+    json_int_t a = *(const json_int_t *)x, b = *(const json_int_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* ---- import: smolbot's export, and ChatGPT's and Open WebUI's mapped to it ----
+ * Both keep a conversation as a tree of messages keyed by strings (uuids)
+ * with parent keys; the mapping keeps the user and assistant messages with
+ * text, renumbers them parents first, hangs each on its nearest kept
+ * ancestor and keeps the shown branch (current_node / currentId). */
+
+typedef struct imp_node {
+    const char *key, *parent, *role, *content;
+    double t;
+    size_t pi;     /* parent's index, or n */
+    long depth;    /* -1 until known */
+    json_int_t id; /* 0: not kept */
+    size_t kept;   /* the nearest kept ancestor-or-self's index, or n */
+} imp_node;
+
+static int imp_key_cmp(const void *x, const void *y) {
+    const imp_node *a = x, *b = y;
+    return strcmp(a->key, b->key);
+}
+
+static int imp_order_cmp(const void *x, const void *y) {
+    const imp_node *a = *(imp_node *const *)x, *b = *(imp_node *const *)y;
+    if (a->depth != b->depth) return a->depth < b->depth ? -1 : 1;
+    return (a->t > b->t) - (a->t < b->t);
+}
+
+/* nodes[0..n) -> a smolbot export (new reference), or NULL with err. */
+static json_t *imp_export(imp_node *v, size_t n, const char *current, const char *title, core_err *err) {
+    if (n > IMPORT_MAX_MESSAGES) {
+        core_errf(err, CORE_ERANGE, "too many messages to import (%zu; at most %d)", n, IMPORT_MAX_MESSAGES);
+        return NULL;
+    }
+    qsort(v, n, sizeof *v, imp_key_cmp);
+    for (size_t i = 0; i < n; i++) {
+        imp_node k = {.key = v[i].parent};
+        const imp_node *p = v[i].parent ? bsearch(&k, v, n, sizeof *v, imp_key_cmp) : NULL;
+        v[i].pi = p && p != &v[i] ? (size_t)(p - v) : n;
+        v[i].depth = -1;
+        v[i].kept = n;
+    }
+    /* depth: walk up to a known one (or the root), then number the walk
+     * top down; a loop in the parents counts as a root */
+    size_t *stk = malloc((n ? n : 1) * sizeof *stk);
+    if (!stk) {
+        core_errf(err, CORE_ENOMEM, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].depth >= 0) continue;
+        size_t sp = 0, x = i;
+        while (x < n && v[x].depth == -1 && sp < n) {
+            stk[sp++] = x;
+            v[x].depth = -2; /* on this walk */
+            x = v[x].pi;
+        }
+        long d = x < n && v[x].depth >= 0 ? v[x].depth : -1;
+        while (sp) v[stk[--sp]].depth = ++d;
+    }
+    free(stk);
+    imp_node **ord = malloc((n ? n : 1) * sizeof *ord);
+    json_t *ms = json_array(), *root = NULL;
+    if (!ord || !ms) goto oom;
+    for (size_t i = 0; i < n; i++) ord[i] = &v[i];
+    qsort(ord, n, sizeof *ord, imp_order_cmp);
+    json_int_t next = 1;
+    for (size_t o = 0; o < n; o++) {
+        imp_node *x = ord[o];
+        size_t i = (size_t)(x - v);
+        size_t pk = x->pi < n ? v[x->pi].kept : n;
+        if (x->role && x->content && *x->content) {
+            x->id = next++;
+            x->kept = i;
+            json_t *m = json_pack("{s:I, s:o, s:s, s:s}", "id", x->id, "parent", pk < n ? json_integer(v[pk].id) : json_null(),
+                                  "role", x->role, "content", x->content);
+            if (!m || json_array_append_new(ms, m)) goto oom;
+        } else x->kept = pk;
+    }
+    json_int_t leaf = 0;
+    if (current) {
+        imp_node k = {.key = current};
+        const imp_node *c = bsearch(&k, v, n, sizeof *v, imp_key_cmp);
+        if (c && c->kept < n) leaf = v[c->kept].id;
+    }
+    if (!json_array_size(ms)) {
+        core_errf(err, CORE_EFORMAT, "the conversation \"%.60s\" has no messages with text", title ? title : "");
+        goto fail;
+    }
+    root = json_pack("{s:s, s:i, s:{s:s, s:o}, s:O}", "format", "smolbot-conversation", "version", 1, "conversation", "title",
+                     title ? title : "", "current_leaf", leaf ? json_integer(leaf) : json_null(), "messages", ms);
+    if (!root) goto oom;
+    free(ord);
+    json_decref(ms);
+    return root;
+oom:
+    core_errf(err, CORE_ENOMEM, "out of memory");
+fail:
+    free(ord);
+    json_decref(ms);
+    return NULL;
+}
+
+static const char *jstr(json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
+
+/* The text of a ChatGPT message: its string parts (images and the like left out). */
+static char *chatgpt_text(json_t *content) {
+    core_buf b = {0};
+    json_t *parts = json_object_get(content, "parts");
+    for (size_t i = 0; i < json_array_size(parts); i++) {
+        const char *s = json_string_value(json_array_get(parts, i));
+        if (s && *s) core_buf_printf(&b, "%s%s", b.len ? "\n" : "", s);
+    }
+    if (!b.len && jstr(content, "text")) core_buf_puts(&b, jstr(content, "text"));
+    return b.data; /* NULL when empty */
+}
+
+/* One ChatGPT conversation ({"title", "mapping": {key: {message, parent}}, "current_node"}). */
+static json_t *from_chatgpt(json_t *cv, core_err *err) {
+    json_t *mp = json_object_get(cv, "mapping");
+    size_t n = json_object_size(mp), i = 0;
+    imp_node *v = calloc(n ? n : 1, sizeof *v);
+    char **texts = calloc(n ? n : 1, sizeof *texts);
+    json_t *out = NULL;
+    if (!v || !texts) {
+        core_errf(err, CORE_ENOMEM, "out of memory");
+        goto done;
+    }
+    const char *key;
+    json_t *node;
+    json_object_foreach(mp, key, node) {
+        json_t *msg = json_object_get(node, "message");
+        const char *role = jstr(json_object_get(msg, "author"), "role");
+        v[i].key = key;
+        v[i].parent = jstr(node, "parent");
+        v[i].role = role && (!strcmp(role, "user") || !strcmp(role, "assistant")) ? role : NULL;
+        v[i].t = json_number_value(json_object_get(msg, "create_time"));
+        if (v[i].role) v[i].content = texts[i] = chatgpt_text(json_object_get(msg, "content"));
+        i++;
+    }
+    out = imp_export(v, n, jstr(cv, "current_node"), jstr(cv, "title"), err);
+done:
+    for (size_t k = 0; texts && k < n; k++) free(texts[k]);
+    free(texts);
+    free(v);
+    return out;
+}
+
+/* One Open WebUI chat ({"title", "chat": {"history": {"messages": {key: {parentId, role,
+ * content, timestamp}}, "currentId"}}}, or the chat object itself). */
+static json_t *from_openwebui(json_t *cv, core_err *err) {
+    json_t *chat = json_object_get(cv, "chat") ? json_object_get(cv, "chat") : cv;
+    json_t *hist = json_object_get(chat, "history"), *mp = json_object_get(hist, "messages");
+    size_t n = json_object_size(mp), i = 0;
+    imp_node *v = calloc(n ? n : 1, sizeof *v);
+    if (!v) {
+        core_errf(err, CORE_ENOMEM, "out of memory");
+        return NULL;
+    }
+    const char *key;
+    json_t *m;
+    json_object_foreach(mp, key, m) {
+        const char *role = jstr(m, "role");
+        v[i].key = key;
+        v[i].parent = jstr(m, "parentId");
+        v[i].role = role && (!strcmp(role, "user") || !strcmp(role, "assistant")) ? role : NULL;
+        v[i].content = jstr(m, "content");
+        v[i].t = json_number_value(json_object_get(m, "timestamp"));
+        i++;
+    }
+    const char *title = jstr(cv, "title") ? jstr(cv, "title") : jstr(chat, "title");
+    json_t *out = imp_export(v, n, jstr(hist, "currentId"), title, err);
+    free(v);
+    return out;
+}
+
+/* A smolbot export without current_leaf (a file written by another tool):
+ * show the newest branch (the leaf with the highest id), not an empty chat. */
+static void smolbot_leaf(json_t *root) {
+    json_t *jc = json_object_get(root, "conversation"), *jl = json_object_get(jc, "current_leaf");
+    json_t *ms = json_object_get(root, "messages");
+    size_t n_msgs = json_array_size(ms);
+    if (!json_is_object(jc) || (jl && !json_is_null(jl)) || n_msgs == 0 || n_msgs > IMPORT_MAX_MESSAGES) return;
+    json_int_t best = 0, *parents = malloc(n_msgs * sizeof *parents);
+    if (!parents) return;
+    for (size_t i = 0; i < n_msgs; i++) parents[i] = json_integer_value(json_object_get(json_array_get(ms, i), "parent"));
+    qsort(parents, n_msgs, sizeof *parents, cmp_jint);
+    for (size_t i = 0; i < n_msgs; i++) {
+        json_int_t id = json_integer_value(json_object_get(json_array_get(ms, i), "id"));
+        if (id > best && !bsearch(&id, parents, n_msgs, sizeof *parents, cmp_jint)) best = id;
+    }
+    free(parents);
+    if (best > 0) json_object_set_new(jc, "current_leaf", json_integer(best));
+}
+
+/* The file -> an array of smolbot exports (new reference), or NULL with err. */
+static json_t *import_map(json_t *root, core_err *err) {
+    json_t *list = json_array(), *one = json_is_array(root) ? NULL : root;
+    if (!list) return NULL;
+    size_t n = json_is_array(root) ? json_array_size(root) : 1;
+    if (n == 0) core_errf(err, CORE_EFORMAT, "the file holds no conversations");
+    for (size_t i = 0; i < n && !err->code; i++) {
+        json_t *cv = one ? one : json_array_get(root, i), *ex = NULL;
+        if (!json_is_object(cv)) core_errf(err, CORE_EFORMAT, "item %zu is not a conversation", i + 1);
+        else if (json_object_get(cv, "messages") && json_object_get(cv, "conversation")) {
+            smolbot_leaf(cv);
+            ex = json_incref(cv);
+        } else if (json_is_object(json_object_get(cv, "mapping"))) ex = from_chatgpt(cv, err);
+        else if (json_is_object(json_object_get(json_object_get(json_object_get(cv, "chat"), "history"), "messages")) ||
+                 json_is_object(json_object_get(json_object_get(cv, "history"), "messages")))
+            ex = from_openwebui(cv, err);
+        else
+            core_errf(err, CORE_EFORMAT, "%s is not a conversation export smolbot reads (smolbot's JSON, ChatGPT's "
+                      "conversations.json, Open WebUI's chat export)", one ? "the file" : "an item");
+        if (ex && json_array_append_new(list, ex)) core_errf(err, CORE_ENOMEM, "out of memory");
+    }
+    if (err->code) {
+        json_decref(list);
+        return NULL;
+    }
+    return list;
+}
+
 static int route_import(api *a, http_req *r) {
-    if (!a->st) return no_store(r);
+    if (!S(a)) return no_store(r);
     size_t len;
     const char *body = http_req_body(r, &len);
     json_error_t je;
     json_t *root = api_json_loadb(body, len, &je);
     if (!root) {
         char msg[256];
-        snprintf(msg, sizeof msg, "not a smolbot conversation export: %s", je.text);
+        snprintf(msg, sizeof msg, "not a JSON conversation export: %s (line %d)", je.text, je.line);
         return http_respond_text(r, 400, msg);
     }
-    size_t n_msgs = json_array_size(json_object_get(root, "messages"));
+    core_err err = {0};
+    json_t *list = import_map(root, &err);
     json_decref(root);
-    if (n_msgs > IMPORT_MAX_MESSAGES) {
+    if (!list) return http_respond_text(r, err.code == CORE_ERANGE ? 413 : err.code == CORE_ENOMEM ? 500 : 400, err.msg);
+    size_t total = 0, n = json_array_size(list);
+    for (size_t i = 0; i < n; i++) total += json_array_size(json_object_get(json_array_get(list, i), "messages"));
+    if (total > IMPORT_MAX_MESSAGES) {
+        json_decref(list);
         char msg[128];
-        snprintf(msg, sizeof msg, "too many messages to import (%zu; at most %d)", n_msgs, IMPORT_MAX_MESSAGES);
+        snprintf(msg, sizeof msg, "too many messages to import (%zu; at most %d)", total, IMPORT_MAX_MESSAGES);
         return http_respond_text(r, 413, msg);
     }
-    char id[STORE_ID_LEN + 1];
-    core_err err = {0};
-    int rc = store_import_json(a->st, body, len, id, &err);
-    if (rc && rc != CORE_EFORMAT && rc != CORE_EINVAL && rc != CORE_ERANGE && rc != CORE_EUNSUP)
-        return store_fail(r, &err, rc); /* the disk, not the file */
-    if (rc) return http_respond_text(r, 400, err.msg[0] ? err.msg : "not a smolbot conversation export");
+    /* one conversation per transaction: a later one that fails takes the
+     * earlier ones back out, so a bad file changes nothing */
+    char (*ids)[STORE_ID_LEN + 1] = calloc(n ? n : 1, sizeof *ids);
+    size_t done = 0;
+    int rc = ids ? 0 : core_errf(&err, CORE_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < n; i++) {
+        char *txt = json_dumps(json_array_get(list, i), JSON_COMPACT);
+        rc = txt ? store_import_json(S(a), txt, strlen(txt), ids[i], &err) : core_errf(&err, CORE_ENOMEM, "out of memory");
+        free(txt);
+        if (!rc) done++;
+        else if (n > 1) { /* say which */
+            char m[sizeof err.msg];
+            snprintf(m, sizeof m, "conversation %zu of %zu: %.400s", i + 1, n, err.msg);
+            snprintf(err.msg, sizeof err.msg, "%s", m);
+        }
+    }
+    json_decref(list);
+    if (rc) {
+        for (size_t i = 0; i < done; i++) store_delete(S(a), ids[i], NULL);
+        free(ids);
+        if (rc != CORE_EFORMAT && rc != CORE_EINVAL && rc != CORE_ERANGE && rc != CORE_EUNSUP)
+            return store_fail(r, &err, rc); /* the disk, not the file */
+        return http_respond_text(r, 400, err.msg[0] ? err.msg : "not a conversation export");
+    }
     store_conv c = {0};
-    if ((rc = store_get(a->st, id, &c, &err))) return store_fail(r, &err, rc);
+    rc = store_get(S(a), ids[0], &c, &err);
+    free(ids);
+    if (rc) return store_fail(r, &err, rc);
     core_buf b = {0};
-    core_buf_printf(&b, "<p class=\"import-done\" data-conv=\"%s\">Imported <b>", c.id);
+    core_buf_printf(&b, "<p class=\"import-done\" data-conv=\"%s\" data-count=\"%zu\">Imported <b>", c.id, n);
     esc(&b, c.title && *c.title ? c.title : "(untitled)");
-    core_buf_printf(&b, "</b>: %lld messages. <a href=\"/ui/c/%s\" hx-get=\"/ui/c/%s\" hx-target=\"#messages\" "
-                        "hx-swap=\"outerHTML\">Open it</a></p>",
-                    (long long)c.n_messages, c.id, c.id);
+    core_buf_printf(&b, "</b>: %lld messages", (long long)c.n_messages);
+    if (n > 1) core_buf_printf(&b, " (and %zu more conversations)", n - 1);
+    core_buf_printf(&b, ". <a href=\"/ui/c/%s\" hx-get=\"/ui/c/%s\" hx-target=\"#messages\" hx-swap=\"outerHTML\">Open it</a></p>",
+                    c.id, c.id);
     store_conv_clear(&c);
     http_req_add_header(r, "HX-Trigger", "smolbot:convs");
     return respond_buf(r, 200, HTML, &b);
+}
+
+/* POST /ui/count, form: text -> {"tokens":N,"exact":true}: what an
+ * attached file costs before it is sent (the page refuses what does not
+ * fit). Without a model there is no tokenizer: about 3.5 bytes a token. */
+static int route_count(api *a, http_req *r) {
+    size_t bl;
+    char *text = form_get(http_req_body(r, &bl), "text");
+    if (!text) return http_respond_text(r, 400, "no text to count");
+    const tok *tk = engine_state(a->eng) == ENGINE_READY ? engine_tok(a->eng) : NULL;
+    size_t len = strlen(text), n = 0, cap = 0;
+    int32_t *ids = NULL;
+    int exact = 0;
+    core_err err = {0};
+    if (tk && !tok_encode(tk, text, len, 0, &ids, &n, &cap, &err)) exact = 1;
+    else n = (size_t)((double)len / 3.5 + 0.5);
+    free(ids);
+    free(text);
+    char out[96];
+    int k = snprintf(out, sizeof out, "{\"tokens\":%zu,\"exact\":%s}", n, exact ? "true" : "false");
+    http_req_add_header(r, "Cache-Control", "no-store");
+    return http_respond(r, 200, "application/json", out, (size_t)k);
 }
 
 /* /ui/c/{id}[/rest...] */
@@ -1009,7 +1449,7 @@ static int route_conv(api *a, http_req *r, const char *rest) {
     if (!*sub && is_get) rc = respond_conv(a, r, &c, 0);
     else if (!*sub && is_del) {
         cancel_conv(a, c.id);
-        rc = store_delete(a->st, c.id, &err);
+        rc = store_delete(S(a), c.id, &err);
         engine_forget(a->eng, c.id);
         if (rc) rc = store_fail(r, &err, rc);
         else {
@@ -1024,30 +1464,51 @@ static int route_conv(api *a, http_req *r, const char *rest) {
     } else if (!strncmp(sub, "stream/", 7) && is_get) {
         long long mid = strtoll(sub + 7, &endp, 10);
         rc = (mid <= 0 || *endp) ? http_respond_text(r, 404, "no such message") : route_stream(a, r, &c, mid);
+    } else if (!strncmp(sub, "switch/", 7) && is_post) {
+        long long mid = strtoll(sub + 7, &endp, 10);
+        rc = (mid <= 0 || *endp) ? http_respond_text(r, 404, "no such message") : route_switch(a, r, &c, mid);
     } else if (!strcmp(sub, "stop") && is_post) rc = route_stop(a, r, &c);
     else if (!strcmp(sub, "regenerate") && is_post) rc = route_regen(a, r, &c, 0);
     else if (!strcmp(sub, "continue") && is_post) rc = route_regen(a, r, &c, 1);
     else if (!strcmp(sub, "reset") && is_post) {
+        /* the built-in sampling defaults, then those the page sends (its
+         * defaults for new chats); the system prompt stays */
         engine_forget(a->eng, c.id);
-        rc = http_respond(r, 204, NULL, "", 0);
+        store_conv d;
+        store_conv_defaults(&d);
+        c.temperature = d.temperature;
+        c.top_p = d.top_p;
+        c.top_k = d.top_k;
+        c.min_p = d.min_p;
+        c.max_tokens = d.max_tokens;
+        c.thinking = d.thinking;
+        size_t bl;
+        const char *body = http_req_body(r, &bl);
+        if (body && *body) apply_form_settings(a, &c, body);
+        if ((rc = store_set_settings(S(a), c.id, &c, &err))) rc = store_fail(r, &err, rc);
+        else rc = respond_conv(a, r, &c, 0);
     } else if (!strcmp(sub, "clear") && is_post) {
-        /* a fresh conversation with the same settings replaces this one */
+        /* a fresh conversation with the same settings takes this one's
+         * place; the old one stays until the page's undo time is over (the
+         * page deletes it then), so a cleared chat can come back */
         if (busy_409(a, r, c.id)) goto out;
         char nid[STORE_ID_LEN + 1];
         store_conv nc = {0};
-        if ((rc = store_create(a->st, &c, nid, &err)) || (rc = store_get(a->st, nid, &nc, &err))) {
+        if ((rc = store_create(S(a), &c, nid, &err)) || (rc = store_get(S(a), nid, &nc, &err))) {
             rc = store_fail(r, &err, rc);
             goto out;
         }
-        store_delete(a->st, c.id, NULL);
         engine_forget(a->eng, c.id);
-        rc = respond_conv(a, r, &nc, 1);
+        char trig[128];
+        snprintf(trig, sizeof trig, "{\"smolbot:convs\":\"\",\"smolbot:cleared\":\"%s\"}", c.id);
+        http_req_add_header(r, "HX-Trigger", trig);
+        rc = respond_conv(a, r, &nc, 0);
         store_conv_clear(&nc);
     } else if (!strcmp(sub, "rename") && is_post) {
         size_t bl;
         char *t = form_get(http_req_body(r, &bl), "title");
         if (!t || !*t) rc = http_respond_text(r, 400, "the title is empty");
-        else if ((rc = store_rename(a->st, c.id, t, &err))) rc = store_fail(r, &err, rc);
+        else if ((rc = store_rename(S(a), c.id, t, &err))) rc = store_fail(r, &err, rc);
         else {
             free(c.title);
             c.title = t;
@@ -1072,7 +1533,9 @@ int api_ui_route(api *a, http_req *r, core_err *err) {
         if (!strcmp(sub, "status") && !strcmp(m, "GET")) route_status(a, r);
         else if (!strcmp(sub, "conversations") && (!strcmp(m, "GET") || !strcmp(m, "POST"))) route_conversations(a, r);
         else if (!strcmp(sub, "quote") && !strcmp(m, "GET")) route_quote(a, r);
-        else if (!strcmp(sub, "import") && !strcmp(m, "POST")) {
+        else if (!strcmp(sub, "count") && !strcmp(m, "POST")) {
+            if (!csrf_reject(r)) route_count(a, r);
+        } else if (!strcmp(sub, "import") && !strcmp(m, "POST")) {
             if (!csrf_reject(r)) route_import(a, r);
         } else if (!strncmp(sub, "c/", 2)) route_conv(a, r, sub + 2);
         else http_respond_text(r, 404, "no such route");

@@ -218,8 +218,8 @@ int cmd_chat(int argc, char **argv) {
             } else if (!strcmp(line, "/temp")) {
                 double t;
                 if (arg && *arg) {
-                    if (app_parse_float("/temp", arg, &t) == 0 && t >= 0 && t <= 5) sp.temperature = (float)t;
-                    else printf("temperature must be a number in 0..5\n");
+                    if (app_parse_float("/temp", arg, &t) == 0 && t >= 0 && t <= 2) sp.temperature = (float)t; /* the page and the API: 0-2 too */
+                    else printf("temperature must be a number in 0..2\n");
                 }
                 printf("temperature %.2f\n", sp.temperature);
             } else if (!strcmp(line, "/model")) {

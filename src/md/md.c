@@ -36,7 +36,9 @@
 #include <string.h>
 #include <strings.h>
 
-#define MD_FLAGS (MD_DIALECT_GITHUB | MD_FLAG_NOHTML)
+/* LaTeX spans: md4c hands "$...$" and "$$...$$" over raw (no escapes
+ * processed, so "\\," survives), and the page typesets them. */
+#define MD_FLAGS (MD_DIALECT_GITHUB | MD_FLAG_NOHTML | MD_FLAG_LATEXMATHSPANS)
 #define MD_MAX_PENDING ((size_t)64 << 20)
 
 /* ---- escaping ------------------------------------------------------- */
@@ -346,6 +348,8 @@ static int enter_span(MD_SPANTYPE type, void *detail, void *ud) {
     case MD_SPAN_CODE: put(r, "<code>"); break;
     case MD_SPAN_DEL: put(r, "<del>"); break;
     case MD_SPAN_U: put(r, "<u>"); break;
+    case MD_SPAN_LATEXMATH: put(r, "<span class=\"math\">"); break;
+    case MD_SPAN_LATEXMATH_DISPLAY: put(r, "<span class=\"math display\">"); break;
     default: break; /* latex/wikilinks are not enabled */
     }
     return r->err;
@@ -373,6 +377,8 @@ static int leave_span(MD_SPANTYPE type, void *detail, void *ud) {
     case MD_SPAN_CODE: put(r, "</code>"); break;
     case MD_SPAN_DEL: put(r, "</del>"); break;
     case MD_SPAN_U: put(r, "</u>"); break;
+    case MD_SPAN_LATEXMATH:
+    case MD_SPAN_LATEXMATH_DISPLAY: put(r, "</span>"); break;
     default: break;
     }
     return r->err;
@@ -402,10 +408,99 @@ static int text(MD_TEXTTYPE type, const MD_CHAR *s, MD_SIZE n, void *ud) {
     return r->err;
 }
 
+static int render_segment_raw(const char *md, size_t len, core_buf *out);
+
+/* The other LaTeX delimiters, "\\(...\\)" and "\\[...\\]", would lose their
+ * backslash as Markdown escapes: spell them "$...$" and "$$...$$" (md4c's
+ * math spans) before parsing. Only a pair closed within the segment, never
+ * inside a code span or fenced or indented code; escaped backslashes stay.
+ * 1 and *out filled when something changed, 0 when md is to be used as is,
+ * -1 out of memory. */
+static int latex_delims(const char *md, size_t len, core_buf *out) {
+    size_t i = 0, line0 = 1;
+    int changed = 0, fence = 0;
+    if (len >= 4 && (md[0] == '\t' || !memcmp(md, "    ", 4))) return 0; /* indented code */
+    while (i < len) {
+        if (line0) { /* a fence line opens or closes code: copy the line */
+            size_t k = i;
+            while (k < len && k - i < 3 && md[k] == ' ') k++;
+            int is_fence = k + 2 < len && (md[k] == '`' || md[k] == '~') && md[k + 1] == md[k] && md[k + 2] == md[k];
+            if (is_fence) fence = !fence;
+            if (is_fence || fence) {
+                const char *nl = memchr(md + i, '\n', len - i);
+                size_t e = nl ? (size_t)(nl - md) + 1 : len;
+                if (core_buf_append(out, md + i, e - i) < 0) return -1;
+                i = e;
+                continue;
+            }
+        }
+        char c = md[i];
+        line0 = c == '\n';
+        if (c == '`') { /* a code span: up to the same run of backticks */
+            size_t run = 0;
+            while (i + run < len && md[i + run] == '`') run++;
+            size_t j = i + run, end = len;
+            while (j < len) {
+                if (md[j] != '`') { j++; continue; }
+                size_t r2 = 0;
+                while (j + r2 < len && md[j + r2] == '`') r2++;
+                if (r2 == run) { end = j + r2; break; }
+                j += r2;
+            }
+            if (end == len && j >= len) end = i + run; /* unclosed: just the backticks */
+            if (core_buf_append(out, md + i, end - i) < 0) return -1;
+            i = end;
+            continue;
+        }
+        if (c == '\\' && i + 1 < len && (md[i + 1] == '(' || md[i + 1] == '[')) {
+            const char *close = md[i + 1] == '(' ? "\\)" : "\\]", *dollars = md[i + 1] == '(' ? "$" : "$$";
+            size_t j = i + 2;
+            while (j + 1 < len && !(md[j] == close[0] && md[j + 1] == close[1])) j += md[j] == '\\' ? 2 : 1;
+            if (j + 1 < len) {
+                size_t a = i + 2, b = j; /* md4c wants no space inside the dollars */
+                while (a < b && (md[a] == ' ' || md[a] == '\n')) a++;
+                while (b > a && (md[b - 1] == ' ' || md[b - 1] == '\n')) b--;
+                if (b > a) {
+                    if (core_buf_puts(out, dollars) < 0 || core_buf_append(out, md + a, b - a) < 0 || core_buf_puts(out, dollars) < 0)
+                        return -1;
+                    changed = 1;
+                    i = j + 2;
+                    continue;
+                }
+            }
+        }
+        if (c == '\\' && i + 1 < len) { /* an escape stays as it is, both bytes */
+            if (core_buf_append(out, md + i, 2) < 0) return -1;
+            line0 = md[i + 1] == '\n';
+            i += 2;
+            continue;
+        }
+        if (core_buf_append(out, md + i, 1) < 0) return -1;
+        i++;
+    }
+    return changed;
+}
+
 /* Render one segment (no splitting) and append to out. */
 static int render_segment(const char *md, size_t len, core_buf *out) {
     if (len == 0) return 0;
     if (len > UINT32_MAX) return CORE_ERANGE;
+    core_buf alt = {0};
+    int ch = memchr(md, '\\', len) ? latex_delims(md, len, &alt) : 0;
+    if (ch < 0) {
+        core_buf_free(&alt);
+        return CORE_ENOMEM;
+    }
+    if (ch > 0) {
+        int rc = alt.len > UINT32_MAX ? CORE_ERANGE : render_segment_raw(alt.data, alt.len, out);
+        core_buf_free(&alt);
+        return rc;
+    }
+    core_buf_free(&alt);
+    return render_segment_raw(md, len, out);
+}
+
+static int render_segment_raw(const char *md, size_t len, core_buf *out) {
     MD_PARSER p = {0};
     p.flags = MD_FLAGS;
     p.enter_block = enter_block;
