@@ -123,7 +123,7 @@
     { name: 'regenerate', cat: 'Chat', desc: 'Answer the last message again' },
     { name: 'continue', cat: 'Chat', desc: 'Continue the last answer' },
     { name: 'export', cat: 'Chat', arg: '[md|json]', desc: 'Download this conversation' },
-    { name: 'model', cat: 'Model', desc: 'Show the loaded model' },
+    { name: 'model', cat: 'Model', arg: '[name]', desc: 'Show the model, or switch this conversation to another' },
     { name: 'status', cat: 'Model', desc: 'Server and model status' },
     { name: 'thinking', cat: 'Model', desc: 'Turn thinking on or off' },
     { name: 'temp', cat: 'Model', arg: '[value]', desc: 'Show or set the temperature (0–2)' },
@@ -143,8 +143,27 @@
   function lastAssistant() { var a = document.querySelectorAll('#messages .msg.assistant'); return a[a.length - 1]; }
   function formValues() {
     return { thinking: $('#thinking').checked ? '1' : '', temperature: $('#temperature').value,
-      top_p: $('#top-p').value, max_tokens: $('#max-tokens').value, system: $('#system-prompt').value };
+      top_p: $('#top-p').value, max_tokens: $('#max-tokens').value, system: $('#system-prompt').value,
+      model: $('#model-pick').hidden ? '' : $('#model-pick').value };
   }
+
+  /* ---- the model picker (a server with several models) ---- */
+  function fillPicker(models) {
+    var p = $('#model-pick'), cur = p.value || get('model', '');
+    p.textContent = '';
+    models.forEach(function (m) { /* text, never markup: names come from file names */
+      var o = document.createElement('option');
+      o.value = m.name; o.disabled = !m.supported; o.dataset.loaded = m.loaded ? '1' : '0';
+      o.textContent = m.name + ' · ' + m.quant + ' · ' + (m.size_mb >= 1024 ? (m.size_mb / 1024).toFixed(1) + ' GB' : Math.round(m.size_mb) + ' MB') +
+        ' · ' + (!m.supported ? 'unsupported' : m.loaded ? 'loaded' : m.loading ? 'loading' : 'not loaded');
+      p.appendChild(o);
+    });
+    if (cur && pickerHas(cur)) p.value = cur;
+    p.hidden = false; $('#model-name').hidden = true;
+  }
+  function pickerHas(name) { return Array.prototype.some.call($('#model-pick').options, function (o) { return o.value === name && !o.disabled; }); }
+  function pickModel(name) { $('#model-pick').value = name; set('model', name); }
+  document.addEventListener('change', function (e) { if (e.target && e.target.id === 'model-pick') set('model', e.target.value); });
 
   function run(name, arg) {
     arg = (arg || '').trim();
@@ -171,7 +190,12 @@
         var v = parseFloat(arg);
         if (!(v >= 0 && v <= 2)) { toast('Temperature must be a number from 0 to 2'); break; }
         setTemp(String(v)); toast('Temperature set to ' + v); break;
-      case 'model': pollStatus('model'); break;
+      case 'model':
+        if (arg && !$('#model-pick').hidden) {
+          if (!pickerHas(arg)) { toast('No model named "' + arg + '" can be served'); break; }
+          pickModel(arg); toast('Model for the next answers: ' + arg); break;
+        }
+        pollStatus('model'); break;
       case 'status': pollStatus('status'); break;
       case 'theme': toast('Theme: ' + setTheme(arg || 'toggle')); break;
       case 'help': openHelp(); break;
@@ -292,6 +316,8 @@
   function submit() {
     if (!input.value.trim() || document.body.classList.contains('is-streaming')) return;
     if (state.status === 'no_model') { toast('No model loaded: run "smolbot pull", then restart the server'); return; }
+    var pk = $('#model-pick'), opt = !pk.hidden && pk.selectedOptions && pk.selectedOptions[0];
+    if (opt && opt.dataset.loaded === '0') toast('Loading ' + opt.value + '…', 10000); /* the answer starts once it is in memory */
     var form = $('#composer');
     if (form.requestSubmit) form.requestSubmit(); else form.dispatchEvent(new Event('submit', { cancelable: true }));
   }
@@ -365,6 +391,7 @@
       state.fails = 0; state.status = j.state;
       setBadge(j.state);
       if (j.model) $('#model-name').textContent = j.model;
+      if (j.models) fillPicker(j.models);
       if (j.ctx_max) state.ctxMax = j.ctx_max;
       if (state.thinkingDefault === undefined) {
         state.thinkingDefault = j.thinking_default !== false;
@@ -377,7 +404,9 @@
       else if (report) toast('State: ' + j.state + (j.state === 'no_model' ? ' (get it with: ' + (j.pull_hint || 'smolbot pull') + ')' : '') +
         '\nUptime: ' + fmtDur(j.uptime_s || 0) + '\nMemory: ' + Math.round(j.rss_mb || 0) + ' MiB' +
         '\nActive streams: ' + (j.streams || 0) + ', queue: ' + (j.queued || 0) +
-        '\nLast speed: ' + (j.tok_s ? j.tok_s.toFixed(1) + ' tok/s' : '–') + (j.ttft_ms ? ', TTFT ' + Math.round(j.ttft_ms) + ' ms' : ''), 8000);
+        '\nLast speed: ' + (j.tok_s ? j.tok_s.toFixed(1) + ' tok/s' : '–') + (j.ttft_ms ? ', TTFT ' + Math.round(j.ttft_ms) + ' ms' : '') +
+        (j.models ? '\nLoaded models: ' + (j.models.filter(function (m) { return m.loaded; }).map(function (m) {
+          return '\n  ' + m.name + ' (' + Math.round(m.mem_mb) + ' MiB)'; }).join('') || 'none') : ''), 8000);
     }).catch(function () {
       state.fails++;
       setBadge(state.fails >= 3 ? 'offline' : 'reconnecting');
@@ -496,7 +525,11 @@
         document.querySelectorAll('.conv').forEach(function (li) { li.classList.toggle('current', li.dataset.conv === m.dataset.conv); });
       }
       var tg = e.detail.target;
-      if (tg && tg.id === 'messages') gaugeFrom(document.getElementById('messages')); /* outerHTML: tg is the old node */
+      if (tg && tg.id === 'messages') { /* outerHTML: tg is the old node */
+        var ms = document.getElementById('messages');
+        gaugeFrom(ms);
+        if (ms && ms.dataset.model && pickerHas(ms.dataset.model)) pickModel(ms.dataset.model); /* the conversation keeps its model */
+      }
       else if (tg && tg.querySelector) gaugeFrom(tg.querySelector('[data-ctx-used]'));
       document.body.classList.remove('drawer-open');
       streamingNow(); scrollDown(e.detail.target && (e.detail.target.id === 'messages'));
