@@ -167,6 +167,7 @@ int cmd_chat(int argc, char **argv) {
         return 1;
     }
     kern_init(NULL);
+    if (app_check_model("chat", path, 1)) return 1; /* one message, not the engine's and ours */
     engine_config ec = {0};
     ec.model_path = path;
     ec.n_threads = (int)threads;

@@ -297,16 +297,8 @@ int cmd_serve(int argc, char **argv) {
 
     char model_path[4096] = "";
     int have_model = !multi && app_find_model(model_opt, model_path, sizeof model_path) == 0;
-    if (have_model) {
-        /* A file that cannot even be opened fails now, before we say we listen. */
-        gguf *g = NULL;
-        core_err gerr = {0};
-        if (gguf_open(&g, model_path, &gerr)) {
-            fprintf(stderr, "serve: cannot load %s: %s\n", model_path, gerr.msg);
-            return 1;
-        }
-        gguf_close(g);
-    }
+    /* A file that cannot load fails now, before we say we listen. */
+    if (have_model && app_check_model("serve", model_path, 1)) return 1;
     if (!have_model && !multi)
         fprintf(stderr, "serve: no model found (give -m PATH, set MODEL_PATH or run 'smolbot pull'): serving in "
                         "no-model mode\n");
