@@ -67,6 +67,18 @@ else
   skip "port taken: no port holder"
 fi
 
+# ---- chat: /model NAME switches and the next answer names its model
+F32=$SHARED/models/smollm3-tiny-f32.gguf
+mkdir -p "$TMP/cm"
+ln -s "$(cd "$(dirname "$F32")" && pwd)/$(basename "$F32")" "$TMP/cm/other.gguf"
+printf 'hi\n/model nope\n/model other\nhello again\n/model\n/quit\n' |
+  SMOLBOT_MODELS=$TMP/cm "$BIN" chat -m "$MODEL" -n 4 --ctx 512 > "$TMP/o" 2> "$TMP/e"; rc=$?
+check "chat /model: exit 0" [ $rc = 0 ]
+check "... an unknown name is said, the chat goes on" grep -q "chat: cannot open nope" "$TMP/e"
+check "... the switch is said" grep -q "model other (smollm3, 4 layers, context 512); the conversation goes on" "$TMP/o"
+check "... the next answer names its model" grep -q "^\[other\] " "$TMP/o"
+check "... /model shows the new file" grep -q "^$TMP/cm/other.gguf$" "$TMP/o"
+
 # ---- several models
 D=$TMP/models
 mkdir -p "$D"
