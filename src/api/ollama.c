@@ -799,8 +799,9 @@ static int pull(api *a, http_req *r) {
     json_t *m = json_object_get(root, "model");
     if (!m || json_is_null(m)) m = json_object_get(root, "name");
     const char *name = json_is_string(m) ? json_string_value(m) : "";
+    int have = a->cfg.reg ? *name && registry_find(a->cfg.reg, name) >= 0 : is_served(a->model_name, name);
     if (!*name) ol_err(r, 400, "model is required");
-    else if (!is_served(a->model_name, name))
+    else if (!have)
         ol_err(r, 501, "pulling \"%.200s\" through the API is not supported: run `smolbot pull` on the server and "
                        "restart it with the model", name);
     else send_json(r, 200, json_pack("{s:s}", "status", "success"));
@@ -816,7 +817,15 @@ static int delete_model(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
     const char *name;
-    if (!check_model(a, r, root, &name))
+    if (a->cfg.reg) {
+        json_t *m = json_object_get(root, "model");
+        if (!m || json_is_null(m)) m = json_object_get(root, "name");
+        name = json_is_string(m) ? json_string_value(m) : "";
+        if (!*name) ol_err(r, 400, "model is required");
+        else if (registry_find(a->cfg.reg, name) < 0) ol_err(r, 404, "model \"%.200s\" not found", name);
+        else ol_err(r, 409, "model \"%.200s\": deleting model files through the API is not supported: remove the "
+                            "file on the server", name);
+    } else if (!check_model(a, r, root, &name))
         ol_err(r, 409, "model \"%.200s\" is loaded and serving: stop the server to delete its file", name);
     json_decref(root);
     return 0;
