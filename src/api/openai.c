@@ -936,6 +936,10 @@ static int props(api *a, http_req *r) {
         "temperature", (double)sp.temperature, "top_p", (double)sp.top_p, "top_k", sp.top_k, "min_p", (double)sp.min_p,
         "max_tokens", a->cfg.max_tokens > 0 ? a->cfg.max_tokens : BRIDGE_DEFAULT_MAX_TOKENS, "api_key_required",
         a->cfg.api_key && *a->cfg.api_key);
+    if (o && a->cfg.reg) { /* several models: the list says which are loaded */
+        json_object_set_new(o, "state", json_string("ready"));
+        json_object_set_new(o, "models", registry_models(a));
+    }
     return send_json(r, 200, o);
 }
 
@@ -976,7 +980,7 @@ static int metrics(api *a, http_req *r) {
     M("conversations", "gauge", "KV caches held.", "%d", m.conversations);
     M("kv_bytes", "gauge", "Bytes of KV caches held.", "%llu", (unsigned long long)m.kv_bytes);
     M("kv_budget_bytes", "gauge", "Byte budget for KV caches.", "%llu", (unsigned long long)m.kv_budget);
-    M("model_ready", "gauge", "1 when the model is loaded and serving.", "%d", m.state == ENGINE_READY);
+    M("model_ready", "gauge", "1 when the model is loaded and serving.", "%d", m.state == ENGINE_READY || a->cfg.reg);
     M("uptime_seconds", "gauge", "Seconds since the server started.", "%.3f", core_now_s() - a->t_start);
 #undef M
     hist_out(&b, "smolbot_ttft_seconds", "Time from request to first token.", &ttft, api_ttft_bounds, 1e-3);
@@ -991,13 +995,15 @@ static int tokenize(api *a, http_req *r) {
     if (!root) return 0;
     json_t *content = json_object_get(root, "content");
     int parse_special = 1, with_pieces = 0;
+    chat_req q = {0}; /* its model only */
     if (!json_is_string(content)) {
         bad(r, "content", "%s", "'content' must be a string");
         goto out;
     }
-    if (get_bool(r, root, "parse_special", &parse_special) < 0 || get_bool(r, root, "with_pieces", &with_pieces) < 0)
+    if (get_bool(r, root, "parse_special", &parse_special) < 0 || get_bool(r, root, "with_pieces", &with_pieces) < 0 ||
+        request_model(a, r, root, &q))
         goto out;
-    const tok *tk = engine_tok(a->eng);
+    const tok *tk = engine_tok(q.am.eng);
     int32_t *ids = NULL;
     size_t n = 0, cap = 0;
     core_err err = {0};
@@ -1027,6 +1033,7 @@ static int tokenize(api *a, http_req *r) {
     free(ids);
     send_json(r, 200, json_pack("{s:o}", "tokens", arr));
 out:
+    api_model_put(a, &q.am);
     json_decref(root);
     return 0;
 }
@@ -1036,7 +1043,9 @@ static int detokenize(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
     json_t *arr = json_object_get(root, "tokens");
-    const tok *tk = engine_tok(a->eng);
+    chat_req q = {0}; /* its model only */
+    if (request_model(a, r, root, &q)) goto out;
+    const tok *tk = engine_tok(q.am.eng);
     int32_t nv = tok_n_vocab(tk);
     if (!json_is_array(arr)) {
         bad(r, "tokens", "%s", "'tokens' must be an array of token ids");
@@ -1067,6 +1076,7 @@ static int detokenize(api *a, http_req *r) {
     else send_json(r, 200, json_pack("{s:s%}", "content", fixed.data ? fixed.data : "", fixed.len));
     core_buf_free(&fixed);
 out:
+    api_model_put(a, &q.am);
     json_decref(root);
     return 0;
 }
