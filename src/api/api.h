@@ -30,6 +30,9 @@ typedef struct api_config {
     int slots;              /* the engine's max_active, reported by /props */
     registry *reg;          /* several models by name, loaded on demand (borrowed; NULL:
                                the engine given to api_new is the one model) */
+    const char *pull_exe;   /* with reg: Ollama's /api/pull runs `pull_exe pull NAME -o
+                               models_dir/` and adds the file (NULL: refused) */
+    const char *models_dir;
 } api_config;
 
 typedef struct api api;

@@ -41,8 +41,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -791,14 +796,263 @@ static int version(api *a, http_req *r) {
     return send_json(r, 200, json_pack("{s:s}", "version", OLLAMA_COMPAT_VERSION));
 }
 
-/* Pulling is `smolbot pull` (src/app, above this module): the served model
- * is already here, so its pull succeeds at once; any other is refused. */
+/* ---- /api/pull with several models: `smolbot pull` as a child ---------------------
+ *
+ * The pull code is the command's (src/app, above this module): the server
+ * runs its own binary (api_config.pull_exe) as `pull NAME -o DIR/` and
+ * turns what it prints into Ollama's progress lines. The child is a
+ * bridge job without engine: its tick reads the child's stderr ("pull:
+ * 42%  15.3/36.6 MB ...") and stdout (sha256sum's line: the file written),
+ * and when the child ends, adds the file to the registry and ends with
+ * {"status":"success"} or {"error": the child's last line}. A client that
+ * leaves cancels it: the child is stopped, its .part kept for a resume. */
+
+typedef struct pull_job {
+    api *a;
+    pid_t pid;
+    int err_fd, out_fd;
+    core_buf err_line, out;
+    char last[512];     /* the child's last stderr line */
+    char name[256];
+    int ended;
+} pull_job;
+
+static void pull_push(bridge_job *j, json_t *o) {
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    size_t n = s ? strlen(s) : 0;
+    char *line = s ? realloc(s, n + 2) : NULL;
+    if (!line) {
+        free(s);
+        return;
+    }
+    line[n] = '\n'; /* one push: the line and its end together */
+    bridge_push(j, line, n + 1);
+    free(line);
+}
+
+/* One stderr line of the child as a progress line. */
+static void pull_line(pull_job *p, bridge_job *j, const char *l) {
+    double pct, have, total;
+    if (sscanf(l, "pull: %lf%% %lf/%lf MB", &pct, &have, &total) == 3)
+        pull_push(j, json_pack("{s:s, s:s, s:I, s:I}", "status", "pulling model", "digest", "", "total",
+                               (json_int_t)(total * 1e6), "completed", (json_int_t)(have * 1e6)));
+    else if (*l && strncmp(l, "   ", 3)) /* a message (the error, at the end); not the "   -> FILE" line */
+        snprintf(p->last, sizeof p->last, "%s", l);
+}
+
+static void pull_drain(pull_job *p, bridge_job *j) {
+    char buf[4096];
+    ssize_t n;
+    while (p->err_fd >= 0 && (n = read(p->err_fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == '\n' || buf[i] == '\r') {
+                if (p->err_line.len) {
+                    core_buf_append(&p->err_line, "", 1);
+                    pull_line(p, j, p->err_line.data);
+                }
+                p->err_line.len = 0;
+            } else if (p->err_line.len < 4096) {
+                core_buf_append(&p->err_line, buf + i, 1);
+            }
+        }
+    }
+    while (p->out_fd >= 0 && (n = read(p->out_fd, buf, sizeof buf)) > 0 && p->out.len < 8192)
+        core_buf_append(&p->out, buf, (size_t)n);
+}
+
+static void pull_tick(void *ctx, bridge_job *j, double now) {
+    (void)now;
+    pull_job *p = ctx;
+    if (p->ended) return;
+    pull_drain(p, j);
+    int status;
+    pid_t w = waitpid(p->pid, &status, WNOHANG);
+    if (w == 0) return;
+    pull_drain(p, j);
+    p->ended = 1;
+    p->pid = -1;
+    /* stdout: "SHA256  PATH" of the file written */
+    core_buf_append(&p->out, "", 1);
+    const char *path = p->out.data ? strstr(p->out.data, "  ") : NULL;
+    char file[2048] = "";
+    if (path) {
+        snprintf(file, sizeof file, "%s", path + 2);
+        file[strcspn(file, "\n")] = 0;
+    }
+    if (w < 0 || !WIFEXITED(status) || WEXITSTATUS(status) || !file[0]) {
+        pull_push(j, json_pack("{s:s}", "error", p->last[0] ? p->last : "the pull failed"));
+        bridge_finish(j, "error");
+        return;
+    }
+    pull_push(j, json_pack("{s:s}", "status", "verifying sha256 digest"));
+    core_err err = {0};
+    int rc = registry_add_file(p->a->cfg.reg, NULL, file, 0, &err);
+    if (rc && registry_find(p->a->cfg.reg, p->name) < 0) {
+        char nm[128];
+        registry_name_of(file, nm, sizeof nm);
+        if (registry_find(p->a->cfg.reg, nm) < 0) { /* a name already taken by another file */
+            pull_push(j, json_pack("{s:s}", "error", err.msg));
+            bridge_finish(j, "error");
+            return;
+        }
+    }
+    pull_push(j, json_pack("{s:s}", "status", "writing manifest"));
+    pull_push(j, json_pack("{s:s}", "status", "success"));
+    bridge_finish(j, "stop");
+}
+
+static void pull_free(void *ctx) {
+    pull_job *p = ctx;
+    if (p->pid > 0) { /* cancelled: stop the child (its .part stays for a resume) */
+        kill(p->pid, SIGTERM);
+        waitpid(p->pid, NULL, 0);
+    }
+    if (p->err_fd >= 0) close(p->err_fd);
+    if (p->out_fd >= 0) close(p->out_fd);
+    core_buf_free(&p->err_line);
+    core_buf_free(&p->out);
+    free(p);
+}
+
+/* Start `pull_exe pull NAME -o DIR/`. 0 or -1. */
+static int pull_spawn(api *a, const char *name, pull_job *p) {
+    int ep[2] = {-1, -1}, op[2] = {-1, -1};
+    if (pipe2(ep, O_CLOEXEC) || pipe2(op, O_CLOEXEC)) goto fail;
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/", a->cfg.models_dir);
+    char *argv[] = {(char *)a->cfg.pull_exe, "pull", (char *)name, "-o", dir, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, op[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, ep[1], 2);
+    extern char **environ;
+    int rc = posix_spawn(&p->pid, a->cfg.pull_exe, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc) goto fail;
+    close(ep[1]);
+    close(op[1]);
+    p->err_fd = ep[0];
+    p->out_fd = op[0];
+    fcntl(p->err_fd, F_SETFL, O_NONBLOCK);
+    fcntl(p->out_fd, F_SETFL, O_NONBLOCK);
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (ep[i] >= 0) close(ep[i]);
+        if (op[i] >= 0) close(op[i]);
+    }
+    return -1;
+}
+
+/* NDJSON: the job's lines as they come. */
+typedef struct pull_stream {
+    api *a;
+    http_stream *s;
+} pull_stream;
+
+static int pull_deliver(void *ctx, const bridge_out *o) {
+    pull_stream *x = ctx;
+    if (o->answer_end > o->answer_from &&
+        http_stream_write(x->s, o->answer + o->answer_from, o->answer_end - o->answer_from))
+        return 1;
+    return 0;
+}
+static int pull_gone(void *ctx) { return http_stream_gone(((pull_stream *)ctx)->s); }
+static void pull_drop(void *ctx) {
+    pull_stream *x = ctx;
+    http_stream_close(x->s);
+    api_stream_give(x->a);
+    free(x);
+}
+static const bridge_listener_ops pull_ops = {pull_deliver, pull_gone, pull_drop};
+
+static int pull_registry(api *a, http_req *r, json_t *root, const char *name) {
+    int stream = 1;
+    if (api_get_bool(&(api_rq){r, 1}, root, "stream", &stream) < 0) return 0;
+    if (registry_find(a->cfg.reg, name) >= 0) { /* here already */
+        if (stream) {
+            static const char line[] = "{\"status\":\"success\"}\n";
+            return http_respond(r, 200, "application/x-ndjson", line, sizeof line - 1);
+        }
+        return send_json(r, 200, json_pack("{s:s}", "status", "success"));
+    }
+    if (!a->cfg.pull_exe || !a->cfg.models_dir)
+        return ol_err(r, 501, "pulling through the API is not enabled on this server: run `smolbot pull`"), 0;
+    if (stream && api_stream_take(a, &(api_rq){r, 1})) return 0;
+    pull_job *p = calloc(1, sizeof *p);
+    pull_stream *x = stream ? calloc(1, sizeof *x) : NULL;
+    if (!p || (stream && !x)) {
+        free(p);
+        free(x);
+        if (stream) api_stream_give(a);
+        return ol_err(r, 500, "out of memory"), 0;
+    }
+    p->a = a;
+    p->err_fd = p->out_fd = -1;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    if (pull_spawn(a, name, p)) {
+        free(p);
+        free(x);
+        if (stream) api_stream_give(a);
+        return ol_err(r, 500, "cannot start the pull"), 0;
+    }
+    bridge_job_opts bo = {0};
+    bo.grace_s = stream ? 0 : 3600; /* a stream's client that leaves stops it */
+    bo.owner = (bridge_owner){pull_tick, NULL, pull_free, p};
+    bridge_job *j = NULL;
+    core_err err = {0};
+    if (bridge_start(a->br, NULL, &bo, &j, &err)) {
+        pull_free(p);
+        free(x);
+        if (stream) api_stream_give(a);
+        return ol_err(r, 503, "%s", err.msg), 0;
+    }
+    pull_push(j, json_pack("{s:s}", "status", "pulling manifest"));
+    if (stream) {
+        x->a = a;
+        x->s = http_respond_stream(r, 200, "application/x-ndjson", NULL, &err);
+        if (!x->s) {
+            free(x);
+            api_stream_give(a);
+            bridge_cancel(j);
+        } else {
+            bridge_listen(j, &pull_ops, x, 0, 0);
+        }
+    } else {
+        bridge_wait(j);
+        const char *text, *finish, *emsg;
+        size_t tl;
+        int ecode;
+        const engine_stats *st;
+        bridge_result(j, &text, &tl, NULL, NULL, &st, &finish, &ecode, &emsg);
+        /* the last line says it: success or the error */
+        const char *last = text;
+        for (size_t i = 0; i + 1 < tl; i++)
+            if (text[i] == '\n') last = text + i + 1;
+        json_error_t je;
+        json_t *o = last ? json_loadb(last, text + tl - last, 0, &je) : NULL;
+        send_json(r, json_object_get(o, "error") ? 500 : 200, o ? o : json_pack("{s:s}", "error", "the pull failed"));
+    }
+    bridge_release(j);
+    return 0;
+}
+
+/* Pulling is `smolbot pull` (src/app, above this module). With one model:
+ * the served model is already here, so its pull succeeds at once; any
+ * other is refused. With several: see pull_registry. */
 static int pull(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
     json_t *m = json_object_get(root, "model");
     if (!m || json_is_null(m)) m = json_object_get(root, "name");
     const char *name = json_is_string(m) ? json_string_value(m) : "";
+    if (a->cfg.reg && *name) {
+        pull_registry(a, r, root, name);
+        json_decref(root);
+        return 0;
+    }
     int have = a->cfg.reg ? *name && registry_find(a->cfg.reg, name) >= 0 : is_served(a->model_name, name);
     if (!*name) ol_err(r, 400, "model is required");
     else if (!have)

@@ -37,6 +37,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "app/app.h"
@@ -378,6 +379,13 @@ int cmd_serve(int argc, char **argv) {
     acfg.max_streams = (int)max_streams;
     acfg.slots = ec.max_active;
     acfg.reg = reg;
+    char exe[4096];
+    ssize_t xl = reg ? readlink("/proc/self/exe", exe, sizeof exe - 1) : -1;
+    if (xl > 0) { /* Ollama's /api/pull runs our own `pull` into the models directory */
+        exe[xl] = 0;
+        acfg.pull_exe = exe;
+        acfg.models_dir = models_dir;
+    }
     if (api_new(&ap, eng, st, &acfg, &err)) goto done;
 
     /* Each connection is a descriptor: a soft limit of 1024 would cap the

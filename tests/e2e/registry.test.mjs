@@ -12,7 +12,7 @@
 // unsupported, never fatal). Skips with a message without ../shared.
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -263,6 +263,45 @@ describe('a budget that fits one model', { skip: SKIP }, () => {
     assert.equal(o.done, true);
     assert.ok(o.load_duration > 0 && o.total_duration / 1e6 <= Date.now() - t0 + 50);
     assert.deepEqual(await loadedNames(ol), ['smollm3-tiny-q4_k_m']);
+  });
+});
+
+describe('/api/pull into the models directory', { skip: SKIP }, () => {
+  let s, ol, hf;
+  before(async () => {
+    /* tests/pull_server.mjs: a Hugging Face look-alike serving the tiny model */
+    hf = spawn('node', [path.join(util.ROOT, 'tests/pull_server.mjs'), path.join(SHARED, 'smollm3-tiny-q4_k_m.gguf'),
+      path.join(tmp, 'hf.log')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const port = await new Promise((res) => hf.stdout.once('data', (d) => res(String(d).trim().split('\n')[0])));
+    const dir = modelsDir('pull', ['qwen3-tiny']);
+    s = await util.startServer(BIN, ['--models-dir', dir, '--no-db', '--ctx', '512'],
+      { env: { HF_ENDPOINT: `http://127.0.0.1:${port}`, HF_TOKEN: '' } });
+    ol = new Ollama({ host: s.url });
+  });
+  after(() => { if (hf) hf.kill(); });
+
+  test('pull() streams progress, the new file is listed and answers', async () => {
+    const statuses = [];
+    let sawBytes = false;
+    for await (const p of await ol.pull({ model: 'test/tiny/tiny.gguf', stream: true })) {
+      statuses.push(p.status);
+      if (p.total > 0 && p.completed === p.total) sawBytes = true;
+    }
+    assert.equal(statuses[0], 'pulling manifest');
+    assert.equal(statuses.at(-1), 'success');
+    assert.ok(sawBytes, statuses.join());
+    assert.ok((await ol.list()).models.some((m) => m.name === 'tiny:latest'));
+    const r = await ol.chat({ model: 'tiny', messages: hello, options: greedy, stream: false });
+    assert.ok(r.eval_count > 0);
+    const again = await ol.pull({ model: 'tiny', stream: false });
+    assert.equal(again.status, 'success');
+  });
+
+  test('a failed pull is an error with the reason; delete needs the API key', async () => {
+    await assert.rejects(ol.pull({ model: 'test/tiny/missing-x.gguf', stream: false }), (e) => /HTTP 404/.test(e.message));
+    const d = await fetch(s.url + '/api/delete', { method: 'DELETE', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'tiny' }) });
+    assert.equal(d.status, 403);
   });
 });
 
