@@ -706,7 +706,9 @@ static int list_models(api *a, http_req *r, int running) {
     if (a->cfg.reg) {
         registry_model m;
         for (size_t i = 0; registry_get(a->cfg.reg, i, &m) == 0; i++)
-            if (m.supported && (!running || m.loaded) && (e = reg_entry(&m, running))) json_array_append_new(arr, e);
+            /* ps: one line per loaded file, under its own name (its aliases share it) */
+            if (m.supported && (!running || (m.loaded && m.primary)) && (e = reg_entry(&m, running)))
+                json_array_append_new(arr, e);
     } else if ((e = model_entry(a, running))) {
         json_array_append_new(arr, e);
     }

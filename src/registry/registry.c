@@ -334,6 +334,7 @@ int registry_get(registry *r, size_t i, registry_model *o) {
     memset(o, 0, sizeof *o);
     snprintf(o->name, sizeof o->name, "%s", n->name);
     snprintf(o->target, sizeof o->target, "%s", n->target);
+    o->primary = f->first_name == (int)i;
     snprintf(o->path, sizeof o->path, "%s", f->path);
     snprintf(o->arch, sizeof o->arch, "%s", f->arch);
     snprintf(o->quant, sizeof o->quant, "%s", f->quant);

@@ -47,6 +47,7 @@ typedef struct registry_config {
 typedef struct registry_model {
     char name[128];
     char target[128];     /* an alias: the name it was given for; else "" */
+    int primary;          /* the file's first name (aliases and other links are not) */
     char path[1024];
     char arch[32];
     char quant[32];       /* "Q4_K_M", "F32", ... ("?" when the header has no file type) */
