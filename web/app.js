@@ -160,7 +160,7 @@
     { name: 'regenerate', cat: 'Chat', desc: 'Answer the last message again' },
     { name: 'continue', cat: 'Chat', desc: 'Continue the last answer' },
     { name: 'export', cat: 'Chat', arg: '[md|json|branch]', desc: 'Download it (json: every version; branch: the one shown)' },
-    { name: 'model', cat: 'Model', desc: 'Show the loaded model' },
+    { name: 'model', cat: 'Model', arg: '[name]', desc: 'Show the model, or switch this conversation to another' },
     { name: 'status', cat: 'Model', desc: 'Server and model status' },
     { name: 'thinking', cat: 'Model', desc: 'Turn thinking on or off' },
     { name: 'temp', cat: 'Model', arg: '[value]', desc: 'Show or set the temperature (0–2)' },
@@ -187,7 +187,8 @@
   var EXTRA = [['repeat_penalty', '#repeat-penalty', '1'], ['presence_penalty', '#presence-penalty', '0'],
     ['frequency_penalty', '#frequency-penalty', '0'], ['seed', '#seed', '']];
   function formValues() {
-    var v = { thinking: $('#thinking').checked ? '1' : '' };
+    var v = { thinking: $('#thinking').checked ? '1' : '',
+      model: $('#model-pick').hidden ? '' : $('#model-pick').value };
     FIELDS.concat(EXTRA).forEach(function (f) { v[f[0]] = $(f[1]).value; });
     return v;
   }
@@ -213,6 +214,24 @@
   function outputs() {
     $('#top-p-out').textContent = $('#top-p').value; $('#min-p-out').textContent = $('#min-p').value;
   }
+
+  /* ---- the model picker (a server with several models) ---- */
+  function fillPicker(models) {
+    var p = $('#model-pick'), cur = p.value || get('model', '');
+    p.textContent = '';
+    models.forEach(function (m) { /* text, never markup: names come from file names */
+      var o = document.createElement('option');
+      o.value = m.name; o.disabled = !m.supported; o.dataset.loaded = m.loaded ? '1' : '0';
+      o.textContent = m.name + ' · ' + m.quant + ' · ' + (m.size_mb >= 1024 ? (m.size_mb / 1024).toFixed(1) + ' GB' : Math.round(m.size_mb) + ' MB') +
+        ' · ' + (!m.supported ? 'unsupported' : m.loaded ? 'loaded' : m.loading ? 'loading' : 'not loaded');
+      p.appendChild(o);
+    });
+    if (cur && pickerHas(cur)) p.value = cur;
+    p.hidden = false; $('#model-name').hidden = true;
+  }
+  function pickerHas(name) { return Array.prototype.some.call($('#model-pick').options, function (o) { return o.value === name && !o.disabled; }); }
+  function pickModel(name) { $('#model-pick').value = name; set('model', name); }
+  document.addEventListener('change', function (e) { if (e.target && e.target.id === 'model-pick') set('model', e.target.value); });
 
   function run(name, arg) {
     arg = (arg || '').trim();
@@ -244,7 +263,12 @@
         var v = /^(\d+(\.\d*)?|\.\d+)$/.test(arg) ? parseFloat(arg) : NaN; /* "0.4 please" is not a number */
         if (!(v >= 0 && v <= 2)) { toast('Temperature must be one number from 0 to 2, not "' + arg.slice(0, 40) + '"'); break; }
         setTemp(String(v)); toast('Temperature set to ' + v); break;
-      case 'model': pollStatus('model'); break;
+      case 'model':
+        if (arg && !$('#model-pick').hidden) {
+          if (!pickerHas(arg)) { toast('No model named "' + arg + '" can be served'); break; }
+          pickModel(arg); toast('Model for the next answers: ' + arg); break;
+        }
+        pollStatus('model'); break;
       case 'status': pollStatus('status'); break;
       case 'theme': toast('Theme: ' + setTheme(arg || 'toggle')); break;
       case 'help': openHelp(); break;
@@ -378,6 +402,8 @@
     }
     if (state.status === 'no_model') { toast('No model loaded: run "smolbot pull", then restart the server'); return; }
     if (attached.length) { var why = wontFit(Math.ceil(input.value.length / 3.5), 'The message'); if (why) { toast(why, 8000); return; } }
+    var pk = $('#model-pick'), opt = !pk.hidden && pk.selectedOptions && pk.selectedOptions[0];
+    if (opt && opt.dataset.loaded === '0') toast('Loading ' + opt.value + '…', 10000); /* the answer starts once it is in memory */
     var form = $('#composer');
     if (form.requestSubmit) form.requestSubmit(); else form.dispatchEvent(new Event('submit', { cancelable: true }));
   }
@@ -574,6 +600,7 @@
       state.fails = 0; state.status = j.state;
       setBadge(j.state);
       if (j.model) $('#model-name').textContent = j.model;
+      if (j.models) fillPicker(j.models);
       if (j.ctx_max) state.ctxMax = j.ctx_max;
       if (state.thinkingDefault === undefined) state.thinkingDefault = j.thinking_default !== false;
       state.history = j.history;
@@ -584,7 +611,9 @@
       else if (report) toast('State: ' + j.state + (j.state === 'no_model' ? ' (get it with: ' + (j.pull_hint || 'smolbot pull') + ')' : '') +
         '\nUptime: ' + fmtDur(j.uptime_s || 0) + '\nMemory: ' + Math.round(j.rss_mb || 0) + ' MiB' +
         '\nActive streams: ' + (j.streams || 0) + ', queue: ' + (j.queued || 0) +
-        '\nLast speed: ' + (j.tok_s ? j.tok_s.toFixed(1) + ' tok/s' : '–') + (j.ttft_ms ? ', TTFT ' + Math.round(j.ttft_ms) + ' ms' : ''), 8000);
+        '\nLast speed: ' + (j.tok_s ? j.tok_s.toFixed(1) + ' tok/s' : '–') + (j.ttft_ms ? ', TTFT ' + Math.round(j.ttft_ms) + ' ms' : '') +
+        (j.models ? '\nLoaded models: ' + (j.models.filter(function (m) { return m.loaded; }).map(function (m) {
+          return '\n  ' + m.name + ' (' + Math.round(m.mem_mb) + ' MiB)'; }).join('') || 'none') : ''), 8000);
     }).catch(function () {
       state.fails++;
       setBadge(state.fails >= 3 ? 'offline' : 'reconnecting');
@@ -782,6 +811,7 @@
       if (tg && tg.id === 'messages') gaugeFrom(m);
       if (tg && tg.id === 'messages' && tg !== m) { /* replaced (outerHTML: tg is the old node), not appended to */
         settingsFrom(m);
+        if (m.dataset.model && pickerHas(m.dataset.model)) pickModel(m.dataset.model); /* the conversation keeps its model */
         if (cleared && m.dataset.conv !== cleared) { offerUndo(cleared, m.dataset.conv); }
         cleared = null;
       }

@@ -33,6 +33,65 @@ static void on_done(void *ctx, const engine_stats *st) {
     if (st->decode_tok_s > 0) api_hist_add(a, &a->tok_s, api_toks_bounds, st->decode_tok_s);
 }
 
+/* The bridge gives a job's hold on a registry engine back here. */
+static void on_release(void *ctx, engine *e, double keep_alive_s) {
+    api *a = ctx;
+    registry_release(a->cfg.reg, e, keep_alive_s);
+}
+
+static int stopping_wait(void *ctx) { return bridge_stopping(((api *)ctx)->br); }
+
+int api_model_get(api *a, const api_rq *q, const char *name, api_model *m) {
+    memset(m, 0, sizeof *m);
+    m->keep_alive_s = REGISTRY_KEEP_DEFAULT;
+    if (!a->cfg.reg) {
+        if (api_not_ready(a, q)) return -1;
+        m->eng = a->eng;
+        snprintf(m->name, sizeof m->name, "%.127s", a->model_name);
+        return 0;
+    }
+    if (bridge_stopping(a->br)) return api_bad(q, 503, "shutting_down", NULL, "the server is shutting down");
+    char def[128];
+    if (!name || !*name) {
+        if (registry_default(a->cfg.reg, def, sizeof def))
+            return api_bad(q, 503, "no_model", NULL, "no model can be served: put a .gguf file in the models directory");
+        name = def;
+    }
+    core_err err = {0};
+    int rc = registry_acquire(a->cfg.reg, name, stopping_wait, a, &m->eng, &m->load_ms, &err);
+    if (rc == CORE_ENOTFOUND) {
+        if (q->ollama) return api_bad(q, 404, NULL, NULL, "model \"%.200s\" not found, try pulling it first", name);
+        return api_bad(q, 404, "model_not_found", "model", "the model '%.200s' does not exist", name);
+    }
+    if (rc == CORE_ECANCEL) return api_bad(q, 503, "shutting_down", NULL, "%s", err.msg);
+    if (rc) return api_bad(q, q->ollama ? 500 : 400, "model_unsupported", "model", "%s", err.msg);
+    m->held = 1;
+    /* the name without Ollama's ":latest", as the registry spells it */
+    int i = registry_find(a->cfg.reg, name);
+    registry_model rm;
+    if (i >= 0 && registry_get(a->cfg.reg, (size_t)i, &rm) == 0) snprintf(m->name, sizeof m->name, "%s", rm.name);
+    else snprintf(m->name, sizeof m->name, "%s", name);
+    return 0;
+}
+
+void api_model_put(api *a, api_model *m) {
+    if (m->held) registry_release(a->cfg.reg, m->eng, m->keep_alive_s);
+    m->held = 0;
+}
+
+int api_model_start(api *a, api_model *m, const engine_request *er, bridge_job_opts *bo, bridge_job **out,
+                    core_err *err) {
+    bo->eng = m->eng;
+    bo->keep_alive_s = m->keep_alive_s;
+    bo->hold_engine = 0;
+    if (m->held) { /* the job's own hold, given back when the engine is done with it */
+        if (registry_hold(a->cfg.reg, m->eng) == 0) bo->hold_engine = 1;
+    }
+    int rc = bridge_start(a->br, er, bo, out, err);
+    if (rc && bo->hold_engine) registry_release(a->cfg.reg, m->eng, m->keep_alive_s);
+    return rc;
+}
+
 int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *err) {
     *out = NULL;
     api *a = calloc(1, sizeof *a);
@@ -59,6 +118,7 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
         return rc;
     }
     rc = bridge_new(&a->br, eng, on_done, a, err);
+    if (!rc && a->cfg.reg) bridge_set_release(a->br, on_release, a);
     if (!rc) rc = api_ui_init(a, err);
     if (rc) {
         api_free(a);

@@ -18,6 +18,7 @@
 #include "core/core.h"
 #include "engine/engine.h"
 #include "http/http.h"
+#include "registry/registry.h"
 #include "store/store.h"
 
 typedef struct api_config {
@@ -27,12 +28,19 @@ typedef struct api_config {
     int max_tokens;         /* cap on max_tokens (0: the context size) */
     int max_streams;        /* concurrent streaming responses (0: 32) */
     int slots;              /* the engine's max_active, reported by /props */
+    registry *reg;          /* several models by name, loaded on demand (borrowed; NULL:
+                               the engine given to api_new is the one model) */
+    const char *pull_exe;   /* with reg: Ollama's /api/pull runs `pull_exe pull NAME -o
+                               models_dir/` and adds the file (NULL: refused) */
+    const char *models_dir;
 } api_config;
 
 typedef struct api api;
 
 /* eng and st are borrowed and must outlive the api; st may be NULL (no
- * history: the UI says so). */
+ * history: the UI says so). With cfg->reg, eng only answers for the
+ * server's state (a no-model engine will do): requests run on the
+ * registry's engines. */
 int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *err);
 void api_free(api *a);
 /* The http handler (ctx = the api). */

@@ -53,6 +53,25 @@ json_t *api_json_loadb(const char *body, size_t len, json_error_t *je);
 int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
+typedef struct api_rq api_rq;
+/* The model a request runs on. Without a registry: the one engine,
+ * whatever name was asked. With one: name (NULL or "": the default)
+ * acquired from it, held until api_model_put; each job started with
+ * api_model_start holds it too, until the engine is done with the job. */
+typedef struct api_model {
+    engine *eng;
+    char name[128];       /* the name answers carry */
+    int held;
+    double load_ms;       /* this request waited that long for a load */
+    double keep_alive_s;  /* REGISTRY_KEEP_DEFAULT unless the request says */
+} api_model;
+/* 0, or -1 after answering (404 unknown model, 400 unsupported, 503 not ready / stopping). */
+int api_model_get(api *a, const api_rq *q, const char *name, api_model *m);
+void api_model_put(api *a, api_model *m);
+/* bridge_start on m's engine (bo's engine fields are set here). */
+int api_model_start(api *a, api_model *m, const engine_request *er, bridge_job_opts *bo, bridge_job **out,
+                    core_err *err);
+
 /* Send an Ollama-shaped error: {"error": msg}. */
 int api_error_ollama(http_req *r, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -78,10 +97,10 @@ void api_ui_free(api *a);
 
 /* A request and the shape of its answers. r NULL (the fuzzer): answers are
  * formatted and dropped. ollama: {"error": "..."}; else OpenAI's. */
-typedef struct api_rq {
+struct api_rq {
     http_req *r;
     int ollama;
-} api_rq;
+};
 
 /* Answer status with an error in the request's shape (code and param
  * OpenAI's; Ollama's message names param). Returns -1. */

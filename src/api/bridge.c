@@ -54,6 +54,9 @@ struct bridge_job {
     double grace_s, keep_s, save_s;
     int engine_job;   /* submitted: freed only after the engine's DONE/ERROR */
     int engine_done;
+    engine *eng;      /* the engine it runs on */
+    int eng_hold;     /* the caller's hold on eng, given back at the end (bridge_set_release) */
+    double keep_alive_s;
     uint64_t req_id;
     int has_req, cancel_asked;
     int holds;
@@ -80,6 +83,8 @@ struct bridge_job {
 
 struct bridge {
     engine *eng;
+    bridge_release_fn release;
+    void *release_ctx;
     bridge_done_fn done;
     void *done_ctx;
     pthread_mutex_t mu;
@@ -241,6 +246,7 @@ static int deliver(bridge *b, bridge_job *j, int i, double now) {
 /* ---- the thread ----------------------------------------------------------- */
 
 static void job_free(bridge_job *j) {
+    if (j->eng_hold && j->b->release) j->b->release(j->b->release_ctx, j->eng, j->keep_alive_s);
     while (j->n_ls) drop_listener(j, j->n_ls - 1);
     free(j->ls);
     if (j->own.free) j->own.free(j->own.ctx);
@@ -254,7 +260,7 @@ static void job_free(bridge_job *j) {
 static void cancel_locked(bridge *b, bridge_job *j) {
     if (j->ended || j->cancel_asked) return;
     j->cancel_asked = 1;
-    if (j->has_req) engine_cancel(b->eng, j->req_id); /* its DONE comes from the engine thread */
+    if (j->has_req) engine_cancel(j->eng, j->req_id); /* its DONE comes from the engine thread */
     else if (!j->engine_job) end_job(j, "cancelled");
     pthread_cond_signal(&b->cv);
 }
@@ -303,6 +309,12 @@ static int job_pass(bridge *b, bridge_job *j, double now, double *next) {
         pthread_mutex_lock(&b->mu);
         j->saved = 1;
         pthread_cond_broadcast(&b->done_cv);
+    }
+    if (j->eng_hold && j->engine_done && b->release) { /* the engine is done with it: the hold goes back */
+        j->eng_hold = 0;
+        pthread_mutex_unlock(&b->mu);
+        b->release(b->release_ctx, j->eng, j->keep_alive_s);
+        pthread_mutex_lock(&b->mu);
     }
     /* listeners: gone ones leave, the others get what is new */
     for (int i = 0; i < j->n_ls;) {
@@ -372,6 +384,11 @@ static void *bridge_main(void *arg) {
 }
 
 /* ---- public ---------------------------------------------------------------- */
+
+void bridge_set_release(bridge *b, bridge_release_fn fn, void *ctx) {
+    b->release = fn;
+    b->release_ctx = ctx;
+}
 
 int bridge_new(bridge **out, engine *eng, bridge_done_fn done, void *done_ctx, core_err *err) {
     *out = NULL;
@@ -473,6 +490,8 @@ int bridge_start(bridge *b, const engine_request *r, const bridge_job_opts *o, b
     j->save_s = o->save_s;
     j->holds = 1;
     j->engine_job = r != NULL;
+    j->eng = o->eng ? o->eng : b->eng;
+    j->keep_alive_s = o->keep_alive_s;
     j->starting = 1;
     j->t_start = j->t_saved = core_now_s();
     if (log_append(j, o->prefix, o->prefix ? o->prefix_len : 0, o->prefix_reasoning,
@@ -490,7 +509,7 @@ int bridge_start(bridge *b, const engine_request *r, const bridge_job_opts *o, b
         q.cb = on_engine;
         q.ctx = j;
         uint64_t id = 0;
-        int rc = engine_submit(b->eng, &q, &id, err); /* without our mutex: the engine may call back */
+        int rc = engine_submit(j->eng, &q, &id, err); /* without our mutex: the engine may call back */
         pthread_mutex_lock(&b->mu);
         if (rc) { /* never reached the engine: nothing else knows j */
             for (bridge_job **pp = &b->jobs; *pp; pp = &(*pp)->next)
@@ -505,6 +524,7 @@ int bridge_start(bridge *b, const engine_request *r, const bridge_job_opts *o, b
         }
         j->req_id = id;
         j->has_req = 1;
+        j->eng_hold = o->hold_engine; /* ours from now on */
         j->starting = 0;
         if (j->cancel_asked || atomic_load(&b->stopping)) {
             j->cancel_asked = 0;

@@ -109,14 +109,23 @@ typedef struct bridge_job_opts {
     const char *prefix_reasoning;
     size_t prefix_reasoning_len;
     bridge_owner owner;
+    engine *eng;          /* the engine to run on (NULL: the bridge's) */
+    int hold_engine;      /* 1: the caller's hold on eng passes to the job once submitted, and
+                             goes back through the release hook when the engine is done with it */
+    double keep_alive_s;  /* handed to the release hook */
 } bridge_job_opts;
 
 /* Called once per finished engine job that generated tokens (the routes'
  * metrics), on the bridge thread without its lock. */
 typedef void (*bridge_done_fn)(void *ctx, const engine_stats *st);
 
-/* A bridge on eng (borrowed, any order of freeing); done may be NULL. */
+/* A bridge on eng (borrowed, any order of freeing; the default of jobs
+ * that name none); done may be NULL. */
 int bridge_new(bridge **out, engine *eng, bridge_done_fn done, void *done_ctx, core_err *err);
+/* Where holds of jobs with hold_engine go back (the model registry); set
+ * before the first job. Called on the bridge thread, without its lock. */
+typedef void (*bridge_release_fn)(void *ctx, engine *e, double keep_alive_s);
+void bridge_set_release(bridge *b, bridge_release_fn fn, void *ctx);
 /* Cancel every job, wait (up to 10 s) for the engine to end them and for
  * their final saves, stop the thread, free all. NULL ok. */
 void bridge_free(bridge *b);

@@ -41,8 +41,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -111,6 +116,61 @@ static int check_model(api *a, http_req *r, json_t *root, const char **out) {
     return 0;
 }
 
+/* Ollama's keep_alive: a number of seconds, or a Go duration string
+ * ("5m", "1h30m", "300ms", "-1"; a bare number is seconds). < 0: forever.
+ * 1 absent, 0 set, -1 after answering 400. */
+static int parse_keep_alive(http_req *r, json_t *root, double *out) {
+    json_t *v = json_object_get(root, "keep_alive");
+    if (!v || json_is_null(v)) return 1;
+    if (json_is_number(v)) {
+        *out = json_number_value(v);
+        return 0;
+    }
+    const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+    if (!s || !*s) return ol_err(r, 400, "\"keep_alive\" must be a duration (\"5m\") or a number of seconds");
+    double sign = 1, total = 0;
+    if (*s == '-') { sign = -1; s++; }
+    else if (*s == '+') s++;
+    int any = 0;
+    while (*s) {
+        char *end;
+        double n = strtod(s, &end);
+        if (end == s || n < 0) return ol_err(r, 400, "\"keep_alive\": bad duration \"%.100s\"", json_string_value(v));
+        s = end;
+        double unit = 1;
+        if (!strncmp(s, "ms", 2)) { unit = 1e-3; s += 2; }
+        else if (!strncmp(s, "us", 2) || !strncmp(s, "\u00b5s", 3)) { unit = 1e-6; s += *s == 'u' ? 2 : 3; }
+        else if (!strncmp(s, "ns", 2)) { unit = 1e-9; s += 2; }
+        else if (*s == 'h') { unit = 3600; s++; }
+        else if (*s == 'm') { unit = 60; s++; }
+        else if (*s == 's') { s++; }
+        else if (*s) return ol_err(r, 400, "\"keep_alive\": bad duration \"%.100s\"", json_string_value(v));
+        total += n * unit;
+        any = 1;
+    }
+    if (!any) return ol_err(r, 400, "\"keep_alive\": bad duration \"%.100s\"", json_string_value(v));
+    *out = sign * total;
+    return 0;
+}
+
+/* The request's model (its keep_alive with it): the served one, or a
+ * registry's loaded on demand. 0, or -1 after answering. */
+static int ol_model(api *a, http_req *r, json_t *root, const char **name, api_model *am) {
+    double keep = REGISTRY_KEEP_DEFAULT;
+    if (parse_keep_alive(r, root, &keep) < 0) return -1;
+    if (!a->cfg.reg) {
+        if (check_model(a, r, root, name) || not_ready(a, r)) return -1;
+        return api_model_get(a, &(api_rq){r, 1}, *name, am);
+    }
+    json_t *m = json_object_get(root, "model");
+    if (!m || json_is_null(m)) m = json_object_get(root, "name");
+    if (!json_is_string(m) || !json_string_length(m)) return ol_err(r, 400, "model is required");
+    *name = json_string_value(m);
+    if (api_model_get(a, &(api_rq){r, 1}, *name, am)) return -1;
+    am->keep_alive_s = keep;
+    return 0;
+}
+
 /* A field that is present and means something (not null, "" or []; an
  * object always does: format {} is a schema). */
 static int given(const json_t *v) {
@@ -146,7 +206,8 @@ static void ol_req_free(ol_req *q) {
 /* options: the sampling settings Ollama documents. Unknown keys are
  * skipped, as Ollama does (clients send the whole Modelfile set; the
  * runner's, such as num_thread, are the server's here). */
-static int parse_options(api *a, http_req *r, json_t *root, ol_req *q) {
+static int parse_options(api *a, engine *eng, http_req *r, json_t *root, ol_req *q) {
+    if (!eng) eng = a->eng;
     const api_rq rq = {r, 1};
     sample_params_default(&q->sp);
     q->sp.seed = api_random_u64();
@@ -157,10 +218,10 @@ static int parse_options(api *a, http_req *r, json_t *root, ol_req *q) {
     int rc;
     if (api_parse_sampling(&rq, o, 100, &q->sp)) return -1;
     if ((rc = api_get_int(&rq, o, "repeat_last_n", -1, 1 << 20, &ll)) < 0) return -1;
-    if (!rc) q->sp.penalty_last_n = ll < 0 ? (a->eng ? engine_ctx_size(a->eng) : 4096) : (int)ll; /* -1: num_ctx */
+    if (!rc) q->sp.penalty_last_n = ll < 0 ? (eng ? engine_ctx_size(eng) : 4096) : (int)ll; /* -1: num_ctx */
     if ((rc = api_get_int(&rq, o, "num_predict", -2, 1ll << 40, &ll)) < 0) return -1;
     if (!rc && ll > 0) {
-        long long cap = a->cfg.max_tokens > 0 ? a->cfg.max_tokens : (a->eng ? engine_ctx_size(a->eng) : 4096);
+        long long cap = a->cfg.max_tokens > 0 ? a->cfg.max_tokens : (eng ? engine_ctx_size(eng) : 4096);
         if (ll > cap) return ol_err(r, 400, "option \"num_predict\" is %lld; this server allows at most %lld", ll, cap);
         q->num_predict = (int)ll;
     } else if (!rc && ll == 0) {
@@ -204,7 +265,7 @@ static int parse_grammar(http_req *r, json_t *root, int chat, ol_req *q) {
 }
 
 /* The fields both routes share, then each route's own. chat: 1 /api/chat. */
-static int parse_request(api *a, http_req *r, json_t *root, int chat, ol_req *q) {
+static int parse_request(api *a, engine *eng, http_req *r, json_t *root, int chat, ol_req *q) {
     static const char *const refused[][2] = {
         {"images", "\"images\" are not supported: the model reads text only"},
         {"suffix", "\"suffix\" (fill-in-the-middle) is not supported by this model"},
@@ -233,7 +294,7 @@ static int parse_request(api *a, http_req *r, json_t *root, int chat, ol_req *q)
     v = json_object_get(root, "keep_alive");
     if (v && !json_is_null(v) && !json_is_string(v) && !json_is_number(v))
         return ol_err(r, 400, "\"keep_alive\" must be a duration (\"5m\") or a number of seconds");
-    if (parse_options(a, r, root, q) || parse_grammar(r, root, chat, q)) return -1;
+    if (parse_options(a, eng, r, root, q) || parse_grammar(r, root, chat, q)) return -1;
 
     if (chat) {
         json_t *arr = json_object_get(root, "messages");
@@ -265,7 +326,7 @@ int api_ollama_parse_request(const api_config *cfg, int chat, const char *body, 
     json_t *root = api_parse_json(&(api_rq){NULL, 1}, body, len);
     if (!root) return 1;
     ol_req q = {0};
-    int refused = parse_request(&x, NULL, root, chat, &q) != 0;
+    int refused = parse_request(&x, NULL, NULL, root, chat, &q) != 0;
     ol_req_free(&q);
     json_decref(root);
     return refused;
@@ -275,10 +336,11 @@ int api_ollama_parse_request(const api_config *cfg, int chat, const char *body, 
 
 /* The durations and counts of the final object, in nanoseconds. The prompt
  * count is the whole prompt (cached ids included): clients read it as the
- * context used. The model is always resident, so load_duration is 0. */
-static int add_stats(json_t *o, const engine_stats *st, uint64_t t0_ns) {
+ * context used. load_duration: how long the request waited for its model
+ * to load (0 when it was loaded already). */
+static int add_stats(json_t *o, const engine_stats *st, uint64_t t0_ns, double load_ms) {
     return json_object_set_new(o, "total_duration", json_integer((json_int_t)(core_now_ns() - t0_ns))) ||
-           json_object_set_new(o, "load_duration", json_integer(0)) ||
+           json_object_set_new(o, "load_duration", json_integer((json_int_t)(load_ms * 1e6))) ||
            json_object_set_new(o, "prompt_eval_count", json_integer(st->prompt_tokens)) ||
            json_object_set_new(o, "prompt_eval_duration", json_integer((json_int_t)(st->prefill_ms * 1e6))) ||
            json_object_set_new(o, "eval_count", json_integer(st->gen_tokens)) ||
@@ -316,6 +378,7 @@ typedef struct ol_stream {
     http_stream *s;
     int chat;
     uint64_t t0_ns;
+    double load_ms;
     char model[300];   /* the name the client asked for, echoed as Ollama does */
     core_buf out;      /* one serialized line, reused */
     int parse_calls;   /* tools are on: <tool_call> blocks become message.tool_calls */
@@ -378,7 +441,7 @@ static int ol_deliver(void *ctx, const bridge_out *o) {
     } else {
         if (x->parse_calls) api_calls_stream_finish(&x->cs);
         json_t *f = frame(x->model, x->chat, "", 0, NULL, 0, NULL, 1);
-        if (f && (json_object_set_new(f, "done_reason", json_string(o->finish)) || add_stats(f, o->st, x->t0_ns))) {
+        if (f && (json_object_set_new(f, "done_reason", json_string(o->finish)) || add_stats(f, o->st, x->t0_ns, x->load_ms))) {
             json_decref(f);
             f = NULL;
         }
@@ -401,7 +464,7 @@ static void ol_drop(void *ctx) {
 static const bridge_listener_ops ol_ops = {ol_deliver, ol_gone, ol_drop};
 
 static int respond_result(api *a, http_req *r, bridge_job *j, const char *model, int chat, int parse_calls,
-                          uint64_t t0) {
+                          uint64_t t0, double load_ms) {
     const char *text, *reas, *finish, *emsg;
     size_t tl, rl;
     const engine_stats *st;
@@ -422,7 +485,7 @@ static int respond_result(api *a, http_req *r, bridge_job *j, const char *model,
     }
     json_t *o = frame(model, chat, text, tl, reas, rl, calls, 1);
     core_buf_free(&content);
-    if (o && (json_object_set_new(o, "done_reason", json_string(finish)) || add_stats(o, st, t0))) {
+    if (o && (json_object_set_new(o, "done_reason", json_string(finish)) || add_stats(o, st, t0, load_ms))) {
         json_decref(o);
         o = NULL;
     }
@@ -444,15 +507,20 @@ static int generate(api *a, http_req *r, int chat) {
     core_err err = {0};
     const char *model;
     int counted = 0;
-    if (check_model(a, r, root, &model) || not_ready(a, r) || parse_request(a, r, root, chat, &q)) goto out;
+    api_model am = {0};
+    if (ol_model(a, r, root, &model, &am) || parse_request(a, am.eng, r, root, chat, &q)) goto out;
     if (chat ? q.n_msgs == 0 : q.prompt_len == 0) {
-        /* Ollama's "load the model" request: nothing to generate */
+        /* Ollama's "load the model" request (keep_alive 0: "unload it"): nothing to generate */
+        int unload = a->cfg.reg && am.keep_alive_s == 0;
+        api_model_put(a, &am);
+        if (unload) registry_unload(a->cfg.reg, model);
         json_t *o = frame(model, chat, "", 0, NULL, 0, NULL, 1);
-        if (o) json_object_set_new(o, "done_reason", json_string("load"));
+        if (o) json_object_set_new(o, "done_reason", json_string(unload ? "unload" : "load"));
+        if (o && !unload) json_object_set_new(o, "load_duration", json_integer((json_int_t)(am.load_ms * 1e6)));
         send_json(r, 200, o);
         goto out;
     }
-    const tok *tk = engine_tok(a->eng);
+    const tok *tk = engine_tok(am.eng);
     if (!tk) { api_submit_error(a, &rq, CORE_EUNSUP, NULL, "the model is not loaded"); goto out; }
     engine_request er = {0};
     int rc;
@@ -470,7 +538,7 @@ static int generate(api *a, http_req *r, int chat) {
         er.thinking = p.thinking;
     }
     if (rc) { api_submit_error(a, &rq, rc, NULL, err.msg); goto out; }
-    int n_ctx = engine_ctx_size(a->eng);
+    int n_ctx = engine_ctx_size(am.eng);
     if (q.num_ctx > 0 && q.num_ctx < n_ctx) n_ctx = q.num_ctx;
     if (bridge_max_tokens(n_ctx, er.n_prompt, q.num_predict, a->cfg.max_tokens, 0, &er.max_tokens, &err)) {
         ol_err(r, 400, "%s", err.msg);
@@ -491,12 +559,13 @@ static int generate(api *a, http_req *r, int chat) {
         x->a = a;
         x->chat = chat;
         x->t0_ns = t0;
+        x->load_ms = am.load_ms;
         x->parse_calls = q.t.on;
         api_calls_stream_init(&x->cs, 1, send_text, send_call, x);
         snprintf(x->model, sizeof x->model, "%s", model);
     }
     bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone */
-    if ((rc = bridge_start(a->br, &er, &bo, &j, &err))) {
+    if ((rc = api_model_start(a, &am, &er, &bo, &j, &err))) {
         api_submit_error(a, &rq, rc, NULL, err.msg);
         goto out;
     }
@@ -512,9 +581,10 @@ static int generate(api *a, http_req *r, int chat) {
         counted = 0; /* the listener's drop gives the count back */
     } else {
         bridge_wait(j);
-        respond_result(a, r, j, model, chat, q.t.on, t0);
+        respond_result(a, r, j, model, chat, q.t.on, t0, am.load_ms);
     }
 out:
+    api_model_put(a, &am);
     if (j) bridge_release(j);
     ol_stream_free(x);
     if (counted) api_stream_give(a);
@@ -600,10 +670,87 @@ static json_t *model_entry(api *a, int running) {
     return o;
 }
 
+/* A registry's name as /api/tags and /api/ps list it. */
+static json_t *reg_entry(const registry_model *m, int running) {
+    char name[160], when[48], ps[32] = "unknown";
+    snprintf(name, sizeof name, "%s%s", m->name, strchr(m->name, ':') ? "" : ":latest");
+    if (m->supported) param_size(&m->cfg, ps, sizeof ps);
+    json_t *det = json_pack("{s:s, s:s, s:s, s:[s], s:s, s:s}", "parent_model", "", "format", "gguf", "family", m->arch,
+                            "families", m->arch, "parameter_size", ps, "quantization_level", m->quant);
+    json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:o}", "name", name, "model", name, "size", (json_int_t)m->file_size,
+                          "digest", "", "details", det);
+    if (!o) return NULL;
+    if (running) {
+        json_object_set_new(o, "size", json_integer((json_int_t)m->mem_bytes));
+        json_object_set_new(o, "size_vram", json_integer(0));
+        struct timespec ts = {0};
+        if (m->expires_at < 0) {
+            json_object_set_new(o, "expires_at", json_string("2318-01-01T00:00:00Z")); /* kept: never expires */
+        } else {
+            ts.tv_sec = (time_t)m->expires_at;
+            ts.tv_nsec = (long)((m->expires_at - (double)ts.tv_sec) * 1e9);
+            rfc3339(when, sizeof when, &ts);
+            json_object_set_new(o, "expires_at", json_string(when));
+        }
+        json_object_set_new(o, "context_length", json_integer(m->n_ctx));
+    } else {
+        struct timespec mt = {(time_t)m->mtime_s, (long)m->mtime_ns};
+        rfc3339(when, sizeof when, &mt);
+        json_object_set_new(o, "modified_at", json_string(when));
+    }
+    return o;
+}
+
 static int list_models(api *a, http_req *r, int running) {
-    json_t *arr = json_array(), *e = model_entry(a, running);
-    if (e) json_array_append_new(arr, e);
+    json_t *arr = json_array(), *e;
+    if (a->cfg.reg) {
+        registry_model m;
+        for (size_t i = 0; registry_get(a->cfg.reg, i, &m) == 0; i++)
+            /* ps: one line per loaded file, under its own name (its aliases share it) */
+            if (m.supported && (!running || (m.loaded && m.primary)) && (e = reg_entry(&m, running)))
+                json_array_append_new(arr, e);
+    } else if ((e = model_entry(a, running))) {
+        json_array_append_new(arr, e);
+    }
     return send_json(r, 200, json_pack("{s:o}", "models", arr));
+}
+
+/* /api/show of a registry's name: from its probe, without loading it. */
+static int show_registry(api *a, http_req *r, json_t *root) {
+    json_t *m = json_object_get(root, "model");
+    if (!m || json_is_null(m)) m = json_object_get(root, "name");
+    if (!json_is_string(m) || !json_string_length(m)) return ol_err(r, 400, "model is required");
+    const char *name = json_string_value(m);
+    registry_model rm;
+    int i = registry_find(a->cfg.reg, name);
+    if (i < 0 || registry_get(a->cfg.reg, (size_t)i, &rm))
+        return ol_err(r, 404, "model \"%.200s\" not found, try pulling it first", name);
+    if (!rm.supported) return ol_err(r, 400, "model \"%.200s\" cannot be served: %s", name, rm.reason);
+    const model_config *c = &rm.cfg;
+    sample_params sp;
+    sample_params_default(&sp);
+    char params[256], modelfile[1200], key[64], when[48], ps[32];
+    snprintf(params, sizeof params, "temperature %g\ntop_p %g\ntop_k %d\nmin_p %g\nnum_ctx %d", (double)sp.temperature,
+             (double)sp.top_p, sp.top_k, (double)sp.min_p, rm.n_ctx);
+    snprintf(modelfile, sizeof modelfile, "# served by smolbot\nFROM %.1000s\n", rm.path);
+    param_size(c, ps, sizeof ps);
+    json_t *info = json_pack("{s:s}", "general.architecture", c->arch);
+#define INFO(suffix, v) (snprintf(key, sizeof key, "%s." suffix, c->arch), json_object_set_new(info, key, json_integer(v)))
+    INFO("context_length", c->n_ctx_train);
+    INFO("embedding_length", c->n_embd);
+    INFO("block_count", c->n_layer);
+    INFO("feed_forward_length", c->n_ff);
+    INFO("attention.head_count", c->n_head);
+    INFO("attention.head_count_kv", c->n_head_kv);
+    INFO("vocab_size", c->n_vocab);
+#undef INFO
+    struct timespec mt = {(time_t)rm.mtime_s, (long)rm.mtime_ns};
+    rfc3339(when, sizeof when, &mt);
+    json_t *det = json_pack("{s:s, s:s, s:s, s:[s], s:s, s:s}", "parent_model", "", "format", "gguf", "family", rm.arch,
+                            "families", rm.arch, "parameter_size", ps, "quantization_level", rm.quant);
+    return send_json(r, 200, json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:[s, s, s], s:s}", "license", "", "modelfile",
+                                       modelfile, "parameters", params, "template", "", "details", det, "model_info",
+                                       info, "capabilities", "completion", "thinking", "tools", "modified_at", when));
 }
 
 static int tags(api *a, http_req *r) { return list_models(a, r, 0); }
@@ -612,6 +759,10 @@ static int ps(api *a, http_req *r) { return list_models(a, r, 1); }
 static int show(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
+    if (a->cfg.reg) {
+        show_registry(a, r, root);
+        goto out;
+    }
     if (check_model(a, r, root, NULL) || not_ready(a, r)) goto out;
     const model_config *c = engine_model_config(a->eng);
     sample_params sp;
@@ -647,16 +798,266 @@ static int version(api *a, http_req *r) {
     return send_json(r, 200, json_pack("{s:s}", "version", OLLAMA_COMPAT_VERSION));
 }
 
-/* Pulling is `smolbot pull` (src/app, above this module): the served model
- * is already here, so its pull succeeds at once; any other is refused. */
+/* ---- /api/pull with several models: `smolbot pull` as a child ---------------------
+ *
+ * The pull code is the command's (src/app, above this module): the server
+ * runs its own binary (api_config.pull_exe) as `pull NAME -o DIR/` and
+ * turns what it prints into Ollama's progress lines. The child is a
+ * bridge job without engine: its tick reads the child's stderr ("pull:
+ * 42%  15.3/36.6 MB ...") and stdout (sha256sum's line: the file written),
+ * and when the child ends, adds the file to the registry and ends with
+ * {"status":"success"} or {"error": the child's last line}. A client that
+ * leaves cancels it: the child is stopped, its .part kept for a resume. */
+
+typedef struct pull_job {
+    api *a;
+    pid_t pid;
+    int err_fd, out_fd;
+    core_buf err_line, out;
+    char last[512];     /* the child's last stderr line */
+    char name[256];
+    int ended;
+} pull_job;
+
+static void pull_push(bridge_job *j, json_t *o) {
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    size_t n = s ? strlen(s) : 0;
+    char *line = s ? realloc(s, n + 2) : NULL;
+    if (!line) {
+        free(s);
+        return;
+    }
+    line[n] = '\n'; /* one push: the line and its end together */
+    bridge_push(j, line, n + 1);
+    free(line);
+}
+
+/* One stderr line of the child as a progress line. */
+static void pull_line(pull_job *p, bridge_job *j, const char *l) {
+    double pct, have, total;
+    if (sscanf(l, "pull: %lf%% %lf/%lf MB", &pct, &have, &total) == 3)
+        pull_push(j, json_pack("{s:s, s:s, s:I, s:I}", "status", "pulling model", "digest", "", "total",
+                               (json_int_t)(total * 1e6), "completed", (json_int_t)(have * 1e6)));
+    else if (*l && strncmp(l, "   ", 3)) /* a message (the error, at the end); not the "   -> FILE" line */
+        snprintf(p->last, sizeof p->last, "%s", l);
+}
+
+static void pull_drain(pull_job *p, bridge_job *j) {
+    char buf[4096];
+    ssize_t n;
+    while (p->err_fd >= 0 && (n = read(p->err_fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == '\n' || buf[i] == '\r') {
+                if (p->err_line.len) {
+                    core_buf_append(&p->err_line, "", 1);
+                    pull_line(p, j, p->err_line.data);
+                }
+                p->err_line.len = 0;
+            } else if (p->err_line.len < 4096) {
+                core_buf_append(&p->err_line, buf + i, 1);
+            }
+        }
+    }
+    while (p->out_fd >= 0 && (n = read(p->out_fd, buf, sizeof buf)) > 0 && p->out.len < 8192)
+        core_buf_append(&p->out, buf, (size_t)n);
+}
+
+static void pull_tick(void *ctx, bridge_job *j, double now) {
+    (void)now;
+    pull_job *p = ctx;
+    if (p->ended) return;
+    pull_drain(p, j);
+    int status;
+    pid_t w = waitpid(p->pid, &status, WNOHANG);
+    if (w == 0) return;
+    pull_drain(p, j);
+    p->ended = 1;
+    p->pid = -1;
+    /* stdout: "SHA256  PATH" of the file written */
+    core_buf_append(&p->out, "", 1);
+    const char *path = p->out.data ? strstr(p->out.data, "  ") : NULL;
+    char file[2048] = "";
+    if (path) {
+        snprintf(file, sizeof file, "%s", path + 2);
+        file[strcspn(file, "\n")] = 0;
+    }
+    if (w < 0 || !WIFEXITED(status) || WEXITSTATUS(status) || !file[0]) {
+        pull_push(j, json_pack("{s:s}", "error", p->last[0] ? p->last : "the pull failed"));
+        bridge_finish(j, "error");
+        return;
+    }
+    pull_push(j, json_pack("{s:s}", "status", "verifying sha256 digest"));
+    core_err err = {0};
+    int rc = registry_add_file(p->a->cfg.reg, NULL, file, 0, &err);
+    if (rc && registry_find(p->a->cfg.reg, p->name) < 0) {
+        char nm[128];
+        registry_name_of(file, nm, sizeof nm);
+        if (registry_find(p->a->cfg.reg, nm) < 0) { /* a name already taken by another file */
+            pull_push(j, json_pack("{s:s}", "error", err.msg));
+            bridge_finish(j, "error");
+            return;
+        }
+    }
+    pull_push(j, json_pack("{s:s}", "status", "writing manifest"));
+    pull_push(j, json_pack("{s:s}", "status", "success"));
+    bridge_finish(j, "stop");
+}
+
+static void pull_free(void *ctx) {
+    pull_job *p = ctx;
+    if (p->pid > 0) { /* cancelled: stop the child (its .part stays for a resume) */
+        kill(p->pid, SIGTERM);
+        waitpid(p->pid, NULL, 0);
+    }
+    if (p->err_fd >= 0) close(p->err_fd);
+    if (p->out_fd >= 0) close(p->out_fd);
+    core_buf_free(&p->err_line);
+    core_buf_free(&p->out);
+    free(p);
+}
+
+/* Start `pull_exe pull NAME -o DIR/`. 0 or -1. */
+static int pull_spawn(api *a, const char *name, pull_job *p) {
+    int ep[2] = {-1, -1}, op[2] = {-1, -1};
+    if (pipe2(ep, O_CLOEXEC) || pipe2(op, O_CLOEXEC)) goto fail;
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/", a->cfg.models_dir);
+    char *argv[] = {(char *)a->cfg.pull_exe, "pull", (char *)name, "-o", dir, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, op[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, ep[1], 2);
+    extern char **environ;
+    int rc = posix_spawn(&p->pid, a->cfg.pull_exe, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc) goto fail;
+    close(ep[1]);
+    close(op[1]);
+    p->err_fd = ep[0];
+    p->out_fd = op[0];
+    fcntl(p->err_fd, F_SETFL, O_NONBLOCK);
+    fcntl(p->out_fd, F_SETFL, O_NONBLOCK);
+    return 0;
+fail:
+    for (int i = 0; i < 2; i++) {
+        if (ep[i] >= 0) close(ep[i]);
+        if (op[i] >= 0) close(op[i]);
+    }
+    return -1;
+}
+
+/* NDJSON: the job's lines as they come. */
+typedef struct pull_stream {
+    api *a;
+    http_stream *s;
+} pull_stream;
+
+static int pull_deliver(void *ctx, const bridge_out *o) {
+    pull_stream *x = ctx;
+    if (o->answer_end > o->answer_from &&
+        http_stream_write(x->s, o->answer + o->answer_from, o->answer_end - o->answer_from))
+        return 1;
+    return 0;
+}
+static int pull_gone(void *ctx) { return http_stream_gone(((pull_stream *)ctx)->s); }
+static void pull_drop(void *ctx) {
+    pull_stream *x = ctx;
+    http_stream_close(x->s);
+    api_stream_give(x->a);
+    free(x);
+}
+static const bridge_listener_ops pull_ops = {pull_deliver, pull_gone, pull_drop};
+
+static int pull_registry(api *a, http_req *r, json_t *root, const char *name) {
+    int stream = 1;
+    if (api_get_bool(&(api_rq){r, 1}, root, "stream", &stream) < 0) return 0;
+    if (registry_find(a->cfg.reg, name) >= 0) { /* here already */
+        if (stream) {
+            static const char line[] = "{\"status\":\"success\"}\n";
+            return http_respond(r, 200, "application/x-ndjson", line, sizeof line - 1);
+        }
+        return send_json(r, 200, json_pack("{s:s}", "status", "success"));
+    }
+    if (!a->cfg.pull_exe || !a->cfg.models_dir)
+        return ol_err(r, 501, "pulling through the API is not enabled on this server: run `smolbot pull`"), 0;
+    if (stream && api_stream_take(a, &(api_rq){r, 1})) return 0;
+    pull_job *p = calloc(1, sizeof *p);
+    pull_stream *x = stream ? calloc(1, sizeof *x) : NULL;
+    if (!p || (stream && !x)) {
+        free(p);
+        free(x);
+        if (stream) api_stream_give(a);
+        return ol_err(r, 500, "out of memory"), 0;
+    }
+    p->a = a;
+    p->err_fd = p->out_fd = -1;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    if (pull_spawn(a, name, p)) {
+        free(p);
+        free(x);
+        if (stream) api_stream_give(a);
+        return ol_err(r, 500, "cannot start the pull"), 0;
+    }
+    bridge_job_opts bo = {0};
+    bo.grace_s = stream ? 0 : 3600; /* a stream's client that leaves stops it */
+    bo.owner = (bridge_owner){pull_tick, NULL, pull_free, p};
+    bridge_job *j = NULL;
+    core_err err = {0};
+    if (bridge_start(a->br, NULL, &bo, &j, &err)) {
+        pull_free(p);
+        free(x);
+        if (stream) api_stream_give(a);
+        return ol_err(r, 503, "%s", err.msg), 0;
+    }
+    pull_push(j, json_pack("{s:s}", "status", "pulling manifest"));
+    if (stream) {
+        x->a = a;
+        x->s = http_respond_stream(r, 200, "application/x-ndjson", NULL, &err);
+        if (!x->s) {
+            free(x);
+            api_stream_give(a);
+            bridge_cancel(j);
+        } else {
+            bridge_listen(j, &pull_ops, x, 0, 0);
+        }
+    } else {
+        bridge_wait(j);
+        const char *text, *finish, *emsg;
+        size_t tl;
+        int ecode;
+        const engine_stats *st;
+        bridge_result(j, &text, &tl, NULL, NULL, &st, &finish, &ecode, &emsg);
+        /* the last line says it: success or the error */
+        const char *last = text;
+        for (size_t i = 0; i + 1 < tl; i++)
+            if (text[i] == '\n') last = text + i + 1;
+        json_error_t je;
+        json_t *o = last ? json_loadb(last, text + tl - last, 0, &je) : NULL;
+        send_json(r, json_object_get(o, "error") ? 500 : 200, o ? o : json_pack("{s:s}", "error", "the pull failed"));
+    }
+    bridge_release(j);
+    return 0;
+}
+
+/* Pulling is `smolbot pull` (src/app, above this module). With one model:
+ * the served model is already here, so its pull succeeds at once; any
+ * other is refused. With several: see pull_registry. */
 static int pull(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
     json_t *m = json_object_get(root, "model");
     if (!m || json_is_null(m)) m = json_object_get(root, "name");
     const char *name = json_is_string(m) ? json_string_value(m) : "";
+    if (a->cfg.reg && *name) {
+        pull_registry(a, r, root, name);
+        json_decref(root);
+        return 0;
+    }
+    int have = a->cfg.reg ? *name && registry_find(a->cfg.reg, name) >= 0 : is_served(a->model_name, name);
     if (!*name) ol_err(r, 400, "model is required");
-    else if (!is_served(a->model_name, name))
+    else if (!have)
         ol_err(r, 501, "pulling \"%.200s\" through the API is not supported: run `smolbot pull` on the server and "
                        "restart it with the model", name);
     else send_json(r, 200, json_pack("{s:s}", "status", "success"));
@@ -672,7 +1073,15 @@ static int delete_model(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
     const char *name;
-    if (!check_model(a, r, root, &name))
+    if (a->cfg.reg) {
+        json_t *m = json_object_get(root, "model");
+        if (!m || json_is_null(m)) m = json_object_get(root, "name");
+        name = json_is_string(m) ? json_string_value(m) : "";
+        if (!*name) ol_err(r, 400, "model is required");
+        else if (registry_find(a->cfg.reg, name) < 0) ol_err(r, 404, "model \"%.200s\" not found", name);
+        else ol_err(r, 409, "model \"%.200s\": deleting model files through the API is not supported: remove the "
+                            "file on the server", name);
+    } else if (!check_model(a, r, root, &name))
         ol_err(r, 409, "model \"%.200s\" is loaded and serving: stop the server to delete its file", name);
     json_decref(root);
     return 0;

@@ -131,6 +131,7 @@ typedef struct chat_req {
     api_tools t;        /* the prompt's tool list and the output's grammar */
     int logprobs, top_logprobs;
     int n;              /* choices: 1..MAX_CHOICES */
+    api_model am;       /* the model it runs on (api_model_put at the end) */
 } chat_req;
 
 static void chat_req_free(chat_req *q) { api_tools_free(&q->t); }
@@ -187,7 +188,7 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
     if (model && !json_is_null(model) && !json_is_string(model)) return bad(r, "model", "%s", "'model' must be a string"), -1;
     const api_rq rq = {r, 0};
     if (api_parse_sampling(&rq, root, 2, &q->sp)) return -1;
-    long long cap = a->cfg.max_tokens > 0 ? a->cfg.max_tokens : engine_ctx_size(a->eng);
+    long long cap = a->cfg.max_tokens > 0 ? a->cfg.max_tokens : engine_ctx_size(q->am.eng ? q->am.eng : a->eng);
     const char *mt_key = json_object_get(root, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
     if ((rc = api_get_int(&rq, root, mt_key, 1, 1ll << 40, &ll)) < 0) return -1;
     if (!rc) {
@@ -226,6 +227,13 @@ static int parse_fields(api *a, http_req *r, json_t *root, chat_req *q) {
     core_err err = {0};
     if (sample_params_check(&q->sp, &err)) return bad(r, NULL, "%s", err.msg), -1;
     return parse_tools(r, root, q);
+}
+
+/* The request's "model": the engine it runs on (q->am). 0, or -1 after answering. */
+static int request_model(api *a, http_req *r, json_t *root, chat_req *q) {
+    json_t *model = json_object_get(root, "model");
+    if (model && !json_is_null(model) && !json_is_string(model)) return bad(r, "model", "%s", "'model' must be a string"), -1;
+    return api_model_get(a, &(api_rq){r, 0}, json_is_string(model) ? json_string_value(model) : NULL, &q->am);
 }
 
 /* The request parsers without a server (fuzz_api): with r == NULL,
@@ -309,29 +317,31 @@ typedef struct oai_stream {
     api_calls_stream cs;
     const tok *tk;     /* logprobs: the token texts; NULL: not asked */
     int legacy;        /* /v1/completions */
+    char model[128];   /* the name the chunks carry */
 } oai_stream;
 
 static int send_content(void *ctx, const char *text, size_t len);
 static int send_call(void *ctx, json_t *tc, int i);
 
 /* legacy: /v1/completions' chunks ({"object": "text_completion", choices[0].text}). */
-static oai_stream *oai_stream_new(api *a, const char *id, long long created, int include_usage, int parse_calls,
-                                  int legacy) {
+static oai_stream *oai_stream_new(api *a, const char *model, const char *id, long long created, int include_usage,
+                                  int parse_calls, int legacy) {
     oai_stream *x = calloc(1, sizeof *x);
     if (!x) return NULL;
     x->a = a;
+    snprintf(x->model, sizeof x->model, "%s", model);
     x->include_usage = include_usage;
     x->parse_calls = parse_calls;
     x->legacy = legacy;
     api_calls_stream_init(&x->cs, 0, send_content, send_call, x);
     if (legacy)
         x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:s, s:n, s:n}]}", "id", id, "object",
-                             "text_completion", "created", (json_int_t)created, "model", a->model_name,
+                             "text_completion", "created", (json_int_t)created, "model", model,
                              "system_fingerprint", "smolbot", "choices", "index", 0, "text", "", "logprobs",
                              "finish_reason");
     else
         x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:{}, s:n, s:n}]}", "id", id, "object",
-                             "chat.completion.chunk", "created", (json_int_t)created, "model", a->model_name,
+                             "chat.completion.chunk", "created", (json_int_t)created, "model", model,
                              "system_fingerprint", "smolbot", "choices", "index", 0, "delta", "logprobs",
                              "finish_reason");
     if (x->chunk) {
@@ -458,7 +468,7 @@ static void stream_tail(oai_stream *x, const bridge_out *o) {
     if (ok && x->include_usage) {
         json_t *u = json_pack("{s:O, s:O, s:O, s:s, s:[], s:o, s:o}", "id", json_object_get(x->chunk, "id"), "object",
                               json_object_get(x->chunk, "object"), "created", json_object_get(x->chunk, "created"), "model",
-                              x->a->model_name, "choices", "usage", usage_json(st), "timings", timings_json(st0));
+                              x->model, "choices", "usage", usage_json(st), "timings", timings_json(st0));
         if (u) send_obj(x, u);
         json_decref(u);
     }
@@ -525,7 +535,7 @@ static int submit_error(api *a, http_req *r, int rc, const char *msg) {
 }
 
 /* Choice i of a finished job: {"index", "message", "logprobs", "finish_reason"}. */
-static json_t *choice_json(api *a, bridge_job *j, int i, int parse_calls, int logprobs) {
+static json_t *choice_json(const tok *tk, bridge_job *j, int i, int parse_calls, int logprobs) {
     const char *text, *reas, *finish, *emsg;
     size_t tl, rl;
     const engine_stats *st;
@@ -558,7 +568,7 @@ static json_t *choice_json(api *a, bridge_job *j, int i, int parse_calls, int lo
         const bridge_lp *lp;
         size_t n;
         bridge_result_lp(j, &lp, &n);
-        json_t *c = lp_content(engine_tok(a->eng), lp, n);
+        json_t *c = lp_content(tk, lp, n);
         lpj = c ? json_pack("{s:o, s:n}", "content", c, "refusal") : NULL;
     }
     return json_pack("{s:i, s:o, s:o, s:s}", "index", i, "message", msg, "logprobs", lpj, "finish_reason", finish);
@@ -567,8 +577,8 @@ static json_t *choice_json(api *a, bridge_job *j, int i, int parse_calls, int lo
 /* The answer of n finished jobs (the choices). usage adds up what the
  * engine did for all of them (n prompts, the cached part of each, every
  * choice's tokens); timings are the first choice's. */
-static int respond_message(api *a, http_req *r, bridge_job **jobs, int n, const char *id, long long created,
-                           int parse_calls, int logprobs) {
+static int respond_message(api *a, const api_model *am, http_req *r, bridge_job **jobs, int n, const char *id,
+                           long long created, int parse_calls, int logprobs) {
     engine_stats sum = {0};
     const engine_stats *st0 = NULL;
     for (int i = 0; i < n; i++) {
@@ -585,12 +595,12 @@ static int respond_message(api *a, http_req *r, bridge_job **jobs, int n, const 
     }
     json_t *choices = json_array();
     for (int i = 0; choices && i < n; i++)
-        if (json_array_append_new(choices, choice_json(a, jobs[i], i, parse_calls, logprobs))) {
+        if (json_array_append_new(choices, choice_json(engine_tok(am->eng), jobs[i], i, parse_calls, logprobs))) {
             json_decref(choices);
             choices = NULL;
         }
     json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:o, s:o}", "id", id, "object", "chat.completion", "created",
-                          (json_int_t)created, "model", a->model_name, "system_fingerprint", "smolbot", "choices",
+                          (json_int_t)created, "model", am->name, "system_fingerprint", "smolbot", "choices",
                           choices, "usage", usage_json(&sum), "timings", timings_json(st0));
     return send_json(r, 200, o);
 }
@@ -633,7 +643,7 @@ static int start(api *a, http_req *r, chat_req *q, engine_request *er, const cha
     core_err err = {0};
     oai_group *g = NULL;
     memset(oj, 0, sizeof *oj);
-    if (bridge_max_tokens(engine_ctx_size(a->eng), er->n_prompt, q->max_tokens, a->cfg.max_tokens, 1, &q->max_tokens, &err))
+    if (bridge_max_tokens(engine_ctx_size(q->am.eng), er->n_prompt, q->max_tokens, a->cfg.max_tokens, 1, &q->max_tokens, &err))
         return api_bad(&rq, 400, "context_length_exceeded", param, "%s", err.msg);
     er->max_tokens = q->max_tokens;
     oj->created = (long long)time(NULL);
@@ -646,7 +656,8 @@ static int start(api *a, http_req *r, chat_req *q, engine_request *er, const cha
     }
     for (int i = 0; i < q->n; i++) {
         oai_stream *x = NULL;
-        if (q->stream && !(x = oj->x[i] = oai_stream_new(a, oj->id, oj->created, q->include_usage, parse_calls, legacy))) {
+        if (q->stream &&
+            !(x = oj->x[i] = oai_stream_new(a, q->am.name, oj->id, oj->created, q->include_usage, parse_calls, legacy))) {
             api_oom(&rq);
             goto fail;
         }
@@ -657,7 +668,7 @@ static int start(api *a, http_req *r, chat_req *q, engine_request *er, const cha
         if (x) x->index = i;
         bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone; nothing kept after */
         er->sampling.seed = q->sp.seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;
-        int rc = bridge_start(a->br, er, &bo, &oj->j[i], &err);
+        int rc = api_model_start(a, &q->am, er, &bo, &oj->j[i], &err);
         if (rc) {
             api_submit_error(a, &rq, rc, param, err.msg);
             goto fail;
@@ -697,8 +708,8 @@ static int chat_completions(api *a, http_req *r) {
     chat_req q = {0};
     prompt p = {0};
     core_err err = {0};
-    if (parse_fields(a, r, root, &q) || parse_messages(a, r, root, &m)) goto out;
-    const tok *tk = engine_tok(a->eng);
+    if (request_model(a, r, root, &q) || parse_fields(a, r, root, &q) || parse_messages(a, r, root, &m)) goto out;
+    const tok *tk = engine_tok(q.am.eng);
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
     prompt_opts po = {.thinking = q.thinking, .xml_tools = q.t.repr.len ? q.t.repr.data : NULL, .calls = m.calls};
     int rc = prompt_build(tk, m.v, m.n, &po, &p, &err);
@@ -720,10 +731,11 @@ static int chat_completions(api *a, http_req *r) {
         for (int i = 0; i < oj.n; i++) bridge_listen(oj.j[i], &oai_ops, oj.x[i], 0, 0); /* the listener's now */
     } else {
         for (int i = 0; i < oj.n; i++) bridge_wait(oj.j[i]);
-        respond_message(a, r, oj.j, oj.n, oj.id, oj.created, q.tool_choice != API_TC_NONE, q.logprobs);
+        respond_message(a, &q.am, r, oj.j, oj.n, oj.id, oj.created, q.tool_choice != API_TC_NONE, q.logprobs);
     }
     for (int i = 0; i < oj.n; i++) bridge_release(oj.j[i]);
 out:
+    api_model_put(a, &q.am);
     prompt_free(&p);
     api_msgs_free(&m);
     chat_req_free(&q);
@@ -796,12 +808,12 @@ static int completions(api *a, http_req *r) {
         goto out;
     }
     json_object_del(root, "logprobs"); /* the chat parser reads a boolean there */
-    if (parse_fields(a, r, root, &q) || get_bool(r, root, "echo", &echo) < 0) goto out;
+    if (request_model(a, r, root, &q) || parse_fields(a, r, root, &q) || get_bool(r, root, "echo", &echo) < 0) goto out;
     if (q.n != 1) {
         api_error(r, 400, "invalid_request_error", "unsupported_parameter", "n", "'n' above 1 is supported on /v1/chat/completions only");
         goto out;
     }
-    const tok *tk = engine_tok(a->eng);
+    const tok *tk = engine_tok(q.am.eng);
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
     if (parse_prompt(r, tk, root, &ids, &n_ids)) goto out;
     if (echo && tok_decode(tk, ids, n_ids, 1, &echo_text)) { api_error(r, 500, "server_error", NULL, NULL, "out of memory"); goto out; }
@@ -832,7 +844,7 @@ static int completions(api *a, http_req *r) {
             if (echo && echo_text.len) core_utf8_sanitize(echo_text.data, echo_text.len, &all);
             core_buf_append(&all, text, tl);
             json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:s%, s:i, s:n, s:s}], s:o, s:o}", "id", oj.id, "object",
-                                  "text_completion", "created", (json_int_t)oj.created, "model", a->model_name,
+                                  "text_completion", "created", (json_int_t)oj.created, "model", q.am.name,
                                   "system_fingerprint", "smolbot", "choices", "text", all.data ? all.data : "", all.len,
                                   "index", 0, "logprobs", "finish_reason", finish, "usage", usage_json(st), "timings",
                                   timings_json(st));
@@ -842,6 +854,7 @@ static int completions(api *a, http_req *r) {
     }
     bridge_release(j);
 out:
+    api_model_put(a, &q.am);
     free(ids);
     core_buf_free(&echo_text);
     chat_req_free(&q);
@@ -852,7 +865,7 @@ out:
 /* ---- the small routes ------------------------------------------------------------ */
 
 static int health(api *a, http_req *r) {
-    int st = engine_state(a->eng);
+    int st = a->cfg.reg ? ENGINE_READY : engine_state(a->eng); /* a registry loads on demand */
     if (is_stopping(a)) st = ENGINE_STOPPING;
     json_t *o;
     int status = 503;
@@ -874,7 +887,29 @@ static int health(api *a, http_req *r) {
     return send_json(r, status, o);
 }
 
+/* Every name of the registry: loaded or not, and why not when it cannot run. */
+static json_t *registry_models(api *a) {
+    json_t *data = json_array();
+    registry_model m;
+    for (size_t i = 0; data && registry_get(a->cfg.reg, i, &m) == 0; i++) {
+        json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:{s:i, s:i, s:i, s:s, s:s, s:I, s:b, s:b, s:I}}", "id", m.name,
+                              "object", "model", "created", (json_int_t)m.mtime_s, "owned_by", "smolbot", "meta",
+                              "n_ctx", m.n_ctx, "n_ctx_train", m.cfg.n_ctx_train, "n_vocab", m.cfg.n_vocab, "arch",
+                              m.arch, "quant", m.quant, "size", (json_int_t)m.file_size, "loaded", m.loaded,
+                              "supported", m.supported, "mem_bytes", (json_int_t)m.mem_bytes);
+        json_t *meta = json_object_get(o, "meta");
+        if (meta && !m.supported) json_object_set_new(meta, "reason", json_string(m.reason));
+        if (meta && m.target[0]) json_object_set_new(meta, "alias_of", json_string(m.target));
+        if (!o || json_array_append_new(data, o)) {
+            json_decref(data);
+            data = NULL;
+        }
+    }
+    return data;
+}
+
 static int models(api *a, http_req *r) {
+    if (a->cfg.reg) return send_json(r, 200, json_pack("{s:s, s:o}", "object", "list", "data", registry_models(a)));
     json_t *data = json_array();
     if (engine_state(a->eng) == ENGINE_READY) {
         const model_config *c = engine_model_config(a->eng);
@@ -903,6 +938,10 @@ static int props(api *a, http_req *r) {
         "temperature", (double)sp.temperature, "top_p", (double)sp.top_p, "top_k", sp.top_k, "min_p", (double)sp.min_p,
         "max_tokens", a->cfg.max_tokens > 0 ? a->cfg.max_tokens : BRIDGE_DEFAULT_MAX_TOKENS, "api_key_required",
         a->cfg.api_key && *a->cfg.api_key);
+    if (o && a->cfg.reg) { /* several models: the list says which are loaded */
+        json_object_set_new(o, "state", json_string("ready"));
+        json_object_set_new(o, "models", registry_models(a));
+    }
     return send_json(r, 200, o);
 }
 
@@ -943,7 +982,7 @@ static int metrics(api *a, http_req *r) {
     M("conversations", "gauge", "KV caches held.", "%d", m.conversations);
     M("kv_bytes", "gauge", "Bytes of KV caches held.", "%llu", (unsigned long long)m.kv_bytes);
     M("kv_budget_bytes", "gauge", "Byte budget for KV caches.", "%llu", (unsigned long long)m.kv_budget);
-    M("model_ready", "gauge", "1 when the model is loaded and serving.", "%d", m.state == ENGINE_READY);
+    M("model_ready", "gauge", "1 when the model is loaded and serving.", "%d", m.state == ENGINE_READY || a->cfg.reg);
     M("uptime_seconds", "gauge", "Seconds since the server started.", "%.3f", core_now_s() - a->t_start);
 #undef M
     hist_out(&b, "smolbot_ttft_seconds", "Time from request to first token.", &ttft, api_ttft_bounds, 1e-3);
@@ -958,13 +997,15 @@ static int tokenize(api *a, http_req *r) {
     if (!root) return 0;
     json_t *content = json_object_get(root, "content");
     int parse_special = 1, with_pieces = 0;
+    chat_req q = {0}; /* its model only */
     if (!json_is_string(content)) {
         bad(r, "content", "%s", "'content' must be a string");
         goto out;
     }
-    if (get_bool(r, root, "parse_special", &parse_special) < 0 || get_bool(r, root, "with_pieces", &with_pieces) < 0)
+    if (get_bool(r, root, "parse_special", &parse_special) < 0 || get_bool(r, root, "with_pieces", &with_pieces) < 0 ||
+        request_model(a, r, root, &q))
         goto out;
-    const tok *tk = engine_tok(a->eng);
+    const tok *tk = engine_tok(q.am.eng);
     int32_t *ids = NULL;
     size_t n = 0, cap = 0;
     core_err err = {0};
@@ -994,6 +1035,7 @@ static int tokenize(api *a, http_req *r) {
     free(ids);
     send_json(r, 200, json_pack("{s:o}", "tokens", arr));
 out:
+    api_model_put(a, &q.am);
     json_decref(root);
     return 0;
 }
@@ -1003,7 +1045,9 @@ static int detokenize(api *a, http_req *r) {
     json_t *root = parse_body(r);
     if (!root) return 0;
     json_t *arr = json_object_get(root, "tokens");
-    const tok *tk = engine_tok(a->eng);
+    chat_req q = {0}; /* its model only */
+    if (request_model(a, r, root, &q)) goto out;
+    const tok *tk = engine_tok(q.am.eng);
     int32_t nv = tok_n_vocab(tk);
     if (!json_is_array(arr)) {
         bad(r, "tokens", "%s", "'tokens' must be an array of token ids");
@@ -1034,6 +1078,7 @@ static int detokenize(api *a, http_req *r) {
     else send_json(r, 200, json_pack("{s:s%}", "content", fixed.data ? fixed.data : "", fixed.len));
     core_buf_free(&fixed);
 out:
+    api_model_put(a, &q.am);
     json_decref(root);
     return 0;
 }

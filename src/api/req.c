@@ -91,7 +91,7 @@ json_t *api_parse_json(const api_rq *q, const char *body, size_t len) {
 }
 
 int api_not_ready(api *a, const api_rq *q) {
-    int st = engine_state(a->eng);
+    int st = a->cfg.reg ? ENGINE_READY : engine_state(a->eng); /* a registry's models load on demand */
     int stopping = bridge_stopping(a->br);
     if (st == ENGINE_READY && !stopping && !atomic_load(&a->draining)) return 0;
     if (atomic_load(&a->draining) && !stopping)

@@ -33,6 +33,11 @@
  * finished answer stays ANS_KEEP_S seconds for late readers; after that,
  * the stream URL of a finished message answers 204 (EventSource stops).
  *
+ * Several models (a registry): an answer runs on the model the page's
+ * picker sends ("model" in the form), else the one that wrote the
+ * conversation's last answer, else the registry's default; the name is
+ * stored with the answer and shown under it.
+ *
  * /ui/quote streams a fixed public-domain passage (John 1:1-14, KJV) word by
  * word through the same bridge, as a job without engine that feeds itself,
  * with no model and no store, so the streaming path can be seen (and
@@ -441,7 +446,13 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
     core_buf_printf(b, "</div><div class=\"tail\"%s></div><div class=\"err\"%s></div></div>\n",
                     streaming ? " sse-swap=\"tail\" hx-swap=\"innerHTML\"" : "",
                     streaming ? " sse-swap=\"error\" hx-swap=\"innerHTML\"" : "");
-    core_buf_printf(b, "<div class=\"msg-foot\"><span class=\"stats\"%s>", streaming ? " sse-swap=\"stats\" hx-swap=\"innerHTML\"" : "");
+    core_buf_puts(b, "<div class=\"msg-foot\">");
+    if (m->model[0]) { /* which model wrote it (several models per server) */
+        core_buf_puts(b, "<span class=\"msg-model\" title=\"model\">");
+        esc(b, m->model);
+        core_buf_puts(b, "</span> ");
+    }
+    core_buf_printf(b, "<span class=\"stats\"%s>", streaming ? " sse-swap=\"stats\" hx-swap=\"innerHTML\"" : "");
     if (!streaming) { /* the line the stream ended with, from what the store keeps */
         double tps = m->gen_ms > 0 && m->completion_tokens > 1 ? (m->completion_tokens - 1) / (m->gen_ms / 1e3) : 0;
         /* the store keeps the prefill time: the TTFT less any wait in the queue */
@@ -474,8 +485,43 @@ static void render_msg(api *a, core_buf *b, const char *conv, const store_msg *m
 }
 
 static int ctx_max(api *a) {
+    if (a->cfg.reg) { /* the default model's (the page's gauge; each answer is cut to its own) */
+        char def[128];
+        registry_model m;
+        int i = registry_default(a->cfg.reg, def, sizeof def) ? -1 : registry_find(a->cfg.reg, def);
+        return i >= 0 && registry_get(a->cfg.reg, (size_t)i, &m) == 0 ? m.n_ctx : 0;
+    }
     int n = engine_ctx_size(a->eng);
     return n > 0 ? n : 0;
+}
+
+static void forget_one(void *ctx, engine *e, const char *name) {
+    (void)name;
+    engine_forget(e, ctx);
+}
+
+/* A conversation's caches go, on every engine that may hold one. */
+static void forget_conv(api *a, const char *conv) {
+    if (a->cfg.reg) registry_each_engine(a->cfg.reg, forget_one, (void *)conv);
+    else engine_forget(a->eng, conv);
+}
+
+/* The model of a new answer (see the header) into out ("" without a registry). */
+static void pick_model(api *a, const store_conv *c, const char *body, char *out, size_t cap) {
+    out[0] = 0;
+    if (!a->cfg.reg) return;
+    char *f = body ? form_get(body, "model") : NULL;
+    if (f && *f && registry_find(a->cfg.reg, f) >= 0) snprintf(out, cap, "%s", f);
+    free(f);
+    if (out[0]) return;
+    store_msg *ms = NULL;
+    int n = 0;
+    if (c->current_leaf && !store_branch(S(a), c->id, 0, &ms, &n, NULL))
+        for (int i = n - 1; i >= 0 && !out[0]; i--)
+            if (!strcmp(ms[i].role, "assistant") && ms[i].model[0] && registry_find(a->cfg.reg, ms[i].model) >= 0)
+                snprintf(out, cap, "%s", ms[i].model);
+    store_msgs_free(ms, n);
+    if (!out[0]) registry_default(a->cfg.reg, out, cap);
 }
 
 /* The whole #messages fragment of conv (current branch). */
@@ -488,10 +534,15 @@ static int render_conv(api *a, core_buf *b, const store_conv *c, core_err *err) 
         if (!strcmp(ms[i].role, "assistant") && ms[i].prompt_tokens) used = ms[i].prompt_tokens + ms[i].completion_tokens;
     core_buf_printf(b, "<div id=\"messages\" class=\"messages\" aria-live=\"polite\" data-conv=\"%s\" data-title=\"", c->id);
     esc(b, c->title);
+    const char *model = "";
+    for (int i = 0; i < n; i++)
+        if (!strcmp(ms[i].role, "assistant") && ms[i].model[0]) model = ms[i].model;
     /* the conversation's settings: the page fills its Settings from them */
     core_buf_printf(b, "\" data-ctx-used=\"%d\" data-ctx-max=\"%d\" data-thinking=\"%d\" data-temperature=\"%g\" data-top-p=\"%g\" "
-                       "data-top-k=\"%d\" data-min-p=\"%g\" data-max-tokens=\"%d\" data-system=\"",
+                       "data-top-k=\"%d\" data-min-p=\"%g\" data-max-tokens=\"%d\" data-model=\"",
                     used, ctx_max(a), c->thinking, c->temperature, c->top_p, c->top_k, c->min_p, c->max_tokens);
+    esc(b, model);
+    core_buf_puts(b, "\" data-system=\"");
     esc(b, c->system_prompt);
     core_buf_puts(b, "\">\n");
     for (int i = 0; i < n; i++) render_msg(a, b, c->id, &ms[i]);
@@ -575,8 +626,25 @@ static int respond_conv(api *a, http_req *r, const store_conv *c, int trigger) {
     return respond_buf(r, 200, HTML, &b);
 }
 
+/* The registry's names for the page's picker and /status. */
+static json_t *status_models(api *a) {
+    json_t *arr = json_array();
+    registry_model m;
+    for (size_t i = 0; arr && registry_get(a->cfg.reg, i, &m) == 0; i++) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:b, s:b, s:b, s:f, s:i}", "name", m.name, "quant", m.quant, "arch",
+                              m.arch, "size_mb", m.file_size / 1048576.0, "loaded", m.loaded, "loading", m.loading,
+                              "supported", m.supported, "mem_mb", m.mem_bytes / 1048576.0, "n_ctx", m.n_ctx);
+        if (o && !m.supported) json_object_set_new(o, "reason", json_string(m.reason));
+        if (!o || json_array_append_new(arr, o)) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    return arr;
+}
+
 static int route_status(api *a, http_req *r) {
-    int st = engine_state(a->eng);
+    int st = a->cfg.reg ? ENGINE_READY : engine_state(a->eng);
     const char *s = st == ENGINE_READY ? "ready" : st == ENGINE_LOADING ? "loading" : "no_model";
     engine_metrics m;
     engine_get_metrics(a->eng, &m);
@@ -589,6 +657,12 @@ static int route_status(api *a, http_req *r) {
                           "queued", m.queued, "active", m.active, "tok_s", m.last_decode_tok_s, "ttft_ms", m.last_ttft_ms,
                           "history", !a->st ? "memory" : store_readonly(a->st) ? "readonly" : "disk", "requests", (json_int_t)m.requests, "gen_tokens", (json_int_t)m.gen_tokens, "threads",
                           engine_threads(a->eng));
+    if (o && a->cfg.reg) {
+        char def[128] = "";
+        registry_default(a->cfg.reg, def, sizeof def);
+        json_object_set_new(o, "model", json_string(def));
+        json_object_set_new(o, "models", status_models(a));
+    }
     if (o && mc) {
         /* parameters, counted from the shapes (embeddings tied) */
         double hd = mc->head_dim, L = mc->n_layer, E = mc->n_embd;
@@ -769,10 +843,22 @@ static void form_samplers(const char *body, sample_params *sp) {
     }
 }
 
-static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, const char *form, core_err *err) {
+static int stopping_wait(void *ctx) { return bridge_stopping(((api *)ctx)->br); }
+
+static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, const char *model,
+                        const char *form, core_err *err) {
+    api_model am = {.eng = a->eng, .keep_alive_s = REGISTRY_KEEP_DEFAULT};
+    if (a->cfg.reg) { /* loads it if it must (the POST waits) */
+        int rc = registry_acquire(a->cfg.reg, model, stopping_wait, a, &am.eng, &am.load_ms, err);
+        if (rc) return rc == CORE_ENOTFOUND ? CORE_EINVAL : rc;
+        am.held = 1;
+    }
     store_msg *ms = NULL;
     int n = 0, rc = store_branch(S(a), c->id, upto, &ms, &n, err);
-    if (rc) return rc;
+    if (rc) {
+        api_model_put(a, &am);
+        return rc;
+    }
     chat_msg *cm = calloc((size_t)n + 1, sizeof *cm);
     prompt p = {0};
     if (!cm) {
@@ -786,7 +872,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
         const char *t = ms[i].content ? ms[i].content : "";
         cm[k++] = (chat_msg){ms[i].role, t, strlen(t)};
     }
-    const tok *tk = engine_tok(a->eng);
+    const tok *tk = engine_tok(am.eng);
     if (!tk) {
         rc = core_errf(err, CORE_EUNSUP, "the model is not loaded");
         goto out;
@@ -808,10 +894,10 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     form_samplers(form, &rq.sampling);
     rq.thinking = p.thinking;
     /* the page's setting is cut to what the context leaves, never refused */
-    rc = bridge_max_tokens(engine_ctx_size(a->eng), p.n_ids, c->max_tokens, a->cfg.max_tokens, 0, &rq.max_tokens, err);
+    rc = bridge_max_tokens(engine_ctx_size(am.eng), p.n_ids, c->max_tokens, a->cfg.max_tokens, 0, &rq.max_tokens, err);
     if (rc) { /* before anything is relabelled: a continue that cannot fit leaves the answer as it was */
         rc = core_errf(err, CORE_ERANGE, "The conversation (%zu tokens) no longer fits the context (%d): start a new one.",
-                       p.n_ids, engine_ctx_size(a->eng));
+                       p.n_ids, engine_ctx_size(am.eng));
         goto out;
     }
     if (cont && n > 0) { /* the finished answer streams again */
@@ -841,10 +927,11 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
         bo.prefix_reasoning_len = strlen(bo.prefix_reasoning);
     }
     bridge_job *j = NULL;
-    rc = bridge_start(a->br, &rq, &bo, &j, err);
+    rc = api_model_start(a, &am, &rq, &bo, &j, err);
     if (rc) free(ow);
     else bridge_release(j); /* the page connects within ANS_GRACE_S */
 out:
+    api_model_put(a, &am);
     prompt_free(&p);
     free(cm);
     store_msgs_free(ms, n);
@@ -852,7 +939,7 @@ out:
 }
 
 static int model_ready_or_503(api *a, http_req *r) {
-    int st = engine_state(a->eng);
+    int st = a->cfg.reg ? ENGINE_READY : engine_state(a->eng); /* a registry loads on demand */
     if (st == ENGINE_READY && !atomic_load(&a->draining)) return 0;
     if (st == ENGINE_READY) http_respond_text(r, 503, "This server is draining; try again.");
     else if (st == ENGINE_LOADING) http_respond_text(r, 503, "The model is still loading; try again in a moment.");
@@ -869,9 +956,10 @@ static int busy_409(api *a, http_req *r, const char *conv) {
 }
 
 static int64_t append_msg(api *a, const char *conv, int64_t parent, const char *role, const char *content, int status,
-                          core_err *err) {
+                          const char *model, core_err *err) {
     store_msg m = {0};
     m.parent = parent;
+    snprintf(m.model, sizeof m.model, "%s", model ? model : "");
     snprintf(m.role, sizeof m.role, "%s", role);
     m.content = (char *)content;
     m.status = status;
@@ -928,15 +1016,18 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
         }
     }
     apply_form_settings(a, c, body);
-    int64_t uid = append_msg(a, c->id, parent, "user", text, STORE_MSG_DONE, &err);
+    char model[128];
+    pick_model(a, c, body, model, sizeof model);
+    int64_t uid = append_msg(a, c->id, parent, "user", text, STORE_MSG_DONE, NULL, &err);
     free(text);
     if (!uid) return store_fail(r, &err, err.code ? err.code : CORE_EIO); /* disk full is a 500, not the client's fault */
-    int64_t aid = append_msg(a, c->id, uid, "assistant", "", STORE_MSG_STREAMING, &err);
+    int64_t aid = append_msg(a, c->id, uid, "assistant", "", STORE_MSG_STREAMING, model, &err);
     if (!aid) return store_fail(r, &err, err.code ? err.code : CORE_EIO);
-    int rc = start_answer(a, c, uid, aid, 0, body, &err);
+    int rc = start_answer(a, c, uid, aid, 0, model, body, &err);
     if (rc) {
         mark_failed(a, aid, err.msg);
-        return http_respond_text(r, rc == CORE_ERANGE ? 413 : rc == CORE_EFULL ? 503 : 500, err.msg);
+        return http_respond_text(r, rc == CORE_ERANGE ? 413 : rc == CORE_EFULL ? 503 : rc == CORE_EINVAL || rc == CORE_EUNSUP ? 400 : 500,
+                                 err.msg);
     }
     core_buf b = {0};
     render_branch_tail(a, &b, c, aid, 2, aid);
@@ -963,11 +1054,13 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
     apply_form_settings(a, c, body);
     core_err err = {0};
     int64_t aid = last;
+    char model[128];
+    pick_model(a, c, body, model, sizeof model);
     if (!cont) {
-        aid = append_msg(a, c->id, parent, "assistant", "", STORE_MSG_STREAMING, &err);
+        aid = append_msg(a, c->id, parent, "assistant", "", STORE_MSG_STREAMING, model, &err);
         if (!aid) return store_fail(r, &err, CORE_EIO);
     }
-    int rc = start_answer(a, c, cont ? last : parent, aid, cont, body, &err);
+    int rc = start_answer(a, c, cont ? last : parent, aid, cont, model, body, &err);
     if (rc) {
         if (!cont) mark_failed(a, aid, err.msg);
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : 500, err.msg);
@@ -1020,7 +1113,7 @@ static int route_switch(api *a, http_req *r, const store_conv *c, int64_t msg) {
 static int route_stream(api *a, http_req *r, const store_conv *c, int64_t msg) {
     bridge_job *j = bridge_find(a->br, msg, c->id);
     store_msg m = {0};
-    if (!j && !store_get_msg(a->st, msg, &m, NULL) && !strcmp(m.finish, "interrupted")) {
+    if (!j && !store_get_msg(S(a), msg, &m, NULL) && !strcmp(m.finish, "interrupted")) {
         /* its server died mid-stream (another replica answers now): say so
          * and end, so the page keeps the text it has and the user goes on */
         store_msg_clear(&m);
@@ -1450,7 +1543,7 @@ static int route_conv(api *a, http_req *r, const char *rest) {
     else if (!*sub && is_del) {
         cancel_conv(a, c.id);
         rc = store_delete(S(a), c.id, &err);
-        engine_forget(a->eng, c.id);
+        forget_conv(a, c.id);
         if (rc) rc = store_fail(r, &err, rc);
         else {
             http_req_add_header(r, "HX-Trigger", "smolbot:convs");
@@ -1473,7 +1566,7 @@ static int route_conv(api *a, http_req *r, const char *rest) {
     else if (!strcmp(sub, "reset") && is_post) {
         /* the built-in sampling defaults, then those the page sends (its
          * defaults for new chats); the system prompt stays */
-        engine_forget(a->eng, c.id);
+        forget_conv(a, c.id);
         store_conv d;
         store_conv_defaults(&d);
         c.temperature = d.temperature;
@@ -1498,7 +1591,7 @@ static int route_conv(api *a, http_req *r, const char *rest) {
             rc = store_fail(r, &err, rc);
             goto out;
         }
-        engine_forget(a->eng, c.id);
+        forget_conv(a, c.id);
         char trig[128];
         snprintf(trig, sizeof trig, "{\"smolbot:convs\":\"\",\"smolbot:cleared\":\"%s\"}", c.id);
         http_req_add_header(r, "HX-Trigger", trig);

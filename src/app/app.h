@@ -59,6 +59,11 @@ int app_parse_kv(const char *v, int *out); /* --kv f16|f32|q8 -> MODEL_KV_* */
  * Returns 0 with the path in out, -1 if nothing was found. */
 #define APP_DEFAULT_MODEL_FILE "SmolLM3-3B-Q4_K_M.gguf"
 int app_find_model(const char *opt, char *out, size_t cap);
+/* Before a command starts its engine: can path be opened (else "cannot
+ * open PATH: why") and, full != 0, would it load (header, config,
+ * tensors, tokenizer; no weights read)? Prints "CMD: ..." once and
+ * returns 1 when not; 0 when it would. */
+int app_check_model(const char *cmd, const char *path, int full);
 int app_models_dir(char *out, size_t cap);
 
 #endif

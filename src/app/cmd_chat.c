@@ -116,11 +116,23 @@ static void help(void) {
            "  /reset           forget the conversation (history and cache)\n"
            "  /thinking [on|off]  switch reasoning mode\n"
            "  /temp [T]        show or set the temperature\n"
-           "  /model           the model file and its shape\n"
+           "  /model [NAME]    the model file and its shape, or switch to NAME (a file of the models\n"
+           "                   directory without .gguf, or a path); the conversation goes on\n"
            "  /status          context used, speed of the last answer\n"
            "  /export FILE     write the conversation as Markdown\n"
            "  /help            this list\n"
            "  /quit            leave\n");
+}
+
+/* NAME of the models directory, or a path, into out. 0, or -1 (said). */
+static int model_by_name(const char *name, char *out, size_t cap) {
+    char dir[1024];
+    if (!strchr(name, '/') && app_models_dir(dir, sizeof dir) == 0) {
+        snprintf(out, cap, "%s/%s%s", dir, name, strstr(name, ".gguf") ? "" : ".gguf");
+        if (access(out, R_OK) == 0) return 0;
+    }
+    snprintf(out, cap, "%s", name);
+    return app_check_model("chat", out, 1) ? -1 : 0;
 }
 
 static int export_md(const history *h, const char *path) {
@@ -167,6 +179,7 @@ int cmd_chat(int argc, char **argv) {
         return 1;
     }
     kern_init(NULL);
+    if (app_check_model("chat", path, 1)) return 1; /* one message, not the engine's and ours */
     engine_config ec = {0};
     ec.model_path = path;
     ec.n_threads = (int)threads;
@@ -189,6 +202,7 @@ int cmd_chat(int argc, char **argv) {
     history h = {0};
     if (system) hist_push(&h, "system", system, strlen(system));
     const model_config *mc = engine_model_config(e);
+    int announce = 0;
     if (tty) printf("smolbot chat: %s (%d layers, context %d). /help for commands, Ctrl-D to leave.\n", path, mc->n_layer, engine_ctx_size(e));
     char *line = NULL;
     size_t cap = 0;
@@ -222,6 +236,25 @@ int cmd_chat(int argc, char **argv) {
                     else printf("temperature must be a number in 0..2\n");
                 }
                 printf("temperature %.2f\n", sp.temperature);
+            } else if (!strcmp(line, "/model") && arg && *arg) {
+                /* another model: a new engine first, the old one goes only once it is ready */
+                char np[4096];
+                engine *ne = NULL;
+                engine_config nc = ec;
+                nc.model_path = np;
+                if (model_by_name(arg, np, sizeof np) || app_check_model("chat", np, 1)) continue;
+                if (engine_new(&ne, &nc, &err) || engine_wait_ready(ne, 600) != ENGINE_READY) {
+                    printf("cannot load %s: %s\n", np, ne ? engine_state_message(ne) : err.msg);
+                    engine_free(ne);
+                    continue;
+                }
+                engine_free(e);
+                e = ne;
+                snprintf(path, sizeof path, "%s", np);
+                mc = engine_model_config(e);
+                announce = 1;
+                printf("model %s (%s, %d layers, context %d); the conversation goes on with it\n", arg, mc->arch,
+                       mc->n_layer, engine_ctx_size(e));
             } else if (!strcmp(line, "/model")) {
                 printf("%s\n%s: %d layers, %d wide, %d heads (%d KV), head dim %d, FFN %d, vocab %d, context %d (file %d), %d threads\n",
                        path, mc->arch, mc->n_layer, mc->n_embd, mc->n_head, mc->n_head_kv, mc->head_dim, mc->n_ff,
@@ -246,6 +279,16 @@ int cmd_chat(int argc, char **argv) {
             free((char *)h.m[--h.n].content);
             prompt_free(&p);
             continue;
+        }
+        if (announce) { /* the first answer after a switch says which model wrote it */
+            char nm[256];
+            const char *b = strrchr(path, '/');
+            snprintf(nm, sizeof nm, "%.255s", b ? b + 1 : path);
+            char *dot = strstr(nm, ".gguf");
+            if (dot) *dot = 0;
+            printf("[%s] ", nm);
+            fflush(stdout);
+            announce = 0;
         }
         turn_state t = {0};
         pthread_mutex_init(&t.mu, NULL);

@@ -408,6 +408,7 @@ int cmd_inspect(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (app_check_model("smolbot inspect", path, 0)) return 1;
     gguf *g;
     core_err err = {0};
     if (gguf_open(&g, path, &err)) {

@@ -10,6 +10,14 @@
  * the model is ready a banner with model, quantization, context, threads,
  * KV budget, URL and database follows.
  *
+ * Several models: without -m and $MODEL_PATH, every .gguf of the models
+ * directory (--models-dir, $SMOLBOT_MODELS, ~/.cache/smolbot/models) is
+ * served under its file name (plus --alias/--aliases names), loaded on
+ * the first request that names it and unloaded when idle past the
+ * keep-alive or when another needs the memory budget (src/registry). The
+ * banner lists them, unsupported files with the reason. -m FILE (or
+ * $MODEL_PATH) serves that one file, loaded at start, as before.
+ *
  * No model found (no -m, no $MODEL_PATH, nothing in the models directory):
  * we still serve, in no-model mode; /health says 200 {"status":"no_model"}
  * and the page tells the user to run `smolbot pull`. A model path that was
@@ -26,12 +34,14 @@
  * so the proxy sends them to another replica) until no generation runs or
  * S seconds pass; a second SIGTERM or SIGINT ends the drain at once.
  */
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "app/app.h"
@@ -39,13 +49,23 @@
 #include "engine/engine.h"
 #include "gguf/gguf.h"
 #include "http/http.h"
+#include "registry/registry.h"
 #include "store/store.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: smolbot serve [-m MODEL] [options]\n"
-            "  -m, --model PATH     GGUF model (else $MODEL_PATH, then the models directory;\n"
-            "                       none found: serve the page in no-model mode)\n"
+            "  -m, --model PATH     serve this one GGUF file (else $MODEL_PATH; else every .gguf of the\n"
+            "                       models directory; none found: serve the page in no-model mode)\n"
+            "  --models-dir DIR     the models directory (default $SMOLBOT_MODELS, else\n"
+            "                       ~/.cache/smolbot/models): each FILE.gguf is served as model FILE\n"
+            "  --alias NAME=MODEL   another name for a model (a name or a .gguf path; repeatable)\n"
+            "  --aliases FILE       aliases, one 'NAME = MODEL' a line ('#' comments)\n"
+            "  --mem-budget MB      memory for loaded models (file sizes + KV caches); the least\n"
+            "                       recently used idle one is unloaded to make room (default:\n"
+            "                       MemAvailable at start less 10%% and 512 MB)\n"
+            "  --keep-alive DUR     unload a model idle this long: 30s, 5m, 1h, 0 (after each request),\n"
+            "                       -1 (never) (default 5m; Ollama's keep_alive overrides per request)\n"
             "  --host ADDR          address to bind (default 127.0.0.1, or $HOST)\n"
             "  --port N             port (default 3000, or $PORT; 0 = any free port)\n"
             "  --api-key KEY        require 'Authorization: Bearer KEY' (or $SMOLBOT_API_KEY);\n"
@@ -129,13 +149,56 @@ static void quant_name(const char *path, char *out, size_t cap) {
         if (!(v = app_optarg(argc, argv, &i)) || app_parse_int(a, v, &var)) return 2;              \
     }
 
+/* "5m", "30s", "1h", "250ms", a number of seconds; < 0: forever. */
+static int parse_duration(const char *s, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s) return -1;
+    if (!strcmp(end, "") || !strcmp(end, "s")) *out = v;
+    else if (!strcmp(end, "ms")) *out = v / 1e3;
+    else if (!strcmp(end, "m")) *out = v * 60;
+    else if (!strcmp(end, "h")) *out = v * 3600;
+    else return -1;
+    return 0;
+}
+
+/* MemAvailable of /proc/meminfo in bytes (0 when unknown). */
+static uint64_t mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb << 10;
+}
+
+/* A directory with at least one .gguf (hidden files aside). */
+static int has_gguf(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int found = 0;
+    while (!found && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        found = e->d_name[0] != '.' && n > 5 && !strcmp(e->d_name + n - 5, ".gguf");
+    }
+    closedir(d);
+    return found;
+}
+
 int cmd_serve(int argc, char **argv) {
     if (app_wants_help(argc, argv)) {
         usage(stdout);
         return 0;
     }
     const char *model_opt = NULL, *host = getenv("HOST"), *api_key = getenv("SMOLBOT_API_KEY"), *db = getenv("SMOLBOT_DB"),
-               *kvs = "f16", *model_name = NULL;
+               *kvs = "f16", *model_name = NULL, *models_dir = NULL, *aliases_file = NULL,
+               *keep_s = "5m";
+    const char *aliases[33] = {0}; /* --alias NAME=MODEL (into argv) */
+    size_t n_aliases = 0;
+    long mem_mb = -1;
     long port = 3000, n_ctx = 4096, threads = 0, kv_mb = 2048, parallel = 0, queue = 0, batch = 0, max_streams = 0,
          max_messages = 0, max_tokens = 0, max_body = 0, conn_timeout = 30, drain_s = 0;
     int no_db = 0, gpu = MODEL_GPU_AUTO, kv_type = MODEL_KV_F16;
@@ -149,6 +212,19 @@ int cmd_serve(int argc, char **argv) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (!(model_opt = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--models-dir")) {
+            if (!(models_dir = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--aliases")) {
+            if (!(aliases_file = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--keep-alive")) {
+            if (!(keep_s = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--alias")) {
+            if (!(v = app_optarg(argc, argv, &i))) return 2;
+            if (!strchr(v, '=') || v[0] == '=' || n_aliases + 1 >= CORE_ARRAY_LEN(aliases)) {
+                fprintf(stderr, "serve: --alias wants NAME=MODEL (at most %zu): '%s'\n", CORE_ARRAY_LEN(aliases) - 1, v);
+                return 2;
+            }
+            aliases[n_aliases++] = v;
         } else if (!strcmp(a, "--host")) {
             if (!(host = app_optarg(argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--api-key")) {
@@ -189,6 +265,7 @@ int cmd_serve(int argc, char **argv) {
         OPT_INT("--max-body", max_body)
         OPT_INT("--timeout", conn_timeout)
         OPT_INT("--drain-timeout", drain_s)
+        OPT_INT("--mem-budget", mem_mb)
         else {
             fprintf(stderr, "serve: unknown option %s\n", a);
             usage(stderr);
@@ -196,7 +273,7 @@ int cmd_serve(int argc, char **argv) {
         }
     }
     if (port < 0 || port > 65535 || n_ctx < 1 || threads < 0 || kv_mb < 1 || parallel < 0 || parallel > 64 ||
-        queue < 0 || batch < 0 || max_streams < 0 || max_messages < 0 || max_tokens < 0 || max_body < 0 || conn_timeout < 1 || conn_timeout > 86400 || drain_s < 0 ||
+        queue < 0 || batch < 0 || mem_mb < -1 || max_streams < 0 || max_messages < 0 || max_tokens < 0 || max_body < 0 || conn_timeout < 1 || conn_timeout > 86400 || drain_s < 0 ||
         app_parse_kv(kvs, &kv_type)) {
         fprintf(stderr, "serve: an option is out of range (see --help)\n");
         return 2;
@@ -207,9 +284,31 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "serve: WARNING: listening on %s without an API key: anyone who can reach this address can "
                         "use the model (set --api-key or $SMOLBOT_API_KEY)\n", host);
 
-    char model_path[4096];
-    int have_model = app_find_model(model_opt, model_path, sizeof model_path) == 0;
-    if (!have_model)
+    double keep_alive = 0;
+    if (parse_duration(keep_s, &keep_alive)) {
+        fprintf(stderr, "serve: --keep-alive wants a duration such as 30s, 5m, 1h, 0 or -1: '%s'\n", keep_s);
+        return 2;
+    }
+    /* Several models unless one file is named (-m, $MODEL_PATH): those of the models directory. */
+    char dirbuf[1024] = "";
+    const char *penv_model = getenv("MODEL_PATH");
+    int one_file = (model_opt && *model_opt) || (penv_model && *penv_model);
+    if (!one_file && !models_dir && app_models_dir(dirbuf, sizeof dirbuf) == 0) models_dir = dirbuf;
+    int multi = !one_file && models_dir && has_gguf(models_dir);
+    if (!one_file && (n_aliases || aliases_file) && !multi) {
+        fprintf(stderr, "serve: --alias and --aliases need a models directory with .gguf files\n");
+        return 2;
+    }
+    if (!multi && models_dir && models_dir != dirbuf && !has_gguf(models_dir)) {
+        fprintf(stderr, "serve: no .gguf files in --models-dir %s\n", models_dir);
+        return 1;
+    }
+
+    char model_path[4096] = "";
+    int have_model = !multi && app_find_model(model_opt, model_path, sizeof model_path) == 0;
+    /* A file that cannot load fails now, before we say we listen. */
+    if (have_model && app_check_model("serve", model_path, 1)) return 1;
+    if (!have_model && !multi)
         fprintf(stderr, "serve: no model found (give -m PATH, set MODEL_PATH or run 'smolbot pull'): serving in "
                         "no-model mode\n");
 
@@ -227,6 +326,7 @@ int cmd_serve(int argc, char **argv) {
     int rc = 1;
     core_err err = {0};
     engine *eng = NULL;
+    registry *reg = NULL;
     store *st = NULL;
     api *ap = NULL;
     http_server *srv = NULL;
@@ -242,6 +342,27 @@ int cmd_serve(int argc, char **argv) {
     ec.max_active = parallel ? (int)parallel : 4;
     ec.n_batch = (int)batch;
     ec.gpu = gpu;
+    if (multi) {
+        registry_config rcfg = {0};
+        rcfg.ec = ec;
+        rcfg.keep_alive_s = keep_alive;
+        if (mem_mb >= 0) {
+            rcfg.mem_budget = (uint64_t)mem_mb << 20;
+        } else {
+            uint64_t avail = mem_available(), margin = avail / 10 + (512ull << 20);
+            rcfg.mem_budget = avail > margin ? avail - margin : 0;
+        }
+        int n = 0;
+        if (registry_new(&reg, &rcfg, &err) || registry_scan_dir(reg, models_dir, &n, &err)) goto done;
+        for (size_t i = 0; i < n_aliases; i++) {
+            char nm[128];
+            const char *eq = strchr(aliases[i], '=');
+            snprintf(nm, sizeof nm, "%.*s", (int)(eq - aliases[i]), aliases[i]);
+            if (registry_add_alias(reg, nm, eq + 1, &err)) goto done;
+        }
+        if (aliases_file && registry_load_aliases(reg, aliases_file, &err)) goto done;
+        ec.model_path = NULL; /* the api's own engine: the server's state only (no model) */
+    }
     if (engine_new(&eng, &ec, &err)) goto done;
 
     if (db && !*db) db = NULL;
@@ -268,6 +389,14 @@ int cmd_serve(int argc, char **argv) {
     acfg.max_tokens = (int)max_tokens;
     acfg.max_streams = (int)max_streams;
     acfg.slots = ec.max_active;
+    acfg.reg = reg;
+    char exe[4096];
+    ssize_t xl = reg ? readlink("/proc/self/exe", exe, sizeof exe - 1) : -1;
+    if (xl > 0) { /* Ollama's /api/pull runs our own `pull` into the models directory */
+        exe[xl] = 0;
+        acfg.pull_exe = exe;
+        acfg.models_dir = models_dir;
+    }
     if (api_new(&ap, eng, st, &acfg, &err)) goto done;
 
     /* Each connection is a descriptor: a soft limit of 1024 would cap the
@@ -315,6 +444,24 @@ int cmd_serve(int argc, char **argv) {
             }
         }
         if (announced) continue;
+        if (reg) {
+            announced = 1;
+            printf("smolbot ready (%zu models, loaded on demand)\n", registry_count(reg));
+            registry_model m;
+            for (size_t i = 0; registry_get(reg, i, &m) == 0; i++) {
+                if (!m.supported) printf("  model     %-24s unsupported: %s\n", m.name, m.reason);
+                else if (m.target[0]) printf("  model     %-24s = %s\n", m.name, m.target);
+                else printf("  model     %-24s %s, %.1f MiB\n", m.name, m.quant, m.file_size / 1048576.0);
+            }
+            printf("  context   %ld tokens\n"
+                   "  memory    budget %.0f MiB, keep-alive %s\n"
+                   "  url       %s%s\n"
+                   "  database  %s\n",
+                   n_ctx, registry_mem_budget(reg) / 1048576.0, keep_s, url, api_key ? " (API key required)" : "",
+                   dbbuf[0] ? dbbuf : "(none)");
+            fflush(stdout);
+            continue;
+        }
         int es = engine_state(eng);
         if (es == ENGINE_LOADING) continue;
         announced = 1;
@@ -357,10 +504,12 @@ stop:
     }
     http_server_stop(srv);
 done:
-    if (rc && err.msg[0]) fprintf(stderr, "serve: %s\n", err.msg);
     engine_free(eng);
     http_server_free(srv);
     api_free(ap);
+    registry_free(reg); /* after the api: its jobs' holds went back */
     store_close(st);
+    /* last: nothing the engine prints (a load finishing) may follow the reason we stop */
+    if (rc && err.msg[0]) fprintf(stderr, "serve: %s\n", err.msg);
     return rc;
 }

@@ -8,15 +8,24 @@
  *
  * A path given explicitly (1 or 2) is used as is even if it does not exist,
  * so the user sees an error about *their* path rather than a silent fallback.
+ *
+ * app_check_model: the commands check the file before they start an engine,
+ * so a missing or broken file gives one message, before anything else
+ * (serve's "listening on", the engine's own log line).
  */
 #include "app/app.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/core.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "tok/tok.h"
 
 static int first_gguf(const char *dir, char *out, size_t cap) {
     DIR *d = opendir(dir);
@@ -56,4 +65,25 @@ int app_find_model(const char *opt, char *out, size_t cap) {
     if (first_gguf("models", out, cap) == 0) return 0;
     out[0] = 0;
     return -1;
+}
+
+int app_check_model(const char *cmd, const char *path, int full) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "%s: cannot open %s: %s\n", cmd, path, strerror(errno));
+        return 1;
+    }
+    fclose(f);
+    if (!full) return 0;
+    gguf *g = NULL;
+    model *m = NULL;
+    tok *t = NULL;
+    core_err err = {0};
+    model_opts mo = {.n_threads = 1, .gpu = MODEL_GPU_OFF};
+    int rc = gguf_open(&g, path, &err) || model_load(&m, g, &mo, &err) || tok_load(&t, g, &err);
+    if (rc) fprintf(stderr, "%s: cannot load %s: %s\n", cmd, path, err.msg);
+    tok_free(t);
+    model_free(m);
+    gguf_close(g);
+    return rc;
 }
