@@ -91,6 +91,7 @@ typedef struct rs {
     size_t steps, max_steps, max_out;
     int depth, max_depth;
     time_t now;
+    int line; /* of the node being evaluated, for limit messages */
     var *vars;
     size_t nv, vcap;
     frame fr[128];
@@ -117,14 +118,16 @@ static int rerr(rs *r, int line, const char *fmt, ...) {
 
 static int oom(rs *r) {
     if (r->ar.over)
-        return core_errf(r->err, CORE_EFULL, "template render exceeds its memory limit (%zu bytes)", r->ar.limit);
+        return core_errf(r->err, CORE_EFULL, "template line %d: render exceeds its memory limit (%zu bytes)", r->line,
+                         r->ar.limit);
     return core_errf(r->err, CORE_ENOMEM, "out of memory");
 }
 
 static int charge(rs *r, size_t bytes) {
     r->steps += 1 + bytes / 256;
     if (r->steps > r->max_steps)
-        return core_errf(r->err, CORE_EFULL, "template render exceeds its step limit (%zu steps)", r->max_steps);
+        return core_errf(r->err, CORE_EFULL, "template line %d: render exceeds its step limit (%zu steps)", r->line,
+                         r->max_steps);
     return 0;
 }
 
@@ -158,7 +161,8 @@ static const char *type_name(const val *v) {
 /* A string value over p[0..n) (copied); taint: NULL/0, or ranges relative to p. */
 static int mkstr(rs *r, const char *p, size_t n, const jinja_span *t, size_t nt, val *out) {
     if (n > r->max_out)
-        return core_errf(r->err, CORE_EFULL, "template render exceeds its output limit (%zu bytes)", r->max_out);
+        return core_errf(r->err, CORE_EFULL, "template line %d: render exceeds its output limit (%zu bytes)", r->line,
+                         r->max_out);
     TRY(charge(r, n));
     jstr *s = ralloc(r, sizeof *s);
     char *d = ralloc(r, n + 1);
@@ -180,7 +184,8 @@ static double num_f(const val *v) { return v->k == V_FLOAT ? v->u.f : (double)v-
 
 static int sink_grow(rs *r, sink *s, size_t extra) {
     if (s->n + extra > r->max_out || s->n + extra < s->n)
-        return core_errf(r->err, CORE_EFULL, "template render exceeds its output limit (%zu bytes)", r->max_out);
+        return core_errf(r->err, CORE_EFULL, "template line %d: render exceeds its output limit (%zu bytes)", r->line,
+                         r->max_out);
     if (s->n + extra + 1 <= s->cap) return 0;
     size_t cap = s->cap ? s->cap : 64;
     while (cap < s->n + extra + 1) cap *= 2;
@@ -361,7 +366,7 @@ static int repr_items(rs *r, sink *s, const val *v, int depth) {
 
 static int repr_val(rs *r, sink *s, const val *v, int depth) {
     char b[64];
-    if (depth > 100) return core_errf(r->err, CORE_EFULL, "a value nested too deeply to print");
+    if (depth > 100) return core_errf(r->err, CORE_EFULL, "template line %d: a value nested too deeply to print", r->line);
     switch (v->k) {
     case V_UNDEF: return 0;
     case V_NONE: return sink_cs(r, s, "None");
@@ -414,7 +419,7 @@ static int json_nl(rs *r, sink *s, int indent, int level) {
 /* json.dumps(v, ensure_ascii=False, indent=indent or None when < 0) */
 static int json_val(rs *r, sink *s, const val *v, int indent, int level, int line) {
     char b[64];
-    if (level > 100) return core_errf(r->err, CORE_EFULL, "a value nested too deeply for tojson");
+    if (level > 100) return core_errf(r->err, CORE_EFULL, "template line %d: a value nested too deeply for tojson", r->line);
     switch (v->k) {
     case V_NONE: return sink_cs(r, s, "null");
     case V_BOOL: return sink_cs(r, s, v->u.i ? "true" : "false");
@@ -696,7 +701,7 @@ static int do_split(rs *r, const jstr *x, const jstr *sep, int64_t maxsplit, val
     TRY(new_list(r, 0, 0, out));
     size_t cap = 0;
     val piece;
-    if (sep && sep->n == 0) return core_errf(r->err, CORE_EFORMAT, "split: empty separator");
+    if (sep && sep->n == 0) return core_errf(r->err, CORE_EFORMAT, "template line %d: split: empty separator", r->line);
     if (!sep) {
         size_t i = 0;
         while (i < x->n) {
@@ -1673,6 +1678,7 @@ static int eval_call(rs *r, const jnode *n, val *out) {
 }
 
 static int eval(rs *r, const jnode *n, val *out) {
+    r->line = n->line;
     TRY(charge(r, 0));
     switch (n->kind) {
     case N_STR: return mkstr(r, n->s, n->slen, NULL, 0, out);
@@ -1847,6 +1853,7 @@ static int exec_for(rs *r, const jnode *n, sink *s) {
 }
 
 static int exec_stmt(rs *r, const jnode *n, sink *s) {
+    r->line = n->line;
     TRY(charge(r, 0));
     switch (n->kind) {
     case N_BODY: return exec_body(r, n, s);
