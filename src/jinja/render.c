@@ -1811,6 +1811,9 @@ static int bind_targets(rs *r, const jnode *n, const val *item) {
 static int exec_for(rs *r, const jnode *n, sink *s) {
     val it, items;
     TRY(eval(r, n->a, &it));
+    /* in the arena, not on the stack: a template may keep `loop` past its loop */
+    jloop *lpp = ralloc(r, sizeof *lpp);
+    if (!lpp) return oom(r);
     jloop lp = {0};
     if (it.k == V_RANGE && !n->d) { /* ranges run without a list: a huge one only costs steps */
         lp.n = (size_t)range_len(it.u.r);
@@ -1837,18 +1840,20 @@ static int exec_for(rs *r, const jnode *n, sink *s) {
         lp.n = items.u.l->n;
     }
     if (!lp.n) return n->c ? exec_body(r, n->c, s) : 0;
-    for (lp.i = 0; lp.i < lp.n; lp.i++) {
+    *lpp = lp;
+    for (lpp->i = 0; lpp->i < lpp->n; lpp->i++) {
         TRY(charge(r, 0));
         TRY(push_frame(r, 0, n->line));
-        val item = lp.items ? lp.items[lp.i] : v_int(lp.rstart + (int64_t)lp.i * lp.rstep);
+        val item = lpp->items ? lpp->items[lpp->i] : v_int(lpp->rstart + (int64_t)lpp->i * lpp->rstep);
         int rc = bind_targets(r, n, &item);
-        if (!rc) rc = assign(r, "loop", (val){.k = V_LOOP, .u.lp = &lp});
+        if (!rc) rc = assign(r, "loop", (val){.k = V_LOOP, .u.lp = lpp});
         if (!rc) rc = exec_body(r, n->b, s);
         pop_frame(r);
         if (rc == R_BREAK) break;
         if (rc == R_CONTINUE) continue;
         TRY(rc);
     }
+    if (lpp->i >= lpp->n) lpp->i = lpp->n - 1; /* a kept `loop` shows its last turn, as in Jinja2 */
     return 0;
 }
 
