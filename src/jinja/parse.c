@@ -642,7 +642,8 @@ static int parse_postfix(ps *p, jnode **io) {
 /* What render.c implements: an unknown name fails at compile time, as in Jinja2. */
 static const char *const filters[] = {"safe", "string", "tojson", "trim", "length", "count", "first", "last", "join",
                                       "default", "d", "upper", "lower", "capitalize", "items", "list", "reverse",
-                                      "replace", "int", "float", "abs", "indent", NULL};
+                                      "replace", "int", "float", "abs", "indent", "select", "reject", "selectattr",
+                                      "rejectattr", "map", NULL};
 static const char *const tests[] = {"defined", "undefined", "none", "string", "mapping", "iterable", "sequence",
                                     "number", "integer", "float", "boolean", "true", "false", "callable", "lower",
                                     "upper", "odd", "even", "divisibleby", "eq", "equalto", "sameas", "ne", "lt",

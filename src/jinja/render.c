@@ -1226,6 +1226,35 @@ static int items_of(rs *r, const val *v, int line, val *out) {
     return 0;
 }
 
+static int apply_test(rs *r, const jnode *n, const val *x, const args *a, int *res);
+static int apply_filter(rs *r, const jnode *n, val *x, const args *a, val *out);
+
+/* select/reject(test, args...), selectattr/rejectattr(attr, test, args...);
+ * no test: the item's (or attribute's) truth. */
+static int filter_select(rs *r, const char *f, const val *x, const args *a, int line, val *out) {
+    int attr = strstr(f, "attr") != NULL, keep = f[0] == 's';
+    val l;
+    TRY(as_list(r, x, line, &l));
+    const val *an = attr ? arg(a, 0, NULL) : NULL, *tn = arg(a, attr ? 1 : 0, NULL);
+    if (attr && (!an || an->k != V_STR)) return rerr(r, line, "%s needs an attribute name", f);
+    if (tn && tn->k != V_STR) return want_str(r, tn, f, line);
+    args ta = {0};
+    for (size_t i = 0, k = 0; i < a->n; i++)
+        if (!a->kw[i] && k++ > (size_t)attr) ta.v[ta.n++] = a->v[i];
+    jnode tnode = {.kind = N_TEST, .line = line, .s = tn ? tn->u.s->p : NULL};
+    TRY(new_list(r, 0, 0, out));
+    size_t cap = 0;
+    for (size_t i = 0; i < l.u.l->n; i++) {
+        val v = l.u.l->v[i];
+        if (attr) TRY(get_attr(r, &l.u.l->v[i], an->u.s->p, line, &v));
+        int res;
+        if (tn) TRY(apply_test(r, &tnode, &v, &ta, &res));
+        else res = truthy(&v);
+        if (res == keep) TRY(list_push(r, out, &cap, l.u.l->v[i]));
+    }
+    return 0;
+}
+
 static int apply_filter(rs *r, const jnode *n, val *x, const args *a, val *out) {
     const char *f = n->s;
     int line = n->line;
@@ -1394,6 +1423,30 @@ static int apply_filter(rs *r, const jnode *n, val *x, const args *a, val *out) 
             return rc;
         }
         return sink_val(r, &o, out);
+    }
+    if (!strcmp(f, "select") || !strcmp(f, "reject") || !strcmp(f, "selectattr") || !strcmp(f, "rejectattr"))
+        return filter_select(r, f, x, a, line, out);
+    if (!strcmp(f, "map")) {
+        val l;
+        TRY(as_list(r, x, line, &l));
+        const val *at = arg(a, 99, "attribute"), *dv = arg(a, 99, "default"), *fn = arg(a, 0, NULL);
+        if (at && at->k != V_STR) return want_str(r, at, "map(attribute=)", line);
+        if (!at && (!fn || fn->k != V_STR)) return rerr(r, line, "map needs a filter name or attribute=");
+        args fa = {0};
+        for (size_t i = 0, k = 0; i < a->n; i++)
+            if (!a->kw[i] && k++ > 0) fa.v[fa.n++] = a->v[i];
+        jnode fnode = {.kind = N_FILTER, .line = line, .s = at ? NULL : fn->u.s->p};
+        TRY(new_list(r, l.u.l->n, 0, out));
+        for (size_t i = 0; i < l.u.l->n; i++) {
+            val *o = &out->u.l->v[i];
+            if (at) {
+                TRY(get_attr(r, &l.u.l->v[i], at->u.s->p, line, o));
+                if (o->k == V_UNDEF && dv) *o = *dv;
+            } else {
+                TRY(apply_filter(r, &fnode, &l.u.l->v[i], &fa, o));
+            }
+        }
+        return 0;
     }
     return rerr(r, line, "unknown filter '%s'", f);
 }
