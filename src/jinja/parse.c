@@ -262,13 +262,6 @@ static int lex_tag(ps *p, const char **at, const char *end, int *line, const cha
     }
 }
 
-/* Strip trailing whitespace (Python's str.rstrip()) of the last data token. */
-static void rstrip_last(ps *p) {
-    if (!p->nt || p->t[p->nt - 1].type != T_DATA) return;
-    tok *t = &p->t[p->nt - 1];
-    while (t->n && is_ws(t->s[t->n - 1])) t->n--;
-}
-
 static int lex(ps *p) {
     /* normalize newlines and drop one trailing newline, as Jinja2 does */
     char *src = jarena_alloc(p->ar, p->len + 1);
@@ -360,7 +353,6 @@ static int lex(ps *p) {
             line_starting = 1;
         }
     }
-    (void)rstrip_last;
     return push_tok(p, (tok){.type = T_EOF, .line = line});
 }
 
