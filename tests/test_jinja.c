@@ -156,6 +156,30 @@ static void test_limits(void) {
                 &(jinja_limits){.max_steps = 1000000}, "step limit");
     expect_full("{% set ns = namespace(s='xy') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
                 &(jinja_limits){.max_memory = 8 << 20}, "memory limit");
+    expect_full("{{ '' * 9999999999 }}", NULL, "step limit");
+    /* values that share parts: tiny to build, exponential to walk */
+    const char *dag = "{% set ns = namespace(l=[1], m=[1]) %}{% for i in range(80) %}{% set ns.l = [ns.l, ns.l] %}"
+                      "{% set ns.m = [ns.m, ns.m] %}{% endfor %}";
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s{{ ns.l == ns.m }}", dag);
+    expect_full(buf, NULL, "step limit");
+    snprintf(buf, sizeof buf, "%s{{ ns.l | tojson }}", dag);
+    expect_full(buf, &(jinja_limits){.max_output = 1 << 20}, "output limit");
+    snprintf(buf, sizeof buf, "%s{{ ns.l in [ns.m] }}", dag);
+    expect_full(buf, NULL, "step limit");
+    expect_full("{% set s = 'a' * 200000 %}{% for i in range(200000) %}{{ s[i] }}{% endfor %}", NULL, "step limit");
+    expect_full("{% set s = 'a' * 200000 %}{% for i in range(200000) %}{{ s.strip(s) }}{% endfor %}", NULL,
+                "step limit");
+    /* long needles stay linear */
+    core_buf o2 = {0};
+    core_err e2 = {0};
+    double t0 = t_now();
+    CHECK(render("{% set a = 'a' * 1000000 %}{{ (a ~ 'b') in (a ~ a) }}{{ (a ~ a).split(a ~ 'b') | length }}"
+                 "{{ (a ~ a).replace(a ~ 'b', 'x') | length }}{{ (a ~ a).count(a ~ 'b') }}",
+                 NULL, NULL, &o2, NULL, &e2) == 0);
+    CHECK_EQ_STR(o2.data, "False120000000");
+    CHECK_MSG(t_now() - t0 < 5, "%.1f s", t_now() - t0);
+    core_buf_free(&o2);
     expect_full("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", NULL, "nested too deeply");
     /* deep nesting in the source is a compile error, not a stack overflow */
     size_t n = 100000;

@@ -215,9 +215,9 @@ static int sink_taint(rs *r, sink *s, size_t off, size_t len) {
 
 /* Append p[0..n) with its taint t[0..nt) (relative to p); all: taint it all. */
 static int sink_put(rs *r, sink *s, const char *p, size_t n, const jinja_span *t, size_t nt, int all) {
+    TRY(charge(r, n)); /* even when empty: '' * 10**10 must run out of steps */
     if (!n) return 0;
     TRY(sink_grow(r, s, n));
-    TRY(charge(r, n));
     size_t at = s->n;
     memcpy(s->p + at, p, n);
     s->n += n;
@@ -308,7 +308,7 @@ static int py_printable(uint32_t c) {
     return 1;
 }
 
-static int any_taint(const val *v, int depth);
+static int any_taint(rs *r, const val *v, int depth);
 
 static int repr_str(rs *r, sink *s, const jstr *x) {
     int sq = memchr(x->p, '\'', x->n) != NULL, dq = memchr(x->p, '"', x->n) != NULL;
@@ -469,8 +469,8 @@ static int put_str(rs *r, sink *s, const val *v) {
     if (v->k == V_STR) return sink_str(r, s, v->u.s);
     size_t at = s->n;
     TRY(repr_val(r, s, v, 0));
-    if ((v->k == V_LIST || v->k == V_DICT || v->k == V_NS) && any_taint(v, 0)) TRY(sink_taint(r, s, at, s->n - at));
-    return 0;
+    if ((v->k == V_LIST || v->k == V_DICT || v->k == V_NS) && any_taint(r, v, 0)) TRY(sink_taint(r, s, at, s->n - at));
+    return charge(r, 0);
 }
 
 static int to_str(rs *r, const val *v, val *out) {
@@ -487,16 +487,19 @@ static int to_str(rs *r, const val *v, val *out) {
     return sink_val(r, &s, out);
 }
 
-static int any_taint(const val *v, int depth) {
-    if (depth > 100) return 1;
+/* Whether v holds a context string. Values may share parts (a list of the
+ * same list twice, nested): each visit is a step, and past the step limit
+ * the answer is the safe one (1); the caller's next charge fails. */
+static int any_taint(rs *r, const val *v, int depth) {
+    if (depth > 100 || ++r->steps > r->max_steps) return 1;
     if (v->k == V_STR) return v->u.s->nt > 0;
     if (v->k == V_LIST) {
         for (size_t i = 0; i < v->u.l->n; i++)
-            if (any_taint(&v->u.l->v[i], depth + 1)) return 1;
+            if (any_taint(r, &v->u.l->v[i], depth + 1)) return 1;
     }
     if (v->k == V_DICT || v->k == V_NS) {
         for (size_t i = 0; i < v->u.d->n; i++)
-            if (any_taint(&v->u.d->k[i], depth + 1) || any_taint(&v->u.d->v[i], depth + 1)) return 1;
+            if (any_taint(r, &v->u.d->k[i], depth + 1) || any_taint(r, &v->u.d->v[i], depth + 1)) return 1;
     }
     return 0;
 }
@@ -516,8 +519,11 @@ static int truthy(const val *v) {
     }
 }
 
-static int equal(const val *a, const val *b, int depth) {
-    if (depth > 100) return 0;
+/* Python's ==; each visit is a step (shared parts can make a small value
+ * huge to walk): past the limit the answer is 0 and the caller's next
+ * charge fails. */
+static int equal(rs *r, const val *a, const val *b, int depth) {
+    if (depth > 100 || ++r->steps > r->max_steps) return 0;
     if (is_num(a) && is_num(b)) {
         if (a->k != V_FLOAT && b->k != V_FLOAT) return a->u.i == b->u.i;
         return num_f(a) == num_f(b);
@@ -529,21 +535,21 @@ static int equal(const val *a, const val *b, int depth) {
     case V_LIST:
         if (a->u.l->n != b->u.l->n) return 0;
         for (size_t i = 0; i < a->u.l->n; i++)
-            if (!equal(&a->u.l->v[i], &b->u.l->v[i], depth + 1)) return 0;
+            if (!equal(r, &a->u.l->v[i], &b->u.l->v[i], depth + 1)) return 0;
         return 1;
     case V_DICT:
         if (a->u.d->n != b->u.d->n) return 0;
         for (size_t i = 0; i < a->u.d->n; i++)
-            if (!equal(&a->u.d->k[i], &b->u.d->k[i], depth + 1) || !equal(&a->u.d->v[i], &b->u.d->v[i], depth + 1))
+            if (!equal(r, &a->u.d->k[i], &b->u.d->k[i], depth + 1) || !equal(r, &a->u.d->v[i], &b->u.d->v[i], depth + 1))
                 return 0;
         return 1;
     default: return a->u.d == b->u.d;
     }
 }
 
-static int dict_find(const jdict *d, const val *k) {
+static int dict_find(rs *r, const jdict *d, const val *k) {
     for (size_t i = 0; i < d->n; i++)
-        if (equal(&d->k[i], k, 0)) return (int)i;
+        if (equal(r, &d->k[i], k, 0)) return (int)i;
     return -1;
 }
 
@@ -554,13 +560,34 @@ static int dict_find_s(const jdict *d, const char *k, size_t n) {
 }
 
 static int dict_set(rs *r, jdict *d, val k, val v) {
-    int i = dict_find(d, &k);
+    TRY(charge(r, d->n * 64));
+    int i = dict_find(r, d, &k);
     if (i >= 0) {
         d->v[i] = v;
         return 0;
     }
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 8;
+        val *nk = ralloc(r, cap * sizeof *nk), *nv = ralloc(r, cap * sizeof *nv);
+        if (!nk || !nv) return oom(r);
+        if (d->n) {
+            memcpy(nk, d->k, d->n * sizeof *nk);
+            memcpy(nv, d->v, d->n * sizeof *nv);
+        }
+        d->k = nk;
+        d->v = nv;
+        d->cap = cap;
+    }
+    d->k[d->n] = k;
+    d->v[d->n++] = v;
+    return 0;
+}
+
+/* Add a key known to be absent (JSON objects, copies of a dict). */
+static int dict_append(rs *r, jdict *d, val k, val v) {
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 8;
+        TRY(charge(r, cap * 2 * sizeof(val)));
         val *nk = ralloc(r, cap * sizeof *nk), *nv = ralloc(r, cap * sizeof *nv);
         if (!nk || !nv) return oom(r);
         if (d->n) {
@@ -611,6 +638,7 @@ static size_t cp_count(const char *p, size_t n) {
 
 /* A substring value of x: bytes [off, off+n), taint cut to it. */
 static int substr(rs *r, const jstr *x, size_t off, size_t n, val *out) {
+    TRY(charge(r, x->nt * 16));
     jinja_span t[64];
     size_t nt = 0;
     int all = 0;
@@ -663,14 +691,17 @@ static int in_chars(uint32_t c, const jstr *chars) {
 /* strip: which 1 left, 2 right, 3 both; chars NULL: whitespace */
 static int do_strip(rs *r, const jstr *x, const jstr *chars, int which, val *out) {
     size_t a = 0, b = x->n;
+    size_t per = chars ? chars->n : 0;
     if (which & 1)
         while (a < b) {
+            TRY(charge(r, per));
             size_t k;
             if (!in_chars(cp_at(x->p, x->n, a, &k), chars)) break;
             a += k;
         }
     if (which & 2)
         while (b > a) {
+            TRY(charge(r, per));
             size_t s = b - 1;
             while (s > a && ((unsigned char)x->p[s] & 0xC0) == 0x80) s--;
             size_t k;
@@ -727,18 +758,15 @@ static int do_split(rs *r, const jstr *x, const jstr *sep, int64_t maxsplit, val
         return 0;
     }
     size_t b = 0;
-    for (size_t i = 0; i + sep->n <= x->n;) {
-        if (maxsplit >= 0 && (int64_t)out->u.l->n >= maxsplit) break;
-        if (!memcmp(x->p + i, sep->p, sep->n)) {
-            TRY(substr(r, x, b, i - b, &piece));
-            TRY(list_push(r, out, &cap, piece));
-            i += sep->n;
-            b = i;
-        } else {
-            i++;
-        }
-        TRY(charge(r, 0));
+    while (maxsplit < 0 || (int64_t)out->u.l->n < maxsplit) {
+        const char *m = memmem(x->p + b, x->n - b, sep->p, sep->n);
+        if (!m) break;
+        size_t i = (size_t)(m - x->p);
+        TRY(substr(r, x, b, i - b, &piece));
+        TRY(list_push(r, out, &cap, piece));
+        b = i + sep->n;
     }
+    TRY(charge(r, x->n));
     TRY(substr(r, x, b, x->n - b, &piece));
     return list_push(r, out, &cap, piece);
 }
@@ -759,16 +787,13 @@ static int do_replace(rs *r, const jstr *x, const jstr *old, const jstr *nw, int
             b = i;
             continue;
         }
-        if (i + old->n > x->n) break;
-        if (!memcmp(x->p + i, old->p, old->n)) {
-            if (!(rc = sink_put(r, &s, x->p + b, i - b, NULL, 0, 0))) rc = sink_str(r, &s, nw);
-            i += old->n;
-            b = i;
-            done++;
-        } else {
-            i++;
-        }
-        if (!rc) rc = charge(r, 0);
+        const char *m = i < x->n ? memmem(x->p + i, x->n - i, old->p, old->n) : NULL;
+        if (!m) break;
+        i = (size_t)(m - x->p);
+        if (!(rc = sink_put(r, &s, x->p + b, i - b, NULL, 0, 0))) rc = sink_str(r, &s, nw);
+        i += old->n;
+        b = i;
+        done++;
     }
     if (!rc && b < x->n) rc = sink_put(r, &s, x->p + b, x->n - b, NULL, 0, 0);
     if (rc) {
@@ -872,6 +897,7 @@ static int do_slice(rs *r, const val *obj, const val *a, const val *b, const val
         return 0;
     }
     const jstr *x = obj->u.s;
+    TRY(charge(r, x->n * 32));
     size_t nc = cp_count(x->p, x->n);
     size_t *off = malloc((nc + 1) * sizeof *off);
     if (!off) return oom(r);
@@ -920,6 +946,7 @@ static int get_attr(rs *r, const val *obj, const char *name, int line, val *out)
     if (obj->k == V_UNDEF) return rerr(r, line, "'%s' is undefined", obj->uname ? obj->uname : "value");
     if (obj->k == V_DICT || obj->k == V_NS) {
         int i = dict_find_s(obj->u.d, name, strlen(name));
+        TRY(charge(r, obj->u.d->n * 64));
         *out = i >= 0 ? obj->u.d->v[i] : v_undef(name);
         return 0;
     }
@@ -932,7 +959,8 @@ static int get_item(rs *r, const val *obj, const val *key, int line, val *out) {
     if (obj->k == V_UNDEF) return rerr(r, line, "'%s' is undefined", obj->uname ? obj->uname : "value");
     if (key->k == V_UNDEF) return rerr(r, line, "'%s' is undefined", key->uname ? key->uname : "value");
     if (obj->k == V_DICT) {
-        int i = dict_find(obj->u.d, key);
+        int i = dict_find(r, obj->u.d, key);
+        TRY(charge(r, obj->u.d->n * 64));
         *out = i >= 0 ? obj->u.d->v[i] : v_undef("key");
         return 0;
     }
@@ -949,6 +977,7 @@ static int get_item(rs *r, const val *obj, const val *key, int line, val *out) {
         }
         const jstr *x = obj->u.s;
         size_t off = 0;
+        TRY(charge(r, x->n * 32)); /* walking characters costs more than copying bytes */
         for (int64_t j = 0; j < i; j++) off += cp_len(x->p, x->n, off);
         return substr(r, x, off, cp_len(x->p, x->n, off), out);
     }
@@ -1150,23 +1179,22 @@ static int arith(rs *r, int op, const val *a, const val *b, int line, val *out) 
 
 static int compare(rs *r, int op, const val *a, const val *b, int line, int *res) {
     if (op == B_EQ || op == B_NE) {
-        *res = equal(a, b, 0) == (op == B_EQ);
-        return 0;
+        *res = equal(r, a, b, 0) == (op == B_EQ);
+        return charge(r, 0);
     }
     if (op == B_IN || op == B_NOTIN) {
         int found = 0;
         if (b->k == V_STR) {
             if (a->k != V_STR) return rerr(r, line, "'in <string>' requires string as left operand, not %s", type_name(a));
             const jstr *h = b->u.s, *nd = a->u.s;
-            found = nd->n == 0;
-            for (size_t i = 0; !found && i + nd->n <= h->n; i++) found = !memcmp(h->p + i, nd->p, nd->n);
+            found = nd->n == 0 || memmem(h->p, h->n, nd->p, nd->n) != NULL;
             TRY(charge(r, h->n));
         } else if (b->k == V_LIST) {
-            for (size_t i = 0; !found && i < b->u.l->n; i++) found = equal(a, &b->u.l->v[i], 0);
+            for (size_t i = 0; !found && i < b->u.l->n; i++) found = equal(r, a, &b->u.l->v[i], 0);
             TRY(charge(r, b->u.l->n));
         } else if (b->k == V_DICT || b->k == V_NS) {
-            found = dict_find(b->u.d, a) >= 0;
-            TRY(charge(r, b->u.d->n));
+            found = dict_find(r, b->u.d, a) >= 0;
+            TRY(charge(r, b->u.d->n * 64));
         } else if (b->k == V_RANGE) {
             if (a->k == V_INT) {
                 int64_t d = a->u.i - b->u.r[0];
@@ -1204,7 +1232,7 @@ static int compare(rs *r, int op, const val *a, const val *b, int line, int *res
 static int length_of(rs *r, const val *v, int line, int64_t *n) {
     switch (v->k) {
     case V_UNDEF: *n = 0; return 0;
-    case V_STR: *n = (int64_t)cp_count(v->u.s->p, v->u.s->n); return 0;
+    case V_STR: *n = (int64_t)cp_count(v->u.s->p, v->u.s->n); return charge(r, v->u.s->n * 32);
     case V_LIST: *n = (int64_t)v->u.l->n; return 0;
     case V_DICT: case V_NS: *n = (int64_t)v->u.d->n; return 0;
     case V_RANGE: *n = range_len(v->u.r); return 0;
@@ -1268,7 +1296,8 @@ static int apply_filter(rs *r, const jnode *n, val *x, const args *a, val *out) 
         int indent = ind && ind->k == V_INT ? (int)(ind->u.i < 0 ? 0 : ind->u.i > 64 ? 64 : ind->u.i) : -1;
         sink s = {0};
         int rc = json_val(r, &s, x, indent, 0, line);
-        if (!rc && any_taint(x, 0) && s.n) rc = sink_taint(r, &s, 0, s.n);
+        if (!rc && any_taint(r, x, 0) && s.n) rc = sink_taint(r, &s, 0, s.n);
+        if (!rc) rc = charge(r, 0);
         if (rc) {
             sink_free(&s);
             return rc;
@@ -1536,16 +1565,17 @@ static int call_method(rs *r, const val *obj, const char *m, const args *a, int 
             const val *p = arg(a, 0, NULL);
             TRY(want_str(r, p, m, line));
             int64_t res = m[0] == 'f' ? -1 : 0;
-            for (size_t i = 0; i + p->u.s->n <= x->n; i++)
-                if (!memcmp(x->p + i, p->u.s->p, p->u.s->n)) {
-                    if (m[0] == 'f') {
-                        res = (int64_t)cp_count(x->p, i);
-                        break;
-                    }
+            TRY(charge(r, x->n * 32));
+            if (m[0] == 'f') {
+                const char *at = memmem(x->p, x->n, p->u.s->p, p->u.s->n);
+                if (at) res = (int64_t)cp_count(x->p, (size_t)(at - x->p));
+            } else if (!p->u.s->n) {
+                res = (int64_t)cp_count(x->p, x->n) + 1;
+            } else {
+                for (const char *at = x->p; (at = memmem(at, x->n - (size_t)(at - x->p), p->u.s->p, p->u.s->n));
+                     at += p->u.s->n)
                     res++;
-                    if (p->u.s->n) i += p->u.s->n - 1;
-                }
-            TRY(charge(r, x->n));
+            }
             *out = v_int(res);
             return 0;
         }
@@ -1559,7 +1589,8 @@ static int call_method(rs *r, const val *obj, const char *m, const args *a, int 
         if (!strcmp(m, "get")) {
             const val *k = arg(a, 0, NULL), *d = arg(a, 1, NULL);
             if (!k) return rerr(r, line, "get() needs a key");
-            int i = dict_find(obj->u.d, k);
+            int i = dict_find(r, obj->u.d, k);
+            TRY(charge(r, obj->u.d->n * 64));
             *out = i >= 0 ? obj->u.d->v[i] : d ? *d : v_none();
             return 0;
         }
@@ -1682,8 +1713,9 @@ static int call_func(rs *r, int fn, const args *a, int line, val *out) {
         for (size_t i = 0; i < a->n; i++) {
             if (!a->kw[i]) {
                 if (a->v[i].k == V_DICT) { /* namespace(d) / dict(d) copies d */
+                    if (out->u.d->n) return rerr(r, line, "namespace()/dict() take one mapping, first");
                     for (size_t j = 0; j < a->v[i].u.d->n; j++)
-                        TRY(dict_set(r, out->u.d, a->v[i].u.d->k[j], a->v[i].u.d->v[j]));
+                        TRY(dict_append(r, out->u.d, a->v[i].u.d->k[j], a->v[i].u.d->v[j]));
                     continue;
                 }
                 return rerr(r, line, "namespace()/dict() take keyword arguments");
@@ -2001,7 +2033,7 @@ static int from_json(rs *r, const json_t *j, int taint, int depth, val *out) {
             jinja_span t = {0, strlen(k)};
             TRY(mkstr(r, k, t.len, &t, taint && t.len ? 1 : 0, &kv));
             TRY(from_json(r, v, taint, depth + 1, &vv));
-            TRY(dict_set(r, out->u.d, kv, vv));
+            TRY(dict_append(r, out->u.d, kv, vv)); /* jansson keeps keys unique */
         }
         return 0;
     }
