@@ -152,6 +152,7 @@ typedef struct api_tools {
     int on;                  /* tool calls are parsed out of the answer */
     int lazy;                /* the grammar applies from "<tool_call>" on (tool_choice auto) */
     core_buf repr;           /* chat_tools_repr of the tools (empty: none) */
+    core_buf json;           /* the tools as JSON text, for files' own templates (empty: none) */
     sample_grammar *grammar; /* the output's constraint, or NULL */
 } api_tools;
 void api_tools_free(api_tools *t);

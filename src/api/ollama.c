@@ -530,7 +530,8 @@ static int generate(api *a, http_req *r, int chat) {
         er.n_prompt = raw_n;
         er.thinking = 0; /* the text comes back as generated, unsplit */
     } else {
-        prompt_opts po = {.thinking = q.thinking, .xml_tools = q.t.repr.len ? q.t.repr.data : NULL, .calls = q.m.calls};
+        prompt_opts po = {.thinking = q.thinking, .xml_tools = q.t.repr.len ? q.t.repr.data : NULL,
+                        .tools_json = q.t.json.len ? q.t.json.data : NULL, .calls = q.m.calls};
         rc = prompt_build(tk, q.msgs, q.n_msgs, &po, &p, &err);
         er.prompt = p.ids;
         er.n_prompt = p.n_ids;

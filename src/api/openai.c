@@ -711,7 +711,8 @@ static int chat_completions(api *a, http_req *r) {
     if (request_model(a, r, root, &q) || parse_fields(a, r, root, &q) || parse_messages(a, r, root, &m)) goto out;
     const tok *tk = engine_tok(q.am.eng);
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
-    prompt_opts po = {.thinking = q.thinking, .xml_tools = q.t.repr.len ? q.t.repr.data : NULL, .calls = m.calls};
+    prompt_opts po = {.thinking = q.thinking, .xml_tools = q.t.repr.len ? q.t.repr.data : NULL,
+                        .tools_json = q.t.json.len ? q.t.json.data : NULL, .calls = m.calls};
     int rc = prompt_build(tk, m.v, m.n, &po, &p, &err);
     if (rc == CORE_EINVAL) { api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg); goto out; }
     if (rc) { submit_error(a, r, rc, err.msg); goto out; }

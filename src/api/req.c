@@ -346,6 +346,7 @@ int api_parse_messages(const api_rq *q, json_t *arr, int max_messages, api_msgs 
 
 void api_tools_free(api_tools *t) {
     core_buf_free(&t->repr);
+    core_buf_free(&t->json);
     sample_grammar_free(t->grammar);
     t->grammar = NULL;
 }
@@ -424,6 +425,7 @@ int api_tools_build(const api_rq *q, json_t *tools, int choice, const char *name
     size_t nt = json_array_size(tools);
     char *txt = json_dumps(tools, JSON_COMPACT | JSON_REAL_PRECISION(17));
     int rc = txt ? chat_tools_repr(txt, strlen(txt), &t->repr, &err) : CORE_ENOMEM;
+    if (!rc && core_buf_puts(&t->json, txt)) rc = core_errf(&err, CORE_ENOMEM, "out of memory");
     free(txt);
     if (rc) return grammar_error(q, "tools", rc, &err);
     sample_tool tv[MAX_TOOLS];

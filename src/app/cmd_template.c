@@ -1,7 +1,11 @@
 /* cmd_template.c -- `smolbot template`: render a conversation in the SmolLM3
- * chat format.
+ * chat format, or in a model file's own format.
  *
- *   smolbot template [--date "26 November 2026"] < case.json
+ *   smolbot template [-m MODEL] [--date "26 November 2026"] < case.json
+ *
+ * With -m, the prompt is what the server would build for that file
+ * (src/prompt): a Llama or Qwen file's own tokenizer.chat_template through
+ * the Jinja engine, SmolLM3's native renderer for SmolLM3 files.
  *
  * stdin holds one JSON object shaped like a line of
  * refdata/template/chat_template_cases.jsonl: "messages" (array of {role,
@@ -23,6 +27,9 @@
 
 #include "chat/chat.h"
 #include "core/core.h"
+#include "gguf/gguf.h"
+#include "prompt/prompt.h"
+#include "tok/tok.h"
 
 /* The tools list as chat_opts wants it: one repr line per tool. */
 static int tools_text(const json_t *tools, core_buf *out, core_err *err) {
@@ -34,11 +41,38 @@ static int tools_text(const json_t *tools, core_buf *out, core_err *err) {
     return rc;
 }
 
+/* The prompt's text for the model file at path (src/prompt decides the format). */
+static int file_render(const char *path, json_t *root, const chat_msg *msgs, size_t n, const chat_opts *co,
+                       core_buf *out, core_err *err) {
+    char found[4096];
+    if (app_find_model(path, found, sizeof found)) return core_errf(err, CORE_ENOTFOUND, "model '%s' not found", path);
+    gguf *g = NULL;
+    tok *tk = NULL;
+    char *tools = NULL;
+    int rc = gguf_open(&g, found, err);
+    if (!rc) rc = tok_load(&tk, g, err);
+    gguf_close(g);
+    json_t *tl = json_object_get(root, "tools");
+    if (!rc && json_is_array(tl) && json_array_size(tl) &&
+        !(tools = json_dumps(tl, JSON_COMPACT | JSON_REAL_PRECISION(17))))
+        rc = core_errf(err, CORE_ENOMEM, "out of memory");
+    if (!rc) {
+        prompt_opts po = {.thinking = co->enable_thinking, .date = co->date, .xml_tools = co->xml_tools,
+                          .python_tools = co->python_tools, .tools_json = tools, .no_gen = !co->add_generation_prompt};
+        rc = prompt_render(tk, msgs, n, &po, out, err);
+    }
+    free(tools);
+    tok_free(tk);
+    return rc;
+}
+
 static void usage(FILE *f) {
-    fprintf(f, "usage: smolbot template [--date \"26 November 2026\"] < conversation.json\n\n"
+    fprintf(f, "usage: smolbot template [-m MODEL] [--date \"26 November 2026\"] < conversation.json\n\n"
                "Reads one JSON object {\"messages\": [{\"role\", \"content\"}...], \"enable_thinking\": true,\n"
                "\"add_generation_prompt\": false, \"tools\": [...], \"python_tools\": [...], \"today\": \"...\"} from stdin and prints\n"
-               "the prompt in the SmolLM3 chat format (no newline added).\n");
+               "the prompt in the SmolLM3 chat format (no newline added).\n\n"
+               "  -m MODEL   the prompt the server builds for this GGUF file: its own chat template\n"
+               "             (Llama, Qwen...) through the Jinja engine, the SmolLM3 format for SmolLM3\n");
 }
 
 int cmd_template(int argc, char **argv) {
@@ -46,10 +80,12 @@ int cmd_template(int argc, char **argv) {
         usage(stdout);
         return 0;
     }
-    const char *date = NULL;
+    const char *date = NULL, *model = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--date")) {
             if (!(date = app_optarg(argc, argv, &i))) return 2;
+        } else if (!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) {
+            if (!(model = app_optarg(argc, argv, &i))) return 2;
         } else {
             fprintf(stderr, "smolbot template: unknown option '%s'\n", argv[i]);
             usage(stderr);
@@ -103,7 +139,12 @@ int cmd_template(int argc, char **argv) {
     o.python_tools = py.len ? py.data : NULL;
     if (!date && json_is_string(v = json_object_get(root, "today"))) date = json_string_value(v);
     o.date = date; /* NULL: today */
-    if (chat_render(msgs, n, &o, &out, &err)) {
+    if (model) {
+        if (file_render(model, root, msgs, n, &o, &out, &err)) {
+            fprintf(stderr, "smolbot template: %s\n", err.msg);
+            goto done;
+        }
+    } else if (chat_render(msgs, n, &o, &out, &err)) {
         fprintf(stderr, "smolbot template: %s\n", err.msg);
         goto done;
     }

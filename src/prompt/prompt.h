@@ -16,6 +16,20 @@
  * text of the last message, an unfinished assistant answer, so the model
  * goes on where it stopped; the output then starts in the answer.
  *
+ * The chat format. SmolLM3 files (and files without a template) use the
+ * native renderer of src/chat, which is the official SmolLM3 template byte
+ * for byte; the template inside SmolLM3 GGUFs is often an edited copy
+ * without the date and the tools. Every other file (Llama 3.x, Qwen2.5,
+ * Qwen3...) is rendered from its own tokenizer.chat_template by src/jinja,
+ * as transformers' apply_chat_template would: messages, tools (OpenAI
+ * JSON), add_generation_prompt, enable_thinking, bos_token, eos_token, and
+ * strftime_now at the pinned date. The bytes that came from messages and
+ * tools are masked the same way on both paths; n_shared is the length of
+ * the template's render of the system message alone, when the full prompt
+ * starts with it at a special-token boundary (else 0: nothing shared).
+ * A template the engine cannot compile or render is a CORE_EUNSUP /
+ * CORE_EFORMAT error whose message names the template line.
+ *
  * No global state; a prompt is owned by one thread.
  */
 #ifndef PROMPT_H
@@ -35,6 +49,10 @@ typedef struct prompt_opts {
     const char *xml_tools;    /* chat_opts.xml_tools (chat_tools_repr lines); NULL: none */
     const char *python_tools; /* chat_opts.python_tools; NULL: none */
     const chat_msg_calls *calls; /* chat_opts.calls: NULL or one per message */
+    /* The tools as an OpenAI JSON array (text), for files rendered from their
+     * own template (xml_tools is SmolLM3's form of the same list); NULL: none. */
+    const char *tools_json;
+    int no_gen; /* 1: no generation prompt after the last message (a bare render) */
 } prompt_opts;
 
 typedef struct prompt {
@@ -51,5 +69,13 @@ typedef struct prompt {
  * last message that is not an assistant's) or CORE_ENOMEM, with err. */
 int prompt_build(const tok *tk, const chat_msg *msgs, size_t n, const prompt_opts *o, prompt *p, core_err *err);
 void prompt_free(prompt *p);
+
+/* 1 when prompts for tk come from the file's own template (src/jinja), 0
+ * when from the native SmolLM3 renderer. */
+int prompt_uses_file_template(const tok *tk);
+
+/* The text alone, as prompt_build renders it (no tokenization): appended
+ * to out. Same returns as prompt_build. */
+int prompt_render(const tok *tk, const chat_msg *msgs, size_t n, const prompt_opts *o, core_buf *out, core_err *err);
 
 #endif

@@ -43,6 +43,7 @@
  */
 #include "tok/tok.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -144,6 +145,9 @@ struct tok {
     size_t n_spec;
     uint8_t spec_first[256]; /* 1 if some candidate starts with this byte */
     tok_special sp;
+    char *chat_template; /* tokenizer.chat_template, NUL-terminated copy, or NULL */
+    size_t chat_template_len;
+    char arch[32]; /* general.architecture */
 };
 
 /* ---- building --------------------------------------------------------- */
@@ -416,6 +420,8 @@ int tok_new(tok **out, const gguf_str *tokens, const int32_t *types, size_t n_to
     t->sp.bos = tok_find(t, "<|begin_of_text|>");
     t->sp.end_of_text = tok_find(t, "<|end_of_text|>");
     t->sp.eot = tok_find(t, "<|eot_id|>");
+    t->sp.eom = tok_find(t, "<|eom_id|>");
+    if (t->sp.end_of_text < 0) t->sp.end_of_text = tok_find(t, "<|endoftext|>");
     t->sp.im_start = tok_find(t, "<|im_start|>");
     t->sp.im_end = tok_find(t, "<|im_end|>");
     t->sp.think = tok_find(t, "<think>");
@@ -447,6 +453,7 @@ void tok_free(tok *t) {
     free(t->syms);
     free(t->merges);
     free(t->spec);
+    free(t->chat_template);
     free(t);
 }
 
@@ -509,6 +516,19 @@ int tok_load(tok **out, const gguf *g, core_err *err) {
     }
     int b;
     if (gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &b, NULL) == 0) t->sp.add_bos = b;
+    gguf_str ct;
+    if (gguf_get_str(g, "general.architecture", &ct, NULL) == 0)
+        snprintf(t->arch, sizeof t->arch, "%.*s", (int)CORE_MIN(ct.len, sizeof t->arch - 1), ct.ptr);
+    if (gguf_get_str(g, "tokenizer.chat_template", &ct, NULL) == 0 && ct.len < ((size_t)1 << 24)) {
+        if (!(t->chat_template = malloc(ct.len + 1))) {
+            tok_free(t);
+            rc = core_errf(err, CORE_ENOMEM, "tokenizer: out of memory");
+            goto done;
+        }
+        memcpy(t->chat_template, ct.ptr, ct.len);
+        t->chat_template[ct.len] = 0;
+        t->chat_template_len = ct.len;
+    }
     t->digits_max = digits_max;
     *out = t;
 done:
@@ -551,7 +571,16 @@ int32_t tok_find(const tok *t, const char *s) { return tok_find_n(t, s, strlen(s
 const tok_special *tok_specials(const tok *t) { return &t->sp; }
 
 int tok_is_stop(const tok *t, int32_t id) {
-    return id >= 0 && (id == t->sp.eos || id == t->sp.eot || id == t->sp.end_of_text || id == t->sp.im_end);
+    return id >= 0 && (id == t->sp.eos || id == t->sp.eot || id == t->sp.eom || id == t->sp.end_of_text ||
+                       id == t->sp.im_end);
+}
+
+const char *tok_chat_template(const tok *t, size_t *len) {
+    if (len) *len = t->chat_template_len;
+    return t->chat_template;
+}
+
+const char *tok_arch(const tok *t) { return t->arch;
 }
 
 /* ---- encoding: scratch and output ------------------------------------- */

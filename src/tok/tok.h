@@ -45,7 +45,8 @@ typedef struct tok_special {
     int32_t bos;         /* tokenizer.ggml.bos_token_id, <|begin_of_text|> */
     int32_t eos;         /* tokenizer.ggml.eos_token_id, <|im_end|> for SmolLM3 */
     int32_t eot;         /* <|eot_id|> */
-    int32_t end_of_text; /* <|end_of_text|> */
+    int32_t eom;         /* <|eom_id|> (Llama 3.1: end of a tool-calling message) */
+    int32_t end_of_text; /* <|end_of_text|>, or Qwen's <|endoftext|> */
     int32_t im_start;    /* <|im_start|> */
     int32_t im_end;      /* <|im_end|> */
     int32_t think;       /* <think> */
@@ -103,8 +104,13 @@ int tok_is_control(const tok *t, int32_t id); /* type control or unknown: hidden
 int32_t tok_find(const tok *t, const char *s);
 int32_t tok_find_n(const tok *t, const char *s, size_t len);
 const tok_special *tok_specials(const tok *t);
-/* 1 if generation should stop at id: eos, eot, end_of_text or im_end. */
+/* 1 if generation should stop at id: eos, eot, eom, end_of_text or im_end. */
 int tok_is_stop(const tok *t, int32_t id);
+/* The file's tokenizer.chat_template (NULL when it has none; *len its
+ * length) and general.architecture ("" when absent), both copied at load:
+ * they live as long as t. */
+const char *tok_chat_template(const tok *t, size_t *len);
+const char *tok_arch(const tok *t);
 
 /* Whole-sequence decode: appends the concatenated pieces to out, raw bytes
  * (a sequence cut inside a character yields invalid UTF-8, as the model
