@@ -342,6 +342,84 @@ static void test_smollm3_cases(void) {
     jinja_free(t);
 }
 
+/* tests/data/template_cases.jsonl (tools/template_cases.py): Jinja2's
+ * renders, as transformers calls it, of four real templates over
+ * conversations with tools, tool round trips, reasoning, unicode and
+ * template-like user text. The file templates come from ../shared; Qwen2.5's
+ * is in tests/data/templates. */
+static jinja_tmpl *case_template(const char *src, core_err *err) {
+    jinja_tmpl *t = NULL;
+    if (!strncmp(src, "file:", 5)) {
+        char rel[256];
+        snprintf(rel, sizeof rel, "models/%s", src + 5);
+        return t_shared(rel) ? file_template(rel) : NULL;
+    }
+    char path[256], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "tests/data/templates/%s", src + 5);
+    if (core_read_file(path, &text, &len, err) == 0) {
+        CHECK_MSG(jinja_compile(text, len, &t, err) == 0, "%s: %s", path, err->msg);
+        free(text);
+    }
+    return t;
+}
+
+static void test_reference_cases(void) {
+    char *text;
+    size_t len;
+    core_err err = {0};
+    CHECK(core_read_file("tests/data/template_cases.jsonl", &text, &len, &err) == 0);
+    if (!text) return;
+    int total = 0, match = 0, skipped = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        json_t *c = json_loads(line, 0, NULL);
+        CHECK(c != NULL);
+        if (!c) continue;
+        const char *src = json_string_value(json_object_get(c, "template"));
+        const char *name = json_string_value(json_object_get(c, "name"));
+        jinja_tmpl *t = src ? case_template(src, &err) : NULL;
+        if (!t) {
+            skipped++;
+            json_decref(c);
+            continue;
+        }
+        /* data: what users give (messages, tools, documents: null when
+         * absent, as transformers passes them); trusted: tokens and flags */
+        json_t *data = json_pack("{s:n,s:n}", "tools", "documents"), *trusted = json_object();
+        const char *key;
+        json_t *v;
+        json_object_foreach(c, key, v) {
+            if (!strcmp(key, "messages") || !strcmp(key, "tools")) json_object_set(data, key, v);
+            else if (strcmp(key, "template") && strcmp(key, "name") && strcmp(key, "expected") && strcmp(key, "error") &&
+                     strcmp(key, "now"))
+                json_object_set(trusted, key, v);
+        }
+        struct tm tm = {0};
+        const char *now = json_string_value(json_object_get(c, "now"));
+        CHECK(now && sscanf(now, "%d-%d-%dT%d:%d:%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                            &tm.tm_sec) == 6);
+        tm.tm_year -= 1900, tm.tm_mon -= 1, tm.tm_isdst = -1;
+        core_buf out = {0};
+        int rc = jinja_render(t, data, trusted, mktime(&tm), NULL, &out, NULL, &err);
+        const char *want = json_string_value(json_object_get(c, "expected"));
+        const char *why = json_string_value(json_object_get(c, "error"));
+        int ok = want ? rc == 0 && out.len == strlen(want) && !memcmp(out.data, want, out.len)
+                      : rc == CORE_EFORMAT && why && strstr(err.msg, why);
+        CHECK_MSG(ok, "%s/%s: rc %d %s\n got: [%s]\nwant: [%s]", src, name, rc, rc ? err.msg : "",
+                  out.data ? out.data : "", want ? want : why);
+        match += ok;
+        total++;
+        core_buf_free(&out);
+        json_decref(data);
+        json_decref(trusted);
+        json_decref(c);
+        jinja_free(t);
+    }
+    fprintf(stderr, "  reference cases: %d of %d as Jinja2 renders them (%d without ../shared)\n", match, total, skipped);
+    CHECK(total >= 14);
+    free(text);
+}
+
 int main(void) {
     T_RUN(test_constructs);
     T_RUN(test_errors);
@@ -351,5 +429,6 @@ int main(void) {
     T_RUN(test_limits);
     T_RUN(test_family_cases);
     T_RUN(test_smollm3_cases);
+    T_RUN(test_reference_cases);
     return t_done();
 }
