@@ -165,12 +165,13 @@ static void conv_unlink_free(engine *e, conv *victim) {
     free(victim);
 }
 
-/* Evict least recently used idle caches until `need` more bytes fit. */
-static void make_room(engine *e, uint64_t need) {
+/* Evict least recently used idle caches (never `keep`) until `need` more
+ * bytes fit. */
+static void make_room(engine *e, uint64_t need, const conv *keep) {
     while (kv_held(e) + need > e->cfg.kv_budget) {
         conv *lru = NULL;
         for (conv *c = e->convs; c; c = c->next)
-            if (!c->busy && c->kv && (!lru || c->last_used < lru->last_used)) lru = c;
+            if (!c->busy && c->kv && c != keep && (!lru || c->last_used < lru->last_used)) lru = c;
         if (!lru) return; /* all busy: max_active bounds the overshoot */
         LOG_DEBUG("engine: evicting cache of conversation %s", lru->id);
         conv_unlink_free(e, lru);
@@ -183,9 +184,9 @@ static conv *conv_find(engine *e, const char *id) {
     return NULL;
 }
 
-static int conv_ensure_kv(engine *e, conv *c, core_err *err) {
+static int conv_ensure_kv(engine *e, conv *c, const conv *keep, core_err *err) {
     if (c->kv) return 0;
-    make_room(e, model_kv_size(e->m, e->n_ctx, e->cfg.kv_type));
+    make_room(e, model_kv_size(e->m, e->n_ctx, e->cfg.kv_type), keep);
     int rc = model_kv_new(&c->kv, e->m, e->n_ctx, e->cfg.kv_type, err);
     if (rc) return rc;
     free(c->toks);
@@ -195,30 +196,74 @@ static int conv_ensure_kv(engine *e, conv *c, core_err *err) {
     return 0;
 }
 
-/* The conversation a job runs on: by id, or the idle anonymous cache with
- * the longest common prefix, or a new one. */
-static conv *conv_for_job(engine *e, job *j, core_err *err) {
+static conv *conv_add(engine *e, const char *id, core_err *err) {
+    conv *c = calloc(1, sizeof *c);
+    if (!c) { core_errf(err, CORE_ENOMEM, "out of memory"); return NULL; }
+    if (id && id[0]) snprintf(c->id, sizeof c->id, "%s", id);
+    else { c->anon = 1; snprintf(c->id, sizeof c->id, "anon-%d", ++e->n_anon); }
+    c->next = e->convs;
+    e->convs = c;
+    return c;
+}
+
+/* Where a new prompt's reusable prefix comes from: a cache (idle or busy:
+ * between steps its first n_toks positions are fixed, so they can be
+ * copied) or the shared system block (from == NULL, len == n_sys). */
+typedef struct prefix_src {
+    conv *from;
+    int len;
+    int pinned; /* from was idle and is held busy for the copy */
+} prefix_src;
+
+/* The longest prefix of prompt[0..cap) that any cache or the system block holds. */
+static prefix_src best_prefix(engine *e, const int32_t *prompt, int n, int cap) {
+    prefix_src s = {NULL, 0, 0};
+    if (e->n_sys > 0 && e->n_sys <= cap && e->n_sys <= n && !memcmp(e->sys_toks, prompt, (size_t)e->n_sys * 4))
+        s.len = e->n_sys;
+    for (conv *x = e->convs; x; x = x->next) {
+        if (!x->kv) continue;
+        int l = CORE_MIN(lcp(x->toks, x->n_toks, prompt, n), cap);
+        if (l > s.len) s = (prefix_src){x, l, 0};
+    }
+    return s;
+}
+
+/* The cache a job runs on, and in *src the prefix it starts from.
+ *
+ * A named conversation runs on its own cache. An anonymous request is
+ * placed by what it would destroy: it runs in place on an idle anonymous
+ * cache only when that cache's reusable prefix is the longest on offer
+ * and what it overwrites is small beside what it reuses (a regenerate, a
+ * conversation that went on); an empty cache is taken first; otherwise it
+ * gets a fresh cache (least recently used idle caches make room under the
+ * budget) and the longest prefix on offer -- the system block, or part of
+ * another cache -- is copied into it. So a short request that shares only
+ * the system block with a long cached prompt leaves that prompt whole. */
+static conv *conv_for_job(engine *e, job *j, prefix_src *src, core_err *err) {
+    const int n = (int)j->r.n_prompt, cap = n - 1; /* at least one token runs: its logits start generation */
+    *src = best_prefix(e, j->prompt, n, cap);
     conv *c = NULL;
     if (j->conv_id[0]) {
         c = conv_find(e, j->conv_id);
+        if (!c && !(c = conv_add(e, j->conv_id, err))) return NULL;
     } else {
-        int best = 0;
+        conv *in_place = NULL, *empty = NULL;
+        int best = -1;
         for (conv *x = e->convs; x; x = x->next) {
             if (!x->anon || x->busy || !x->kv) continue;
-            int l = lcp(x->toks, x->n_toks, j->prompt, (int)j->r.n_prompt);
-            if (l > best) { best = l; c = x; }
+            if (x->n_toks == 0) { empty = x; continue; }
+            int l = CORE_MIN(lcp(x->toks, x->n_toks, j->prompt, n), cap);
+            if (l > 0 && (x->n_toks - l) * 8 <= l && l > best) { best = l; in_place = x; }
         }
-    }
-    if (!c) {
-        c = calloc(1, sizeof *c);
-        if (!c) { core_errf(err, CORE_ENOMEM, "out of memory"); return NULL; }
-        if (j->conv_id[0]) snprintf(c->id, sizeof c->id, "%s", j->conv_id);
-        else { c->anon = 1; snprintf(c->id, sizeof c->id, "anon-%d", ++e->n_anon); }
-        c->next = e->convs;
-        e->convs = c;
+        if (in_place && best >= src->len) c = in_place;
+        else if (empty) c = empty;
+        else if (!(c = conv_add(e, NULL, err))) return NULL;
     }
     c->busy = 1;
-    if (conv_ensure_kv(e, c, err)) { c->busy = 0; return NULL; }
+    if (conv_ensure_kv(e, c, src->from, err)) { c->busy = 0; return NULL; }
+    /* pin an idle source until its prefix is copied (engine_forget waits) */
+    src->pinned = src->from && src->from != c && !src->from->busy;
+    if (src->pinned) src->from->busy = 1;
     return c;
 }
 
@@ -305,28 +350,39 @@ static void finish(engine *e, job *j, const char *reason, int code, const char *
     }
 }
 
-/* Start a job: find its cache, keep the longest common prefix, copy the
- * shared system block into an empty cache. */
+/* Start a job: find its cache and the longest prefix on offer (see
+ * conv_for_job), copied in when it lives elsewhere. */
 static void start(engine *e, job *j) {
     core_err err = {0};
     j->t_start = core_now_s();
+    prefix_src src;
     pthread_mutex_lock(&e->mu);
-    conv *c = conv_for_job(e, j, &err);
+    conv *c = conv_for_job(e, j, &src, &err);
     pthread_mutex_unlock(&e->mu);
     if (!c) { finish(e, j, "error", err.code ? err.code : CORE_ENOMEM, err.msg); return; }
     j->cv = c;
     int n = (int)j->r.n_prompt;
+    int keep = CORE_MIN(lcp(c->toks, c->n_toks, j->prompt, n), n - 1);
+    if (src.len > keep && src.from != c) {
+        const model_kv *from = src.from ? src.from->kv : e->sys_kv;
+        const int32_t *ftoks = src.from ? src.from->toks : e->sys_toks;
+        if (model_kv_copy_prefix(c->kv, from, src.len, NULL) == 0) {
+            memcpy(c->toks, ftoks, (size_t)src.len * sizeof(int32_t));
+            keep = src.len;
+        } else {
+            keep = 0; /* the copy failed part way: rebuild by prefill */
+        }
+    }
+    if (src.pinned) {
+        pthread_mutex_lock(&e->mu);
+        src.from->busy = 0;
+        if (src.from->forget) conv_unlink_free(e, src.from);
+        make_room(e, 0, NULL); /* the source may have stayed only for the copy */
+        pthread_mutex_unlock(&e->mu);
+    }
     if (n > model_kv_ctx(c->kv)) {
         finish(e, j, "error", CORE_ERANGE, "the prompt does not fit the context");
         return;
-    }
-    /* Keep at least one prompt token to run: its logits start generation. */
-    int keep = lcp(c->toks, c->n_toks, j->prompt, n);
-    if (keep >= n) keep = n - 1;
-    if (keep == 0 && e->n_sys > 0 && e->n_sys < n && !memcmp(e->sys_toks, j->prompt, (size_t)e->n_sys * 4) &&
-        model_kv_copy_prefix(c->kv, e->sys_kv, e->n_sys, NULL) == 0) {
-        memcpy(c->toks, e->sys_toks, (size_t)e->n_sys * sizeof(int32_t));
-        c->n_toks = keep = e->n_sys;
     }
     model_kv_truncate(c->kv, keep);
     c->n_toks = keep;
