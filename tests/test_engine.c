@@ -5,6 +5,7 @@
  */
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "t.h"
 #include "chat/chat.h"
@@ -27,7 +28,11 @@ typedef struct result {
     int cancel_after; /* >0: ask to cancel after this many tokens */
     int hold;         /* the first token's callback waits until res_release */
     int n_prefill_events, n_queued_events;
+    int seq_prefill_first, seq_prefill_last; /* g_seq at the first and last PREFILL events */
+    int seq_tok[4096];                       /* g_seq at each token */
 } result;
+
+static atomic_int g_seq; /* orders events across requests */
 
 static void res_init(result *r) {
     memset(r, 0, sizeof *r);
@@ -48,11 +53,17 @@ static int on_event(void *ctx, const engine_event *ev) {
     int cancel = 0;
     switch (ev->type) {
     case ENGINE_EV_QUEUED: r->n_queued_events++; break;
-    case ENGINE_EV_PREFILL: r->n_prefill_events++; break;
+    case ENGINE_EV_PREFILL:
+        r->seq_prefill_last = atomic_fetch_add(&g_seq, 1);
+        if (!r->n_prefill_events++) r->seq_prefill_first = r->seq_prefill_last;
+        break;
     case ENGINE_EV_TEXT:
         core_buf_append(&r->text, ev->text, ev->text_len);
         core_buf_append(&r->reasoning, ev->reasoning, ev->reasoning_len);
-        if (ev->token >= 0 && r->n_ids < 4096) r->ids[r->n_ids++] = ev->token;
+        if (ev->token >= 0 && r->n_ids < 4096) {
+            r->seq_tok[r->n_ids] = atomic_fetch_add(&g_seq, 1);
+            r->ids[r->n_ids++] = ev->token;
+        }
         cancel = r->cancel_after && r->n_ids >= r->cancel_after;
         pthread_cond_broadcast(&r->cv); /* res_wait_tokens */
         while (r->hold) pthread_cond_wait(&r->cv, &r->mu); /* the engine thread stays in this job */
@@ -354,6 +365,56 @@ static void test_cache_by_value(void) {
     core_buf_free(&long_text);
 }
 
+/* A long prompt that arrives while a stream decodes is prefilled in
+ * chunks that share steps with the stream: the stream gets tokens while
+ * the prompt is being read, and both give what they give alone. */
+static void test_prefill_beside_decode(void) {
+    engine *e = start_engine("models/smollm3-tiny-f32.gguf", 4, 8, 0, 1024);
+    if (!e) T_SKIP("../shared/models absent");
+    int32_t ps[] = {128011, 882, 198, 9906, 1917, 128012, 198, 128011, 78191, 198};
+    enum { NL = 700 };
+    int32_t *pl = malloc(NL * sizeof *pl);
+    for (int i = 0; i < NL; i++) pl[i] = 1000 + (i * 7919) % 20000;
+    result s1, l1, s2, l2;
+    res_init(&s1); res_init(&l1); res_init(&s2); res_init(&l2);
+    engine_request q = {0};
+    sample_params_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.ignore_eos = 1;
+    q.cb = on_event;
+    core_err err = {0};
+    /* alone (caches forgotten after, so nothing is reused below) */
+    q.conv_id = "s1", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 150, q.ctx = &s1;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait(&s1);
+    q.conv_id = "l1", q.prompt = pl, q.n_prompt = NL, q.max_tokens = 4, q.ctx = &l1;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait(&l1);
+    engine_forget(e, "s1");
+    engine_forget(e, "l1");
+    /* together: the long prompt comes once the stream runs */
+    q.conv_id = "s", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 150, q.ctx = &s2;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait_tokens(&s2, 20);
+    q.conv_id = "l", q.prompt = pl, q.n_prompt = NL, q.max_tokens = 4, q.ctx = &l2;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait(&s2);
+    res_wait(&l2);
+    CHECK_EQ_INT(s2.n_ids, 150);
+    CHECK(memcmp(s1.ids, s2.ids, 150 * sizeof(int32_t)) == 0);
+    CHECK_EQ_INT(l2.n_ids, 4);
+    CHECK(memcmp(l1.ids, l2.ids, 4 * sizeof(int32_t)) == 0);
+    CHECK_EQ_INT(l2.st.cached_tokens, 0);
+    int during = 0;
+    for (int i = 0; i < s2.n_ids; i++) during += s2.seq_tok[i] > l2.seq_prefill_first && s2.seq_tok[i] < l2.seq_prefill_last;
+    fprintf(stderr, "  %d-token prompt: %d prefill steps, %d stream tokens during them\n", NL, l2.n_prefill_events, during);
+    CHECK(l2.n_prefill_events > NL / 256 + 1); /* chunks beside a stream: smaller than a full one */
+    CHECK(during >= l2.n_prefill_events - 2);
+    free(pl);
+    res_free(&s1); res_free(&l1); res_free(&s2); res_free(&l2);
+    engine_free(e);
+}
+
 static void test_cancel_queue_limits(void) {
     engine *e = start_engine(TINY, 1, 1, 0, 256);
     if (!e) T_SKIP("../shared/" TINY " absent");
@@ -527,6 +588,7 @@ int main(void) {
     T_RUN(test_turns_reuse_cache);
     T_RUN(test_batched_equals_alone);
     T_RUN(test_cache_by_value);
+    T_RUN(test_prefill_beside_decode);
     T_RUN(test_cancel_queue_limits);
     T_RUN(test_budget_eviction);
     T_RUN(test_no_forged_turns);

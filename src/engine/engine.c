@@ -9,9 +9,10 @@
  *           ids it is): tokens + a small KV cache of them
  *
  * One loop iteration: admit jobs from the queue (a job waits while its
- * conversation is busy with another job), run one prefill chunk for the
- * oldest prefilling job, then one batched decode step for every decoding
- * job. Only this thread touches models, caches and samplers; the mutex
+ * conversation is busy with another job), then one step: a token for
+ * every decoding job and a prompt chunk of the prefilling ones, in one
+ * pass through the weights (model_forward_seqs), the chunk sized so the
+ * running streams keep their pace. Only this thread touches models, caches and samplers; the mutex
  * guards the queue, the job lists' membership and the counters, and is
  * never held while the model runs or a callback is called.
  *
@@ -74,7 +75,6 @@ typedef struct job {
     chat_think think;
     tok_stream ts;
     core_buf txt, reas, ans, emit;
-    float *logits; /* n_vocab, for the prefill's last position */
     struct job *next;
 } job;
 
@@ -108,8 +108,10 @@ struct engine {
     pthread_mutex_t vocab_mu;
     sample_vocab *vocab;
     int32_t tool_call, tool_call_end; /* control tokens shown as text, like the think tags */
-    /* batched decode scratch */
+    /* batched step scratch */
     float *batch_logits; /* max_active * n_vocab */
+    double dec_step_s;   /* a decode-only step's time (moving average) */
+    int mix_chunk;       /* prefill rows beside decode rows (prefill_budget) */
     engine_metrics met;
     double t_start;
 };
@@ -140,7 +142,6 @@ static void job_free(job *j) {
     core_buf_free(&j->reas);
     core_buf_free(&j->ans);
     core_buf_free(&j->emit);
-    free(j->logits);
     free(j);
 }
 
@@ -446,52 +447,91 @@ static int32_t pick(job *j, float *logits) {
     return id;
 }
 
-/* One prefill chunk of job j. */
-static void prefill_step(engine *e, job *j) {
-    core_err err = {0};
-    if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); return; }
-    int n = (int)j->r.n_prompt;
-    int chunk = CORE_MIN(model_prefill_chunk(e->m), n - j->n_fed);
-    int last = j->n_fed + chunk == n;
-    int rc = model_forward(e->m, j->cv->kv, j->prompt + j->n_fed, chunk, last ? j->logits : NULL, 0, NULL, &err);
-    if (rc) { finish(e, j, "error", rc, err.msg); return; }
-    memcpy(j->cv->toks + j->n_fed, j->prompt + j->n_fed, (size_t)chunk * sizeof(int32_t));
-    j->n_fed += chunk;
-    j->cv->n_toks = j->n_fed;
-    engine_event ev = {.type = ENGINE_EV_PREFILL, .prefill_done = j->n_fed, .prefill_total = n};
-    if (emit(j, &ev)) { finish(e, j, "cancelled", 0, NULL); return; }
-    if (!last) return;
-    j->t_prefill_end = core_now_s();
-    pthread_mutex_lock(&e->mu);
-    remember_system_block(e, j->cv, (int)j->r.n_shared);
-    pthread_mutex_unlock(&e->mu);
-    on_token(e, j, pick(j, j->logits));
+/* Prefill rows a step may add beside n_dec decode rows. Alone, a whole
+ * chunk (prefill runs as fast as it can). Beside running streams the chunk
+ * is sized so the step takes about STEP_SLACK times a decode-only step:
+ * the streams' gap grows by that much while the newcomer still gets most
+ * of the machine (on the CPU the decode rows ride along nearly free, the
+ * weights being read once for all rows). Multiplicative control on the
+ * measured step times adapts to the model, the threads and the load. */
+#define STEP_SLACK 2.0
+#define CHUNK_MIN 16
+
+static int prefill_budget(engine *e, int n_dec) {
+    const int rows = model_step_rows(e->m) - n_dec;
+    if (n_dec == 0 || rows <= CHUNK_MIN) return rows;
+    return CORE_MAX(CHUNK_MIN, CORE_MIN(rows, e->mix_chunk));
 }
 
-/* One token for every decoding job, in one batched pass. */
-static void decode_step(engine *e) {
+/* Learn from one step: t seconds for n_dec decode rows and n_pre prefill rows. */
+static void step_learn(engine *e, int n_dec, int n_pre, double t) {
+    if (n_dec > 0 && n_pre == 0) {
+        e->dec_step_s = e->dec_step_s > 0 ? 0.8 * e->dec_step_s + 0.2 * t : t;
+    } else if (n_dec > 0 && e->dec_step_s > 0 && n_pre >= CHUNK_MIN) {
+        double want = n_pre * (STEP_SLACK * e->dec_step_s) / t;
+        want = 0.5 * e->mix_chunk + 0.5 * want;
+        e->mix_chunk = (int)CORE_MAX(CHUNK_MIN, CORE_MIN(want, (double)model_step_rows(e->m)));
+    }
+}
+
+/* One step: a token for every decoding job, and the next prompt chunk of
+ * prefilling jobs (oldest first) in the rows left, all in one pass through
+ * the weights. */
+static void step(engine *e) {
     model_kv *kvs[64];
-    int32_t toks[64];
+    const int32_t *tp[64];
+    int nt[64];
     job *js[64];
-    int n = 0;
+    int n = 0, n_dec = 0, n_pre = 0;
     for (int i = 0; i < e->n_active; i++) {
         job *j = e->active[i];
         if (j->state != JOB_DECODE) continue;
         if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); continue; }
-        js[n] = j;
-        kvs[n] = j->cv->kv;
-        toks[n] = j->next_tok;
+        js[n] = j, kvs[n] = j->cv->kv, tp[n] = &j->next_tok, nt[n] = 1;
         n++;
+    }
+    n_dec = n;
+    int budget = prefill_budget(e, n_dec), last_chunk = 0;
+    for (int i = 0; i < e->n_active && budget > 0; i++) {
+        job *j = e->active[i];
+        if (j->state != JOB_PREFILL) continue;
+        if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); continue; }
+        int chunk = CORE_MIN(budget, (int)j->r.n_prompt - j->n_fed);
+        js[n] = j, kvs[n] = j->cv->kv, tp[n] = j->prompt + j->n_fed, nt[n] = chunk;
+        last_chunk |= j->n_fed + chunk == (int)j->r.n_prompt;
+        n++;
+        budget -= chunk;
+        n_pre += chunk;
     }
     if (!n) return;
     core_err err = {0};
-    const int nv = engine_model_config(e)->n_vocab;
-    int rc = model_decode_batch(e->m, kvs, toks, n, e->batch_logits, &err);
+    const size_t nv = (size_t)engine_model_config(e)->n_vocab;
+    /* alone and mid-prompt, skip the head (a read of the whole output matrix) */
+    float *logits = n_dec || last_chunk ? e->batch_logits : NULL;
+    const double t0 = core_now_s();
+    int rc = model_forward_seqs(e->m, kvs, tp, nt, n, logits, &err);
+    step_learn(e, n_dec, n_pre, core_now_s() - t0);
     for (int i = 0; i < n; i++) {
         job *j = js[i];
         if (rc) { finish(e, j, "error", rc, err.msg); continue; }
-        j->cv->toks[j->cv->n_toks++] = toks[i];
-        on_token(e, j, pick(j, e->batch_logits + (size_t)i * nv));
+        float *lg = e->batch_logits + (size_t)i * nv;
+        if (i < n_dec) {
+            j->cv->toks[j->cv->n_toks++] = j->next_tok;
+            on_token(e, j, pick(j, lg));
+            continue;
+        }
+        const int total = (int)j->r.n_prompt;
+        memcpy(j->cv->toks + j->n_fed, j->prompt + j->n_fed, (size_t)nt[i] * sizeof(int32_t));
+        j->n_fed += nt[i];
+        j->cv->n_toks = j->n_fed;
+        engine_event ev = {.type = ENGINE_EV_PREFILL, .prefill_done = j->n_fed, .prefill_total = total};
+        if (emit(j, &ev)) { finish(e, j, "cancelled", 0, NULL); continue; }
+        if (j->n_fed < total) continue;
+        j->t_prefill_end = core_now_s();
+        pthread_mutex_lock(&e->mu);
+        remember_system_block(e, j->cv, (int)j->r.n_shared);
+        pthread_mutex_unlock(&e->mu);
+        on_token(e, j, pick(j, lg));
     }
 }
 
@@ -626,9 +666,7 @@ static void *engine_main(void *arg) {
         } else {
             for (int i = 0; i < e->n_active; i++)
                 if (e->active[i]->state == JOB_QUEUED) start(e, e->active[i]);
-            for (int i = 0; i < e->n_active; i++)
-                if (e->active[i]->state == JOB_PREFILL) { prefill_step(e, e->active[i]); break; }
-            decode_step(e);
+            step(e);
         }
 
         pthread_mutex_lock(&e->mu);
@@ -671,6 +709,7 @@ int engine_new(engine **out, const engine_config *cfg, core_err *err) {
     snprintf(e->model_path, sizeof e->model_path, "%s", cfg->model_path ? cfg->model_path : "");
     e->cfg.model_path = e->model_path;
     e->t_start = core_now_s();
+    e->mix_chunk = 64;
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->vocab_mu, NULL);
     pthread_cond_init(&e->cv, NULL);
@@ -753,8 +792,7 @@ int engine_submit(engine *e, const engine_request *r, uint64_t *req_id, core_err
     j->r = *r;
     j->prompt = malloc(r->n_prompt * sizeof *j->prompt);
     j->smp = sample_new(&r->sampling, nv);
-    j->logits = malloc((size_t)nv * sizeof(float));
-    if (!j->prompt || !j->smp || !j->logits) { job_free(j); return core_errf(err, CORE_ENOMEM, "out of memory"); }
+    if (!j->prompt || !j->smp) { job_free(j); return core_errf(err, CORE_ENOMEM, "out of memory"); }
     memcpy(j->prompt, r->prompt, r->n_prompt * sizeof *j->prompt);
     j->r.prompt = j->prompt;
     if (r->conv_id) snprintf(j->conv_id, sizeof j->conv_id, "%s", r->conv_id);
