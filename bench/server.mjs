@@ -3,6 +3,7 @@
 // (`make bench-server LLAMA_SERVER=/path/to/llama-server`).
 //
 //   node bench/server.mjs MODEL [--llama-server PATH] [--tokens N] [--threads N]
+//                              [--only one,c4,c8,long,cache]
 //
 // Scenarios, each run on one server, then the next server:
 //   1 stream      TTFT and decode tok/s as the client sees them;
@@ -33,6 +34,7 @@ const LLAMA = opt('--llama-server', '');
 const N = Number(opt('--tokens', '64'));
 const THREADS = Number(opt('--threads', String(os.availableParallelism ? os.availableParallelism() : os.cpus().length)));
 const PARALLEL = 8;
+const ONLY = new Set(opt('--only', 'one,c4,c8,long,cache').split(','));
 if (!MODEL) { console.error('usage: node bench/server.mjs MODEL [--llama-server PATH] [--tokens N] [--threads N]'); process.exit(2); }
 
 const children = new Set();
@@ -191,17 +193,27 @@ async function runAll(kind) {
   const r = {};
   try {
     await stream(srv, 'Warm up: say hello.', 4, 0);
-    const one = await stream(srv, `One stream: ${filler(5, 12)}. Tell me a long story about the sea.`, N, 1);
-    r.one = { ttft: one.ttft, decode: one.decode, p50: pct(one.gaps, 0.5) };
-    console.log(`  1 stream: TTFT ${f(one.ttft, 0)} ms, ${f(one.decode, 2)} tok/s`);
-    r.c4 = await concurrent(srv, 4, 'Four');
-    console.log(`  4 streams: ${f(r.c4.agg, 2)} tok/s aggregate, ${f(r.c4.per, 2)} per stream, gap p50 ${f(r.c4.p50, 0)} p95 ${f(r.c4.p95, 0)} ms`);
-    r.c8 = await concurrent(srv, 8, 'Eight');
-    console.log(`  8 streams: ${f(r.c8.agg, 2)} tok/s aggregate, ${f(r.c8.per, 2)} per stream, gap p50 ${f(r.c8.p50, 0)} p95 ${f(r.c8.p95, 0)} ms`);
-    r.lp = await longPrompt(srv);
-    console.log(`  long prompt (${r.lp.prompt} tokens) beside 3 streams: largest gap ${f(r.lp.maxDuring, 0)} ms = ${f(r.lp.ratio, 1)}x the median ${f(r.lp.med, 0)} ms; TTFT busy ${f(r.lp.ttftBusy, 0)} ms, alone ${f(r.lp.ttftAlone, 0)} ms`);
-    r.cache = await cacheScenario(srv);
-    console.log(`  cache: A ${r.cache.prompt} tokens; A's repeats cached ${r.cache.cached.join(', ')}; TTFT cold ${f(r.cache.ttftCold, 0)} ms, last repeat ${f(r.cache.ttftWarm, 0)} ms`);
+    if (ONLY.has('one')) {
+      const one = await stream(srv, `One stream: ${filler(5, 12)}. Tell me a long story about the sea.`, N, 1);
+      r.one = { ttft: one.ttft, decode: one.decode, p50: pct(one.gaps, 0.5) };
+      console.log(`  1 stream: TTFT ${f(one.ttft, 0)} ms, ${f(one.decode, 2)} tok/s`);
+    }
+    if (ONLY.has('c4')) {
+      r.c4 = await concurrent(srv, 4, 'Four');
+      console.log(`  4 streams: ${f(r.c4.agg, 2)} tok/s aggregate, ${f(r.c4.per, 2)} per stream, gap p50 ${f(r.c4.p50, 0)} p95 ${f(r.c4.p95, 0)} ms`);
+    }
+    if (ONLY.has('c8')) {
+      r.c8 = await concurrent(srv, 8, 'Eight');
+      console.log(`  8 streams: ${f(r.c8.agg, 2)} tok/s aggregate, ${f(r.c8.per, 2)} per stream, gap p50 ${f(r.c8.p50, 0)} p95 ${f(r.c8.p95, 0)} ms`);
+    }
+    if (ONLY.has('long')) {
+      r.lp = await longPrompt(srv);
+      console.log(`  long prompt (${r.lp.prompt} tokens) beside 3 streams: largest gap ${f(r.lp.maxDuring, 0)} ms = ${f(r.lp.ratio, 1)}x the median ${f(r.lp.med, 0)} ms; TTFT busy ${f(r.lp.ttftBusy, 0)} ms, alone ${f(r.lp.ttftAlone, 0)} ms`);
+    }
+    if (ONLY.has('cache')) {
+      r.cache = await cacheScenario(srv);
+      console.log(`  cache: A ${r.cache.prompt} tokens; A's repeats cached ${r.cache.cached.join(', ')}; TTFT cold ${f(r.cache.ttftCold, 0)} ms, last repeat ${f(r.cache.ttftWarm, 0)} ms`);
+    }
   } finally {
     await srv.stop();
   }
@@ -231,10 +243,11 @@ const rows = [
   ['cache: A TTFT warm ms', (r) => r.cache.ttftWarm, 0, 'lower'],
 ];
 const head = ['figure', 'smolbot'].concat(res.llama ? ['llama-server', 'ratio'] : []);
-const lines = rows.map(([name, get, d, better]) => {
-  const a = get(res.smolbot), row = [name, f(a, d)];
+const val = (get, r) => { try { return get(r); } catch { return NaN; } };
+const lines = rows.filter(([, get]) => Number.isFinite(val(get, res.smolbot))).map(([name, get, d, better]) => {
+  const a = val(get, res.smolbot), row = [name, f(a, d)];
   if (res.llama) {
-    const b = get(res.llama);
+    const b = val(get, res.llama);
     row.push(f(b, d), f(a / b, 2) + (better === 'higher' ? ' (>1 better)' : ' (<1 better)'));
   }
   return row;

@@ -449,12 +449,16 @@ static int32_t pick(job *j, float *logits) {
 
 /* Prefill rows a step may add beside n_dec decode rows. Alone, a whole
  * chunk (prefill runs as fast as it can). Beside running streams the chunk
- * is sized so the step takes about STEP_SLACK times a decode-only step:
- * the streams' gap grows by that much while the newcomer still gets most
- * of the machine (on the CPU the decode rows ride along nearly free, the
- * weights being read once for all rows). Multiplicative control on the
- * measured step times adapts to the model, the threads and the load. */
-#define STEP_SLACK 2.0
+ * is sized so the step takes about STEP_SLACK times a decode-only step.
+ * Where the decode rows cost their own compute (a CPU busy with other
+ * work), a step of slack s gives the prompt (s-1)/s of the machine, so the
+ * streams' gap grows s times and the newcomer's prefill takes s/(s-1) as
+ * long as alone: 2.5 keeps the gap under 3x at 1.67x the prefill time.
+ * Where the step is bound by reading the weights (the decode rows ride
+ * along nearly free), both come out better. Multiplicative control on the
+ * measured step times adapts to the model, the threads and the load:
+ * quick to shrink after a slow step, slower to grow. */
+#define STEP_SLACK 2.5
 #define CHUNK_MIN 16
 
 static int prefill_budget(engine *e, int n_dec) {
@@ -469,7 +473,7 @@ static void step_learn(engine *e, int n_dec, int n_pre, double t) {
         e->dec_step_s = e->dec_step_s > 0 ? 0.8 * e->dec_step_s + 0.2 * t : t;
     } else if (n_dec > 0 && e->dec_step_s > 0 && n_pre >= CHUNK_MIN) {
         double want = n_pre * (STEP_SLACK * e->dec_step_s) / t;
-        want = 0.5 * e->mix_chunk + 0.5 * want;
+        if (want > e->mix_chunk) want = 0.5 * e->mix_chunk + 0.5 * want;
         e->mix_chunk = (int)CORE_MAX(CHUNK_MIN, CORE_MIN(want, (double)model_step_rows(e->m)));
     }
 }
@@ -709,7 +713,7 @@ int engine_new(engine **out, const engine_config *cfg, core_err *err) {
     snprintf(e->model_path, sizeof e->model_path, "%s", cfg->model_path ? cfg->model_path : "");
     e->cfg.model_path = e->model_path;
     e->t_start = core_now_s();
-    e->mix_chunk = 64;
+    e->mix_chunk = 2 * CHUNK_MIN; /* grows from small: a first step too long is a visible stall */
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->vocab_mu, NULL);
     pthread_cond_init(&e->cv, NULL);
