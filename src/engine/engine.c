@@ -451,14 +451,15 @@ static int32_t pick(job *j, float *logits) {
  * chunk (prefill runs as fast as it can). Beside running streams the chunk
  * is sized so the step takes about STEP_SLACK times a decode-only step.
  * Where the decode rows cost their own compute (a CPU busy with other
- * work), a step of slack s gives the prompt (s-1)/s of the machine, so the
- * streams' gap grows s times and the newcomer's prefill takes s/(s-1) as
- * long as alone: 2.5 keeps the gap under 3x at 1.67x the prefill time.
- * Where the step is bound by reading the weights (the decode rows ride
- * along nearly free), both come out better. Multiplicative control on the
- * measured step times adapts to the model, the threads and the load:
- * quick to shrink after a slow step, slower to grow. */
-#define STEP_SLACK 2.5
+ * work), a step of slack s gives the prompt at most (s-1)/s of the
+ * machine, and a mixed step also pays a fixed cost beyond its rows (a
+ * 3B step of 3 decode + 16 prompt rows took over twice a decode step),
+ * so small chunks are dear: 2.8 keeps the streams' gap under 3x while the chunk stays large
+ * enough to read the prompt at most of its alone speed. Where the step
+ * is bound by reading the weights (the decode rows ride along nearly
+ * free), both come out better. Multiplicative control on the measured
+ * step times adapts to the model, the threads and the load. */
+#define STEP_SLACK 2.8
 #define CHUNK_MIN 16
 
 static int prefill_budget(engine *e, int n_dec) {
@@ -469,11 +470,13 @@ static int prefill_budget(engine *e, int n_dec) {
 
 /* Learn from one step: t seconds for n_dec decode rows and n_pre prefill rows. */
 static void step_learn(engine *e, int n_dec, int n_pre, double t) {
+    if (!(t > 0)) return;
     if (n_dec > 0 && n_pre == 0) {
         e->dec_step_s = e->dec_step_s > 0 ? 0.8 * e->dec_step_s + 0.2 * t : t;
     } else if (n_dec > 0 && e->dec_step_s > 0 && n_pre >= CHUNK_MIN) {
-        double want = n_pre * (STEP_SLACK * e->dec_step_s) / t;
-        if (want > e->mix_chunk) want = 0.5 * e->mix_chunk + 0.5 * want;
+        /* geometric smoothing, the same both ways: on a loaded host single
+         * steps run slow at random, and an asymmetric rule drifts down */
+        double want = exp(0.7 * log((double)e->mix_chunk) + 0.3 * log(n_pre * (STEP_SLACK * e->dec_step_s) / t));
         e->mix_chunk = (int)CORE_MAX(CHUNK_MIN, CORE_MIN(want, (double)model_step_rows(e->m)));
     }
 }
@@ -514,7 +517,11 @@ static void step(engine *e) {
     float *logits = n_dec || last_chunk ? e->batch_logits : NULL;
     const double t0 = core_now_s();
     int rc = model_forward_seqs(e->m, kvs, tp, nt, n, logits, &err);
-    step_learn(e, n_dec, n_pre, core_now_s() - t0);
+    const double dt = core_now_s() - t0;
+    step_learn(e, n_dec, n_pre, dt);
+    if (n_pre)
+        LOG_DEBUG("engine: step of %d decode + %d prompt rows: %.0f ms (decode alone %.0f ms, next chunk %d)", n_dec,
+                  n_pre, dt * 1e3, e->dec_step_s * 1e3, e->mix_chunk);
     for (int i = 0; i < n; i++) {
         job *j = js[i];
         if (rc) { finish(e, j, "error", rc, err.msg); continue; }

@@ -27,7 +27,7 @@
  * each, in one batched forward pass (weights read once for all). A new
  * prompt is prefilled in chunks that ride in the same pass as the decode
  * tokens; beside running streams a chunk is sized so one step takes about
- * 2.5 decode steps, so a long prompt does not freeze the other
+ * 2.8 decode steps, so a long prompt does not freeze the other
  * streams. Cancellation is checked between chunks and at every token.
  */
 #ifndef ENGINE_H
