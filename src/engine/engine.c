@@ -112,6 +112,7 @@ struct engine {
     float *batch_logits; /* max_active * n_vocab */
     double dec_step_s;   /* a decode-only step's time (moving average) */
     int mix_chunk;       /* prefill rows beside decode rows (prefill_budget) */
+    int n_mixed;         /* mixed steps since the last decode-only one */
     engine_metrics met;
     double t_start;
 };
@@ -462,9 +463,14 @@ static int32_t pick(job *j, float *logits) {
 #define STEP_SLACK 2.8
 #define CHUNK_MIN 16
 
+#define PROBE_EVERY 8 /* mixed steps between decode-only ones */
+
 static int prefill_budget(engine *e, int n_dec) {
     const int rows = model_step_rows(e->m) - n_dec;
     if (n_dec == 0 || rows <= CHUNK_MIN) return rows;
+    /* the reference goes stale while every step is mixed (the host's load
+     * changes): now and then a decode-only step measures it again */
+    if (e->n_mixed >= PROBE_EVERY) return 0;
     return CORE_MAX(CHUNK_MIN, CORE_MIN(rows, e->mix_chunk));
 }
 
@@ -472,12 +478,16 @@ static int prefill_budget(engine *e, int n_dec) {
 static void step_learn(engine *e, int n_dec, int n_pre, double t) {
     if (!(t > 0)) return;
     if (n_dec > 0 && n_pre == 0) {
-        e->dec_step_s = e->dec_step_s > 0 ? 0.8 * e->dec_step_s + 0.2 * t : t;
-    } else if (n_dec > 0 && e->dec_step_s > 0 && n_pre >= CHUNK_MIN) {
-        /* geometric smoothing, the same both ways: on a loaded host single
-         * steps run slow at random, and an asymmetric rule drifts down */
-        double want = exp(0.7 * log((double)e->mix_chunk) + 0.3 * log(n_pre * (STEP_SLACK * e->dec_step_s) / t));
-        e->mix_chunk = (int)CORE_MAX(CHUNK_MIN, CORE_MIN(want, (double)model_step_rows(e->m)));
+        e->dec_step_s = e->dec_step_s > 0 ? 0.5 * e->dec_step_s + 0.5 * t : t;
+        e->n_mixed = 0;
+    } else if (n_dec > 0) {
+        e->n_mixed++;
+        if (e->dec_step_s > 0 && n_pre >= CHUNK_MIN) {
+            /* geometric smoothing, the same both ways: on a loaded host single
+             * steps run slow at random, and an asymmetric rule drifts down */
+            double want = exp(0.7 * log((double)e->mix_chunk) + 0.3 * log(n_pre * (STEP_SLACK * e->dec_step_s) / t));
+            e->mix_chunk = (int)CORE_MAX(CHUNK_MIN, CORE_MIN(want, (double)model_step_rows(e->m)));
+        }
     }
 }
 
