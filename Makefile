@@ -154,13 +154,20 @@ cluster-stop:
 	@bash scripts/cluster.sh stop
 
 BENCH_MODEL ?= $(HOME)/.cache/smolbot/bench/smollm3-3b-q4_k_m-random.gguf
-bench: deps build/smolbot
+bench: deps build/smolbot build/bench-batch
 	@bash bench/bench.sh "$(BENCH_MODEL)"
 
-# Speed through the server: 1 stream and 4 concurrent streams on the 3B-shaped model.
+# batched and mixed step times (bench/batch.c), run by bench.sh
+build/bench-batch: build/rel/bench/batch.o $(REL_LIB)
+	$(CC) $(CFLAGS_BASE) $(OPT) -o $@ $^ $(LDLIBS)
+
+# Speed through the server on the 3B-shaped model (bench/server.mjs): 1, 4
+# and 8 streams, a long prompt beside running streams, interleaved clients'
+# cache reuse. LLAMA_SERVER=/path/to/llama-server runs the same against it.
+LLAMA_SERVER ?=
 bench-server: deps build/smolbot
 	@bash bench/model.sh "$(BENCH_MODEL)"
-	node bench/server.mjs "$(BENCH_MODEL)"
+	node bench/server.mjs "$(BENCH_MODEL)" $(if $(LLAMA_SERVER),--llama-server "$(LLAMA_SERVER)")
 
 clean:
 	rm -rf build

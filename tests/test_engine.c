@@ -5,6 +5,7 @@
  */
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "t.h"
 #include "chat/chat.h"
@@ -27,7 +28,11 @@ typedef struct result {
     int cancel_after; /* >0: ask to cancel after this many tokens */
     int hold;         /* the first token's callback waits until res_release */
     int n_prefill_events, n_queued_events;
+    int seq_prefill_first, seq_prefill_last; /* g_seq at the first and last PREFILL events */
+    int seq_tok[4096];                       /* g_seq at each token */
 } result;
+
+static atomic_int g_seq; /* orders events across requests */
 
 static void res_init(result *r) {
     memset(r, 0, sizeof *r);
@@ -48,11 +53,17 @@ static int on_event(void *ctx, const engine_event *ev) {
     int cancel = 0;
     switch (ev->type) {
     case ENGINE_EV_QUEUED: r->n_queued_events++; break;
-    case ENGINE_EV_PREFILL: r->n_prefill_events++; break;
+    case ENGINE_EV_PREFILL:
+        r->seq_prefill_last = atomic_fetch_add(&g_seq, 1);
+        if (!r->n_prefill_events++) r->seq_prefill_first = r->seq_prefill_last;
+        break;
     case ENGINE_EV_TEXT:
         core_buf_append(&r->text, ev->text, ev->text_len);
         core_buf_append(&r->reasoning, ev->reasoning, ev->reasoning_len);
-        if (ev->token >= 0 && r->n_ids < 4096) r->ids[r->n_ids++] = ev->token;
+        if (ev->token >= 0 && r->n_ids < 4096) {
+            r->seq_tok[r->n_ids] = atomic_fetch_add(&g_seq, 1);
+            r->ids[r->n_ids++] = ev->token;
+        }
         cancel = r->cancel_after && r->n_ids >= r->cancel_after;
         pthread_cond_broadcast(&r->cv); /* res_wait_tokens */
         while (r->hold) pthread_cond_wait(&r->cv, &r->mu); /* the engine thread stays in this job */
@@ -156,6 +167,12 @@ static int32_t *render(engine *e, const chat_msg *m, size_t n, size_t *n_ids) { 
 
 #define TINY "models/smollm3-tiny-q4_k_m.gguf"
 
+static int t_lcp(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
+    size_t i = 0;
+    while (i < na && i < nb && a[i] == b[i]) i++;
+    return (int)i;
+}
+
 static void test_turns_reuse_cache(void) {
     engine *e = start_engine(TINY, 4, 8, 0, 1024);
     if (!e) T_SKIP("../shared/" TINY " absent");
@@ -207,8 +224,9 @@ static void test_turns_reuse_cache(void) {
         if (p1[i] == tok_specials(tk)->im_end) { sys = (int)i + 2; break; }
     CHECK(sys > 0);
     CHECK_EQ_INT((int)sh1, sys); /* the prompt module's count: through <|im_end|> and its newline */
-    CHECK_EQ_INT(r3.st.cached_tokens, sys);
-    /* same prompt, same greedy answer, from the copied block */
+    /* conv-a's cache holds all of p1 (but the last token, which must run): copied */
+    CHECK_EQ_INT(r3.st.cached_tokens, (int)n1 - 1);
+    /* same prompt, same greedy answer, from the copied prefix */
     CHECK_EQ_INT(r3.ids[0], r1.ids[0]);
     CHECK_EQ_INT(r3.ids[1], r1.ids[1]);
 
@@ -220,6 +238,7 @@ static void test_turns_reuse_cache(void) {
     CHECK_EQ_INT(r4.st.cached_tokens, (int)n1 - 1);
     CHECK_EQ_INT(r4.ids[0], r1.ids[0]);
 
+    engine_forget(e, "conv-a");
     engine_forget(e, "conv-b");
     result r5;
     res_init(&r5);
@@ -255,6 +274,144 @@ static void test_batched_equals_alone(void) {
     CHECK(memcmp(a1.ids, a2.ids, 8 * sizeof(int32_t)) == 0);
     CHECK(memcmp(b1.ids, b2.ids, 8 * sizeof(int32_t)) == 0);
     res_free(&a1); res_free(&b1); res_free(&a2); res_free(&b2);
+    engine_free(e);
+}
+
+/* Caches are kept by value: anonymous requests that share only the system
+ * block with a long cached prompt get a fresh cache with the block copied
+ * in, so the long prompt survives them (A, B, A, three concurrent short
+ * ones, A: every repeat of A reuses all but its last token). With a budget
+ * that holds no idle cache, the least recently used one goes when a new
+ * one is needed. */
+static void test_cache_by_value(void) {
+    engine *e = start_engine(TINY, 4, 16, 0, 1024);
+    if (!e) T_SKIP("../shared/" TINY " absent");
+    core_buf long_text = {0};
+    for (int i = 0; i < 12; i++)
+        core_buf_puts(&long_text, "Here is a long document about lighthouses, tides and the keepers who watched them. ");
+    chat_msg ma[1] = {{"user", long_text.data, long_text.len}};
+    size_t na, sha = 0;
+    int32_t *pa = render_shared(e, ma, 1, &na, &sha);
+    CHECK(pa && na > 200 && sha > 0);
+    int32_t *ps[4];
+    size_t ns[4], shs[4];
+    char q[4][64];
+    for (int i = 0; i < 4; i++) {
+        snprintf(q[i], sizeof q[i], "Short question %d: what is a tide?", i);
+        chat_msg mb[1] = {{"user", q[i], strlen(q[i])}};
+        ps[i] = render_shared(e, mb, 1, &ns[i], &shs[i]);
+        CHECK(ps[i] && shs[i] == sha);
+    }
+    result r[8];
+    for (int i = 0; i < 8; i++) res_init(&r[i]);
+    /* A, A again, B, A */
+    CHECK(submit_shared(e, NULL, pa, na, sha, 4, &r[0], NULL) == 0);
+    res_wait(&r[0]);
+    CHECK(submit_shared(e, NULL, pa, na, sha, 4, &r[1], NULL) == 0);
+    res_wait(&r[1]);
+    CHECK_EQ_INT(r[1].st.cached_tokens, (int)na - 1);
+    CHECK(submit_shared(e, NULL, ps[0], ns[0], shs[0], 4, &r[2], NULL) == 0);
+    res_wait(&r[2]);
+    /* the system block (and the user turn's opening tokens A shares), copied */
+    const int lb = t_lcp(pa, na, ps[0], ns[0]);
+    CHECK(lb >= (int)sha && lb < 80);
+    CHECK_EQ_INT(r[2].st.cached_tokens, lb);
+    CHECK(submit_shared(e, NULL, pa, na, sha, 4, &r[3], NULL) == 0);
+    res_wait(&r[3]);
+    CHECK_EQ_INT(r[3].st.cached_tokens, (int)na - 1);
+    CHECK(memcmp(r[3].ids, r[0].ids, 4 * sizeof(int32_t)) == 0);
+    /* three concurrent short requests, then A */
+    for (int i = 1; i < 4; i++) CHECK(submit_shared(e, NULL, ps[i], ns[i], shs[i], 4, &r[3 + i], NULL) == 0);
+    for (int i = 1; i < 4; i++) {
+        res_wait(&r[3 + i]);
+        CHECK(r[3 + i].st.cached_tokens >= (int)sha);
+    }
+    CHECK(submit_shared(e, NULL, pa, na, sha, 4, &r[7], NULL) == 0);
+    res_wait(&r[7]);
+    CHECK_EQ_INT(r[7].st.cached_tokens, (int)na - 1);
+    CHECK(memcmp(r[7].ids, r[0].ids, 4 * sizeof(int32_t)) == 0);
+    fprintf(stderr, "  A %zu tokens: cached %d, %d, %d on repeats; short ones cached %d, %d, %d, %d (system block %zu)\n",
+            na, r[1].st.cached_tokens, r[3].st.cached_tokens, r[7].st.cached_tokens, r[2].st.cached_tokens,
+            r[4].st.cached_tokens, r[5].st.cached_tokens, r[6].st.cached_tokens, sha);
+    engine_metrics m;
+    engine_get_metrics(e, &m);
+    CHECK_EQ_INT(m.conversations, 5); /* A, B and the three: all fit the budget */
+    engine_free(e);
+
+    /* a budget of one byte: only the cache in use stays */
+    e = start_engine(TINY, 1, 16, 1, 1024);
+    CHECK(e != NULL);
+    if (e) {
+        result x[4];
+        for (int i = 0; i < 4; i++) res_init(&x[i]);
+        CHECK(submit_shared(e, NULL, pa, na, sha, 2, &x[0], NULL) == 0); /* A */
+        res_wait(&x[0]);
+        CHECK(submit_shared(e, NULL, pa, na, sha, 2, &x[1], NULL) == 0); /* A again: in place */
+        res_wait(&x[1]);
+        CHECK_EQ_INT(x[1].st.cached_tokens, (int)na - 1);
+        engine_get_metrics(e, &m);
+        CHECK_EQ_INT(m.conversations, 1);
+        CHECK(submit_shared(e, NULL, ps[0], ns[0], shs[0], 2, &x[2], NULL) == 0); /* B: over budget */
+        res_wait(&x[2]);
+        CHECK_EQ_INT(x[2].st.cached_tokens, lb);
+        engine_get_metrics(e, &m);
+        CHECK_EQ_INT(m.conversations, 1); /* A was evicted once its block was copied */
+        for (int i = 0; i < 4; i++) res_free(&x[i]);
+        engine_free(e);
+    }
+    for (int i = 0; i < 8; i++) res_free(&r[i]);
+    for (int i = 0; i < 4; i++) free(ps[i]);
+    free(pa);
+    core_buf_free(&long_text);
+}
+
+/* A long prompt that arrives while a stream decodes is prefilled in
+ * chunks that share steps with the stream: the stream gets tokens while
+ * the prompt is being read, and both give what they give alone. */
+static void test_prefill_beside_decode(void) {
+    engine *e = start_engine("models/smollm3-tiny-f32.gguf", 4, 8, 0, 1024);
+    if (!e) T_SKIP("../shared/models absent");
+    int32_t ps[] = {128011, 882, 198, 9906, 1917, 128012, 198, 128011, 78191, 198};
+    enum { NL = 700 };
+    int32_t *pl = malloc(NL * sizeof *pl);
+    for (int i = 0; i < NL; i++) pl[i] = 1000 + (i * 7919) % 20000;
+    result s1, l1, s2, l2;
+    res_init(&s1); res_init(&l1); res_init(&s2); res_init(&l2);
+    engine_request q = {0};
+    sample_params_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.ignore_eos = 1;
+    q.cb = on_event;
+    core_err err = {0};
+    /* alone (caches forgotten after, so nothing is reused below) */
+    q.conv_id = "s1", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 150, q.ctx = &s1;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait(&s1);
+    q.conv_id = "l1", q.prompt = pl, q.n_prompt = NL, q.max_tokens = 4, q.ctx = &l1;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait(&l1);
+    engine_forget(e, "s1");
+    engine_forget(e, "l1");
+    /* together: the long prompt comes once the stream runs */
+    q.conv_id = "s", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 150, q.ctx = &s2;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait_tokens(&s2, 20);
+    q.conv_id = "l", q.prompt = pl, q.n_prompt = NL, q.max_tokens = 4, q.ctx = &l2;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait(&s2);
+    res_wait(&l2);
+    CHECK_EQ_INT(s2.n_ids, 150);
+    CHECK(memcmp(s1.ids, s2.ids, 150 * sizeof(int32_t)) == 0);
+    CHECK_EQ_INT(l2.n_ids, 4);
+    CHECK(memcmp(l1.ids, l2.ids, 4 * sizeof(int32_t)) == 0);
+    CHECK_EQ_INT(l2.st.cached_tokens, 0);
+    int during = 0;
+    for (int i = 0; i < s2.n_ids; i++) during += s2.seq_tok[i] > l2.seq_prefill_first && s2.seq_tok[i] < l2.seq_prefill_last;
+    fprintf(stderr, "  %d-token prompt: %d prefill steps, %d stream tokens during them\n", NL, l2.n_prefill_events, during);
+    CHECK(l2.n_prefill_events > NL / 256 + 1); /* chunks beside a stream: smaller than a full one */
+    CHECK(during >= l2.n_prefill_events - 2);
+    free(pl);
+    res_free(&s1); res_free(&l1); res_free(&s2); res_free(&l2);
     engine_free(e);
 }
 
@@ -319,7 +476,8 @@ static void test_budget_eviction(void) {
     res_wait(&b);
     CHECK(submit(e, "one", p, 6, 2, &a2, NULL) == 0);
     res_wait(&a2);
-    CHECK_EQ_INT(a2.st.cached_tokens, 0); /* rebuilt by prefill */
+    /* "one" went to make room; its prompt is copied back from "two"'s cache */
+    CHECK_EQ_INT(a2.st.cached_tokens, 5);
     CHECK_EQ_INT(a2.ids[0], a.ids[0]);
     engine_metrics m;
     engine_get_metrics(e, &m);
@@ -429,6 +587,8 @@ int main(void) {
     T_RUN(test_no_model);
     T_RUN(test_turns_reuse_cache);
     T_RUN(test_batched_equals_alone);
+    T_RUN(test_cache_by_value);
+    T_RUN(test_prefill_beside_decode);
     T_RUN(test_cancel_queue_limits);
     T_RUN(test_budget_eviction);
     T_RUN(test_no_forged_turns);

@@ -408,12 +408,91 @@ static void test_refuse_broken(void) {
     gguf_close(src);
 }
 
+/* Batched steps give each sequence what it gets alone: three caches at
+ * different depths decode one token each (model_decode_batch), then two
+ * decode rows and an 11-token prefill chunk of a third cache run as one
+ * mixed step (model_forward_seqs); every sequence's logits are compared
+ * with the same tokens run alone. Tolerances: tight on f32 (only the
+ * order of sums may differ), the golden ones on q4. */
+static void check_batched(const char *rel, double tol_max, double tol_rms) {
+    loaded L;
+    if (load(rel, &L, 0) == -1) T_SKIP("../shared/%s absent", rel);
+    const model_config *c = model_get_config(L.m);
+    const size_t nv = (size_t)c->n_vocab;
+    enum { S = 3 };
+    const int plen[S] = {9, 23, 14};
+    int32_t toks[S][40];
+    for (int s = 0; s < S; s++)
+        for (int i = 0; i < 40; i++) toks[s][i] = (int32_t)((i * 7919 + 13 + s * 104729) % c->n_vocab);
+    float *alone = malloc(S * 2 * nv * sizeof(float)), *got = malloc(S * nv * sizeof(float));
+    core_err err = {0};
+    model_kv *kv[S];
+    /* alone: prefill plen, then one decode token (logits row s*2), then 11 more tokens (row s*2+1) */
+    for (int s = 0; s < S; s++) {
+        CHECK(model_kv_new(&kv[s], L.m, 64, MODEL_KV_F16, &err) == 0);
+        CHECK(model_forward(L.m, kv[s], toks[s], plen[s], NULL, 0, NULL, &err) == 0);
+        CHECK(model_forward(L.m, kv[s], toks[s] + plen[s], 1, alone + (size_t)(2 * s) * nv, 0, NULL, &err) == 0);
+        CHECK(model_forward(L.m, kv[s], toks[s] + plen[s] + 1, 11, alone + (size_t)(2 * s + 1) * nv, 0, NULL, &err) == 0);
+    }
+    double worst = 0, worst_rms = 0;
+    for (int s = 0; s < S; s++) model_kv_truncate(kv[s], plen[s]);
+    int32_t one[S];
+    for (int s = 0; s < S; s++) one[s] = toks[s][plen[s]];
+    CHECK(model_decode_batch(L.m, kv, one, S, got, &err) == 0);
+    for (int s = 0; s < S; s++) {
+        double maxd, rms;
+        t_diff_stats(got + (size_t)s * nv, alone + (size_t)(2 * s) * nv, c->n_vocab, &maxd, &rms);
+        worst = CORE_MAX(worst, maxd), worst_rms = CORE_MAX(worst_rms, rms);
+        CHECK_EQ_INT(t_argmax(got + (size_t)s * nv, c->n_vocab), t_argmax(alone + (size_t)(2 * s) * nv, c->n_vocab));
+    }
+    /* mixed: sequences 0 and 2 decode their next token beside sequence 1's chunk of 11 */
+    const int32_t *tp[S] = {toks[0] + plen[0] + 1, toks[1] + plen[1] + 1, toks[2] + plen[2] + 1};
+    int nt[S] = {1, 11, 1};
+    CHECK(model_forward_seqs(L.m, kv, tp, nt, S, got, &err) == 0);
+    for (int s = 0; s < S; s++) CHECK_EQ_INT(model_kv_len(kv[s]), plen[s] + 1 + nt[s]);
+    /* row 1 compares with sequence 1's chunk run alone */
+    double maxd, rms;
+    t_diff_stats(got + nv, alone + 3 * nv, c->n_vocab, &maxd, &rms);
+    worst = CORE_MAX(worst, maxd), worst_rms = CORE_MAX(worst_rms, rms);
+    CHECK_EQ_INT(t_argmax(got + nv, c->n_vocab), t_argmax(alone + 3 * nv, c->n_vocab));
+    /* rows 0 and 2: the token after the decode step, alone */
+    float *ref = malloc(nv * sizeof(float));
+    for (int s = 0; s < S; s += 2) {
+        model_kv *k1 = NULL;
+        CHECK(model_kv_new(&k1, L.m, 64, MODEL_KV_F16, &err) == 0);
+        CHECK(model_forward(L.m, k1, toks[s], plen[s] + 2, ref, 0, NULL, &err) == 0);
+        t_diff_stats(got + (size_t)s * nv, ref, c->n_vocab, &maxd, &rms);
+        worst = CORE_MAX(worst, maxd), worst_rms = CORE_MAX(worst_rms, rms);
+        CHECK_EQ_INT(t_argmax(got + (size_t)s * nv, c->n_vocab), t_argmax(ref, c->n_vocab));
+        model_kv_free(k1);
+    }
+    fprintf(stderr, "  %s: batched vs alone max|diff| %.6f rms %.6f\n", rel, worst, worst_rms);
+    CHECK_MSG(worst <= tol_max && worst_rms <= tol_rms, "max %.6f rms %.6f", worst, worst_rms);
+    /* misuse is refused */
+    model_kv *dup[2] = {kv[0], kv[0]};
+    const int32_t *dt[2] = {one, one};
+    int dn[2] = {1, 1};
+    CHECK_EQ_INT(model_forward_seqs(L.m, dup, dt, dn, 2, NULL, &err), CORE_EINVAL);
+    int big[1] = {model_step_rows(L.m) + 1};
+    CHECK(model_forward_seqs(L.m, kv, dt, big, 1, NULL, &err) != 0);
+    for (int s = 0; s < S; s++) model_kv_free(kv[s]);
+    free(ref);
+    free(alone);
+    free(got);
+    unload(&L);
+}
+
+static void test_batched_f32(void) { check_batched("models/smollm3-tiny-f32.gguf", 1e-3, 1e-4); }
+static void test_batched_q4(void) { check_batched("models/smollm3-tiny-q4_k_m.gguf", 0.5, 0.1); }
+
 int main(void) {
     kern_init(NULL);
     T_RUN(test_rope_pairs);
     T_RUN(test_golden_f32);
     T_RUN(test_golden_q4);
     T_RUN(test_chunking_and_cache);
+    T_RUN(test_batched_f32);
+    T_RUN(test_batched_q4);
     T_RUN(test_nope_rule);
     T_RUN(test_kv_q8);
     T_RUN(test_refuse_broken);

@@ -81,7 +81,7 @@ static void usage(FILE *f) {
             "  --gpu auto|on|off    CUDA GPU (default auto: used when built with CUDA and present)\n"
             "  --kv-budget MB       memory for all KV caches (default 2048)\n"
             "  --kv f16|f32|q8      KV cache type (default f16; q8 halves it)\n"
-            "  --parallel N         sequences generating at once (default 4)\n"
+            "  --parallel N         sequences generating at once (default 8)\n"
             "  --queue N            waiting requests before 429 (default 64)\n"
             "  --batch N            prefill chunk in tokens (default 256)\n"
             "  --max-streams N      concurrent streaming responses (default 32)\n"
@@ -339,7 +339,7 @@ int cmd_serve(int argc, char **argv) {
     ec.kv_type = kv_type;
     ec.kv_budget = (uint64_t)kv_mb << 20;
     ec.max_queue = (int)queue;
-    ec.max_active = parallel ? (int)parallel : 4;
+    ec.max_active = parallel ? (int)parallel : 8;
     ec.n_batch = (int)batch;
     ec.gpu = gpu;
     if (multi) {

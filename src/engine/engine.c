@@ -9,9 +9,10 @@
  *           ids it is): tokens + a small KV cache of them
  *
  * One loop iteration: admit jobs from the queue (a job waits while its
- * conversation is busy with another job), run one prefill chunk for the
- * oldest prefilling job, then one batched decode step for every decoding
- * job. Only this thread touches models, caches and samplers; the mutex
+ * conversation is busy with another job), then one step: a token for
+ * every decoding job and a prompt chunk of the prefilling ones, in one
+ * pass through the weights (model_forward_seqs), the chunk sized so the
+ * running streams keep their pace. Only this thread touches models, caches and samplers; the mutex
  * guards the queue, the job lists' membership and the counters, and is
  * never held while the model runs or a callback is called.
  *
@@ -74,7 +75,6 @@ typedef struct job {
     chat_think think;
     tok_stream ts;
     core_buf txt, reas, ans, emit;
-    float *logits; /* n_vocab, for the prefill's last position */
     struct job *next;
 } job;
 
@@ -108,8 +108,11 @@ struct engine {
     pthread_mutex_t vocab_mu;
     sample_vocab *vocab;
     int32_t tool_call, tool_call_end; /* control tokens shown as text, like the think tags */
-    /* batched decode scratch */
+    /* batched step scratch */
     float *batch_logits; /* max_active * n_vocab */
+    double dec_step_s;   /* a decode-only step's time (moving average) */
+    int mix_chunk;       /* prefill rows beside decode rows (prefill_budget) */
+    int n_mixed;         /* mixed steps since the last decode-only one */
     engine_metrics met;
     double t_start;
 };
@@ -140,7 +143,6 @@ static void job_free(job *j) {
     core_buf_free(&j->reas);
     core_buf_free(&j->ans);
     core_buf_free(&j->emit);
-    free(j->logits);
     free(j);
 }
 
@@ -165,12 +167,13 @@ static void conv_unlink_free(engine *e, conv *victim) {
     free(victim);
 }
 
-/* Evict least recently used idle caches until `need` more bytes fit. */
-static void make_room(engine *e, uint64_t need) {
+/* Evict least recently used idle caches (never `keep`) until `need` more
+ * bytes fit. */
+static void make_room(engine *e, uint64_t need, const conv *keep) {
     while (kv_held(e) + need > e->cfg.kv_budget) {
         conv *lru = NULL;
         for (conv *c = e->convs; c; c = c->next)
-            if (!c->busy && c->kv && (!lru || c->last_used < lru->last_used)) lru = c;
+            if (!c->busy && c->kv && c != keep && (!lru || c->last_used < lru->last_used)) lru = c;
         if (!lru) return; /* all busy: max_active bounds the overshoot */
         LOG_DEBUG("engine: evicting cache of conversation %s", lru->id);
         conv_unlink_free(e, lru);
@@ -183,9 +186,9 @@ static conv *conv_find(engine *e, const char *id) {
     return NULL;
 }
 
-static int conv_ensure_kv(engine *e, conv *c, core_err *err) {
+static int conv_ensure_kv(engine *e, conv *c, const conv *keep, core_err *err) {
     if (c->kv) return 0;
-    make_room(e, model_kv_size(e->m, e->n_ctx, e->cfg.kv_type));
+    make_room(e, model_kv_size(e->m, e->n_ctx, e->cfg.kv_type), keep);
     int rc = model_kv_new(&c->kv, e->m, e->n_ctx, e->cfg.kv_type, err);
     if (rc) return rc;
     free(c->toks);
@@ -195,30 +198,74 @@ static int conv_ensure_kv(engine *e, conv *c, core_err *err) {
     return 0;
 }
 
-/* The conversation a job runs on: by id, or the idle anonymous cache with
- * the longest common prefix, or a new one. */
-static conv *conv_for_job(engine *e, job *j, core_err *err) {
+static conv *conv_add(engine *e, const char *id, core_err *err) {
+    conv *c = calloc(1, sizeof *c);
+    if (!c) { core_errf(err, CORE_ENOMEM, "out of memory"); return NULL; }
+    if (id && id[0]) snprintf(c->id, sizeof c->id, "%s", id);
+    else { c->anon = 1; snprintf(c->id, sizeof c->id, "anon-%d", ++e->n_anon); }
+    c->next = e->convs;
+    e->convs = c;
+    return c;
+}
+
+/* Where a new prompt's reusable prefix comes from: a cache (idle or busy:
+ * between steps its first n_toks positions are fixed, so they can be
+ * copied) or the shared system block (from == NULL, len == n_sys). */
+typedef struct prefix_src {
+    conv *from;
+    int len;
+    int pinned; /* from was idle and is held busy for the copy */
+} prefix_src;
+
+/* The longest prefix of prompt[0..cap) that any cache or the system block holds. */
+static prefix_src best_prefix(engine *e, const int32_t *prompt, int n, int cap) {
+    prefix_src s = {NULL, 0, 0};
+    if (e->n_sys > 0 && e->n_sys <= cap && e->n_sys <= n && !memcmp(e->sys_toks, prompt, (size_t)e->n_sys * 4))
+        s.len = e->n_sys;
+    for (conv *x = e->convs; x; x = x->next) {
+        if (!x->kv) continue;
+        int l = CORE_MIN(lcp(x->toks, x->n_toks, prompt, n), cap);
+        if (l > s.len) s = (prefix_src){x, l, 0};
+    }
+    return s;
+}
+
+/* The cache a job runs on, and in *src the prefix it starts from.
+ *
+ * A named conversation runs on its own cache. An anonymous request is
+ * placed by what it would destroy: it runs in place on an idle anonymous
+ * cache only when that cache's reusable prefix is the longest on offer
+ * and what it overwrites is small beside what it reuses (a regenerate, a
+ * conversation that went on); an empty cache is taken first; otherwise it
+ * gets a fresh cache (least recently used idle caches make room under the
+ * budget) and the longest prefix on offer -- the system block, or part of
+ * another cache -- is copied into it. So a short request that shares only
+ * the system block with a long cached prompt leaves that prompt whole. */
+static conv *conv_for_job(engine *e, job *j, prefix_src *src, core_err *err) {
+    const int n = (int)j->r.n_prompt, cap = n - 1; /* at least one token runs: its logits start generation */
+    *src = best_prefix(e, j->prompt, n, cap);
     conv *c = NULL;
     if (j->conv_id[0]) {
         c = conv_find(e, j->conv_id);
+        if (!c && !(c = conv_add(e, j->conv_id, err))) return NULL;
     } else {
-        int best = 0;
+        conv *in_place = NULL, *empty = NULL;
+        int best = -1;
         for (conv *x = e->convs; x; x = x->next) {
             if (!x->anon || x->busy || !x->kv) continue;
-            int l = lcp(x->toks, x->n_toks, j->prompt, (int)j->r.n_prompt);
-            if (l > best) { best = l; c = x; }
+            if (x->n_toks == 0) { empty = x; continue; }
+            int l = CORE_MIN(lcp(x->toks, x->n_toks, j->prompt, n), cap);
+            if (l > 0 && (x->n_toks - l) * 8 <= l && l > best) { best = l; in_place = x; }
         }
-    }
-    if (!c) {
-        c = calloc(1, sizeof *c);
-        if (!c) { core_errf(err, CORE_ENOMEM, "out of memory"); return NULL; }
-        if (j->conv_id[0]) snprintf(c->id, sizeof c->id, "%s", j->conv_id);
-        else { c->anon = 1; snprintf(c->id, sizeof c->id, "anon-%d", ++e->n_anon); }
-        c->next = e->convs;
-        e->convs = c;
+        if (in_place && best >= src->len) c = in_place;
+        else if (empty) c = empty;
+        else if (!(c = conv_add(e, NULL, err))) return NULL;
     }
     c->busy = 1;
-    if (conv_ensure_kv(e, c, err)) { c->busy = 0; return NULL; }
+    if (conv_ensure_kv(e, c, src->from, err)) { c->busy = 0; return NULL; }
+    /* pin an idle source until its prefix is copied (engine_forget waits) */
+    src->pinned = src->from && src->from != c && !src->from->busy;
+    if (src->pinned) src->from->busy = 1;
     return c;
 }
 
@@ -305,28 +352,39 @@ static void finish(engine *e, job *j, const char *reason, int code, const char *
     }
 }
 
-/* Start a job: find its cache, keep the longest common prefix, copy the
- * shared system block into an empty cache. */
+/* Start a job: find its cache and the longest prefix on offer (see
+ * conv_for_job), copied in when it lives elsewhere. */
 static void start(engine *e, job *j) {
     core_err err = {0};
     j->t_start = core_now_s();
+    prefix_src src;
     pthread_mutex_lock(&e->mu);
-    conv *c = conv_for_job(e, j, &err);
+    conv *c = conv_for_job(e, j, &src, &err);
     pthread_mutex_unlock(&e->mu);
     if (!c) { finish(e, j, "error", err.code ? err.code : CORE_ENOMEM, err.msg); return; }
     j->cv = c;
     int n = (int)j->r.n_prompt;
+    int keep = CORE_MIN(lcp(c->toks, c->n_toks, j->prompt, n), n - 1);
+    if (src.len > keep && src.from != c) {
+        const model_kv *from = src.from ? src.from->kv : e->sys_kv;
+        const int32_t *ftoks = src.from ? src.from->toks : e->sys_toks;
+        if (model_kv_copy_prefix(c->kv, from, src.len, NULL) == 0) {
+            memcpy(c->toks, ftoks, (size_t)src.len * sizeof(int32_t));
+            keep = src.len;
+        } else {
+            keep = 0; /* the copy failed part way: rebuild by prefill */
+        }
+    }
+    if (src.pinned) {
+        pthread_mutex_lock(&e->mu);
+        src.from->busy = 0;
+        if (src.from->forget) conv_unlink_free(e, src.from);
+        make_room(e, 0, NULL); /* the source may have stayed only for the copy */
+        pthread_mutex_unlock(&e->mu);
+    }
     if (n > model_kv_ctx(c->kv)) {
         finish(e, j, "error", CORE_ERANGE, "the prompt does not fit the context");
         return;
-    }
-    /* Keep at least one prompt token to run: its logits start generation. */
-    int keep = lcp(c->toks, c->n_toks, j->prompt, n);
-    if (keep >= n) keep = n - 1;
-    if (keep == 0 && e->n_sys > 0 && e->n_sys < n && !memcmp(e->sys_toks, j->prompt, (size_t)e->n_sys * 4) &&
-        model_kv_copy_prefix(c->kv, e->sys_kv, e->n_sys, NULL) == 0) {
-        memcpy(c->toks, e->sys_toks, (size_t)e->n_sys * sizeof(int32_t));
-        c->n_toks = keep = e->n_sys;
     }
     model_kv_truncate(c->kv, keep);
     c->n_toks = keep;
@@ -390,52 +448,111 @@ static int32_t pick(job *j, float *logits) {
     return id;
 }
 
-/* One prefill chunk of job j. */
-static void prefill_step(engine *e, job *j) {
-    core_err err = {0};
-    if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); return; }
-    int n = (int)j->r.n_prompt;
-    int chunk = CORE_MIN(model_prefill_chunk(e->m), n - j->n_fed);
-    int last = j->n_fed + chunk == n;
-    int rc = model_forward(e->m, j->cv->kv, j->prompt + j->n_fed, chunk, last ? j->logits : NULL, 0, NULL, &err);
-    if (rc) { finish(e, j, "error", rc, err.msg); return; }
-    memcpy(j->cv->toks + j->n_fed, j->prompt + j->n_fed, (size_t)chunk * sizeof(int32_t));
-    j->n_fed += chunk;
-    j->cv->n_toks = j->n_fed;
-    engine_event ev = {.type = ENGINE_EV_PREFILL, .prefill_done = j->n_fed, .prefill_total = n};
-    if (emit(j, &ev)) { finish(e, j, "cancelled", 0, NULL); return; }
-    if (!last) return;
-    j->t_prefill_end = core_now_s();
-    pthread_mutex_lock(&e->mu);
-    remember_system_block(e, j->cv, (int)j->r.n_shared);
-    pthread_mutex_unlock(&e->mu);
-    on_token(e, j, pick(j, j->logits));
+/* Prefill rows a step may add beside n_dec decode rows. Alone, a whole
+ * chunk (prefill runs as fast as it can). Beside running streams the chunk
+ * is sized so the step takes about STEP_SLACK times a decode-only step.
+ * Where the decode rows cost their own compute (a CPU busy with other
+ * work), a step of slack s gives the prompt at most (s-1)/s of the
+ * machine, and a mixed step also pays a fixed cost beyond its rows (a
+ * 3B step of 3 decode + 16 prompt rows took over twice a decode step),
+ * so small chunks are dear: 2.8 keeps the streams' gap under 3x while the chunk stays large
+ * enough to read the prompt at most of its alone speed. Where the step
+ * is bound by reading the weights (the decode rows ride along nearly
+ * free), both come out better. Multiplicative control on the measured
+ * step times adapts to the model, the threads and the load. */
+#define STEP_SLACK 2.8
+#define CHUNK_MIN 16
+
+#define PROBE_EVERY 8 /* mixed steps between decode-only ones */
+
+static int prefill_budget(engine *e, int n_dec) {
+    const int rows = model_step_rows(e->m) - n_dec;
+    if (n_dec == 0 || rows <= CHUNK_MIN) return rows;
+    /* the reference goes stale while every step is mixed (the host's load
+     * changes): now and then a decode-only step measures it again */
+    if (e->n_mixed >= PROBE_EVERY) return 0;
+    return CORE_MAX(CHUNK_MIN, CORE_MIN(rows, e->mix_chunk));
 }
 
-/* One token for every decoding job, in one batched pass. */
-static void decode_step(engine *e) {
+/* Learn from one step: t seconds for n_dec decode rows and n_pre prefill rows. */
+static void step_learn(engine *e, int n_dec, int n_pre, double t) {
+    if (!(t > 0)) return;
+    if (n_dec > 0 && n_pre == 0) {
+        e->dec_step_s = e->dec_step_s > 0 ? 0.5 * e->dec_step_s + 0.5 * t : t;
+        e->n_mixed = 0;
+    } else if (n_dec > 0) {
+        e->n_mixed++;
+        if (e->dec_step_s > 0 && n_pre >= CHUNK_MIN) {
+            /* geometric smoothing, the same both ways: on a loaded host single
+             * steps run slow at random, and an asymmetric rule drifts down */
+            double want = exp(0.7 * log((double)e->mix_chunk) + 0.3 * log(n_pre * (STEP_SLACK * e->dec_step_s) / t));
+            e->mix_chunk = (int)CORE_MAX(CHUNK_MIN, CORE_MIN(want, (double)model_step_rows(e->m)));
+        }
+    }
+}
+
+/* One step: a token for every decoding job, and the next prompt chunk of
+ * prefilling jobs (oldest first) in the rows left, all in one pass through
+ * the weights. */
+static void step(engine *e) {
     model_kv *kvs[64];
-    int32_t toks[64];
+    const int32_t *tp[64];
+    int nt[64];
     job *js[64];
-    int n = 0;
+    int n = 0, n_dec = 0, n_pre = 0;
     for (int i = 0; i < e->n_active; i++) {
         job *j = e->active[i];
         if (j->state != JOB_DECODE) continue;
         if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); continue; }
-        js[n] = j;
-        kvs[n] = j->cv->kv;
-        toks[n] = j->next_tok;
+        js[n] = j, kvs[n] = j->cv->kv, tp[n] = &j->next_tok, nt[n] = 1;
         n++;
+    }
+    n_dec = n;
+    int budget = prefill_budget(e, n_dec), last_chunk = 0;
+    for (int i = 0; i < e->n_active && budget > 0; i++) {
+        job *j = e->active[i];
+        if (j->state != JOB_PREFILL) continue;
+        if (atomic_load(&j->cancel)) { finish(e, j, "cancelled", 0, NULL); continue; }
+        int chunk = CORE_MIN(budget, (int)j->r.n_prompt - j->n_fed);
+        js[n] = j, kvs[n] = j->cv->kv, tp[n] = j->prompt + j->n_fed, nt[n] = chunk;
+        last_chunk |= j->n_fed + chunk == (int)j->r.n_prompt;
+        n++;
+        budget -= chunk;
+        n_pre += chunk;
     }
     if (!n) return;
     core_err err = {0};
-    const int nv = engine_model_config(e)->n_vocab;
-    int rc = model_decode_batch(e->m, kvs, toks, n, e->batch_logits, &err);
+    const size_t nv = (size_t)engine_model_config(e)->n_vocab;
+    /* alone and mid-prompt, skip the head (a read of the whole output matrix) */
+    float *logits = n_dec || last_chunk ? e->batch_logits : NULL;
+    const double t0 = core_now_s();
+    int rc = model_forward_seqs(e->m, kvs, tp, nt, n, logits, &err);
+    const double dt = core_now_s() - t0;
+    step_learn(e, n_dec, n_pre, dt);
+    if (n_pre)
+        LOG_DEBUG("engine: step of %d decode + %d prompt rows: %.0f ms (decode alone %.0f ms, next chunk %d)", n_dec,
+                  n_pre, dt * 1e3, e->dec_step_s * 1e3, e->mix_chunk);
     for (int i = 0; i < n; i++) {
         job *j = js[i];
         if (rc) { finish(e, j, "error", rc, err.msg); continue; }
-        j->cv->toks[j->cv->n_toks++] = toks[i];
-        on_token(e, j, pick(j, e->batch_logits + (size_t)i * nv));
+        float *lg = e->batch_logits + (size_t)i * nv;
+        if (i < n_dec) {
+            j->cv->toks[j->cv->n_toks++] = j->next_tok;
+            on_token(e, j, pick(j, lg));
+            continue;
+        }
+        const int total = (int)j->r.n_prompt;
+        memcpy(j->cv->toks + j->n_fed, j->prompt + j->n_fed, (size_t)nt[i] * sizeof(int32_t));
+        j->n_fed += nt[i];
+        j->cv->n_toks = j->n_fed;
+        engine_event ev = {.type = ENGINE_EV_PREFILL, .prefill_done = j->n_fed, .prefill_total = total};
+        if (emit(j, &ev)) { finish(e, j, "cancelled", 0, NULL); continue; }
+        if (j->n_fed < total) continue;
+        j->t_prefill_end = core_now_s();
+        pthread_mutex_lock(&e->mu);
+        remember_system_block(e, j->cv, (int)j->r.n_shared);
+        pthread_mutex_unlock(&e->mu);
+        on_token(e, j, pick(j, lg));
     }
 }
 
@@ -570,9 +687,7 @@ static void *engine_main(void *arg) {
         } else {
             for (int i = 0; i < e->n_active; i++)
                 if (e->active[i]->state == JOB_QUEUED) start(e, e->active[i]);
-            for (int i = 0; i < e->n_active; i++)
-                if (e->active[i]->state == JOB_PREFILL) { prefill_step(e, e->active[i]); break; }
-            decode_step(e);
+            step(e);
         }
 
         pthread_mutex_lock(&e->mu);
@@ -615,6 +730,7 @@ int engine_new(engine **out, const engine_config *cfg, core_err *err) {
     snprintf(e->model_path, sizeof e->model_path, "%s", cfg->model_path ? cfg->model_path : "");
     e->cfg.model_path = e->model_path;
     e->t_start = core_now_s();
+    e->mix_chunk = 2 * CHUNK_MIN; /* grows from small: a first step too long is a visible stall */
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->vocab_mu, NULL);
     pthread_cond_init(&e->cv, NULL);
@@ -697,8 +813,7 @@ int engine_submit(engine *e, const engine_request *r, uint64_t *req_id, core_err
     j->r = *r;
     j->prompt = malloc(r->n_prompt * sizeof *j->prompt);
     j->smp = sample_new(&r->sampling, nv);
-    j->logits = malloc((size_t)nv * sizeof(float));
-    if (!j->prompt || !j->smp || !j->logits) { job_free(j); return core_errf(err, CORE_ENOMEM, "out of memory"); }
+    if (!j->prompt || !j->smp) { job_free(j); return core_errf(err, CORE_ENOMEM, "out of memory"); }
     memcpy(j->prompt, r->prompt, r->n_prompt * sizeof *j->prompt);
     j->r.prompt = j->prompt;
     if (r->conv_id) snprintf(j->conv_id, sizeof j->conv_id, "%s", r->conv_id);

@@ -11,19 +11,24 @@
  * Conversations are addressed by id and keep their KV cache and the tokens
  * in it between turns: a new turn's prompt is compared token by token with
  * what is cached and only the part after the longest common prefix is
- * prefilled. Requests without an id reuse the idle anonymous cache that
- * shares the longest prefix with them (like llama.cpp's slots). The system
- * block that starts every new conversation (its length in ids comes with
- * the request: the engine knows no template text) is kept once and copied
- * into new caches instead of being prefilled again. Caches count against a byte
- * budget; the least recently used idle one is evicted when it is exceeded
- * (it is rebuilt by prefill on its next turn).
+ * prefilled. Requests without an id are placed by value: they run in
+ * place on an idle anonymous cache only when it offers the longest prefix
+ * and what they would overwrite is small beside it (a regenerate, a
+ * conversation that went on); otherwise they get a fresh cache into which
+ * the longest prefix any cache holds is copied. The system block that
+ * starts every new conversation (its length in ids comes with the
+ * request: the engine knows no template text) is kept once and copied the
+ * same way, so a short request never destroys a long cached prompt to
+ * save a shared system block. Caches count against a byte budget; the
+ * least recently used idle one is evicted when it is exceeded (it is
+ * rebuilt by prefill, or copied from another, on its next turn).
  *
  * Scheduling: all sequences that are decoding advance together, one token
- * each, in one batched forward pass (weights read once for all). Prefill
- * runs in chunks between decode steps, so a long prompt does not freeze the
- * other streams. Cancellation is checked between prefill chunks and at every
- * token.
+ * each, in one batched forward pass (weights read once for all). A new
+ * prompt is prefilled in chunks that ride in the same pass as the decode
+ * tokens; beside running streams a chunk is sized so one step takes about
+ * 2.8 decode steps, so a long prompt does not freeze the other
+ * streams. Cancellation is checked between chunks and at every token.
  */
 #ifndef ENGINE_H
 #define ENGINE_H

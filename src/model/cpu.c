@@ -50,6 +50,8 @@ typedef struct cpu_run {
     model_kv **row_kv; /* [B] the cache each row belongs to */
     int *row_pos;      /* [B] the position of each row */
     float *logits1;    /* [n_vocab] decode_topk's logits */
+    int32_t *row_tok;  /* [B] a mixed step's tokens, sequence after sequence */
+    int *row_out;      /* [B] the rows a mixed step wants logits of */
 } cpu_run;
 
 #define RUN(m) ((cpu_run *)(m)->be_state)
@@ -334,6 +336,15 @@ static void head(model *m, int r0, int n, float *out) {
     matmul(m, &m->output, RUN(m)->xb, n, out);
 }
 
+/* logits for the given rows of the last forward_rows, gathered so the
+ * head's weights are read once for all of them */
+static void head_rows(model *m, const int *rows, int n, float *out) {
+    const int64_t E = m->cfg.n_embd;
+    for (int t = 0; t < n; t++)
+        kern_rmsnorm(RUN(m)->xb + t * E, RUN(m)->x + (int64_t)rows[t] * E, m->out_norm, E, m->cfg.eps);
+    matmul(m, &m->output, RUN(m)->xb, n, out);
+}
+
 static int forward(model *m, model_kv *kv, const int32_t *tokens, int n, float *logits, int all_logits,
                    const volatile int *cancel, core_err *err) {
     cpu_run *r = RUN(m);
@@ -378,6 +389,29 @@ static int decode_batch(model *m, model_kv *const *kvs, const int32_t *tokens, i
     return 0;
 }
 
+/* A mixed step: every sequence's rows through the layers together (rows
+ * carry their own cache and position, so decode rows and a prefill chunk
+ * mix freely; a chunk's rows store their K and V before attention, which
+ * stops each row at its own position). */
+static int forward_seqs(model *m, model_kv *const *kvs, const int32_t *const *tokens, const int *n_tok, int n_seq,
+                        float *logits, core_err *err) {
+    (void)err;
+    cpu_run *r = RUN(m);
+    int B = 0;
+    for (int s = 0; s < n_seq; s++) {
+        for (int t = 0; t < n_tok[s]; t++, B++) {
+            r->row_kv[B] = kvs[s];
+            r->row_pos[B] = kvs[s]->len + t;
+            r->row_tok[B] = tokens[s][t];
+        }
+        r->row_out[s] = B - 1;
+    }
+    forward_rows(m, r->row_tok, B);
+    for (int s = 0; s < n_seq; s++) kvs[s]->len += n_tok[s];
+    if (logits) head_rows(m, r->row_out, n_seq, logits);
+    return 0;
+}
+
 /* ---- run state -------------------------------------------------------- */
 
 static const char *device(const model *m) { (void)m; return "cpu"; }
@@ -388,7 +422,7 @@ static void run_free(model *m) {
     if (!r) return;
     free(r->x); free(r->xb); free(r->q); free(r->k); free(r->v);
     free(r->att); free(r->hb); free(r->hb2); core_free_aligned(r->att_tmp); core_free_aligned(r->att_part);
-    free(r->row_kv); free(r->row_pos); free(r->logits1);
+    free(r->row_kv); free(r->row_pos); free(r->logits1); free(r->row_tok); free(r->row_out);
     core_free_aligned(r->work);
     free(r);
     m->be_state = NULL;
@@ -396,6 +430,7 @@ static void run_free(model *m) {
 
 static const model_backend cpu_backend = {
     device, prefill_chunk, run_free, kv_size, kv_new, kv_free, kv_copy, kv_fill, forward, decode_topk, decode_batch,
+    forward_seqs,
 };
 
 static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
@@ -427,6 +462,8 @@ int model_cpu_new(model *m, core_err *err) {
     r->row_kv = calloc(B, sizeof *r->row_kv);
     r->row_pos = calloc(B, sizeof *r->row_pos);
     r->logits1 = malloc((size_t)c->n_vocab * sizeof(float));
+    r->row_tok = calloc(B, sizeof *r->row_tok);
+    r->row_out = calloc(B, sizeof *r->row_out);
     size_t ws = kern_matmul_work_size(m->output.type, m->output.n_in, (int64_t)B);
     for (int il = 0; il < c->n_layer; il++) {
         const layer *L = &m->layers[il];
@@ -436,7 +473,7 @@ int model_cpu_new(model *m, core_err *err) {
     }
     r->work = core_alloc_aligned(ws ? ws : 64, 64);
     if (!r->x || !r->xb || !r->q || !r->k || !r->v || !r->att || !r->hb || !r->hb2 || !r->att_tmp || !r->att_part ||
-        !r->work || !r->row_kv || !r->row_pos || !r->logits1)
+        !r->work || !r->row_kv || !r->row_pos || !r->logits1 || !r->row_tok || !r->row_out)
         return core_errf(err, CORE_ENOMEM, "out of memory for run state (batch %d)", m->n_batch);
     return 0;
 }

@@ -126,6 +126,7 @@ static int decode_batch(model *m, model_kv *const *kvs, const int32_t *tokens, i
 
 static const model_backend cuda_backend = {
     device, prefill_chunk, state_free, kv_size, kv_new, kv_free, kv_copy, kv_fill, forward, decode_topk, decode_batch,
+    NULL, /* mixed steps: model.c's split into decode_batch and forward */
 };
 
 /* The device, or 0 with the reason logged: auto falls back to the CPU. */

@@ -410,3 +410,29 @@ int model_decode_batch(model *m, model_kv *const *kvs, const int32_t *tokens, in
     }
     return m->be->decode_batch(m, kvs, tokens, n_seq, logits, err);
 }
+
+int model_step_rows(const model *m) { return m->be->forward_seqs ? m->n_batch : model_prefill_chunk(m); }
+
+int model_forward_seqs(model *m, model_kv *const *kvs, const int32_t *const *tokens, const int *n_tok, int n_seq,
+                       float *logits, core_err *err) {
+    if (n_seq <= 0 || n_seq > m->n_batch)
+        return core_errf(err, CORE_EINVAL, "step of %d sequences (1..%d)", n_seq, m->n_batch);
+    int64_t rows = 0;
+    for (int s = 0; s < n_seq; s++) {
+        int rc = check_forward(m, kvs[s], tokens[s], n_tok[s], err);
+        if (rc) return rc;
+        for (int q = 0; q < s; q++)
+            if (kvs[q] == kvs[s]) return core_errf(err, CORE_EINVAL, "one KV cache twice in a step");
+        rows += n_tok[s];
+    }
+    if (rows > model_step_rows(m)) return core_errf(err, CORE_EINVAL, "step of %lld tokens (at most %d)", (long long)rows, model_step_rows(m));
+    if (m->be->forward_seqs) return m->be->forward_seqs(m, kvs, tokens, n_tok, n_seq, logits, err);
+    const size_t nv = (size_t)m->cfg.n_vocab;
+    int k = 0;
+    int32_t one[64];
+    while (k < n_seq && k < 64 && n_tok[k] == 1) one[k] = tokens[k][0], k++;
+    int rc = k ? m->be->decode_batch(m, kvs, one, k, logits, err) : 0;
+    for (int s = k; s < n_seq && !rc; s++)
+        rc = m->be->forward(m, kvs[s], tokens[s], n_tok[s], logits ? logits + (size_t)s * nv : NULL, 0, NULL, err);
+    return rc;
+}

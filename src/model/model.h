@@ -126,4 +126,16 @@ int model_decode_topk(model *m, model_kv *kv, int32_t tok, int k, int32_t *ids, 
 int model_decode_batch(model *m, model_kv *const *kvs, const int32_t *tokens, int n_seq, float *logits,
                        core_err *err);
 
+/* A mixed step: n_seq different caches in one pass, sequence s appending
+ * tokens[s][0..n_tok[s]) to kvs[s] -- decode rows of running sequences
+ * beside a prefill chunk of another, so the chunk and the decode tokens
+ * share one read of the weights. logits: n_seq * n_vocab (row s for the
+ * last token of sequence s), may be NULL. At most model_step_rows(m) tokens
+ * in all. A backend without mixed steps runs the leading one-token
+ * sequences as model_decode_batch and the others one by one. */
+int model_forward_seqs(model *m, model_kv *const *kvs, const int32_t *const *tokens, const int *n_tok, int n_seq,
+                       float *logits, core_err *err);
+/* The most tokens one model_forward_seqs call takes. */
+int model_step_rows(const model *m);
+
 #endif

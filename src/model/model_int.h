@@ -54,6 +54,9 @@ typedef struct model_backend {
     int (*decode_topk)(model *m, model_kv *kv, int32_t tok, int k, int32_t *ids, float *vals, core_err *err);
     int (*decode_batch)(model *m, model_kv *const *kvs, const int32_t *tokens, int n_seq, float *logits,
                         core_err *err);
+    /* NULL: model.c splits a mixed step into decode_batch and forward calls */
+    int (*forward_seqs)(model *m, model_kv *const *kvs, const int32_t *const *tokens, const int *n_tok, int n_seq,
+                        float *logits, core_err *err);
 } model_backend;
 
 struct model {

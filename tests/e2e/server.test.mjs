@@ -150,7 +150,7 @@ describe('smolbot serve', { skip: SKIP }, () => {
     const p = await get(main, '/props');
     assert.equal(p.json.n_ctx, 2048);
     assert.equal(p.json.state, 'ready');
-    assert.equal(p.json.total_slots, 4);
+    assert.equal(p.json.total_slots, 8); // --parallel defaults to 8
     const met = await get(main, '/metrics');
     assert.match(met.headers.get('content-type'), /^text\/plain/);
     for (const n of ['smolbot_requests_total', 'smolbot_prompt_tokens_total', 'smolbot_generated_tokens_total',
