@@ -365,9 +365,9 @@ static int write_broken(const gguf *src, const char *path, breakage how, const c
         int hit = !strcmp(t->name, victim);
         if (hit && how == BREAK_DROP) continue;
         if (hit && how == BREAK_SHAPE) { uint64_t tmp = ne[0]; ne[0] = ne[1]; ne[1] = tmp; }
-        /* Q4_1 (id 3) is a valid ggml type we do not run; its data (a bit
-         * larger than the Q4_K original) still lies inside the source mapping. */
-        if (hit && how == BREAK_TYPE) type = GGUF_GGML_Q4_1;
+        /* Q2_K is a valid ggml type we do not run; its data (smaller than
+         * the Q4_K original) lies inside the source mapping. */
+        if (hit && how == BREAK_TYPE) type = GGUF_GGML_Q2_K;
         gguf_writer_add_tensor(w, t->name, type, t->n_dims, ne, t->data);
     }
     core_err err = {0};
