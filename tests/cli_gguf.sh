@@ -39,7 +39,7 @@ check "inspect shows arrays by type and length" grep -qE 'tokenizer.ggml.tokens 
 check "inspect --json exits 0" [ $? = 0 ]
 "$BIN" inspect /nonexistent.gguf 2> "$TMP/e1" >/dev/null
 check "inspect of a missing file exits 1" [ $? = 1 ]
-check "missing file message names the file" grep -q '/nonexistent.gguf: offset 0' "$TMP/e1"
+check "missing file message names the file and why" grep -q 'cannot open /nonexistent.gguf: No such file' "$TMP/e1"
 head -c 100000 "$TINY" > "$TMP/cut.gguf"
 "$BIN" inspect "$TMP/cut.gguf" 2> "$TMP/e2" >/dev/null
 check "inspect of a truncated file exits 1" [ $? = 1 ]
