@@ -61,7 +61,8 @@ static void split(const char *text, int form, core_buf *content, char *names, si
     CHECK(api_split_calls(text, strlen(text), 0, form, content, calls) == 0);
     names[0] = 0;
     for (size_t i = 0; i < json_array_size(calls); i++) {
-        const char *n = json_string_value(json_object_get(json_object_get(json_array_get(calls, i), "function"), "name"));
+        json_t *f = json_object_get(json_array_get(calls, i), "function");
+        const char *n = json_string_value(json_object_get(f, "name"));
         snprintf(names + strlen(names), cap - strlen(names), "%s;", n ? n : "?");
     }
     json_decref(calls);

@@ -176,7 +176,9 @@ int api_tools_build(const api_rq *q, json_t *tools, int choice, const char *name
                     api_tools *t);
 /* A JSON schema (NULL: any JSON value) as t->grammar; param names it in errors. */
 int api_schema_grammar(const api_rq *q, json_t *schema, const char *param, api_tools *t);
-/* A <tool_call> body as a call: OpenAI's {"id","type","function":{"name",
+/* A call's JSON (a <tool_call> body, or Llama's bare object: "parameters"
+ * for "arguments", an optional "type": "function", arguments as an object
+ * or as a string holding one) as OpenAI's {"id","type","function":{"name",
  * "arguments": text}} or Ollama's {"function":{"name","arguments": object}};
  * NULL when it is not a call. */
 json_t *api_tool_call(const char *body, size_t len, int ollama);

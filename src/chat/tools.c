@@ -383,7 +383,8 @@ static int json_push(chat_calls *p, const char *s, size_t n, core_buf *content, 
         }
         if (core_buf_append(&p->block, &c, 1)) return CORE_ENOMEM;
         if (p->jstate == J_OBJ && p->depth == 0) { /* the object closed: a call? */
-            int rc = on_call ? on_call(ctx, p->block.data + p->obj_off, p->block.len - p->obj_off, 1) : CHAT_CALLS_REJECT;
+            const char *obj = p->block.data + p->obj_off;
+            int rc = on_call ? on_call(ctx, obj, p->block.len - p->obj_off, 1) : CHAT_CALLS_REJECT;
             if (rc == CHAT_CALLS_REJECT) {
                 if (json_plain(p, content)) return CORE_ENOMEM;
                 continue;

@@ -3,13 +3,15 @@
  *
  * Compile. A schema (jansson) becomes an array of nodes: OBJ (declared
  * properties, any order, each at most once, "}" only after the required
- * ones; or free keys when none are declared), ARR (items, min/max count),
+ * ones; or free keys when none are declared, and "{}" alone when none
+ * are and additionalProperties is false), ARR (items, min/max count),
  * STR (length bounds, an ASCII class from a simple pattern), NUM, INT, LIT
  * (enum/const/true/false/null: the values' compact JSON texts), ALT (anyOf,
  * type lists: the branch is chosen by the first byte, so branches must start
  * differently; the compiler refuses overlap), ANY (any JSON value) and
  * CALLS (the <tool_call> wrapper around one tool's arguments, repeated when
- * parallel; or Llama's bare {"name": ..., "parameters": ...} object). Whatever the schema says that we cannot enforce is refused
+ * parallel; or Llama's bare {"name": ..., "parameters": ...} object).
+ * Whatever the schema says that we cannot enforce is refused
  * with a message naming the keyword: never ignored.
  *
  * Run. The matcher is a pushdown automaton over bytes: a stack of frames
@@ -281,7 +283,8 @@ static int compile_object(cc *c, json_t *s, const char *path) {
         return fail(c, CORE_EINVAL, "'%s' must be a boolean or a schema", "additionalProperties", path);
     size_t np = props ? json_object_size(props) : 0;
     if (np == 0 && json_is_false(addl)) { /* no property may appear: the empty object alone */
-        if (req && json_array_size(req)) return fail(c, CORE_EUNSUP, "'%s' without 'properties' is not supported", "required", path);
+        if (req && json_array_size(req))
+            return fail(c, CORE_EUNSUP, "'%s' without 'properties' is not supported", "required", path);
         static const char *const empty[] = {"{}"};
         return lit_node(g, empty, 1);
     }
