@@ -187,6 +187,76 @@ static void test_calls_splits(void) {
     }
 }
 
+/* The JSON form's callback: a call is an object that opens with "name"
+ * and closes with '}' (the real one parses JSON; this is enough to see
+ * what the parser hands over and what it keeps as content). */
+static int on_json_call(void *ctx, const char *body, size_t len, int complete) {
+    static const char head[] = "{\"name\"";
+    if (!complete || len < sizeof head || memcmp(body, head, sizeof head - 1) || body[len - 1] != '}')
+        return CHAT_CALLS_REJECT;
+    on_call(ctx, body, len, complete);
+    return 0;
+}
+
+/* Llama's bare JSON calls: balanced braces outside strings, an optional
+ * <|python_tag|>, several calls apart by ';' or whitespace, and whatever
+ * is not a call kept as content, at every cut of the input. */
+static void test_calls_json(void) {
+    static const struct {
+        const char *in, *content, *bodies;
+    } cases[] = {
+        {"{\"name\": \"f\", \"parameters\": {\"a\": \"}{\"}}", "", "[{\"name\": \"f\", \"parameters\": {\"a\": \"}{\"}}]"},
+        {"<|python_tag|>{\"name\": \"f\", \"parameters\": {}}", "", "[{\"name\": \"f\", \"parameters\": {}}]"},
+        {" \n{\"name\": \"a\", \"parameters\": {}}; {\"name\": \"b\", \"arguments\": \"{\\\"x\\\": [1]}\"}\n", "",
+         "[{\"name\": \"a\", \"parameters\": {}}][{\"name\": \"b\", \"arguments\": \"{\\\"x\\\": [1]}\"}]"},
+        /* an escaped quote and a backslash do not end the string */
+        {"{\"name\": \"f\", \"parameters\": {\"s\": \"a\\\"}b\\\\\"}}", "",
+         "[{\"name\": \"f\", \"parameters\": {\"s\": \"a\\\"}b\\\\\"}}]"},
+        /* truncated: content, never a call */
+        {"{\"name\": \"f\", \"parameters\": {\"a\": 1", "{\"name\": \"f\", \"parameters\": {\"a\": 1", ""},
+        {"{\"name\": \"f\", \"parameters\": {\"a\": \"}", "{\"name\": \"f\", \"parameters\": {\"a\": \"}", ""},
+        /* an object that is not a call, and what follows it */
+        {"{\"answer\": 4} and more", "{\"answer\": 4} and more", ""},
+        {"{\"name\": \"f\"] tail", "{\"name\": \"f\"] tail", ""},
+        /* text first: no calls at all, even if an object follows */
+        {"Hello {\"name\": \"f\", \"parameters\": {}}", "Hello {\"name\": \"f\", \"parameters\": {}}", ""},
+        {"]{\"name\": \"f\"}", "]{\"name\": \"f\"}", ""},
+        /* a call, then text or an object that is not a call */
+        {"{\"name\": \"f\", \"parameters\": {}} then text", " then text", "[{\"name\": \"f\", \"parameters\": {}}]"},
+        {"{\"name\": \"f\", \"parameters\": {}}\n{\"x\": 1}", "\n{\"x\": 1}", "[{\"name\": \"f\", \"parameters\": {}}]"},
+        /* the tag alone, cut, twice, or before text */
+        {"<|python_ta", "<|python_ta", ""},
+        {"<|python_tag|> hi", "<|python_tag|> hi", ""},
+        {"<|python_tag|><|python_tag|>{\"name\": \"f\"}", "<|python_tag|><|python_tag|>{\"name\": \"f\"}", ""},
+        {"<tool_call>{\"name\": \"f\"}</tool_call>", "<tool_call>{\"name\": \"f\"}</tool_call>", ""},
+        {"   ", "   ", ""},
+        {"", "", ""},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *in = cases[c].in;
+        size_t n = strlen(in);
+        for (size_t cut = 0; cut <= n; cut++) {
+            chat_calls p;
+            chat_calls_init_json(&p);
+            calls_log l = {0};
+            core_buf content = {0};
+            /* one cut, then the rest a byte at a time */
+            int rc = chat_calls_push(&p, in, cut, &content, on_json_call, &l);
+            for (size_t i = cut; i < n && !rc; i++) rc = chat_calls_push(&p, in + i, 1, &content, on_json_call, &l);
+            if (!rc) rc = chat_calls_finish(&p, &content, on_json_call, &l);
+            size_t wc = strlen(cases[c].content), wb = strlen(cases[c].bodies);
+            int ok = rc == 0 && content.len == wc && (!wc || !memcmp(content.data, cases[c].content, wc)) &&
+                     l.bodies.len == wb && (!wb || !memcmp(l.bodies.data, cases[c].bodies, wb)) && p.n_calls == l.n;
+            CHECK_MSG(ok, "case %zu cut %zu: content [%.*s] bodies [%.*s]", c, cut, (int)content.len,
+                      content.data ? content.data : "", (int)l.bodies.len, l.bodies.data ? l.bodies.data : "");
+            core_buf_free(&content);
+            core_buf_free(&l.bodies);
+            chat_calls_free(&p);
+            if (!ok) break;
+        }
+    }
+}
+
 static int render(const chat_msg *m, size_t n, const chat_opts *o, core_buf *out) {
     core_buf_clear(out);
     return chat_render(m, n, o, out, NULL);
@@ -357,6 +427,7 @@ int main(void) {
     T_RUN(test_tools_repr);
     T_RUN(test_render_calls);
     T_RUN(test_calls_splits);
+    T_RUN(test_calls_json);
     T_RUN(test_render_rules);
     T_RUN(test_date);
     T_RUN(test_think_splits);

@@ -118,6 +118,38 @@ static void test_refused(void) {
     CHECK(sample_grammar_tools(t, 1, 0, &g, &err) == CORE_EINVAL && strstr(err.msg, "object"));
 }
 
+/* Llama's bare form: one {"name", "parameters"} object, no tags, the end right after it. */
+static void test_tool_calls_json(void) {
+    if (!g_voc) T_SKIP("no tiny model in ../shared");
+    static const char ws[] = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}";
+    sample_tool t[2] = {{"get_weather", ws, sizeof ws - 1}, {"now", NULL, 0}};
+    sample_grammar *g = NULL;
+    core_err err = {0};
+    CHECK_MSG(sample_grammar_tools_json(t, 2, &g, &err) == 0, "%s", err.msg);
+    if (!g) return;
+    static const char c1[] = "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}";
+    CHECK(accepts(g, g_voc, c1) == 1);
+    CHECK(accepts(g, g_voc, "{\"name\": \"now\", \"parameters\": {}}") == 1);
+    sample_grammar *closed = NULL;
+    static const char none[] = "{\"type\":\"object\",\"properties\":{},\"additionalProperties\":false}";
+    sample_tool tc[1] = {{"now", none, sizeof none - 1}};
+    CHECK_MSG(sample_grammar_tools_json(tc, 1, &closed, &err) == 0, "%s", err.msg);
+    CHECK(accepts(closed, g_voc, "{\"name\": \"now\", \"parameters\": {}}") == 1);
+    CHECK(accepts(closed, g_voc, "{\"name\": \"now\", \"parameters\": {\"x\": 1}}") == 0); /* no key at all */
+    sample_grammar_free(closed);
+    CHECK(accepts(g, g_voc, "{\"name\": \"get_weather\", \"parameters\": {}}") == 0); /* city is required */
+    CHECK(accepts(g, g_voc, "{\"name\": \"now\", \"arguments\": {}}") == 0);
+    CHECK(accepts(g, g_voc, "{\"name\": \"other\", \"parameters\": {}}") == 0);
+    CHECK(accepts(g, g_voc, "<tool_call>\n{\"name\": \"now\", \"parameters\": {}}\n</tool_call>") == 0);
+    char two[256];
+    snprintf(two, sizeof two, "%s\n%s", c1, c1);
+    CHECK(accepts(g, g_voc, two) == 0);
+    /* a lazy matcher needs a tag this form does not have: refused */
+    sample_matcher *m = NULL;
+    CHECK(sample_matcher_new(g, g_voc, 1, 0, &m, &err) == CORE_EINVAL && !m);
+    sample_grammar_free(g);
+}
+
 static void test_tool_calls(void) {
     if (!g_voc) T_SKIP("no tiny model in ../shared");
     static const char ws[] = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}";
@@ -295,6 +327,7 @@ int main(void) {
     T_RUN(test_accept_reject);
     T_RUN(test_refused);
     T_RUN(test_tool_calls);
+    T_RUN(test_tool_calls_json);
     T_RUN(test_random_walks);
     sample_vocab_free(g_voc);
     tok_free(g_tok);

@@ -148,8 +148,14 @@ int api_parse_messages(const api_rq *q, json_t *arr, int max_messages, api_msgs 
 void api_msgs_free(api_msgs *m);
 
 /* The tools as the prompt lists them and the output's grammar. */
+/* How a model writes tool calls: SmolLM3 and Qwen in <tool_call> tags,
+ * Llama 3.x as a bare JSON object (prompt_calls_json). */
+enum { API_CALLS_TAGS = 1, API_CALLS_JSON = 2 };
+/* The form of the model eng runs (NULL: tags, as the fuzzer parses). */
+int api_calls_form(engine *eng);
+
 typedef struct api_tools {
-    int on;                  /* tool calls are parsed out of the answer */
+    int on;                  /* 0, or API_CALLS_*: tool calls are parsed out of the answer in that form */
     int lazy;                /* the grammar applies from "<tool_call>" on (tool_choice auto) */
     core_buf repr;           /* chat_tools_repr of the tools (empty: none) */
     core_buf json;           /* the tools as JSON text, for files' own templates (empty: none) */
@@ -164,16 +170,21 @@ enum { API_TC_NONE = 0, API_TC_AUTO, API_TC_REQUIRED, API_TC_NAMED };
 int api_tool_choice(const api_rq *q, json_t *tc, size_t n_tools, int *choice, const char **named);
 /* After api_tools_check and api_tool_choice (not API_TC_NONE): the prompt's
  * list and the calls' grammar, of one tool (named) or any (parallel:
- * several calls). */
-int api_tools_build(const api_rq *q, json_t *tools, int choice, const char *named, int parallel, api_tools *t);
+ * several calls), for calls in form (API_CALLS_*; JSON's grammar is one
+ * bare object, and with tool_choice auto there is none: free text). */
+int api_tools_build(const api_rq *q, json_t *tools, int choice, const char *named, int parallel, int form,
+                    api_tools *t);
 /* A JSON schema (NULL: any JSON value) as t->grammar; param names it in errors. */
 int api_schema_grammar(const api_rq *q, json_t *schema, const char *param, api_tools *t);
-/* A <tool_call> body as a call: OpenAI's {"id","type","function":{"name",
+/* A call's JSON (a <tool_call> body, or Llama's bare object: "parameters"
+ * for "arguments", an optional "type": "function", arguments as an object
+ * or as a string holding one) as OpenAI's {"id","type","function":{"name",
  * "arguments": text}} or Ollama's {"function":{"name","arguments": object}};
  * NULL when it is not a call. */
 json_t *api_tool_call(const char *body, size_t len, int ollama);
-/* text split into content and calls (appended); 0 or CORE_ENOMEM. */
-int api_split_calls(const char *text, size_t len, int ollama, core_buf *content, json_t *calls);
+/* text split into content and calls (appended), calls written in form
+ * (API_CALLS_*); 0 or CORE_ENOMEM. */
+int api_split_calls(const char *text, size_t len, int ollama, int form, core_buf *content, json_t *calls);
 int api_all_space(const char *s, size_t n);
 
 /* A stream's answer split as it comes: content goes to text, each whole
@@ -191,7 +202,8 @@ typedef struct api_calls_stream {
     api_call_fn call;
     void *ctx;
 } api_calls_stream;
-void api_calls_stream_init(api_calls_stream *s, int ollama, api_text_fn text, api_call_fn call, void *ctx);
+void api_calls_stream_init(api_calls_stream *s, int ollama, int form, api_text_fn text, api_call_fn call,
+                           void *ctx);
 int api_calls_stream_push(api_calls_stream *s, const char *text, size_t len);
 int api_calls_stream_finish(api_calls_stream *s); /* at the end: what is held back */
 void api_calls_stream_free(api_calls_stream *s);

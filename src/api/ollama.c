@@ -239,7 +239,7 @@ static int parse_options(api *a, engine *eng, http_req *r, json_t *root, ol_req 
  * JSON schema) and /api/chat's tools: the output's grammar. tool_choice
  * and parallel_tool_calls are OpenAI's, an extension here (Ollama's own
  * are auto, parallel). */
-static int parse_grammar(http_req *r, json_t *root, int chat, ol_req *q) {
+static int parse_grammar(engine *eng, http_req *r, json_t *root, int chat, ol_req *q) {
     const api_rq rq = {r, 1};
     json_t *format = json_object_get(root, "format"), *tools = json_object_get(root, "tools");
     size_t nt = 0;
@@ -251,7 +251,7 @@ static int parse_grammar(http_req *r, json_t *root, int chat, ol_req *q) {
         return -1;
     if (nt && choice != API_TC_NONE) {
         if (given(format)) return ol_err(r, 400, "\"format\" cannot be combined with \"tools\": describe the answer as a tool");
-        return api_tools_build(&rq, tools, choice, named, parallel, &q->t);
+        return api_tools_build(&rq, tools, choice, named, parallel, api_calls_form(eng), &q->t);
     }
     if (!given(format)) return 0;
     if (json_is_string(format) && !strcmp(json_string_value(format), "json")) {
@@ -294,7 +294,7 @@ static int parse_request(api *a, engine *eng, http_req *r, json_t *root, int cha
     v = json_object_get(root, "keep_alive");
     if (v && !json_is_null(v) && !json_is_string(v) && !json_is_number(v))
         return ol_err(r, 400, "\"keep_alive\" must be a duration (\"5m\") or a number of seconds");
-    if (parse_options(a, eng, r, root, q) || parse_grammar(r, root, chat, q)) return -1;
+    if (parse_options(a, eng, r, root, q) || parse_grammar(eng, r, root, chat, q)) return -1;
 
     if (chat) {
         json_t *arr = json_object_get(root, "messages");
@@ -381,7 +381,7 @@ typedef struct ol_stream {
     double load_ms;
     char model[300];   /* the name the client asked for, echoed as Ollama does */
     core_buf out;      /* one serialized line, reused */
-    int parse_calls;   /* tools are on: <tool_call> blocks become message.tool_calls */
+    int parse_calls;   /* 0, or API_CALLS_*: tool calls in that form become message.tool_calls */
     api_calls_stream cs;
 } ol_stream;
 
@@ -475,7 +475,7 @@ static int respond_result(api *a, http_req *r, bridge_job *j, const char *model,
     json_t *calls = NULL;
     if (parse_calls) {
         calls = json_array();
-        if (!calls || api_split_calls(text, tl, 1, &content, calls)) {
+        if (!calls || api_split_calls(text, tl, 1, parse_calls, &content, calls)) {
             json_decref(calls);
             core_buf_free(&content);
             return ol_err(r, 500, "out of memory"), 0;
@@ -562,7 +562,7 @@ static int generate(api *a, http_req *r, int chat) {
         x->t0_ns = t0;
         x->load_ms = am.load_ms;
         x->parse_calls = q.t.on;
-        api_calls_stream_init(&x->cs, 1, send_text, send_call, x);
+        api_calls_stream_init(&x->cs, 1, q.t.on, send_text, send_call, x);
         snprintf(x->model, sizeof x->model, "%s", model);
     }
     bridge_job_opts bo = {0}; /* grace 0: cancelled as soon as its client is gone */

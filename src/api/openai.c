@@ -169,7 +169,8 @@ static int parse_tools(http_req *r, json_t *root, chat_req *q) {
                                                "use tool_choice 'none', or describe the answer as a tool"), -1;
 
     if (q->tool_choice != API_TC_NONE) {
-        if (api_tools_build(&rq, tools, q->tool_choice, named, q->parallel, &q->t)) return -1;
+        if (api_tools_build(&rq, tools, q->tool_choice, named, q->parallel, api_calls_form(q->am.eng), &q->t))
+            return -1;
     } else if (rft) {
         json_t *any = strcmp(rft, "json_object") ? schema : json_pack("{s:s}", "type", "object");
         int rc = api_schema_grammar(&rq, any, "response_format.json_schema.schema", &q->t);
@@ -313,7 +314,7 @@ typedef struct oai_stream {
     json_t *delta;     /* choice.delta (borrowed) */
     core_buf out;      /* one serialized event, reused */
     int include_usage;
-    int parse_calls;   /* tools are on: <tool_call> blocks become delta.tool_calls */
+    int parse_calls;   /* 0, or API_CALLS_*: tool calls in that form become delta.tool_calls */
     api_calls_stream cs;
     const tok *tk;     /* logprobs: the token texts; NULL: not asked */
     int legacy;        /* /v1/completions */
@@ -333,7 +334,7 @@ static oai_stream *oai_stream_new(api *a, const char *model, const char *id, lon
     x->include_usage = include_usage;
     x->parse_calls = parse_calls;
     x->legacy = legacy;
-    api_calls_stream_init(&x->cs, 0, send_content, send_call, x);
+    api_calls_stream_init(&x->cs, 0, parse_calls, send_content, send_call, x);
     if (legacy)
         x->chunk = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:i, s:s, s:n, s:n}]}", "id", id, "object",
                              "text_completion", "created", (json_int_t)created, "model", model,
@@ -545,7 +546,7 @@ static json_t *choice_json(const tok *tk, bridge_job *j, int i, int parse_calls,
     if (parse_calls) {
         core_buf content = {0};
         calls = json_array();
-        if (!calls || api_split_calls(text, tl, 0, &content, calls)) {
+        if (!calls || api_split_calls(text, tl, 0, parse_calls, &content, calls)) {
             json_decref(calls);
             core_buf_free(&content);
             return NULL;
@@ -723,7 +724,7 @@ static int chat_completions(api *a, http_req *r) {
     er.thinking = p.thinking;
     request_settings(&q, &er);
     oai_job oj;
-    if (start(a, r, &q, &er, "messages", "chatcmpl-", q.tool_choice != API_TC_NONE, 0, &oj)) goto out;
+    if (start(a, r, &q, &er, "messages", "chatcmpl-", q.t.on, 0, &oj)) goto out;
     if (q.stream) {
         for (int i = 0; i < oj.n; i++) { /* all before any listener: one writer at a time */
             if (q.logprobs) oj.x[i]->tk = tk;
@@ -732,7 +733,7 @@ static int chat_completions(api *a, http_req *r) {
         for (int i = 0; i < oj.n; i++) bridge_listen(oj.j[i], &oai_ops, oj.x[i], 0, 0); /* the listener's now */
     } else {
         for (int i = 0; i < oj.n; i++) bridge_wait(oj.j[i]);
-        respond_message(a, &q.am, r, oj.j, oj.n, oj.id, oj.created, q.tool_choice != API_TC_NONE, q.logprobs);
+        respond_message(a, &q.am, r, oj.j, oj.n, oj.id, oj.created, q.t.on, q.logprobs);
     }
     for (int i = 0; i < oj.n; i++) bridge_release(oj.j[i]);
 out:

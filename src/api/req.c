@@ -15,6 +15,7 @@
  * an assert. Strings handed back are borrowed from the request's JSON.
  */
 #include "api/api_int.h"
+#include "prompt/prompt.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -420,7 +421,13 @@ int api_tool_choice(const api_rq *q, json_t *tc, size_t n_tools, int *choice, co
     return 0;
 }
 
-int api_tools_build(const api_rq *q, json_t *tools, int choice, const char *named, int parallel, api_tools *t) {
+int api_calls_form(engine *eng) {
+    const tok *tk = eng ? engine_tok(eng) : NULL;
+    return tk && prompt_calls_json(tk) ? API_CALLS_JSON : API_CALLS_TAGS;
+}
+
+int api_tools_build(const api_rq *q, json_t *tools, int choice, const char *named, int parallel, int form,
+                    api_tools *t) {
     core_err err = {0};
     size_t nt = json_array_size(tools);
     char *txt = json_dumps(tools, JSON_COMPACT | JSON_REAL_PRECISION(17));
@@ -439,13 +446,20 @@ int api_tools_build(const api_rq *q, json_t *tools, int choice, const char *name
         tv[n] = (sample_tool){name, sv[n], sv[n] ? strlen(sv[n]) : 0};
         n++;
     }
-    if (named && !n)
+    if (named && !n) {
+        for (size_t i = 0; i < n; i++) free(sv[i]);
         return api_bad(q, 400, "invalid_value", "tool_choice", "'tool_choice' names '%.64s', which is not in 'tools'", named);
-    rc = sample_grammar_tools(tv, n, named ? 0 : parallel, &t->grammar, &err);
+    }
+    int json = form == API_CALLS_JSON;
+    /* The bare form has no tag to wake a lazy grammar: auto is free text,
+     * and an answer that is a call object becomes a call (as llama.cpp). */
+    if (json && choice == API_TC_AUTO) rc = 0;
+    else if (json) rc = sample_grammar_tools_json(tv, n, &t->grammar, &err);
+    else rc = sample_grammar_tools(tv, n, named ? 0 : parallel, &t->grammar, &err);
     for (size_t i = 0; i < n; i++) free(sv[i]);
     if (rc) return grammar_error(q, "tools", rc, &err);
-    t->on = 1;
-    t->lazy = choice == API_TC_AUTO;
+    t->on = json ? API_CALLS_JSON : API_CALLS_TAGS;
+    t->lazy = !json && choice == API_TC_AUTO;
     return 0;
 }
 
@@ -460,25 +474,38 @@ int api_schema_grammar(const api_rq *q, json_t *schema, const char *param, api_t
 /* ---- tool calls in the answer --------------------------------------------------- */
 
 /* A call's body ("\n{\"name\": ..., \"arguments\": {...}}\n") as a tool
- * call, or NULL when it is not a valid call. OpenAI's has a new id and the
- * arguments as a string: the model's own text when it can be cut out (what
- * the grammar makes), else jansson's compact form. Ollama's has the
- * arguments as an object. */
+ * call, or NULL when it is not a valid call. Llama 3.x names the arguments
+ * "parameters" (and may add "type": "function"); both are accepted, and
+ * arguments written as a string are accepted when the string holds a JSON
+ * object. OpenAI's has a new id and the arguments as a string: the model's
+ * own text when it can be cut out (what the grammar makes), else jansson's
+ * compact form. Ollama's has the arguments as an object. */
 json_t *api_tool_call(const char *body, size_t len, int ollama) {
     json_error_t je;
-    json_t *o = json_loadb(body, len, 0, &je), *res = NULL;
-    json_t *name = json_object_get(o, "name"), *args = json_object_get(o, "arguments");
-    if (!json_is_object(o) || json_object_size(o) != 2 || !json_is_string(name) || !json_is_object(args)) goto out;
+    json_t *o = json_loadb(body, len, 0, &je), *res = NULL, *parsed = NULL;
+    const char *key = json_object_get(o, "arguments") ? "arguments" : "parameters";
+    json_t *name = json_object_get(o, "name"), *args = json_object_get(o, key), *type = json_object_get(o, "type");
+    size_t want = 2 + (type != NULL);
+    if (!json_is_object(o) || json_object_size(o) != want || !json_is_string(name) || !json_string_length(name) ||
+        (type && !(json_is_string(type) && !strcmp(json_string_value(type), "function"))))
+        goto out;
+    if (json_is_string(args)) { /* {"arguments": "{\"city\": ...}"}: the object inside */
+        parsed = json_loadb(json_string_value(args), json_string_length(args), 0, &je);
+        if (!json_is_object(parsed)) goto out;
+        args = parsed;
+    }
+    if (!json_is_object(args)) goto out;
     if (ollama) {
         res = json_pack("{s:{s:O, s:O}}", "function", "name", name, "arguments", args);
         goto out;
     }
     char *txt = NULL;
-    static const char mid[] = "\"arguments\":";
-    const char *p = memmem(body, len, mid, sizeof mid - 1), *end = body + len;
+    char mid[16];
+    snprintf(mid, sizeof mid, "\"%s\":", key);
+    const char *p = parsed ? NULL : memmem(body, len, mid, strlen(mid)), *end = body + len;
     while (end > body && (end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t')) end--;
     if (p && end > p && end[-1] == '}') {
-        p += sizeof mid - 1;
+        p += strlen(mid);
         while (p < end && *p == ' ') p++;
         const char *e = end - 1; /* the outer object's '}' */
         while (e > p && (e[-1] == ' ' || e[-1] == '\n')) e--;
@@ -494,6 +521,7 @@ json_t *api_tool_call(const char *body, size_t len, int ollama) {
     res = json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", id, "type", "function", "function", "name", name, "arguments", txt);
     free(txt);
 out:
+    json_decref(parsed);
     json_decref(o);
     return res;
 }
@@ -507,13 +535,14 @@ int api_all_space(const char *s, size_t n) {
 typedef struct calls_acc {
     core_buf *content;
     json_t *calls;
-    int ollama;
+    int ollama, json;
 } calls_acc;
 
 static int acc_call(void *ctx, const char *body, size_t len, int complete) {
     calls_acc *c = ctx;
     json_t *tc = complete ? api_tool_call(body, len, c->ollama) : NULL;
     if (tc) return json_array_append_new(c->calls, tc) ? CORE_ENOMEM : 0;
+    if (c->json) return CHAT_CALLS_REJECT; /* the parser keeps the text as content */
     /* not a call after all: the text stays where it was */
     if (core_buf_puts(c->content, "<tool_call>") || core_buf_append(c->content, body, len) ||
         (complete && core_buf_puts(c->content, "</tool_call>")))
@@ -521,10 +550,11 @@ static int acc_call(void *ctx, const char *body, size_t len, int complete) {
     return 0;
 }
 
-int api_split_calls(const char *text, size_t len, int ollama, core_buf *content, json_t *calls) {
-    calls_acc acc = {content, calls, ollama};
+int api_split_calls(const char *text, size_t len, int ollama, int form, core_buf *content, json_t *calls) {
+    calls_acc acc = {content, calls, ollama, form == API_CALLS_JSON};
     chat_calls cp;
-    chat_calls_init(&cp);
+    if (form == API_CALLS_JSON) chat_calls_init_json(&cp);
+    else chat_calls_init(&cp);
     int rc = chat_calls_push(&cp, text, len, content, acc_call, &acc);
     if (!rc) rc = chat_calls_finish(&cp, content, acc_call, &acc);
     chat_calls_free(&cp);
@@ -535,9 +565,10 @@ int api_split_calls(const char *text, size_t len, int ollama, core_buf *content,
 
 /* ---- tool calls in a stream -------------------------------------------------------- */
 
-void api_calls_stream_init(api_calls_stream *s, int ollama, api_text_fn text, api_call_fn call, void *ctx) {
+void api_calls_stream_init(api_calls_stream *s, int ollama, int form, api_text_fn text, api_call_fn call, void *ctx) {
     *s = (api_calls_stream){.ollama = ollama, .text = text, .call = call, .ctx = ctx};
-    chat_calls_init(&s->cp);
+    if (form == API_CALLS_JSON) chat_calls_init_json(&s->cp);
+    else chat_calls_init(&s->cp);
 }
 
 void api_calls_stream_free(api_calls_stream *s) {
@@ -565,6 +596,7 @@ static int cs_call(void *ctx, const char *body, size_t len, int complete) {
     int rc = cs_content(s, s->cbuf.data, s->cbuf.len);
     core_buf_clear(&s->cbuf);
     json_t *tc = complete ? api_tool_call(body, len, s->ollama) : NULL;
+    if (!tc && s->cp.json) return rc ? rc : CHAT_CALLS_REJECT; /* the parser keeps the text as content */
     if (!tc) {
         core_buf t = {0};
         if (core_buf_puts(&t, "<tool_call>") || core_buf_append(&t, body, len) ||

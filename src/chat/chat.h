@@ -9,8 +9,10 @@
  * as plain (role, content) pairs, an assistant's tool calls as (name,
  * arguments text) pairs.
  *
- * Tool-call parser. The model writes calls as "<tool_call>{json}</tool_call>";
- * chat_calls splits a stream of answer text into content and call bodies.
+ * Tool-call parser. SmolLM3 and Qwen write calls as
+ * "<tool_call>{json}</tool_call>", Llama 3.x as a bare JSON object that is
+ * the whole answer; chat_calls splits a stream of answer text into content
+ * and call bodies, in either form.
  *
  * Thinking parser. A model in /think mode writes "<think>\n...\n</think>\n"
  * and then its answer; chat_think splits a stream of generated text into
@@ -165,15 +167,31 @@ int chat_think_finish(chat_think *p, core_buf *reasoning, core_buf *answer);
  * on_call returns 0 or an error that push/finish pass on. */
 typedef int (*chat_calls_fn)(void *ctx, const char *body, size_t len, int complete);
 
+/* The bare JSON form (Llama 3.x): the answer is a tool call when it opens,
+ * after optional whitespace and an optional "<|python_tag|>", with a JSON
+ * object; more objects may follow, separated by whitespace or ';'. Each
+ * object, once its braces balance (strings and escapes respected), goes to
+ * on_call (complete 1); on_call returns CHAT_CALLS_REJECT when it is not a
+ * call, and then that object's raw text (with what preceded it) and all
+ * that follows are content. Anything but an object where one may start
+ * ends the calls: the rest is content. An object still open at finish is
+ * content (never a call). Everything held is held in block. */
+enum { CHAT_CALLS_REJECT = 1 };
+
 typedef struct chat_calls {
     int in_call;       /* inside a block */
     int n_calls;       /* blocks opened so far */
     char hold[16];
     size_t hold_len;
-    core_buf block;    /* the body of the open block */
+    core_buf block;    /* the body of the open block; JSON form: the raw text held */
+    int json;          /* 1: the bare JSON form */
+    int jstate;        /* JSON form: where the parser is (tools.c) */
+    int depth, in_str, esc, tag_i, tag_seen;
+    size_t obj_off;    /* JSON form: where the open object starts in block */
 } chat_calls;
 
 void chat_calls_init(chat_calls *p);
+void chat_calls_init_json(chat_calls *p); /* the bare JSON form */
 void chat_calls_free(chat_calls *p);
 /* Returns 0, CORE_ENOMEM or on_call's error. content may be NULL. */
 int chat_calls_push(chat_calls *p, const char *text, size_t len, core_buf *content, chat_calls_fn on_call, void *ctx);

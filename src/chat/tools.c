@@ -11,6 +11,10 @@
  * "<tool_call>...</tool_call>" blocks from the rest, holding back bytes
  * that may start a tag until the next push decides (as chat_think does).
  * What is inside a block is handed out raw; JSON parsing is the caller's.
+ * Llama 3.x writes no tags: a call is a bare JSON object that is the whole
+ * answer. That form is found by balancing braces (outside strings), so an
+ * answer that opens with '{' is held until its object closes; whether the
+ * object is a call is again the caller's decision (CHAT_CALLS_REJECT).
  */
 #include "chat/chat.h"
 
@@ -314,6 +318,93 @@ int chat_tools_repr(const char *json, size_t len, core_buf *out, core_err *err) 
 
 void chat_calls_init(chat_calls *p) { memset(p, 0, sizeof *p); }
 
+void chat_calls_init_json(chat_calls *p) {
+    memset(p, 0, sizeof *p);
+    p->json = 1;
+}
+
+/* ---- the bare JSON form ---- */
+
+#define PY_TAG "<|python_tag|>"
+enum { J_START, J_TAG, J_OBJ, J_SEP, J_PLAIN };
+
+static int is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+/* Give up on calls: what is held, then the rest, is content. */
+static int json_plain(chat_calls *p, core_buf *content) {
+    int rc = content && p->block.len ? core_buf_append(content, p->block.data, p->block.len) : 0;
+    core_buf_clear(&p->block);
+    p->jstate = J_PLAIN;
+    return rc ? CORE_ENOMEM : 0;
+}
+
+static int json_push(chat_calls *p, const char *s, size_t n, core_buf *content, chat_calls_fn on_call, void *ctx) {
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        switch (p->jstate) {
+        case J_PLAIN:
+            return content && core_buf_append(content, s + i, n - i) ? CORE_ENOMEM : 0;
+        case J_START:
+        case J_SEP:
+            if (is_ws(c) || (c == ';' && p->jstate == J_SEP)) break;
+            if (c == '<' && p->jstate == J_START && !p->tag_seen) {
+                p->jstate = J_TAG, p->tag_i = 1;
+                break;
+            }
+            if (c == '{') {
+                p->obj_off = p->block.len;
+                p->jstate = J_OBJ, p->depth = 1, p->in_str = 0, p->esc = 0;
+                break;
+            }
+            if (json_plain(p, content)) return CORE_ENOMEM;
+            i--; /* this byte again, as content */
+            continue;
+        case J_TAG:
+            if (c != PY_TAG[p->tag_i]) {
+                if (json_plain(p, content)) return CORE_ENOMEM;
+                i--;
+                continue;
+            }
+            if (++p->tag_i == (int)sizeof PY_TAG - 1) p->jstate = J_START, p->tag_seen = 1;
+            break;
+        case J_OBJ:
+            if (p->in_str) {
+                if (p->esc) p->esc = 0;
+                else if (c == '\\') p->esc = 1;
+                else if (c == '"') p->in_str = 0;
+            } else if (c == '"') {
+                p->in_str = 1;
+            } else if (c == '{' || c == '[') {
+                p->depth++;
+            } else if (c == '}' || c == ']') {
+                p->depth--;
+            }
+            break;
+        }
+        if (core_buf_append(&p->block, &c, 1)) return CORE_ENOMEM;
+        if (p->jstate == J_OBJ && p->depth == 0) { /* the object closed: a call? */
+            const char *obj = p->block.data + p->obj_off;
+            int rc = on_call ? on_call(ctx, obj, p->block.len - p->obj_off, 1) : CHAT_CALLS_REJECT;
+            if (rc == CHAT_CALLS_REJECT) {
+                if (json_plain(p, content)) return CORE_ENOMEM;
+                continue;
+            }
+            if (rc) return rc;
+            p->n_calls++;
+            core_buf_clear(&p->block);
+            p->jstate = J_SEP;
+        }
+    }
+    return 0;
+}
+
+static int json_finish(chat_calls *p, core_buf *content) {
+    /* separators after the last call are not content; anything else held is */
+    if (p->jstate == J_SEP) core_buf_clear(&p->block);
+    int rc = json_plain(p, content);
+    return rc;
+}
+
 void chat_calls_free(chat_calls *p) {
     if (!p) return;
     core_buf_free(&p->block);
@@ -330,6 +421,7 @@ static size_t partial_tag(const char *s, size_t n, const char *tag) {
 
 int chat_calls_push(chat_calls *p, const char *text, size_t len, core_buf *content, chat_calls_fn on_call,
                     void *ctx) {
+    if (p->json) return json_push(p, text, len, content, on_call, ctx);
     /* The held bytes and the new text, scanned as one string. */
     core_buf tmp = {0};
     const char *s = text;
@@ -380,6 +472,7 @@ int chat_calls_push(chat_calls *p, const char *text, size_t len, core_buf *conte
 }
 
 int chat_calls_finish(chat_calls *p, core_buf *content, chat_calls_fn on_call, void *ctx) {
+    if (p->json) return json_finish(p, content);
     int rc = 0;
     if (p->in_call) { /* an unclosed block: what it holds, marked unfinished */
         if (core_buf_append(&p->block, p->hold, p->hold_len)) return CORE_ENOMEM;

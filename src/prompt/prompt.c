@@ -61,6 +61,13 @@ int prompt_uses_file_template(const tok *tk) {
     return tk && tok_chat_template(tk, &len) && len && strcmp(tok_arch(tk), "smollm3") != 0;
 }
 
+int prompt_calls_json(const tok *tk) {
+    size_t len;
+    const char *t = tk ? tok_chat_template(tk, &len) : NULL;
+    static const char tag[] = "<tool_call>";
+    return prompt_uses_file_template(tk) && !strcmp(tok_arch(tk), "llama") && !memmem(t, len, tag, sizeof tag - 1);
+}
+
 /* ---- SmolLM3: the native renderer ------------------------------------------ */
 
 static int render_native(const chat_msg *msgs, size_t n, const prompt_opts *o, core_buf *out, rendered *r,

@@ -74,6 +74,14 @@ void prompt_free(prompt *p);
  * when from the native SmolLM3 renderer. */
 int prompt_uses_file_template(const tok *tk);
 
+/* 1 when the model writes tool calls as Llama 3.x does, a bare JSON object
+ * {"name": ..., "parameters": {...}} that is the whole answer; 0 when in
+ * "<tool_call>" tags (SmolLM3, Qwen, Hermes-style fine-tunes). The rule:
+ * a llama-architecture file rendered from its own template that never
+ * writes "<tool_call>" (Llama 3.1+ templates describe the JSON form; 3.0's
+ * say nothing of tools, and its models answer in that form when asked). */
+int prompt_calls_json(const tok *tk);
+
 /* The text alone, as prompt_build renders it (no tokenization): appended
  * to out. Same returns as prompt_build. */
 int prompt_render(const tok *tk, const chat_msg *msgs, size_t n, const prompt_opts *o, core_buf *out, core_err *err);

@@ -3,13 +3,15 @@
  *
  * Compile. A schema (jansson) becomes an array of nodes: OBJ (declared
  * properties, any order, each at most once, "}" only after the required
- * ones; or free keys when none are declared), ARR (items, min/max count),
+ * ones; or free keys when none are declared, and "{}" alone when none
+ * are and additionalProperties is false), ARR (items, min/max count),
  * STR (length bounds, an ASCII class from a simple pattern), NUM, INT, LIT
  * (enum/const/true/false/null: the values' compact JSON texts), ALT (anyOf,
  * type lists: the branch is chosen by the first byte, so branches must start
  * differently; the compiler refuses overlap), ANY (any JSON value) and
  * CALLS (the <tool_call> wrapper around one tool's arguments, repeated when
- * parallel). Whatever the schema says that we cannot enforce is refused
+ * parallel; or Llama's bare {"name": ..., "parameters": ...} object).
+ * Whatever the schema says that we cannot enforce is refused
  * with a message naming the keyword: never ignored.
  *
  * Run. The matcher is a pushdown automaton over bytes: a stack of frames
@@ -53,6 +55,7 @@ typedef struct node {
     int value;        /* OBJ without properties: node of every value; ARR: items */
     int lo, hi;       /* ARR: items, STR: characters (hi -1: no bound) */
     int parallel;     /* CALLS */
+    int bare;         /* CALLS: Llama's bare {"name", "parameters"} object, no tags */
     int has_class;    /* STR */
     uint8_t cls[32];  /* STR: allowed ASCII bytes */
     uint8_t first[32];/* bytes a value of this node may start with */
@@ -101,7 +104,7 @@ static void first_set(sample_grammar *g, int i) {
         for (int k = 0; k < x->n; k++)
             for (int b = 0; b < 32; b++) x->first[b] |= g->v[x->kids[k]].first[b];
         break;
-    case N_CALLS: set_bit(x->first, '<'); break;
+    case N_CALLS: set_bit(x->first, x->bare ? '{' : '<'); break;
     }
 }
 
@@ -278,9 +281,15 @@ static int compile_object(cc *c, json_t *s, const char *path) {
     if (req && !json_is_array(req)) return fail(c, CORE_EINVAL, "'%s' must be an array of names", "required", path);
     if (addl && !json_is_boolean(addl) && !json_is_object(addl))
         return fail(c, CORE_EINVAL, "'%s' must be a boolean or a schema", "additionalProperties", path);
+    size_t np = props ? json_object_size(props) : 0;
+    if (np == 0 && json_is_false(addl)) { /* no property may appear: the empty object alone */
+        if (req && json_array_size(req))
+            return fail(c, CORE_EUNSUP, "'%s' without 'properties' is not supported", "required", path);
+        static const char *const empty[] = {"{}"};
+        return lit_node(g, empty, 1);
+    }
     int i = new_node(g, N_OBJ);
     if (i < 0) return -1;
-    size_t np = props ? json_object_size(props) : 0;
     if (np > MAX_PROPS) return fail(c, CORE_EUNSUP, "more than 32 %s are not supported", "properties", path);
     if (np == 0) {
         if (req && json_array_size(req)) return fail(c, CORE_EUNSUP, "'%s' without 'properties' is not supported", "required", path);
@@ -544,7 +553,8 @@ int sample_grammar_schema(const char *schema, size_t len, sample_grammar **out, 
     return finish_compile(g, root, out, err);
 }
 
-int sample_grammar_tools(const sample_tool *tools, size_t n, int parallel, sample_grammar **out, core_err *err) {
+static int grammar_tools(const sample_tool *tools, size_t n, int parallel, int bare, sample_grammar **out,
+                         core_err *err) {
     *out = NULL;
     if (n == 0 || n > 128) return core_errf(err, CORE_EINVAL, "1 to 128 tools");
     sample_grammar *g = grammar_new();
@@ -555,7 +565,8 @@ int sample_grammar_tools(const sample_tool *tools, size_t n, int parallel, sampl
     if (i < 0 || !(g->v[i].keys = calloc(n, sizeof(char *))) || !(g->v[i].kids = calloc(n, sizeof(int))))
         return finish_compile(g, -1, out, err);
     g->v[i].parallel = parallel;
-    g->no_tags = 1;
+    g->v[i].bare = bare;
+    g->no_tags = !bare;
     for (size_t k = 0; k < n; k++) {
         json_t *ns = json_string(tools[k].name);
         char *nt = ns ? json_dumps(ns, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
@@ -588,6 +599,14 @@ int sample_grammar_tools(const sample_tool *tools, size_t n, int parallel, sampl
     return finish_compile(g, i, out, err);
 }
 
+int sample_grammar_tools(const sample_tool *tools, size_t n, int parallel, sample_grammar **out, core_err *err) {
+    return grammar_tools(tools, n, parallel, 0, out, err);
+}
+
+int sample_grammar_tools_json(const sample_tool *tools, size_t n, sample_grammar **out, core_err *err) {
+    return grammar_tools(tools, n, 0, 1, out, err);
+}
+
 /* ---- the automaton ------------------------------------------------------------ */
 
 typedef struct frame {
@@ -606,6 +625,9 @@ typedef struct mstate {
 static const char CALL_PRE[] = "<tool_call>\n{\"name\": ";
 static const char CALL_MID[] = ", \"arguments\": ";
 static const char CALL_POST[] = "}\n</tool_call>";
+static const char BARE_PRE[] = "{\"name\": ";
+static const char BARE_MID[] = ", \"parameters\": ";
+static const char BARE_POST[] = "}";
 
 enum { R_OK, R_FAIL, R_POP_AGAIN };
 
@@ -825,10 +847,12 @@ static int step(const sample_grammar *g, mstate *s, unsigned char ch) {
         }
         case N_CALLS: {
             switch (f->phase) {
-            case 0: /* "<tool_call>\n{\"name\": " */
-                if ((unsigned char)CALL_PRE[f->a] != ch) return R_FAIL;
-                if (++f->a == (int)sizeof CALL_PRE - 1) f->phase = 1, f->a = 0, f->b = -1;
+            case 0: { /* "<tool_call>\n{\"name\": " */
+                const char *pre = x->bare ? BARE_PRE : CALL_PRE;
+                if ((unsigned char)pre[f->a] != ch) return R_FAIL;
+                if (!pre[++f->a]) f->phase = 1, f->a = 0, f->b = -1;
                 return R_OK;
+            }
             case 1: { /* the name, a JSON string among the tools' */
                 int cand = -1;
                 for (int k = 0; k < x->n && cand < 0; k++) {
@@ -842,20 +866,24 @@ static int step(const sample_grammar *g, mstate *s, unsigned char ch) {
                 if ((size_t)f->a == strlen(x->keys[cand])) f->phase = 2, f->a = 0;
                 return R_OK;
             }
-            case 2: /* ", \"arguments\": " then the arguments */
-                if ((unsigned char)CALL_MID[f->a] != ch) return R_FAIL;
-                if (++f->a == (int)sizeof CALL_MID - 1) {
+            case 2: { /* ", \"arguments\": " then the arguments */
+                const char *mid = x->bare ? BARE_MID : CALL_MID;
+                if ((unsigned char)mid[f->a] != ch) return R_FAIL;
+                if (!mid[++f->a]) {
                     f->phase = 3, f->a = 0;
                     if (push(s, x->kids[f->b])) return R_FAIL;
                 }
                 return R_OK;
-            case 3: /* "}\n</tool_call>" */
-                if ((unsigned char)CALL_POST[f->a] != ch) return R_FAIL;
-                if (++f->a == (int)sizeof CALL_POST - 1) {
+            }
+            case 3: { /* "}\n</tool_call>" */
+                const char *post = x->bare ? BARE_POST : CALL_POST;
+                if ((unsigned char)post[f->a] != ch) return R_FAIL;
+                if (!post[++f->a]) {
                     if (!x->parallel) return pop_done(s);
                     f->phase = 4, f->a = 0;
                 }
                 return R_OK;
+            }
             case 4: /* complete; "\n" opens another call */
                 if (ch != '\n') return R_FAIL;
                 f->phase = 0, f->a = 0;
@@ -1025,7 +1053,8 @@ static void st_reset(sample_matcher *m) {
 int sample_matcher_new(sample_grammar *g, const sample_vocab *v, int lazy, int thinking, sample_matcher **out,
                        core_err *err) {
     *out = NULL;
-    if (lazy && g->v[g->root].kind != N_CALLS) return core_errf(err, CORE_EINVAL, "a lazy grammar must be tool calls");
+    if (lazy && (g->v[g->root].kind != N_CALLS || g->v[g->root].bare))
+        return core_errf(err, CORE_EINVAL, "a lazy grammar must be tool calls in <tool_call> tags");
     sample_matcher *m = calloc(1, sizeof *m);
     if (!m || !(m->walk = malloc((size_t)(v->max_len + 1) * sizeof *m->walk))) {
         free(m);

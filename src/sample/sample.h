@@ -125,6 +125,10 @@ typedef struct sample_tool {
     size_t schema_len;
 } sample_tool;
 int sample_grammar_tools(const sample_tool *tools, size_t n, int parallel, sample_grammar **out, core_err *err);
+/* One call in Llama 3.x's bare form: "{\"name\": NAME, \"parameters\":
+ * ARGS}" and nothing else (no tags; the answer ends after it). Never
+ * lazy: there is no tag to wait for (sample_matcher_new refuses). */
+int sample_grammar_tools_json(const sample_tool *tools, size_t n, sample_grammar **out, core_err *err);
 sample_grammar *sample_grammar_ref(sample_grammar *g); /* one more reference */
 void sample_grammar_free(sample_grammar *g);           /* drops one; NULL ok */
 

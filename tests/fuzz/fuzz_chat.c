@@ -6,7 +6,8 @@
  * first byte picking its role (including invalid ones). The same bytes are
  * then fed to the thinking parser, the stop matcher and (as float logits)
  * the sampler in pieces whose sizes
- * come from the data, and the outputs are checked for the invariants that
+ * come from the data (the tool-call parser in Llama's bare JSON form too),
+ * and the outputs are checked for the invariants that
  * must hold whatever the input: the sampled id is in range, the stream parts are made of input bytes only
  * (never more of them), and no emitted text contains a stop string. */
 #include <stdint.h>
@@ -15,6 +16,17 @@
 
 #include "chat/chat.h"
 #include "sample/sample.h"
+
+static int json_refuse(void *ctx, const char *body, size_t len, int complete) {
+    (void)ctx, (void)body, (void)len, (void)complete;
+    return CHAT_CALLS_REJECT;
+}
+
+static int json_take(void *ctx, const char *body, size_t len, int complete) {
+    if (!complete || len < 2 || body[0] != '{' || body[len - 1] != '}') return CHAT_CALLS_REJECT;
+    *(size_t *)ctx += len;
+    return 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
@@ -79,6 +91,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t k = 0; k < 3; k++) /* stopped or not, no stop string is ever shown */
         if (e.len && memmem(e.data, e.len, stops[k], strlen(stops[k]))) abort();
     core_buf_free(&e);
+
+    /* Llama's bare tool calls: with every object refused, the content is
+     * the input byte for byte; with objects that close on '}' taken, the
+     * content and the calls together are never more than the input */
+    for (int take = 0; take < 2; take++) {
+        chat_calls cp;
+        chat_calls_init_json(&cp);
+        core_buf c = {0};
+        size_t got = 0;
+        chat_calls_fn fn = take ? json_take : json_refuse;
+        for (size_t i = 0; i < len;) {
+            size_t k = 1 + ((unsigned char)text[i] % 11);
+            if (k > len - i) k = len - i;
+            chat_calls_push(&cp, text + i, k, &c, fn, &got);
+            i += k;
+        }
+        chat_calls_finish(&cp, &c, fn, &got);
+        if (!take && (c.len != len || (len && memcmp(c.data, text, len)))) abort();
+        if (c.len + got > len) abort();
+        core_buf_free(&c);
+        chat_calls_free(&cp);
+    }
 
     /* sampler: the bytes as float logits (NaN, inf, huge values included) */
     size_t nv = len / 4 > 256 ? 256 : len / 4;
