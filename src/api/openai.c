@@ -28,7 +28,11 @@
  *               it comes) and the end (the finish chunk, usage, [DONE]).
  *               A stream that is gone or a write that fails drops the
  *               listener, and with no listener left the job is cancelled
- *               at once (grace 0), queued or running.
+ *               at once (grace 0), queued or running. A stream for a
+               registry model that is not loaded answers before the
+               load: a loader thread waits for it (the stream's ": ping"s
+               go out meanwhile; a client that leaves ends the wait),
+               then runs the chat onto the open stream.
  * n > 1 choices are n jobs of the same prompt (a seed each), answered
  * together: non-stream once all have ended; streamed, a listener per
  * choice on the one SSE stream (oai_group), chunks naming their index, the

@@ -4,8 +4,10 @@
 // choosing each model by name, a second model answering while the first
 // streams, a memory budget that fits one model at a time (alternating
 // requests load and unload them, a model with a running stream is never
-// unloaded), and the page in headless Chromium (the picker, /model NAME,
-// the label naming the model under each answer).
+// unloaded), a stream whose model is loading (": ping"s first, a client
+// leaving mid-load gives its hold back), and the page in headless
+// Chromium (the picker, /model NAME, the label naming the model under
+// each answer).
 //
 // The models directory is temporary: links to ../shared's tiny models, one
 // written by `smolbot gen-model`, and a file that is not a GGUF (listed as
