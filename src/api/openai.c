@@ -809,6 +809,7 @@ static void *loader_main(void *arg) {
 static int needs_loader(api *a, json_t *root, char *name, size_t cap) {
     if (!a->cfg.reg || !json_is_true(json_object_get(root, "stream"))) return 0;
     json_t *model = json_object_get(root, "model");
+    if (model && !json_is_null(model) && !json_is_string(model)) return 0; /* a 400 from the handler */
     const char *n = json_is_string(model) ? json_string_value(model) : NULL;
     char def[128];
     if (!n || !*n) {
