@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -130,6 +131,8 @@ int api_new(api **out, engine *eng, store *st, const api_config *cfg, core_err *
 
 void api_free(api *a) {
     if (!a) return;
+    /* streams waiting for a load give up once stopping (about a second) */
+    for (int i = 0; i < 1000 && atomic_load(&a->loaders); i++) nanosleep(&(struct timespec){0, 10000000}, NULL);
     bridge_free(a->br); /* first: running answers end and are saved */
     api_ui_free(a);
     api_auth_free(a->auth);
@@ -139,6 +142,9 @@ void api_free(api *a) {
 
 void api_shutdown(api *a) { bridge_shutdown(a->br); }
 void api_drain(api *a) { atomic_store(&a->draining, 1); }
+
+static _Thread_local api_err_capture *capture;
+void api_capture_errors(api_err_capture *c) { capture = c; }
 
 int api_error(http_req *r, int status, const char *type, const char *code, const char *param, const char *fmt, ...) {
     char msg[1024];
@@ -150,7 +156,13 @@ int api_error(http_req *r, int status, const char *type, const char *code, const
                           param ? json_string(param) : json_null(), "code", code ? json_string(code) : json_null());
     char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    if (!r) { /* api_parse_request: formatted, not sent */
+    if (!r) { /* api_parse_request: formatted, not sent (a capture keeps it) */
+        if (capture) {
+            *capture = (api_err_capture){.set = 1, .status = status};
+            snprintf(capture->type, sizeof capture->type, "%s", type);
+            snprintf(capture->code, sizeof capture->code, "%s", code ? code : "");
+            snprintf(capture->msg, sizeof capture->msg, "%s", msg);
+        }
         free(body);
         return 0;
     }

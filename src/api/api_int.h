@@ -37,7 +37,18 @@ struct api {
     struct api_auth *auth; /* the page's sign-in sessions (auth.c) */
     bridge *br;         /* every generation goes through it (bridge.h) */
     atomic_int draining; /* api_drain: new generations get 503, running ones finish */
+    atomic_int loaders;  /* streams waiting for their model's load on a thread of their own */
 };
+
+/* A request answered without an http_req (r NULL) has its errors dropped,
+ * except on a thread that set a capture: the last one lands there. A
+ * stream that had to start before its model loaded (openai.c) sends it as
+ * an event, the status line being gone already. */
+typedef struct api_err_capture {
+    int set, status;
+    char type[32], code[48], msg[1024];
+} api_err_capture;
+void api_capture_errors(api_err_capture *c); /* NULL: stop capturing */
 
 /* Bucket bounds shared by the histograms (api.c). */
 extern const double api_ttft_bounds[API_HIST_BUCKETS];

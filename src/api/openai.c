@@ -28,7 +28,11 @@
  *               it comes) and the end (the finish chunk, usage, [DONE]).
  *               A stream that is gone or a write that fails drops the
  *               listener, and with no listener left the job is cancelled
- *               at once (grace 0), queued or running.
+ *               at once (grace 0), queued or running. A stream for a
+               registry model that is not loaded answers before the
+               load: a loader thread waits for it (the stream's ": ping"s
+               go out meanwhile; a client that leaves ends the wait),
+               then runs the chat onto the open stream.
  * n > 1 choices are n jobs of the same prompt (a seed each), answered
  * together: non-stream once all have ended; streamed, a listener per
  * choice on the one SSE stream (oai_group), chunks naming their index, the
@@ -639,7 +643,7 @@ typedef struct oai_job {
  * is the shared system block). For a stream, open it. 0, or -1 after
  * answering (param: the prompt's field for a context overflow). */
 static int start(api *a, http_req *r, chat_req *q, engine_request *er, const char *param, const char *prefix,
-                 int parse_calls, int legacy, oai_job *oj) {
+                 int parse_calls, int legacy, oai_job *oj, http_stream **pre) {
     const api_rq rq = {r, 0};
     core_err err = {0};
     oai_group *g = NULL;
@@ -677,8 +681,9 @@ static int start(api *a, http_req *r, chat_req *q, engine_request *er, const cha
         oj->n = i + 1;
     }
     if (q->stream) {
-        http_stream *s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
+        http_stream *s = pre && *pre ? *pre : http_respond_stream(r, 200, "text/event-stream", NULL, &err);
         if (!s) goto fail; /* no response could be made: nobody to stream to */
+        if (pre) *pre = NULL; /* the listeners' now */
         if (g) *g = (oai_group){.refs = q->n, .running = q->n};
         for (int i = 0; i < q->n; i++) {
             oj->x[i]->s = s;
@@ -699,21 +704,18 @@ fail:
     return -1;
 }
 
-static int chat_completions(api *a, http_req *r) {
-    if (strcmp(http_req_method(r), "POST"))
-        return api_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "use POST");
-    if (not_ready(a, r)) return 0;
-    json_t *root = parse_body(r);
-    if (!root) return 0;
+/* The chat of root on q->am's engine (held; given back here). r NULL: a
+ * stream already started (*pre, taken when the listeners have it) and
+ * errors go to the thread's capture. */
+static void chat_run(api *a, http_req *r, json_t *root, chat_req *q, http_stream **pre) {
     api_msgs m = {0};
-    chat_req q = {0};
     prompt p = {0};
     core_err err = {0};
-    if (request_model(a, r, root, &q) || parse_fields(a, r, root, &q) || parse_messages(a, r, root, &m)) goto out;
-    const tok *tk = engine_tok(q.am.eng);
+    if (parse_fields(a, r, root, q) || parse_messages(a, r, root, &m)) goto out;
+    const tok *tk = engine_tok(q->am.eng);
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
-    prompt_opts po = {.thinking = q.thinking, .xml_tools = q.t.repr.len ? q.t.repr.data : NULL,
-                        .tools_json = q.t.json.len ? q.t.json.data : NULL, .calls = m.calls};
+    prompt_opts po = {.thinking = q->thinking, .xml_tools = q->t.repr.len ? q->t.repr.data : NULL,
+                        .tools_json = q->t.json.len ? q->t.json.data : NULL, .calls = m.calls};
     int rc = prompt_build(tk, m.v, m.n, &po, &p, &err);
     if (rc == CORE_EINVAL) { api_error(r, 400, "invalid_request_error", "invalid_value", "messages", "%s", err.msg); goto out; }
     if (rc) { submit_error(a, r, rc, err.msg); goto out; }
@@ -722,24 +724,145 @@ static int chat_completions(api *a, http_req *r) {
     er.n_prompt = p.n_ids;
     er.n_shared = p.n_shared;
     er.thinking = p.thinking;
-    request_settings(&q, &er);
+    request_settings(q, &er);
     oai_job oj;
-    if (start(a, r, &q, &er, "messages", "chatcmpl-", q.t.on, 0, &oj)) goto out;
-    if (q.stream) {
+    if (start(a, r, q, &er, "messages", "chatcmpl-", q->t.on, 0, &oj, pre)) goto out;
+    if (q->stream) {
         for (int i = 0; i < oj.n; i++) { /* all before any listener: one writer at a time */
-            if (q.logprobs) oj.x[i]->tk = tk;
+            if (q->logprobs) oj.x[i]->tk = tk;
             send_delta(oj.x[i], "role", "assistant", 9, NULL); /* a failure shows as gone */
         }
         for (int i = 0; i < oj.n; i++) bridge_listen(oj.j[i], &oai_ops, oj.x[i], 0, 0); /* the listener's now */
     } else {
         for (int i = 0; i < oj.n; i++) bridge_wait(oj.j[i]);
-        respond_message(a, &q.am, r, oj.j, oj.n, oj.id, oj.created, q.t.on, q.logprobs);
+        respond_message(a, &q->am, r, oj.j, oj.n, oj.id, oj.created, q->t.on, q->logprobs);
     }
     for (int i = 0; i < oj.n; i++) bridge_release(oj.j[i]);
 out:
-    api_model_put(a, &q.am);
+    api_model_put(a, &q->am);
     prompt_free(&p);
     api_msgs_free(&m);
+}
+
+/* A streaming chat whose model is not loaded: the SSE stream starts at
+ * once and this thread waits for the load (the stream's ": ping"s go out
+ * meanwhile, and a client that leaves ends the wait), then runs the chat
+ * onto it. A failure after the stream started is an error event, then
+ * [DONE]: the status line went out already. */
+typedef struct chat_loader {
+    api *a;
+    json_t *root;
+    http_stream *s;
+    char name[128];
+} chat_loader;
+
+static int loader_wait(void *ctx) {
+    chat_loader *l = ctx;
+    return http_stream_gone(l->s) || bridge_stopping(l->a->br);
+}
+
+static void *loader_main(void *arg) {
+    chat_loader *l = arg;
+    api *a = l->a;
+    api_err_capture cap = {0};
+    core_err err = {0};
+    chat_req q = {0};
+    q.am.keep_alive_s = REGISTRY_KEEP_DEFAULT;
+    api_capture_errors(&cap);
+    int rc = registry_acquire(a->cfg.reg, l->name, loader_wait, l, &q.am.eng, &q.am.load_ms, &err);
+    if (!rc) {
+        q.am.held = 1;
+        snprintf(q.am.name, sizeof q.am.name, "%s", l->name);
+        chat_run(a, NULL, l->root, &q, &l->s); /* gives the hold back */
+    } else if (rc == CORE_ECANCEL) {
+        cap = (api_err_capture){.set = 1, .status = 503};
+        snprintf(cap.type, sizeof cap.type, "unavailable_error");
+        snprintf(cap.code, sizeof cap.code, "%s", bridge_stopping(a->br) ? "shutting_down" : "cancelled");
+        snprintf(cap.msg, sizeof cap.msg, "%s", err.msg);
+    } else {
+        cap = (api_err_capture){.set = 1, .status = 400};
+        snprintf(cap.type, sizeof cap.type, "invalid_request_error");
+        snprintf(cap.code, sizeof cap.code, "model_unsupported");
+        snprintf(cap.msg, sizeof cap.msg, "the model '%s' could not be loaded: %s", l->name, err.msg);
+    }
+    api_capture_errors(NULL);
+    if (l->s) { /* nothing streamed: the error instead */
+        json_t *o = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message",
+                              cap.set ? cap.msg : "the request could not be started", "type",
+                              cap.set ? cap.type : "server_error", "param", "code",
+                              cap.set && cap.code[0] ? cap.code : "internal_error");
+        char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (body) http_stream_event(l->s, NULL, NULL, body, strlen(body));
+        http_stream_event(l->s, NULL, NULL, "[DONE]", 6);
+        free(body);
+        json_decref(o);
+        http_stream_close(l->s);
+    }
+    chat_req_free(&q);
+    json_decref(l->root);
+    free(l);
+    atomic_fetch_sub(&a->loaders, 1); /* the last touch of a: api_free may go on */
+    return NULL;
+}
+
+/* 1 when the chat of root should wait for its model on a loader thread:
+ * a stream, a registry, a model it knows and can run that is not loaded. */
+static int needs_loader(api *a, json_t *root, char *name, size_t cap) {
+    if (!a->cfg.reg || !json_is_true(json_object_get(root, "stream"))) return 0;
+    json_t *model = json_object_get(root, "model");
+    if (model && !json_is_null(model) && !json_is_string(model)) return 0; /* a 400 from the handler */
+    const char *n = json_is_string(model) ? json_string_value(model) : NULL;
+    char def[128];
+    if (!n || !*n) {
+        if (registry_default(a->cfg.reg, def, sizeof def)) return 0;
+        n = def;
+    }
+    int i = registry_find(a->cfg.reg, n);
+    registry_model rm;
+    if (i < 0 || registry_get(a->cfg.reg, (size_t)i, &rm) || !rm.supported || rm.loaded) return 0;
+    snprintf(name, cap, "%s", rm.name);
+    return 1;
+}
+
+static int chat_completions(api *a, http_req *r) {
+    if (strcmp(http_req_method(r), "POST"))
+        return api_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "use POST");
+    if (not_ready(a, r)) return 0;
+    json_t *root = parse_body(r);
+    if (!root) return 0;
+    chat_req q = {0};
+    chat_loader *l = NULL;
+    char name[128];
+    if (!bridge_stopping(a->br) && needs_loader(a, root, name, sizeof name) && (l = calloc(1, sizeof *l))) {
+        core_err err = {0};
+        *l = (chat_loader){.a = a, .root = root};
+        snprintf(l->name, sizeof l->name, "%s", name);
+        if (!(l->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err))) {
+            free(l);
+            json_decref(root);
+            return 0;
+        }
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        atomic_fetch_add(&a->loaders, 1);
+        if (pthread_create(&t, &at, loader_main, l) == 0) {
+            pthread_attr_destroy(&at);
+            return 0;
+        }
+        pthread_attr_destroy(&at);
+        atomic_fetch_sub(&a->loaders, 1);
+        const char *e = "{\"error\":{\"message\":\"out of threads\",\"type\":\"server_error\",\"param\":null,"
+                        "\"code\":\"internal_error\"}}";
+        http_stream_event(l->s, NULL, NULL, e, strlen(e));
+        http_stream_event(l->s, NULL, NULL, "[DONE]", 6);
+        http_stream_close(l->s);
+        free(l);
+        json_decref(root);
+        return 0;
+    }
+    if (!request_model(a, r, root, &q)) chat_run(a, r, root, &q, NULL);
     chat_req_free(&q);
     json_decref(root);
     return 0;
@@ -825,7 +948,7 @@ static int completions(api *a, http_req *r) {
     er.thinking = 0; /* a raw prompt: everything generated is text */
     request_settings(&q, &er);
     oai_job oj;
-    if (start(a, r, &q, &er, "prompt", "cmpl-", 0, 1, &oj)) goto out;
+    if (start(a, r, &q, &er, "prompt", "cmpl-", 0, 1, &oj, NULL)) goto out;
     j = oj.j[0];
     if ((x = oj.x[0])) {
         if (echo && echo_text.len) {

@@ -34,7 +34,7 @@ int api_bad(const api_rq *q, int status, const char *code, const char *param, co
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (!q->r) return -1;
+    if (!q->r && q->ollama) return -1;
     if (q->ollama) {
         if (param && !strstr(msg, param)) api_error_ollama(q->r, status, "%s: %s", param, msg);
         else api_error_ollama(q->r, status, "%s", msg);

@@ -316,6 +316,19 @@ static uint64_t mem_of(const rfile *f) {
     return f->size + m.kv_bytes;
 }
 
+/* A load whose every waiter gave up (its client left) ends with nobody to
+ * say so: the file counts as loaded (and may be unloaded) once its engine
+ * is no longer loading. A waiter still there does it itself (load_ms). */
+static void settle_locked(registry *r) {
+    for (size_t i = 0; i < r->n_files; i++) {
+        rfile *f = &r->files[i];
+        if (f->loading && !f->holds && f->eng && engine_state(f->eng) != ENGINE_LOADING) {
+            f->loading = 0;
+            pthread_cond_broadcast(&r->cv);
+        }
+    }
+}
+
 size_t registry_count(registry *r) {
     pthread_mutex_lock(&r->mu);
     size_t n = r->n_names;
@@ -325,6 +338,7 @@ size_t registry_count(registry *r) {
 
 int registry_get(registry *r, size_t i, registry_model *o) {
     pthread_mutex_lock(&r->mu);
+    settle_locked(r);
     if (i >= r->n_names) {
         pthread_mutex_unlock(&r->mu);
         return -1;
@@ -402,6 +416,7 @@ static engine *detach_locked(registry *r, size_t i) {
 static int victim_locked(registry *r, size_t except) {
     registry_lru v[64];
     size_t n = r->n_files < 64 ? r->n_files : 64;
+    settle_locked(r);
     for (size_t i = 0; i < n; i++) {
         const rfile *f = &r->files[i];
         v[i] = (registry_lru){f->eng != NULL && !f->loading, f->holds, f->pinned || i == except, f->last_used};
@@ -549,6 +564,7 @@ int registry_unload(registry *r, const char *name) {
         return CORE_ENOTFOUND;
     }
     size_t fi = (size_t)r->names[ni].file;
+    settle_locked(r);
     if (!r->files[fi].eng) {
         pthread_mutex_unlock(&r->mu);
         return 0;
@@ -571,6 +587,7 @@ int registry_unload(registry *r, const char *name) {
 
 void registry_each_engine(registry *r, void (*fn)(void *ctx, engine *e, const char *name), void *ctx) {
     pthread_mutex_lock(&r->mu);
+    settle_locked(r);
     for (size_t i = 0; i < r->n_files; i++)
         if (r->files[i].eng && !r->files[i].loading)
             fn(ctx, r->files[i].eng, r->files[i].first_name >= 0 ? r->names[r->files[i].first_name].name : "");
@@ -584,6 +601,7 @@ static void *reaper_main(void *arg) {
     while (!r->quit) {
         double now = core_now_s();
         int freed = 0;
+        settle_locked(r);
         for (size_t i = 0; i < r->n_files; i++) {
             rfile *f = &r->files[i];
             if (!f->eng || f->loading || f->holds || f->pinned || f->keep_s < 0) continue;
