@@ -717,6 +717,22 @@ static int list_models(api *a, http_req *r, int running) {
 }
 
 /* /api/show of a registry's name: from its probe, without loading it. */
+
+/* /api/show's model_info: the shape keys as the GGUF names them. */
+static json_t *model_info(const model_config *c) {
+    json_t *info = json_pack("{s:s}", "general.architecture", c->arch);
+    char key[64];
+#define INFO(suffix, v) (snprintf(key, sizeof key, "%s." suffix, c->arch), json_object_set_new(info, key, json_integer(v)))
+    INFO("context_length", c->n_ctx_train);
+    INFO("embedding_length", c->n_embd);
+    INFO("block_count", c->n_layer);
+    INFO("feed_forward_length", c->n_ff);
+    INFO("attention.head_count", c->n_head);
+    INFO("attention.head_count_kv", c->n_head_kv);
+    INFO("vocab_size", c->n_vocab);
+#undef INFO
+    return info;
+}
 static int show_registry(api *a, http_req *r, json_t *root) {
     json_t *m = json_object_get(root, "model");
     if (!m || json_is_null(m)) m = json_object_get(root, "name");
@@ -730,21 +746,12 @@ static int show_registry(api *a, http_req *r, json_t *root) {
     const model_config *c = &rm.cfg;
     sample_params sp;
     sample_params_default(&sp);
-    char params[256], modelfile[1200], key[64], when[48], ps[32];
+    char params[256], modelfile[1200], when[48], ps[32];
     snprintf(params, sizeof params, "temperature %g\ntop_p %g\ntop_k %d\nmin_p %g\nnum_ctx %d", (double)sp.temperature,
              (double)sp.top_p, sp.top_k, (double)sp.min_p, rm.n_ctx);
     snprintf(modelfile, sizeof modelfile, "# served by smolbot\nFROM %.1000s\n", rm.path);
     param_size(c, ps, sizeof ps);
-    json_t *info = json_pack("{s:s}", "general.architecture", c->arch);
-#define INFO(suffix, v) (snprintf(key, sizeof key, "%s." suffix, c->arch), json_object_set_new(info, key, json_integer(v)))
-    INFO("context_length", c->n_ctx_train);
-    INFO("embedding_length", c->n_embd);
-    INFO("block_count", c->n_layer);
-    INFO("feed_forward_length", c->n_ff);
-    INFO("attention.head_count", c->n_head);
-    INFO("attention.head_count_kv", c->n_head_kv);
-    INFO("vocab_size", c->n_vocab);
-#undef INFO
+    json_t *info = model_info(c);
     struct timespec mt = {(time_t)rm.mtime_s, (long)rm.mtime_ns};
     rfc3339(when, sizeof when, &mt);
     json_t *det = json_pack("{s:s, s:s, s:s, s:[s], s:s, s:s}", "parent_model", "", "format", "gguf", "family", rm.arch,
@@ -768,20 +775,11 @@ static int show(api *a, http_req *r) {
     const model_config *c = engine_model_config(a->eng);
     sample_params sp;
     sample_params_default(&sp);
-    char params[256], modelfile[1200], key[64], when[48];
+    char params[256], modelfile[1200], when[48];
     snprintf(params, sizeof params, "temperature %g\ntop_p %g\ntop_k %d\nmin_p %g\nnum_ctx %d", (double)sp.temperature,
              (double)sp.top_p, sp.top_k, (double)sp.min_p, engine_ctx_size(a->eng));
     snprintf(modelfile, sizeof modelfile, "# served by smolbot\nFROM %.1000s\n", engine_model_path(a->eng));
-    json_t *info = json_pack("{s:s}", "general.architecture", c->arch);
-#define INFO(suffix, v) (snprintf(key, sizeof key, "%s." suffix, c->arch), json_object_set_new(info, key, json_integer(v)))
-    INFO("context_length", c->n_ctx_train);
-    INFO("embedding_length", c->n_embd);
-    INFO("block_count", c->n_layer);
-    INFO("feed_forward_length", c->n_ff);
-    INFO("attention.head_count", c->n_head);
-    INFO("attention.head_count_kv", c->n_head_kv);
-    INFO("vocab_size", c->n_vocab);
-#undef INFO
+    json_t *info = model_info(c);
     struct stat sb;
     struct timespec mt = {0};
     if (!stat(engine_model_path(a->eng), &sb)) mt = sb.st_mtim;

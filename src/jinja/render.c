@@ -559,30 +559,6 @@ static int dict_find_s(const jdict *d, const char *k, size_t n) {
     return -1;
 }
 
-static int dict_set(rs *r, jdict *d, val k, val v) {
-    TRY(charge(r, d->n * 64));
-    int i = dict_find(r, d, &k);
-    if (i >= 0) {
-        d->v[i] = v;
-        return 0;
-    }
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 8;
-        val *nk = ralloc(r, cap * sizeof *nk), *nv = ralloc(r, cap * sizeof *nv);
-        if (!nk || !nv) return oom(r);
-        if (d->n) {
-            memcpy(nk, d->k, d->n * sizeof *nk);
-            memcpy(nv, d->v, d->n * sizeof *nv);
-        }
-        d->k = nk;
-        d->v = nv;
-        d->cap = cap;
-    }
-    d->k[d->n] = k;
-    d->v[d->n++] = v;
-    return 0;
-}
-
 /* Add a key known to be absent (JSON objects, copies of a dict). */
 static int dict_append(rs *r, jdict *d, val k, val v) {
     if (d->n == d->cap) {
@@ -601,6 +577,16 @@ static int dict_append(rs *r, jdict *d, val k, val v) {
     d->k[d->n] = k;
     d->v[d->n++] = v;
     return 0;
+}
+
+static int dict_set(rs *r, jdict *d, val k, val v) {
+    TRY(charge(r, d->n * 64));
+    int i = dict_find(r, d, &k);
+    if (i >= 0) {
+        d->v[i] = v;
+        return 0;
+    }
+    return dict_append(r, d, k, v);
 }
 
 static int new_dict(rs *r, int kind, val *out) {
