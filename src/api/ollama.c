@@ -8,8 +8,9 @@
  *   POST   /api/show                  its details, parameters, capabilities
  *   GET    /api/version               the Ollama API version these shapes follow
  *   POST   /api/pull                  the served model: "success"; others refused
- *   DELETE /api/delete                refused (403 without a key; 409 for the
- *                                     served model, which cannot go while loaded)
+ *   DELETE /api/delete                only with the API key (else 403): forgets a name and
+ *                                     deletes its file from the models directory; 409 while
+ *                                     it serves, and for the one model of `serve -m`
  *   embed, embeddings, create, copy, push, blobs: 501; other /api/ paths 404
  * Errors are Ollama's: {"error":"..."} with the status code; a request
  * naming another model gets 404 "model \"x\" not found, try pulling it first".
@@ -36,6 +37,8 @@
  */
 #include "api/api_int.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1065,7 +1068,19 @@ static int pull(api *a, http_req *r) {
 }
 
 /* Deleting needs the API key (a keyless server is open to anything that
- * reaches it); the only model known here is the one loaded, which stays. */
+ * reaches it). With several models, the name goes from the registry, and
+ * a file inside the models directory is removed from the disk (one named
+ * elsewhere, by --alias NAME=PATH, is only forgotten). The one model of
+ * `serve -m` stays. */
+static int inside_models_dir(const api *a, const char *path) {
+    char dir[PATH_MAX], parent[PATH_MAX], in[1024];
+    snprintf(in, sizeof in, "%s", path);
+    char *slash = strrchr(in, '/');
+    if (slash) *slash = 0; /* the entry's folder: a link is removed, never its target */
+    return a->cfg.models_dir && realpath(a->cfg.models_dir, dir) && realpath(slash ? in : ".", parent) &&
+           !strcmp(dir, parent);
+}
+
 static int delete_model(api *a, http_req *r) {
     if (!a->cfg.api_key || !*a->cfg.api_key)
         return ol_err(r, 403, "deleting models is refused on a server without an API key (--api-key)"), 0;
@@ -1076,10 +1091,18 @@ static int delete_model(api *a, http_req *r) {
         json_t *m = json_object_get(root, "model");
         if (!m || json_is_null(m)) m = json_object_get(root, "name");
         name = json_is_string(m) ? json_string_value(m) : "";
+        char path[1024];
+        core_err err = {0};
+        int rc = *name ? registry_remove(a->cfg.reg, name, path, sizeof path, &err) : CORE_EINVAL;
         if (!*name) ol_err(r, 400, "model is required");
-        else if (registry_find(a->cfg.reg, name) < 0) ol_err(r, 404, "model \"%.200s\" not found", name);
-        else ol_err(r, 409, "model \"%.200s\": deleting model files through the API is not supported: remove the "
-                            "file on the server", name);
+        else if (rc) ol_err(r, rc == CORE_ENOTFOUND ? 404 : 409, "%s", err.msg);
+        else if (*path && inside_models_dir(a, path) && unlink(path))
+            ol_err(r, 500, "model \"%.200s\" is gone from the list, but its file could not be removed: %s", name,
+                   strerror(errno));
+        else {
+            LOG_INFO("ollama: deleted model %s%s%s", name, *path ? " " : "", path);
+            http_respond(r, 200, NULL, "", 0);
+        }
     } else if (!check_model(a, r, root, &name))
         ol_err(r, 409, "model \"%.200s\" is loaded and serving: stop the server to delete its file", name);
     json_decref(root);

@@ -585,6 +585,51 @@ int registry_unload(registry *r, const char *name) {
     return 0;
 }
 
+/* Drop names[i], keeping every file's first_name pointing at its first
+ * remaining name (-1 when it has none). */
+static void drop_name_locked(registry *r, size_t i) {
+    memmove(&r->names[i], &r->names[i + 1], (r->n_names - i - 1) * sizeof *r->names);
+    r->n_names--;
+    for (size_t f = 0; f < r->n_files; f++) r->files[f].first_name = -1;
+    for (size_t k = 0; k < r->n_names; k++)
+        if (r->files[r->names[k].file].first_name < 0) r->files[r->names[k].file].first_name = (int)k;
+}
+
+int registry_remove(registry *r, const char *name, char *path_out, size_t cap, core_err *err) {
+    if (cap) path_out[0] = 0;
+    pthread_mutex_lock(&r->mu);
+    int ni = find_locked(r, name), rc = 0;
+    engine *e = NULL;
+    if (ni < 0) {
+        rc = core_errf(err, CORE_ENOTFOUND, "model \"%.200s\" not found", name);
+        goto out;
+    }
+    size_t fi = (size_t)r->names[ni].file;
+    rfile *f = &r->files[fi];
+    if (r->names[ni].target[0]) { /* an alias: the file and its other names stay */
+        drop_name_locked(r, (size_t)ni);
+        goto out;
+    }
+    settle_locked(r);
+    engine_metrics m = {0};
+    if (f->eng) engine_get_metrics(f->eng, &m);
+    if (f->pinned) rc = core_errf(err, CORE_EINVAL, "model \"%.200s\" was given with -m: it stays while the server runs", name);
+    else if (f->holds || f->loading || m.active || m.queued)
+        rc = core_errf(err, CORE_EFULL, "model \"%.200s\" is serving a request: try again when it is done", name);
+    if (rc) goto out;
+    if (f->eng) e = detach_locked(r, fi);
+    for (size_t k = r->n_names; k-- > 0;)
+        if ((size_t)r->names[k].file == fi) drop_name_locked(r, k);
+    if (cap) snprintf(path_out, cap, "%s", f->path);
+    f->supported = 0; /* unreachable now; the slot stays so other indices hold */
+    snprintf(f->reason, sizeof f->reason, "deleted");
+out:
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    engine_free(e);
+    return rc;
+}
+
 void registry_each_engine(registry *r, void (*fn)(void *ctx, engine *e, const char *name), void *ctx) {
     pthread_mutex_lock(&r->mu);
     settle_locked(r);

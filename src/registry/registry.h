@@ -116,6 +116,12 @@ void registry_release(registry *r, engine *e, double keep_alive_s);
 /* Unload name's file now if idle (Ollama's keep_alive 0 with no prompt).
  * 0, CORE_ENOTFOUND, or CORE_EFULL when it has holds or is pinned. */
 int registry_unload(registry *r, const char *name);
+/* Forget a name (Ollama's delete). An alias goes alone. A file's name takes
+ * the file with it: its engine is unloaded and every name of it goes, and
+ * its path is copied to path_out (cap bytes) for the caller to remove; an
+ * alias leaves path_out "". 0, CORE_ENOTFOUND, CORE_EINVAL (the file was
+ * pinned with -m) or CORE_EFULL (it is serving or loading: try later). */
+int registry_remove(registry *r, const char *name, char *path_out, size_t cap, core_err *err);
 
 /* fn for every loaded engine (engine_forget of a conversation, memory on
  * the status page). Runs under the registry's lock: fn must not call it. */

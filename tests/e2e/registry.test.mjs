@@ -419,6 +419,32 @@ describe('/api/pull into the models directory', { skip: SKIP }, () => {
   });
 });
 
+describe('/api/delete with an API key', { skip: SKIP }, () => {
+  let s, ol, dir;
+  before(async () => {
+    dir = modelsDir('delete', ['qwen3-tiny', 'llama-tiny']);
+    s = await util.startServer(BIN, ['--models-dir', dir, '--no-db', '--ctx', '512', '--alias', 'short=qwen3-tiny'],
+      { env: { SMOLBOT_API_KEY: 'sk-delete' } });
+    ol = new Ollama({ host: s.url, headers: { Authorization: 'Bearer sk-delete' } });
+  });
+
+  test('an alias goes alone; a model goes with its file, loaded or not; unknown names are 404', async () => {
+    const names = async () => (await ol.list()).models.map((m) => m.name.replace(/:latest$/, '')).sort();
+    assert.deepEqual(await names(), ['llama-tiny', 'qwen3-tiny', 'short']);
+    await ol.delete({ model: 'short' });
+    assert.deepEqual(await names(), ['llama-tiny', 'qwen3-tiny']);
+    assert.ok(existsSync(path.join(dir, 'qwen3-tiny.gguf')));
+    const r = await ol.chat({ model: 'llama-tiny', messages: hello, options: greedy, stream: false });
+    assert.ok(r.eval_count > 0);
+    await ol.delete({ model: 'llama-tiny' });
+    assert.deepEqual(await names(), ['qwen3-tiny']);
+    assert.ok(!existsSync(path.join(dir, 'llama-tiny.gguf')), 'the link in the models directory is removed');
+    assert.ok(existsSync(path.join(SHARED, 'llama-tiny.gguf')), 'never the file it points at');
+    await assert.rejects(ol.chat({ model: 'llama-tiny', messages: hello, stream: false }), /not found/);
+    await assert.rejects(ol.delete({ model: 'llama-tiny' }), /not found/);
+  });
+});
+
 let chromium = null;
 try { ({ chromium } = await import('playwright-core')); } catch { /* skipped below */ }
 const UI_SKIP = SKIP || (!chromium ? 'playwright-core not installed' : !existsSync(CHROME) ? 'no /usr/bin/chromium' : false);
