@@ -10,71 +10,20 @@
 // 375 px, no model) to be looked at.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { serve, launch, cleanup, logs, MODEL, ART, why } from './ui_util.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..', '..');
-const BIN = join(root, 'build', 'san', 'smolbot');
-const MODEL = join(root, '..', 'shared', 'models', 'smollm3-tiny-q4_k_m.gguf');
-const ART = join(here, 'artifacts');
-const CHROME = '/usr/bin/chromium';
-
-let chromium = null;
-try { ({ chromium } = await import('playwright-core')); } catch { /* skipped below */ }
-const why = !chromium ? 'playwright-core not installed (cd tests/e2e && npm ci)'
-  : !existsSync(CHROME) ? 'no /usr/bin/chromium (apt-get install chromium)'
-  : !existsSync(BIN) ? 'build/san/smolbot not built'
-  : !existsSync(MODEL) ? 'tiny model not in ../shared/models' : null;
-
-const procs = [];
-const logs = []; /* stderr of each server, checked for sanitizer reports at the end */
-const dirs = [];
 let browser, base, baseNoModel;
-
-/* Start `smolbot serve` on a free port; resolves with its URL. */
-function serve(args, noModel = false) {
-  const dir = mkdtempSync(join(tmpdir(), 'smolbot-ui-'));
-  dirs.push(dir);
-  const env = { ...process.env, ASAN_OPTIONS: 'detect_leaks=0' };
-  if (noModel) { delete env.MODEL_PATH; env.SMOLBOT_MODELS = dir; } /* nothing to find: no-model mode */
-  const p = spawn(BIN, ['serve', ...args, '--port', '0', '--db', join(dir, 'db.sqlite')], {
-    cwd: noModel ? dir : root, env, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(p);
-  let out = '', err = '';
-  const log = { text: '' };
-  logs.push(log);
-  p.stderr.on('data', (d) => { err += d; log.text += d; });
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('serve did not start:\n' + out + err)), 60000);
-    p.stdout.on('data', (d) => {
-      out += d;
-      const m = /listening on (http:\/\/[^\s]+)/.exec(out);
-      if (m) { clearTimeout(t); resolve(m[1]); }
-    });
-    p.on('exit', (c) => { clearTimeout(t); reject(new Error('serve exited ' + c + ':\n' + out + err)); });
-  });
-}
 
 before(async () => {
   if (why) return;
-  mkdirSync(ART, { recursive: true });
   [base, baseNoModel] = await Promise.all([serve(['-m', MODEL]), serve([], true).catch(() => null)]);
-  browser = await chromium.launch({
-    executablePath: CHROME, headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run'],
-  });
+  browser = await launch();
 });
 
 after(async () => {
   if (browser) await browser.close().catch(() => {});
-  for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  cleanup();
 });
 
 async function open(opts = {}) {

@@ -28,13 +28,17 @@ export const logs = []; /* stderr of each server, checked for sanitizer reports 
 const dirs = [];
 
 /* Start `smolbot serve ARGS` on a free port with its own database (unless
- * args has --no-db); resolves with its URL. */
-export function serve(args) {
+ * args has --no-db); resolves with its URL. noModel: started where the
+ * lookup rule finds nothing (no-model mode). */
+export function serve(args, noModel = false) {
   const dir = mkdtempSync(join(tmpdir(), 'smolbot-ui-'));
   dirs.push(dir);
   const env = { ...process.env, ASAN_OPTIONS: 'detect_leaks=0' };
+  if (noModel) { delete env.MODEL_PATH; env.SMOLBOT_MODELS = dir; }
   const db = args.includes('--no-db') ? [] : ['--db', join(dir, 'db.sqlite')];
-  const p = spawn(BIN, ['serve', ...args, '--port', '0', ...db], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(BIN, ['serve', ...args, '--port', '0', ...db], {
+    cwd: noModel ? dir : root, env, stdio: ['ignore', 'pipe', 'pipe'],
+  });
   procs.push(p);
   let out = '', err = '';
   const log = { text: '' };
