@@ -6,7 +6,7 @@
  *     unpacked straight into registers (4 zmm of weights, 4 zmm of scales)
  *     and kept there while up to KERN_TILE_CMAX tokens go by (details at
  *     "K-quants unpacked in registers" below);
- *   - Q4_K and Q6_K wide tiles (prefill and batched decode, kern_impl.h
+ *   - Q4_K and Q6_K wide tiles (prefill and mixed steps, kern_impl.h
  *     "Wide tile"): 16 rows repacked into the lanes of zmm, vpdpbusd
  *     against each token's activations broadcast 4 bytes at a time, scales
  *     and offsets applied per 16 weights (details at "Wide tiles");
@@ -367,11 +367,12 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_
  *
  * Per call (16 rows x up to KERN_WIDE_C tokens), K goes by slabs of
  * WIDE_SLAB blocks: the 16 rows' blocks of a slab are repacked into a
- * stack buffer (gathers of one dword per row), then every token runs over
+ * stack buffer (16-row loads and a dword transpose), then every token runs over
  * the slab, 8 tokens at a time so that each weight vector loaded from L1
  * serves 8 vpdpbusd. Partial sums go to y (stored by the first slab,
  * added by the next ones). The repack costs about as much as a few
- * tokens, hence wide_min.
+ * tokens: up to 8 (batched decode) the register tiles above, which read
+ * each block once for all of them, are faster, hence wide_min.
  *
  * Q4_K: per 16 weights (half a sub-block) P = sum q * a, |P| <= 16*15*128
  * fits int16, so one vpdpwssd against (scale, 0) per lane adds scale * P
@@ -409,21 +410,52 @@ T5 static inline __m512i wide_rows(size_t bw, int nr) {
 }
 #define GATHER(vi, p) _mm512_i32gather_epi32((vi), (const void *)(p), 1)
 
+/* v[m] lane r = dword m of the 64 bytes at row r + off: 16 loads and a
+ * 16 x 16 dword transpose (64 shuffles), about a third of the time of the
+ * 16 gathers it replaces. Rows past nr repeat row nr-1, as wide_rows. */
+T5 static inline AI void wide_load_t(const char *x, size_t bw, int nr, size_t off, __m512i v[16]) {
+    __m512i t[16], u[16];
+    UNROLL for (int r = 0; r < 16; r++) t[r] = _mm512_loadu_si512((const void *)(x + (size_t)(r < nr ? r : nr - 1) * bw + off));
+    UNROLL for (int i = 0; i < 8; i++) {
+        u[2 * i] = _mm512_unpacklo_epi32(t[2 * i], t[2 * i + 1]);
+        u[2 * i + 1] = _mm512_unpackhi_epi32(t[2 * i], t[2 * i + 1]);
+    }
+    /* t[4j + k]: 128-bit chunk L holds dword 4L + k of rows 4j..4j+3 */
+    UNROLL for (int j = 0; j < 4; j++) {
+        t[4 * j] = _mm512_unpacklo_epi64(u[4 * j], u[4 * j + 2]);
+        t[4 * j + 1] = _mm512_unpackhi_epi64(u[4 * j], u[4 * j + 2]);
+        t[4 * j + 2] = _mm512_unpacklo_epi64(u[4 * j + 1], u[4 * j + 3]);
+        t[4 * j + 3] = _mm512_unpackhi_epi64(u[4 * j + 1], u[4 * j + 3]);
+    }
+    /* then a 4 x 4 transpose of 128-bit chunks for each k */
+    UNROLL for (int k = 0; k < 4; k++) {
+        const __m512i v0 = _mm512_shuffle_i32x4(t[k], t[4 + k], 0x44), v1 = _mm512_shuffle_i32x4(t[k], t[4 + k], 0xEE);
+        const __m512i v2 = _mm512_shuffle_i32x4(t[8 + k], t[12 + k], 0x44), v3 = _mm512_shuffle_i32x4(t[8 + k], t[12 + k], 0xEE);
+        v[k] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+        v[4 + k] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+        v[8 + k] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+        v[12 + k] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+    }
+}
+
 /* One Q4_K block of 16 rows: w[g] = weights 4g..4g+3 of each row */
 typedef struct {
     __m512i w[64], sc[8], mn[8];
     __m512 d, dm;
 } wq4;
 
-T5 static void wide_pack_q4(const char *x, __m512i vi, wq4 *p) {
+T5 static void wide_pack_q4(const char *x, size_t bw, int nr, __m512i vi, wq4 *p) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     /* qs dword 8c+m: low nibbles are weights 64c+4m.., high ones 64c+32+4m.. */
-    for (int c = 0; c < 4; c++)
-        UNROLL for (int m = 0; m < 8; m++) {
-            const __m512i g = GATHER(vi, x + 16 + 32 * c + 4 * m);
-            p->w[16 * c + m] = _mm512_and_si512(g, m4);
-            p->w[16 * c + 8 + m] = _mm512_and_si512(_mm512_srli_epi32(g, 4), m4);
+    for (int h = 0; h < 2; h++) {
+        __m512i g[16];
+        wide_load_t(x, bw, nr, 16 + 64 * (size_t)h, g);
+        UNROLL for (int q = 0; q < 16; q++) {
+            const int c = 2 * h + q / 8, m = q % 8;
+            p->w[16 * c + m] = _mm512_and_si512(g[q], m4);
+            p->w[16 * c + 8 + m] = _mm512_and_si512(_mm512_srli_epi32(g[q], 4), m4);
         }
+    }
     const __m512i dd = GATHER(vi, x);
     p->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
     p->dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
@@ -492,22 +524,23 @@ typedef struct {
     __m512 ds[16], d32;
 } wq6;
 
-T5 static void wide_pack_q6(const char *x, __m512i vi, wq6 *p) {
+T5 static void wide_pack_q6(const char *x, size_t bw, int nr, __m512i vi, wq6 *p) {
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     /* weight k = 128h + 64l + 4m + e (m < 16): ql[64h + 4m + e] nibble l,
      * qh[32h + 4(m & 7) + e] bits 2(2l + m/8) */
+    __m512i qh[16];
+    wide_load_t(x, bw, nr, 128, qh);
     for (int h = 0; h < 2; h++) {
-        __m512i qh[8];
-        UNROLL for (int m = 0; m < 8; m++) qh[m] = GATHER(vi, x + 128 + 32 * h + 4 * m);
+        __m512i ql[16];
+        wide_load_t(x, bw, nr, 64 * (size_t)h, ql);
         UNROLL for (int m = 0; m < 16; m++) {
-            const __m512i ql = GATHER(vi, x + 64 * h + 4 * m);
-            const __m512i hv = qh[m & 7];
+            const __m512i hv = qh[8 * h + (m & 7)];
             /* the 2 high bits sit at bit 2(m/8) (l = 0) and 2(m/8) + 4 (l = 1)
              * of each byte; move them to bits 4-5 (spill-over is masked off) */
             const __m512i h0 = m < 8 ? _mm512_slli_epi32(hv, 4) : _mm512_slli_epi32(hv, 2);
             const __m512i h1 = m < 8 ? hv : _mm512_srli_epi32(hv, 2);
-            p->w[32 * h + m] = _mm512_ternarylogic_epi32(ql, _mm512_and_si512(h0, m30), m4, SEL_AC_B);
-            p->w[32 * h + 16 + m] = _mm512_ternarylogic_epi32(_mm512_srli_epi32(ql, 4), _mm512_and_si512(h1, m30), m4, SEL_AC_B);
+            p->w[32 * h + m] = _mm512_ternarylogic_epi32(ql[m], _mm512_and_si512(h0, m30), m4, SEL_AC_B);
+            p->w[32 * h + 16 + m] = _mm512_ternarylogic_epi32(_mm512_srli_epi32(ql[m], 4), _mm512_and_si512(h1, m30), m4, SEL_AC_B);
         }
     }
     const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(GATHER(vi, x + 206), 16)));
@@ -568,7 +601,7 @@ T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t 
         _Alignas(64) PT buf[WIDE_SLAB];                                                                        \
         for (int64_t i0 = 0; i0 < nb; i0 += WIDE_SLAB) {                                                       \
             const int S = (int)CORE_MIN(WIDE_SLAB, nb - i0);                                                   \
-            for (int b = 0; b < S; b++) wide_pack_##T((const char *)w + (i0 + b) * sizeof(BT), vi, &buf[b]);  \
+            for (int b = 0; b < S; b++) wide_pack_##T((const char *)w + (i0 + b) * sizeof(BT), bw, nr, vi, &buf[b]);  \
             for (int t0 = 0; t0 < nc;) {                                                                       \
                 const int left = nc - t0;                                                                      \
                 const char *at = (const char *)a + t0 * ba;                                                    \
@@ -930,12 +963,12 @@ void kern_avx512_install(kern_impl *t) {
     t->tile[KERN_Q5_K] = tile_q5_K;
     t->tile[KERN_Q6_K] = rt_q6_K;
     t->tile_c[KERN_Q4_K] = t->tile_c[KERN_Q6_K] = KERN_TILE_CMAX;
-    /* wide tiles from the token count where they beat the ones above
-     * (bench --kernels, batched decode): the Q6_K repack costs more */
+    /* wide tiles from the token count where they beat the register tiles
+     * (prefill of N tokens, `smolbot bench -p N`): 9 for both types */
     t->tile_wide[KERN_Q4_K] = wide_q4;
     t->tile_wide[KERN_Q6_K] = wide_q6;
-    t->wide_min[KERN_Q4_K] = 2;
-    t->wide_min[KERN_Q6_K] = 5;
+    t->wide_min[KERN_Q4_K] = 9;
+    t->wide_min[KERN_Q6_K] = 9;
     t->tile[KERN_Q8_0] = tile_q8_0;
     t->tile[KERN_F32] = tile_f32;
     t->tile[KERN_F16] = tile_f16;
