@@ -5,8 +5,8 @@
 // streams, a memory budget that fits one model at a time (alternating
 // requests load and unload them, a model with a running stream is never
 // unloaded), a stream whose model is loading (chat or legacy completion:
-// ": ping"s first, a client
-// leaving mid-load gives its hold back), and the page in headless
+// ": ping"s first, a client leaving mid-load gives its hold back), and
+// the page in headless
 // Chromium (the picker, /model NAME, the label naming the model under
 // each answer).
 //
