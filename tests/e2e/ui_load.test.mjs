@@ -9,7 +9,7 @@
 // model: while an API stream keeps the first model busy, the second cannot
 // load (the registry waits for the busy one to go idle), so the page sits
 // in the loading state as long as the test wants; leaving that stream lets
-// the load go on. Screenshots (light, dark, failed) go to
+// the load go on; Stop during the wait ends it. Screenshots (light, dark, failed) go to
 // tests/e2e/artifacts/ to be looked at. Skips without ../shared's models.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,12 +41,12 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/* An API stream on BUSY that runs until aborted; resolves once it generates. */
-async function keepBusy() {
+/* An API stream on model that runs until aborted; resolves once it generates. */
+async function keepBusy(model = BUSY) {
   const ac = new AbortController();
   const r = await fetch(base + '/v1/chat/completions', {
     method: 'POST', headers: { 'content-type': 'application/json' }, signal: ac.signal,
-    body: JSON.stringify({ model: BUSY, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1500, ignore_eos: true,
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1500, ignore_eos: true,
       temperature: 0, stream: true }),
   });
   assert.equal(r.status, 200);
@@ -126,6 +126,30 @@ test('a load that fails ends in the bubble with the model and the reason', { ski
   await page.press('#input', 'Enter');
   await page.waitForFunction(() => document.querySelectorAll('#messages .msg.assistant:not(.streaming) .msg-model').length === 2,
     null, { timeout: 60000 });
+  assert.deepEqual(errors, []);
+  await ctx.close();
+});
+
+test('Stop during the wait ends the answer and the wait', { skip, timeout: 120000 }, async () => {
+  const release = await keepBusy(WAITS); /* now BUSY is the one that cannot load */
+  const { ctx, page, errors } = await open(browser, base);
+  await newChat(page);
+  await page.waitForSelector('#model-pick:not([hidden]) option', { state: 'attached' });
+  await page.selectOption('#model-pick', BUSY);
+  await page.fill('#input', 'Hello');
+  await page.press('#input', 'Enter');
+  await page.locator('#messages .msg.assistant.streaming .loading').filter({ hasText: `Loading ${BUSY}` }).waitFor();
+  await page.click('#stop');
+  await page.waitForSelector('#messages .msg.assistant:not(.streaming)', { timeout: 30000 });
+  const art = page.locator('#messages .msg.assistant').last();
+  assert.equal(await art.locator('.loading').textContent(), '');
+  assert.match(await art.locator('.stats').textContent(), /stopped/);
+  await page.waitForFunction((n) => /· not loaded$/.test(document.querySelector(`#model-pick option[value="${n}"]`).textContent), BUSY);
+  release();
+  /* stored as stopped: a reload shows it so */
+  await page.reload();
+  await page.waitForSelector('#messages .msg.assistant .stats');
+  assert.match(await page.locator('#messages .msg.assistant').last().locator('.stats').textContent(), /stopped/);
   assert.deepEqual(errors, []);
   await ctx.close();
 });
