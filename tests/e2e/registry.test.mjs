@@ -6,9 +6,8 @@
 // requests load and unload them, a model with a running stream is never
 // unloaded), a stream whose model is loading (chat or legacy completion:
 // ": ping"s first, a client leaving mid-load gives its hold back), and
-// the page in headless
-// Chromium (the picker, /model NAME, the label naming the model under
-// each answer).
+// the page in headless Chromium (the picker, /model NAME, the label
+// naming the model under each answer).
 //
 // The models directory is temporary: links to ../shared's tiny models, one
 // written by `smolbot gen-model`, and a file that is not a GGUF (listed as
@@ -316,13 +315,15 @@ describe('a request while its model loads', { skip: SKIP }, () => {
   /* Each stream is left after its first chunk (the role, sent before the
    * prompt is read): the load is what is under test, and a 3B prefill
    * under the sanitizers would take minutes. */
-  test('the stream starts at once and carries ": ping"s until the model is loaded', { timeout: 300000 }, async () => {
+  /* A stream for big (not loaded) to its first chunk, then left: it must
+   * start at once and carry ": ping"s before that chunk. The chunk's text. */
+  async function pingsThenFirstChunk(body, route) {
     await loadTiny();
     const ac = new AbortController();
     const t0 = Date.now();
     let tFirst = 0, text = '';
-    await assert.rejects(rawStream(s, { model: 'big', ...short }, {
-      signal: ac.signal,
+    await assert.rejects(rawStream(s, { model: 'big', ...body }, {
+      route, signal: ac.signal,
       onText: (t) => {
         if (!tFirst) tFirst = Date.now();
         text = t;
@@ -333,7 +334,11 @@ describe('a request while its model loads', { skip: SKIP }, () => {
     assert.ok(firstData > 0, text);
     assert.match(text.slice(0, firstData), /^: ping$/m, `no ping before the first chunk after ${Date.now() - t0} ms`);
     assert.ok(tFirst - t0 < 1000, `the response started after ${tFirst - t0} ms`);
-    assert.match(text.slice(firstData), /"model":"big".*"role":"assistant"/);
+    return text.slice(firstData);
+  }
+
+  test('the stream starts at once and carries ": ping"s until the model is loaded', { timeout: 300000 }, async () => {
+    assert.match(await pingsThenFirstChunk(short), /"model":"big".*"role":"assistant"/);
   });
 
   test('the openai client parses such a stream', { timeout: 300000 }, async () => {
@@ -381,24 +386,9 @@ describe('a request while its model loads', { skip: SKIP }, () => {
   });
 
   test('/v1/completions streams the same way: ": ping"s during the load, then the answer', { timeout: 300000 }, async () => {
-    await loadTiny();
-    const ac = new AbortController();
-    const t0 = Date.now();
-    let tFirst = 0, text = '';
     /* echo: the prompt's chunk goes out before any 3B decoding, right after the load */
-    await assert.rejects(rawStream(s, { model: 'big', prompt: 'Hi', max_tokens: 1, echo: true, temperature: 0 }, {
-      route: '/v1/completions', signal: ac.signal,
-      onText: (t) => {
-        if (!tFirst) tFirst = Date.now();
-        text = t;
-        if (/^data: /m.test(t)) ac.abort();
-      },
-    }));
-    const firstData = text.search(/^data: /m);
-    assert.ok(firstData > 0, text);
-    assert.match(text.slice(0, firstData), /^: ping$/m, `no ping before the first chunk after ${Date.now() - t0} ms`);
-    assert.ok(tFirst - t0 < 1000, `the response started after ${tFirst - t0} ms`);
-    assert.match(text.slice(firstData), /"object":"text_completion".*"model":"big".*"text":"Hi"/);
+    const first = await pingsThenFirstChunk({ prompt: 'Hi', max_tokens: 1, echo: true, temperature: 0 }, '/v1/completions');
+    assert.match(first, /"object":"text_completion".*"model":"big".*"text":"Hi"/);
     /* tiny was unloaded for big: its completion waits for that load to end and for its own, then completes */
     const full = await rawStream(s, { model: tiny, prompt: 'Hello', max_tokens: 4, temperature: 0 }, { route: '/v1/completions' });
     assert.doesNotMatch(full, /"error"/, full);
