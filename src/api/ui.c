@@ -1108,7 +1108,9 @@ static void *load_main(void *arg) {
         else api_model_put(a, &am);
         store_conv_clear(&c);
     }
+    pthread_mutex_lock(&u->mu);
     int stopped = rc == CORE_ECANCEL || l->cancel;
+    pthread_mutex_unlock(&u->mu);
     if (rc && !l->cont) mark_failed(a, l->asst, stopped ? "cancelled" : "error");
     pthread_mutex_lock(&u->mu);
     if (rc) {
@@ -1117,6 +1119,7 @@ static void *load_main(void *arg) {
         l->ended_at = core_now_s();
     } else {
         load_unlink(u, l); /* from now on the stream route finds the job */
+        if (l->cancel) bridge_cancel(j); /* Stop came between the load and the start */
     }
     for (int i = 0; i < l->n_w; i++) {
         ui_stream *x = l->w[i];
