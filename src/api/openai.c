@@ -29,11 +29,11 @@
  *               A stream that is gone or a write that fails drops the
  *               listener, and with no listener left the job is cancelled
  *               at once (grace 0), queued or running. A stream for a
-               registry model that is not loaded (chat or legacy
-               completion) answers before the load: a loader thread
-               waits for it (the stream's ": ping"s go out meanwhile; a
-               client that leaves ends the wait), then runs the request
-               onto the open stream.
+ *               registry model that is not loaded (chat or legacy
+ *               completion) answers before the load: a loader thread
+ *               waits for it (the stream's ": ping"s go out meanwhile; a
+ *               client that leaves ends the wait), then runs the request
+ *               onto the open stream.
  * n > 1 choices are n jobs of the same prompt (a seed each), answered
  * together: non-stream once all have ended; streamed, a listener per
  * choice on the one SSE stream (oai_group), chunks naming their index, the
@@ -745,9 +745,9 @@ out:
     api_msgs_free(&m);
 }
 
-/* A streaming chat whose model is not loaded: the SSE stream starts at
+/* A streaming request whose model is not loaded: the SSE stream starts at
  * once and this thread waits for the load (the stream's ": ping"s go out
- * meanwhile, and a client that leaves ends the wait), then runs the chat
+ * meanwhile, and a client that leaves ends the wait), then runs the request
  * onto it. A failure after the stream started is an error event, then
  * [DONE]: the status line went out already. */
 typedef void (*oai_run_fn)(api *a, http_req *r, json_t *root, chat_req *q, http_stream **pre);
