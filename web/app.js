@@ -49,6 +49,8 @@
  *     stats   escaped "TTFT 120 ms · 35.2 tok/s · 212 tokens"; the line may carry
  *             <span data-ctx-used="N" data-ctx-max="M">…</span> to move the gauge
  *     error   escaped message                              done     "" (last event; the page closes the stream)
+ *     loading escaped "Loading {model}… 3 s": the answer's model is loading (first, then about every
+ *             second); "" when the answer starts (a failed load: error, stats, done)
  *   Send ": ping" comments while waiting. For a message that already finished
  *   answer 204 (EventSource then stops reconnecting).
  * POST /ui/c/{id}/stop         204; the stream ends with tail "" + done.
@@ -91,7 +93,8 @@
  *            *sse-connect="/ui/c/{id}/stream/{msg}" *sse-close="done">
  *     <details class="think[ has-text]"[ open*]><summary>Thinking <span class="think-meta" *sse-swap="thought">{meta}</span></summary>
  *       <div class="think-body" *sse-swap="think" *hx-swap="beforeend">{escaped reasoning}</div></details>
- *     <div class="bubble"><div class="md" *sse-swap="block" *hx-swap="beforeend">{html}</div>
+ *     <div class="bubble">*<div class="loading" role="status" sse-swap="loading" hx-swap="innerHTML"></div>
+ *       <div class="md" *sse-swap="block" *hx-swap="beforeend">{html}</div>
  *       <div class="tail" *sse-swap="tail"></div><div class="err" *sse-swap="error"></div></div>
  *     <div class="msg-foot"><span class="stats" *sse-swap="stats">{stats}</span><span class="msg-actions">
  *       <button type="button" class="icon sm" data-copy="msg" aria-label="Copy answer">Copy</button>
@@ -402,8 +405,6 @@
     }
     if (state.status === 'no_model') { toast('No model loaded: run "smolbot pull", then restart the server'); return; }
     if (attached.length) { var why = wontFit(Math.ceil(input.value.length / 3.5), 'The message'); if (why) { toast(why, 8000); return; } }
-    var pk = $('#model-pick'), opt = !pk.hidden && pk.selectedOptions && pk.selectedOptions[0];
-    if (opt && opt.dataset.loaded === '0') toast('Loading ' + opt.value + '…', 10000); /* the answer starts once it is in memory */
     var form = $('#composer');
     if (form.requestSubmit) form.requestSubmit(); else form.dispatchEvent(new Event('submit', { cancelable: true }));
   }
@@ -827,6 +828,11 @@
       if (type === 'stats') gaugeFrom($('[data-ctx-used]', art));
       if (type === 'block') enhance($('.md', art));
       if (type === 'tail') enhance($('.tail', art), true);
+      if (type === 'loading') { /* the picker says which model loads, then that it is loaded */
+        var ld = $('.loading', art), on = !!(ld && ld.textContent), was = art.classList.contains('model-loading');
+        art.classList.toggle('model-loading', on);
+        if (on !== was || !on) pollStatus(false);
+      }
       scrollDown();
     });
     document.body.addEventListener('htmx:sseClose', function (e) {
@@ -835,7 +841,10 @@
       var d = $('.think', art); if (d) d.open = false;
       streamingNow();
     });
-    document.body.addEventListener('htmx:sseError', function () { if (state.status === 'ready') setBadge('reconnecting'); });
+    document.body.addEventListener('htmx:sseError', function (e) {
+      if (e.detail && e.detail.error && e.detail.error.data !== undefined) return; /* an "error" event: the answer's, not the connection's */
+      if (state.status === 'ready') setBadge('reconnecting');
+    });
     document.body.addEventListener('htmx:sseOpen', function () { if (state.status === 'ready') setBadge('ready'); });
 
     if (/[?&]demo/.test(location.search) || !window.htmx) { demo(); return; }

@@ -80,6 +80,35 @@ void api_model_put(api *a, api_model *m) {
     m->held = 0;
 }
 
+int api_model_unloaded(api *a, const char *name, char *out, size_t cap) {
+    if (!a->cfg.reg) return 0;
+    char def[128];
+    if (!name || !*name) {
+        if (registry_default(a->cfg.reg, def, sizeof def)) return 0;
+        name = def;
+    }
+    int i = registry_find(a->cfg.reg, name);
+    registry_model rm;
+    if (i < 0 || registry_get(a->cfg.reg, (size_t)i, &rm) || !rm.supported || rm.loaded) return 0;
+    snprintf(out, cap, "%s", rm.name);
+    return 1;
+}
+
+int api_loader_spawn(api *a, void *(*fn)(void *), void *arg) {
+    pthread_t t;
+    pthread_attr_t at;
+    if (pthread_attr_init(&at)) return CORE_ENOMEM;
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    atomic_fetch_add(&a->loaders, 1);
+    int rc = pthread_create(&t, &at, fn, arg);
+    pthread_attr_destroy(&at);
+    if (!rc) return 0;
+    atomic_fetch_sub(&a->loaders, 1);
+    return CORE_ENOMEM;
+}
+
+void api_loader_done(api *a) { atomic_fetch_sub(&a->loaders, 1); }
+
 int api_model_start(api *a, api_model *m, const engine_request *er, bridge_job_opts *bo, bridge_job **out,
                     core_err *err) {
     bo->eng = m->eng;

@@ -79,6 +79,15 @@ typedef struct api_model {
 /* 0, or -1 after answering (404 unknown model, 400 unsupported, 503 not ready / stopping). */
 int api_model_get(api *a, const api_rq *q, const char *name, api_model *m);
 void api_model_put(api *a, api_model *m);
+/* With a registry: 1 when name (NULL or "": the default) is a model it
+ * knows and can run that is not loaded (a request for it waits for the
+ * load), its own spelling in out; else 0. */
+int api_model_unloaded(api *a, const char *name, char *out, size_t cap);
+/* A detached thread fn(arg) that waits for a load, counted in a->loaders
+ * (api_free waits for them): fn ends with api_loader_done(a) as its last
+ * touch of a. 0, or CORE_ENOMEM (no thread; nothing counted). */
+int api_loader_spawn(api *a, void *(*fn)(void *), void *arg);
+void api_loader_done(api *a);
 /* bridge_start on m's engine (bo's engine fields are set here). */
 int api_model_start(api *a, api_model *m, const engine_request *er, bridge_job_opts *bo, bridge_job **out,
                     core_err *err);

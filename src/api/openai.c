@@ -29,10 +29,11 @@
  *               A stream that is gone or a write that fails drops the
  *               listener, and with no listener left the job is cancelled
  *               at once (grace 0), queued or running. A stream for a
-               registry model that is not loaded answers before the
-               load: a loader thread waits for it (the stream's ": ping"s
-               go out meanwhile; a client that leaves ends the wait),
-               then runs the chat onto the open stream.
+ *               registry model that is not loaded (chat or legacy
+ *               completion) answers before the load: a loader thread
+ *               waits for it (the stream's ": ping"s go out meanwhile; a
+ *               client that leaves ends the wait), then runs the request
+ *               onto the open stream.
  * n > 1 choices are n jobs of the same prompt (a seed each), answered
  * together: non-stream once all have ended; streamed, a listener per
  * choice on the one SSE stream (oai_group), chunks naming their index, the
@@ -744,15 +745,17 @@ out:
     api_msgs_free(&m);
 }
 
-/* A streaming chat whose model is not loaded: the SSE stream starts at
+/* A streaming request whose model is not loaded: the SSE stream starts at
  * once and this thread waits for the load (the stream's ": ping"s go out
- * meanwhile, and a client that leaves ends the wait), then runs the chat
+ * meanwhile, and a client that leaves ends the wait), then runs the request
  * onto it. A failure after the stream started is an error event, then
  * [DONE]: the status line went out already. */
+typedef void (*oai_run_fn)(api *a, http_req *r, json_t *root, chat_req *q, http_stream **pre);
 typedef struct chat_loader {
     api *a;
     json_t *root;
     http_stream *s;
+    oai_run_fn run; /* chat_run or completion_run */
     char name[128];
 } chat_loader;
 
@@ -773,7 +776,7 @@ static void *loader_main(void *arg) {
     if (!rc) {
         q.am.held = 1;
         snprintf(q.am.name, sizeof q.am.name, "%s", l->name);
-        chat_run(a, NULL, l->root, &q, &l->s); /* gives the hold back */
+        l->run(a, NULL, l->root, &q, &l->s); /* gives the hold back */
     } else if (rc == CORE_ECANCEL) {
         cap = (api_err_capture){.set = 1, .status = 503};
         snprintf(cap.type, sizeof cap.type, "unavailable_error");
@@ -801,30 +804,22 @@ static void *loader_main(void *arg) {
     chat_req_free(&q);
     json_decref(l->root);
     free(l);
-    atomic_fetch_sub(&a->loaders, 1); /* the last touch of a: api_free may go on */
+    api_loader_done(a); /* the last touch of a: api_free may go on */
     return NULL;
 }
 
-/* 1 when the chat of root should wait for its model on a loader thread:
+/* 1 when the request root should wait for its model on a loader thread:
  * a stream, a registry, a model it knows and can run that is not loaded. */
 static int needs_loader(api *a, json_t *root, char *name, size_t cap) {
     if (!a->cfg.reg || !json_is_true(json_object_get(root, "stream"))) return 0;
     json_t *model = json_object_get(root, "model");
     if (model && !json_is_null(model) && !json_is_string(model)) return 0; /* a 400 from the handler */
-    const char *n = json_is_string(model) ? json_string_value(model) : NULL;
-    char def[128];
-    if (!n || !*n) {
-        if (registry_default(a->cfg.reg, def, sizeof def)) return 0;
-        n = def;
-    }
-    int i = registry_find(a->cfg.reg, n);
-    registry_model rm;
-    if (i < 0 || registry_get(a->cfg.reg, (size_t)i, &rm) || !rm.supported || rm.loaded) return 0;
-    snprintf(name, cap, "%s", rm.name);
-    return 1;
+    return api_model_unloaded(a, json_string_value(model), name, cap);
 }
 
-static int chat_completions(api *a, http_req *r) {
+/* Parse the body of r and run it: on a loader thread (the stream answers
+ * at once) when its model must load first, else here. */
+static int run_request(api *a, http_req *r, oai_run_fn run) {
     if (strcmp(http_req_method(r), "POST"))
         return api_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "use POST");
     if (not_ready(a, r)) return 0;
@@ -835,24 +830,14 @@ static int chat_completions(api *a, http_req *r) {
     char name[128];
     if (!bridge_stopping(a->br) && needs_loader(a, root, name, sizeof name) && (l = calloc(1, sizeof *l))) {
         core_err err = {0};
-        *l = (chat_loader){.a = a, .root = root};
+        *l = (chat_loader){.a = a, .root = root, .run = run};
         snprintf(l->name, sizeof l->name, "%s", name);
         if (!(l->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err))) {
             free(l);
             json_decref(root);
             return 0;
         }
-        pthread_t t;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        atomic_fetch_add(&a->loaders, 1);
-        if (pthread_create(&t, &at, loader_main, l) == 0) {
-            pthread_attr_destroy(&at);
-            return 0;
-        }
-        pthread_attr_destroy(&at);
-        atomic_fetch_sub(&a->loaders, 1);
+        if (!api_loader_spawn(a, loader_main, l)) return 0;
         const char *e = "{\"error\":{\"message\":\"out of threads\",\"type\":\"server_error\",\"param\":null,"
                         "\"code\":\"internal_error\"}}";
         http_stream_event(l->s, NULL, NULL, e, strlen(e));
@@ -862,11 +847,13 @@ static int chat_completions(api *a, http_req *r) {
         json_decref(root);
         return 0;
     }
-    if (!request_model(a, r, root, &q)) chat_run(a, r, root, &q, NULL);
+    if (!request_model(a, r, root, &q)) run(a, r, root, &q, NULL);
     chat_req_free(&q);
     json_decref(root);
     return 0;
 }
+
+static int chat_completions(api *a, http_req *r) { return run_request(a, r, chat_run); }
 
 /* ---- /v1/completions (legacy) ------------------------------------------------------ */
 
@@ -900,13 +887,9 @@ static int parse_prompt(http_req *r, const tok *tk, json_t *root, int32_t **ids,
     return 0;
 }
 
-static int completions(api *a, http_req *r) {
-    if (strcmp(http_req_method(r), "POST"))
-        return api_error(r, 405, "invalid_request_error", "method_not_allowed", NULL, "use POST");
-    if (not_ready(a, r)) return 0;
-    json_t *root = parse_body(r);
-    if (!root) return 0;
-    chat_req q = {0};
+/* The completion of root on q->am's engine (held; given back here); r
+ * NULL and *pre as for chat_run. */
+static void completion_run(api *a, http_req *r, json_t *root, chat_req *q, http_stream **pre) {
     int32_t *ids = NULL;
     size_t n_ids = 0;
     core_buf echo_text = {0};
@@ -933,12 +916,12 @@ static int completions(api *a, http_req *r) {
         goto out;
     }
     json_object_del(root, "logprobs"); /* the chat parser reads a boolean there */
-    if (request_model(a, r, root, &q) || parse_fields(a, r, root, &q) || get_bool(r, root, "echo", &echo) < 0) goto out;
-    if (q.n != 1) {
+    if (parse_fields(a, r, root, q) || get_bool(r, root, "echo", &echo) < 0) goto out;
+    if (q->n != 1) {
         api_error(r, 400, "invalid_request_error", "unsupported_parameter", "n", "'n' above 1 is supported on /v1/chat/completions only");
         goto out;
     }
-    const tok *tk = engine_tok(q.am.eng);
+    const tok *tk = engine_tok(q->am.eng);
     if (!tk) { submit_error(a, r, CORE_EUNSUP, "the model is not loaded"); goto out; }
     if (parse_prompt(r, tk, root, &ids, &n_ids)) goto out;
     if (echo && tok_decode(tk, ids, n_ids, 1, &echo_text)) { api_error(r, 500, "server_error", NULL, NULL, "out of memory"); goto out; }
@@ -946,9 +929,9 @@ static int completions(api *a, http_req *r) {
     er.prompt = ids;
     er.n_prompt = n_ids;
     er.thinking = 0; /* a raw prompt: everything generated is text */
-    request_settings(&q, &er);
+    request_settings(q, &er);
     oai_job oj;
-    if (start(a, r, &q, &er, "prompt", "cmpl-", 0, 1, &oj, NULL)) goto out;
+    if (start(a, r, q, &er, "prompt", "cmpl-", 0, 1, &oj, pre)) goto out;
     j = oj.j[0];
     if ((x = oj.x[0])) {
         if (echo && echo_text.len) {
@@ -969,7 +952,7 @@ static int completions(api *a, http_req *r) {
             if (echo && echo_text.len) core_utf8_sanitize(echo_text.data, echo_text.len, &all);
             core_buf_append(&all, text, tl);
             json_t *o = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[{s:s%, s:i, s:n, s:s}], s:o, s:o}", "id", oj.id, "object",
-                                  "text_completion", "created", (json_int_t)oj.created, "model", q.am.name,
+                                  "text_completion", "created", (json_int_t)oj.created, "model", q->am.name,
                                   "system_fingerprint", "smolbot", "choices", "text", all.data ? all.data : "", all.len,
                                   "index", 0, "logprobs", "finish_reason", finish, "usage", usage_json(st), "timings",
                                   timings_json(st));
@@ -979,13 +962,12 @@ static int completions(api *a, http_req *r) {
     }
     bridge_release(j);
 out:
-    api_model_put(a, &q.am);
+    api_model_put(a, &q->am);
     free(ids);
     core_buf_free(&echo_text);
-    chat_req_free(&q);
-    json_decref(root);
-    return 0;
 }
+
+static int completions(api *a, http_req *r) { return run_request(a, r, completion_run); }
 
 /* ---- the small routes ------------------------------------------------------------ */
 

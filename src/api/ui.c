@@ -36,7 +36,9 @@
  * Several models (a registry): an answer runs on the model the page's
  * picker sends ("model" in the form), else the one that wrote the
  * conversation's last answer, else the registry's default; the name is
- * stored with the answer and shown under it.
+ * stored with the answer and shown under it. A model that is not loaded
+ * does not hold the POST up: its stream says "loading" until the answer
+ * starts (see "answers waiting for their model's load").
  *
  * /ui/quote streams a fixed public-domain passage (John 1:1-14, KJV) word by
  * word through the same bridge, as a job without engine that feeds itself,
@@ -70,10 +72,12 @@
 #define QUOTE_WORD_MS 12   /* pace of /ui/quote */
 #define QUOTE_GRACE_S 5.0  /* nobody wants the quote */
 
+typedef struct ui_load ui_load;
 typedef struct ui {
-    pthread_mutex_t mu;
+    pthread_mutex_t mu;   /* guards quote_serial and loads (and the streams waiting on them) */
     int64_t quote_serial; /* quotes are keyed -1, -2, ... (model answers by message id) */
     store *mem;           /* without a history database: the page's chats, in memory */
+    ui_load *loads;       /* answers waiting for their model's load */
 } ui;
 
 /* The page's store: the history database, or (serve --no-db, or a database
@@ -303,21 +307,29 @@ static void ui_drop(void *ctx) { ui_stream_free(ctx); }
 
 static const bridge_listener_ops ui_ops = {ui_deliver, ui_gone, ui_drop};
 
-/* Answer r with the event stream of job j from Last-Event-ID (or 0). */
-static int ui_listen(bridge_job *j, http_req *r, int quote) {
+/* Answer r with an event stream in this file's framing: 0, or -1 after
+ * answering 500. */
+static int ui_stream_open(http_req *r, int quote, ui_stream **out) {
     core_err err = {0};
-    ui_stream *x = calloc(1, sizeof *x);
+    ui_stream *x = *out = calloc(1, sizeof *x);
     if (!x || !(x->md = md_stream_new())) {
         free(x);
-        return http_respond_text(r, 500, "out of memory");
+        return http_respond_text(r, 500, "out of memory"), -1;
     }
     x->quote = quote;
     x->fresh = 1;
     x->s = http_respond_stream(r, 200, "text/event-stream", NULL, &err);
     if (!x->s) {
         ui_stream_free(x);
-        return http_respond_text(r, 500, err.msg);
+        return http_respond_text(r, 500, err.msg), -1;
     }
+    return 0;
+}
+
+/* Answer r with the event stream of job j from Last-Event-ID (or 0). */
+static int ui_listen(bridge_job *j, http_req *r, int quote) {
+    ui_stream *x;
+    if (ui_stream_open(r, quote, &x)) return 0;
     const char *lid = http_req_header(r, "Last-Event-ID");
     bridge_listen(j, &ui_ops, x, lid ? strtoull(lid, NULL, 10) : 0, ANS_TICK_MS);
     return 0;
@@ -370,6 +382,8 @@ static void quote_tick(void *ctx, bridge_job *j, double now) {
     if (q->pos >= n) bridge_finish(j, "stop");
 }
 
+static void load_gc(ui *u, double now);
+
 int api_ui_init(api *a, core_err *err) {
     ui *u = calloc(1, sizeof *u);
     if (!u) return core_errf(err, CORE_ENOMEM, "out of memory");
@@ -387,6 +401,7 @@ int api_ui_init(api *a, core_err *err) {
 void api_ui_free(api *a) {
     ui *u = a ? a->ui : NULL;
     if (!u) return;
+    load_gc(u, INFINITY); /* ended ones only: the loader threads are done (api_free waited) */
     pthread_mutex_destroy(&u->mu);
     store_close(u->mem);
     free(u);
@@ -440,7 +455,8 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
     }
     core_buf_printf(b, "</span></summary>\n<div class=\"think-body\"%s>", streaming ? " sse-swap=\"think\" hx-swap=\"beforeend\"" : "");
     if (has_r) esc(b, m->reasoning);
-    core_buf_printf(b, "</div></details>\n<div class=\"bubble\"><div class=\"md\"%s>",
+    core_buf_printf(b, "</div></details>\n<div class=\"bubble\">%s<div class=\"md\"%s>",
+                    streaming ? "<div class=\"loading\" role=\"status\" sse-swap=\"loading\" hx-swap=\"innerHTML\"></div>" : "",
                     streaming ? " sse-swap=\"block\" hx-swap=\"beforeend\"" : "");
     if (!streaming && m->content) md_render(m->content, strlen(m->content), b);
     core_buf_printf(b, "</div><div class=\"tail\"%s></div><div class=\"err\"%s></div></div>\n",
@@ -474,11 +490,13 @@ static void render_assistant(core_buf *b, const char *conv, const store_msg *m, 
                      "data-cmd=\"continue\" aria-label=\"Continue answer\">Continue</button>\n</span></div></article>\n");
 }
 
+static int load_live(api *a, const char *conv, int64_t msg, const char *model);
+
 static void render_msg(api *a, core_buf *b, const char *conv, const store_msg *m) {
     if (!strcmp(m->role, "user")) render_user(b, m);
     else if (!strcmp(m->role, "assistant")) {
         bridge_job *j = bridge_find(a->br, m->id, conv);
-        int live = j && bridge_live(j);
+        int live = (j && bridge_live(j)) || load_live(a, conv, m->id, NULL);
         if (j) bridge_release(j);
         render_assistant(b, conv, m, live);
     }
@@ -632,7 +650,7 @@ static json_t *status_models(api *a) {
     registry_model m;
     for (size_t i = 0; arr && registry_get(a->cfg.reg, i, &m) == 0; i++) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:f, s:b, s:b, s:b, s:f, s:i}", "name", m.name, "quant", m.quant, "arch",
-                              m.arch, "size_mb", m.file_size / 1048576.0, "loaded", m.loaded, "loading", m.loading,
+                              m.arch, "size_mb", m.file_size / 1048576.0, "loaded", m.loaded, "loading", m.loading || load_live(a, NULL, 0, m.name),
                               "supported", m.supported, "mem_mb", m.mem_bytes / 1048576.0, "n_ctx", m.n_ctx);
         if (o && !m.supported) json_object_set_new(o, "reason", json_string(m.reason));
         if (!o || json_array_append_new(arr, o)) {
@@ -845,18 +863,15 @@ static void form_samplers(const char *body, sample_params *sp) {
 
 static int stopping_wait(void *ctx) { return bridge_stopping(((api *)ctx)->br); }
 
-static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, const char *model,
-                        const char *form, core_err *err) {
-    api_model am = {.eng = a->eng, .keep_alive_s = REGISTRY_KEEP_DEFAULT};
-    if (a->cfg.reg) { /* loads it if it must (the POST waits) */
-        int rc = registry_acquire(a->cfg.reg, model, stopping_wait, a, &am.eng, &am.load_ms, err);
-        if (rc) return rc == CORE_ENOTFOUND ? CORE_EINVAL : rc;
-        am.held = 1;
-    }
+/* The answer asst to the branch ending at upto on *am's engine (a hold
+ * given back here). held: the job, with bridge_start's hold (else given
+ * back: the page connects within ANS_GRACE_S). */
+static int start_on(api *a, api_model *am, const store_conv *c, int64_t upto, int64_t asst, int cont,
+                    const char *form, bridge_job **held, core_err *err) {
     store_msg *ms = NULL;
     int n = 0, rc = store_branch(S(a), c->id, upto, &ms, &n, err);
     if (rc) {
-        api_model_put(a, &am);
+        api_model_put(a, am);
         return rc;
     }
     chat_msg *cm = calloc((size_t)n + 1, sizeof *cm);
@@ -872,7 +887,7 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
         const char *t = ms[i].content ? ms[i].content : "";
         cm[k++] = (chat_msg){ms[i].role, t, strlen(t)};
     }
-    const tok *tk = engine_tok(am.eng);
+    const tok *tk = engine_tok(am->eng);
     if (!tk) {
         rc = core_errf(err, CORE_EUNSUP, "the model is not loaded");
         goto out;
@@ -894,10 +909,10 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
     form_samplers(form, &rq.sampling);
     rq.thinking = p.thinking;
     /* the page's setting is cut to what the context leaves, never refused */
-    rc = bridge_max_tokens(engine_ctx_size(am.eng), p.n_ids, c->max_tokens, a->cfg.max_tokens, 0, &rq.max_tokens, err);
+    rc = bridge_max_tokens(engine_ctx_size(am->eng), p.n_ids, c->max_tokens, a->cfg.max_tokens, 0, &rq.max_tokens, err);
     if (rc) { /* before anything is relabelled: a continue that cannot fit leaves the answer as it was */
         rc = core_errf(err, CORE_ERANGE, "The conversation (%zu tokens) no longer fits the context (%d): start a new one.",
-                       p.n_ids, engine_ctx_size(am.eng));
+                       p.n_ids, engine_ctx_size(am->eng));
         goto out;
     }
     if (cont && n > 0) { /* the finished answer streams again */
@@ -927,14 +942,281 @@ static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst,
         bo.prefix_reasoning_len = strlen(bo.prefix_reasoning);
     }
     bridge_job *j = NULL;
-    rc = api_model_start(a, &am, &rq, &bo, &j, err);
+    rc = api_model_start(a, am, &rq, &bo, &j, err);
     if (rc) free(ow);
-    else bridge_release(j); /* the page connects within ANS_GRACE_S */
+    else if (held) *held = j;
+    else bridge_release(j);
 out:
-    api_model_put(a, &am);
+    api_model_put(a, am);
     prompt_free(&p);
     free(cm);
     store_msgs_free(ms, n);
+    return rc;
+}
+
+static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, const char *model,
+                        const char *form, core_err *err) {
+    api_model am = {.eng = a->eng, .keep_alive_s = REGISTRY_KEEP_DEFAULT};
+    if (a->cfg.reg) { /* loaded already (else load_start): this does not wait */
+        int rc = registry_acquire(a->cfg.reg, model, stopping_wait, a, &am.eng, &am.load_ms, err);
+        if (rc) return rc == CORE_ENOTFOUND ? CORE_EINVAL : rc;
+        am.held = 1;
+    }
+    return start_on(a, &am, c, upto, asst, cont, form, NULL, err);
+}
+
+/* An answer that never started, stored empty with its finish ("error",
+ * "cancelled"). */
+static void mark_failed(api *a, int64_t id, const char *finish) {
+    store_msg m = {0};
+    snprintf(m.role, sizeof m.role, "assistant");
+    m.content = "";
+    m.status = STORE_MSG_PARTIAL;
+    snprintf(m.finish, sizeof m.finish, "%s", finish);
+    store_update(S(a), id, &m, NULL);
+}
+
+/* ---- answers waiting for their model's load --------------------------------
+ *
+ * An answer whose model is not loaded does not make its POST wait: the
+ * POST stores the messages and returns the streaming article at once, and
+ * a loader thread (api_loader_spawn) waits for the load. The article's
+ * event stream, which finds no job yet, waits on the load instead: it gets
+ * a "loading" event at once and then about every second (the registry's
+ * wait ticks) with the seconds so far, which also tells the server whether
+ * the client is still there. Once loaded, the thread starts the job and
+ * hands the waiting streams to it (an empty "loading" first, which clears
+ * the line); a failed or stopped load ends them with error/stats/done and
+ * is kept ANS_KEEP_S for a stream that comes late. With no stream for
+ * ANS_GRACE_S (a closed tab), on Stop, a deleted conversation or the server
+ * stopping, the wait gives up; a load under way still completes (the
+ * registry keeps the file, with no hold, for whoever asks next).
+ * Lock order: u->mu, then the bridge's.
+ */
+#define LOAD_STREAMS 8 /* streams of one answer (tabs, reconnects) */
+
+struct ui_load {
+    ui_load *next;
+    api *a;
+    char conv[STORE_ID_LEN + 1], model[128];
+    int64_t upto, asst;
+    int cont;
+    char *form;          /* the POST's body: the samplers of this answer */
+    double t0;
+    double alone_since;  /* no stream attached since then; 0: one is */
+    int ticked_s;        /* the seconds the last tick told */
+    int cancel;          /* Stop, the conversation deleted */
+    int ended;           /* 1: failed (msg says why), 2: stopped */
+    double ended_at;
+    char msg[512];
+    ui_stream *w[LOAD_STREAMS];
+    int n_w;
+};
+
+static void load_free(ui_load *l) {
+    if (!l) return;
+    free(l->form);
+    free(l);
+}
+
+/* Unlink l from u->loads (u->mu held). */
+static void load_unlink(ui *u, ui_load *l) {
+    for (ui_load **p = &u->loads; *p; p = &(*p)->next)
+        if (*p == l) {
+            *p = l->next;
+            return;
+        }
+}
+
+/* Ended loads past ANS_KEEP_S go (u->mu held). */
+static void load_gc(ui *u, double now) {
+    for (ui_load **p = &u->loads; *p;) {
+        ui_load *l = *p;
+        if (l->ended && now - l->ended_at > ANS_KEEP_S) {
+            *p = l->next;
+            load_free(l);
+        } else {
+            p = &l->next;
+        }
+    }
+}
+
+/* "Loading MODEL… N s" (escaped) to x. */
+static void load_ev(ui_stream *x, const ui_load *l, double now, int *bad) {
+    core_buf t = {0};
+    int secs = (int)(now - l->t0);
+    core_buf_printf(&t, "Loading %s…", l->model);
+    if (secs > 0) core_buf_printf(&t, " %d s", secs);
+    core_buf_clear(&x->tmp);
+    esc(&x->tmp, t.data);
+    core_buf_free(&t);
+    ev(x, "loading", NULL, x->tmp.data ? x->tmp.data : "", x->tmp.len, bad);
+}
+
+/* The end of an answer that never started, to x: the line cleared, the
+ * reason (failed), the stats line, done. */
+static void load_ev_end(ui_stream *x, const ui_load *l, int *bad) {
+    ev(x, "loading", NULL, "", 0, bad);
+    if (l->ended == 1) {
+        core_buf_clear(&x->tmp);
+        esc(&x->tmp, l->msg);
+        ev(x, "error", NULL, x->tmp.data ? x->tmp.data : "", x->tmp.len, bad);
+    }
+    ev(x, "stats", NULL, l->ended == 1 ? "error" : "stopped", l->ended == 1 ? 5 : 7, bad);
+    ev(x, "done", NULL, "", 0, bad);
+}
+
+/* The registry's wait tick (about once a second): gone streams go, the
+ * others hear the time; nonzero gives the wait up. */
+static int load_wait(void *ctx) {
+    ui_load *l = ctx;
+    ui *u = l->a->ui;
+    double now = core_now_s();
+    int tell = (int)(now - l->t0) != l->ticked_s; /* once a second (silence is filled by the pings) */
+    l->ticked_s = (int)(now - l->t0);
+    pthread_mutex_lock(&u->mu);
+    for (int i = 0; i < l->n_w;) {
+        int bad = http_stream_gone(l->w[i]->s);
+        if (!bad && tell) load_ev(l->w[i], l, now, &bad);
+        if (bad) {
+            ui_stream_free(l->w[i]);
+            l->w[i] = l->w[--l->n_w];
+        } else {
+            i++;
+        }
+    }
+    if (l->n_w) l->alone_since = 0;
+    else if (!l->alone_since) l->alone_since = now;
+    int give_up = l->cancel || bridge_stopping(l->a->br) || (l->alone_since && now - l->alone_since > ANS_GRACE_S);
+    pthread_mutex_unlock(&u->mu);
+    return give_up;
+}
+
+static void *load_main(void *arg) {
+    ui_load *l = arg;
+    api *a = l->a;
+    ui *u = a->ui;
+    core_err err = {0};
+    api_model am = {.keep_alive_s = REGISTRY_KEEP_DEFAULT};
+    bridge_job *j = NULL;
+    int rc = registry_acquire(a->cfg.reg, l->model, load_wait, l, &am.eng, &am.load_ms, &err);
+    if (!rc) {
+        store_conv c = {0};
+        am.held = 1;
+        rc = store_get(S(a), l->conv, &c, &err);
+        if (!rc) rc = start_on(a, &am, &c, l->upto, l->asst, l->cont, l->form, &j, &err); /* gives am back */
+        else api_model_put(a, &am);
+        store_conv_clear(&c);
+    }
+    pthread_mutex_lock(&u->mu);
+    int stopped = rc == CORE_ECANCEL || l->cancel;
+    pthread_mutex_unlock(&u->mu);
+    if (rc && !l->cont) mark_failed(a, l->asst, stopped ? "cancelled" : "error");
+    pthread_mutex_lock(&u->mu);
+    if (rc) {
+        snprintf(l->msg, sizeof l->msg, "%s", err.msg);
+        l->ended = stopped ? 2 : 1;
+        l->ended_at = core_now_s();
+    } else {
+        load_unlink(u, l); /* from now on the stream route finds the job */
+        if (l->cancel) bridge_cancel(j); /* Stop came between the load and the start */
+    }
+    for (int i = 0; i < l->n_w; i++) {
+        ui_stream *x = l->w[i];
+        int bad = 0;
+        if (!rc) { /* the job's now (bridge_listen drops one it cannot keep) */
+            ev(x, "loading", NULL, "", 0, &bad);
+            bridge_listen(j, &ui_ops, x, 0, ANS_TICK_MS);
+        } else {
+            load_ev_end(x, l, &bad);
+            ui_stream_free(x);
+        }
+    }
+    l->n_w = 0;
+    pthread_mutex_unlock(&u->mu);
+    if (j) bridge_release(j);
+    if (!rc) load_free(l);
+    api_loader_done(a); /* the last touch of a */
+    return NULL;
+}
+
+/* Answer asst once model is loaded (see above). 0, or an error (nothing kept). */
+static int load_start(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, const char *model,
+                      const char *form, core_err *err) {
+    ui *u = a->ui;
+    ui_load *l = calloc(1, sizeof *l);
+    if (!l || !(l->form = strdup(form ? form : ""))) {
+        free(l);
+        return core_errf(err, CORE_ENOMEM, "out of memory");
+    }
+    l->a = a;
+    snprintf(l->conv, sizeof l->conv, "%s", c->id);
+    snprintf(l->model, sizeof l->model, "%s", model);
+    l->upto = upto;
+    l->asst = asst;
+    l->cont = cont;
+    l->t0 = core_now_s();
+    l->alone_since = l->t0; /* the page connects within ANS_GRACE_S */
+    pthread_mutex_lock(&u->mu);
+    load_gc(u, l->t0);
+    l->next = u->loads;
+    u->loads = l;
+    pthread_mutex_unlock(&u->mu);
+    if (!api_loader_spawn(a, load_main, l)) return 0;
+    pthread_mutex_lock(&u->mu);
+    load_unlink(u, l);
+    pthread_mutex_unlock(&u->mu);
+    load_free(l);
+    return core_errf(err, CORE_ENOMEM, "out of threads");
+}
+
+/* 1 while an answer waits for a load: answer msg of conv, or any answer
+ * of conv (msg 0), or any answer on model (conv NULL). */
+static int load_live(api *a, const char *conv, int64_t msg, const char *model) {
+    ui *u = a->ui;
+    if (!u) return 0;
+    int live = 0;
+    pthread_mutex_lock(&u->mu);
+    for (ui_load *l = u->loads; l && !live; l = l->next)
+        live = !l->ended && (conv ? !strcmp(l->conv, conv) && (!msg || l->asst == msg) : !strcmp(l->model, model));
+    pthread_mutex_unlock(&u->mu);
+    return live;
+}
+
+/* Stop the waits of conv's answers. */
+static void load_cancel(api *a, const char *conv) {
+    ui *u = a->ui;
+    pthread_mutex_lock(&u->mu);
+    for (ui_load *l = u->loads; l; l = l->next)
+        if (!strcmp(l->conv, conv)) l->cancel = 1;
+    pthread_mutex_unlock(&u->mu);
+}
+
+/* The event stream of answer msg when it waits for a load (or its load
+ * ended): 1 answered, 0 not such an answer. */
+static int load_attach(api *a, http_req *r, const char *conv, int64_t msg) {
+    ui *u = a->ui;
+    double now = core_now_s();
+    int rc = 1;
+    pthread_mutex_lock(&u->mu);
+    load_gc(u, now);
+    ui_load *l = u->loads;
+    while (l && !(l->asst == msg && !strcmp(l->conv, conv))) l = l->next;
+    ui_stream *x = NULL;
+    if (!l) rc = 0;
+    else if (l->n_w == LOAD_STREAMS) http_respond_text(r, 503, "Too many streams for this answer.");
+    else if (!ui_stream_open(r, 0, &x)) {
+        int bad = 0;
+        if (l->ended) {
+            load_ev_end(x, l, &bad);
+            ui_stream_free(x);
+        } else {
+            load_ev(x, l, now, &bad);
+            l->w[l->n_w++] = x;
+            l->alone_since = 0;
+        }
+    }
+    pthread_mutex_unlock(&u->mu);
     return rc;
 }
 
@@ -950,7 +1232,7 @@ static int model_ready_or_503(api *a, http_req *r) {
 static int busy_409(api *a, http_req *r, const char *conv) {
     int answers = 0; /* quotes shown in the conversation do not make it busy */
     bridge_running(a->br, conv, &answers);
-    int busy = answers > 0;
+    int busy = answers > 0 || load_live(a, conv, 0, NULL);
     if (busy) http_respond_text(r, 409, "An answer is still being generated: stop it first.");
     return busy;
 }
@@ -966,16 +1248,6 @@ static int64_t append_msg(api *a, const char *conv, int64_t parent, const char *
     int64_t id = 0;
     if (store_append(S(a), conv, &m, &id, err)) return 0;
     return id;
-}
-
-static void mark_failed(api *a, int64_t id, const char *why) {
-    store_msg m = {0};
-    snprintf(m.role, sizeof m.role, "assistant");
-    m.content = "";
-    m.status = STORE_MSG_PARTIAL;
-    snprintf(m.finish, sizeof m.finish, "error");
-    store_update(S(a), id, &m, NULL);
-    (void)why;
 }
 
 /* The last k messages of the branch ending at leaf (with their versions
@@ -1023,9 +1295,11 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     if (!uid) return store_fail(r, &err, err.code ? err.code : CORE_EIO); /* disk full is a 500, not the client's fault */
     int64_t aid = append_msg(a, c->id, uid, "assistant", "", STORE_MSG_STREAMING, model, &err);
     if (!aid) return store_fail(r, &err, err.code ? err.code : CORE_EIO);
-    int rc = start_answer(a, c, uid, aid, 0, model, body, &err);
+    char canon[128];
+    int rc = api_model_unloaded(a, model, canon, sizeof canon) ? load_start(a, c, uid, aid, 0, canon, body, &err)
+                                                                : start_answer(a, c, uid, aid, 0, model, body, &err);
     if (rc) {
-        mark_failed(a, aid, err.msg);
+        mark_failed(a, aid, "error");
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : rc == CORE_EFULL ? 503 : rc == CORE_EINVAL || rc == CORE_EUNSUP ? 400 : 500,
                                  err.msg);
     }
@@ -1060,9 +1334,12 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
         aid = append_msg(a, c->id, parent, "assistant", "", STORE_MSG_STREAMING, model, &err);
         if (!aid) return store_fail(r, &err, CORE_EIO);
     }
-    int rc = start_answer(a, c, cont ? last : parent, aid, cont, model, body, &err);
+    char canon[128];
+    int64_t upto = cont ? last : parent;
+    int rc = api_model_unloaded(a, model, canon, sizeof canon) ? load_start(a, c, upto, aid, cont, canon, body, &err)
+                                                                : start_answer(a, c, upto, aid, cont, model, body, &err);
     if (rc) {
-        if (!cont) mark_failed(a, aid, err.msg);
+        if (!cont) mark_failed(a, aid, "error");
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : 500, err.msg);
     }
     core_buf b = {0};
@@ -1111,6 +1388,7 @@ static int route_switch(api *a, http_req *r, const store_conv *c, int64_t msg) {
 }
 
 static int route_stream(api *a, http_req *r, const store_conv *c, int64_t msg) {
+    if (a->cfg.reg && load_attach(a, r, c->id, msg)) return 0; /* before bridge_find: a load ends in a job */
     bridge_job *j = bridge_find(a->br, msg, c->id);
     store_msg m = {0};
     if (!j && !store_get_msg(S(a), msg, &m, NULL) && !strcmp(m.finish, "interrupted")) {
@@ -1156,10 +1434,14 @@ static int route_quote(api *a, http_req *r) {
 
 static int route_stop(api *a, http_req *r, const store_conv *c) {
     bridge_cancel_tag(a->br, c->id); /* its answer and the quotes shown in it */
+    load_cancel(a, c->id);
     return http_respond(r, 204, NULL, "", 0);
 }
 
-static void cancel_conv(api *a, const char *conv) { bridge_cancel_tag(a->br, conv); }
+static void cancel_conv(api *a, const char *conv) {
+    bridge_cancel_tag(a->br, conv);
+    load_cancel(a, conv);
+}
 
 /* An export's JSON cut to the messages of the shown branch (the other
  * versions left out); *json replaced. */

@@ -4,10 +4,10 @@
 // choosing each model by name, a second model answering while the first
 // streams, a memory budget that fits one model at a time (alternating
 // requests load and unload them, a model with a running stream is never
-// unloaded), a stream whose model is loading (": ping"s first, a client
-// leaving mid-load gives its hold back), and the page in headless
-// Chromium (the picker, /model NAME, the label naming the model under
-// each answer).
+// unloaded), a stream whose model is loading (chat or legacy completion:
+// ": ping"s first, a client leaving mid-load gives its hold back), and
+// the page in headless Chromium (the picker, /model NAME, the label
+// naming the model under each answer).
 //
 // The models directory is temporary: links to ../shared's tiny models, one
 // written by `smolbot gen-model`, and a file that is not a GGUF (listed as
@@ -274,9 +274,9 @@ describe('a budget that fits one model', { skip: SKIP }, () => {
  * cached file when there is one, else written here (~2 GB, ~10 s). */
 const BIG_CACHED = path.join(os.homedir(), '.cache/smolbot/bench/smollm3-3b-q4_k_m-random.gguf');
 
-/* The SSE text of a raw streaming chat; onText sees it as it grows. */
-async function rawStream(s, body, { signal, onText } = {}) {
-  const r = await fetch(s.url + '/v1/chat/completions', {
+/* The SSE text of a raw streaming chat (or route's completion); onText sees it as it grows. */
+async function rawStream(s, body, { signal, onText, route = '/v1/chat/completions' } = {}) {
+  const r = await fetch(s.url + route, {
     method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...body, stream: true }), signal,
   });
   assert.equal(r.status, 200);
@@ -315,13 +315,15 @@ describe('a request while its model loads', { skip: SKIP }, () => {
   /* Each stream is left after its first chunk (the role, sent before the
    * prompt is read): the load is what is under test, and a 3B prefill
    * under the sanitizers would take minutes. */
-  test('the stream starts at once and carries ": ping"s until the model is loaded', { timeout: 300000 }, async () => {
+  /* A stream for big (not loaded) to its first chunk, then left: it must
+   * start at once and carry ": ping"s before that chunk. The chunk's text. */
+  async function pingsThenFirstChunk(body, route) {
     await loadTiny();
     const ac = new AbortController();
     const t0 = Date.now();
     let tFirst = 0, text = '';
-    await assert.rejects(rawStream(s, { model: 'big', ...short }, {
-      signal: ac.signal,
+    await assert.rejects(rawStream(s, { model: 'big', ...body }, {
+      route, signal: ac.signal,
       onText: (t) => {
         if (!tFirst) tFirst = Date.now();
         text = t;
@@ -332,7 +334,11 @@ describe('a request while its model loads', { skip: SKIP }, () => {
     assert.ok(firstData > 0, text);
     assert.match(text.slice(0, firstData), /^: ping$/m, `no ping before the first chunk after ${Date.now() - t0} ms`);
     assert.ok(tFirst - t0 < 1000, `the response started after ${tFirst - t0} ms`);
-    assert.match(text.slice(firstData), /"model":"big".*"role":"assistant"/);
+    return text.slice(firstData);
+  }
+
+  test('the stream starts at once and carries ": ping"s until the model is loaded', { timeout: 300000 }, async () => {
+    assert.match(await pingsThenFirstChunk(short), /"model":"big".*"role":"assistant"/);
   });
 
   test('the openai client parses such a stream', { timeout: 300000 }, async () => {
@@ -377,6 +383,21 @@ describe('a request while its model loads', { skip: SKIP }, () => {
     assert.ok(names.includes('big'), `big never finished loading: ${names}`);
     await loadTiny();
     assert.equal((await ol.ps()).models.length, 1);
+  });
+
+  test('/v1/completions streams the same way: ": ping"s during the load, then the answer', { timeout: 300000 }, async () => {
+    /* echo: the prompt's chunk goes out before any 3B decoding, right after the load */
+    const first = await pingsThenFirstChunk({ prompt: 'Hi', max_tokens: 1, echo: true, temperature: 0 }, '/v1/completions');
+    assert.match(first, /"object":"text_completion".*"model":"big".*"text":"Hi"/);
+    /* tiny was unloaded for big: its completion waits for that load to end and for its own, then completes */
+    const full = await rawStream(s, { model: tiny, prompt: 'Hello', max_tokens: 4, temperature: 0 }, { route: '/v1/completions' });
+    assert.doesNotMatch(full, /"error"/, full);
+    const chunks = full.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+    assert.equal(chunks.at(-1), '[DONE]');
+    const last = JSON.parse(chunks.at(-2));
+    assert.equal(last.model, tiny);
+    assert.equal(last.choices[0].finish_reason, 'length');
+    assert.ok(chunks.slice(0, -2).map((c) => JSON.parse(c).choices[0].text).join('').length > 0, full);
   });
 });
 
