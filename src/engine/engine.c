@@ -450,18 +450,17 @@ static int32_t pick(job *j, float *logits) {
 
 /* Prefill rows a step may add beside n_dec decode rows. Alone, a whole
  * chunk (prefill runs as fast as it can). Beside running streams the chunk
- * is sized so the step takes about STEP_SLACK times a decode-only step.
- * Where the decode rows cost their own compute (a CPU busy with other
- * work), a step of slack s gives the prompt at most (s-1)/s of the
- * machine, and a mixed step also pays a fixed cost beyond its rows (a
- * 3B step of 3 decode + 16 prompt rows took over twice a decode step),
- * so small chunks are dear: 2.8 keeps the streams' gap under 3x while the chunk stays large
- * enough to read the prompt at most of its alone speed. Where the step
- * is bound by reading the weights (the decode rows ride along nearly
- * free), both come out better. Multiplicative control on the measured
- * step times adapts to the model, the threads and the load. */
+ * is sized so the step takes about STEP_SLACK times a decode-only step,
+ * which bounds the streams' gap. What the prompt gets of such a step is
+ * what is left after the pass through the weights (paid once per step,
+ * whatever the chunk) and the decode rows' own arithmetic, so small chunks
+ * are dear: 2.8 keeps the gap under 3x with the chunk as large as that
+ * allows. The chunk may go down to CHUNK_MIN rows, since deep in a long
+ * prompt each row's attention makes a row dearer. Multiplicative control
+ * on the measured step times adapts to the model, the threads, the depth
+ * and the load. */
 #define STEP_SLACK 2.8
-#define CHUNK_MIN 16
+#define CHUNK_MIN 8
 
 #define PROBE_EVERY 8 /* mixed steps between decode-only ones */
 
