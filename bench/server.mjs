@@ -10,8 +10,10 @@
 //   4, 8 streams  concurrent streams of N tokens: aggregate tok/s (tokens over
 //                 wall time), per-stream tok/s, p50/p95 inter-token gap;
 //   long prompt   three streams decode when a ~2,000-token prompt arrives:
-//                 the streams' largest gap while it is read over their median
-//                 gap, and the newcomer's TTFT, busy and alone;
+//                 the streams' largest gap between two tokens while it is
+//                 read over their median gap (these streams ask for logprobs,
+//                 which say when a chunk carries two tokens), and the
+//                 newcomer's TTFT, busy and alone;
 //   cache         interleaved clients: A (a ~1,700-token prompt), A, B, A,
 //                 three concurrent short ones, A -- cached_tokens of A's
 //                 repeats (how much of A the server kept).
@@ -97,17 +99,17 @@ function filler(seed, words) {
 }
 
 // One streamed chat completion; times of every content chunk.
-async function stream(srv, content, maxTokens, seed, prog = {}) {
+async function stream(srv, content, maxTokens, seed, prog = {}, logprobs = false) {
   const t0 = performance.now();
   const r = await fetch(srv.url + '/v1/chat/completions', {
     method: 'POST', headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ messages: [{ role: 'user', content }], max_tokens: maxTokens, stream: true, seed,
       temperature: 0.7, ignore_eos: true, cache_prompt: true, stream_options: { include_usage: true },
-      chat_template_kwargs: { enable_thinking: false } }),
+      chat_template_kwargs: { enable_thinking: false }, ...(logprobs ? { logprobs: true } : {}) }),
   });
   if (r.status !== 200) throw new Error(`${srv.name}: HTTP ${r.status}: ${await r.text()}`);
   const dec = new TextDecoder();
-  const times = [];
+  const times = [], ntok = []; // ntok: tokens in each content chunk, where logprobs say
   let buf = '', usage = null, timings = null;
   for await (const chunk of r.body) {
     buf += dec.decode(chunk, { stream: true });
@@ -119,14 +121,20 @@ async function stream(srv, content, maxTokens, seed, prog = {}) {
       if (o.usage) usage = o.usage;
       if (o.timings) timings = o.timings;
       const d = o.choices && o.choices[0] && o.choices[0].delta;
-      if (d && (d.content || d.reasoning_content)) { times.push(performance.now()); prog.n = times.length; }
+      if (d && (d.content || d.reasoning_content)) { times.push(performance.now()); ntok.push(0); prog.n = times.length; }
+      // a token whose bytes were held back (a partial UTF-8 character, a
+      // possible stop string) goes out with the next one: its logprobs,
+      // in the same event or the one after, say the chunk holds two
+      const lp = o.choices && o.choices[0] && o.choices[0].logprobs && o.choices[0].logprobs.content;
+      if (lp && ntok.length) ntok[ntok.length - 1] += lp.length;
     }
   }
   const t1 = performance.now();
   const gaps = times.slice(1).map((t, i) => t - times[i]);
+  const tokGaps = gaps.map((g, i) => g / Math.max(1, ntok[i + 1])); // per token, where logprobs came
   const cached = usage && usage.prompt_tokens_details ? usage.prompt_tokens_details.cached_tokens
     : timings && timings.cache_n !== undefined ? timings.cache_n : NaN;
-  return { t0, t1, times, gaps, n: times.length, ttft: times.length ? times[0] - t0 : NaN,
+  return { t0, t1, times, gaps, tokGaps, n: times.length, ttft: times.length ? times[0] - t0 : NaN,
     decode: times.length > 1 ? (times.length - 1) / ((times[times.length - 1] - times[0]) / 1000) : NaN,
     prompt: usage ? usage.prompt_tokens : NaN, cached };
 }
@@ -150,7 +158,7 @@ async function longPrompt(srv) {
   const longText = (s) => `Summarise this log in one line. ${filler(s, 1500)}`;
   const prog = [{ n: 0 }, { n: 0 }, { n: 0 }];
   const runs = [0, 1, 2].map((i) => stream(srv, `Stream ${i}: ${filler(3000 + i, 10)}. Tell me about the sea.`,
-    Math.max(N, 48) * 3, i, prog[i]));
+    Math.max(N, 48) * 3, i, prog[i], true));
   let arrive = 0, busy;
   const probe = (async () => {
     // the long prompt comes once every stream has a few gaps behind it
@@ -164,12 +172,12 @@ async function longPrompt(srv) {
   let before = [], during = [];
   for (const s of rs)
     s.times.slice(1).forEach((t, i) => {
-      const g = t - s.times[i];
+      const g = s.tokGaps[i];
       if (t <= arrive) before.push(g);
       else if (s.times[i] < firstTok) during.push(g);
     });
   const alone = await stream(srv, longText(8), 8, 8);
-  const med = pct(before.length >= 3 ? before : rs.flatMap((s) => s.gaps), 0.5);
+  const med = pct(before.length >= 3 ? before : rs.flatMap((s) => s.tokGaps), 0.5);
   return { med, maxDuring: Math.max(...during, 0), ratio: Math.max(...during, 0) / med, ttftBusy: busy.ttft,
     ttftAlone: alone.ttft, prompt: busy.prompt, streamsBefore: before.length };
 }
