@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench.sh MODEL -- `make bench`: the 3B-shaped model benchmark and the
-# micro-benchmarks, then the Llama 3.2 3B and Qwen3 4B shapes.
+# bench.sh MODEL -- `make bench`: the 3B-shaped model benchmark (one
+# conversation, then batched steps), the Llama 3.2 3B and Qwen3 4B shapes,
+# then the micro-benchmarks.
 #
 # The model is the file `smolbot gen-model --preset 3b --quant q4_k_m`
 # writes (same shapes and quant types as SmolLM3-3B Q4_K_M, random weights),
@@ -17,6 +18,8 @@ echo "== model: prefill 512, decode 64 at depths 0, 2048, 4096; $THREADS threads
 "$BIN" bench -m "$MODEL" -p 512 -n 64 -d 0,2048,4096 -t "$THREADS" -r 2
 echo "== model: the same depths with the 8-bit KV cache (--kv q8: half the cache bytes per token)"
 "$BIN" bench -m "$MODEL" -p 64 -n 64 -d 0,2048,4096 -t "$THREADS" -r 2 --kv q8
+echo "== model: batched steps (several conversations decoding, a prompt chunk beside them)"
+build/bench-batch "$MODEL" "$THREADS"
 if [ "$THREADS" != 1 ]; then
   echo "== model: 1 thread"
   "$BIN" bench -m "$MODEL" -p 128 -n 32 -d 0 -t 1 -r 1
