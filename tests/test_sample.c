@@ -162,33 +162,37 @@ static size_t ref_keep(const float *l, int n, int top_k, float top_p, float min_
     return k;
 }
 
+/* Two sizes: on the larger one's flat logits, top_p's selection works on
+ * most of 20,000 candidates (a high temperature, a random-weight model). */
 static void test_filters_vs_reference(void) {
-    enum { N = 3000 };
-    static float l[N], c[N];
-    static int32_t got[N], want[N];
+    enum { NMAX = 20000 };
+    static float l[NMAX], c[NMAX];
+    static int32_t got[NMAX], want[NMAX];
     struct {
         int k;
         float p, minp;
     } cfg[] = {{5, 1, 0}, {1, 1, 0}, {0, 0.5f, 0}, {0, 0.95f, 0}, {0, 0.999f, 0}, {40, 0.9f, 0},
-               {0, 1, 0.05f}, {0, 0.9f, 0.2f}, {100, 0.8f, 0.01f}, {N, 1, 0}, {0, 0.0f, 0}};
+               {0, 1, 0.05f}, {0, 0.9f, 0.2f}, {100, 0.8f, 0.01f}, {-1, 1, 0}, {0, 0.0f, 0}};
     int bad = 0;
-    for (size_t ci = 0; ci < CORE_ARRAY_LEN(cfg); ci++)
-        for (int rep = 0; rep < 8; rep++) {
-            fill_logits(l, N, rep < 4 ? 2.0 : 8.0, rep & 1);
-            sample_params p = params(1.0f, cfg[ci].k, cfg[ci].p, cfg[ci].minp);
-            sampler *s = sample_new(&p, N);
-            memcpy(c, l, sizeof c);
-            size_t m = sample_debug_keep(s, c, NULL, 0, got);
-            size_t r = ref_keep(l, N, cfg[ci].k, cfg[ci].p, cfg[ci].minp, want);
-            /* top_p's boundary is a float sum compared with p*Z: summation
-             * order may move it by one token when a partial sum sits on it */
-            int ok = m == r && !memcmp(got, want, m * sizeof *got);
-            if (!ok && cfg[ci].p < 1 && (m == r + 1 || m + 1 == r)) ok = 1;
-            bad += !ok;
-            CHECK_MSG(ok, "cfg %zu rep %d: kept %zu, reference %zu", ci, rep, m, r);
-            if (cfg[ci].k > 0 && cfg[ci].k < N && cfg[ci].p >= 1 && cfg[ci].minp == 0) CHECK_EQ_INT(m, cfg[ci].k);
-            sample_free(s);
-        }
+    for (int n = 3000; n <= NMAX; n += NMAX - 3000)
+        for (size_t ci = 0; ci < CORE_ARRAY_LEN(cfg); ci++)
+            for (int rep = 0; rep < 8; rep++) {
+                const int k = cfg[ci].k < 0 ? n : cfg[ci].k; /* -1: top_k of the whole vocabulary */
+                fill_logits(l, n, rep < 4 ? 2.0 : 8.0, rep & 1);
+                sample_params p = params(1.0f, k, cfg[ci].p, cfg[ci].minp);
+                sampler *s = sample_new(&p, n);
+                memcpy(c, l, sizeof(float) * (size_t)n);
+                size_t m = sample_debug_keep(s, c, NULL, 0, got);
+                size_t r = ref_keep(l, n, k, cfg[ci].p, cfg[ci].minp, want);
+                /* top_p's boundary is a float sum compared with p*Z: summation
+                 * order may move it by one token when a partial sum sits on it */
+                int ok = m == r && !memcmp(got, want, m * sizeof *got);
+                if (!ok && cfg[ci].p < 1 && (m == r + 1 || m + 1 == r)) ok = 1;
+                bad += !ok;
+                CHECK_MSG(ok, "n %d cfg %zu rep %d: kept %zu, reference %zu", n, ci, rep, m, r);
+                if (k > 0 && k < n && cfg[ci].p >= 1 && cfg[ci].minp == 0) CHECK_EQ_INT(m, k);
+                sample_free(s);
+            }
     CHECK_EQ_INT(bad, 0);
 }
 
