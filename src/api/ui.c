@@ -954,10 +954,17 @@ out:
     return rc;
 }
 
+static int load_start(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, const char *model,
+                      const char *form, core_err *err);
+
+/* The answer asst to the branch ending at upto: started now when its model
+ * is loaded, else on a loader thread (load_start), never waiting here. */
 static int start_answer(api *a, const store_conv *c, int64_t upto, int64_t asst, int cont, const char *model,
                         const char *form, core_err *err) {
+    char canon[128];
+    if (api_model_unloaded(a, model, canon, sizeof canon)) return load_start(a, c, upto, asst, cont, canon, form, err);
     api_model am = {.eng = a->eng, .keep_alive_s = REGISTRY_KEEP_DEFAULT};
-    if (a->cfg.reg) { /* loaded already (else load_start): this does not wait */
+    if (a->cfg.reg) { /* loaded already: this does not wait */
         int rc = registry_acquire(a->cfg.reg, model, stopping_wait, a, &am.eng, &am.load_ms, err);
         if (rc) return rc == CORE_ENOTFOUND ? CORE_EINVAL : rc;
         am.held = 1;
@@ -1295,9 +1302,7 @@ static int route_send(api *a, http_req *r, store_conv *c, int64_t edit_of) {
     if (!uid) return store_fail(r, &err, err.code ? err.code : CORE_EIO); /* disk full is a 500, not the client's fault */
     int64_t aid = append_msg(a, c->id, uid, "assistant", "", STORE_MSG_STREAMING, model, &err);
     if (!aid) return store_fail(r, &err, err.code ? err.code : CORE_EIO);
-    char canon[128];
-    int rc = api_model_unloaded(a, model, canon, sizeof canon) ? load_start(a, c, uid, aid, 0, canon, body, &err)
-                                                                : start_answer(a, c, uid, aid, 0, model, body, &err);
+    int rc = start_answer(a, c, uid, aid, 0, model, body, &err);
     if (rc) {
         mark_failed(a, aid, "error");
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : rc == CORE_EFULL ? 503 : rc == CORE_EINVAL || rc == CORE_EUNSUP ? 400 : 500,
@@ -1334,10 +1339,7 @@ static int route_regen(api *a, http_req *r, store_conv *c, int cont) {
         aid = append_msg(a, c->id, parent, "assistant", "", STORE_MSG_STREAMING, model, &err);
         if (!aid) return store_fail(r, &err, CORE_EIO);
     }
-    char canon[128];
-    int64_t upto = cont ? last : parent;
-    int rc = api_model_unloaded(a, model, canon, sizeof canon) ? load_start(a, c, upto, aid, cont, canon, body, &err)
-                                                                : start_answer(a, c, upto, aid, cont, model, body, &err);
+    int rc = start_answer(a, c, cont ? last : parent, aid, cont, model, body, &err);
     if (rc) {
         if (!cont) mark_failed(a, aid, "error");
         return http_respond_text(r, rc == CORE_ERANGE ? 413 : 500, err.msg);
@@ -1432,15 +1434,15 @@ static int route_quote(api *a, http_req *r) {
     return rc;
 }
 
-static int route_stop(api *a, http_req *r, const store_conv *c) {
-    bridge_cancel_tag(a->br, c->id); /* its answer and the quotes shown in it */
-    load_cancel(a, c->id);
-    return http_respond(r, 204, NULL, "", 0);
-}
-
+/* Its answer (running, or waiting for its model) and the quotes shown in it. */
 static void cancel_conv(api *a, const char *conv) {
     bridge_cancel_tag(a->br, conv);
     load_cancel(a, conv);
+}
+
+static int route_stop(api *a, http_req *r, const store_conv *c) {
+    cancel_conv(a, c->id);
+    return http_respond(r, 204, NULL, "", 0);
 }
 
 /* An export's JSON cut to the messages of the shown branch (the other
