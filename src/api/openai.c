@@ -759,6 +759,18 @@ typedef struct chat_loader {
     char name[128];
 } chat_loader;
 
+/* An error as the last event of a stream that started (its status line
+ * went out), then [DONE], and the end. */
+static void stream_fail(http_stream *s, const char *msg, const char *type, const char *code) {
+    json_t *o = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type", type, "param", "code", code);
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (body) http_stream_event(s, NULL, NULL, body, strlen(body));
+    http_stream_event(s, NULL, NULL, "[DONE]", 6);
+    free(body);
+    json_decref(o);
+    http_stream_close(s);
+}
+
 static int loader_wait(void *ctx) {
     chat_loader *l = ctx;
     return http_stream_gone(l->s) || bridge_stopping(l->a->br);
@@ -789,18 +801,9 @@ static void *loader_main(void *arg) {
         snprintf(cap.msg, sizeof cap.msg, "the model '%s' could not be loaded: %s", l->name, err.msg);
     }
     api_capture_errors(NULL);
-    if (l->s) { /* nothing streamed: the error instead */
-        json_t *o = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message",
-                              cap.set ? cap.msg : "the request could not be started", "type",
-                              cap.set ? cap.type : "server_error", "param", "code",
-                              cap.set && cap.code[0] ? cap.code : "internal_error");
-        char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (body) http_stream_event(l->s, NULL, NULL, body, strlen(body));
-        http_stream_event(l->s, NULL, NULL, "[DONE]", 6);
-        free(body);
-        json_decref(o);
-        http_stream_close(l->s);
-    }
+    if (l->s) /* nothing streamed: the error instead */
+        stream_fail(l->s, cap.set ? cap.msg : "the request could not be started", cap.set ? cap.type : "server_error",
+                    cap.set && cap.code[0] ? cap.code : "internal_error");
     chat_req_free(&q);
     json_decref(l->root);
     free(l);
@@ -838,11 +841,7 @@ static int run_request(api *a, http_req *r, oai_run_fn run) {
             return 0;
         }
         if (!api_loader_spawn(a, loader_main, l)) return 0;
-        const char *e = "{\"error\":{\"message\":\"out of threads\",\"type\":\"server_error\",\"param\":null,"
-                        "\"code\":\"internal_error\"}}";
-        http_stream_event(l->s, NULL, NULL, e, strlen(e));
-        http_stream_event(l->s, NULL, NULL, "[DONE]", 6);
-        http_stream_close(l->s);
+        stream_fail(l->s, "out of threads", "server_error", "internal_error");
         free(l);
         json_decref(root);
         return 0;
