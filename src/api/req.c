@@ -446,10 +446,8 @@ int api_tools_build(const api_rq *q, json_t *tools, int choice, const char *name
         tv[n] = (sample_tool){name, sv[n], sv[n] ? strlen(sv[n]) : 0};
         n++;
     }
-    if (named && !n) {
-        for (size_t i = 0; i < n; i++) free(sv[i]);
+    if (named && !n) /* nothing was kept, so nothing to free */
         return api_bad(q, 400, "invalid_value", "tool_choice", "'tool_choice' names '%.64s', which is not in 'tools'", named);
-    }
     int json = form == API_CALLS_JSON;
     /* The bare form has no tag to wake a lazy grammar: auto is free text,
      * and an answer that is a call object becomes a call (as llama.cpp). */
@@ -550,11 +548,15 @@ static int acc_call(void *ctx, const char *body, size_t len, int complete) {
     return 0;
 }
 
+static void calls_init(chat_calls *cp, int form) {
+    if (form == API_CALLS_JSON) chat_calls_init_json(cp);
+    else chat_calls_init(cp);
+}
+
 int api_split_calls(const char *text, size_t len, int ollama, int form, core_buf *content, json_t *calls) {
     calls_acc acc = {content, calls, ollama, form == API_CALLS_JSON};
     chat_calls cp;
-    if (form == API_CALLS_JSON) chat_calls_init_json(&cp);
-    else chat_calls_init(&cp);
+    calls_init(&cp, form);
     int rc = chat_calls_push(&cp, text, len, content, acc_call, &acc);
     if (!rc) rc = chat_calls_finish(&cp, content, acc_call, &acc);
     chat_calls_free(&cp);
@@ -567,8 +569,7 @@ int api_split_calls(const char *text, size_t len, int ollama, int form, core_buf
 
 void api_calls_stream_init(api_calls_stream *s, int ollama, int form, api_text_fn text, api_call_fn call, void *ctx) {
     *s = (api_calls_stream){.ollama = ollama, .text = text, .call = call, .ctx = ctx};
-    if (form == API_CALLS_JSON) chat_calls_init_json(&s->cp);
-    else chat_calls_init(&s->cp);
+    calls_init(&s->cp, form);
 }
 
 void api_calls_stream_free(api_calls_stream *s) {
