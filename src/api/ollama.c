@@ -719,8 +719,6 @@ static int list_models(api *a, http_req *r, int running) {
     return send_json(r, 200, json_pack("{s:o}", "models", arr));
 }
 
-/* /api/show of a registry's name: from its probe, without loading it. */
-
 /* /api/show's model_info: the shape keys as the GGUF names them. */
 static json_t *model_info(const model_config *c) {
     json_t *info = json_pack("{s:s}", "general.architecture", c->arch);
@@ -736,6 +734,16 @@ static json_t *model_info(const model_config *c) {
 #undef INFO
     return info;
 }
+
+/* /api/show's parameters: the sampler defaults and the context. */
+static void show_params(char *out, size_t cap, int n_ctx) {
+    sample_params sp;
+    sample_params_default(&sp);
+    snprintf(out, cap, "temperature %g\ntop_p %g\ntop_k %d\nmin_p %g\nnum_ctx %d", (double)sp.temperature,
+             (double)sp.top_p, sp.top_k, (double)sp.min_p, n_ctx);
+}
+
+/* /api/show of a registry's name: from its probe, without loading it. */
 static int show_registry(api *a, http_req *r, json_t *root) {
     json_t *m = json_object_get(root, "model");
     if (!m || json_is_null(m)) m = json_object_get(root, "name");
@@ -747,11 +755,8 @@ static int show_registry(api *a, http_req *r, json_t *root) {
         return ol_err(r, 404, "model \"%.200s\" not found, try pulling it first", name);
     if (!rm.supported) return ol_err(r, 400, "model \"%.200s\" cannot be served: %s", name, rm.reason);
     const model_config *c = &rm.cfg;
-    sample_params sp;
-    sample_params_default(&sp);
     char params[256], modelfile[1200], when[48], ps[32];
-    snprintf(params, sizeof params, "temperature %g\ntop_p %g\ntop_k %d\nmin_p %g\nnum_ctx %d", (double)sp.temperature,
-             (double)sp.top_p, sp.top_k, (double)sp.min_p, rm.n_ctx);
+    show_params(params, sizeof params, rm.n_ctx);
     snprintf(modelfile, sizeof modelfile, "# served by smolbot\nFROM %.1000s\n", rm.path);
     param_size(c, ps, sizeof ps);
     json_t *info = model_info(c);
@@ -776,11 +781,8 @@ static int show(api *a, http_req *r) {
     }
     if (check_model(a, r, root, NULL) || not_ready(a, r)) goto out;
     const model_config *c = engine_model_config(a->eng);
-    sample_params sp;
-    sample_params_default(&sp);
     char params[256], modelfile[1200], when[48];
-    snprintf(params, sizeof params, "temperature %g\ntop_p %g\ntop_k %d\nmin_p %g\nnum_ctx %d", (double)sp.temperature,
-             (double)sp.top_p, sp.top_k, (double)sp.min_p, engine_ctx_size(a->eng));
+    show_params(params, sizeof params, engine_ctx_size(a->eng));
     snprintf(modelfile, sizeof modelfile, "# served by smolbot\nFROM %.1000s\n", engine_model_path(a->eng));
     json_t *info = model_info(c);
     struct stat sb;
