@@ -598,8 +598,8 @@ T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t 
  * matrix cost nothing): 16 row streams are more than the hardware
  * prefetchers follow, and without this the loads of the repack waited for
  * memory. */
-T5 static inline void wide_prefetch(const char *x, size_t bw, int nr, int64_t bytes) {
-    for (int r = 0; r < nr; r++)
+T5 static inline void wide_prefetch(const char *x, size_t bw, int64_t bytes) {
+    for (int r = 0; r < KERN_WIDE_R; r++)
         for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(x + (size_t)r * bw + o, _MM_HINT_T0);
 }
 
@@ -613,9 +613,9 @@ T5 static inline void wide_prefetch(const char *x, size_t bw, int nr, int64_t by
         for (int64_t i0 = 0; i0 < nb; i0 += WIDE_SLAB) {                                                       \
             const int S = (int)CORE_MIN(WIDE_SLAB, nb - i0);                                                   \
             if (i0 + S < nb)                                                                                   \
-                wide_prefetch((const char *)w + (i0 + S) * sizeof(BT), bw, 16, CORE_MIN(WIDE_SLAB, nb - i0 - S) * sizeof(BT)); \
+                wide_prefetch((const char *)w + (i0 + S) * sizeof(BT), bw, CORE_MIN(WIDE_SLAB, nb - i0 - S) * sizeof(BT)); \
             else /* the next call's: the 16 rows below, from their start */                                     \
-                wide_prefetch((const char *)w + 16 * bw, bw, 16, CORE_MIN(WIDE_SLAB, nb) * sizeof(BT));           \
+                wide_prefetch((const char *)w + KERN_WIDE_R * bw, bw, CORE_MIN(WIDE_SLAB, nb) * sizeof(BT));           \
             for (int b = 0; b < S; b++) wide_pack_##T((const char *)w + (i0 + b) * sizeof(BT), bw, nr, vi, &buf[b]);  \
             for (int t0 = 0; t0 < nc;) {                                                                       \
                 const int left = nc - t0;                                                                      \
