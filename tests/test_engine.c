@@ -415,6 +415,49 @@ static void test_prefill_beside_decode(void) {
     engine_free(e);
 }
 
+/* Prompts that arrive together are read in whole chunks, as alone: the
+ * first one to start decoding goes along in the same steps instead of
+ * holding the others to small chunks. Tokens are what they are alone. */
+static void test_prefill_burst(void) {
+    engine *e = start_engine("models/smollm3-tiny-f32.gguf", 4, 8, 0, 1024);
+    if (!e) T_SKIP("../shared/models absent");
+    int32_t ps[] = {128011, 882, 198, 9906, 1917, 128012, 198, 128011, 78191, 198};
+    enum { NL = 700 };
+    int32_t *pl = malloc(NL * sizeof *pl);
+    for (int i = 0; i < NL; i++) pl[i] = 1000 + (i * 7919) % 20000;
+    result s1, s2, l2;
+    res_init(&s1); res_init(&s2); res_init(&l2);
+    engine_request q = {0};
+    sample_params_default(&q.sampling);
+    q.sampling.temperature = 0;
+    q.ignore_eos = 1;
+    q.cb = on_event;
+    core_err err = {0};
+    q.conv_id = "s1", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 40, q.ctx = &s1;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait(&s1);
+    engine_forget(e, "s1");
+    /* together: both submitted before the short one has a token */
+    q.conv_id = "s", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 40, q.ctx = &s2;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    q.conv_id = "l", q.prompt = pl, q.n_prompt = NL, q.max_tokens = 4, q.ctx = &l2;
+    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    res_wait(&s2);
+    res_wait(&l2);
+    CHECK_EQ_INT(s2.n_ids, 40);
+    CHECK(memcmp(s1.ids, s2.ids, 40 * sizeof(int32_t)) == 0);
+    CHECK_EQ_INT(l2.n_ids, 4);
+    int during = 0;
+    for (int i = 0; i < s2.n_ids; i++) during += s2.seq_tok[i] > l2.seq_prefill_first && s2.seq_tok[i] < l2.seq_prefill_last;
+    fprintf(stderr, "  %d-token prompt with another: %d prefill steps, %d stream tokens during them\n", NL,
+            l2.n_prefill_events, during);
+    CHECK(l2.n_prefill_events <= NL / 256 + 2); /* whole chunks */
+    CHECK(during >= 1);                          /* the started stream went along */
+    free(pl);
+    res_free(&s1); res_free(&s2); res_free(&l2);
+    engine_free(e);
+}
+
 static void test_cancel_queue_limits(void) {
     engine *e = start_engine(TINY, 1, 1, 0, 256);
     if (!e) T_SKIP("../shared/" TINY " absent");
@@ -589,6 +632,7 @@ int main(void) {
     T_RUN(test_batched_equals_alone);
     T_RUN(test_cache_by_value);
     T_RUN(test_prefill_beside_decode);
+    T_RUN(test_prefill_burst);
     T_RUN(test_cancel_queue_limits);
     T_RUN(test_budget_eviction);
     T_RUN(test_no_forged_turns);

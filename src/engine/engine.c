@@ -464,9 +464,27 @@ static int32_t pick(job *j, float *logits) {
 
 #define PROBE_EVERY 8 /* mixed steps between decode-only ones */
 
-static int prefill_budget(engine *e, int n_dec) {
+/* Prompts that came in together (each before any of the decoding streams
+ * had its first token: a burst of users, or one client's parallel
+ * requests) are read in whole chunks, as if alone, and the streams of the
+ * burst that already started go along in the same steps. Small chunks
+ * would keep the first stream's gaps short at the price of every other
+ * newcomer's first token and of the burst's throughput; the streams'
+ * users have just waited as long themselves. A prompt that arrives once
+ * a stream runs gets the small chunks. */
+static int burst(engine *e, int n_dec, job *const *dec) {
+    const job *p = NULL;
+    for (int i = 0; i < e->n_active && !p; i++)
+        if (e->active[i]->state == JOB_PREFILL) p = e->active[i];
+    if (!p) return 0;
+    for (int i = 0; i < n_dec; i++)
+        if (dec[i]->t_first < p->t_submit) return 0;
+    return 1;
+}
+
+static int prefill_budget(engine *e, int n_dec, int whole) {
     const int rows = model_step_rows(e->m) - n_dec;
-    if (n_dec == 0 || rows <= CHUNK_MIN) return rows;
+    if (n_dec == 0 || whole || rows <= CHUNK_MIN) return rows;
     /* the reference goes stale while every step is mixed (the host's load
      * changes): now and then a decode-only step measures it again */
     if (e->n_mixed >= PROBE_EVERY) return 0;
@@ -507,7 +525,8 @@ static void step(engine *e) {
         n++;
     }
     n_dec = n;
-    int budget = prefill_budget(e, n_dec), last_chunk = 0;
+    const int whole = n_dec && burst(e, n_dec, js);
+    int budget = prefill_budget(e, n_dec, whole), last_chunk = 0;
     for (int i = 0; i < e->n_active && budget > 0; i++) {
         job *j = e->active[i];
         if (j->state != JOB_PREFILL) continue;
@@ -527,7 +546,7 @@ static void step(engine *e) {
     const double t0 = core_now_s();
     int rc = model_forward_seqs(e->m, kvs, tp, nt, n, logits, &err);
     const double dt = core_now_s() - t0;
-    step_learn(e, n_dec, n_pre, dt);
+    if (!whole) step_learn(e, n_dec, n_pre, dt); /* a whole chunk says nothing of small ones */
     if (n_pre)
         LOG_DEBUG("engine: step of %d decode + %d prompt rows: %.0f ms (decode alone %.0f ms, next chunk %d)", n_dec,
                   n_pre, dt * 1e3, e->dec_step_s * 1e3, e->mix_chunk);
