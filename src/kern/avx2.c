@@ -234,6 +234,7 @@ T2 static inline void kdot(const kunp *u, const kern_block_q8_K *y, __m256 *acc,
             __m256 acc[KERN_TILE_C], accm[KERN_TILE_C];                                                      \
             for (int c = 0; c < nc; c++) acc[c] = accm[c] = _mm256_setzero_ps();                             \
             for (int64_t i = 0; i < nb; i++) {                                                               \
+                KERN_PF_BLOCK(&x[i]);                                                                        \
                 kern_avx2_unpack_##T(&x[i], &u);                                                                       \
                 for (int c = 0; c < nc; c++)                                                                 \
                     kdot(&u, (const kern_block_q8_K *)((const char *)a + c * ba) + i, &acc[c], &accm[c]);    \

@@ -199,14 +199,6 @@ T5 static inline void q6_dot(const q6reg *u, const kern_block_q8_K *y, __m512 *a
     *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
 }
 
-/* The weight stream, prefetched PF_AHEAD bytes ahead: every line of the
- * block there. The hardware prefetchers stop at each 4 KB page and keep
- * few streams, so lines left to them arrive late; one prefetch a block
- * (a third to a half of its lines) read 15-16 GB/s on a host where every
- * line reads 20-21. */
-#define PF_AHEAD 2048
-#define PF_BLOCK(p) \
-    for (int o_ = 0; o_ < (int)sizeof(*(p)); o_ += 64) _mm_prefetch((const char *)(p) + PF_AHEAD + o_, _MM_HINT_T0)
 
 /* Matrix-vector: rows two at a time (two independent chains, shared
  * activation loads from L1), with a software prefetch ahead of each row. */
@@ -221,8 +213,8 @@ T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         __m256 am0 = _mm256_setzero_ps(), am1 = _mm256_setzero_ps();
         for (int64_t i = 0; i < nb; i++) {
-            PF_BLOCK(&x0[i]);
-            PF_BLOCK(&x1[i]);
+            KERN_PF_BLOCK(&x0[i]);
+            KERN_PF_BLOCK(&x1[i]);
             q4reg u0, u1;
             q4_unpack(&x0[i], &u0);
             q4_unpack(&x1[i], &u1);
@@ -237,7 +229,7 @@ T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *
         __m512 acc0 = _mm512_setzero_ps();
         __m256 am0 = _mm256_setzero_ps();
         for (int64_t i = 0; i < nb; i++) {
-            PF_BLOCK(&x0[i]);
+            KERN_PF_BLOCK(&x0[i]);
             q4reg u0;
             q4_unpack(&x0[i], &u0);
             q4_dot(&u0, &y[i], &acc0, &am0);
@@ -256,8 +248,8 @@ T5 static void mv_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *
         const kern_block_q6_K *x0 = (const void *)((const char *)w + r * bw), *x1 = (const void *)((const char *)x0 + bw);
         __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
         for (int64_t i = 0; i < nb; i++) {
-            PF_BLOCK(&x0[i]);
-            PF_BLOCK(&x1[i]);
+            KERN_PF_BLOCK(&x0[i]);
+            KERN_PF_BLOCK(&x1[i]);
             q6reg u0, u1;
             q6_unpack(&x0[i], &u0);
             q6_unpack(&x1[i], &u1);
@@ -271,7 +263,7 @@ T5 static void mv_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *
         const kern_block_q6_K *x0 = (const void *)((const char *)w + r * bw);
         __m512 acc0 = _mm512_setzero_ps();
         for (int64_t i = 0; i < nb; i++) {
-            PF_BLOCK(&x0[i]);
+            KERN_PF_BLOCK(&x0[i]);
             q6reg u0;
             q6_unpack(&x0[i], &u0);
             q6_dot(&u0, &y[i], &acc0);
@@ -306,8 +298,8 @@ T5 static void mv_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *
                 __m512 acc0[NC], acc1[NC];                                                                      \
                 UNROLL for (int c = 0; c < NC; c++) acc0[c] = acc1[c] = _mm512_setzero_ps();                   \
                 for (int64_t i = 0; i < nb; i++) {                                                              \
-                    PF_BLOCK(&x0[i]);                                 \
-                    PF_BLOCK(&x1[i]);                                 \
+                    KERN_PF_BLOCK(&x0[i]);                                                                      \
+                    KERN_PF_BLOCK(&x1[i]);                                                                      \
                     REG u0, u1;                                                                                 \
                     UNPACK(&x0[i], &u0);                                                                        \
                     UNPACK(&x1[i], &u1);                                                                        \
@@ -328,7 +320,7 @@ T5 static void mv_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *
             UNROLL for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();                                  \
             for (int64_t i = 0; i < nb; i++) {                                                                  \
                 REG u;                                                                                          \
-                PF_BLOCK(&x[i]);                                      \
+                KERN_PF_BLOCK(&x[i]);                                                                           \
                 UNPACK(&x[i], &u);                                                                              \
                 UNROLL for (int c = 0; c < NC; c++) DOT(&u, (const kern_block_q8_K *)(a + c * ba) + i, &acc[c]); \
             }                                                                                                   \

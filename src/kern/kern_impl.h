@@ -141,6 +141,15 @@ static inline int32_t kern_kv_q8_weight(float t, float r) { return (int32_t)rint
 /* Each query head as Q8_0: values qq[g*hd + i], scales qd[g*hd/32 + b], block sums qsum[g*hd/32 + b]. */
 void kern_kv_q8_quant_q(const float *q, int ng, int hd, int8_t *qq, float *qd, int32_t *qsum);
 
+/* The weight stream of the matrix-vector and register tiles, prefetched
+ * KERN_PF_AHEAD bytes ahead: every line of the block there. The hardware
+ * prefetchers stop at each 4 KB page and keep few streams, so lines left
+ * to them arrive late (docs/performance.md has the figures). */
+#define KERN_PF_AHEAD 2048
+#define KERN_PF_BLOCK(p)                               \
+    for (int o_ = 0; o_ < (int)sizeof(*(p)); o_ += 64) \
+    __builtin_prefetch((const char *)(p) + KERN_PF_AHEAD + o_, 0, 3)
+
 /* ggml's round-to-nearest (ties to even) through the float mantissa. */
 static inline int kern_nearest_int(float f) {
     float v = f + 12582912.f;
