@@ -32,7 +32,7 @@ static void usage(FILE *f) {
             "  -r N         repetitions, best is kept (default 3)\n"
             "  --real-fill  reach each depth by prefilling real tokens (slow)\n"
             "  --json       one JSON object on stdout\n"
-            "       smolbot bench --kernels [-t N] [--isa scalar|avx2|avx512] [--quick]\n"
+            "       smolbot bench --kernels [-t N] [--isa scalar|avx2|avx512|amx] [--quick]\n"
             "       smolbot bench --kernels --gpu on [--quick]   (the CUDA kernels; bench build)\n"
             "       smolbot bench --tokenizer [-m MODEL] [--text FILE] [--cjk FILE]\n");
 }

@@ -137,11 +137,11 @@ typedef struct kern_traits {
 } kern_traits;
 
 /* Pick the best ISA for this CPU (or force one: "scalar", "avx2",
- * "avx512"; NULL = auto, also read from env SMOLBOT_ISA). Call once at
+ * "avx512", "amx"; NULL = auto, also read from env SMOLBOT_ISA). Call once at
  * start, before any thread uses the kernels. Returns 0 or CORE_EUNSUP if a
  * forced ISA is not available here. */
 int kern_init(const char *isa);
-const char *kern_isa(void); /* "scalar" | "avx2" | "avx512" */
+const char *kern_isa(void); /* "scalar" | "avx2" | "avx512" | "amx" */
 
 /* Current (fastest chosen) traits, and the scalar reference traits. NULL
  * for a type we do not support. */

@@ -22,6 +22,16 @@
  * it from wide_min[type] (>= 2) tokens on. It may repack the weight rows
  * into a layout of its own per call, which only pays off over several
  * tokens (see avx512.c, "Wide tiles").
+ *
+ * Prepared tile. tile_prep[type] (NULL where an ISA has none) takes over
+ * from prep_min[type] tokens, with the wide tile's contract except for
+ * `a`: kern_matmul first rewrites the quantized activations, by groups of
+ * KERN_PREP_T tokens (the last one short), with prep[type] into a layout
+ * of its own, (n / QK_K) * prep_block[type] bytes a group, and the tile
+ * gets the group of its first token as `a` and the group's size as `ba`
+ * (its first token is a multiple of KERN_WIDE_C, so of KERN_PREP_T). A
+ * layout made once per matmul is what a tile that wants its activations
+ * transposed can afford.
  */
 #ifndef KERN_IMPL_H
 #define KERN_IMPL_H
@@ -39,6 +49,11 @@
 typedef void (*kern_tile_fn)(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,
                              float *y, int64_t ldy);
 
+/* One group of nt <= KERN_PREP_T activation rows (the vec_dot type, ba
+ * bytes apart, n values each) into a wide tile's own layout at out. */
+typedef void (*kern_prep_fn)(const void *a, size_t ba, int nt, int64_t n, void *out);
+#define KERN_PREP_T 16
+
 typedef struct kern_impl {
     const char *isa;
     kern_traits traits[KERN_TYPE_MAX];
@@ -47,6 +62,10 @@ typedef struct kern_impl {
     int tile_c[KERN_TYPE_MAX];         /* nc limit of tile[] (KERN_TILE_C unless an ISA says more) */
     kern_tile_fn tile_wide[KERN_TYPE_MAX]; /* if not NULL, n_tok >= wide_min[type]: see "Wide tile" */
     int wide_min[KERN_TYPE_MAX];
+    kern_tile_fn tile_prep[KERN_TYPE_MAX]; /* if not NULL, n_tok >= prep_min[type]: see "Prepared" */
+    int prep_min[KERN_TYPE_MAX];
+    kern_prep_fn prep[KERN_TYPE_MAX];      /* the activations' layout for tile_prep */
+    size_t prep_block[KERN_TYPE_MAX];      /* bytes of a prepared group per QK_K values */
     void (*rmsnorm)(float *out, const float *x, const float *w, int64_t n, float eps);
     void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
     void (*softmax)(float *x, int64_t n);
@@ -175,5 +194,6 @@ void kern_avx2_unpack_q5_K(const kern_block_q5_K *b, kunp *u);
 void kern_avx2_unpack_q6_K(const kern_block_q6_K *b, kunp *u);
 void kern_avx2_install(kern_impl *t);
 void kern_avx512_install(kern_impl *t);
+void kern_amx_install(kern_impl *t); /* over avx512: the Q4_K wide tile on AMX */
 
 #endif

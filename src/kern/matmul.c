@@ -38,6 +38,8 @@ typedef struct {
     const char *a; /* activations in vec_dot type */
     char *work;
     size_t arow;   /* bytes per activation row */
+    char *prep;    /* prepared groups (kern_impl.h "Prepared"), or NULL */
+    size_t pgroup; /* bytes per prepared group */
     int64_t chunk; /* rows per chunk */
     int64_t n_chunks;
     _Atomic int64_t next;
@@ -49,9 +51,22 @@ static void quantize_task(void *arg, int ith, int nth) {
     for (int64_t t = ith; t < c->n_tok; t += nth) ff(c->x + t * c->n_in, c->work + t * c->arow, c->n_in);
 }
 
+static void prep_task(void *arg, int ith, int nth) {
+    mm_ctx *c = arg;
+    for (int64_t g = ith; g * KERN_PREP_T < c->n_tok; g += nth) {
+        const int nt = (int)CORE_MIN(KERN_PREP_T, c->n_tok - g * KERN_PREP_T);
+        c->impl->prep[c->wtype](c->a + g * KERN_PREP_T * c->arow, c->arow, nt, c->n_in, c->prep + g * c->pgroup);
+    }
+}
+
+/* Enough tokens of a type with a prepared tile (kern_impl.h). */
+static int mm_prep(const kern_impl *impl, int wtype, int64_t n_tok) {
+    return impl->tile_prep[wtype] != NULL && n_tok >= CORE_MAX(2, impl->prep_min[wtype]);
+}
+
 /* Several tokens of a type with a wide tile (kern_impl.h). */
 static int mm_wide(const kern_impl *impl, int wtype, int64_t n_tok) {
-    return impl->tile_wide[wtype] != NULL && n_tok >= CORE_MAX(2, impl->wide_min[wtype]);
+    return mm_prep(impl, wtype, n_tok) || (impl->tile_wide[wtype] != NULL && n_tok >= CORE_MAX(2, impl->wide_min[wtype]));
 }
 
 static void compute_task(void *arg, int ith, int nth) {
@@ -59,7 +74,8 @@ static void compute_task(void *arg, int ith, int nth) {
     (void)ith;
     (void)nth;
     const int wide = mm_wide(c->impl, c->wtype, c->n_tok);
-    const kern_tile_fn tile = wide ? c->impl->tile_wide[c->wtype]
+    const kern_tile_fn tile = c->prep   ? c->impl->tile_prep[c->wtype]
+                              : wide     ? c->impl->tile_wide[c->wtype]
                               : c->n_tok == 1 ? c->impl->tile1[c->wtype] : c->impl->tile[c->wtype];
     const int tc = wide ? KERN_WIDE_C : c->impl->tile_c[c->wtype];
     const int tr = wide ? KERN_WIDE_R : KERN_TILE_R;
@@ -72,17 +88,29 @@ static void compute_task(void *arg, int ith, int nth) {
             const int nc = (int)CORE_MIN(tc, c->n_tok - t0);
             for (int64_t r = r0; r < r1; r += tr) {
                 const int nr = (int)CORE_MIN(tr, r1 - r);
-                tile(c->n_in, c->w + r * c->wrow, c->wrow, nr, c->a + t0 * c->arow, c->arow, nc,
-                     c->y + t0 * c->ldy + r, c->ldy);
+                if (c->prep)
+                    tile(c->n_in, c->w + r * c->wrow, c->wrow, nr, c->prep + t0 / KERN_PREP_T * c->pgroup, c->pgroup,
+                         nc, c->y + t0 * c->ldy + r, c->ldy);
+                else
+                    tile(c->n_in, c->w + r * c->wrow, c->wrow, nr, c->a + t0 * c->arow, c->arow, nc,
+                         c->y + t0 * c->ldy + r, c->ldy);
             }
         }
     }
 }
 
+/* Bytes of a prepared group of n_in values, 0 where the ISA prepares none. */
+static size_t prep_group(const kern_impl *impl, int wtype, int64_t n_in) {
+    return impl->tile_prep[wtype] ? (size_t)(n_in / QK_K) * impl->prep_block[wtype] : 0;
+}
+
+/* Sized for the ISA in use: call after kern_init. */
 size_t kern_matmul_work_size(int wtype, int64_t n_in, int64_t n_tok) {
     const kern_traits *t = kern_ref_traits(wtype);
     if (!t || t->vec_dot_type == KERN_F32) return 0;
-    return kern_row_size(t->vec_dot_type, n_in) * (size_t)n_tok;
+    const size_t pg = prep_group(&kern_cur, wtype, n_in);
+    const size_t groups = (size_t)((n_tok + KERN_PREP_T - 1) / KERN_PREP_T);
+    return kern_row_size(t->vec_dot_type, n_in) * (size_t)n_tok + (pg ? 64 + groups * pg : 0);
 }
 
 static void matmul(const kern_impl *impl, kern_pool *pool, int wtype, const void *w, int64_t n_out, int64_t n_in,
@@ -110,6 +138,15 @@ static void matmul(const kern_impl *impl, kern_pool *pool, int wtype, const void
             quantize_task(&c, 0, 1);
         else
             kern_pool_run(pool, quantize_task, &c);
+        if (mm_prep(impl, wtype, n_tok)) {
+            c.pgroup = prep_group(impl, wtype, n_in);
+            const uintptr_t end = (uintptr_t)work + c.arow * (size_t)n_tok;
+            c.prep = (char *)((end + 63) & ~(uintptr_t)63);
+            if (n_tok <= KERN_PREP_T || !pool || kern_pool_threads(pool) == 1)
+                prep_task(&c, 0, 1);
+            else
+                kern_pool_run(pool, prep_task, &c);
+        }
     }
     const int nth = pool ? kern_pool_threads(pool) : 1;
     /* about 8 chunks per thread, at least a tile, rounded to whole tiles */
