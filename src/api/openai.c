@@ -784,6 +784,9 @@ static void *loader_main(void *arg) {
     chat_req q = {0};
     q.am.keep_alive_s = REGISTRY_KEEP_DEFAULT;
     api_capture_errors(&cap);
+    /* a ping at once, then one a second: a load from the page cache may take
+     * less than the interval, and the client should still see the wait */
+    http_stream_comment(l->s, "ping");
     int rc = registry_acquire(a->cfg.reg, l->name, loader_wait, l, &q.am.eng, &q.am.load_ms, &err);
     if (!rc) {
         q.am.held = 1;
