@@ -25,7 +25,7 @@ if (!existsSync(MODEL)) skip = `no test model at ${MODEL}`;
 else if (!REL_BIN) skip = 'smolbot is not built';
 else {
   const r = spawnSync('bash', ['scripts/cluster.sh', 'start', '3', '-m', MODEL, '--dir', DIR, '--bin', REL_BIN, '--',
-    '--kv-budget', '256', '--ctx', '2048', '--parallel', '12', '--drain-timeout', '30'], { cwd: ROOT, encoding: 'utf8', timeout: 180000 });
+    '--kv-budget', '256', '--ctx', '4096', '--parallel', '12', '--drain-timeout', '30'], { cwd: ROOT, encoding: 'utf8', timeout: 180000 });
   if (r.status === 77) skip = `cannot start the cluster here: ${r.stderr.trim()}`;
   else if (r.status !== 0) throw new Error(`cluster.sh start failed (${r.status}): ${r.stderr}`);
   else URL_ = readFileSync(path.join(DIR, 'url'), 'utf8').trim();
@@ -92,7 +92,7 @@ test('12 users, two turns each: the second turn reuses its replica\'s cache', { 
 test('SIGKILL of the replica streaming an answer: the conversation goes on elsewhere', { skip }, async () => {
   const { id } = await newConv();
   assert.ok(id);
-  const sent = await ui(`/ui/c/${id}/messages`, { text: 'Tell me a long story about a lighthouse.', max_tokens: '1500', thinking: '0' });
+  const sent = await ui(`/ui/c/${id}/messages`, { text: 'Tell me a long story about a lighthouse.', max_tokens: '3800', thinking: '0' });
   assert.equal(sent.status, 200);
   const victim = answeredBy(sent);
   const streamUrl = (/sse-connect="([^"]+)"/.exec(await sent.text()) || [])[1];
