@@ -194,7 +194,9 @@ int app_bench_kernels(int argc, char **argv) {
     float *x = malloc(sizeof(float) * (size_t)(n_in * max_tok));
     float *y = malloc(sizeof(float) * (size_t)(max_out * max_tok));
     void *w = malloc(kern_row_size(KERN_F16, n_in) * (size_t)max_out);
-    void *work = malloc(kern_matmul_work_size(KERN_Q8_0, n_in, max_tok) + kern_matmul_work_size(KERN_F16, n_in, max_tok));
+    size_t ws = 0;
+    for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) ws = CORE_MAX(ws, kern_matmul_work_size(types[ti], n_in, max_tok));
+    void *work = malloc(ws);
     int rc = 0;
     if (!x || !y || !w || !work) {
         fprintf(stderr, "smolbot: out of memory\n");
