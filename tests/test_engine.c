@@ -365,39 +365,67 @@ static void test_cache_by_value(void) {
     core_buf_free(&long_text);
 }
 
+/* The two tests below: a 10-token prompt that streams and a 700-token one,
+ * greedy, on the f32 tiny model. */
+enum { PC_LONG = 700 };
+static const int32_t pc_short[] = {128011, 882, 198, 9906, 1917, 128012, 198, 128011, 78191, 198};
+typedef struct {
+    engine *e;
+    int32_t *pl;
+    engine_request q;
+} prefill_case;
+
+static int pc_start(prefill_case *c) {
+    memset(c, 0, sizeof *c);
+    if (!(c->e = start_engine("models/smollm3-tiny-f32.gguf", 4, 8, 0, 1024))) return -1;
+    c->pl = malloc(PC_LONG * sizeof *c->pl);
+    for (int i = 0; i < PC_LONG; i++) c->pl[i] = 1000 + (i * 7919) % 20000;
+    sample_params_default(&c->q.sampling);
+    c->q.sampling.temperature = 0;
+    c->q.ignore_eos = 1;
+    c->q.cb = on_event;
+    return 0;
+}
+
+static void pc_submit(prefill_case *c, const char *conv, int is_long, int max_tokens, result *r) {
+    core_err err = {0};
+    c->q.conv_id = conv, c->q.max_tokens = max_tokens, c->q.ctx = r;
+    c->q.prompt = is_long ? c->pl : pc_short;
+    c->q.n_prompt = is_long ? PC_LONG : CORE_ARRAY_LEN(pc_short);
+    CHECK(engine_submit(c->e, &c->q, NULL, &err) == 0);
+}
+
+/* stream s's tokens between l's first and last prefill steps */
+static int pc_during(const result *s, const result *l) {
+    int during = 0;
+    for (int i = 0; i < s->n_ids; i++) during += s->seq_tok[i] > l->seq_prefill_first && s->seq_tok[i] < l->seq_prefill_last;
+    return during;
+}
+
+static void pc_end(prefill_case *c) {
+    free(c->pl);
+    engine_free(c->e);
+}
+
 /* A long prompt that arrives while a stream decodes is prefilled in
  * chunks that share steps with the stream: the stream gets tokens while
  * the prompt is being read, and both give what they give alone. */
 static void test_prefill_beside_decode(void) {
-    engine *e = start_engine("models/smollm3-tiny-f32.gguf", 4, 8, 0, 1024);
-    if (!e) T_SKIP("../shared/models absent");
-    int32_t ps[] = {128011, 882, 198, 9906, 1917, 128012, 198, 128011, 78191, 198};
-    enum { NL = 700 };
-    int32_t *pl = malloc(NL * sizeof *pl);
-    for (int i = 0; i < NL; i++) pl[i] = 1000 + (i * 7919) % 20000;
+    prefill_case c;
+    if (pc_start(&c)) T_SKIP("../shared/models absent");
     result s1, l1, s2, l2;
     res_init(&s1); res_init(&l1); res_init(&s2); res_init(&l2);
-    engine_request q = {0};
-    sample_params_default(&q.sampling);
-    q.sampling.temperature = 0;
-    q.ignore_eos = 1;
-    q.cb = on_event;
-    core_err err = {0};
     /* alone (caches forgotten after, so nothing is reused below) */
-    q.conv_id = "s1", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 150, q.ctx = &s1;
-    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    pc_submit(&c, "s1", 0, 150, &s1);
     res_wait(&s1);
-    q.conv_id = "l1", q.prompt = pl, q.n_prompt = NL, q.max_tokens = 4, q.ctx = &l1;
-    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    pc_submit(&c, "l1", 1, 4, &l1);
     res_wait(&l1);
-    engine_forget(e, "s1");
-    engine_forget(e, "l1");
+    engine_forget(c.e, "s1");
+    engine_forget(c.e, "l1");
     /* together: the long prompt comes once the stream runs */
-    q.conv_id = "s", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 150, q.ctx = &s2;
-    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    pc_submit(&c, "s", 0, 150, &s2);
     res_wait_tokens(&s2, 20);
-    q.conv_id = "l", q.prompt = pl, q.n_prompt = NL, q.max_tokens = 4, q.ctx = &l2;
-    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    pc_submit(&c, "l", 1, 4, &l2);
     res_wait(&s2);
     res_wait(&l2);
     CHECK_EQ_INT(s2.n_ids, 150);
@@ -405,57 +433,40 @@ static void test_prefill_beside_decode(void) {
     CHECK_EQ_INT(l2.n_ids, 4);
     CHECK(memcmp(l1.ids, l2.ids, 4 * sizeof(int32_t)) == 0);
     CHECK_EQ_INT(l2.st.cached_tokens, 0);
-    int during = 0;
-    for (int i = 0; i < s2.n_ids; i++) during += s2.seq_tok[i] > l2.seq_prefill_first && s2.seq_tok[i] < l2.seq_prefill_last;
-    fprintf(stderr, "  %d-token prompt: %d prefill steps, %d stream tokens during them\n", NL, l2.n_prefill_events, during);
-    CHECK(l2.n_prefill_events > NL / 256 + 1); /* chunks beside a stream: smaller than a full one */
+    const int during = pc_during(&s2, &l2);
+    fprintf(stderr, "  %d-token prompt: %d prefill steps, %d stream tokens during them\n", PC_LONG, l2.n_prefill_events, during);
+    CHECK(l2.n_prefill_events > PC_LONG / 256 + 1); /* chunks beside a stream: smaller than a full one */
     CHECK(during >= l2.n_prefill_events - 2);
-    free(pl);
     res_free(&s1); res_free(&l1); res_free(&s2); res_free(&l2);
-    engine_free(e);
+    pc_end(&c);
 }
 
 /* Prompts that arrive together are read in whole chunks, as alone: the
  * first one to start decoding goes along in the same steps instead of
  * holding the others to small chunks. Tokens are what they are alone. */
 static void test_prefill_burst(void) {
-    engine *e = start_engine("models/smollm3-tiny-f32.gguf", 4, 8, 0, 1024);
-    if (!e) T_SKIP("../shared/models absent");
-    int32_t ps[] = {128011, 882, 198, 9906, 1917, 128012, 198, 128011, 78191, 198};
-    enum { NL = 700 };
-    int32_t *pl = malloc(NL * sizeof *pl);
-    for (int i = 0; i < NL; i++) pl[i] = 1000 + (i * 7919) % 20000;
+    prefill_case c;
+    if (pc_start(&c)) T_SKIP("../shared/models absent");
     result s1, s2, l2;
     res_init(&s1); res_init(&s2); res_init(&l2);
-    engine_request q = {0};
-    sample_params_default(&q.sampling);
-    q.sampling.temperature = 0;
-    q.ignore_eos = 1;
-    q.cb = on_event;
-    core_err err = {0};
-    q.conv_id = "s1", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 40, q.ctx = &s1;
-    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    pc_submit(&c, "s1", 0, 40, &s1);
     res_wait(&s1);
-    engine_forget(e, "s1");
+    engine_forget(c.e, "s1");
     /* together: both submitted before the short one has a token */
-    q.conv_id = "s", q.prompt = ps, q.n_prompt = 10, q.max_tokens = 40, q.ctx = &s2;
-    CHECK(engine_submit(e, &q, NULL, &err) == 0);
-    q.conv_id = "l", q.prompt = pl, q.n_prompt = NL, q.max_tokens = 4, q.ctx = &l2;
-    CHECK(engine_submit(e, &q, NULL, &err) == 0);
+    pc_submit(&c, "s", 0, 40, &s2);
+    pc_submit(&c, "l", 1, 4, &l2);
     res_wait(&s2);
     res_wait(&l2);
     CHECK_EQ_INT(s2.n_ids, 40);
     CHECK(memcmp(s1.ids, s2.ids, 40 * sizeof(int32_t)) == 0);
     CHECK_EQ_INT(l2.n_ids, 4);
-    int during = 0;
-    for (int i = 0; i < s2.n_ids; i++) during += s2.seq_tok[i] > l2.seq_prefill_first && s2.seq_tok[i] < l2.seq_prefill_last;
-    fprintf(stderr, "  %d-token prompt with another: %d prefill steps, %d stream tokens during them\n", NL,
+    const int during = pc_during(&s2, &l2);
+    fprintf(stderr, "  %d-token prompt with another: %d prefill steps, %d stream tokens during them\n", PC_LONG,
             l2.n_prefill_events, during);
-    CHECK(l2.n_prefill_events <= NL / 256 + 2); /* whole chunks */
-    CHECK(during >= 1);                          /* the started stream went along */
-    free(pl);
+    CHECK(l2.n_prefill_events <= PC_LONG / 256 + 2); /* whole chunks */
+    CHECK(during >= 1);                               /* the started stream went along */
     res_free(&s1); res_free(&s2); res_free(&l2);
-    engine_free(e);
+    pc_end(&c);
 }
 
 static void test_cancel_queue_limits(void) {
