@@ -510,8 +510,8 @@ static void test_kv_q8(void) {
     free(k8), free(v8), free(kf), free(vf);
 }
 
-/* Wide and prepared tiles (prefill, kern_impl.tile_wide and tile_prep,
- * the latter given the layout its prep makes): 16-row x up to KERN_WIDE_C
+/* Wide tiles (prefill, kern_impl.tile_wide, given the activations in the
+ * layout of kern_impl.prep where an ISA has one): 16-row x up to KERN_WIDE_C
  * token tiles over K of 1-9 blocks (the AVX-512 kernels repack by slabs of
  * 4 blocks and go 8/4/2/1 tokens at a time, so these counts cross every
  * boundary), on random data and on extremes: every quant at its maximum
@@ -525,7 +525,7 @@ static void check_wide(const char *isa) {
     const int ldy = KERN_WIDE_R + 3;
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(wtypes); ti++) {
         const int type = wtypes[ti];
-        if (!kern_cur.tile_wide[type] && !kern_cur.tile_prep[type]) continue;
+        if (!kern_cur.tile_wide[type]) continue;
         const kern_traits *rt = kern_ref_traits(type);
         for (size_t ki = 0; ki < CORE_ARRAY_LEN(kblocks); ki++)
             for (int mode = 0; mode < 3; mode++) {
@@ -533,7 +533,7 @@ static void check_wide(const char *isa) {
                 const size_t wr = kern_row_size(type, n), ar = kern_row_size(rt->vec_dot_type, n);
                 char *w = malloc(wr * KERN_WIDE_R), *a = malloc(ar * KERN_WIDE_C);
                 float *x = malloc((size_t)n * 4), *y = malloc(sizeof(float) * (size_t)ldy * KERN_WIDE_C);
-                const size_t pg = kern_cur.tile_prep[type] ? (size_t)kblocks[ki] * kern_cur.prep_block[type] : 0;
+                const size_t pg = kern_cur.prep[type] ? (size_t)kblocks[ki] * kern_cur.prep_block[type] : 0;
                 char *prep = pg ? aligned_alloc(64, pg * (KERN_WIDE_C / KERN_PREP_T)) : NULL;
                 for (int r = 0; r < KERN_WIDE_R; r++) {
                     random_row(type, w + r * wr, n);
@@ -553,20 +553,19 @@ static void check_wide(const char *isa) {
                     if (mode == 2) x[c % n] = -1.f; /* -> -128 there, 127 elsewhere */
                     kern_ref_traits(rt->vec_dot_type)->from_float(x, a + c * ar, n);
                 }
-                for (int pv = 0; pv < 2; pv++) /* the wide tile, then the prepared one */
                 for (size_t ri = 0; ri < CORE_ARRAY_LEN(nrs); ri++)
                     for (size_t ci = 0; ci < CORE_ARRAY_LEN(ncs); ci++) {
-                        if (pv ? !prep : !kern_cur.tile_wide[type]) continue;
                         const int nr = nrs[ri], nc = ncs[ci];
                         for (int i = 0; i < ldy * KERN_WIDE_C; i++) y[i] = -12345.f;
-                        if (pv) { /* the layout kern_matmul makes first (kern_impl.h "Prepared tile") */
+                        const char *wa = a; /* the activations as the tile reads them */
+                        size_t wb = ar;
+                        if (prep) { /* the layout kern_matmul makes first (kern_impl.h "Prepared") */
                             for (int g = 0; g * KERN_PREP_T < nc; g++)
                                 kern_cur.prep[type](a + (size_t)g * KERN_PREP_T * ar, ar,
-                                                         CORE_MIN(KERN_PREP_T, nc - g * KERN_PREP_T), n, prep + g * pg);
-                            kern_cur.tile_prep[type](n, w, wr, nr, prep, pg, nc, y, ldy);
-                        } else {
-                            kern_cur.tile_wide[type](n, w, wr, nr, a, ar, nc, y, ldy);
+                                                    CORE_MIN(KERN_PREP_T, nc - g * KERN_PREP_T), n, prep + g * pg);
+                            wa = prep, wb = pg;
                         }
+                        kern_cur.tile_wide[type](n, w, wr, nr, wa, wb, nc, y, ldy);
                         int bad = 0, outside = 0;
                         for (int c = 0; c < KERN_WIDE_C; c++)
                             for (int r = 0; r < ldy; r++) {
@@ -580,13 +579,13 @@ static void check_wide(const char *isa) {
                                 const double tol = 2e-6 * abs_dot(type, w + r * wr, a + c * ar, n) + 1e-30;
                                 if (!(fabs((double)want - got) <= tol)) {
                                     if (!bad)
-                                        fprintf(stderr, "  %s %s %s n=%lld mode %d %dx%d [%d,%d]: %.9g vs %.9g\n", isa,
-                                                rt->name, pv ? "prepared" : "wide", (long long)n, mode, nr, nc, r, c, want, got);
+                                        fprintf(stderr, "  %s %s wide n=%lld mode %d %dx%d [%d,%d]: %.9g vs %.9g\n", isa,
+                                                rt->name, (long long)n, mode, nr, nc, r, c, want, got);
                                     bad++;
                                 }
                             }
-                        CHECK_MSG(bad == 0 && outside == 0, "%s %s %s n=%lld mode %d %dx%d: %d bad, %d outside", isa,
-                                  rt->name, pv ? "prepared" : "wide", (long long)n, mode, nr, nc, bad, outside);
+                        CHECK_MSG(bad == 0 && outside == 0, "%s %s wide n=%lld mode %d %dx%d: %d bad, %d outside", isa,
+                                  rt->name, (long long)n, mode, nr, nc, bad, outside);
                     }
                 free(w), free(a), free(x), free(y), free(prep);
             }

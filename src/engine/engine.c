@@ -455,10 +455,10 @@ static int32_t pick(job *j, float *logits) {
  * what is left after the pass through the weights (paid once per step,
  * whatever the chunk) and the decode rows' own arithmetic, so small chunks
  * are dear: 2.4 keeps the largest gap under 3x (single steps run over
- * the target) with the chunk as large as that allows. The chunk may go down to CHUNK_MIN rows, since deep in a long
- * prompt each row's attention makes a row dearer. Multiplicative control
- * on the measured step times adapts to the model, the threads, the depth
- * and the load. */
+ * the target) with the chunk as large as that allows. The chunk may go
+ * down to CHUNK_MIN rows, since deep in a long prompt each row's attention
+ * makes a row dearer. Multiplicative control on the measured step times
+ * adapts to the model, the threads, the depth and the load. */
 #define STEP_SLACK 2.4
 #define CHUNK_MIN 8
 

@@ -696,10 +696,12 @@ TA static void amx_prep_q8_K(const void *a, size_t ba, int nt, int64_t n, void *
             wide_load_t(x, ba, nt, offsetof(kern_block_q8_K, qs) + 64 * (size_t)m, v);
             for (int q = 0; q < 16; q++) _mm512_store_si512((void *)o->b[m][q], v[q]);
         }
-        for (int t = 0; t < 16; t++) {
+        memset(o->d, 0, sizeof o->d); /* tokens past nt: nothing */
+        memset(o->bs, 0, sizeof o->bs);
+        for (int t = 0; t < nt; t++) {
             const kern_block_q8_K *y = (const kern_block_q8_K *)(x + (size_t)t * ba);
-            o->d[t] = t < nt ? y->d : 0.f;
-            for (int j = 0; j < 8; j++) o->bs[j][t] = t < nt ? (float)(y->bsums[2 * j] + y->bsums[2 * j + 1]) : 0.f;
+            o->d[t] = y->d;
+            for (int j = 0; j < 8; j++) o->bs[j][t] = (float)(y->bsums[2 * j] + y->bsums[2 * j + 1]);
         }
     }
 }
@@ -713,14 +715,6 @@ typedef struct {
 
 TA static void amx_unpack_q4(const char *w, size_t bw, int nr, __m512i vi, int64_t i, amx_wblock *u) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    /* chunk m's multipliers: sub-block 2m's in the low 256 bits, 2m+1's in
-     * the high, one per 16-bit word (odd bytes zeroed by the mask) */
-    static const _Alignas(64) uint8_t pick[4][64] = {
-#define P(m) {2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0,2*m,0, \
-              2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0,2*m+1,0}
-        P(0), P(1), P(2), P(3)
-#undef P
-    };
     const char *x = w + i * sizeof(kern_block_q4_K);
     __m512 d, dmin;
     __m512i s03, s47, n03, n47;
@@ -744,7 +738,9 @@ TA static void amx_unpack_q4(const char *w, size_t bw, int nr, __m512i vi, int64
             const __m256i X = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * m));
             const __m512i Q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(X, m4)),
                                                  _mm256_and_si256(_mm256_srli_epi16(X, 4), m4), 1);
-            const __m512i I = _mm512_load_si512((const void *)pick[m]);
+            /* chunk m's multipliers: sub-block 2m's scale in the low 256 bits,
+             * 2m+1's in the high, one per 16-bit word (odd bytes zeroed) */
+            const __m512i I = _mm512_mask_blend_epi16(0xFFFF0000u, _mm512_set1_epi16((short)(2 * m)), _mm512_set1_epi16((short)(2 * m + 1)));
             _mm512_store_si512((void *)u->a1[m][r], _mm512_mullo_epi16(Q, _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, I, SL)));
             _mm512_store_si512((void *)u->a2[m][r], _mm512_mullo_epi16(Q, _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, I, SH)));
         }
@@ -759,13 +755,9 @@ TA static void amx_q4(int64_t n, const void *w, size_t bw, int nr, const void *a
     _Alignas(64) amx_wblock u;
     _Alignas(64) int32_t c[2][16][16];
     _Alignas(64) float acc[KERN_WIDE_C / 16][16][16];
-    _Alignas(64) amx_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.palette = 1;
-    for (int k = 0; k < 6; k++) cfg.rows[k] = 16, cfg.colsb[k] = 64;
-    cfg.rows[3] = 0, cfg.colsb[3] = 0;
-    /* not _tile_loadconfig: gcc 12's operand is the first 8 bytes only, so
-     * the stores to the rest of cfg may be dropped as dead */
+    /* tmm0-2 and tmm4-5, 16 rows of 64 bytes; not _tile_loadconfig, whose
+     * operand in gcc 12 is the first 8 bytes only */
+    static const _Alignas(64) amx_cfg cfg = {.palette = 1, .colsb = {64, 64, 64, 0, 64, 64}, .rows = {16, 16, 16, 0, 16, 16}};
     __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
     memset(acc, 0, sizeof(float) * 256 * (size_t)ng);
     for (int64_t i = 0; i < nb; i++) {
@@ -1166,10 +1158,9 @@ void kern_avx512_install(kern_impl *t) {
 
 void kern_amx_install(kern_impl *t) {
     t->isa = "amx";
-    t->tile_prep[KERN_Q4_K] = amx_q4;
-    /* wherever the wide tile would run: even with it from 9 tokens to 12
-     * (`smolbot bench -p N`), 15-25% ahead from 16 */
-    t->prep_min[KERN_Q4_K] = 9;
+    /* from the AVX-512 wide tile's wide_min on: even with it from 9 tokens
+     * to 12 (`smolbot bench -p N`), 15-25% ahead from 16 */
+    t->tile_wide[KERN_Q4_K] = amx_q4;
     t->prep[KERN_Q4_K] = amx_prep_q8_K;
     t->prep_block[KERN_Q4_K] = sizeof(amx_pblock);
 }

@@ -23,14 +23,13 @@
  * into a layout of its own per call, which only pays off over several
  * tokens (see avx512.c, "Wide tiles").
  *
- * Prepared tile. tile_prep[type] (NULL where an ISA has none) takes over
- * from prep_min[type] tokens, with the wide tile's contract except for
- * `a`: kern_matmul first rewrites the quantized activations, by groups of
- * KERN_PREP_T tokens (the last one short), with prep[type] into a layout
- * of its own, (n / QK_K) * prep_block[type] bytes a group, and the tile
- * gets the group of its first token as `a` and the group's size as `ba`
- * (its first token is a multiple of KERN_WIDE_C, so of KERN_PREP_T). A
- * layout made once per matmul is what a tile that wants its activations
+ * Prepared activations. Where prep[type] is set, the wide tile reads the
+ * activations in a layout of its own: kern_matmul first rewrites the
+ * quantized rows, by groups of KERN_PREP_T tokens (the last one short),
+ * with prep[type], (n / QK_K) * prep_block[type] bytes a group, and the
+ * tile gets the group of its first token as `a` and the group's size as
+ * `ba` (its first token is a multiple of KERN_WIDE_C, so of KERN_PREP_T).
+ * A layout made once per matmul is what a tile that wants its activations
  * transposed can afford.
  */
 #ifndef KERN_IMPL_H
@@ -62,9 +61,7 @@ typedef struct kern_impl {
     int tile_c[KERN_TYPE_MAX];         /* nc limit of tile[] (KERN_TILE_C unless an ISA says more) */
     kern_tile_fn tile_wide[KERN_TYPE_MAX]; /* if not NULL, n_tok >= wide_min[type]: see "Wide tile" */
     int wide_min[KERN_TYPE_MAX];
-    kern_tile_fn tile_prep[KERN_TYPE_MAX]; /* if not NULL, n_tok >= prep_min[type]: see "Prepared" */
-    int prep_min[KERN_TYPE_MAX];
-    kern_prep_fn prep[KERN_TYPE_MAX];      /* the activations' layout for tile_prep */
+    kern_prep_fn prep[KERN_TYPE_MAX];      /* if not NULL, tile_wide's activations: see "Prepared" */
     size_t prep_block[KERN_TYPE_MAX];      /* bytes of a prepared group per QK_K values */
     void (*rmsnorm)(float *out, const float *x, const float *w, int64_t n, float eps);
     void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);

@@ -38,7 +38,7 @@ typedef struct {
     const char *a; /* activations in vec_dot type */
     char *work;
     size_t arow;   /* bytes per activation row */
-    char *prep;    /* prepared groups (kern_impl.h "Prepared"), or NULL */
+    char *prep;    /* prepared groups for the wide tile (kern_impl.h "Prepared"), or NULL */
     size_t pgroup; /* bytes per prepared group */
     int64_t chunk; /* rows per chunk */
     int64_t n_chunks;
@@ -59,14 +59,9 @@ static void prep_task(void *arg, int ith, int nth) {
     }
 }
 
-/* Enough tokens of a type with a prepared tile (kern_impl.h). */
-static int mm_prep(const kern_impl *impl, int wtype, int64_t n_tok) {
-    return impl->tile_prep[wtype] != NULL && n_tok >= CORE_MAX(2, impl->prep_min[wtype]);
-}
-
 /* Several tokens of a type with a wide tile (kern_impl.h). */
 static int mm_wide(const kern_impl *impl, int wtype, int64_t n_tok) {
-    return mm_prep(impl, wtype, n_tok) || (impl->tile_wide[wtype] != NULL && n_tok >= CORE_MAX(2, impl->wide_min[wtype]));
+    return impl->tile_wide[wtype] != NULL && n_tok >= CORE_MAX(2, impl->wide_min[wtype]);
 }
 
 static void compute_task(void *arg, int ith, int nth) {
@@ -74,8 +69,7 @@ static void compute_task(void *arg, int ith, int nth) {
     (void)ith;
     (void)nth;
     const int wide = mm_wide(c->impl, c->wtype, c->n_tok);
-    const kern_tile_fn tile = c->prep   ? c->impl->tile_prep[c->wtype]
-                              : wide     ? c->impl->tile_wide[c->wtype]
+    const kern_tile_fn tile = wide ? c->impl->tile_wide[c->wtype]
                               : c->n_tok == 1 ? c->impl->tile1[c->wtype] : c->impl->tile[c->wtype];
     const int tc = wide ? KERN_WIDE_C : c->impl->tile_c[c->wtype];
     const int tr = wide ? KERN_WIDE_R : KERN_TILE_R;
@@ -86,14 +80,11 @@ static void compute_task(void *arg, int ith, int nth) {
         const int64_t r1 = CORE_MIN(c->n_out, r0 + c->chunk);
         for (int64_t t0 = 0; t0 < c->n_tok; t0 += tc) {
             const int nc = (int)CORE_MIN(tc, c->n_tok - t0);
+            const char *a = c->prep ? c->prep + t0 / KERN_PREP_T * c->pgroup : c->a + t0 * c->arow;
+            const size_t ba = c->prep ? c->pgroup : c->arow;
             for (int64_t r = r0; r < r1; r += tr) {
                 const int nr = (int)CORE_MIN(tr, r1 - r);
-                if (c->prep)
-                    tile(c->n_in, c->w + r * c->wrow, c->wrow, nr, c->prep + t0 / KERN_PREP_T * c->pgroup, c->pgroup,
-                         nc, c->y + t0 * c->ldy + r, c->ldy);
-                else
-                    tile(c->n_in, c->w + r * c->wrow, c->wrow, nr, c->a + t0 * c->arow, c->arow, nc,
-                         c->y + t0 * c->ldy + r, c->ldy);
+                tile(c->n_in, c->w + r * c->wrow, c->wrow, nr, a, ba, nc, c->y + t0 * c->ldy + r, c->ldy);
             }
         }
     }
@@ -101,7 +92,7 @@ static void compute_task(void *arg, int ith, int nth) {
 
 /* Bytes of a prepared group of n_in values, 0 where the ISA prepares none. */
 static size_t prep_group(const kern_impl *impl, int wtype, int64_t n_in) {
-    return impl->tile_prep[wtype] ? (size_t)(n_in / QK_K) * impl->prep_block[wtype] : 0;
+    return impl->prep[wtype] ? (size_t)(n_in / QK_K) * impl->prep_block[wtype] : 0;
 }
 
 /* Sized for the ISA in use: call after kern_init. */
@@ -138,7 +129,7 @@ static void matmul(const kern_impl *impl, kern_pool *pool, int wtype, const void
             quantize_task(&c, 0, 1);
         else
             kern_pool_run(pool, quantize_task, &c);
-        if (mm_prep(impl, wtype, n_tok)) {
+        if (impl->prep[wtype] && mm_wide(impl, wtype, n_tok)) {
             c.pgroup = prep_group(impl, wtype, n_in);
             const uintptr_t end = (uintptr_t)work + c.arow * (size_t)n_tok;
             c.prep = (char *)((end + 63) & ~(uintptr_t)63);
