@@ -160,8 +160,10 @@ void kern_kv_q8_quant_q(const float *q, int ng, int hd, int8_t *qq, float *qd, i
 /* The weight stream of the matrix-vector and register tiles, prefetched
  * KERN_PF_AHEAD bytes ahead: every line of the block there. The hardware
  * prefetchers stop at each 4 KB page and keep few streams, so lines left
- * to them arrive late (docs/performance.md has the figures). */
-#define KERN_PF_AHEAD 2048
+ * to them arrive late; 16 KB is the latency of DRAM times a core's share
+ * of the bandwidth on the hosts measured, with room (2-4 KB was enough on
+ * a Xeon, and 20% short on a Zen 5; docs/performance.md has the figures). */
+#define KERN_PF_AHEAD 16384
 #define KERN_PF_BLOCK(p)                               \
     for (int o_ = 0; o_ < (int)sizeof(*(p)); o_ += 64) \
     __builtin_prefetch((const char *)(p) + KERN_PF_AHEAD + o_, 0, 3)
