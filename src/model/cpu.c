@@ -43,9 +43,12 @@ typedef struct cpu_run {
     float *att;      /* [B, n_head * hd] attention output */
     float *hb;       /* [B, n_ff] */
     float *hb2;      /* [B, n_ff] */
-    float *att_tmp;  /* [n_threads][att_tmp_floats] attention state per thread */
+    float *att_tmp;  /* [n_threads][att_tmp_floats + att_q_floats] attention state and query heads per thread */
     float *att_part; /* [16 * n_threads][att_tmp_floats] split-K partial states */
-    size_t att_tmp_floats;
+    size_t att_tmp_floats, att_q_floats;
+    int att_g;     /* rows per attention group (attend) */
+    int *grp_row;  /* [B] first row of each group */
+    int *grp_n;    /* [B] rows of each group */
     void *work;      /* activation quantization for kern_matmul */
     model_kv **row_kv; /* [B] the cache each row belongs to */
     int *row_pos;      /* [B] the position of each row */
@@ -157,16 +160,25 @@ static int kv_fill(model_kv *kv, int n, core_err *err) {
 
 /* ---- attention -------------------------------------------------------- */
 
-/* Work items are (row, KV head, position range) triples handed out through
- * an atomic counter. With few rows (decode) each pair's positions are cut
- * into nsplit ranges (split-K) so both cores share even one long context;
- * each range leaves its online-softmax state in RUN(m)->att_part and the caller
- * merges them after the run. With many rows (prefill) nsplit is 1 and a
- * thread finishes its pair in its own scratch. */
+/* Work items are (row group, KV head, position range) triples handed out
+ * through an atomic counter. A row group is up to att_g consecutive rows
+ * of one prompt chunk (att_g * group <= KERN_ATTN_MAX_G query heads): they
+ * share the positions before the group, so those K and V rows are read
+ * once for all of them (kern_attn takes the group's heads together), and
+ * each row then goes on alone over the few positions of its own tail.
+ * Groups are windows of att_g positions and the shared part ends on a KV
+ * tile at or before the window's first position, so a row's arithmetic
+ * depends on its position, not on how its prompt was cut into chunks.
+ * With few groups (decode) the shared positions are cut into nsplit
+ * ranges (split-K) so both cores share even one long context; each range
+ * leaves its online-softmax state in RUN(m)->att_part (the last range also
+ * does the tails) and the caller merges them after the run. With many
+ * (prefill) nsplit is 1 and a thread finishes its item in its own
+ * scratch. */
 typedef struct att_task {
     model *m;
     int il;
-    int B;
+    int n_grp;
     int nsplit;
     _Atomic int next;
 } att_task;
@@ -179,58 +191,104 @@ static void att_out(float *out, const float *acc, const float *sum, int group, i
         for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
 }
 
+/* Positions every row of group gi sees through the shared call. */
+static int att_shared(const cpu_run *r, int gi) {
+    const int p0 = r->row_pos[r->grp_row[gi]];
+    return (p0 - p0 % r->att_g + 1) & ~(KERN_KV_TILE - 1);
+}
+
 static void attend_task(void *ctx, int ith, int nth) {
     (void)nth;
     att_task *t = ctx;
     const model *m = t->m;
+    const cpu_run *r = RUN(m);
     const model_config *c = &m->cfg;
     const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv, ns = t->nsplit;
     const int64_t q_dim = (int64_t)c->n_head * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    const int items = t->B * nkv * ns;
+    const int items = t->n_grp * nkv * ns;
+    float *qg = r->att_tmp + (size_t)ith * (r->att_tmp_floats + r->att_q_floats) + r->att_tmp_floats;
     for (;;) {
         const int it = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
         if (it >= items) break;
-        const int tok = it / (nkv * ns), kvh = it / ns % nkv, sp = it % ns;
-        const model_kv *kv = RUN(m)->row_kv[tok];
-        const int n = RUN(m)->row_pos[tok] + 1;
+        const int gi = it / (nkv * ns), kvh = it / ns % nkv, sp = it % ns;
+        const int t0 = r->grp_row[gi], R = r->grp_n[gi], G = R * group;
+        const model_kv *kv = r->row_kv[t0];
+        const int n = att_shared(r, gi);
         /* ranges start on a tile (the 8-bit cache is read a tile at a time) */
         const int lo = (int)((int64_t)n * sp / ns) & ~(KERN_KV_TILE - 1);
         const int hi = sp == ns - 1 ? n : (int)((int64_t)n * (sp + 1) / ns) & ~(KERN_KV_TILE - 1);
-        float *st = ns == 1 ? RUN(m)->att_tmp + (size_t)ith * RUN(m)->att_tmp_floats : RUN(m)->att_part + (size_t)it * RUN(m)->att_tmp_floats;
-        float *mx = st, *sum = mx + group, *acc = sum + group; /* state: max, sum, acc */
-        for (int g = 0; g < group; g++) mx[g] = -INFINITY, sum[g] = 0;
-        memset(acc, 0, sizeof(float) * (size_t)(group * hd));
-        kern_attn(kv_kern_type(kv), RUN(m)->q + tok * q_dim + (int64_t)kvh * group * hd, group, hd,
-                  kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo), kv->step, hi - lo, scale, mx, sum,
-                  acc);
-        if (ns == 1) att_out(RUN(m)->att + tok * q_dim + (int64_t)kvh * group * hd, acc, sum, group, hd);
+        float *st = ns == 1 ? r->att_tmp + (size_t)ith * (r->att_tmp_floats + r->att_q_floats)
+                            : r->att_part + (size_t)it * r->att_tmp_floats;
+        float *mx = st, *sum = mx + G, *acc = sum + G; /* state: max, sum, acc */
+        for (int g = 0; g < G; g++) mx[g] = -INFINITY, sum[g] = 0;
+        memset(acc, 0, sizeof(float) * (size_t)(G * hd));
+        for (int i = 0; i < R; i++)
+            memcpy(qg + (size_t)i * group * hd, r->q + (t0 + i) * q_dim + (int64_t)kvh * group * hd,
+                   sizeof(float) * (size_t)(group * hd));
+        if (hi > lo)
+            kern_attn(kv_kern_type(kv), qg, G, hd, kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo),
+                      kv->step, hi - lo, scale, mx, sum, acc);
+        if (sp == ns - 1)
+            for (int i = 0; i < R; i++) { /* row i's own positions n..pos */
+                const int np = r->row_pos[t0 + i] + 1 - n;
+                if (np > 0)
+                    kern_attn(kv_kern_type(kv), qg + (size_t)i * group * hd, group, hd,
+                              kv_at(kv, kv->k, t->il, kvh, n),
+                              kv_at(kv, kv->v, t->il, kvh, n), kv->step, np, scale, mx + i * group,
+                              sum + i * group, acc + (size_t)i * group * hd);
+            }
+        if (ns == 1)
+            for (int i = 0; i < R; i++)
+                att_out(r->att + (t0 + i) * q_dim + (int64_t)kvh * group * hd, acc + (size_t)i * group * hd,
+                        sum + i * group, group, hd);
     }
+}
+
+/* Rows into groups: consecutive positions of one cache, in the same
+ * window of att_g positions. */
+static int att_groups(cpu_run *r, int B) {
+    int ng = 0;
+    for (int t = 0; t < B; t++) {
+        if (ng > 0) {
+            const int f = r->grp_row[ng - 1], last = f + r->grp_n[ng - 1] - 1;
+            if (r->row_kv[t] == r->row_kv[f] && r->row_pos[t] == r->row_pos[last] + 1 && r->row_pos[t] % r->att_g != 0) {
+                r->grp_n[ng - 1]++;
+                continue;
+            }
+        }
+        r->grp_row[ng] = t, r->grp_n[ng] = 1, ng++;
+    }
+    return ng;
 }
 
 /* Attention of the B rows for layer il: outputs in RUN(m)->att. */
 static void attend(model *m, int il, int B) {
     const model_config *c = &m->cfg;
+    cpu_run *r = RUN(m);
     const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv;
-    const int nth = kern_pool_threads(m->pool), pairs = B * nkv;
+    const int nth = kern_pool_threads(m->pool), n_grp = att_groups(r, B), pairs = n_grp * nkv;
     int maxn = 0;
-    for (int t = 0; t < B; t++) maxn = CORE_MAX(maxn, RUN(m)->row_pos[t] + 1);
+    for (int g = 0; g < n_grp; g++) maxn = CORE_MAX(maxn, att_shared(r, g));
     /* enough items for the counter to balance the threads (8 per thread),
      * but ranges of at least ATT_SPLIT_MIN positions */
     int ns = 1;
     if (pairs < 8 * nth) ns = CORE_MAX(1, CORE_MIN((8 * nth + pairs - 1) / pairs, maxn / ATT_SPLIT_MIN));
-    att_task at = {.m = m, .il = il, .B = B, .nsplit = ns};
+    att_task at = {.m = m, .il = il, .n_grp = n_grp, .nsplit = ns};
     atomic_init(&at.next, 0);
     kern_pool_run(m->pool, attend_task, &at);
     if (ns == 1) return;
     const int64_t q_dim = (int64_t)c->n_head * hd;
     for (int p = 0; p < pairs; p++) {
-        float *s0 = RUN(m)->att_part + (size_t)p * ns * RUN(m)->att_tmp_floats;
+        const int gi = p / nkv, kvh = p % nkv, t0 = r->grp_row[gi], R = r->grp_n[gi], G = R * group;
+        float *s0 = r->att_part + (size_t)p * ns * r->att_tmp_floats;
         for (int sp = 1; sp < ns; sp++) {
-            const float *s1 = s0 + (size_t)sp * RUN(m)->att_tmp_floats;
-            kern_attn_merge(group, hd, s0, s0 + group, s0 + 2 * group, s1, s1 + group, s1 + 2 * group);
+            const float *s1 = s0 + (size_t)sp * r->att_tmp_floats;
+            kern_attn_merge(G, hd, s0, s0 + G, s0 + 2 * G, s1, s1 + G, s1 + 2 * G);
         }
-        att_out(RUN(m)->att + (int64_t)(p / nkv) * q_dim + (int64_t)(p % nkv) * group * hd, s0 + 2 * group, s0 + group, group, hd);
+        for (int i = 0; i < R; i++)
+            att_out(r->att + (t0 + i) * q_dim + (int64_t)kvh * group * hd, s0 + 2 * G + (size_t)i * group * hd,
+                    s0 + G + i * group, group, hd);
     }
 }
 
@@ -423,6 +481,7 @@ static void run_free(model *m) {
     free(r->x); free(r->xb); free(r->q); free(r->k); free(r->v);
     free(r->att); free(r->hb); free(r->hb2); core_free_aligned(r->att_tmp); core_free_aligned(r->att_part);
     free(r->row_kv); free(r->row_pos); free(r->logits1); free(r->row_tok); free(r->row_out);
+    free(r->grp_row); free(r->grp_n);
     core_free_aligned(r->work);
     free(r);
     m->be_state = NULL;
@@ -452,12 +511,18 @@ int model_cpu_new(model *m, core_err *err) {
     r->hb = malloc(B * c->n_ff * sizeof(float));
     r->hb2 = malloc(B * c->n_ff * sizeof(float));
     const int group = c->n_head / c->n_head_kv;
-    /* one online-softmax state (max, sum, acc of each query head of a
-     * group): per thread, and per split-K item (fewer than 16 per thread,
-     * see attend()). Whole cache lines each: threads update neighbouring
-     * states at every block of positions. */
-    r->att_tmp_floats = ((size_t)(group * hd + 2 * group) + 15) / 16 * 16;
-    r->att_tmp = core_alloc_aligned((size_t)nt * r->att_tmp_floats * sizeof(float), 64);
+    /* one online-softmax state (max, sum, acc of each query head of a row
+     * group) and the group's query heads: per thread, and states per
+     * split-K item (fewer than 16 per thread, see attend()). Whole cache
+     * lines each: threads update neighbouring states at every block of
+     * positions. */
+    r->att_g = CORE_MAX(1, KERN_ATTN_MAX_G / group);
+    const size_t gh = (size_t)r->att_g * group;
+    r->att_tmp_floats = (gh * hd + 2 * gh + 15) / 16 * 16;
+    r->att_q_floats = gh * hd;
+    r->att_tmp = core_alloc_aligned((size_t)nt * (r->att_tmp_floats + r->att_q_floats) * sizeof(float), 64);
+    r->grp_row = calloc(B, sizeof *r->grp_row);
+    r->grp_n = calloc(B, sizeof *r->grp_n);
     r->att_part = core_alloc_aligned((size_t)16 * nt * r->att_tmp_floats * sizeof(float), 64);
     r->row_kv = calloc(B, sizeof *r->row_kv);
     r->row_pos = calloc(B, sizeof *r->row_pos);
@@ -473,7 +538,7 @@ int model_cpu_new(model *m, core_err *err) {
     }
     r->work = core_alloc_aligned(ws ? ws : 64, 64);
     if (!r->x || !r->xb || !r->q || !r->k || !r->v || !r->att || !r->hb || !r->hb2 || !r->att_tmp || !r->att_part ||
-        !r->work || !r->row_kv || !r->row_pos || !r->logits1 || !r->row_tok || !r->row_out)
+        !r->work || !r->row_kv || !r->row_pos || !r->logits1 || !r->row_tok || !r->row_out || !r->grp_row || !r->grp_n)
         return core_errf(err, CORE_ENOMEM, "out of memory for run state (batch %d)", m->n_batch);
     return 0;
 }
