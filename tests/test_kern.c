@@ -372,7 +372,7 @@ static void check_ops(const char *isa) {
  * counts, head sizes (one not a multiple of 8: the fallback; the 8-bit
  * cache takes multiples of 32), lengths around the block size; and a split
  * into two ranges (on a tile boundary) merged with kern_attn_merge equals
- * one pass.
+ * one pass; continuing a pass and taking a head alone change no bit.
  * Tolerance 5e-5 relative: the SIMD exp and the summation order differ
  * (2.5e-5 seen on f32 rows whose scores spread wide). */
 static void check_attn(const char *isa) {
@@ -438,6 +438,24 @@ static void check_attn(const char *isa) {
                         }
                     CHECK_MSG(bad == 0 && badm == 0, "%s attn %s ng=%d hd=%d n=%d: %d bad, %d bad after merge (worst %.3g)",
                               isa, names[kt], ng, hd, n, bad, badm, worst);
+                    /* bit for bit, what the model's grouped prompt attention
+                     * rests on: a pass continued at a block boundary is one
+                     * pass, and the first head alone is its part of them all */
+                    const int c = n / 2 / KERN_ATTN_BLOCK * KERN_ATTN_BLOCK;
+                    const size_t cs = kt == 2 ? (size_t)c / KERN_KV_TILE : (size_t)c;
+                    memset(a1, 0, sizeof(float) * (size_t)ng * hd);
+                    for (int g = 0; g < ng; g++) m1[g] = -INFINITY, l1[g] = 0;
+                    kern_attn(type, q, ng, hd, k + elt, v + elt, stride, c, scale, m1, l1, a1);
+                    kern_attn(type, q, ng, hd, k + elt + cs * stride, v + elt + cs * stride, stride, n - c, scale, m1, l1,
+                              a1);
+                    CHECK_MSG(memcmp(a1, acc[1], sizeof(float) * (size_t)ng * hd) == 0 &&
+                                  memcmp(l1, l[1], sizeof(float) * (size_t)ng) == 0,
+                              "%s attn %s ng=%d hd=%d n=%d: continued at %d differs", isa, names[kt], ng, hd, n, c);
+                    m1[0] = -INFINITY, l1[0] = 0;
+                    memset(a1, 0, sizeof(float) * (size_t)hd);
+                    kern_attn(type, q, 1, hd, k + elt, v + elt, stride, n, scale, m1, l1, a1);
+                    CHECK_MSG(memcmp(a1, acc[1], sizeof(float) * (size_t)hd) == 0 && l1[0] == l[1][0],
+                              "%s attn %s ng=%d hd=%d n=%d: head 0 alone differs", isa, names[kt], ng, hd, n);
                     for (int s = 0; s < 3; s++) free(acc[s]);
                     free(a1), free(q), free(k), free(v);
                 }

@@ -162,19 +162,18 @@ static int kv_fill(model_kv *kv, int n, core_err *err) {
 
 /* Work items are (row group, KV head, position range) triples handed out
  * through an atomic counter. A row group is up to att_g consecutive rows
- * of one prompt chunk (att_g * group <= KERN_ATTN_MAX_G query heads): they
- * share the positions before the group, so those K and V rows are read
- * once for all of them (kern_attn takes the group's heads together), and
- * each row then goes on alone over the few positions of its own tail.
- * Groups are windows of att_g positions and the shared part ends on a KV
- * tile at or before the window's first position, so a row's arithmetic
- * depends on its position, not on how its prompt was cut into chunks.
- * With few groups (decode) the shared positions are cut into nsplit
- * ranges (split-K) so both cores share even one long context; each range
- * leaves its online-softmax state in RUN(m)->att_part (the last range also
- * does the tails) and the caller merges them after the run. With many
- * (prefill) nsplit is 1 and a thread finishes its item in its own
- * scratch. */
+ * of one prompt chunk (att_g * group <= KERN_ATTN_MAX_G query heads): the
+ * positions before the group, down to a KV tile, are read once for all of
+ * them (kern_attn takes the group's heads together), then each row goes on
+ * alone over the few positions after. kern_attn continued at a tile (a
+ * block of its online softmax) and a head taken with others change no bit
+ * (test_kern), so a row's arithmetic does not depend on how its prompt
+ * was cut into chunks. With few groups (decode) the shared positions are
+ * cut into nsplit ranges (split-K) so both cores share even one long
+ * context; each range leaves its online-softmax state in RUN(m)->att_part
+ * (the last range also does the rows' own positions) and the caller
+ * merges them after the run. With many (prefill) nsplit is 1 and a thread
+ * finishes its item in its own scratch. */
 typedef struct att_task {
     model *m;
     int il;
@@ -185,16 +184,22 @@ typedef struct att_task {
 
 #define ATT_SPLIT_MIN 256 /* positions per split-K range, at least */
 
-/* The attention output of a group of query heads: acc / sum. */
-static void att_out(float *out, const float *acc, const float *sum, int group, int hd) {
-    for (int g = 0; g < group; g++)
-        for (int i = 0; i < hd; i++) out[g * hd + i] = acc[g * hd + i] / sum[g];
+/* The attention output of group gi's rows for KV head kvh from its state
+ * (sum, acc): acc / sum. */
+static void att_out(const model *m, int gi, int kvh, const float *sum, const float *acc) {
+    const cpu_run *r = RUN(m);
+    const model_config *c = &m->cfg;
+    const int hd = c->head_dim, group = c->n_head / c->n_head_kv;
+    for (int i = 0; i < r->grp_n[gi]; i++) {
+        float *out = r->att + (int64_t)(r->grp_row[gi] + i) * c->n_head * hd + (int64_t)kvh * group * hd;
+        for (int g = 0; g < group; g++)
+            for (int j = 0; j < hd; j++) out[g * hd + j] = acc[(i * group + g) * hd + j] / sum[i * group + g];
+    }
 }
 
 /* Positions every row of group gi sees through the shared call. */
 static int att_shared(const cpu_run *r, int gi) {
-    const int p0 = r->row_pos[r->grp_row[gi]];
-    return (p0 - p0 % r->att_g + 1) & ~(KERN_KV_TILE - 1);
+    return (r->row_pos[r->grp_row[gi]] + 1) & ~(KERN_KV_TILE - 1);
 }
 
 static void attend_task(void *ctx, int ith, int nth) {
@@ -207,7 +212,7 @@ static void attend_task(void *ctx, int ith, int nth) {
     const int64_t q_dim = (int64_t)c->n_head * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     const int items = t->n_grp * nkv * ns;
-    float *qg = r->att_tmp + (size_t)ith * (r->att_tmp_floats + r->att_q_floats) + r->att_tmp_floats;
+    float *own = r->att_tmp + (size_t)ith * (r->att_tmp_floats + r->att_q_floats), *qg = own + r->att_tmp_floats;
     for (;;) {
         const int it = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
         if (it >= items) break;
@@ -218,46 +223,38 @@ static void attend_task(void *ctx, int ith, int nth) {
         /* ranges start on a tile (the 8-bit cache is read a tile at a time) */
         const int lo = (int)((int64_t)n * sp / ns) & ~(KERN_KV_TILE - 1);
         const int hi = sp == ns - 1 ? n : (int)((int64_t)n * (sp + 1) / ns) & ~(KERN_KV_TILE - 1);
-        float *st = ns == 1 ? r->att_tmp + (size_t)ith * (r->att_tmp_floats + r->att_q_floats)
-                            : r->att_part + (size_t)it * r->att_tmp_floats;
+        float *st = ns == 1 ? own : r->att_part + (size_t)it * r->att_tmp_floats;
         float *mx = st, *sum = mx + G, *acc = sum + G; /* state: max, sum, acc */
         for (int g = 0; g < G; g++) mx[g] = -INFINITY, sum[g] = 0;
         memset(acc, 0, sizeof(float) * (size_t)(G * hd));
-        for (int i = 0; i < R; i++)
-            memcpy(qg + (size_t)i * group * hd, r->q + (t0 + i) * q_dim + (int64_t)kvh * group * hd,
-                   sizeof(float) * (size_t)(group * hd));
+        /* the group's query heads side by side (one row's already are) */
+        const float *q = r->q + t0 * q_dim + (int64_t)kvh * group * hd;
+        if (R > 1) {
+            for (int i = 0; i < R; i++) memcpy(qg + (size_t)i * group * hd, q + i * q_dim, sizeof(float) * (size_t)(group * hd));
+            q = qg;
+        }
         if (hi > lo)
-            kern_attn(kv_kern_type(kv), qg, G, hd, kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo),
+            kern_attn(kv_kern_type(kv), q, G, hd, kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo),
                       kv->step, hi - lo, scale, mx, sum, acc);
-        if (sp == ns - 1)
-            for (int i = 0; i < R; i++) { /* row i's own positions n..pos */
-                const int np = r->row_pos[t0 + i] + 1 - n;
-                if (np > 0)
-                    kern_attn(kv_kern_type(kv), qg + (size_t)i * group * hd, group, hd,
-                              kv_at(kv, kv->k, t->il, kvh, n),
-                              kv_at(kv, kv->v, t->il, kvh, n), kv->step, np, scale, mx + i * group,
-                              sum + i * group, acc + (size_t)i * group * hd);
-            }
-        if (ns == 1)
-            for (int i = 0; i < R; i++)
-                att_out(r->att + (t0 + i) * q_dim + (int64_t)kvh * group * hd, acc + (size_t)i * group * hd,
-                        sum + i * group, group, hd);
+        for (int i = 0; sp == ns - 1 && i < R; i++) { /* row i's own positions n..pos */
+            const int np = r->row_pos[t0 + i] + 1 - n, g0 = i * group;
+            if (np > 0)
+                kern_attn(kv_kern_type(kv), q + (size_t)g0 * hd, group, hd, kv_at(kv, kv->k, t->il, kvh, n),
+                          kv_at(kv, kv->v, t->il, kvh, n), kv->step, np, scale, mx + g0, sum + g0, acc + (size_t)g0 * hd);
+        }
+        if (ns == 1) att_out(m, gi, kvh, sum, acc);
     }
 }
 
-/* Rows into groups: consecutive positions of one cache, in the same
- * window of att_g positions. */
+/* Rows into groups: up to att_g consecutive positions of one cache. */
 static int att_groups(cpu_run *r, int B) {
     int ng = 0;
     for (int t = 0; t < B; t++) {
-        if (ng > 0) {
-            const int f = r->grp_row[ng - 1], last = f + r->grp_n[ng - 1] - 1;
-            if (r->row_kv[t] == r->row_kv[f] && r->row_pos[t] == r->row_pos[last] + 1 && r->row_pos[t] % r->att_g != 0) {
-                r->grp_n[ng - 1]++;
-                continue;
-            }
-        }
-        r->grp_row[ng] = t, r->grp_n[ng] = 1, ng++;
+        const int f = ng ? r->grp_row[ng - 1] : 0, len = ng ? r->grp_n[ng - 1] : 0;
+        if (ng && len < r->att_g && r->row_kv[t] == r->row_kv[f] && r->row_pos[t] == r->row_pos[f] + len)
+            r->grp_n[ng - 1]++;
+        else
+            r->grp_row[ng] = t, r->grp_n[ng] = 1, ng++;
     }
     return ng;
 }
@@ -278,17 +275,14 @@ static void attend(model *m, int il, int B) {
     atomic_init(&at.next, 0);
     kern_pool_run(m->pool, attend_task, &at);
     if (ns == 1) return;
-    const int64_t q_dim = (int64_t)c->n_head * hd;
     for (int p = 0; p < pairs; p++) {
-        const int gi = p / nkv, kvh = p % nkv, t0 = r->grp_row[gi], R = r->grp_n[gi], G = R * group;
+        const int gi = p / nkv, G = r->grp_n[gi] * group;
         float *s0 = r->att_part + (size_t)p * ns * r->att_tmp_floats;
         for (int sp = 1; sp < ns; sp++) {
             const float *s1 = s0 + (size_t)sp * r->att_tmp_floats;
             kern_attn_merge(G, hd, s0, s0 + G, s0 + 2 * G, s1, s1 + G, s1 + 2 * G);
         }
-        for (int i = 0; i < R; i++)
-            att_out(r->att + (t0 + i) * q_dim + (int64_t)kvh * group * hd, s0 + 2 * G + (size_t)i * group * hd,
-                    s0 + G + i * group, group, hd);
+        att_out(m, gi, p % nkv, s0 + G, s0 + 2 * G);
     }
 }
 
