@@ -207,7 +207,8 @@ T5 static inline void q6_dot(const q6reg *u, const kern_block_q8_K *y, __m512 *a
 /* Matrix-vector: one row at a time, so the weights stream in address
  * order (two rows interleaved are two streams, which lost 15-20% of
  * decode speed on Zen 5 against the hardware prefetchers), with a
- * software prefetch ahead of the row. */
+ * software prefetch ahead of the row. Q4_K keeps the mins in their own
+ * 256-bit sum here; Q6_K's is the register tile of one token. */
 T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
                        int64_t ldy) {
     (void)ba, (void)nc, (void)ldy;
@@ -224,24 +225,6 @@ T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *
             q4_dot(&u, &y[i], &acc, &am);
         }
         yout[r] = _mm512_reduce_add_ps(acc) - hsum8(am);
-    }
-}
-
-T5 static void mv_q6_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
-                       int64_t ldy) {
-    (void)ba, (void)nc, (void)ldy;
-    const int64_t nb = n / QK_K;
-    const kern_block_q8_K *y = a;
-    for (int r = 0; r < nr; r++) {
-        const kern_block_q6_K *x = (const void *)((const char *)w + r * bw);
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t i = 0; i < nb; i++) {
-            KERN_PF_BLOCK(&x[i]);
-            q6reg u;
-            q6_unpack(&x[i], &u);
-            q6_dot(&u, &y[i], &acc);
-        }
-        yout[r] = _mm512_reduce_add_ps(acc);
     }
 }
 
@@ -300,7 +283,7 @@ RT_KERNEL(q4_K, q4reg, q4_unpack, q4_dot1, kern_block_q4_K)
 RT_KERNEL(q6_K, q6reg, q6_unpack, q6_dot, kern_block_q6_K)
 
 T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) { mv_q4_K(n, w, 0, 1, a, 0, 1, s, 1); }
-T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_q6_K(n, w, 0, 1, a, 0, 1, s, 1); }
+T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { rt_q6_K(n, w, 0, 1, a, 0, 1, s, 1); }
 
 /* ---- Wide tiles (prefill): 16 rows in the lanes, vpdpbusd ----
  *
@@ -1077,7 +1060,7 @@ void kern_avx512_install(kern_impl *t) {
     t->traits[KERN_Q4_K].vec_dot = dot_q4_K;
     t->traits[KERN_Q6_K].vec_dot = dot_q6_K;
     t->tile1[KERN_Q4_K] = mv_q4_K;
-    t->tile1[KERN_Q6_K] = mv_q6_K;
+    t->tile1[KERN_Q6_K] = rt_q6_K;
     t->traits[KERN_F32].vec_dot = dot_f32;
     t->traits[KERN_F16].vec_dot = dot_f16;
     t->tile[KERN_Q4_K] = rt_q4_K;
