@@ -1,7 +1,8 @@
 /* test_bridge.c -- the stream bridge of src/api (its private interface,
  * bridge.h): the max_tokens rule, replay to late listeners and from a log
  * position, the final save before the end, cancel when the last listener
- * leaves (not while held), and the same with the engine on the tiny model.
+ * leaves (not while held), and the same with the engine on the tiny model
+ * (a job's engine hold goes back before its end is heard).
  */
 #include <pthread.h>
 
@@ -23,6 +24,7 @@ typedef struct rec {
     char finish[16];
     char save_err[64];
     int saved_at_end; /* the owner's final save had happened when the end came */
+    int released_at_end; /* ... and the job's engine hold had gone back */
 } rec;
 
 typedef struct owner {
@@ -34,6 +36,16 @@ typedef struct owner {
 } owner;
 
 static owner g_own; /* the owner of the job under test */
+static int g_released; /* engine holds given back through the release hook */
+
+/* Slow on purpose (a registry takes its lock, may unload a model): a
+ * hold given back after the end was announced shows as a missing count. */
+static void on_release(void *ctx, engine *e, double keep_alive_s) {
+    (void)ctx, (void)e, (void)keep_alive_s;
+    const struct timespec ts = {0, 30 * 1000000L};
+    nanosleep(&ts, NULL);
+    __atomic_add_fetch(&g_released, 1, __ATOMIC_SEQ_CST);
+}
 
 static void rec_init(rec *r) {
     memset(r, 0, sizeof *r);
@@ -64,6 +76,7 @@ static int rec_deliver(void *ctx, const bridge_out *o) {
         snprintf(r->save_err, sizeof r->save_err, "%s", o->save_err);
         pthread_mutex_lock(&g_own.mu);
         r->saved_at_end = g_own.final;
+        r->released_at_end = __atomic_load_n(&g_released, __ATOMIC_SEQ_CST);
         pthread_mutex_unlock(&g_own.mu);
     }
     pthread_cond_broadcast(&r->cv);
@@ -385,13 +398,19 @@ static void test_engine_jobs(void) {
     rq.sampling.temperature = 0;
     rq.ignore_eos = 1;
 
-    /* the non-stream way: hold, wait, read the result */
+    bridge_set_release(b, on_release, NULL);
+
+    /* the non-stream way: hold, wait, read the result; the job's engine
+     * hold is back before the wait ends (a client with its answer finds
+     * the model idle) */
     own_reset();
     rq.max_tokens = 8;
     bridge_job_opts o = opts(0, NULL, 0, 0);
+    o.hold_engine = 1;
     bridge_job *j = NULL;
     CHECK(bridge_start(b, &rq, &o, &j, &err) == 0);
     bridge_wait(j);
+    CHECK_EQ_INT(__atomic_load_n(&g_released, __ATOMIC_SEQ_CST), 1);
     const char *text, *finish, *emsg;
     size_t tl;
     const engine_stats *st;
@@ -404,6 +423,18 @@ static void test_engine_jobs(void) {
     bridge_release(j);
     REC_WAIT(&g_own, g_own.freed == 1);
     CHECK_EQ_INT(__atomic_load_n(&g_done, __ATOMIC_SEQ_CST), 1);
+
+    /* a listener to the end: the hold is back when it hears the end */
+    own_reset();
+    rec y;
+    rec_init(&y);
+    CHECK(bridge_start(b, &rq, &o, &j, &err) == 0);
+    CHECK(bridge_listen(j, &rec_ops, &y, 0, 0) == 0);
+    bridge_release(j);
+    REC_WAIT(&y, y.ended);
+    CHECK_EQ_INT(y.released_at_end, 2);
+    REC_WAIT(&g_own, g_own.freed == 1);
+    rec_free(&y);
 
     /* a listener that leaves mid-decode cancels the engine request */
     own_reset();
@@ -422,7 +453,8 @@ static void test_engine_jobs(void) {
     engine_metrics em;
     engine_get_metrics(e, &em);
     CHECK_EQ_INT((int)em.cancelled, 1);
-    CHECK(em.gen_tokens < 8 + 400);
+    CHECK(em.gen_tokens < 8 + 8 + 400);
+    CHECK_EQ_INT(__atomic_load_n(&g_released, __ATOMIC_SEQ_CST), 3);
 
     /* refused by the engine: nothing kept, the owner is not called */
     own_reset();

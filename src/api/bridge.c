@@ -297,6 +297,15 @@ static int job_pass(bridge *b, bridge_job *j, double now, double *next) {
             *next = j->t_saved + j->save_s;
         }
     }
+    /* the engine is done with it: the hold goes back before anyone hears of
+     * the end (bridge_wait, the last delivery), so a client that has its
+     * answer finds the model idle (its keep-alive running, unloadable) */
+    if (j->eng_hold && j->engine_done && b->release) {
+        j->eng_hold = 0;
+        pthread_mutex_unlock(&b->mu);
+        b->release(b->release_ctx, j->eng, j->keep_alive_s);
+        pthread_mutex_lock(&b->mu);
+    }
     if (j->ended && !j->saved) {
         /* the engine is done with the log (and a fed job's pushes stop at its end) */
         pthread_mutex_unlock(&b->mu);
@@ -309,12 +318,6 @@ static int job_pass(bridge *b, bridge_job *j, double now, double *next) {
         pthread_mutex_lock(&b->mu);
         j->saved = 1;
         pthread_cond_broadcast(&b->done_cv);
-    }
-    if (j->eng_hold && j->engine_done && b->release) { /* the engine is done with it: the hold goes back */
-        j->eng_hold = 0;
-        pthread_mutex_unlock(&b->mu);
-        b->release(b->release_ctx, j->eng, j->keep_alive_s);
-        pthread_mutex_lock(&b->mu);
     }
     /* listeners: gone ones leave, the others get what is new */
     for (int i = 0; i < j->n_ls;) {
