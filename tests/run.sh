@@ -11,6 +11,13 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 P=0 F=0 S=0
 log=$(mktemp -d /tmp/smolbot-run-XXXXXX)
+# A failing node test's TAP block without its stack: which assertion, where,
+# expected and actual, so a failure seen once in CI can be understood.
+tap_failures() {
+  awk '/not ok/ { on = 1 } on && /^ *stack:/ { skip = 1 } on && /^ *\.\.\.$/ { on = skip = 0 }
+       on && !skip { print } /Sanitizer|runtime error|TIMEOUT/ { print }' "$1"
+}
+
 add() { # name, output file, exit status
   local line p f s
   line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -n 1)
@@ -24,7 +31,12 @@ add() { # name, output file, exit status
   if [ "$3" != 0 ] && [ "$f" = 0 ]; then f=1; fi
   P=$((P+p)) F=$((F+f)) S=$((S+s))
   printf '%-28s %s\n' "$1" "$line"
-  if [ "$f" != 0 ]; then grep -E 'FAIL|not ok|ERROR|Sanitizer|runtime error|TIMEOUT' "$2" | head -n 40 | sed 's/^/    /'; fi
+  if [ "$f" != 0 ]; then
+    case "$1" in
+      e2e/*) tap_failures "$2" ;;
+      *) grep -E 'FAIL|not ok|ERROR|Sanitizer|runtime error|TIMEOUT' "$2" ;;
+    esac | head -n 60 | sed 's/^/    /'
+  fi
   grep -E '^  SKIP' "$2" | head -n 5 | sed 's/^/   /'
 }
 
