@@ -8,7 +8,8 @@
  * second, and each batch's step time over batch 1's (measured back to
  * back, round-robin, best of the rounds, so a loaded host shifts the
  * ratios less than the absolute figures). Caches start at DEPTH synthetic
- * positions (default 64), like short chats.
+ * positions (default 64), like short chats; so does the prompt's, so a
+ * mixed step's chunk attends over DEPTH positions as in a conversation.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@
 
 enum { MAXB = 8, STEPS = 6, ROUNDS = 3 };
 static const int BATCH[] = {1, 2, 4, 8};
-static const int CHUNK[] = {32, 128}; /* prefill rows beside 4 decode rows */
+static const int CHUNK[] = {8, 32, 128}; /* prefill rows beside 4 decode rows */
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -64,13 +65,13 @@ int main(int argc, char **argv) {
             best[bi] = CORE_MIN(best[bi], (core_now_s() - t0) / STEPS);
         }
         for (int ci = 0; ci < NC; ci++) {
-            for (int i = 0; i <= 4; i++) {
-                model_kv_truncate(kv[i], 0);
-                if (model_kv_fill_synthetic(kv[i], depth, &err)) goto done;
-            }
             const int32_t *tp[5] = {toks, toks + 1, toks + 2, toks + 3, chunk};
             int nt[5] = {1, 1, 1, 1, CHUNK[ci]};
-            model_kv *ks[5] = {kv[0], kv[1], kv[2], kv[3], kv[MAXB]};
+            model_kv *ks[5] = {kv[0], kv[1], kv[2], kv[3], kv[MAXB]}; /* 4 decoding, the prompt's */
+            for (int i = 0; i < 5; i++) {
+                model_kv_truncate(ks[i], 0);
+                if (model_kv_fill_synthetic(ks[i], depth, &err)) goto done;
+            }
             double t0 = core_now_s();
             if (model_forward_seqs(m, ks, tp, nt, 5, logits, &err)) goto done;
             bestc[ci] = CORE_MIN(bestc[ci], core_now_s() - t0);
