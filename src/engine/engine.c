@@ -111,7 +111,8 @@ struct engine {
     /* batched step scratch */
     float *batch_logits; /* max_active * n_vocab */
     double dec_step_s;   /* a decode-only step's time (moving average) */
-    int mix_chunk;       /* prefill rows beside decode rows (prefill_budget) */
+    double mix_chunk;    /* prefill rows beside decode rows (prefill_budget); unrounded, since a
+                            state rounded down each step sank to the floor */
     int n_mixed;         /* mixed steps since the last decode-only one */
     engine_metrics met;
     double t_start;
@@ -454,13 +455,15 @@ static int32_t pick(job *j, float *logits) {
  * which bounds the streams' gap. What the prompt gets of such a step is
  * what is left after the pass through the weights (paid once per step,
  * whatever the chunk) and the decode rows' own arithmetic, so small chunks
- * are dear: 2.4 keeps the largest gap under 3x (single steps run over
- * the target) with the chunk as large as that allows. The chunk may go
- * down to CHUNK_MIN rows, since deep in a long prompt each row's attention
- * makes a row dearer. Multiplicative control on the measured step times
- * adapts to the model, the threads, the depth and the load. */
-#define STEP_SLACK 2.4
-#define CHUNK_MIN 8
+ * are dear. On a noisy host single steps run up to about 1.4 times the
+ * target, so 2 keeps the largest gap near 3x the normal one. The chunk may
+ * go down to CHUNK_MIN rows, since deep in a long prompt each row's
+ * attention makes a row dearer; a higher floor would overrule the target
+ * where decoding is fast beside what the cores compute. Multiplicative
+ * control on the measured step times adapts to the model, the threads,
+ * the depth and the load. */
+#define STEP_SLACK 2.0
+#define CHUNK_MIN 4
 
 #define PROBE_EVERY 8 /* mixed steps between decode-only ones */
 
@@ -488,7 +491,7 @@ static int prefill_budget(engine *e, int n_dec, int whole) {
     /* the reference goes stale while every step is mixed (the host's load
      * changes): now and then a decode-only step measures it again */
     if (e->n_mixed >= PROBE_EVERY) return 0;
-    return CORE_MAX(CHUNK_MIN, CORE_MIN(rows, e->mix_chunk));
+    return CORE_MAX(CHUNK_MIN, CORE_MIN(rows, (int)lround(e->mix_chunk)));
 }
 
 /* Learn from one step: t seconds for n_dec decode rows and n_pre prefill rows. */
@@ -502,8 +505,8 @@ static void step_learn(engine *e, int n_dec, int n_pre, double t) {
         if (e->dec_step_s > 0 && n_pre >= CHUNK_MIN) {
             /* geometric smoothing, the same both ways: on a loaded host single
              * steps run slow at random, and an asymmetric rule drifts down */
-            double want = exp(0.7 * log((double)e->mix_chunk) + 0.3 * log(n_pre * (STEP_SLACK * e->dec_step_s) / t));
-            e->mix_chunk = (int)CORE_MAX(CHUNK_MIN, CORE_MIN(want, (double)model_step_rows(e->m)));
+            double want = exp(0.7 * log(e->mix_chunk) + 0.3 * log(n_pre * (STEP_SLACK * e->dec_step_s) / t));
+            e->mix_chunk = CORE_MAX(CHUNK_MIN, CORE_MIN(want, (double)model_step_rows(e->m)));
         }
     }
 }
@@ -548,7 +551,7 @@ static void step(engine *e) {
     const double dt = core_now_s() - t0;
     if (!whole) step_learn(e, n_dec, n_pre, dt); /* a whole chunk says nothing of small ones */
     if (n_pre)
-        LOG_DEBUG("engine: step of %d decode + %d prompt rows: %.0f ms (decode alone %.0f ms, next chunk %d)", n_dec,
+        LOG_DEBUG("engine: step of %d decode + %d prompt rows: %.0f ms (decode alone %.0f ms, next chunk %.1f)", n_dec,
                   n_pre, dt * 1e3, e->dec_step_s * 1e3, e->mix_chunk);
     for (int i = 0; i < n; i++) {
         job *j = js[i];
