@@ -3,7 +3,8 @@
 # chat say when a file is missing or broken (one message, before anything
 # else, naming the file and why), the order of serve's lines when its port
 # is taken, and serve's several-models options (--models-dir, --alias,
-# --keep-alive, --mem-budget) and banner.
+# --keep-alive, --mem-budget) and banner, and where the history goes
+# without --db.
 # Last line: "N passed, N failed, N skipped".
 set -u
 cd "$(dirname "$0")/.."
@@ -104,6 +105,20 @@ check "... budget and keep-alive" grep -q "budget 512 MiB, keep-alive 30s" "$TMP
 URL=$(grep -o 'http://[0-9.:]*' "$TMP/o" | head -1)
 check "the junk file did not stop the server" sh -c "curl -sf '$URL/health' | grep -q ok"
 check "/v1/models lists the four" sh -c "curl -sf '$URL/v1/models' | grep -o '\"id\"' | wc -l | grep -qx 4"
+kill -TERM $SP; wait $SP; rc=$?
+check "SIGTERM: exit 0" [ $rc = 0 ]
+check "no sanitizer report" sh -c "! grep -q 'Sanitizer\|runtime error' '$TMP/e'"
+
+# ---- no --db: the history goes to the default file under $HOME (what
+# `make run` does), its reserve beside it, nothing in the working directory
+mkdir -p "$TMP/cwd"
+(cd "$TMP/cwd" && exec "$BIN" serve --port 0 > "$TMP/o" 2> "$TMP/e") &
+SP=$!; PIDS="$PIDS $SP"
+for _ in $(seq 200); do grep -q "database" "$TMP/o" 2>/dev/null && break; sleep 0.1; done
+DB=$HOME/.local/share/smolbot/smolbot.db
+check "no --db: the banner names the default database" grep -Eq "database +$DB\$" "$TMP/o"
+check "... which is there, its reserve beside it" [ -s "$DB" ] && [ -s "$DB-reserve" ]
+check "... and nothing in the working directory" [ -z "$(ls -A "$TMP/cwd")" ]
 kill -TERM $SP; wait $SP; rc=$?
 check "SIGTERM: exit 0" [ $rc = 0 ]
 check "no sanitizer report" sh -c "! grep -q 'Sanitizer\|runtime error' '$TMP/e'"

@@ -367,12 +367,13 @@ int cmd_serve(int argc, char **argv) {
 
     if (db && !*db) db = NULL;
     if (!no_db) {
-        const char *path = db;
-        if (!path) path = store_default_path(dbbuf, sizeof dbbuf);
-        if (path) snprintf(dbbuf, sizeof dbbuf, "%s", path);
+        /* dbbuf: the path for the banner; the store itself resolves the
+         * default (and makes its directories) when given NULL */
+        const char *path = db ? db : store_default_path(dbbuf, sizeof dbbuf);
+        if (db) snprintf(dbbuf, sizeof dbbuf, "%s", db);
         if (path && strstr(path, "://") && store_open(&st, path, &err)) {
             goto done; /* a shared database named on purpose: serving without it would lose chats */
-        } else if (!path || (!st && store_open(&st, path, &err))) {
+        } else if (!path || (!st && store_open(&st, db, &err))) {
             fprintf(stderr, "serve: no history database (%s): chats are not kept\n", path ? err.msg : "no $HOME");
             st = NULL;
             dbbuf[0] = 0;
