@@ -38,15 +38,6 @@ typedef struct owner {
 static owner g_own; /* the owner of the job under test */
 static int g_released; /* engine holds given back through the release hook */
 
-/* Slow on purpose (a registry takes its lock, may unload a model): a
- * hold given back after the end was announced shows as a missing count. */
-static void on_release(void *ctx, engine *e, double keep_alive_s) {
-    (void)ctx, (void)e, (void)keep_alive_s;
-    const struct timespec ts = {0, 30 * 1000000L};
-    nanosleep(&ts, NULL);
-    __atomic_add_fetch(&g_released, 1, __ATOMIC_SEQ_CST);
-}
-
 static void rec_init(rec *r) {
     memset(r, 0, sizeof *r);
     pthread_mutex_init(&r->mu, NULL);
@@ -158,6 +149,14 @@ static int own_get(int *field) {
 static void sleep_ms(int ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* Slow on purpose (a registry takes its lock, may unload a model): a
+ * hold given back after the end was announced shows as a missing count. */
+static void on_release(void *ctx, engine *e, double keep_alive_s) {
+    (void)ctx, (void)e, (void)keep_alive_s;
+    sleep_ms(30);
+    __atomic_add_fetch(&g_released, 1, __ATOMIC_SEQ_CST);
 }
 
 static bridge_job_opts opts(int64_t key, const char *tag, double grace, double keep) {
