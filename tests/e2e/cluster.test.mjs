@@ -92,22 +92,29 @@ test('12 users, two turns each: the second turn reuses its replica\'s cache', { 
 test('SIGKILL of the replica streaming an answer: the conversation goes on elsewhere', { skip }, async () => {
   const { id } = await newConv();
   assert.ok(id);
-  const sent = await ui(`/ui/c/${id}/messages`, { text: 'Tell me a long story about a lighthouse.', max_tokens: '3800', thinking: '0' });
+  // greedy: the tiny model's answer is then a fixed ~3,200 tokens, seconds
+  // long; a sampled one may end within the first second, before the kill
+  const sent = await ui(`/ui/c/${id}/messages`, { text: 'Tell me a long story about a lighthouse.', max_tokens: '3800', thinking: '0', temperature: '0' });
   assert.equal(sent.status, 200);
   const victim = answeredBy(sent);
   const streamUrl = (/sse-connect="([^"]+)"/.exec(await sent.text()) || [])[1];
   assert.ok(streamUrl);
   const ac = new AbortController();
-  const reading = fetch(URL_ + streamUrl, { signal: ac.signal }).then(async (r) => { for await (const _ of r.body); }).catch(() => {});
+  let streamed = '';
+  const reading = fetch(URL_ + streamUrl, { signal: ac.signal }).then(async (r) => {
+    const dec = new TextDecoder();
+    for await (const chunk of r.body) streamed += dec.decode(chunk, { stream: true });
+  }).catch(() => {});
   // until the partial answer is in the history (saved every second)
   let saved = '';
-  for (let t0 = Date.now(); Date.now() - t0 < 15000 && !saved; await sleep(200)) {
+  for (let t0 = Date.now(); Date.now() - t0 < 15000 && !saved; await sleep(50)) {
     const { json } = await exportConv(id);
     saved = json?.messages?.[1]?.content || '';
   }
   assert.ok(saved.length > 0, 'no partial answer saved');
   const v = replicas().find((r) => r.port === victim);
   process.kill(v.pid, 'SIGKILL');
+  assert.doesNotMatch(streamed, /event: done/, 'the answer ended before the kill');
   for (let t0 = Date.now(); alive(v.pid) && Date.now() - t0 < 5000;) await sleep(50);
   ac.abort();
   await reading;
