@@ -99,10 +99,14 @@ export async function setMaxTokens(page, n) {
   await page.click('#settings .dialog-foot button');
 }
 
+/* Send a message and wait for its answer to be shown: streaming, or already
+ * done (a short answer on a loaded host can end between two of Playwright's
+ * polls, so waiting for the streaming class alone may wait forever). */
 export async function send(page, text) {
+  const before = await page.locator('#messages .msg.assistant').count();
   await page.fill('#input', text);
   await page.press('#input', 'Enter');
-  await page.waitForSelector('#messages .msg.assistant.streaming');
+  await page.waitForFunction((n) => document.querySelectorAll('#messages .msg.assistant').length > n, before);
 }
 
 /* Type a whole command line and run it with Enter (the palette closed first). */
