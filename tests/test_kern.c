@@ -531,15 +531,15 @@ static void test_kv_q8(void) {
 /* Wide tiles (prefill, kern_impl.tile_wide, given the activations in the
  * layout of kern_impl.prep where an ISA has one): 16-row x up to KERN_WIDE_C
  * token tiles over K of 1-9 blocks (the AVX-512 kernels repack by slabs of
- * 4 blocks and go 8/4/2/1 tokens at a time, so these counts cross every
- * boundary), on random data and on extremes: every quant at its maximum
+ * 1 block up to 32 tokens and 4 above, and go 8 tokens at a time with the
+ * rest, 1-7, in one pass: these counts cross every boundary), on random data and on extremes: every quant at its maximum
  * against activations all at -128 or near +127, the bounds of the int16
  * partial sums. Checks every output against ref.c's dot and that nothing
  * outside nr x nc is written. */
 static void check_wide(const char *isa) {
     static const int kblocks[] = {1, 4, 5, 9};
     static const int nrs[] = {1, 7, 16};
-    static const int ncs[] = {1, 2, 5, 8, 13, 31, KERN_WIDE_C};
+    static const int ncs[] = {1, 2, 3, 5, 6, 8, 11, 13, 20, 31, 32, 33, KERN_WIDE_C};
     const int ldy = KERN_WIDE_R + 3;
     for (size_t ti = 0; ti < CORE_ARRAY_LEN(wtypes); ti++) {
         const int type = wtypes[ti];
@@ -660,7 +660,7 @@ static void test_ops_values(void) {
 /* ---- (c) matmul against matmul_ref ---- */
 
 static void test_matmul(void) {
-    static const int ntoks[] = {1, 3, 8, 17, 150}; /* 17, 150: wide tiles where an ISA has them */
+    static const int ntoks[] = {1, 3, 5, 8, 17, 150}; /* 5 up: wide tiles where an ISA has them */
     static const int nouts[] = {37, 259};
     kern_pool *pools[2] = {kern_pool_new(1), kern_pool_new(2)};
     CHECK(pools[0] && pools[1]);

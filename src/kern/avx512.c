@@ -295,14 +295,19 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { rt_
  * memory ({1to16}): no unpacking per token, no horizontal sum at the end
  * (the 16 lanes are 16 outputs, stored with one masked store).
  *
- * Per call (16 rows x up to KERN_WIDE_C tokens), K goes by slabs of
- * WIDE_SLAB blocks: the 16 rows' blocks of a slab are repacked into a
- * stack buffer (16-row loads and a dword transpose), then every token runs over
- * the slab, 8 tokens at a time so that each weight vector loaded from L1
- * serves 8 vpdpbusd. Partial sums go to y (stored by the first slab,
- * added by the next ones). The repack costs about as much as a few
- * tokens: up to 8 (batched decode) the register tiles above, which read
- * each block once for all of them, are faster, hence wide_min.
+ * Per call (16 rows x up to KERN_WIDE_C tokens), K goes by slabs: the 16
+ * rows' blocks of a slab are repacked into a stack buffer (16-row loads
+ * and a dword transpose), then every token runs over the slab, 8 tokens
+ * at a time so that each weight vector loaded from L1 serves 8 vpdpbusd
+ * (the rest of the tokens in one pass of their own count). Partial sums
+ * go to y (stored by the first slab, added by the next ones). A slab is
+ * WIDE_SLAB blocks, but only one up to WIDE_SLAB1 tokens: with the next
+ * slab's prefetched rows and the tokens' activations, 4 repacked blocks
+ * overflow L1, which only many tokens a slab pay back (9 to 16 tokens
+ * ran 25% faster on slabs of one block, 128 to 256 up to 15% slower,
+ * 2 blocks were even or behind from 40 tokens). The repack costs about as
+ * much as a few tokens: below wide_min (batched decode) the register
+ * tiles above, which read each block once for all of them, are faster.
  *
  * Q4_K: per 16 weights (half a sub-block) P = sum q * a, |P| <= 16*15*128
  * fits int16, so one vpdpwssd against (scale, 0) per lane adds scale * P
@@ -316,7 +321,8 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { rt_
  * Integer parts are exact; only the float order differs from ref.c.
  * Rows past nr repeat row nr-1 (valid memory); their lanes are not stored.
  */
-#define WIDE_SLAB 4 /* blocks per repack: 4 x ~5.5 KB, in L1 */
+#define WIDE_SLAB 4   /* blocks per repack: 4 x 5 KB, in L1 */
+#define WIDE_SLAB1 32 /* up to this many tokens, one block per repack */
 #define WIDE_T 8    /* tokens per pass over a slab */
 
 /* A zero accumulator by the xor idiom, which the renamer handles without
@@ -541,6 +547,13 @@ T5 static inline void wide_prefetch(const char *x, size_t bw, int64_t bytes) {
         for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(x + (size_t)r * bw + o, _MM_HINT_T0);
 }
 
+/* a pass of exactly N tokens: a count split as 4 + 2 + 1 would load each
+ * weight vector three times for 7 tokens */
+#define WIDE_RUN_CASE(T, N)                                                                                    \
+    case N:                                                                                                    \
+        wide_run_##T(buf, S, at, ba, i0, N, yt, ldy, mk, i0 == 0);                                             \
+        break;
+
 #define WIDE_KERNEL(T, PT, BT)                                                                                  \
     T5 static void wide_##T(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,       \
                             float *y, int64_t ldy) {                                                          \
@@ -548,25 +561,23 @@ T5 static inline void wide_prefetch(const char *x, size_t bw, int64_t bytes) {
         const __mmask16 mk = nr >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nr) - 1);                      \
         const __m512i vi = wide_rows(bw, nr);                                                                  \
         _Alignas(64) PT buf[WIDE_SLAB];                                                                        \
-        for (int64_t i0 = 0; i0 < nb; i0 += WIDE_SLAB) {                                                       \
-            const int S = (int)CORE_MIN(WIDE_SLAB, nb - i0);                                                   \
+        const int slab = nc <= WIDE_SLAB1 ? 1 : WIDE_SLAB;                                                     \
+        for (int64_t i0 = 0; i0 < nb; i0 += slab) {                                                            \
+            const int S = (int)CORE_MIN(slab, nb - i0);                                                        \
             if (i0 + S < nb)                                                                                   \
-                wide_prefetch((const char *)w + (i0 + S) * sizeof(BT), bw, CORE_MIN(WIDE_SLAB, nb - i0 - S) * sizeof(BT)); \
+                wide_prefetch((const char *)w + (i0 + S) * sizeof(BT), bw, CORE_MIN(slab, nb - i0 - S) * sizeof(BT));   \
             else /* the next call's: the 16 rows below, from their start */                                     \
-                wide_prefetch((const char *)w + KERN_WIDE_R * bw, bw, CORE_MIN(WIDE_SLAB, nb) * sizeof(BT));           \
+                wide_prefetch((const char *)w + KERN_WIDE_R * bw, bw, CORE_MIN(slab, nb) * sizeof(BT));        \
             for (int b = 0; b < S; b++) wide_pack_##T((const char *)w + (i0 + b) * sizeof(BT), bw, nr, vi, &buf[b]);  \
-            for (int t0 = 0; t0 < nc;) {                                                                       \
-                const int left = nc - t0;                                                                      \
+            for (int t0 = 0; t0 < nc;) { /* 8 tokens a pass, the rest in one */                               \
+                const int T = CORE_MIN(WIDE_T, nc - t0);                                                       \
                 const char *at = (const char *)a + t0 * ba;                                                    \
                 float *yt = y + t0 * ldy;                                                                      \
-                if (left >= 8)                                                                                 \
-                    wide_run_##T(buf, S, at, ba, i0, 8, yt, ldy, mk, i0 == 0), t0 += 8;                        \
-                else if (left >= 4)                                                                            \
-                    wide_run_##T(buf, S, at, ba, i0, 4, yt, ldy, mk, i0 == 0), t0 += 4;                        \
-                else if (left >= 2)                                                                            \
-                    wide_run_##T(buf, S, at, ba, i0, 2, yt, ldy, mk, i0 == 0), t0 += 2;                        \
-                else                                                                                           \
-                    wide_run_##T(buf, S, at, ba, i0, 1, yt, ldy, mk, i0 == 0), t0 += 1;                        \
+                switch (T) {                                                                                   \
+                    WIDE_RUN_CASE(T, 8) WIDE_RUN_CASE(T, 7) WIDE_RUN_CASE(T, 6) WIDE_RUN_CASE(T, 5)            \
+                    WIDE_RUN_CASE(T, 4) WIDE_RUN_CASE(T, 3) WIDE_RUN_CASE(T, 2) WIDE_RUN_CASE(T, 1)            \
+                }                                                                                              \
+                t0 += T;                                                                                       \
             }                                                                                                  \
         }                                                                                                      \
     }
@@ -1068,11 +1079,13 @@ void kern_avx512_install(kern_impl *t) {
     t->tile[KERN_Q6_K] = rt_q6_K;
     t->tile_c[KERN_Q4_K] = t->tile_c[KERN_Q6_K] = KERN_TILE_CMAX;
     /* wide tiles from the token count where they beat the register tiles
-     * (prefill of N tokens, `smolbot bench -p N`): 9 for both types */
+     * (one 11008 x 2048 product streamed from memory, two threads): Q4_K
+     * from 5 tokens (13-27% ahead at 5-8, even at 4), Q6_K from 8 (6%
+     * ahead; 10-30% behind at 4-6) */
     t->tile_wide[KERN_Q4_K] = wide_q4;
     t->tile_wide[KERN_Q6_K] = wide_q6;
-    t->wide_min[KERN_Q4_K] = 9;
-    t->wide_min[KERN_Q6_K] = 9;
+    t->wide_min[KERN_Q4_K] = 5;
+    t->wide_min[KERN_Q6_K] = 8;
     t->tile[KERN_Q8_0] = tile_q8_0;
     t->tile[KERN_F32] = tile_f32;
     t->tile[KERN_F16] = tile_f16;
@@ -1085,9 +1098,11 @@ void kern_avx512_install(kern_impl *t) {
 
 void kern_amx_install(kern_impl *t) {
     t->isa = "amx";
-    /* from the AVX-512 wide tile's wide_min on: even with it from 9 tokens
-     * to 12 (`smolbot bench -p N`), 15-25% ahead from 16 */
+    /* from 9 tokens, as measured against the AVX-512 wide tile (with its
+     * old slab of 4 blocks): even with it from 9 to 12 (`smolbot bench -p
+     * N`), 15-25% ahead from 16; below 9 the register tiles, as then */
     t->tile_wide[KERN_Q4_K] = amx_q4;
+    t->wide_min[KERN_Q4_K] = 9;
     t->prep[KERN_Q4_K] = amx_prep_q8_K;
     t->prep_block[KERN_Q4_K] = sizeof(amx_pblock);
 }
