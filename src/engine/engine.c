@@ -36,6 +36,7 @@
 #include "kern/kern.h"
 
 #define CONV_ID_MAX 64
+#define DEC_WINDOW 4 /* decode-only steps the mixed steps measure against (dec_learn) */
 
 typedef struct conv {
     char id[CONV_ID_MAX];
@@ -110,7 +111,9 @@ struct engine {
     int32_t tool_call, tool_call_end; /* control tokens shown as text, like the think tags */
     /* batched step scratch */
     float *batch_logits; /* max_active * n_vocab */
-    double dec_step_s;   /* a decode-only step's time (moving average) */
+    double dec_step_s;   /* a decode-only step's time: the least of the last DEC_WINDOW */
+    double dec_t[DEC_WINDOW]; /* those times, of dec_rows decode rows each */
+    int dec_i, dec_n, dec_rows;
     double mix_chunk;    /* prefill rows beside decode rows (prefill_budget); unrounded, since a
                             state rounded down each step sank to the floor */
     int n_mixed;         /* mixed steps since the last decode-only one */
@@ -494,14 +497,30 @@ static int prefill_budget(engine *e, int n_dec, int whole) {
     return CORE_MAX(CHUNK_MIN, CORE_MIN(rows, (int)lround(e->mix_chunk)));
 }
 
+/* The reference for the mixed steps is the least of the last DEC_WINDOW
+ * decode-only steps of as many rows, not their average: on a loaded host
+ * single steps run slow at random, an average carries that into every
+ * target after it, and the steps then ran 2.5x the streams' typical gap
+ * where 2x was meant. */
+
+static void dec_learn(engine *e, int n_dec, double t) {
+    if (n_dec != e->dec_rows) e->dec_n = 0, e->dec_i = 0, e->dec_rows = n_dec;
+    e->dec_t[e->dec_i] = t;
+    e->dec_i = (e->dec_i + 1) % DEC_WINDOW;
+    if (e->dec_n < DEC_WINDOW) e->dec_n++;
+    e->dec_step_s = e->dec_t[0];
+    for (int i = 1; i < e->dec_n; i++) e->dec_step_s = CORE_MIN(e->dec_step_s, e->dec_t[i]);
+}
+
 /* Learn from one step: t seconds for n_dec decode rows and n_pre prefill rows. */
 static void step_learn(engine *e, int n_dec, int n_pre, double t) {
     if (!(t > 0)) return;
     if (n_dec > 0 && n_pre == 0) {
-        e->dec_step_s = e->dec_step_s > 0 ? 0.5 * e->dec_step_s + 0.5 * t : t;
+        dec_learn(e, n_dec, t);
         e->n_mixed = 0;
     } else if (n_dec > 0) {
         e->n_mixed++;
+        if (n_dec != e->dec_rows) e->n_mixed = PROBE_EVERY; /* a stream came or went: measure again */
         if (e->dec_step_s > 0 && n_pre >= CHUNK_MIN) {
             /* geometric smoothing, the same both ways: on a loaded host single
              * steps run slow at random, and an asymmetric rule drifts down */
