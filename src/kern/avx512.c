@@ -321,9 +321,9 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { rt_
  * Integer parts are exact; only the float order differs from ref.c.
  * Rows past nr repeat row nr-1 (valid memory); their lanes are not stored.
  */
-#define WIDE_SLAB 4   /* blocks per repack: 4 x 5 KB, in L1 */
+#define WIDE_SLAB 4   /* blocks per repack from WIDE_SLAB1 + 1 tokens: 4 x 5 KB */
 #define WIDE_SLAB1 32 /* up to this many tokens, one block per repack */
-#define WIDE_T 8    /* tokens per pass over a slab */
+#define WIDE_T 8      /* tokens per pass over a slab */
 
 /* A zero accumulator by the xor idiom, which the renamer handles without
  * an execution port (the compiler would copy one zero register instead). */
@@ -570,14 +570,14 @@ T5 static inline void wide_prefetch(const char *x, size_t bw, int64_t bytes) {
                 wide_prefetch((const char *)w + KERN_WIDE_R * bw, bw, CORE_MIN(slab, nb) * sizeof(BT));        \
             for (int b = 0; b < S; b++) wide_pack_##T((const char *)w + (i0 + b) * sizeof(BT), bw, nr, vi, &buf[b]);  \
             for (int t0 = 0; t0 < nc;) { /* 8 tokens a pass, the rest in one */                               \
-                const int T = CORE_MIN(WIDE_T, nc - t0);                                                       \
+                const int tn = CORE_MIN(WIDE_T, nc - t0);                                                      \
                 const char *at = (const char *)a + t0 * ba;                                                    \
                 float *yt = y + t0 * ldy;                                                                      \
-                switch (T) {                                                                                   \
+                switch (tn) {                                                                                  \
                     WIDE_RUN_CASE(T, 8) WIDE_RUN_CASE(T, 7) WIDE_RUN_CASE(T, 6) WIDE_RUN_CASE(T, 5)            \
                     WIDE_RUN_CASE(T, 4) WIDE_RUN_CASE(T, 3) WIDE_RUN_CASE(T, 2) WIDE_RUN_CASE(T, 1)            \
                 }                                                                                              \
-                t0 += T;                                                                                       \
+                t0 += tn;                                                                                      \
             }                                                                                                  \
         }                                                                                                      \
     }
