@@ -380,15 +380,36 @@ typedef struct {
     __m512 d, dm;
 } wq4;
 
+/* h[k] lane r = dword k of the 16 bytes at row r + 0 (rows past nr repeat
+ * row nr-1): 16 loads of 128 bits and a 4 x 4 dword transpose inside each
+ * 128-bit lane, in place of 4 gathers (the Q4_K repack 4-6% faster at 5-16
+ * tokens; Q6_K's scales gained nothing, so keep theirs). Register i holds
+ * row 4L + i in lane L, so the transpose leaves the rows in order. */
+T5 static inline AI void wide_head_t(const char *x, size_t bw, int nr, __m512i h[4]) {
+    __m512i t[4];
+    UNROLL for (int i = 0; i < 4; i++) {
+        const char *r[4];
+        for (int l = 0; l < 4; l++) r[l] = x + (size_t)CORE_MIN(4 * l + i, nr - 1) * bw;
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)r[0]));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)r[1]), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)r[2]), 2);
+        t[i] = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)r[3]), 3);
+    }
+    const __m512i u0 = _mm512_unpacklo_epi32(t[0], t[1]), u1 = _mm512_unpackhi_epi32(t[0], t[1]);
+    const __m512i u2 = _mm512_unpacklo_epi32(t[2], t[3]), u3 = _mm512_unpackhi_epi32(t[2], t[3]);
+    h[0] = _mm512_unpacklo_epi64(u0, u2), h[1] = _mm512_unpackhi_epi64(u0, u2);
+    h[2] = _mm512_unpacklo_epi64(u1, u3), h[3] = _mm512_unpackhi_epi64(u1, u3);
+}
+
 /* d, dmin and the 6-bit scales and mins (k_sm) of a Q4_K block of 16
- * rows: lane r of s03 holds row r's scales 0-3 as bytes, s47 scales 4-7,
- * n03 and n47 the mins. */
-T5 static inline AI void wide_scales_q4(const char *x, __m512i vi, __m512 *d, __m512 *dm, __m512i *s03, __m512i *s47,
+ * rows from its first 16 bytes h (as wide_head_t): lane r of s03 holds
+ * row r's scales 0-3 as bytes, s47 scales 4-7, n03 and n47 the mins. */
+T5 static inline AI void wide_scales_q4(const __m512i h[4], __m512 *d, __m512 *dm, __m512i *s03, __m512i *s47,
                                         __m512i *n03, __m512i *n47) {
-    const __m512i dd = GATHER(vi, x);
+    const __m512i dd = h[0];
     *d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
     *dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
-    const __m512i u0 = GATHER(vi, x + 4), u1 = GATHER(vi, x + 8), u2 = GATHER(vi, x + 12);
+    const __m512i u0 = h[1], u1 = h[2], u2 = h[3];
     const __m512i m1 = _mm512_set1_epi32(0x3f3f3f3f), m2 = _mm512_set1_epi32(0x0f0f0f0f), m3 = _mm512_set1_epi32(0x03030303);
     *s03 = _mm512_and_si512(u0, m1), *n03 = _mm512_and_si512(u1, m1);
     *s47 = _mm512_or_si512(_mm512_and_si512(u2, m2), _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m3), 4));
@@ -408,8 +429,9 @@ T5 static void wide_pack_q4(const char *x, size_t bw, int nr, __m512i vi, wq4 *p
             p->w[16 * c + 8 + m] = _mm512_and_si512(_mm512_srli_epi32(g[q], 4), m4);
         }
     }
-    __m512i s03, s47, n03, n47;
-    wide_scales_q4(x, vi, &p->d, &p->dm, &s03, &s47, &n03, &n47);
+    __m512i s03, s47, n03, n47, h[4];
+    wide_head_t(x, bw, nr, h);
+    wide_scales_q4(h, &p->d, &p->dm, &s03, &s47, &n03, &n47);
     const __m512i ff = _mm512_set1_epi32(0xFF);
     UNROLL for (int j = 0; j < 4; j++) {
         p->sc[j] = _mm512_and_si512(_mm512_srli_epi32(s03, 8 * j), ff);
@@ -656,7 +678,8 @@ TA static void amx_unpack_q4(const char *w, size_t bw, int nr, __m512i vi, int64
     const char *x = w + i * sizeof(kern_block_q4_K);
     __m512 d, dmin;
     __m512i s03, s47, n03, n47;
-    wide_scales_q4(x, vi, &d, &dmin, &s03, &s47, &n03, &n47);
+    const __m512i h[4] = {GATHER(vi, x), GATHER(vi, x + 4), GATHER(vi, x + 8), GATHER(vi, x + 12)};
+    wide_scales_q4(h, &d, &dmin, &s03, &s47, &n03, &n47);
     _mm512_store_ps(u->d, d);
     const __m512i ff = _mm512_set1_epi32(0xFF);
     UNROLL for (int j = 0; j < 4; j++) {
