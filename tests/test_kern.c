@@ -635,6 +635,49 @@ static void test_simd_vs_ref(void) {
     kern_init(NULL);
 }
 
+/* A token's outputs do not depend on the tokens beside it, bit for bit,
+ * within each kernel family: the matrix-vector kernel and the register
+ * tiles (below wide_min) sum its blocks in one order, and the wide tile
+ * in one order whatever the token count and slab size. So a stream gets
+ * the same logits alone and batched with a few others (test_engine); the
+ * two families differ in the float order only (test_simd_vs_ref). */
+static void test_token_invariance(void) {
+    static const int counts[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 32, 33, 40};
+    enum { NO = 37, NMAX = 40 };
+    const int types[] = {KERN_Q4_K, KERN_Q6_K};
+    kern_pool *pool = kern_pool_new(2);
+    CHECK(pool != NULL);
+    for (size_t ii = 0; ii < CORE_ARRAY_LEN(isas); ii++) {
+        if (strcmp(isas[ii], "avx512") && strcmp(isas[ii], "scalar")) continue; /* the property is theirs */
+        if (kern_init(isas[ii]) != 0) continue;
+        for (size_t ti = 0; ti < CORE_ARRAY_LEN(types); ti++) {
+            const int type = types[ti];
+            const int64_t n_in = 9 * QK_K; /* slabs of 1 and of 4 with a short one */
+            const size_t wr = kern_row_size(type, n_in);
+            char *w = malloc(wr * NO);
+            float *x = malloc(sizeof(float) * n_in * NMAX), *y = malloc(sizeof(float) * NO * NMAX);
+            float *first[2] = {malloc(sizeof(float) * NO), malloc(sizeof(float) * NO)};
+            void *work = malloc(kern_matmul_work_size(type, n_in, NMAX));
+            for (int r = 0; r < NO; r++) random_row(type, w + r * wr, n_in);
+            for (int64_t i = 0; i < n_in * NMAX; i++) x[i] = frand();
+            const int wmin = kern_cur.tile_wide[type] ? kern_cur.wide_min[type] : NMAX + 1;
+            int have[2] = {0, 0}, bad = 0;
+            for (size_t ci = 0; ci < CORE_ARRAY_LEN(counts); ci++) {
+                const int n = counts[ci], fam = n >= wmin;
+                /* token 0 among n: the family's first count is the reference */
+                kern_matmul(pool, type, w, NO, n_in, x, n, y, NO, work);
+                if (!have[fam]) memcpy(first[fam], y, sizeof(float) * NO), have[fam] = 1;
+                else bad += memcmp(first[fam], y, sizeof(float) * NO) != 0;
+            }
+            CHECK_MSG(bad == 0, "%s %s: token 0's outputs moved with the token count in %d counts", isas[ii],
+                      kern_ref_traits(type)->name, bad);
+            free(w), free(x), free(y), free(first[0]), free(first[1]), free(work);
+        }
+    }
+    kern_pool_free(pool);
+    kern_init(NULL);
+}
+
 static void test_ops_values(void) {
     /* a few values by hand */
     float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 2}, o[4];
@@ -758,6 +801,7 @@ int main(void) {
     T_RUN(test_ops_values);
     T_RUN(test_kv_q8);
     T_RUN(test_matmul);
+    T_RUN(test_token_invariance);
     T_RUN(test_pool);
     return t_done();
 }

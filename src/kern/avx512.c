@@ -145,18 +145,11 @@ T5 static inline void q4_unpack(const kern_block_q4_K *b, q4reg *u) {
     u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
 }
 
-T5 static inline void q4_dot(const q4reg *u, const kern_block_q8_K *y, __m512 *acc, __m256 *accm) {
-    __m512i isum = _mm512_setzero_si512();
-    UNROLL_4 for (int c = 0; c < 4; c++)
-        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
-    const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
-    *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
-    *accm = _mm256_fmadd_ps(_mm256_set1_ps(u->dmin * y->d), _mm256_cvtepi32_ps(msum), *accm);
-}
-
-/* The same with the mins folded into the one accumulator (the low 8
- * lanes), which frees the registers for 16 tokens in a tile. */
-T5 static inline void q4_dot1(const q4reg *u, const kern_block_q8_K *y, __m512 *acc) {
+/* One block against one token, the mins folded into the one accumulator
+ * (the low 8 lanes), which frees the registers for 16 tokens in a tile.
+ * The matrix-vector kernel sums the same way, so a token gets the same
+ * bits from both (a stream alone or batched with a few others). */
+T5 static inline void q4_dot(const q4reg *u, const kern_block_q8_K *y, __m512 *acc) {
     __m512i isum = _mm512_setzero_si512();
     UNROLL_4 for (int c = 0; c < 4; c++)
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
@@ -217,14 +210,13 @@ T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *
     for (int r = 0; r < nr; r++) {
         const kern_block_q4_K *x = (const void *)((const char *)w + r * bw);
         __m512 acc = _mm512_setzero_ps();
-        __m256 am = _mm256_setzero_ps();
         for (int64_t i = 0; i < nb; i++) {
             KERN_PF_BLOCK(&x[i]);
             q4reg u;
             q4_unpack(&x[i], &u);
-            q4_dot(&u, &y[i], &acc, &am);
+            q4_dot(&u, &y[i], &acc);
         }
-        yout[r] = _mm512_reduce_add_ps(acc) - hsum8(am);
+        yout[r] = _mm512_reduce_add_ps(acc);
     }
 }
 
@@ -279,7 +271,7 @@ T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *
         }                                                                                                       \
     }
 
-RT_KERNEL(q4_K, q4reg, q4_unpack, q4_dot1, kern_block_q4_K)
+RT_KERNEL(q4_K, q4reg, q4_unpack, q4_dot, kern_block_q4_K)
 RT_KERNEL(q6_K, q6reg, q6_unpack, q6_dot, kern_block_q6_K)
 
 T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) { mv_q4_K(n, w, 0, 1, a, 0, 1, s, 1); }
@@ -447,7 +439,7 @@ T5 static void wide_pack_q4(const char *x, size_t bw, int nr, __m512i vi, wq4 *p
 T5 static inline AI void wide_run_q4(const wq4 *p, int S, const char *a, size_t ba, int64_t i0, const int T, float *y,
                                      int64_t ldy, __mmask16 mk, int first) {
     __m512 acc[WIDE_T];
-    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    UNROLL for (int t = 0; t < T; t++) acc[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, y + t * ldy);
     for (int b = 0; b < S; b++) {
         const kern_block_q8_K *yb[WIDE_T];
         UNROLL for (int t = 0; t < T; t++) yb[t] = (const kern_block_q8_K *)(a + t * ba) + i0 + b;
@@ -476,11 +468,7 @@ T5 static inline AI void wide_run_q4(const wq4 *p, int S, const char *a, size_t 
             acc[t] = _mm512_fmadd_ps(f, _mm512_set1_ps(yb[t]->d), acc[t]);
         }
     }
-    UNROLL for (int t = 0; t < T; t++) {
-        float *yo = y + t * ldy;
-        if (!first) acc[t] = _mm512_add_ps(acc[t], _mm512_maskz_loadu_ps(mk, yo));
-        _mm512_mask_storeu_ps(yo, mk, acc[t]);
-    }
+    UNROLL for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, mk, acc[t]);
 }
 
 /* One Q6_K block of 16 rows: w[g] = weights 4g..4g+3 (q, unsigned), ds[j]
@@ -524,7 +512,7 @@ T5 static void wide_pack_q6(const char *x, size_t bw, int nr, __m512i vi, wq6 *p
 T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t ba, int64_t i0, const int T, float *y,
                                      int64_t ldy, __mmask16 mk, int first) {
     __m512 acc[WIDE_T];
-    UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    UNROLL for (int t = 0; t < T; t++) acc[t] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, y + t * ldy);
     for (int b = 0; b < S; b++) {
         const kern_block_q8_K *yb[WIDE_T];
         UNROLL for (int t = 0; t < T; t++) yb[t] = (const kern_block_q8_K *)(a + t * ba) + i0 + b;
@@ -551,11 +539,7 @@ T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t 
             acc[t] = _mm512_fmadd_ps(bs[t], _mm512_set1_ps(yb[t]->d), acc[t]);
         }
     }
-    UNROLL for (int t = 0; t < T; t++) {
-        float *yo = y + t * ldy;
-        if (!first) acc[t] = _mm512_add_ps(acc[t], _mm512_maskz_loadu_ps(mk, yo));
-        _mm512_mask_storeu_ps(yo, mk, acc[t]);
-    }
+    UNROLL for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, mk, acc[t]);
 }
 
 /* The next slab's bytes of each row, asked for while this slab is packed
