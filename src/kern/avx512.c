@@ -200,8 +200,9 @@ T5 static inline void q6_dot(const q6reg *u, const kern_block_q8_K *y, __m512 *a
 /* Matrix-vector: one row at a time, so the weights stream in address
  * order (two rows interleaved are two streams, which lost 15-20% of
  * decode speed on Zen 5 against the hardware prefetchers), with a
- * software prefetch ahead of the row. Q4_K keeps the mins in their own
- * 256-bit sum here; Q6_K's is the register tile of one token. */
+ * software prefetch ahead of the row. Each block goes through q4_dot as
+ * in the register tiles (Q6_K's matrix-vector kernel is the register tile
+ * of one token), so a token's sums do not depend on the batch. */
 T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
                        int64_t ldy) {
     (void)ba, (void)nc, (void)ldy;
@@ -291,15 +292,15 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { rt_
  * rows' blocks of a slab are repacked into a stack buffer (16-row loads
  * and a dword transpose), then every token runs over the slab, 8 tokens
  * at a time so that each weight vector loaded from L1 serves 8 vpdpbusd
- * (the rest of the tokens in one pass of their own count). Partial sums
- * go to y (stored by the first slab, added by the next ones). A slab is
- * WIDE_SLAB blocks, but only one up to WIDE_SLAB1 tokens: with the next
- * slab's prefetched rows and the tokens' activations, 4 repacked blocks
- * overflow L1, which only many tokens a slab pay back (9 to 16 tokens
- * ran 25% faster on slabs of one block, 128 to 256 up to 15% slower,
- * 2 blocks were even or behind from 40 tokens). The repack costs about as
- * much as a few tokens: below wide_min (batched decode) the register
- * tiles above, which read each block once for all of them, are faster.
+ * (the rest of the tokens in one pass of their own count). Each slab
+ * carries on the sums in y (the first one starts them), block after
+ * block, so a token's result does not depend on the slab size or on the
+ * tokens beside it. A slab is WIDE_SLAB blocks, but one up to WIDE_SLAB1
+ * tokens: with the next slab's prefetched rows and the activations, 4
+ * repacked blocks overflow L1, which only many tokens a slab pay back
+ * (docs/performance.md). The repack costs about as much as a few tokens:
+ * below wide_min (batched decode) the register tiles above, which read
+ * each block once for all of them, are faster.
  *
  * Q4_K: per 16 weights (half a sub-block) P = sum q * a, |P| <= 16*15*128
  * fits int16, so one vpdpwssd against (scale, 0) per lane adds scale * P
