@@ -373,11 +373,11 @@ typedef struct {
     __m512 d, dm;
 } wq4;
 
-/* h[k] lane r = dword k of the 16 bytes at row r + 0 (rows past nr repeat
- * row nr-1): 16 loads of 128 bits and a 4 x 4 dword transpose inside each
- * 128-bit lane, in place of 4 gathers (the Q4_K repack 4-6% faster at 5-16
- * tokens; Q6_K's scales gained nothing, so keep theirs). Register i holds
- * row 4L + i in lane L, so the transpose leaves the rows in order. */
+/* h[k] lane r = dword k of the 16 bytes at x in row r (rows past nr
+ * repeat row nr-1): 16 loads of 128 bits and a 4 x 4 dword transpose
+ * inside each 128-bit lane, in place of 4 gathers (docs/performance.md).
+ * Register i holds row 4L + i in lane L, so the transpose leaves the rows
+ * in order. */
 T5 static inline AI void wide_head_t(const char *x, size_t bw, int nr, __m512i h[4]) {
     __m512i t[4];
     UNROLL for (int i = 0; i < 4; i++) {
@@ -395,10 +395,12 @@ T5 static inline AI void wide_head_t(const char *x, size_t bw, int nr, __m512i h
 }
 
 /* d, dmin and the 6-bit scales and mins (k_sm) of a Q4_K block of 16
- * rows from its first 16 bytes h (as wide_head_t): lane r of s03 holds
- * row r's scales 0-3 as bytes, s47 scales 4-7, n03 and n47 the mins. */
-T5 static inline AI void wide_scales_q4(const __m512i h[4], __m512 *d, __m512 *dm, __m512i *s03, __m512i *s47,
-                                        __m512i *n03, __m512i *n47) {
+ * rows: lane r of s03 holds row r's scales 0-3 as bytes, s47 scales 4-7,
+ * n03 and n47 the mins. */
+T5 static inline AI void wide_scales_q4(const char *x, size_t bw, int nr, __m512 *d, __m512 *dm, __m512i *s03,
+                                        __m512i *s47, __m512i *n03, __m512i *n47) {
+    __m512i h[4];
+    wide_head_t(x, bw, nr, h);
     const __m512i dd = h[0];
     *d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dd));
     *dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dd, 16)));
@@ -422,9 +424,8 @@ T5 static void wide_pack_q4(const char *x, size_t bw, int nr, __m512i vi, wq4 *p
             p->w[16 * c + 8 + m] = _mm512_and_si512(_mm512_srli_epi32(g[q], 4), m4);
         }
     }
-    __m512i s03, s47, n03, n47, h[4];
-    wide_head_t(x, bw, nr, h);
-    wide_scales_q4(h, &p->d, &p->dm, &s03, &s47, &n03, &n47);
+    __m512i s03, s47, n03, n47;
+    wide_scales_q4(x, bw, nr, &p->d, &p->dm, &s03, &s47, &n03, &n47);
     const __m512i ff = _mm512_set1_epi32(0xFF);
     UNROLL for (int j = 0; j < 4; j++) {
         p->sc[j] = _mm512_and_si512(_mm512_srli_epi32(s03, 8 * j), ff);
@@ -500,11 +501,10 @@ T5 static void wide_pack_q6(const char *x, size_t bw, int nr, __m512i vi, wq6 *p
     }
     const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(GATHER(vi, x + 206), 16)));
     p->d32 = _mm512_mul_ps(d, _mm512_set1_ps(-32.f));
-    __m512i sc[16];
-    UNROLL for (int k = 0; k < 4; k++) {
-        const __m512i s = GATHER(vi, x + 192 + 4 * k);
-        UNROLL for (int e = 0; e < 4; e++) sc[4 * k + e] = _mm512_srai_epi32(_mm512_slli_epi32(s, 24 - 8 * e), 24);
-    }
+    __m512i sc[16], s[4];
+    wide_head_t(x + 192, bw, nr, s);
+    UNROLL for (int k = 0; k < 4; k++)
+        UNROLL for (int e = 0; e < 4; e++) sc[4 * k + e] = _mm512_srai_epi32(_mm512_slli_epi32(s[k], 24 - 8 * e), 24);
     UNROLL for (int j = 0; j < 16; j++) p->ds[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(sc[j]), d);
     UNROLL for (int k = 0; k < 8; k++)
         p->sp[k] = _mm512_or_si512(_mm512_and_si512(sc[2 * k], _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(sc[2 * k + 1], 16));
@@ -554,13 +554,6 @@ T5 static inline void wide_prefetch(const char *x, size_t bw, int64_t bytes) {
         for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(x + (size_t)r * bw + o, _MM_HINT_T0);
 }
 
-/* a pass of exactly N tokens: a count split as 4 + 2 + 1 would load each
- * weight vector three times for 7 tokens */
-#define WIDE_RUN_CASE(T, N)                                                                                    \
-    case N:                                                                                                    \
-        wide_run_##T(buf, S, at, ba, i0, N, yt, ldy, mk, i0 == 0);                                             \
-        break;
-
 #define WIDE_KERNEL(T, PT, BT)                                                                                  \
     T5 static void wide_##T(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,       \
                             float *y, int64_t ldy) {                                                          \
@@ -580,9 +573,15 @@ T5 static inline void wide_prefetch(const char *x, size_t bw, int64_t bytes) {
                 const int tn = CORE_MIN(WIDE_T, nc - t0);                                                      \
                 const char *at = (const char *)a + t0 * ba;                                                    \
                 float *yt = y + t0 * ldy;                                                                      \
-                switch (tn) {                                                                                  \
-                    WIDE_RUN_CASE(T, 8) WIDE_RUN_CASE(T, 7) WIDE_RUN_CASE(T, 6) WIDE_RUN_CASE(T, 5)            \
-                    WIDE_RUN_CASE(T, 4) WIDE_RUN_CASE(T, 3) WIDE_RUN_CASE(T, 2) WIDE_RUN_CASE(T, 1)            \
+                switch (tn) { /* a constant count each: 7 as 4 + 2 + 1 loaded every weight thrice */            \
+                case 8: wide_run_##T(buf, S, at, ba, i0, 8, yt, ldy, mk, i0 == 0); break;                      \
+                case 7: wide_run_##T(buf, S, at, ba, i0, 7, yt, ldy, mk, i0 == 0); break;                      \
+                case 6: wide_run_##T(buf, S, at, ba, i0, 6, yt, ldy, mk, i0 == 0); break;                      \
+                case 5: wide_run_##T(buf, S, at, ba, i0, 5, yt, ldy, mk, i0 == 0); break;                      \
+                case 4: wide_run_##T(buf, S, at, ba, i0, 4, yt, ldy, mk, i0 == 0); break;                      \
+                case 3: wide_run_##T(buf, S, at, ba, i0, 3, yt, ldy, mk, i0 == 0); break;                      \
+                case 2: wide_run_##T(buf, S, at, ba, i0, 2, yt, ldy, mk, i0 == 0); break;                      \
+                default: wide_run_##T(buf, S, at, ba, i0, 1, yt, ldy, mk, i0 == 0); break;                     \
                 }                                                                                              \
                 t0 += tn;                                                                                      \
             }                                                                                                  \
@@ -658,13 +657,12 @@ typedef struct {
     float d[16], dm[8][16]; /* d of row r; dmin * m_j of row r */
 } amx_wblock;
 
-TA static void amx_unpack_q4(const char *w, size_t bw, int nr, __m512i vi, int64_t i, amx_wblock *u) {
+TA static void amx_unpack_q4(const char *w, size_t bw, int nr, int64_t i, amx_wblock *u) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const char *x = w + i * sizeof(kern_block_q4_K);
     __m512 d, dmin;
     __m512i s03, s47, n03, n47;
-    const __m512i h[4] = {GATHER(vi, x), GATHER(vi, x + 4), GATHER(vi, x + 8), GATHER(vi, x + 12)};
-    wide_scales_q4(h, &d, &dmin, &s03, &s47, &n03, &n47);
+    wide_scales_q4(x, bw, nr, &d, &dmin, &s03, &s47, &n03, &n47);
     _mm512_store_ps(u->d, d);
     const __m512i ff = _mm512_set1_epi32(0xFF);
     UNROLL for (int j = 0; j < 4; j++) {
@@ -697,7 +695,6 @@ TA static void amx_q4(int64_t n, const void *w, size_t bw, int nr, const void *a
                       int64_t ldy) {
     const int64_t nb = n / QK_K;
     const int ng = (nc + 15) / 16;
-    const __m512i vi = wide_rows(bw, nr);
     _Alignas(64) amx_wblock u;
     _Alignas(64) int32_t c[2][16][16];
     _Alignas(64) float acc[KERN_WIDE_C / 16][16][16];
@@ -708,7 +705,7 @@ TA static void amx_q4(int64_t n, const void *w, size_t bw, int nr, const void *a
     memset(acc, 0, sizeof(float) * 256 * (size_t)ng);
     for (int64_t i = 0; i < nb; i++) {
         if (i + 1 < nb) wide_prefetch((const char *)w + (i + 1) * sizeof(kern_block_q4_K), bw, sizeof(kern_block_q4_K));
-        amx_unpack_q4(w, bw, nr, vi, i, &u);
+        amx_unpack_q4(w, bw, nr, i, &u);
         for (int g = 0; g < ng; g++) {
             const amx_pblock *p = (const amx_pblock *)((const char *)a + g * ba) + i;
             _tile_zero(4);
