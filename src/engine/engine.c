@@ -36,7 +36,7 @@
 #include "kern/kern.h"
 
 #define CONV_ID_MAX 64
-#define DEC_WINDOW 4 /* decode-only steps the mixed steps measure against (dec_learn) */
+#define DEC_WINDOW 4 /* decode-only steps the mixed steps measure against (dec_ref) */
 
 typedef struct conv {
     char id[CONV_ID_MAX];
@@ -111,9 +111,8 @@ struct engine {
     int32_t tool_call, tool_call_end; /* control tokens shown as text, like the think tags */
     /* batched step scratch */
     float *batch_logits; /* max_active * n_vocab */
-    double dec_step_s;   /* a decode-only step's time: the least of the last DEC_WINDOW */
-    double dec_t[DEC_WINDOW]; /* those times, of dec_rows decode rows each */
-    int dec_i, dec_n, dec_rows;
+    double dec_t[DEC_WINDOW]; /* the last decode-only steps' times (dec_ref), of dec_rows rows each */
+    int dec_seen, dec_rows;   /* such steps since dec_rows last changed */
     double mix_chunk;    /* prefill rows beside decode rows (prefill_budget); unrounded, since a
                             state rounded down each step sank to the floor */
     int n_mixed;         /* mixed steps since the last decode-only one */
@@ -498,18 +497,21 @@ static int prefill_budget(engine *e, int n_dec, int whole) {
 }
 
 /* The reference for the mixed steps is the least of the last DEC_WINDOW
- * decode-only steps of as many rows, not their average: on a loaded host
- * single steps run slow at random, an average carries that into every
- * target after it, and the steps then ran 2.5x the streams' typical gap
- * where 2x was meant. */
+ * decode-only steps of as many rows (0: none yet), not their average: on
+ * a loaded host single steps run slow at random, an average carries that
+ * into every target after it, and the steps then ran 2.5x the streams'
+ * typical gap where 2x was meant. */
+static double dec_ref(const engine *e) {
+    const int n = CORE_MIN(e->dec_seen, DEC_WINDOW);
+    double t = n ? e->dec_t[0] : 0;
+    for (int i = 1; i < n; i++) t = CORE_MIN(t, e->dec_t[i]);
+    return t;
+}
 
 static void dec_learn(engine *e, int n_dec, double t) {
-    if (n_dec != e->dec_rows) e->dec_n = 0, e->dec_i = 0, e->dec_rows = n_dec;
-    e->dec_t[e->dec_i] = t;
-    e->dec_i = (e->dec_i + 1) % DEC_WINDOW;
-    if (e->dec_n < DEC_WINDOW) e->dec_n++;
-    e->dec_step_s = e->dec_t[0];
-    for (int i = 1; i < e->dec_n; i++) e->dec_step_s = CORE_MIN(e->dec_step_s, e->dec_t[i]);
+    if (n_dec != e->dec_rows) e->dec_seen = 0, e->dec_rows = n_dec;
+    e->dec_t[e->dec_seen % DEC_WINDOW] = t;
+    if (++e->dec_seen == 2 * DEC_WINDOW) e->dec_seen = DEC_WINDOW; /* full: count on modulo the window */
 }
 
 /* Learn from one step: t seconds for n_dec decode rows and n_pre prefill rows. */
@@ -521,10 +523,11 @@ static void step_learn(engine *e, int n_dec, int n_pre, double t) {
     } else if (n_dec > 0) {
         e->n_mixed++;
         if (n_dec != e->dec_rows) e->n_mixed = PROBE_EVERY; /* a stream came or went: measure again */
-        if (e->dec_step_s > 0 && n_pre >= CHUNK_MIN) {
+        const double ref = dec_ref(e);
+        if (ref > 0 && n_pre >= CHUNK_MIN) {
             /* geometric smoothing, the same both ways: on a loaded host single
              * steps run slow at random, and an asymmetric rule drifts down */
-            double want = exp(0.7 * log(e->mix_chunk) + 0.3 * log(n_pre * (STEP_SLACK * e->dec_step_s) / t));
+            double want = exp(0.7 * log(e->mix_chunk) + 0.3 * log(n_pre * (STEP_SLACK * ref) / t));
             e->mix_chunk = CORE_MAX(CHUNK_MIN, CORE_MIN(want, (double)model_step_rows(e->m)));
         }
     }
@@ -571,7 +574,7 @@ static void step(engine *e) {
     if (!whole) step_learn(e, n_dec, n_pre, dt); /* a whole chunk says nothing of small ones */
     if (n_pre)
         LOG_DEBUG("engine: step of %d decode + %d prompt rows: %.0f ms (decode alone %.0f ms, next chunk %.1f)", n_dec,
-                  n_pre, dt * 1e3, e->dec_step_s * 1e3, e->mix_chunk);
+                  n_pre, dt * 1e3, dec_ref(e) * 1e3, e->mix_chunk);
     for (int i = 0; i < n; i++) {
         job *j = js[i];
         if (rc) { finish(e, j, "error", rc, err.msg); continue; }
