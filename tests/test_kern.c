@@ -532,7 +532,8 @@ static void test_kv_q8(void) {
  * layout of kern_impl.prep where an ISA has one): 16-row x up to KERN_WIDE_C
  * token tiles over K of 1-9 blocks (the AVX-512 kernels repack by slabs of
  * 1 block up to 32 tokens and 4 above, and go 8 tokens at a time with the
- * rest, 1-7, in one pass: these counts cross every boundary), on random data and on extremes: every quant at its maximum
+ * rest, 1-7, in one pass: these counts cross every boundary), on random
+ * data and on extremes: every quant at its maximum
  * against activations all at -128 or near +127, the bounds of the int16
  * partial sums. Checks every output against ref.c's dot and that nothing
  * outside nr x nc is written. */
