@@ -482,6 +482,45 @@ static void check_batched(const char *rel, double tol_max, double tol_rms) {
     unload(&L);
 }
 
+/* A decode row's logits are bit for bit what it gets alone, whatever the
+ * contexts beside it: its attention windows fall by its own position.
+ * (They were split in ranges sized by the longest context in the step, so
+ * a 300-position row beside a 2,100-position one summed in another
+ * order.) Three caches at different synthetic depths decode alone, then
+ * together. On q4 three rows stay on the matrix-vector kernels' sums
+ * (test_kern), so that file is exact too. */
+static void check_batched_exact(const char *rel, int kv_type) {
+    loaded L;
+    if (load(rel, &L, 0) == -1) T_SKIP("../shared/%s absent", rel);
+    const size_t nv = (size_t)model_get_config(L.m)->n_vocab;
+    enum { S = 3 };
+    const int depth[S] = {300, 1100, 2100};
+    int32_t tok[S] = {1000, 2000, 3000};
+    float *alone = malloc(S * nv * sizeof(float)), *got = malloc(S * nv * sizeof(float));
+    core_err err = {0};
+    model_kv *kv[S];
+    for (int s = 0; s < S; s++) {
+        CHECK(model_kv_new(&kv[s], L.m, 2304, kv_type, &err) == 0);
+        CHECK(model_kv_fill_synthetic(kv[s], depth[s], &err) == 0);
+        CHECK(model_decode_batch(L.m, &kv[s], &tok[s], 1, alone + (size_t)s * nv, &err) == 0);
+        model_kv_truncate(kv[s], depth[s]);
+    }
+    CHECK(model_decode_batch(L.m, kv, tok, S, got, &err) == 0);
+    for (int s = 0; s < S; s++)
+        CHECK_MSG(memcmp(got + (size_t)s * nv, alone + (size_t)s * nv, nv * sizeof(float)) == 0,
+                  "%s kv %d: depth %d batched differs from alone", rel, kv_type, depth[s]);
+    for (int s = 0; s < S; s++) model_kv_free(kv[s]);
+    free(alone);
+    free(got);
+    unload(&L);
+}
+
+static void test_batched_exact(void) {
+    check_batched_exact("models/smollm3-tiny-f32.gguf", MODEL_KV_F16);
+    check_batched_exact("models/smollm3-tiny-f32.gguf", MODEL_KV_Q8);
+    check_batched_exact("models/smollm3-tiny-q4_k_m.gguf", MODEL_KV_F16);
+}
+
 static void test_batched_f32(void) { check_batched("models/smollm3-tiny-f32.gguf", 1e-3, 1e-4); }
 static void test_batched_q4(void) { check_batched("models/smollm3-tiny-q4_k_m.gguf", 0.5, 0.1); }
 
@@ -493,6 +532,7 @@ int main(void) {
     T_RUN(test_chunking_and_cache);
     T_RUN(test_batched_f32);
     T_RUN(test_batched_q4);
+    T_RUN(test_batched_exact);
     T_RUN(test_nope_rule);
     T_RUN(test_kv_q8);
     T_RUN(test_refuse_broken);

@@ -18,9 +18,10 @@
  * Prefill runs the same code on B tokens at once: every matrix product is a
  * matrix-matrix product (kern_matmul reuses each weight block for all B
  * tokens). Attention for B tokens is split over (token, KV head) pairs on
- * the thread pool -- and, for a few rows with long contexts, over ranges
- * of positions too (split-K, partial softmax states merged after); each
- * pair serves its query heads together so each K/V row is read once
+ * the thread pool -- and, for a few rows with long contexts, over windows
+ * of positions too (split-K, partial softmax states merged after, the
+ * same way whatever the batch); each pair serves its query heads
+ * together so each K/V row is read once
  * (kern_attn: SIMD over f16 rows, or integer dots over the 8-bit cache's
  * tiles), with an online softmax over blocks of positions so no score
  * buffer grows with the context.
@@ -43,8 +44,9 @@ typedef struct cpu_run {
     float *att;      /* [B, n_head * hd] attention output */
     float *hb;       /* [B, n_ff] */
     float *hb2;      /* [B, n_ff] */
-    float *att_tmp;  /* [n_threads][att_tmp_floats + att_q_floats] attention state and query heads per thread */
-    float *att_part; /* [16 * n_threads][att_tmp_floats] split-K partial states */
+    float *att_tmp;  /* [n_threads][2 * att_tmp_floats + att_q_floats] two attention states and query heads per thread */
+    float *att_part; /* [att_part_n][att_tmp_floats] the windows' states of a per-window run */
+    int att_part_n;
     size_t att_tmp_floats, att_q_floats;
     int att_g;     /* rows per attention group (attend) */
     int *grp_row;  /* [B] first row of each group */
@@ -160,29 +162,35 @@ static int kv_fill(model_kv *kv, int n, core_err *err) {
 
 /* ---- attention -------------------------------------------------------- */
 
-/* Work items are (row group, KV head, position range) triples handed out
- * through an atomic counter. A row group is up to att_g consecutive rows
- * of one prompt chunk (att_g * group <= KERN_ATTN_MAX_G query heads): the
- * positions before the group, down to a KV tile, are read once for all of
- * them (kern_attn takes the group's heads together), then each row goes on
- * alone over the few positions after. kern_attn continued at a tile (a
- * block of its online softmax) and a head taken with others change no bit
- * (test_kern), so a row's arithmetic does not depend on how its prompt
- * was cut into chunks. With few groups (decode) the shared positions are
- * cut into nsplit ranges (split-K) so both cores share even one long
- * context; each range leaves its online-softmax state in RUN(m)->att_part
- * (the last range also does the rows' own positions) and the caller
- * merges them after the run. With many (prefill) nsplit is 1 and a thread
- * finishes its item in its own scratch. */
+/* A row at position p attends over positions 0..p in windows of ATT_SPAN
+ * positions (from 0, ATT_SPAN, 2 ATT_SPAN, ...): each window is an online
+ * softmax from a fresh state, and the windows are folded left to right
+ * (kern_attn_merge). Where the windows fall depends on p alone, so a
+ * row's arithmetic is the same whatever rows share its step: a stream
+ * alone or batched, a prompt in one chunk or many, any thread count.
+ *
+ * A row group is up to att_g consecutive rows of one prompt chunk (att_g *
+ * group <= KERN_ATTN_MAX_G query heads): the positions before the group,
+ * down to a KV tile, are read once for all of them (kern_attn takes the
+ * group's heads together), then each row goes on alone over the few
+ * positions after. kern_attn continued at a tile and a head taken with
+ * others change no bit (test_kern), so this sharing changes nothing
+ * either.
+ *
+ * Work items go through an atomic counter. With few (group, KV head)
+ * pairs (decode) an item is one window, so both cores share even one long
+ * context; it leaves its state in RUN(m)->att_part and the caller folds
+ * them after the run. With many (prefill), or windows beyond att_part, an
+ * item is a pair, whose thread folds the windows in its own scratch. */
 typedef struct att_task {
     model *m;
     int il;
     int n_grp;
-    int nsplit;
+    int per_window; /* items are windows (states in att_part), else pairs */
     _Atomic int next;
 } att_task;
 
-#define ATT_SPLIT_MIN 256 /* positions per split-K range, at least */
+#define ATT_SPAN 256 /* positions per window (a multiple of KERN_KV_TILE) */
 
 /* The attention output of group gi's rows for KV head kvh from its state
  * (sum, acc): acc / sum. */
@@ -202,47 +210,83 @@ static int att_shared(const cpu_run *r, int gi) {
     return (r->row_pos[r->grp_row[gi]] + 1) & ~(KERN_KV_TILE - 1);
 }
 
+/* Windows of group gi: those of its last row. */
+static int att_windows(const cpu_run *r, int gi) {
+    return r->row_pos[r->grp_row[gi] + r->grp_n[gi] - 1] / ATT_SPAN + 1;
+}
+
+/* Window w of group gi for KV head kvh into the state st (max, sum, acc
+ * of the group's G query heads q): the window's shared positions for all
+ * of them, then each row's own positions in it. A row whose positions end
+ * before the window keeps an empty state, which the fold skips. */
+static void att_window(const model *m, int il, int gi, int kvh, int w, const float *q, float *st) {
+    const cpu_run *r = RUN(m);
+    const model_config *c = &m->cfg;
+    const int hd = c->head_dim, group = c->n_head / c->n_head_kv;
+    const int t0 = r->grp_row[gi], G = r->grp_n[gi] * group, n = att_shared(r, gi);
+    const model_kv *kv = r->row_kv[t0];
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *mx = st, *sum = mx + G, *acc = sum + G;
+    for (int g = 0; g < G; g++) mx[g] = -INFINITY, sum[g] = 0;
+    memset(acc, 0, sizeof(float) * (size_t)(G * hd));
+    const int lo = w * ATT_SPAN, end = lo + ATT_SPAN, hi = CORE_MIN(end, n);
+    if (hi > lo)
+        kern_attn(kv_kern_type(kv), q, G, hd, kv_at(kv, kv->k, il, kvh, lo), kv_at(kv, kv->v, il, kvh, lo), kv->step,
+                  hi - lo, scale, mx, sum, acc);
+    for (int i = 0; i < r->grp_n[gi]; i++) { /* row i's own positions from n, in this window */
+        const int a = CORE_MAX(lo, n), b = CORE_MIN(end, r->row_pos[t0 + i] + 1), g0 = i * group;
+        if (b > a)
+            kern_attn(kv_kern_type(kv), q + (size_t)g0 * hd, group, hd, kv_at(kv, kv->k, il, kvh, a),
+                      kv_at(kv, kv->v, il, kvh, a), kv->step, b - a, scale, mx + g0, sum + g0, acc + (size_t)g0 * hd);
+    }
+}
+
+/* Fold state s1 (a later window) into s0, G query heads. */
+static void att_fold(int G, int hd, float *s0, const float *s1) {
+    kern_attn_merge(G, hd, s0, s0 + G, s0 + 2 * G, s1, s1 + G, s1 + 2 * G);
+}
+
+/* Item it of a per-window run: its group, KV head and window. */
+static void att_item(const cpu_run *r, int nkv, int it, int *gi, int *kvh, int *w) {
+    int g = 0, nw = att_windows(r, 0);
+    while (it >= nkv * nw) it -= nkv * nw, nw = att_windows(r, ++g);
+    *gi = g, *kvh = it / nw, *w = it % nw;
+}
+
 static void attend_task(void *ctx, int ith, int nth) {
     (void)nth;
     att_task *t = ctx;
     const model *m = t->m;
     const cpu_run *r = RUN(m);
     const model_config *c = &m->cfg;
-    const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv, ns = t->nsplit;
+    const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv;
     const int64_t q_dim = (int64_t)c->n_head * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int items = t->n_grp * nkv * ns;
-    float *own = r->att_tmp + (size_t)ith * (r->att_tmp_floats + r->att_q_floats), *qg = own + r->att_tmp_floats;
+    int items = 0;
+    for (int g = 0; g < t->n_grp; g++) items += nkv * (t->per_window ? att_windows(r, g) : 1);
+    float *own = r->att_tmp + (size_t)ith * (2 * r->att_tmp_floats + r->att_q_floats);
+    float *win = own + r->att_tmp_floats, *qg = win + r->att_tmp_floats;
     for (;;) {
         const int it = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
         if (it >= items) break;
-        const int gi = it / (nkv * ns), kvh = it / ns % nkv, sp = it % ns;
+        int gi = it / nkv, kvh = it % nkv, w = 0;
+        if (t->per_window) att_item(r, nkv, it, &gi, &kvh, &w);
         const int t0 = r->grp_row[gi], R = r->grp_n[gi], G = R * group;
-        const model_kv *kv = r->row_kv[t0];
-        const int n = att_shared(r, gi);
-        /* ranges start on a tile (the 8-bit cache is read a tile at a time) */
-        const int lo = (int)((int64_t)n * sp / ns) & ~(KERN_KV_TILE - 1);
-        const int hi = sp == ns - 1 ? n : (int)((int64_t)n * (sp + 1) / ns) & ~(KERN_KV_TILE - 1);
-        float *st = ns == 1 ? own : r->att_part + (size_t)it * r->att_tmp_floats;
-        float *mx = st, *sum = mx + G, *acc = sum + G; /* state: max, sum, acc */
-        for (int g = 0; g < G; g++) mx[g] = -INFINITY, sum[g] = 0;
-        memset(acc, 0, sizeof(float) * (size_t)(G * hd));
         /* the group's query heads side by side (one row's already are) */
         const float *q = r->q + t0 * q_dim + (int64_t)kvh * group * hd;
         if (R > 1) {
             for (int i = 0; i < R; i++) memcpy(qg + (size_t)i * group * hd, q + i * q_dim, sizeof(float) * (size_t)(group * hd));
             q = qg;
         }
-        if (hi > lo)
-            kern_attn(kv_kern_type(kv), q, G, hd, kv_at(kv, kv->k, t->il, kvh, lo), kv_at(kv, kv->v, t->il, kvh, lo),
-                      kv->step, hi - lo, scale, mx, sum, acc);
-        for (int i = 0; sp == ns - 1 && i < R; i++) { /* row i's own positions n..pos */
-            const int np = r->row_pos[t0 + i] + 1 - n, g0 = i * group;
-            if (np > 0)
-                kern_attn(kv_kern_type(kv), q + (size_t)g0 * hd, group, hd, kv_at(kv, kv->k, t->il, kvh, n),
-                          kv_at(kv, kv->v, t->il, kvh, n), kv->step, np, scale, mx + g0, sum + g0, acc + (size_t)g0 * hd);
+        if (t->per_window) {
+            att_window(m, t->il, gi, kvh, w, q, r->att_part + (size_t)it * r->att_tmp_floats);
+            continue;
         }
-        if (ns == 1) att_out(m, gi, kvh, sum, acc);
+        att_window(m, t->il, gi, kvh, 0, q, own);
+        for (int wi = 1; wi < att_windows(r, gi); wi++) {
+            att_window(m, t->il, gi, kvh, wi, q, win);
+            att_fold(G, hd, own, win);
+        }
+        att_out(m, gi, kvh, own + G, own + 2 * G);
     }
 }
 
@@ -259,30 +303,28 @@ static int att_groups(cpu_run *r, int B) {
     return ng;
 }
 
-/* Attention of the B rows for layer il: outputs in RUN(m)->att. */
+/* Attention of the B rows for layer il: outputs in RUN(m)->att. Items are
+ * windows while the pairs are fewer than 8 per thread (enough items for
+ * the counter to balance the threads) and their states fit att_part. */
 static void attend(model *m, int il, int B) {
     const model_config *c = &m->cfg;
     cpu_run *r = RUN(m);
     const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv;
-    const int nth = kern_pool_threads(m->pool), n_grp = att_groups(r, B), pairs = n_grp * nkv;
-    int maxn = 0;
-    for (int g = 0; g < n_grp; g++) maxn = CORE_MAX(maxn, att_shared(r, g));
-    /* enough items for the counter to balance the threads (8 per thread),
-     * but ranges of at least ATT_SPLIT_MIN positions */
-    int ns = 1;
-    if (pairs < 8 * nth) ns = CORE_MAX(1, CORE_MIN((8 * nth + pairs - 1) / pairs, maxn / ATT_SPLIT_MIN));
-    att_task at = {.m = m, .il = il, .n_grp = n_grp, .nsplit = ns};
+    const int nth = kern_pool_threads(m->pool), n_grp = att_groups(r, B);
+    int windows = 0;
+    for (int g = 0; g < n_grp; g++) windows += nkv * att_windows(r, g);
+    att_task at = {.m = m, .il = il, .n_grp = n_grp};
+    at.per_window = n_grp * nkv < 8 * nth && windows > n_grp * nkv && windows <= r->att_part_n;
     atomic_init(&at.next, 0);
     kern_pool_run(m->pool, attend_task, &at);
-    if (ns == 1) return;
-    for (int p = 0; p < pairs; p++) {
-        const int gi = p / nkv, G = r->grp_n[gi] * group;
-        float *s0 = r->att_part + (size_t)p * ns * r->att_tmp_floats;
-        for (int sp = 1; sp < ns; sp++) {
-            const float *s1 = s0 + (size_t)sp * r->att_tmp_floats;
-            kern_attn_merge(G, hd, s0, s0 + G, s0 + 2 * G, s1, s1 + G, s1 + 2 * G);
+    if (!at.per_window) return;
+    float *s = r->att_part;
+    for (int gi = 0; gi < n_grp; gi++) {
+        const int nw = att_windows(r, gi), G = r->grp_n[gi] * group;
+        for (int kvh = 0; kvh < nkv; kvh++, s += (size_t)nw * r->att_tmp_floats) {
+            for (int w = 1; w < nw; w++) att_fold(G, hd, s, s + (size_t)w * r->att_tmp_floats);
+            att_out(m, gi, kvh, s + G, s + 2 * G);
         }
-        att_out(m, gi, p % nkv, s0 + G, s0 + 2 * G);
     }
 }
 
@@ -505,19 +547,22 @@ int model_cpu_new(model *m, core_err *err) {
     r->hb = malloc(B * c->n_ff * sizeof(float));
     r->hb2 = malloc(B * c->n_ff * sizeof(float));
     const int group = c->n_head / c->n_head_kv;
-    /* one online-softmax state (max, sum, acc of each query head of a row
-     * group) and the group's query heads: per thread, and states per
-     * split-K item (fewer than 16 per thread, see attend()). Whole cache
-     * lines each: threads update neighbouring states at every block of
-     * positions. */
+    /* online-softmax states (max, sum, acc of each query head of a row
+     * group): two per thread (the fold and a window) with the group's
+     * query heads, and one per window of a per-window run (64 per thread:
+     * SmolLM3's 4 KV heads of a lone row have 16 windows each at 4,096
+     * positions; a longer context runs by pairs, see attend()). Whole
+     * cache lines each: threads update neighbouring states at every block
+     * of positions. */
     r->att_g = CORE_MAX(1, KERN_ATTN_MAX_G / group);
     const size_t gh = (size_t)r->att_g * group;
     r->att_tmp_floats = (gh * hd + 2 * gh + 15) / 16 * 16;
     r->att_q_floats = gh * hd;
-    r->att_tmp = core_alloc_aligned((size_t)nt * (r->att_tmp_floats + r->att_q_floats) * sizeof(float), 64);
+    r->att_tmp = core_alloc_aligned((size_t)nt * (2 * r->att_tmp_floats + r->att_q_floats) * sizeof(float), 64);
     r->grp_row = calloc(B, sizeof *r->grp_row);
     r->grp_n = calloc(B, sizeof *r->grp_n);
-    r->att_part = core_alloc_aligned((size_t)16 * nt * r->att_tmp_floats * sizeof(float), 64);
+    r->att_part_n = 64 * nt;
+    r->att_part = core_alloc_aligned((size_t)r->att_part_n * r->att_tmp_floats * sizeof(float), 64);
     r->row_kv = calloc(B, sizeof *r->row_kv);
     r->row_pos = calloc(B, sizeof *r->row_pos);
     r->logits1 = malloc((size_t)c->n_vocab * sizeof(float));
