@@ -3,17 +3,14 @@
  *
  * Installed over the AVX2 table (kern_init installs avx2 first), so only
  * what gains from 512-bit registers or VNNI is here:
- *   - Q4_K and Q6_K x Q8_K, matrix-vector and tiles: the weight block is
- *     unpacked straight into registers (4 zmm of weights, 4 zmm of scales)
- *     and kept there while up to KERN_TILE_CMAX tokens go by (details at
- *     "K-quants unpacked in registers" below);
+ *   - Q4_K, Q5_K and Q6_K x Q8_K, matrix-vector and tiles: the weight
+ *     block is unpacked straight into registers (4 zmm of weights, 4 zmm
+ *     of scales) and kept there while up to KERN_TILE_CMAX tokens go by
+ *     (details at "K-quants unpacked in registers" below);
  *   - Q4_K and Q6_K wide tiles (prefill and mixed steps, kern_impl.h
  *     "Wide tile"): 16 rows repacked into the lanes of zmm, vpdpbusd
  *     against each token's activations broadcast 4 bytes at a time, scales
  *     and offsets applied per 16 weights (details at "Wide tiles");
- *   - Q5_K tiles: unpacked by the AVX2 code into the shared `kunp` form,
- *     then held in registers the same way (its store-forwarding stall is
- *     why matrix-vector products of Q5_K keep the AVX2 kernel);
  *   - Q8_0 x Q8_0: |x| (u8) x sign(y, x) (i8) with vpdpbusd on 256 bits.
  *   - F32 and F16 dots with masked tails;
  *   - attention over f16 KV rows, 16 lanes throughout, and over the 8-bit
@@ -38,57 +35,10 @@ T5 static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* ---- K-quants ---- */
-
-typedef void (*unpack_fn)(const void *b, kunp *u);
-
-T5 static inline void ktile(int64_t n, const void *w, size_t bw, size_t bsz, unpack_fn unpack, int nr, const void *a,
-                            size_t ba, int nc, float *yout, int64_t ldy) {
-    _Alignas(64) kunp u;
-    const int64_t nb = n / QK_K;
-    for (int r = 0; r < nr; r++) {
-        const char *x = (const char *)w + r * bw;
-        __m512 acc[KERN_TILE_C];
-        __m256 accm[KERN_TILE_C];
-        for (int c = 0; c < KERN_TILE_C; c++) acc[c] = _mm512_setzero_ps(), accm[c] = _mm256_setzero_ps();
-        for (int64_t i = 0; i < nb; i++) {
-            unpack(x + i * bsz, &u);
-            __m512i W[4], S[4];
-            for (int k = 0; k < 4; k++) {
-                W[k] = _mm512_load_si512((const void *)(u.q + 64 * k));
-                S[k] = _mm512_load_si512((const void *)(u.sc + 32 * k));
-            }
-            const __m256i MN = _mm256_loadu_si256((const __m256i *)u.mn);
-            for (int c = 0; c < nc; c++) {
-                const kern_block_q8_K *y = (const kern_block_q8_K *)((const char *)a + c * ba) + i;
-                __m512i isum = _mm512_setzero_si512();
-                for (int k = 0; k < 4; k++)
-                    isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(W[k], _mm512_loadu_si512(y->qs + 64 * k)), S[k]);
-                const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), MN);
-                if (u.fold) {
-                    isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(msum));
-                } else {
-                    accm[c] = _mm256_fmadd_ps(_mm256_set1_ps(u.dm * y->d), _mm256_cvtepi32_ps(msum), accm[c]);
-                }
-                acc[c] = _mm512_fmadd_ps(_mm512_set1_ps(u.d * y->d), _mm512_cvtepi32_ps(isum), acc[c]);
-            }
-        }
-        for (int c = 0; c < nc; c++) yout[c * ldy + r] = _mm512_reduce_add_ps(acc[c]) + hsum8(accm[c]);
-    }
-}
-
-#define KQ5(T)                                                                                                 \
-    static void unpack_##T(const void *b, kunp *u) { kern_avx2_unpack_##T(b, u); }                           \
-    T5 static void tile_##T(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,     \
-                            float *y, int64_t ldy) {                                                          \
-        ktile(n, w, bw, sizeof(kern_block_##T), unpack_##T, nr, a, ba, nc, y, ldy);                          \
-    }
-KQ5(q5_K) /* Q4_K and Q6_K: in-register kernels below */
-
 /* ---- K-quants unpacked in registers (matrix-vector and tiles) ----
  *
- * The kunp path above stores the unpacked block and reloads it; these
- * kernels never leave registers. Per 64 weights and token: one vpmaddubsw
+ * The AVX2 kernels store the unpacked block and reload it; these never
+ * leave registers. Per 64 weights and token: one vpmaddubsw
  * (u8 weights x s8 activations -> i16 pairs, exact: 2*63*127 < 32767) and
  * one vpdpwssd against a vector whose int32 lanes hold the sub-block scale
  * in both 16-bit halves, so the pair sum is scaled and accumulated exactly
@@ -97,7 +47,8 @@ KQ5(q5_K) /* Q4_K and Q6_K: in-register kernels below */
  * Q4_K, 32 bytes of qs = 64 weights: low nibbles are sub-block 2c, high
  * nibbles 2c+1; [q & 15 | q >> 4 & 15] is a zmm in natural order that
  * meets 64 contiguous activation bytes. Mins: sum_j m[j] * (bsums[2j] +
- * bsums[2j+1]) by one vpmaddwd with each min duplicated.
+ * bsums[2j+1]) by one vpmaddwd with each min duplicated. Q5_K is Q4_K
+ * with a fifth bit per weight (q5_unpack), through the same dot.
  * Q6_K, half h (128 weights): L = ql[64h..+64), H = [qh[32h..+32) |
  * qh >> 2]; weights 0..63 = L & 15 | (H & 3) << 4, weights 64..127 =
  * L >> 4 & 15 | (H >> 4 & 3) << 4 (byte-wise, via 16-bit shifts whose
@@ -134,6 +85,34 @@ T5 static inline void q4_unpack(const kern_block_q4_K *b, q4reg *u) {
     UNROLL_4 for (int c = 0; c < 4; c++) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
         u->w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
+        const __m512i idx = _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
+                                             2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c);
+        u->s[c] = _mm512_permutexvar_epi32(idx, sc);
+    }
+    const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+    u->mn = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)b->d | (uint32_t)b->dmin << 16)));
+    u->d = _mm_cvtss_f32(dd);
+    u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
+}
+
+/* Q5_K: Q4_K's layout plus a fifth bit per weight in qh, bit 2c of byte
+ * l for weight l of sub-block 2c and bit 2c+1 for weight l of 2c+1. With
+ * H = [qh | qh >> 1], chunk c's bits sit at bit 2c of each byte: moved to
+ * bit 4 by 16-bit shifts (the bits a shift carries across bytes are masked
+ * off). Weights reach 31, so q4_dot's vpmaddubsw stays exact. */
+T5 static inline void q5_unpack(const kern_block_q5_K *b, q4reg *u) {
+    const __m128i sm = k_sm(b->scales);
+    __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(sm));
+    sc = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m10 = _mm512_set1_epi8(0x10);
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
+    const __m512i H = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
+    UNROLL_4 for (int c = 0; c < 4; c++) {
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+        const __m512i lo = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
+        const __m512i hi = _mm512_and_si512(c < 3 ? _mm512_slli_epi16(H, 4 - 2 * c) : _mm512_srli_epi16(H, 2), m10);
+        u->w[c] = _mm512_ternarylogic_epi32(lo, hi, m4, SEL_AC_B);
         const __m512i idx = _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
                                              2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c);
         u->s[c] = _mm512_permutexvar_epi32(idx, sc);
@@ -273,9 +252,11 @@ T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *
     }
 
 RT_KERNEL(q4_K, q4reg, q4_unpack, q4_dot, kern_block_q4_K)
+RT_KERNEL(q5_K, q4reg, q5_unpack, q4_dot, kern_block_q5_K)
 RT_KERNEL(q6_K, q6reg, q6_unpack, q6_dot, kern_block_q6_K)
 
 T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) { mv_q4_K(n, w, 0, 1, a, 0, 1, s, 1); }
+T5 static void dot_q5_K(int64_t n, float *s, const void *w, const void *a) { rt_q5_K(n, w, 0, 1, a, 0, 1, s, 1); }
 T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { rt_q6_K(n, w, 0, 1, a, 0, 1, s, 1); }
 
 /* ---- Wide tiles (prefill): 16 rows in the lanes, vpdpbusd ----
@@ -1068,21 +1049,21 @@ T5 static void attn16(int kv_type, const float *q, int ng, int hd, const void *k
 
 void kern_avx512_install(kern_impl *t) {
     t->isa = "avx512";
-    /* K-quants: the 512-bit tile pays a store-forwarding stall reloading the
-     * block that the AVX2 code unpacked (two 32-byte stores, one 64-byte
-     * load), which only many tokens amortise: matrix-vector products and
-     * single dots keep the AVX2 kernels (measured 6.1 vs 4.7 GB/s). */
+    /* K-quants: one kernel family for every token count below the wide
+     * tiles, so a token's sums do not depend on the batch */
     t->traits[KERN_Q8_0].vec_dot = dot_q8_0;
     t->traits[KERN_Q4_K].vec_dot = dot_q4_K;
+    t->traits[KERN_Q5_K].vec_dot = dot_q5_K;
     t->traits[KERN_Q6_K].vec_dot = dot_q6_K;
     t->tile1[KERN_Q4_K] = mv_q4_K;
+    t->tile1[KERN_Q5_K] = rt_q5_K;
     t->tile1[KERN_Q6_K] = rt_q6_K;
     t->traits[KERN_F32].vec_dot = dot_f32;
     t->traits[KERN_F16].vec_dot = dot_f16;
     t->tile[KERN_Q4_K] = rt_q4_K;
-    t->tile[KERN_Q5_K] = tile_q5_K;
+    t->tile[KERN_Q5_K] = rt_q5_K;
     t->tile[KERN_Q6_K] = rt_q6_K;
-    t->tile_c[KERN_Q4_K] = t->tile_c[KERN_Q6_K] = KERN_TILE_CMAX;
+    t->tile_c[KERN_Q4_K] = t->tile_c[KERN_Q5_K] = t->tile_c[KERN_Q6_K] = KERN_TILE_CMAX;
     /* wide tiles from the token count where they beat the register tiles
      * (one 11008 x 2048 product streamed from memory, two threads): Q4_K
      * from 5 tokens (13-27% ahead at 5-8, even at 4), Q6_K from 8 (6%
