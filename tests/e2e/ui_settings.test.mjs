@@ -60,15 +60,18 @@ test('a seed repeats an answer; each penalty reaches the sampler', { skip: why |
   }
   assert.equal(outs[0], outs[1], 'the same seed, the same answer');
   assert.notEqual(outs[0], outs[2], 'another seed, another answer');
-  // greedy, without penalties and with each one: the random model never
-  // repeats itself, so the penalties are made negative (seen tokens win)
-  const greedy = [];
+  // one seed, without penalties and with each one: each penalty moves the
+  // distribution, so the same draws pick other tokens (greedy answers
+  // change only where a +2 on the seen tokens overtakes the random model's
+  // top token, which is luck). The penalties are negative: the random
+  // model never repeats itself, so seen tokens must win.
+  const seeded = [];
   for (const p of [{}, { '#repeat-penalty': '0.5' }, { '#presence-penalty': '-2' }, { '#frequency-penalty': '-2' }]) {
     await newChat(page);
-    await settings(page, { ...VALUES, '#temp-range': '0', '#max-tokens': '24', ...p });
-    greedy.push(await answer(page, 'Repeat after me: la la la la la la la la'));
+    await settings(page, { ...VALUES, '#temp-range': '1', '#seed': '5', '#max-tokens': '24', ...p });
+    seeded.push(await answer(page, 'Repeat after me: la la la la la la la la'));
   }
-  for (let i = 1; i < greedy.length; i++) assert.notEqual(greedy[i], greedy[0], 'penalty ' + i + ' changed the greedy answer');
+  for (let i = 1; i < seeded.length; i++) assert.notEqual(seeded[i], seeded[0], 'penalty ' + i + ' changed the seeded answer');
   await ctx.close();
 });
 
