@@ -376,7 +376,7 @@ static void check_ops(const char *isa) {
  * Tolerance 5e-5 relative: the SIMD exp and the summation order differ
  * (2.5e-5 seen on f32 rows whose scores spread wide). */
 static void check_attn(const char *isa) {
-    static const int ngs[] = {1, 3, 4, 5, 8}, hds[] = {6, 40, 64, 128}, ns[] = {1, 7, 32, 33, 100, 300};
+    static const int ngs[] = {1, 3, 4, 5, 8}, hds[] = {6, 40, 64, 80, 128}, ns[] = {1, 7, 32, 33, 100, 300};
     static const char *const names[] = {"f16", "f32", "q8"};
     for (int kt = 0; kt < 3; kt++) {
         const int type = kt == 0 ? KERN_F16 : kt == 1 ? KERN_F32 : KERN_KV_Q8;

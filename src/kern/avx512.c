@@ -792,8 +792,9 @@ LOOP_TILE(tile_f16, dot_f16)
  *     4 query heads' products (q read from L1) are reduced together by a
  *     transpose-and-add tree, 4 scores from about 9 shuffles and adds;
  *   - softmax: 16 scores per step (exp16, the exp8 of avx2.c widened);
- *   - V: 16 dims outer, positions inner, 4 heads' accumulators in
- *     registers, each weight broadcast straight from memory into the fmadd.
+ *   - V: 32 dims outer (16 for a last odd chunk), positions inner, 4
+ *     heads' accumulators in registers, each weight broadcast once for
+ *     both chunks (pv_step).
  * Same blocking and same online-softmax order as kern_ref_attn; only float
  * order differs. Other shapes (f32 rows, odd hd) keep the AVX2 kernel. */
 typedef void (*attn_fn)(int kv_type, const float *q, int ng, int hd, const void *k, const void *v, size_t stride,
@@ -864,6 +865,27 @@ T5 static inline AI void softmax_step(float s[][KERN_ATTN_BLOCK], int ng, int hd
     }
 }
 
+/* acc[g][i .. i + 16C) += sum_j w[g][j] v_j over np V rows, for 4 heads:
+ * 4C independent sums (two 16-value chunks keep 8 fmadds in flight
+ * where 4 waited on each other); each sum's order is the same either
+ * way. */
+T5 static inline AI void pv_step(float *const ap[4], const float *const w[4], const char *vr, size_t stride, int np,
+                                 int i, const int C) {
+    __m512 a[2][4];
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int g = 0; g < 4; g++) a[c][g] = _mm512_loadu_ps(ap[g] + i + 16 * c);
+    for (int j = 0; j < np; j++, vr += stride) {
+        __m512 x[2];
+        UNROLL for (int c = 0; c < C; c++) x[c] = f16x16(vr, i + 16 * c);
+        UNROLL for (int g = 0; g < 4; g++) {
+            const __m512 wg = _mm512_set1_ps(w[g][j]);
+            UNROLL for (int c = 0; c < C; c++) a[c][g] = _mm512_fmadd_ps(wg, x[c], a[c][g]);
+        }
+    }
+    UNROLL for (int c = 0; c < C; c++)
+        UNROLL for (int g = 0; g < 4; g++) _mm512_storeu_ps(ap[g] + i + 16 * c, a[c][g]);
+}
+
 T5 static void attn_f16(const float *q, int ng, int hd, const void *k, const void *v, size_t stride, int n,
                         float scale, float *m, float *l, float *acc) {
     assert(ng >= 1 && ng <= KERN_ATTN_MAX_G);
@@ -902,21 +924,11 @@ T5 static void attn_f16(const float *q, int ng, int hd, const void *k, const voi
         for (int g0 = 0; g0 < ng; g0 += 4) {
             float *ap[4];
             for (int g = 0; g < 4; g++) ap[g] = g0 + g < ng ? acc + (size_t)(g0 + g) * hd : dummy;
-            const float *w0 = s[g0], *w1 = s[g0 + 1], *w2 = s[g0 + 2], *w3 = s[g0 + 3];
-            for (int i = 0; i < hd; i += 16) {
-                __m512 a0 = _mm512_loadu_ps(ap[0] + i), a1 = _mm512_loadu_ps(ap[1] + i);
-                __m512 a2 = _mm512_loadu_ps(ap[2] + i), a3 = _mm512_loadu_ps(ap[3] + i);
-                const char *vr = (const char *)v + (size_t)p0 * stride;
-                for (int j = 0; j < np; j++, vr += stride) {
-                    const __m512 x = f16x16(vr, i);
-                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(w0[j]), x, a0);
-                    a1 = _mm512_fmadd_ps(_mm512_set1_ps(w1[j]), x, a1);
-                    a2 = _mm512_fmadd_ps(_mm512_set1_ps(w2[j]), x, a2);
-                    a3 = _mm512_fmadd_ps(_mm512_set1_ps(w3[j]), x, a3);
-                }
-                _mm512_storeu_ps(ap[0] + i, a0), _mm512_storeu_ps(ap[1] + i, a1);
-                _mm512_storeu_ps(ap[2] + i, a2), _mm512_storeu_ps(ap[3] + i, a3);
-            }
+            const float *w[4] = {s[g0], s[g0 + 1], s[g0 + 2], s[g0 + 3]};
+            const char *vb = (const char *)v + (size_t)p0 * stride;
+            int i = 0;
+            for (; i + 32 <= hd; i += 32) pv_step(ap, w, vb, stride, np, i, 2);
+            if (i < hd) pv_step(ap, w, vb, stride, np, i, 1);
         }
     }
 }
