@@ -58,6 +58,7 @@ T5 static inline float hsum8(__m256 v) {
  */
 
 #define UNROLL_4 _Pragma("GCC unroll 4")
+#define AI __attribute__((always_inline))
 #define SEL_AC_B 0xE4 /* vpternlog: C ? A : B, bit-wise */
 
 /* 8 scales then 8 mins (6 bits each) of a Q4_K/Q5_K block, in an xmm */
@@ -77,51 +78,48 @@ typedef struct {
     float d, dmin;
 } q4reg;
 
-T5 static inline void q4_unpack(const kern_block_q4_K *b, q4reg *u) {
-    const __m128i sm = k_sm(b->scales);
-    __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(sm));
-    sc = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    UNROLL_4 for (int c = 0; c < 4; c++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
-        u->w[c] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1), m4);
-        const __m512i idx = _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
-                                             2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c);
-        u->s[c] = _mm512_permutexvar_epi32(idx, sc);
-    }
-    const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-    u->mn = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)b->d | (uint32_t)b->dmin << 16)));
-    u->d = _mm_cvtss_f32(dd);
-    u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
-}
-
 /* Q5_K: Q4_K's layout plus a fifth bit per weight in qh, bit 2c of byte
  * l for weight l of sub-block 2c and bit 2c+1 for weight l of 2c+1. With
  * H = [qh | qh >> 1], chunk c's bits sit at bit 2c of each byte: moved to
  * bit 4 by 16-bit shifts (the bits a shift carries across bytes are masked
- * off). Weights reach 31, so q4_dot's vpmaddubsw stays exact. */
-T5 static inline void q5_unpack(const kern_block_q5_K *b, q4reg *u) {
-    const __m128i sm = k_sm(b->scales);
+ * off). Weights reach 31, so q4_dot's vpmaddubsw stays exact. qh NULL:
+ * Q4_K. */
+T5 static inline AI void q45_unpack(const uint8_t *scales, kern_f16 d, kern_f16 dmin, const uint8_t *qs,
+                                    const uint8_t *qh, q4reg *u) {
+    const __m128i sm = k_sm(scales);
     __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(sm));
     sc = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
     const __m512i m4 = _mm512_set1_epi8(0x0F), m10 = _mm512_set1_epi8(0x10);
-    const __m256i qh = _mm256_loadu_si256((const __m256i *)b->qh);
-    const __m512i H = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 1), 1);
+    __m512i H = _mm512_setzero_si512();
+    if (qh) {
+        const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+        H = _mm512_inserti64x4(_mm512_castsi256_si512(h), _mm256_srli_epi16(h, 1), 1);
+    }
     UNROLL_4 for (int c = 0; c < 4; c++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
         const __m512i lo = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
-        const __m512i hi = _mm512_and_si512(c < 3 ? _mm512_slli_epi16(H, 4 - 2 * c) : _mm512_srli_epi16(H, 2), m10);
-        u->w[c] = _mm512_ternarylogic_epi32(lo, hi, m4, SEL_AC_B);
+        if (qh) {
+            const __m512i hi = _mm512_and_si512(c < 3 ? _mm512_slli_epi16(H, 4 - 2 * c) : _mm512_srli_epi16(H, 2), m10);
+            u->w[c] = _mm512_ternarylogic_epi32(lo, hi, m4, SEL_AC_B);
+        } else {
+            u->w[c] = _mm512_and_si512(lo, m4);
+        }
         const __m512i idx = _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
                                              2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c);
         u->s[c] = _mm512_permutexvar_epi32(idx, sc);
     }
     const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
     u->mn = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)b->d | (uint32_t)b->dmin << 16)));
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)d | (uint32_t)dmin << 16)));
     u->d = _mm_cvtss_f32(dd);
     u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
+}
+
+T5 static inline void q4_unpack(const kern_block_q4_K *b, q4reg *u) {
+    q45_unpack(b->scales, b->d, b->dmin, b->qs, NULL, u);
+}
+T5 static inline void q5_unpack(const kern_block_q5_K *b, q4reg *u) {
+    q45_unpack(b->scales, b->d, b->dmin, b->qs, b->qh, u);
 }
 
 /* One block against one token, the mins folded into the one accumulator
@@ -212,7 +210,6 @@ T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *
  * Rows go one at a time and the weight stream is prefetched, like the
  * matrix-vector kernels'. */
 #define UNROLL _Pragma("GCC unroll 16")
-#define AI __attribute__((always_inline))
 
 #define RT_KERNEL(T, REG, UNPACK, DOT, BT)                                                                       \
     T5 static inline AI void rt_##T##_nc(int64_t nb, const char *w, size_t bw, int nr, const char *a, size_t ba, \
