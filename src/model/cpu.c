@@ -185,7 +185,7 @@ static int kv_fill(model_kv *kv, int n, core_err *err) {
 typedef struct att_task {
     model *m;
     int il;
-    int n_grp;
+    int items;      /* windows or pairs */
     int per_window; /* items are windows (states in att_part), else pairs */
     _Atomic int next;
 } att_task;
@@ -261,13 +261,11 @@ static void attend_task(void *ctx, int ith, int nth) {
     const model_config *c = &m->cfg;
     const int hd = c->head_dim, nkv = c->n_head_kv, group = c->n_head / nkv;
     const int64_t q_dim = (int64_t)c->n_head * hd;
-    int items = 0;
-    for (int g = 0; g < t->n_grp; g++) items += nkv * (t->per_window ? att_windows(r, g) : 1);
     float *own = r->att_tmp + (size_t)ith * (2 * r->att_tmp_floats + r->att_q_floats);
     float *win = own + r->att_tmp_floats, *qg = win + r->att_tmp_floats;
     for (;;) {
         const int it = atomic_fetch_add_explicit(&t->next, 1, memory_order_relaxed);
-        if (it >= items) break;
+        if (it >= t->items) break;
         int gi = it / nkv, kvh = it % nkv, w = 0;
         if (t->per_window) att_item(r, nkv, it, &gi, &kvh, &w);
         const int t0 = r->grp_row[gi], R = r->grp_n[gi], G = R * group;
@@ -313,8 +311,9 @@ static void attend(model *m, int il, int B) {
     const int nth = kern_pool_threads(m->pool), n_grp = att_groups(r, B);
     int windows = 0;
     for (int g = 0; g < n_grp; g++) windows += nkv * att_windows(r, g);
-    att_task at = {.m = m, .il = il, .n_grp = n_grp};
+    att_task at = {.m = m, .il = il};
     at.per_window = n_grp * nkv < 8 * nth && windows > n_grp * nkv && windows <= r->att_part_n;
+    at.items = at.per_window ? windows : n_grp * nkv;
     atomic_init(&at.next, 0);
     kern_pool_run(m->pool, attend_task, &at);
     if (!at.per_window) return;
