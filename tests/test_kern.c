@@ -642,8 +642,7 @@ static void test_simd_vs_ref(void) {
  * blocks in one order, and the wide tile in one order whatever the token
  * count and slab size. So a stream gets the same logits alone and batched
  * with a few others (test_engine); the two families differ in the float
- * order only (test_simd_vs_ref). (AVX-512's Q5_K once took the AVX2
- * matrix-vector kernel beside its own tiles.) */
+ * order only (test_simd_vs_ref). */
 static void test_token_invariance(void) {
     static const int counts[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 32, 33, 40};
     enum { NO = 37, NMAX = 40 };

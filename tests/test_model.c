@@ -483,12 +483,11 @@ static void check_batched(const char *rel, double tol_max, double tol_rms) {
 }
 
 /* A decode row's logits are bit for bit what it gets alone, whatever the
- * contexts beside it: its attention windows fall by its own position.
- * (They were split in ranges sized by the longest context in the step, so
- * a 300-position row beside a 2,100-position one summed in another
- * order.) Three caches at different synthetic depths decode alone, then
- * together. On q4 three rows stay on the matrix-vector kernels' sums
- * (test_kern), so that file is exact too. */
+ * contexts beside it: its attention windows fall by its own position, so
+ * a short context beside a long one is cut as it is alone. Three caches
+ * at different synthetic depths decode alone, then together. On q4 three
+ * rows stay on the matrix-vector kernels' sums (test_kern), so that file
+ * is exact too. */
 static void check_batched_exact(const char *rel, int kv_type) {
     loaded L;
     if (load(rel, &L, 0) == -1) T_SKIP("../shared/%s absent", rel);
