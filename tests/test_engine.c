@@ -278,16 +278,10 @@ static void test_batched_equals_alone(void) {
 }
 
 /* ns streams that arrive together decode as each does alone: their
- * prompts are read in one step, then they decode ns rows a step. On f32
- * weights with eight streams; on the q4 file with four, which keeps every
- * decode step on the register tiles. Those and the matrix-vector kernel
- * sum each token's blocks in one order, and the wide tile's sums do not
- * depend on how many tokens it gets, but the wide tile sums in another
- * order than the register tiles: decode rows that go through it (five or
- * more rows of Q4_K, eight of Q6_K, and every mixed step) get logits about
- * 3e-6 off (test_model bounds them), and greedy answers can part where two
- * logits are that close, as 2-3 of eight on the tiny q4 file do within 12
- * tokens. */
+ * prompts are read in one step, then they decode ns rows a step. Eight
+ * streams on f32 weights and on the q4 file, whose 8-row steps go through
+ * the wide tile: every kernel family reduces a block to the same exact
+ * integer sums and applies the same float steps (test_kern). */
 static void check_burst_equals_alone(const char *rel, int ns) {
     enum { NS = 8, NT = 12 };
     engine *e = start_engine(rel, ns, 2 * ns, 0, 512);
@@ -321,7 +315,7 @@ static void check_burst_equals_alone(const char *rel, int ns) {
 }
 
 static void test_burst_f32_equals_alone(void) { check_burst_equals_alone("models/smollm3-tiny-f32.gguf", 8); }
-static void test_burst_q4_equals_alone(void) { check_burst_equals_alone(TINY, 4); }
+static void test_burst_q4_equals_alone(void) { check_burst_equals_alone(TINY, 8); }
 
 /* Caches are kept by value: anonymous requests that share only the system
  * block with a long cached prompt get a fresh cache with the block copied
@@ -421,9 +415,9 @@ typedef struct {
     engine_request q;
 } prefill_case;
 
-static int pc_start(prefill_case *c) {
+static int pc_start(prefill_case *c, const char *rel) {
     memset(c, 0, sizeof *c);
-    if (!(c->e = start_engine("models/smollm3-tiny-f32.gguf", 4, 8, 0, 1024))) return -1;
+    if (!(c->e = start_engine(rel, 4, 8, 0, 1024))) return -1;
     c->pl = malloc(PC_LONG * sizeof *c->pl);
     for (int i = 0; i < PC_LONG; i++) c->pl[i] = 1000 + (i * 7919) % 20000;
     sample_params_default(&c->q.sampling);
@@ -455,10 +449,12 @@ static void pc_end(prefill_case *c) {
 
 /* A long prompt that arrives while a stream decodes is prefilled in
  * chunks that share steps with the stream: the stream gets tokens while
- * the prompt is being read, and both give what they give alone. */
-static void test_prefill_beside_decode(void) {
+ * the prompt is being read, and both give what they give alone (on the
+ * q4 file the stream's rows then go through the wide tile with the
+ * prompt's, and still get the bits they get alone). */
+static void check_prefill_beside_decode(const char *rel) {
     prefill_case c;
-    if (pc_start(&c)) T_SKIP("../shared/models absent");
+    if (pc_start(&c, rel)) T_SKIP("../shared/%s absent", rel);
     result s1, l1, s2, l2;
     res_init(&s1); res_init(&l1); res_init(&s2); res_init(&l2);
     /* alone (caches forgotten after, so nothing is reused below) */
@@ -486,13 +482,15 @@ static void test_prefill_beside_decode(void) {
     res_free(&s1); res_free(&l1); res_free(&s2); res_free(&l2);
     pc_end(&c);
 }
+static void test_prefill_beside_decode_f32(void) { check_prefill_beside_decode("models/smollm3-tiny-f32.gguf"); }
+static void test_prefill_beside_decode_q4(void) { check_prefill_beside_decode(TINY); }
 
 /* Prompts that arrive together are read in whole chunks, as alone: the
  * first one to start decoding goes along in the same steps instead of
  * holding the others to small chunks. Tokens are what they are alone. */
 static void test_prefill_burst(void) {
     prefill_case c;
-    if (pc_start(&c)) T_SKIP("../shared/models absent");
+    if (pc_start(&c, "models/smollm3-tiny-f32.gguf")) T_SKIP("../shared/models absent");
     result s1, s2, l2;
     res_init(&s1); res_init(&s2); res_init(&l2);
     pc_submit(&c, "s1", 0, 40, &s1);
@@ -690,7 +688,8 @@ int main(void) {
     T_RUN(test_burst_f32_equals_alone);
     T_RUN(test_burst_q4_equals_alone);
     T_RUN(test_cache_by_value);
-    T_RUN(test_prefill_beside_decode);
+    T_RUN(test_prefill_beside_decode_f32);
+    T_RUN(test_prefill_beside_decode_q4);
     T_RUN(test_prefill_burst);
     T_RUN(test_cancel_queue_limits);
     T_RUN(test_budget_eviction);

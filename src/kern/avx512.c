@@ -42,33 +42,39 @@ T5 static inline float hsum8(__m256 v) {
  * (u8 weights x s8 activations -> i16 pairs, exact: 2*63*127 < 32767) and
  * one vpdpwssd against a vector whose int32 lanes hold the sub-block scale
  * in both 16-bit halves, so the pair sum is scaled and accumulated exactly
- * into int32. One float fmadd per block and token applies d * y.d.
+ * into int32. The block's integer sums then take the float steps that
+ * every family shares ("One float order" below).
  *
  * Q4_K, 32 bytes of qs = 64 weights: low nibbles are sub-block 2c, high
  * nibbles 2c+1; [q & 15 | q >> 4 & 15] is a zmm in natural order that
  * meets 64 contiguous activation bytes. Mins: sum_j m[j] * (bsums[2j] +
- * bsums[2j+1]) by one vpmaddwd with each min duplicated. Q5_K is Q4_K
+ * bsums[2j+1]) by one vpmaddwd with each min in both 16-bit halves. Q5_K is Q4_K
  * with a fifth bit per weight (q5_unpack), through the same dot.
  * Q6_K, half h (128 weights): L = ql[64h..+64), H = [qh[32h..+32) |
  * qh >> 2]; weights 0..63 = L & 15 | (H & 3) << 4, weights 64..127 =
  * L >> 4 & 15 | (H >> 4 & 3) << 4 (byte-wise, via 16-bit shifts whose
  * spill-over bits are masked off). Values are stored +32: the 32 * sum
- * scale[g] * bsums[g] correction is folded into the integer sum.
- * The integer parts equal the reference's exactly; only float order differs.
+ * scale[g] * bsums[g] correction is taken off the integer sum.
+ * The integer sums equal the reference's exactly; only float order differs.
  */
 
 #define UNROLL_4 _Pragma("GCC unroll 4")
+#define UNROLL _Pragma("GCC unroll 16")
 #define AI __attribute__((always_inline))
 #define SEL_AC_B 0xE4 /* vpternlog: C ? A : B, bit-wise */
 
-/* 8 scales then 8 mins (6 bits each) of a Q4_K/Q5_K block, in an xmm */
+/* 8 scales then 8 mins (6 bits each) of a Q4_K/Q5_K block, in an xmm:
+ * with u0..u2 the 12 bytes as dwords, [u0 & m1, (u2 & m2) | (u0 >> 6 &
+ * m3) << 4, u1 & m1, (u2 >> 4 & m2) | (u1 >> 6 & m3) << 4]. Reads 16 bytes
+ * (the block goes on after its scales). */
 T5 static inline __m128i k_sm(const uint8_t *q) {
-    uint32_t u0, u1, u2;
-    memcpy(&u0, q, 4), memcpy(&u1, q + 4, 4), memcpy(&u2, q + 8, 4);
-    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
-    const uint32_t r3 = ((u2 >> 4) & m2) | (((u1 >> 6) & m3) << 4);
-    const uint32_t r1 = (u2 & m2) | (((u0 >> 6) & m3) << 4);
-    return _mm_setr_epi32((int)(u0 & m1), (int)r1, (int)(u1 & m1), (int)r3);
+    const __m128i v = _mm_loadu_si128((const __m128i *)q);
+    const __m128i a = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
+    const __m128i b = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1 */
+    const __m128i lo = _mm_and_si128(a, _mm_set1_epi32(0x3f3f3f3f));
+    const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)), _mm_set1_epi32(0x0f0f0f0f)),
+                                    _mm_and_si128(_mm_srli_epi32(b, 2), _mm_set1_epi32(0x30303030)));
+    return _mm_blend_epi32(lo, hi, 0xA);
 }
 
 /* One Q4_K row block unpacked: weights, scales, mins, d and dmin. */
@@ -82,12 +88,12 @@ typedef struct {
  * l for weight l of sub-block 2c and bit 2c+1 for weight l of 2c+1. With
  * H = [qh | qh >> 1], chunk c's bits sit at bit 2c of each byte: moved to
  * bit 4 by 16-bit shifts (the bits a shift carries across bytes are masked
- * off). Weights reach 31, so q4_dot's vpmaddubsw stays exact. qh NULL:
+ * off). Weights reach 31, so q4_part's vpmaddubsw stays exact. qh NULL:
  * Q4_K. */
 T5 static inline AI void q45_unpack(const uint8_t *scales, kern_f16 d, kern_f16 dmin, const uint8_t *qs,
                                     const uint8_t *qh, q4reg *u) {
-    const __m128i sm = k_sm(scales);
-    __m512i sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(sm));
+    /* scales in lanes 0-7, mins in 8-15, each in both 16-bit halves */
+    __m512i sc = _mm512_cvtepu8_epi32(k_sm(scales));
     sc = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
     const __m512i m4 = _mm512_set1_epi8(0x0F), m10 = _mm512_set1_epi8(0x10);
     __m512i H = _mm512_setzero_si512();
@@ -108,8 +114,7 @@ T5 static inline AI void q45_unpack(const uint8_t *scales, kern_f16 d, kern_f16 
                                              2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c);
         u->s[c] = _mm512_permutexvar_epi32(idx, sc);
     }
-    const __m128i m16 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
-    u->mn = _mm256_set_m128i(_mm_unpackhi_epi16(m16, m16), _mm_unpacklo_epi16(m16, m16));
+    u->mn = _mm512_extracti64x4_epi64(sc, 1);
     const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)d | (uint32_t)dmin << 16)));
     u->d = _mm_cvtss_f32(dd);
     u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
@@ -120,20 +125,6 @@ T5 static inline void q4_unpack(const kern_block_q4_K *b, q4reg *u) {
 }
 T5 static inline void q5_unpack(const kern_block_q5_K *b, q4reg *u) {
     q45_unpack(b->scales, b->d, b->dmin, b->qs, b->qh, u);
-}
-
-/* One block against one token, the mins folded into the one accumulator
- * (the low 8 lanes), which frees the registers for 16 tokens in a tile.
- * The matrix-vector kernel sums the same way, so a token gets the same
- * bits from both (a stream alone or batched with a few others). */
-T5 static inline void q4_dot(const q4reg *u, const kern_block_q8_K *y, __m512 *acc) {
-    __m512i isum = _mm512_setzero_si512();
-    UNROLL_4 for (int c = 0; c < 4; c++)
-        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
-    const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
-    const __m512 yd = _mm512_set1_ps(y->d);
-    *acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(u->d), yd), _mm512_cvtepi32_ps(isum), *acc);
-    *acc = _mm512_fnmadd_ps(_mm512_mul_ps(_mm512_set1_ps(u->dmin), yd), _mm512_cvtepi32_ps(_mm512_zextsi256_si512(msum)), *acc);
 }
 
 typedef struct {
@@ -164,68 +155,208 @@ T5 static inline void q6_unpack(const kern_block_q6_K *b, q6reg *u) {
     u->d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(b->d)));
 }
 
-T5 static inline void q6_dot(const q6reg *u, const kern_block_q8_K *y, __m512 *acc) {
+/* ---- One float order for every kernel family ----
+ *
+ * A token's result must not depend on the kernel that computed it: a
+ * stream alone decodes through the matrix-vector kernel, beside a few
+ * others through the register tiles, and beside many or beside a prompt
+ * through the wide tile below, which holds 16 rows in the lanes and so
+ * has each block's exact integer sums per row. So every family reduces a
+ * block against a token to those integer sums, S (the scaled weights' sum)
+ * and M (the mins' sum; for Q6_K the -32 offset, taken off S), and applies
+ * the same float steps, block after block:
+ *   Q4_K, Q5_K: f = S * d; f = f - M * dmin (fused); acc = acc + f * y.d (fused)
+ *   Q6_K:       acc = acc + S * (d * y.d) (fused)
+ * Integer sums are exact in any order, so the register kernels add their
+ * lanes up by a tree, four tokens (tiles) or four blocks (matrix-vector)
+ * at a time, which costs about what the per-lane float epilogue did. */
+
+/* One block against one token: the S part in lanes 0-7, the M part in
+ * lanes 8-15 (the tree adds each half up). */
+T5 static inline __m512i q4_part(const q4reg *u, const kern_block_q8_K *y) {
     __m512i isum = _mm512_setzero_si512();
     UNROLL_4 for (int c = 0; c < 4; c++)
         isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
     const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
-    isum = _mm512_sub_epi32(isum, _mm512_zextsi256_si512(msum));
-    *acc = _mm512_fmadd_ps(_mm512_set1_ps(u->d * y->d), _mm512_cvtepi32_ps(isum), *acc);
+    const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(s8), msum, 1);
 }
 
+T5 static inline __m512i q6_part(const q6reg *u, const kern_block_q8_K *y) {
+    __m512i isum = _mm512_setzero_si512();
+    UNROLL_4 for (int c = 0; c < 4; c++)
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
+    const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
+    const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(s8), msum, 1);
+}
+
+/* Four parts added up: lane k holds part k's lanes 0-7 summed, lane 8 + k
+ * its lanes 8-15. */
+T5 static inline __m512i sum4(__m512i a, __m512i b, __m512i c, __m512i d) {
+    const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+    const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+    const __m512i x = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+    return _mm512_add_epi32(x, _mm512_shuffle_i32x4(x, x, 0xB1));
+}
+
+/* The float steps for four blocks or tokens at once, lane by lane: Q4_K's
+ * f (then added into acc by the caller), Q6_K's S and d * y.d. */
+T5 static inline __m128 q4_f4(__m512i s, __m128 d, __m128 dmin) {
+    const __m512 v = _mm512_cvtepi32_ps(s);
+    return _mm_fnmadd_ps(_mm512_extractf32x4_ps(v, 2), dmin, _mm_mul_ps(_mm512_castps512_ps128(v), d));
+}
+T5 static inline __m128 q6_s4(__m512i s) {
+    return _mm_cvtepi32_ps(_mm_sub_epi32(_mm512_castsi512_si128(s), _mm512_extracti32x4_epi32(s, 2)));
+}
+
+/* y.d of up to four tokens (k of them) at block i */
+T5 static inline AI __m128 yd4(const char *a, size_t ba, int64_t i, int k) {
+    float v[4];
+    UNROLL for (int t = 0; t < 4; t++) v[t] = t < k ? ((const kern_block_q8_K *)(a + t * ba))[i].d : 0.f;
+    return _mm_loadu_ps(v);
+}
+
+/* Tokens t0..t0+k (k <= 4) of one row block into their lanes of acc. */
+T5 static inline AI void q4_tok4(const q4reg *u, const char *a, size_t ba, int64_t i, int k, __m128 *acc) {
+    __m512i p[4];
+    UNROLL for (int t = 0; t < 4; t++)
+        p[t] = t < k ? q4_part(u, (const kern_block_q8_K *)(a + t * ba) + i) : _mm512_setzero_si512();
+    const __m128 f = q4_f4(sum4(p[0], p[1], p[2], p[3]), _mm_set1_ps(u->d), _mm_set1_ps(u->dmin));
+    *acc = _mm_fmadd_ps(f, yd4(a, ba, i, k), *acc);
+}
+T5 static inline AI void q6_tok4(const q6reg *u, const char *a, size_t ba, int64_t i, int k, __m128 *acc) {
+    __m512i p[4];
+    UNROLL for (int t = 0; t < 4; t++)
+        p[t] = t < k ? q6_part(u, (const kern_block_q8_K *)(a + t * ba) + i) : _mm512_setzero_si512();
+    const __m128 s = q6_s4(sum4(p[0], p[1], p[2], p[3]));
+    *acc = _mm_fmadd_ps(s, _mm_mul_ps(_mm_set1_ps(u->d), yd4(a, ba, i, k)), *acc);
+}
 
 /* Matrix-vector: one row at a time, so the weights stream in address
  * order (two rows interleaved are two streams, which lost 15-20% of
  * decode speed on Zen 5 against the hardware prefetchers), with a
- * software prefetch ahead of the row. Each block goes through q4_dot as
- * in the register tiles, so a token's sums do not depend on the batch
- * (Q5_K's and Q6_K's matrix-vector kernels are the register tile of one
- * token; for Q4_K that tile, with the same bits, ran 5-8% slower). */
-T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc, float *yout,
-                       int64_t ldy) {
-    (void)ba, (void)nc, (void)ldy;
-    const int64_t nb = n / QK_K;
-    const kern_block_q8_K *y = a;
-    for (int r = 0; r < nr; r++) {
-        const kern_block_q4_K *x = (const void *)((const char *)w + r * bw);
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t i = 0; i < nb; i++) {
-            KERN_PF_BLOCK(&x[i]);
-            q4reg u;
-            q4_unpack(&x[i], &u);
-            q4_dot(&u, &y[i], &acc);
-        }
-        yout[r] = _mm512_reduce_add_ps(acc);
-    }
+ * software prefetch ahead of the row. Four blocks go through one tree,
+ * then into the row's sum one after the other. */
+/* d and dmin of K (1..4) consecutive Q4_K/Q5_K blocks (both start with
+ * them), lane t for block t; Q6_K's d */
+T5 static inline AI void d4_q45(const void *x, size_t bs, int K, __m128 *d, __m128 *dm) {
+    uint32_t v[4] = {0, 0, 0, 0};
+    UNROLL for (int t = 0; t < 4; t++)
+        if (t < K) memcpy(&v[t], (const char *)x + t * bs, 4);
+    const __m256 h = _mm256_cvtph_ps(_mm_setr_epi32((int)v[0], (int)v[1], (int)v[2], (int)v[3]));
+    const __m128 lo = _mm256_castps256_ps128(h), hi = _mm256_extractf128_ps(h, 1);
+    *d = _mm_shuffle_ps(lo, hi, 0x88);
+    *dm = _mm_shuffle_ps(lo, hi, 0xDD);
+}
+T5 static inline AI void d4_q6(const void *x, size_t bs, int K, __m128 *d, __m128 *dm) {
+    uint16_t v[4] = {0, 0, 0, 0};
+    UNROLL for (int t = 0; t < 4; t++)
+        if (t < K) memcpy(&v[t], (const char *)x + t * bs + offsetof(kern_block_q6_K, d), 2);
+    *d = _mm_cvtph_ps(_mm_setr_epi16((short)v[0], (short)v[1], (short)v[2], (short)v[3], 0, 0, 0, 0));
+    *dm = _mm_setzero_ps();
 }
 
-/* Tiles (n_tok > 1): each row block is unpacked once into registers and
- * used for up to KERN_TILE_CMAX tokens (8 zmm of weights and scales, one
- * accumulator per token). The token count must be a compile-time constant
- * for the accumulators to live in registers (a runtime count puts them on
- * the stack and the unpacked block with them), so there is one body per
- * count 1..8 and 16: a tile of 3 or 5-7 tokens must not be cut into
- * smaller groups, since each group re-reads the weights and a batch of a
- * few decoding conversations (n_tok 2..8) is memory-bound like a single
- * one -- it only stays that cheap if every weight block is read once.
- * Rows go one at a time and the weight stream is prefetched, like the
- * matrix-vector kernels'. */
-#define UNROLL _Pragma("GCC unroll 16")
+/* Lane t of v, t a constant */
+#define LANE0(v) (v)
+#define LANE1(v) _mm_movehdup_ps(v)
+#define LANE2(v) _mm_movehl_ps((v), (v))
+#define LANE3(v) _mm_shuffle_ps((v), (v), 3)
 
-#define RT_KERNEL(T, REG, UNPACK, DOT, BT)                                                                       \
+/* The float steps for blocks 0..K-1 of one token, in block order. */
+T5 static inline AI void chain_q4(__m512i s, __m128 d, __m128 dm, const kern_block_q8_K *y, int K, __m128 *acc) {
+    const __m128 f = q4_f4(s, d, dm);
+    *acc = _mm_fmadd_ss(LANE0(f), _mm_set_ss(y[0].d), *acc);
+    if (K > 1) *acc = _mm_fmadd_ss(LANE1(f), _mm_set_ss(y[1].d), *acc);
+    if (K > 2) *acc = _mm_fmadd_ss(LANE2(f), _mm_set_ss(y[2].d), *acc);
+    if (K > 3) *acc = _mm_fmadd_ss(LANE3(f), _mm_set_ss(y[3].d), *acc);
+}
+T5 static inline AI void chain_q6(__m512i s, __m128 d, __m128 dm, const kern_block_q8_K *y, int K, __m128 *acc) {
+    (void)dm;
+    const __m128 v = q6_s4(s);
+    *acc = _mm_fmadd_ss(LANE0(v), _mm_mul_ss(LANE0(d), _mm_set_ss(y[0].d)), *acc);
+    if (K > 1) *acc = _mm_fmadd_ss(LANE1(v), _mm_mul_ss(LANE1(d), _mm_set_ss(y[1].d)), *acc);
+    if (K > 2) *acc = _mm_fmadd_ss(LANE2(v), _mm_mul_ss(LANE2(d), _mm_set_ss(y[2].d)), *acc);
+    if (K > 3) *acc = _mm_fmadd_ss(LANE3(v), _mm_mul_ss(LANE3(d), _mm_set_ss(y[3].d)), *acc);
+}
+
+/* Matrix-vector and tiles of 2-3 tokens: K (1..4) blocks of a row a time,
+ * each unpacked once for the NT tokens, then one tree per token over the
+ * K blocks. Rows go one at a time, so the weights stream in address
+ * order (two rows interleaved are two streams, which lost 15-20% of
+ * decode speed on Zen 5 against the hardware prefetchers), with a
+ * software prefetch ahead of the row. */
+#define MV_KERNEL(T, REG, UNPACK, PART, BT, D4, CHAIN)                                                          \
+    T5 static inline AI void mv4_##T(const BT *x, const char *a, size_t ba, int64_t i, const int NT, const int K, \
+                                     __m128 *acc) {                                                            \
+        __m512i p[3][4];                                                                                       \
+        UNROLL for (int b = 0; b < 4; b++) {                                                                   \
+            UNROLL for (int t = 0; t < NT; t++) p[t][b] = _mm512_setzero_si512();                              \
+            if (b >= K) continue;                                                                              \
+            REG u;                                                                                             \
+            KERN_PF_BLOCK(&x[b]);                                                                              \
+            UNPACK(&x[b], &u);                                                                                 \
+            UNROLL for (int t = 0; t < NT; t++) p[t][b] = PART(&u, (const kern_block_q8_K *)(a + t * ba) + i + b); \
+        }                                                                                                      \
+        __m128 d, dm;                                                                                          \
+        D4(x, sizeof(BT), K, &d, &dm);                                                                         \
+        UNROLL for (int t = 0; t < NT; t++)                                                                    \
+            CHAIN(sum4(p[t][0], p[t][1], p[t][2], p[t][3]), d, dm, (const kern_block_q8_K *)(a + t * ba) + i, K, &acc[t]); \
+    }                                                                                                          \
+    T5 static inline AI void mv_##T##_nt(int64_t nb, const char *w, size_t bw, int nr, const char *a, size_t ba,  \
+                                         const int NT, float *yout, int64_t ldy) {                             \
+        for (int r = 0; r < nr; r++) {                                                                         \
+            const BT *x = (const void *)(w + r * bw);                                                           \
+            __m128 acc[3] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};                            \
+            int64_t i = 0;                                                                                     \
+            for (; i + 4 <= nb; i += 4) mv4_##T(x + i, a, ba, i, NT, 4, acc);                                  \
+            switch (nb - i) {                                                                                  \
+            case 3: mv4_##T(x + i, a, ba, i, NT, 3, acc); break;                                               \
+            case 2: mv4_##T(x + i, a, ba, i, NT, 2, acc); break;                                               \
+            case 1: mv4_##T(x + i, a, ba, i, NT, 1, acc); break;                                               \
+            }                                                                                                  \
+            UNROLL for (int t = 0; t < NT; t++) yout[t * ldy + r] = _mm_cvtss_f32(acc[t]);                     \
+        }                                                                                                      \
+    }                                                                                                          \
+    T5 static void mv_##T(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,       \
+                          float *yout, int64_t ldy) {                                                          \
+        (void)nc;                                                                                              \
+        mv_##T##_nt(n / QK_K, w, bw, nr, a, ba, 1, yout, ldy);                                                 \
+    }
+MV_KERNEL(q4_K, q4reg, q4_unpack, q4_part, kern_block_q4_K, d4_q45, chain_q4)
+MV_KERNEL(q5_K, q4reg, q5_unpack, q4_part, kern_block_q5_K, d4_q45, chain_q4)
+MV_KERNEL(q6_K, q6reg, q6_unpack, q6_part, kern_block_q6_K, d4_q6, chain_q6)
+
+/* Tiles (n_tok > 1): each row block is unpacked once into registers and
+ * used for up to KERN_TILE_CMAX tokens, four at a time through the tree
+ * (one xmm accumulator per four tokens). The token count must be a
+ * compile-time constant for the accumulators to live in registers (a
+ * runtime count puts them on the stack and the unpacked block with them),
+ * so there is one body per count 2..8 and 16: a tile of 3 or 5-7 tokens
+ * must not be cut into smaller groups, since each group re-reads the
+ * weights and a batch of a few decoding conversations (n_tok 2..8) is
+ * memory-bound like a single one -- it only stays that cheap if every
+ * weight block is read once. Rows go one at a time and the weight stream
+ * is prefetched, like the matrix-vector kernels'. */
+#define RT_KERNEL(T, REG, UNPACK, TOK4, BT)                                                                     \
     T5 static inline AI void rt_##T##_nc(int64_t nb, const char *w, size_t bw, int nr, const char *a, size_t ba, \
                                          const int NC, float *yout, int64_t ldy) {                              \
         for (int r = 0; r < nr; r++) {                                                                          \
             const BT *x = (const void *)(w + r * bw);                                                           \
-            __m512 acc[NC];                                                                                     \
-            UNROLL for (int c = 0; c < NC; c++) acc[c] = _mm512_setzero_ps();                                  \
+            __m128 acc[(NC + 3) / 4];                                                                           \
+            UNROLL for (int g = 0; g < (NC + 3) / 4; g++) acc[g] = _mm_setzero_ps();                           \
             for (int64_t i = 0; i < nb; i++) {                                                                  \
                 REG u;                                                                                          \
                 KERN_PF_BLOCK(&x[i]);                                                                           \
                 UNPACK(&x[i], &u);                                                                              \
-                UNROLL for (int c = 0; c < NC; c++) DOT(&u, (const kern_block_q8_K *)(a + c * ba) + i, &acc[c]); \
+                UNROLL for (int g = 0; g < (NC + 3) / 4; g++)                                                   \
+                    TOK4(&u, a + 4 * g * ba, ba, i, CORE_MIN(4, NC - 4 * g), &acc[g]);                          \
             }                                                                                                   \
-            UNROLL for (int c = 0; c < NC; c++) yout[c * ldy + r] = _mm512_reduce_add_ps(acc[c]);              \
+            UNROLL for (int g = 0; g < (NC + 3) / 4; g++) {                                                     \
+                float v[4];                                                                                     \
+                _mm_storeu_ps(v, acc[g]);                                                                       \
+                UNROLL for (int t = 0; t < 4; t++) if (4 * g + t < NC) yout[(4 * g + t) * ldy + r] = v[t];     \
+            }                                                                                                   \
         }                                                                                                       \
     }                                                                                                           \
     T5 static void rt_##T(int64_t n, const void *w, size_t bw, int nr, const void *a, size_t ba, int nc,          \
@@ -241,21 +372,21 @@ T5 static void mv_q4_K(int64_t n, const void *w, size_t bw, int nr, const void *
             case 6: rt_##T##_nc(nb, w, bw, nr, ac, ba, 6, yout, ldy); break;                                    \
             case 5: rt_##T##_nc(nb, w, bw, nr, ac, ba, 5, yout, ldy); break;                                    \
             case 4: rt_##T##_nc(nb, w, bw, nr, ac, ba, 4, yout, ldy); break;                                    \
-            case 3: rt_##T##_nc(nb, w, bw, nr, ac, ba, 3, yout, ldy); break;                                    \
-            case 2: rt_##T##_nc(nb, w, bw, nr, ac, ba, 2, yout, ldy); break;                                    \
-            default: rt_##T##_nc(nb, w, bw, nr, ac, ba, 1, yout, ldy); break;                                   \
+            case 3: mv_##T##_nt(nb, w, bw, nr, ac, ba, 3, yout, ldy); break;                                    \
+            case 2: mv_##T##_nt(nb, w, bw, nr, ac, ba, 2, yout, ldy); break;                                    \
+            default: mv_##T(n, w, bw, nr, ac, ba, 1, yout, ldy); break;                                         \
             }                                                                                                   \
             nc -= g, ac += g * ba, yout += g * ldy;                                                             \
         }                                                                                                       \
     }
 
-RT_KERNEL(q4_K, q4reg, q4_unpack, q4_dot, kern_block_q4_K)
-RT_KERNEL(q5_K, q4reg, q5_unpack, q4_dot, kern_block_q5_K)
-RT_KERNEL(q6_K, q6reg, q6_unpack, q6_dot, kern_block_q6_K)
+RT_KERNEL(q4_K, q4reg, q4_unpack, q4_tok4, kern_block_q4_K)
+RT_KERNEL(q5_K, q4reg, q5_unpack, q4_tok4, kern_block_q5_K)
+RT_KERNEL(q6_K, q6reg, q6_unpack, q6_tok4, kern_block_q6_K)
 
 T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) { mv_q4_K(n, w, 0, 1, a, 0, 1, s, 1); }
-T5 static void dot_q5_K(int64_t n, float *s, const void *w, const void *a) { rt_q5_K(n, w, 0, 1, a, 0, 1, s, 1); }
-T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { rt_q6_K(n, w, 0, 1, a, 0, 1, s, 1); }
+T5 static void dot_q5_K(int64_t n, float *s, const void *w, const void *a) { mv_q5_K(n, w, 0, 1, a, 0, 1, s, 1); }
+T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_q6_K(n, w, 0, 1, a, 0, 1, s, 1); }
 
 /* ---- Wide tiles (prefill): 16 rows in the lanes, vpdpbusd ----
  *
@@ -288,9 +419,13 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { rt_
  * with (m_j, m_j) per lane and the two bsums broadcast as one dword. Per
  * block and token: y += y.d * (d * isum - dmin * msum).
  * Q6_K: weights stay unsigned (q, 0..63); per sub-block of 16 P = sum q*a
- * goes to float times d*scale_j; the -32 offset is -32 d sum_j scale_j *
- * bsums[j] (vpdpwssd with scale pairs, the bsums pair broadcast).
- * Integer parts are exact; only the float order differs from ref.c.
+ * (up to 16*63*128, past int16) times scale_j by vpmulld into an exact
+ * int32 sum; the -32 offset is -32 sum_j scale_j * bsums[j] (vpdpwssd
+ * with scale pairs, the bsums pair broadcast). Per block and token:
+ * y += cvt(isum) * (d * y.d).
+ * These are the float steps of the register kernels ("One float order"),
+ * so a token gets the same bits from either; only the float order
+ * differs from ref.c.
  * Rows past nr repeat row nr-1 (valid memory); their lanes are not stored.
  */
 #define WIDE_SLAB 4   /* blocks per repack from WIDE_SLAB1 + 1 tokens: 4 x 5 KB */
@@ -452,11 +587,11 @@ T5 static inline AI void wide_run_q4(const wq4 *p, int S, const char *a, size_t 
     UNROLL for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, mk, acc[t]);
 }
 
-/* One Q6_K block of 16 rows: w[g] = weights 4g..4g+3 (q, unsigned), ds[j]
- * = d * scale_j, sp[k] = (scale_2k, scale_2k+1) as int16 pairs, d32 = -32 d */
+/* One Q6_K block of 16 rows: w[g] = weights 4g..4g+3 (q, unsigned), sc[j]
+ * = scale_j, sp[k] = (scale_2k, scale_2k+1) as int16 pairs, d */
 typedef struct {
-    __m512i w[64], sp[8];
-    __m512 ds[16], d32;
+    __m512i w[64], sc[16], sp[8];
+    __m512 d;
 } wq6;
 
 T5 static void wide_pack_q6(const char *x, size_t bw, int nr, __m512i vi, wq6 *p) {
@@ -478,15 +613,13 @@ T5 static void wide_pack_q6(const char *x, size_t bw, int nr, __m512i vi, wq6 *p
             p->w[32 * h + 16 + m] = _mm512_ternarylogic_epi32(_mm512_srli_epi32(ql[m], 4), _mm512_and_si512(h1, m30), m4, SEL_AC_B);
         }
     }
-    const __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(GATHER(vi, x + 206), 16)));
-    p->d32 = _mm512_mul_ps(d, _mm512_set1_ps(-32.f));
-    __m512i sc[16], s[4];
+    p->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(GATHER(vi, x + 206), 16)));
+    __m512i s[4];
     wide_head_t(x + 192, bw, nr, s);
     UNROLL for (int k = 0; k < 4; k++)
-        UNROLL for (int e = 0; e < 4; e++) sc[4 * k + e] = _mm512_srai_epi32(_mm512_slli_epi32(s[k], 24 - 8 * e), 24);
-    UNROLL for (int j = 0; j < 16; j++) p->ds[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(sc[j]), d);
+        UNROLL for (int e = 0; e < 4; e++) p->sc[4 * k + e] = _mm512_srai_epi32(_mm512_slli_epi32(s[k], 24 - 8 * e), 24);
     UNROLL for (int k = 0; k < 8; k++)
-        p->sp[k] = _mm512_or_si512(_mm512_and_si512(sc[2 * k], _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(sc[2 * k + 1], 16));
+        p->sp[k] = _mm512_or_si512(_mm512_and_si512(p->sc[2 * k], _mm512_set1_epi32(0xFFFF)), _mm512_slli_epi32(p->sc[2 * k + 1], 16));
 }
 
 T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t ba, int64_t i0, const int T, float *y,
@@ -496,9 +629,8 @@ T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t 
     for (int b = 0; b < S; b++) {
         const kern_block_q8_K *yb[WIDE_T];
         UNROLL for (int t = 0; t < T; t++) yb[t] = (const kern_block_q8_K *)(a + t * ba) + i0 + b;
-        __m512 bs[WIDE_T];
-        __m512i P[WIDE_T];
-        UNROLL for (int t = 0; t < T; t++) bs[t] = _mm512_setzero_ps();
+        __m512i is[WIDE_T], P[WIDE_T];
+        UNROLL for (int t = 0; t < T; t++) is[t] = _mm512_setzero_si512();
         for (int j = 0; j < 16; j++) {
             UNROLL for (int t = 0; t < T; t++) P[t] = zero_acc();
             UNROLL for (int q = 0; q < 4; q++) {
@@ -506,8 +638,8 @@ T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t 
                 const __m512i wv = p[b].w[g];
                 UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_dpbusd_epi32(P[t], wv, bcast32(yb[t]->qs + 4 * g));
             }
-            const __m512 ds = p[b].ds[j];
-            UNROLL for (int t = 0; t < T; t++) bs[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(P[t]), ds, bs[t]);
+            const __m512i sc = p[b].sc[j];
+            UNROLL for (int t = 0; t < T; t++) is[t] = _mm512_add_epi32(is[t], _mm512_mullo_epi32(P[t], sc));
         }
         UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_setzero_si512();
         UNROLL for (int k = 0; k < 8; k++) {
@@ -515,8 +647,9 @@ T5 static inline AI void wide_run_q6(const wq6 *p, int S, const char *a, size_t 
             UNROLL for (int t = 0; t < T; t++) P[t] = _mm512_dpwssd_epi32(P[t], sp, bcast32(yb[t]->bsums + 2 * k));
         }
         UNROLL for (int t = 0; t < T; t++) {
-            bs[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(P[t]), p[b].d32, bs[t]);
-            acc[t] = _mm512_fmadd_ps(bs[t], _mm512_set1_ps(yb[t]->d), acc[t]);
+            const __m512i S = _mm512_sub_epi32(is[t], _mm512_slli_epi32(P[t], 5));
+            const __m512 dy = _mm512_mul_ps(p[b].d, _mm512_set1_ps(yb[t]->d));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S), dy, acc[t]);
         }
     }
     UNROLL for (int t = 0; t < T; t++) _mm512_mask_storeu_ps(y + t * ldy, mk, acc[t]);
@@ -1066,8 +1199,8 @@ void kern_avx512_install(kern_impl *t) {
     t->traits[KERN_Q5_K].vec_dot = dot_q5_K;
     t->traits[KERN_Q6_K].vec_dot = dot_q6_K;
     t->tile1[KERN_Q4_K] = mv_q4_K;
-    t->tile1[KERN_Q5_K] = rt_q5_K;
-    t->tile1[KERN_Q6_K] = rt_q6_K;
+    t->tile1[KERN_Q5_K] = mv_q5_K;
+    t->tile1[KERN_Q6_K] = mv_q6_K;
     t->traits[KERN_F32].vec_dot = dot_f32;
     t->traits[KERN_F16].vec_dot = dot_f16;
     t->tile[KERN_Q4_K] = rt_q4_K;
