@@ -172,24 +172,19 @@ T5 static inline void q6_unpack(const kern_block_q6_K *b, q6reg *u) {
  * at a time, which costs about what the per-lane float epilogue did. */
 
 /* One block against one token: the S part in lanes 0-7, the M part in
- * lanes 8-15 (the tree adds each half up). */
-T5 static inline __m512i q4_part(const q4reg *u, const kern_block_q8_K *y) {
+ * lanes 8-15 (the tree adds each half up). Q4_K/Q5_K and Q6_K alike: the
+ * weights against the activations, scaled per sub-block, and the mins
+ * (Q6_K: 32 * scale) against the sub-block sums. */
+T5 static inline AI __m512i kq_part(const __m512i *w, const __m512i *s, __m256i mn, const kern_block_q8_K *y) {
     __m512i isum = _mm512_setzero_si512();
     UNROLL_4 for (int c = 0; c < 4; c++)
-        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
-    const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(y->qs + 64 * c)), s[c]);
+    const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mn);
     const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
     return _mm512_inserti64x4(_mm512_castsi256_si512(s8), msum, 1);
 }
-
-T5 static inline __m512i q6_part(const q6reg *u, const kern_block_q8_K *y) {
-    __m512i isum = _mm512_setzero_si512();
-    UNROLL_4 for (int c = 0; c < 4; c++)
-        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(u->w[c], _mm512_loadu_si512(y->qs + 64 * c)), u->s[c]);
-    const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), u->mn);
-    const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
-    return _mm512_inserti64x4(_mm512_castsi256_si512(s8), msum, 1);
-}
+T5 static inline AI __m512i q4_part(const q4reg *u, const kern_block_q8_K *y) { return kq_part(u->w, u->s, u->mn, y); }
+T5 static inline AI __m512i q6_part(const q6reg *u, const kern_block_q8_K *y) { return kq_part(u->w, u->s, u->mn, y); }
 
 /* Four parts added up: lane k holds part k's lanes 0-7 summed, lane 8 + k
  * its lanes 8-15. */
