@@ -298,12 +298,16 @@ static void check_tiles(const char *isa) {
                     for (int64_t i = 0; i < n; i++) x[i] = frand();
                     kern_ref_traits(rt->vec_dot_type)->from_float(x, a + c * ar, n);
                 }
+                /* the tiles' own order of the activations, where they have one */
+                char *ap = malloc(ar * (size_t)nc);
+                memcpy(ap, a, ar * (size_t)nc);
+                if (kern_cur.perm[type]) kern_cur.perm[type](ap, ar, nc, n);
                 float y[KERN_TILE_CMAX * 7];
                 for (size_t i = 0; i < CORE_ARRAY_LEN(y); i++) y[i] = -12345.f;
-                (nc == 1 ? kern_cur.tile1 : kern_cur.tile)[type](n, w, wr, nr, a, ar, nc, y, 7);
+                (nc == 1 ? kern_cur.tile1 : kern_cur.tile)[type](n, w, wr, nr, ap, ar, nc, y, 7);
                 if (nc == 1 && (nr & 1)) { /* and the n_tok > 1 tile on one token */
                     float y2[KERN_TILE_R];
-                    kern_cur.tile[type](n, w, wr, nr, a, ar, 1, y2, 1);
+                    kern_cur.tile[type](n, w, wr, nr, ap, ar, 1, y2, 1);
                     for (int r = 0; r < nr; r++) {
                         float want;
                         rt->vec_dot(n, &want, w + r * wr, a);
@@ -325,6 +329,7 @@ static void check_tiles(const char *isa) {
                     }
                 free(w);
                 free(a);
+                free(ap);
                 free(x);
             }
         }

@@ -4,9 +4,9 @@
  * Installed over the AVX2 table (kern_init installs avx2 first), so only
  * what gains from 512-bit registers or VNNI is here:
  *   - Q4_K, Q5_K and Q6_K x Q8_K, matrix-vector and tiles: the weight
- *     block is unpacked straight into registers (4 zmm of weights, 4 zmm
- *     of scales) and kept there while up to KERN_TILE_CMAX tokens go by
- *     (details at "K-quants unpacked in registers" below);
+ *     block is unpacked straight into registers and kept there while up
+ *     to KERN_TILE_CMAX tokens go by (details at "K-quants unpacked in
+ *     registers" below; Q4_K reads its activations permuted);
  *   - Q4_K and Q6_K wide tiles (prefill and mixed steps, kern_impl.h
  *     "Wide tile"): 16 rows repacked into the lanes of zmm, vpdpbusd
  *     against each token's activations broadcast 4 bytes at a time, scales
@@ -45,11 +45,13 @@ T5 static inline float hsum8(__m256 v) {
  * into int32. The block's integer sums then take the float steps that
  * every family shares ("One float order" below).
  *
- * Q4_K, 32 bytes of qs = 64 weights: low nibbles are sub-block 2c, high
- * nibbles 2c+1; [q & 15 | q >> 4 & 15] is a zmm in natural order that
- * meets 64 contiguous activation bytes. Mins: sum_j m[j] * (bsums[2j] +
- * bsums[2j+1]) by one vpmaddwd with each min in both 16-bit halves. Q5_K is Q4_K
- * with a fifth bit per weight (q5_unpack), through the same dot.
+ * Q5_K (Q4_K's layout with a fifth bit), 32 bytes of qs = 64 weights:
+ * low nibbles are sub-block 2c, high nibbles 2c+1; [q & 15 | q >> 4 & 15]
+ * is a zmm in natural order that meets 64 contiguous activation bytes.
+ * Mins: sum_j m[j] * (bsums[2j] + bsums[2j+1]) by one vpmaddwd with each
+ * min in both 16-bit halves. Q4_K's 4-bit weights leave room for a
+ * cheaper sum over activations in an order of their own ("Q4_K on
+ * permuted activations").
  * Q6_K, half h (128 weights): L = ql[64h..+64), H = [qh[32h..+32) |
  * qh >> 2]; weights 0..63 = L & 15 | (H & 3) << 4, weights 64..127 =
  * L >> 4 & 15 | (H >> 4 & 3) << 4 (byte-wise, via 16-bit shifts whose
@@ -62,6 +64,14 @@ T5 static inline float hsum8(__m256 v) {
 #define UNROLL _Pragma("GCC unroll 16")
 #define AI __attribute__((always_inline))
 #define SEL_AC_B 0xE4 /* vpternlog: C ? A : B, bit-wise */
+
+/* A zero accumulator by the xor idiom, which the renamer handles without
+ * an execution port (the compiler would copy one zero register instead). */
+T5 static inline __m512i zero_acc(void) {
+    __m512i z;
+    __asm__ volatile("vpxord %0, %0, %0" : "=v"(z)); /* volatile: not merged into one zero and copied */
+    return z;
+}
 
 /* 8 scales then 8 mins (6 bits each) of a Q4_K/Q5_K block, in an xmm:
  * with u0..u2 the 12 bytes as dwords, [u0 & m1, (u2 & m2) | (u0 >> 6 &
@@ -77,54 +87,38 @@ T5 static inline __m128i k_sm(const uint8_t *q) {
     return _mm_blend_epi32(lo, hi, 0xA);
 }
 
-/* One Q4_K row block unpacked: weights, scales, mins, d and dmin. */
+/* One Q5_K row block unpacked: weights, scales, mins, d and dmin. */
 typedef struct {
     __m512i w[4], s[4];
     __m256i mn;
     float d, dmin;
-} q4reg;
+} q5reg;
 
 /* Q5_K: Q4_K's layout plus a fifth bit per weight in qh, bit 2c of byte
  * l for weight l of sub-block 2c and bit 2c+1 for weight l of 2c+1. With
  * H = [qh | qh >> 1], chunk c's bits sit at bit 2c of each byte: moved to
  * bit 4 by 16-bit shifts (the bits a shift carries across bytes are masked
- * off). Weights reach 31, so q4_part's vpmaddubsw stays exact. qh NULL:
- * Q4_K. */
-T5 static inline AI void q45_unpack(const uint8_t *scales, kern_f16 d, kern_f16 dmin, const uint8_t *qs,
-                                    const uint8_t *qh, q4reg *u) {
+ * off). Weights reach 31, so q5_part's vpmaddubsw stays exact. */
+T5 static inline AI void q5_unpack(const kern_block_q5_K *b, q5reg *u) {
     /* scales in lanes 0-7, mins in 8-15, each in both 16-bit halves */
-    __m512i sc = _mm512_cvtepu8_epi32(k_sm(scales));
+    __m512i sc = _mm512_cvtepu8_epi32(k_sm(b->scales));
     sc = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
     const __m512i m4 = _mm512_set1_epi8(0x0F), m10 = _mm512_set1_epi8(0x10);
-    __m512i H = _mm512_setzero_si512();
-    if (qh) {
-        const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
-        H = _mm512_inserti64x4(_mm512_castsi256_si512(h), _mm256_srli_epi16(h, 1), 1);
-    }
+    const __m256i h = _mm256_loadu_si256((const __m256i *)b->qh);
+    const __m512i H = _mm512_inserti64x4(_mm512_castsi256_si512(h), _mm256_srli_epi16(h, 1), 1);
     UNROLL_4 for (int c = 0; c < 4; c++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * c));
         const __m512i lo = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
-        if (qh) {
-            const __m512i hi = _mm512_and_si512(c < 3 ? _mm512_slli_epi16(H, 4 - 2 * c) : _mm512_srli_epi16(H, 2), m10);
-            u->w[c] = _mm512_ternarylogic_epi32(lo, hi, m4, SEL_AC_B);
-        } else {
-            u->w[c] = _mm512_and_si512(lo, m4);
-        }
+        const __m512i hi = _mm512_and_si512(c < 3 ? _mm512_slli_epi16(H, 4 - 2 * c) : _mm512_srli_epi16(H, 2), m10);
+        u->w[c] = _mm512_ternarylogic_epi32(lo, hi, m4, SEL_AC_B);
         const __m512i idx = _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
                                              2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c);
         u->s[c] = _mm512_permutexvar_epi32(idx, sc);
     }
     u->mn = _mm512_extracti64x4_epi64(sc, 1);
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)d | (uint32_t)dmin << 16)));
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)b->d | (uint32_t)b->dmin << 16)));
     u->d = _mm_cvtss_f32(dd);
     u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
-}
-
-T5 static inline void q4_unpack(const kern_block_q4_K *b, q4reg *u) {
-    q45_unpack(b->scales, b->d, b->dmin, b->qs, NULL, u);
-}
-T5 static inline void q5_unpack(const kern_block_q5_K *b, q4reg *u) {
-    q45_unpack(b->scales, b->d, b->dmin, b->qs, b->qh, u);
 }
 
 typedef struct {
@@ -175,16 +169,73 @@ T5 static inline void q6_unpack(const kern_block_q6_K *b, q6reg *u) {
  * lanes 8-15 (the tree adds each half up). Q4_K/Q5_K and Q6_K alike: the
  * weights against the activations, scaled per sub-block, and the mins
  * (Q6_K: 32 * scale) against the sub-block sums. */
-T5 static inline AI __m512i kq_part(const __m512i *w, const __m512i *s, __m256i mn, const kern_block_q8_K *y) {
-    __m512i isum = _mm512_setzero_si512();
-    UNROLL_4 for (int c = 0; c < 4; c++)
-        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(y->qs + 64 * c)), s[c]);
+T5 static inline AI __m512i kq_fold(__m512i isum, __m256i mn, const kern_block_q8_K *y) {
     const __m256i msum = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mn);
     const __m256i s8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
     return _mm512_inserti64x4(_mm512_castsi256_si512(s8), msum, 1);
 }
-T5 static inline AI __m512i q4_part(const q4reg *u, const kern_block_q8_K *y) { return kq_part(u->w, u->s, u->mn, y); }
+T5 static inline AI __m512i kq_part(const __m512i *w, const __m512i *s, __m256i mn, const kern_block_q8_K *y) {
+    __m512i isum = _mm512_setzero_si512();
+    UNROLL_4 for (int c = 0; c < 4; c++)
+        isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(w[c], _mm512_loadu_si512(y->qs + 64 * c)), s[c]);
+    return kq_fold(isum, mn, y);
+}
+T5 static inline AI __m512i q5_part(const q5reg *u, const kern_block_q8_K *y) { return kq_part(u->w, u->s, u->mn, y); }
 T5 static inline AI __m512i q6_part(const q6reg *u, const kern_block_q8_K *y) { return kq_part(u->w, u->s, u->mn, y); }
+
+/* Q4_K on permuted activations. Lane L of chunk c (0..3) holds weights
+ * 32j + 16h + 4c .. +3 of sub-block j = L/2, half h = L%2, so a lane
+ * stays in one half sub-block over the block's four chunks: vpdpbusd
+ * (u8 weights x s8 activations, 4 products a lane) sums its 16 weights,
+ * |P| <= 16*15*128 fits int16, and one vpdpwssd against (scale_j, 0)
+ * scales the whole block: 4 + 1 VNNI a block and token where Q5_K's and
+ * Q6_K's wider weights take 4 vpmaddubsw + 4 vpdpwssd. The weights' bytes
+ * for lane L sit at 32(L/4) + 16h + 4c, nibble (L/2)%2; the activations
+ * are put in the same order once per product (q4_perm). */
+typedef struct {
+    __m512i w[4], s;
+    __m256i mn;
+    float d, dmin;
+} q4preg;
+
+/* dword 16c + L of a permuted block = dword 8(L/2) + 4(L%2) + c of its qs */
+static inline int q4_perm_src(int c, int l) { return 8 * (l / 2) + 4 * (l % 2) + c; }
+
+T5 static void q4_perm(void *a, size_t ba, int64_t n_tok, int64_t n) {
+    for (int64_t t = 0; t < n_tok; t++) {
+        kern_block_q8_K *y = (kern_block_q8_K *)((char *)a + t * ba);
+        for (int64_t i = 0; i < n / QK_K; i++) {
+            uint32_t q[64], o[64];
+            memcpy(q, y[i].qs, sizeof q);
+            for (int c = 0; c < 4; c++)
+                for (int l = 0; l < 16; l++) o[16 * c + l] = q[q4_perm_src(c, l)];
+            memcpy(y[i].qs, o, sizeof o);
+        }
+    }
+}
+
+T5 static inline AI void q4p_unpack(const kern_block_q4_K *b, q4preg *u) {
+    const __m512i sm = _mm512_cvtepu8_epi32(k_sm(b->scales)); /* scales in lanes 0-7, mins in 8-15 */
+    u->s = _mm512_permutexvar_epi32(_mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0), sm);
+    u->mn = _mm512_extracti64x4_epi64(_mm512_or_si512(sm, _mm512_slli_epi32(sm, 16)), 1);
+    const __m512i w0 = _mm512_loadu_si512(b->qs), w1 = _mm512_loadu_si512(b->qs + 64);
+    const __m512i sh = _mm512_set_epi32(4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0);
+    const __m512i idx0 = _mm512_set_epi32(28, 24, 28, 24, 20, 16, 20, 16, 12, 8, 12, 8, 4, 0, 4, 0);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    UNROLL_4 for (int c = 0; c < 4; c++) {
+        const __m512i v = _mm512_permutex2var_epi32(w0, _mm512_add_epi32(idx0, _mm512_set1_epi32(c)), w1);
+        u->w[c] = _mm512_and_si512(_mm512_srlv_epi32(v, sh), m4);
+    }
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)b->d | (uint32_t)b->dmin << 16)));
+    u->d = _mm_cvtss_f32(dd);
+    u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
+}
+
+T5 static inline AI __m512i q4p_part(const q4preg *u, const kern_block_q8_K *y) {
+    __m512i p = zero_acc();
+    UNROLL_4 for (int c = 0; c < 4; c++) p = _mm512_dpbusd_epi32(p, u->w[c], _mm512_loadu_si512(y->qs + 64 * c));
+    return kq_fold(_mm512_dpwssd_epi32(_mm512_setzero_si512(), p, u->s), u->mn, y);
+}
 
 /* Four parts added up: lane k holds part k's lanes 0-7 summed, lane 8 + k
  * its lanes 8-15. */
@@ -213,13 +264,16 @@ T5 static inline AI __m128 yd4(const char *a, size_t ba, int64_t i, int k) {
 }
 
 /* Tokens t0..t0+k (k <= 4) of one row block into their lanes of acc. */
-T5 static inline AI void q4_tok4(const q4reg *u, const char *a, size_t ba, int64_t i, int k, __m128 *acc) {
-    __m512i p[4];
-    UNROLL for (int t = 0; t < 4; t++)
-        p[t] = t < k ? q4_part(u, (const kern_block_q8_K *)(a + t * ba) + i) : _mm512_setzero_si512();
-    const __m128 f = q4_f4(sum4(p[0], p[1], p[2], p[3]), _mm_set1_ps(u->d), _mm_set1_ps(u->dmin));
-    *acc = _mm_fmadd_ps(f, yd4(a, ba, i, k), *acc);
-}
+#define TOK4_Q45(NAME, REG, PART)                                                                               \
+    T5 static inline AI void NAME(const REG *u, const char *a, size_t ba, int64_t i, int k, __m128 *acc) {    \
+        __m512i p[4];                                                                                          \
+        UNROLL for (int t = 0; t < 4; t++)                                                                     \
+            p[t] = t < k ? PART(u, (const kern_block_q8_K *)(a + t * ba) + i) : _mm512_setzero_si512();        \
+        const __m128 f = q4_f4(sum4(p[0], p[1], p[2], p[3]), _mm_set1_ps(u->d), _mm_set1_ps(u->dmin));        \
+        *acc = _mm_fmadd_ps(f, yd4(a, ba, i, k), *acc);                                                        \
+    }
+TOK4_Q45(q4p_tok4, q4preg, q4p_part)
+TOK4_Q45(q5_tok4, q5reg, q5_part)
 T5 static inline AI void q6_tok4(const q6reg *u, const char *a, size_t ba, int64_t i, int k, __m128 *acc) {
     __m512i p[4];
     UNROLL for (int t = 0; t < 4; t++)
@@ -228,11 +282,6 @@ T5 static inline AI void q6_tok4(const q6reg *u, const char *a, size_t ba, int64
     *acc = _mm_fmadd_ps(s, _mm_mul_ps(_mm_set1_ps(u->d), yd4(a, ba, i, k)), *acc);
 }
 
-/* Matrix-vector: one row at a time, so the weights stream in address
- * order (two rows interleaved are two streams, which lost 15-20% of
- * decode speed on Zen 5 against the hardware prefetchers), with a
- * software prefetch ahead of the row. Four blocks go through one tree,
- * then into the row's sum one after the other. */
 /* d and dmin of K (1..4) consecutive Q4_K/Q5_K blocks (both start with
  * them), lane t for block t; Q6_K's d */
 T5 static inline AI void d4_q45(const void *x, size_t bs, int K, __m128 *d, __m128 *dm) {
@@ -318,8 +367,8 @@ T5 static inline AI void chain_q6(__m512i s, __m128 d, __m128 dm, const kern_blo
         (void)nc;                                                                                              \
         mv_##T##_nt(n / QK_K, w, bw, nr, a, ba, 1, yout, ldy);                                                 \
     }
-MV_KERNEL(q4_K, q4reg, q4_unpack, q4_part, kern_block_q4_K, d4_q45, chain_q4)
-MV_KERNEL(q5_K, q4reg, q5_unpack, q4_part, kern_block_q5_K, d4_q45, chain_q4)
+MV_KERNEL(q4_K, q4preg, q4p_unpack, q4p_part, kern_block_q4_K, d4_q45, chain_q4)
+MV_KERNEL(q5_K, q5reg, q5_unpack, q5_part, kern_block_q5_K, d4_q45, chain_q4)
 MV_KERNEL(q6_K, q6reg, q6_unpack, q6_part, kern_block_q6_K, d4_q6, chain_q6)
 
 /* Tiles (n_tok > 1): each row block is unpacked once into registers and
@@ -375,11 +424,30 @@ MV_KERNEL(q6_K, q6reg, q6_unpack, q6_part, kern_block_q6_K, d4_q6, chain_q6)
         }                                                                                                       \
     }
 
-RT_KERNEL(q4_K, q4reg, q4_unpack, q4_tok4, kern_block_q4_K)
-RT_KERNEL(q5_K, q4reg, q5_unpack, q4_tok4, kern_block_q5_K)
+RT_KERNEL(q4_K, q4preg, q4p_unpack, q4p_tok4, kern_block_q4_K)
+RT_KERNEL(q5_K, q5reg, q5_unpack, q5_tok4, kern_block_q5_K)
 RT_KERNEL(q6_K, q6reg, q6_unpack, q6_tok4, kern_block_q6_K)
 
-T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) { mv_q4_K(n, w, 0, 1, a, 0, 1, s, 1); }
+/* vec_dot takes the activations as quantized: four blocks at a time
+ * permuted into a copy, in the matrix-vector kernel's order of sums. */
+T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) {
+    const int64_t nb = n / QK_K;
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t i = 0; i < nb; i += 4) {
+        const int k = (int)CORE_MIN(4, nb - i);
+        kern_block_q8_K y[4];
+        memcpy(y, (const kern_block_q8_K *)a + i, (size_t)k * sizeof *y);
+        q4_perm(y, sizeof *y, 1, k * QK_K);
+        const kern_block_q4_K *x = (const kern_block_q4_K *)w + i;
+        switch (k) {
+        case 4: mv4_q4_K(x, (const char *)y, 0, 0, 1, 4, &acc); break;
+        case 3: mv4_q4_K(x, (const char *)y, 0, 0, 1, 3, &acc); break;
+        case 2: mv4_q4_K(x, (const char *)y, 0, 0, 1, 2, &acc); break;
+        default: mv4_q4_K(x, (const char *)y, 0, 0, 1, 1, &acc); break;
+        }
+    }
+    *s = _mm_cvtss_f32(acc);
+}
 T5 static void dot_q5_K(int64_t n, float *s, const void *w, const void *a) { mv_q5_K(n, w, 0, 1, a, 0, 1, s, 1); }
 T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_q6_K(n, w, 0, 1, a, 0, 1, s, 1); }
 
@@ -427,13 +495,6 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_
 #define WIDE_SLAB1 32 /* up to this many tokens, one block per repack */
 #define WIDE_T 8      /* tokens per pass over a slab */
 
-/* A zero accumulator by the xor idiom, which the renamer handles without
- * an execution port (the compiler would copy one zero register instead). */
-T5 static inline __m512i zero_acc(void) {
-    __m512i z;
-    __asm__ volatile("vpxord %0, %0, %0" : "=v"(z)); /* volatile: not merged into one zero and copied */
-    return z;
-}
 
 T5 static inline __m512i bcast32(const void *p) {
     int32_t v;
@@ -1194,6 +1255,7 @@ void kern_avx512_install(kern_impl *t) {
     t->traits[KERN_Q5_K].vec_dot = dot_q5_K;
     t->traits[KERN_Q6_K].vec_dot = dot_q6_K;
     t->tile1[KERN_Q4_K] = mv_q4_K;
+    t->perm[KERN_Q4_K] = q4_perm;
     t->tile1[KERN_Q5_K] = mv_q5_K;
     t->tile1[KERN_Q6_K] = mv_q6_K;
     t->traits[KERN_F32].vec_dot = dot_f32;

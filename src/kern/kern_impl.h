@@ -31,6 +31,12 @@
  * `ba` (its first token is a multiple of KERN_WIDE_C, so of KERN_PREP_T).
  * A layout made once per matmul is what a tile that wants its activations
  * transposed can afford.
+ *
+ * Permuted activations. Where perm[type] is set, tile1 and tile read each
+ * quantized row with the bytes of every block in an order of their own:
+ * kern_matmul permutes the rows in place (same size) with perm[type]
+ * before it runs them, and the tests do the same before calling a tile
+ * directly. vec_dot still takes the rows as quantized.
  */
 #ifndef KERN_IMPL_H
 #define KERN_IMPL_H
@@ -63,6 +69,8 @@ typedef struct kern_impl {
     int wide_min[KERN_TYPE_MAX];
     kern_prep_fn prep[KERN_TYPE_MAX];      /* if not NULL, tile_wide's activations: see "Prepared" */
     size_t prep_block[KERN_TYPE_MAX];      /* bytes of a prepared group per QK_K values */
+    /* if not NULL, tile1's and tile's activations: see "Permuted" */
+    void (*perm[KERN_TYPE_MAX])(void *a, size_t ba, int64_t n_tok, int64_t n);
     void (*rmsnorm)(float *out, const float *x, const float *w, int64_t n, float eps);
     void (*silu_mul)(float *out, const float *g, const float *u, int64_t n);
     void (*softmax)(float *x, int64_t n);

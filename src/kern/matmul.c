@@ -129,6 +129,7 @@ static void matmul(const kern_impl *impl, kern_pool *pool, int wtype, const void
             quantize_task(&c, 0, 1);
         else
             kern_pool_run(pool, quantize_task, &c);
+        if (impl->perm[wtype] && !mm_wide(impl, wtype, n_tok)) impl->perm[wtype](work, c.arow, n_tok, n_in);
         if (impl->prep[wtype] && mm_wide(impl, wtype, n_tok)) {
             c.pgroup = prep_group(impl, wtype, n_in);
             const uintptr_t end = (uintptr_t)work + c.arow * (size_t)n_tok;
