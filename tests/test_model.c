@@ -455,19 +455,21 @@ static void check_batched(const char *rel, double tol_max, double tol_rms) {
     t_diff_stats(got + nv, alone + 3 * nv, c->n_vocab, &maxd, &rms);
     worst = CORE_MAX(worst, maxd), worst_rms = CORE_MAX(worst_rms, rms);
     CHECK_EQ_INT(t_argmax(got + nv, c->n_vocab), t_argmax(alone + 3 * nv, c->n_vocab));
-    /* rows 0 and 2: the token after the decode step, alone */
+    /* rows 0 and 2: the token after the decode step, decoded alone (the
+     * matrix-vector kernel, where the mixed step took the wide tile) */
     float *ref = malloc(nv * sizeof(float));
     for (int s = 0; s < S; s += 2) {
         model_kv *k1 = NULL;
         CHECK(model_kv_new(&k1, L.m, 64, MODEL_KV_F16, &err) == 0);
-        CHECK(model_forward(L.m, k1, toks[s], plen[s] + 2, ref, 0, NULL, &err) == 0);
+        CHECK(model_forward(L.m, k1, toks[s], plen[s] + 1, NULL, 0, NULL, &err) == 0);
+        CHECK(model_forward(L.m, k1, toks[s] + plen[s] + 1, 1, ref, 0, NULL, &err) == 0);
         t_diff_stats(got + (size_t)s * nv, ref, c->n_vocab, &maxd, &rms);
         worst = CORE_MAX(worst, maxd), worst_rms = CORE_MAX(worst_rms, rms);
         CHECK_EQ_INT(t_argmax(got + (size_t)s * nv, c->n_vocab), t_argmax(ref, c->n_vocab));
         model_kv_free(k1);
     }
-    fprintf(stderr, "  %s: batched vs alone max|diff| %.6f rms %.6f\n", rel, worst, worst_rms);
-    CHECK_MSG(worst <= tol_max && worst_rms <= tol_rms, "max %.6f rms %.6f", worst, worst_rms);
+    fprintf(stderr, "  %s: batched vs alone max|diff| %.3g rms %.3g\n", rel, worst, worst_rms);
+    CHECK_MSG(worst <= tol_max && worst_rms <= tol_rms, "max %.3g rms %.3g", worst, worst_rms);
     /* misuse is refused */
     model_kv *dup[2] = {kv[0], kv[0]};
     const int32_t *dt[2] = {one, one};
@@ -520,8 +522,15 @@ static void test_batched_exact(void) {
     check_batched_exact("models/smollm3-tiny-q4_k_m.gguf", MODEL_KV_F16);
 }
 
-static void test_batched_f32(void) { check_batched("models/smollm3-tiny-f32.gguf", 1e-3, 1e-4); }
-static void test_batched_q4(void) { check_batched("models/smollm3-tiny-q4_k_m.gguf", 0.5, 0.1); }
+/* Every kernel family sums a block the same way and attention folds by
+ * position, so the logits are the same bits batched, beside a prompt
+ * chunk, or read in a prompt; AMX's Q4_K tile (9+ rows) sums in its own
+ * float order, and gets the golden tolerances. */
+static void test_batched_f32(void) { check_batched("models/smollm3-tiny-f32.gguf", 0, 0); }
+static void test_batched_q4(void) {
+    const int amx = strcmp(kern_isa(), "amx") == 0;
+    check_batched("models/smollm3-tiny-q4_k_m.gguf", amx ? 0.5 : 0, amx ? 0.1 : 0);
+}
 
 int main(void) {
     kern_init(NULL);
