@@ -162,8 +162,8 @@ T5 static inline void q6_unpack(const kern_block_q6_K *b, q6reg *u) {
  *   Q4_K, Q5_K: f = S * d; f = f - M * dmin (fused); acc = acc + f * y.d (fused)
  *   Q6_K:       acc = acc + S * (d * y.d) (fused)
  * Integer sums are exact in any order, so the register kernels add their
- * lanes up by a tree, four tokens (tiles) or four blocks (matrix-vector)
- * at a time, which costs about what the per-lane float epilogue did. */
+ * lanes up by a tree, four tokens a block (tiles of 4+ tokens) or four
+ * blocks a token (matrix-vector, tiles of 2-3) at a time. */
 
 /* One block against one token: the S part in lanes 0-7, the M part in
  * lanes 8-15 (the tree adds each half up). Q4_K/Q5_K and Q6_K alike: the

@@ -4,7 +4,9 @@
  *    into `work` (F32 weights use X as is). A few rows (decode, batched
  *    decode): the caller does it (a 2048-float row takes about a
  *    microsecond, less than a wake-up); more: a pool run splits the rows
- *    across threads.
+ *    across threads. Then the ISA may put them in its tiles' own order:
+ *    permuted in place for the register tiles, prepared in a layout of
+ *    their own after them for the wide tile (kern_impl.h).
  * 2. Output rows are cut into chunks (a multiple of KERN_TILE_R rows),
  *    handed out through an atomic counter so a thread slowed down by
  *    someone else's work on a shared machine does not hold the others up.
