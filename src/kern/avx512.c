@@ -263,24 +263,30 @@ T5 static inline AI __m128 yd4(const char *a, size_t ba, int64_t i, int k) {
     return _mm_loadu_ps(v);
 }
 
+/* The float steps for tokens t0..t0+k (k <= 4) at one block, lane t for
+ * token t; their four parts summed in s. */
+T5 static inline AI void steps4_q45(__m512i s, float d, float dmin, __m128 yd, __m128 *acc) {
+    *acc = _mm_fmadd_ps(q4_f4(s, _mm_set1_ps(d), _mm_set1_ps(dmin)), yd, *acc);
+}
+T5 static inline AI void steps4_q6(__m512i s, float d, float dmin, __m128 yd, __m128 *acc) {
+    (void)dmin;
+    *acc = _mm_fmadd_ps(q6_s4(s), _mm_mul_ps(_mm_set1_ps(d), yd), *acc);
+}
+#define DMIN_q4preg(u) (u)->dmin
+#define DMIN_q5reg(u) (u)->dmin
+#define DMIN_q6reg(u) 0.f
+
 /* Tokens t0..t0+k (k <= 4) of one row block into their lanes of acc. */
-#define TOK4_Q45(NAME, REG, PART)                                                                               \
+#define TOK4(NAME, REG, PART, STEPS)                                                                            \
     T5 static inline AI void NAME(const REG *u, const char *a, size_t ba, int64_t i, int k, __m128 *acc) {    \
         __m512i p[4];                                                                                          \
         UNROLL for (int t = 0; t < 4; t++)                                                                     \
             p[t] = t < k ? PART(u, (const kern_block_q8_K *)(a + t * ba) + i) : _mm512_setzero_si512();        \
-        const __m128 f = q4_f4(sum4(p[0], p[1], p[2], p[3]), _mm_set1_ps(u->d), _mm_set1_ps(u->dmin));        \
-        *acc = _mm_fmadd_ps(f, yd4(a, ba, i, k), *acc);                                                        \
+        STEPS(sum4(p[0], p[1], p[2], p[3]), u->d, DMIN_##REG(u), yd4(a, ba, i, k), acc);                      \
     }
-TOK4_Q45(q4p_tok4, q4preg, q4p_part)
-TOK4_Q45(q5_tok4, q5reg, q5_part)
-T5 static inline AI void q6_tok4(const q6reg *u, const char *a, size_t ba, int64_t i, int k, __m128 *acc) {
-    __m512i p[4];
-    UNROLL for (int t = 0; t < 4; t++)
-        p[t] = t < k ? q6_part(u, (const kern_block_q8_K *)(a + t * ba) + i) : _mm512_setzero_si512();
-    const __m128 s = q6_s4(sum4(p[0], p[1], p[2], p[3]));
-    *acc = _mm_fmadd_ps(s, _mm_mul_ps(_mm_set1_ps(u->d), yd4(a, ba, i, k)), *acc);
-}
+TOK4(q4p_tok4, q4preg, q4p_part, steps4_q45)
+TOK4(q5_tok4, q5reg, q5_part, steps4_q45)
+TOK4(q6_tok4, q6reg, q6_part, steps4_q6)
 
 /* d and dmin of K (1..4) consecutive Q4_K/Q5_K blocks (both start with
  * them), lane t for block t; Q6_K's d */
@@ -371,13 +377,14 @@ MV_KERNEL(q4_K, q4preg, q4p_unpack, q4p_part, kern_block_q4_K, d4_q45, chain_q4)
 MV_KERNEL(q5_K, q5reg, q5_unpack, q5_part, kern_block_q5_K, d4_q45, chain_q4)
 MV_KERNEL(q6_K, q6reg, q6_unpack, q6_part, kern_block_q6_K, d4_q6, chain_q6)
 
-/* Tiles (n_tok > 1): each row block is unpacked once into registers and
+/* Tiles of 4+ tokens: each row block is unpacked once into registers and
  * used for up to KERN_TILE_CMAX tokens, four at a time through the tree
- * (one xmm accumulator per four tokens). The token count must be a
- * compile-time constant for the accumulators to live in registers (a
- * runtime count puts them on the stack and the unpacked block with them),
- * so there is one body per count 2..8 and 16: a tile of 3 or 5-7 tokens
- * must not be cut into smaller groups, since each group re-reads the
+ * (one xmm accumulator per four tokens); 2-3 tokens go through the
+ * matrix-vector body above. The token count must be a compile-time
+ * constant for the accumulators to live in registers (a runtime count
+ * puts them on the stack and the unpacked block with them), so there is
+ * one body per count 4..8 and 16: a tile of 5-7 tokens must not be cut
+ * into smaller groups, since each group re-reads the
  * weights and a batch of a few decoding conversations (n_tok 2..8) is
  * memory-bound like a single one -- it only stays that cheap if every
  * weight block is read once. Rows go one at a time and the weight stream
@@ -438,13 +445,7 @@ T5 static void dot_q4_K(int64_t n, float *s, const void *w, const void *a) {
         kern_block_q8_K y[4];
         memcpy(y, (const kern_block_q8_K *)a + i, (size_t)k * sizeof *y);
         q4_perm(y, sizeof *y, 1, k * QK_K);
-        const kern_block_q4_K *x = (const kern_block_q4_K *)w + i;
-        switch (k) {
-        case 4: mv4_q4_K(x, (const char *)y, 0, 0, 1, 4, &acc); break;
-        case 3: mv4_q4_K(x, (const char *)y, 0, 0, 1, 3, &acc); break;
-        case 2: mv4_q4_K(x, (const char *)y, 0, 0, 1, 2, &acc); break;
-        default: mv4_q4_K(x, (const char *)y, 0, 0, 1, 1, &acc); break;
-        }
+        mv4_q4_K((const kern_block_q4_K *)w + i, (const char *)y, 0, 0, 1, k, &acc);
     }
     *s = _mm_cvtss_f32(acc);
 }
@@ -494,7 +495,6 @@ T5 static void dot_q6_K(int64_t n, float *s, const void *w, const void *a) { mv_
 #define WIDE_SLAB 4   /* blocks per repack from WIDE_SLAB1 + 1 tokens: 4 x 5 KB */
 #define WIDE_SLAB1 32 /* up to this many tokens, one block per repack */
 #define WIDE_T 8      /* tokens per pass over a slab */
-
 
 T5 static inline __m512i bcast32(const void *p) {
     int32_t v;
