@@ -28,7 +28,7 @@ SRC     := $(wildcard src/*/*.c)
 LIB_SRC := $(filter-out src/app/%,$(SRC))
 APP_SRC := $(filter src/app/%,$(SRC))
 GEN_SRC := build/gen/assets.c
-TESTS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c)) test_gpu_emu test_gpu_on_emu
+TESTS   := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c)) test_gpu_emu test_gpu_on_emu test_kern_amx_emu
 FUZZ    := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # htmx and its SSE extension, pinned in web/package-lock.json; named, not
 # wildcarded, so a clean clone fetches them (npm ci) before embedding.
@@ -105,6 +105,16 @@ build/san/smolbot: $(SAN_LIB) $(SAN_APP)
 
 build/san/test_%: tests/test_%.c tests/t.h tests/t_model.h tests/t_chat.h $(SAN_LIB)
 	$(CC) $(CFLAGS_BASE) -O1 $(SAN) -o $@ $< $(SAN_LIB) $(LDLIBS)
+
+# The AMX kernel on CPUs without AMX (src/kern/amx_emu.h): test_kern for
+# "amx" against kern objects whose tile instructions are C.
+AMX_EMU_OBJ := $(patsubst %.c,build/amxemu/%.o,$(wildcard src/kern/*.c))
+build/amxemu/%.o: %.c $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -DKERN_AMX_EMU -O1 $(SAN) -c -o $@ $<
+build/san/test_kern_amx_emu: tests/test_kern.c tests/t.h $(AMX_EMU_OBJ) $(SAN_LIB)
+	$(CC) $(CFLAGS_BASE) -DKERN_AMX_EMU -O1 $(SAN) -o $@ $< $(AMX_EMU_OBJ) \
+	  $(filter-out build/san/src/kern/%,$(SAN_LIB)) $(LDLIBS)
 
 # npm packages of the node e2e suites (the openai client, ...), pinned in tests/e2e/package-lock.json.
 E2E_DEPS := tests/e2e/node_modules/.package-lock.json

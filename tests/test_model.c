@@ -412,9 +412,8 @@ static void test_refuse_broken(void) {
  * different depths decode one token each (model_decode_batch), then two
  * decode rows and an 11-token prefill chunk of a third cache run as one
  * mixed step (model_forward_seqs); every sequence's logits are compared
- * with the same tokens run alone. Tolerances: tight on f32 (only the
- * order of sums may differ), the golden ones on q4. */
-static void check_batched(const char *rel, double tol_max, double tol_rms) {
+ * with the same tokens run alone, bit for bit. */
+static void check_batched(const char *rel) {
     loaded L;
     if (load(rel, &L, 0) == -1) T_SKIP("../shared/%s absent", rel);
     const model_config *c = model_get_config(L.m);
@@ -469,7 +468,7 @@ static void check_batched(const char *rel, double tol_max, double tol_rms) {
         model_kv_free(k1);
     }
     fprintf(stderr, "  %s: batched vs alone max|diff| %.3g rms %.3g\n", rel, worst, worst_rms);
-    CHECK_MSG(worst <= tol_max && worst_rms <= tol_rms, "max %.3g rms %.3g", worst, worst_rms);
+    CHECK_MSG(worst == 0 && worst_rms == 0, "max %.3g rms %.3g", worst, worst_rms);
     /* misuse is refused */
     model_kv *dup[2] = {kv[0], kv[0]};
     const int32_t *dt[2] = {one, one};
@@ -524,13 +523,9 @@ static void test_batched_exact(void) {
 
 /* Every kernel family sums a block the same way and attention folds by
  * position, so the logits are the same bits batched, beside a prompt
- * chunk, or read in a prompt; AMX's Q4_K tile (9+ rows) sums in its own
- * float order, and gets the golden tolerances. */
-static void test_batched_f32(void) { check_batched("models/smollm3-tiny-f32.gguf", 0, 0); }
-static void test_batched_q4(void) {
-    const int amx = strcmp(kern_isa(), "amx") == 0;
-    check_batched("models/smollm3-tiny-q4_k_m.gguf", amx ? 0.5 : 0, amx ? 0.1 : 0);
-}
+ * chunk, or read in a prompt. */
+static void test_batched_f32(void) { check_batched("models/smollm3-tiny-f32.gguf"); }
+static void test_batched_q4(void) { check_batched("models/smollm3-tiny-q4_k_m.gguf"); }
 
 int main(void) {
     kern_init(NULL);

@@ -163,7 +163,8 @@ T5 static inline void q6_unpack(const kern_block_q6_K *b, q6reg *u) {
  *   Q6_K:       acc = acc + S * (d * y.d) (fused)
  * Integer sums are exact in any order, so the register kernels add their
  * lanes up by a tree, four tokens a block (tiles of 4+ tokens) or four
- * blocks a token (matrix-vector, tiles of 2-3) at a time. */
+ * blocks a token (matrix-vector, tiles of 2-3) at a time. The AMX tile
+ * (Q4_K, 9+ tokens) takes the same steps. */
 
 /* One block against one token: the S part in lanes 0-7, the M part in
  * lanes 8-15 (the tree adds each half up). Q4_K/Q5_K and Q6_K alike: the
@@ -773,21 +774,32 @@ WIDE_KERNEL(q6, wq6, kern_block_q6_K)
  * A1 = q * sl and A2 = q * sh the block's sum over all its sub-blocks is
  * C1 + 8 C2, two C tiles accumulating over the 256 values of a block. A
  * vpmullw makes the byte products: q0 + 256 q1 times a 16-bit sl is
- * q0 sl + 256 q1 sl without a carry between the bytes. Per block and row
- * the float epilogue runs over the 16 tokens of a zmm: d * isum, minus
- * dmin * m_j times the tokens' sub-block sums, times the tokens' scales.
+ * q0 sl + 256 q1 sl without a carry between the bytes. The mins' sum
+ * M = sum m_j * (token's sub-block sum j) is exact too (vpdpwssd on pairs
+ * of sub-blocks), so per block, row and token the float epilogue is the
+ * other kernels' ("One float order" above): f = S d, f -= M dmin,
+ * acc += f y.d, over the 16 tokens of a zmm; a token's outputs are the
+ * same bits whichever kernel read it and beside whichever tokens.
  *
  * Tiles: A1, A2 in tmm0/1, B in tmm2, C1, C2 in tmm4/5, all 16 rows of
  * 64 bytes; a short group is padded (its columns past the tokens are not
  * stored). The tile state is released at the end of each call. */
 #define TA __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi,avx2,fma,f16c")))
 
+#ifdef KERN_AMX_EMU
+#include "kern/amx_emu.h" /* tests on CPUs without AMX */
+#else
+/* not _tile_loadconfig, whose operand in gcc 12 is the first 8 bytes only */
+#define AMX_LOADCFG(cfg) __asm__ volatile("ldtilecfg %0" : : "m"(*(cfg)))
+#endif
+
 /* A prepared block: B tiles of the 4 chunks of 64 values, then the 16
- * tokens' scales, then their 8 sub-block sums (as floats, by sub-block). */
+ * tokens' scales, then their 8 sub-block sums as int16 pairs (sub-blocks
+ * 2k and 2k+1 in dword k: |sum| <= 32 * 127). */
 typedef struct {
     uint8_t b[4][16][64];
     float d[16];
-    float bs[8][16];
+    int32_t bs[4][16];
 } amx_pblock;
 static_assert(sizeof(amx_pblock) % 64 == 0, "prepared blocks stay 64-byte aligned");
 
@@ -813,16 +825,21 @@ TA static void amx_prep_q8_K(const void *a, size_t ba, int nt, int64_t n, void *
         for (int t = 0; t < nt; t++) {
             const kern_block_q8_K *y = (const kern_block_q8_K *)(x + (size_t)t * ba);
             o->d[t] = y->d;
-            for (int j = 0; j < 8; j++) o->bs[j][t] = (float)(y->bsums[2 * j] + y->bsums[2 * j + 1]);
+            for (int k = 0; k < 4; k++) {
+                const int lo = y->bsums[4 * k] + y->bsums[4 * k + 1], hi = y->bsums[4 * k + 2] + y->bsums[4 * k + 3];
+                o->bs[k][t] = (int32_t)((uint32_t)(uint16_t)lo | (uint32_t)hi << 16);
+            }
         }
     }
 }
 
-/* One block of 16 weight rows: A1/A2 per chunk, the rows' d and
- * dmin * m_j. Rows past nr repeat row nr-1. */
+/* One block of 16 weight rows: A1/A2 per chunk, the rows' d and dmin,
+ * and their mins m_j as int16 pairs like the tokens' sums (mn[k][r] =
+ * m_2k + m_2k+1 << 16). Rows past nr repeat row nr-1. */
 typedef struct {
     uint8_t a1[4][16][64], a2[4][16][64];
-    float d[16], dm[8][16]; /* d of row r; dmin * m_j of row r */
+    float d[16], dmin[16];
+    int32_t mn[4][16];
 } amx_wblock;
 
 TA static void amx_unpack_q4(const char *w, size_t bw, int nr, int64_t i, amx_wblock *u) {
@@ -832,10 +849,13 @@ TA static void amx_unpack_q4(const char *w, size_t bw, int nr, int64_t i, amx_wb
     __m512i s03, s47, n03, n47;
     wide_scales_q4(x, bw, nr, &d, &dmin, &s03, &s47, &n03, &n47);
     _mm512_store_ps(u->d, d);
-    const __m512i ff = _mm512_set1_epi32(0xFF);
-    UNROLL for (int j = 0; j < 4; j++) {
-        _mm512_store_ps(u->dm[j], _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(n03, 8 * j), ff))));
-        _mm512_store_ps(u->dm[4 + j], _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(n47, 8 * j), ff))));
+    _mm512_store_ps(u->dmin, dmin);
+    /* bytes 2k and 2k+1 of a dword (m_2k, m_2k+1) to its two words */
+    const __m512i b0 = _mm512_set1_epi32(0xFF), b1 = _mm512_set1_epi32(0xFF00);
+    UNROLL for (int k = 0; k < 2; k++) {
+        const __m512i a = _mm512_srli_epi32(n03, 16 * k), b = _mm512_srli_epi32(n47, 16 * k);
+        _mm512_store_si512((void *)u->mn[k], _mm512_or_si512(_mm512_and_si512(a, b0), _mm512_slli_epi32(_mm512_and_si512(a, b1), 8)));
+        _mm512_store_si512((void *)u->mn[2 + k], _mm512_or_si512(_mm512_and_si512(b, b0), _mm512_slli_epi32(_mm512_and_si512(b, b1), 8)));
     }
     /* row r's 8 scales as bytes: dword r of s03, then of s47 */
     _Alignas(64) uint32_t lo[16], hi[16];
@@ -866,10 +886,9 @@ TA static void amx_q4(int64_t n, const void *w, size_t bw, int nr, const void *a
     _Alignas(64) amx_wblock u;
     _Alignas(64) int32_t c[2][16][16];
     _Alignas(64) float acc[KERN_WIDE_C / 16][16][16];
-    /* tmm0-2 and tmm4-5, 16 rows of 64 bytes; not _tile_loadconfig, whose
-     * operand in gcc 12 is the first 8 bytes only */
+    /* tmm0-2 and tmm4-5, 16 rows of 64 bytes */
     static const _Alignas(64) amx_cfg cfg = {.palette = 1, .colsb = {64, 64, 64, 0, 64, 64}, .rows = {16, 16, 16, 0, 16, 16}};
-    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+    AMX_LOADCFG(&cfg);
     memset(acc, 0, sizeof(float) * 256 * (size_t)ng);
     for (int64_t i = 0; i < nb; i++) {
         if (i + 1 < nb) wide_prefetch((const char *)w + (i + 1) * sizeof(kern_block_q4_K), bw, sizeof(kern_block_q4_K));
@@ -887,14 +906,16 @@ TA static void amx_q4(int64_t n, const void *w, size_t bw, int nr, const void *a
             }
             _tile_stored(4, c[0], 64);
             _tile_stored(5, c[1], 64);
-            __m512 bs[8];
-            UNROLL for (int j = 0; j < 8; j++) bs[j] = _mm512_load_ps(p->bs[j]);
+            __m512i bs[4];
+            UNROLL for (int k = 0; k < 4; k++) bs[k] = _mm512_load_si512((const void *)p->bs[k]);
             const __m512 yd = _mm512_load_ps(p->d);
             for (int r = 0; r < nr; r++) {
                 const __m512i is = _mm512_add_epi32(_mm512_load_si512((const void *)c[0][r]),
                                                     _mm512_slli_epi32(_mm512_load_si512((const void *)c[1][r]), 3));
+                __m512i M = _mm512_setzero_si512();
+                UNROLL for (int k = 0; k < 4; k++) M = _mm512_dpwssd_epi32(M, _mm512_set1_epi32(u.mn[k][r]), bs[k]);
                 __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(u.d[r]));
-                UNROLL for (int j = 0; j < 8; j++) f = _mm512_fnmadd_ps(bs[j], _mm512_set1_ps(u.dm[j][r]), f);
+                f = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(M), _mm512_set1_ps(u.dmin[r]), f);
                 _mm512_store_ps(acc[g][r], _mm512_fmadd_ps(f, yd, _mm512_load_ps(acc[g][r])));
             }
         }

@@ -46,7 +46,10 @@ static int cpu_has_avx512(void) {
  * it: the 8 KB of tile data are off until a process asks (arch_prctl
  * ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA), once, for all its threads. */
 static int cpu_has_amx(void) {
-#if defined(__linux__) && defined(SYS_arch_prctl)
+#if defined(KERN_AMX_EMU)
+    /* the test build's tiles are C (amx_emu.h); the kernel around them needs AVX-512 VBMI */
+    return cpu_has_avx512() && __builtin_cpu_supports("avx512vbmi") != 0;
+#elif defined(__linux__) && defined(SYS_arch_prctl)
     unsigned a, b, c, d;
     if (!cpu_has_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || (d & (3u << 24)) != (3u << 24)) return 0;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0; /* OSXSAVE: xgetbv works */
