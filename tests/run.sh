@@ -18,6 +18,12 @@ tap_failures() {
        on && !skip { print } /Sanitizer|runtime error|TIMEOUT/ { print }' "$1"
 }
 
+# Seconds since the suite started (its own t0), for the summary lines:
+# where CI's time goes.
+t0=0
+start() { t0=$(date +%s.%N); }
+took() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
 add() { # name, output file, exit status
   local line p f s
   line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$2" | tail -n 1)
@@ -30,7 +36,7 @@ add() { # name, output file, exit status
   s=$(echo "$line" | sed -nE 's/.* ([0-9]+) skipped.*/\1/p'); s=${s:-0}
   if [ "$3" != 0 ] && [ "$f" = 0 ]; then f=1; fi
   P=$((P+p)) F=$((F+f)) S=$((S+s))
-  printf '%-28s %s\n' "$1" "$line"
+  printf '%-28s %-36s %6s s\n' "$1" "$line" "$(took)"
   if [ "$f" != 0 ]; then
     case "$1" in
       e2e/*) tap_failures "$2" ;;
@@ -43,7 +49,7 @@ add() { # name, output file, exit status
 # A hung test must fail, not eat CI's time: every suite runs under a timeout.
 LIMIT=${TEST_TIMEOUT:-900}
 for t in "$@"; do
-  name=$(basename "$t")
+  name=$(basename "$t"); start
   timeout -k 10 "$LIMIT" "$t" > "$log/$name.out" 2>&1; rc=$?
   [ $rc = 124 ] && echo "TIMEOUT after ${LIMIT}s" >> "$log/$name.out"
   add "$name" "$log/$name.out" $rc
@@ -51,7 +57,7 @@ done
 
 for t in tests/cli_*.sh; do
   [ -e "$t" ] || continue
-  name=$(basename "$t" .sh)
+  name=$(basename "$t" .sh); start
   timeout -k 10 "$LIMIT" bash "$t" > "$log/$name.out" 2>&1; rc=$?
   add "$name" "$log/$name.out" $rc
 done
@@ -59,7 +65,7 @@ done
 # Short bounded fuzz runs: each target over its seed corpus plus 10 s of new inputs.
 for fz in build/fuzz/fuzz_*; do
   [ -x "$fz" ] || continue
-  name=$(basename "$fz"); corp=tests/fuzz/corpus/${name#fuzz_}
+  name=$(basename "$fz"); start; corp=tests/fuzz/corpus/${name#fuzz_}
   work=$(mktemp -d /tmp/smolbot-fuzz-XXXXXX)
   [ -d "$corp" ] && cp -r "$corp/." "$work/" 2>/dev/null
   "$fz" "$work" -max_total_time=10 -rss_limit_mb=2048 -timeout=10 > "$log/$name.out" 2>&1; rc=$?
@@ -72,7 +78,7 @@ done
 
 for suite in tests/e2e/*.test.mjs; do
   [ -e "$suite" ] || continue
-  name=$(basename "$suite" .test.mjs)
+  name=$(basename "$suite" .test.mjs); start
   timeout -k 10 "$LIMIT" node --test --test-reporter=tap "$suite" > "$log/$name.out" 2>&1; rc=$?
   p=$(grep -E '^# pass ' "$log/$name.out" | awk '{print $3}'); f=$(grep -E '^# fail ' "$log/$name.out" | awk '{print $3}')
   s=$(grep -E '^# skipped ' "$log/$name.out" | awk '{print $3}')
