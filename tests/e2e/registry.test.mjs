@@ -299,8 +299,10 @@ describe('a request while its model loads', { skip: SKIP }, () => {
         path.join(SHARED, 'smollm3-tiny-q4_k_m.gguf'), '-o', path.join(d, 'big.gguf')], { encoding: 'utf8' });
       assert.equal(g.status, 0, g.stderr);
     });
-    /* 1000 MB: the big file alone is over it (it loads anyway), so each load unloads the other */
-    s = await util.startServer(BIN, ['--models-dir', dir, '--no-db', '--ctx', '256', '--mem-budget', '1000']);
+    /* 1000 MB: the big file alone is over it (it loads anyway), so each load unloads the other.
+     * Prompt chunks of 8 rows: a stream left during big's prompt is cancelled at the next
+     * chunk (under the sanitizers a 3B row takes about a second), not after the whole prompt. */
+    s = await util.startServer(BIN, ['--models-dir', dir, '--no-db', '--ctx', '256', '--mem-budget', '1000', '--batch', '8']);
     ol = new Ollama({ host: s.url });
     oa = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'none' });
   });
