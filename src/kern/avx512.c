@@ -87,6 +87,13 @@ T5 static inline __m128i k_sm(const uint8_t *q) {
     return _mm_blend_epi32(lo, hi, 0xA);
 }
 
+/* A Q4_K/Q5_K block's d and dmin as floats, by one conversion. */
+T5 static inline AI void kq_ddmin(kern_f16 d, kern_f16 dmin, float *fd, float *fdmin) {
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)d | (uint32_t)dmin << 16)));
+    *fd = _mm_cvtss_f32(dd);
+    *fdmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
+}
+
 /* One Q5_K row block unpacked: weights, scales, mins, d and dmin. */
 typedef struct {
     __m512i w[4], s[4];
@@ -116,9 +123,7 @@ T5 static inline AI void q5_unpack(const kern_block_q5_K *b, q5reg *u) {
         u->s[c] = _mm512_permutexvar_epi32(idx, sc);
     }
     u->mn = _mm512_extracti64x4_epi64(sc, 1);
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)b->d | (uint32_t)b->dmin << 16)));
-    u->d = _mm_cvtss_f32(dd);
-    u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
+    kq_ddmin(b->d, b->dmin, &u->d, &u->dmin);
 }
 
 typedef struct {
@@ -227,9 +232,7 @@ T5 static inline AI void q4p_unpack(const kern_block_q4_K *b, q4preg *u) {
         const __m512i v = _mm512_permutex2var_epi32(w0, _mm512_add_epi32(idx0, _mm512_set1_epi32(c)), w1);
         u->w[c] = _mm512_and_si512(_mm512_srlv_epi32(v, sh), m4);
     }
-    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)b->d | (uint32_t)b->dmin << 16)));
-    u->d = _mm_cvtss_f32(dd);
-    u->dmin = _mm_cvtss_f32(_mm_movehdup_ps(dd));
+    kq_ddmin(b->d, b->dmin, &u->d, &u->dmin);
 }
 
 T5 static inline AI __m512i q4p_part(const q4preg *u, const kern_block_q8_K *y) {
@@ -264,18 +267,12 @@ T5 static inline AI __m128 yd4(const char *a, size_t ba, int64_t i, int k) {
     return _mm_loadu_ps(v);
 }
 
-/* The float steps for tokens t0..t0+k (k <= 4) at one block, lane t for
- * token t; their four parts summed in s. */
-T5 static inline AI void steps4_q45(__m512i s, float d, float dmin, __m128 yd, __m128 *acc) {
-    *acc = _mm_fmadd_ps(q4_f4(s, _mm_set1_ps(d), _mm_set1_ps(dmin)), yd, *acc);
-}
-T5 static inline AI void steps4_q6(__m512i s, float d, float dmin, __m128 yd, __m128 *acc) {
-    (void)dmin;
-    *acc = _mm_fmadd_ps(q6_s4(s), _mm_mul_ps(_mm_set1_ps(d), yd), *acc);
-}
-#define DMIN_q4preg(u) (u)->dmin
-#define DMIN_q5reg(u) (u)->dmin
-#define DMIN_q6reg(u) 0.f
+/* The float steps for tokens t0..t0+k (k <= 4) at block u, lane t for
+ * token t; their four parts summed in s. Macros, since Q4_K's and Q5_K's
+ * unpacked blocks are two types with the same d and dmin. */
+#define STEPS4_Q45(s, u, yd, acc) \
+    (*(acc) = _mm_fmadd_ps(q4_f4(s, _mm_set1_ps((u)->d), _mm_set1_ps((u)->dmin)), yd, *(acc)))
+#define STEPS4_Q6(s, u, yd, acc) (*(acc) = _mm_fmadd_ps(q6_s4(s), _mm_mul_ps(_mm_set1_ps((u)->d), yd), *(acc)))
 
 /* Tokens t0..t0+k (k <= 4) of one row block into their lanes of acc. */
 #define TOK4(NAME, REG, PART, STEPS)                                                                            \
@@ -283,11 +280,11 @@ T5 static inline AI void steps4_q6(__m512i s, float d, float dmin, __m128 yd, __
         __m512i p[4];                                                                                          \
         UNROLL for (int t = 0; t < 4; t++)                                                                     \
             p[t] = t < k ? PART(u, (const kern_block_q8_K *)(a + t * ba) + i) : _mm512_setzero_si512();        \
-        STEPS(sum4(p[0], p[1], p[2], p[3]), u->d, DMIN_##REG(u), yd4(a, ba, i, k), acc);                      \
+        STEPS(sum4(p[0], p[1], p[2], p[3]), u, yd4(a, ba, i, k), acc);                                       \
     }
-TOK4(q4p_tok4, q4preg, q4p_part, steps4_q45)
-TOK4(q5_tok4, q5reg, q5_part, steps4_q45)
-TOK4(q6_tok4, q6reg, q6_part, steps4_q6)
+TOK4(q4p_tok4, q4preg, q4p_part, STEPS4_Q45)
+TOK4(q5_tok4, q5reg, q5_part, STEPS4_Q45)
+TOK4(q6_tok4, q6reg, q6_part, STEPS4_Q6)
 
 /* d and dmin of K (1..4) consecutive Q4_K/Q5_K blocks (both start with
  * them), lane t for block t; Q6_K's d */
